@@ -1,0 +1,35 @@
+//! `kiln`: build, store, move and run OCI images from Dockerfiles, with no daemon.
+
+use clap::{Parser, Subcommand};
+
+mod commands;
+
+/// kiln: a daemonless Dockerfile build engine.
+#[derive(Debug, Parser)]
+#[command(name = "kiln", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Each group of commands lives in its own module under `commands/` and is
+/// flattened here, so work on one group never touches another's code.
+#[derive(Debug, Subcommand)]
+enum Command {
+    #[command(flatten)]
+    Frontend(commands::frontend::Cmd),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Frontend(c) => commands::frontend::run(c),
+    };
+    match result {
+        Ok(code) => code,
+        Err(report) => {
+            eprintln!("{report:?}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}

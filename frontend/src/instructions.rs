@@ -1,0 +1,1 @@
+//! Typed instructions built from parser nodes (owned by the planning work).

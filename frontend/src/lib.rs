@@ -1,0 +1,18 @@
+//! kiln's Dockerfile frontend: everything between the bytes of a Dockerfile and
+//! a resolved, per-stage build plan.
+//!
+//! The layers mirror BuildKit's `frontend/dockerfile`:
+//! - [`parser`]: the pest grammar and the generic instruction [`parser::Node`]
+//!   (what BuildKit's parser dumps), with parser directives, continuations and
+//!   heredocs already resolved and every node carrying its source span.
+//! - [`shell`]: word expansion as BuildKit's shell lexer does it.
+//! - [`dockerignore`]: `.dockerignore` parsing and moby patternmatcher matching.
+//! - [`instructions`]: typed instructions (flags checked, arguments split) built
+//!   from nodes.
+//! - [`plan`]: stages, ARG/ENV scoping, image-config accumulation, target pruning.
+
+pub mod dockerignore;
+pub mod instructions;
+pub mod parser;
+pub mod plan;
+pub mod shell;

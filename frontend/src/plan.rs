@@ -1,0 +1,1 @@
+//! Per-stage resolved build plans (owned by the planning work).
