@@ -12,7 +12,9 @@
 //! - [`plan`]: stages, ARG/ENV scoping, image-config accumulation, target pruning.
 
 pub mod dockerignore;
+pub mod error;
 pub mod instructions;
 pub mod parser;
 pub mod plan;
 pub mod shell;
+pub use error::{Error, ErrorKind, Location, Result};
