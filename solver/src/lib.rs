@@ -14,6 +14,7 @@
 
 mod graph;
 mod key;
+pub mod ops;
 mod progress;
 mod scheduler;
 

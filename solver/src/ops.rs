@@ -1,0 +1,246 @@
+//! kiln's build operations (BuildKit calls its equivalent LLB): what the
+//! frontend lowers a Dockerfile into and the worker executes. Pure data, so
+//! an op's canonical encoding (its JSON, whose field order is fixed and whose
+//! maps are ordered) names it.
+//!
+//! Input conventions, by op:
+//! - `Exec`: input 0 is the root filesystem; [`ExecMount::Bind`] and
+//!   cache mounts seeded `from` refer to further inputs by index.
+//! - `File`: input 0 is the filesystem the actions apply to (`Scratch` for
+//!   an empty one); [`FileAction::Copy`] names its source input by index.
+//! - `Merge`: the inputs' layers stacked in order (`COPY --link`).
+//! - `Image`, `Context`, `Scratch`: no inputs.
+
+use serde::{Deserialize, Serialize};
+
+use crate::Op;
+
+/// An OCI platform, as `os/arch[/variant]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Platform {
+    pub os: String,
+    pub architecture: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        if let Some(v) = &self.variant {
+            write!(f, "/{v}")?;
+        }
+        Ok(())
+    }
+}
+
+/// One operation of a build.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BuildOp {
+    /// An image's root filesystem for one platform. `manifest` is the
+    /// platform manifest's digest, resolved before solving, so the op's
+    /// identity (and every key after it) pins the image's content.
+    Image {
+        reference: String,
+        platform: Platform,
+        manifest: Option<String>,
+    },
+    /// A build context (`context` for the main one, or a named context): a
+    /// host directory handed to the executor out of band, so the host path
+    /// is not part of the identity; what it contains enters the cache keys
+    /// of the ops that read it, through their content keys.
+    Context { name: String, exclude: Vec<String> },
+    /// The empty filesystem.
+    Scratch,
+    /// A RUN.
+    Exec(Exec),
+    /// COPY, ADD, WORKDIR's mkdir, heredoc files.
+    File(FileOp),
+    /// Inputs' layers stacked in order.
+    Merge,
+}
+
+/// A command run in a sandbox on input 0.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exec {
+    pub argv: Vec<String>,
+    /// `KEY=value`, in the order they are set.
+    pub env: Vec<String>,
+    pub cwd: String,
+    /// As USER wrote it (`name`, `uid`, `name:group`, `uid:gid`); resolved
+    /// against the root filesystem's /etc/passwd and /etc/group when run.
+    pub user: String,
+    pub network: Network,
+    pub mounts: Vec<ExecMount>,
+    pub platform: Platform,
+    /// Human-readable step name, kept out of the identity (see [`Op`] impl).
+    #[serde(skip)]
+    pub display: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Network {
+    /// The build's choice (`--network`), host by default as in BuildKit.
+    #[default]
+    Default,
+    Host,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Sharing {
+    #[default]
+    Shared,
+    Private,
+    Locked,
+}
+
+/// An extra mount of a RUN. Never part of the resulting layer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExecMount {
+    /// A path of input `input` (0 is not allowed: that is the rootfs).
+    Bind {
+        input: usize,
+        source: String,
+        target: String,
+        readonly: bool,
+    },
+    /// A persistent cache directory, kept across builds, keyed by `id`.
+    Cache {
+        id: String,
+        target: String,
+        sharing: Sharing,
+        readonly: bool,
+        uid: u32,
+        gid: u32,
+        mode: u32,
+        /// Seed the cache from this input's path on first use.
+        from: Option<(usize, String)>,
+    },
+    Tmpfs {
+        target: String,
+        size: Option<u64>,
+    },
+    Secret {
+        id: String,
+        target: String,
+        required: bool,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+    Ssh {
+        id: String,
+        target: String,
+        required: bool,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+    /// A file with fixed content (a heredoc script), read-only.
+    File {
+        target: String,
+        data: String,
+        mode: u32,
+    },
+}
+
+/// File actions applied in order to input 0.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileOp {
+    pub actions: Vec<FileAction>,
+    /// Human-readable step name, kept out of the identity.
+    #[serde(skip)]
+    pub display: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FileAction {
+    /// COPY / ADD from input `source`.
+    Copy {
+        source: usize,
+        /// Source paths or wildcards, relative to the source's root.
+        paths: Vec<String>,
+        /// Absolute destination (WORKDIR already applied); a trailing `/`
+        /// means a directory.
+        dest: String,
+        /// `--chown` as written; names resolve in the destination.
+        chown: Option<String>,
+        /// `--chmod`, octal.
+        chmod: Option<u32>,
+        parents: bool,
+        exclude: Vec<String>,
+        /// ADD: extract local archives.
+        unpack: bool,
+    },
+    Mkdir {
+        path: String,
+        mode: u32,
+        parents: bool,
+        chown: Option<String>,
+    },
+    Mkfile {
+        path: String,
+        data: Vec<u8>,
+        mode: u32,
+        chown: Option<String>,
+    },
+    Rm {
+        path: String,
+        allow_not_found: bool,
+    },
+}
+
+impl Op for BuildOp {
+    fn encode(&self) -> Vec<u8> {
+        // Serialising plain structs, enums, vectors and options cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    fn name(&self) -> String {
+        match self {
+            BuildOp::Image {
+                reference,
+                platform,
+                ..
+            } => format!("FROM {reference} ({platform})"),
+            BuildOp::Context { name, .. } => format!("load build context {name}"),
+            BuildOp::Scratch => "scratch".into(),
+            BuildOp::Exec(e) if !e.display.is_empty() => e.display.clone(),
+            BuildOp::Exec(e) => format!("RUN {}", e.argv.join(" ")),
+            BuildOp::File(f) if !f.display.is_empty() => f.display.clone(),
+            BuildOp::File(_) => "file operation".into(),
+            BuildOp::Merge => "merge".into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_names_do_not_change_identity() {
+        let p = Platform {
+            os: "linux".into(),
+            architecture: "amd64".into(),
+            variant: None,
+        };
+        let mk = |display: &str| {
+            BuildOp::Exec(Exec {
+                argv: vec!["sh".into(), "-c".into(), "true".into()],
+                env: vec![],
+                cwd: "/".into(),
+                user: String::new(),
+                network: Network::Default,
+                mounts: vec![],
+                platform: p.clone(),
+                display: display.into(),
+            })
+        };
+        assert_eq!(mk("[1/2] RUN true").encode(), mk("[2/2] RUN true").encode());
+        assert_eq!(mk("[1/2] RUN true").name(), "[1/2] RUN true");
+    }
+}
