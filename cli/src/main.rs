@@ -3,6 +3,8 @@
 use clap::{Parser, Subcommand};
 
 mod commands;
+#[allow(dead_code)] // wired into `kiln build` by the build work
+mod progress;
 
 /// kiln: a daemonless Dockerfile build engine.
 #[derive(Debug, Parser)]
