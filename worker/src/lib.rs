@@ -1,0 +1,11 @@
+//! The worker: what actually executes a build step on this machine.
+//!
+//! Scheduling lives in the solver; here live the mechanics that need root and
+//! the kernel: a sandbox for RUN (namespaces entered by a re-executed, single
+//! threaded helper so we never fork a multi-threaded process), copy-on-write
+//! snapshots on kernel overlayfs, and the conversion between overlay upper
+//! dirs and OCI layer tars (whiteouts in both directions).
+
+pub mod diff;
+pub mod sandbox;
+pub mod snapshot;
