@@ -1,1 +1,2 @@
 //! Content and image store.
+pub mod registry;
