@@ -1,60 +1,1174 @@
-//! Word expansion as BuildKit's shell lexer does it (owned by the shell-expansion
-//! work; this is the contract other modules call).
+//! Word expansion as BuildKit's shell lexer does it.
+//!
+//! Dockerfile words are not run through a real shell: BuildKit has its own small
+//! lexer that removes quotes, processes escapes and expands `$V` / `${V...}`
+//! forms, with its own quirks (escapes kept inside `#`/`%`/`/` patterns, glob
+//! patterns translated to regular expressions, error wording). kiln must expand
+//! exactly as BuildKit does or images differ, so this module follows that
+//! lexer's observable behaviour, quirks included, while guaranteeing what
+//! BuildKit does not: bounded stack use (the lexer is an explicit state machine,
+//! so deeply nested `${a:-${b:-...}}` cannot overflow) and matching without
+//! exponential backtracking (patterns run on a Pike VM).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// The variables visible to an expansion.
+///
+/// A trait rather than a map type because the planner keeps ARG and ENV scopes
+/// in its own structures and must not copy them for every word.
 pub trait Env {
     /// `None` when unset; `Some("")` when set and empty.
     fn get(&self, name: &str) -> Option<String>;
 }
 
-impl Env for std::collections::BTreeMap<String, String> {
+impl Env for BTreeMap<String, String> {
     fn get(&self, name: &str) -> Option<String> {
-        std::collections::BTreeMap::get(self, name).cloned()
+        BTreeMap::get(self, name).cloned()
     }
 }
 
-impl Env for std::collections::HashMap<String, String> {
+impl Env for HashMap<String, String> {
     fn get(&self, name: &str) -> Option<String> {
-        std::collections::HashMap::get(self, name).cloned()
+        HashMap::get(self, name).cloned()
     }
 }
 
-/// Why a word could not be expanded.
+/// Ordered `(name, value)` pairs, as an image config's `Env` list is kept; a
+/// later pair overrides an earlier one of the same name, as in BuildKit.
+impl<K: AsRef<str>, V: AsRef<str>> Env for [(K, V)] {
+    fn get(&self, name: &str) -> Option<String> {
+        self.iter()
+            .rev()
+            .find(|(k, _)| k.as_ref() == name)
+            .map(|(_, v)| v.as_ref().to_string())
+    }
+}
+
+impl<K: AsRef<str>, V: AsRef<str>> Env for Vec<(K, V)> {
+    fn get(&self, name: &str) -> Option<String> {
+        Env::get(self.as_slice(), name)
+    }
+}
+
+impl<E: Env + ?Sized> Env for &E {
+    fn get(&self, name: &str) -> Option<String> {
+        (**self).get(name)
+    }
+}
+
+/// Builds an environment from `NAME=value` strings the way BuildKit's
+/// `BuildEnvs` does (an entry without `=` is set and empty; the last one of a
+/// name wins), since image configs and build tables store variables that way.
+pub fn env_from_assignments<S: AsRef<str>>(entries: &[S]) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    for entry in entries {
+        let entry = entry.as_ref();
+        match entry.split_once('=') {
+            Some((k, v)) => env.insert(k.to_string(), v.to_string()),
+            None => env.insert(entry.to_string(), String::new()),
+        };
+    }
+    env
+}
+
+/// Why a word could not be expanded. Every message reads as BuildKit's,
+/// `failed to process "WORD": REASON`, so users can search for it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ShellError {
-    #[error("{0}")]
-    Syntax(String),
+    /// Malformed word: unterminated quote or `${`, bad substitution, an
+    /// unsupported modifier such as `${V:=x}`.
+    #[error("failed to process {}: {message}", go_quote(.word))]
+    Syntax { word: String, message: String },
+    /// `${V?msg}` / `${V:?msg}` on an unset (or empty) variable: the Dockerfile
+    /// author asked for the build to stop.
+    #[error("failed to process {}: {name}: {message}", go_quote(.word))]
+    Required {
+        word: String,
+        name: String,
+        message: String,
+    },
+    /// A `#`, `%` or `/` pattern that is not a valid glob (a stray `\`).
+    #[error(
+        "failed to process {}: invalid pattern ({pattern}) in substitution: {message}",
+        go_quote(.word)
+    )]
+    Pattern {
+        word: String,
+        pattern: String,
+        message: String,
+    },
+}
+
+impl ShellError {
+    /// The word that failed, so a caller can point at it in the source.
+    pub fn word(&self) -> &str {
+        match self {
+            ShellError::Syntax { word, .. }
+            | ShellError::Required { word, .. }
+            | ShellError::Pattern { word, .. } => word,
+        }
+    }
 }
 
 /// The result of expanding one word: its value and the variable names it
 /// referenced (set or not), which the planner needs to report unused build
 /// args.
+///
+/// Every name the word mentions is in `used`, even inside a default that was
+/// not taken (`${A:-$B}` with A set still uses B), as in BuildKit.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Expanded<T> {
     pub value: T,
-    pub used: std::collections::BTreeSet<String>,
+    pub used: BTreeSet<String>,
 }
 
 /// A shell-word lexer for one escape character (`\` or a backtick).
-#[derive(Debug, Clone, Copy)]
+///
+/// The flags mirror BuildKit's `Lex` options, because its dispatcher expands
+/// some words differently: heredoc bodies with `skip_process_quotes` (quotes
+/// belong to the script), RUN's displayed name with `raw_quotes` and
+/// `skip_unset_env`, heredoc detection with `raw_quotes` and `raw_escapes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lexer {
+    /// The `# escape=` directive's character.
     pub escape: char,
+    /// Keep quote characters in the output (they still group words).
+    pub raw_quotes: bool,
+    /// Keep escape characters in the output (they still escape).
+    pub raw_escapes: bool,
+    /// Treat `'` and `"` as ordinary characters.
+    pub skip_process_quotes: bool,
+    /// Leave references to unset variables as written instead of expanding
+    /// them to nothing.
+    pub skip_unset_env: bool,
+}
+
+impl Default for Lexer {
+    fn default() -> Self {
+        Lexer::new('\\')
+    }
 }
 
 impl Lexer {
+    /// A lexer for Dockerfile words with the given escape character and
+    /// BuildKit's default behaviour (quotes and escapes removed).
     pub fn new(escape: char) -> Self {
-        Lexer { escape }
+        Lexer {
+            escape,
+            raw_quotes: false,
+            raw_escapes: false,
+            skip_process_quotes: false,
+            skip_unset_env: false,
+        }
     }
 
-    /// One-word mode: quotes removed, escapes processed, no field splitting.
+    /// See [`Lexer::raw_quotes`].
+    pub fn with_raw_quotes(mut self, on: bool) -> Self {
+        self.raw_quotes = on;
+        self
+    }
+
+    /// See [`Lexer::raw_escapes`].
+    pub fn with_raw_escapes(mut self, on: bool) -> Self {
+        self.raw_escapes = on;
+        self
+    }
+
+    /// See [`Lexer::skip_process_quotes`].
+    pub fn with_skip_process_quotes(mut self, on: bool) -> Self {
+        self.skip_process_quotes = on;
+        self
+    }
+
+    /// See [`Lexer::skip_unset_env`].
+    pub fn with_skip_unset_env(mut self, on: bool) -> Self {
+        self.skip_unset_env = on;
+        self
+    }
+
+    /// One-word mode: quotes removed, escapes processed, no field splitting
+    /// (BuildKit's `ProcessWord`, used for ENV values, WORKDIR, USER, ...).
     pub fn process_word(&self, word: &str, env: &dyn Env) -> Result<Expanded<String>, ShellError> {
-        let _ = (word, env);
-        Err(ShellError::Syntax("word expansion is not implemented yet".into()))
+        let (done, used) = self.run(word, env)?;
+        Ok(Expanded {
+            value: done.result,
+            used,
+        })
     }
 
-    /// Field-splitting mode: unquoted expansions split on whitespace.
-    pub fn process_words(&self, word: &str, env: &dyn Env) -> Result<Expanded<Vec<String>>, ShellError> {
-        let _ = (word, env);
-        Err(ShellError::Syntax("word expansion is not implemented yet".into()))
+    /// Field-splitting mode: unquoted expansions split on whitespace
+    /// (BuildKit's `ProcessWords`, used for FROM, COPY sources, EXPOSE, ...).
+    pub fn process_words(
+        &self,
+        word: &str,
+        env: &dyn Env,
+    ) -> Result<Expanded<Vec<String>>, ShellError> {
+        let (done, used) = self.run(word, env)?;
+        Ok(Expanded {
+            value: done.words,
+            used,
+        })
     }
+
+    fn run(&self, word: &str, env: &dyn Env) -> Result<(Done, BTreeSet<String>), ShellError> {
+        let mut machine = Machine {
+            lexer: *self,
+            scanner: Scanner::new(word),
+            env,
+            used: BTreeSet::new(),
+            stack: vec![Frame::Word(WordFrame {
+                stop: None,
+                raw_escapes: self.raw_escapes,
+                result: String::new(),
+                words: Some(Words::default()),
+                then: Then::Finish,
+            })],
+        };
+        match machine.drive() {
+            Ok(done) => Ok((done, machine.used)),
+            Err(fault) => Err(fault.into_error(word)),
+        }
+    }
+}
+
+/// An error before it is tied to the whole word.
+#[derive(Debug)]
+enum Fault {
+    Syntax(String),
+    Required { name: String, message: String },
+    Pattern { pattern: String, message: String },
+}
+
+impl Fault {
+    fn syntax(message: impl Into<String>) -> Self {
+        Fault::Syntax(message.into())
+    }
+
+    fn into_error(self, word: &str) -> ShellError {
+        let word = word.to_string();
+        match self {
+            Fault::Syntax(message) => ShellError::Syntax { word, message },
+            Fault::Required { name, message } => ShellError::Required {
+                word,
+                name,
+                message,
+            },
+            Fault::Pattern { pattern, message } => ShellError::Pattern {
+                word,
+                pattern,
+                message,
+            },
+        }
+    }
+}
+
+/// Go's `text/scanner` over the word's characters: it drops a byte-order mark
+/// at the very start, which BuildKit therefore does too.
+struct Scanner {
+    chars: Vec<char>,
+    pos: usize,
+}
+
+impl Scanner {
+    fn new(text: &str) -> Self {
+        let mut chars: Vec<char> = text.chars().collect();
+        if chars.first() == Some(&'\u{FEFF}') {
+            chars.remove(0);
+        }
+        Scanner { chars, pos: 0 }
+    }
+
+    fn peek(&self) -> Option<char> {
+        self.chars.get(self.pos).copied()
+    }
+
+    fn next(&mut self) -> Option<char> {
+        let c = self.peek();
+        if c.is_some() {
+            self.pos += 1;
+        }
+        c
+    }
+}
+
+/// How Go prints a rune that is really end-of-input (`string(rune(-1))`).
+fn rune_text(c: Option<char>) -> char {
+    c.unwrap_or('\u{FFFD}')
+}
+
+/// Field splitting as BuildKit does it: unquoted whitespace ends a word,
+/// empty words are dropped, quoted or escaped text is kept whole.
+#[derive(Default)]
+struct Words {
+    done: Vec<String>,
+    word: String,
+}
+
+impl Words {
+    fn add_char(&mut self, c: char) {
+        if c.is_whitespace() {
+            if !self.word.is_empty() {
+                self.done.push(std::mem::take(&mut self.word));
+            }
+        } else {
+            self.word.push(c);
+        }
+    }
+
+    fn add_str(&mut self, s: &str) {
+        for c in s.chars() {
+            self.add_char(c);
+        }
+    }
+
+    fn finish(mut self) -> Vec<String> {
+        if !self.word.is_empty() {
+            self.done.push(self.word);
+        }
+        self.done
+    }
+}
+
+/// One level of word processing: the whole word, or the text inside
+/// `${V<op>...}` up to its closing character.
+struct WordFrame {
+    stop: Option<char>,
+    raw_escapes: bool,
+    result: String,
+    /// Only the outermost level splits into fields.
+    words: Option<Words>,
+    then: Then,
+}
+
+impl WordFrame {
+    fn add_char(&mut self, c: char) {
+        self.result.push(c);
+        if let Some(w) = &mut self.words {
+            w.add_char(c);
+        }
+    }
+
+    fn add_raw_char(&mut self, c: char) {
+        self.result.push(c);
+        if let Some(w) = &mut self.words {
+            w.word.push(c);
+        }
+    }
+
+    fn add_raw_str(&mut self, s: &str) {
+        self.result.push_str(s);
+        if let Some(w) = &mut self.words {
+            w.word.push_str(s);
+        }
+    }
+
+    /// Expansion results are split into fields when unquoted.
+    fn add_expansion(&mut self, s: &str) {
+        self.result.push_str(s);
+        if let Some(w) = &mut self.words {
+            w.add_str(s);
+        }
+    }
+}
+
+/// What to do with a [`WordFrame`]'s text once its closing character is read.
+enum Then {
+    /// The outermost word: expansion is over.
+    Finish,
+    /// `${name<op>word}` for `- + ? # %`, optionally after `:`.
+    Modifier {
+        name: String,
+        op: Option<char>,
+        chs: String,
+        null_is_unset: bool,
+    },
+    /// `${name/pattern/...`: the pattern is read, the replacement is next.
+    ReplacePattern { name: String, all: bool },
+    /// `${name/pattern/replacement}`.
+    ReplaceWith {
+        name: String,
+        all: bool,
+        pattern: String,
+    },
+}
+
+/// The inside of a double-quoted string.
+struct QuoteFrame {
+    body: String,
+    raw_escapes: bool,
+}
+
+enum Frame {
+    Word(WordFrame),
+    Quote(QuoteFrame),
+}
+
+struct Done {
+    result: String,
+    words: Vec<String>,
+}
+
+/// The lexer as an explicit stack machine; each step consumes input or
+/// finishes a frame, so the work is linear in the input plus the text copied
+/// out of nested expansions.
+struct Machine<'a> {
+    lexer: Lexer,
+    scanner: Scanner,
+    env: &'a dyn Env,
+    used: BTreeSet<String>,
+    stack: Vec<Frame>,
+}
+
+impl Machine<'_> {
+    fn drive(&mut self) -> Result<Done, Fault> {
+        loop {
+            match self.step() {
+                Ok(Some(done)) => return Ok(done),
+                Ok(None) => {}
+                Err(fault) => return Err(self.unwind(fault)),
+            }
+        }
+    }
+
+    /// BuildKit rewrites any error raised while reading the inside of a
+    /// `${...}` into "missing '}'" (or "missing '/'") when the input is
+    /// exhausted; propagating outwards, the outermost such level has the last
+    /// word.
+    fn unwind(&self, mut fault: Fault) -> Fault {
+        if self.scanner.peek().is_some() {
+            return fault;
+        }
+        for frame in self.stack.iter().rev() {
+            if let Frame::Word(w) = frame {
+                match w.then {
+                    Then::Finish => {}
+                    Then::Modifier { .. } | Then::ReplaceWith { .. } => {
+                        fault = Fault::syntax("syntax error: missing '}'");
+                    }
+                    Then::ReplacePattern { .. } => {
+                        fault = Fault::syntax("syntax error: missing '/' in ${}");
+                    }
+                }
+            }
+        }
+        fault
+    }
+
+    fn step(&mut self) -> Result<Option<Done>, Fault> {
+        let lexer = self.lexer;
+        let escape = lexer.escape;
+        let peeked = self.scanner.peek();
+        let Some(top) = self.stack.last_mut() else {
+            return Err(Fault::syntax("internal error: empty lexer stack"));
+        };
+        match top {
+            Frame::Word(frame) => match peeked {
+                None => {
+                    if let Some(stop) = frame.stop {
+                        return Err(Fault::syntax(format!(
+                            "unexpected end of statement while looking for matching {stop}"
+                        )));
+                    }
+                    self.finish_word()
+                }
+                Some(c) if Some(c) == frame.stop => {
+                    self.scanner.next();
+                    self.finish_word()
+                }
+                Some('$') => {
+                    self.start_dollar()?;
+                    Ok(None)
+                }
+                Some('\'') if !lexer.skip_process_quotes => {
+                    let text = self.single_quote()?;
+                    if let Some(Frame::Word(frame)) = self.stack.last_mut() {
+                        frame.add_raw_str(&text);
+                    }
+                    Ok(None)
+                }
+                Some('"') if !lexer.skip_process_quotes => {
+                    self.scanner.next();
+                    let mut body = String::new();
+                    if lexer.raw_quotes {
+                        body.push('"');
+                    }
+                    let raw_escapes = frame.raw_escapes;
+                    self.stack
+                        .push(Frame::Quote(QuoteFrame { body, raw_escapes }));
+                    Ok(None)
+                }
+                Some(c) => {
+                    self.scanner.next();
+                    if c == escape {
+                        if frame.raw_escapes {
+                            frame.add_raw_char(c);
+                        }
+                        // An escape at the very end is dropped.
+                        if let Some(escaped) = self.scanner.next() {
+                            frame.add_raw_char(escaped);
+                        }
+                    } else {
+                        frame.add_char(c);
+                    }
+                    Ok(None)
+                }
+            },
+            Frame::Quote(quote) => match peeked {
+                None => Err(Fault::syntax(
+                    "unexpected end of statement while looking for matching double-quote",
+                )),
+                Some('"') => {
+                    self.scanner.next();
+                    if lexer.raw_quotes {
+                        quote.body.push('"');
+                    }
+                    let body = std::mem::take(&mut quote.body);
+                    self.stack.pop();
+                    if let Some(Frame::Word(frame)) = self.stack.last_mut() {
+                        frame.add_raw_str(&body);
+                    }
+                    Ok(None)
+                }
+                Some('$') => {
+                    self.start_dollar()?;
+                    Ok(None)
+                }
+                Some(c) => {
+                    self.scanner.next();
+                    let mut out = c;
+                    if c == escape {
+                        if quote.raw_escapes {
+                            quote.body.push(c);
+                        }
+                        match self.scanner.peek() {
+                            // A trailing escape is dropped; the missing quote
+                            // is reported next.
+                            None => return Ok(None),
+                            Some(p) if p == '"' || p == '$' || p == escape => {
+                                self.scanner.next();
+                                out = p;
+                            }
+                            // Other escapes stay literal inside double quotes.
+                            Some(_) => {}
+                        }
+                    }
+                    quote.body.push(out);
+                    Ok(None)
+                }
+            },
+        }
+    }
+
+    /// Text between single quotes is taken as is; no escape can end it early.
+    fn single_quote(&mut self) -> Result<String, Fault> {
+        let mut text = String::new();
+        let open = self.scanner.next();
+        if self.lexer.raw_quotes {
+            text.extend(open);
+        }
+        loop {
+            match self.scanner.next() {
+                None => {
+                    return Err(Fault::syntax(
+                        "unexpected end of statement while looking for matching single-quote",
+                    ))
+                }
+                Some('\'') => {
+                    if self.lexer.raw_quotes {
+                        text.push('\'');
+                    }
+                    return Ok(text);
+                }
+                Some(c) => text.push(c),
+            }
+        }
+    }
+
+    /// Hands an expansion's value to the enclosing level.
+    fn deliver(&mut self, value: &str) {
+        match self.stack.last_mut() {
+            Some(Frame::Word(frame)) => frame.add_expansion(value),
+            Some(Frame::Quote(quote)) => quote.body.push_str(value),
+            None => {}
+        }
+    }
+
+    fn lookup(&mut self, name: &str) -> Option<String> {
+        self.used.insert(name.to_string());
+        self.env.get(name)
+    }
+
+    /// Reads a variable name: a run of digits (positional), one special
+    /// parameter character, or letters, digits and `_`.
+    fn read_name(&mut self) -> String {
+        let mut name = String::new();
+        while let Some(c) = self.scanner.peek() {
+            if name.is_empty() && chars::is_digit(c) {
+                while let Some(d) = self.scanner.peek().filter(|d| chars::is_digit(*d)) {
+                    self.scanner.next();
+                    name.push(d);
+                }
+                return name;
+            }
+            if name.is_empty() && matches!(c, '@' | '*' | '#' | '?' | '-' | '$' | '!' | '0') {
+                self.scanner.next();
+                name.push(c);
+                return name;
+            }
+            if !chars::is_letter(c) && !chars::is_digit(c) && c != '_' {
+                break;
+            }
+            self.scanner.next();
+            name.push(c);
+        }
+        name
+    }
+
+    /// Called with the scanner on a `$`.
+    fn start_dollar(&mut self) -> Result<(), Fault> {
+        self.scanner.next();
+        if self.scanner.peek() != Some('{') {
+            let name = self.read_name();
+            if name.is_empty() {
+                self.deliver("$");
+                return Ok(());
+            }
+            let value = match self.lookup(&name) {
+                Some(v) => v,
+                None if self.lexer.skip_unset_env => format!("${name}"),
+                None => String::new(),
+            };
+            self.deliver(&value);
+            return Ok(());
+        }
+        self.scanner.next();
+        match self.scanner.peek() {
+            None => return Err(Fault::syntax("syntax error: missing '}'")),
+            Some('{' | '}' | ':') => return Err(Fault::syntax("syntax error: bad substitution")),
+            Some(_) => {}
+        }
+        let name = self.read_name();
+        let ch = self.scanner.next();
+        let mut chs = rune_text(ch).to_string();
+        let (op, null_is_unset) = match ch {
+            Some('}') => {
+                let value = match self.lookup(&name) {
+                    Some(v) => v,
+                    None if self.lexer.skip_unset_env => format!("${{{name}}}"),
+                    None => String::new(),
+                };
+                self.deliver(&value);
+                return Ok(());
+            }
+            Some(':') => {
+                let op = self.scanner.next();
+                chs.push(rune_text(op));
+                (op, true)
+            }
+            Some(c @ ('+' | '-' | '?' | '#' | '%')) => (Some(c), false),
+            Some('/') => {
+                let all = self.scanner.peek() == Some('/');
+                if all {
+                    self.scanner.next();
+                }
+                self.push_word(Some('/'), true, Then::ReplacePattern { name, all });
+                return Ok(());
+            }
+            _ => {
+                return Err(Fault::syntax(format!(
+                    "unsupported modifier ({chs}) in substitution"
+                )))
+            }
+        };
+        // Pattern operators keep their escapes so `\*` stays a literal star.
+        let raw = matches!(op, Some('#' | '%'));
+        self.push_word(
+            Some('}'),
+            raw,
+            Then::Modifier {
+                name,
+                op,
+                chs,
+                null_is_unset,
+            },
+        );
+        Ok(())
+    }
+
+    fn push_word(&mut self, stop: Option<char>, raw_escapes: bool, then: Then) {
+        self.stack.push(Frame::Word(WordFrame {
+            stop,
+            raw_escapes,
+            result: String::new(),
+            words: None,
+            then,
+        }));
+    }
+
+    /// The top word frame's closing character was read (or input ended for
+    /// the outermost one).
+    fn finish_word(&mut self) -> Result<Option<Done>, Fault> {
+        let Some(Frame::Word(frame)) = self.stack.pop() else {
+            return Err(Fault::syntax("internal error: lexer stack out of step"));
+        };
+        let word = frame.result;
+        let skip_unset = self.lexer.skip_unset_env;
+        let value = match frame.then {
+            Then::Finish => {
+                return Ok(Some(Done {
+                    result: word,
+                    words: frame.words.map(Words::finish).unwrap_or_default(),
+                }))
+            }
+            Then::ReplacePattern { name, all } => {
+                self.push_word(
+                    Some('}'),
+                    true,
+                    Then::ReplaceWith {
+                        name,
+                        all,
+                        pattern: word,
+                    },
+                );
+                return Ok(None);
+            }
+            Then::ReplaceWith { name, all, pattern } => {
+                let value = self.lookup(&name);
+                match value {
+                    None if skip_unset => format!("${{{name}/{pattern}/{word}}}"),
+                    value => replace(&value.unwrap_or_default(), &pattern, &word, all)?,
+                }
+            }
+            Then::Modifier {
+                name,
+                op,
+                chs,
+                null_is_unset,
+            } => {
+                let value = self.lookup(&name);
+                if value.is_none() && skip_unset {
+                    format!("${{{name}{chs}{word}}}")
+                } else {
+                    apply_modifier(&name, value, op, &chs, null_is_unset, word)?
+                }
+            }
+        };
+        self.deliver(&value);
+        Ok(None)
+    }
+}
+
+/// `${V-w}`, `${V+w}`, `${V?w}`, `${V#p}`, `${V%p}` and their `:` forms (the
+/// colon makes an empty value count as unset; it changes nothing for `#`/`%`).
+fn apply_modifier(
+    name: &str,
+    value: Option<String>,
+    op: Option<char>,
+    chs: &str,
+    null_is_unset: bool,
+    word: String,
+) -> Result<String, Fault> {
+    let missing = match &value {
+        None => true,
+        Some(v) => null_is_unset && v.is_empty(),
+    };
+    match op {
+        Some('-') => Ok(if missing {
+            word
+        } else {
+            value.unwrap_or_default()
+        }),
+        Some('+') => Ok(if missing { String::new() } else { word }),
+        Some('?') => {
+            if !missing {
+                return Ok(value.unwrap_or_default());
+            }
+            let message = if !word.is_empty() {
+                word
+            } else if value.is_none() {
+                "is not allowed to be unset".to_string()
+            } else {
+                "is not allowed to be empty".to_string()
+            };
+            Err(Fault::Required {
+                name: name.to_string(),
+                message,
+            })
+        }
+        Some(c @ ('#' | '%')) => {
+            let value = value.unwrap_or_default();
+            // `##` / `%%` take the longest match, one `#` / `%` the shortest.
+            let (pattern, greedy) = match word.strip_prefix(c) {
+                Some(rest) => (rest.to_string(), true),
+                None => (word, false),
+            };
+            if c == '#' {
+                trim_prefix(&pattern, &value, greedy)
+            } else {
+                trim_suffix(&pattern, &value, greedy)
+            }
+        }
+        _ => Err(Fault::syntax(format!(
+            "unsupported modifier ({chs}) in substitution"
+        ))),
+    }
+}
+
+fn pattern_fault(pattern: &str, message: String) -> Fault {
+    Fault::Pattern {
+        pattern: pattern.to_string(),
+        message,
+    }
+}
+
+fn trim_prefix(pattern: &str, value: &str, greedy: bool) -> Result<String, Fault> {
+    let glob = glob::Glob::compile(pattern, greedy).map_err(|m| pattern_fault(pattern, m))?;
+    let hay: Vec<char> = value.chars().collect();
+    Ok(match glob.find(&hay, 0, true) {
+        Some((_, end)) => hay[end..].iter().collect(),
+        None => value.to_string(),
+    })
+}
+
+/// The shortest or longest matching suffix is the matching prefix of the
+/// reversed value under the reversed pattern (escapes kept before the
+/// character they escape); errors therefore name the reversed pattern, as
+/// BuildKit's do.
+fn trim_suffix(pattern: &str, value: &str, greedy: bool) -> Result<String, Fault> {
+    let reversed_pattern = glob::reverse_pattern(pattern);
+    let reversed_value: String = value.chars().rev().collect();
+    let trimmed = trim_prefix(&reversed_pattern, &reversed_value, greedy)?;
+    Ok(trimmed.chars().rev().collect())
+}
+
+/// `${V/p/r}` replaces the leftmost longest-preferred match with `r` taken
+/// literally; `${V//p/r}` replaces every match and, because BuildKit hands `r`
+/// to Go's `ReplaceAllString`, expands `$0`/`${0}` in it to the match, `$$` to
+/// `$` and any other `$name` to nothing.
+fn replace(value: &str, pattern: &str, replacement: &str, all: bool) -> Result<String, Fault> {
+    let glob = glob::Glob::compile(pattern, true).map_err(|m| pattern_fault(pattern, m))?;
+    let hay: Vec<char> = value.chars().collect();
+    if !all {
+        return Ok(match glob.find(&hay, 0, false) {
+            Some((start, end)) => {
+                let mut out: String = hay[..start].iter().collect();
+                out.push_str(replacement);
+                out.extend(&hay[end..]);
+                out
+            }
+            None => value.to_string(),
+        });
+    }
+    let mut out = String::new();
+    let mut last_end = 0;
+    let mut search = 0;
+    while search <= hay.len() {
+        let Some((start, end)) = glob.find(&hay, search, false) else {
+            break;
+        };
+        out.extend(&hay[last_end..start]);
+        // No replacement for an empty match right after the previous match.
+        if end > last_end || start == 0 {
+            let matched: String = hay[start..end].iter().collect();
+            expand_template(&mut out, replacement, &matched);
+        }
+        last_end = end;
+        search = if search + 1 > end { search + 1 } else { end };
+    }
+    out.extend(&hay[last_end.min(hay.len())..]);
+    Ok(out)
+}
+
+/// Go's `Regexp.Expand` for a pattern with no capture groups.
+fn expand_template(out: &mut String, template: &str, matched: &str) {
+    let mut rest = template;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        rest = &rest[i + 1..];
+        if let Some(after) = rest.strip_prefix('$') {
+            out.push('$');
+            rest = after;
+            continue;
+        }
+        let (braced, body) = match rest.strip_prefix('{') {
+            Some(b) => (true, b),
+            None => (false, rest),
+        };
+        let name_len: usize = body
+            .chars()
+            .take_while(|c| chars::is_letter(*c) || chars::is_digit(*c) || *c == '_')
+            .map(char::len_utf8)
+            .sum();
+        let closed = !braced || body[name_len..].starts_with('}');
+        if name_len == 0 || !closed {
+            // Malformed: the `$` is literal.
+            out.push('$');
+            continue;
+        }
+        if &body[..name_len] == "0" {
+            out.push_str(matched);
+        }
+        rest = &body[name_len + usize::from(braced)..];
+    }
+    out.push_str(rest);
+}
+
+/// Glob patterns of `${V#p}`, `${V%p}` and `${V/p/r}`.
+///
+/// BuildKit turns `*` into `.*` (or `.*?`), `?` into `.` and runs Go's
+/// regexp, which prefers matches in backtracking order. A Pike VM over the
+/// three kinds of atom gives the same match in O(pattern × value) time, with
+/// no backtracking and no recursion.
+mod glob {
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Atom {
+        Lit(char),
+        /// `?`: any character but a newline (Go's `.`).
+        Any,
+        /// `*`: any run of characters without a newline.
+        Star,
+    }
+
+    #[derive(Debug)]
+    pub struct Glob {
+        atoms: Vec<Atom>,
+        greedy: bool,
+    }
+
+    impl Glob {
+        /// `\` escapes `*`, `?` and `\`; before `}` or `/` it is dropped (it
+        /// was only there to hide them from `${...}`); anything else after it
+        /// is an error worded as Go's.
+        pub fn compile(pattern: &str, greedy: bool) -> Result<Glob, String> {
+            let mut chars = pattern.chars().peekable();
+            // Go's text/scanner drops a leading byte-order mark.
+            if chars.peek() == Some(&'\u{FEFF}') {
+                chars.next();
+            }
+            let mut atoms = Vec::new();
+            while let Some(c) = chars.next() {
+                let atom = match c {
+                    '*' => Atom::Star,
+                    '?' => Atom::Any,
+                    '\\' => {
+                        if matches!(chars.peek(), Some('}' | '/')) {
+                            continue;
+                        }
+                        match chars.next() {
+                            Some(e @ ('*' | '?' | '\\')) => Atom::Lit(e),
+                            other => {
+                                return Err(format!(
+                                    "invalid escape '\\{}'",
+                                    super::rune_text(other)
+                                ))
+                            }
+                        }
+                    }
+                    c => Atom::Lit(c),
+                };
+                atoms.push(atom);
+            }
+            Ok(Glob { atoms, greedy })
+        }
+
+        /// The preferred match starting at `from` (anchored) or at the
+        /// leftmost possible position from `from` on, as character offsets.
+        pub fn find(&self, hay: &[char], from: usize, anchored: bool) -> Option<(usize, usize)> {
+            let n = self.atoms.len();
+            let mut seen = vec![0usize; n + 1];
+            let mut current: Vec<(usize, usize)> = Vec::new();
+            let mut next: Vec<(usize, usize)> = Vec::new();
+            let mut matched = None;
+            let mut pos = from;
+            while pos <= hay.len() {
+                let stamp = pos + 1;
+                if matched.is_none() && (!anchored || pos == from) {
+                    self.add(&mut current, &mut seen, stamp, 0, pos);
+                }
+                if current.is_empty() {
+                    break;
+                }
+                let c = hay.get(pos).copied();
+                let next_stamp = stamp + 1;
+                next.clear();
+                for &(pc, start) in &current {
+                    let Some(atom) = self.atoms.get(pc) else {
+                        // Lower-priority threads lose to this match.
+                        matched = Some((start, pos));
+                        break;
+                    };
+                    match (atom, c) {
+                        (Atom::Lit(l), Some(c)) if *l == c => {
+                            self.add(&mut next, &mut seen, next_stamp, pc + 1, start)
+                        }
+                        (Atom::Any, Some(c)) if c != '\n' => {
+                            self.add(&mut next, &mut seen, next_stamp, pc + 1, start)
+                        }
+                        (Atom::Star, Some(c)) if c != '\n' => {
+                            self.add(&mut next, &mut seen, next_stamp, pc, start)
+                        }
+                        _ => {}
+                    }
+                }
+                std::mem::swap(&mut current, &mut next);
+                pos += 1;
+            }
+            matched
+        }
+
+        /// Adds the threads reachable from `pc` without consuming input, in
+        /// priority order: a greedy star prefers another character, a lazy
+        /// one prefers moving on.
+        fn add(
+            &self,
+            list: &mut Vec<(usize, usize)>,
+            seen: &mut [usize],
+            stamp: usize,
+            pc: usize,
+            start: usize,
+        ) {
+            let n = self.atoms.len();
+            let is_star = |p: usize| p < n && self.atoms[p] == Atom::Star;
+            if self.greedy {
+                let mut p = pc;
+                loop {
+                    if seen[p] == stamp {
+                        return;
+                    }
+                    seen[p] = stamp;
+                    list.push((p, start));
+                    if !is_star(p) {
+                        return;
+                    }
+                    p += 1;
+                }
+            } else {
+                let mut p = pc;
+                while is_star(p) && seen[p] != stamp {
+                    seen[p] = stamp;
+                    p += 1;
+                }
+                let first_unvisited_star = p;
+                if !is_star(p) && seen[p] != stamp {
+                    seen[p] = stamp;
+                    list.push((p, start));
+                }
+                for s in (pc..first_unvisited_star).rev() {
+                    list.push((s, start));
+                }
+            }
+        }
+    }
+
+    /// Reverses a pattern character by character but keeps each `\` before
+    /// the character it escapes (`a\*c` becomes `c\*a`).
+    pub fn reverse_pattern(pattern: &str) -> String {
+        let chars: Vec<char> = pattern.chars().collect();
+        let mut out = vec!['\0'; chars.len()];
+        let last = chars.len().saturating_sub(1);
+        let mut i = 0;
+        while i < chars.len() {
+            let o = last - i;
+            if chars[i] == '\\' && i != last {
+                out[o - 1] = '\\';
+                out[o] = chars[i + 1];
+                i += 2;
+            } else {
+                out[o] = chars[i];
+                i += 1;
+            }
+        }
+        out.into_iter().collect()
+    }
+}
+
+/// Go's `unicode.IsLetter`, `unicode.IsDigit` and `strconv.IsPrint`, which
+/// decide where a variable name ends and how error messages quote a word.
+/// Rust's `is_alphabetic`/`is_numeric` use wider Unicode properties, so the
+/// general categories come from regex-syntax's Unicode tables.
+mod chars {
+    use std::sync::OnceLock;
+
+    type Ranges = Vec<(char, char)>;
+
+    fn class(expr: &str) -> Ranges {
+        use regex_syntax::hir::{Class, HirKind};
+        let Ok(hir) = regex_syntax::Parser::new().parse(expr) else {
+            return Vec::new();
+        };
+        match hir.kind() {
+            HirKind::Class(Class::Unicode(cls)) => {
+                cls.iter().map(|r| (r.start(), r.end())).collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn contains(ranges: &Ranges, c: char) -> bool {
+        ranges
+            .binary_search_by(|&(lo, hi)| {
+                if hi < c {
+                    std::cmp::Ordering::Less
+                } else if lo > c {
+                    std::cmp::Ordering::Greater
+                } else {
+                    std::cmp::Ordering::Equal
+                }
+            })
+            .is_ok()
+    }
+
+    pub fn is_letter(c: char) -> bool {
+        static LETTERS: OnceLock<Ranges> = OnceLock::new();
+        if c.is_ascii() {
+            return c.is_ascii_alphabetic();
+        }
+        contains(LETTERS.get_or_init(|| class(r"\p{L}")), c)
+    }
+
+    pub fn is_digit(c: char) -> bool {
+        static DIGITS: OnceLock<Ranges> = OnceLock::new();
+        if c.is_ascii() {
+            return c.is_ascii_digit();
+        }
+        contains(DIGITS.get_or_init(|| class(r"\p{Nd}")), c)
+    }
+
+    pub fn is_print(c: char) -> bool {
+        static PRINTABLE: OnceLock<Ranges> = OnceLock::new();
+        if c.is_ascii() {
+            return (' '..='~').contains(&c);
+        }
+        contains(
+            PRINTABLE.get_or_init(|| class(r"[\p{L}\p{M}\p{N}\p{P}\p{S}]")),
+            c,
+        )
+    }
+}
+
+/// Go's `strconv.Quote`, which BuildKit's messages use for the failing word.
+fn go_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if chars::is_print(c) => out.push(c),
+            '\x07' => out.push_str("\\a"),
+            '\x08' => out.push_str("\\b"),
+            '\x0c' => out.push_str("\\f"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\x0b' => out.push_str("\\v"),
+            c if (c as u32) < 0x20 || c == '\x7f' => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if (c as u32) < 0x10000 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push_str(&format!("\\U{:08x}", c as u32)),
+        }
+    }
+    out.push('"');
+    out
 }
