@@ -1,2 +1,22 @@
 //! Content and image store.
+//!
+//! The storage half (blobs, names, archives, garbage collection) is
+//! synchronous and file-based; the registry client moves content between
+//! this store and registries.
+
+pub mod blobs;
+pub mod digest;
+pub mod error;
+pub mod images;
+pub mod lock;
+pub mod media;
+pub mod reference;
 pub mod registry;
+pub mod root;
+
+pub use blobs::{BlobStore, BlobWriter};
+pub use digest::Digest;
+pub use error::{Error, Result};
+pub use images::ImageStore;
+pub use reference::Reference;
+pub use root::Root;
