@@ -1,0 +1,334 @@
+//! Content checksums of exactly what a COPY reads, for the solver's cache
+//! keys: a step is re-run when, and only when, something it would copy
+//! changed. The walk makes the same decisions as the copy (wildcards,
+//! followed top-level symlinks, `--parents`, `--exclude`, parents created
+//! only for included paths) and hashes, per entry, its path as copied, type,
+//! mode, ownership as it will be written, link target, device number and
+//! content. Mtimes are left out, as BuildKit leaves them out: touching a file
+//! does not invalidate a build.
+//!
+//! File contents are streamed into blake3, never held whole; a
+//! [`ChecksumMemo`] kept by the caller remembers each file's digest by
+//! (path, size, mtime, ctime, inode), so an unchanged context is not re-read.
+
+use std::collections::HashMap;
+use std::fs::{self, Metadata, OpenOptions};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use super::error::{io_err, FileOpsError, Result};
+use super::pattern::{has_wildcards, MatchInfo, PatternMatcher};
+use super::rootpath::{self, is_absent, strip};
+use super::{plan_source, resolve_wildcards, CopySpec, Owner, SourceIds};
+
+/// The parts of a copy that decide what it reads and how it writes it.
+#[derive(Debug, Clone, Default)]
+pub struct ChecksumOptions {
+    pub parents: bool,
+    pub exclude: Vec<String>,
+    pub source_ids: SourceIds,
+    pub owner: Option<Owner>,
+    pub mode: Option<u32>,
+    pub allow_empty_wildcard: bool,
+}
+
+impl From<&CopySpec> for ChecksumOptions {
+    fn from(s: &CopySpec) -> Self {
+        ChecksumOptions {
+            parents: s.parents,
+            exclude: s.exclude.clone(),
+            source_ids: s.source_ids,
+            owner: s.owner,
+            mode: s.mode,
+            allow_empty_wildcard: s.allow_empty_wildcard,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+    ino: u64,
+    dev: u64,
+}
+
+impl Stamp {
+    fn of(md: &Metadata) -> Self {
+        Stamp {
+            size: md.len(),
+            mtime: (md.mtime(), md.mtime_nsec()),
+            ctime: (md.ctime(), md.ctime_nsec()),
+            ino: md.ino(),
+            dev: md.dev(),
+        }
+    }
+}
+
+/// Remembered file digests. Keep one per context for the life of the
+/// process (or longer): it is what makes a no-op rebuild cheap. Shareable
+/// between threads.
+#[derive(Debug, Default)]
+pub struct ChecksumMemo {
+    files: Mutex<HashMap<PathBuf, (Stamp, blake3::Hash)>>,
+    reads: Mutex<u64>,
+}
+
+impl ChecksumMemo {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many files had to be read so far (the rest came from the memo).
+    pub fn files_read(&self) -> u64 {
+        self.reads.lock().map(|g| *g).unwrap_or(0)
+    }
+
+    fn content(&self, path: &Path, md: &Metadata, shown: &Path) -> Result<blake3::Hash> {
+        let stamp = Stamp::of(md);
+        if let Ok(map) = self.files.lock() {
+            if let Some((s, h)) = map.get(path) {
+                if *s == stamp {
+                    return Ok(*h);
+                }
+            }
+        }
+        let mut f = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+            .map_err(io_err("open", shown))?;
+        let mut hasher = blake3::Hasher::new();
+        io::copy(&mut f, &mut hasher).map_err(io_err("read", shown))?;
+        let h = hasher.finalize();
+        // Stat again: a file changed while being read must not be
+        // remembered under its old stamp.
+        if let Ok(after) = f.metadata() {
+            if Stamp::of(&after) == stamp {
+                if let Ok(mut map) = self.files.lock() {
+                    map.insert(path.to_path_buf(), (stamp, h));
+                }
+            }
+        }
+        if let Ok(mut r) = self.reads.lock() {
+            *r += 1;
+        }
+        Ok(h)
+    }
+}
+
+struct Walk<'a> {
+    root: &'a Path,
+    opts: &'a ChecksumOptions,
+    include: Option<&'a PatternMatcher>,
+    exclude: Option<&'a PatternMatcher>,
+    memo: &'a ChecksumMemo,
+    hasher: blake3::Hasher,
+    /// Records of directories not yet included (written when something
+    /// below them is, as the copy creates them only then).
+    pending: Vec<Option<Vec<u8>>>,
+}
+
+impl Walk<'_> {
+    fn record(&self, rel: &str, md: &Metadata, host: &Path) -> Result<Vec<u8>> {
+        let mut r = Vec::new();
+        r.extend_from_slice(rel.as_bytes());
+        r.push(0);
+        let ft = md.file_type();
+        let kind = if ft.is_dir() {
+            b'd'
+        } else if ft.is_file() {
+            b'f'
+        } else if ft.is_symlink() {
+            b'l'
+        } else {
+            b'o'
+        };
+        r.push(kind);
+        let mode = if ft.is_symlink() {
+            0o777
+        } else {
+            self.opts.mode.unwrap_or(md.mode()) & 0o7777
+        };
+        let owner = self.opts.owner.unwrap_or(match self.opts.source_ids {
+            SourceIds::Root => Owner { uid: 0, gid: 0 },
+            SourceIds::Preserve => Owner {
+                uid: md.uid(),
+                gid: md.gid(),
+            },
+        });
+        r.extend_from_slice(&mode.to_le_bytes());
+        r.extend_from_slice(&owner.uid.to_le_bytes());
+        r.extend_from_slice(&owner.gid.to_le_bytes());
+        let shown = strip(self.root, host);
+        match kind {
+            b'f' => {
+                r.extend_from_slice(&md.len().to_le_bytes());
+                r.extend_from_slice(self.memo.content(host, md, &shown)?.as_bytes());
+            }
+            b'l' => {
+                let t = fs::read_link(host).map_err(io_err("readlink", &shown))?;
+                r.extend_from_slice(t.as_os_str().as_bytes());
+            }
+            b'o' => {
+                r.extend_from_slice(&(md.mode() & libc::S_IFMT).to_le_bytes());
+                r.extend_from_slice(&md.rdev().to_le_bytes());
+            }
+            _ => {}
+        }
+        r.push(0xff);
+        Ok(r)
+    }
+
+    fn emit(&mut self, rec: Vec<u8>) {
+        for p in self.pending.iter_mut() {
+            if let Some(r) = p.take() {
+                self.hasher.update(&(r.len() as u64).to_le_bytes());
+                self.hasher.update(&r);
+            }
+        }
+        self.hasher.update(&(rec.len() as u64).to_le_bytes());
+        self.hasher.update(&rec);
+    }
+
+    fn visit(
+        &mut self,
+        host: &Path,
+        rel: &str,
+        parent_inc: Option<&MatchInfo>,
+        parent_exc: Option<&MatchInfo>,
+    ) -> Result<()> {
+        let mut include = true;
+        let mut excluded = false;
+        let mut inc_info = MatchInfo::default();
+        let mut exc_info = MatchInfo::default();
+        if !rel.is_empty() {
+            if let Some(inc) = self.include {
+                let (m, i) = inc.matches(rel, parent_inc);
+                include = m;
+                inc_info = i;
+            }
+            if let Some(exc) = self.exclude {
+                let (m, i) = exc.matches(rel, parent_exc);
+                exc_info = i;
+                if m {
+                    include = false;
+                    excluded = true;
+                }
+            }
+            if !include
+                && self.include.is_none()
+                && self.exclude.map_or(true, |e| !e.has_exclusions())
+            {
+                return Ok(());
+            }
+        }
+        let md = fs::symlink_metadata(host).map_err(io_err("lstat", strip(self.root, host)))?;
+        if !md.is_dir() {
+            if include {
+                let rec = self.record(rel, &md, host)?;
+                self.emit(rec);
+            }
+            return Ok(());
+        }
+        let rec = self.record(rel, &md, host)?;
+        if include {
+            self.emit(rec);
+            self.pending.push(None);
+        } else {
+            self.pending.push(Some(rec));
+        }
+        let result = (|| {
+            if excluded && self.exclude.map_or(true, |e| !e.has_exclusions()) {
+                return Ok(());
+            }
+            let mut names: Vec<_> = fs::read_dir(host)
+                .map_err(io_err("read", strip(self.root, host)))?
+                .map(|e| e.map(|e| e.file_name()))
+                .collect::<io::Result<_>>()
+                .map_err(io_err("read", strip(self.root, host)))?;
+            names.sort();
+            for name in names {
+                let n = name.to_string_lossy();
+                let child = if rel.is_empty() {
+                    n.into_owned()
+                } else {
+                    format!("{rel}/{n}")
+                };
+                self.visit(&host.join(&name), &child, Some(&inc_info), Some(&exc_info))?;
+            }
+            Ok(())
+        })();
+        self.pending.pop();
+        result
+    }
+}
+
+/// The checksum of everything a COPY of `sources` from `src_root` would
+/// read, as it would write it. Errors as the copy would (a missing source is
+/// `"/path": not found`).
+pub fn checksum_sources(
+    src_root: &Path,
+    sources: &[String],
+    opts: &ChecksumOptions,
+    memo: &ChecksumMemo,
+) -> Result<blake3::Hash> {
+    let exclude = if opts.exclude.is_empty() {
+        None
+    } else {
+        Some(PatternMatcher::new(&opts.exclude)?)
+    };
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"kiln.copy.v1\0");
+    for s in sources {
+        let plan = plan_source(s, opts.parents)?;
+        hasher.update(plan.src.as_bytes());
+        hasher.update(&[0]);
+        if let Some(req) = &plan.required {
+            let r = rootpath::resolve(src_root, Path::new(req), true)?;
+            if fs::symlink_metadata(&r.host).is_err() {
+                return Err(FileOpsError::NotFound { path: req.clone() });
+            }
+        }
+        let matches = if has_wildcards(&plan.src) {
+            let m = resolve_wildcards(src_root, &plan.src)?;
+            if m.is_empty() && !opts.allow_empty_wildcard {
+                return Err(FileOpsError::NoMatch { pattern: plan.src });
+            }
+            m
+        } else {
+            vec![plan.src.clone()]
+        };
+        for m in matches {
+            let host = rootpath::host_path(src_root, Path::new(&m), true)?;
+            match fs::symlink_metadata(&host) {
+                Ok(_) => {}
+                Err(e) if is_absent(&e) => {
+                    return Err(FileOpsError::NotFound {
+                        path: super::pattern::clean(&m),
+                    })
+                }
+                Err(e) => return Err(io_err("lstat", strip(src_root, &host))(e)),
+            }
+            hasher.update(super::copier::base(&m).as_bytes());
+            hasher.update(&[0]);
+            let mut w = Walk {
+                root: src_root,
+                opts,
+                include: plan.include.as_ref(),
+                exclude: exclude.as_ref(),
+                memo,
+                hasher: blake3::Hasher::new(),
+                pending: Vec::new(),
+            };
+            w.visit(&host, "", None, None)?;
+            hasher.update(w.hasher.finalize().as_bytes());
+        }
+        hasher.update(&[0xfe]);
+    }
+    Ok(hasher.finalize())
+}
