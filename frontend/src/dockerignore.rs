@@ -1,1 +1,0 @@
-//! `.dockerignore` parsing and matching (owned by the dockerignore work).
