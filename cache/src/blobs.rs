@@ -175,7 +175,17 @@ impl BlobWriter {
     /// Verifies size and digest, fsyncs and atomically renames the blob
     /// into place. On any failure the temp file is deleted and nothing
     /// becomes visible.
-    pub fn commit(mut self) -> Result<(Digest, u64)> {
+    pub fn commit(self) -> Result<(Digest, u64)> {
+        let pending = self.finish()?;
+        let out = (pending.digest.clone(), pending.size);
+        pending.commit()?;
+        Ok(out)
+    }
+
+    /// Verifies size and digest and fsyncs, but keeps the blob invisible,
+    /// so an import can check a whole set of blobs before any of them
+    /// enters the store.
+    pub fn finish(mut self) -> Result<PendingBlob> {
         let out = match self.out.take() {
             Some(o) => o,
             None => return Err(self.error(io::Error::other("writer already closed"))),
@@ -206,13 +216,15 @@ impl BlobWriter {
             }
         }
         file.sync_all().map_err(|e| Error::io(&self.tmp_path, e))?;
-        let dest = self.dir.join(digest.hex());
-        fs::rename(&self.tmp_path, &dest).map_err(|e| Error::io(&dest, e))?;
-        // The temp name is gone: nothing left for Drop to clean.
-        self.tmp_path = PathBuf::new();
-        sync_dir(&self.dir)?;
-        drop(file);
-        Ok((digest, self.written))
+        // Ownership of the temp file passes to the pending blob.
+        let tmp_path = std::mem::take(&mut self.tmp_path);
+        Ok(PendingBlob {
+            _file: file,
+            tmp_path,
+            dir: self.dir.clone(),
+            digest,
+            size: self.written,
+        })
     }
 
     fn error(&self, e: io::Error) -> Error {
@@ -250,6 +262,50 @@ impl Write for BlobWriter {
         match self.out.as_mut() {
             Some(o) => o.flush(),
             None => Ok(()),
+        }
+    }
+}
+
+/// A verified, fsynced blob not yet visible in the store. Dropping it
+/// discards it; its temp file stays flocked (safe from cleaners) meanwhile.
+#[derive(Debug)]
+pub struct PendingBlob {
+    _file: File,
+    tmp_path: PathBuf,
+    dir: PathBuf,
+    digest: Digest,
+    size: u64,
+}
+
+impl PendingBlob {
+    /// The verified digest.
+    pub fn digest(&self) -> &Digest {
+        &self.digest
+    }
+
+    /// The size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Where the content can be read before commit.
+    pub fn path(&self) -> &Path {
+        &self.tmp_path
+    }
+
+    /// Makes the blob visible (atomic rename, then directory fsync).
+    pub fn commit(mut self) -> Result<()> {
+        let dest = self.dir.join(self.digest.hex());
+        fs::rename(&self.tmp_path, &dest).map_err(|e| Error::io(&dest, e))?;
+        self.tmp_path = PathBuf::new();
+        sync_dir(&self.dir)
+    }
+}
+
+impl Drop for PendingBlob {
+    fn drop(&mut self) {
+        if !self.tmp_path.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.tmp_path);
         }
     }
 }

@@ -7,6 +7,8 @@
 pub mod blobs;
 pub mod digest;
 pub mod error;
+pub mod gc;
+pub mod image;
 pub mod images;
 pub mod lock;
 pub mod media;
@@ -14,7 +16,7 @@ pub mod reference;
 pub mod registry;
 pub mod root;
 
-pub use blobs::{BlobStore, BlobWriter};
+pub use blobs::{BlobStore, BlobWriter, PendingBlob};
 pub use digest::Digest;
 pub use error::{Error, Result};
 pub use images::ImageStore;
