@@ -7,5 +7,6 @@
 //! dirs and OCI layer tars (whiteouts in both directions).
 
 pub mod diff;
+pub mod fileops;
 pub mod sandbox;
 pub mod snapshot;

@@ -1,0 +1,496 @@
+//! One source of a COPY, copied `cp -a` style into the destination root with
+//! BuildKit's rules (those of fsutil's copier): a directory's contents merge
+//! into the destination, a file lands inside an existing directory, include
+//! and exclude filters decide per path with delayed creation of parent
+//! directories, hard links within the copy stay hard links, symlinks are
+//! copied as symlinks, metadata is applied after a directory's contents so its
+//! mtime sticks.
+//!
+//! Safety: the top-level source and destination are resolved inside their
+//! roots ([`super::rootpath`]); below them the walk only descends into real
+//! directories it has just `lstat`ed, opens files with `O_NOFOLLOW`, and
+//! replaces (never follows) whatever non-directory it finds at a target.
+
+use std::collections::HashMap;
+use std::fs::{self, Metadata, OpenOptions};
+use std::io;
+use std::os::unix::fs::{lchown, symlink, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use super::chown::Owner;
+use super::error::{io_err, FileOpsError, Result};
+use super::meta::{self, Time};
+use super::pattern::{MatchInfo, PatternMatcher};
+use super::rootpath::{host_path, is_absent, strip};
+use super::CopyReport;
+
+/// Whose ids copied files keep when no `--chown` is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SourceIds {
+    /// The build context: BuildKit's client resets every uid/gid to 0 when
+    /// it sends the context, so files arrive owned by root.
+    #[default]
+    Root,
+    /// Another stage or an image: ownership is kept as it is there.
+    Preserve,
+}
+
+/// Options of one copy, already parsed.
+pub(crate) struct Opts<'a> {
+    pub owner: Option<Owner>,
+    pub ids: SourceIds,
+    pub mode: Option<u32>,
+    pub utime: Option<Time>,
+    pub include: Option<&'a PatternMatcher>,
+    pub exclude: Option<&'a PatternMatcher>,
+}
+
+/// Go's `filepath.Split`: everything up to and including the last `/`, and
+/// the rest.
+fn split(p: &str) -> (&str, &str) {
+    match p.rfind('/') {
+        Some(i) => (&p[..=i], &p[i + 1..]),
+        None => ("", p),
+    }
+}
+
+/// Go's `filepath.Base`.
+pub(crate) fn base(p: &str) -> &str {
+    let t = p.trim_end_matches('/');
+    if t.is_empty() {
+        return if p.is_empty() { "." } else { "/" };
+    }
+    match t.rfind('/') {
+        Some(i) => &t[i + 1..],
+        None => t,
+    }
+}
+
+/// Create `path` and its missing parents with `perm` (umask ignored), owned
+/// by `owner` when given. Returns the directories created, outermost first.
+/// `path` must already be resolved inside its root.
+pub(crate) fn mkdir_all(
+    root: &Path,
+    path: &Path,
+    perm: u32,
+    owner: Option<Owner>,
+    utime: Option<Time>,
+) -> Result<Vec<PathBuf>> {
+    match fs::symlink_metadata(path) {
+        Ok(md) if md.is_dir() => return Ok(Vec::new()),
+        Ok(_) => {
+            return Err(FileOpsError::NotADirectory {
+                path: strip(root, path).display().to_string(),
+            })
+        }
+        Err(e) if is_absent(&e) => {}
+        Err(e) => return Err(io_err("lstat", strip(root, path))(e)),
+    }
+    let mut created = match path.parent() {
+        Some(parent) if parent != path && parent.starts_with(root) && parent != root => {
+            mkdir_all(root, parent, perm, owner, utime)?
+        }
+        _ => Vec::new(),
+    };
+    match fs::create_dir(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => return Ok(created),
+        Err(e) => return Err(io_err("mkdir", strip(root, path))(e)),
+    }
+    fs::set_permissions(path, fs::Permissions::from_mode(perm & 0o777))
+        .map_err(io_err("chmod", strip(root, path)))?;
+    if let Some(o) = owner {
+        lchown(path, Some(o.uid), Some(o.gid)).map_err(io_err("chown", strip(root, path)))?;
+    }
+    if let Some(t) = utime {
+        meta::lutimes(path, t, t).map_err(io_err("utimes", strip(root, path)))?;
+    }
+    created.push(path.to_path_buf());
+    Ok(created)
+}
+
+/// Copy one (already wildcard-expanded) source `src` of `src_root` to `dst`
+/// in `dst_root`, as fsutil's `Copy` with `CopyDirContents` and
+/// `FollowLinks` (what the Dockerfile frontend always asks for).
+pub(crate) fn copy_one(
+    src_root: &Path,
+    src: &str,
+    dst_root: &Path,
+    dst: &str,
+    opts: &Opts<'_>,
+    report: &mut CopyReport,
+) -> Result<()> {
+    let (d, f) = split(dst);
+    let ensure = if !f.is_empty() && f != "." { d } else { dst };
+    let perm = opts.mode.unwrap_or(0o755);
+    let mut created = Vec::new();
+    if !ensure.is_empty() {
+        let p = host_path(dst_root, Path::new(ensure), true)?;
+        created.extend(mkdir_all(dst_root, &p, perm, opts.owner, opts.utime)?);
+    }
+    let dst_host = host_path(dst_root, Path::new(&super::pattern::clean(dst)), true)?;
+    let src_host = host_path(src_root, Path::new(src), true)?;
+
+    let src_md = match fs::symlink_metadata(&src_host) {
+        Ok(md) => md,
+        Err(e) if is_absent(&e) => {
+            return Err(FileOpsError::NotFound {
+                path: super::pattern::clean(&format!("/{src}")),
+            })
+        }
+        Err(e) => return Err(io_err("lstat", strip(src_root, &src_host))(e)),
+    };
+    let dst_md = match fs::symlink_metadata(&dst_host) {
+        Ok(md) => Some(md),
+        Err(e) if is_absent(&e) => None,
+        Err(e) => return Err(io_err("lstat", strip(dst_root, &dst_host))(e)),
+    };
+    let mut dest_path = dst_host.clone();
+    if !src_md.is_dir() && dst_md.as_ref().is_some_and(Metadata::is_dir) {
+        dest_path = dest_path.join(base(src));
+    }
+    let target_dir = if src_md.is_dir() && dst_md.is_none() {
+        dest_path.clone()
+    } else {
+        dest_path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| dst_root.to_path_buf())
+    };
+    if target_dir.starts_with(dst_root) {
+        created.extend(mkdir_all(
+            dst_root,
+            &target_dir,
+            perm,
+            opts.owner,
+            opts.utime,
+        )?);
+    }
+
+    let mut c = Copier {
+        src_root,
+        dst_root,
+        opts,
+        inodes: HashMap::new(),
+        parents: Vec::new(),
+        report,
+    };
+    c.copy(&src_host, "", &dest_path, false, None, None)?;
+    if let Some(t) = opts.utime {
+        for d in created.iter().rev() {
+            meta::lutimes(d, t, t).map_err(io_err("utimes", strip(dst_root, d)))?;
+        }
+    }
+    Ok(())
+}
+
+struct ParentDir {
+    src: PathBuf,
+    dst: PathBuf,
+    copied: bool,
+}
+
+struct Copier<'a, 'o> {
+    src_root: &'a Path,
+    dst_root: &'a Path,
+    opts: &'a Opts<'o>,
+    inodes: HashMap<(u64, u64), PathBuf>,
+    parents: Vec<ParentDir>,
+    report: &'a mut CopyReport,
+}
+
+impl Copier<'_, '_> {
+    fn copy(
+        &mut self,
+        src: &Path,
+        comps: &str,
+        target: &Path,
+        overwrite_meta: bool,
+        parent_inc: Option<&MatchInfo>,
+        parent_exc: Option<&MatchInfo>,
+    ) -> Result<()> {
+        let mut include = true;
+        let mut excluded = false;
+        let mut inc_info = MatchInfo::default();
+        let mut exc_info = MatchInfo::default();
+        if !comps.is_empty() {
+            if let Some(inc) = self.opts.include {
+                let (m, info) = inc.matches(comps, parent_inc);
+                include = m;
+                inc_info = info;
+            }
+            if let Some(exc) = self.opts.exclude {
+                let (m, info) = exc.matches(comps, parent_exc);
+                exc_info = info;
+                if m {
+                    include = false;
+                    excluded = true;
+                }
+            }
+            let can_skip = !include
+                && self.opts.include.is_none()
+                && self.opts.exclude.map_or(true, |e| !e.has_exclusions());
+            if can_skip {
+                return Ok(());
+            }
+        }
+
+        let md = fs::symlink_metadata(src).map_err(io_err("lstat", strip(self.src_root, src)))?;
+        if !include && !md.is_dir() {
+            return Ok(());
+        }
+        let target_md = match fs::symlink_metadata(target) {
+            Ok(m) => Some(m),
+            Err(e) if is_absent(&e) => None,
+            Err(e) => return Err(io_err("lstat", strip(self.dst_root, target))(e)),
+        };
+        if include {
+            self.create_parent_dirs(overwrite_meta)?;
+        }
+        if !md.is_dir() {
+            self.ensure_empty_file_target(target, target_md.as_ref())?;
+        }
+
+        let mut copy_info = include;
+        let mut restore_times = false;
+        let ft = md.file_type();
+        if ft.is_dir() {
+            let created = self.copy_directory(
+                src,
+                comps,
+                target,
+                &md,
+                overwrite_meta,
+                include,
+                excluded,
+                &inc_info,
+                &exc_info,
+            )?;
+            if !overwrite_meta {
+                copy_info = created;
+                restore_times = !created;
+            }
+        } else if ft.is_file() {
+            let key = (md.dev(), md.ino());
+            let linked = if md.nlink() > 1 {
+                match self.inodes.get(&key) {
+                    Some(first) => {
+                        fs::hard_link(first, target)
+                            .map_err(io_err("link", strip(self.dst_root, target)))?;
+                        self.report.hardlinks += 1;
+                        true
+                    }
+                    None => {
+                        self.inodes.insert(key, target.to_path_buf());
+                        false
+                    }
+                }
+            } else {
+                false
+            };
+            if !linked {
+                self.copy_file(src, target)?;
+                self.report.files += 1;
+                self.report.bytes += md.len();
+            }
+        } else if ft.is_symlink() {
+            let link = fs::read_link(src).map_err(io_err("readlink", strip(self.src_root, src)))?;
+            symlink(&link, target).map_err(io_err("symlink", strip(self.dst_root, target)))?;
+            self.report.symlinks += 1;
+        } else {
+            meta::mknod(target, md.mode(), md.rdev())
+                .map_err(io_err("mknod", strip(self.dst_root, target)))?;
+            self.report.others += 1;
+        }
+
+        if copy_info {
+            self.copy_file_info(&md, src, target)?;
+        } else if restore_times && target_md.is_some() {
+            let (a, m) = self.times(&md);
+            meta::lutimes(target, a, m).map_err(io_err("utimes", strip(self.dst_root, target)))?;
+        }
+        Ok(())
+    }
+
+    fn times(&self, md: &Metadata) -> (Time, Time) {
+        match self.opts.utime {
+            Some(t) => (t, t),
+            None => (
+                Time {
+                    sec: md.atime(),
+                    nsec: md.atime_nsec(),
+                },
+                Time {
+                    sec: md.mtime(),
+                    nsec: md.mtime_nsec(),
+                },
+            ),
+        }
+    }
+
+    fn copy_file_info(&mut self, md: &Metadata, src: &Path, target: &Path) -> Result<()> {
+        let owner = self.opts.owner.unwrap_or(match self.opts.ids {
+            SourceIds::Root => Owner { uid: 0, gid: 0 },
+            SourceIds::Preserve => Owner {
+                uid: md.uid(),
+                gid: md.gid(),
+            },
+        });
+        let shown = strip(self.dst_root, target);
+        lchown(target, Some(owner.uid), Some(owner.gid)).map_err(io_err("chown", shown.clone()))?;
+        if !md.file_type().is_symlink() {
+            let mode = self.opts.mode.unwrap_or(md.mode()) & 0o7777;
+            fs::set_permissions(target, fs::Permissions::from_mode(mode))
+                .map_err(io_err("chmod", shown.clone()))?;
+        }
+        let (a, m) = self.times(md);
+        meta::lutimes(target, a, m).map_err(io_err("utimes", shown))?;
+        meta::copy_xattrs(src, target);
+        Ok(())
+    }
+
+    fn ensure_empty_file_target(&self, target: &Path, md: Option<&Metadata>) -> Result<()> {
+        match md {
+            None => Ok(()),
+            Some(m) if m.is_dir() => Err(FileOpsError::ReplaceDirWithFile {
+                path: strip(self.dst_root, target).display().to_string(),
+            }),
+            Some(_) => {
+                fs::remove_file(target).map_err(io_err("remove", strip(self.dst_root, target)))
+            }
+        }
+    }
+
+    fn copy_file(&self, src: &Path, target: &Path) -> Result<()> {
+        let mut from = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(src)
+            .map_err(io_err("open", strip(self.src_root, src)))?;
+        let mut to = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(target)
+            .map_err(io_err("create", strip(self.dst_root, target)))?;
+        io::copy(&mut from, &mut to).map_err(io_err("copy", strip(self.dst_root, target)))?;
+        Ok(())
+    }
+
+    /// A directory: created (or merged) and walked; returns whether it was
+    /// newly created here.
+    #[allow(clippy::too_many_arguments)]
+    fn copy_directory(
+        &mut self,
+        src: &Path,
+        comps: &str,
+        dst: &Path,
+        md: &Metadata,
+        overwrite_meta: bool,
+        include: bool,
+        excluded: bool,
+        inc_info: &MatchInfo,
+        exc_info: &MatchInfo,
+    ) -> Result<bool> {
+        let mut created = false;
+        let mut pd = ParentDir {
+            src: src.to_path_buf(),
+            dst: dst.to_path_buf(),
+            copied: false,
+        };
+        if include {
+            created = self.copy_directory_only(dst, md, overwrite_meta)?;
+            pd.copied = true;
+        }
+        self.parents.push(pd);
+        let result = (|| {
+            if excluded && self.opts.exclude.map_or(true, |e| !e.has_exclusions()) {
+                return Ok(false);
+            }
+            let mut names: Vec<_> = fs::read_dir(src)
+                .map_err(io_err("read", strip(self.src_root, src)))?
+                .map(|e| e.map(|e| e.file_name()))
+                .collect::<io::Result<_>>()
+                .map_err(io_err("read", strip(self.src_root, src)))?;
+            names.sort();
+            for name in names {
+                let child_comps = match (comps.is_empty(), name.to_str()) {
+                    (true, Some(n)) => n.to_string(),
+                    (false, Some(n)) => format!("{comps}/{n}"),
+                    (_, None) => {
+                        let lossy = name.to_string_lossy();
+                        if comps.is_empty() {
+                            lossy.into_owned()
+                        } else {
+                            format!("{comps}/{lossy}")
+                        }
+                    }
+                };
+                self.copy(
+                    &src.join(&name),
+                    &child_comps,
+                    &dst.join(&name),
+                    true,
+                    Some(inc_info),
+                    Some(exc_info),
+                )?;
+            }
+            Ok(created)
+        })();
+        self.parents.pop();
+        result
+    }
+
+    fn copy_directory_only(
+        &mut self,
+        dst: &Path,
+        md: &Metadata,
+        overwrite_meta: bool,
+    ) -> Result<bool> {
+        match fs::symlink_metadata(dst) {
+            Err(e) if is_absent(&e) => {
+                fs::create_dir(dst).map_err(io_err("mkdir", strip(self.dst_root, dst)))?;
+                fs::set_permissions(dst, fs::Permissions::from_mode(md.mode() & 0o7777))
+                    .map_err(io_err("chmod", strip(self.dst_root, dst)))?;
+                self.report.dirs += 1;
+                Ok(true)
+            }
+            Err(e) => Err(io_err("lstat", strip(self.dst_root, dst))(e)),
+            Ok(m) if !m.is_dir() => Err(FileOpsError::NotADirectory {
+                path: strip(self.dst_root, dst).display().to_string(),
+            }),
+            Ok(_) => {
+                if overwrite_meta {
+                    fs::set_permissions(dst, fs::Permissions::from_mode(md.mode() & 0o7777))
+                        .map_err(io_err("chmod", strip(self.dst_root, dst)))?;
+                }
+                Ok(false)
+            }
+        }
+    }
+
+    /// Create the parent directories whose creation was delayed because they
+    /// did not match an include pattern themselves.
+    fn create_parent_dirs(&mut self, overwrite_meta: bool) -> Result<()> {
+        for i in 0..self.parents.len() {
+            if self.parents[i].copied {
+                continue;
+            }
+            let src = self.parents[i].src.clone();
+            let dst = self.parents[i].dst.clone();
+            let md =
+                fs::symlink_metadata(&src).map_err(io_err("lstat", strip(self.src_root, &src)))?;
+            if !md.is_dir() {
+                return Err(FileOpsError::NotADirectory {
+                    path: strip(self.src_root, &src).display().to_string(),
+                });
+            }
+            if self.copy_directory_only(&dst, &md, overwrite_meta)? {
+                self.copy_file_info(&md, &src, &dst)?;
+            }
+            self.parents[i].copied = true;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,365 @@
+//! The two pattern languages of COPY: source wildcards, which are Go's
+//! `filepath.Match` applied to whole relative paths (`*` never crosses a `/`,
+//! `**` is nothing special), and `--exclude` / `--parents` filters, which are
+//! moby's patternmatcher (`**` spans directories, `!` re-includes, a pattern
+//! also matches everything below what it matches). Both run in time linear in
+//! pattern × path (a table, no backtracking), since patterns come from users.
+
+use super::error::{FileOpsError, Result};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Tok {
+    Lit(char),
+    Any,
+    Star,
+    Class {
+        negated: bool,
+        ranges: Vec<(char, char)>,
+    },
+}
+
+/// A compiled `filepath.Match` pattern.
+#[derive(Debug, Clone)]
+pub struct Glob {
+    toks: Vec<Tok>,
+}
+
+impl Glob {
+    /// Compile, rejecting what Go calls `ErrBadPattern` (an unclosed or empty
+    /// class, a trailing backslash).
+    pub fn new(pattern: &str) -> Result<Self> {
+        let bad = || FileOpsError::BadPattern {
+            pattern: pattern.to_string(),
+        };
+        let chars: Vec<char> = pattern.chars().collect();
+        let mut toks = Vec::new();
+        let mut i = 0;
+        while i < chars.len() {
+            match chars[i] {
+                '*' => {
+                    if toks.last() != Some(&Tok::Star) {
+                        toks.push(Tok::Star);
+                    }
+                    i += 1;
+                }
+                '?' => {
+                    toks.push(Tok::Any);
+                    i += 1;
+                }
+                '\\' => {
+                    let c = *chars.get(i + 1).ok_or_else(bad)?;
+                    toks.push(Tok::Lit(c));
+                    i += 2;
+                }
+                '[' => {
+                    i += 1;
+                    let negated = chars.get(i) == Some(&'^');
+                    if negated {
+                        i += 1;
+                    }
+                    let mut ranges = Vec::new();
+                    loop {
+                        let c = *chars.get(i).ok_or_else(bad)?;
+                        if c == ']' && !ranges.is_empty() {
+                            i += 1;
+                            break;
+                        }
+                        let lo = class_char(&chars, &mut i).ok_or_else(bad)?;
+                        let mut hi = lo;
+                        if chars.get(i) == Some(&'-') {
+                            i += 1;
+                            hi = class_char(&chars, &mut i).ok_or_else(bad)?;
+                            if hi < lo {
+                                return Err(bad());
+                            }
+                        }
+                        ranges.push((lo, hi));
+                    }
+                    toks.push(Tok::Class { negated, ranges });
+                }
+                c => {
+                    toks.push(Tok::Lit(c));
+                    i += 1;
+                }
+            }
+        }
+        Ok(Glob { toks })
+    }
+
+    /// Whether the whole of `name` matches.
+    pub fn matches(&self, name: &str) -> bool {
+        let s: Vec<char> = name.chars().collect();
+        // prev[j]: tokens[..t] match s[..j]
+        let mut prev = vec![false; s.len() + 1];
+        prev[0] = true;
+        for tok in &self.toks {
+            let mut cur = vec![false; s.len() + 1];
+            for j in 0..=s.len() {
+                cur[j] = match tok {
+                    Tok::Star => prev[j] || (j > 0 && s[j - 1] != '/' && cur[j - 1]),
+                    _ => j > 0 && prev[j - 1] && tok_matches(tok, s[j - 1]),
+                };
+            }
+            prev = cur;
+        }
+        prev[s.len()]
+    }
+}
+
+fn class_char(chars: &[char], i: &mut usize) -> Option<char> {
+    let c = *chars.get(*i)?;
+    if c == '-' || c == ']' {
+        return None;
+    }
+    if c == '\\' {
+        let e = *chars.get(*i + 1)?;
+        *i += 2;
+        return Some(e);
+    }
+    *i += 1;
+    Some(c)
+}
+
+fn tok_matches(tok: &Tok, c: char) -> bool {
+    match tok {
+        Tok::Lit(l) => *l == c,
+        Tok::Any => c != '/',
+        Tok::Star => c != '/',
+        Tok::Class { negated, ranges } => {
+            if c == '/' {
+                return false;
+            }
+            let inside = ranges.iter().any(|(lo, hi)| *lo <= c && c <= *hi);
+            inside != *negated
+        }
+    }
+}
+
+/// Whether a path element holds wildcard characters (an escaped character
+/// does not count), as BuildKit decides whether to glob at all.
+pub fn has_wildcards(s: &str) -> bool {
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'\\' => i += 1,
+            b'*' | b'?' | b'[' => return true,
+            _ => {}
+        }
+        i += 1;
+    }
+    false
+}
+
+/// Go's `path.Clean` for slash-separated paths.
+pub fn clean(p: &str) -> String {
+    if p.is_empty() {
+        return ".".into();
+    }
+    let rooted = p.starts_with('/');
+    let mut out: Vec<&str> = Vec::new();
+    for part in p.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                if out.last().is_some_and(|l| *l != "..") {
+                    out.pop();
+                } else if !rooted {
+                    out.push("..");
+                }
+            }
+            x => out.push(x),
+        }
+    }
+    let joined = out.join("/");
+    match (rooted, joined.is_empty()) {
+        (true, _) => format!("/{joined}"),
+        (false, true) => ".".into(),
+        (false, false) => joined,
+    }
+}
+
+/// One patternmatcher pattern, split into path elements.
+#[derive(Debug, Clone)]
+struct Pattern {
+    exclusion: bool,
+    /// `None` stands for a `**` element.
+    elems: Vec<Option<Glob>>,
+}
+
+impl Pattern {
+    fn matches(&self, path: &str) -> bool {
+        let parts: Vec<&str> = path.split('/').collect();
+        // A trailing `**` after other elements needs at least one element
+        // to match (patternmatcher's prefix match on `dir/`).
+        let trailing_star = self.elems.len() > 1 && self.elems.last().is_some_and(|e| e.is_none());
+        let mut prev = vec![false; parts.len() + 1];
+        prev[0] = true;
+        for (k, el) in self.elems.iter().enumerate() {
+            let mut cur = vec![false; parts.len() + 1];
+            for j in 0..=parts.len() {
+                cur[j] = match el {
+                    None => {
+                        let must_consume = trailing_star && k + 1 == self.elems.len();
+                        (!must_consume && prev[j]) || (j > 0 && (cur[j - 1] || prev[j - 1]))
+                    }
+                    Some(g) => j > 0 && prev[j - 1] && g.matches(parts[j - 1]),
+                };
+            }
+            prev = cur;
+        }
+        prev[parts.len()]
+    }
+}
+
+/// What a directory's match left for its children: which patterns matched
+/// the directory (and so match everything below it).
+#[derive(Debug, Clone, Default)]
+pub struct MatchInfo {
+    parent_matched: Vec<bool>,
+}
+
+/// A list of patternmatcher patterns; the last one that matches decides.
+#[derive(Debug, Clone)]
+pub struct PatternMatcher {
+    patterns: Vec<Pattern>,
+    exclusions: bool,
+}
+
+impl PatternMatcher {
+    /// Compile patterns as patternmatcher's `New` does: trimmed, cleaned,
+    /// empty ones dropped, a leading `!` marks a re-inclusion.
+    pub fn new<S: AsRef<str>>(patterns: &[S]) -> Result<Self> {
+        let mut out = Vec::new();
+        let mut exclusions = false;
+        for raw in patterns {
+            let p = raw.as_ref().trim();
+            if p.is_empty() {
+                continue;
+            }
+            let p = clean(p);
+            let (exclusion, body) = match p.strip_prefix('!') {
+                Some("") => {
+                    return Err(FileOpsError::BadPattern {
+                        pattern: "!".into(),
+                    })
+                }
+                Some(rest) => (true, rest.to_string()),
+                None => (false, p.clone()),
+            };
+            exclusions |= exclusion;
+            let body = body.trim_start_matches('/');
+            let mut elems = Vec::new();
+            for el in body.split('/') {
+                if el == "**" {
+                    if elems.last().is_some_and(|e: &Option<Glob>| e.is_none()) {
+                        continue;
+                    }
+                    elems.push(None);
+                } else {
+                    // `**` inside an element behaves as `*` here.
+                    elems.push(Some(Glob::new(&el.replace("**", "*"))?));
+                }
+            }
+            out.push(Pattern { exclusion, elems });
+        }
+        Ok(PatternMatcher {
+            patterns: out,
+            exclusions,
+        })
+    }
+
+    /// Whether any pattern is a `!` re-inclusion, in which case excluded
+    /// directories must still be walked.
+    pub fn has_exclusions(&self) -> bool {
+        self.exclusions
+    }
+
+    /// Whether nothing was given.
+    pub fn is_empty(&self) -> bool {
+        self.patterns.is_empty()
+    }
+
+    /// Match a slash-separated relative path, reusing its parent directory's
+    /// result (`None` for a path whose parents were not matched in a walk:
+    /// then its parent directories are tried too).
+    pub fn matches(&self, path: &str, parent: Option<&MatchInfo>) -> (bool, MatchInfo) {
+        let parent = parent.filter(|p| p.parent_matched.len() == self.patterns.len());
+        let mut matched = false;
+        let mut info = MatchInfo {
+            parent_matched: vec![false; self.patterns.len()],
+        };
+        for (i, pat) in self.patterns.iter().enumerate() {
+            let mut m = parent.is_some_and(|p| p.parent_matched[i]);
+            if !m {
+                if pat.exclusion != matched {
+                    continue;
+                }
+                m = pat.matches(path);
+                if !m && parent.is_none() {
+                    let parts: Vec<&str> = path.split('/').collect();
+                    for k in 1..parts.len() {
+                        if pat.matches(&parts[..k].join("/")) {
+                            m = true;
+                            break;
+                        }
+                    }
+                }
+            }
+            info.parent_matched[i] = m;
+            if m {
+                matched = !pat.exclusion;
+            }
+        }
+        (matched, info)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_is_go_filepath_match() {
+        let m = |p: &str, s: &str| Glob::new(p).unwrap().matches(s);
+        assert!(m("*.md", "one.md"));
+        assert!(!m("*.md", "skip.mdx"));
+        assert!(!m("*", "a/b"));
+        assert!(m("sub/*/dir2/foo", "sub/dir1/dir2/foo"));
+        assert!(m("[a-c]?", "bz"));
+        assert!(!m("[^a-c]?", "bz"));
+        assert!(m("\\*", "*"));
+        assert!(!m("**", "a/b"));
+        assert!(Glob::new("[").is_err());
+        assert!(Glob::new("a\\").is_err());
+    }
+
+    #[test]
+    fn patternmatcher_semantics() {
+        let pm = PatternMatcher::new(&["*.tmp", "cache"]).unwrap();
+        assert!(pm.matches("b.tmp", None).0);
+        assert!(!pm.matches("d/e.tmp", None).0);
+        assert!(pm.matches("cache/x", None).0);
+        let pm = PatternMatcher::new(&["**/*.tmp"]).unwrap();
+        assert!(pm.matches("e.tmp", None).0);
+        assert!(pm.matches("f/g.tmp", None).0);
+        let pm = PatternMatcher::new(&["*.log", "!keep.log"]).unwrap();
+        assert!(pm.matches("a.log", None).0);
+        assert!(!pm.matches("keep.log", None).0);
+        let pm = PatternMatcher::new(&["src/**"]).unwrap();
+        assert!(!pm.matches("src", None).0);
+        assert!(pm.matches("src/x", None).0);
+        let (m, info) = PatternMatcher::new(&["tmp"]).unwrap().matches("tmp", None);
+        assert!(m);
+        let pm = PatternMatcher::new(&["tmp"]).unwrap();
+        assert!(pm.matches("tmp/x", Some(&info)).0);
+    }
+
+    #[test]
+    fn clean_is_go_path_clean() {
+        assert_eq!(clean("/a/../../b/./c/"), "/b/c");
+        assert_eq!(clean("a/.."), ".");
+        assert_eq!(clean("../a"), "../a");
+        assert_eq!(clean(""), ".");
+    }
+}
