@@ -102,7 +102,9 @@ pub enum RegistryError {
     #[error("credential helper {helper}: {message}")]
     CredentialHelper { helper: String, message: String },
 
-    // STORE-VARIANT
+    /// The local store failed.
+    #[error(transparent)]
+    Store(#[from] crate::Error),
     /// A local file could not be read.
     #[error("{}: {source}", path.display())]
     Io {

@@ -1,0 +1,480 @@
+//! `kiln pull`: registry → local store.
+//!
+//! Order matters for crash safety: every blob of a manifest is committed
+//! (verified, fsynced, renamed) before the manifest, every manifest before
+//! its index, and the name last. A pull killed at any point leaves only
+//! complete, verified blobs that the next pull reuses, and no name pointing
+//! at anything missing.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::sync::Arc;
+
+use futures::{StreamExt, TryStreamExt};
+use oci_spec::image::{Descriptor, MediaType};
+use reqwest::{header, Method};
+
+use super::client::{candidates, Endpoint};
+use super::config::RegistryConfig;
+use super::credentials::DockerConfig;
+use super::error::RegistryError;
+use super::manifest::{is_index, is_manifest, Desc, Doc, Platform, ACCEPT, MAX_MANIFEST};
+use super::progress::{Outcome, Progress};
+use crate::{Digest, Reference, Root};
+
+/// How to pull.
+#[derive(Debug, Clone)]
+pub struct PullOptions {
+    /// Keep only this platform of a multi-platform image; `None` keeps the
+    /// whole index, so the image round-trips with every platform.
+    pub platform: Option<Platform>,
+    /// Insecure registries and mirrors.
+    pub config: RegistryConfig,
+    /// Blobs fetched at once.
+    pub concurrency: usize,
+}
+
+impl Default for PullOptions {
+    fn default() -> Self {
+        PullOptions {
+            platform: None,
+            config: RegistryConfig::default(),
+            concurrency: 4,
+        }
+    }
+}
+
+/// A manifest as fetched: its exact bytes and what they are.
+struct Fetched {
+    bytes: Vec<u8>,
+    digest: Digest,
+    media_type: String,
+    doc: Doc,
+}
+
+/// Pulls `reference` into `root` and names it there; returns the descriptor
+/// the name now points at (the index, or with `--platform` the manifest).
+pub async fn pull(
+    root: &Root,
+    reference: &Reference,
+    opts: &PullOptions,
+    progress: Arc<dyn Progress>,
+) -> Result<Descriptor, RegistryError> {
+    let progress: &dyn Progress = &*progress;
+    let registry = reference.registry().to_string();
+    let repository = reference.repository().to_string();
+    let wanted = match (reference.digest(), reference.tag()) {
+        (Some(d), _) => d.to_string(),
+        (None, Some(t)) => t.to_string(),
+        (None, None) => "latest".to_string(),
+    };
+    let creds = DockerConfig::load_default()?.credentials(&registry)?;
+    let scopes = vec![format!("repository:{repository}:pull")];
+
+    // Mirrors first; a mirror that is down or lacks the image is skipped,
+    // as docker does, and the registry itself is the last word.
+    let bases = candidates(&opts.config, &registry, true);
+    let mut last_err = None;
+    let mut found = None;
+    for (i, base) in bases.iter().enumerate() {
+        let is_last = i + 1 == bases.len();
+        let attempt = async {
+            let ep = Endpoint::connect(
+                &registry,
+                &repository,
+                std::slice::from_ref(base),
+                creds.clone(),
+                scopes.clone(),
+            )
+            .await?;
+            let top = fetch_manifest(&ep, reference, &wanted, reference.digest(), None).await?;
+            Ok::<_, RegistryError>((ep, top))
+        };
+        match attempt.await {
+            Ok(v) => {
+                found = Some(v);
+                break;
+            }
+            Err(e)
+                if !is_last
+                    && matches!(
+                        e,
+                        RegistryError::Connect { .. } | RegistryError::NotFound { .. }
+                    ) =>
+            {
+                progress.message(&format!("mirror {} skipped: {e}", base.0));
+                last_err = Some(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let Some((ep, top)) = found else {
+        return Err(last_err.unwrap_or_else(|| RegistryError::Connect {
+            registry: registry.clone(),
+            url: String::new(),
+            detail: "no address to try".into(),
+        }));
+    };
+    progress.message(&format!(
+        "{reference}: resolved to {} ({})",
+        top.digest, top.media_type
+    ));
+
+    // Decide which manifests to keep.
+    let mut manifests: Vec<Fetched> = Vec::new();
+    let mut indexes: Vec<Fetched> = Vec::new();
+    let result: Descriptor;
+    if is_index(&top.media_type) {
+        if let Some(platform) = &opts.platform {
+            let entry = top
+                .doc
+                .manifests
+                .iter()
+                .find(|m| {
+                    m.platform.as_ref().is_some_and(|p| platform.matches(p))
+                        && is_manifest(&m.media_type)
+                })
+                .or_else(|| {
+                    top.doc
+                        .manifests
+                        .iter()
+                        .find(|m| m.platform.as_ref().is_some_and(|p| platform.matches(p)))
+                })
+                .ok_or_else(|| RegistryError::NoMatchingPlatform {
+                    reference: reference.to_string(),
+                    platform: platform.to_string(),
+                    available: top
+                        .doc
+                        .manifests
+                        .iter()
+                        .filter_map(|m| m.platform.as_ref().map(|p| p.to_string()))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                })?
+                .clone();
+            let m = fetch_child(&ep, reference, &entry).await?;
+            if !is_manifest(&m.media_type) {
+                return Err(invalid(
+                    &ep,
+                    reference,
+                    format!("{} for {platform} is not an image manifest", entry.digest),
+                ));
+            }
+            result = descriptor(&m.media_type, m.bytes.len() as u64, &m.digest)?;
+            manifests.push(m);
+        } else {
+            result = descriptor(&top.media_type, top.bytes.len() as u64, &top.digest)?;
+            collect_index(&ep, reference, top, &mut manifests, &mut indexes).await?;
+        }
+    } else if is_manifest(&top.media_type) {
+        result = descriptor(&top.media_type, top.bytes.len() as u64, &top.digest)?;
+        manifests.push(top);
+    } else {
+        return Err(invalid(
+            &ep,
+            reference,
+            format!("unsupported media type {}", top.media_type),
+        ));
+    }
+
+    // Every blob of every kept manifest, once.
+    let mut seen = HashSet::new();
+    let mut blobs: Vec<(Desc, &'static str)> = Vec::new();
+    for m in &manifests {
+        for (i, b) in m.doc.blobs().into_iter().enumerate() {
+            if seen.insert(b.digest.clone()) {
+                blobs.push((b, if i == 0 { "config" } else { "layer" }));
+            }
+        }
+    }
+    let concurrency = opts.concurrency.max(1);
+    futures::stream::iter(blobs.into_iter().map(|(b, kind)| {
+        let ep = &ep;
+        async move { fetch_blob(root, ep, reference, &b, kind, progress).await }
+    }))
+    .buffer_unordered(concurrency)
+    .try_collect::<Vec<()>>()
+    .await?;
+
+    // Manifests after their blobs, indexes (innermost first) after their
+    // manifests, then the name.
+    for m in manifests.iter().chain(indexes.iter()) {
+        put_manifest(root, m)?;
+    }
+    root.images().set(reference, result.clone())?;
+    Ok(result)
+}
+
+/// Fetches every entry of an index (and of nested indexes, breadth
+/// first) so the whole multi-platform image is kept; indexes come out
+/// innermost first, the order they must be stored in.
+async fn collect_index(
+    ep: &Endpoint,
+    reference: &Reference,
+    index: Fetched,
+    manifests: &mut Vec<Fetched>,
+    indexes: &mut Vec<Fetched>,
+) -> Result<(), RegistryError> {
+    let mut level = vec![index];
+    let mut found_indexes: Vec<Fetched> = Vec::new();
+    let mut depth = 0;
+    while !level.is_empty() {
+        depth += 1;
+        if depth > 4 {
+            return Err(invalid(ep, reference, "indexes nested too deep".into()));
+        }
+        let entries: Vec<Desc> = level
+            .iter()
+            .flat_map(|i| i.doc.manifests.iter().cloned())
+            .collect();
+        found_indexes.append(&mut level);
+        let mut fetches = Vec::new();
+        for e in &entries {
+            fetches.push(fetch_child(ep, reference, e));
+        }
+        for child in futures::future::try_join_all(fetches).await? {
+            if is_index(&child.media_type) {
+                level.push(child);
+            } else {
+                manifests.push(child);
+            }
+        }
+    }
+    found_indexes.reverse();
+    indexes.extend(found_indexes);
+    Ok(())
+}
+
+fn invalid(ep: &Endpoint, reference: &Reference, detail: String) -> RegistryError {
+    RegistryError::InvalidManifest {
+        registry: ep.registry().to_string(),
+        reference: reference.to_string(),
+        detail,
+    }
+}
+
+/// An OCI descriptor for a stored manifest or index.
+fn descriptor(media_type: &str, size: u64, digest: &Digest) -> Result<Descriptor, RegistryError> {
+    let d: oci_spec::image::Digest =
+        digest
+            .to_string()
+            .parse()
+            .map_err(|e: oci_spec::OciSpecError| RegistryError::Protocol {
+                registry: String::new(),
+                what: "descriptor".into(),
+                detail: e.to_string(),
+            })?;
+    Ok(Descriptor::new(MediaType::from(media_type), size, d))
+}
+
+async fn fetch_child(
+    ep: &Endpoint,
+    reference: &Reference,
+    entry: &Desc,
+) -> Result<Fetched, RegistryError> {
+    let digest: Digest = entry.digest.parse().map_err(|_| {
+        invalid(
+            ep,
+            reference,
+            format!("bad digest {:?} in index", entry.digest),
+        )
+    })?;
+    fetch_manifest(
+        ep,
+        reference,
+        &entry.digest,
+        Some(&digest),
+        Some(entry.size),
+    )
+    .await
+}
+
+/// GETs a manifest by tag or digest, verifying it against the digest asked
+/// for (or the `Docker-Content-Digest` the registry claims for a tag).
+async fn fetch_manifest(
+    ep: &Endpoint,
+    reference: &Reference,
+    wanted: &str,
+    expected: Option<&Digest>,
+    expected_size: Option<u64>,
+) -> Result<Fetched, RegistryError> {
+    let url = ep.url(&format!("manifests/{wanted}"));
+    let resp = ep
+        .send(Method::GET, &url, |r| r.header(header::ACCEPT, ACCEPT))
+        .await?;
+    if !resp.status().is_success() {
+        return Err(ep.fail(resp, "manifest GET", &reference.to_string()).await);
+    }
+    let content_type = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let claimed = resp
+        .headers()
+        .get("docker-content-digest")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.parse::<Digest>().ok());
+    let mut bytes = Vec::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| RegistryError::Protocol {
+            registry: ep.registry().to_string(),
+            what: format!("reading manifest {wanted} of {reference}"),
+            detail: super::client::root_cause(&e),
+        })?;
+        if bytes.len() + chunk.len() > MAX_MANIFEST {
+            return Err(invalid(
+                ep,
+                reference,
+                format!("manifest {wanted} is larger than {MAX_MANIFEST} bytes"),
+            ));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    let digest = Digest::of(&bytes);
+    if let Some(exp) = expected.or(claimed.as_ref()) {
+        if exp.to_string() != digest.to_string() {
+            return Err(RegistryError::DigestMismatch {
+                registry: ep.registry().to_string(),
+                reference: format!("{reference} (manifest {wanted})"),
+                expected: exp.to_string(),
+                actual: digest.to_string(),
+            });
+        }
+    }
+    if let Some(size) = expected_size {
+        if size != bytes.len() as u64 {
+            return Err(RegistryError::SizeMismatch {
+                registry: ep.registry().to_string(),
+                reference: reference.to_string(),
+                digest: digest.to_string(),
+                expected: size,
+                actual: bytes.len() as u64,
+            });
+        }
+    }
+    let doc = Doc::parse(&bytes)
+        .map_err(|e| invalid(ep, reference, format!("manifest {wanted}: {e}")))?;
+    let media_type = doc.media_type_with(content_type.as_deref());
+    Ok(Fetched {
+        bytes,
+        digest,
+        media_type,
+        doc,
+    })
+}
+
+fn put_manifest(root: &Root, m: &Fetched) -> Result<(), RegistryError> {
+    if !root.blobs().has(&m.digest) {
+        let got = root.blobs().put(&m.bytes)?;
+        debug_assert_eq!(got.to_string(), m.digest.to_string());
+    }
+    Ok(())
+}
+
+/// Streams one blob into the store, verified against its digest and size;
+/// a transfer that breaks off is retried, a wrong digest is not.
+async fn fetch_blob(
+    root: &Root,
+    ep: &Endpoint,
+    reference: &Reference,
+    desc: &Desc,
+    kind: &str,
+    progress: &dyn Progress,
+) -> Result<(), RegistryError> {
+    let digest: Digest = desc
+        .digest
+        .parse()
+        .map_err(|_| invalid(ep, reference, format!("bad blob digest {:?}", desc.digest)))?;
+    if root.blobs().has(&digest) {
+        progress.done(&desc.digest, Outcome::Exists);
+        return Ok(());
+    }
+    progress.start(&desc.digest, kind, desc.size);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match fetch_blob_once(root, ep, reference, desc, &digest, progress).await {
+            Ok(()) => {
+                progress.done(&desc.digest, Outcome::Transferred);
+                return Ok(());
+            }
+            Err(e @ (RegistryError::Protocol { .. } | RegistryError::Connect { .. }))
+                if attempt < 3 =>
+            {
+                progress.message(&format!("{}: retrying after: {e}", desc.digest));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+async fn fetch_blob_once(
+    root: &Root,
+    ep: &Endpoint,
+    reference: &Reference,
+    desc: &Desc,
+    digest: &Digest,
+    progress: &dyn Progress,
+) -> Result<(), RegistryError> {
+    let url = ep.url(&format!("blobs/{}", desc.digest));
+    let resp = ep.send(Method::GET, &url, |r| r).await?;
+    if !resp.status().is_success() {
+        return Err(ep
+            .fail(
+                resp,
+                &format!("blob GET {}", desc.digest),
+                &reference.to_string(),
+            )
+            .await);
+    }
+    let mut writer = root.blobs().writer(Some(digest), Some(desc.size))?;
+    // The store's writer hashes as it writes and refuses a wrong digest at
+    // commit; only the size is watched here, to stop a server that sends
+    // more than it announced without buffering it.
+    let mut got: u64 = 0;
+    let mut stream = resp.bytes_stream();
+    let io_err = |e: std::io::Error| RegistryError::Io {
+        path: root.path().to_path_buf(),
+        source: e,
+    };
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| RegistryError::Protocol {
+            registry: ep.registry().to_string(),
+            what: format!("download of blob {} of {reference}", desc.digest),
+            detail: super::client::root_cause(&e),
+        })?;
+        got += chunk.len() as u64;
+        if got > desc.size {
+            return Err(RegistryError::SizeMismatch {
+                registry: ep.registry().to_string(),
+                reference: reference.to_string(),
+                digest: desc.digest.clone(),
+                expected: desc.size,
+                actual: got,
+            });
+        }
+        writer.write_all(&chunk).map_err(io_err)?;
+        progress.advance(&desc.digest, chunk.len() as u64);
+    }
+    if got != desc.size {
+        return Err(RegistryError::Protocol {
+            registry: ep.registry().to_string(),
+            what: format!("download of blob {} of {reference}", desc.digest),
+            detail: format!("connection closed after {got} of {} bytes", desc.size),
+        });
+    }
+    match writer.commit() {
+        Ok(_) => Ok(()),
+        Err(crate::Error::DigestMismatch { expected, actual }) => {
+            Err(RegistryError::DigestMismatch {
+                registry: ep.registry().to_string(),
+                reference: format!("{reference} (blob)"),
+                expected,
+                actual,
+            })
+        }
+        Err(e) => Err(e.into()),
+    }
+}

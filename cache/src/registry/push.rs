@@ -1,0 +1,531 @@
+//! `kiln push`: local store → registry.
+//!
+//! Blobs first (skipped when the registry has them, mounted when another
+//! repository of the same registry does), then image manifests by digest,
+//! then the index or manifest under the tag: the registry never holds a
+//! manifest whose blobs are missing, so a push interrupted anywhere can
+//! simply be run again.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures::{StreamExt, TryStreamExt};
+use oci_spec::image::{Descriptor, MediaType};
+use reqwest::{header, Method, StatusCode};
+
+use super::client::{candidates, Endpoint};
+use super::config::RegistryConfig;
+use super::credentials::DockerConfig;
+use super::error::RegistryError;
+use super::manifest::{is_index, Desc, Doc};
+use super::progress::{Outcome, Progress};
+use crate::{Digest, Reference, Root};
+
+/// How to push.
+#[derive(Debug, Clone)]
+pub struct PushOptions {
+    /// Insecure registries.
+    pub config: RegistryConfig,
+    /// Upload blobs larger than this in PATCH chunks of this size; `None`
+    /// sends each blob in one streamed PUT, the fastest on a good link.
+    pub chunk_size: Option<u64>,
+    /// Blobs uploaded at once.
+    pub concurrency: usize,
+    /// Try cross-repository mounts from other images of the same registry
+    /// in the local store.
+    pub mount: bool,
+}
+
+impl Default for PushOptions {
+    fn default() -> Self {
+        PushOptions {
+            config: RegistryConfig::default(),
+            chunk_size: None,
+            concurrency: 4,
+            mount: true,
+        }
+    }
+}
+
+/// A manifest to push: its stored bytes and where it goes.
+struct Item {
+    digest: Digest,
+    media_type: String,
+    bytes: Vec<u8>,
+}
+
+fn read_doc(
+    root: &Root,
+    digest: &Digest,
+    what: &Reference,
+) -> Result<(Vec<u8>, Doc), RegistryError> {
+    let bytes = root.blobs().read(digest)?;
+    let doc = Doc::parse(&bytes).map_err(|e| RegistryError::InvalidManifest {
+        registry: "local store".into(),
+        reference: what.to_string(),
+        detail: format!("{digest}: {e}"),
+    })?;
+    Ok((bytes, doc))
+}
+
+fn parse_digest(s: &str, what: &Reference) -> Result<Digest, RegistryError> {
+    s.parse().map_err(|_| RegistryError::InvalidManifest {
+        registry: "local store".into(),
+        reference: what.to_string(),
+        detail: format!("bad digest {s:?}"),
+    })
+}
+
+/// Walks a stored image: manifests in push order (children before the
+/// index that lists them) and the blobs they need.
+fn walk(
+    root: &Root,
+    what: &Reference,
+    digest: &Digest,
+    media_type: &str,
+    items: &mut Vec<Item>,
+    blobs: &mut Vec<(Desc, &'static str)>,
+    seen: &mut HashSet<String>,
+    depth: usize,
+) -> Result<(), RegistryError> {
+    let (bytes, doc) = read_doc(root, digest, what)?;
+    let mt = doc.media_type_with(Some(media_type));
+    if is_index(&mt) {
+        if depth > 4 {
+            return Err(RegistryError::InvalidManifest {
+                registry: "local store".into(),
+                reference: what.to_string(),
+                detail: "indexes nested too deep".into(),
+            });
+        }
+        for child in &doc.manifests {
+            let d = parse_digest(&child.digest, what)?;
+            if !root.blobs().has(&d) {
+                // An index whose other platforms were never pulled: push
+                // what there is only if the registry already has the rest.
+                return Err(RegistryError::InvalidManifest {
+                    registry: "local store".into(),
+                    reference: what.to_string(),
+                    detail: format!("manifest {d} of the index is not in the local store"),
+                });
+            }
+            walk(
+                root,
+                what,
+                &d,
+                &child.media_type,
+                items,
+                blobs,
+                seen,
+                depth + 1,
+            )?;
+        }
+    } else {
+        for (i, b) in doc.blobs().into_iter().enumerate() {
+            if seen.insert(b.digest.clone()) {
+                blobs.push((b, if i == 0 { "config" } else { "layer" }));
+            }
+        }
+    }
+    items.push(Item {
+        digest: digest.clone(),
+        media_type: mt,
+        bytes,
+    });
+    Ok(())
+}
+
+/// For cross-repository mounts: which other repository of `registry` (as
+/// known from the local store's names) holds each blob.
+fn mount_sources(root: &Root, registry: &str, repository: &str) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    let Ok(list) = root.images().list() else {
+        return out;
+    };
+    for (r, desc) in list {
+        if r.registry() != registry || r.repository() == repository {
+            continue;
+        }
+        let Ok(d) = desc.digest().to_string().parse::<Digest>() else {
+            continue;
+        };
+        let (mut items, mut blobs, mut seen) = (Vec::new(), Vec::new(), HashSet::new());
+        if walk(
+            root,
+            &r,
+            &d,
+            &desc.media_type().to_string(),
+            &mut items,
+            &mut blobs,
+            &mut seen,
+            0,
+        )
+        .is_ok()
+        {
+            for (b, _) in blobs {
+                out.entry(b.digest)
+                    .or_insert_with(|| r.repository().to_string());
+            }
+        }
+    }
+    out
+}
+
+/// Pushes the local image `local` to `remote`; returns the descriptor of
+/// what the tag now names on the registry.
+pub async fn push(
+    root: &Root,
+    local: &Reference,
+    remote: &Reference,
+    opts: &PushOptions,
+    progress: Arc<dyn Progress>,
+) -> Result<Descriptor, RegistryError> {
+    let top = root
+        .images()
+        .get(local)?
+        .ok_or_else(|| RegistryError::NoLocalImage(local.to_string()))?;
+    let top_digest = parse_digest(&top.digest().to_string(), local)?;
+    let (mut items, mut blobs, mut seen) = (Vec::new(), Vec::new(), HashSet::new());
+    walk(
+        root,
+        local,
+        &top_digest,
+        &top.media_type().to_string(),
+        &mut items,
+        &mut blobs,
+        &mut seen,
+        0,
+    )?;
+
+    let registry = remote.registry().to_string();
+    let repository = remote.repository().to_string();
+    let sources = if opts.mount {
+        mount_sources(root, &registry, &repository)
+    } else {
+        HashMap::new()
+    };
+    let mut scopes = vec![format!("repository:{repository}:pull,push")];
+    let mut src_repos: Vec<&String> = sources
+        .values()
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    src_repos.sort();
+    scopes.extend(src_repos.iter().map(|r| format!("repository:{r}:pull")));
+
+    let creds = DockerConfig::load_default()?.credentials(&registry)?;
+    let bases = candidates(&opts.config, &registry, false);
+    let ep = Endpoint::connect(&registry, &repository, &bases, creds, scopes).await?;
+
+    let concurrency = opts.concurrency.max(1);
+    futures::stream::iter(blobs.iter().map(|(b, kind)| {
+        let (ep, sources, progress) = (&ep, &sources, &progress);
+        async move {
+            push_blob(
+                root,
+                ep,
+                remote,
+                b,
+                kind,
+                sources.get(&b.digest),
+                opts,
+                progress,
+            )
+            .await
+        }
+    }))
+    .buffer_unordered(concurrency)
+    .try_collect::<Vec<()>>()
+    .await?;
+
+    let n = items.len();
+    for (i, item) in items.iter().enumerate() {
+        let target = if i + 1 == n {
+            remote
+                .tag()
+                .map(str::to_string)
+                .unwrap_or_else(|| item.digest.to_string())
+        } else {
+            item.digest.to_string()
+        };
+        put_manifest(&ep, remote, item, &target).await?;
+        progress.message(&format!(
+            "{remote}: manifest {} pushed as {target}",
+            item.digest
+        ));
+    }
+    let last = items
+        .last()
+        .ok_or_else(|| RegistryError::NoLocalImage(local.to_string()))?;
+    let d: oci_spec::image::Digest =
+        last.digest
+            .to_string()
+            .parse()
+            .map_err(|e: oci_spec::OciSpecError| RegistryError::Protocol {
+                registry: registry.clone(),
+                what: "descriptor".into(),
+                detail: e.to_string(),
+            })?;
+    Ok(Descriptor::new(
+        MediaType::from(last.media_type.as_str()),
+        last.bytes.len() as u64,
+        d,
+    ))
+}
+
+async fn put_manifest(
+    ep: &Endpoint,
+    remote: &Reference,
+    item: &Item,
+    target: &str,
+) -> Result<(), RegistryError> {
+    let url = ep.url(&format!("manifests/{target}"));
+    let resp = ep
+        .send(Method::PUT, &url, |r| {
+            r.header(header::CONTENT_TYPE, item.media_type.as_str())
+                .body(item.bytes.clone())
+        })
+        .await?;
+    if !resp.status().is_success() {
+        return Err(ep
+            .fail(resp, &format!("manifest PUT {target}"), &remote.to_string())
+            .await);
+    }
+    if let Some(claimed) = resp
+        .headers()
+        .get("docker-content-digest")
+        .and_then(|v| v.to_str().ok())
+    {
+        if claimed != item.digest.to_string() {
+            return Err(RegistryError::DigestMismatch {
+                registry: ep.registry().to_string(),
+                reference: format!("{remote} (manifest PUT)"),
+                expected: item.digest.to_string(),
+                actual: claimed.to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Appends `digest=` to an upload URL, which may already carry a query.
+fn with_digest(location: &str, digest: &str) -> String {
+    let sep = if location.contains('?') { '&' } else { '?' };
+    format!("{location}{sep}digest={digest}")
+}
+
+fn location_of(
+    ep: &Endpoint,
+    resp: &reqwest::Response,
+    what: &str,
+) -> Result<String, RegistryError> {
+    resp.headers()
+        .get(header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .map(|l| ep.absolute(l))
+        .ok_or_else(|| RegistryError::Protocol {
+            registry: ep.registry().to_string(),
+            what: what.to_string(),
+            detail: "no Location in the answer".into(),
+        })
+}
+
+/// A body that streams `len` bytes of a file from `offset`, reporting
+/// progress as it goes; opened lazily so a retried request (after a token
+/// expired) reads from the start again.
+fn file_body(
+    path: PathBuf,
+    offset: u64,
+    len: u64,
+    digest: String,
+    progress: Arc<dyn Progress>,
+) -> reqwest::Body {
+    struct State {
+        path: PathBuf,
+        offset: u64,
+        left: u64,
+        file: Option<std::fs::File>,
+    }
+    let state = State {
+        path,
+        offset,
+        left: len,
+        file: None,
+    };
+    let stream = futures::stream::unfold(state, move |mut st| {
+        let (digest, progress) = (digest.clone(), progress.clone());
+        async move {
+            if st.left == 0 {
+                return None;
+            }
+            if st.file.is_none() {
+                let opened = std::fs::File::open(&st.path).and_then(|mut f| {
+                    use std::io::Seek;
+                    f.seek(std::io::SeekFrom::Start(st.offset))?;
+                    Ok(f)
+                });
+                match opened {
+                    Ok(f) => st.file = Some(f),
+                    Err(e) => {
+                        st.left = 0;
+                        return Some((Err(e), st));
+                    }
+                }
+            }
+            let want = st.left.min(1 << 20) as usize;
+            let mut buf = vec![0u8; want];
+            let read = match st.file.as_mut() {
+                Some(f) => f.read(&mut buf),
+                None => Ok(0),
+            };
+            match read {
+                Ok(0) => {
+                    st.left = 0;
+                    Some((
+                        Err(std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            "blob file shorter than its size",
+                        )),
+                        st,
+                    ))
+                }
+                Ok(n) => {
+                    buf.truncate(n);
+                    st.offset += n as u64;
+                    st.left -= n as u64;
+                    progress.advance(&digest, n as u64);
+                    Some((Ok(buf), st))
+                }
+                Err(e) => {
+                    st.left = 0;
+                    Some((Err(e), st))
+                }
+            }
+        }
+    });
+    reqwest::Body::wrap_stream(stream)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn push_blob(
+    root: &Root,
+    ep: &Endpoint,
+    remote: &Reference,
+    desc: &Desc,
+    kind: &str,
+    mount_from: Option<&String>,
+    opts: &PushOptions,
+    progress: &Arc<dyn Progress>,
+) -> Result<(), RegistryError> {
+    let rs = remote.to_string();
+    let digest = parse_digest(&desc.digest, remote)?;
+    if !root.blobs().has(&digest) {
+        return Err(RegistryError::InvalidManifest {
+            registry: "local store".into(),
+            reference: rs,
+            detail: format!("blob {digest} is not in the local store"),
+        });
+    }
+    let size = root.blobs().size(&digest)?;
+    let head = ep
+        .send(
+            Method::HEAD,
+            &ep.url(&format!("blobs/{}", desc.digest)),
+            |r| r,
+        )
+        .await?;
+    if head.status().is_success() {
+        progress.done(&desc.digest, Outcome::Exists);
+        return Ok(());
+    }
+
+    // Start an upload, asking for a mount when another repository has it.
+    let uploads = ep.url("blobs/uploads/");
+    let start = match mount_from {
+        Some(from) => format!("{uploads}?mount={}&from={from}", desc.digest),
+        None => uploads.clone(),
+    };
+    let resp = ep
+        .send(Method::POST, &start, |r| {
+            r.header(header::CONTENT_LENGTH, "0")
+        })
+        .await?;
+    if resp.status() == StatusCode::CREATED && mount_from.is_some() {
+        progress.done(&desc.digest, Outcome::Mounted);
+        return Ok(());
+    }
+    if resp.status() != StatusCode::ACCEPTED {
+        return Err(ep
+            .fail(resp, &format!("upload start for blob {}", desc.digest), &rs)
+            .await);
+    }
+    let mut location = location_of(ep, &resp, "upload start")?;
+    progress.start(&desc.digest, kind, size);
+    let path = root.blobs().path(&digest);
+
+    match opts.chunk_size {
+        Some(chunk) if chunk > 0 && size > chunk => {
+            let mut offset = 0u64;
+            while offset < size {
+                let len = chunk.min(size - offset);
+                let end = offset + len - 1;
+                let url = location.clone();
+                let resp = ep
+                    .send(Method::PATCH, &url, |r| {
+                        r.header(header::CONTENT_TYPE, "application/octet-stream")
+                            .header(header::CONTENT_RANGE, format!("{offset}-{end}"))
+                            .header(header::CONTENT_LENGTH, len.to_string())
+                            .body(file_body(
+                                path.clone(),
+                                offset,
+                                len,
+                                desc.digest.clone(),
+                                progress.clone(),
+                            ))
+                    })
+                    .await?;
+                if resp.status() != StatusCode::ACCEPTED {
+                    return Err(ep
+                        .fail(resp, &format!("chunk upload of blob {}", desc.digest), &rs)
+                        .await);
+                }
+                location = location_of(ep, &resp, "chunk upload")?;
+                offset += len;
+            }
+            let url = with_digest(&location, &desc.digest);
+            let resp = ep
+                .send(Method::PUT, &url, |r| r.header(header::CONTENT_LENGTH, "0"))
+                .await?;
+            if resp.status() != StatusCode::CREATED {
+                return Err(ep
+                    .fail(resp, &format!("upload end of blob {}", desc.digest), &rs)
+                    .await);
+            }
+        }
+        _ => {
+            let url = with_digest(&location, &desc.digest);
+            let resp = ep
+                .send(Method::PUT, &url, |r| {
+                    r.header(header::CONTENT_TYPE, "application/octet-stream")
+                        .header(header::CONTENT_LENGTH, size.to_string())
+                        .body(file_body(
+                            path.clone(),
+                            0,
+                            size,
+                            desc.digest.clone(),
+                            progress.clone(),
+                        ))
+                })
+                .await?;
+            if resp.status() != StatusCode::CREATED {
+                return Err(ep
+                    .fail(resp, &format!("upload of blob {}", desc.digest), &rs)
+                    .await);
+            }
+        }
+    }
+    progress.done(&desc.digest, Outcome::Transferred);
+    Ok(())
+}
