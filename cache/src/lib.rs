@@ -4,6 +4,7 @@
 //! synchronous and file-based; the registry client moves content between
 //! this store and registries.
 
+pub mod archive;
 pub mod blobs;
 pub mod digest;
 pub mod error;

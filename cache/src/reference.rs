@@ -134,6 +134,15 @@ impl Reference {
         s
     }
 
+    /// `familiar_name:tag` without any digest, as docker's RepoTags holds.
+    pub fn familiar_tagged(&self) -> String {
+        format!(
+            "{}:{}",
+            self.familiar_name(),
+            self.tag.as_deref().unwrap_or(DEFAULT_TAG)
+        )
+    }
+
     /// The same name with another tag (and no digest).
     pub fn with_tag(&self, tag: &str) -> Result<Reference> {
         validate_tag(tag).map_err(|reason| Error::InvalidReference {

@@ -1,0 +1,12 @@
+//! Image archives: OCI layouts (folder or tar) and docker-archives.
+//!
+//! These are how images travel without a registry (`docker save | kiln
+//! load`, `kiln save | skopeo copy`), so kiln must read what docker,
+//! podman, skopeo and BuildKit write, and write what they read.
+
+mod load;
+mod paths;
+mod save;
+
+pub use load::{load, LoadOptions, LoadReport, LoadedImage};
+pub use save::{save, save_to_file, Format, SaveItem, SaveOptions};
