@@ -179,139 +179,57 @@ pub fn clean(p: &str) -> String {
     }
 }
 
-/// One patternmatcher pattern, split into path elements.
-#[derive(Debug, Clone)]
-struct Pattern {
-    exclusion: bool,
-    /// `None` stands for a `**` element.
-    elems: Vec<Option<Glob>>,
-}
+/// What a directory's match left for its children (which patterns matched
+/// it, and so match everything below it).
+pub type MatchInfo = frontend::dockerignore::MatchInfo;
 
-impl Pattern {
-    fn matches(&self, path: &str) -> bool {
-        let parts: Vec<&str> = path.split('/').collect();
-        // A trailing `**` after other elements needs at least one element
-        // to match (patternmatcher's prefix match on `dir/`).
-        let trailing_star = self.elems.len() > 1 && self.elems.last().is_some_and(|e| e.is_none());
-        let mut prev = vec![false; parts.len() + 1];
-        prev[0] = true;
-        for (k, el) in self.elems.iter().enumerate() {
-            let mut cur = vec![false; parts.len() + 1];
-            for j in 0..=parts.len() {
-                cur[j] = match el {
-                    None => {
-                        let must_consume = trailing_star && k + 1 == self.elems.len();
-                        (!must_consume && prev[j]) || (j > 0 && (cur[j - 1] || prev[j - 1]))
-                    }
-                    Some(g) => j > 0 && prev[j - 1] && g.matches(parts[j - 1]),
-                };
-            }
-            prev = cur;
-        }
-        prev[parts.len()]
-    }
-}
-
-/// What a directory's match left for its children: which patterns matched
-/// the directory (and so match everything below it).
-#[derive(Debug, Clone, Default)]
-pub struct MatchInfo {
-    parent_matched: Vec<bool>,
-}
-
-/// A list of patternmatcher patterns; the last one that matches decides.
+/// patternmatcher patterns (`--exclude`, `--parents` filters): the
+/// frontend's implementation of moby's matcher, shared so `.dockerignore`
+/// and COPY filters can never disagree.
 #[derive(Debug, Clone)]
 pub struct PatternMatcher {
-    patterns: Vec<Pattern>,
-    exclusions: bool,
+    inner: frontend::dockerignore::PatternMatcher,
 }
 
 impl PatternMatcher {
     /// Compile patterns as patternmatcher's `New` does: trimmed, cleaned,
     /// empty ones dropped, a leading `!` marks a re-inclusion.
     pub fn new<S: AsRef<str>>(patterns: &[S]) -> Result<Self> {
-        let mut out = Vec::new();
-        let mut exclusions = false;
-        for raw in patterns {
-            let p = raw.as_ref().trim();
-            if p.is_empty() {
-                continue;
-            }
-            let p = clean(p);
-            let (exclusion, body) = match p.strip_prefix('!') {
-                Some("") => {
-                    return Err(FileOpsError::BadPattern {
-                        pattern: "!".into(),
-                    })
-                }
-                Some(rest) => (true, rest.to_string()),
-                None => (false, p.clone()),
-            };
-            exclusions |= exclusion;
-            let body = body.trim_start_matches('/');
-            let mut elems = Vec::new();
-            for el in body.split('/') {
-                if el == "**" {
-                    if elems.last().is_some_and(|e: &Option<Glob>| e.is_none()) {
-                        continue;
-                    }
-                    elems.push(None);
-                } else {
-                    // `**` inside an element behaves as `*` here.
-                    elems.push(Some(Glob::new(&el.replace("**", "*"))?));
-                }
-            }
-            out.push(Pattern { exclusion, elems });
-        }
-        Ok(PatternMatcher {
-            patterns: out,
-            exclusions,
-        })
+        let inner =
+            frontend::dockerignore::PatternMatcher::new(patterns.iter().map(|p| p.as_ref()))
+                .map_err(|e| FileOpsError::BadPattern {
+                    pattern: format!(
+                        "{}: {e}",
+                        patterns
+                            .iter()
+                            .map(|p| p.as_ref())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                })?;
+        Ok(PatternMatcher { inner })
     }
 
     /// Whether any pattern is a `!` re-inclusion, in which case excluded
     /// directories must still be walked.
     pub fn has_exclusions(&self) -> bool {
-        self.exclusions
+        self.inner.exclusions()
     }
 
     /// Whether nothing was given.
     pub fn is_empty(&self) -> bool {
-        self.patterns.is_empty()
+        self.inner.is_empty()
     }
 
     /// Match a slash-separated relative path, reusing its parent directory's
-    /// result (`None` for a path whose parents were not matched in a walk:
-    /// then its parent directories are tried too).
+    /// result (`None` at the top of a walk: then its parent directories are
+    /// tried too). A pattern that fails to match (malformed at match time)
+    /// counts as no match.
     pub fn matches(&self, path: &str, parent: Option<&MatchInfo>) -> (bool, MatchInfo) {
-        let parent = parent.filter(|p| p.parent_matched.len() == self.patterns.len());
-        let mut matched = false;
-        let mut info = MatchInfo {
-            parent_matched: vec![false; self.patterns.len()],
-        };
-        for (i, pat) in self.patterns.iter().enumerate() {
-            let mut m = parent.is_some_and(|p| p.parent_matched[i]);
-            if !m {
-                if pat.exclusion != matched {
-                    continue;
-                }
-                m = pat.matches(path);
-                if !m && parent.is_none() {
-                    let parts: Vec<&str> = path.split('/').collect();
-                    for k in 1..parts.len() {
-                        if pat.matches(&parts[..k].join("/")) {
-                            m = true;
-                            break;
-                        }
-                    }
-                }
-            }
-            info.parent_matched[i] = m;
-            if m {
-                matched = !pat.exclusion;
-            }
-        }
-        (matched, info)
+        let default = MatchInfo::default();
+        self.inner
+            .matches_using_parent_results(path, parent.unwrap_or(&default))
+            .unwrap_or((false, MatchInfo::default()))
     }
 }
 
