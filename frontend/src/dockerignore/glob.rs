@@ -86,11 +86,7 @@ fn scan_chunk(mut pattern: &[u8]) -> (bool, &[u8], &[u8]) {
     let mut i = 0;
     while i < pattern.len() {
         match pattern[i] {
-            b'\\' => {
-                if i + 1 < pattern.len() {
-                    i += 1;
-                }
-            }
+            b'\\' if i + 1 < pattern.len() => i += 1,
             b'[' => in_range = true,
             b']' => in_range = false,
             b'*' if !in_range => break,
@@ -229,7 +225,9 @@ mod tests {
         assert_eq!(ok("a?b", "a☺b"), Ok(true));
         assert_eq!(ok("[a-ζ]*", "α"), Ok(true));
         assert_eq!(ok("[\\-x]", "-"), Ok(true));
-        for bad in ["[]a]", "[-]", "[x-]", "[-x]", "\\", "[a-b-c]", "[", "[^", "[^bc", "a["] {
+        for bad in [
+            "[]a]", "[-]", "[x-]", "[-x]", "\\", "[a-b-c]", "[", "[^", "[^bc", "a[",
+        ] {
             assert_eq!(go_match(bad, "."), Err(BadPattern), "{bad}");
         }
         assert_eq!(go_match("[Local-Only]", "."), Ok(false));

@@ -23,7 +23,10 @@ enum Item {
     /// A fixed ASCII set (`\d`, `[:alpha:]`).
     Ranges(Vec<(char, char)>),
     /// A Unicode general category by Go's name, possibly negated.
-    Unicode { name: String, negated: bool },
+    Unicode {
+        name: String,
+        negated: bool,
+    },
     /// A whole sub-class, negated (`\D`, `[:^alpha:]`).
     NegatedRanges(Vec<(char, char)>),
 }
@@ -127,14 +130,45 @@ fn unicode_class(t: &str) -> Result<Option<(Item, &str)>, GoRegexError> {
         || (name.len() == 2
             && matches!(
                 name,
-                "Cc" | "Cf" | "Co" | "Cs" | "Ll" | "Lm" | "Lo" | "Lt" | "Lu" | "Mc" | "Me"
-                    | "Mn" | "Nd" | "Nl" | "No" | "Pc" | "Pd" | "Pe" | "Pf" | "Pi" | "Po"
-                    | "Ps" | "Sc" | "Sk" | "Sm" | "So" | "Zl" | "Zp" | "Zs"
+                "Cc" | "Cf"
+                    | "Co"
+                    | "Cs"
+                    | "Ll"
+                    | "Lm"
+                    | "Lo"
+                    | "Lt"
+                    | "Lu"
+                    | "Mc"
+                    | "Me"
+                    | "Mn"
+                    | "Nd"
+                    | "Nl"
+                    | "No"
+                    | "Pc"
+                    | "Pd"
+                    | "Pe"
+                    | "Pf"
+                    | "Pi"
+                    | "Po"
+                    | "Ps"
+                    | "Sc"
+                    | "Sk"
+                    | "Sm"
+                    | "So"
+                    | "Zl"
+                    | "Zp"
+                    | "Zs"
             ));
     if !known {
         return Err(err("invalid character class range", seq));
     }
-    Ok(Some((Item::Unicode { name: name.to_string(), negated }, rest)))
+    Ok(Some((
+        Item::Unicode {
+            name: name.to_string(),
+            negated,
+        },
+        rest,
+    )))
 }
 
 /// One escape sequence that stands for a single character (Go's parseEscape).
@@ -161,18 +195,24 @@ fn parse_escape(s: &str) -> Result<(char, &str), GoRegexError> {
             Ok((char::from_u32(r).unwrap_or('\u{FFFD}'), t))
         }
         'x' => {
-            let Some((c1, t1)) = next_char(t) else { return Err(invalid(t)) };
+            let Some((c1, t1)) = next_char(t) else {
+                return Err(invalid(t));
+            };
             if c1 == '{' {
                 let mut r: u32 = 0;
                 let mut n = 0;
                 let mut rest = t1;
                 loop {
-                    let Some((d, after)) = next_char(rest) else { return Err(invalid(rest)) };
+                    let Some((d, after)) = next_char(rest) else {
+                        return Err(invalid(rest));
+                    };
                     rest = after;
                     if d == '}' {
                         break;
                     }
-                    let Some(v) = d.to_digit(16) else { return Err(invalid(rest)) };
+                    let Some(v) = d.to_digit(16) else {
+                        return Err(invalid(rest));
+                    };
                     r = r * 16 + v;
                     if r > 0x10FFFF {
                         return Err(invalid(rest));
@@ -187,7 +227,9 @@ fn parse_escape(s: &str) -> Result<(char, &str), GoRegexError> {
                     None => Err(invalid(rest)),
                 };
             }
-            let Some((c2, t2)) = next_char(t1) else { return Err(invalid(t1)) };
+            let Some((c2, t2)) = next_char(t1) else {
+                return Err(invalid(t1));
+            };
             match (c1.to_digit(16), c2.to_digit(16)) {
                 (Some(x), Some(y)) => Ok((char::from_u32(x * 16 + y).unwrap_or('\u{FFFD}'), t2)),
                 _ => Err(invalid(t2)),
@@ -361,10 +403,16 @@ fn parse(mut t: &str) -> Result<Vec<Node>, GoRegexError> {
                     }
                 }
                 if let Some((item, rest)) = unicode_class(t)? {
-                    stack[top].push(Node::Class { negated: false, items: vec![item] });
+                    stack[top].push(Node::Class {
+                        negated: false,
+                        items: vec![item],
+                    });
                     t = rest;
                 } else if let Some((item, rest)) = perl_class(t) {
-                    stack[top].push(Node::Class { negated: false, items: vec![item] });
+                    stack[top].push(Node::Class {
+                        negated: false,
+                        items: vec![item],
+                    });
                     t = rest;
                 } else {
                     let (ch, rest) = parse_escape(t)?;
@@ -373,7 +421,9 @@ fn parse(mut t: &str) -> Result<Vec<Node>, GoRegexError> {
                 }
             }
             _ => {
-                let Some((ch, rest)) = next_char(t) else { break };
+                let Some((ch, rest)) = next_char(t) else {
+                    break;
+                };
                 stack[top].push(Node::Lit(ch));
                 t = rest;
             }
@@ -469,7 +519,9 @@ mod tests {
     use super::compile;
 
     fn m(expr: &str, s: &str) -> bool {
-        compile(expr).map(|r| r.is_match(s)).unwrap_or_else(|e| panic!("{expr}: {e:?}"))
+        compile(expr)
+            .map(|r| r.is_match(s))
+            .unwrap_or_else(|e| panic!("{expr}: {e:?}"))
     }
 
     #[test]
@@ -493,7 +545,15 @@ mod tests {
         assert!(!m("^a\\B$", "a"));
         assert!(!m("^.$", "\n"));
         assert!(m("^[^a]$", "\n"));
-        for bad in ["^[l-O]$", "^\\y$", "^[a$", "^\\1$", "^\\p\\{$", "^[[:foo:]]$", "^\\8$"] {
+        for bad in [
+            "^[l-O]$",
+            "^\\y$",
+            "^[a$",
+            "^\\1$",
+            "^\\p\\{$",
+            "^[[:foo:]]$",
+            "^\\8$",
+        ] {
             assert!(compile(bad).is_err(), "{bad}");
         }
     }

@@ -55,7 +55,12 @@ pub fn read_all(text: &[u8]) -> Result<Vec<IgnorePattern>> {
         rest = next;
         line_no += 1;
         if raw.len() > MAX_LINE {
-            let loc = Location { line: line_no, column: 1, offset: line_start, len: 0 };
+            let loc = Location {
+                line: line_no,
+                column: 1,
+                offset: line_start,
+                len: 0,
+            };
             return Err(Error::new(
                 ErrorKind::Dockerignore,
                 "error reading .dockerignore: bufio.Scanner: token too long",
@@ -135,10 +140,22 @@ mod tests {
     #[test]
     fn read_all_like_moby() {
         let text = b"test1\n/test2\n/a/file/here\n\nlastfile\n# this is a comment\n! /inverted/abs/path\n!\n! ";
-        let got: Vec<String> = read_all(text).unwrap().into_iter().map(|p| p.pattern).collect();
+        let got: Vec<String> = read_all(text)
+            .unwrap()
+            .into_iter()
+            .map(|p| p.pattern)
+            .collect();
         assert_eq!(
             got,
-            ["test1", "test2", "a/file/here", "lastfile", "!inverted/abs/path", "!", "!"]
+            [
+                "test1",
+                "test2",
+                "a/file/here",
+                "lastfile",
+                "!inverted/abs/path",
+                "!",
+                "!"
+            ]
         );
     }
 
@@ -147,7 +164,14 @@ mod tests {
         let text = "\u{FEFF}a\r\n  #2  \n\t[\n";
         let got = read_all(text.as_bytes()).unwrap();
         assert_eq!(got[0].pattern, "a");
-        assert_eq!((got[0].location.line, got[0].location.column, got[0].location.offset), (1, 1, 3));
+        assert_eq!(
+            (
+                got[0].location.line,
+                got[0].location.column,
+                got[0].location.offset
+            ),
+            (1, 1, 3)
+        );
         assert_eq!(got[1].pattern, "#2");
         assert_eq!((got[1].location.line, got[1].location.column), (2, 3));
         let err = parse(text.as_bytes()).unwrap_err();

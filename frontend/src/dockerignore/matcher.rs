@@ -41,7 +41,11 @@ impl PatternMatcher {
     /// Like [`PatternMatcher::new`], keeping where each pattern was written
     /// so errors point at the `.dockerignore` line.
     pub fn from_ignore_patterns(patterns: &[super::IgnorePattern]) -> Result<Self> {
-        Self::from_located(patterns.iter().map(|p| (p.pattern.clone(), Some(p.location))))
+        Self::from_located(
+            patterns
+                .iter()
+                .map(|p| (p.pattern.clone(), Some(p.location))),
+        )
     }
 
     fn from_located(
@@ -88,7 +92,9 @@ impl PatternMatcher {
             if !hit && parent != "." {
                 let depth = pattern.as_str().split('/').count();
                 if depth <= parent_dirs.len() {
-                    hit = pattern.matches(&parent_dirs[..depth].join("/")).unwrap_or(false);
+                    hit = pattern
+                        .matches(&parent_dirs[..depth].join("/"))
+                        .unwrap_or(false);
                 }
             }
             if hit {
@@ -134,7 +140,9 @@ impl PatternMatcher {
             ));
         }
         let mut matched = false;
-        let mut info = MatchInfo { parent_matched: vec![false; self.patterns.len()] };
+        let mut info = MatchInfo {
+            parent_matched: vec![false; self.patterns.len()],
+        };
         for (i, pattern) in self.patterns.iter().enumerate() {
             let mut hit = parent_matched.get(i).copied().unwrap_or(false);
             if !hit {

@@ -63,7 +63,12 @@ impl Pattern {
             ));
         }
         let kind = compile(&cleaned);
-        Ok(Some(Pattern { cleaned, exclusion, kind, location }))
+        Ok(Some(Pattern {
+            cleaned,
+            exclusion,
+            kind,
+            location,
+        }))
     }
 
     /// The cleaned pattern without its `!` (moby's `Pattern.String`).
@@ -87,7 +92,10 @@ impl Pattern {
             Ok(kind) => kind,
             Err(reason) => {
                 let message = format!("syntax error in pattern {:?}: {reason}", self.cleaned);
-                return Err(located(Error::new(ErrorKind::Dockerignore, message), self.location));
+                return Err(located(
+                    Error::new(ErrorKind::Dockerignore, message),
+                    self.location,
+                ));
             }
         };
         Ok(match kind {
@@ -98,8 +106,7 @@ impl Pattern {
             }
             Kind::Suffix => {
                 let suffix = self.cleaned.get(2..).unwrap_or("");
-                path.ends_with(suffix)
-                    || suffix.strip_prefix('/').is_some_and(|bare| path == bare)
+                path.ends_with(suffix) || suffix.strip_prefix('/').is_some_and(|bare| path == bare)
             }
             Kind::Regex(re) => re.is_match(path),
         })

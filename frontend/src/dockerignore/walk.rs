@@ -74,7 +74,12 @@ impl ContextFilter {
                 .filter(|p| p.is_exclusion())
                 .all(|p| !without_trailing_glob(p).contains(PATTERN_CHARS))
         });
-        ContextFilter { include, exclude, only_prefix_includes, only_prefix_exclude_exceptions }
+        ContextFilter {
+            include,
+            exclude,
+            only_prefix_includes,
+            only_prefix_exclude_exceptions,
+        }
     }
 
     /// Compiles raw include and exclude pattern lists (as `COPY` sources and
@@ -233,7 +238,11 @@ impl Walk<'_> {
         };
         let parent = &frame.dir;
         let (rel_path, path, depth) = match &parent.entry {
-            Some(p) => (p.rel_path.join(&name), format!("{}/{}", p.path, name_string(&name)), p.depth + 1),
+            Some(p) => (
+                p.rel_path.join(&name),
+                format!("{}/{}", p.path, name_string(&name)),
+                p.depth + 1,
+            ),
             None => (PathBuf::from(&name), name_string(&name), 1),
         };
         let full = self.root.join(&rel_path);
@@ -241,7 +250,13 @@ impl Walk<'_> {
             Ok(m) => m,
             // Vanished between listing and stat: as fsutil, not an error.
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(true),
-            Err(source) => return Err(WalkError::Io { op: "lstat", path: full, source }),
+            Err(source) => {
+                return Err(WalkError::Io {
+                    op: "lstat",
+                    path: full,
+                    source,
+                })
+            }
         };
         let is_dir = metadata.is_dir();
         let filter = self.filter;
@@ -268,13 +283,24 @@ impl Walk<'_> {
                 skip = true;
             }
         }
-        let entry = Entry { path, rel_path, metadata, depth };
+        let entry = Entry {
+            path,
+            rel_path,
+            metadata,
+            depth,
+        };
         if is_dir {
             let names = match read_sorted(&full) {
                 Ok(names) => names,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(true),
                 Err(e) if skip && e.kind() == io::ErrorKind::PermissionDenied => return Ok(true),
-                Err(source) => return Err(WalkError::Io { op: "readdir", path: full, source }),
+                Err(source) => {
+                    return Err(WalkError::Io {
+                        op: "readdir",
+                        path: full,
+                        source,
+                    })
+                }
             };
             if !skip {
                 self.report_parents();
@@ -282,7 +308,12 @@ impl Walk<'_> {
             }
             self.stack.push(Frame {
                 names: names.into_iter(),
-                dir: DirState { entry: Some(entry), include_info, exclude_info, reported: !skip },
+                dir: DirState {
+                    entry: Some(entry),
+                    include_info,
+                    exclude_info,
+                    reported: !skip,
+                },
             });
         } else if !skip {
             self.report_parents();
@@ -322,7 +353,11 @@ impl Iterator for Walk<'_> {
                     },
                 }),
                 Err(source) => {
-                    return Some(Err(WalkError::Io { op: "readdir", path: self.root.clone(), source }))
+                    return Some(Err(WalkError::Io {
+                        op: "readdir",
+                        path: self.root.clone(),
+                        source,
+                    }))
                 }
             }
         }
