@@ -20,7 +20,7 @@ use super::credentials::DockerConfig;
 use super::error::RegistryError;
 use super::manifest::{is_index, is_manifest, Desc, Doc, Platform, ACCEPT, MAX_MANIFEST};
 use super::progress::{Outcome, Progress};
-use crate::{Digest, Reference, Root};
+use crate::{Digest, PendingBlob, Reference, Root};
 
 /// How to pull.
 #[derive(Debug, Clone)]
@@ -187,17 +187,25 @@ pub async fn pull(
             }
         }
     }
+    // Keep garbage collection away from blobs not yet named.
+    let _lease = root.lease()?;
     let concurrency = opts.concurrency.max(1);
-    futures::stream::iter(blobs.into_iter().map(|(b, kind)| {
-        let ep = &ep;
-        async move { fetch_blob(root, ep, reference, &b, kind, progress).await }
-    }))
-    .buffer_unordered(concurrency)
-    .try_collect::<Vec<()>>()
-    .await?;
+    let pending: Vec<Option<PendingBlob>> =
+        futures::stream::iter(blobs.into_iter().map(|(b, kind)| {
+            let ep = &ep;
+            async move { fetch_blob(root, ep, reference, &b, kind, progress).await }
+        }))
+        .buffer_unordered(concurrency)
+        .try_collect()
+        .await?;
 
-    // Manifests after their blobs, indexes (innermost first) after their
-    // manifests, then the name.
+    // Every blob arrived and verified: only now does any become visible,
+    // so a pull that fails on one bad blob leaves the store as it was.
+    // Manifests follow their blobs, indexes (innermost first) their
+    // manifests, and the name comes last.
+    for p in pending.into_iter().flatten() {
+        p.commit()?;
+    }
     for m in manifests.iter().chain(indexes.iter()) {
         put_manifest(root, m)?;
     }
@@ -373,8 +381,9 @@ fn put_manifest(root: &Root, m: &Fetched) -> Result<(), RegistryError> {
     Ok(())
 }
 
-/// Streams one blob into the store, verified against its digest and size;
-/// a transfer that breaks off is retried, a wrong digest is not.
+/// Streams one blob into a pending (verified, invisible) blob of the store;
+/// `None` when the store already has it. A transfer that breaks off is
+/// retried, a wrong digest is not.
 async fn fetch_blob(
     root: &Root,
     ep: &Endpoint,
@@ -382,23 +391,23 @@ async fn fetch_blob(
     desc: &Desc,
     kind: &str,
     progress: &dyn Progress,
-) -> Result<(), RegistryError> {
+) -> Result<Option<PendingBlob>, RegistryError> {
     let digest: Digest = desc
         .digest
         .parse()
         .map_err(|_| invalid(ep, reference, format!("bad blob digest {:?}", desc.digest)))?;
     if root.blobs().has(&digest) {
         progress.done(&desc.digest, Outcome::Exists);
-        return Ok(());
+        return Ok(None);
     }
     progress.start(&desc.digest, kind, desc.size);
     let mut attempt = 0;
     loop {
         attempt += 1;
         match fetch_blob_once(root, ep, reference, desc, &digest, progress).await {
-            Ok(()) => {
+            Ok(p) => {
                 progress.done(&desc.digest, Outcome::Transferred);
-                return Ok(());
+                return Ok(Some(p));
             }
             Err(e @ (RegistryError::Protocol { .. } | RegistryError::Connect { .. }))
                 if attempt < 3 =>
@@ -417,7 +426,7 @@ async fn fetch_blob_once(
     desc: &Desc,
     digest: &Digest,
     progress: &dyn Progress,
-) -> Result<(), RegistryError> {
+) -> Result<PendingBlob, RegistryError> {
     let url = ep.url(&format!("blobs/{}", desc.digest));
     let resp = ep.send(Method::GET, &url, |r| r).await?;
     if !resp.status().is_success() {
@@ -465,8 +474,8 @@ async fn fetch_blob_once(
             detail: format!("connection closed after {got} of {} bytes", desc.size),
         });
     }
-    match writer.commit() {
-        Ok(_) => Ok(()),
+    match writer.finish() {
+        Ok(p) => Ok(p),
         Err(crate::Error::DigestMismatch { expected, actual }) => {
             Err(RegistryError::DigestMismatch {
                 registry: ep.registry().to_string(),

@@ -178,9 +178,23 @@ pub struct FakeRegistry {
     pub seen: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
+/// Bearer auth for a [`FakeRegistry`]: every request but `/token` needs
+/// `Authorization: Bearer <token>`; `/token` hands the token out to a
+/// request whose basic login is `login` (to anyone when `None`).
+#[derive(Clone)]
+pub struct Bearer {
+    pub token: String,
+    pub login: Option<(String, String)>,
+}
+
 impl FakeRegistry {
     /// Serves `routes` until dropped.
     pub fn start(routes: Vec<Route>) -> FakeRegistry {
+        Self::start_with(routes, None)
+    }
+
+    /// Serves `routes` behind bearer auth.
+    pub fn start_with(routes: Vec<Route>, bearer: Option<Bearer>) -> FakeRegistry {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
         listener.set_nonblocking(true).expect("nonblocking");
@@ -188,12 +202,16 @@ impl FakeRegistry {
         let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
         let (stop2, seen2) = (stop.clone(), seen.clone());
         let routes = Arc::new(routes);
+        let me = addr.clone();
         std::thread::spawn(move || {
             while !stop2.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((conn, _)) => {
                         let (routes, seen, stop) = (routes.clone(), seen2.clone(), stop2.clone());
-                        std::thread::spawn(move || serve(conn, &routes, &seen, &stop));
+                        let (bearer, me) = (bearer.clone(), me.clone());
+                        std::thread::spawn(move || {
+                            serve(conn, &routes, &seen, &stop, bearer.as_ref(), &me)
+                        });
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(10)),
                 }
@@ -214,6 +232,8 @@ fn serve(
     routes: &[Route],
     seen: &std::sync::Mutex<Vec<String>>,
     stop: &AtomicBool,
+    bearer: Option<&Bearer>,
+    me: &str,
 ) {
     let _ = conn.set_nonblocking(false);
     let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
@@ -231,6 +251,7 @@ fn serve(
         let method = parts.next().unwrap_or("").to_string();
         let path = parts.next().unwrap_or("").to_string();
         let mut length = 0usize;
+        let mut authorization = String::new();
         loop {
             let mut h = String::new();
             if reader.read_line(&mut h).unwrap_or(0) == 0 {
@@ -244,6 +265,9 @@ fn serve(
                 if k.eq_ignore_ascii_case("content-length") {
                     length = v.trim().parse().unwrap_or(0);
                 }
+                if k.eq_ignore_ascii_case("authorization") {
+                    authorization = v.trim().to_string();
+                }
             }
         }
         let mut body = vec![0u8; length];
@@ -253,7 +277,49 @@ fn serve(
         if let Ok(mut s) = seen.lock() {
             s.push(format!("{method} {path}"));
         }
-        let route = if path == "/v2/" || path == "/v2" {
+        let denied = Route {
+            path: path.clone(),
+            status: 401,
+            content_type: "application/json".into(),
+            headers: vec![(
+                "WWW-Authenticate".into(),
+                format!("Bearer realm=\"http://{me}/token\",service=\"fake\""),
+            )],
+            body: br#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#
+                .to_vec(),
+            delay_per_64k: Duration::ZERO,
+        };
+        let auth_route = match bearer {
+            Some(b) if path.starts_with("/token") => {
+                let ok = match &b.login {
+                    None => true,
+                    Some((u, p)) => {
+                        use base64::Engine;
+                        let want =
+                            base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
+                        authorization == format!("Basic {want}")
+                    }
+                };
+                Some(if ok {
+                    Route::ok(
+                        &path,
+                        "application/json",
+                        format!("{{\"token\":\"{}\"}}", b.token).into_bytes(),
+                    )
+                } else {
+                    Route {
+                        status: 401,
+                        headers: Vec::new(),
+                        ..denied.clone()
+                    }
+                })
+            }
+            Some(b) if authorization != format!("Bearer {}", b.token) => Some(denied.clone()),
+            _ => None,
+        };
+        let route = if auth_route.is_some() {
+            auth_route
+        } else if path == "/v2/" || path == "/v2" {
             Some(Route::ok("/v2/", "application/json", b"{}".to_vec()))
         } else {
             routes.iter().find(|r| r.path == path).cloned()
@@ -418,4 +484,42 @@ pub fn temp_root() -> (tempfile::TempDir, cache::Root) {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = cache::Root::open(dir.path()).expect("open root");
     (dir, root)
+}
+
+/// Routes serving a one-layer image `repo:tag` with `layer` as its layer;
+/// with `served_layer` the blob route answers other bytes than the digest
+/// the manifest names (a corrupt or hostile registry). Returns the routes
+/// and the manifest's and layer's digests.
+pub fn tiny_image(
+    repo: &str,
+    tag: &str,
+    layer: &[u8],
+    served_layer: Option<Vec<u8>>,
+) -> (Vec<Route>, String, String) {
+    let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]},"config":{}}"#;
+    let (cd, ld) = (sha256(config), sha256(layer));
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": ld, "size": layer.len()}]
+    }))
+    .expect("json");
+    let md = sha256(&manifest);
+    let mt = "application/vnd.oci.image.manifest.v1+json";
+    let routes = vec![
+        Route::ok(&format!("/v2/{repo}/manifests/{tag}"), mt, manifest.clone()),
+        Route::ok(&format!("/v2/{repo}/manifests/{md}"), mt, manifest),
+        Route::ok(
+            &format!("/v2/{repo}/blobs/{cd}"),
+            "application/octet-stream",
+            config.to_vec(),
+        ),
+        Route::ok(
+            &format!("/v2/{repo}/blobs/{ld}"),
+            "application/octet-stream",
+            served_layer.unwrap_or_else(|| layer.to_vec()),
+        ),
+    ];
+    (routes, md, ld)
 }
