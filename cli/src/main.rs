@@ -20,12 +20,15 @@ struct Cli {
 enum Command {
     #[command(flatten)]
     Frontend(commands::frontend::Cmd),
+    #[command(flatten)]
+    Registry(commands::registry::Cmd),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Frontend(c) => commands::frontend::run(c),
+        Command::Registry(c) => commands::registry::run(c),
     };
     match result {
         Ok(code) => code,
