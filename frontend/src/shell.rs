@@ -479,6 +479,13 @@ impl Machine<'_> {
                     self.start_dollar()?;
                     Ok(None)
                 }
+                Some('<') => {
+                    let text = self.possible_heredoc();
+                    if let Some(Frame::Word(frame)) = self.stack.last_mut() {
+                        frame.add_raw_str(&text);
+                    }
+                    Ok(None)
+                }
                 Some('\'') if !lexer.skip_process_quotes => {
                     let text = self.single_quote()?;
                     if let Some(Frame::Word(frame)) = self.stack.last_mut() {
@@ -584,6 +591,28 @@ impl Machine<'_> {
         }
     }
 
+    /// `<<` and the blanks after it stay glued to the next field, so a
+    /// heredoc marker written `<< EOF` is one field, as BuildKit's parser
+    /// expects when it looks for heredocs.
+    fn possible_heredoc(&mut self) -> String {
+        let mut text = String::from("<");
+        self.scanner.next();
+        if self.scanner.peek() != Some('<') {
+            return text;
+        }
+        self.scanner.next();
+        text.push('<');
+        while let Some(c) = self
+            .scanner
+            .peek()
+            .filter(|c| matches!(c, ' ' | '\t' | '\r'))
+        {
+            self.scanner.next();
+            text.push(c);
+        }
+        text
+    }
+
     /// Hands an expansion's value to the enclosing level.
     fn deliver(&mut self, value: &str) {
         match self.stack.last_mut() {
@@ -682,6 +711,12 @@ impl Machine<'_> {
         };
         // Pattern operators keep their escapes so `\*` stays a literal star.
         let raw = matches!(op, Some('#' | '%'));
+        if null_is_unset && raw {
+            // `${V:#p}` / `${V:%p}` are rejected before the pattern is read.
+            return Err(Fault::syntax(format!(
+                "unsupported modifier ({chs}) in substitution"
+            )));
+        }
         self.push_word(
             Some('}'),
             raw,
@@ -695,7 +730,19 @@ impl Machine<'_> {
         Ok(())
     }
 
+    /// Starts reading the inside of a `${...}`.
+    ///
+    /// BuildKit (at the commit kiln follows) keeps one shared buffer for the
+    /// field being built, and every nested level resets it on entry: text of
+    /// the current unquoted field before a `${V<op>...}` is lost in
+    /// field-splitting mode (`a${V:-x}b` gives the one field `xb`). kiln
+    /// reproduces that so EXPOSE and heredoc detection see what BuildKit sees.
     fn push_word(&mut self, stop: Option<char>, raw_escapes: bool, then: Then) {
+        if let Some(Frame::Word(outer)) = self.stack.first_mut() {
+            if let Some(words) = &mut outer.words {
+                words.word.clear();
+            }
+        }
         self.stack.push(Frame::Word(WordFrame {
             stop,
             raw_escapes,
@@ -759,7 +806,7 @@ impl Machine<'_> {
 }
 
 /// `${V-w}`, `${V+w}`, `${V?w}`, `${V#p}`, `${V%p}` and their `:` forms (the
-/// colon makes an empty value count as unset; it changes nothing for `#`/`%`).
+/// colon makes an empty value count as unset).
 fn apply_modifier(
     name: &str,
     value: Option<String>,
@@ -1171,4 +1218,322 @@ fn go_quote(s: &str) -> String {
     }
     out.push('"');
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn word(input: &str, pairs: &[(&str, &str)]) -> String {
+        match Lexer::new('\\').process_word(input, &env(pairs)) {
+            Ok(e) => e.value,
+            Err(e) => panic!("{input:?}: {e}"),
+        }
+    }
+
+    fn fails(input: &str, pairs: &[(&str, &str)]) -> String {
+        match Lexer::new('\\').process_word(input, &env(pairs)) {
+            Ok(e) => panic!("{input:?} should fail, gave {:?}", e.value),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    fn used(input: &str, pairs: &[(&str, &str)]) -> Vec<String> {
+        let e = Lexer::new('\\')
+            .process_word(input, &env(pairs))
+            .expect(input);
+        e.used.into_iter().collect()
+    }
+
+    #[test]
+    fn plain_and_braced_variables() {
+        let e = [("A", "x"), ("B_2", "y"), ("한국", "k")];
+        assert_eq!(word("$A-${A}-${B_2}-$B_2.-$한국", &e), "x-x-y-y.-k");
+        assert_eq!(word("$UNSET|${UNSET}|$.|$", &e), "||$.|$");
+        assert_eq!(word("$1x $@@ ${#} $0a", &e), "x @  a");
+    }
+
+    #[test]
+    fn default_operators() {
+        let e = [("SET", "v"), ("EMPTY", "")];
+        assert_eq!(word("${SET-d}|${EMPTY-d}|${NO-d}", &e), "v||d");
+        assert_eq!(word("${SET:-d}|${EMPTY:-d}|${NO:-d}", &e), "v|d|d");
+        assert_eq!(word("${NO:-${NO2:-${SET}}}", &e), "v");
+        assert_eq!(word("${NO:-'a b' \"c\" \\}}", &e), "a b c }");
+    }
+
+    #[test]
+    fn alternate_operators() {
+        let e = [("SET", "v"), ("EMPTY", "")];
+        assert_eq!(word("${SET+a}|${EMPTY+a}|${NO+a}", &e), "a|a|");
+        assert_eq!(word("${SET:+a}|${EMPTY:+a}|${NO:+a}", &e), "a||");
+        assert_eq!(word("${SET:+-${SET}-}", &e), "-v-");
+    }
+
+    #[test]
+    fn required_operators() {
+        let e = [("SET", "v"), ("EMPTY", ""), ("M", "x")];
+        assert_eq!(word("${SET?}${SET:?}${EMPTY?}", &e), "vv");
+        assert_eq!(
+            fails("${NO?}", &e),
+            "failed to process \"${NO?}\": NO: is not allowed to be unset"
+        );
+        assert_eq!(
+            fails("${EMPTY:?}", &e),
+            "failed to process \"${EMPTY:?}\": EMPTY: is not allowed to be empty"
+        );
+        assert!(fails("${NO:?message here$M}", &e).ends_with("NO: message herex"));
+        assert!(fails("${EMPTY:?message here$M}", &e).ends_with("EMPTY: message herex"));
+    }
+
+    #[test]
+    fn prefix_removal() {
+        let e = [("F", "xxyy"), ("X", "x"), ("E", ""), ("Q", "???y")];
+        assert_eq!(
+            word("${F#x}|${F#*x*y}|${F#*}|${F#}|${F#$X}|${F#$E}", &e),
+            "xyy|y|xxyy|xxyy|xyy|xxyy"
+        );
+        assert_eq!(word("${F##*x}|${F##}|${F##*}", &e), "yy|xxyy|");
+        assert_eq!(word("${Q#?\\?}", &e), "?y");
+        assert!(fails("${F:#x}", &e).ends_with("unsupported modifier (:#) in substitution"));
+        assert!(fails("${F:%x}", &e).ends_with("unsupported modifier (:%) in substitution"));
+        assert_eq!(word("${NO#x}", &e), "");
+        // Regex metacharacters are literal; `\}` hides the brace from `${}`.
+        let meta = [("M", "()[]{}^$.*?|\\x")];
+        assert_eq!(word("${M#()[]{\\}^$.\\*\\?|\\\\}", &meta), "x");
+        // `?` and `*` never match a newline, as Go's `.` does not.
+        assert_eq!(
+            word("${N#?}|${N##*}", &[("N", "\nab\ncd")]),
+            "\nab\ncd|\nab\ncd"
+        );
+    }
+
+    #[test]
+    fn suffix_removal() {
+        let e = [
+            ("F", "xxyy"),
+            ("S", "xx**"),
+            ("T", "a***yy*"),
+            ("P", "a.tar.gz"),
+        ];
+        assert_eq!(word("${F%y}|${F%}|${F%%*}|${F%*}", &e), "xxy|xxyy||xxyy");
+        assert_eq!(word("${S%%\\**}|${T%%\\**\\*}", &e), "xx|a");
+        assert_eq!(
+            word("${P%.*}|${P%%.*}|${P#*.}|${P##*.}", &e),
+            "a.tar|a|tar.gz|gz"
+        );
+        assert_eq!(word("${ABC:-.}${F%x}${ABC:-.}", &e), ".xxyy.");
+    }
+
+    #[test]
+    fn replacement() {
+        let e = [
+            ("F", "/foo*/*/*.txt"),
+            ("N", "\\*/"),
+            ("T", "/tmp/tmp/bar.txt"),
+            ("TN", "/tmp"),
+            ("A", "/a/foo/b/c.txt"),
+            ("AN", "/?/"),
+            ("R", "/"),
+            ("U", "http://google.de"),
+        ];
+        assert_eq!(
+            word("${F/$N/.} - ${F//$N/.}", &e),
+            "/foo.*/*.txt - /foo..*.txt"
+        );
+        assert_eq!(
+            word("${T/$TN/} - ${T//$TN/}", &e),
+            "/tmp/bar.txt - /bar.txt"
+        );
+        assert_eq!(
+            word("${A/$AN/$R} - ${A//$AN/$R}", &e),
+            "/foo/b/c.txt - /foo/c.txt"
+        );
+        assert_eq!(word("${U/http:\\/\\//https://}", &e), "https://google.de");
+        assert_eq!(word("${T//\\//\\/}", &e), "\\/tmp\\/tmp\\/bar.txt");
+        assert_eq!(word("${T/$EMPTY/ww}", &e), "ww/tmp/tmp/bar.txt");
+        assert_eq!(word("${T///}|${NO///}", &e), "/tmp/tmp/bar.txt|");
+        assert!(fails("${T//ww}", &e).ends_with("syntax error: missing '/' in ${}"));
+        assert!(fails("${T//}", &e).ends_with("syntax error: missing '/' in ${}"));
+    }
+
+    #[test]
+    fn replace_all_follows_go_regexp() {
+        let e = [("V", "banana"), ("N", "a\nb"), ("AB", "ab")];
+        // ReplaceAllString expands `$0` to the match; a single replacement
+        // is literal.
+        assert_eq!(
+            word("${V//a/'<$0>'}|${V/a/'<$0>'}", &e),
+            "b<a>n<a>n<a>|b<$0>nana"
+        );
+        assert_eq!(word("${V//a/'$$${0}$x${y'}", &e), "b$a${yn$a${yn$a${y");
+        // Empty matches right after a match are not replaced.
+        assert_eq!(word("${AB//*/x}|${N//*/x}|${N//?/x}", &e), "x|x\nx|x\nx");
+        assert_eq!(word("${AB//$EMPTY/-}", &e), "-a-b-");
+    }
+
+    #[test]
+    fn invalid_patterns() {
+        let e = [("V", "v")];
+        assert_eq!(
+            fails("${V#\\x}", &e),
+            "failed to process \"${V#\\\\x}\": invalid pattern (\\x) in substitution: invalid escape '\\x'"
+        );
+        // Suffix patterns are reported reversed, as BuildKit reports them.
+        assert!(fails("${V%\\xy}", &e).contains("invalid pattern (y\\x)"));
+        assert!(fails("${V/\\a/b}", &e).contains("invalid pattern (\\a)"));
+        // With a backtick escape, a trailing `\` reaches the pattern.
+        let err = Lexer::new('`')
+            .process_word("${V#a\\}", &env(&e))
+            .unwrap_err();
+        assert!(
+            err.to_string().ends_with("invalid escape '\\\u{FFFD}'"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn syntax_errors() {
+        for bad in [
+            "${", "${}", "${:}", "${{a}", "${a", "${a:-b", "${a:=b}", "${a:x}", "'a", "\"a",
+            "\"a\\\"",
+        ] {
+            assert!(fails(bad, &[]).starts_with("failed to process "), "{bad}");
+        }
+        assert!(fails("${a:x}", &[]).ends_with("unsupported modifier (:x) in substitution"));
+        assert!(fails("${a:", &[]).ends_with("syntax error: missing '}'"));
+    }
+
+    #[test]
+    fn quotes_and_escapes() {
+        let e = [("P", "/home")];
+        assert_eq!(word("a'b c'\"d $P\\\"\"\\ e", &e), "ab cd /home\" e");
+        assert_eq!(word("'$P \\'", &e), "$P \\");
+        assert_eq!(word("\"\\a\\\\\\$P\"", &e), "\\a\\$P");
+        assert_eq!(word("x\\", &e), "x");
+    }
+
+    #[test]
+    fn field_splitting() {
+        let e = env(&[("S", " a  b "), ("E", "")]);
+        let words = |s: &str| Lexer::new('\\').process_words(s, &e).unwrap().value;
+        assert_eq!(words("x${S}y"), ["x", "a", "b", "y"]);
+        assert_eq!(words("x\"${S}\"y"), ["x a  b y"]);
+        assert_eq!(words("a\\ b  c\t'd e' \"\" $E"), ["a b", "c", "d e"]);
+        assert_eq!(words("${NO:-p q}"), ["p", "q"]);
+        assert!(words("  ").is_empty());
+    }
+
+    #[test]
+    fn buildkit_field_quirks() {
+        let e = env(&[("V", "v")]);
+        let words = |s: &str| Lexer::new('\\').process_words(s, &e).unwrap().value;
+        // `<<` keeps the blanks after it in the same field (heredoc markers).
+        assert_eq!(words("a << \tEOF b <c"), ["a", "<< \tEOF", "b", "<c"]);
+        // A nested `${V<op>...}` drops the pending unquoted field text, as
+        // BuildKit's shared word buffer does; one-word mode is unaffected.
+        assert_eq!(words("abc${V:-x}def ghi"), ["vdef", "ghi"]);
+        assert_eq!(words("ab\"${V#x}\"c d${V}e"), ["vc", "dve"]);
+        assert_eq!(word("abc${V:-x}def", &[("V", "v")]), "abcvdef");
+    }
+
+    #[test]
+    fn used_names_include_untaken_branches() {
+        let e = [("A", "1")];
+        assert_eq!(
+            used("${A:-$B} ${C+x} ${D#$E} ${F/$G/$H}", &e),
+            ["A", "B", "C", "D", "E", "F", "G", "H"]
+        );
+        assert_eq!(used("$1 $@ ${#} '$NOT' \\$NOT2", &e), ["#", "1", "@"]);
+    }
+
+    #[test]
+    fn lexer_modes() {
+        let e = env(&[("A", "1")]);
+        let raw = Lexer::new('\\')
+            .with_raw_quotes(true)
+            .with_skip_unset_env(true);
+        assert_eq!(
+            raw.process_words("x \"a $A\" '$B' $B ${B} ${B:-d} ${B//a/b}", &e)
+                .unwrap()
+                .value,
+            ["x", "\"a 1\"", "'$B'", "$B", "${B}", "${B:-d}", "${B/a/b}"]
+        );
+        let raw_esc = Lexer::new('\\').with_raw_escapes(true);
+        assert_eq!(
+            raw_esc
+                .process_words("a\\ b \"c\\x\\$\"", &e)
+                .unwrap()
+                .value,
+            ["a\\ b", "c\\\\x\\$"]
+        );
+        let script = Lexer::new('\\').with_skip_process_quotes(true);
+        assert_eq!(
+            script.process_word("echo '$A' \"$A\"", &e).unwrap().value,
+            "echo '1' \"1\""
+        );
+    }
+
+    #[test]
+    fn go_scanner_quirks() {
+        // A leading byte-order mark is dropped, like Go's text/scanner does.
+        assert_eq!(word("\u{FEFF}ab\u{FEFF}", &[]), "ab\u{FEFF}");
+        // Names follow Go's Unicode categories: letters (L) and decimal
+        // digits (Nd) only.
+        let e = [("a١", "v"), ("١٢", "d")];
+        assert_eq!(word("$a١|$١٢x|$Ⅻ", &e), "v|dx|$Ⅻ");
+    }
+
+    #[test]
+    fn error_quoting_is_go_strconv() {
+        assert_eq!(go_quote("a\"b\\c"), "\"a\\\"b\\\\c\"");
+        assert_eq!(go_quote("\t\n\x01\x7f"), "\"\\t\\n\\x01\\x7f\"");
+        assert_eq!(go_quote("é한👽\u{a0}\u{200b}"), "\"é한👽\\u00a0\\u200b\"");
+        assert_eq!(go_quote("\u{e0001}"), "\"\\U000e0001\"");
+    }
+
+    #[test]
+    fn pattern_reversal() {
+        let cases = [
+            ("a\\*c", "c\\*a"),
+            ("\\\\\\ab", "b\\a\\\\"),
+            ("ab\\", "\\ba"),
+            ("👽\\🚀🖖", "🖖\\🚀👽"),
+            ("\\\\b", "b\\\\"),
+        ];
+        for (pattern, reversed) in cases {
+            assert_eq!(glob::reverse_pattern(pattern), reversed);
+        }
+    }
+
+    #[test]
+    fn envs_from_pairs_and_assignments() {
+        let pairs = vec![("A", "1"), ("B", "2"), ("A", "3")];
+        assert_eq!(
+            Lexer::new('\\').process_word("$A$B", &pairs).unwrap().value,
+            "32"
+        );
+        let env = env_from_assignments(&["foo=bar", "car=hat", "car=bike", "bare"]);
+        assert_eq!(env.get("car").map(String::as_str), Some("bike"));
+        assert_eq!(env.get("bare").map(String::as_str), Some(""));
+    }
+
+    #[test]
+    fn release_file_name_example() {
+        let w = "something-${VERSION}.${TARGETOS}-${TARGETARCH}${TARGETVARIANT:+-${TARGETVARIANT}}.tar.gz";
+        let base = [("VERSION", "v1.2.3"), ("TARGETOS", "linux")];
+        let mut v7 = base.to_vec();
+        v7.extend([("TARGETARCH", "arm"), ("TARGETVARIANT", "v7")]);
+        assert_eq!(word(w, &v7), "something-v1.2.3.linux-arm-v7.tar.gz");
+        let mut plain = base.to_vec();
+        plain.extend([("TARGETARCH", "arm64"), ("TARGETVARIANT", "")]);
+        assert_eq!(word(w, &plain), "something-v1.2.3.linux-arm64.tar.gz");
+    }
 }
