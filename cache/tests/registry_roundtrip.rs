@@ -450,3 +450,50 @@ fn kiln_pushes_skopeo_and_umoci_read() {
         assert_eq!(imagefs(&layout, p), imagefs(&busybox_fixture(), p), "{p}");
     }
 }
+
+#[test]
+fn a_mirror_stands_in_for_docker_hub() {
+    let reg = TestRegistry::plain();
+    let rt = rt();
+    let (_a, src) = temp_root();
+    let top = import_oci_archive(&src, &busybox_fixture(), "busybox:1.35");
+    let local = Reference::parse("busybox:1.35").unwrap();
+    let on_mirror = Reference::parse(&reg.reference("library/busybox:1.35")).unwrap();
+    rt.block_on(registry::push(
+        &src,
+        &local,
+        &on_mirror,
+        &PushOptions::default(),
+        Arc::new(NoProgress),
+    ))
+    .unwrap();
+
+    // A dead mirror is skipped, the live one serves docker.io's name (this
+    // machine cannot reach docker.io itself).
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config: registry::RegistryConfig = serde_json::from_value(serde_json::json!({
+        "registry-mirrors": [format!("http://127.0.0.1:{dead}"), format!("http://{}", reg.addr)]
+    }))
+    .unwrap();
+    let (_b, dst) = temp_root();
+    let opts = PullOptions {
+        config,
+        ..Default::default()
+    };
+    let got = rt
+        .block_on(registry::pull(&dst, &local, &opts, Arc::new(NoProgress)))
+        .unwrap();
+    assert_eq!(got.digest(), top.digest());
+    let names: Vec<String> = dst
+        .images()
+        .list()
+        .unwrap()
+        .into_iter()
+        .map(|(r, _)| r.to_string())
+        .collect();
+    assert_eq!(names, vec!["docker.io/library/busybox:1.35".to_string()]);
+}
