@@ -21,7 +21,7 @@ pub mod checksum;
 pub mod chown;
 mod copier;
 pub mod error;
-mod meta;
+pub mod meta;
 pub mod pattern;
 pub mod rootpath;
 pub mod unpack;
