@@ -22,6 +22,8 @@ enum Command {
     Frontend(commands::frontend::Cmd),
     #[command(flatten)]
     Registry(commands::registry::Cmd),
+    #[command(flatten)]
+    Worker(commands::worker::Cmd),
 }
 
 fn main() -> std::process::ExitCode {
@@ -29,6 +31,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Frontend(c) => commands::frontend::run(c),
         Command::Registry(c) => commands::registry::run(c),
+        Command::Worker(c) => commands::worker::run(c),
     };
     match result {
         Ok(code) => code,

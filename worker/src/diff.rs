@@ -1,1 +1,478 @@
-//! placeholder
+//! Layer diffs: an overlay upper dir, written out as an OCI layer tar.
+//!
+//! The upper dir of a snapshot mounted with `index=off,metacopy=off,
+//! redirect_dir=off` holds exactly what a step changed, so the diff is a walk
+//! of it: overlay whiteouts (char 0/0) become `.wh.NAME` entries and opaque
+//! dirs their `.wh..wh..opq` marker, as the OCI image spec has it. The tar is
+//! streamed through sha256 (the diff_id) and, when asked, through gzip and a
+//! second sha256 (the blob digest), so a layer is never held in memory.
+//!
+//! Headers follow what BuildKit (containerd's archive writer) emits: ustar
+//! headers with PAX records only where ustar cannot say it (long names,
+//! xattrs), modes without type bits, mtimes truncated to the second, only
+//! `security.capability` among xattrs, directories named with a trailing
+//! slash, hard links within the layer as tar hard links. One deliberate
+//! difference: user and group *names* are left empty (BuildKit looks the
+//! ids up in the builder's own /etc/passwd, which says nothing about the
+//! image), so the same upper dir gives the same bytes on any host.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fs::Metadata;
+use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::snapshot::{OPAQUE_XATTR, WHITEOUT_OPAQUE, WHITEOUT_PREFIX};
+use crate::sys;
+
+/// What can go wrong writing a diff.
+#[derive(Debug, thiserror::Error)]
+pub enum DiffError {
+    /// Reading the upper dir, or writing the output, failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> DiffError {
+    let path = path.to_path_buf();
+    move |source| DiffError::Io { op, path, source }
+}
+
+/// How the blob is compressed. Building only needs the diff_id and the
+/// uncompressed layer; exporting and pushing need gzip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// The blob is the tar itself (`application/vnd.oci.image.layer.v1.tar`).
+    None,
+    /// gzip at this level, 0-9 (`…layer.v1.tar+gzip`).
+    Gzip(u32),
+}
+
+/// What to leave out of a diff and what to compare against.
+#[derive(Debug, Clone, Default)]
+pub struct DiffOptions {
+    /// Paths (relative to the upper dir) that must never enter the layer:
+    /// mount points the sandbox created, e.g. `etc/hosts`. Their parents are
+    /// still written if something else in them changed.
+    pub exclude: Vec<PathBuf>,
+    /// The layer dirs under the upper, lowest first. When given, a directory
+    /// that overlay merely copied up (same mode, owner and mtime as below, not
+    /// opaque, nothing written beneath it) is left out, as BuildKit's overlay
+    /// differ does; without them every directory of the upper is written.
+    pub lowers: Vec<PathBuf>,
+}
+
+/// The identities of a written layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerDigest {
+    /// `sha256:…` of the uncompressed tar: the image config's diff_id.
+    pub diff_id: String,
+    /// `sha256:…` of the blob as written to the output (== diff_id when
+    /// uncompressed): the manifest's layer digest.
+    pub digest: String,
+    /// The blob's size in bytes.
+    pub size: u64,
+    /// The uncompressed tar's size in bytes.
+    pub tar_size: u64,
+    /// The OCI media type matching the compression.
+    pub media_type: &'static str,
+    /// How many entries the tar holds; 0 means the step changed nothing.
+    pub entries: u64,
+}
+
+struct Hashing<W> {
+    inner: W,
+    hasher: Sha256,
+    n: u64,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let k = self.inner.write(buf)?;
+        self.hasher.update(&buf[..k]);
+        self.n += k as u64;
+        Ok(k)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<W> Hashing<W> {
+    fn new(inner: W) -> Self {
+        Hashing {
+            inner,
+            hasher: Sha256::new(),
+            n: 0,
+        }
+    }
+    fn finish(self) -> (W, String, u64) {
+        (
+            self.inner,
+            format!("sha256:{}", hex::encode(self.hasher.finalize())),
+            self.n,
+        )
+    }
+}
+
+enum Sink<W: Write> {
+    Plain(Hashing<W>),
+    Gzip(flate2::write::GzEncoder<Hashing<W>>),
+}
+
+impl<W: Write> Write for Sink<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Sink::Plain(w) => w.write(buf),
+            Sink::Gzip(w) => w.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Sink::Plain(w) => w.flush(),
+            Sink::Gzip(w) => w.flush(),
+        }
+    }
+}
+
+/// One entry to write, planned before writing so unchanged directories can
+/// be dropped without buffering any content.
+#[derive(Debug)]
+enum Item {
+    Node { rel: PathBuf, md: Metadata },
+    Whiteout { rel: PathBuf, mtime: i64 },
+    Opaque { dir: PathBuf, mtime: i64 },
+}
+
+/// Writes the diff of `upper` as a layer tar into `out` (compressed as
+/// asked) and returns its digests. Deterministic: the same upper dir gives
+/// the same bytes.
+pub fn write_layer<W: Write>(
+    upper: &Path,
+    options: &DiffOptions,
+    compression: Compression,
+    out: W,
+) -> Result<(LayerDigest, W), DiffError> {
+    let mut items = Vec::new();
+    plan_dir(upper, Path::new(""), options, &mut items)?;
+
+    let sink = match compression {
+        Compression::None => Sink::Plain(Hashing::new(out)),
+        Compression::Gzip(level) => Sink::Gzip(flate2::write::GzEncoder::new(
+            Hashing::new(out),
+            flate2::Compression::new(level.min(9)),
+        )),
+    };
+    let mut builder = tar::Builder::new(Hashing::new(sink));
+    let mut inodes: HashMap<(u64, u64), PathBuf> = HashMap::new();
+    let entries = items.len() as u64;
+    let werr = |e| DiffError::Io {
+        op: "write",
+        path: PathBuf::from("<layer>"),
+        source: e,
+    };
+    for item in &items {
+        match item {
+            Item::Whiteout { rel, mtime } => {
+                let mut name_b = Vec::new();
+                if let Some(parent) = rel.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    name_b.extend_from_slice(parent.as_os_str().as_bytes());
+                    name_b.push(b'/');
+                }
+                name_b.extend_from_slice(WHITEOUT_PREFIX.as_bytes());
+                name_b.extend_from_slice(rel.file_name().unwrap_or_default().as_bytes());
+                marker(&mut builder, &name_b, *mtime).map_err(werr)?;
+            }
+            Item::Opaque { dir, mtime } => {
+                let mut name_b = dir.as_os_str().as_bytes().to_vec();
+                name_b.push(b'/');
+                name_b.extend_from_slice(WHITEOUT_OPAQUE.as_bytes());
+                marker(&mut builder, &name_b, *mtime).map_err(werr)?;
+            }
+            Item::Node { rel, md } => {
+                write_node(&mut builder, upper, rel, md, &mut inodes)?;
+            }
+        }
+    }
+    let hashing = builder.into_inner().map_err(werr)?;
+    let (sink, diff_id, tar_size) = hashing.finish();
+    let (digest, size, out, media_type) = match sink {
+        Sink::Plain(h) => {
+            let (out, d, n) = h.finish();
+            (d, n, out, "application/vnd.oci.image.layer.v1.tar")
+        }
+        Sink::Gzip(gz) => {
+            let h = gz.finish().map_err(werr)?;
+            let (out, d, n) = h.finish();
+            (d, n, out, "application/vnd.oci.image.layer.v1.tar+gzip")
+        }
+    };
+    Ok((
+        LayerDigest {
+            diff_id,
+            digest,
+            size,
+            tar_size,
+            media_type,
+            entries,
+        },
+        out,
+    ))
+}
+
+fn is_whiteout(md: &Metadata) -> bool {
+    md.file_type().is_char_device() && md.rdev() == 0
+}
+
+/// The metadata of `rel` in the topmost lower that has it.
+fn lower_meta(lowers: &[PathBuf], rel: &Path) -> Option<Metadata> {
+    for l in lowers.iter().rev() {
+        let p = l.join(rel);
+        if let Ok(md) = std::fs::symlink_metadata(&p) {
+            if is_whiteout(&md) {
+                return None;
+            }
+            return Some(md);
+        }
+    }
+    None
+}
+
+/// Plans `dir` (relative `rel` inside the upper) depth first, names sorted by
+/// bytes as Go's filepath.Walk does; returns whether anything was planned.
+fn plan_dir(
+    upper: &Path,
+    rel: &Path,
+    options: &DiffOptions,
+    items: &mut Vec<Item>,
+) -> Result<bool, DiffError> {
+    let abs = upper.join(rel);
+    let mut names: Vec<OsString> = std::fs::read_dir(&abs)
+        .map_err(io_err("readdir", &abs))?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<io::Result<_>>()
+        .map_err(io_err("readdir", &abs))?;
+    names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    let mut any = false;
+    for name in names {
+        let crel = rel.join(&name);
+        if options.exclude.iter().any(|e| e == &crel) {
+            continue;
+        }
+        let cabs = upper.join(&crel);
+        let md = std::fs::symlink_metadata(&cabs).map_err(io_err("stat", &cabs))?;
+        if is_whiteout(&md) {
+            items.push(Item::Whiteout {
+                rel: crel,
+                mtime: md.mtime(),
+            });
+            any = true;
+            continue;
+        }
+        if md.is_dir() {
+            let opaque = sys::lgetxattr(&cabs, OPAQUE_XATTR)
+                .map_err(io_err("getxattr", &cabs))?
+                .as_deref()
+                == Some(b"y".as_slice());
+            let at = items.len();
+            let mtime = md.mtime();
+            items.push(Item::Node {
+                rel: crel.clone(),
+                md: md.clone(),
+            });
+            if opaque {
+                items.push(Item::Opaque {
+                    dir: crel.clone(),
+                    mtime,
+                });
+            }
+            let children = plan_dir(upper, &crel, options, items)?;
+            let unchanged = !opaque
+                && !children
+                && !options.lowers.is_empty()
+                && lower_meta(&options.lowers, &crel).is_some_and(|l| {
+                    l.is_dir()
+                        && l.mode() == md.mode()
+                        && l.uid() == md.uid()
+                        && l.gid() == md.gid()
+                        && l.mtime() == md.mtime()
+                        && l.mtime_nsec() == md.mtime_nsec()
+                });
+            if unchanged {
+                items.truncate(at);
+            } else {
+                any = true;
+            }
+            continue;
+        }
+        items.push(Item::Node { rel: crel, md });
+        any = true;
+    }
+    Ok(any)
+}
+
+/// Writes a zero-length regular marker entry (whiteout or opaque), owned by
+/// root, as containerd writes them.
+fn marker<W: Write>(builder: &mut tar::Builder<W>, name: &[u8], mtime: i64) -> io::Result<()> {
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_size(0);
+    h.set_mode(0);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(mtime.max(0) as u64);
+    let mut pax = Vec::new();
+    set_name(&mut h, name, &mut pax);
+    append_pax(builder, &pax)?;
+    h.set_cksum();
+    builder.append(&h, io::empty())
+}
+
+/// Puts `name` in the header, or in a PAX `path` record when ustar's
+/// name+prefix cannot hold it (Go's writer does the same).
+fn set_name(h: &mut tar::Header, name: &[u8], pax: &mut Vec<(String, Vec<u8>)>) {
+    let as_path = Path::new(std::ffi::OsStr::from_bytes(name));
+    if name.len() <= 255
+        && h.set_path(as_path).is_ok()
+        && h.path_bytes().as_ref() == trim_slash(name)
+    {
+        // set_path drops a trailing slash; keep directories' slash as Go does
+        if name.ends_with(b"/") && name.len() <= 100 {
+            if let Some(u) = h.as_ustar_mut() {
+                u.name = [0; 100];
+                u.prefix = [0; 155];
+                u.name[..name.len()].copy_from_slice(name);
+            }
+        }
+        return;
+    }
+    pax.push(("path".into(), name.to_vec()));
+    let short = &name[..name.len().min(99)];
+    if let Some(u) = h.as_ustar_mut() {
+        u.name = [0; 100];
+        u.name[..short.len()].copy_from_slice(short);
+        u.prefix = [0; 155];
+    }
+}
+
+fn append_pax<W: Write>(
+    builder: &mut tar::Builder<W>,
+    pax: &[(String, Vec<u8>)],
+) -> io::Result<()> {
+    if pax.is_empty() {
+        return Ok(());
+    }
+    builder.append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
+}
+
+fn trim_slash(b: &[u8]) -> &[u8] {
+    b.strip_suffix(b"/").unwrap_or(b)
+}
+
+fn write_node<W: Write>(
+    builder: &mut tar::Builder<W>,
+    upper: &Path,
+    rel: &Path,
+    md: &Metadata,
+    inodes: &mut HashMap<(u64, u64), PathBuf>,
+) -> Result<(), DiffError> {
+    let abs = upper.join(rel);
+    let werr = |e| DiffError::Io {
+        op: "write",
+        path: abs.clone(),
+        source: e,
+    };
+    let ft = md.file_type();
+    let mut h = tar::Header::new_ustar();
+    h.set_mode(md.mode() & 0o7777);
+    h.set_uid(md.uid() as u64);
+    h.set_gid(md.gid() as u64);
+    h.set_mtime(md.mtime().max(0) as u64);
+    h.set_size(0);
+    let mut name = rel.as_os_str().as_bytes().to_vec();
+    let mut pax: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut content = false;
+
+    if ft.is_dir() {
+        h.set_entry_type(tar::EntryType::Directory);
+        name.push(b'/');
+    } else if ft.is_symlink() {
+        h.set_entry_type(tar::EntryType::Symlink);
+        let target = std::fs::read_link(&abs).map_err(io_err("readlink", &abs))?;
+        set_link(&mut h, target.as_os_str().as_bytes(), &mut pax);
+    } else if ft.is_file() {
+        if md.nlink() > 1 {
+            if let Some(first) = inodes.get(&(md.dev(), md.ino())) {
+                h.set_entry_type(tar::EntryType::Link);
+                set_link(&mut h, first.as_os_str().as_bytes(), &mut pax);
+            } else {
+                inodes.insert((md.dev(), md.ino()), rel.to_path_buf());
+            }
+        }
+        if h.entry_type() != tar::EntryType::Link {
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_size(md.len());
+            content = md.len() > 0;
+        }
+    } else if ft.is_char_device() || ft.is_block_device() {
+        h.set_entry_type(if ft.is_char_device() {
+            tar::EntryType::Char
+        } else {
+            tar::EntryType::Block
+        });
+        let rdev = md.rdev();
+        h.set_device_major(libc::major(rdev)).map_err(werr)?;
+        h.set_device_minor(libc::minor(rdev)).map_err(werr)?;
+    } else if ft.is_fifo() {
+        h.set_entry_type(tar::EntryType::Fifo);
+    } else {
+        // Sockets cannot be archived; docker skips them too.
+        return Ok(());
+    }
+
+    if !ft.is_symlink() {
+        if let Some(cap) =
+            sys::lgetxattr(&abs, "security.capability").map_err(io_err("getxattr", &abs))?
+        {
+            pax.push(("SCHILY.xattr.security.capability".into(), cap));
+        }
+    }
+    set_name(&mut h, &name, &mut pax);
+    append_pax(builder, &pax).map_err(werr)?;
+    h.set_cksum();
+    if content {
+        let f = std::fs::File::open(&abs).map_err(io_err("open", &abs))?;
+        // A file that changes size while being read would corrupt the tar;
+        // the sandbox has exited by now, so this only guards against misuse.
+        let mut limited = io::Read::take(f, md.len());
+        builder.append(&h, &mut limited).map_err(werr)?;
+    } else {
+        builder.append(&h, io::empty()).map_err(werr)?;
+    }
+    Ok(())
+}
+
+fn set_link(h: &mut tar::Header, target: &[u8], pax: &mut Vec<(String, Vec<u8>)>) {
+    if target.len() <= 100 {
+        if let Some(u) = h.as_ustar_mut() {
+            u.linkname = [0; 100];
+            u.linkname[..target.len()].copy_from_slice(target);
+            return;
+        }
+    }
+    pax.push(("linkpath".into(), target.to_vec()));
+    if let Some(u) = h.as_ustar_mut() {
+        u.linkname = [0; 100];
+        let short = &target[..target.len().min(100)];
+        u.linkname[..short.len()].copy_from_slice(short);
+    }
+}

@@ -10,3 +10,4 @@ pub mod diff;
 pub mod fileops;
 pub mod sandbox;
 pub mod snapshot;
+mod sys;

@@ -1,1 +1,1359 @@
-//! placeholder
+//! The sandbox that runs a RUN step.
+//!
+//! A build runs on tokio, and forking a multi-threaded process is unsafe
+//! (another thread may hold the allocator's lock at the fork). So [`run`]
+//! re-executes the kiln binary as a small single-threaded *helper*
+//! (`kiln <HELPER_SUBCOMMAND>`), hands it the [`SandboxSpec`] as JSON over a
+//! socket on fd 3, and reads back one JSON status. The helper unshares the
+//! namespaces, forks the step's process as pid 1 of a new pid namespace,
+//! builds its filesystem view (rootfs, /proc, a minimal /dev, read-only
+//! /sys, /etc/hosts and /etc/resolv.conf), pivots into it, drops to docker's
+//! default capabilities and the step's user, and execs. The process's
+//! stdout and stderr are pipes straight back to [`run`], which hands the
+//! bytes to the caller's sink as they come.
+//!
+//! What pid 1 does between fork and exec is first *planned* as a list of
+//! [`Step`]s by a pure function ([`plan`]) and then carried out one syscall
+//! per step; the plan is what unit tests check, the syscalls are what the
+//! integration tests (real namespaces, as root) check.
+
+use std::ffi::{CString, OsStr};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde::{Deserialize, Serialize};
+
+use crate::sys;
+
+/// The hidden `kiln` subcommand that runs [`helper_main`].
+pub const HELPER_SUBCOMMAND: &str = "sandbox-helper";
+/// The fd on which the helper finds its spec and writes its status.
+pub const HELPER_FD: RawFd = 3;
+/// PATH when the step's environment has none, as docker and BuildKit set it.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// Docker's default capability set (CHOWN, DAC_OVERRIDE, FOWNER, FSETID,
+/// KILL, SETGID, SETUID, SETPCAP, NET_BIND_SERVICE, NET_RAW, SYS_CHROOT,
+/// MKNOD, AUDIT_WRITE, SETFCAP): what `CapBnd` reads in any docker container.
+pub const DEFAULT_CAPS: u64 = (1 << 0)
+    | (1 << 1)
+    | (1 << 3)
+    | (1 << 4)
+    | (1 << 5)
+    | (1 << 6)
+    | (1 << 7)
+    | (1 << 8)
+    | (1 << 10)
+    | (1 << 13)
+    | (1 << 18)
+    | (1 << 27)
+    | (1 << 29)
+    | (1 << 31);
+
+/// Whether the step shares the host's network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Network {
+    /// BuildKit's default for RUN: the host's network namespace.
+    #[default]
+    Host,
+    /// A fresh network namespace holding only `lo` (down, as in docker).
+    None,
+}
+
+/// An extra mount of a step (RUN --mount, heredoc files, cache dirs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Mount {
+    /// A host file or directory at `target` (absolute, in the sandbox).
+    Bind {
+        source: PathBuf,
+        target: String,
+        #[serde(default)]
+        readonly: bool,
+    },
+    /// A fresh tmpfs at `target`.
+    Tmpfs {
+        target: String,
+        /// Size limit in bytes; the kernel's default (half of RAM) if absent.
+        #[serde(default)]
+        size: Option<u64>,
+        /// Permission bits of its root; 1777 if absent, as docker's tmpfs.
+        #[serde(default)]
+        mode: Option<u32>,
+    },
+}
+
+impl Mount {
+    fn target(&self) -> &str {
+        match self {
+            Mount::Bind { target, .. } | Mount::Tmpfs { target, .. } => target,
+        }
+    }
+}
+
+/// A resource limit; values above the helper's own hard limit are clamped
+/// to it (an unprivileged-looking failure otherwise: EPERM at setup).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rlimit {
+    /// The `RLIMIT_*` resource number (e.g. `libc::RLIMIT_NOFILE`).
+    pub resource: u32,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+/// Everything the helper needs to start one process. Plain data, so it
+/// crosses the process boundary as JSON and tests can build it directly.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxSpec {
+    /// The root filesystem (usually a mounted overlay snapshot).
+    pub rootfs: PathBuf,
+    /// The command; `argv[0]` is looked up in the step's PATH when it holds
+    /// no slash.
+    pub argv: Vec<String>,
+    /// `KEY=value` pairs; PATH is added ([`DEFAULT_PATH`]) when absent.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// The working directory, created (as root, 0755) when missing.
+    #[serde(default = "default_cwd")]
+    pub cwd: String,
+    #[serde(default)]
+    pub uid: u32,
+    #[serde(default)]
+    pub gid: u32,
+    /// Supplementary groups (from /etc/group for the step's user).
+    #[serde(default)]
+    pub additional_gids: Vec<u32>,
+    #[serde(default)]
+    pub network: Network,
+    #[serde(default = "default_hostname")]
+    pub hostname: String,
+    #[serde(default)]
+    pub mounts: Vec<Mount>,
+    /// When empty, [`SandboxSpec::default_rlimits`] apply.
+    #[serde(default)]
+    pub rlimits: Vec<Rlimit>,
+    /// Bytes fed to the process's stdin; /dev/null when absent.
+    #[serde(default)]
+    pub stdin: Option<Vec<u8>>,
+}
+
+fn default_cwd() -> String {
+    "/".into()
+}
+
+fn default_hostname() -> String {
+    "buildkitsandbox".into()
+}
+
+impl SandboxSpec {
+    /// A spec with docker's defaults: root, `/`, host network, BuildKit's
+    /// sandbox hostname.
+    pub fn new(rootfs: impl Into<PathBuf>, argv: Vec<String>) -> Self {
+        SandboxSpec {
+            rootfs: rootfs.into(),
+            argv,
+            env: Vec::new(),
+            cwd: default_cwd(),
+            uid: 0,
+            gid: 0,
+            additional_gids: Vec::new(),
+            network: Network::Host,
+            hostname: default_hostname(),
+            mounts: Vec::new(),
+            rlimits: Vec::new(),
+            stdin: None,
+        }
+    }
+
+    /// The limits a RUN gets when none are given: open files as in docker
+    /// builds (1048576, clamped to what this host allows).
+    pub fn default_rlimits() -> Vec<Rlimit> {
+        vec![Rlimit {
+            resource: libc::RLIMIT_NOFILE as u32,
+            soft: 1_048_576,
+            hard: 1_048_576,
+        }]
+    }
+}
+
+/// How the process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExitStatus {
+    /// It exited with this code.
+    Exited(i32),
+    /// A signal killed it.
+    Signaled(i32),
+}
+
+impl ExitStatus {
+    /// True for exit code 0.
+    pub fn success(&self) -> bool {
+        *self == ExitStatus::Exited(0)
+    }
+
+    /// The code BuildKit reports (`exit code: N`); 128+signal when killed,
+    /// as a shell would say it.
+    pub fn code(&self) -> i32 {
+        match self {
+            ExitStatus::Exited(c) => *c,
+            ExitStatus::Signaled(s) => 128 + s,
+        }
+    }
+}
+
+impl std::fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit code: {}", self.code())
+    }
+}
+
+/// What a finished sandbox run leaves for the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunOutcome {
+    pub status: ExitStatus,
+    /// Mount points that did not exist in the rootfs and were created for
+    /// the run (relative to the rootfs, e.g. `etc/hosts`). They are removed
+    /// again after the run when still empty, as BuildKit does, and must be
+    /// passed to [`crate::diff::DiffOptions::exclude`] so that none of them
+    /// can reach a layer.
+    pub created: Vec<PathBuf>,
+}
+
+/// Which output stream a chunk came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// What can go wrong running a sandbox. A process that runs and fails is
+/// not an error: its [`ExitStatus`] says so.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// The spec is unusable (empty argv, relative paths, `..`).
+    #[error("invalid sandbox spec: {0}")]
+    Spec(String),
+    /// Starting or talking to the helper failed.
+    #[error("sandbox helper {exe}: {source}")]
+    Helper {
+        exe: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// The helper set up the sandbox but could not start the process, e.g.
+    /// `exec: "foo": executable file not found in $PATH`.
+    #[error("{0}")]
+    Setup(String),
+    /// Creating or removing mount points in the rootfs failed.
+    #[error("preparing mount point {path}: {source}")]
+    Stub {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The helper's one-line answer.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum HelperStatus {
+    Exited(ExitStatus),
+    Error(String),
+}
+
+/// Runs `spec` in a sandbox through the helper binary `helper_exe` (the kiln
+/// binary itself), streaming output chunks to `sink` as they arrive, and
+/// blocks until the process has exited. Call it from a blocking thread
+/// (`spawn_blocking`) under tokio.
+pub fn run(
+    spec: &SandboxSpec,
+    helper_exe: &Path,
+    sink: &mut dyn FnMut(Stream, &[u8]),
+) -> Result<RunOutcome, SandboxError> {
+    validate(spec)?;
+    let stubs = create_stubs(spec)?;
+    let result = run_helper(spec, helper_exe, sink);
+    let cleanup = remove_stubs(&spec.rootfs, &stubs);
+    let status = result?;
+    cleanup?;
+    Ok(RunOutcome {
+        status,
+        created: stubs.created,
+    })
+}
+
+fn validate(spec: &SandboxSpec) -> Result<(), SandboxError> {
+    if spec.argv.is_empty() || spec.argv[0].is_empty() {
+        return Err(SandboxError::Spec("no command to run".into()));
+    }
+    if !spec.rootfs.is_absolute() {
+        return Err(SandboxError::Spec(format!(
+            "rootfs {} is not absolute",
+            spec.rootfs.display()
+        )));
+    }
+    for m in &spec.mounts {
+        if crate::snapshot::rel_components(m.target()).is_none_or_empty() {
+            return Err(SandboxError::Spec(format!(
+                "bad mount target {:?}",
+                m.target()
+            )));
+        }
+        if let Mount::Bind { source, .. } = m {
+            if !source.is_absolute() {
+                return Err(SandboxError::Spec(format!(
+                    "bind source {} is not absolute",
+                    source.display()
+                )));
+            }
+        }
+    }
+    if crate::snapshot::rel_components(&spec.cwd).is_none() {
+        return Err(SandboxError::Spec(format!(
+            "working directory {:?} contains `..`",
+            spec.cwd
+        )));
+    }
+    Ok(())
+}
+
+trait NoneOrEmpty {
+    fn is_none_or_empty(&self) -> bool;
+}
+
+impl NoneOrEmpty for Option<PathBuf> {
+    fn is_none_or_empty(&self) -> bool {
+        self.as_ref().map_or(true, |p| p.as_os_str().is_empty())
+    }
+}
+
+/// Mount targets the sandbox always uses, with whether each is a directory.
+fn stub_targets(spec: &SandboxSpec) -> Vec<(PathBuf, bool)> {
+    let mut out: Vec<(PathBuf, bool)> = vec![
+        ("proc".into(), true),
+        ("dev".into(), true),
+        ("sys".into(), true),
+        ("etc/hosts".into(), false),
+        ("etc/resolv.conf".into(), false),
+    ];
+    for m in &spec.mounts {
+        let dir = match m {
+            Mount::Bind { source, .. } => source.is_dir(),
+            Mount::Tmpfs { .. } => true,
+        };
+        if let Some(rel) = crate::snapshot::rel_components(m.target()) {
+            out.push((rel, dir));
+        }
+    }
+    out
+}
+
+/// Mount points created for a run, and the times of the directories they
+/// were created in, to put back when the stubs go.
+#[derive(Debug, Default)]
+struct Stubs {
+    created: Vec<PathBuf>,
+    parent_times: Vec<(PathBuf, (i64, i64))>,
+}
+
+/// Creates every missing mount point (and missing parent) beneath the rootfs
+/// and returns what it created, parents first.
+fn create_stubs(spec: &SandboxSpec) -> Result<Stubs, SandboxError> {
+    let root = sys::open_dir(&spec.rootfs).map_err(|source| SandboxError::Stub {
+        path: spec.rootfs.clone(),
+        source,
+    })?;
+    let mut stubs = Stubs::default();
+    for (rel, is_dir) in stub_targets(spec) {
+        let before = stubs.created.len();
+        // The parent's times before anything is created in it.
+        let times = rel.parent().and_then(|p| {
+            let fd =
+                sys::open_in_root(root.as_raw_fd(), p, libc::O_PATH | libc::O_DIRECTORY).ok()?;
+            let st = sys::lstat_at(fd.as_raw_fd(), OsStr::new("."))
+                .ok()
+                .flatten()?;
+            Some((p.to_path_buf(), (st.st_mtime, st.st_mtime_nsec)))
+        });
+        ensure_in_root(root.as_raw_fd(), &rel, is_dir, &mut stubs.created).map_err(|source| {
+            SandboxError::Stub {
+                path: rel.clone(),
+                source,
+            }
+        })?;
+        if stubs.created.len() > before {
+            if let Some(t) = times {
+                stubs.parent_times.push(t);
+            }
+        }
+    }
+    Ok(stubs)
+}
+
+/// Opens `rel` beneath `root` as the sandbox will see it (symlinks resolved
+/// inside the root, never out of it), creating it and missing parents.
+fn ensure_in_root(
+    root: RawFd,
+    rel: &Path,
+    is_dir: bool,
+    created: &mut Vec<PathBuf>,
+) -> io::Result<OwnedFd> {
+    let comps: Vec<&OsStr> = rel.iter().collect();
+    let mut so_far = PathBuf::new();
+    for (i, c) in comps.iter().enumerate() {
+        so_far.push(c);
+        match sys::open_in_root(root, &so_far, libc::O_PATH) {
+            Ok(fd) if i + 1 == comps.len() => return Ok(fd),
+            Ok(_) => continue,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                let parent = sys::open_in_root(
+                    root,
+                    so_far.parent().unwrap_or(Path::new("")),
+                    libc::O_PATH | libc::O_DIRECTORY,
+                )?;
+                let last = i + 1 == comps.len();
+                if last && !is_dir {
+                    drop(sys::create_file_at(parent.as_raw_fd(), c, 0o644)?);
+                } else {
+                    sys::mkdir_at(parent.as_raw_fd(), c, 0o755)?;
+                }
+                created.push(so_far.clone());
+                if last {
+                    return sys::open_in_root(root, &so_far, libc::O_PATH);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    sys::open_in_root(root, Path::new(""), libc::O_PATH)
+}
+
+/// Removes the stubs [`create_stubs`] made, deepest first, when the run left
+/// them empty, and puts back the times of the directories they were made
+/// in, so an overlay upper dir shows no trace of them (a directory merely
+/// copied up with its times intact is not part of the diff).
+fn remove_stubs(rootfs: &Path, stubs: &Stubs) -> Result<(), SandboxError> {
+    let root = sys::open_dir(rootfs).map_err(|source| SandboxError::Stub {
+        path: rootfs.into(),
+        source,
+    })?;
+    for rel in stubs.created.iter().rev() {
+        let (Some(name), parent) = (rel.file_name(), rel.parent().unwrap_or(Path::new(""))) else {
+            continue;
+        };
+        let Ok(pfd) = sys::open_in_root(root.as_raw_fd(), parent, libc::O_PATH | libc::O_DIRECTORY)
+        else {
+            continue;
+        };
+        let p = pfd.as_raw_fd();
+        let Ok(Some(st)) = sys::lstat_at(p, name) else {
+            continue;
+        };
+        let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+        let empty = if is_dir {
+            sys::open_beneath(p, Path::new(name), libc::O_DIRECTORY | libc::O_RDONLY)
+                .and_then(|d| sys::read_dir_fd(d.as_raw_fd()))
+                .map(|v| v.is_empty())
+                .unwrap_or(false)
+        } else {
+            st.st_size == 0
+        };
+        if empty {
+            sys::unlink_at(p, name, is_dir).map_err(|source| SandboxError::Stub {
+                path: rel.clone(),
+                source,
+            })?;
+        }
+    }
+    for (dir, times) in stubs.parent_times.iter().rev() {
+        if let Ok(fd) = sys::open_in_root(root.as_raw_fd(), dir, libc::O_PATH | libc::O_DIRECTORY) {
+            let _ = sys::set_times_at(fd.as_raw_fd(), OsStr::new("."), *times);
+        }
+    }
+    Ok(())
+}
+
+fn run_helper(
+    spec: &SandboxSpec,
+    helper_exe: &Path,
+    sink: &mut dyn FnMut(Stream, &[u8]),
+) -> Result<ExitStatus, SandboxError> {
+    let herr = |source| SandboxError::Helper {
+        exe: helper_exe.to_path_buf(),
+        source,
+    };
+    let (mut ours, theirs) = UnixStream::pair().map_err(herr)?;
+    let theirs_fd = theirs.as_raw_fd();
+    let mut cmd = Command::new(helper_exe);
+    cmd.arg(HELPER_SUBCOMMAND)
+        .env_clear()
+        .stdin(if spec.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: only async-signal-safe calls (dup2, fcntl) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if theirs_fd == HELPER_FD {
+                let fl = libc::fcntl(HELPER_FD, libc::F_GETFD);
+                if fl < 0 || libc::fcntl(HELPER_FD, libc::F_SETFD, fl & !libc::FD_CLOEXEC) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            } else if libc::dup2(theirs_fd, HELPER_FD) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(herr)?;
+    drop(theirs);
+
+    let json = serde_json::to_vec(spec).map_err(|e| herr(io::Error::other(e)))?;
+    ours.write_all(&json).map_err(herr)?;
+    ours.shutdown(std::net::Shutdown::Write).map_err(herr)?;
+
+    let stdin_thread = match (child.stdin.take(), spec.stdin.clone()) {
+        (Some(mut w), Some(bytes)) => Some(std::thread::spawn(move || {
+            // The process may exit without reading all of it: not an error.
+            let _ = w.write_all(&bytes);
+        })),
+        _ => None,
+    };
+
+    let (tx, rx) = std::sync::mpsc::channel::<(Stream, Vec<u8>)>();
+    let mut readers = Vec::new();
+    for (stream, pipe) in [
+        (
+            Stream::Stdout,
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        ),
+        (
+            Stream::Stderr,
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        ),
+    ] {
+        let Some(mut pipe) = pipe else { continue };
+        let tx = tx.clone();
+        readers.push(std::thread::spawn(move || {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match pipe.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        if tx.send((stream, buf[..n].to_vec())).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+        }));
+    }
+    drop(tx);
+    for (stream, chunk) in rx {
+        sink(stream, &chunk);
+    }
+    for r in readers {
+        let _ = r.join();
+    }
+    if let Some(t) = stdin_thread {
+        let _ = t.join();
+    }
+
+    let mut answer = Vec::new();
+    ours.read_to_end(&mut answer).map_err(herr)?;
+    let helper_status = child.wait().map_err(herr)?;
+    if answer.is_empty() {
+        return Err(herr(io::Error::other(format!(
+            "helper ended without a status ({helper_status})"
+        ))));
+    }
+    match serde_json::from_slice::<HelperStatus>(&answer) {
+        Ok(HelperStatus::Exited(s)) => Ok(s),
+        Ok(HelperStatus::Error(msg)) => Err(SandboxError::Setup(msg)),
+        Err(e) => Err(herr(io::Error::other(format!(
+            "unreadable helper status: {e}"
+        )))),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The helper side.
+
+/// One action of pid 1 between fork and exec. Paths are inside the rootfs
+/// (relative) unless said otherwise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Stop mount events from leaking back to the host (`/` rprivate).
+    MakeRootPrivate,
+    /// Bind the rootfs onto itself: pivot_root needs a mount point.
+    BindRootfs,
+    /// mount(2) onto a target beneath the rootfs, creating it if missing.
+    Mount {
+        source: String,
+        target: PathBuf,
+        fstype: Option<String>,
+        flags: libc::c_ulong,
+        data: Option<String>,
+        is_dir: bool,
+    },
+    /// Bind a host path (absolute) onto a target beneath the rootfs.
+    Bind {
+        source: PathBuf,
+        target: PathBuf,
+        readonly: bool,
+        is_dir: bool,
+    },
+    /// A symlink beneath the rootfs (e.g. /dev/fd -> /proc/self/fd).
+    Symlink {
+        target: String,
+        link: PathBuf,
+    },
+    /// Make the rootfs the process's `/` and detach the host's.
+    PivotRoot,
+    /// Remount an already mounted path read-only (after pivot: absolute).
+    RemountReadonly {
+        target: PathBuf,
+    },
+    SetHostname(String),
+    SetRlimits(Vec<Rlimit>),
+    /// Close every inherited fd but stdio and the error pipe, so no host
+    /// directory stays reachable through /proc/self/fd.
+    CloseFds,
+    /// chdir, creating the directory (0755, as root) if missing.
+    Chdir(String),
+    /// Keep only these capabilities in the bounding set.
+    DropBoundingCaps(u64),
+    SetGroups(Vec<u32>),
+    SetGid(u32),
+    SetUid(u32),
+    /// Effective/permitted to the mask, inheritable and ambient cleared.
+    SetCaps(u64),
+    NoNewPrivs,
+    /// Default signal dispositions and an empty mask (Rust ignores SIGPIPE).
+    ResetSignals,
+    Exec {
+        argv: Vec<String>,
+        env: Vec<String>,
+    },
+}
+
+const DEV_NODES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+
+/// Plans pid 1's setup for `spec`: a pure function, so its order (mounts
+/// before pivot, user after chdir, capabilities after the user, exec last)
+/// is checked without namespaces.
+pub fn plan(spec: &SandboxSpec) -> Vec<Step> {
+    use libc::{MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_STRICTATIME};
+    let mut s = vec![Step::MakeRootPrivate, Step::BindRootfs];
+    let m = |source: &str, target: &str, fstype: &str, flags, data: Option<&str>| Step::Mount {
+        source: source.into(),
+        target: target.into(),
+        fstype: Some(fstype.into()),
+        flags,
+        data: data.map(str::to_string),
+        is_dir: true,
+    };
+    s.push(m(
+        "proc",
+        "proc",
+        "proc",
+        MS_NOSUID | MS_NODEV | MS_NOEXEC,
+        None,
+    ));
+    s.push(m(
+        "tmpfs",
+        "dev",
+        "tmpfs",
+        MS_NOSUID | MS_STRICTATIME,
+        Some("mode=755,size=65536k"),
+    ));
+    for n in DEV_NODES {
+        s.push(Step::Bind {
+            source: PathBuf::from("/dev").join(n),
+            target: PathBuf::from("dev").join(n),
+            readonly: false,
+            is_dir: false,
+        });
+    }
+    s.push(m(
+        "devpts",
+        "dev/pts",
+        "devpts",
+        MS_NOSUID | MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620"),
+    ));
+    s.push(Step::Symlink {
+        target: "pts/ptmx".into(),
+        link: "dev/ptmx".into(),
+    });
+    s.push(m(
+        "shm",
+        "dev/shm",
+        "tmpfs",
+        MS_NOSUID | MS_NODEV | MS_NOEXEC,
+        Some("mode=1777,size=65536k"),
+    ));
+    for (link, target) in [
+        ("dev/fd", "/proc/self/fd"),
+        ("dev/stdin", "/proc/self/fd/0"),
+        ("dev/stdout", "/proc/self/fd/1"),
+        ("dev/stderr", "/proc/self/fd/2"),
+    ] {
+        s.push(Step::Symlink {
+            target: target.into(),
+            link: link.into(),
+        });
+    }
+    s.push(m(
+        "sysfs",
+        "sys",
+        "sysfs",
+        MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY,
+        None,
+    ));
+    for f in ["etc/hosts", "etc/resolv.conf"] {
+        s.push(Step::Bind {
+            source: PathBuf::from("/").join(f),
+            target: f.into(),
+            readonly: true,
+            is_dir: false,
+        });
+    }
+    for mount in &spec.mounts {
+        let Some(target) = crate::snapshot::rel_components(mount.target()) else {
+            continue;
+        };
+        match mount {
+            Mount::Bind {
+                source, readonly, ..
+            } => s.push(Step::Bind {
+                source: source.clone(),
+                target,
+                readonly: *readonly,
+                is_dir: source.is_dir(),
+            }),
+            Mount::Tmpfs { size, mode, .. } => {
+                let mut data = format!("mode={:o}", mode.unwrap_or(0o1777));
+                if let Some(sz) = size {
+                    data.push_str(&format!(",size={sz}"));
+                }
+                s.push(Step::Mount {
+                    source: "tmpfs".into(),
+                    target,
+                    fstype: Some("tmpfs".into()),
+                    flags: MS_NOSUID | MS_NODEV,
+                    data: Some(data),
+                    is_dir: true,
+                });
+            }
+        }
+    }
+    s.push(Step::PivotRoot);
+    s.push(Step::SetHostname(spec.hostname.clone()));
+    let rl = if spec.rlimits.is_empty() {
+        SandboxSpec::default_rlimits()
+    } else {
+        spec.rlimits.clone()
+    };
+    s.push(Step::SetRlimits(rl));
+    s.push(Step::CloseFds);
+    s.push(Step::Chdir(spec.cwd.clone()));
+    s.push(Step::DropBoundingCaps(DEFAULT_CAPS));
+    s.push(Step::SetGroups(spec.additional_gids.clone()));
+    s.push(Step::SetGid(spec.gid));
+    s.push(Step::SetUid(spec.uid));
+    s.push(Step::SetCaps(if spec.uid == 0 { DEFAULT_CAPS } else { 0 }));
+    s.push(Step::NoNewPrivs);
+    s.push(Step::ResetSignals);
+    let mut env = spec.env.clone();
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.push(format!("PATH={DEFAULT_PATH}"));
+    }
+    s.push(Step::Exec {
+        argv: spec.argv.clone(),
+        env,
+    });
+    s
+}
+
+/// The helper's entry point (`kiln sandbox-helper`): reads the spec from
+/// fd 3, runs it, writes the status to fd 3. Must be called before any
+/// thread is started. Returns the helper's exit code (0 once a status was
+/// written, whatever the process did).
+pub fn helper_main() -> i32 {
+    // SAFETY: fd 3 was given to us by `run`; we own it from here on.
+    let mut chan = unsafe { UnixStream::from_raw_fd(HELPER_FD) };
+    // Keep it from the sandboxed process.
+    // SAFETY: plain fcntl on our fd.
+    unsafe { libc::fcntl(HELPER_FD, libc::F_SETFD, libc::FD_CLOEXEC) };
+    let status = match helper(&mut chan) {
+        Ok(s) => HelperStatus::Exited(s),
+        Err(msg) => HelperStatus::Error(msg),
+    };
+    let bytes =
+        serde_json::to_vec(&status).unwrap_or_else(|_| b"{\"error\":\"status encoding\"}".to_vec());
+    match chan.write_all(&bytes) {
+        Ok(()) => 0,
+        Err(_) => 1,
+    }
+}
+
+fn helper(chan: &mut UnixStream) -> Result<ExitStatus, String> {
+    // If kiln dies, so do we (and, through the pid namespace, the step).
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    let mut input = Vec::new();
+    chan.read_to_end(&mut input)
+        .map_err(|e| format!("reading sandbox spec: {e}"))?;
+    let spec: SandboxSpec =
+        serde_json::from_slice(&input).map_err(|e| format!("decoding sandbox spec: {e}"))?;
+    let steps = plan(&spec);
+
+    let mut flags =
+        libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
+    if spec.network == Network::None {
+        flags |= libc::CLONE_NEWNET;
+    }
+    // SAFETY: unshare with flags only.
+    if unsafe { libc::unshare(flags) } < 0 {
+        return Err(format!(
+            "unshare namespaces: {}",
+            io::Error::last_os_error()
+        ));
+    }
+    let mut pipe = [0 as RawFd; 2];
+    // SAFETY: pipe2 writes two fds into the array.
+    if unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(format!("pipe: {}", io::Error::last_os_error()));
+    }
+    // SAFETY: both fds are fresh and ours.
+    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(pipe[0]), OwnedFd::from_raw_fd(pipe[1])) };
+
+    // SAFETY: the helper is single-threaded, so the child may do anything.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(format!("fork: {}", io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        drop(rd);
+        // SAFETY: prctl with integer arguments.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+        let err = match child(&spec, &steps, wr.as_raw_fd()) {
+            Ok(never) => match never {},
+            Err(e) => e,
+        };
+        let mut w = std::fs::File::from(wr);
+        let _ = w.write_all(err.as_bytes());
+        // SAFETY: leave without running the helper's destructors or atexit.
+        unsafe { libc::_exit(127) };
+    }
+    drop(wr);
+    let mut err = String::new();
+    let _ = std::fs::File::from(rd).read_to_string(&mut err);
+    let mut wstatus = 0;
+    loop {
+        // SAFETY: waitpid on our child.
+        let r = unsafe { libc::waitpid(pid, &mut wstatus, 0) };
+        if r == pid {
+            break;
+        }
+        if r < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return Err(format!("waitpid: {}", io::Error::last_os_error()));
+        }
+    }
+    if !err.is_empty() {
+        return Err(err);
+    }
+    if libc::WIFEXITED(wstatus) {
+        Ok(ExitStatus::Exited(libc::WEXITSTATUS(wstatus)))
+    } else if libc::WIFSIGNALED(wstatus) {
+        Ok(ExitStatus::Signaled(libc::WTERMSIG(wstatus)))
+    } else {
+        Err(format!("unexpected wait status {wstatus:#x}"))
+    }
+}
+
+enum Never {}
+
+fn os(what: &str) -> String {
+    format!("{what}: {}", io::Error::last_os_error())
+}
+
+fn cpath(p: impl AsRef<OsStr>) -> Result<CString, String> {
+    sys::cstr(p).map_err(|e| e.to_string())
+}
+
+/// pid 1: carries out the plan; returns only on failure.
+fn child(spec: &SandboxSpec, steps: &[Step], errfd: RawFd) -> Result<Never, String> {
+    let rootfs = &spec.rootfs;
+    let mut rootfd: Option<OwnedFd> = None;
+    for step in steps {
+        match step {
+            Step::MakeRootPrivate => {
+                sys::mount(
+                    None,
+                    Path::new("/"),
+                    None,
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    None,
+                )
+                .map_err(|e| format!("making / private: {e}"))?;
+            }
+            Step::BindRootfs => {
+                sys::mount(
+                    Some(rootfs.as_os_str()),
+                    rootfs,
+                    None,
+                    libc::MS_BIND | libc::MS_REC,
+                    None,
+                )
+                .map_err(|e| format!("binding rootfs {}: {e}", rootfs.display()))?;
+                rootfd = Some(sys::open_dir(rootfs).map_err(|e| format!("opening rootfs: {e}"))?);
+            }
+            Step::Mount {
+                source,
+                target,
+                fstype,
+                flags,
+                data,
+                is_dir,
+            } => {
+                let root = rootfd.as_ref().ok_or("rootfs not bound")?.as_raw_fd();
+                let fd = ensure_in_root(root, target, *is_dir, &mut Vec::new())
+                    .map_err(|e| format!("mount point /{}: {e}", target.display()))?;
+                let at = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+                let r = sys::mount(
+                    Some(OsStr::new(source)),
+                    &at,
+                    fstype.as_deref(),
+                    *flags,
+                    data.as_deref(),
+                );
+                if let Err(e) = r {
+                    if fstype.as_deref() == Some("sysfs") {
+                        // No sysfs of our own (e.g. host network in some
+                        // setups): a read-only recursive bind of the host's.
+                        sys::mount(
+                            Some(OsStr::new("/sys")),
+                            &at,
+                            None,
+                            libc::MS_BIND | libc::MS_REC,
+                            None,
+                        )
+                        .map_err(|e| format!("binding /sys: {e}"))?;
+                        sys::mount(
+                            None,
+                            &at,
+                            None,
+                            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
+                            None,
+                        )
+                        .map_err(|e| format!("remounting /sys read-only: {e}"))?;
+                    } else {
+                        return Err(format!("mounting {source} on /{}: {e}", target.display()));
+                    }
+                }
+            }
+            Step::Bind {
+                source,
+                target,
+                readonly,
+                is_dir,
+            } => {
+                let root = rootfd.as_ref().ok_or("rootfs not bound")?.as_raw_fd();
+                let fd = ensure_in_root(root, target, *is_dir, &mut Vec::new())
+                    .map_err(|e| format!("mount point /{}: {e}", target.display()))?;
+                let at = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+                sys::mount(
+                    Some(source.as_os_str()),
+                    &at,
+                    None,
+                    libc::MS_BIND | libc::MS_REC,
+                    None,
+                )
+                .map_err(|e| {
+                    format!("binding {} on /{}: {e}", source.display(), target.display())
+                })?;
+                if *readonly {
+                    // A new fd: the old one names the covered inode.
+                    let fd = sys::open_in_root(root, target, libc::O_PATH)
+                        .map_err(|e| format!("reopening /{}: {e}", target.display()))?;
+                    let at = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+                    sys::mount(
+                        None,
+                        &at,
+                        None,
+                        libc::MS_BIND
+                            | libc::MS_REMOUNT
+                            | libc::MS_RDONLY
+                            | libc::MS_NOSUID
+                            | libc::MS_NODEV,
+                        None,
+                    )
+                    .map_err(|e| format!("read-only /{}: {e}", target.display()))?;
+                }
+            }
+            Step::Symlink { target, link } => {
+                let root = rootfd.as_ref().ok_or("rootfs not bound")?.as_raw_fd();
+                let parent = link.parent().unwrap_or(Path::new(""));
+                let pfd = sys::open_in_root(root, parent, libc::O_PATH | libc::O_DIRECTORY)
+                    .map_err(|e| format!("/{}: {e}", parent.display()))?;
+                let name = link.file_name().unwrap_or_default();
+                match sys::symlink_at(OsStr::new(target), pfd.as_raw_fd(), name) {
+                    Ok(()) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                    Err(e) => return Err(format!("symlink /{}: {e}", link.display())),
+                }
+            }
+            Step::PivotRoot => {
+                let r = cpath(rootfs)?;
+                // SAFETY: plain syscalls on valid C strings.
+                unsafe {
+                    if libc::chdir(r.as_ptr()) < 0 {
+                        return Err(os("chdir rootfs"));
+                    }
+                    let dot = c".";
+                    if libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) < 0 {
+                        return Err(os("pivot_root"));
+                    }
+                    // The old root now sits under the new one at "."; detach it.
+                    if libc::umount2(dot.as_ptr(), libc::MNT_DETACH) < 0 {
+                        return Err(os("unmounting the host root"));
+                    }
+                    if libc::chdir(c"/".as_ptr()) < 0 {
+                        return Err(os("chdir /"));
+                    }
+                }
+                rootfd = None;
+            }
+            Step::RemountReadonly { target } => {
+                sys::mount(
+                    None,
+                    target,
+                    None,
+                    libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
+                    None,
+                )
+                .map_err(|e| format!("read-only {}: {e}", target.display()))?;
+            }
+            Step::SetHostname(h) => {
+                // SAFETY: pointer and length of a live byte slice.
+                if unsafe { libc::sethostname(h.as_ptr().cast(), h.len()) } < 0 {
+                    return Err(os("sethostname"));
+                }
+            }
+            Step::SetRlimits(limits) => {
+                for l in limits {
+                    let mut cur = libc::rlimit {
+                        rlim_cur: 0,
+                        rlim_max: 0,
+                    };
+                    // SAFETY: valid out-pointer.
+                    if unsafe { libc::getrlimit(l.resource as _, &mut cur) } < 0 {
+                        return Err(os("getrlimit"));
+                    }
+                    let hard = l.hard.min(cur.rlim_max);
+                    let new = libc::rlimit {
+                        rlim_cur: l.soft.min(hard),
+                        rlim_max: hard,
+                    };
+                    // SAFETY: valid pointer.
+                    if unsafe { libc::setrlimit(l.resource as _, &new) } < 0 {
+                        return Err(os("setrlimit"));
+                    }
+                }
+            }
+            Step::CloseFds => {
+                // SAFETY: closing fds we do not use; errfd is kept (it is
+                // close-on-exec and tells the helper about failures).
+                unsafe {
+                    if errfd > 3 {
+                        libc::syscall(libc::SYS_close_range, 3u32, (errfd - 1) as u32, 0u32);
+                    }
+                    libc::syscall(libc::SYS_close_range, (errfd + 1) as u32, u32::MAX, 0u32);
+                }
+            }
+            Step::Chdir(cwd) => {
+                let c = cpath(cwd)?;
+                // SAFETY: valid C string.
+                if unsafe { libc::chdir(c.as_ptr()) } < 0 {
+                    std::fs::create_dir_all(cwd)
+                        .map_err(|e| format!("creating workdir {cwd}: {e}"))?;
+                    // SAFETY: valid C string.
+                    if unsafe { libc::chdir(c.as_ptr()) } < 0 {
+                        return Err(os(&format!("chdir to workdir {cwd}")));
+                    }
+                }
+                // A cwd outside the root (e.g. through a /proc/self/fd link)
+                // reads "(unreachable)…": refuse to start there.
+                let here = std::env::current_dir().map_err(|e| format!("workdir {cwd}: {e}"))?;
+                if !here.is_absolute() {
+                    return Err(format!("workdir {cwd} is outside the container"));
+                }
+            }
+            Step::DropBoundingCaps(keep) => {
+                let last = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+                    .ok()
+                    .and_then(|s| s.trim().parse::<u32>().ok())
+                    .unwrap_or(40);
+                for cap in 0..=last {
+                    if keep & (1u64 << cap) == 0 {
+                        // SAFETY: prctl with integer arguments.
+                        if unsafe {
+                            libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0)
+                        } < 0
+                        {
+                            let e = io::Error::last_os_error();
+                            if e.raw_os_error() != Some(libc::EINVAL) {
+                                return Err(format!("dropping capability {cap}: {e}"));
+                            }
+                        }
+                    }
+                }
+            }
+            Step::SetGroups(gids) => {
+                // SAFETY: pointer and length of a live slice.
+                if unsafe { libc::setgroups(gids.len(), gids.as_ptr()) } < 0 {
+                    return Err(os("setgroups"));
+                }
+            }
+            Step::SetGid(g) => {
+                // SAFETY: plain syscall.
+                if unsafe { libc::setresgid(*g, *g, *g) } < 0 {
+                    return Err(os(&format!("setgid {g}")));
+                }
+            }
+            Step::SetUid(u) => {
+                // SAFETY: plain syscall.
+                if unsafe { libc::setresuid(*u, *u, *u) } < 0 {
+                    return Err(os(&format!("setuid {u}")));
+                }
+            }
+            Step::SetCaps(mask) => set_caps(*mask)?,
+            Step::NoNewPrivs => {
+                // SAFETY: prctl with integer arguments.
+                if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } < 0 {
+                    return Err(os("no_new_privs"));
+                }
+            }
+            Step::ResetSignals => {
+                // SAFETY: resetting dispositions and the mask of this process.
+                unsafe {
+                    for sig in 1..libc::SIGRTMIN() {
+                        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                            libc::signal(sig, libc::SIG_DFL);
+                        }
+                    }
+                    let mut set: libc::sigset_t = std::mem::zeroed();
+                    libc::sigemptyset(&mut set);
+                    libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+                }
+            }
+            Step::Exec { argv, env } => return exec(argv, env),
+        }
+    }
+    Err("the sandbox plan has no exec step".into())
+}
+
+fn set_caps(mask: u64) -> Result<(), String> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const V3: u32 = 0x2008_0522;
+    let mut h = Header {
+        version: V3,
+        pid: 0,
+    };
+    let lo = Data {
+        effective: mask as u32,
+        permitted: mask as u32,
+        inheritable: 0,
+    };
+    let hi = Data {
+        effective: (mask >> 32) as u32,
+        permitted: (mask >> 32) as u32,
+        inheritable: 0,
+    };
+    let data = [lo, hi];
+    // SAFETY: capset with a v3 header and two data structs, as the ABI wants.
+    unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
+        if libc::syscall(libc::SYS_capset, &mut h as *mut Header, data.as_ptr()) < 0 {
+            return Err(os("capset"));
+        }
+    }
+    Ok(())
+}
+
+/// Finds `name` on the step's PATH as runc does: the first regular,
+/// executable file.
+fn lookup(name: &str, env: &[String]) -> Option<PathBuf> {
+    let path = env
+        .iter()
+        .rev()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or(DEFAULT_PATH);
+    for dir in path.split(':') {
+        let dir = if dir.is_empty() { "." } else { dir };
+        let cand = Path::new(dir).join(name);
+        let Ok(c) = sys::cstr(&cand) else { continue };
+        // SAFETY: valid C string.
+        if unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0 && cand.is_file() {
+            return Some(cand);
+        }
+    }
+    None
+}
+
+fn exec(argv: &[String], env: &[String]) -> Result<Never, String> {
+    let prog = if argv[0].contains('/') {
+        PathBuf::from(&argv[0])
+    } else {
+        lookup(&argv[0], env)
+            .ok_or_else(|| format!("exec: \"{}\": executable file not found in $PATH", argv[0]))?
+    };
+    let cprog = cpath(&prog)?;
+    let cargs: Vec<CString> = argv.iter().map(cpath).collect::<Result<_, _>>()?;
+    let cenv: Vec<CString> = env.iter().map(cpath).collect::<Result<_, _>>()?;
+    let mut pargs: Vec<*const libc::c_char> = cargs.iter().map(|c| c.as_ptr()).collect();
+    pargs.push(std::ptr::null());
+    let mut penv: Vec<*const libc::c_char> = cenv.iter().map(|c| c.as_ptr()).collect();
+    penv.push(std::ptr::null());
+    // SAFETY: NULL-terminated arrays of valid C strings that outlive the call.
+    unsafe { libc::execve(cprog.as_ptr(), pargs.as_ptr(), penv.as_ptr()) };
+    let e = io::Error::last_os_error();
+    Err(match e.raw_os_error() {
+        Some(libc::ENOENT) => format!("exec: \"{}\": no such file or directory", prog.display()),
+        Some(libc::EACCES) => format!("exec: \"{}\": permission denied", prog.display()),
+        _ => format!("exec: \"{}\": {e}", prog.display()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pos(steps: &[Step], f: impl Fn(&Step) -> bool) -> usize {
+        steps.iter().position(f).expect("step present")
+    }
+
+    #[test]
+    fn plan_orders_mounts_pivot_user_caps_exec() {
+        let mut spec = SandboxSpec::new("/r", vec!["true".into()]);
+        spec.uid = 1000;
+        spec.gid = 1000;
+        spec.mounts.push(Mount::Tmpfs {
+            target: "/cache".into(),
+            size: None,
+            mode: None,
+        });
+        let s = plan(&spec);
+        let pivot = pos(&s, |x| *x == Step::PivotRoot);
+        let tmpfs = pos(
+            &s,
+            |x| matches!(x, Step::Mount { target, .. } if target == Path::new("cache")),
+        );
+        let proc_ = pos(
+            &s,
+            |x| matches!(x, Step::Mount { fstype: Some(t), .. } if t == "proc"),
+        );
+        assert!(proc_ < pivot && tmpfs < pivot);
+        let chdir = pos(&s, |x| matches!(x, Step::Chdir(_)));
+        let close = pos(&s, |x| *x == Step::CloseFds);
+        let bnd = pos(&s, |x| matches!(x, Step::DropBoundingCaps(_)));
+        let setuid = pos(&s, |x| *x == Step::SetUid(1000));
+        let caps = pos(&s, |x| matches!(x, Step::SetCaps(0)));
+        assert!(pivot < close && close < chdir && chdir < setuid);
+        assert!(
+            bnd < setuid && setuid < caps,
+            "bounding set needs CAP_SETPCAP, so before setuid"
+        );
+        assert!(matches!(s.last(), Some(Step::Exec { .. })));
+    }
+
+    #[test]
+    fn plan_adds_default_path_only_when_missing() {
+        let spec = SandboxSpec::new("/r", vec!["true".into()]);
+        let Some(Step::Exec { env, .. }) = plan(&spec).pop() else {
+            panic!("no exec")
+        };
+        assert_eq!(env, vec![format!("PATH={DEFAULT_PATH}")]);
+        let mut spec = SandboxSpec::new("/r", vec!["true".into()]);
+        spec.env = vec!["PATH=/x".into()];
+        let Some(Step::Exec { env, .. }) = plan(&spec).pop() else {
+            panic!("no exec")
+        };
+        assert_eq!(env, vec!["PATH=/x".to_string()]);
+    }
+
+    #[test]
+    fn docker_default_caps_mask() {
+        assert_eq!(DEFAULT_CAPS, 0xa80425fb);
+    }
+
+    #[test]
+    fn root_keeps_default_caps() {
+        let s = plan(&SandboxSpec::new("/r", vec!["true".into()]));
+        assert!(s.contains(&Step::SetCaps(DEFAULT_CAPS)));
+    }
+
+    #[test]
+    fn spec_roundtrips_as_json() {
+        let mut spec = SandboxSpec::new("/r", vec!["sh".into(), "-c".into(), "x".into()]);
+        spec.network = Network::None;
+        spec.mounts.push(Mount::Bind {
+            source: "/h".into(),
+            target: "/m".into(),
+            readonly: true,
+        });
+        spec.stdin = Some(b"in".to_vec());
+        let back: SandboxSpec =
+            serde_json::from_str(&serde_json::to_string(&spec).unwrap()).unwrap();
+        assert_eq!(back, spec);
+    }
+
+    #[test]
+    fn validate_rejects_escaping_targets() {
+        let mut spec = SandboxSpec::new("/r", vec!["true".into()]);
+        spec.mounts.push(Mount::Tmpfs {
+            target: "/../x".into(),
+            size: None,
+            mode: None,
+        });
+        assert!(matches!(validate(&spec), Err(SandboxError::Spec(_))));
+        let mut spec = SandboxSpec::new("/r", vec![]);
+        spec.cwd = "/".into();
+        assert!(matches!(validate(&spec), Err(SandboxError::Spec(_))));
+    }
+}

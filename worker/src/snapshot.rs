@@ -1,1 +1,679 @@
-//! placeholder
+//! Copy-on-write snapshots: layer directories and overlay mounts over them.
+//!
+//! Every image layer is kept unpacked as an *overlay-native* directory: an
+//! OCI whiteout `.wh.NAME` becomes the char device 0/0 overlayfs uses, and an
+//! opaque marker `.wh..wh..opq` becomes the `trusted.overlay.opaque=y`
+//! xattr. Such directories stack directly as overlay lower dirs, and a RUN's
+//! upper dir is in the very same format, so it can itself become a layer
+//! directory without conversion. The mount options `index=off,metacopy=off,
+//! redirect_dir=off` keep an upper dir self-contained (no references into the
+//! lowers), which is what makes "upper dir == layer diff" true.
+
+use std::ffi::{OsStr, OsString};
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use crate::sys;
+
+/// The xattr overlayfs (mounted by root, without `userxattr`) reads to make
+/// a directory hide what lies below it.
+pub const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+/// OCI's whiteout prefix.
+pub const WHITEOUT_PREFIX: &str = ".wh.";
+/// OCI's opaque-directory marker.
+pub const WHITEOUT_OPAQUE: &str = ".wh..wh..opq";
+/// The most lower dirs one overlay mount takes (the kernel's OVL_MAX_STACK).
+pub const MAX_LOWERS: usize = 500;
+
+/// What can go wrong unpacking or mounting snapshots.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// A filesystem call failed; the path says where.
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// The layer tar itself could not be read.
+    #[error("reading layer tar: {0}")]
+    Tar(#[source] io::Error),
+    /// A tar entry would write or link outside the layer directory. Layers
+    /// come from registries and archives, so this is an attack, not a bug.
+    #[error("unsafe layer entry {entry:?}: {reason}")]
+    Unsafe { entry: String, reason: String },
+    /// A tar entry type kiln does not know how to create.
+    #[error("layer entry {entry:?} has unsupported type {kind:?}")]
+    Unsupported { entry: String, kind: u8 },
+    /// The overlay mount failed (the caller may fall back to a plain copy).
+    #[error("mounting overlay at {target}: {source}")]
+    Mount {
+        target: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_err(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> SnapshotError {
+    let path = path.into();
+    move |source| SnapshotError::Io { op, path, source }
+}
+
+/// How whiteouts in a layer tar are realised on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Whiteouts {
+    /// Into a layer directory of its own, for stacking under overlayfs:
+    /// whiteouts become char 0/0, opaque markers the opaque xattr.
+    Overlay,
+    /// Onto a merged root filesystem (the plain-copy fallback, flattening):
+    /// whiteouts delete, opaque markers empty the directory of what earlier
+    /// layers put there.
+    Apply,
+}
+
+/// Unpacks a layer tar into `dir` as an overlay-native layer directory.
+///
+/// Safe against hostile archives: every path is resolved beneath `dir` by
+/// the kernel (`openat2(RESOLVE_BENEATH)`), so neither `..` entries nor
+/// symlinks planted by earlier entries can lead a write or a hard link out.
+pub fn apply_layer<R: Read>(reader: R, dir: &Path) -> Result<ApplyStats, SnapshotError> {
+    unpack(reader, dir, Whiteouts::Overlay)
+}
+
+/// Unpacks a layer tar onto a merged root filesystem, executing whiteouts.
+pub fn apply_layer_merged<R: Read>(reader: R, dir: &Path) -> Result<ApplyStats, SnapshotError> {
+    unpack(reader, dir, Whiteouts::Apply)
+}
+
+/// What an unpack wrote; the size feeds `kiln du` and progress.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ApplyStats {
+    /// Entries created (whiteouts included).
+    pub entries: u64,
+    /// Bytes of regular-file content written.
+    pub bytes: u64,
+}
+
+/// Splits a tar entry name into clean components; rejects `..` outright
+/// (docker and containerd clamp it, but a layer that contains one was made
+/// to attack, and refusing is the clearer answer).
+fn clean_components(entry: &str, raw: &[u8]) -> Result<Vec<OsString>, SnapshotError> {
+    let mut out = Vec::new();
+    for part in raw.split(|b| *b == b'/') {
+        match part {
+            b"" | b"." => {}
+            b".." => {
+                return Err(SnapshotError::Unsafe {
+                    entry: entry.to_string(),
+                    reason: "path contains `..`".into(),
+                })
+            }
+            p => out.push(OsStr::from_bytes(p).to_os_string()),
+        }
+    }
+    Ok(out)
+}
+
+fn join(comps: &[OsString]) -> PathBuf {
+    comps.iter().collect()
+}
+
+fn map_resolve(entry: &str, path: &Path) -> impl FnOnce(io::Error) -> SnapshotError {
+    let entry = entry.to_string();
+    let path = path.to_path_buf();
+    move |e| match e.raw_os_error() {
+        Some(libc::EXDEV) | Some(libc::ELOOP) => SnapshotError::Unsafe {
+            entry,
+            reason: format!(
+                "{} leads outside the layer through a symlink",
+                path.display()
+            ),
+        },
+        _ => SnapshotError::Io {
+            op: "resolve",
+            path,
+            source: e,
+        },
+    }
+}
+
+/// Opens (creating missing directories when asked) the directory `rel`
+/// beneath `root`, refusing any escape.
+fn open_parent(
+    root: RawFd,
+    rel: &[OsString],
+    create: bool,
+    entry: &str,
+) -> Result<OwnedFd, SnapshotError> {
+    let flags = libc::O_PATH | libc::O_DIRECTORY;
+    let path = join(rel);
+    match sys::open_beneath(root, &path, flags) {
+        Ok(fd) => return Ok(fd),
+        Err(e) if create && e.raw_os_error() == Some(libc::ENOENT) => {}
+        Err(e) => return Err(map_resolve(entry, &path)(e)),
+    }
+    // Walk down, creating what is missing, each step re-verified.
+    let mut cur = sys::open_beneath(root, Path::new("."), flags).map_err(io_err("open", "."))?;
+    for i in 0..rel.len() {
+        let prefix = join(&rel[..=i]);
+        match sys::open_beneath(root, &prefix, flags) {
+            Ok(fd) => cur = fd,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                match sys::mkdir_at(cur.as_raw_fd(), &rel[i], 0o755) {
+                    Ok(()) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                    Err(e) => return Err(io_err("mkdir", &prefix)(e)),
+                }
+                cur =
+                    sys::open_beneath(root, &prefix, flags).map_err(map_resolve(entry, &prefix))?;
+            }
+            Err(e) => return Err(map_resolve(entry, &prefix)(e)),
+        }
+    }
+    Ok(cur)
+}
+
+fn is_dir_mode(mode: u32) -> bool {
+    mode & libc::S_IFMT == libc::S_IFDIR
+}
+
+fn unpack<R: Read>(reader: R, dir: &Path, mode: Whiteouts) -> Result<ApplyStats, SnapshotError> {
+    std::fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+    let rootfd = sys::open_dir(dir).map_err(io_err("open", dir))?;
+    let root = rootfd.as_raw_fd();
+    let mut archive = tar::Archive::new(reader);
+    let mut stats = ApplyStats::default();
+    // Paths this layer created, so an opaque marker in merged mode removes
+    // only what earlier layers left.
+    let mut unpacked: std::collections::HashSet<PathBuf> = Default::default();
+    let mut dir_times: Vec<(Vec<OsString>, i64)> = Vec::new();
+
+    for entry in archive.entries().map_err(SnapshotError::Tar)? {
+        let mut entry = entry.map_err(SnapshotError::Tar)?;
+        let raw = entry.path_bytes().into_owned();
+        let name = String::from_utf8_lossy(&raw).into_owned();
+        let comps = clean_components(&name, &raw)?;
+        let Some((base, parent)) = comps.split_last() else {
+            continue; // the root itself: its metadata is the snapshot's, not the layer's
+        };
+        let base_b = base.as_bytes();
+
+        if base_b.starts_with(WHITEOUT_PREFIX.as_bytes()) {
+            let pfd = match (
+                open_parent(root, parent, mode == Whiteouts::Overlay, &name),
+                mode,
+            ) {
+                (Ok(fd), _) => fd,
+                (Err(SnapshotError::Io { source, .. }), Whiteouts::Apply)
+                    if source.raw_os_error() == Some(libc::ENOENT) =>
+                {
+                    continue; // deleting under a dir that is not there: nothing to do
+                }
+                (Err(e), _) => return Err(e),
+            };
+            if base_b == WHITEOUT_OPAQUE.as_bytes() {
+                match mode {
+                    Whiteouts::Overlay => {
+                        sys::lsetxattr_at(pfd.as_raw_fd(), OsStr::new("."), OPAQUE_XATTR, b"y")
+                            .map_err(io_err("setxattr", join(parent)))?;
+                    }
+                    Whiteouts::Apply => {
+                        for child in sys::read_dir_fd(pfd.as_raw_fd())
+                            .map_err(io_err("readdir", join(parent)))?
+                        {
+                            let mut p = join(parent);
+                            p.push(&child);
+                            if !unpacked.contains(&p) {
+                                sys::remove_all_at(pfd.as_raw_fd(), &child)
+                                    .map_err(io_err("remove", &p))?;
+                            }
+                        }
+                    }
+                }
+            } else if base_b.starts_with(b".wh..wh.") {
+                // aufs bookkeeping (plink dirs and the like): not content.
+            } else {
+                let target = OsStr::from_bytes(&base_b[WHITEOUT_PREFIX.len()..]);
+                if target.is_empty() || target == ".." || target == "." {
+                    return Err(SnapshotError::Unsafe {
+                        entry: name,
+                        reason: "whiteout of no name".into(),
+                    });
+                }
+                let mut p = join(parent);
+                p.push(target);
+                sys::remove_all_at(pfd.as_raw_fd(), target).map_err(io_err("remove", &p))?;
+                if mode == Whiteouts::Overlay {
+                    sys::mknod_at(pfd.as_raw_fd(), target, libc::S_IFCHR, 0)
+                        .map_err(io_err("mknod", &p))?;
+                    unpacked.insert(p);
+                }
+            }
+            stats.entries += 1;
+            continue;
+        }
+
+        let rel = join(&comps);
+        let pfd = open_parent(root, parent, true, &name)?;
+        let p = pfd.as_raw_fd();
+        let hdr = entry.header().clone();
+        let kind = hdr.entry_type();
+        let perm = hdr.mode().map_err(SnapshotError::Tar)? & 0o7777;
+        let uid = hdr.uid().map_err(SnapshotError::Tar)? as u32;
+        let gid = hdr.gid().map_err(SnapshotError::Tar)? as u32;
+        let mtime = hdr.mtime().map_err(SnapshotError::Tar)? as i64;
+
+        let existing = sys::lstat_at(p, base).map_err(io_err("stat", &rel))?;
+        if let Some(st) = existing {
+            if !(kind.is_dir() && is_dir_mode(st.st_mode)) {
+                sys::remove_all_at(p, base).map_err(io_err("remove", &rel))?;
+            }
+        }
+
+        match kind {
+            tar::EntryType::Directory => {
+                if existing.map_or(true, |st| !is_dir_mode(st.st_mode)) {
+                    sys::mkdir_at(p, base, 0o700).map_err(io_err("mkdir", &rel))?;
+                }
+                dir_times.push((comps.clone(), mtime));
+            }
+            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
+                let mut f = sys::create_file_at(p, base, 0o600).map_err(io_err("create", &rel))?;
+                stats.bytes += io::copy(&mut entry, &mut f).map_err(io_err("write", &rel))?;
+            }
+            tar::EntryType::Symlink => {
+                let target = entry
+                    .link_name_bytes()
+                    .map(|b| b.into_owned())
+                    .unwrap_or_default();
+                sys::symlink_at(OsStr::from_bytes(&target), p, base)
+                    .map_err(io_err("symlink", &rel))?;
+            }
+            tar::EntryType::Link => {
+                let target = entry
+                    .link_name_bytes()
+                    .map(|b| b.into_owned())
+                    .unwrap_or_default();
+                let tcomps = clean_components(&name, &target)?;
+                let Some((tbase, tparent)) = tcomps.split_last() else {
+                    return Err(SnapshotError::Unsafe {
+                        entry: name,
+                        reason: "hard link to the root".into(),
+                    });
+                };
+                let tfd = open_parent(root, tparent, false, &name)?;
+                sys::link_at(tfd.as_raw_fd(), tbase, p, base).map_err(|e| {
+                    if e.raw_os_error() == Some(libc::ENOENT) {
+                        SnapshotError::Unsafe {
+                            entry: name.clone(),
+                            reason: format!(
+                                "hard link target {} is not in the layer",
+                                String::from_utf8_lossy(&target)
+                            ),
+                        }
+                    } else {
+                        io_err("link", &rel)(e)
+                    }
+                })?;
+                unpacked.insert(rel);
+                stats.entries += 1;
+                continue; // a hard link shares the target's metadata
+            }
+            tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
+                let major = hdr.device_major().ok().flatten().unwrap_or(0);
+                let minor = hdr.device_minor().ok().flatten().unwrap_or(0);
+                let fmt = match kind {
+                    tar::EntryType::Char => libc::S_IFCHR,
+                    tar::EntryType::Block => libc::S_IFBLK,
+                    _ => libc::S_IFIFO,
+                };
+                sys::mknod_at(p, base, fmt | 0o600, libc::makedev(major, minor))
+                    .map_err(io_err("mknod", &rel))?;
+            }
+            tar::EntryType::XGlobalHeader | tar::EntryType::XHeader => continue,
+            other => {
+                return Err(SnapshotError::Unsupported {
+                    entry: name,
+                    kind: other.as_byte(),
+                });
+            }
+        }
+
+        sys::chown_at(p, base, uid, gid).map_err(io_err("chown", &rel))?;
+        if let Some(exts) = entry.pax_extensions().map_err(SnapshotError::Tar)? {
+            for ext in exts {
+                let ext = ext.map_err(SnapshotError::Tar)?;
+                let Ok(key) = ext.key() else { continue };
+                let Some(xattr) = key.strip_prefix("SCHILY.xattr.") else {
+                    continue;
+                };
+                // Overlay's own xattrs could redirect lookups elsewhere in
+                // the host: never accept them from an archive.
+                if xattr.starts_with("trusted.overlay.") || xattr.starts_with("user.overlay.") {
+                    continue;
+                }
+                match sys::lsetxattr_at(p, base, xattr, ext.value_bytes()) {
+                    Ok(()) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => {}
+                    Err(e) => return Err(io_err("setxattr", &rel)(e)),
+                }
+            }
+        }
+        if kind != tar::EntryType::Symlink {
+            // After chown, which clears set-id bits.
+            sys::chmod_at(p, base, perm).map_err(io_err("chmod", &rel))?;
+        }
+        if !kind.is_dir() {
+            sys::set_times_at(p, base, (mtime, 0)).map_err(io_err("utimes", &rel))?;
+        }
+        unpacked.insert(rel);
+        stats.entries += 1;
+    }
+
+    // Directory mtimes last: creating their children changed them.
+    for (comps, mtime) in dir_times.iter().rev() {
+        if let Some((base, parent)) = comps.split_last() {
+            let pfd = open_parent(root, parent, false, "")?;
+            sys::set_times_at(pfd.as_raw_fd(), base, (*mtime, 0))
+                .map_err(io_err("utimes", join(comps)))?;
+        }
+    }
+    Ok(stats)
+}
+
+/// A mounted snapshot; unmounted (lazily, if still busy) when dropped so an
+/// error path never leaks mounts.
+#[derive(Debug)]
+pub struct Mounted {
+    target: PathBuf,
+    active: bool,
+}
+
+impl Mounted {
+    /// Where the merged view is.
+    pub fn path(&self) -> &Path {
+        &self.target
+    }
+
+    /// Unmounts now and reports failure, unlike drop.
+    pub fn unmount(mut self) -> Result<(), SnapshotError> {
+        self.active = false;
+        sys::umount(&self.target, 0).map_err(io_err("umount", &self.target))
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if self.active {
+            let _ = sys::umount(&self.target, libc::MNT_DETACH);
+        }
+    }
+}
+
+/// The options that make an upper dir a self-contained layer diff.
+const OVERLAY_OPTS: [(&str, &str); 3] = [
+    ("index", "off"),
+    ("metacopy", "off"),
+    ("redirect_dir", "off"),
+];
+
+/// Mounts a writable overlay at `target`: `lowers` ordered lowest first (as
+/// image layers are), writes landing in `upper`. With no lowers the upper dir
+/// is bind-mounted (overlay insists on a lower, and nothing needs hiding).
+/// More than [`MAX_LOWERS`] layers must be flattened first ([`flatten`]).
+pub fn mount_overlay(
+    lowers: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    target: &Path,
+) -> Result<Mounted, SnapshotError> {
+    let merr = |source| SnapshotError::Mount {
+        target: target.to_path_buf(),
+        source,
+    };
+    if lowers.is_empty() {
+        sys::mount(Some(upper.as_os_str()), target, None, libc::MS_BIND, None).map_err(merr)?;
+        return Ok(Mounted {
+            target: target.to_path_buf(),
+            active: true,
+        });
+    }
+    if lowers.len() > MAX_LOWERS {
+        return Err(merr(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} lower dirs exceed overlay's {MAX_LOWERS}; flatten first",
+                lowers.len()
+            ),
+        )));
+    }
+    let top_first: Vec<&Path> = lowers.iter().rev().map(|p| p.as_path()).collect();
+    mount_any(&top_first, Some((upper, work)), target).map_err(merr)?;
+    Ok(Mounted {
+        target: target.to_path_buf(),
+        active: true,
+    })
+}
+
+/// Mounts a read-only merged view of `lowers` (lowest first) at `target`,
+/// e.g. the source of `COPY --from`.
+pub fn mount_readonly(lowers: &[PathBuf], target: &Path) -> Result<Mounted, SnapshotError> {
+    let merr = |source| SnapshotError::Mount {
+        target: target.to_path_buf(),
+        source,
+    };
+    match lowers {
+        [] => {
+            return Err(merr(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "no layers to mount",
+            )))
+        }
+        [one] => {
+            sys::mount(Some(one.as_os_str()), target, None, libc::MS_BIND, None).map_err(merr)?;
+            let m = Mounted {
+                target: target.to_path_buf(),
+                active: true,
+            };
+            sys::mount(
+                None,
+                target,
+                None,
+                libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
+                None,
+            )
+            .map_err(merr)?;
+            return Ok(m);
+        }
+        _ => {}
+    }
+    let top_first: Vec<&Path> = lowers.iter().rev().map(|p| p.as_path()).collect();
+    mount_any(&top_first, None, target).map_err(merr)?;
+    Ok(Mounted {
+        target: target.to_path_buf(),
+        active: true,
+    })
+}
+
+fn mount_any(top_first: &[&Path], upper: Option<(&Path, &Path)>, target: &Path) -> io::Result<()> {
+    match sys::mount_overlay_fsconfig(top_first, upper, &OVERLAY_OPTS, target) {
+        Ok(()) => Ok(()),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS) | Some(libc::EINVAL)) => {
+            // Older kernels: no fsopen or no `lowerdir+`; the option string
+            // of mount(2) holds fewer absolute paths but works everywhere.
+            let mut data = String::from("lowerdir=");
+            for (i, l) in top_first.iter().enumerate() {
+                let s = path_for_option(l)?;
+                if i > 0 {
+                    data.push(':');
+                }
+                data.push_str(&s);
+            }
+            if let Some((u, w)) = upper {
+                data.push_str(&format!(
+                    ",upperdir={},workdir={}",
+                    path_for_option(u)?,
+                    path_for_option(w)?
+                ));
+            }
+            for (k, v) in OVERLAY_OPTS {
+                data.push_str(&format!(",{k}={v}"));
+            }
+            sys::mount(
+                Some(OsStr::new("overlay")),
+                target,
+                Some("overlay"),
+                0,
+                Some(&data),
+            )
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn path_for_option(p: &Path) -> io::Result<String> {
+    let s = p
+        .to_str()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "non-UTF-8 layer path"))?;
+    if s.contains([',', ':']) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("layer path {s} contains ',' or ':'"),
+        ));
+    }
+    Ok(s.to_string())
+}
+
+/// Merges overlay-native layer dirs (lowest first) into one plain directory,
+/// executing their whiteouts and opaque markers: the plain-copy fallback
+/// when overlay cannot be mounted, and the way to bring more than
+/// [`MAX_LOWERS`] layers under the kernel's limit.
+pub fn flatten(lowers: &[PathBuf], dest: &Path) -> Result<(), SnapshotError> {
+    std::fs::create_dir_all(dest).map_err(io_err("create", dest))?;
+    for layer in lowers {
+        merge_dir(layer, dest)?;
+    }
+    Ok(())
+}
+
+fn is_whiteout(md: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    md.file_type().is_char_device() && md.rdev() == 0
+}
+
+/// Copies one overlay-native layer dir onto `dest` with overlay's rules.
+fn merge_dir(src: &Path, dest: &Path) -> Result<(), SnapshotError> {
+    let mut names: Vec<_> = std::fs::read_dir(src)
+        .map_err(io_err("readdir", src))?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<io::Result<_>>()
+        .map_err(io_err("readdir", src))?;
+    names.sort();
+    for name in names {
+        let s = src.join(&name);
+        let d = dest.join(&name);
+        let md = std::fs::symlink_metadata(&s).map_err(io_err("stat", &s))?;
+        let dmd = std::fs::symlink_metadata(&d).ok();
+        if is_whiteout(&md) {
+            remove_any(&d)?;
+            continue;
+        }
+        if md.is_dir() {
+            let opaque = sys::lgetxattr(&s, OPAQUE_XATTR)
+                .map_err(io_err("getxattr", &s))?
+                .is_some();
+            match &dmd {
+                Some(m) if m.is_dir() && !opaque => {}
+                Some(_) => {
+                    remove_any(&d)?;
+                    std::fs::create_dir(&d).map_err(io_err("mkdir", &d))?;
+                }
+                None => std::fs::create_dir(&d).map_err(io_err("mkdir", &d))?,
+            }
+            merge_dir(&s, &d)?;
+            copy_meta(&s, &d, &md)?;
+            continue;
+        }
+        if dmd.is_some() {
+            remove_any(&d)?;
+        }
+        copy_node(&s, &d, &md)?;
+    }
+    Ok(())
+}
+
+fn remove_any(p: &Path) -> Result<(), SnapshotError> {
+    match std::fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(p).map_err(io_err("remove", p)),
+        Ok(_) => std::fs::remove_file(p).map_err(io_err("remove", p)),
+        Err(_) => Ok(()),
+    }
+}
+
+/// Copies a non-directory (file, symlink, device, fifo) with its metadata.
+pub(crate) fn copy_node(s: &Path, d: &Path, md: &std::fs::Metadata) -> Result<(), SnapshotError> {
+    let ft = md.file_type();
+    if ft.is_symlink() {
+        let t = std::fs::read_link(s).map_err(io_err("readlink", s))?;
+        std::os::unix::fs::symlink(&t, d).map_err(io_err("symlink", d))?;
+    } else if ft.is_file() {
+        std::fs::copy(s, d).map_err(io_err("copy", d))?;
+    } else {
+        let c = sys::cstr(d).map_err(io_err("mknod", d))?;
+        // SAFETY: valid C string.
+        if unsafe {
+            libc::mknod(
+                c.as_ptr(),
+                md.mode() as libc::mode_t,
+                md.rdev() as libc::dev_t,
+            )
+        } < 0
+        {
+            return Err(io_err("mknod", d)(io::Error::last_os_error()));
+        }
+    }
+    copy_meta(s, d, md)
+}
+
+fn copy_meta(s: &Path, d: &Path, md: &std::fs::Metadata) -> Result<(), SnapshotError> {
+    std::os::unix::fs::lchown(d, Some(md.uid()), Some(md.gid())).map_err(io_err("chown", d))?;
+    for (k, v) in sys::llist_xattrs(s).map_err(io_err("listxattr", s))? {
+        if k.starts_with("trusted.overlay.") {
+            continue;
+        }
+        let parent = d.parent().unwrap_or(Path::new("/"));
+        let pfd = sys::open_dir(parent).map_err(io_err("open", parent))?;
+        let name = d.file_name().unwrap_or_default();
+        let _ = sys::lsetxattr_at(pfd.as_raw_fd(), name, &k, &v);
+    }
+    if !md.file_type().is_symlink() {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(md.mode() & 0o7777))
+            .map_err(io_err("chmod", d))?;
+    }
+    let parent = d.parent().unwrap_or(Path::new("/"));
+    let pfd = sys::open_dir(parent).map_err(io_err("open", parent))?;
+    sys::set_times_at(
+        pfd.as_raw_fd(),
+        d.file_name().unwrap_or_default(),
+        (md.mtime(), md.mtime_nsec()),
+    )
+    .map_err(io_err("utimes", d))
+}
+
+/// Normalises an absolute in-container path to components beneath a root,
+/// refusing `..`; used by callers that create mount points and workdirs.
+pub fn rel_components(path: &str) -> Option<PathBuf> {
+    let mut out = PathBuf::new();
+    for c in Path::new(path).components() {
+        match c {
+            Component::RootDir | Component::CurDir => {}
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir | Component::Prefix(_) => return None,
+        }
+    }
+    Some(out)
+}

@@ -1,0 +1,25 @@
+//! `kiln sandbox-helper` (hidden): the re-executed helper that starts a
+//! build step's sandbox.
+//!
+//! kiln runs builds on tokio, and a multi-threaded process must not fork, so
+//! `worker::sandbox::run` starts this same binary afresh with this command;
+//! it reads its spec from fd 3 and stays single-threaded until it execs the
+//! step. It is not for people, so it is hidden from `--help`.
+
+use clap::Subcommand;
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Start one sandboxed process from the spec on fd 3 (internal).
+    #[command(name = "sandbox-helper", hide = true)]
+    SandboxHelper,
+}
+
+pub fn run(cmd: Cmd) -> miette::Result<std::process::ExitCode> {
+    match cmd {
+        Cmd::SandboxHelper => {
+            let code = worker::sandbox::helper_main();
+            Ok(std::process::ExitCode::from(code.clamp(0, 255) as u8))
+        }
+    }
+}

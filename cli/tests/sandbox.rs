@@ -1,0 +1,359 @@
+//! The RUN sandbox for real: namespaces, pivot_root into an overlay snapshot
+//! of busybox, through the `kiln sandbox-helper` re-exec (run as root).
+
+#[path = "../../worker/tests/common/mod.rs"]
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use worker::diff::{write_layer, Compression, DiffOptions};
+use worker::sandbox::{run, ExitStatus, Mount, Network, SandboxError, SandboxSpec, Stream};
+use worker::snapshot::{mount_overlay, Mounted};
+
+const KILN: &str = env!("CARGO_BIN_EXE_kiln");
+
+/// A busybox snapshot: its layer dirs, an overlay over them, the upper dir.
+struct Snap {
+    _tmp: tempfile::TempDir,
+    layers: Vec<PathBuf>,
+    upper: PathBuf,
+    merged: PathBuf,
+    mounted: Option<Mounted>,
+}
+
+impl Snap {
+    fn new() -> Snap {
+        let tmp = tempfile::tempdir().unwrap();
+        let layers = common::busybox_layer_dirs(tmp.path());
+        let (upper, work, merged) = (
+            tmp.path().join("upper"),
+            tmp.path().join("work"),
+            tmp.path().join("merged"),
+        );
+        for d in [&upper, &work, &merged] {
+            std::fs::create_dir(d).unwrap();
+        }
+        let mounted = Some(mount_overlay(&layers, &upper, &work, &merged).unwrap());
+        Snap {
+            _tmp: tmp,
+            layers,
+            upper,
+            merged,
+            mounted,
+        }
+    }
+
+    fn rootfs(&self) -> &Path {
+        &self.merged
+    }
+
+    fn spec(&self, script: &str) -> SandboxSpec {
+        SandboxSpec::new(
+            self.rootfs(),
+            vec!["/bin/sh".into(), "-c".into(), script.into()],
+        )
+    }
+
+    fn unmount(&mut self) {
+        if let Some(m) = self.mounted.take() {
+            m.unmount().unwrap();
+        }
+    }
+}
+
+/// Runs and collects stdout and stderr.
+fn sh(spec: &SandboxSpec) -> (ExitStatus, String, String, Vec<PathBuf>) {
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let o = run(spec, Path::new(KILN), &mut |s, b| match s {
+        Stream::Stdout => out.extend_from_slice(b),
+        Stream::Stderr => err.extend_from_slice(b),
+    })
+    .unwrap();
+    (
+        o.status,
+        String::from_utf8_lossy(&out).into(),
+        String::from_utf8_lossy(&err).into(),
+        o.created,
+    )
+}
+
+#[test]
+fn echo_output_is_captured() {
+    let s = Snap::new();
+    let (st, out, err, _) = sh(&s.spec("echo hi; echo oops >&2"));
+    assert_eq!(st, ExitStatus::Exited(0));
+    assert_eq!(out, "hi\n");
+    assert_eq!(err, "oops\n");
+}
+
+#[test]
+fn exit_code_is_propagated() {
+    let s = Snap::new();
+    let (st, ..) = sh(&s.spec("exit 7"));
+    assert_eq!(st, ExitStatus::Exited(7));
+    assert_eq!(st.to_string(), "exit code: 7");
+    // pid 1 ignores signals it has no handler for, even SIGKILL from inside
+    // its namespace (as in docker); a killed child is the shell's business.
+    let (st, ..) = sh(&s.spec("sh -c 'kill -9 $$'; exit $?"));
+    assert_eq!(st, ExitStatus::Exited(137));
+}
+
+#[test]
+fn stdin_bytes_are_fed() {
+    let s = Snap::new();
+    let mut spec = s.spec("cat");
+    spec.stdin = Some(b"from stdin".to_vec());
+    let (st, out, ..) = sh(&spec);
+    assert_eq!(st, ExitStatus::Exited(0));
+    assert_eq!(out, "from stdin");
+    // Without stdin bytes, stdin is /dev/null.
+    let (st, out, ..) = sh(&s.spec("cat; echo end"));
+    assert_eq!(st, ExitStatus::Exited(0));
+    assert_eq!(out, "end\n");
+}
+
+#[test]
+fn missing_executable_is_a_clear_error() {
+    let s = Snap::new();
+    let spec = SandboxSpec::new(s.rootfs(), vec!["no-such-tool".into()]);
+    let e = run(&spec, Path::new(KILN), &mut |_, _| {}).unwrap_err();
+    assert!(matches!(e, SandboxError::Setup(_)), "{e:?}");
+    assert_eq!(
+        e.to_string(),
+        "exec: \"no-such-tool\": executable file not found in $PATH"
+    );
+}
+
+#[test]
+fn pid_hostname_env_and_cwd() {
+    let s = Snap::new();
+    let mut spec = s.spec("echo $$; hostname; echo $PATH; echo $FOO; pwd");
+    spec.hostname = "kilnbox".into();
+    spec.env = vec!["FOO=bar".into()];
+    spec.cwd = "/work/dir".into();
+    let (st, out, err, _) = sh(&spec);
+    assert_eq!(st, ExitStatus::Exited(0), "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "1",
+            "kilnbox",
+            worker::sandbox::DEFAULT_PATH,
+            "bar",
+            "/work/dir"
+        ]
+    );
+}
+
+#[test]
+fn proc_1_root_does_not_reach_the_host() {
+    let s = Snap::new();
+    let marker = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(marker.path(), "host-secret").unwrap();
+    let host_path = marker.path().display().to_string();
+    let script = format!(
+        "cat /proc/1/root{host_path}; cat {host_path}; cat /proc/1/root/proc/1/root{host_path}; ls /proc/1/root/; ls /proc/self/fd"
+    );
+    let (_, out, err, _) = sh(&s.spec(&script));
+    assert!(
+        !out.contains("host-secret") && !err.contains("host-secret"),
+        "{out}{err}"
+    );
+    // /proc/1/root is the rootfs: busybox's tree, not the host's.
+    assert!(
+        out.lines().any(|l| l == "bin") && out.lines().any(|l| l == "etc"),
+        "{out}"
+    );
+    // Only stdio (and the fd ls itself opens) is open in the process.
+    let fds: Vec<&str> = out
+        .lines()
+        .rev()
+        .take_while(|l| l.chars().all(|c| c.is_ascii_digit()))
+        .collect();
+    assert!(
+        fds.iter().all(|f| ["0", "1", "2", "3"].contains(f)),
+        "leaked fds: {fds:?}"
+    );
+}
+
+#[test]
+fn network_none_has_only_lo() {
+    let s = Snap::new();
+    let mut spec = s.spec("cat /proc/net/dev");
+    spec.network = Network::None;
+    let (st, out, ..) = sh(&spec);
+    assert_eq!(st, ExitStatus::Exited(0));
+    let ifaces: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(i, _)| i.trim())
+        .collect();
+    assert_eq!(ifaces, ["lo"]);
+    // The host network (the default) sees more than lo.
+    let (_, out, ..) = sh(&s.spec("cat /proc/net/dev"));
+    assert!(out.lines().filter(|l| l.contains(':')).count() > 1, "{out}");
+}
+
+#[test]
+fn user_and_groups_are_switched_and_caps_dropped() {
+    let s = Snap::new();
+    let mut spec = s.spec(
+        "id -u; id -g; id -G; grep -E '^Cap(Eff|Bnd|Prm|Inh|Amb)' /proc/self/status; grep NoNewPrivs /proc/self/status",
+    );
+    spec.uid = 65534;
+    spec.gid = 65534;
+    spec.additional_gids = vec![1];
+    let (st, out, err, _) = sh(&spec);
+    assert_eq!(st, ExitStatus::Exited(0), "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "65534");
+    assert_eq!(lines[1], "65534");
+    let mut groups: Vec<&str> = lines[2].split_whitespace().collect();
+    groups.sort();
+    assert_eq!(groups, ["1", "65534"]);
+    assert!(out.contains("CapEff:\t0000000000000000"), "{out}");
+    assert!(out.contains("CapBnd:\t00000000a80425fb"), "{out}");
+    assert!(out.contains("NoNewPrivs:\t1"), "{out}");
+
+    let (_, out, ..) = sh(&s.spec("grep -E '^Cap(Eff|Bnd|Inh|Amb)' /proc/self/status"));
+    assert!(
+        out.contains("CapEff:\t00000000a80425fb"),
+        "root keeps docker's set: {out}"
+    );
+    assert!(out.contains("CapBnd:\t00000000a80425fb"), "{out}");
+    assert!(out.contains("CapInh:\t0000000000000000"), "{out}");
+    assert!(out.contains("CapAmb:\t0000000000000000"), "{out}");
+    let (st, ..) = sh(&s.spec("mount -t tmpfs t /mnt"));
+    assert_ne!(st, ExitStatus::Exited(0), "no CAP_SYS_ADMIN");
+}
+
+#[test]
+fn dev_sys_and_rlimits_look_like_docker() {
+    let s = Snap::new();
+    let script = "ls /dev; echo x > /dev/null && head -c 4 /dev/zero | wc -c; touch /sys/x 2>/dev/null || echo sys-ro; \
+                  ulimit -n; ls -d /dev/pts/ptmx /dev/shm";
+    let (st, out, err, _) = sh(&s.spec(script));
+    assert_eq!(st, ExitStatus::Exited(0), "{err}");
+    for n in [
+        "full", "null", "ptmx", "pts", "random", "shm", "tty", "urandom", "zero",
+    ] {
+        assert!(out.lines().any(|l| l == n), "/dev/{n} missing: {out}");
+    }
+    assert!(out.lines().any(|l| l.trim() == "4"), "{out}");
+    assert!(out.contains("sys-ro"), "{out}");
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: valid out-pointer.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) };
+    let want = r.rlim_max.min(1_048_576);
+    assert!(
+        out.lines().any(|l| l == want.to_string()),
+        "nofile clamped to {want}: {out}"
+    );
+}
+
+#[test]
+fn extra_mounts_bind_and_tmpfs() {
+    let s = Snap::new();
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("in"), "bound").unwrap();
+    let mut spec =
+        s.spec("cat /mnt/ro/in; touch /mnt/ro/new 2>/dev/null || echo ro-ok; echo t > /scratch/f && cat /scratch/f");
+    spec.mounts = vec![
+        Mount::Bind {
+            source: host.path().into(),
+            target: "/mnt/ro".into(),
+            readonly: true,
+        },
+        Mount::Tmpfs {
+            target: "/scratch".into(),
+            size: Some(1 << 20),
+            mode: None,
+        },
+    ];
+    let (st, out, err, created) = sh(&spec);
+    assert_eq!(st, ExitStatus::Exited(0), "{err}");
+    assert_eq!(out, "boundro-ok\nt\n");
+    assert!(!host.path().join("new").exists());
+    assert!(
+        created.contains(&PathBuf::from("mnt/ro")) && created.contains(&PathBuf::from("scratch")),
+        "{created:?}"
+    );
+    // The mount points were removed again: nothing of them stays in the rootfs.
+    assert!(!s.rootfs().join("scratch").exists());
+    assert!(!s.rootfs().join("mnt/ro").exists());
+}
+
+#[test]
+fn run_diff_has_whiteouts_and_no_mount_stubs() {
+    let mut s = Snap::new();
+    let (st, _, err, created) = sh(&s.spec("rm /bin/ls && mkdir -p /x && touch /x/y"));
+    assert_eq!(st, ExitStatus::Exited(0), "{err}");
+    assert!(created.contains(&PathBuf::from("etc/hosts")), "{created:?}");
+    s.unmount();
+    let opts = DiffOptions {
+        exclude: created,
+        lowers: s.layers.clone(),
+    };
+    let (d, tar) = write_layer(&s.upper, &opts, Compression::Gzip(6), Vec::new()).unwrap();
+    let list = common::tar_listing(&gunzip(&tar));
+    let names: Vec<&str> = list.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["bin/", "bin/.wh.ls", "x/", "x/y"], "{list:?}");
+    assert!(d.digest.starts_with("sha256:") && d.diff_id != d.digest);
+}
+
+#[test]
+fn rm_rf_and_recreate_makes_an_opaque_dir() {
+    let mut s = Snap::new();
+    let (st, _, err, created) =
+        sh(&s.spec("rm -rf /usr/bin && mkdir /usr/bin && echo n > /usr/bin/new"));
+    assert_eq!(st, ExitStatus::Exited(0), "{err}");
+    s.unmount();
+    let opts = DiffOptions {
+        exclude: created,
+        lowers: s.layers.clone(),
+    };
+    let (_, tar) = write_layer(&s.upper, &opts, Compression::None, Vec::new()).unwrap();
+    let list = common::tar_listing(&tar);
+    let names: Vec<&str> = list.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        ["usr/", "usr/bin/", "usr/bin/.wh..wh..opq", "usr/bin/new"],
+        "{list:?}"
+    );
+}
+
+fn gunzip(gz: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let mut v = Vec::new();
+    flate2::read::GzDecoder::new(gz)
+        .read_to_end(&mut v)
+        .unwrap();
+    v
+}
+
+/// Not an assertion: how long a sandbox for `true` takes, end to end
+/// (helper re-exec, namespaces, mounts, pivot_root, exec, wait).
+#[test]
+fn spawn_latency_report() {
+    let s = Snap::new();
+    let spec = SandboxSpec::new(s.rootfs(), vec!["/bin/true".into()]);
+    let mut times = Vec::new();
+    for _ in 0..30 {
+        let t = Instant::now();
+        let o = run(&spec, Path::new(KILN), &mut |_, _| {}).unwrap();
+        times.push(t.elapsed());
+        assert!(o.status.success());
+    }
+    times.sort();
+    eprintln!(
+        "sandbox spawn for `true`: min {:?}, median {:?}, max {:?} (30 runs)",
+        times[0],
+        times[times.len() / 2],
+        times[times.len() - 1]
+    );
+}
