@@ -516,6 +516,18 @@ impl Machine<'_> {
                         }
                     } else {
                         frame.add_char(c);
+                        // Ordinary characters in bulk: one step per run.
+                        let stop = frame.stop;
+                        let special = |c: char| {
+                            Some(c) == stop
+                                || c == escape
+                                || matches!(c, '$' | '<')
+                                || (!lexer.skip_process_quotes && matches!(c, '\'' | '"'))
+                        };
+                        while let Some(c) = self.scanner.peek().filter(|c| !special(*c)) {
+                            self.scanner.next();
+                            frame.add_char(c);
+                        }
                     }
                     Ok(None)
                 }
@@ -980,6 +992,15 @@ mod glob {
     pub struct Glob {
         atoms: Vec<Atom>,
         greedy: bool,
+        scratch: std::cell::RefCell<Scratch>,
+    }
+
+    /// Thread lists and visit stamps, kept between searches of one value.
+    #[derive(Debug, Default)]
+    struct Scratch {
+        seen: Vec<usize>,
+        current: Vec<(usize, usize)>,
+        next: Vec<(usize, usize)>,
     }
 
     impl Glob {
@@ -1013,24 +1034,39 @@ mod glob {
                     }
                     c => Atom::Lit(c),
                 };
+                // `**` prefers the same match ends as `*`; one star keeps the
+                // thread lists short.
+                if atom == Atom::Star && atoms.last() == Some(&Atom::Star) {
+                    continue;
+                }
                 atoms.push(atom);
             }
-            Ok(Glob { atoms, greedy })
+            Ok(Glob {
+                atoms,
+                greedy,
+                scratch: Default::default(),
+            })
         }
 
         /// The preferred match starting at `from` (anchored) or at the
         /// leftmost possible position from `from` on, as character offsets.
         pub fn find(&self, hay: &[char], from: usize, anchored: bool) -> Option<(usize, usize)> {
             let n = self.atoms.len();
-            let mut seen = vec![0usize; n + 1];
-            let mut current: Vec<(usize, usize)> = Vec::new();
-            let mut next: Vec<(usize, usize)> = Vec::new();
+            let mut scratch = self.scratch.borrow_mut();
+            let Scratch {
+                seen,
+                current,
+                next,
+            } = &mut *scratch;
+            seen.clear();
+            seen.resize(n + 1, 0);
+            current.clear();
             let mut matched = None;
             let mut pos = from;
             while pos <= hay.len() {
                 let stamp = pos + 1;
                 if matched.is_none() && (!anchored || pos == from) {
-                    self.add(&mut current, &mut seen, stamp, 0, pos);
+                    self.add(current, seen, stamp, 0, pos);
                 }
                 if current.is_empty() {
                     break;
@@ -1038,7 +1074,7 @@ mod glob {
                 let c = hay.get(pos).copied();
                 let next_stamp = stamp + 1;
                 next.clear();
-                for &(pc, start) in &current {
+                for &(pc, start) in current.iter() {
                     let Some(atom) = self.atoms.get(pc) else {
                         // Lower-priority threads lose to this match.
                         matched = Some((start, pos));
@@ -1046,18 +1082,18 @@ mod glob {
                     };
                     match (atom, c) {
                         (Atom::Lit(l), Some(c)) if *l == c => {
-                            self.add(&mut next, &mut seen, next_stamp, pc + 1, start)
+                            self.add(next, seen, next_stamp, pc + 1, start)
                         }
                         (Atom::Any, Some(c)) if c != '\n' => {
-                            self.add(&mut next, &mut seen, next_stamp, pc + 1, start)
+                            self.add(next, seen, next_stamp, pc + 1, start)
                         }
                         (Atom::Star, Some(c)) if c != '\n' => {
-                            self.add(&mut next, &mut seen, next_stamp, pc, start)
+                            self.add(next, seen, next_stamp, pc, start)
                         }
                         _ => {}
                     }
                 }
-                std::mem::swap(&mut current, &mut next);
+                std::mem::swap(current, next);
                 pos += 1;
             }
             matched
