@@ -79,3 +79,33 @@ pub fn prune(root: &Root, opts: &PruneOptions) -> Result<PruneReport> {
     }
     Ok(report)
 }
+
+/// Deletes the blobs of one image that no named image (and no extra root)
+/// still uses: what `rmi` frees once an image's last name is gone.
+pub fn remove_image_content(
+    root: &Root,
+    target: &oci_spec::image::Descriptor,
+    extra_roots: &[RootSource],
+) -> Result<PruneReport> {
+    let _gc = root.gc_lock()?;
+    let mut live = image_roots(root)?;
+    for source in extra_roots {
+        live.extend(source(root)?);
+    }
+    let mut report = PruneReport::default();
+    for c in image::closure(root.blobs(), target)? {
+        let Ok(d) = image::digest_of(&c) else {
+            continue;
+        };
+        if live.contains(&d) {
+            report.kept += 1;
+            continue;
+        }
+        let size = root.blobs().size(&d).unwrap_or(0);
+        if root.blobs().remove(&d)? {
+            report.freed += size;
+            report.removed.push((d, size));
+        }
+    }
+    Ok(report)
+}

@@ -21,6 +21,8 @@ enum Command {
     #[command(flatten)]
     Frontend(commands::frontend::Cmd),
     #[command(flatten)]
+    Images(commands::images::Cmd),
+    #[command(flatten)]
     Registry(commands::registry::Cmd),
     #[command(flatten)]
     Worker(commands::worker::Cmd),
@@ -30,6 +32,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Frontend(c) => commands::frontend::run(c),
+        Command::Images(c) => commands::images::run(c),
         Command::Registry(c) => commands::registry::run(c),
         Command::Worker(c) => commands::worker::run(c),
     };

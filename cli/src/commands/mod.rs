@@ -1,5 +1,6 @@
 //! One module per group of subcommands.
 
 pub mod frontend;
+pub mod images;
 pub mod registry;
 pub mod worker;

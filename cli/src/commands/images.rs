@@ -1,0 +1,765 @@
+//! `kiln images`, `tag`, `rmi`, `inspect`, `history`, `load`, `save`,
+//! `prune`: the local image store, with docker's flags and output formats
+//! so scripts written for docker keep working.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use cache::archive::{self, Format, LoadOptions, SaveOptions};
+use cache::gc::{self, PruneOptions};
+use cache::image::{self, Found, Platform, Resolved};
+use cache::{Reference, Root};
+use clap::{Subcommand, ValueEnum};
+use miette::{miette, Result};
+use serde_json::{json, Value};
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// List images (docker's REPOSITORY TAG IMAGE ID CREATED SIZE table).
+    Images {
+        /// Only images of this repository (and tag).
+        reference: Option<String>,
+        /// Only print image IDs.
+        #[arg(short, long)]
+        quiet: bool,
+        /// Do not truncate image IDs.
+        #[arg(long)]
+        no_trunc: bool,
+        /// Show digests.
+        #[arg(long)]
+        digests: bool,
+    },
+    /// Give an image another name.
+    Tag {
+        /// Existing image (name or ID).
+        source: String,
+        /// New name.
+        target: String,
+    },
+    /// Remove image names; content no other image uses is deleted.
+    Rmi {
+        /// Images (names or IDs).
+        #[arg(required = true)]
+        images: Vec<String>,
+        /// Remove every name of an image given by ID.
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Show an image's details as JSON (like docker image inspect).
+    Inspect {
+        /// Images (names or IDs).
+        #[arg(required = true)]
+        images: Vec<String>,
+        /// Platform of a multi-platform image (default: this machine's).
+        #[arg(long)]
+        platform: Option<String>,
+    },
+    /// Show how an image's layers were made.
+    History {
+        /// Image (name or ID).
+        image: String,
+        /// Platform of a multi-platform image (default: this machine's).
+        #[arg(long)]
+        platform: Option<String>,
+        /// Do not truncate output.
+        #[arg(long)]
+        no_trunc: bool,
+        /// Print sizes and dates in human-readable form.
+        #[arg(short = 'H', long, default_value_t = true, action = clap::ArgAction::Set)]
+        human: bool,
+        /// Only print image IDs.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Import images from an OCI archive or layout, or a docker-archive.
+    Load {
+        /// Archive file or OCI layout folder ("-" for stdin).
+        #[arg(short, long, default_value = "-")]
+        input: PathBuf,
+        /// Name the loaded image this (instead of the archive's names).
+        #[arg(short, long)]
+        tag: Option<String>,
+        /// Print nothing.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Export images to an archive (docker-archive or OCI).
+    Save {
+        /// Output file (default: stdout, if it is not a terminal).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Archive format.
+        #[arg(long, value_enum, default_value_t = SaveFormat::Docker)]
+        format: SaveFormat,
+        /// Images (names or IDs).
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Delete blobs no image uses; report the space freed.
+    Prune {
+        /// Also drop cached build results: keep only named images' content.
+        #[arg(short, long)]
+        all: bool,
+        /// Only report what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// `kiln save --format`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SaveFormat {
+    /// docker-archive (`docker load`).
+    Docker,
+    /// OCI image layout in a tar.
+    Oci,
+}
+
+/// Renders a store error as the CLI shows errors.
+fn fail(e: cache::Error) -> miette::Report {
+    miette!("{e}")
+}
+
+fn open_root() -> Result<Root> {
+    Root::from_env().map_err(fail)
+}
+
+fn parse_platform(p: &Option<String>) -> Result<Option<Platform>> {
+    p.as_deref().map(Platform::parse).transpose().map_err(fail)
+}
+
+pub fn run(cmd: Cmd) -> Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    match cmd {
+        Cmd::Images {
+            reference,
+            quiet,
+            no_trunc,
+            digests,
+        } => images(&mut out, reference, quiet, no_trunc, digests),
+        Cmd::Tag { source, target } => {
+            let root = open_root()?;
+            let found = image::find(&root, &source).map_err(fail)?;
+            let target = Reference::parse(&target).map_err(fail)?;
+            if target.digest().is_some() {
+                return Err(miette!(
+                    "refusing to create a tag with a digest reference: {target}"
+                ));
+            }
+            root.images().set(&target, found.descriptor).map_err(fail)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Rmi { images, force } => rmi(&mut out, images, force),
+        Cmd::Inspect { images, platform } => inspect(&mut out, images, platform),
+        Cmd::History {
+            image,
+            platform,
+            no_trunc,
+            human,
+            quiet,
+        } => history(&mut out, image, platform, no_trunc, human, quiet),
+        Cmd::Load { input, tag, quiet } => load(&mut out, input, tag, quiet),
+        Cmd::Save {
+            output,
+            format,
+            images,
+        } => save(output, format, images),
+        Cmd::Prune { all, dry_run } => prune(&mut out, all, dry_run),
+    }
+}
+
+fn w(out: &mut dyn Write, s: &str) -> Result<()> {
+    out.write_all(s.as_bytes())
+        .map_err(|e| miette!("writing output: {e}"))
+}
+
+// ------------------------------------------------------------------ images
+
+fn images(
+    out: &mut dyn Write,
+    filter: Option<String>,
+    quiet: bool,
+    no_trunc: bool,
+    digests: bool,
+) -> Result<ExitCode> {
+    let root = open_root()?;
+    let filter = filter
+        .map(|f| Reference::parse_name(&f).map_err(fail))
+        .transpose()?;
+    let mut rows = Vec::new();
+    let mut ids_seen = Vec::new();
+    let mut list = root.images().list().map_err(fail)?;
+    list.sort_by_key(|(n, _)| n.familiar());
+    for (name, d) in list {
+        if let Some(f) = &filter {
+            if f.name() != name.name() || (f.tag().is_some() && f.tag() != name.tag()) {
+                continue;
+            }
+        }
+        let id = d.digest().to_string();
+        let (created, size) = match image::resolve(root.blobs(), &d, None, &name.familiar()) {
+            Ok(r) => (created_since(&r), human_size(r.content_size())),
+            Err(_) => ("N/A".to_string(), "N/A".to_string()),
+        };
+        let shown_id = if no_trunc {
+            id.clone()
+        } else {
+            id.trim_start_matches("sha256:").chars().take(12).collect()
+        };
+        if quiet {
+            if !ids_seen.contains(&shown_id) {
+                ids_seen.push(shown_id.clone());
+                rows.push(vec![shown_id]);
+            }
+            continue;
+        }
+        let mut row = vec![
+            name.familiar_name(),
+            name.tag().unwrap_or("<none>").to_string(),
+        ];
+        if digests {
+            row.push(
+                name.digest()
+                    .map_or_else(|| id.clone(), |dg| dg.to_string()),
+            );
+        }
+        row.extend([shown_id, created, size]);
+        rows.push(row);
+    }
+    if quiet {
+        for r in rows {
+            w(out, &format!("{}\n", r.join("")))?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut header = vec!["REPOSITORY", "TAG"];
+    if digests {
+        header.push("DIGEST");
+    }
+    header.extend(["IMAGE ID", "CREATED", "SIZE"]);
+    w(out, &table(&header, &rows))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Lays out columns as docker's tabwriter does (min width 20, padding 3).
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let n = header.len();
+    let mut widths = vec![0usize; n];
+    for (i, h) in header.iter().enumerate() {
+        widths[i] = h.chars().count();
+    }
+    for r in rows {
+        for (i, c) in r.iter().enumerate().take(n) {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let widths: Vec<usize> = widths.iter().map(|w| (w + 3).max(20)).collect();
+    let mut s = String::new();
+    let mut line = |cells: Vec<&str>| {
+        let mut l = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                l.push_str(c);
+            } else {
+                l.push_str(c);
+                l.push_str(&" ".repeat(widths[i].saturating_sub(c.chars().count())));
+            }
+        }
+        s.push_str(l.trim_end());
+        s.push('\n');
+    };
+    line(header.to_vec());
+    for r in rows {
+        line(r.iter().map(String::as_str).collect());
+    }
+    s
+}
+
+// ------------------------------------------------------------------ rmi
+
+fn rmi(out: &mut dyn Write, inputs: Vec<String>, force: bool) -> Result<ExitCode> {
+    let root = open_root()?;
+    let mut failed = false;
+    for input in inputs {
+        match rmi_one(&root, &input, force) {
+            Ok(lines) => w(out, &lines)?,
+            Err(e) => {
+                eprintln!("Error: {e}");
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn rmi_one(root: &Root, input: &str, force: bool) -> Result<String> {
+    let found: Found = image::find(root, input).map_err(fail)?;
+    let to_remove: Vec<Reference> = match &found.reference {
+        Some(r) => vec![r.clone()],
+        None if found.names.len() > 1 && !force => {
+            return Err(miette!(
+                "conflict: unable to delete {} (must be forced) - image is referenced in multiple repositories",
+                input
+            ))
+        }
+        None => found.names.clone(),
+    };
+    let mut s = String::new();
+    let removed_target = found.descriptor.clone();
+    for r in &to_remove {
+        if root.images().remove(r).map_err(fail)? {
+            s.push_str(&format!("Untagged: {}\n", r.familiar()));
+        }
+    }
+    let still_named = root
+        .images()
+        .list()
+        .map_err(fail)?
+        .iter()
+        .any(|(_, d)| d.digest() == removed_target.digest());
+    if !still_named {
+        gc::remove_image_content(root, &removed_target, &[]).map_err(fail)?;
+        s.push_str(&format!("Deleted: {}\n", removed_target.digest()));
+    }
+    Ok(s)
+}
+
+// ------------------------------------------------------------------ inspect
+
+fn inspect(out: &mut dyn Write, inputs: Vec<String>, platform: Option<String>) -> Result<ExitCode> {
+    let root = open_root()?;
+    let platform = parse_platform(&platform)?;
+    let mut docs = Vec::new();
+    let mut failed = false;
+    for input in &inputs {
+        match inspect_one(&root, input, platform.as_ref()) {
+            Ok(v) => docs.push(v),
+            Err(e) => {
+                eprintln!("Error: {e}");
+                failed = true;
+            }
+        }
+    }
+    let text = serde_json::to_string_pretty(&docs).map_err(|e| miette!("{e}"))?;
+    w(out, &format!("{text}\n"))?;
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn inspect_one(root: &Root, input: &str, platform: Option<&Platform>) -> Result<InspectDoc> {
+    let found = image::find(root, input).map_err(fail)?;
+    let r = image::resolve(root.blobs(), &found.descriptor, platform, input).map_err(fail)?;
+    let c = &r.config;
+    let repo_tags: Vec<String> = found
+        .names
+        .iter()
+        .filter(|n| n.tag().is_some())
+        .map(Reference::familiar_tagged)
+        .collect();
+    let mut repo_digests: Vec<String> = found
+        .names
+        .iter()
+        .map(|n| format!("{}@{}", n.familiar_name(), found.descriptor.digest()))
+        .collect();
+    repo_digests.dedup();
+    let diff_ids = c.pointer("/rootfs/diff_ids").cloned().unwrap_or(json!([]));
+    let text = |k: &str| c.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    let doc = InspectDoc {
+        id: found.descriptor.digest().to_string(),
+        repo_tags,
+        repo_digests,
+        parent: String::new(),
+        comment: text("comment"),
+        created: c.get("created").cloned().unwrap_or(Value::Null),
+        docker_version: text("docker_version"),
+        author: text("author"),
+        config: c.get("config").cloned().unwrap_or(json!({})),
+        architecture: text("architecture"),
+        variant: c.get("variant").and_then(Value::as_str).map(str::to_string),
+        os: text("os"),
+        size: r.content_size(),
+        root_fs: json!({ "Type": "layers", "Layers": diff_ids }),
+        metadata: json!({ "LastTagTime": "0001-01-01T00:00:00Z" }),
+        descriptor: serde_json::to_value(&found.descriptor).unwrap_or(Value::Null),
+        manifest: json!({
+            "Digest": r.descriptor.digest().to_string(),
+            "Platform": r.platform().to_string(),
+            "ConfigDigest": r.config_digest.to_string(),
+        }),
+    };
+    Ok(doc)
+}
+
+/// `docker image inspect`'s document, fields in docker's order (a struct
+/// keeps it; a JSON map would sort them).
+#[derive(serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct InspectDoc {
+    id: String,
+    repo_tags: Vec<String>,
+    repo_digests: Vec<String>,
+    parent: String,
+    comment: String,
+    created: Value,
+    docker_version: String,
+    author: String,
+    config: Value,
+    architecture: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    variant: Option<String>,
+    os: String,
+    size: u64,
+    #[serde(rename = "RootFS")]
+    root_fs: Value,
+    metadata: Value,
+    descriptor: Value,
+    manifest: Value,
+}
+
+// ------------------------------------------------------------------ history
+
+fn history(
+    out: &mut dyn Write,
+    input: String,
+    platform: Option<String>,
+    no_trunc: bool,
+    human: bool,
+    quiet: bool,
+) -> Result<ExitCode> {
+    let root = open_root()?;
+    let platform = parse_platform(&platform)?;
+    let found = image::find(&root, &input).map_err(fail)?;
+    let r =
+        image::resolve(root.blobs(), &found.descriptor, platform.as_ref(), &input).map_err(fail)?;
+    let entries: Vec<Value> = r
+        .config
+        .get("history")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let layers = r.manifest.layers();
+    // Pair history entries with layers: each non-empty entry consumes one.
+    let mut rows = Vec::new();
+    let mut li = 0;
+    for h in &entries {
+        let empty = h
+            .get("empty_layer")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let size = if empty {
+            0
+        } else {
+            let s = layers.get(li).map_or(0, |l| l.size());
+            li += 1;
+            s
+        };
+        rows.push((h.clone(), size));
+    }
+    rows.reverse();
+    let id = found.descriptor.digest().to_string();
+    let mut table_rows = Vec::new();
+    for (i, (h, size)) in rows.iter().enumerate() {
+        let image_id = if i == 0 {
+            if no_trunc {
+                id.clone()
+            } else {
+                id.trim_start_matches("sha256:").chars().take(12).collect()
+            }
+        } else {
+            "<missing>".to_string()
+        };
+        if quiet {
+            table_rows.push(vec![image_id]);
+            continue;
+        }
+        let created_raw = h.get("created").and_then(Value::as_str).unwrap_or("");
+        let created = if human {
+            parse_rfc3339(created_raw).map_or_else(|| "N/A".into(), ago)
+        } else {
+            created_raw.to_string()
+        };
+        let by = h.get("created_by").and_then(Value::as_str).unwrap_or("");
+        let by = if no_trunc {
+            by.to_string()
+        } else {
+            ellipsis(by, 45)
+        };
+        let size = if human {
+            human_size(*size)
+        } else {
+            size.to_string()
+        };
+        let comment = h
+            .get("comment")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        table_rows.push(vec![image_id, created, by, size, comment]);
+    }
+    if quiet {
+        for r in table_rows {
+            w(out, &format!("{}\n", r.join("")))?;
+        }
+    } else {
+        w(
+            out,
+            &table(
+                &["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"],
+                &table_rows,
+            ),
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn ellipsis(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(max - 1).collect();
+        t.push('…');
+        t
+    }
+}
+
+// ------------------------------------------------------------------ load / save
+
+fn load(out: &mut dyn Write, input: PathBuf, tag: Option<String>, quiet: bool) -> Result<ExitCode> {
+    let root = open_root()?;
+    if input == PathBuf::from("-") && std::io::stdin().is_terminal() {
+        return Err(miette!(
+            "requested load from stdin, but stdin is empty (use -i FILE)"
+        ));
+    }
+    let tag = tag
+        .map(|t| Reference::parse(&t).map_err(fail))
+        .transpose()?;
+    let report = archive::load(&root, &input, &LoadOptions { tag }).map_err(fail)?;
+    if quiet {
+        return Ok(ExitCode::SUCCESS);
+    }
+    for img in &report.images {
+        if img.names.is_empty() {
+            w(
+                out,
+                &format!("Loaded image ID: {}\n", img.descriptor.digest()),
+            )?;
+        }
+        for n in &img.names {
+            w(out, &format!("Loaded image: {}\n", n.familiar()))?;
+        }
+    }
+    for t in &report.unnamed_tags {
+        eprintln!(
+            "warning: the archive names an image only by the tag {t:?}; use --tag to name it"
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn save(output: Option<PathBuf>, format: SaveFormat, inputs: Vec<String>) -> Result<ExitCode> {
+    let root = open_root()?;
+    let mut items = Vec::new();
+    for input in &inputs {
+        let f = image::find(&root, input).map_err(fail)?;
+        let name = f.reference.clone().or_else(|| f.names.first().cloned());
+        items.push((name, f.descriptor));
+    }
+    let opts = SaveOptions {
+        format: match format {
+            SaveFormat::Docker => Format::Docker,
+            SaveFormat::Oci => Format::Oci,
+        },
+    };
+    match output {
+        Some(p) if p != PathBuf::from("-") => {
+            archive::save_to_file(&root, &items, &p, &opts).map_err(fail)?
+        }
+        _ => {
+            let stdout = std::io::stdout();
+            if stdout.is_terminal() {
+                return Err(miette!(
+                    "cowardly refusing to save to a terminal. Use the -o flag or redirect"
+                ));
+            }
+            let mut lock = stdout.lock();
+            archive::save(&root, &items, &mut lock, &opts).map_err(fail)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+// ------------------------------------------------------------------ prune
+
+fn prune(out: &mut dyn Write, all: bool, dry_run: bool) -> Result<ExitCode> {
+    let root = open_root()?;
+    let report = gc::prune(
+        &root,
+        &PruneOptions {
+            all,
+            extra_roots: Vec::new(),
+            dry_run,
+        },
+    )
+    .map_err(fail)?;
+    let verb = if dry_run { "Would delete" } else { "Deleted" };
+    if !report.removed.is_empty() {
+        w(out, &format!("{verb} blobs:\n"))?;
+        for (d, size) in &report.removed {
+            w(out, &format!("{d} ({})\n", human_size(*size)))?;
+        }
+        w(out, "\n")?;
+    }
+    w(
+        out,
+        &format!("Total reclaimed space: {}\n", human_size(report.freed)),
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+// ------------------------------------------------------------------ formatting
+
+/// docker's `units.HumanSizeWithPrecision(size, 3)`: decimal units, three
+/// significant digits.
+fn human_size(size: u64) -> String {
+    const UNITS: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
+    let mut v = size as f64;
+    let mut i = 0;
+    while v >= 1000.0 && i < UNITS.len() - 1 {
+        v /= 1000.0;
+        i += 1;
+    }
+    format!("{}{}", sig3(v), UNITS[i])
+}
+
+/// Go's `%.3g` for the range human_size produces (0 ≤ v < 1000).
+fn sig3(v: f64) -> String {
+    let decimals = if v >= 100.0 {
+        0
+    } else if v >= 10.0 {
+        1
+    } else {
+        2
+    };
+    let s = format!("{v:.decimals$}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
+}
+
+fn created_since(r: &Resolved) -> String {
+    r.config
+        .get("created")
+        .and_then(Value::as_str)
+        .and_then(parse_rfc3339)
+        .map_or_else(|| "N/A".into(), ago)
+}
+
+/// "2 years ago", as docker's `units.HumanDuration` words it.
+fn ago(t: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let secs = now - t;
+    let d = if secs < 1 {
+        "Less than a second".to_string()
+    } else if secs == 1 {
+        "1 second".into()
+    } else if secs < 60 {
+        format!("{secs} seconds")
+    } else if secs / 60 == 1 {
+        "About a minute".into()
+    } else if secs / 60 < 60 {
+        format!("{} minutes", secs / 60)
+    } else {
+        let hours = (secs as f64 / 3600.0 + 0.5) as i64;
+        if hours == 1 {
+            "About an hour".into()
+        } else if hours < 48 {
+            format!("{hours} hours")
+        } else if hours < 24 * 7 * 2 {
+            format!("{} days", hours / 24)
+        } else if hours < 24 * 30 * 2 {
+            format!("{} weeks", hours / 24 / 7)
+        } else if hours < 24 * 365 * 2 {
+            format!("{} months", hours / 24 / 30)
+        } else {
+            format!("{} years", secs / 3600 / 24 / 365)
+        }
+    };
+    format!("{d} ago")
+}
+
+/// Seconds since the epoch of an RFC 3339 time (`2024-01-01T00:00:00Z`,
+/// fractions and offsets allowed).
+fn parse_rfc3339(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() < 20 {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> { s.get(r)?.parse().ok() };
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let mut rest = s.get(19..)?;
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+        rest = frac.get(digits..)?;
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        _ => {
+            let sign = match rest.as_bytes().first()? {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            let oh: i64 = rest.get(1..3)?.parse().ok()?;
+            let om: i64 = rest.get(4..6)?.parse().ok()?;
+            sign * (oh * 3600 + om * 60)
+        }
+    };
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146097 + doe - 719468;
+    Some(days * 86400 + h * 3600 + mi * 60 + se - offset)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_like_docker() {
+        assert_eq!(human_size(395), "395B");
+        assert_eq!(human_size(1_031_856), "1.03MB");
+        assert_eq!(human_size(990_777), "991kB");
+        assert_eq!(human_size(4_260_000), "4.26MB");
+        assert_eq!(human_size(0), "0B");
+    }
+
+    #[test]
+    fn times() {
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(parse_rfc3339("2024-01-01T00:00:00Z"), Some(1_704_067_200));
+        assert_eq!(
+            parse_rfc3339("2024-01-01T01:00:00.123456789+01:00"),
+            Some(1_704_067_200)
+        );
+        assert_eq!(parse_rfc3339("garbage"), None);
+    }
+}
