@@ -78,13 +78,21 @@ pub enum ShellError {
     /// Malformed word: unterminated quote or `${`, bad substitution, an
     /// unsupported modifier such as `${V:=x}`.
     #[error("failed to process {}: {message}", go_quote(.word))]
-    Syntax { word: String, message: String },
+    Syntax {
+        /// The whole word being expanded.
+        word: String,
+        /// BuildKit's reason, e.g. `syntax error: missing '}'`.
+        message: String,
+    },
     /// `${V?msg}` / `${V:?msg}` on an unset (or empty) variable: the Dockerfile
     /// author asked for the build to stop.
     #[error("failed to process {}: {name}: {message}", go_quote(.word))]
     Required {
+        /// The whole word being expanded.
         word: String,
+        /// The variable that had to be set.
         name: String,
+        /// The author's message, or BuildKit's default one.
         message: String,
     },
     /// A `#`, `%` or `/` pattern that is not a valid glob (a stray `\`).
@@ -93,8 +101,11 @@ pub enum ShellError {
         go_quote(.word)
     )]
     Pattern {
+        /// The whole word being expanded.
         word: String,
+        /// The pattern as BuildKit saw it (reversed for `%`/`%%`).
         pattern: String,
+        /// Why it is invalid, e.g. `invalid escape '\x'`.
         message: String,
     },
 }
@@ -118,7 +129,10 @@ impl ShellError {
 /// not taken (`${A:-$B}` with A set still uses B), as in BuildKit.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Expanded<T> {
+    /// The expanded word (one-word mode) or fields (field-splitting mode).
     pub value: T,
+    /// Every variable name referenced, set or not; callers that need
+    /// BuildKit's "unmatched" set take the names their environment lacks.
     pub used: BTreeSet<String>,
 }
 
