@@ -534,3 +534,128 @@ proptest! {
         prop_assert!(start.elapsed() < Duration::from_secs(2));
     }
 }
+
+fn outcome(r: Result<bool, frontend::Error>) -> &'static str {
+    match r {
+        Ok(true) => "true",
+        Ok(false) => "false",
+        Err(_) => "err",
+    }
+}
+
+/// Differential check against moby's own Go code: set
+/// `KILN_DOCKERIGNORE_DIFF` to a JSON-lines file of
+/// `{patterns, paths, new_err, or_parent, single, results}` produced by
+/// running patternmatcher (New, MatchesOrParentMatches, Matches and a
+/// MatchesUsingParentResults parent chain) over generated inputs.
+#[test]
+#[ignore = "needs KILN_DOCKERIGNORE_DIFF (output of a Go patternmatcher harness)"]
+fn differential_against_go_patternmatcher() {
+    let Ok(file) = std::env::var("KILN_DOCKERIGNORE_DIFF") else {
+        return;
+    };
+    let text = fs::read_to_string(file).unwrap();
+    let (mut checks, mut failures) = (0usize, Vec::new());
+    for line in text.lines() {
+        let case: serde_json::Value = serde_json::from_str(line).unwrap();
+        let strs = |k: &str| -> Vec<String> {
+            case[k]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|v| v.as_str().unwrap_or("").to_string())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let patterns = strs("patterns");
+        let go_err = case["new_err"].as_str().unwrap_or("") != "";
+        checks += 1;
+        let pm = match PatternMatcher::new(&patterns) {
+            Ok(pm) if !go_err => pm,
+            Err(_) if go_err => continue,
+            other => {
+                failures.push(format!(
+                    "New({patterns:?}): go_err={go_err}, kiln={:?}",
+                    other.err()
+                ));
+                continue;
+            }
+        };
+        let (or_parent, single, results) = (strs("or_parent"), strs("single"), strs("results"));
+        for (i, path) in strs("paths").iter().enumerate() {
+            // A walk stops at the first error, so a chain whose parent step
+            // failed has no defined result to compare.
+            let chain_failed = parent_chain_fails(&pm, path);
+            let got = [
+                outcome(pm.matches_or_parent_matches(path)),
+                outcome(pm.matches(path)),
+                if matches_via_parent_results_strict(&pm, path).is_err() {
+                    "err"
+                } else if matches_via_parent_results(&pm, path) {
+                    "true"
+                } else {
+                    "false"
+                },
+            ];
+            let mut want = [
+                or_parent[i].as_str(),
+                single[i].as_str(),
+                results[i].as_str(),
+            ];
+            let mut got = got;
+            if chain_failed {
+                (want[2], got[2]) = ("-", "-");
+            }
+            checks += 1;
+            if got != want {
+                failures.push(format!("{patterns:?} {path:?}: go {want:?}, kiln {got:?}"));
+            }
+        }
+    }
+    eprintln!("differential: {} of {checks} checks differ", failures.len());
+    let shown: Vec<&String> = failures.iter().take(40).collect();
+    assert!(failures.is_empty(), "{shown:#?}");
+}
+
+/// Whether a parent step of the parent-results chain reports an error.
+fn parent_chain_fails(pm: &PatternMatcher, path: &str) -> bool {
+    let parent = match path.rfind('/') {
+        Some(i) => dockerignore::clean_path(&path[..=i]),
+        None => return false,
+    };
+    if parent == "." {
+        return false;
+    }
+    let dirs: Vec<&str> = parent.split('/').collect();
+    let mut info = MatchInfo::default();
+    for i in 0..dirs.len() {
+        match pm.matches_using_parent_results(&dirs[..=i].join("/"), &info) {
+            Ok((_, next)) => info = next,
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+/// Whether the final step of the parent-results chain reports an error.
+fn matches_via_parent_results_strict(
+    pm: &PatternMatcher,
+    path: &str,
+) -> Result<(), frontend::Error> {
+    let parent = match path.rfind('/') {
+        Some(i) => dockerignore::clean_path(&path[..=i]),
+        None => ".".to_string(),
+    };
+    let mut info = MatchInfo::default();
+    if parent != "." {
+        let dirs: Vec<&str> = parent.split('/').collect();
+        for i in 0..dirs.len() {
+            info = pm
+                .matches_using_parent_results(&dirs[..=i].join("/"), &info)
+                .map(|(_, next)| next)
+                .unwrap_or_default();
+        }
+    }
+    pm.matches_using_parent_results(path, &info).map(|_| ())
+}

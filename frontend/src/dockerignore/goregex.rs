@@ -34,14 +34,28 @@ enum Item {
 #[derive(Debug, Clone)]
 enum Node {
     Lit(char),
-    Class { negated: bool, items: Vec<Item> },
+    Class {
+        negated: bool,
+        items: Vec<Item>,
+    },
     AnyNotNl,
     BeginText,
     EndText,
     WordBoundary,
     NotWordBoundary,
-    Group(Vec<Node>),
-    Repeat(Box<Node>, char),
+    /// A parenthesised group: alternatives, each a sequence.
+    Group(Vec<Vec<Node>>),
+    Repeat(Box<Node>, Rep),
+}
+
+/// A repetition operator; greediness never changes whether a match exists.
+#[derive(Debug, Clone, Copy)]
+enum Rep {
+    Star,
+    Plus,
+    Quest,
+    /// `{min}`, `{min,}` (max `None`) or `{min,max}`.
+    Counted(u32, Option<u32>),
 }
 
 const PERL_DIGIT: &[(char, char)] = &[('0', '9')];
@@ -311,20 +325,99 @@ fn parse_class(s: &str) -> Result<(Node, &str), GoRegexError> {
     Ok((Node::Class { negated, items }, &t[1..]))
 }
 
+/// Go's `parseInt` for repeat counts: no leading zeros; `None` for "not a
+/// number", `Some(-1)` for a number too large.
+fn parse_int(s: &str) -> Option<(i64, &str)> {
+    let b = s.as_bytes();
+    if b.first().is_none_or(|c| !c.is_ascii_digit()) {
+        return None;
+    }
+    if b.len() >= 2 && b[0] == b'0' && b[1].is_ascii_digit() {
+        return None;
+    }
+    let digits = b.iter().take_while(|c| c.is_ascii_digit()).count();
+    let mut n: i64 = 0;
+    for &d in &b[..digits] {
+        if n >= 100_000_000 {
+            n = -1;
+            break;
+        }
+        n = n * 10 + i64::from(d - b'0');
+    }
+    Some((n, &s[digits..]))
+}
+
+/// Go's `parseRepeat`: `{n}`, `{n,}`, `{n,m}`; `None` means `{` is literal.
+fn parse_repeat(s: &str) -> Option<(i64, i64, &str)> {
+    let s = s.strip_prefix('{')?;
+    let (mut min, s) = parse_int(s)?;
+    let (max, s) = if let Some(rest) = s.strip_prefix(',') {
+        if let Some(after) = rest.strip_prefix('}') {
+            return Some((min, -1, after));
+        }
+        let (max, rest) = parse_int(rest)?;
+        if max < 0 {
+            min = -1;
+        }
+        (max, rest)
+    } else {
+        (min, s)
+    };
+    let rest = s.strip_prefix('}')?;
+    Some((min, max, rest))
+}
+
+/// Go's `repeatIsValid`: nested counted repeats may not multiply past `n`.
+fn repeat_is_valid(node: &Node, mut n: u32) -> bool {
+    match node {
+        Node::Repeat(inner, rep) => {
+            if let Rep::Counted(min, max) = rep {
+                let m = max.unwrap_or(*min);
+                if m == 0 {
+                    return true;
+                }
+                if m > n {
+                    return false;
+                }
+                n /= m;
+            }
+            repeat_is_valid(inner, n)
+        }
+        Node::Group(alts) => alts.iter().flatten().all(|sub| repeat_is_valid(sub, n)),
+        _ => true,
+    }
+}
+
+/// One level of parentheses: finished alternatives plus the current one.
+type Frame = Vec<Vec<Node>>;
+
+fn current(stack: &mut Vec<Frame>) -> &mut Vec<Node> {
+    if stack.is_empty() {
+        stack.push(Vec::new());
+    }
+    let top = stack.len() - 1;
+    let frame = &mut stack[top];
+    if frame.is_empty() {
+        frame.push(Vec::new());
+    }
+    let last = frame.len() - 1;
+    &mut frame[last]
+}
+
 /// Parses the generated expression with Go's rules (Perl flags, one line).
-fn parse(mut t: &str) -> Result<Vec<Node>, GoRegexError> {
-    let mut stack: Vec<Vec<Node>> = vec![Vec::new()];
-    let mut last_repeat = false;
+fn parse(mut t: &str) -> Result<Vec<Vec<Node>>, GoRegexError> {
+    let mut stack: Vec<Frame> = vec![vec![Vec::new()]];
+    // The text of the previous token when it was a repetition operator.
+    let mut last_repeat: Option<&str> = None;
     while !t.is_empty() {
-        let mut repeat = false;
-        let top = stack.len() - 1;
+        let mut repeat: Option<&str> = None;
         let c = t.as_bytes()[0];
         match c {
             b'(' => {
                 if t[1..].starts_with('?') {
                     return Err(err("missing argument to repetition operator", "(?"));
                 }
-                stack.push(Vec::new());
+                stack.push(vec![Vec::new()]);
                 t = &t[1..];
             }
             b')' => {
@@ -332,43 +425,79 @@ fn parse(mut t: &str) -> Result<Vec<Node>, GoRegexError> {
                     return Err(err("unexpected )", t));
                 }
                 let group = stack.pop().unwrap_or_default();
-                let len = stack.len();
-                stack[len - 1].push(Node::Group(group));
+                current(&mut stack).push(Node::Group(group));
                 t = &t[1..];
             }
-            b'|' => return Err(err("alternation is not produced by patterns", t)),
+            b'|' => {
+                if let Some(frame) = stack.last_mut() {
+                    frame.push(Vec::new());
+                }
+                t = &t[1..];
+            }
             b'^' => {
-                stack[top].push(Node::BeginText);
+                current(&mut stack).push(Node::BeginText);
                 t = &t[1..];
             }
             b'$' => {
-                stack[top].push(Node::EndText);
+                current(&mut stack).push(Node::EndText);
                 t = &t[1..];
             }
             b'.' => {
-                stack[top].push(Node::AnyNotNl);
+                current(&mut stack).push(Node::AnyNotNl);
                 t = &t[1..];
             }
             b'[' => {
                 let (node, rest) = parse_class(t)?;
-                stack[top].push(node);
+                current(&mut stack).push(node);
                 t = rest;
             }
-            b'*' | b'+' | b'?' => {
+            b'*' | b'+' | b'?' | b'{' => {
                 let before = t;
-                let mut after = &t[1..];
+                let (rep, mut after) = if c == b'{' {
+                    match parse_repeat(t) {
+                        None => {
+                            current(&mut stack).push(Node::Lit('{'));
+                            t = &t[1..];
+                            last_repeat = None;
+                            continue;
+                        }
+                        Some((min, max, after)) => {
+                            let text = &before[..before.len() - after.len()];
+                            if min < 0 || min > 1000 || max > 1000 || (max >= 0 && min > max) {
+                                return Err(err("invalid repeat count", text));
+                            }
+                            let max = u32::try_from(max).ok();
+                            (Rep::Counted(min as u32, max), after)
+                        }
+                    }
+                } else {
+                    let rep = match c {
+                        b'*' => Rep::Star,
+                        b'+' => Rep::Plus,
+                        _ => Rep::Quest,
+                    };
+                    (rep, &t[1..])
+                };
                 if let Some(rest) = after.strip_prefix('?') {
                     after = rest;
                 }
-                let op_text = &before[..before.len() - after.len()];
-                if last_repeat {
-                    return Err(err("invalid nested repetition operator", op_text));
+                if let Some(last) = last_repeat {
+                    let text = &last[..last.len() - after.len()];
+                    return Err(err("invalid nested repetition operator", text));
                 }
-                let Some(sub) = stack[top].pop() else {
+                let op_text = &before[..before.len() - after.len()];
+                let seq = current(&mut stack);
+                let Some(sub) = seq.pop() else {
                     return Err(err("missing argument to repetition operator", op_text));
                 };
-                stack[top].push(Node::Repeat(Box::new(sub), c as char));
-                repeat = true;
+                let node = Node::Repeat(Box::new(sub), rep);
+                if let Rep::Counted(min, max) = rep {
+                    if (min >= 2 || max.is_some_and(|m| m >= 2)) && !repeat_is_valid(&node, 1000) {
+                        return Err(err("invalid repeat count", op_text));
+                    }
+                }
+                seq.push(node);
+                repeat = Some(before);
                 t = after;
             }
             b'\\' => {
@@ -382,9 +511,9 @@ fn parse(mut t: &str) -> Result<Vec<Node>, GoRegexError> {
                         _ => None,
                     };
                     if let Some(node) = simple {
-                        stack[top].push(node);
+                        current(&mut stack).push(node);
                         t = &t[2..];
-                        last_repeat = false;
+                        last_repeat = None;
                         continue;
                     }
                     if b[1] == b'C' {
@@ -396,27 +525,27 @@ fn parse(mut t: &str) -> Result<Vec<Node>, GoRegexError> {
                             Some(i) => (&rest[..i], &rest[i + 2..]),
                             None => (rest, ""),
                         };
-                        stack[top].extend(lit.chars().map(Node::Lit));
+                        current(&mut stack).extend(lit.chars().map(Node::Lit));
                         t = after;
-                        last_repeat = false;
+                        last_repeat = None;
                         continue;
                     }
                 }
                 if let Some((item, rest)) = unicode_class(t)? {
-                    stack[top].push(Node::Class {
+                    current(&mut stack).push(Node::Class {
                         negated: false,
                         items: vec![item],
                     });
                     t = rest;
                 } else if let Some((item, rest)) = perl_class(t) {
-                    stack[top].push(Node::Class {
+                    current(&mut stack).push(Node::Class {
                         negated: false,
                         items: vec![item],
                     });
                     t = rest;
                 } else {
                     let (ch, rest) = parse_escape(t)?;
-                    stack[top].push(Node::Lit(ch));
+                    current(&mut stack).push(Node::Lit(ch));
                     t = rest;
                 }
             }
@@ -424,7 +553,7 @@ fn parse(mut t: &str) -> Result<Vec<Node>, GoRegexError> {
                 let Some((ch, rest)) = next_char(t) else {
                     break;
                 };
-                stack[top].push(Node::Lit(ch));
+                current(&mut stack).push(Node::Lit(ch));
                 t = rest;
             }
         }
@@ -467,6 +596,17 @@ fn emit_item(out: &mut String, item: &Item) {
     }
 }
 
+fn emit_alternatives(out: &mut String, alts: &[Vec<Node>]) {
+    out.push_str("(?:");
+    for (i, alt) in alts.iter().enumerate() {
+        if i > 0 {
+            out.push('|');
+        }
+        emit(out, alt);
+    }
+    out.push(')');
+}
+
 fn emit(out: &mut String, nodes: &[Node]) {
     for node in nodes {
         match node {
@@ -488,16 +628,22 @@ fn emit(out: &mut String, nodes: &[Node]) {
                 }
                 out.push(']');
             }
-            Node::Group(inner) => {
-                out.push_str("(?:");
-                emit(out, inner);
-                out.push(')');
-            }
-            Node::Repeat(inner, op) => {
+            Node::Group(alts) => emit_alternatives(out, alts),
+            Node::Repeat(inner, rep) => {
                 out.push_str("(?:");
                 emit(out, std::slice::from_ref(inner));
                 out.push(')');
-                out.push(*op);
+                match rep {
+                    Rep::Star => out.push('*'),
+                    Rep::Plus => out.push('+'),
+                    Rep::Quest => out.push('?'),
+                    Rep::Counted(min, None) => {
+                        let _ = write!(out, "{{{min},}}");
+                    }
+                    Rep::Counted(min, Some(max)) => {
+                        let _ = write!(out, "{{{min},{max}}}");
+                    }
+                }
             }
         }
     }
@@ -505,9 +651,9 @@ fn emit(out: &mut String, nodes: &[Node]) {
 
 /// Compiles Go regular-expression text into an equivalent Rust regex.
 pub fn compile(go_expr: &str) -> Result<regex::Regex, GoRegexError> {
-    let nodes = parse(go_expr)?;
+    let alts = parse(go_expr)?;
     let mut out = String::with_capacity(go_expr.len() * 4);
-    emit(&mut out, &nodes);
+    emit_alternatives(&mut out, &alts);
     regex::RegexBuilder::new(&out)
         .size_limit(64 << 20)
         .build()

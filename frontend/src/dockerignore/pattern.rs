@@ -100,13 +100,18 @@ impl Pattern {
         };
         Ok(match kind {
             Kind::Exact => path == self.cleaned,
+            // Byte slicing, as in Go: a pattern starting with a byte-order
+            // mark cuts it in half and so matches (almost) nothing.
             Kind::Prefix => {
-                let prefix = self.cleaned.strip_suffix("**").unwrap_or(&self.cleaned);
-                path.starts_with(prefix)
+                let prefix = &self.cleaned.as_bytes()[..self.cleaned.len().saturating_sub(2)];
+                path.as_bytes().starts_with(prefix)
             }
             Kind::Suffix => {
-                let suffix = self.cleaned.get(2..).unwrap_or("");
-                path.ends_with(suffix) || suffix.strip_prefix('/').is_some_and(|bare| path == bare)
+                let suffix = self.cleaned.as_bytes().get(2..).unwrap_or(b"");
+                path.as_bytes().ends_with(suffix)
+                    || suffix
+                        .strip_prefix(b"/")
+                        .is_some_and(|bare| path.as_bytes() == bare)
             }
             Kind::Regex(re) => re.is_match(path),
         })
@@ -161,7 +166,10 @@ fn compile(pattern: &str) -> Result<Kind, String> {
                 expr.push_str("[^/]");
                 kind = KindTag::Regex;
             }
-            '.' | '+' | '(' | ')' | '|' | '{' | '}' | '$' => {
+            // moby means to escape `.+()|{}$`, but its lookup bitmap drops
+            // every byte from 64 up, so `|`, `{` and `}` reach the regexp
+            // parser raw (alternation and counted repeats); keep that.
+            '.' | '+' | '(' | ')' | '$' => {
                 expr.push('\\');
                 expr.push(ch);
             }
