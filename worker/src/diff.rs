@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::snapshot::{OPAQUE_XATTR, WHITEOUT_OPAQUE, WHITEOUT_PREFIX};
+use crate::snapshot::{Finished, LowerView, OPAQUE_XATTR, WHITEOUT_OPAQUE, WHITEOUT_PREFIX};
 use crate::sys;
 
 /// What can go wrong writing a diff.
@@ -162,9 +162,60 @@ pub fn write_layer<W: Write>(
     compression: Compression,
     out: W,
 ) -> Result<(LayerDigest, W), DiffError> {
+    let view = LowerView::new(&options.lowers);
     let mut items = Vec::new();
-    plan_dir(upper, Path::new(""), options, &mut items)?;
+    plan_dir(upper, Path::new(""), options, &view, &mut items)?;
+    write_items(upper, &items, compression, out)
+}
 
+/// Writes the diff between a full root filesystem (a plain-copy snapshot)
+/// and the layer dirs it was copied from: what changed, what is new, and a
+/// `.wh.` whiteout for every name that is gone. Files count as unchanged when
+/// type, mode, owner, size, mtime (to the nanosecond; copies keep it) and
+/// link target match, as containerd's walking differ judges them.
+pub fn write_layer_compare<W: Write>(
+    rootfs: &Path,
+    options: &DiffOptions,
+    compression: Compression,
+    out: W,
+) -> Result<(LayerDigest, W), DiffError> {
+    let view = LowerView::new(&options.lowers);
+    let mut items = Vec::new();
+    plan_compare(rootfs, Path::new(""), options, &view, &mut items)?;
+    write_items(rootfs, &items, compression, out)
+}
+
+/// Diffs a finished snapshot, whichever way it was made.
+pub fn write_snapshot<W: Write>(
+    snapshot: &Finished,
+    exclude: &[PathBuf],
+    compression: Compression,
+    out: W,
+) -> Result<(LayerDigest, W), DiffError> {
+    match snapshot {
+        Finished::Overlay { upper, lowers } => {
+            let o = DiffOptions {
+                exclude: exclude.to_vec(),
+                lowers: lowers.clone(),
+            };
+            write_layer(upper, &o, compression, out)
+        }
+        Finished::Copy { rootfs, lowers } => {
+            let o = DiffOptions {
+                exclude: exclude.to_vec(),
+                lowers: lowers.clone(),
+            };
+            write_layer_compare(rootfs, &o, compression, out)
+        }
+    }
+}
+
+fn write_items<W: Write>(
+    base: &Path,
+    items: &[Item],
+    compression: Compression,
+    out: W,
+) -> Result<(LayerDigest, W), DiffError> {
     let sink = match compression {
         Compression::None => Sink::Plain(Hashing::new(out)),
         Compression::Gzip(level) => Sink::Gzip(flate2::write::GzEncoder::new(
@@ -180,7 +231,7 @@ pub fn write_layer<W: Write>(
         path: PathBuf::from("<layer>"),
         source: e,
     };
-    for item in &items {
+    for item in items {
         match item {
             Item::Whiteout { rel, mtime } => {
                 let mut name_b = Vec::new();
@@ -199,7 +250,7 @@ pub fn write_layer<W: Write>(
                 marker(&mut builder, &name_b, *mtime).map_err(werr)?;
             }
             Item::Node { rel, md } => {
-                write_node(&mut builder, upper, rel, md, &mut inodes)?;
+                write_node(&mut builder, base, rel, md, &mut inodes)?;
             }
         }
     }
@@ -233,18 +284,124 @@ fn is_whiteout(md: &Metadata) -> bool {
     md.file_type().is_char_device() && md.rdev() == 0
 }
 
-/// The metadata of `rel` in the topmost lower that has it.
-fn lower_meta(lowers: &[PathBuf], rel: &Path) -> Option<Metadata> {
-    for l in lowers.iter().rev() {
-        let p = l.join(rel);
-        if let Ok(md) = std::fs::symlink_metadata(&p) {
-            if is_whiteout(&md) {
-                return None;
-            }
-            return Some(md);
-        }
+fn same_dir_meta(a: &Metadata, b: &Metadata) -> bool {
+    a.is_dir()
+        && b.is_dir()
+        && a.mode() == b.mode()
+        && a.uid() == b.uid()
+        && a.gid() == b.gid()
+        && a.mtime() == b.mtime()
+        && a.mtime_nsec() == b.mtime_nsec()
+}
+
+/// Whether a non-directory is unchanged from its lower counterpart.
+fn same_node(new: &Metadata, new_path: &Path, old: &Metadata, old_path: &Path) -> bool {
+    if new.file_type() != old.file_type()
+        || new.mode() != old.mode()
+        || new.uid() != old.uid()
+        || new.gid() != old.gid()
+        || new.len() != old.len()
+        || new.mtime() != old.mtime()
+        || new.mtime_nsec() != old.mtime_nsec()
+        || new.rdev() != old.rdev()
+    {
+        return false;
     }
-    None
+    if new.file_type().is_symlink() {
+        return std::fs::read_link(new_path).ok() == std::fs::read_link(old_path).ok();
+    }
+    true
+}
+
+/// Plans the comparison of `rootfs/rel` with the lowers' merged view.
+fn plan_compare(
+    rootfs: &Path,
+    rel: &Path,
+    options: &DiffOptions,
+    view: &LowerView,
+    items: &mut Vec<Item>,
+) -> Result<bool, DiffError> {
+    let abs = rootfs.join(rel);
+    let mut names: Vec<OsString> = std::fs::read_dir(&abs)
+        .map_err(io_err("readdir", &abs))?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<io::Result<_>>()
+        .map_err(io_err("readdir", &abs))?;
+    let dir_mtime = std::fs::symlink_metadata(&abs)
+        .map(|m| m.mtime())
+        .unwrap_or(0);
+    let lower_is_dir = rel.as_os_str().is_empty()
+        || view
+            .lookup(rel)
+            .and_then(|p| std::fs::symlink_metadata(p).ok())
+            .is_some_and(|m| m.is_dir());
+    let gone: Vec<OsString> = if lower_is_dir {
+        let present: std::collections::HashSet<&[u8]> =
+            names.iter().map(|n| n.as_bytes()).collect();
+        view.children(rel)
+            .into_iter()
+            .filter(|n| !present.contains(n.as_bytes()))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    names.extend(gone.iter().cloned());
+    names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    names.dedup();
+    let mut any = false;
+    for name in names {
+        let crel = rel.join(&name);
+        if options.exclude.iter().any(|e| e == &crel) {
+            continue;
+        }
+        if gone.contains(&name) {
+            items.push(Item::Whiteout {
+                rel: crel,
+                mtime: dir_mtime,
+            });
+            any = true;
+            continue;
+        }
+        let cabs = rootfs.join(&crel);
+        let md = std::fs::symlink_metadata(&cabs).map_err(io_err("stat", &cabs))?;
+        let lower = if lower_is_dir {
+            view.lookup(&crel)
+        } else {
+            None
+        };
+        let lmd = lower
+            .as_ref()
+            .and_then(|p| std::fs::symlink_metadata(p).ok().map(|m| (p.clone(), m)));
+        if md.is_dir() {
+            let at = items.len();
+            items.push(Item::Node {
+                rel: crel.clone(),
+                md: md.clone(),
+            });
+            let sub_view_ok = lmd.as_ref().is_some_and(|(_, m)| m.is_dir());
+            let children = if sub_view_ok {
+                plan_compare(rootfs, &crel, options, view, items)?
+            } else {
+                plan_compare(rootfs, &crel, options, &LowerView::new(&[]), items)?;
+                true
+            };
+            let unchanged = !children && lmd.as_ref().is_some_and(|(_, m)| same_dir_meta(m, &md));
+            if unchanged {
+                items.truncate(at);
+            } else {
+                any = true;
+            }
+            continue;
+        }
+        if let Some((lp, lm)) = &lmd {
+            if same_node(&md, &cabs, lm, lp) {
+                continue;
+            }
+        }
+        items.push(Item::Node { rel: crel, md });
+        any = true;
+    }
+    Ok(any)
 }
 
 /// Plans `dir` (relative `rel` inside the upper) depth first, names sorted by
@@ -253,6 +410,7 @@ fn plan_dir(
     upper: &Path,
     rel: &Path,
     options: &DiffOptions,
+    view: &LowerView,
     items: &mut Vec<Item>,
 ) -> Result<bool, DiffError> {
     let abs = upper.join(rel);
@@ -295,18 +453,14 @@ fn plan_dir(
                     mtime,
                 });
             }
-            let children = plan_dir(upper, &crel, options, items)?;
+            let children = plan_dir(upper, &crel, options, view, items)?;
             let unchanged = !opaque
                 && !children
                 && !options.lowers.is_empty()
-                && lower_meta(&options.lowers, &crel).is_some_and(|l| {
-                    l.is_dir()
-                        && l.mode() == md.mode()
-                        && l.uid() == md.uid()
-                        && l.gid() == md.gid()
-                        && l.mtime() == md.mtime()
-                        && l.mtime_nsec() == md.mtime_nsec()
-                });
+                && view
+                    .lookup(&crel)
+                    .and_then(|p| std::fs::symlink_metadata(p).ok())
+                    .is_some_and(|l| same_dir_meta(&l, &md));
             if unchanged {
                 items.truncate(at);
             } else {

@@ -677,3 +677,235 @@ pub fn rel_components(path: &str) -> Option<PathBuf> {
     }
     Some(out)
 }
+
+/// The merged, read-only view of a stack of overlay-native layer dirs, read
+/// without mounting them: what a diff compares against, and what answers
+/// "what did the lower layers have here".
+#[derive(Debug, Clone)]
+pub struct LowerView {
+    /// Lowest first, as everywhere in kiln.
+    layers: Vec<PathBuf>,
+}
+
+impl LowerView {
+    /// A view of `layers` (lowest first).
+    pub fn new(layers: &[PathBuf]) -> Self {
+        LowerView {
+            layers: layers.to_vec(),
+        }
+    }
+
+    /// Where `rel` lives in the merged view (the topmost layer holding it),
+    /// honouring whiteouts and opaque directories; `None` if it is absent.
+    pub fn lookup(&self, rel: &Path) -> Option<PathBuf> {
+        for layer in self.layers.iter().rev() {
+            let mut stop_below = false;
+            let mut prefix = layer.clone();
+            let comps: Vec<_> = rel.iter().collect();
+            for (i, c) in comps.iter().enumerate() {
+                prefix.push(c);
+                let Ok(md) = std::fs::symlink_metadata(&prefix) else {
+                    break;
+                };
+                if is_whiteout(&md) {
+                    return None;
+                }
+                if i + 1 == comps.len() {
+                    return Some(prefix);
+                }
+                if !md.is_dir() {
+                    return None; // a file above hides everything below it
+                }
+                if sys::lgetxattr(&prefix, OPAQUE_XATTR)
+                    .ok()
+                    .flatten()
+                    .is_some()
+                {
+                    stop_below = true;
+                }
+            }
+            if stop_below {
+                return None;
+            }
+        }
+        None
+    }
+
+    /// The names in directory `rel` of the merged view, sorted by bytes.
+    pub fn children(&self, rel: &Path) -> Vec<OsString> {
+        let mut seen: std::collections::BTreeMap<Vec<u8>, bool> = Default::default();
+        for layer in self.layers.iter().rev() {
+            // The directory must be visible through this layer's own ancestors.
+            let mut hidden = false;
+            let mut prefix = layer.clone();
+            let mut opaque_here = false;
+            let comps: Vec<_> = rel.iter().collect();
+            for c in &comps {
+                prefix.push(c);
+                match std::fs::symlink_metadata(&prefix) {
+                    Ok(md) if md.is_dir() => {
+                        if sys::lgetxattr(&prefix, OPAQUE_XATTR)
+                            .ok()
+                            .flatten()
+                            .is_some()
+                        {
+                            opaque_here = true;
+                        }
+                    }
+                    Ok(_) => {
+                        hidden = true;
+                        break;
+                    }
+                    Err(_) => {
+                        prefix = PathBuf::new();
+                        break;
+                    }
+                }
+            }
+            if hidden {
+                break;
+            }
+            if !prefix.as_os_str().is_empty() {
+                if let Ok(rd) = std::fs::read_dir(&prefix) {
+                    for e in rd.flatten() {
+                        let name = e.file_name().as_bytes().to_vec();
+                        let wh = e.metadata().map(|m| is_whiteout(&m)).unwrap_or(false);
+                        seen.entry(name).or_insert(!wh);
+                    }
+                }
+            }
+            if opaque_here {
+                break;
+            }
+        }
+        seen.into_iter()
+            .filter(|(_, live)| *live)
+            .map(|(n, _)| OsString::from_vec(n))
+            .collect()
+    }
+}
+
+use std::os::unix::ffi::OsStringExt;
+
+/// A snapshot being written: an overlay over the lowers where the kernel
+/// allows it, a full copy of them otherwise.
+#[derive(Debug)]
+pub struct Active {
+    lowers: Vec<PathBuf>,
+    rootfs: PathBuf,
+    kind: ActiveKind,
+}
+
+#[derive(Debug)]
+enum ActiveKind {
+    Overlay {
+        mounted: Mounted,
+        upper: PathBuf,
+        base: Vec<PathBuf>,
+    },
+    Copy,
+}
+
+/// A finished snapshot, ready to be diffed into a layer.
+#[derive(Debug, Clone)]
+pub enum Finished {
+    /// The upper dir holds exactly the changes (overlay-native).
+    Overlay {
+        /// The upper dir, itself usable as a layer dir afterwards.
+        upper: PathBuf,
+        /// The lowers it stood on (flattened ones included), lowest first.
+        lowers: Vec<PathBuf>,
+    },
+    /// A full root filesystem; the changes are found by comparing it with
+    /// the lowers.
+    Copy {
+        rootfs: PathBuf,
+        lowers: Vec<PathBuf>,
+    },
+}
+
+impl Active {
+    /// Prepares a writable snapshot over `lowers` (lowest first) inside the
+    /// empty directory `dir` (which must be on a filesystem overlay accepts
+    /// as upper, not overlay itself). With `force_copy`, or when overlay
+    /// cannot be mounted, the lowers are copied into `dir/rootfs` instead.
+    pub fn prepare(
+        lowers: &[PathBuf],
+        dir: &Path,
+        force_copy: bool,
+    ) -> Result<Active, SnapshotError> {
+        let lowers = lowers.to_vec();
+        if !force_copy {
+            let (upper, work, merged) = (dir.join("upper"), dir.join("work"), dir.join("merged"));
+            for d in [&upper, &work, &merged] {
+                std::fs::create_dir_all(d).map_err(io_err("create", d))?;
+            }
+            let mut base = lowers.clone();
+            if base.len() > MAX_LOWERS {
+                // Squash the bottom of the stack into one dir so the rest fits.
+                let cut = base.len() - MAX_LOWERS + 1;
+                let flat = dir.join("flat");
+                flatten(&base[..cut], &flat)?;
+                base.splice(..cut, [flat]);
+            }
+            match mount_overlay(&base, &upper, &work, &merged) {
+                Ok(mounted) => {
+                    return Ok(Active {
+                        lowers,
+                        rootfs: merged,
+                        kind: ActiveKind::Overlay {
+                            mounted,
+                            upper,
+                            base,
+                        },
+                    })
+                }
+                Err(SnapshotError::Mount { .. }) => {
+                    let _ = std::fs::remove_dir_all(&upper);
+                    let _ = std::fs::remove_dir_all(&work);
+                    let _ = std::fs::remove_dir(&merged);
+                    let _ = std::fs::remove_dir_all(dir.join("flat"));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let rootfs = dir.join("rootfs");
+        flatten(&lowers, &rootfs)?;
+        Ok(Active {
+            lowers,
+            rootfs,
+            kind: ActiveKind::Copy,
+        })
+    }
+
+    /// The root filesystem to run in or copy into.
+    pub fn rootfs(&self) -> &Path {
+        &self.rootfs
+    }
+
+    /// Whether this snapshot is on kernel overlayfs (false: plain copy).
+    pub fn is_overlay(&self) -> bool {
+        matches!(self.kind, ActiveKind::Overlay { .. })
+    }
+
+    /// Ends writing (unmounts) and says where the changes are.
+    pub fn finish(self) -> Result<Finished, SnapshotError> {
+        match self.kind {
+            ActiveKind::Overlay {
+                mounted,
+                upper,
+                base,
+            } => {
+                mounted.unmount()?;
+                Ok(Finished::Overlay {
+                    upper,
+                    lowers: base,
+                })
+            }
+            ActiveKind::Copy => Ok(Finished::Copy {
+                rootfs: self.rootfs,
+                lowers: self.lowers,
+            }),
+        }
+    }
+}

@@ -282,3 +282,101 @@ fn many_lowers_mount_with_the_new_mount_api() {
     assert_eq!(std::fs::read_to_string(merged.join("f0")).unwrap(), "0");
     m.unmount().unwrap();
 }
+
+/// Changes of every kind, made through whatever rootfs a snapshot offers.
+fn mutate(root: &Path) {
+    std::fs::remove_file(root.join("bin/ls")).unwrap();
+    std::fs::create_dir_all(root.join("x/deep")).unwrap();
+    std::fs::write(root.join("x/deep/y"), "y").unwrap();
+    std::fs::remove_dir_all(root.join("usr/sbin")).unwrap();
+    std::fs::create_dir(root.join("usr/sbin")).unwrap();
+    std::fs::write(root.join("usr/sbin/z"), "z").unwrap();
+    std::fs::write(root.join("etc/passwd"), "root:x:0:0::/root:/bin/sh\n").unwrap();
+    std::os::unix::fs::symlink("/bin/busybox", root.join("bin/newtool")).unwrap();
+    std::fs::remove_file(root.join("bin/cat")).unwrap();
+    std::fs::write(root.join("bin/cat"), "not a link any more").unwrap();
+    std::fs::set_permissions(
+        root.join("tmp"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let long = "d".repeat(60);
+    let deep = root.join(format!("{long}/{long}/{long}"));
+    std::fs::create_dir_all(&deep).unwrap();
+    std::fs::write(deep.join("f".repeat(120)), "long").unwrap();
+}
+
+/// The layer of a snapshot, applied on its base, gives the snapshot's tree.
+fn roundtrip(force_copy: bool) {
+    use worker::diff::write_snapshot;
+    use worker::snapshot::{Active, Finished};
+    let t = tempfile::tempdir().unwrap();
+    let layers = common::busybox_layer_dirs(t.path());
+    let snap = Active::prepare(&layers, &t.path().join("snap"), force_copy).unwrap();
+    assert_eq!(snap.is_overlay(), !force_copy);
+    mutate(snap.rootfs());
+    let expected = common::tree(snap.rootfs());
+    let finished = snap.finish().unwrap();
+    match (&finished, force_copy) {
+        (Finished::Copy { .. }, true) | (Finished::Overlay { .. }, false) => {}
+        other => panic!("unexpected snapshot kind {other:?}"),
+    }
+    let (d, gz) = write_snapshot(&finished, &[], Compression::Gzip(1), Vec::new()).unwrap();
+    assert!(d.entries > 0);
+    let flat = t.path().join("check");
+    flatten(&layers, &flat).unwrap();
+    apply_layer_merged(flate2::read::GzDecoder::new(&gz[..]), &flat).unwrap();
+    let got = common::tree(&flat);
+    assert_eq!(got, expected);
+    // Nothing unchanged is in the layer.
+    let mut tar = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut tar).unwrap();
+    let names: Vec<String> = common::tar_listing(&tar)
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert!(
+        !names.iter().any(|n| n == "bin/busybox" || n == "etc/group"),
+        "{names:?}"
+    );
+    assert!(names.iter().any(|n| n == "bin/.wh.ls"), "{names:?}");
+}
+
+#[test]
+fn overlay_snapshot_roundtrips_through_its_layer() {
+    roundtrip(false);
+}
+
+#[test]
+fn copy_snapshot_roundtrips_through_its_layer() {
+    roundtrip(true);
+}
+
+#[test]
+fn more_lowers_than_overlay_takes_are_flattened() {
+    use worker::snapshot::Active;
+    let t = tempfile::tempdir().unwrap();
+    let mut lowers = Vec::new();
+    for i in 0..520 {
+        let d = t.path().join(format!("l{i}"));
+        std::fs::create_dir(&d).unwrap();
+        std::fs::write(d.join(format!("f{i}")), i.to_string()).unwrap();
+        std::fs::write(d.join("top"), i.to_string()).unwrap();
+        lowers.push(d);
+    }
+    let snap = Active::prepare(&lowers, &t.path().join("snap"), false).unwrap();
+    assert!(snap.is_overlay());
+    assert_eq!(
+        std::fs::read_to_string(snap.rootfs().join("top")).unwrap(),
+        "519"
+    );
+    assert_eq!(
+        std::fs::read_to_string(snap.rootfs().join("f0")).unwrap(),
+        "0"
+    );
+    assert_eq!(
+        std::fs::read_to_string(snap.rootfs().join("f300")).unwrap(),
+        "300"
+    );
+    snap.finish().unwrap();
+}

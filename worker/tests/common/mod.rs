@@ -97,3 +97,47 @@ pub fn tar_listing(tar_bytes: &[u8]) -> Vec<(String, char)> {
         })
         .collect()
 }
+
+/// A comparable description of a tree: every path with its type, mode,
+/// owner, and content (file bytes' length and hash, link target).
+pub fn tree(dir: &Path) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    fn walk(base: &Path, rel: &Path, out: &mut Vec<String>) {
+        let mut names: Vec<_> = std::fs::read_dir(base.join(rel))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        for n in names {
+            let r = rel.join(&n);
+            let p = base.join(&r);
+            let md = std::fs::symlink_metadata(&p).unwrap();
+            let what = if md.is_dir() {
+                "dir".to_string()
+            } else if md.file_type().is_symlink() {
+                format!("link {}", std::fs::read_link(&p).unwrap().display())
+            } else if md.is_file() {
+                let data = std::fs::read(&p).unwrap();
+                let h = data
+                    .iter()
+                    .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(*b as u64));
+                format!("file {} {h:x}", data.len())
+            } else {
+                format!("special {:x}", md.rdev())
+            };
+            out.push(format!(
+                "{} {what} {:o} {}:{}",
+                r.display(),
+                md.mode() & 0o7777,
+                md.uid(),
+                md.gid()
+            ));
+            if md.is_dir() {
+                walk(base, &r, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, Path::new(""), &mut out);
+    out
+}
