@@ -168,7 +168,7 @@ fn run_step(step: &Step, context: &Path, root: &Path, extra_exclude: &[String]) 
     for (k, v) in &step.flags {
         match k.as_str() {
             "chown" => spec.owner = Some(fileops::resolve_chown(v, root).unwrap()),
-            "chmod" => spec.mode = Some(u32::from_str_radix(v, 8).unwrap()),
+            "chmod" => spec.mode = Some(fileops::Chmod::parse(v).unwrap()),
             "parents" => spec.parents = true,
             "exclude" => spec.exclude.push(v.clone()),
             "link" => {}

@@ -96,7 +96,7 @@ fn missing_parents_are_created_with_chown_and_chmod() {
     assert_eq!(mode(&r.path().join("a/b")), 0o755);
     let mut s = spec(c.path(), &["f"], r.path(), "/p/q/f");
     s.owner = Some(Owner { uid: 300, gid: 400 });
-    s.mode = Some(0o770);
+    s.mode = Some(0o770.into());
     fileops::copy(&s).unwrap();
     for p in ["p", "p/q", "p/q/f"] {
         let md = fs::metadata(r.path().join(p)).unwrap();
@@ -113,7 +113,7 @@ fn chmod_applies_to_directories_too() {
     let (c, r) = dirs();
     write(&c.path().join("dir/sub/f"), "f");
     let mut s = spec(c.path(), &["dir"], r.path(), "/d");
-    s.mode = Some(0o750);
+    s.mode = Some(0o750.into());
     fileops::copy(&s).unwrap();
     for p in ["d", "d/sub", "d/sub/f"] {
         assert_eq!(mode(&r.path().join(p)), 0o750, "{p}");
@@ -606,4 +606,26 @@ fn checksums_cover_exactly_what_is_copied() {
         fileops::checksum_sources(c.path(), &srcs, &owned, &memo).unwrap(),
         sum()
     );
+}
+
+#[test]
+fn symbolic_chmod_uses_each_entrys_mode() {
+    let (c, r) = dirs();
+    write(&c.path().join("d/plain"), "p");
+    write(&c.path().join("d/tool"), "t");
+    fs::set_permissions(c.path().join("d/plain"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::set_permissions(c.path().join("d/tool"), fs::Permissions::from_mode(0o700)).unwrap();
+    fs::set_permissions(c.path().join("d"), fs::Permissions::from_mode(0o700)).unwrap();
+    write(&c.path().join("d/sub/x"), "x");
+    fs::set_permissions(c.path().join("d/sub"), fs::Permissions::from_mode(0o700)).unwrap();
+    let mut s = spec(c.path(), &["d"], r.path(), "/o");
+    s.mode = Some(fileops::Chmod::parse("u=rwX,go=rX").unwrap());
+    fileops::copy(&s).unwrap();
+    assert_eq!(mode(&r.path().join("o/plain")), 0o644);
+    assert_eq!(mode(&r.path().join("o/tool")), 0o755);
+    assert_eq!(mode(&r.path().join("o/sub")), 0o755);
+    assert!(fileops::Chmod::parse("64a")
+        .unwrap_err()
+        .to_string()
+        .contains("it should be octal string and between 0 and 07777"));
 }

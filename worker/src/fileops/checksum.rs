@@ -22,7 +22,7 @@ use std::sync::Mutex;
 use super::error::{io_err, FileOpsError, Result};
 use super::pattern::{has_wildcards, MatchInfo, PatternMatcher};
 use super::rootpath::{self, is_absent, strip};
-use super::{plan_source, resolve_wildcards, CopySpec, Owner, SourceIds};
+use super::{plan_source, resolve_wildcards, Chmod, CopySpec, Owner, SourceIds};
 
 /// The parts of a copy that decide what it reads and how it writes it.
 #[derive(Debug, Clone, Default)]
@@ -31,7 +31,7 @@ pub struct ChecksumOptions {
     pub exclude: Vec<String>,
     pub source_ids: SourceIds,
     pub owner: Option<Owner>,
-    pub mode: Option<u32>,
+    pub mode: Option<Chmod>,
     pub allow_empty_wildcard: bool,
 }
 
@@ -42,7 +42,7 @@ impl From<&CopySpec> for ChecksumOptions {
             exclude: s.exclude.clone(),
             source_ids: s.source_ids,
             owner: s.owner,
-            mode: s.mode,
+            mode: s.mode.clone(),
             allow_empty_wildcard: s.allow_empty_wildcard,
         }
     }
@@ -152,7 +152,10 @@ impl Walk<'_> {
         let mode = if ft.is_symlink() {
             0o777
         } else {
-            self.opts.mode.unwrap_or(md.mode()) & 0o7777
+            match &self.opts.mode {
+                Some(c) => c.apply(md.mode(), md.is_dir()),
+                None => md.mode() & 0o7777,
+            }
         };
         let owner = self.opts.owner.unwrap_or(match self.opts.source_ids {
             SourceIds::Root => Owner { uid: 0, gid: 0 },
@@ -222,7 +225,7 @@ impl Walk<'_> {
             }
             if !include
                 && self.include.is_none()
-                && self.exclude.map_or(true, |e| !e.has_exclusions())
+                && self.exclude.is_none_or(|e| !e.has_exclusions())
             {
                 return Ok(());
             }
@@ -243,7 +246,7 @@ impl Walk<'_> {
             self.pending.push(Some(rec));
         }
         let result = (|| {
-            if excluded && self.exclude.map_or(true, |e| !e.has_exclusions()) {
+            if excluded && self.exclude.is_none_or(|e| !e.has_exclusions()) {
                 return Ok(());
             }
             let mut names: Vec<_> = fs::read_dir(host)

@@ -17,6 +17,7 @@ use std::io;
 use std::os::unix::fs::{lchown, symlink, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use super::chmod::Chmod;
 use super::chown::Owner;
 use super::error::{io_err, FileOpsError, Result};
 use super::meta::{self, Time};
@@ -39,7 +40,7 @@ pub enum SourceIds {
 pub(crate) struct Opts<'a> {
     pub owner: Option<Owner>,
     pub ids: SourceIds,
-    pub mode: Option<u32>,
+    pub mode: Option<&'a Chmod>,
     pub utime: Option<Time>,
     pub include: Option<&'a PatternMatcher>,
     pub exclude: Option<&'a PatternMatcher>,
@@ -122,7 +123,7 @@ pub(crate) fn copy_one(
 ) -> Result<()> {
     let (d, f) = split(dst);
     let ensure = if !f.is_empty() && f != "." { d } else { dst };
-    let perm = opts.mode.unwrap_or(0o755);
+    let perm = opts.mode.map_or(0o755, Chmod::created_dir_mode);
     let mut created = Vec::new();
     if !ensure.is_empty() {
         let p = host_path(dst_root, Path::new(ensure), true)?;
@@ -229,7 +230,7 @@ impl Copier<'_, '_> {
             }
             let can_skip = !include
                 && self.opts.include.is_none()
-                && self.opts.exclude.map_or(true, |e| !e.has_exclusions());
+                && self.opts.exclude.is_none_or(|e| !e.has_exclusions());
             if can_skip {
                 return Ok(());
             }
@@ -339,7 +340,10 @@ impl Copier<'_, '_> {
         let shown = strip(self.dst_root, target);
         lchown(target, Some(owner.uid), Some(owner.gid)).map_err(io_err("chown", shown.clone()))?;
         if !md.file_type().is_symlink() {
-            let mode = self.opts.mode.unwrap_or(md.mode()) & 0o7777;
+            let mode = match self.opts.mode {
+                Some(c) => c.apply(md.mode(), md.is_dir()),
+                None => md.mode() & 0o7777,
+            };
             fs::set_permissions(target, fs::Permissions::from_mode(mode))
                 .map_err(io_err("chmod", shown.clone()))?;
         }
@@ -405,7 +409,7 @@ impl Copier<'_, '_> {
         }
         self.parents.push(pd);
         let result = (|| {
-            if excluded && self.opts.exclude.map_or(true, |e| !e.has_exclusions()) {
+            if excluded && self.opts.exclude.is_none_or(|e| !e.has_exclusions()) {
                 return Ok(false);
             }
             let mut names: Vec<_> = fs::read_dir(src)

@@ -18,6 +18,7 @@
 //! lead a copy outside its root: see [`rootpath`] and [`unpack`].
 
 pub mod checksum;
+pub mod chmod;
 pub mod chown;
 mod copier;
 pub mod error;
@@ -29,6 +30,7 @@ pub mod unpack;
 use std::path::{Path, PathBuf};
 
 pub use checksum::{checksum_sources, ChecksumMemo};
+pub use chmod::Chmod;
 pub use chown::{resolve_chown, Owner};
 pub use copier::SourceIds;
 pub use error::{FileOpsError, Result};
@@ -55,9 +57,9 @@ pub struct CopySpec {
     pub owner: Option<Owner>,
     /// Ownership of copied files without `--chown`.
     pub source_ids: SourceIds,
-    /// `--chmod`, octal (applies to files and directories alike, and to the
-    /// parent directories the copy creates).
-    pub mode: Option<u32>,
+    /// `--chmod` (an octal mode applies to files and directories alike, and
+    /// to the parent directories the copy creates).
+    pub mode: Option<Chmod>,
     /// `--parents`.
     pub parents: bool,
     /// `--exclude` patterns.
@@ -302,7 +304,7 @@ pub fn copy(spec: &CopySpec) -> Result<CopyReport> {
         let opts = copier::Opts {
             owner: spec.owner,
             ids: spec.source_ids,
-            mode: spec.mode,
+            mode: spec.mode.as_ref(),
             utime: spec.timestamp,
             include: plan.include.as_ref(),
             exclude: exclude.as_ref(),
