@@ -579,9 +579,20 @@ impl TarSource {
     }
 
     fn broken(&self, e: io::Error) -> Error {
+        // The tar crate's messages may quote the bad header bytes: keep
+        // the message short and printable.
+        let mut why: String = e
+            .to_string()
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(100)
+            .collect();
+        if why.len() < e.to_string().len() {
+            why.push('…');
+        }
         Error::Archive {
             path: self.name.clone(),
-            detail: format!("not a readable tar archive: {e}"),
+            detail: format!("not a readable tar archive: {why}"),
         }
     }
 
