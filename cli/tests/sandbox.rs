@@ -357,3 +357,46 @@ fn spawn_latency_report() {
         times[times.len() - 1]
     );
 }
+
+#[test]
+fn kernel_interfaces_are_masked_or_read_only() {
+    let s = Snap::new();
+    let script = "echo 1 > /proc/sys/vm/drop_caches 2>/dev/null && echo wrote-proc-sys; \
+                  echo h > /proc/sysrq-trigger 2>/dev/null && echo wrote-sysrq; \
+                  cat /proc/kcore 2>/dev/null | wc -c; ls /sys/firmware | wc -l; cat /proc/sys/kernel/hostname";
+    let mut spec = s.spec(script);
+    spec.hostname = "masked".into();
+    let (_, out, err, _) = sh(&spec);
+    assert!(!out.contains("wrote-"), "{out}{err}");
+    let lines: Vec<&str> = out.lines().map(str::trim).collect();
+    assert_eq!(lines, ["0", "0", "masked"], "{out}{err}");
+}
+
+#[test]
+fn a_cancelled_run_stops_and_kills_its_processes() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let s = Snap::new();
+    let spec = s.spec("sleep 1000 & echo started; sleep 1000");
+    let cancel = Arc::new(AtomicBool::new(false));
+    let flag = cancel.clone();
+    let t = Instant::now();
+    let r = worker::sandbox::run_cancellable(
+        &spec,
+        Path::new(KILN),
+        &mut |_, b| {
+            if b.starts_with(b"started") {
+                flag.store(true, Ordering::Relaxed);
+            }
+        },
+        &cancel,
+    );
+    assert!(matches!(r, Err(SandboxError::Cancelled)), "{r:?}");
+    assert!(t.elapsed().as_secs() < 10);
+    // No `sleep 1000` survives on the host.
+    let ps = std::process::Command::new("sh")
+        .args(["-c", "ps -eo args | grep -c '^sleep 1000$' || true"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&ps.stdout).trim(), "0");
+}

@@ -24,6 +24,7 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -249,6 +250,9 @@ pub enum SandboxError {
     /// `exec: "foo": executable file not found in $PATH`.
     #[error("{0}")]
     Setup(String),
+    /// The run was cancelled through [`run_cancellable`].
+    #[error("cancelled")]
+    Cancelled,
     /// Creating or removing mount points in the rootfs failed.
     #[error("preparing mount point {path}: {source}")]
     Stub {
@@ -275,9 +279,22 @@ pub fn run(
     helper_exe: &Path,
     sink: &mut dyn FnMut(Stream, &[u8]),
 ) -> Result<RunOutcome, SandboxError> {
+    run_cancellable(spec, helper_exe, sink, &AtomicBool::new(false))
+}
+
+/// [`run`], stopped early when `cancel` turns true (another step of the
+/// build failed): the helper is killed, its death kills pid 1, and pid 1's
+/// death kills everything else in the sandbox's pid namespace. A cancelled
+/// run reports [`SandboxError::Cancelled`].
+pub fn run_cancellable(
+    spec: &SandboxSpec,
+    helper_exe: &Path,
+    sink: &mut dyn FnMut(Stream, &[u8]),
+    cancel: &AtomicBool,
+) -> Result<RunOutcome, SandboxError> {
     validate(spec)?;
     let stubs = create_stubs(spec)?;
-    let result = run_helper(spec, helper_exe, sink);
+    let result = run_helper(spec, helper_exe, sink, cancel);
     let cleanup = remove_stubs(&spec.rootfs, &stubs);
     let status = result?;
     cleanup?;
@@ -482,6 +499,7 @@ fn run_helper(
     spec: &SandboxSpec,
     helper_exe: &Path,
     sink: &mut dyn FnMut(Stream, &[u8]),
+    cancel: &AtomicBool,
 ) -> Result<ExitStatus, SandboxError> {
     let herr = |source| SandboxError::Helper {
         exe: helper_exe.to_path_buf(),
@@ -565,8 +583,17 @@ fn run_helper(
         }));
     }
     drop(tx);
-    for (stream, chunk) in rx {
-        sink(stream, &chunk);
+    let mut cancelled = false;
+    loop {
+        match rx.recv_timeout(std::time::Duration::from_millis(50)) {
+            Ok((stream, chunk)) => sink(stream, &chunk),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        if !cancelled && cancel.load(Ordering::Relaxed) {
+            cancelled = true;
+            let _ = child.kill();
+        }
     }
     for r in readers {
         let _ = r.join();
@@ -576,8 +603,12 @@ fn run_helper(
     }
 
     let mut answer = Vec::new();
-    ours.read_to_end(&mut answer).map_err(herr)?;
+    let read = ours.read_to_end(&mut answer);
     let helper_status = child.wait().map_err(herr)?;
+    if cancelled {
+        return Err(SandboxError::Cancelled);
+    }
+    read.map_err(herr)?;
     if answer.is_empty() {
         return Err(herr(io::Error::other(format!(
             "helper ended without a status ({helper_status})"
@@ -626,10 +657,12 @@ pub enum Step {
     },
     /// Make the rootfs the process's `/` and detach the host's.
     PivotRoot,
-    /// Remount an already mounted path read-only (after pivot: absolute).
-    RemountReadonly {
-        target: PathBuf,
-    },
+    /// Hide a kernel interface as docker does: /dev/null over a file, an
+    /// empty read-only tmpfs over a directory; skipped when absent.
+    MaskPath(PathBuf),
+    /// Make a path beneath the rootfs read-only (bind onto itself, then
+    /// remount), e.g. /proc/sys; skipped when absent.
+    ReadonlyPath(PathBuf),
     SetHostname(String),
     SetRlimits(Vec<Rlimit>),
     /// Close every inherited fd but stdio and the error pipe, so no host
@@ -652,6 +685,30 @@ pub enum Step {
         env: Vec<String>,
     },
 }
+
+/// What docker (and BuildKit, through containerd's default spec) hides.
+const MASKED_PATHS: [&str; 11] = [
+    "proc/asound",
+    "proc/acpi",
+    "proc/kcore",
+    "proc/keys",
+    "proc/latency_stats",
+    "proc/timer_list",
+    "proc/timer_stats",
+    "proc/sched_debug",
+    "proc/scsi",
+    "sys/firmware",
+    "sys/devices/virtual/powercap",
+];
+/// What docker leaves visible but read-only: root in the sandbox is root
+/// of the host, so a writable /proc/sys would reach the host's kernel.
+const READONLY_PATHS: [&str; 5] = [
+    "proc/bus",
+    "proc/fs",
+    "proc/irq",
+    "proc/sys",
+    "proc/sysrq-trigger",
+];
 
 const DEV_NODES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 
@@ -727,6 +784,12 @@ pub fn plan(spec: &SandboxSpec) -> Vec<Step> {
         MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY,
         None,
     ));
+    for p in MASKED_PATHS {
+        s.push(Step::MaskPath(p.into()));
+    }
+    for p in READONLY_PATHS {
+        s.push(Step::ReadonlyPath(p.into()));
+    }
     for f in ["etc/hosts", "etc/resolv.conf"] {
         s.push(Step::Bind {
             source: PathBuf::from("/").join(f),
@@ -1042,15 +1105,62 @@ fn child(spec: &SandboxSpec, steps: &[Step], errfd: RawFd) -> Result<Never, Stri
                 }
                 rootfd = None;
             }
-            Step::RemountReadonly { target } => {
+            Step::MaskPath(target) => {
+                let root = rootfd.as_ref().ok_or("rootfs not bound")?.as_raw_fd();
+                let Ok(fd) = sys::open_in_root(root, target, libc::O_PATH) else {
+                    continue;
+                };
+                let at = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+                let is_dir = std::fs::metadata(&at).map(|m| m.is_dir()).unwrap_or(false);
+                let r = if is_dir {
+                    sys::mount(
+                        Some(OsStr::new("tmpfs")),
+                        &at,
+                        Some("tmpfs"),
+                        libc::MS_RDONLY,
+                        Some("size=0"),
+                    )
+                } else {
+                    sys::mount(
+                        Some(OsStr::new("/dev/null")),
+                        &at,
+                        None,
+                        libc::MS_BIND,
+                        None,
+                    )
+                };
+                r.map_err(|e| format!("masking /{}: {e}", target.display()))?;
+            }
+            Step::ReadonlyPath(target) => {
+                let root = rootfd.as_ref().ok_or("rootfs not bound")?.as_raw_fd();
+                let Ok(fd) = sys::open_in_root(root, target, libc::O_PATH) else {
+                    continue;
+                };
+                let at = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
                 sys::mount(
+                    Some(at.as_os_str()),
+                    &at,
                     None,
-                    target,
-                    None,
-                    libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
+                    libc::MS_BIND | libc::MS_REC,
                     None,
                 )
-                .map_err(|e| format!("read-only {}: {e}", target.display()))?;
+                .map_err(|e| format!("binding /{}: {e}", target.display()))?;
+                let fd = sys::open_in_root(root, target, libc::O_PATH)
+                    .map_err(|e| format!("reopening /{}: {e}", target.display()))?;
+                let at = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+                sys::mount(
+                    None,
+                    &at,
+                    None,
+                    libc::MS_BIND
+                        | libc::MS_REMOUNT
+                        | libc::MS_RDONLY
+                        | libc::MS_NOSUID
+                        | libc::MS_NODEV
+                        | libc::MS_NOEXEC,
+                    None,
+                )
+                .map_err(|e| format!("read-only /{}: {e}", target.display()))?;
             }
             Step::SetHostname(h) => {
                 // SAFETY: pointer and length of a live byte slice.
