@@ -659,3 +659,57 @@ fn matches_via_parent_results_strict(
     }
     pm.matches_using_parent_results(path, &info).map(|_| ())
 }
+
+/// Differential check of the context walk against fsutil's filtered walk:
+/// set `KILN_FSUTIL_DIFF` to a JSON-lines file of
+/// `{tree, include, exclude, walk, err}` produced by running fsutil's
+/// walk logic over generated trees and patterns.
+#[test]
+#[ignore = "needs KILN_FSUTIL_DIFF (output of a Go fsutil walk harness)"]
+fn differential_walk_against_go_fsutil() {
+    let Ok(file) = std::env::var("KILN_FSUTIL_DIFF") else {
+        return;
+    };
+    let text = fs::read_to_string(file).unwrap();
+    let strings = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+            .unwrap_or_default()
+    };
+    let (mut total, mut failures) = (0usize, Vec::new());
+    for line in text.lines() {
+        let case: serde_json::Value = serde_json::from_str(line).unwrap();
+        total += 1;
+        let dir = tempfile::tempdir().unwrap();
+        for entry in case["tree"].as_array().unwrap() {
+            let path = dir.path().join(entry["path"].as_str().unwrap());
+            match entry["type"].as_str() {
+                Some("dir") => fs::create_dir_all(&path).unwrap(),
+                _ => fs::write(&path, b"x").unwrap(),
+            }
+        }
+        let (include, exclude) = (strings(&case["include"]), strings(&case["exclude"]));
+        let go_err = case["err"].as_str().unwrap_or("") != "";
+        let got: Result<Vec<String>, String> = ContextFilter::from_patterns(&include, &exclude)
+            .map_err(|e| e.to_string())
+            .and_then(|f| {
+                f.walk(dir.path())
+                    .map(|e| {
+                        e.map(|e| format!("{} {}", if e.is_dir() { "dir" } else { "file" }, e.path))
+                            .map_err(|e| e.to_string())
+                    })
+                    .collect()
+            });
+        match (&got, go_err) {
+            (Err(_), true) => {}
+            (Ok(walk), false) if *walk == strings(&case["walk"]) => {}
+            _ => failures.push(format!(
+                "include {include:?} exclude {exclude:?}: go {} / err={go_err}, kiln {got:?}",
+                case["walk"]
+            )),
+        }
+    }
+    eprintln!("walk differential: {} of {total} cases differ", failures.len());
+    let shown: Vec<&String> = failures.iter().take(20).collect();
+    assert!(failures.is_empty(), "{shown:#?}");
+}
