@@ -10,10 +10,12 @@
 //! - [`instructions`]: typed instructions (flags checked, arguments split) built
 //!   from nodes.
 //! - [`plan`]: stages, ARG/ENV scoping, image-config accumulation, target pruning.
+//! - [`lower`]: plans to the solver's graph of build ops.
 
 pub mod dockerignore;
 pub mod error;
 pub mod instructions;
+pub mod lower;
 pub mod parser;
 pub mod plan;
 pub mod shell;

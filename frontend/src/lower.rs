@@ -1,0 +1,665 @@
+//! Lowering: a resolved [`Plan`] becomes the solver's graph of
+//! [`BuildOp`]s, the way BuildKit's `dockerfile2llb` turns a Dockerfile into
+//! LLB.
+//!
+//! The planner has already done the Dockerfile-specific work (scoping,
+//! expansion, config and history); what is left here is the shape of the
+//! graph, which decides what the cache can reuse and what runs in
+//! parallel:
+//! - a stage starts from an `Image` op (pinned to the manifest digest the
+//!   caller resolved, so every key after it pins the base's content), from
+//!   `Scratch`, or from the node an earlier stage ended on;
+//! - RUN is an `Exec` on the current state, with extra inputs for its bind
+//!   and seeded cache mounts;
+//! - COPY/ADD is one `File` op whose input 0 is the current state and whose
+//!   further inputs are the sources: the build context (one `Context` node
+//!   shared by every step, carrying the `.dockerignore` excludes), a stage's
+//!   node, an image, or a `Scratch` + `Mkfile` per heredoc, as BuildKit
+//!   prepares inline documents; `COPY --link` copies onto `Scratch` and
+//!   stacks the result on the state with a `Merge`, so the copy's layer does
+//!   not depend on what lies below it;
+//! - WORKDIR is a `Mkdir` (BuildKit 0.8 makes a layer for it);
+//! - config-only instructions add no node at all.
+//!
+//! Identical work in several stages or platforms becomes one node (the
+//! graph deduplicates by digest), which the scheduler runs once.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+use solver::ops::{self, BuildOp, Exec, ExecMount, FileAction, FileOp};
+use solver::{Graph, NodeId};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::instructions::{self, Mount, MountType};
+use crate::plan::{Base, HistoryEntry, ImageConfig, Plan, Platform, Source, Stage, StepOp};
+
+/// The name of the main build context, as BuildKit's `context` local.
+pub const MAIN_CONTEXT: &str = "context";
+
+/// A base image as the build resolved it: what lowering pins and inherits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResolvedImage {
+    /// The normalised reference (`docker.io/library/busybox:1.35`), which
+    /// names the `Image` op.
+    pub reference: String,
+    /// The platform manifest's digest; pins the op's identity.
+    pub manifest: String,
+    /// The whole image config document (`architecture`, `config`,
+    /// `history`, `rootfs`…): the exporter starts from it.
+    pub config: serde_json::Value,
+}
+
+impl ResolvedImage {
+    /// The `config` object, typed as the planner wants it; `None` when the
+    /// image has none (scratch-like images).
+    pub fn image_config(&self) -> Option<ImageConfig> {
+        self.config
+            .get("config")
+            .filter(|c| !c.is_null())
+            .and_then(|c| serde_json::from_value(c.clone()).ok())
+    }
+}
+
+/// Resolves base images for lowering (the build looks in the store and
+/// pulls; tests hand out fixtures). The same resolver should have served
+/// the planner, so the config it inherited matches the image pinned here.
+pub trait ImageResolver {
+    fn resolve(&self, reference: &str, platform: &Platform) -> Result<ResolvedImage>;
+}
+
+impl<F: Fn(&str, &Platform) -> Result<ResolvedImage>> ImageResolver for F {
+    fn resolve(&self, reference: &str, platform: &Platform) -> Result<ResolvedImage> {
+        self(reference, platform)
+    }
+}
+
+/// What lowering needs besides the plan.
+#[derive(Debug, Clone, Default)]
+pub struct LowerOptions {
+    /// The `.dockerignore` patterns (as `read_all` leaves them), applied to
+    /// every read of the main context.
+    pub context_excludes: Vec<String>,
+    /// Prefix step names with the platform (multi-platform builds), as
+    /// BuildKit does.
+    pub show_platform: bool,
+}
+
+/// What the exporter needs to turn the target's snapshot into an image.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ImageMeta {
+    /// The OCI config's `config` object the stage leaves (base fields
+    /// already inherited by the planner).
+    pub config: serde_json::Value,
+    /// History entries the Dockerfile adds, across the chain of stages the
+    /// target is built on, oldest first; the base image's own come first in
+    /// the exported image (see [`ImageMeta::base`]).
+    pub history: Vec<HistoryEntry>,
+    /// The config document of the image at the root of the stage chain
+    /// (`None` for scratch): its history, `os.version`, etc. carry over.
+    pub base: Option<serde_json::Value>,
+    /// MAINTAINER, BuildKit's `author`.
+    pub author: Option<String>,
+}
+
+/// The lowered build: one graph for every platform, and per platform the
+/// target node and its image metadata.
+pub struct Lowered {
+    pub graph: Graph<BuildOp>,
+    pub targets: Vec<(Platform, NodeId, ImageMeta)>,
+}
+
+/// Lowers one plan per target platform into one graph.
+pub fn lower(plans: &[Plan], resolver: &dyn ImageResolver, opts: &LowerOptions) -> Result<Lowered> {
+    let mut lw = Lowerer {
+        graph: Graph::new(),
+        resolver,
+        opts,
+        images: HashMap::new(),
+        context: None,
+        scratch: None,
+    };
+    let mut targets = Vec::with_capacity(plans.len());
+    for plan in plans {
+        let (node, meta) = lw.lower_plan(plan)?;
+        targets.push((plan.target_platform.clone(), node, meta));
+    }
+    Ok(Lowered {
+        graph: lw.graph,
+        targets,
+    })
+}
+
+/// Converts the frontend's platform into the solver's (same fields; the
+/// solver does not depend on the frontend).
+pub fn solver_platform(p: &Platform) -> ops::Platform {
+    ops::Platform {
+        os: p.os.clone(),
+        architecture: p.architecture.clone(),
+        variant: p.variant.clone(),
+    }
+}
+
+struct Lowerer<'a> {
+    graph: Graph<BuildOp>,
+    resolver: &'a dyn ImageResolver,
+    opts: &'a LowerOptions,
+    images: HashMap<(String, Platform), (ResolvedImage, NodeId)>,
+    context: Option<NodeId>,
+    scratch: Option<NodeId>,
+}
+
+/// One stage's result while lowering a plan.
+#[derive(Clone)]
+struct Done {
+    node: NodeId,
+    meta: ImageMeta,
+}
+
+impl Lowerer<'_> {
+    fn lower_plan(&mut self, plan: &Plan) -> Result<(NodeId, ImageMeta)> {
+        let multi = plan.stages.len() > 1;
+        let mut done: HashMap<usize, Done> = HashMap::new();
+        for stage in &plan.stages {
+            let d = self.lower_stage(plan, stage, multi, &done)?;
+            done.insert(stage.index, d);
+        }
+        let target = plan
+            .target_stage()
+            .and_then(|s| done.get(&s.index))
+            .cloned()
+            .ok_or_else(|| Error::new(ErrorKind::Plan, "the plan has no target stage"))?;
+        Ok((target.node, target.meta))
+    }
+
+    fn scratch(&mut self) -> NodeId {
+        *self
+            .scratch
+            .get_or_insert_with(|| self.graph.add(BuildOp::Scratch, &[]))
+    }
+
+    fn context(&mut self) -> NodeId {
+        if let Some(c) = self.context {
+            return c;
+        }
+        let c = self.graph.add(
+            BuildOp::Context {
+                name: MAIN_CONTEXT.into(),
+                exclude: self.opts.context_excludes.clone(),
+            },
+            &[],
+        );
+        self.context = Some(c);
+        c
+    }
+
+    fn image(&mut self, reference: &str, platform: &Platform) -> Result<(ResolvedImage, NodeId)> {
+        let key = (reference.to_string(), platform.clone());
+        if let Some(hit) = self.images.get(&key) {
+            return Ok(hit.clone());
+        }
+        let resolved = self.resolver.resolve(reference, platform)?;
+        let node = self.graph.add(
+            BuildOp::Image {
+                reference: resolved.reference.clone(),
+                platform: solver_platform(platform),
+                manifest: Some(resolved.manifest.clone()),
+            },
+            &[],
+        );
+        self.images.insert(key, (resolved.clone(), node));
+        Ok((resolved, node))
+    }
+
+    /// The node a `--from`/`from=` source stands for.
+    fn source(
+        &mut self,
+        src: &Source,
+        platform: &Platform,
+        done: &HashMap<usize, Done>,
+    ) -> Result<NodeId> {
+        match src {
+            Source::Stage { index } => done.get(index).map(|d| d.node).ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Plan,
+                    format!("stage {index} is used before it is built"),
+                )
+            }),
+            Source::Image { reference } => Ok(self.image(reference, platform)?.1),
+        }
+    }
+
+    fn lower_stage(
+        &mut self,
+        plan: &Plan,
+        stage: &Stage,
+        multi: bool,
+        done: &HashMap<usize, Done>,
+    ) -> Result<Done> {
+        let platform = stage
+            .platform
+            .clone()
+            .unwrap_or_else(|| plan.target_platform.clone());
+        let (mut state, mut history, base, mut author) = match &stage.base {
+            Base::Scratch => (self.scratch(), Vec::new(), None, None),
+            Base::Image { reference } => {
+                let (img, node) = self.image(reference, &platform)?;
+                (node, Vec::new(), Some(img.config), None)
+            }
+            Base::Stage { index } => {
+                let d = done.get(index).ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::Plan,
+                        format!("stage {index} is used before it is built"),
+                    )
+                    .at(stage.location)
+                })?;
+                (
+                    d.node,
+                    d.meta.history.clone(),
+                    d.meta.base.clone(),
+                    d.meta.author.clone(),
+                )
+            }
+        };
+        history.extend(stage.history.iter().cloned());
+        if stage.author.is_some() {
+            author = stage.author.clone();
+        }
+
+        let total = 1 + stage
+            .steps
+            .iter()
+            .filter(|s| !matches!(s.op, StepOp::Config))
+            .count();
+        let width = total.to_string().len();
+        let mut prefix = String::new();
+        if self.opts.show_platform {
+            prefix.push_str(&platform.to_string());
+            prefix.push(' ');
+        }
+        if multi {
+            match &stage.name {
+                Some(n) => prefix.push_str(n),
+                None => prefix.push_str(&format!("stage-{}", stage.index)),
+            }
+            prefix.push(' ');
+        }
+        let mut n = 1;
+        let sp = solver_platform(&platform);
+        for step in &stage.steps {
+            if matches!(step.op, StepOp::Config) {
+                continue;
+            }
+            n += 1;
+            let display = format!(
+                "[{prefix}{n:>width$}/{total}] {}",
+                first_line(&step.original)
+            );
+            let at = |e: Error| {
+                if e.location.is_none() {
+                    e.at(step.location)
+                } else {
+                    e
+                }
+            };
+            match &step.op {
+                StepOp::Config => {}
+                StepOp::Workdir { path } => {
+                    let op = FileOp {
+                        actions: vec![FileAction::Mkdir {
+                            path: path.clone(),
+                            mode: 0o755,
+                            parents: true,
+                            chown: non_empty(&step.user),
+                        }],
+                        display,
+                    };
+                    state = self.graph.add(BuildOp::File(op), &[state]);
+                }
+                StepOp::Run {
+                    argv,
+                    script,
+                    mounts,
+                    network,
+                    ..
+                } => {
+                    let mut inputs = vec![state];
+                    let mut exec_mounts = Vec::with_capacity(mounts.len() + 1);
+                    for m in mounts {
+                        let mount = self
+                            .exec_mount(&m.mount, m.from.as_ref(), &platform, done, &mut inputs)
+                            .map_err(at)?;
+                        exec_mounts.push(mount);
+                    }
+                    if let Some(s) = script {
+                        exec_mounts.push(ExecMount::File {
+                            target: format!("/dev/pipes/{}", s.name),
+                            data: s.data.clone(),
+                            mode: 0o755,
+                        });
+                    }
+                    let exec = Exec {
+                        argv: argv.clone(),
+                        env: step.run_env.clone(),
+                        cwd: step.workdir.clone(),
+                        user: step.user.clone(),
+                        network: match network {
+                            instructions::NetworkMode::Default => ops::Network::Default,
+                            instructions::NetworkMode::None => ops::Network::None,
+                            instructions::NetworkMode::Host => ops::Network::Host,
+                        },
+                        mounts: exec_mounts,
+                        platform: sp.clone(),
+                        display,
+                    };
+                    state = self.graph.add(BuildOp::Exec(exec), &inputs);
+                }
+                StepOp::Copy {
+                    add,
+                    copy,
+                    from_source,
+                } => {
+                    state = self
+                        .copy(
+                            state,
+                            *add,
+                            copy,
+                            from_source.as_ref(),
+                            &step.workdir,
+                            &platform,
+                            done,
+                            display,
+                        )
+                        .map_err(at)?;
+                }
+            }
+        }
+        let config = serde_json::to_value(&stage.config)
+            .map_err(|e| Error::new(ErrorKind::Plan, format!("image config: {e}")))?;
+        Ok(Done {
+            node: state,
+            meta: ImageMeta {
+                config,
+                history,
+                base,
+                author,
+            },
+        })
+    }
+
+    fn exec_mount(
+        &mut self,
+        m: &Mount,
+        from: Option<&Source>,
+        platform: &Platform,
+        done: &HashMap<usize, Done>,
+        inputs: &mut Vec<NodeId>,
+    ) -> Result<ExecMount> {
+        let target = m.target.clone().unwrap_or_default();
+        let invalid = |msg: String| Error::new(ErrorKind::InvalidArgument, msg);
+        if target.is_empty() && !matches!(m.kind, MountType::Secret | MountType::Ssh) {
+            return Err(invalid("mount target is required".into()));
+        }
+        let target = if target.is_empty() || target.starts_with('/') {
+            target
+        } else {
+            format!("/{target}")
+        };
+        let mut input_of = |me: &mut Self, from: Option<&Source>| -> Result<usize> {
+            let node = match from {
+                Some(src) => me.source(src, platform, done)?,
+                None => me.context(),
+            };
+            inputs.push(node);
+            Ok(inputs.len() - 1)
+        };
+        Ok(match m.kind {
+            MountType::Bind => {
+                let input = input_of(self, from)?;
+                ExecMount::Bind {
+                    input,
+                    source: clean_source(m.source.as_deref().unwrap_or("/")),
+                    target,
+                    readonly: m.readonly,
+                }
+            }
+            MountType::Cache => {
+                let seed = match from {
+                    Some(src) => {
+                        let input = input_of(self, Some(src))?;
+                        Some((input, clean_source(m.source.as_deref().unwrap_or("/"))))
+                    }
+                    None => None,
+                };
+                ExecMount::Cache {
+                    id: m
+                        .id
+                        .clone()
+                        .filter(|i| !i.is_empty())
+                        .unwrap_or_else(|| target.clone()),
+                    target,
+                    sharing: match m.sharing {
+                        Some(instructions::Sharing::Private) => ops::Sharing::Private,
+                        Some(instructions::Sharing::Locked) => ops::Sharing::Locked,
+                        _ => ops::Sharing::Shared,
+                    },
+                    readonly: m.readonly,
+                    uid: m.uid.unwrap_or(0),
+                    gid: m.gid.unwrap_or(0),
+                    mode: m.mode.unwrap_or(0o755),
+                    from: seed,
+                }
+            }
+            MountType::Tmpfs => ExecMount::Tmpfs {
+                target,
+                size: m.size,
+            },
+            MountType::Secret => {
+                let id =
+                    m.id.clone()
+                        .filter(|i| !i.is_empty())
+                        .or_else(|| {
+                            target
+                                .rsplit('/')
+                                .next()
+                                .filter(|s| !s.is_empty())
+                                .map(String::from)
+                        })
+                        .ok_or_else(|| invalid("secret mount needs an id or a target".into()))?;
+                let target = if target.is_empty() {
+                    format!("/run/secrets/{id}")
+                } else {
+                    target
+                };
+                ExecMount::Secret {
+                    id,
+                    target,
+                    required: m.required,
+                    mode: m.mode.unwrap_or(0o400),
+                    uid: m.uid.unwrap_or(0),
+                    gid: m.gid.unwrap_or(0),
+                }
+            }
+            MountType::Ssh => ExecMount::Ssh {
+                id: m
+                    .id
+                    .clone()
+                    .filter(|i| !i.is_empty())
+                    .unwrap_or_else(|| "default".into()),
+                target: if target.is_empty() {
+                    "/run/buildkit/ssh_agent.0".into()
+                } else {
+                    target
+                },
+                required: m.required,
+                mode: m.mode.unwrap_or(0o600),
+                uid: m.uid.unwrap_or(0),
+                gid: m.gid.unwrap_or(0),
+            },
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn copy(
+        &mut self,
+        state: NodeId,
+        add: bool,
+        copy: &instructions::Copy,
+        from: Option<&Source>,
+        workdir: &str,
+        platform: &Platform,
+        done: &HashMap<usize, Done>,
+        display: String,
+    ) -> Result<NodeId> {
+        for s in &copy.sources {
+            if is_remote(s) {
+                return Err(Error::new(
+                    ErrorKind::InvalidArgument,
+                    format!("ADD/COPY of remote sources is not supported yet: {s}"),
+                ));
+            }
+        }
+        if copy.checksum.is_some() {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                "checksum can't be specified for non-HTTP(S) sources",
+            ));
+        }
+        let chmod = match &copy.chmod {
+            Some(m) => Some(u32::from_str_radix(m, 8).map_err(|_| {
+                Error::new(
+                    ErrorKind::InvalidArgument,
+                    format!("invalid chmod parameter: {m}"),
+                )
+            })?),
+            None => None,
+        };
+        let dest = dest_path(workdir, &copy.dest);
+        let chown = copy.chown.clone().filter(|c| !c.is_empty());
+        // With --link the copy lands on an empty filesystem, merged on top
+        // afterwards, so its result does not depend on the state below.
+        let base = if copy.link { self.scratch() } else { state };
+        let mut inputs = vec![base];
+        let mut actions = Vec::new();
+        if !copy.sources.is_empty() {
+            let src = match from {
+                Some(s) => self.source(s, platform, done)?,
+                None => self.context(),
+            };
+            inputs.push(src);
+            actions.push(FileAction::Copy {
+                source: inputs.len() - 1,
+                paths: copy.sources.clone(),
+                dest: dest.clone(),
+                chown: chown.clone(),
+                chmod,
+                parents: copy.parents,
+                exclude: copy.excludes.clone(),
+                unpack: add && copy.unpack.unwrap_or(true),
+            });
+        }
+        for inline in &copy.inline_sources {
+            let name = inline.path.trim_start_matches('/').to_string();
+            let scratch = self.scratch();
+            let doc = self.graph.add(
+                BuildOp::File(FileOp {
+                    actions: vec![FileAction::Mkfile {
+                        path: format!("/{name}"),
+                        data: inline.data.clone().into_bytes(),
+                        mode: 0o644,
+                        chown: None,
+                    }],
+                    display: "preparing inline document".into(),
+                }),
+                &[scratch],
+            );
+            inputs.push(doc);
+            actions.push(FileAction::Copy {
+                source: inputs.len() - 1,
+                paths: vec![name],
+                dest: dest.clone(),
+                chown: chown.clone(),
+                chmod,
+                parents: false,
+                exclude: Vec::new(),
+                unpack: false,
+            });
+        }
+        let copied = self
+            .graph
+            .add(BuildOp::File(FileOp { actions, display }), &inputs);
+        Ok(if copy.link {
+            self.graph.add(BuildOp::Merge, &[state, copied])
+        } else {
+            copied
+        })
+    }
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or("").trim()
+}
+
+fn non_empty(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_string())
+}
+
+fn is_remote(s: &str) -> bool {
+    s.starts_with("http://") || s.starts_with("https://") || s.starts_with("git@")
+}
+
+/// A mount source made absolute inside its input (`.` and `` are the root).
+fn clean_source(s: &str) -> String {
+    let joined = format!("/{s}");
+    let mut parts: Vec<&str> = Vec::new();
+    for p in joined.split('/') {
+        match p {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+/// COPY's destination as BuildKit computes it: relative to the working
+/// directory, cleaned, and keeping a trailing `/` (also implied by `.` and
+/// an empty destination) that tells the copy it names a directory.
+pub fn dest_path(workdir: &str, dest: &str) -> String {
+    let joined = if dest.starts_with('/') {
+        dest.to_string()
+    } else {
+        format!("{workdir}/{dest}")
+    };
+    let mut cleaned = clean_source(&joined);
+    let dir = dest.is_empty() || dest == "." || dest.ends_with('/') || dest.ends_with("/.");
+    if dir && !cleaned.ends_with('/') {
+        cleaned.push('/');
+    }
+    cleaned
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dest_paths_follow_buildkit() {
+        assert_eq!(dest_path("/", "/dst/"), "/dst/");
+        assert_eq!(dest_path("/src", "."), "/src/");
+        assert_eq!(dest_path("/src", "a/../b"), "/src/b");
+        assert_eq!(dest_path("/", "x"), "/x");
+        assert_eq!(dest_path("/w", ""), "/w/");
+        assert_eq!(dest_path("/w", "/"), "/");
+    }
+
+    #[test]
+    fn mount_sources_are_rooted() {
+        assert_eq!(clean_source("."), "/");
+        assert_eq!(clean_source("data.txt"), "/data.txt");
+        assert_eq!(clean_source("../a/./b"), "/a/b");
+    }
+}
