@@ -380,3 +380,70 @@ fn more_lowers_than_overlay_takes_are_flattened() {
     );
     snap.finish().unwrap();
 }
+
+/// A file capability survives diff and apply; overlay's own xattrs never
+/// reach the tar.
+#[test]
+fn security_capability_is_kept_and_overlay_xattrs_dropped() {
+    let t = tempfile::tempdir().unwrap();
+    let layers = common::busybox_layer_dirs(t.path());
+    let (upper, work, merged) = (t.path().join("u"), t.path().join("w"), t.path().join("m"));
+    for d in [&upper, &work, &merged] {
+        std::fs::create_dir(d).unwrap();
+    }
+    let m = mount_overlay(&layers, &upper, &work, &merged).unwrap();
+    std::fs::write(merged.join("bin/kiln-ping"), "elf").unwrap();
+    // VFS_CAP_REVISION_2 | effective, permitted = CAP_NET_RAW (13).
+    let cap: Vec<u8> = [0x0200_0001u32, 1 << 13, 0, 0, 0]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let py = "import os,sys; os.setxattr(sys.argv[1], 'security.capability', bytes.fromhex(sys.argv[2]))";
+    let st = std::process::Command::new("python3")
+        .args(["-c", py])
+        .arg(merged.join("bin/kiln-ping"))
+        .arg(hex::encode(&cap))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::remove_dir_all(merged.join("usr/bin")).unwrap();
+    std::fs::create_dir(merged.join("usr/bin")).unwrap();
+    m.unmount().unwrap();
+
+    let opts = DiffOptions {
+        lowers: layers.clone(),
+        ..Default::default()
+    };
+    let (_, tar_bytes) = write_layer(&upper, &opts, Compression::None, Vec::new()).unwrap();
+    let mut a = tar::Archive::new(&tar_bytes[..]);
+    let mut caps = 0;
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        if let Some(exts) = e.pax_extensions().unwrap() {
+            for x in exts {
+                let x = x.unwrap();
+                let k = x.key().unwrap().to_string();
+                assert!(!k.contains("overlay"), "overlay xattr leaked: {k}");
+                if k == "SCHILY.xattr.security.capability" {
+                    assert_eq!(x.value_bytes(), &cap[..]);
+                    caps += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(caps, 1);
+    let out = t.path().join("applied");
+    apply_layer(&tar_bytes[..], &out).unwrap();
+    let got = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import os,sys; print(os.getxattr(sys.argv[1], 'security.capability').hex())",
+        ])
+        .arg(out.join("bin/kiln-ping"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&got.stdout).trim(),
+        hex::encode(&cap)
+    );
+}
