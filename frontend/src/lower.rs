@@ -375,8 +375,16 @@ impl Lowerer<'_> {
                 }
             }
         }
-        let config = serde_json::to_value(&stage.config)
+        let mut config = serde_json::to_value(&stage.config)
             .map_err(|e| Error::new(ErrorKind::Plan, format!("image config: {e}")))?;
+        // BuildKit's empty image (what FROM scratch starts from) has `/` as
+        // its working directory, so a scratch chain's config names it.
+        if base.is_none() {
+            if let Some(obj) = config.as_object_mut() {
+                obj.entry("WorkingDir")
+                    .or_insert_with(|| serde_json::Value::String("/".into()));
+            }
+        }
         Ok(Done {
             node: state,
             meta: ImageMeta {
@@ -661,5 +669,94 @@ mod tests {
         assert_eq!(clean_source("."), "/");
         assert_eq!(clean_source("data.txt"), "/data.txt");
         assert_eq!(clean_source("../a/./b"), "/a/b");
+    }
+
+    /// How many layers the image of `node` has, given busybox's one.
+    fn layers(g: &Graph<BuildOp>, node: NodeId) -> usize {
+        match g.op(node) {
+            BuildOp::Image { .. } => 1,
+            BuildOp::Scratch | BuildOp::Context { .. } => 0,
+            BuildOp::Merge => g.inputs(node).iter().map(|&i| layers(g, i)).sum(),
+            BuildOp::Exec(_) | BuildOp::File(_) => layers(g, g.inputs(node)[0]) + 1,
+        }
+    }
+
+    fn busybox(reference: &str, _: &Platform) -> Result<ResolvedImage> {
+        Ok(ResolvedImage {
+            reference: format!("docker.io/library/{reference}"),
+            manifest: "sha256:0000".into(),
+            config: serde_json::json!({
+                "architecture": "amd64", "os": "linux",
+                "config": {"Cmd": ["sh"], "Env": [format!("PATH={}", crate::plan::DEFAULT_PATH)]},
+            }),
+        })
+    }
+
+    /// Every shared build case lowers, and the chain of layer-making ops
+    /// to its target has as many layers as BuildKit's image of it.
+    #[test]
+    fn shared_cases_lower_to_buildkits_layer_counts() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/cases");
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        let mut checked = 0;
+        for e in entries.flatten() {
+            let case = e.path();
+            let Ok(df) = std::fs::read_to_string(case.join("Dockerfile")) else {
+                continue;
+            };
+            let name = case
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .to_string();
+            let meta: serde_json::Value = std::fs::read(case.join("case.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default();
+            let mut opts = crate::plan::PlanOptions::default();
+            if let Some(args) = meta.get("args").and_then(|a| a.as_object()) {
+                for (k, v) in args {
+                    opts.build_args
+                        .insert(k.clone(), v.as_str().unwrap_or_default().to_string());
+                }
+            }
+            opts.target = meta
+                .get("target")
+                .and_then(|t| t.as_str())
+                .map(String::from);
+            let parsed = match crate::parser::parse(&df) {
+                Ok(p) => p,
+                Err(_) if name.starts_with("error-") => continue,
+                Err(e) => panic!("{name}: {e}"),
+            };
+            let resolver = |r: &str, p: &Platform| Ok(busybox(r, p)?.image_config());
+            let plan = match crate::plan::plan_with_resolver(&parsed, &opts, &resolver) {
+                Ok(p) => p,
+                Err(_) if name.starts_with("error-") => continue,
+                Err(e) => panic!("{name}: {e}"),
+            };
+            let lowered = lower(&[plan], &busybox, &LowerOptions::default())
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            let (_, target, meta_out) = &lowered.targets[0];
+            if let Some(want) = std::fs::read(case.join("expected.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            {
+                let want_layers = want["layers"].as_u64().unwrap_or(0) as usize;
+                assert_eq!(
+                    layers(&lowered.graph, *target),
+                    want_layers,
+                    "{name}: layers"
+                );
+                // Config fields the planner leaves must be what BuildKit wrote.
+                for (k, v) in want["config"].as_object().into_iter().flatten() {
+                    assert_eq!(meta_out.config.get(k), Some(v), "{name}: config {k}");
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked >= 20, "only {checked} cases checked");
     }
 }
