@@ -156,9 +156,9 @@ pub fn read_json<T: DeserializeOwned>(blobs: &BlobStore, digest: &Digest, what: 
 #[derive(Debug, Clone)]
 pub enum Node {
     /// A multi-platform list.
-    Index(ImageIndex),
+    Index(Box<ImageIndex>),
     /// A single-platform image.
-    Manifest(ImageManifest),
+    Manifest(Box<ImageManifest>),
 }
 
 /// Reads what a descriptor points at, deciding by its media type (or, when
@@ -167,16 +167,20 @@ pub fn read_node(blobs: &BlobStore, d: &Descriptor) -> Result<Node> {
     let digest = digest_of(d)?;
     let mt = media_type(d);
     if media::is_index(&mt) {
-        return Ok(Node::Index(read_json(blobs, &digest, "index")?));
+        return Ok(Node::Index(Box::new(read_json(blobs, &digest, "index")?)));
     }
     if media::is_manifest(&mt) {
-        return Ok(Node::Manifest(read_json(blobs, &digest, "manifest")?));
+        return Ok(Node::Manifest(Box::new(read_json(
+            blobs, &digest, "manifest",
+        )?)));
     }
     let v: serde_json::Value = read_json(blobs, &digest, "manifest")?;
     if v.get("manifests").is_some() {
-        Ok(Node::Index(read_json(blobs, &digest, "index")?))
+        Ok(Node::Index(Box::new(read_json(blobs, &digest, "index")?)))
     } else if v.get("config").is_some() {
-        Ok(Node::Manifest(read_json(blobs, &digest, "manifest")?))
+        Ok(Node::Manifest(Box::new(read_json(
+            blobs, &digest, "manifest",
+        )?)))
     } else {
         Err(Error::InvalidImage {
             what: format!("{digest}"),

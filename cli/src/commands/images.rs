@@ -534,7 +534,7 @@ fn ellipsis(s: &str, max: usize) -> String {
 
 fn load(out: &mut dyn Write, input: PathBuf, tag: Option<String>, quiet: bool) -> Result<ExitCode> {
     let root = open_root()?;
-    if input == PathBuf::from("-") && std::io::stdin().is_terminal() {
+    if input.as_os_str() == "-" && std::io::stdin().is_terminal() {
         return Err(miette!(
             "requested load from stdin, but stdin is empty (use -i FILE)"
         ));
@@ -580,7 +580,7 @@ fn save(output: Option<PathBuf>, format: SaveFormat, inputs: Vec<String>) -> Res
         },
     };
     match output {
-        Some(p) if p != PathBuf::from("-") => {
+        Some(p) if p.as_os_str() != "-" => {
             archive::save_to_file(&root, &items, &p, &opts).map_err(fail)?
         }
         _ => {
