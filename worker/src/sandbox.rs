@@ -21,7 +21,6 @@ use std::ffi::{CString, OsStr};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,8 +31,9 @@ use crate::sys;
 
 /// The hidden `kiln` subcommand that runs [`helper_main`].
 pub const HELPER_SUBCOMMAND: &str = "sandbox-helper";
-/// The fd on which the helper finds its spec and writes its status.
-pub const HELPER_FD: RawFd = 3;
+/// The fd on which the helper finds its spec and writes its status: its
+/// stdin, a socket.
+pub const HELPER_FD: RawFd = 0;
 /// PATH when the step's environment has none, as docker and BuildKit set it.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// Docker's default capability set (CHOWN, DAC_OVERRIDE, FOWNER, FSETID,
@@ -506,100 +506,72 @@ fn run_helper(
         source,
     };
     let (mut ours, theirs) = UnixStream::pair().map_err(herr)?;
-    let theirs_fd = theirs.as_raw_fd();
-    let mut cmd = Command::new(helper_exe);
-    cmd.arg(HELPER_SUBCOMMAND)
+    // The socket is the helper's stdin: no fd juggling between fork and
+    // exec, so std can spawn with posix_spawn (vfork) instead of copying
+    // this process's page tables with fork.
+    let mut child = Command::new(helper_exe)
+        .arg(HELPER_SUBCOMMAND)
         .env_clear()
-        .stdin(if spec.stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
+        .stdin(Stdio::from(OwnedFd::from(theirs)))
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    // SAFETY: only async-signal-safe calls (dup2, fcntl) between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if theirs_fd == HELPER_FD {
-                let fl = libc::fcntl(HELPER_FD, libc::F_GETFD);
-                if fl < 0 || libc::fcntl(HELPER_FD, libc::F_SETFD, fl & !libc::FD_CLOEXEC) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            } else if libc::dup2(theirs_fd, HELPER_FD) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().map_err(herr)?;
-    drop(theirs);
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(herr)?;
 
     let json = serde_json::to_vec(spec).map_err(|e| herr(io::Error::other(e)))?;
     ours.write_all(&json).map_err(herr)?;
     ours.shutdown(std::net::Shutdown::Write).map_err(herr)?;
 
-    let stdin_thread = match (child.stdin.take(), spec.stdin.clone()) {
-        (Some(mut w), Some(bytes)) => Some(std::thread::spawn(move || {
-            // The process may exit without reading all of it: not an error.
-            let _ = w.write_all(&bytes);
-        })),
-        _ => None,
-    };
-
-    let (tx, rx) = std::sync::mpsc::channel::<(Stream, Vec<u8>)>();
-    let mut readers = Vec::new();
-    for (stream, pipe) in [
-        (
-            Stream::Stdout,
-            child
-                .stdout
-                .take()
-                .map(|p| Box::new(p) as Box<dyn Read + Send>),
-        ),
-        (
-            Stream::Stderr,
-            child
-                .stderr
-                .take()
-                .map(|p| Box::new(p) as Box<dyn Read + Send>),
-        ),
-    ] {
-        let Some(mut pipe) = pipe else { continue };
-        let tx = tx.clone();
-        readers.push(std::thread::spawn(move || {
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                match pipe.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        if tx.send((stream, buf[..n].to_vec())).is_err() {
-                            break;
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => break,
-                }
-            }
-        }));
+    let out = child.stdout.take();
+    let err = child.stderr.take();
+    let mut fds: Vec<(Stream, Box<dyn Read>, RawFd)> = Vec::new();
+    if let Some(o) = out {
+        let fd = o.as_raw_fd();
+        fds.push((Stream::Stdout, Box::new(o), fd));
     }
-    drop(tx);
+    if let Some(e) = err {
+        let fd = e.as_raw_fd();
+        fds.push((Stream::Stderr, Box::new(e), fd));
+    }
+    let mut buf = vec![0u8; 64 * 1024];
     let mut cancelled = false;
-    loop {
-        match rx.recv_timeout(std::time::Duration::from_millis(50)) {
-            Ok((stream, chunk)) => sink(stream, &chunk),
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+    while !fds.is_empty() {
+        let mut pfds: Vec<libc::pollfd> = fds
+            .iter()
+            .map(|(_, _, fd)| libc::pollfd {
+                fd: *fd,
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        // SAFETY: a valid array of pollfd of the given length.
+        let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, 50) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(herr(e));
+            }
+        }
+        let mut done = Vec::new();
+        for (i, p) in pfds.iter().enumerate() {
+            if p.revents == 0 {
+                continue;
+            }
+            let (stream, reader, _) = &mut fds[i];
+            match reader.read(&mut buf) {
+                Ok(0) => done.push(i),
+                Ok(k) => sink(*stream, &buf[..k]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => done.push(i),
+            }
+        }
+        for i in done.into_iter().rev() {
+            fds.remove(i);
         }
         if !cancelled && cancel.load(Ordering::Relaxed) {
             cancelled = true;
             let _ = child.kill();
         }
-    }
-    for r in readers {
-        let _ = r.join();
-    }
-    if let Some(t) = stdin_thread {
-        let _ = t.join();
     }
 
     let mut answer = Vec::new();
@@ -860,7 +832,7 @@ pub fn plan(spec: &SandboxSpec) -> Vec<Step> {
 /// thread is started. Returns the helper's exit code (0 once a status was
 /// written, whatever the process did).
 pub fn helper_main() -> i32 {
-    // SAFETY: fd 3 was given to us by `run`; we own it from here on.
+    // SAFETY: the socket on our stdin was given to us by `run`; we own it.
     let mut chan = unsafe { UnixStream::from_raw_fd(HELPER_FD) };
     // Keep it from the sandboxed process.
     // SAFETY: plain fcntl on our fd.
@@ -907,6 +879,21 @@ fn helper(chan: &mut UnixStream) -> Result<ExitStatus, String> {
     }
     // SAFETY: both fds are fresh and ours.
     let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(pipe[0]), OwnedFd::from_raw_fd(pipe[1])) };
+    // The process's stdin: a pipe we fill with the spec's bytes, else the
+    // host's /dev/null (opened now, before any mount changes).
+    let stdin_pipe = match &spec.stdin {
+        Some(_) => {
+            let mut p = [0 as RawFd; 2];
+            // SAFETY: pipe2 writes two fds into the array.
+            if unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+                return Err(format!("pipe: {}", io::Error::last_os_error()));
+            }
+            // SAFETY: both fds are fresh and ours.
+            Some(unsafe { (OwnedFd::from_raw_fd(p[0]), OwnedFd::from_raw_fd(p[1])) })
+        }
+        None => None,
+    };
+    let devnull = std::fs::File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
 
     // SAFETY: the helper is single-threaded, so the child may do anything.
     let pid = unsafe { libc::fork() };
@@ -917,9 +904,20 @@ fn helper(chan: &mut UnixStream) -> Result<ExitStatus, String> {
         drop(rd);
         // SAFETY: prctl with integer arguments.
         unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
-        let err = match child(&spec, &steps, wr.as_raw_fd()) {
-            Ok(never) => match never {},
-            Err(e) => e,
+        let src = match &stdin_pipe {
+            Some((r, _)) => r.as_raw_fd(),
+            None => devnull.as_raw_fd(),
+        };
+        // SAFETY: replacing our stdin (the helper's socket) with src.
+        let err = if unsafe { libc::dup2(src, 0) } < 0 {
+            os("stdin")
+        } else {
+            drop(stdin_pipe);
+            drop(devnull);
+            match child(&spec, &steps, wr.as_raw_fd()) {
+                Ok(never) => match never {},
+                Err(e) => e,
+            }
         };
         let mut w = std::fs::File::from(wr);
         let _ = w.write_all(err.as_bytes());
@@ -927,6 +925,13 @@ fn helper(chan: &mut UnixStream) -> Result<ExitStatus, String> {
         unsafe { libc::_exit(127) };
     }
     drop(wr);
+    drop(devnull);
+    if let (Some((r, w)), Some(bytes)) = (stdin_pipe, &spec.stdin) {
+        drop(r);
+        // The process may exit without reading it all: EPIPE is not ours to
+        // report (SIGPIPE is ignored in Rust programs).
+        let _ = std::fs::File::from(w).write_all(bytes);
+    }
     let mut err = String::new();
     let _ = std::fs::File::from(rd).read_to_string(&mut err);
     let mut wstatus = 0;
