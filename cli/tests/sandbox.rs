@@ -128,7 +128,9 @@ fn missing_executable_is_a_clear_error() {
 #[test]
 fn pid_hostname_env_and_cwd() {
     let s = Snap::new();
-    let mut spec = s.spec("echo $$; hostname; echo $PATH; echo $FOO; pwd");
+    let mut spec = s.spec(
+        "echo $$; hostname; echo $PATH; echo $FOO; pwd; umask; cut -d' ' -f6 /proc/self/stat",
+    );
     spec.hostname = "kilnbox".into();
     spec.env = vec!["FOO=bar".into()];
     spec.cwd = "/work/dir".into();
@@ -142,7 +144,9 @@ fn pid_hostname_env_and_cwd() {
             "kilnbox",
             worker::sandbox::DEFAULT_PATH,
             "bar",
-            "/work/dir"
+            "/work/dir",
+            "0022",
+            "1"
         ]
     );
 }

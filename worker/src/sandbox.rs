@@ -602,6 +602,12 @@ fn run_helper(
 /// (relative) unless said otherwise.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
+    /// A session of its own (as runc does without a terminal), so signals
+    /// aimed at kiln's terminal do not reach the step directly: kiln
+    /// cancels it instead.
+    NewSession,
+    /// Docker's umask (022), whatever kiln's is.
+    Umask(u32),
     /// Stop mount events from leaking back to the host (`/` rprivate).
     MakeRootPrivate,
     /// Bind the rootfs onto itself: pivot_root needs a mount point.
@@ -689,7 +695,12 @@ const DEV_NODES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"
 /// is checked without namespaces.
 pub fn plan(spec: &SandboxSpec) -> Vec<Step> {
     use libc::{MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_STRICTATIME};
-    let mut s = vec![Step::MakeRootPrivate, Step::BindRootfs];
+    let mut s = vec![
+        Step::NewSession,
+        Step::Umask(0o022),
+        Step::MakeRootPrivate,
+        Step::BindRootfs,
+    ];
     let m = |source: &str, target: &str, fstype: &str, flags, data: Option<&str>| Step::Mount {
         source: source.into(),
         target: target.into(),
@@ -973,6 +984,16 @@ fn child(spec: &SandboxSpec, steps: &[Step], errfd: RawFd) -> Result<Never, Stri
     let mut rootfd: Option<OwnedFd> = None;
     for step in steps {
         match step {
+            Step::NewSession => {
+                // SAFETY: plain syscall.
+                if unsafe { libc::setsid() } < 0 {
+                    return Err(os("setsid"));
+                }
+            }
+            Step::Umask(m) => {
+                // SAFETY: plain syscall.
+                unsafe { libc::umask(*m as libc::mode_t) };
+            }
             Step::MakeRootPrivate => {
                 sys::mount(
                     None,
