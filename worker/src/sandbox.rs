@@ -869,6 +869,7 @@ fn helper(chan: &mut UnixStream) -> Result<ExitStatus, String> {
         .map_err(|e| format!("reading sandbox spec: {e}"))?;
     let spec: SandboxSpec =
         serde_json::from_slice(&input).map_err(|e| format!("decoding sandbox spec: {e}"))?;
+    validate(&spec).map_err(|e| e.to_string())?;
     let steps = plan(&spec);
 
     let mut flags =

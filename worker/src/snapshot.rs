@@ -278,6 +278,15 @@ fn unpack<R: Read>(reader: R, dir: &Path, mode: Whiteouts) -> Result<ApplyStats,
             tar::EntryType::Directory => {
                 if existing.map_or(true, |st| !is_dir_mode(st.st_mode)) {
                     sys::mkdir_at(p, base, 0o700).map_err(io_err("mkdir", &rel))?;
+                    // A directory over a whiteout of this same layer replaces
+                    // what lies below: in overlay terms, an opaque directory.
+                    let was_whiteout = existing.is_some_and(|st| {
+                        st.st_mode & libc::S_IFMT == libc::S_IFCHR && st.st_rdev == 0
+                    });
+                    if mode == Whiteouts::Overlay && was_whiteout {
+                        sys::lsetxattr_at(p, base, OPAQUE_XATTR, b"y")
+                            .map_err(io_err("setxattr", &rel))?;
+                    }
                 }
                 dir_times.push((comps.clone(), mtime));
             }

@@ -447,3 +447,38 @@ fn security_capability_is_kept_and_overlay_xattrs_dropped() {
         hex::encode(&cap)
     );
 }
+
+/// `.wh.d` then `d/` in one layer: the new d hides the lower one's content.
+#[test]
+fn dir_over_a_whiteout_of_the_same_layer_is_opaque() {
+    let t = tempfile::tempdir().unwrap();
+    let lower = t.path().join("lower");
+    apply_layer(
+        &tar_of(&[
+            ("d/", tar::EntryType::Directory, None, b""),
+            ("d/old", tar::EntryType::Regular, None, b"o"),
+        ])[..],
+        &lower,
+    )
+    .unwrap();
+    let upper_layer = t.path().join("l2");
+    apply_layer(
+        &tar_of(&[
+            (".wh.d", tar::EntryType::Regular, None, b""),
+            ("d/", tar::EntryType::Directory, None, b""),
+            ("d/new", tar::EntryType::Regular, None, b"n"),
+        ])[..],
+        &upper_layer,
+    )
+    .unwrap();
+    let m = t.path().join("m");
+    std::fs::create_dir(&m).unwrap();
+    let mounted = worker::snapshot::mount_readonly(&[lower, upper_layer], &m).unwrap();
+    let mut names: Vec<_> = std::fs::read_dir(m.join("d"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["new"]);
+    mounted.unmount().unwrap();
+}
