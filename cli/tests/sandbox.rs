@@ -185,10 +185,12 @@ fn proc_1_root_does_not_reach_the_host() {
 #[test]
 fn network_none_has_only_lo() {
     let s = Snap::new();
-    let mut spec = s.spec("cat /proc/net/dev");
+    let mut spec = s.spec("cat /proc/net/dev; ping -c1 -W2 127.0.0.1 >/dev/null && echo lo-up");
     spec.network = Network::None;
-    let (st, out, ..) = sh(&spec);
-    assert_eq!(st, ExitStatus::Exited(0));
+    let (st, out, err, _) = sh(&spec);
+    assert_eq!(st, ExitStatus::Exited(0), "{err}");
+    assert!(out.ends_with("lo-up\n"), "{out}");
+    let out = out.trim_end_matches("lo-up\n");
     let ifaces: Vec<&str> = out
         .lines()
         .filter_map(|l| l.split_once(':'))

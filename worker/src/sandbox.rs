@@ -884,6 +884,9 @@ fn helper(chan: &mut UnixStream) -> Result<ExitStatus, String> {
             io::Error::last_os_error()
         ));
     }
+    if spec.network == Network::None {
+        loopback_up().map_err(|e| format!("bringing up lo: {e}"))?;
+    }
     let mut pipe = [0 as RawFd; 2];
     // SAFETY: pipe2 writes two fds into the array.
     if unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
@@ -967,6 +970,43 @@ fn helper(chan: &mut UnixStream) -> Result<ExitStatus, String> {
     } else {
         Err(format!("unexpected wait status {wstatus:#x}"))
     }
+}
+
+/// Sets `lo` up in a fresh network namespace, as docker's `--network none`
+/// has it: 127.0.0.1 works, nothing else does.
+fn loopback_up() -> io::Result<()> {
+    #[repr(C)]
+    struct IfReq {
+        name: [libc::c_char; libc::IFNAMSIZ],
+        flags: libc::c_short,
+        _pad: [u8; 22],
+    }
+    // SAFETY: plain socket call.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is fresh and ours.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut req = IfReq {
+        name: [0; libc::IFNAMSIZ],
+        flags: 0,
+        _pad: [0; 22],
+    };
+    for (d, s) in req.name.iter_mut().zip(b"lo") {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: ioctls on an ifreq-sized, properly initialised struct.
+    unsafe {
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        req.flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &mut req) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 enum Never {}
