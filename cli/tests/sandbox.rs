@@ -418,3 +418,38 @@ fn a_cancelled_run_stops_and_kills_its_processes() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&ps.stdout).trim(), "0");
 }
+
+/// `WORKDIR /proc/self/fd/N` must not lead out of the rootfs through an fd
+/// inherited from kiln (runc's CVE-2024-21626).
+#[test]
+fn workdir_through_proc_self_fd_cannot_escape() {
+    let s = Snap::new();
+    let marker = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(marker.path(), "host-secret").unwrap();
+    let name = marker
+        .path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    for fd in 0..12 {
+        let mut spec = s.spec(&format!(
+            "pwd; ls -a; cat ../{name} ../../{name} 2>/dev/null"
+        ));
+        spec.cwd = format!("/proc/self/fd/{fd}");
+        let mut out = Vec::new();
+        match run(&spec, Path::new(KILN), &mut |_, b| out.extend_from_slice(b)) {
+            Ok(_) => {
+                let out = String::from_utf8_lossy(&out);
+                assert!(!out.contains("host-secret"), "fd {fd}: {out}");
+                let pwd = out.lines().next().unwrap_or("");
+                assert!(
+                    !pwd.contains("unreachable"),
+                    "fd {fd}: cwd outside the root: {out}"
+                );
+            }
+            Err(SandboxError::Setup(msg)) => assert!(msg.contains("workdir"), "{msg}"),
+            Err(e) => panic!("fd {fd}: {e}"),
+        }
+    }
+}
