@@ -774,8 +774,12 @@ pub fn plan(spec: &SandboxSpec) -> Vec<Step> {
         s.push(Step::ReadonlyPath(p.into()));
     }
     for f in ["etc/hosts", "etc/resolv.conf"] {
+        let source = PathBuf::from("/").join(f);
+        if !source.exists() {
+            continue; // a host without one: the sandbox gets the empty stub
+        }
         s.push(Step::Bind {
-            source: PathBuf::from("/").join(f),
+            source,
             target: f.into(),
             readonly: true,
             is_dir: false,
