@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod build;
 mod commands;
 #[allow(dead_code)] // wired into `kiln build` by the build work
 mod progress;
