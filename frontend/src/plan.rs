@@ -336,8 +336,9 @@ pub struct Step {
     pub args: Vec<(String, String)>,
     /// The image config's `Env` in force (before this step).
     pub env: Vec<String>,
-    /// The environment a RUN here gets: the config's `Env`, the ARGs in
-    /// force (an ENV of the same name wins), and the proxy build args.
+    /// For RUN steps (empty for others), the environment the command gets:
+    /// the config's `Env`, the ARGs in force (an ENV of the same name wins),
+    /// and the proxy build args.
     pub run_env: Vec<String>,
     pub workdir: String,
     pub user: String,
@@ -792,9 +793,9 @@ pub fn plan_instructions(
             original: st.from.original.clone(),
             base_config_known: known,
             base_config,
-            steps: state.steps.clone(),
+            steps: std::mem::take(&mut state.steps),
             config: state.config.clone(),
-            history: state.history.clone(),
+            history: std::mem::take(&mut state.history),
             author: state.author.clone(),
         });
         states[st.index] = Some(state);
@@ -1031,7 +1032,10 @@ impl State {
             out
         };
         let env_before = self.config.env.clone().unwrap_or_default();
-        let run_env: Vec<String> = {
+        let is_run = matches!(ins.command, Command::Run(_));
+        let run_env: Vec<String> = if !is_run {
+            Vec::new()
+        } else {
             let mut list = self.vars.clone();
             for (k, v) in ctx.proxy_env {
                 if !list.iter().any(|(key, _)| key == k) {
