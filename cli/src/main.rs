@@ -4,7 +4,7 @@ use clap::{Parser, Subcommand};
 
 mod build;
 mod commands;
-#[allow(dead_code)] // wired into `kiln build` by the build work
+#[allow(dead_code)] // drawn by `kiln build` once the worker executor lands
 mod progress;
 
 /// kiln: a daemonless Dockerfile build engine.
@@ -20,6 +20,8 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     #[command(flatten)]
+    Build(commands::build::Cmd),
+    #[command(flatten)]
     Frontend(commands::frontend::Cmd),
     #[command(flatten)]
     Images(commands::images::Cmd),
@@ -32,6 +34,7 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Build(c) => commands::build::run(c),
         Command::Frontend(c) => commands::frontend::run(c),
         Command::Images(c) => commands::images::run(c),
         Command::Registry(c) => commands::registry::run(c),

@@ -1,0 +1,619 @@
+//! `kiln build` and `kiln du`: a Dockerfile and its context become an image,
+//! with the flags of `docker build`/`buildx build`; and what the build cache
+//! holds.
+//!
+//! The pipeline: parse, resolve base images (from the store, pulling when
+//! missing or with `--pull`), plan, lower into the solver's graph, solve it
+//! with the worker executor while progress is drawn, export.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use cache::registry::{self, NoProgress, PullOptions, RegistryConfig};
+use cache::{image, Reference, Root};
+use clap::Subcommand;
+use frontend::lower::{self, ImageMeta, LowerOptions, ResolvedImage};
+use frontend::plan::{self, PlanOptions, Platform};
+use miette::{miette, IntoDiagnostic, Result, WrapErr};
+use solver::ops::BuildOp;
+use solver::{Executor, NodeId, SolveOptions};
+
+use crate::build::export::{self, Built, Layer, Output};
+use crate::progress;
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Build an image from a Dockerfile and a context.
+    Build(BuildArgs),
+    /// Show what the build cache holds.
+    Du {
+        /// List every record.
+        #[arg(short, long)]
+        verbose: bool,
+    },
+}
+
+/// `kiln build`'s flags, as `docker build`/`buildx build` spell them.
+#[derive(Debug, clap::Args)]
+pub struct BuildArgs {
+    /// The Dockerfile (default: CONTEXT/Dockerfile).
+    #[arg(short = 'f', long = "file")]
+    pub file: Option<PathBuf>,
+    /// Name the image (repeatable).
+    #[arg(short = 't', long = "tag")]
+    pub tags: Vec<String>,
+    /// A build argument `K=V` (`K` alone takes the value from the environment).
+    #[arg(long = "build-arg")]
+    pub build_args: Vec<String>,
+    /// The stage to build.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Run every step, using no cached result.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Run the steps of these stages without the cache (repeatable).
+    #[arg(long = "no-cache-filter", value_delimiter = ',')]
+    pub no_cache_filter: Vec<String>,
+    /// Always look for newer base images in the registry.
+    #[arg(long)]
+    pub pull: bool,
+    /// Network of RUN steps: `default`/`host` (shared with the host) or `none`.
+    #[arg(long, default_value = "default")]
+    pub network: String,
+    /// How to show progress.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub progress: progress::Mode,
+    /// Print only the image ID (same as `--progress quiet`).
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Where the result goes: `type=image|oci|docker|local|tar[,dest=PATH]`.
+    #[arg(short, long)]
+    pub output: Vec<String>,
+    /// Write the image ID to this file.
+    #[arg(long)]
+    pub iidfile: Option<PathBuf>,
+    /// Write build metadata (digests, names) as JSON to this file.
+    #[arg(long)]
+    pub metadata_file: Option<PathBuf>,
+    /// Target platforms, comma separated (default: this machine's).
+    #[arg(long, value_delimiter = ',')]
+    pub platform: Vec<String>,
+    /// Steps run at once (default: the number of cores).
+    #[arg(short, long)]
+    pub jobs: Option<usize>,
+    /// The build context: a folder, or `-` for a tar on stdin.
+    pub context: String,
+}
+
+pub fn run(cmd: Cmd) -> Result<ExitCode> {
+    match cmd {
+        Cmd::Build(a) => build(a),
+        Cmd::Du { verbose } => du(verbose),
+    }
+}
+
+/// Resolves and, when needed, pulls base images, once per reference and
+/// platform: the planner and the lowering ask for the same images.
+struct Bases<'a> {
+    root: &'a Root,
+    rt: &'a tokio::runtime::Runtime,
+    pull: bool,
+    config: RegistryConfig,
+    seen: RefCell<HashMap<(String, Platform), ResolvedImage>>,
+}
+
+impl Bases<'_> {
+    fn resolve(&self, reference: &str, platform: &Platform) -> Result<ResolvedImage, String> {
+        let key = (reference.to_string(), platform.clone());
+        if let Some(hit) = self.seen.borrow().get(&key) {
+            return Ok(hit.clone());
+        }
+        let r = Reference::parse(reference).map_err(|e| e.to_string())?;
+        let want = image::Platform {
+            os: platform.os.clone(),
+            architecture: platform.architecture.clone(),
+            variant: platform.variant.clone(),
+        };
+        let local = self.root.images().get(&r).map_err(|e| e.to_string())?;
+        let from_store = |d: &oci_spec::image::Descriptor| {
+            image::resolve(self.root.blobs(), d, Some(&want), &r.familiar())
+        };
+        let resolved = match (&local, self.pull) {
+            (Some(d), false) => match from_store(d) {
+                Ok(res) => Some(res),
+                // An index pulled for another platform: fetch this one.
+                Err(cache::Error::NoMatchingPlatform { .. }) => None,
+                Err(e) => return Err(e.to_string()),
+            },
+            _ => None,
+        };
+        let resolved = match resolved {
+            Some(res) => res,
+            None => {
+                let opts = PullOptions {
+                    platform: Some(registry::Platform {
+                        os: platform.os.clone(),
+                        architecture: platform.architecture.clone(),
+                        variant: platform.variant.clone(),
+                    }),
+                    config: self.config.clone(),
+                    ..PullOptions::default()
+                };
+                let pulled =
+                    self.rt
+                        .block_on(registry::pull(self.root, &r, &opts, Arc::new(NoProgress)));
+                let d = match (pulled, &local) {
+                    (Ok(d), _) => d,
+                    // `--pull` with no registry in reach: the local copy.
+                    (Err(_), Some(d)) if self.pull => d.clone(),
+                    (Err(e), _) => {
+                        return Err(format!(
+                            "failed to resolve source metadata for {}: {e}",
+                            r.familiar_tagged()
+                        ))
+                    }
+                };
+                from_store(&d).map_err(|e| e.to_string())?
+            }
+        };
+        let out = ResolvedImage {
+            reference: r.to_string(),
+            manifest: resolved.descriptor.digest().to_string(),
+            config: resolved.config,
+        };
+        self.seen.borrow_mut().insert(key, out.clone());
+        Ok(out)
+    }
+}
+
+fn frontend_err(e: String) -> frontend::Error {
+    frontend::Error::new(frontend::ErrorKind::Plan, e)
+}
+
+/// The build context on disk; a tar on stdin is unpacked into the store's
+/// temporary space (removed when the guard drops).
+fn context_dir(arg: &str, root: &Root) -> Result<(PathBuf, Option<tempfile::TempDir>)> {
+    if arg != "-" {
+        let p = PathBuf::from(arg);
+        if !p.is_dir() {
+            return Err(miette!(
+                "unable to prepare context: path {arg:?} not found or not a directory"
+            ));
+        }
+        return Ok((p, None));
+    }
+    std::fs::create_dir_all(root.tmp_dir()).into_diagnostic()?;
+    let tmp = tempfile::Builder::new()
+        .prefix("context-")
+        .tempdir_in(root.tmp_dir())
+        .into_diagnostic()?;
+    let mut ar = tar::Archive::new(std::io::stdin().lock());
+    ar.set_preserve_permissions(true);
+    // tar's unpack refuses `..` and absolute entries, and entries through
+    // symlinks it has itself unpacked.
+    ar.unpack(tmp.path())
+        .into_diagnostic()
+        .wrap_err("unpacking the context from stdin")?;
+    Ok((tmp.path().to_path_buf(), Some(tmp)))
+}
+
+fn build_args(raw: &[String]) -> BTreeMap<String, String> {
+    raw.iter()
+        .filter_map(|a| match a.split_once('=') {
+            Some((k, v)) => Some((k.to_string(), v.to_string())),
+            None => std::env::var(a).ok().map(|v| (a.clone(), v)),
+        })
+        .collect()
+}
+
+fn build(a: BuildArgs) -> Result<ExitCode> {
+    let root = Root::from_env().into_diagnostic()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .into_diagnostic()?;
+    let (ctx, _ctx_guard) = context_dir(&a.context, &root)?;
+    let df_path = a.file.clone().unwrap_or_else(|| ctx.join("Dockerfile"));
+    let text = std::fs::read_to_string(&df_path)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("failed to read dockerfile {}", df_path.display()))?;
+    let df_name = df_path.display().to_string();
+    let parsed = frontend::parser::parse(&text).map_err(|e| e.with_source(&df_name, &text))?;
+    let excludes = match frontend::dockerignore::locate(&df_path, &ctx) {
+        Some(p) => {
+            let bytes = std::fs::read(&p).into_diagnostic()?;
+            frontend::dockerignore::read_all(&bytes)
+                .map_err(|e| miette!("{}: {e}", p.display()))?
+                .into_iter()
+                .map(|p| p.pattern)
+                .collect()
+        }
+        None => Vec::new(),
+    };
+    let platforms: Vec<Platform> = if a.platform.is_empty() {
+        vec![Platform::host()]
+    } else {
+        a.platform
+            .iter()
+            .filter(|p| !p.trim().is_empty())
+            .map(|p| Platform::parse(p).map_err(|e| miette!("{e}")))
+            .collect::<Result<_>>()?
+    };
+    if platforms.iter().any(|p| *p != Platform::host()) {
+        return Err(miette!(
+            "building for {} needs emulation of a foreign platform, which this kiln does not support yet (host: {})",
+            platforms
+                .iter()
+                .filter(|p| **p != Platform::host())
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            Platform::host()
+        ));
+    }
+    let network = match a.network.as_str() {
+        "default" | "host" => solver::ops::Network::Host,
+        "none" => solver::ops::Network::None,
+        other => {
+            return Err(miette!(
+                "network mode {other:?} not supported (default, host, none)"
+            ))
+        }
+    };
+    let outputs: Vec<Output> = if a.output.is_empty() {
+        vec![Output::Image]
+    } else {
+        a.output
+            .iter()
+            .map(|o| Output::parse(o))
+            .collect::<Result<_>>()?
+    };
+    let tags: Vec<Reference> = a
+        .tags
+        .iter()
+        .map(|t| Reference::parse(t).map_err(|e| miette!("invalid tag {t:?}: {e}")))
+        .collect::<Result<_>>()?;
+    let mode = if a.quiet {
+        progress::Mode::Quiet
+    } else {
+        a.progress
+    };
+
+    // Plan and lower, resolving base images as the planner meets them.
+    let bases = Bases {
+        root: &root,
+        rt: &rt,
+        pull: a.pull,
+        config: RegistryConfig::load(root.path()).into_diagnostic()?,
+        seen: RefCell::new(HashMap::new()),
+    };
+    let args = build_args(&a.build_args);
+    let mut plans = Vec::with_capacity(platforms.len());
+    for p in &platforms {
+        let opts = PlanOptions {
+            build_args: args.clone(),
+            target: a.target.clone(),
+            target_platform: Some(p.clone()),
+            build_platform: Some(Platform::host()),
+        };
+        let resolver = |r: &str, p: &Platform| {
+            bases
+                .resolve(r, p)
+                .map(|i| Some(i.image_config().unwrap_or_default()))
+                .map_err(frontend_err)
+        };
+        let planned = plan::plan_with_resolver(&parsed, &opts, &resolver)
+            .map_err(|e| e.with_source(&df_name, &text))?;
+        if mode != progress::Mode::Quiet {
+            for w in &planned.warnings {
+                eprintln!("WARNING: {} (line {})", w.message, w.location.line);
+            }
+        }
+        plans.push(planned);
+    }
+    let resolver = |r: &str, p: &Platform| bases.resolve(r, p).map_err(frontend_err);
+    let lowered = lower::lower(
+        &plans,
+        &resolver,
+        &LowerOptions {
+            context_excludes: excludes,
+            show_platform: platforms.len() > 1,
+        },
+    )
+    .map_err(|e| e.with_source(&df_name, &text))?;
+
+    let job = Job {
+        root: &root,
+        rt: &rt,
+        graph: lowered.graph,
+        targets: lowered.targets,
+        mode,
+        jobs: a.jobs.unwrap_or_else(solver_default_jobs),
+        no_cache: a.no_cache,
+        no_cache_filter: a.no_cache_filter.clone(),
+        context: ctx.clone(),
+        network,
+        pull: a.pull,
+    };
+    let built = match run_worker(job)? {
+        Ok(b) => b,
+        Err(msg) => {
+            eprintln!("ERROR: failed to solve: {msg}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+
+    // Export.
+    let _lease = root.lease().into_diagnostic()?;
+    let created = export::created_now();
+    let images: Vec<export::Image> = built
+        .iter()
+        .map(|b| export::assemble(&root, b, &created))
+        .collect::<Result<_>>()?;
+    let top = match images.as_slice() {
+        [one] => one.manifest.clone(),
+        many => export::index(&root, many)?,
+    };
+    for out in &outputs {
+        export::output(&root, out, &top, &built, &tags)?;
+    }
+    let id = match images.as_slice() {
+        [one] => one.config.to_string(),
+        _ => top.digest().to_string(),
+    };
+    if let Some(f) = &a.iidfile {
+        std::fs::write(f, &id).into_diagnostic()?;
+    }
+    if let Some(f) = &a.metadata_file {
+        let mut meta = serde_json::json!({
+            "containerimage.digest": top.digest().to_string(),
+            "containerimage.descriptor": top,
+        });
+        if let [one] = images.as_slice() {
+            meta["containerimage.config.digest"] = serde_json::json!(one.config.to_string());
+        }
+        if !tags.is_empty() {
+            let names: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
+            meta["image.name"] = serde_json::json!(names.join(","));
+        }
+        std::fs::write(f, serde_json::to_vec_pretty(&meta).into_diagnostic()?).into_diagnostic()?;
+    }
+    match mode {
+        progress::Mode::Quiet => println!("{id}"),
+        progress::Mode::Json => {}
+        _ => {
+            let mut err = std::io::stderr().lock();
+            let _ = writeln!(err, "writing image {id} done");
+            for t in &tags {
+                let _ = writeln!(err, "naming to {t} done");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn solver_default_jobs() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+/// Everything the solve needs.
+#[allow(dead_code)] // until the worker executor lands
+struct Job<'a> {
+    root: &'a Root,
+    rt: &'a tokio::runtime::Runtime,
+    graph: solver::Graph<BuildOp>,
+    targets: Vec<(Platform, NodeId, ImageMeta)>,
+    mode: progress::Mode,
+    jobs: usize,
+    no_cache: bool,
+    no_cache_filter: Vec<String>,
+    context: PathBuf,
+    network: solver::ops::Network,
+    pull: bool,
+}
+
+/// The stage an op's display name belongs to (`[name 2/5] RUN …`), for
+/// `--no-cache-filter`.
+#[allow(dead_code)] // until the worker executor lands
+fn op_stage(op: &BuildOp) -> Option<String> {
+    let display = match op {
+        BuildOp::Exec(e) => &e.display,
+        BuildOp::File(f) => &f.display,
+        _ => return None,
+    };
+    let inner = display.strip_prefix('[')?.split(']').next()?;
+    let mut words: Vec<&str> = inner.split_whitespace().collect();
+    words.pop(); // n/total
+    words.last().map(|s| s.to_string())
+}
+
+/// Solves the graph with `exec`; `Ok(Err(message))` is a failed build
+/// (the step and its error), `Err` a failure of kiln itself.
+#[allow(dead_code)] // until the worker executor lands
+fn solve_with<E>(
+    job: Job<'_>,
+    exec: E,
+    layers_of: impl Fn(&E::Output) -> Vec<Layer>,
+) -> Result<Result<Vec<Built>, String>>
+where
+    E: Executor<Op = BuildOp>,
+{
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let drawer = progress::spawn(job.mode, rx);
+    let filter = job.no_cache_filter.clone();
+    let ignore_cache: Option<Arc<dyn Fn(&BuildOp) -> bool + Send + Sync>> = if job.no_cache {
+        Some(Arc::new(|_: &BuildOp| true))
+    } else if !filter.is_empty() {
+        Some(Arc::new(move |op: &BuildOp| {
+            op_stage(op).is_some_and(|s| filter.iter().any(|f| *f == s))
+        }))
+    } else {
+        None
+    };
+    let opts = SolveOptions {
+        jobs: job.jobs.max(1),
+        ignore_cache,
+        events: Some(tx),
+    };
+    let nodes: Vec<NodeId> = job.targets.iter().map(|(_, n, _)| *n).collect();
+    let graph = Arc::new(job.graph);
+    let solved = job
+        .rt
+        .block_on(solver::solve(graph, &nodes, Arc::new(exec), opts));
+    // The sender went with the options; the drawer finishes its output.
+    let _ = drawer.join();
+    let solved = match solved {
+        Ok(s) => s,
+        Err(e) => return Ok(Err(e.to_string())),
+    };
+    Ok(Ok(job
+        .targets
+        .into_iter()
+        .zip(solved.outputs.iter())
+        .map(|((platform, _, meta), out)| Built {
+            platform,
+            layers: layers_of(out),
+            meta,
+        })
+        .collect()))
+}
+
+/// The worker executor over this machine's sandboxes and the store.
+fn run_worker(job: Job<'_>) -> Result<Result<Vec<Built>, String>> {
+    let _ = (job.root, &job.context, job.network, job.pull);
+    Err(miette!(
+        "this kiln was built without the worker executor; `kiln build` cannot run steps"
+    ))
+}
+
+// ---------------------------------------------------------------------- du
+
+/// `$KILN_ROOT/buildcache`: one record per cache key.
+pub fn buildcache_dir(root: &Root) -> PathBuf {
+    root.path().join("buildcache")
+}
+
+/// The layer digests every build-cache record references, for `kiln
+/// prune` to keep (a [`cache::gc::RootSource`]).
+#[allow(dead_code)] // until the worker executor lands
+pub fn cache_roots(root: &Root) -> cache::Result<Vec<cache::Digest>> {
+    Ok(records(root)
+        .into_iter()
+        .flat_map(|(_, layers)| layers)
+        .filter_map(|(d, _)| d.parse().ok())
+        .collect())
+}
+
+/// Every record: its file and its layers (digest, size).
+fn records(root: &Root) -> Vec<(PathBuf, Vec<(String, u64)>)> {
+    let Ok(rd) = std::fs::read_dir(buildcache_dir(root)) else {
+        return Vec::new();
+    };
+    let mut out: Vec<(PathBuf, Vec<(String, u64)>)> = rd
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .filter_map(|p| {
+            let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).ok()?).ok()?;
+            let layers = v
+                .get("layers")?
+                .as_array()?
+                .iter()
+                .filter_map(|l| {
+                    Some((
+                        l.get("digest")?.as_str()?.to_string(),
+                        l.get("size").and_then(|s| s.as_u64()).unwrap_or(0),
+                    ))
+                })
+                .collect();
+            Some((p, layers))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn human(n: u64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u + 1 < units.len() {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n}B")
+    } else {
+        format!("{v:.3}{}", units[u])
+    }
+}
+
+fn dir_size(p: &Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(p) else {
+        return 0;
+    };
+    rd.flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_size(&e.path()),
+            Ok(_) => e.metadata().map(|m| m.len()).unwrap_or(0),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+fn du(verbose: bool) -> Result<ExitCode> {
+    let root = Root::from_env().into_diagnostic()?;
+    let recs = records(&root);
+    let mut out = std::io::stdout().lock();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut total = 0u64;
+    let w = |out: &mut dyn Write, s: String| {
+        out.write_all(s.as_bytes())
+            .map_err(|e| miette!("writing output: {e}"))
+    };
+    if verbose {
+        w(
+            &mut out,
+            format!("{:<66} {:>8} {:>12}\n", "ID", "LAYERS", "SIZE"),
+        )?;
+    }
+    for (p, layers) in &recs {
+        let size: u64 = layers.iter().map(|(_, s)| s).sum();
+        for (d, s) in layers {
+            if seen.insert(d.clone()) {
+                total += s;
+            }
+        }
+        if verbose {
+            let id = p.file_stem().unwrap_or_default().to_string_lossy();
+            w(
+                &mut out,
+                format!("{id:<66} {:>8} {:>12}\n", layers.len(), human(size)),
+            )?;
+        }
+    }
+    let layer_dirs = root.path().join("layers");
+    let unpacked = dir_size(&layer_dirs);
+    let cache_mounts = dir_size(&root.path().join("cachemounts"));
+    w(&mut out, format!("Records:\t{}\n", recs.len()))?;
+    w(
+        &mut out,
+        format!("Layer blobs:\t{} ({})\n", seen.len(), human(total)),
+    )?;
+    w(&mut out, format!("Unpacked layers:\t{}\n", human(unpacked)))?;
+    w(
+        &mut out,
+        format!("Cache mounts:\t{}\n", human(cache_mounts)),
+    )?;
+    w(
+        &mut out,
+        format!("Total:\t{}\n", human(total + unpacked + cache_mounts)),
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
