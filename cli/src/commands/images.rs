@@ -14,6 +14,8 @@ use clap::{Subcommand, ValueEnum};
 use miette::{miette, Result};
 use serde_json::{json, Value};
 
+/// The local image commands, flattened into kiln's top level as docker
+/// has them (`kiln images`, not `kiln image ls`).
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// List images (docker's REPOSITORY TAG IMAGE ID CREATED SIZE table).
@@ -129,6 +131,8 @@ fn parse_platform(p: &Option<String>) -> Result<Option<Platform>> {
     p.as_deref().map(Platform::parse).transpose().map_err(fail)
 }
 
+/// Runs one image command; errors come back for main to render, and
+/// partial failures (one of several `rmi` names) as exit code 1.
 pub fn run(cmd: Cmd) -> Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     match cmd {
