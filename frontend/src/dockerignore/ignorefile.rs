@@ -13,7 +13,9 @@ const MAX_LINE: usize = 64 * 1024 - 1;
 /// dropped, `!` kept), with where it was written for diagnostics.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IgnorePattern {
+    /// The pattern as moby's matcher receives it.
     pub pattern: String,
+    /// The trimmed pattern's span in the file, for diagnostics.
     pub location: Location,
 }
 

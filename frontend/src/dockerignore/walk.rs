@@ -26,7 +26,9 @@ pub enum WalkError {
     /// A file system operation failed.
     #[error("{op} {path}: {source}")]
     Io {
+        /// The operation that failed (`lstat`, `readdir`).
         op: &'static str,
+        /// The absolute path it failed on.
         path: PathBuf,
         #[source]
         source: io::Error,
@@ -156,6 +158,8 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// Whether the entry is a real directory (a symlink to one is not),
+    /// i.e. whether its children follow in the walk.
     pub fn is_dir(&self) -> bool {
         self.metadata.is_dir()
     }
