@@ -453,3 +453,31 @@ fn workdir_through_proc_self_fd_cannot_escape() {
         }
     }
 }
+
+/// A step that writes next to a mount stub keeps its change and its time;
+/// the stubs themselves never appear.
+#[test]
+fn writes_beside_stubs_are_kept_and_stubs_are_not() {
+    let mut s = Snap::new();
+    let (st, _, err, created) = sh(&s.spec("echo x > /etc/foo"));
+    assert_eq!(st, ExitStatus::Exited(0), "{err}");
+    s.unmount();
+    let opts = DiffOptions {
+        exclude: created,
+        lowers: s.layers.clone(),
+    };
+    let (_, tar) = write_layer(&s.upper, &opts, Compression::None, Vec::new()).unwrap();
+    let names: Vec<String> = common::tar_listing(&tar)
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(names, ["etc/", "etc/foo"]);
+    let mut a = tar::Archive::new(&tar[..]);
+    let etc = a.entries().unwrap().next().unwrap().unwrap();
+    let lower_mtime = std::fs::metadata(s.layers[0].join("etc")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert!(
+        etc.header().mtime().unwrap() as i64 > lower_mtime.mtime(),
+        "etc/ keeps the step's time"
+    );
+}

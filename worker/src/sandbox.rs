@@ -375,7 +375,16 @@ fn stub_targets(spec: &SandboxSpec) -> Vec<(PathBuf, bool)> {
 #[derive(Debug, Default)]
 struct Stubs {
     created: Vec<PathBuf>,
-    parent_times: Vec<(PathBuf, (i64, i64))>,
+    /// (directory, mtime before the stub, mtime right after it).
+    parent_times: Vec<(PathBuf, (i64, i64), (i64, i64))>,
+}
+
+fn dir_mtime(root: RawFd, dir: &Path) -> Option<(i64, i64)> {
+    let fd = sys::open_in_root(root, dir, libc::O_PATH | libc::O_DIRECTORY).ok()?;
+    let st = sys::lstat_at(fd.as_raw_fd(), OsStr::new("."))
+        .ok()
+        .flatten()?;
+    Some((st.st_mtime, st.st_mtime_nsec))
 }
 
 /// Creates every missing mount point (and missing parent) beneath the rootfs
@@ -389,14 +398,8 @@ fn create_stubs(spec: &SandboxSpec) -> Result<Stubs, SandboxError> {
     for (rel, is_dir) in stub_targets(spec) {
         let before = stubs.created.len();
         // The parent's times before anything is created in it.
-        let times = rel.parent().and_then(|p| {
-            let fd =
-                sys::open_in_root(root.as_raw_fd(), p, libc::O_PATH | libc::O_DIRECTORY).ok()?;
-            let st = sys::lstat_at(fd.as_raw_fd(), OsStr::new("."))
-                .ok()
-                .flatten()?;
-            Some((p.to_path_buf(), (st.st_mtime, st.st_mtime_nsec)))
-        });
+        let parent = rel.parent().map(Path::to_path_buf).unwrap_or_default();
+        let before_t = dir_mtime(root.as_raw_fd(), &parent);
         ensure_in_root(root.as_raw_fd(), &rel, is_dir, &mut stubs.created).map_err(|source| {
             SandboxError::Stub {
                 path: rel.clone(),
@@ -404,8 +407,8 @@ fn create_stubs(spec: &SandboxSpec) -> Result<Stubs, SandboxError> {
             }
         })?;
         if stubs.created.len() > before {
-            if let Some(t) = times {
-                stubs.parent_times.push(t);
+            if let (Some(b), Some(a)) = (before_t, dir_mtime(root.as_raw_fd(), &parent)) {
+                stubs.parent_times.push((parent, b, a));
             }
         }
     }
@@ -459,6 +462,22 @@ fn remove_stubs(rootfs: &Path, stubs: &Stubs) -> Result<(), SandboxError> {
         path: rootfs.into(),
         source,
     })?;
+    // Which directories only the stubs changed: their time is still the one
+    // the last stub made in them left.
+    let mut restore: Vec<(PathBuf, (i64, i64))> = Vec::new();
+    for (i, (dir, before, _)) in stubs.parent_times.iter().enumerate() {
+        if restore.iter().any(|(d, _)| d == dir) {
+            continue; // the earliest `before` of a directory wins
+        }
+        let last_after = stubs.parent_times[i..]
+            .iter()
+            .rev()
+            .find(|(d, _, _)| d == dir)
+            .map(|(_, _, a)| *a);
+        if dir_mtime(root.as_raw_fd(), dir) == last_after {
+            restore.push((dir.clone(), *before));
+        }
+    }
     for rel in stubs.created.iter().rev() {
         let (Some(name), parent) = (rel.file_name(), rel.parent().unwrap_or(Path::new(""))) else {
             continue;
@@ -487,9 +506,12 @@ fn remove_stubs(rootfs: &Path, stubs: &Stubs) -> Result<(), SandboxError> {
             })?;
         }
     }
-    for (dir, times) in stubs.parent_times.iter().rev() {
+    // Put a directory's time back only if nothing but the stubs touched it
+    // (checked above, before the removals changed it): a step that wrote
+    // there keeps its own time.
+    for (dir, before) in restore.iter().rev() {
         if let Ok(fd) = sys::open_in_root(root.as_raw_fd(), dir, libc::O_PATH | libc::O_DIRECTORY) {
-            let _ = sys::set_times_at(fd.as_raw_fd(), OsStr::new("."), *times);
+            let _ = sys::set_times_at(fd.as_raw_fd(), OsStr::new("."), *before);
         }
     }
     Ok(())
