@@ -629,3 +629,32 @@ fn symbolic_chmod_uses_each_entrys_mode() {
         .to_string()
         .contains("it should be octal string and between 0 and 07777"));
 }
+
+#[test]
+fn mtimes_as_buildkit_sets_them() {
+    let (c, r) = dirs();
+    write(&c.path().join("dir/f"), "f");
+    let t = fileops::Time {
+        sec: 1_500_000_000,
+        nsec: 0,
+    };
+    fileops::meta::lutimes(&c.path().join("dir/f"), t, t).unwrap();
+    fileops::meta::lutimes(&c.path().join("dir"), t, t).unwrap();
+    fileops::copy(&spec(c.path(), &["dir"], r.path(), "/a/new")).unwrap();
+    // Files keep theirs; the destination directory takes the source
+    // directory's; parents the copy had to create are new.
+    assert_eq!(
+        fs::metadata(r.path().join("a/new/f")).unwrap().mtime(),
+        t.sec
+    );
+    assert_eq!(fs::metadata(r.path().join("a/new")).unwrap().mtime(), t.sec);
+    assert_ne!(fs::metadata(r.path().join("a")).unwrap().mtime(), t.sec);
+    // SOURCE_DATE_EPOCH-style fixed time applies to everything written.
+    let mut s = spec(c.path(), &["dir"], r.path(), "/b/new");
+    let fixed = fileops::Time { sec: 42, nsec: 0 };
+    s.timestamp = Some(fixed);
+    fileops::copy(&s).unwrap();
+    for p in ["b", "b/new", "b/new/f"] {
+        assert_eq!(fs::metadata(r.path().join(p)).unwrap().mtime(), 42, "{p}");
+    }
+}
