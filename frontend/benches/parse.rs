@@ -108,3 +108,12 @@ fn parse_and_plan(bencher: Bencher) {
         plan(&df, &PlanOptions::default()).map(|p| p.stages.len())
     });
 }
+
+#[divan::bench(sample_count = 10, sample_size = 1)]
+fn plan_only(bencher: Bencher) {
+    let src = INPUT.as_str();
+    let df = frontend::parser::parse(src).expect("parses");
+    bencher
+        .counter(BytesCount::new(src.len()))
+        .bench(|| plan(black_box(&df), &PlanOptions::default()).map(|p| p.stages.len()));
+}
