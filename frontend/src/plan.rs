@@ -1450,16 +1450,19 @@ fn clean_path(p: &str) -> String {
     format!("/{}", parts.join("/"))
 }
 
-/// EXPOSE's port specs to `port/proto` keys (ranges expanded).
+/// EXPOSE's port specs to `port/proto` keys (ranges expanded), with
+/// BuildKit's checks and words.
 fn parse_port(raw: &str) -> std::result::Result<Vec<String>, String> {
-    let (rest, proto) = match raw.rsplit_once('/') {
-        Some((r, p)) => (r, p),
-        None => (raw, "tcp"),
+    let (rest, proto) = raw.split_once('/').unwrap_or((raw, ""));
+    let proto = match proto.to_ascii_lowercase().as_str() {
+        "" => "tcp".to_string(),
+        p @ ("tcp" | "udp" | "sctp") => p.to_string(),
+        _ => return Err(format!("invalid port: {raw:?}: invalid proto: {proto}")),
     };
-    if proto.is_empty() {
-        return Err(format!("invalid port: {raw:?}: no protocol"));
-    }
     let container = rest.rsplit(':').next().unwrap_or(rest);
+    if container.is_empty() {
+        return Err(format!("invalid port: {raw:?}: no port specified"));
+    }
     let bad = || format!("invalid containerPort: {container}");
     let (start, end) = match container.split_once('-') {
         Some((a, b)) => (
@@ -1474,9 +1477,7 @@ fn parse_port(raw: &str) -> std::result::Result<Vec<String>, String> {
     if end < start {
         return Err(bad());
     }
-    Ok((start..=end)
-        .map(|p| format!("{p}/{}", proto.to_ascii_lowercase()))
-        .collect())
+    Ok((start..=end).map(|p| format!("{p}/{proto}")).collect())
 }
 
 /// moby's signal.ParseSignal: a number or a known name, `SIG` optional.
