@@ -487,3 +487,82 @@ fn resolver_supplies_base_env_workdir_and_onbuild_triggers() {
     assert_eq!(st.config.on_build, None, "triggers do not carry over");
     assert_eq!(runs(st)[0].user, "app");
 }
+
+#[test]
+fn platform_args_case_matches_expected_output() {
+    let src = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/cases/m-platform-args/Dockerfile"
+    ))
+    .unwrap();
+    let p = ok(&src);
+    let r = runs(target(&p))[0];
+    let vals: Vec<String> = ["TARGETPLATFORM", "TARGETOS", "TARGETARCH", "BUILDPLATFORM"]
+        .iter()
+        .map(|k| env_of(r, k).unwrap_or_default())
+        .collect();
+    assert_eq!(vals.join(" "), "linux/amd64 linux amd64 linux/amd64");
+}
+
+#[test]
+fn platforms_parse_and_normalise() {
+    let p = Platform::parse("linux/arm64/v8").unwrap();
+    assert_eq!(p.to_string(), "linux/arm64");
+    assert_eq!(
+        Platform::parse("linux/x86_64").unwrap().to_string(),
+        "linux/amd64"
+    );
+    assert_eq!(
+        Platform::parse("linux/arm").unwrap().to_string(),
+        "linux/arm/v7"
+    );
+    assert_eq!(
+        Platform::parse("linux/arm/6").unwrap().to_string(),
+        "linux/arm/v6"
+    );
+    assert!(Platform::parse("linux//x").is_err());
+    assert!(Platform::parse("a/b/c/d").is_err());
+    let e = plan_src("FROM --platform=no/such/thing/x scratch\n", &[], None).unwrap_err();
+    assert!(
+        e.message.contains("failed to parse platform"),
+        "{}",
+        e.message
+    );
+}
+
+#[test]
+fn resolver_errors_and_bad_triggers_point_at_from() {
+    let df = frontend::parser::parse("FROM scratch AS s\n\nFROM img\nRUN x\n").unwrap();
+    let failing = |_: &str, _: &Platform| -> frontend::Result<Option<ImageConfig>> {
+        Err(frontend::Error::new(ErrorKind::Plan, "pull access denied"))
+    };
+    let e = plan_with_resolver(&df, &PlanOptions::default(), &failing).unwrap_err();
+    assert_eq!(e.message, "pull access denied");
+    assert_eq!(e.location.unwrap().line, 3);
+    let bad_trigger = |_: &str, _: &Platform| -> frontend::Result<Option<ImageConfig>> {
+        Ok(Some(ImageConfig {
+            on_build: Some(vec!["FROM x".into()]),
+            ..Default::default()
+        }))
+    };
+    let e = plan_with_resolver(&df, &PlanOptions::default(), &bad_trigger).unwrap_err();
+    assert!(
+        e.message.contains("isn't allowed as an ONBUILD trigger"),
+        "{}",
+        e.message
+    );
+    assert_eq!(e.location.unwrap().line, 3);
+}
+
+#[test]
+fn onbuild_of_a_stage_base_runs_in_the_child_stage() {
+    let p = ok("FROM scratch AS base\nONBUILD ENV FROM_TRIGGER=1\nFROM base\nRUN x\n");
+    let st = target(&p);
+    assert!(st.steps[0].onbuild);
+    assert_eq!(env_of(runs(st)[0], "FROM_TRIGGER").as_deref(), Some("1"));
+    assert_eq!(st.config.on_build, None);
+    assert_eq!(
+        p.stages[0].config.on_build,
+        Some(vec!["ENV FROM_TRIGGER=1".to_string()])
+    );
+}
