@@ -890,6 +890,16 @@ fn helper(chan: &mut UnixStream) -> Result<ExitStatus, String> {
     // If kiln dies, so do we (and, through the pid namespace, the step).
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    // fork below is only sound with one thread: refuse loudly if a future
+    // change starts a runtime before dispatching to the helper.
+    let threads = std::fs::read_dir("/proc/self/task")
+        .map(|d| d.count())
+        .unwrap_or(1);
+    if threads != 1 {
+        return Err(format!(
+            "the sandbox helper must be single-threaded, it has {threads} threads"
+        ));
+    }
     let mut input = Vec::new();
     chan.read_to_end(&mut input)
         .map_err(|e| format!("reading sandbox spec: {e}"))?;
