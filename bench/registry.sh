@@ -26,7 +26,7 @@ done
 work=$(mktemp -d /var/tmp/kiln-bench.XXXXXX)
 reg_pid=
 cleanup() {
-  [ -n "$reg_pid" ] && kill "$reg_pid" 2>/dev/null && wait "$reg_pid" 2>/dev/null
+  if [ -n "$reg_pid" ]; then kill "$reg_pid" 2>/dev/null; wait "$reg_pid" 2>/dev/null || true; fi
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -64,9 +64,13 @@ json.dump({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.
 open(os.path.join(out, "oci-layout"), "w").write('{"imageLayoutVersion":"1.0.0"}')
 EOF
 
-# 2. A registry on a free loopback port.
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat >"$work/registry.yml" <<EOF
+# 2. A fresh registry on a free loopback port for each round, so neither
+#    tool finds blobs (or, for skopeo, mount sources in its blob-info cache)
+#    left by an earlier round.
+start_registry() { # start_registry N -> sets $reg
+  local port
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  cat >"$work/registry.yml" <<EOF
 version: 0.1
 log:
   level: error
@@ -74,20 +78,24 @@ log:
     disabled: true
 storage:
   filesystem:
-    rootdirectory: $work/registry
+    rootdirectory: $work/registry$1
   delete:
     enabled: true
 http:
   addr: 127.0.0.1:$port
 EOF
-docker-registry serve "$work/registry.yml" >/dev/null 2>&1 &
-reg_pid=$!
-for _ in $(seq 100); do
-  curl -sf "http://127.0.0.1:$port/v2/" >/dev/null 2>&1 && break
-  python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/v2/')" 2>/dev/null && break
-  sleep 0.1
-done
-reg=127.0.0.1:$port
+  docker-registry serve "$work/registry.yml" >/dev/null 2>&1 &
+  reg_pid=$!
+  for _ in $(seq 100); do
+    python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/v2/')" 2>/dev/null && break
+    sleep 0.1
+  done
+  reg=127.0.0.1:$port
+}
+stop_registry() {
+  kill "$reg_pid" 2>/dev/null; wait "$reg_pid" 2>/dev/null || true; reg_pid=
+  rm -rf "$work"/registry[0-9]*
+}
 
 export KILN_ROOT="$work/kiln-src"
 "$KILN" load -i "$work/layout" --tag big:1 >/dev/null
@@ -107,6 +115,7 @@ timeit() { # timeit VAR cmd...
 
 kiln_push=; skopeo_push=; kiln_pull=; skopeo_pull=
 for r in $(seq "$ROUNDS"); do
+  start_registry "$r"
   kp() { KILN_ROOT="$work/kiln-src" "$KILN" push -q big:1 "$reg/kiln$r/big:1"; }
   sp() { skopeo copy -q --dest-tls-verify=false "oci:$work/layout:big" "docker://$reg/skopeo$r/big:1"; }
   kl() { rm -rf "$work/kiln-dst"; KILN_ROOT="$work/kiln-dst" "$KILN" pull -q "$reg/kiln$r/big:1"; }
@@ -116,6 +125,7 @@ for r in $(seq "$ROUNDS"); do
   else
     timeit skopeo_push sp; timeit kiln_push kp; timeit skopeo_pull sl; timeit kiln_pull kl
   fi
+  stop_registry
 done
 
 python3 - "$SIZE_MIB" "$LAYERS" "$kiln_push" "$skopeo_push" "$kiln_pull" "$skopeo_pull" <<'EOF'
