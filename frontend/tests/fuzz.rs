@@ -312,14 +312,10 @@ fn pathological_megabyte_inputs_complete() {
     }
     nested.push('\n');
     inputs.push(nested);
-    // A megabyte of quotes and escapes.
+    // A megabyte of quotes and escapes in one logical line.
     inputs.push(format!(
         "FROM scratch\nENV A=\"{}\"\n",
-        "\\\"'\\\\"
-            .repeat(10_000)
-            .repeat(1)
-            .chars()
-            .collect::<String>()
+        "\\\"'\\\\ x\\\n".repeat(100_000)
     ));
     inputs.push(format!(
         "FROM scratch\n{}",
