@@ -7,7 +7,9 @@
 //! dirs and OCI layer tars (whiteouts in both directions).
 
 pub mod diff;
+pub mod executor;
 pub mod fileops;
+pub mod layers;
 pub mod sandbox;
 pub mod snapshot;
 mod sys;

@@ -1,0 +1,888 @@
+//! The solver's executor for kiln's build ops: where a graph node becomes a
+//! snapshot. Every op's result is a [`Snapshot`], the ordered layers of a
+//! root filesystem; RUN and file ops mount an overlay of their input's layer
+//! directories, do their work in it, and turn the upper dir into one new
+//! layer (a gzip blob in the content store, and the upper dir itself kept as
+//! that layer's directory).
+//!
+//! Results are recorded in the build cache, `$KILN_ROOT/buildcache/<key>.json`
+//! (the snapshot a cache key produced), written only after its blobs exist,
+//! so a record never points at nothing; a record whose blobs were pruned is
+//! a miss.
+//!
+//! Blocking work (mounts, copies, the sandbox, compression) runs on tokio's
+//! blocking pool; a cancelled step (another failed, or the build was
+//! interrupted) kills its sandbox.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use solver::ops::{BuildOp, Exec, ExecMount, FileAction, FileOp, Network as OpNetwork};
+use solver::{Executor, Graph, Key, NodeId, Progress, Stream};
+
+use crate::diff::{self, Compression};
+use crate::fileops::{self, checksum, ChecksumMemo, Chmod, CopySpec, SourceIds};
+use crate::layers::{LayerError, LayerRef, LayerStore};
+use crate::sandbox::{self, Mount, Network, SandboxSpec};
+use crate::snapshot::{self, Active, Mounted};
+
+/// What every op produces: a root filesystem as its layers, lowest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub layers: Vec<LayerRef>,
+    /// Set when this "snapshot" stands for a build context on the host
+    /// (the output of a `Context` op): consumers read that directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<ContextRef>,
+}
+
+/// A build context as its consumers see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContextRef {
+    pub name: String,
+    /// `.dockerignore` patterns.
+    pub exclude: Vec<String>,
+}
+
+/// How the worker runs steps.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// Host directories of the build contexts, by name (`context` is the
+    /// main one).
+    pub contexts: HashMap<String, PathBuf>,
+    /// `--network` of the build: what `RUN` gets unless it says otherwise.
+    pub default_network: Network,
+    /// The kiln binary, re-executed as the sandbox helper.
+    pub helper_exe: PathBuf,
+    /// Copy instead of overlay mounts (when overlay cannot be used).
+    pub force_copy: bool,
+}
+
+/// Why a step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecutorError {
+    /// A RUN exited non-zero; worded as BuildKit words it.
+    #[error("process \"{argv}\" did not complete successfully: exit code: {code}")]
+    Process { argv: String, code: i32 },
+    #[error("unable to find user {user}: {reason}")]
+    User { user: String, reason: String },
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("no build context named {0:?} was given")]
+    NoContext(String),
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Layer(#[from] LayerError),
+    #[error(transparent)]
+    Snapshot(#[from] snapshot::SnapshotError),
+    #[error(transparent)]
+    Sandbox(#[from] sandbox::SandboxError),
+    #[error(transparent)]
+    Diff(#[from] diff::DiffError),
+    #[error(transparent)]
+    FileOps(#[from] fileops::FileOpsError),
+    #[error(transparent)]
+    Store(#[from] cache::Error),
+    #[error("image {reference}: {detail}")]
+    Image { reference: String, detail: String },
+    #[error("step was interrupted")]
+    Interrupted,
+}
+
+fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> ExecutorError + 'a {
+    move |source| ExecutorError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Executes [`BuildOp`]s on this machine.
+pub struct Worker {
+    root: cache::Root,
+    layers: LayerStore,
+    opts: WorkerOptions,
+    memo: ChecksumMemo,
+    cache_dir: PathBuf,
+    cache_mounts: PathBuf,
+    /// One lock per cache-mount id, for `sharing=locked`.
+    mount_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Worker {
+    pub fn new(root: cache::Root, opts: WorkerOptions) -> Result<Worker, ExecutorError> {
+        let layers = LayerStore::open(root.path())?;
+        let cache_dir = root.path().join("buildcache");
+        let cache_mounts = root.path().join("cachemounts");
+        for d in [&cache_dir, &cache_mounts] {
+            fs::create_dir_all(d).map_err(io_err("create", d))?;
+        }
+        Ok(Worker {
+            root,
+            layers,
+            opts,
+            memo: ChecksumMemo::new(),
+            cache_dir,
+            cache_mounts,
+            mount_locks: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn root(&self) -> &cache::Root {
+        &self.root
+    }
+
+    /// The unpacked directory of every layer, lowest first.
+    pub fn layer_dirs(&self, snap: &Snapshot) -> Result<Vec<PathBuf>, ExecutorError> {
+        snap.layers
+            .iter()
+            .map(|l| Ok(self.layers.dir(l, self.root.blobs())?))
+            .collect()
+    }
+
+    fn context_dir(&self, name: &str) -> Result<&Path, ExecutorError> {
+        self.opts
+            .contexts
+            .get(name)
+            .map(|p| p.as_path())
+            .ok_or_else(|| ExecutorError::NoContext(name.to_string()))
+    }
+
+    fn record_path(&self, key: Key) -> PathBuf {
+        self.cache_dir.join(format!("{}.json", key.to_hex()))
+    }
+
+    fn record(&self, key: Key, snap: &Snapshot) -> Result<(), ExecutorError> {
+        let path = self.record_path(key);
+        let tmp = self
+            .cache_dir
+            .join(format!(".{}.{}.tmp", key.to_hex(), std::process::id()));
+        let data = serde_json::to_vec(snap).map_err(|e| io_err("encode", &path)(e.into()))?;
+        let mut f = fs::File::create(&tmp).map_err(io_err("create", &tmp))?;
+        f.write_all(&data).map_err(io_err("write", &tmp))?;
+        f.sync_all().map_err(io_err("sync", &tmp))?;
+        fs::rename(&tmp, &path).map_err(io_err("rename", &path))
+    }
+
+    /// The content key of a copy from a build context: exactly the files it
+    /// reads, as it would write them.
+    fn context_checksum(
+        &self,
+        ctx: &ContextRef,
+        paths: &[String],
+        parents: bool,
+        exclude: &[String],
+        mode: Option<Chmod>,
+    ) -> Result<blake3::Hash, ExecutorError> {
+        let dir = self.context_dir(&ctx.name)?;
+        let mut all_exclude = ctx.exclude.clone();
+        all_exclude.extend(exclude.iter().cloned());
+        let opts = checksum::ChecksumOptions {
+            parents,
+            exclude: all_exclude,
+            source_ids: SourceIds::Root,
+            owner: None,
+            mode,
+            allow_empty_wildcard: true,
+        };
+        Ok(fileops::checksum_sources(dir, paths, &opts, &self.memo)?)
+    }
+
+    fn run_blocking<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Worker, &AtomicBool) -> Result<T, ExecutorError> + Send + 'static,
+    ) -> impl std::future::Future<Output = Result<T, ExecutorError>> {
+        let this = self.clone();
+        let cancel = Arc::new(AtomicBool::new(false));
+        let guard = CancelOnDrop(cancel.clone());
+        async move {
+            let res = tokio::task::spawn_blocking(move || f(&this, &cancel)).await;
+            drop(guard);
+            match res {
+                Ok(r) => r,
+                Err(_) => Err(ExecutorError::Interrupted),
+            }
+        }
+    }
+}
+
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+fn context_of<'g>(graph: &'g Graph<BuildOp>, node: NodeId, input: usize) -> Option<ContextRef> {
+    let inputs = graph.inputs(node);
+    match inputs.get(input).map(|&i| graph.op(i)) {
+        Some(BuildOp::Context { name, exclude }) => Some(ContextRef {
+            name: name.clone(),
+            exclude: exclude.clone(),
+        }),
+        _ => None,
+    }
+}
+
+fn chmod_of(mode: Option<u32>) -> Option<Chmod> {
+    mode.map(Chmod::Octal)
+}
+
+/// The executor is shared by the solver's tasks; it is always used behind an
+/// `Arc` so blocking work can hold it.
+pub struct SharedWorker(pub Arc<Worker>);
+
+impl Executor for SharedWorker {
+    type Op = BuildOp;
+    type Output = Snapshot;
+    type Error = ExecutorError;
+
+    async fn content_key(
+        &self,
+        graph: &Graph<BuildOp>,
+        node: NodeId,
+    ) -> Result<Option<Key>, ExecutorError> {
+        let w = &self.0;
+        let mut parts: Vec<[u8; 32]> = Vec::new();
+        match graph.op(node) {
+            BuildOp::File(f) => {
+                for a in &f.actions {
+                    if let FileAction::Copy {
+                        source,
+                        paths,
+                        parents,
+                        exclude,
+                        chmod,
+                        ..
+                    } = a
+                    {
+                        if let Some(ctx) = context_of(graph, node, *source) {
+                            let (w2, paths, exclude) = (w.clone(), paths.clone(), exclude.clone());
+                            let (parents, mode) = (*parents, chmod_of(*chmod));
+                            let h = tokio::task::spawn_blocking(move || {
+                                w2.context_checksum(&ctx, &paths, parents, &exclude, mode)
+                            })
+                            .await
+                            .map_err(|_| ExecutorError::Interrupted)??;
+                            parts.push(*h.as_bytes());
+                        }
+                    }
+                }
+            }
+            BuildOp::Exec(e) => {
+                for m in &e.mounts {
+                    if let ExecMount::Bind { input, source, .. } = m {
+                        if let Some(ctx) = context_of(graph, node, *input) {
+                            let (w2, src) = (w.clone(), vec![source.clone()]);
+                            let h = tokio::task::spawn_blocking(move || {
+                                w2.context_checksum(&ctx, &src, false, &[], None)
+                            })
+                            .await
+                            .map_err(|_| ExecutorError::Interrupted)??;
+                            parts.push(*h.as_bytes());
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        if parts.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Key::of_parts(
+            "kiln.content.v1",
+            parts.iter().map(|p| p.as_slice()),
+        )))
+    }
+
+    async fn lookup(&self, op: &BuildOp, key: Key) -> Result<Option<Snapshot>, ExecutorError> {
+        // Sources are cheap to produce and never recorded.
+        if matches!(
+            op,
+            BuildOp::Image { .. } | BuildOp::Context { .. } | BuildOp::Scratch
+        ) {
+            return Ok(None);
+        }
+        let path = self.0.record_path(key);
+        let Ok(data) = fs::read(&path) else {
+            return Ok(None);
+        };
+        let Ok(snap) = serde_json::from_slice::<Snapshot>(&data) else {
+            return Ok(None);
+        };
+        let blobs = self.0.root.blobs();
+        let complete = snap
+            .layers
+            .iter()
+            .all(|l| l.digest.parse().map(|d| blobs.has(&d)).unwrap_or(false));
+        Ok(complete.then_some(snap))
+    }
+
+    async fn execute(
+        &self,
+        op: &BuildOp,
+        key: Key,
+        inputs: Vec<Snapshot>,
+        progress: Progress,
+    ) -> Result<Snapshot, ExecutorError> {
+        let w = &self.0;
+        let snap = match op {
+            BuildOp::Scratch => return Ok(Snapshot::default()),
+            BuildOp::Context { name, exclude } => {
+                w.context_dir(name)?;
+                return Ok(Snapshot {
+                    layers: vec![],
+                    context: Some(ContextRef {
+                        name: name.clone(),
+                        exclude: exclude.clone(),
+                    }),
+                });
+            }
+            BuildOp::Image {
+                reference,
+                manifest,
+                ..
+            } => {
+                let (reference, manifest) = (reference.clone(), manifest.clone());
+                return w
+                    .run_blocking(move |w, _| image_layers(w, &reference, manifest.as_deref()))
+                    .await;
+            }
+            BuildOp::Merge => {
+                let layers = inputs.into_iter().flat_map(|s| s.layers).collect();
+                Snapshot {
+                    layers,
+                    context: None,
+                }
+            }
+            BuildOp::Exec(e) => {
+                let locks = cache_mount_locks(w, e);
+                let mut _held = Vec::new();
+                for l in &locks {
+                    _held.push(l.clone().lock_owned().await);
+                }
+                let (e, progress) = (e.clone(), progress.clone());
+                w.run_blocking(move |w, cancel| run_exec(w, &e, &inputs, &progress, cancel))
+                    .await?
+            }
+            BuildOp::File(f) => {
+                let f = f.clone();
+                w.run_blocking(move |w, _| run_file(w, &f, &inputs)).await?
+            }
+        };
+        w.record(key, &snap)?;
+        Ok(snap)
+    }
+}
+
+fn cache_mount_locks(w: &Worker, e: &Exec) -> Vec<Arc<tokio::sync::Mutex<()>>> {
+    let mut table = w.mount_locks.lock().unwrap_or_else(|p| p.into_inner());
+    e.mounts
+        .iter()
+        .filter_map(|m| match m {
+            ExecMount::Cache {
+                id,
+                sharing: solver::ops::Sharing::Locked,
+                ..
+            } => Some(table.entry(id.clone()).or_default().clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// An image's layers, from its platform manifest in the store.
+fn image_layers(
+    w: &Worker,
+    reference: &str,
+    manifest: Option<&str>,
+) -> Result<Snapshot, ExecutorError> {
+    let bad = |detail: String| ExecutorError::Image {
+        reference: reference.to_string(),
+        detail,
+    };
+    let manifest =
+        manifest.ok_or_else(|| bad("the image was not resolved before the build".into()))?;
+    let digest: cache::Digest = manifest
+        .parse()
+        .map_err(|_| bad(format!("bad manifest digest {manifest}")))?;
+    let doc: serde_json::Value = cache::image::read_json(w.root.blobs(), &digest, "manifest")?;
+    let mut layers = Vec::new();
+    let config_digest = doc["config"]["digest"]
+        .as_str()
+        .ok_or_else(|| bad("manifest without config".into()))?;
+    let config: serde_json::Value = cache::image::read_json(
+        w.root.blobs(),
+        &config_digest
+            .parse()
+            .map_err(|_| bad("bad config digest".into()))?,
+        "config",
+    )?;
+    let diff_ids = config["rootfs"]["diff_ids"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let descs = doc["layers"].as_array().cloned().unwrap_or_default();
+    if diff_ids.len() != descs.len() {
+        return Err(bad(format!(
+            "{} layers but {} diff_ids",
+            descs.len(),
+            diff_ids.len()
+        )));
+    }
+    for (d, id) in descs.iter().zip(diff_ids) {
+        let digest = d["digest"]
+            .as_str()
+            .ok_or_else(|| bad("layer without digest".into()))?;
+        layers.push(LayerRef {
+            diff_id: id
+                .as_str()
+                .ok_or_else(|| bad("bad diff_id".into()))?
+                .to_string(),
+            digest: digest.to_string(),
+            size: d["size"].as_u64().unwrap_or(0),
+            media_type: d["mediaType"]
+                .as_str()
+                .unwrap_or(cache::media::OCI_LAYER_GZIP)
+                .to_string(),
+        });
+    }
+    Ok(Snapshot {
+        layers,
+        context: None,
+    })
+}
+
+/// Finishes a writable snapshot into a new layer on top of `base`.
+fn commit_layer(
+    w: &Worker,
+    active: Active,
+    base: &Snapshot,
+    exclude: &[PathBuf],
+) -> Result<Snapshot, ExecutorError> {
+    let finished = active.finish()?;
+    let writer = w.root.blobs().writer(None, None)?;
+    let (digest, writer) = diff::write_snapshot(&finished, exclude, Compression::Gzip(1), writer)?;
+    writer.commit()?;
+    let layer = LayerRef {
+        diff_id: digest.diff_id.clone(),
+        digest: digest.digest.clone(),
+        size: digest.size,
+        media_type: digest.media_type.to_string(),
+    };
+    match &finished {
+        snapshot::Finished::Overlay { upper, .. } if exclude.is_empty() => {
+            w.layers.adopt(upper, &layer.diff_id)?;
+        }
+        // The copy fallback (or an upper with excluded paths) has no
+        // self-contained diff dir: unpack the blob on first use instead.
+        _ => {}
+    }
+    let mut layers = base.layers.clone();
+    layers.push(layer);
+    Ok(Snapshot {
+        layers,
+        context: None,
+    })
+}
+
+/// A read-only view of a snapshot or a context, for COPY --from and bind
+/// mounts. Holds the mount (if any) for as long as it is needed.
+struct SourceView {
+    path: PathBuf,
+    _mount: Option<Mounted>,
+    context: Option<ContextRef>,
+}
+
+fn source_view(w: &Worker, snap: &Snapshot) -> Result<SourceView, ExecutorError> {
+    if let Some(ctx) = &snap.context {
+        return Ok(SourceView {
+            path: w.context_dir(&ctx.name)?.to_path_buf(),
+            _mount: None,
+            context: Some(ctx.clone()),
+        });
+    }
+    let dir = w.layers.scratch("view")?;
+    if snap.layers.is_empty() {
+        return Ok(SourceView {
+            path: dir,
+            _mount: None,
+            context: None,
+        });
+    }
+    let lowers = w.layer_dirs(snap)?;
+    let target = dir.join("merged");
+    fs::create_dir_all(&target).map_err(io_err("create", &target))?;
+    if lowers.len() > snapshot::MAX_LOWERS {
+        let flat = dir.join("flat");
+        snapshot::flatten(&lowers, &flat)?;
+        return Ok(SourceView {
+            path: flat,
+            _mount: None,
+            context: None,
+        });
+    }
+    let m = snapshot::mount_readonly(&lowers, &target)?;
+    Ok(SourceView {
+        path: m.path().to_path_buf(),
+        _mount: Some(m),
+        context: None,
+    })
+}
+
+/// The uid, gid and supplementary groups of USER, resolved in the rootfs as
+/// docker does (a name must exist; a bare uid without an entry gets gid 0).
+fn resolve_user(rootfs: &Path, user: &str) -> Result<(u32, u32, Vec<u32>), ExecutorError> {
+    if user.is_empty() {
+        return Ok((0, 0, vec![]));
+    }
+    let (u, g) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let read = |file: &str| -> Vec<Vec<String>> {
+        fileops::rootpath::host_path(rootfs, Path::new(file), true)
+            .ok()
+            .and_then(|p| fs::read_to_string(p).ok())
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+            .map(|l| l.split(':').map(str::to_string).collect())
+            .collect()
+    };
+    let passwd = read("/etc/passwd");
+    let entry = passwd
+        .iter()
+        .find(|f| f.len() >= 4 && (f[0] == u || (u.parse::<u32>().is_ok() && f[2] == u)));
+    let (uid, mut gid, name) = match (u.parse::<u32>(), entry) {
+        (Ok(uid), Some(f)) => (uid, f[3].parse().unwrap_or(0), Some(f[0].clone())),
+        (Ok(uid), None) => (uid, 0, None),
+        (Err(_), Some(f)) => (
+            f[2].parse().unwrap_or(0),
+            f[3].parse().unwrap_or(0),
+            Some(f[0].clone()),
+        ),
+        (Err(_), None) => {
+            return Err(ExecutorError::User {
+                user: u.to_string(),
+                reason: "no matching entries in passwd file".into(),
+            })
+        }
+    };
+    let groups = read("/etc/group");
+    if let Some(g) = g {
+        gid = match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => groups
+                .iter()
+                .find(|f| f.len() >= 3 && f[0] == g)
+                .and_then(|f| f[2].parse().ok())
+                .ok_or_else(|| ExecutorError::User {
+                    user: user.to_string(),
+                    reason: format!("unable to find group {g}: no matching entries in group file"),
+                })?,
+        };
+    }
+    let mut extra = Vec::new();
+    if g.is_none() {
+        if let Some(name) = name {
+            for f in &groups {
+                if f.len() >= 4 && f[3].split(',').any(|m| m == name) {
+                    if let Ok(id) = f[2].parse::<u32>() {
+                        if id != gid && !extra.contains(&id) {
+                            extra.push(id);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok((uid, gid, extra))
+}
+
+fn run_exec(
+    w: &Worker,
+    e: &Exec,
+    inputs: &[Snapshot],
+    progress: &Progress,
+    cancel: &AtomicBool,
+) -> Result<Snapshot, ExecutorError> {
+    let base = inputs.first().cloned().unwrap_or_default();
+    let lowers = w.layer_dirs(&base)?;
+    let dir = w.layers.scratch("exec")?;
+    let active = Active::prepare(&lowers, &dir, w.opts.force_copy)?;
+    let rootfs = active.rootfs().to_path_buf();
+    let (uid, gid, additional_gids) = resolve_user(&rootfs, &e.user)?;
+
+    let mut views = Vec::new();
+    let mut mounts = Vec::new();
+    for m in &e.mounts {
+        match m {
+            ExecMount::Bind {
+                input,
+                source,
+                target,
+                readonly,
+            } => {
+                let snap = inputs.get(*input).ok_or_else(|| {
+                    ExecutorError::Unsupported(format!("bind mount from missing input {input}"))
+                })?;
+                let view = source_view(w, snap)?;
+                let src = fileops::rootpath::host_path(&view.path, Path::new(source), true)?;
+                if view.context.is_some() && *readonly {
+                    // Context files are root-owned in the build, as BuildKit
+                    // sends them; a bind mount shows them as they are.
+                }
+                mounts.push(Mount::Bind {
+                    source: src,
+                    target: target.clone(),
+                    readonly: *readonly,
+                });
+                views.push(view);
+            }
+            ExecMount::Cache {
+                id,
+                target,
+                readonly,
+                uid,
+                gid,
+                mode,
+                ..
+            } => {
+                let dir = w
+                    .cache_mounts
+                    .join(blake3::hash(id.as_bytes()).to_hex().as_str());
+                if !dir.exists() {
+                    let tmp = w.layers.scratch("cachemount")?;
+                    use std::os::unix::fs::{chown, PermissionsExt};
+                    fs::set_permissions(&tmp, fs::Permissions::from_mode(*mode))
+                        .map_err(io_err("chmod", &tmp))?;
+                    chown(&tmp, Some(*uid), Some(*gid)).map_err(io_err("chown", &tmp))?;
+                    if fs::rename(&tmp, &dir).is_err() && !dir.exists() {
+                        return Err(io_err("create", &dir)(io::Error::other("rename failed")));
+                    }
+                }
+                mounts.push(Mount::Bind {
+                    source: dir,
+                    target: target.clone(),
+                    readonly: *readonly,
+                });
+            }
+            ExecMount::Tmpfs { target, size } => {
+                mounts.push(Mount::Tmpfs {
+                    target: target.clone(),
+                    size: *size,
+                    mode: None,
+                });
+            }
+            ExecMount::File { target, data, mode } => {
+                let dir = w.layers.scratch("file")?;
+                let path = dir.join("content");
+                fs::write(&path, data).map_err(io_err("write", &path))?;
+                use std::os::unix::fs::PermissionsExt;
+                fs::set_permissions(&path, fs::Permissions::from_mode(*mode))
+                    .map_err(io_err("chmod", &path))?;
+                mounts.push(Mount::Bind {
+                    source: path,
+                    target: target.clone(),
+                    readonly: true,
+                });
+            }
+            ExecMount::Secret { id, required, .. } | ExecMount::Ssh { id, required, .. } => {
+                if *required {
+                    return Err(ExecutorError::Unsupported(format!(
+                        "secret/ssh mount {id:?} is required but kiln does not forward secrets yet"
+                    )));
+                }
+            }
+        }
+    }
+
+    let mut spec = SandboxSpec::new(&rootfs, e.argv.clone());
+    spec.env = e.env.clone();
+    spec.cwd = if e.cwd.is_empty() {
+        "/".into()
+    } else {
+        e.cwd.clone()
+    };
+    spec.uid = uid;
+    spec.gid = gid;
+    spec.additional_gids = additional_gids;
+    spec.network = match e.network {
+        OpNetwork::Default => w.opts.default_network,
+        OpNetwork::Host => Network::Host,
+        OpNetwork::None => Network::None,
+    };
+    spec.mounts = mounts;
+    spec.rlimits = SandboxSpec::default_rlimits();
+    let mut sink = |s: sandbox::Stream, data: &[u8]| {
+        let stream = match s {
+            sandbox::Stream::Stdout => Stream::Stdout,
+            sandbox::Stream::Stderr => Stream::Stderr,
+        };
+        progress.log(stream, data);
+    };
+    let outcome = sandbox::run_cancellable(&spec, &w.opts.helper_exe, &mut sink, cancel)?;
+    drop(views);
+    if !outcome.status.success() {
+        drop(active);
+        return Err(ExecutorError::Process {
+            argv: e.argv.join(" "),
+            code: outcome.status.code(),
+        });
+    }
+    commit_layer(w, active, &base, &[])
+}
+
+fn run_file(w: &Worker, f: &FileOp, inputs: &[Snapshot]) -> Result<Snapshot, ExecutorError> {
+    let base = inputs.first().cloned().unwrap_or_default();
+    let lowers = w.layer_dirs(&base)?;
+    let dir = w.layers.scratch("file")?;
+    let active = Active::prepare(&lowers, &dir, w.opts.force_copy)?;
+    let rootfs = active.rootfs().to_path_buf();
+    for a in &f.actions {
+        match a {
+            FileAction::Copy {
+                source,
+                paths,
+                dest,
+                chown,
+                chmod,
+                parents,
+                exclude,
+                unpack,
+            } => {
+                let snap = inputs.get(*source).ok_or_else(|| {
+                    ExecutorError::Unsupported(format!("copy from missing input {source}"))
+                })?;
+                let view = source_view(w, snap)?;
+                let mut spec = CopySpec::new(&view.path, paths.clone(), &rootfs, dest);
+                spec.owner = chown
+                    .as_deref()
+                    .map(|c| fileops::resolve_chown(c, &rootfs))
+                    .transpose()?;
+                spec.mode = chmod_of(*chmod);
+                spec.parents = *parents;
+                spec.exclude = exclude.clone();
+                spec.unpack = *unpack;
+                match &view.context {
+                    Some(ctx) => {
+                        spec.source_ids = SourceIds::Root;
+                        spec.exclude.extend(ctx.exclude.iter().cloned());
+                    }
+                    None => spec.source_ids = SourceIds::Preserve,
+                }
+                fileops::copy(&spec)?;
+            }
+            FileAction::Mkdir {
+                path,
+                mode,
+                parents,
+                chown,
+            } => {
+                let owner = chown
+                    .as_deref()
+                    .map(|c| fileops::resolve_chown(c, &rootfs))
+                    .transpose()?;
+                mkdir_in(&rootfs, path, *mode, *parents, owner)?;
+            }
+            FileAction::Mkfile {
+                path,
+                data,
+                mode,
+                chown,
+            } => {
+                let owner = chown
+                    .as_deref()
+                    .map(|c| fileops::resolve_chown(c, &rootfs))
+                    .transpose()?;
+                let host = fileops::rootpath::host_path(&rootfs, Path::new(path), false)?;
+                fs::write(&host, data).map_err(io_err("write", &host))?;
+                use std::os::unix::fs::PermissionsExt;
+                fs::set_permissions(&host, fs::Permissions::from_mode(*mode))
+                    .map_err(io_err("chmod", &host))?;
+                if let Some(o) = owner {
+                    std::os::unix::fs::lchown(&host, Some(o.uid), Some(o.gid))
+                        .map_err(io_err("chown", &host))?;
+                }
+            }
+            FileAction::Rm {
+                path,
+                allow_not_found,
+            } => {
+                let host = fileops::rootpath::host_path(&rootfs, Path::new(path), false)?;
+                let res = match fs::symlink_metadata(&host) {
+                    Ok(md) if md.is_dir() => fs::remove_dir_all(&host),
+                    Ok(_) => fs::remove_file(&host),
+                    Err(e) => Err(e),
+                };
+                match res {
+                    Err(e) if e.kind() == io::ErrorKind::NotFound && *allow_not_found => {}
+                    other => other.map_err(io_err("remove", &host))?,
+                }
+            }
+        }
+    }
+    commit_layer(w, active, &base, &[])
+}
+
+/// mkdir -p inside a root, never leaving it (each component resolved in the
+/// root); only the directories it creates get `mode` and the owner, as
+/// BuildKit's mkdir does.
+fn mkdir_in(
+    rootfs: &Path,
+    path: &str,
+    mode: u32,
+    parents: bool,
+    owner: Option<fileops::Owner>,
+) -> Result<(), ExecutorError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let mut cur = PathBuf::from("/");
+    let comps: Vec<_> = Path::new(path)
+        .components()
+        .filter(|c| matches!(c, std::path::Component::Normal(_)))
+        .collect();
+    for (i, c) in comps.iter().enumerate() {
+        cur.push(c);
+        let host = fileops::rootpath::host_path(rootfs, &cur, true)?;
+        match fs::symlink_metadata(&host) {
+            Ok(md) if md.is_dir() => continue,
+            Ok(_) => {
+                return Err(io_err("mkdir", &cur)(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    "not a directory",
+                )))
+            }
+            Err(_) if !parents && i + 1 < comps.len() => {
+                return Err(io_err("mkdir", &cur)(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "parent missing",
+                )))
+            }
+            Err(_) => {
+                fs::DirBuilder::new()
+                    .mode(mode)
+                    .create(&host)
+                    .map_err(io_err("mkdir", &host))?;
+                fs::set_permissions(&host, fs::Permissions::from_mode(mode))
+                    .map_err(io_err("chmod", &host))?;
+                if let Some(o) = owner {
+                    std::os::unix::fs::lchown(&host, Some(o.uid), Some(o.gid))
+                        .map_err(io_err("chown", &host))?;
+                }
+            }
+        }
+    }
+    Ok(())
+}

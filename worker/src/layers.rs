@@ -1,0 +1,280 @@
+//! Layers as the build uses them: a blob in the content store (what leaves
+//! kiln) and, beside it, the same layer unpacked as an overlay-ready
+//! directory (what RUN and COPY stand on), plus the per-process scratch
+//! space steps work in.
+//!
+//! Layout under `$KILN_ROOT`:
+//! - `layers/<diff_id hex>/` — one unpacked layer, overlay-native whiteouts.
+//!   Made by renaming a finished upper dir, or by unpacking the blob on first
+//!   use; a directory appears there only whole (built elsewhere, renamed).
+//! - `work/<pid>/` — the scratch space of one kiln process: overlay
+//!   upper/work/merged dirs, read-only views. A process that died (SIGKILL)
+//!   leaves its folder, and perhaps mounts in it; the next worker detaches
+//!   those mounts and removes the folder.
+
+use std::fs;
+use std::io::{self, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+use crate::snapshot;
+
+/// One layer of a snapshot: enough to find its blob and its directory and to
+/// describe it in a manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerRef {
+    /// `sha256:` of the uncompressed tar (the config's rootfs.diff_ids).
+    pub diff_id: String,
+    /// `sha256:` of the blob as stored (compressed).
+    pub digest: String,
+    pub size: u64,
+    pub media_type: String,
+}
+
+/// Why a layer could not be made available.
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("layer {digest}: {source}")]
+    Store {
+        digest: String,
+        #[source]
+        source: cache::Error,
+    },
+    #[error("unpacking layer {digest}: {source}")]
+    Unpack {
+        digest: String,
+        #[source]
+        source: snapshot::SnapshotError,
+    },
+    #[error("layer {0}: not a sha256 digest")]
+    BadDigest(String),
+}
+
+fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> LayerError + 'a {
+    move |source| LayerError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The unpacked layers and the scratch space of this process.
+#[derive(Debug)]
+pub struct LayerStore {
+    layers: PathBuf,
+    work: PathBuf,
+    seq: AtomicU64,
+}
+
+impl LayerStore {
+    /// Opens the layer folders under `root`, cleaning what dead kiln
+    /// processes left in `work/`.
+    pub fn open(root: &Path) -> Result<LayerStore, LayerError> {
+        let layers = root.join("layers");
+        let work_root = root.join("work");
+        for d in [&layers, &work_root] {
+            fs::create_dir_all(d).map_err(io_err("create", d))?;
+        }
+        clean_dead_work(&work_root);
+        let work = work_root.join(std::process::id().to_string());
+        // A folder named by our pid may be a dead namesake's: start clean.
+        if work.exists() {
+            remove_tree(&work);
+        }
+        fs::create_dir_all(&work).map_err(io_err("create", &work))?;
+        Ok(LayerStore {
+            layers,
+            work,
+            seq: AtomicU64::new(0),
+        })
+    }
+
+    /// A fresh, empty scratch directory for one step.
+    pub fn scratch(&self, what: &str) -> Result<PathBuf, LayerError> {
+        let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        let dir = self.work.join(format!("{what}-{n}"));
+        fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+        Ok(dir)
+    }
+
+    /// Where the unpacked layer lives (whether or not it is there yet).
+    pub fn path(&self, diff_id: &str) -> Result<PathBuf, LayerError> {
+        let hex = diff_id
+            .strip_prefix("sha256:")
+            .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+            .ok_or_else(|| LayerError::BadDigest(diff_id.to_string()))?;
+        Ok(self.layers.join(hex))
+    }
+
+    /// The layer's directory, unpacking its blob first if needed.
+    pub fn dir(&self, layer: &LayerRef, blobs: &cache::BlobStore) -> Result<PathBuf, LayerError> {
+        let path = self.path(&layer.diff_id)?;
+        if path.is_dir() {
+            return Ok(path);
+        }
+        let digest: cache::Digest = layer
+            .digest
+            .parse()
+            .map_err(|_| LayerError::BadDigest(layer.digest.clone()))?;
+        let store_err = |source| LayerError::Store {
+            digest: layer.digest.clone(),
+            source,
+        };
+        let file = blobs.open(&digest).map_err(store_err)?;
+        let staging = self.scratch("unpack")?.join("layer");
+        fs::create_dir(&staging).map_err(io_err("create", &staging))?;
+        let reader = decompress(
+            BufReader::with_capacity(256 * 1024, file),
+            &layer.media_type,
+        )
+        .map_err(io_err("decompress", &path))?;
+        snapshot::apply_layer(reader, &staging).map_err(|source| LayerError::Unpack {
+            digest: layer.digest.clone(),
+            source,
+        })?;
+        self.adopt(&staging, &layer.diff_id)
+    }
+
+    /// Moves a finished directory (an overlay upper dir, or a staging dir)
+    /// into place as the unpacked form of `diff_id`. If another build got
+    /// there first, theirs stays and ours is dropped.
+    pub fn adopt(&self, dir: &Path, diff_id: &str) -> Result<PathBuf, LayerError> {
+        let path = self.path(diff_id)?;
+        match fs::rename(dir, &path) {
+            Ok(()) => Ok(path),
+            Err(_) if path.is_dir() => {
+                remove_tree(dir);
+                Ok(path)
+            }
+            Err(e) => Err(io_err("rename into", &path)(e)),
+        }
+    }
+
+    /// Removes this process's scratch space.
+    pub fn cleanup(&self) {
+        remove_tree(&self.work);
+    }
+}
+
+impl Drop for LayerStore {
+    fn drop(&mut self) {
+        self.cleanup();
+    }
+}
+
+/// A reader of the layer's tar, whatever its compression (by media type,
+/// and by magic bytes when the type says nothing).
+fn decompress<'a, R: Read + 'a>(
+    mut r: BufReader<R>,
+    media_type: &str,
+) -> io::Result<Box<dyn Read + 'a>> {
+    use std::io::BufRead;
+    let head = r.fill_buf()?;
+    let gzip = media_type.ends_with("gzip") || head.starts_with(&[0x1f, 0x8b]);
+    let zstd = media_type.ends_with("zstd") || head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]);
+    Ok(if gzip {
+        Box::new(flate2::bufread::MultiGzDecoder::new(r))
+    } else if zstd {
+        Box::new(zstd::stream::read::Decoder::with_buffer(r)?)
+    } else {
+        Box::new(r)
+    })
+}
+
+/// Removes the scratch folders of kiln processes that no longer run,
+/// detaching any mount they left behind first.
+fn clean_dead_work(work_root: &Path) {
+    let Ok(entries) = fs::read_dir(work_root) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        remove_tree(&e.path());
+    }
+}
+
+/// Removes a tree that may still have mounts in it: mounts below it are
+/// detached (deepest first) before anything is deleted, so removal can never
+/// reach through a mount into a layer or the host.
+pub(crate) fn remove_tree(dir: &Path) {
+    let mut mounts: Vec<PathBuf> = fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(unescape_mountinfo)
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    mounts.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for m in &mounts {
+        let _ = crate::sys::umount(m, libc::MNT_DETACH);
+    }
+    let still_mounted = fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(unescape_mountinfo)
+        .any(|p| p.starts_with(dir));
+    if !still_mounted {
+        let _ = fs::remove_dir_all(dir);
+    }
+}
+
+fn unescape_mountinfo(s: &str) -> PathBuf {
+    // mountinfo escapes space, tab, newline and backslash as \ooo.
+    let mut out = Vec::with_capacity(s.len());
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    use std::os::unix::ffi::OsStringExt;
+    PathBuf::from(std::ffi::OsString::from_vec(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes_are_decoded() {
+        assert_eq!(unescape_mountinfo("/a\\040b"), PathBuf::from("/a b"));
+        assert_eq!(unescape_mountinfo("/plain"), PathBuf::from("/plain"));
+    }
+
+    #[test]
+    fn layer_paths_accept_only_sha256() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LayerStore::open(dir.path()).unwrap();
+        assert!(store.path("sha256:../../etc").is_err());
+        let ok = format!("sha256:{}", "a".repeat(64));
+        assert!(store
+            .path(&ok)
+            .unwrap()
+            .starts_with(dir.path().join("layers")));
+    }
+}
