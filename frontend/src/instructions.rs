@@ -31,24 +31,72 @@ pub struct Instruction {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "instruction", rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Command {
+    /// Starts a stage.
     From(From),
+    /// Runs a command in the stage's filesystem: makes a layer.
     Run(Run),
+    /// The image's default arguments (config only).
     Cmd(CmdLine),
+    /// The image's entry point (config only; resets an inherited CMD).
     Entrypoint(CmdLine),
-    Shell { shell: Vec<String> },
+    /// The shell for later shell forms (JSON form only, as BuildKit).
+    Shell {
+        /// The shell's argv, the command is appended to it.
+        shell: Vec<String>,
+    },
+    /// Copies from the context, a stage or an image: makes a layer.
     Copy(Copy),
+    /// COPY plus URLs, git and archive extraction.
     Add(Copy),
-    Env { pairs: Vec<KeyValue> },
-    Label { pairs: Vec<KeyValue> },
-    Arg { args: Vec<ArgDecl> },
-    Workdir { path: String },
-    User { user: String },
-    Expose { ports: Vec<String> },
-    Volume { paths: Vec<String> },
-    StopSignal { signal: String },
+    /// Sets image environment variables (also visible to later words).
+    Env {
+        /// The pairs, values as written.
+        pairs: Vec<KeyValue>,
+    },
+    /// Sets image labels.
+    Label {
+        /// The pairs, values as written.
+        pairs: Vec<KeyValue>,
+    },
+    /// Declares build arguments (global before the first FROM).
+    Arg {
+        /// The declarations in order.
+        args: Vec<ArgDecl>,
+    },
+    /// Sets (and creates) the working directory.
+    Workdir {
+        /// As written, relative to the previous WORKDIR when not absolute.
+        path: String,
+    },
+    /// Sets the user later RUNs and the container run as.
+    User {
+        /// `name`, `uid`, `name:group` or `uid:gid`, as written.
+        user: String,
+    },
+    /// Records ports the image listens on.
+    Expose {
+        /// As written, sorted as BuildKit sorts them before expansion.
+        ports: Vec<String>,
+    },
+    /// Records mount points for anonymous volumes.
+    Volume {
+        /// As written (JSON or whitespace form), trimmed.
+        paths: Vec<String>,
+    },
+    /// The signal that stops the container.
+    StopSignal {
+        /// A name (`SIGTERM`) or number, as written.
+        signal: String,
+    },
+    /// How the runtime checks the container's health.
     Healthcheck(Healthcheck),
+    /// A trigger stored in the image for builds based on it.
     Onbuild(Onbuild),
-    Maintainer { name: String },
+    /// Deprecated author field (a warning).
+    Maintainer {
+        /// The author, the rest of the line.
+        name: String,
+    },
 }
 
 /// `FROM [--platform=P] image [AS name]`: the start of a stage.

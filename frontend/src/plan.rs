@@ -53,8 +53,11 @@ pub const PROXY_ARGS: [&str; 10] = [
 /// An OCI platform (`os/arch[/variant]`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Hash, PartialOrd, Ord)]
 pub struct Platform {
+    /// `linux`, `windows`, …
     pub os: String,
+    /// GOARCH spelling: `amd64`, `arm64`, `arm`, …
     pub architecture: String,
+    /// `v7` for `arm`, … (none when the architecture has one flavour)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
 }
@@ -158,6 +161,7 @@ impl std::fmt::Display for Platform {
 /// `--platform`).
 #[derive(Debug, Clone, Default)]
 pub struct PlanOptions {
+    /// `--build-arg` values: override ARG defaults and predefined ARGs.
     pub build_args: BTreeMap<String, String>,
     /// The stage to build; the last one when `None`.
     pub target: Option<String>,
@@ -246,8 +250,11 @@ fn split_env(e: &str) -> (String, String) {
 /// One history entry of the image config, as BuildKit writes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryEntry {
+    /// What BuildKit shows as the step (`RUN /bin/sh -c … # buildkit`).
     pub created_by: String,
+    /// True for config-only steps: no layer in `rootfs.diff_ids`.
     pub empty_layer: bool,
+    /// Always [`HISTORY_COMMENT`].
     pub comment: String,
 }
 
@@ -255,13 +262,16 @@ pub struct HistoryEntry {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Base {
+    /// No base: an empty filesystem.
     Scratch,
     /// An image reference, variables expanded, as written otherwise.
     Image {
+        /// Not normalised (`busybox:1.35`).
         reference: String,
     },
-    /// An earlier stage: its [`Stage::index`].
+    /// An earlier stage.
     Stage {
+        /// Its [`Stage::index`].
         index: usize,
     },
 }
@@ -270,11 +280,14 @@ pub enum Base {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Source {
-    /// A stage: its [`Stage::index`].
+    /// A stage of this file.
     Stage {
+        /// Its [`Stage::index`].
         index: usize,
     },
+    /// Any other name: an image.
     Image {
+        /// As written.
         reference: String,
     },
 }
@@ -303,20 +316,30 @@ pub enum StepOp {
         /// The argv, shell prepended for the shell form, heredocs folded in
         /// as BuildKit folds them.
         argv: Vec<String>,
+        /// A shebang heredoc to mount at `/dev/pipes/<name>` (argv runs it).
         script: Option<InlineScript>,
+        /// `--mount`s, values expanded, sources resolved.
         mounts: Vec<PlannedMount>,
+        /// `--network`.
         network: NetworkMode,
+        /// `--security`.
         security: Security,
     },
     /// COPY and ADD with every word expanded (see [`Copy`]).
     Copy {
+        /// ADD rather than COPY.
         add: bool,
+        /// Sources, destination and flags with their words expanded.
         #[serde(flatten)]
         copy: Copy,
+        /// `--from` resolved; `None` reads the build context.
         from_source: Option<Source>,
     },
     /// WORKDIR: the absolute directory to create (none for `/`).
-    Workdir { path: String },
+    Workdir {
+        /// Absolute and cleaned.
+        path: String,
+    },
     /// Instructions that only change the image config.
     Config,
 }
