@@ -1,0 +1,214 @@
+//! The bad paths of `kiln build`, end to end as root: nothing in a context,
+//! an image or a RUN reaches the host; a build killed with SIGKILL leaves a
+//! store the next build uses; a failing build names nothing.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared");
+
+struct Kiln {
+    tmp: tempfile::TempDir,
+    root: PathBuf,
+}
+
+impl Kiln {
+    fn new() -> Kiln {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path().join("root");
+        let k = Kiln { tmp, root };
+        let fixture = format!("{SHARED}/fixtures/busybox-1.35-oci.tar");
+        let out = k.run(&["load", "-q", "-i", &fixture]);
+        assert!(out.status.success(), "load: {}", stderr(&out));
+        k
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_kiln"));
+        c.args(args).env("KILN_ROOT", &self.root);
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("running kiln")
+    }
+
+    /// A context folder holding a Dockerfile and these files.
+    fn context(&self, name: &str, dockerfile: &str, files: &[(&str, &str)]) -> PathBuf {
+        let dir = self.tmp.path().join(name);
+        std::fs::create_dir_all(&dir).expect("ctx");
+        std::fs::write(dir.join("Dockerfile"), dockerfile).expect("Dockerfile");
+        for (n, text) in files {
+            std::fs::write(dir.join(n), text).expect("context file");
+        }
+        dir
+    }
+
+    /// Builds `ctx` and exports its rootfs to a fresh folder.
+    fn build_local(&self, ctx: &Path, tag: &str) -> (Output, PathBuf) {
+        let dest = self.tmp.path().join(format!("out-{tag}"));
+        let out = self.run(&[
+            "build",
+            "--progress",
+            "plain",
+            "-t",
+            tag,
+            "--output",
+            &format!("type=local,dest={}", dest.display()),
+            &ctx.display().to_string(),
+        ]);
+        (out, dest)
+    }
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn a_context_symlink_to_a_host_file_never_copies_the_host_file() {
+    let k = Kiln::new();
+    // A top-level source symlink is followed, as BuildKit does, but inside
+    // the context: /etc/shadow is not in it, so the copy fails.
+    let ctx = k.context("top", "FROM scratch\nCOPY shadow /shadow\n", &[]);
+    std::os::unix::fs::symlink("/etc/shadow", ctx.join("shadow")).unwrap();
+    let (out, dest) = k.build_local(&ctx, "top");
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("not found"), "{}", stderr(&out));
+    assert!(!dest.join("shadow").exists());
+
+    // Inside a copied folder, links are copied as links.
+    let ctx = k.context("nested", "FROM scratch\nCOPY dir/ /dir/\n", &[]);
+    std::fs::create_dir(ctx.join("dir")).unwrap();
+    std::os::unix::fs::symlink("/etc/shadow", ctx.join("dir/shadow")).unwrap();
+    std::os::unix::fs::symlink("../../../../../../etc/passwd", ctx.join("dir/up")).unwrap();
+    let (out, dest) = k.build_local(&ctx, "nested");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let shadow = dest.join("dir/shadow");
+    assert!(std::fs::symlink_metadata(&shadow)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(
+        std::fs::read_link(&shadow).unwrap(),
+        Path::new("/etc/shadow")
+    );
+    assert!(std::fs::symlink_metadata(dest.join("dir/up"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+}
+
+#[test]
+fn a_run_cannot_read_the_host_through_proc_1_root() {
+    let k = Kiln::new();
+    let marker = k.tmp.path().join("host-secret");
+    std::fs::write(&marker, "secret").unwrap();
+    let m = marker.display().to_string();
+    let df = format!(
+        "FROM busybox:1.35\n\
+         RUN (cat /proc/1/root{m} 2>/dev/null || echo unreadable) > /via-proc1\n\
+         RUN (cat /proc/self/root{m} 2>/dev/null || echo unreadable) > /via-self\n\
+         RUN (ls /proc/1/root/ > /root-listing)\n"
+    );
+    let ctx = k.context("ctx", &df, &[]);
+    let (out, dest) = k.build_local(&ctx, "proc");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_to_string(dest.join("via-proc1")).unwrap(),
+        "unreadable\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dest.join("via-self")).unwrap(),
+        "unreadable\n"
+    );
+    // pid 1 is the step itself: its root is the image's, with busybox's bin.
+    let listing = std::fs::read_to_string(dest.join("root-listing")).unwrap();
+    assert!(listing.lines().any(|l| l == "bin"), "{listing}");
+    assert!(
+        !listing.lines().any(|l| l == "work" || l == "proc-host"),
+        "{listing}"
+    );
+}
+
+#[test]
+fn a_failing_build_names_nothing_and_says_which_step_failed() {
+    let k = Kiln::new();
+    let ctx = k.context(
+        "ctx",
+        "FROM busybox:1.35\nRUN echo before\nRUN exit 3\n",
+        &[],
+    );
+    let out = k.run(&[
+        "build",
+        "--progress",
+        "plain",
+        "-t",
+        "broken",
+        &ctx.display().to_string(),
+    ]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("exit code: 3"), "{err}");
+    assert!(err.contains("RUN exit 3"), "names the step: {err}");
+    let images = k.run(&["images"]);
+    assert!(!String::from_utf8_lossy(&images.stdout).contains("broken"));
+}
+
+/// Whether any mount below `dir` is still there.
+fn mounts_below(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+        .filter(|p| Path::new(p).starts_with(dir))
+        .collect()
+}
+
+#[test]
+fn a_build_killed_mid_step_leaves_a_store_the_next_build_uses() {
+    let k = Kiln::new();
+    let ctx = k.context(
+        "slow",
+        "FROM busybox:1.35\nCOPY a.txt /a.txt\nRUN touch /started && sleep 60\n",
+        &[("a.txt", "a")],
+    );
+    let mut child = k
+        .cmd(&[
+            "build",
+            "--progress",
+            "plain",
+            "-t",
+            "slow",
+            &ctx.display().to_string(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the RUN is under way (its overlay is mounted in work/).
+    let work = k.root.join("work");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while mounts_below(&work).is_empty() {
+        assert!(Instant::now() < deadline, "the build never reached its RUN");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    let ctx2 = k.context(
+        "after",
+        "FROM busybox:1.35\nCOPY a.txt /a.txt\nRUN echo ok > /ok\n",
+        &[("a.txt", "a")],
+    );
+    let (out, dest) = k.build_local(&ctx2, "after");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(dest.join("ok")).unwrap(), "ok\n");
+    assert!(
+        mounts_below(&work).is_empty(),
+        "the dead build's mounts were cleaned"
+    );
+    assert!(!k.run(&["images"]).stdout.windows(4).any(|w| w == b"slow"));
+}
