@@ -18,6 +18,7 @@
 //! (what `kiln parse --plan` shows).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -358,7 +359,8 @@ pub struct Step {
     /// ARGs in force with a value, in declaration order.
     pub args: Vec<(String, String)>,
     /// The image config's `Env` in force (before this step).
-    pub env: Vec<String>,
+    #[serde(serialize_with = "serialize_shared")]
+    pub env: Arc<[String]>,
     /// For RUN steps (empty for others), the environment the command gets:
     /// the config's `Env`, the ARGs in force (an ENV of the same name wins),
     /// and the proxy build args.
@@ -366,7 +368,8 @@ pub struct Step {
     pub workdir: String,
     pub user: String,
     /// The shell for shell forms.
-    pub shell: Vec<String>,
+    #[serde(serialize_with = "serialize_shared")]
+    pub shell: Arc<[String]>,
     pub history: Option<HistoryEntry>,
 }
 
@@ -954,6 +957,11 @@ struct State {
     history: Vec<HistoryEntry>,
     steps: Vec<Step>,
     author: Option<String>,
+    /// The config's Env and the shell as last shared with a step; steps
+    /// share them until ENV or SHELL changes them, since big files repeat
+    /// them for every step.
+    env_cache: Option<Arc<[String]>>,
+    shell_cache: Option<Arc<[String]>>,
 }
 
 impl State {
@@ -976,6 +984,8 @@ impl State {
             history: Vec::new(),
             steps: Vec::new(),
             author: None,
+            env_cache: None,
+            shell_cache: None,
         }
     }
 
@@ -1054,7 +1064,14 @@ impl State {
             }
             out
         };
-        let env_before = self.config.env.clone().unwrap_or_default();
+        let env_before = match &self.env_cache {
+            Some(e) => e.clone(),
+            None => {
+                let e: Arc<[String]> = self.config.env.clone().unwrap_or_default().into();
+                self.env_cache = Some(e.clone());
+                e
+            }
+        };
         let is_run = matches!(ins.command, Command::Run(_));
         let run_env: Vec<String> = if !is_run {
             Vec::new()
@@ -1069,13 +1086,21 @@ impl State {
         };
         let workdir = self.workdir.clone();
         let user = self.config.user.clone().unwrap_or_default();
-        let shell = self.shell();
+        let shell = match &self.shell_cache {
+            Some(s) => s.clone(),
+            None => {
+                let s: Arc<[String]> = self.shell().into();
+                self.shell_cache = Some(s.clone());
+                s
+            }
+        };
         let mut op = StepOp::Config;
         let history: Option<HistoryEntry> = match &ins.command {
             Command::From(_) => {
                 return Err(Error::new(ErrorKind::Plan, "FROM inside a stage").at(ins.location()));
             }
             Command::Env { pairs } => {
+                self.env_cache = None;
                 let mut expanded = Vec::with_capacity(pairs.len());
                 for p in pairs {
                     let k = expand_word(lx, &p.key, &self.vars, ins)?;
@@ -1229,6 +1254,7 @@ impl State {
                 Some(self.commit(format!("ENTRYPOINT {}", go_string_slice(&args)), false))
             }
             Command::Shell { shell } => {
+                self.shell_cache = None;
                 self.config.shell = Some(shell.clone());
                 Some(self.commit(format!("SHELL [{}]", shell.join(" ")), false))
             }
@@ -1604,4 +1630,12 @@ pub fn go_duration(d: i64) -> String {
     } else {
         s
     }
+}
+
+/// Serialises a shared list as a plain JSON array.
+fn serialize_shared<S: serde::Serializer>(
+    v: &Arc<[String]>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    Serialize::serialize(&**v, s)
 }
