@@ -103,7 +103,7 @@ fn basic_and_bearer_auth() {
         ))
         .unwrap();
     assert_eq!(got.digest(), top.digest());
-    assert_eq!(reachable(&dst, &got.digest().to_string()).len(), 7);
+    assert_eq!(reachable(&dst, got.digest().as_ref()).len(), 7);
 
     // After logout the registry refuses again.
     assert!(DockerConfig::load_default()

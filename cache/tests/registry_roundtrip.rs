@@ -57,7 +57,7 @@ fn push_then_pull_keeps_both_platforms_identical() {
     let rt = rt();
     let (_a, src) = temp_root();
     let top = import_oci_archive(&src, &busybox_fixture(), "busybox:1.35");
-    let want: BTreeSet<String> = reachable(&src, &top.digest().to_string());
+    let want: BTreeSet<String> = reachable(&src, top.digest().as_ref());
     assert_eq!(
         want.len(),
         7,
@@ -118,7 +118,7 @@ fn push_then_pull_keeps_both_platforms_identical() {
             .map(|d| d.digest().to_string()),
         Some(top.digest().to_string())
     );
-    let have = reachable(&dst, &got.digest().to_string());
+    let have = reachable(&dst, got.digest().as_ref());
     assert_eq!(have, want);
     for d in &want {
         let dg: cache::Digest = d.parse().unwrap();
@@ -184,7 +184,7 @@ fn pull_one_platform() {
         got.media_type().to_string(),
         "application/vnd.oci.image.manifest.v1+json"
     );
-    let blobs = reachable(&dst, &got.digest().to_string());
+    let blobs = reachable(&dst, got.digest().as_ref());
     assert_eq!(blobs.len(), 3, "manifest, config, layer of one platform");
     let layout = tempfile::tempdir().unwrap();
     export_layout(&dst, &got, layout.path());

@@ -240,7 +240,7 @@ impl Endpoint {
             "basic" => {
                 if self.creds.is_none() {
                     return Err(self.unauthorized(
-                        &format!("repository {}", self.repository),
+                        &self.subject(),
                         &format!(" (it wants a login: run `kiln login {}`)", self.registry),
                     ));
                 }
@@ -257,6 +257,15 @@ impl Endpoint {
         };
         *self.auth.lock().await = (auth, Some(ch));
         Ok(())
+    }
+
+    /// What a refusal is about: the repository, or the login itself.
+    fn subject(&self) -> String {
+        if self.repository.is_empty() {
+            "the login".to_string()
+        } else {
+            format!("repository {}", self.repository)
+        }
     }
 
     fn unauthorized(&self, what: &str, hint: &str) -> RegistryError {
@@ -314,10 +323,9 @@ impl Endpoint {
             .map_err(|e| self.connect_error(realm, &e))?;
         let status = resp.status();
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-            return Err(self.unauthorized(
-                &format!("repository {} (token server {realm})", self.repository),
-                "",
-            ));
+            return Err(
+                self.unauthorized(&format!("{} (token server {realm})", self.subject()), "")
+            );
         }
         if !status.is_success() {
             return Err(RegistryError::Protocol {
@@ -375,10 +383,7 @@ impl Endpoint {
                 continue;
             }
             if resp.status() == StatusCode::UNAUTHORIZED {
-                return Err(self.unauthorized(
-                    &format!("repository {} ({method} {url})", self.repository),
-                    "",
-                ));
+                return Err(self.unauthorized(&format!("{} ({method} {url})", self.subject()), ""));
             }
             return Ok(resp);
         }

@@ -80,6 +80,7 @@ fn parse_digest(s: &str, what: &Reference) -> Result<Digest, RegistryError> {
 
 /// Walks a stored image: manifests in push order (children before the
 /// index that lists them) and the blobs they need.
+#[allow(clippy::too_many_arguments)]
 fn walk(
     root: &Root,
     what: &Reference,
@@ -156,7 +157,7 @@ fn mount_sources(root: &Root, registry: &str, repository: &str) -> HashMap<Strin
             root,
             &r,
             &d,
-            &desc.media_type().to_string(),
+            desc.media_type().as_ref(),
             &mut items,
             &mut blobs,
             &mut seen,
@@ -186,13 +187,13 @@ pub async fn push(
         .images()
         .get(local)?
         .ok_or_else(|| RegistryError::NoLocalImage(local.to_string()))?;
-    let top_digest = parse_digest(&top.digest().to_string(), local)?;
+    let top_digest = parse_digest(top.digest().as_ref(), local)?;
     let (mut items, mut blobs, mut seen) = (Vec::new(), Vec::new(), HashSet::new());
     walk(
         root,
         local,
         &top_digest,
-        &top.media_type().to_string(),
+        top.media_type().as_ref(),
         &mut items,
         &mut blobs,
         &mut seen,

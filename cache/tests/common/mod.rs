@@ -444,7 +444,7 @@ pub fn reachable(root: &cache::Root, digest: &str) -> std::collections::BTreeSet
 /// read layouts (imagefs.py, umoci) can look at what a pull stored.
 pub fn export_layout(root: &cache::Root, desc: &oci_spec::image::Descriptor, dir: &Path) {
     std::fs::create_dir_all(dir.join("blobs/sha256")).expect("mkdir");
-    for d in reachable(root, &desc.digest().to_string()) {
+    for d in reachable(root, desc.digest().as_ref()) {
         let dg: cache::Digest = d.parse().expect("digest");
         std::fs::copy(
             root.blobs().path(&dg),
