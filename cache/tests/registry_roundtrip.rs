@@ -497,3 +497,59 @@ fn a_mirror_stands_in_for_docker_hub() {
         .collect();
     assert_eq!(names, vec!["docker.io/library/busybox:1.35".to_string()]);
 }
+
+/// The round trip with the store's own archive code: load, push,
+/// remove everything, pull, save as OCI and as docker-archive; the oracle
+/// describes each platform of each archive exactly as it does the fixture.
+#[test]
+fn load_push_rmi_pull_save_round_trip() {
+    use cache::archive::{self, Format, LoadOptions, SaveOptions};
+    let reg = TestRegistry::plain();
+    let rt = rt();
+    let (_a, root) = temp_root();
+    let report = archive::load(&root, &busybox_fixture(), &LoadOptions::default()).unwrap();
+    let local = report.images[0].names[0].clone();
+    let remote = Reference::parse(&reg.reference("trip/busybox:1.35")).unwrap();
+    rt.block_on(registry::push(
+        &root,
+        &local,
+        &remote,
+        &PushOptions::default(),
+        Arc::new(NoProgress),
+    ))
+    .unwrap();
+
+    // rmi + prune: no name, no blob left.
+    assert!(root.images().remove(&local).unwrap());
+    for d in root.blobs().list().unwrap() {
+        root.blobs().remove(&d).unwrap();
+    }
+    assert!(root.blobs().list().unwrap().is_empty());
+
+    let got = rt
+        .block_on(registry::pull(
+            &root,
+            &remote,
+            &PullOptions::default(),
+            Arc::new(NoProgress),
+        ))
+        .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    for (format, file) in [(Format::Oci, "oci.tar"), (Format::Docker, "docker.tar")] {
+        let path = out.path().join(file);
+        archive::save_to_file(
+            &root,
+            &[(Some(remote.clone()), got.clone())],
+            &path,
+            &SaveOptions { format },
+        )
+        .unwrap();
+        for p in ["linux/amd64", "linux/arm64"] {
+            assert_eq!(
+                imagefs(&path, p),
+                imagefs(&busybox_fixture(), p),
+                "{file} {p}"
+            );
+        }
+    }
+}
