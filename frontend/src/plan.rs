@@ -357,7 +357,8 @@ pub struct Step {
     pub instruction: Instruction,
     pub op: StepOp,
     /// ARGs in force with a value, in declaration order.
-    pub args: Vec<(String, String)>,
+    #[serde(serialize_with = "serialize_shared")]
+    pub args: Arc<[(String, String)]>,
     /// The image config's `Env` in force (before this step).
     #[serde(serialize_with = "serialize_shared")]
     pub env: Arc<[String]>,
@@ -962,6 +963,7 @@ struct State {
     /// them for every step.
     env_cache: Option<Arc<[String]>>,
     shell_cache: Option<Arc<[String]>>,
+    args_cache: Option<Arc<[(String, String)]>>,
 }
 
 impl State {
@@ -986,6 +988,7 @@ impl State {
             author: None,
             env_cache: None,
             shell_cache: None,
+            args_cache: None,
         }
     }
 
@@ -1055,14 +1058,19 @@ impl State {
         current: usize,
     ) -> Result<()> {
         let lx = &ctx.lexer;
-        let args_in_force: Vec<(String, String)> = {
-            let mut out: Vec<(String, String)> = Vec::new();
-            for (k, v) in &self.args {
-                if let Some(v) = v {
-                    set_var(&mut out, k, v.clone());
+        let args_in_force = match &self.args_cache {
+            Some(a) => a.clone(),
+            None => {
+                let mut out: Vec<(String, String)> = Vec::new();
+                for (k, v) in &self.args {
+                    if let Some(v) = v {
+                        set_var(&mut out, k, v.clone());
+                    }
                 }
+                let a: Arc<[(String, String)]> = out.into();
+                self.args_cache = Some(a.clone());
+                a
             }
-            out
         };
         let env_before = match &self.env_cache {
             Some(e) => e.clone(),
@@ -1135,6 +1143,7 @@ impl State {
                 Some(self.commit(msg, false))
             }
             Command::Arg { args } => {
+                self.args_cache = None;
                 let mut parts = Vec::with_capacity(args.len());
                 for a in args {
                     let build = ctx.opts.build_args.get(&a.key);
@@ -1633,8 +1642,8 @@ pub fn go_duration(d: i64) -> String {
 }
 
 /// Serialises a shared list as a plain JSON array.
-fn serialize_shared<S: serde::Serializer>(
-    v: &Arc<[String]>,
+fn serialize_shared<T: Serialize, S: serde::Serializer>(
+    v: &Arc<[T]>,
     s: S,
 ) -> std::result::Result<S::Ok, S::Error> {
     Serialize::serialize(&**v, s)
