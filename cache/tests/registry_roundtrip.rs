@@ -553,3 +553,24 @@ fn load_push_rmi_pull_save_round_trip() {
         }
     }
 }
+
+/// An insecure registry is tried over TLS first; a plain-HTTP one answers
+/// the handshake with garbage and the client falls back to HTTP.
+#[test]
+fn insecure_registry_falls_back_from_tls_to_http() {
+    let reg = TestRegistry::plain();
+    let bases = vec![
+        (format!("https://{}", reg.addr), true),
+        (format!("http://{}", reg.addr), false),
+    ];
+    let ep = rt()
+        .block_on(registry::client::Endpoint::connect(
+            &reg.addr,
+            "x",
+            &bases,
+            None,
+            Vec::new(),
+        ))
+        .unwrap();
+    assert_eq!(ep.base(), format!("http://{}", reg.addr));
+}

@@ -474,3 +474,56 @@ pub async fn verify_login(
 
 /// Shared handle so parallel transfers reuse one endpoint and its token.
 pub type SharedEndpoint = Arc<Endpoint>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_to_try() {
+        let cfg: RegistryConfig = serde_json::from_str(
+            r#"{"insecure-registries":["reg.lan:5000"],"registry-mirrors":["mirror.lan","http://127.0.0.1:5000/"]}"#,
+        )
+        .unwrap();
+        let urls = |r: &str, m: bool| -> Vec<(String, bool)> { candidates(&cfg, r, m) };
+        assert_eq!(
+            urls("reg.lan:5000", true),
+            vec![
+                ("https://reg.lan:5000".to_string(), true),
+                ("http://reg.lan:5000".to_string(), false)
+            ]
+        );
+        assert_eq!(
+            urls("127.0.0.1:5000", true),
+            vec![("http://127.0.0.1:5000".to_string(), false)]
+        );
+        assert_eq!(
+            urls("docker.io", true),
+            vec![
+                ("https://mirror.lan".to_string(), false),
+                ("http://127.0.0.1:5000".to_string(), false),
+                ("https://registry-1.docker.io".to_string(), false)
+            ]
+        );
+        assert_eq!(
+            urls("docker.io", false),
+            vec![("https://registry-1.docker.io".to_string(), false)]
+        );
+    }
+
+    #[test]
+    fn registry_error_bodies() {
+        let (c, m) = registry_error_of(
+            r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#,
+        );
+        assert_eq!(
+            (c.as_deref(), m.as_deref()),
+            (Some("MANIFEST_UNKNOWN"), Some("manifest unknown"))
+        );
+        assert_eq!(
+            registry_error_of("404 page not found\n"),
+            (None, Some("404 page not found".into()))
+        );
+        assert_eq!(registry_error_of(""), (None, None));
+    }
+}
