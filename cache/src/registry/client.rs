@@ -69,6 +69,9 @@ fn http_client(insecure_tls: bool) -> Result<reqwest::Client, RegistryError> {
         .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
         .danger_accept_invalid_certs(insecure_tls)
         .connect_timeout(Duration::from_secs(30))
+        // A server that stops sending mid-blob must not hang a pull forever;
+        // the retry starts the blob over.
+        .read_timeout(Duration::from_secs(120))
         .pool_max_idle_per_host(16)
         .tcp_nodelay(true)
         .build()
