@@ -118,7 +118,7 @@ fn parse(
             print_warning(&mut stderr, w.location.line, w.location.column, &w.message);
         }
         let json = serde_json::to_string_pretty(&plan).into_diagnostic()?;
-        writeln!(out, "{json}").into_diagnostic()?;
+        emit(writeln!(out, "{json}"))?;
         return Ok(ExitCode::SUCCESS);
     }
     for w in &df.warnings {
@@ -126,7 +126,7 @@ fn parse(
     }
     match format {
         Format::Dump => {
-            writeln!(out, "{}", frontend::parser::dump(&df)).into_diagnostic()?;
+            emit(writeln!(out, "{}", frontend::parser::dump(&df)))?;
         }
         Format::Json => {
             let typed = frontend::instructions::from_dockerfile(&df)
@@ -135,8 +135,17 @@ fn parse(
                 print_warning(&mut stderr, w.location.line, w.location.column, &w.message);
             }
             let json = serde_json::to_string_pretty(&typed).into_diagnostic()?;
-            writeln!(out, "{json}").into_diagnostic()?;
+            emit(writeln!(out, "{json}"))?;
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Output errors, except a closed pipe (`kiln parse … | head`), which is the
+/// reader's choice and not a failure.
+fn emit(r: std::io::Result<()>) -> miette::Result<()> {
+    match r {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.into_diagnostic(),
+    }
 }
