@@ -678,13 +678,55 @@ pub fn plan_instructions(
         })?,
         None => raw.len() - 1,
     };
-    let mut needed = BTreeSet::new();
-    let mut todo = vec![target_index];
-    while let Some(i) = todo.pop() {
-        if needed.insert(i) {
-            todo.extend(raw[i].deps.iter().copied().filter(|d| *d < raw.len()));
+    // The needed stages, resolving their base images as they become needed:
+    // a base image's ONBUILD triggers may read from further stages, as in
+    // BuildKit's resolve loop.
+    let mut resolved: BTreeMap<usize, (bool, ImageConfig, Vec<Instruction>)> = BTreeMap::new();
+    let needed = loop {
+        let mut needed = BTreeSet::new();
+        let mut todo = vec![target_index];
+        while let Some(i) = todo.pop() {
+            if needed.insert(i) {
+                todo.extend(raw[i].deps.iter().copied().filter(|d| *d < raw.len()));
+            }
         }
-    }
+        let mut changed = false;
+        for &i in &needed {
+            let Base::Image { reference } = &raw[i].base else {
+                continue;
+            };
+            if resolved.contains_key(&i) {
+                continue;
+            }
+            let from = raw[i].from;
+            let p = raw[i]
+                .platform
+                .clone()
+                .unwrap_or_else(|| target_platform.clone());
+            let cfg = resolver
+                .resolve(reference, &p)
+                .map_err(|e| match e.location {
+                    Some(_) => e,
+                    None => e.at(from.location()),
+                })?;
+            let known = cfg.is_some();
+            let mut cfg = cfg.unwrap_or_default();
+            let mut trig = Vec::new();
+            for text in cfg.on_build.take().unwrap_or_default() {
+                let t = parse_trigger(&text, from)?;
+                for r in source_refs(&t) {
+                    if let Some(idx) = stage_ref(&r, &all_names, raw.len()) {
+                        changed |= raw[i].deps.insert(idx);
+                    }
+                }
+                trig.push(t);
+            }
+            resolved.insert(i, (known, cfg, trig));
+        }
+        if !changed {
+            break needed;
+        }
+    };
 
     // Unused build args.
     for st in raw.iter().filter(|s| needed.contains(&s.index)) {
@@ -698,6 +740,13 @@ pub fn plan_instructions(
                 if let Command::Arg { args } = &t.command {
                     declared.extend(args.iter().map(|a| a.key.clone()));
                 }
+            }
+        }
+    }
+    for (_, _, trig) in resolved.values() {
+        for t in trig {
+            if let Command::Arg { args } = &t.command {
+                declared.extend(args.iter().map(|a| a.key.clone()));
             }
         }
     }
@@ -751,24 +800,8 @@ pub fn plan_instructions(
                 st.platform.clone(),
                 Vec::new(),
             ),
-            Base::Image { reference } => {
-                let p = st
-                    .platform
-                    .clone()
-                    .unwrap_or_else(|| target_platform.clone());
-                let cfg = resolver
-                    .resolve(reference, &p)
-                    .map_err(|e| match e.location {
-                        Some(_) => e,
-                        None => e.at(st.from.location()),
-                    })?;
-                let known = cfg.is_some();
-                let mut cfg = cfg.unwrap_or_default();
-                let triggers = cfg.on_build.take().unwrap_or_default();
-                let mut trig = Vec::new();
-                for t in triggers {
-                    trig.push(parse_trigger(&t, st.from)?);
-                }
+            Base::Image { .. } => {
+                let (known, cfg, trig) = resolved.remove(&st.index).unwrap_or_default();
                 (
                     State::from_config(cfg),
                     None,

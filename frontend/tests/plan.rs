@@ -566,3 +566,40 @@ fn onbuild_of_a_stage_base_runs_in_the_child_stage() {
         Some(vec!["ENV FROM_TRIGGER=1".to_string()])
     );
 }
+
+#[test]
+fn base_image_triggers_can_need_more_stages() {
+    let src = "FROM scratch AS helper\nRUN make\nFROM scratch AS unrelated\nFROM base:1\nRUN x\n";
+    let df = frontend::parser::parse(src).unwrap();
+    let resolver = |r: &str, _: &Platform| -> frontend::Result<Option<ImageConfig>> {
+        Ok((r == "base:1").then(|| ImageConfig {
+            on_build: Some(vec![
+                "COPY --from=helper /out /out".into(),
+                "ARG FROM_TRIGGER".into(),
+            ]),
+            ..Default::default()
+        }))
+    };
+    let opts = PlanOptions {
+        build_args: [("FROM_TRIGGER".to_string(), "1".to_string())].into(),
+        ..Default::default()
+    };
+    let p = plan_with_resolver(&df, &opts, &resolver).unwrap();
+    let names: Vec<_> = p.stages.iter().map(|s| s.name.clone()).collect();
+    assert_eq!(
+        names,
+        [Some("helper".to_string()), None],
+        "helper is needed through the trigger"
+    );
+    match &target(&p).steps[0].op {
+        StepOp::Copy { from_source, .. } => {
+            assert_eq!(from_source, &Some(Source::Stage { index: 0 }))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        p.warnings.is_empty(),
+        "a trigger's ARG consumes the build arg: {:?}",
+        p.warnings
+    );
+}
