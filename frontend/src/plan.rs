@@ -1408,10 +1408,10 @@ impl State {
                 if e.parents {
                     msg.push_str(" --parents");
                 }
-                if let Some(c) = &e.chown {
+                if let Some(c) = e.chown.as_ref().filter(|c| !c.is_empty()) {
                     msg.push_str(&format!(" --chown={c}"));
                 }
-                if let Some(c) = &e.chmod {
+                if let Some(c) = e.chmod.as_ref().filter(|c| !c.is_empty()) {
                     msg.push_str(&format!(" --chmod={c}"));
                 }
                 for s in &e.sources {
