@@ -4,7 +4,6 @@ use clap::{Parser, Subcommand};
 
 mod build;
 mod commands;
-#[allow(dead_code)] // drawn by `kiln build` once the worker executor lands
 mod progress;
 
 /// kiln: a daemonless Dockerfile build engine.

@@ -337,7 +337,6 @@ fn build(a: BuildArgs) -> Result<ExitCode> {
         no_cache_filter: a.no_cache_filter.clone(),
         context: ctx.clone(),
         network,
-        pull: a.pull,
     };
     let built = match run_worker(job)? {
         Ok(b) => b,
@@ -403,7 +402,6 @@ fn solver_default_jobs() -> usize {
 }
 
 /// Everything the solve needs.
-#[allow(dead_code)] // until the worker executor lands
 struct Job<'a> {
     root: &'a Root,
     rt: &'a tokio::runtime::Runtime,
@@ -415,12 +413,10 @@ struct Job<'a> {
     no_cache_filter: Vec<String>,
     context: PathBuf,
     network: solver::ops::Network,
-    pull: bool,
 }
 
 /// The stage an op's display name belongs to (`[name 2/5] RUN …`), for
 /// `--no-cache-filter`.
-#[allow(dead_code)] // until the worker executor lands
 fn op_stage(op: &BuildOp) -> Option<String> {
     let display = match op {
         BuildOp::Exec(e) => &e.display,
@@ -435,7 +431,6 @@ fn op_stage(op: &BuildOp) -> Option<String> {
 
 /// Solves the graph with `exec`; `Ok(Err(message))` is a failed build
 /// (the step and its error), `Err` a failure of kiln itself.
-#[allow(dead_code)] // until the worker executor lands
 fn solve_with<E>(
     job: Job<'_>,
     exec: E,
@@ -486,10 +481,36 @@ where
 
 /// The worker executor over this machine's sandboxes and the store.
 fn run_worker(job: Job<'_>) -> Result<Result<Vec<Built>, String>> {
-    let _ = (job.root, &job.context, job.network, job.pull);
-    Err(miette!(
-        "this kiln was built without the worker executor; `kiln build` cannot run steps"
-    ))
+    use worker::executor::{SharedWorker, Snapshot, Worker, WorkerOptions};
+    let helper_exe = std::env::current_exe()
+        .into_diagnostic()
+        .wrap_err("locating the kiln binary for the sandbox helper")?;
+    let mut contexts = HashMap::new();
+    let ctx = std::fs::canonicalize(&job.context).unwrap_or_else(|_| job.context.clone());
+    contexts.insert(lower::MAIN_CONTEXT.to_string(), ctx);
+    let opts = WorkerOptions {
+        contexts,
+        default_network: match job.network {
+            solver::ops::Network::None => worker::sandbox::Network::None,
+            _ => worker::sandbox::Network::Host,
+        },
+        helper_exe,
+        force_copy: false,
+    };
+    let w = Worker::new(job.root.clone(), opts)
+        .into_diagnostic()
+        .wrap_err("starting the worker")?;
+    solve_with(job, SharedWorker(Arc::new(w)), |s: &Snapshot| {
+        s.layers
+            .iter()
+            .map(|l| Layer {
+                diff_id: l.diff_id.clone(),
+                digest: l.digest.clone(),
+                size: l.size,
+                media_type: l.media_type.clone(),
+            })
+            .collect()
+    })
 }
 
 // ---------------------------------------------------------------------- du
@@ -501,13 +522,47 @@ pub fn buildcache_dir(root: &Root) -> PathBuf {
 
 /// The layer digests every build-cache record references, for `kiln
 /// prune` to keep (a [`cache::gc::RootSource`]).
-#[allow(dead_code)] // until the worker executor lands
 pub fn cache_roots(root: &Root) -> cache::Result<Vec<cache::Digest>> {
     Ok(records(root)
         .into_iter()
         .flat_map(|(_, layers)| layers)
         .filter_map(|(d, _)| d.parse().ok())
         .collect())
+}
+
+/// `kiln prune`'s part in the build cache, before blobs are collected:
+/// records whose blobs are gone are dropped (nothing can use them); with
+/// `all`, every record and every unpacked layer directory goes (they are
+/// derived data, made again from blobs when needed). Returns how many
+/// records were (or would be) dropped.
+pub fn prune_records(root: &Root, all: bool, dry_run: bool) -> Result<usize> {
+    let _gc = root.gc_lock().into_diagnostic()?;
+    let mut dropped = 0;
+    for (path, layers) in records(root) {
+        let stale = layers.iter().any(|(d, _)| {
+            d.parse::<cache::Digest>()
+                .map_or(true, |d| !root.blobs().has(&d))
+        });
+        if all || stale {
+            dropped += 1;
+            if !dry_run {
+                std::fs::remove_file(&path)
+                    .into_diagnostic()
+                    .wrap_err_with(|| format!("removing {}", path.display()))?;
+            }
+        }
+    }
+    let layers = root.path().join("layers");
+    if all && !dry_run && layers.is_dir() {
+        // Rename first so a half-removed tree never looks like a layer.
+        let doomed = root
+            .tmp_dir()
+            .join(format!("layers-pruned-{}", std::process::id()));
+        std::fs::create_dir_all(root.tmp_dir()).into_diagnostic()?;
+        std::fs::rename(&layers, &doomed).into_diagnostic()?;
+        std::fs::remove_dir_all(&doomed).into_diagnostic()?;
+    }
+    Ok(dropped)
 }
 
 /// Every record: its file and its layers (digest, size).

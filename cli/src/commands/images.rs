@@ -605,16 +605,20 @@ fn save(output: Option<PathBuf>, format: SaveFormat, inputs: Vec<String>) -> Res
 
 fn prune(out: &mut dyn Write, all: bool, dry_run: bool) -> Result<ExitCode> {
     let root = open_root()?;
+    let records = super::build::prune_records(&root, all, dry_run)?;
     let report = gc::prune(
         &root,
         &PruneOptions {
             all,
-            extra_roots: Vec::new(),
+            extra_roots: vec![super::build::cache_roots],
             dry_run,
         },
     )
     .map_err(fail)?;
     let verb = if dry_run { "Would delete" } else { "Deleted" };
+    if records > 0 {
+        w(out, &format!("{verb} build cache records: {records}\n"))?;
+    }
     if !report.removed.is_empty() {
         w(out, &format!("{verb} blobs:\n"))?;
         for (d, size) in &report.removed {

@@ -1,0 +1,200 @@
+//! `kiln build` end to end, on the layer cache: a rebuild runs nothing, an
+//! edited context file re-runs exactly the steps that depend on it, a
+//! failing build names nothing; and the README's example builds. Each test
+//! has its own `$KILN_ROOT` with the busybox fixture loaded.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared");
+
+struct Kiln {
+    tmp: tempfile::TempDir,
+    root: PathBuf,
+}
+
+impl Kiln {
+    fn new() -> Kiln {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path().join("root");
+        let k = Kiln { tmp, root };
+        let fixture = format!("{SHARED}/fixtures/busybox-1.35-oci.tar");
+        let out = k.run(&["load", "-q", "-i", &fixture]);
+        assert!(out.status.success(), "load: {}", stderr(&out));
+        k
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(args)
+            .env("KILN_ROOT", &self.root)
+            .output()
+            .expect("running kiln")
+    }
+
+    /// A context folder with these files.
+    fn context(&self, files: &[(&str, &str)]) -> PathBuf {
+        let dir = self.tmp.path().join("ctx");
+        std::fs::create_dir_all(&dir).expect("ctx");
+        for (name, text) in files {
+            std::fs::write(dir.join(name), text).expect("write context file");
+        }
+        dir
+    }
+
+    /// Builds with JSON progress; returns the events and the output.
+    fn build_json(&self, ctx: &Path, extra: &[&str]) -> (Vec<Value>, Output) {
+        let ctx = ctx.display().to_string();
+        let mut args = vec!["build", "--progress", "json"];
+        args.extend_from_slice(extra);
+        args.push(&ctx);
+        let out = self.run(&args);
+        let events = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .collect();
+        (events, out)
+    }
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn named<'a>(events: &'a [Value], kind: &str) -> Vec<&'a str> {
+    events
+        .iter()
+        .filter(|e| e["event"] == kind)
+        .filter_map(|e| e["name"].as_str())
+        .collect()
+}
+
+const DOCKERFILE: &str = "FROM busybox:1.35
+COPY a.txt /a.txt
+RUN cat /a.txt > /a.copy
+COPY b.txt /b.txt
+RUN cat /b.txt /a.copy > /b.copy
+";
+
+#[test]
+fn rebuild_is_cached_and_an_edit_reruns_only_dependent_steps() {
+    let k = Kiln::new();
+    let ctx = k.context(&[
+        ("Dockerfile", DOCKERFILE),
+        ("a.txt", "a\n"),
+        ("b.txt", "b\n"),
+    ]);
+
+    let (first, out) = k.build_json(&ctx, &["-t", "app"]);
+    assert!(out.status.success(), "first build: {}", stderr(&out));
+    let ran = named(&first, "started");
+    assert_eq!(
+        ran.iter()
+            .filter(|n| n.contains("RUN") || n.contains("COPY"))
+            .count(),
+        4,
+        "the first build runs every step: {ran:?}"
+    );
+
+    let (second, out) = k.build_json(&ctx, &["-t", "app"]);
+    assert!(out.status.success(), "second build: {}", stderr(&out));
+    assert!(
+        second.iter().all(|e| e["event"] == "cached"),
+        "a rebuild only reports cached steps: {second:?}"
+    );
+    assert!(!second.is_empty(), "a rebuild reports its cached result");
+
+    std::fs::write(ctx.join("b.txt"), "B changed\n").expect("edit");
+    let local = format!("type=local,dest={}", k.tmp.path().join("out").display());
+    let (third, out) = k.build_json(&ctx, &["-t", "app", "--output", &local]);
+    assert!(out.status.success(), "third build: {}", stderr(&out));
+    let mut ran: Vec<&str> = named(&third, "started");
+    ran.retain(|n| n.contains("RUN") || n.contains("COPY"));
+    assert_eq!(ran.len(), 2, "exactly the dependent steps re-run: {ran:?}");
+    assert!(
+        ran.iter().any(|n| n.contains("COPY b.txt /b.txt")),
+        "{ran:?}"
+    );
+    assert!(ran.iter().any(|n| n.contains("RUN cat /b.txt")), "{ran:?}");
+}
+
+#[test]
+fn a_failing_build_names_nothing() {
+    let k = Kiln::new();
+    let ctx = k.context(&[("Dockerfile", "FROM busybox:1.35\nRUN echo ok > /ok\n")]);
+    let ctx_s = ctx.display().to_string();
+    let out = k.run(&["build", "-q", "-t", "app:1", &ctx_s]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        id.starts_with("sha256:"),
+        "quiet prints the image ID: {id:?}"
+    );
+    let before = k.run(&["images", "-q", "--no-trunc"]);
+
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox:1.35\nRUN echo partial > /p\nRUN echo failing; exit 3\n",
+    )
+    .expect("write");
+    let out = k.run(&[
+        "build",
+        "--progress",
+        "plain",
+        "-t",
+        "app:1",
+        "-t",
+        "other",
+        &ctx_s,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("exit code: 3"), "{err}");
+    assert!(
+        err.contains("RUN echo failing; exit 3"),
+        "the failing step is named: {err}"
+    );
+    let after = k.run(&["images", "-q", "--no-trunc"]);
+    assert_eq!(before.stdout, after.stdout, "no name was added or moved");
+    let other = k.run(&["inspect", "other"]);
+    assert!(
+        !other.status.success(),
+        "the failed build's tag does not exist"
+    );
+}
+
+#[test]
+fn readme_example_builds_and_runs_nothing_from_scratch() {
+    let k = Kiln::new();
+    let hello = concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/hello");
+    let dest = k.tmp.path().join("hello-out");
+    let out_arg = format!("type=local,dest={}", dest.display());
+    let out = k.run(&[
+        "build",
+        "-q",
+        "-t",
+        "hello",
+        "-o",
+        "type=image",
+        "-o",
+        &out_arg,
+        hello,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let shout = std::fs::read_to_string(dest.join("shout.txt")).expect("shout.txt");
+    let greeting = std::fs::read_to_string(format!("{hello}/greeting.txt")).expect("greeting.txt");
+    assert_eq!(shout, greeting.to_uppercase());
+    // FROM scratch: only what was copied is there.
+    let entries: Vec<_> = std::fs::read_dir(&dest).expect("dest").flatten().collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let inspect = k.run(&["inspect", "hello"]);
+    assert!(inspect.status.success(), "{}", stderr(&inspect));
+    let v: Value = serde_json::from_slice(&inspect.stdout).expect("inspect JSON");
+    assert_eq!(
+        v[0]["Config"]["Cmd"],
+        serde_json::json!(["/shout.txt"]),
+        "{v}"
+    );
+}

@@ -1,0 +1,294 @@
+//! The differential build cases of `../shared/cases`, one test each: kiln
+//! builds the case and its image, described by `../shared/oracle/imagefs.py`,
+//! must be what BuildKit made (`expected.json`), or meet the hand-written
+//! `expect`, or the build must fail with the expected text. Each test has
+//! its own `$KILN_ROOT` with the busybox fixture loaded, as the cases'
+//! `FROM busybox:1.35` expects.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared");
+
+struct Kiln {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    work: PathBuf,
+}
+
+impl Kiln {
+    fn new() -> Kiln {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path().join("root");
+        let work = tmp.path().join("work");
+        std::fs::create_dir_all(&work).expect("work dir");
+        let k = Kiln {
+            _tmp: tmp,
+            root,
+            work,
+        };
+        let fixture = format!("{SHARED}/fixtures/busybox-1.35-oci.tar");
+        let out = k.run(&["load", "-q", "-i", &fixture]);
+        assert!(out.status.success(), "load: {}", stderr(&out));
+        k
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(args)
+            .env("KILN_ROOT", &self.root)
+            .output()
+            .expect("running kiln")
+    }
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn normalize(s: &str) -> String {
+    s.chars()
+        .filter(|c| !c.is_whitespace())
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+fn imagefs(image: &Path, platform: Option<&str>) -> Value {
+    let mut cmd = Command::new("python3");
+    cmd.arg(format!("{SHARED}/oracle/imagefs.py")).arg(image);
+    if let Some(p) = platform {
+        cmd.args(["--platform", p]);
+    }
+    let out = cmd.output().expect("running imagefs.py");
+    assert!(out.status.success(), "imagefs.py: {}", stderr(&out));
+    serde_json::from_slice(&out.stdout).expect("imagefs.py prints JSON")
+}
+
+/// The differences between two imagefs descriptions, readably.
+fn differences(got: &Value, want: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for key in ["platform", "config", "layers", "hardlinks"] {
+        if got.get(key) != want.get(key) {
+            out.push(format!(
+                "{key}: got {}, want {}",
+                got.get(key).cloned().unwrap_or(Value::Null),
+                want.get(key).cloned().unwrap_or(Value::Null)
+            ));
+        }
+    }
+    let empty = serde_json::Map::new();
+    let gfs = got["fs"].as_object().unwrap_or(&empty);
+    let wfs = want["fs"].as_object().unwrap_or(&empty);
+    for (p, w) in wfs {
+        match gfs.get(p) {
+            None => out.push(format!("missing {p}: want {w}")),
+            Some(g) if g != w => out.push(format!("{p}: got {g}, want {w}")),
+            _ => {}
+        }
+    }
+    for (p, g) in gfs {
+        if !wfs.contains_key(p) {
+            out.push(format!("extra {p}: {g}"));
+        }
+    }
+    out
+}
+
+/// Checks a hand-written `expect` against the exported root filesystem.
+fn check_expect(case: &str, rootfs: &Path, expect: &Value) {
+    for (path, content) in expect["files"].as_object().into_iter().flatten() {
+        let p = rootfs.join(path.trim_start_matches('/'));
+        let got = std::fs::read(&p).unwrap_or_else(|e| panic!("{case}: reading {path}: {e}"));
+        // Expected contents are written with whitespace squeezed out when
+        // they came from shell output; compare as the README's cases do.
+        let want = content.as_str().unwrap_or_default();
+        let got = String::from_utf8_lossy(&got);
+        assert!(
+            got == want || normalize(&got) == normalize(want),
+            "{case}: {path}: got {got:?}, want {want:?}"
+        );
+    }
+    for (path, mode) in expect["modes"].as_object().into_iter().flatten() {
+        use std::os::unix::fs::PermissionsExt;
+        let p = rootfs.join(path.trim_start_matches('/'));
+        let m = std::fs::symlink_metadata(&p)
+            .unwrap_or_else(|e| panic!("{case}: {path}: {e}"))
+            .permissions()
+            .mode()
+            & 0o7777;
+        let want = mode.as_str().unwrap_or_default().trim_start_matches("0o");
+        assert_eq!(
+            format!("{m:o}"),
+            want.trim_start_matches('0'),
+            "{case}: mode of {path}"
+        );
+    }
+    for path in expect["absent"].as_array().into_iter().flatten() {
+        let path = path.as_str().unwrap_or_default();
+        let p = rootfs.join(path.trim_start_matches('/'));
+        assert!(
+            std::fs::symlink_metadata(&p).is_err(),
+            "{case}: {path} should be absent"
+        );
+    }
+}
+
+fn run_case(name: &str) {
+    let dir = PathBuf::from(format!("{SHARED}/cases/{name}"));
+    let meta: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("case.json")).expect("case.json"))
+            .expect("case.json is JSON");
+    let k = Kiln::new();
+    let oci = k.work.join("image.tar");
+    let local = k.work.join("rootfs");
+    let oci_out = format!("type=oci,dest={}", oci.display());
+    let local_out = format!("type=local,dest={}", local.display());
+    let df = dir.join("Dockerfile").display().to_string();
+    let ctx = dir.join("context").display().to_string();
+    let mut args: Vec<String> = vec![
+        "build".into(),
+        "--progress".into(),
+        "plain".into(),
+        "-f".into(),
+        df,
+        "--output".into(),
+        oci_out,
+        "--output".into(),
+        local_out,
+    ];
+    for (k, v) in meta["args"].as_object().into_iter().flatten() {
+        args.push("--build-arg".into());
+        args.push(format!("{k}={}", v.as_str().unwrap_or_default()));
+    }
+    if let Some(t) = meta["target"].as_str() {
+        args.push("--target".into());
+        args.push(t.into());
+    }
+    if let Some(ps) = meta["platforms"].as_array() {
+        let ps: Vec<&str> = ps.iter().filter_map(Value::as_str).collect();
+        args.push("--platform".into());
+        args.push(ps.join(","));
+    }
+    args.push(ctx);
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = k.run(&argv);
+
+    if let Some(want) = meta["expect_error"].as_str() {
+        assert!(
+            !out.status.success(),
+            "{name}: the build should fail with {want:?}"
+        );
+        let err = stderr(&out);
+        assert!(
+            normalize(&err).contains(&normalize(want)),
+            "{name}: error should contain {want:?}:\n{err}"
+        );
+        return;
+    }
+    assert!(
+        out.status.success(),
+        "{name}: build failed:\n{}",
+        stderr(&out)
+    );
+
+    if let Ok(bytes) = std::fs::read(dir.join("expected.json")) {
+        let want: Value = serde_json::from_slice(&bytes).expect("expected.json is JSON");
+        let got = imagefs(&oci, None);
+        let diffs = differences(&got, &want);
+        assert!(
+            diffs.is_empty(),
+            "{name}: kiln's image differs from BuildKit's:\n{}",
+            diffs.into_iter().take(40).collect::<Vec<_>>().join("\n")
+        );
+    }
+    if meta["expect"].is_object() {
+        check_expect(name, &local, &meta["expect"]);
+    }
+}
+
+macro_rules! cases {
+    ($($test:ident => $name:literal),* $(,)?) => {
+        $(
+            #[test]
+            fn $test() {
+                run_case($name);
+            }
+        )*
+
+        /// Every folder of the shared cases has a test here.
+        #[test]
+        fn every_case_has_a_test() {
+            let listed = [$($name),*];
+            let mut missing = Vec::new();
+            for e in std::fs::read_dir(format!("{SHARED}/cases")).expect("cases").flatten() {
+                if e.path().join("case.json").is_file() {
+                    let n = e.file_name().to_string_lossy().into_owned();
+                    if !listed.contains(&n.as_str()) && !MULTI_PLATFORM.contains(&n.as_str()) {
+                        missing.push(n);
+                    }
+                }
+            }
+            assert!(missing.is_empty(), "cases without a test: {missing:?}");
+        }
+    };
+}
+
+/// Cases that need a foreign platform (QEMU emulation), which kiln's worker
+/// does not run yet.
+const MULTI_PLATFORM: [&str; 1] = ["m-multi-platform"];
+
+cases! {
+    add_local_tar => "add-local-tar",
+    arg_scoping => "arg-scoping",
+    cmd_entrypoint => "cmd-entrypoint",
+    continuation_comments => "continuation-comments",
+    copy_basics => "copy-basics",
+    copy_chown_chmod => "copy-chown-chmod",
+    copy_from_image => "copy-from-image",
+    dockerignore => "dockerignore",
+    entrypoint_exec_cmd_shell => "entrypoint-exec-cmd-shell",
+    error_missing_source => "error-missing-source",
+    error_run_fails => "error-run-fails",
+    error_unknown_instruction => "error-unknown-instruction",
+    escape_directive => "escape-directive",
+    links => "links",
+    m_copy_exclude => "m-copy-exclude",
+    m_copy_link => "m-copy-link",
+    m_copy_parents => "m-copy-parents",
+    m_heredoc_copy => "m-heredoc-copy",
+    m_heredoc_run => "m-heredoc-run",
+    m_platform_args => "m-platform-args",
+    metadata => "metadata",
+    multistage_named => "multistage-named",
+    onbuild_recorded => "onbuild-recorded",
+    run_exec_form => "run-exec-form",
+    run_mount_bind => "run-mount-bind",
+    run_mount_cache => "run-mount-cache",
+    scratch_only => "scratch-only",
+    shell_instruction => "shell-instruction",
+    special_modes => "special-modes",
+    target_stage => "target-stage",
+    user_run => "user-run",
+    whiteouts => "whiteouts",
+    workdir_env_subst => "workdir-env-subst",
+}
+
+/// The multi-platform case: kiln must refuse clearly rather than build the
+/// wrong thing, until foreign platforms run.
+#[test]
+fn multi_platform_is_refused_clearly() {
+    let dir = format!("{SHARED}/cases/m-multi-platform");
+    let k = Kiln::new();
+    let out = k.run(&[
+        "build",
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "-f",
+        &format!("{dir}/Dockerfile"),
+        &format!("{dir}/context"),
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("linux/arm64"), "{}", stderr(&out));
+}
