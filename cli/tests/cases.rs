@@ -4,6 +4,12 @@
 //! `expect`, or the build must fail with the expected text. Each test has
 //! its own `$KILN_ROOT` with the busybox fixture loaded, as the cases'
 //! `FROM busybox:1.35` expects.
+//!
+//! ../shared stores the contexts read-only and flattened: every entry lost
+//! its owner-write bit (files 0444, dirs 0555, where BuildKit saw
+//! 0644/0755), and `links`'s `dirwithlink/link.txt` is a regular file
+//! holding its symlink target. Each test builds from a copy of the context
+//! with both restored, so the comparison is with what BuildKit was given.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -135,6 +141,36 @@ fn check_expect(case: &str, rootfs: &Path, expect: &Value) {
     }
 }
 
+/// Copies a case's context, restoring what ../shared lost (see above).
+fn prepare_context(case: &str, from: &Path, to: &Path) {
+    use std::os::unix::fs::{symlink, PermissionsExt};
+    fn walk(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).expect("context dir");
+        for e in std::fs::read_dir(from).expect("read context").flatten() {
+            let md = std::fs::symlink_metadata(e.path()).expect("stat");
+            let t = to.join(e.file_name());
+            if md.is_dir() {
+                walk(&e.path(), &t);
+            } else if md.file_type().is_symlink() {
+                symlink(std::fs::read_link(e.path()).expect("readlink"), &t).expect("symlink");
+                continue;
+            } else {
+                std::fs::copy(e.path(), &t).expect("copy");
+            }
+            let mode = md.permissions().mode() & 0o7777;
+            std::fs::set_permissions(&t, std::fs::Permissions::from_mode(mode | 0o200))
+                .expect("chmod");
+        }
+    }
+    walk(from, to);
+    if case == "links" {
+        let l = to.join("dirwithlink/link.txt");
+        let target = std::fs::read_to_string(&l).expect("link.txt");
+        std::fs::remove_file(&l).expect("rm link.txt");
+        symlink(target.trim(), &l).expect("symlink link.txt");
+    }
+}
+
 fn run_case(name: &str) {
     let dir = PathBuf::from(format!("{SHARED}/cases/{name}"));
     let meta: Value =
@@ -146,7 +182,9 @@ fn run_case(name: &str) {
     let oci_out = format!("type=oci,dest={}", oci.display());
     let local_out = format!("type=local,dest={}", local.display());
     let df = dir.join("Dockerfile").display().to_string();
-    let ctx = dir.join("context").display().to_string();
+    let ctx_dir = k.work.join("context");
+    prepare_context(name, &dir.join("context"), &ctx_dir);
+    let ctx = ctx_dir.display().to_string();
     let mut args: Vec<String> = vec![
         "build".into(),
         "--progress".into(),
