@@ -20,7 +20,7 @@ use super::credentials::DockerConfig;
 use super::error::RegistryError;
 use super::manifest::{is_index, is_manifest, Desc, Doc, Platform, ACCEPT, MAX_MANIFEST};
 use super::progress::{Outcome, Progress};
-use crate::{Digest, PendingBlob, Reference, Root};
+use crate::{BlobWriter, Digest, PendingBlob, Reference, Root};
 
 /// How to pull.
 #[derive(Debug, Clone)]
@@ -438,35 +438,58 @@ async fn fetch_blob_once(
             )
             .await);
     }
-    let mut writer = root.blobs().writer(Some(digest), Some(desc.size))?;
-    // The store's writer hashes as it writes and refuses a wrong digest at
-    // commit; only the size is watched here, to stop a server that sends
-    // more than it announced without buffering it.
-    let mut got: u64 = 0;
-    let mut stream = resp.bytes_stream();
+    let writer = root.blobs().writer(Some(digest), Some(desc.size))?;
+    // The store's writer hashes as it writes and refuses a wrong digest
+    // when finished; it runs on a blocking thread of its own so that the
+    // hashing and disk writes of parallel blobs use every core while this
+    // task only moves bytes. The size is watched here, to stop a server
+    // that sends more than it announced.
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let disk = spawn_writer(writer, rx);
     let io_err = |e: std::io::Error| RegistryError::Io {
         path: root.path().to_path_buf(),
         source: e,
     };
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| RegistryError::Protocol {
-            registry: ep.registry().to_string(),
-            what: format!("download of blob {} of {reference}", desc.digest),
-            detail: super::client::root_cause(&e),
-        })?;
-        got += chunk.len() as u64;
-        if got > desc.size {
-            return Err(RegistryError::SizeMismatch {
+    let received = async {
+        let mut got: u64 = 0;
+        let mut stream = resp.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| RegistryError::Protocol {
                 registry: ep.registry().to_string(),
-                reference: reference.to_string(),
-                digest: desc.digest.clone(),
-                expected: desc.size,
-                actual: got,
-            });
+                what: format!("download of blob {} of {reference}", desc.digest),
+                detail: super::client::root_cause(&e),
+            })?;
+            let n = chunk.len() as u64;
+            got += n;
+            if got > desc.size {
+                return Err(RegistryError::SizeMismatch {
+                    registry: ep.registry().to_string(),
+                    reference: reference.to_string(),
+                    digest: desc.digest.clone(),
+                    expected: desc.size,
+                    actual: got,
+                });
+            }
+            if tx.send(chunk).await.is_err() {
+                break; // the writer failed; its error is read below
+            }
+            progress.advance(&desc.digest, n);
         }
-        writer.write_all(&chunk).map_err(io_err)?;
-        progress.advance(&desc.digest, chunk.len() as u64);
+        Ok(got)
     }
+    .await;
+    drop(tx);
+    // Wait for the writer even on failure, so its temp file is gone when
+    // the error is returned.
+    let writer = disk
+        .await
+        .map_err(|e| RegistryError::Io {
+            path: root.path().to_path_buf(),
+            source: std::io::Error::other(e),
+        })?
+        .map_err(io_err);
+    let got = received?;
+    let writer = writer?;
     if got != desc.size {
         return Err(RegistryError::Protocol {
             registry: ep.registry().to_string(),
@@ -474,7 +497,13 @@ async fn fetch_blob_once(
             detail: format!("connection closed after {got} of {} bytes", desc.size),
         });
     }
-    match writer.finish() {
+    let finished = tokio::task::spawn_blocking(move || writer.finish())
+        .await
+        .map_err(|e| RegistryError::Io {
+            path: root.path().to_path_buf(),
+            source: std::io::Error::other(e),
+        })?;
+    match finished {
         Ok(p) => Ok(p),
         Err(crate::Error::DigestMismatch { expected, actual }) => {
             Err(RegistryError::DigestMismatch {
@@ -486,4 +515,19 @@ async fn fetch_blob_once(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Feeds received chunks into a blob writer on a blocking thread; hands the
+/// writer back once the channel closes, so the caller decides whether the
+/// blob is complete (finish) or not (drop, deleting the temp file).
+fn spawn_writer<T: AsRef<[u8]> + Send + 'static>(
+    mut writer: BlobWriter,
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> tokio::task::JoinHandle<std::io::Result<BlobWriter>> {
+    tokio::task::spawn_blocking(move || {
+        while let Some(chunk) = rx.blocking_recv() {
+            writer.write_all(chunk.as_ref())?;
+        }
+        Ok(writer)
+    })
 }
