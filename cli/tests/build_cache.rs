@@ -198,3 +198,25 @@ fn readme_example_builds_and_runs_nothing_from_scratch() {
         "{v}"
     );
 }
+
+#[test]
+fn no_cache_filter_reruns_that_stage_and_what_uses_it() {
+    let k = Kiln::new();
+    let hello = concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/hello");
+    let hello = Path::new(hello);
+    let (_, out) = k.build_json(hello, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (events, out) = k.build_json(hello, &["--no-cache-filter", "build"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ran = named(&events, "started");
+    for step in [
+        "[build 2/4] WORKDIR /src",
+        "[build 3/4] COPY greeting.txt .",
+        "[stage-1 2/2] COPY --from=build",
+    ] {
+        assert!(
+            ran.iter().any(|n| n.starts_with(step)),
+            "{step} re-runs: {ran:?}"
+        );
+    }
+}
