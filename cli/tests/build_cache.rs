@@ -220,3 +220,42 @@ fn no_cache_filter_reruns_that_stage_and_what_uses_it() {
         );
     }
 }
+
+#[test]
+fn prune_keeps_build_cache_unless_all_and_du_reports_it() {
+    let k = Kiln::new();
+    let ctx = k.context(&[
+        ("Dockerfile", DOCKERFILE),
+        ("a.txt", "a\n"),
+        ("b.txt", "b\n"),
+    ]);
+    let (_, out) = k.build_json(&ctx, &["-t", "app"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let du = k.run(&["du"]);
+    let du = String::from_utf8_lossy(&du.stdout).into_owned();
+    assert!(du.contains("Records:\t4"), "four steps are recorded: {du}");
+
+    let out = k.run(&["prune"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (events, _) = k.build_json(&ctx, &["-t", "app"]);
+    assert!(
+        events.iter().all(|e| e["event"] == "cached"),
+        "plain prune keeps the build cache: {events:?}"
+    );
+
+    let out = k.run(&["prune", "--all"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let du = k.run(&["du"]);
+    assert!(String::from_utf8_lossy(&du.stdout).contains("Records:\t0"));
+    let tar = k.tmp.path().join("app.tar");
+    let saved = k.run(&["save", "-o", &tar.display().to_string(), "app"]);
+    assert!(
+        saved.status.success(),
+        "the tagged image survives: {}",
+        stderr(&saved)
+    );
+    let (events, out) = k.build_json(&ctx, &["-t", "app"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ran = named(&events, "started");
+    assert!(ran.iter().any(|n| n.contains("RUN cat /b.txt")), "{ran:?}");
+}
