@@ -574,3 +574,69 @@ fn insecure_registry_falls_back_from_tls_to_http() {
         .unwrap();
     assert_eq!(ep.base(), format!("http://{}", reg.addr));
 }
+
+/// Docker schema 2 media types (what `docker push` produces) pull and push
+/// back unchanged, byte for byte.
+#[test]
+fn docker_schema2_images_round_trip() {
+    let reg = TestRegistry::plain();
+    let rt = rt();
+    let out = Command::new("skopeo")
+        .args([
+            "copy",
+            "--format",
+            "v2s2",
+            "--override-arch",
+            "arm64",
+            "--dest-tls-verify=false",
+        ])
+        .arg(format!("oci-archive:{}", busybox_fixture().display()))
+        .arg(format!("docker://{}", reg.reference("d2/busybox:1")))
+        .output()
+        .expect("skopeo");
+    assert!(
+        out.status.success(),
+        "skopeo copy: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let raw = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{}", reg.reference("d2/busybox:1")))
+        .output()
+        .unwrap();
+    assert!(raw.status.success());
+
+    let (_a, root) = temp_root();
+    let r = Reference::parse(&reg.reference("d2/busybox:1")).unwrap();
+    let got = rt
+        .block_on(registry::pull(
+            &root,
+            &r,
+            &PullOptions::default(),
+            Arc::new(NoProgress),
+        ))
+        .unwrap();
+    assert_eq!(
+        got.media_type().to_string(),
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+    assert_eq!(
+        got.digest().to_string(),
+        sha256(&raw.stdout),
+        "stored as served"
+    );
+    assert_eq!(reachable(&root, got.digest().as_ref()).len(), 3);
+
+    let back = Reference::parse(&reg.reference("d2/again:1")).unwrap();
+    let pushed = rt
+        .block_on(registry::push(
+            &root,
+            &r,
+            &back,
+            &PushOptions::default(),
+            Arc::new(NoProgress),
+        ))
+        .unwrap();
+    assert_eq!(pushed.digest(), got.digest());
+    assert_eq!(pushed.media_type(), got.media_type());
+}
