@@ -482,11 +482,13 @@ fn commit_layer(
         media_type: digest.media_type.to_string(),
     };
     match &finished {
-        snapshot::Finished::Overlay { upper, .. } if exclude.is_empty() => {
+        // The sandbox has already removed the mount points it created
+        // (`exclude` only makes sure), so the upper dir is the layer.
+        snapshot::Finished::Overlay { upper, .. } => {
             w.layers.adopt(upper, &layer.diff_id)?;
         }
-        // The copy fallback (or an upper with excluded paths) has no
-        // self-contained diff dir: unpack the blob on first use instead.
+        // The copy fallback has no self-contained diff dir: the blob is
+        // unpacked on first use instead.
         _ => {}
     }
     let mut layers = base.layers.clone();
@@ -742,7 +744,7 @@ fn run_exec(
             code: outcome.status.code(),
         });
     }
-    commit_layer(w, active, &base, &[])
+    commit_layer(w, active, &base, &outcome.created)
 }
 
 fn run_file(w: &Worker, f: &FileOp, inputs: &[Snapshot]) -> Result<Snapshot, ExecutorError> {
