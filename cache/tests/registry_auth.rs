@@ -187,4 +187,38 @@ fn basic_and_bearer_auth() {
         ))
         .unwrap();
     assert_eq!(got.digest().to_string(), md);
+
+    // --- an identity token (docker's `identitytoken`) is a refresh token
+    let (routes, md, _) = tiny_image("tok/app", "v1", b"layer bytes", None);
+    let fake = FakeRegistry::start_with(
+        routes,
+        Some(Bearer {
+            token: "t0k3n".into(),
+            login: Some(("<token>".into(), "refresh-me".into())),
+        }),
+    );
+    std::fs::write(
+        cfgdir.path().join("config.json"),
+        format!(
+            r#"{{"auths":{{"{}":{{"identitytoken":"refresh-me"}}}}}}"#,
+            fake.addr
+        ),
+    )
+    .unwrap();
+    let r = Reference::parse(&format!("{}/tok/app:v1", fake.addr)).unwrap();
+    let (_f, dst) = temp_root();
+    let got = rt
+        .block_on(registry::pull(
+            &dst,
+            &r,
+            &PullOptions::default(),
+            Arc::new(NoProgress),
+        ))
+        .unwrap();
+    assert_eq!(got.digest().to_string(), md);
+    assert!(
+        fake.seen.lock().unwrap().iter().any(|s| s == "POST /token"),
+        "{:?}",
+        fake.seen.lock().unwrap()
+    );
 }

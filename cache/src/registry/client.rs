@@ -316,10 +316,30 @@ impl Endpoint {
         for s in &scopes {
             query.push(("scope", s));
         }
-        let mut req = self.http.get(realm).query(&query);
-        if let Some(c) = &self.creds {
-            req = req.basic_auth(&c.username, Some(c.password.expose()));
-        }
+        let req = match &self.creds {
+            // An identity token (docker's `<token>` user, from
+            // `identitytoken` or a helper) is an OAuth2 refresh token: it
+            // goes to the realm in a POST form, never as a password.
+            Some(c) if c.username == "<token>" => {
+                let scope = scopes.join(" ");
+                let mut form: Vec<(&str, &str)> = vec![
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", c.password.expose()),
+                    ("client_id", "kiln"),
+                    ("scope", &scope),
+                ];
+                if let Some(service) = ch.param("service") {
+                    form.push(("service", service));
+                }
+                self.http.post(realm).form(&form)
+            }
+            Some(c) => self
+                .http
+                .get(realm)
+                .query(&query)
+                .basic_auth(&c.username, Some(c.password.expose())),
+            None => self.http.get(realm).query(&query),
+        };
         let resp = req
             .send()
             .await

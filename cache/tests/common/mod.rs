@@ -293,6 +293,14 @@ fn serve(
             Some(b) if path.starts_with("/token") => {
                 let ok = match &b.login {
                     None => true,
+                    Some((u, p)) if u == "<token>" => {
+                        // An identity token arrives as an OAuth2 refresh
+                        // token in a POST form.
+                        method == "POST"
+                            && String::from_utf8_lossy(&body)
+                                .contains(&format!("refresh_token={p}"))
+                            && String::from_utf8_lossy(&body).contains("grant_type=refresh_token")
+                    }
                     Some((u, p)) => {
                         use base64::Engine;
                         let want =
