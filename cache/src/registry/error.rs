@@ -102,6 +102,11 @@ pub enum RegistryError {
     #[error("credential helper {helper}: {message}")]
     CredentialHelper { helper: String, message: String },
 
+    /// A transfer stopped because another one of the same pull failed;
+    /// never the error a pull returns.
+    #[error("transfer cancelled after another transfer failed")]
+    Cancelled,
+
     /// The local store failed.
     #[error(transparent)]
     Store(#[from] crate::Error),

@@ -8,9 +8,10 @@
 
 use std::collections::HashSet;
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use oci_spec::image::{Descriptor, MediaType};
 use reqwest::{header, Method};
 
@@ -190,20 +191,47 @@ pub async fn pull(
     // Keep garbage collection away from blobs not yet named.
     let _lease = root.lease()?;
     let concurrency = opts.concurrency.max(1);
-    let pending: Vec<Option<PendingBlob>> =
+    // On the first failure the others stop at their next chunk, and every
+    // transfer is awaited to its end, so that no writer thread still holds
+    // a temp file when the error is returned.
+    let cancel = AtomicBool::new(false);
+    let results: Vec<Result<Option<PendingBlob>, RegistryError>> =
         futures::stream::iter(blobs.into_iter().map(|(b, kind)| {
-            let ep = &ep;
-            async move { fetch_blob(root, ep, reference, &b, kind, progress).await }
+            let (ep, cancel) = (&ep, &cancel);
+            async move {
+                if cancel.load(Ordering::Relaxed) {
+                    return Err(RegistryError::Cancelled);
+                }
+                let r = fetch_blob(root, ep, reference, &b, kind, progress, cancel).await;
+                if r.is_err() {
+                    cancel.store(true, Ordering::Relaxed);
+                }
+                r
+            }
         }))
         .buffer_unordered(concurrency)
-        .try_collect()
-        .await?;
+        .collect()
+        .await;
+    let mut pending = Vec::new();
+    let mut failure = None;
+    for r in results {
+        match r {
+            Ok(p) => pending.extend(p),
+            Err(RegistryError::Cancelled) => {}
+            Err(e) => {
+                failure.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = failure {
+        return Err(e);
+    }
 
     // Every blob arrived and verified: only now does any become visible,
     // so a pull that fails on one bad blob leaves the store as it was.
     // Manifests follow their blobs, indexes (innermost first) their
     // manifests, and the name comes last.
-    for p in pending.into_iter().flatten() {
+    for p in pending {
         p.commit()?;
     }
     for m in manifests.iter().chain(indexes.iter()) {
@@ -391,6 +419,7 @@ async fn fetch_blob(
     desc: &Desc,
     kind: &str,
     progress: &dyn Progress,
+    cancel: &AtomicBool,
 ) -> Result<Option<PendingBlob>, RegistryError> {
     let digest: Digest = desc
         .digest
@@ -404,7 +433,7 @@ async fn fetch_blob(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match fetch_blob_once(root, ep, reference, desc, &digest, progress).await {
+        match fetch_blob_once(root, ep, reference, desc, &digest, progress, cancel).await {
             Ok(p) => {
                 progress.done(&desc.digest, Outcome::Transferred);
                 return Ok(Some(p));
@@ -426,6 +455,7 @@ async fn fetch_blob_once(
     desc: &Desc,
     digest: &Digest,
     progress: &dyn Progress,
+    cancel: &AtomicBool,
 ) -> Result<PendingBlob, RegistryError> {
     let url = ep.url(&format!("blobs/{}", desc.digest));
     let resp = ep.send(Method::GET, &url, |r| r).await?;
@@ -454,6 +484,9 @@ async fn fetch_blob_once(
         let mut got: u64 = 0;
         let mut stream = resp.bytes_stream();
         while let Some(chunk) = stream.next().await {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(RegistryError::Cancelled);
+            }
             let chunk = chunk.map_err(|e| RegistryError::Protocol {
                 registry: ep.registry().to_string(),
                 what: format!("download of blob {} of {reference}", desc.digest),
