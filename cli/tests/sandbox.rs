@@ -285,13 +285,37 @@ fn extra_mounts_bind_and_tmpfs() {
     assert_eq!(st, ExitStatus::Exited(0), "{err}");
     assert_eq!(out, "boundro-ok\nt\n");
     assert!(!host.path().join("new").exists());
+    // As with BuildKit, a RUN --mount's directories stay in the rootfs (and
+    // so in the layer): they are not stubs to remove.
     assert!(
-        created.contains(&PathBuf::from("mnt/ro")) && created.contains(&PathBuf::from("scratch")),
+        !created.contains(&PathBuf::from("mnt/ro")) && !created.contains(&PathBuf::from("scratch")),
         "{created:?}"
     );
-    // The mount points were removed again: nothing of them stays in the rootfs.
-    assert!(!s.rootfs().join("scratch").exists());
-    assert!(!s.rootfs().join("mnt/ro").exists());
+    assert!(s.rootfs().join("scratch").is_dir());
+    assert!(s.rootfs().join("mnt/ro").is_dir());
+}
+
+#[test]
+fn a_file_mount_point_is_removed_but_its_new_parent_stays() {
+    let s = Snap::new();
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("data.txt"), "data").unwrap();
+    let mut spec = s.spec("cat /newdir/data.txt");
+    spec.mounts = vec![Mount::Bind {
+        source: host.path().join("data.txt"),
+        target: "/newdir/data.txt".into(),
+        readonly: true,
+    }];
+    let (st, out, err, created) = sh(&spec);
+    assert_eq!(st, ExitStatus::Exited(0), "{err}");
+    assert_eq!(out, "data");
+    assert!(
+        created.contains(&PathBuf::from("newdir/data.txt")),
+        "{created:?}"
+    );
+    assert!(!created.contains(&PathBuf::from("newdir")), "{created:?}");
+    assert!(!s.rootfs().join("newdir/data.txt").exists());
+    assert!(s.rootfs().join("newdir").is_dir());
 }
 
 #[test]

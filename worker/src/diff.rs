@@ -241,13 +241,13 @@ fn write_items<W: Write>(
                 }
                 name_b.extend_from_slice(WHITEOUT_PREFIX.as_bytes());
                 name_b.extend_from_slice(rel.file_name().unwrap_or_default().as_bytes());
-                marker(&mut builder, &name_b, *mtime).map_err(werr)?;
+                marker(&mut builder, &name_b, *mtime, 0o600).map_err(werr)?;
             }
             Item::Opaque { dir, mtime } => {
                 let mut name_b = dir.as_os_str().as_bytes().to_vec();
                 name_b.push(b'/');
                 name_b.extend_from_slice(WHITEOUT_OPAQUE.as_bytes());
-                marker(&mut builder, &name_b, *mtime).map_err(werr)?;
+                marker(&mut builder, &name_b, *mtime, 0o755).map_err(werr)?;
             }
             Item::Node { rel, md } => {
                 write_node(&mut builder, base, rel, md, &mut inodes)?;
@@ -475,12 +475,18 @@ fn plan_dir(
 }
 
 /// Writes a zero-length regular marker entry (whiteout or opaque), owned by
-/// root, as containerd writes them.
-fn marker<W: Write>(builder: &mut tar::Builder<W>, name: &[u8], mtime: i64) -> io::Result<()> {
+/// root. Docker's overlay differ gives whiteouts mode 0600 (and opaque
+/// markers the directory's permissions); tools that list layers see it.
+fn marker<W: Write>(
+    builder: &mut tar::Builder<W>,
+    name: &[u8],
+    mtime: i64,
+    mode: u32,
+) -> io::Result<()> {
     let mut h = tar::Header::new_ustar();
     h.set_entry_type(tar::EntryType::Regular);
     h.set_size(0);
-    h.set_mode(0);
+    h.set_mode(mode);
     h.set_uid(0);
     h.set_gid(0);
     h.set_mtime(mtime.max(0) as u64);

@@ -350,13 +350,18 @@ impl NoneOrEmpty for Option<PathBuf> {
 }
 
 /// Mount targets the sandbox always uses, with whether each is a directory.
-fn stub_targets(spec: &SandboxSpec) -> Vec<(PathBuf, bool)> {
-    let mut out: Vec<(PathBuf, bool)> = vec![
-        ("proc".into(), true),
-        ("dev".into(), true),
-        ("sys".into(), true),
-        ("etc/hosts".into(), false),
-        ("etc/resolv.conf".into(), false),
+/// Mount points a run needs: (path in the rootfs, is a directory, whether
+/// directories created for it stay). The runtime's own mount points go
+/// again after the run; a RUN `--mount`'s directories stay in the layer,
+/// as they do with BuildKit (runc creates them, and BuildKit's stub cleaner
+/// removes only the empty files it created).
+fn stub_targets(spec: &SandboxSpec) -> Vec<(PathBuf, bool, bool)> {
+    let mut out: Vec<(PathBuf, bool, bool)> = vec![
+        ("proc".into(), true, false),
+        ("dev".into(), true, false),
+        ("sys".into(), true, false),
+        ("etc/hosts".into(), false, false),
+        ("etc/resolv.conf".into(), false, false),
     ];
     for m in &spec.mounts {
         let dir = match m {
@@ -364,7 +369,7 @@ fn stub_targets(spec: &SandboxSpec) -> Vec<(PathBuf, bool)> {
             Mount::Tmpfs { .. } => true,
         };
         if let Some(rel) = crate::snapshot::rel_components(m.target()) {
-            out.push((rel, dir));
+            out.push((rel, dir, true));
         }
     }
     out
@@ -395,7 +400,7 @@ fn create_stubs(spec: &SandboxSpec) -> Result<Stubs, SandboxError> {
         source,
     })?;
     let mut stubs = Stubs::default();
-    for (rel, is_dir) in stub_targets(spec) {
+    for (rel, is_dir, keep_dirs) in stub_targets(spec) {
         let before = stubs.created.len();
         // The parent's times before anything is created in it.
         let parent = rel.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -406,6 +411,13 @@ fn create_stubs(spec: &SandboxSpec) -> Result<Stubs, SandboxError> {
                 source,
             }
         })?;
+        if keep_dirs {
+            // Only a file mount point is a stub; the directories stay.
+            let new = stubs.created.split_off(before);
+            stubs
+                .created
+                .extend(new.into_iter().filter(|p| !is_dir && *p == rel));
+        }
         if stubs.created.len() > before {
             if let (Some(b), Some(a)) = (before_t, dir_mtime(root.as_raw_fd(), &parent)) {
                 stubs.parent_times.push((parent, b, a));
