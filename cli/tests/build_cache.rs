@@ -259,3 +259,44 @@ fn prune_keeps_build_cache_unless_all_and_du_reports_it() {
     let ran = named(&events, "started");
     assert!(ran.iter().any(|n| n.contains("RUN cat /b.txt")), "{ran:?}");
 }
+
+/// Other tools read what kiln exports: skopeo verifies every digest while
+/// copying the OCI archive into a layout, umoci unpacks that layout.
+#[test]
+fn oci_output_is_read_by_skopeo_and_umoci() {
+    let k = Kiln::new();
+    let ctx = k.context(&[(
+        "Dockerfile",
+        "FROM busybox:1.35\nWORKDIR /app\nRUN echo built-by-kiln > msg\nCMD [\"cat\", \"/app/msg\"]\n",
+    )]);
+    let archive = k.tmp.path().join("img.tar");
+    let out_arg = format!("type=oci,dest={}", archive.display());
+    let out = k.run(&["build", "-q", "-o", &out_arg, &ctx.display().to_string()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let layout = k.tmp.path().join("layout");
+    let copy = Command::new("skopeo")
+        .args(["copy", "-q"])
+        .arg(format!("oci-archive:{}", archive.display()))
+        .arg(format!("oci:{}:app", layout.display()))
+        .output()
+        .expect("skopeo");
+    assert!(copy.status.success(), "skopeo: {}", stderr(&copy));
+    let bundle = k.tmp.path().join("bundle");
+    let unpack = Command::new("umoci")
+        .args(["unpack", "--image"])
+        .arg(format!("{}:app", layout.display()))
+        .arg(&bundle)
+        .output()
+        .expect("umoci");
+    assert!(unpack.status.success(), "umoci: {}", stderr(&unpack));
+    let msg = std::fs::read_to_string(bundle.join("rootfs/app/msg")).expect("msg");
+    assert_eq!(msg, "built-by-kiln\n");
+    let config: Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("config.json")).expect("config"))
+            .expect("runtime config");
+    assert_eq!(config["process"]["cwd"], "/app");
+    assert_eq!(
+        config["process"]["args"],
+        serde_json::json!(["cat", "/app/msg"])
+    );
+}
