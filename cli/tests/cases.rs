@@ -244,6 +244,40 @@ fn run_case(name: &str) {
     if meta["expect"].is_object() {
         check_expect(name, &local, &meta["expect"]);
     }
+
+    // A second build of the same case runs nothing: JSON progress reports
+    // cached results, and at most the source ops that only read the store
+    // (an image's manifest, when the target is the base image itself),
+    // which the worker never records.
+    let mut again: Vec<&str> = argv
+        .iter()
+        .copied()
+        .filter(|a| !a.starts_with("type="))
+        .filter(|a| *a != "--output" && *a != "plain")
+        .collect();
+    again[1] = "--progress";
+    again.insert(2, "json");
+    let out = k.run(&again);
+    assert!(
+        out.status.success(),
+        "{name}: rebuild failed:\n{}",
+        stderr(&out)
+    );
+    let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let is_source = |e: &Value| {
+        let n = e["name"].as_str().unwrap_or_default();
+        n.starts_with("FROM ") || n.starts_with("load build context") || n == "scratch"
+    };
+    assert!(
+        !events.is_empty()
+            && events
+                .iter()
+                .all(|e| e["event"] == "cached" || is_source(e)),
+        "{name}: the rebuild is not fully cached: {events:?}"
+    );
 }
 
 macro_rules! cases {
