@@ -399,6 +399,10 @@ fn build(a: BuildArgs) -> Result<ExitCode> {
         progress::Mode::Json => {}
         _ => {
             let mut err = std::io::stderr().lock();
+            if mode.resolve() == progress::Mode::Tty {
+                // The tree leaves the cursor on its last line.
+                let _ = writeln!(err);
+            }
             let _ = writeln!(err, "writing image {id} done");
             for t in &tags {
                 let _ = writeln!(err, "naming to {t} done");
