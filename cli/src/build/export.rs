@@ -401,6 +401,68 @@ mod tests {
     }
 
     #[test]
+    fn config_keeps_the_base_and_follows_the_stage() {
+        use frontend::plan::HistoryEntry;
+        let base = json!({
+            "architecture": "amd64", "os": "linux", "os.version": "x",
+            "container_config": {"Cmd": ["old"]},
+            "config": {"Cmd": ["sh"]},
+            "history": [{"created": "2022-01-01T00:00:00Z", "created_by": "ADD rootfs"}],
+            "rootfs": {"type": "layers", "diff_ids": ["sha256:aa"]},
+        });
+        let b = Built {
+            platform: Platform::host(),
+            layers: vec![
+                Layer {
+                    diff_id: "sha256:aa".into(),
+                    digest: "sha256:a1".into(),
+                    size: 1,
+                    media_type: media::DOCKER_LAYER_GZIP.into(),
+                },
+                Layer {
+                    diff_id: "sha256:bb".into(),
+                    digest: "sha256:b1".into(),
+                    size: 2,
+                    media_type: media::OCI_LAYER_GZIP.into(),
+                },
+            ],
+            meta: ImageMeta {
+                config: json!({"Cmd": ["run"], "Env": ["A=b"]}),
+                history: vec![
+                    HistoryEntry {
+                        created_by: "RUN /bin/sh -c true # buildkit".into(),
+                        empty_layer: false,
+                        comment: "buildkit.dockerfile.v0".into(),
+                    },
+                    HistoryEntry {
+                        created_by: "ENV A=b".into(),
+                        empty_layer: true,
+                        comment: "buildkit.dockerfile.v0".into(),
+                    },
+                ],
+                base: Some(base),
+                author: None,
+            },
+        };
+        let doc = config_document(&b, "2026-01-01T00:00:00Z");
+        assert_eq!(doc["config"], json!({"Cmd": ["run"], "Env": ["A=b"]}));
+        assert_eq!(doc["os.version"], "x", "fields kiln does not model survive");
+        assert!(doc.get("container_config").is_none());
+        assert_eq!(doc["rootfs"]["diff_ids"], json!(["sha256:aa", "sha256:bb"]));
+        let h = doc["history"].as_array().cloned().unwrap_or_default();
+        assert_eq!(h.len(), 3);
+        assert_eq!(h[0]["created_by"], "ADD rootfs");
+        assert_eq!(h[1]["created_by"], "RUN /bin/sh -c true # buildkit");
+        assert!(h[1].get("empty_layer").is_none());
+        assert_eq!(h[2]["empty_layer"], true);
+        assert_eq!(h[2]["created"], "2026-01-01T00:00:00Z");
+        assert_eq!(
+            oci_layer_type(&b.layers[0].media_type),
+            media::OCI_LAYER_GZIP
+        );
+    }
+
+    #[test]
     fn outputs_parse_like_buildx() {
         assert_eq!(
             Output::parse("type=oci,dest=/x.tar").ok(),
