@@ -63,7 +63,7 @@ pub(crate) fn split_command(line: &str) -> (String, String) {
         for p in top.into_inner() {
             match p.as_rule() {
                 Rule::keyword => keyword = p.as_str().to_string(),
-                Rule::cmd_rest => rest = p.as_str().to_string(),
+                Rule::cmd_rest => rest = line[p.as_span().start()..].to_string(),
                 _ => {}
             }
         }
@@ -82,6 +82,14 @@ pub(crate) struct Flags {
 /// byte: each byte of a flag becomes one char (so non-ASCII bytes come out as
 /// Latin-1 chars, exactly as BuildKit's `WriteRune(rune(byte))` makes them).
 pub(crate) fn extract_flags(args: &str, escape: char) -> Flags {
+    // BuildKit stops at the first word that does not start with `--`; the
+    // text here starts at a word (it follows the keyword's whitespace).
+    if !args.starts_with("--") {
+        return Flags {
+            flags: Vec::new(),
+            rest: args.to_string(),
+        };
+    }
     let decoded = latin1(args);
     let input = with_escape(escape, &decoded);
     let Ok(mut pairs) = DockerfileGrammar::parse(Rule::flags, &input) else {
@@ -184,7 +192,7 @@ pub(crate) fn legacy_name_value(text: &str) -> (String, Option<String>) {
         for p in top.into_inner() {
             match p.as_rule() {
                 Rule::legacy_key => key = p.as_str().to_string(),
-                Rule::legacy_value => value = Some(p.as_str().to_string()),
+                Rule::legacy_value => value = Some(text[p.as_span().start()..].to_string()),
                 _ => {}
             }
         }
