@@ -658,3 +658,48 @@ fn mtimes_as_buildkit_sets_them() {
         assert_eq!(fs::metadata(r.path().join(p)).unwrap().mtime(), 42, "{p}");
     }
 }
+
+#[test]
+fn mkdir_mkfile_rm_stay_in_the_root() {
+    let r = tempfile::tempdir().unwrap();
+    let host = tempfile::tempdir().unwrap();
+    symlink(host.path(), r.path().join("out")).unwrap();
+    // WORKDIR through a symlink pointing out lands inside.
+    fileops::mkdir(
+        r.path(),
+        "/out/app/sub",
+        0o755,
+        true,
+        Some(Owner { uid: 3, gid: 4 }),
+        None,
+    )
+    .unwrap();
+    assert!(!host.path().join("app").exists());
+    let inside = r
+        .path()
+        .join(host.path().strip_prefix("/").unwrap())
+        .join("app/sub");
+    let md = fs::metadata(&inside).unwrap();
+    assert_eq!((md.uid(), md.gid(), md.mode() & 0o7777), (3, 4, 0o755));
+    fileops::mkdir(r.path(), "/out/app/sub", 0o700, false, None, None).unwrap();
+    // Heredoc file: new gets the mode, an existing one keeps its own.
+    fileops::mkfile(r.path(), "/w/script.sh", b"echo hi\n", 0o755, None, None).unwrap_err();
+    fileops::mkdir(r.path(), "/w", 0o755, true, None, None).unwrap();
+    fileops::mkfile(r.path(), "/w/script.sh", b"echo hi\n", 0o755, None, None).unwrap();
+    assert_eq!(mode(&r.path().join("w/script.sh")), 0o755);
+    fileops::mkfile(r.path(), "/w/script.sh", b"echo bye\n", 0o600, None, None).unwrap();
+    assert_eq!(read(&r.path().join("w/script.sh")), "echo bye\n");
+    assert_eq!(mode(&r.path().join("w/script.sh")), 0o755);
+    // rm removes a symlink, not what it points to.
+    write(&host.path().join("precious"), "p");
+    fileops::rm(r.path(), "/out", false, false).unwrap();
+    assert!(host.path().join("precious").exists());
+    assert!(fs::symlink_metadata(r.path().join("out")).is_err());
+    assert!(matches!(
+        fileops::rm(r.path(), "/nope", false, false),
+        Err(FileOpsError::NotFound { .. })
+    ));
+    fileops::rm(r.path(), "/nope", true, false).unwrap();
+    fileops::rm(r.path(), "/w/*.sh", false, true).unwrap();
+    assert!(!r.path().join("w/script.sh").exists());
+}

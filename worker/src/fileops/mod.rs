@@ -17,6 +17,7 @@
 //! No path, symlink or hard link of either tree, nor any archive entry, can
 //! lead a copy outside its root: see [`rootpath`] and [`unpack`].
 
+pub mod actions;
 pub mod checksum;
 pub mod chmod;
 pub mod chown;
@@ -29,6 +30,7 @@ pub mod unpack;
 
 use std::path::{Path, PathBuf};
 
+pub use actions::{mkdir, mkfile, rm};
 pub use checksum::{checksum_sources, ChecksumMemo};
 pub use chmod::Chmod;
 pub use chown::{resolve_chown, Owner};
