@@ -237,7 +237,7 @@ pub(crate) fn health(text: &str) -> (String, String) {
 }
 
 /// What the exec-form test made of an instruction's arguments.
-pub(crate) enum Json {
+pub(crate) enum JsonArray {
     /// A JSON array of strings.
     Strings(Vec<String>),
     /// Valid JSON array holding something other than a string: an error.
@@ -274,13 +274,13 @@ fn nesting_depth(text: &str) -> usize {
 }
 
 /// Go's json.Unmarshal into `[]any`, reduced to what BuildKit asks of it.
-pub(crate) fn json_array(text: &str) -> Json {
+pub(crate) fn json_array(text: &str) -> JsonArray {
     let trimmed = text.trim_start_matches(char::is_whitespace);
     if !trimmed.starts_with('[') {
-        return Json::NotJson;
+        return JsonArray::NotJson;
     }
     if nesting_depth(trimmed) > GO_JSON_MAX_DEPTH {
-        return Json::NotJson;
+        return JsonArray::NotJson;
     }
     match json_array_parse(trimmed) {
         Some(j) => j,
@@ -290,16 +290,16 @@ pub(crate) fn json_array(text: &str) -> Json {
             let owned = trimmed.to_string();
             std::thread::Builder::new()
                 .stack_size(512 * 1024 * 1024)
-                .spawn(move || json_array_parse(&owned).unwrap_or(Json::NotJson))
+                .spawn(move || json_array_parse(&owned).unwrap_or(JsonArray::NotJson))
                 .ok()
                 .and_then(|h| h.join().ok())
-                .unwrap_or(Json::NotJson)
+                .unwrap_or(JsonArray::NotJson)
         }
     }
 }
 
 /// `None` when pest stopped for lack of stack, so the caller may retry.
-fn json_array_parse(text: &str) -> Option<Json> {
+fn json_array_parse(text: &str) -> Option<JsonArray> {
     let mut pairs = match DockerfileGrammar::parse(Rule::json_array, text) {
         Ok(p) => p,
         Err(e) => {
@@ -307,11 +307,11 @@ fn json_array_parse(text: &str) -> Option<Json> {
             if msg.contains("stack limit") || msg.contains("call limit") {
                 return None;
             }
-            return Some(Json::NotJson);
+            return Some(JsonArray::NotJson);
         }
     };
     let Some(top) = pairs.next() else {
-        return Some(Json::NotJson);
+        return Some(JsonArray::NotJson);
     };
     // Go reports an out-of-range number as an error of its own, which
     // BuildKit treats like any invalid JSON (shell form).
@@ -335,11 +335,11 @@ fn json_array_parse(text: &str) -> Option<Json> {
         }
     }
     Some(if overflow {
-        Json::NotJson
+        JsonArray::NotJson
     } else if all_strings {
-        Json::Strings(out)
+        JsonArray::Strings(out)
     } else {
-        Json::NotStrings
+        JsonArray::NotStrings
     })
 }
 

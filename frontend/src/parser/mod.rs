@@ -284,10 +284,10 @@ fn node_from_line(line: &str, escape: char) -> Result<Node, NodeError> {
 fn split_args(keyword: &str, args: &str, escape: char) -> Result<(Vec<String>, bool), NodeError> {
     Ok(match keyword {
         "add" | "copy" | "volume" => match grammar::json_array(args) {
-            grammar::Json::Strings(v) => (v, true),
-            grammar::Json::NotStrings => return Err(not_strings()),
-            grammar::Json::NotJson if args.is_empty() => (Vec::new(), false),
-            grammar::Json::NotJson => (grammar::whitespace_list(args), false),
+            grammar::JsonArray::Strings(v) => (v, true),
+            grammar::JsonArray::NotStrings => return Err(not_strings()),
+            grammar::JsonArray::NotJson if args.is_empty() => (Vec::new(), false),
+            grammar::JsonArray::NotJson => (grammar::whitespace_list(args), false),
         },
         "cmd" | "entrypoint" | "run" | "shell" => maybe_json(args)?,
         "healthcheck" => {
@@ -322,9 +322,9 @@ fn maybe_json(args: &str) -> Result<(Vec<String>, bool), NodeError> {
         return Ok((Vec::new(), false));
     }
     match grammar::json_array(args) {
-        grammar::Json::Strings(v) => Ok((v, true)),
-        grammar::Json::NotStrings => Err(not_strings()),
-        grammar::Json::NotJson => Ok((vec![args.to_string()], false)),
+        grammar::JsonArray::Strings(v) => Ok((v, true)),
+        grammar::JsonArray::NotStrings => Err(not_strings()),
+        grammar::JsonArray::NotJson => Ok((vec![args.to_string()], false)),
     }
 }
 
