@@ -797,7 +797,7 @@ fn run_file(w: &Worker, f: &FileOp, inputs: &[Snapshot]) -> Result<Snapshot, Exe
                     .as_deref()
                     .map(|c| fileops::resolve_chown(c, &rootfs))
                     .transpose()?;
-                mkdir_in(&rootfs, path, *mode, *parents, owner)?;
+                fileops::mkdir(&rootfs, path, *mode, *parents, owner, None)?;
             }
             FileAction::Mkfile {
                 path,
@@ -809,82 +809,15 @@ fn run_file(w: &Worker, f: &FileOp, inputs: &[Snapshot]) -> Result<Snapshot, Exe
                     .as_deref()
                     .map(|c| fileops::resolve_chown(c, &rootfs))
                     .transpose()?;
-                let host = fileops::rootpath::host_path(&rootfs, Path::new(path), false)?;
-                fs::write(&host, data).map_err(io_err("write", &host))?;
-                use std::os::unix::fs::PermissionsExt;
-                fs::set_permissions(&host, fs::Permissions::from_mode(*mode))
-                    .map_err(io_err("chmod", &host))?;
-                if let Some(o) = owner {
-                    std::os::unix::fs::lchown(&host, Some(o.uid), Some(o.gid))
-                        .map_err(io_err("chown", &host))?;
-                }
+                fileops::mkfile(&rootfs, path, data, *mode, owner, None)?;
             }
             FileAction::Rm {
                 path,
                 allow_not_found,
             } => {
-                let host = fileops::rootpath::host_path(&rootfs, Path::new(path), false)?;
-                let res = match fs::symlink_metadata(&host) {
-                    Ok(md) if md.is_dir() => fs::remove_dir_all(&host),
-                    Ok(_) => fs::remove_file(&host),
-                    Err(e) => Err(e),
-                };
-                match res {
-                    Err(e) if e.kind() == io::ErrorKind::NotFound && *allow_not_found => {}
-                    other => other.map_err(io_err("remove", &host))?,
-                }
+                fileops::rm(&rootfs, path, *allow_not_found, false)?;
             }
         }
     }
     commit_layer(w, active, &base, &[])
-}
-
-/// mkdir -p inside a root, never leaving it (each component resolved in the
-/// root); only the directories it creates get `mode` and the owner, as
-/// BuildKit's mkdir does.
-fn mkdir_in(
-    rootfs: &Path,
-    path: &str,
-    mode: u32,
-    parents: bool,
-    owner: Option<fileops::Owner>,
-) -> Result<(), ExecutorError> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    let mut cur = PathBuf::from("/");
-    let comps: Vec<_> = Path::new(path)
-        .components()
-        .filter(|c| matches!(c, std::path::Component::Normal(_)))
-        .collect();
-    for (i, c) in comps.iter().enumerate() {
-        cur.push(c);
-        let host = fileops::rootpath::host_path(rootfs, &cur, true)?;
-        match fs::symlink_metadata(&host) {
-            Ok(md) if md.is_dir() => continue,
-            Ok(_) => {
-                return Err(io_err("mkdir", &cur)(io::Error::new(
-                    io::ErrorKind::AlreadyExists,
-                    "not a directory",
-                )))
-            }
-            Err(_) if !parents && i + 1 < comps.len() => {
-                return Err(io_err("mkdir", &cur)(io::Error::new(
-                    io::ErrorKind::NotFound,
-                    "parent missing",
-                )))
-            }
-            Err(_) => {
-                fs::DirBuilder::new()
-                    .mode(mode)
-                    .create(&host)
-                    .map_err(io_err("mkdir", &host))?;
-                fs::set_permissions(&host, fs::Permissions::from_mode(mode))
-                    .map_err(io_err("chmod", &host))?;
-                if let Some(o) = owner {
-                    std::os::unix::fs::lchown(&host, Some(o.uid), Some(o.gid))
-                        .map_err(io_err("chown", &host))?;
-                }
-            }
-        }
-    }
-    Ok(())
 }
