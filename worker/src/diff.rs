@@ -125,7 +125,8 @@ impl<W> Hashing<W> {
 }
 
 enum Sink<W: Write> {
-    Plain(Hashing<W>),
+    /// Uncompressed: the blob digest is the diff_id, so no second hash.
+    Plain(W),
     Gzip(flate2::write::GzEncoder<Hashing<W>>),
 }
 
@@ -217,7 +218,7 @@ fn write_items<W: Write>(
     out: W,
 ) -> Result<(LayerDigest, W), DiffError> {
     let sink = match compression {
-        Compression::None => Sink::Plain(Hashing::new(out)),
+        Compression::None => Sink::Plain(out),
         Compression::Gzip(level) => Sink::Gzip(flate2::write::GzEncoder::new(
             Hashing::new(out),
             flate2::Compression::new(level.min(9)),
@@ -257,10 +258,12 @@ fn write_items<W: Write>(
     let hashing = builder.into_inner().map_err(werr)?;
     let (sink, diff_id, tar_size) = hashing.finish();
     let (digest, size, out, media_type) = match sink {
-        Sink::Plain(h) => {
-            let (out, d, n) = h.finish();
-            (d, n, out, "application/vnd.oci.image.layer.v1.tar")
-        }
+        Sink::Plain(out) => (
+            diff_id.clone(),
+            tar_size,
+            out,
+            "application/vnd.oci.image.layer.v1.tar",
+        ),
         Sink::Gzip(gz) => {
             let h = gz.finish().map_err(werr)?;
             let (out, d, n) = h.finish();

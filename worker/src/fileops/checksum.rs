@@ -48,6 +48,9 @@ impl From<&CopySpec> for ChecksumOptions {
     }
 }
 
+/// The first bytes of a saved [`ChecksumMemo`] (format version 1).
+const MEMO_MAGIC: &[u8; 8] = b"kilnmem1";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Stamp {
     size: u64,
@@ -86,6 +89,87 @@ impl ChecksumMemo {
     /// How many files had to be read so far (the rest came from the memo).
     pub fn files_read(&self) -> u64 {
         self.reads.lock().map(|g| *g).unwrap_or(0)
+    }
+
+    /// A memo saved by [`ChecksumMemo::save`], so a new kiln process does
+    /// not re-read an unchanged context (a no-op rebuild of a large context
+    /// would otherwise hash all of it again). A missing or damaged file
+    /// gives an empty memo: the memo is only ever a shortcut.
+    pub fn load(file: &Path) -> Self {
+        let memo = Self::default();
+        let Ok(data) = fs::read(file) else {
+            return memo;
+        };
+        let mut map = HashMap::new();
+        let mut rest = data.as_slice();
+        let mut take = |n: usize| -> Option<&[u8]> {
+            let (a, b) = (rest.get(..n)?, rest.get(n..)?);
+            rest = b;
+            Some(a)
+        };
+        let u64_of = |b: &[u8]| b.try_into().ok().map(u64::from_le_bytes);
+        let complete = (|| -> Option<()> {
+            if take(8)? != MEMO_MAGIC {
+                return None;
+            }
+            loop {
+                let Some(len) = take(4) else {
+                    return Some(());
+                };
+                let len = u32::from_le_bytes(len.try_into().ok()?) as usize;
+                let path = PathBuf::from(std::ffi::OsStr::from_bytes(take(len)?));
+                let mut n = [0u64; 7];
+                for v in n.iter_mut() {
+                    *v = u64_of(take(8)?)?;
+                }
+                let hash: [u8; 32] = take(32)?.try_into().ok()?;
+                let stamp = Stamp {
+                    size: n[0],
+                    mtime: (n[1] as i64, n[2] as i64),
+                    ctime: (n[3] as i64, n[4] as i64),
+                    ino: n[5],
+                    dev: n[6],
+                };
+                map.insert(path, (stamp, blake3::Hash::from_bytes(hash)));
+            }
+        })();
+        if complete.is_some() {
+            if let Ok(mut m) = memo.files.lock() {
+                *m = map;
+            }
+        }
+        memo
+    }
+
+    /// Writes the memo for [`ChecksumMemo::load`] (temp file and rename, so
+    /// concurrent kiln processes never see half a memo; the last one wins).
+    pub fn save(&self, file: &Path) -> io::Result<()> {
+        let mut out = MEMO_MAGIC.to_vec();
+        if let Ok(map) = self.files.lock() {
+            for (path, (s, h)) in map.iter() {
+                let p = path.as_os_str().as_bytes();
+                let Ok(len) = u32::try_from(p.len()) else {
+                    continue;
+                };
+                out.extend_from_slice(&len.to_le_bytes());
+                out.extend_from_slice(p);
+                for v in [
+                    s.size,
+                    s.mtime.0 as u64,
+                    s.mtime.1 as u64,
+                    s.ctime.0 as u64,
+                    s.ctime.1 as u64,
+                    s.ino,
+                    s.dev,
+                ] {
+                    out.extend_from_slice(&v.to_le_bytes());
+                }
+                out.extend_from_slice(h.as_bytes());
+            }
+        }
+        let tmp = file.with_extension(format!("tmp{}", std::process::id()));
+        fs::write(&tmp, &out)?;
+        fs::rename(&tmp, file)
     }
 
     fn content(&self, path: &Path, md: &Metadata, shown: &Path) -> Result<blake3::Hash> {
