@@ -741,6 +741,8 @@ fn run_exec(
     };
     spec.mounts = mounts;
     spec.rlimits = SandboxSpec::default_rlimits();
+    spec.emulator = crate::emulation::emulator_for(&e.platform)
+        .map_err(|err| ExecutorError::Unsupported(err.to_string()))?;
     let mut sink = |s: sandbox::Stream, data: &[u8]| {
         let stream = match s {
             sandbox::Stream::Stdout => Stream::Stdout,

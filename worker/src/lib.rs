@@ -7,6 +7,7 @@
 //! dirs and OCI layer tars (whiteouts in both directions).
 
 pub mod diff;
+pub mod emulation;
 pub mod executor;
 pub mod fileops;
 pub mod layers;

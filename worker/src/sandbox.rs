@@ -140,6 +140,11 @@ pub struct SandboxSpec {
     /// Bytes fed to the process's stdin; /dev/null when absent.
     #[serde(default)]
     pub stdin: Option<Vec<u8>>,
+    /// QEMU user emulation for a foreign platform's step: the helper then
+    /// runs the step in a user namespace of its own with a private
+    /// binfmt_misc (see [`crate::emulation`]); `None` runs natively.
+    #[serde(default)]
+    pub emulator: Option<crate::emulation::Emulator>,
 }
 
 fn default_cwd() -> String {
@@ -167,6 +172,7 @@ impl SandboxSpec {
             mounts: Vec::new(),
             rlimits: Vec::new(),
             stdin: None,
+            emulator: None,
         }
     }
 
@@ -667,6 +673,10 @@ pub enum Step {
         target: String,
         link: PathBuf,
     },
+    /// Mount a private binfmt_misc on the sandbox's
+    /// /proc/sys/fs/binfmt_misc and write this rule to its `register` (the
+    /// interpreter path is the host's: F opens it before the pivot).
+    Binfmt(String),
     /// Make the rootfs the process's `/` and detach the host's.
     PivotRoot,
     /// Hide a kernel interface as docker does: /dev/null over a file, an
@@ -750,6 +760,13 @@ pub fn plan(spec: &SandboxSpec) -> Vec<Step> {
         MS_NOSUID | MS_NODEV | MS_NOEXEC,
         None,
     ));
+    if let Some(line) = spec
+        .emulator
+        .as_ref()
+        .and_then(crate::emulation::register_line)
+    {
+        s.push(Step::Binfmt(line));
+    }
     s.push(m(
         "tmpfs",
         "dev",
@@ -919,6 +936,11 @@ fn helper(chan: &mut UnixStream) -> Result<ExitStatus, String> {
         serde_json::from_slice(&input).map_err(|e| format!("decoding sandbox spec: {e}"))?;
     validate(&spec).map_err(|e| e.to_string())?;
     let steps = plan(&spec);
+    if spec.emulator.is_some() {
+        // Before the other namespaces, so they (the mount namespace above
+        // all) belong to it and binfmt_misc may be mounted privately.
+        crate::emulation::enter_user_namespace()?;
+    }
 
     let mut flags =
         libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
@@ -1135,11 +1157,21 @@ fn child(spec: &SandboxSpec, steps: &[Step], errfd: RawFd) -> Result<Never, Stri
                             None,
                         )
                         .map_err(|e| format!("binding /sys: {e}"))?;
+                        // A new fd: the old one names the covered inode. The
+                        // host's flags are kept (locked in a user namespace).
+                        let fd = sys::open_in_root(root, target, libc::O_PATH)
+                            .map_err(|e| format!("reopening /{}: {e}", target.display()))?;
+                        let at = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
                         sys::mount(
                             None,
                             &at,
                             None,
-                            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
+                            libc::MS_BIND
+                                | libc::MS_REMOUNT
+                                | libc::MS_RDONLY
+                                | libc::MS_NOSUID
+                                | libc::MS_NODEV
+                                | libc::MS_NOEXEC,
                             None,
                         )
                         .map_err(|e| format!("remounting /sys read-only: {e}"))?;
@@ -1198,6 +1230,10 @@ fn child(spec: &SandboxSpec, steps: &[Step], errfd: RawFd) -> Result<Never, Stri
                     Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
                     Err(e) => return Err(format!("symlink /{}: {e}", link.display())),
                 }
+            }
+            Step::Binfmt(line) => {
+                let root = rootfd.as_ref().ok_or("rootfs not bound")?.as_raw_fd();
+                crate::emulation::mount_and_register(root, line)?;
             }
             Step::PivotRoot => {
                 let r = cpath(rootfs)?;
