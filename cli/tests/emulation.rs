@@ -171,3 +171,92 @@ fn arm64_run_under_qemu_leaves_host_binfmt_alone() {
 
     assert_eq!(host_binfmt_state(), before, "host binfmt_misc changed");
 }
+
+/// The shared m-multi-platform case through the CLI: one build for
+/// linux/amd64 and linux/arm64 makes an index whose every platform ran its
+/// RUN on its own architecture (checked by the oracle's imagefs.py against
+/// the case's expected files); the host's binfmt_misc is unchanged.
+#[test]
+fn multi_platform_case_builds_each_platform() {
+    let before = host_binfmt_state();
+    let case = PathBuf::from(format!("{SHARED}/cases/m-multi-platform"));
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(case.join("case.json")).unwrap()).unwrap();
+    let platforms: Vec<&str> = meta["platforms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p.as_str())
+        .collect();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("store");
+    let kiln = |args: &[&str]| {
+        let out = Command::new(KILN)
+            .args(args)
+            .env("KILN_ROOT", &root)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "kiln {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    kiln(&[
+        "load",
+        "-i",
+        &format!("{SHARED}/fixtures/busybox-1.35-oci.tar"),
+    ]);
+    let oci = tmp.path().join("image.tar");
+    kiln(&[
+        "build",
+        "--progress",
+        "plain",
+        "--platform",
+        &platforms.join(","),
+        "-o",
+        &format!("type=oci,dest={}", oci.display()),
+        "-f",
+        &case.join("Dockerfile").display().to_string(),
+        &case.join("context").display().to_string(),
+    ]);
+    for p in &platforms {
+        let out = Command::new("python3")
+            .arg(format!("{SHARED}/oracle/imagefs.py"))
+            .args(["--platform", p])
+            .arg(&oci)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(got["platform"], *p);
+        let files = meta["expect"]["platforms"][p]["files"].as_object().unwrap();
+        assert!(!files.is_empty());
+        for (path, want) in files {
+            let entry = &got["fs"][path];
+            assert_eq!(entry[0], "f", "{p} {path}: {entry}");
+            let want = want.as_str().unwrap();
+            let sha = Command::new("sha256sum")
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .and_then(|mut c| {
+                    use std::io::Write;
+                    c.stdin.take().unwrap().write_all(want.as_bytes())?;
+                    c.wait_with_output()
+                })
+                .unwrap();
+            let sha = String::from_utf8_lossy(&sha.stdout);
+            assert_eq!(
+                entry[5].as_str().unwrap(),
+                sha.split_whitespace().next().unwrap(),
+                "{p} {path}: expected content {want:?}"
+            );
+        }
+    }
+    assert_eq!(host_binfmt_state(), before, "host binfmt_misc changed");
+}

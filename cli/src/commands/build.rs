@@ -256,17 +256,15 @@ fn build(a: BuildArgs) -> Result<ExitCode> {
             .map(|p| Platform::parse(p).map_err(|e| miette!("{e}")))
             .collect::<Result<_>>()?
     };
-    if platforms.iter().any(|p| *p != Platform::host()) {
-        return Err(miette!(
-            "building for {} needs emulation of a foreign platform, which this kiln does not support yet (host: {})",
-            platforms
-                .iter()
-                .filter(|p| **p != Platform::host())
-                .map(|p| p.to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
-            Platform::host()
-        ));
+    // Foreign platforms run their RUN steps under QEMU: refuse now, before
+    // any work, when this machine cannot emulate one.
+    for p in platforms.iter().filter(|p| **p != Platform::host()) {
+        let target = solver::ops::Platform {
+            os: p.os.clone(),
+            architecture: p.architecture.clone(),
+            variant: p.variant.clone(),
+        };
+        worker::emulation::emulator_for(&target).map_err(|e| miette!("{e}"))?;
     }
     let network = match a.network.as_str() {
         "default" | "host" => solver::ops::Network::Host,
