@@ -12,10 +12,12 @@
 //!   leaves its folder, and perhaps mounts in it; the next worker detaches
 //!   those mounts and removes the folder.
 
+use std::collections::HashMap;
 use std::fs;
 use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
@@ -73,6 +75,10 @@ pub struct LayerStore {
     layers: PathBuf,
     work: PathBuf,
     seq: AtomicU64,
+    /// One lock per layer being unpacked, so parallel steps on the same base
+    /// (after `prune --all` dropped its directory) unpack it once and the
+    /// others wait, instead of all of them unpacking it side by side.
+    unpacking: Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
 
 impl LayerStore {
@@ -95,6 +101,7 @@ impl LayerStore {
             layers,
             work,
             seq: AtomicU64::new(0),
+            unpacking: Mutex::new(HashMap::new()),
         })
     }
 
@@ -118,6 +125,14 @@ impl LayerStore {
     /// The layer's directory, unpacking its blob first if needed.
     pub fn dir(&self, layer: &LayerRef, blobs: &cache::BlobStore) -> Result<PathBuf, LayerError> {
         let path = self.path(&layer.diff_id)?;
+        if path.is_dir() {
+            return Ok(path);
+        }
+        let lock = {
+            let mut table = self.unpacking.lock().unwrap_or_else(|p| p.into_inner());
+            table.entry(layer.diff_id.clone()).or_default().clone()
+        };
+        let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
         if path.is_dir() {
             return Ok(path);
         }
