@@ -90,6 +90,8 @@ impl LayerStore {
         for d in [&layers, &work_root] {
             fs::create_dir_all(d).map_err(io_err("create", d))?;
         }
+        // Best effort: only ext4 (and a few others) know the flag.
+        let _ = crate::sys::set_topdir(&work_root);
         clean_dead_work(&work_root);
         let work = work_root.join(std::process::id().to_string());
         // A folder named by our pid may be a dead namesake's: start clean.
