@@ -50,7 +50,11 @@ pub struct Error {
 
 impl Error {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Error { kind, message: message.into(), location: None }
+        Error {
+            kind,
+            message: message.into(),
+            location: None,
+        }
     }
 
     pub fn at(mut self, location: Location) -> Self {
