@@ -357,10 +357,6 @@ cases! {
     workdir_env_subst => "workdir-env-subst",
 }
 
-/// The multi-platform case itself builds (QEMU emulation), tested in
-/// cli/tests/emulation.rs; a platform kiln cannot emulate is refused clearly
-/// before any work rather than built wrong.
-#[test]
 /// m-heredoc-run's second RUN is a heredoc script starting `#!/bin/awk -f`
 /// (taken from BuildKit's own test, which builds on busybox:latest). BuildKit
 /// runs such a script by exec'ing it, so the kernel needs /bin/awk; the
@@ -404,6 +400,9 @@ fn m_heredoc_run() {
     });
 }
 
+/// The multi-platform case itself builds (QEMU emulation), tested in
+/// cli/tests/emulation.rs; a platform kiln cannot emulate is refused clearly
+/// before any work rather than built wrong.
 #[test]
 fn multi_platform_is_refused_clearly() {
     let dir = format!("{SHARED}/cases/m-multi-platform");
