@@ -235,7 +235,7 @@ impl Drop for CancelOnDrop {
     }
 }
 
-fn context_of<'g>(graph: &'g Graph<BuildOp>, node: NodeId, input: usize) -> Option<ContextRef> {
+fn context_of(graph: &Graph<BuildOp>, node: NodeId, input: usize) -> Option<ContextRef> {
     let inputs = graph.inputs(node);
     match inputs.get(input).map(|&i| graph.op(i)) {
         Some(BuildOp::Context { name, exclude }) => Some(ContextRef {
@@ -655,10 +655,6 @@ fn run_exec(
                 })?;
                 let view = source_view(w, snap)?;
                 let src = fileops::rootpath::host_path(&view.path, Path::new(source), true)?;
-                if view.context.is_some() && *readonly {
-                    // Context files are root-owned in the build, as BuildKit
-                    // sends them; a bind mount shows them as they are.
-                }
                 mounts.push(Mount::Bind {
                     source: src,
                     target: target.clone(),
