@@ -9,6 +9,7 @@
 use std::collections::BTreeSet;
 
 use crate::blobs::clean_temp;
+use crate::compress;
 use crate::digest::Digest;
 use crate::error::Result;
 use crate::image;
@@ -76,6 +77,12 @@ pub fn prune(root: &Root, opts: &PruneOptions) -> Result<PruneReport> {
             report.freed += size;
             report.removed.push((d, size));
         }
+    }
+    if !opts.dry_run {
+        // Compressed layers made for a push or an export are named by no
+        // image, so they go like any other unreferenced blob; their memo
+        // entries go with them (the next push compresses again).
+        compress::forget_missing(root)?;
     }
     Ok(report)
 }

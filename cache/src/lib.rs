@@ -6,6 +6,7 @@
 
 pub mod archive;
 pub mod blobs;
+pub mod compress;
 pub mod digest;
 pub mod error;
 pub mod gc;

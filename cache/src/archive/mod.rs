@@ -9,4 +9,7 @@ mod paths;
 mod save;
 
 pub use load::{load, LoadOptions, LoadReport, LoadedImage};
-pub use save::{save, save_to_file, Format, SaveItem, SaveOptions};
+pub use save::{
+    compress_items, save, save_compressed, save_compressed_to_file, save_to_file, Format, SaveItem,
+    SaveOptions,
+};

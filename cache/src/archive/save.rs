@@ -7,6 +7,11 @@
 //! `docker load`, old and new, accepts it; docker inflates gzip layers
 //! itself, so blobs are written as stored and every digest stays valid.
 //! Blobs stream from the store into the tar; nothing is held in memory.
+//!
+//! [`save_compressed`] and [`save_compressed_to_file`] first convert the
+//! images' plain layers (gzip unless told otherwise, as docker and
+//! BuildKit export them; see [`crate::compress`]); [`save`] writes what is
+//! stored as it is.
 
 use std::collections::BTreeSet;
 use std::fs::{self, OpenOptions};
@@ -16,6 +21,7 @@ use std::path::{Path, PathBuf};
 use oci_spec::image::Descriptor;
 use serde_json::{json, Value};
 
+use crate::compress::{self, Conversion};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::image::{self, Platform};
@@ -142,6 +148,46 @@ pub fn save(
         .and_then(|w| w.flush())
         .map_err(|e| Error::io("<archive>", e))?;
     Ok(())
+}
+
+/// The images with their layers converted as `conv` says (names kept);
+/// the caller holds a [`Root::lease`] until the archive is written, so
+/// garbage collection leaves the converted blobs alone.
+pub fn compress_items(
+    root: &Root,
+    images: &[SaveItem],
+    conv: &Conversion,
+) -> Result<Vec<SaveItem>> {
+    images
+        .iter()
+        .map(|(name, d)| Ok((name.clone(), compress::convert(root, d, conv)?.descriptor)))
+        .collect()
+}
+
+/// [`save`] with the layers converted as `conv` says first.
+pub fn save_compressed(
+    root: &Root,
+    images: &[SaveItem],
+    out: &mut dyn Write,
+    opts: &SaveOptions,
+    conv: &Conversion,
+) -> Result<()> {
+    let _lease = root.lease()?;
+    let items = compress_items(root, images, conv)?;
+    save(root, &items, out, opts)
+}
+
+/// [`save_to_file`] with the layers converted as `conv` says first.
+pub fn save_compressed_to_file(
+    root: &Root,
+    images: &[SaveItem],
+    path: &Path,
+    opts: &SaveOptions,
+    conv: &Conversion,
+) -> Result<()> {
+    let _lease = root.lease()?;
+    let items = compress_items(root, images, conv)?;
+    save_to_file(root, &items, path, opts)
 }
 
 /// Saves to a file, atomically: a partial archive never carries the

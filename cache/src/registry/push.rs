@@ -5,6 +5,11 @@
 //! then the index or manifest under the tag: the registry never holds a
 //! manifest whose blobs are missing, so a push interrupted anywhere can
 //! simply be run again.
+//!
+//! Layers go out compressed (gzip unless [`PushOptions::compression`] says
+//! otherwise), as docker pushes them: the stored image is converted first
+//! ([`crate::compress`]), and the converted manifests and blobs are what
+//! travel; the config, and so the image ID, is the same.
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
@@ -21,6 +26,7 @@ use super::credentials::DockerConfig;
 use super::error::RegistryError;
 use super::manifest::{is_index, Desc, Doc};
 use super::progress::{Outcome, Progress};
+use crate::compress::{self, Conversion};
 use crate::{Digest, Reference, Root};
 
 /// How to push.
@@ -36,6 +42,10 @@ pub struct PushOptions {
     /// Try cross-repository mounts from other images of the same registry
     /// in the local store.
     pub mount: bool,
+    /// How layers travel: gzip by default; plain layers are compressed
+    /// (once: the result is remembered), compressed ones go as they are
+    /// unless forced.
+    pub compression: Conversion,
 }
 
 impl Default for PushOptions {
@@ -45,6 +55,7 @@ impl Default for PushOptions {
             chunk_size: None,
             concurrency: 4,
             mount: true,
+            compression: Conversion::default(),
         }
     }
 }
@@ -166,6 +177,13 @@ fn mount_sources(root: &Root, registry: &str, repository: &str) -> HashMap<Strin
         .is_ok()
         {
             for (b, _) in blobs {
+                // The compressed forms a push of that image sent too.
+                if let Ok(d) = b.digest.parse::<Digest>() {
+                    for v in compress::variants(root, &d) {
+                        out.entry(v.to_string())
+                            .or_insert_with(|| r.repository().to_string());
+                    }
+                }
                 out.entry(b.digest)
                     .or_insert_with(|| r.repository().to_string());
             }
@@ -187,6 +205,10 @@ pub async fn push(
         .images()
         .get(local)?
         .ok_or_else(|| RegistryError::NoLocalImage(local.to_string()))?;
+    // Keeps garbage collection from deleting the converted blobs, which no
+    // name holds, until they are uploaded.
+    let _lease = root.lease()?;
+    let top = convert(root, &top, &opts.compression, &progress).await?;
     let top_digest = parse_digest(top.digest().as_ref(), local)?;
     let (mut items, mut blobs, mut seen) = (Vec::new(), Vec::new(), HashSet::new());
     walk(
@@ -274,6 +296,34 @@ pub async fn push(
         last.bytes.len() as u64,
         d,
     ))
+}
+
+/// Converts the image's layers for the push, off the async threads
+/// (compression is CPU work), and reports what was compressed or reused.
+async fn convert(
+    root: &Root,
+    top: &Descriptor,
+    conv: &Conversion,
+    progress: &Arc<dyn Progress>,
+) -> Result<Descriptor, RegistryError> {
+    let (root2, top2, conv2) = (root.clone(), top.clone(), *conv);
+    let converted = tokio::task::spawn_blocking(move || compress::convert(&root2, &top2, &conv2))
+        .await
+        .map_err(|e| RegistryError::Protocol {
+            registry: "local store".into(),
+            what: "layer compression".into(),
+            detail: e.to_string(),
+        })??;
+    for l in &converted.layers {
+        let how = if l.reused { "reused" } else { "compressed" };
+        progress.message(&format!(
+            "layer {} {how} ({}): {}",
+            l.from,
+            compress::name(l.compression),
+            l.to
+        ));
+    }
+    Ok(converted.descriptor)
 }
 
 async fn put_manifest(
