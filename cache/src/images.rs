@@ -94,10 +94,16 @@ impl ImageStore {
     {
         let _guard = FileLock::exclusive(&self.lock)?;
         let mut table = self.read()?;
+        let before = table.images.clone();
         let mut names = Names {
             map: std::mem::take(&mut table.images),
         };
         f(&mut names)?;
+        if names.map == before && table.version == 1 {
+            // Nothing changed (a rebuild naming the same image again):
+            // skip the write and its fsyncs.
+            return Ok(());
+        }
         table.images = names.map;
         table.version = 1;
         self.write(&table)

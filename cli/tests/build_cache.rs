@@ -121,6 +121,51 @@ fn rebuild_is_cached_and_an_edit_reruns_only_dependent_steps() {
 }
 
 #[test]
+fn a_noop_rebuild_keeps_the_image_id_and_rewrites_nothing() {
+    let k = Kiln::new();
+    let ctx = k.context(&[
+        ("Dockerfile", DOCKERFILE),
+        ("a.txt", "a\n"),
+        ("b.txt", "b\n"),
+    ]);
+    let iid = |name: &str, extra: &[&str]| {
+        let f = k.tmp.path().join(name);
+        let f_arg = f.display().to_string();
+        let mut args = vec!["--iidfile", f_arg.as_str(), "-t", "app"];
+        args.extend_from_slice(extra);
+        let (_, out) = k.build_json(&ctx, &args);
+        assert!(out.status.success(), "build: {}", stderr(&out));
+        std::fs::read_to_string(&f).expect("iidfile")
+    };
+    let names = k.root.join("images.json");
+    let first = iid("iid1", &[]);
+    let written = std::fs::metadata(&names)
+        .and_then(|m| m.modified())
+        .expect("images.json");
+    // `created` has second resolution: a fresh export after this would get
+    // a new image ID.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let second = iid("iid2", &[]);
+    assert_eq!(first, second, "a fully cached rebuild keeps the image ID");
+    assert_eq!(
+        std::fs::metadata(&names)
+            .and_then(|m| m.modified())
+            .expect("images.json"),
+        written,
+        "naming the same image again does not rewrite the name table"
+    );
+    let fresh = iid("iid3", &["--no-cache"]);
+    assert_ne!(first, fresh, "a build that ran its steps is a new image");
+    assert_ne!(
+        std::fs::metadata(&names)
+            .and_then(|m| m.modified())
+            .expect("images.json"),
+        written,
+        "the name now points at the new image"
+    );
+}
+
+#[test]
 fn a_failing_build_names_nothing() {
     let k = Kiln::new();
     let ctx = k.context(&[("Dockerfile", "FROM busybox:1.35\nRUN echo ok > /ok\n")]);

@@ -29,6 +29,7 @@ use crate::diff::{self, Compression};
 use crate::fileops::{self, checksum, ChecksumMemo, Chmod, CopySpec, SourceIds};
 use crate::layers::{LayerError, LayerRef, LayerStore};
 use crate::sandbox::{self, Mount, Network, SandboxSpec};
+use crate::slots::Slots;
 use crate::snapshot::{self, Active, Mounted};
 
 /// Where the context checksum memo persists between kiln processes.
@@ -64,6 +65,9 @@ pub struct WorkerOptions {
     pub helper_exe: PathBuf,
     /// Copy instead of overlay mounts (when overlay cannot be used).
     pub force_copy: bool,
+    /// How many steps may do kiln's own work at once (`--jobs`, default
+    /// the machine's cores); see [`crate::slots`].
+    pub cpu_slots: usize,
 }
 
 /// Why a step failed.
@@ -121,6 +125,7 @@ pub struct Worker {
     cache_mounts: PathBuf,
     /// One lock per cache-mount id, for `sharing=locked`.
     mount_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    slots: Slots,
 }
 
 impl Worker {
@@ -133,6 +138,7 @@ impl Worker {
             fs::create_dir_all(d).map_err(io_err("create", d))?;
         }
         Ok(Worker {
+            slots: Slots::new(opts.cpu_slots),
             root,
             layers,
             opts,
@@ -389,7 +395,8 @@ impl Executor for SharedWorker {
             }
             BuildOp::File(f) => {
                 let f = f.clone();
-                w.run_blocking(move |w, _| run_file(w, &f, &inputs)).await?
+                w.run_blocking(move |w, cancel| run_file(w, &f, &inputs, cancel))
+                    .await?
             }
         };
         w.record(key, &snap)?;
@@ -633,6 +640,7 @@ fn run_exec(
     progress: &Progress,
     cancel: &AtomicBool,
 ) -> Result<Snapshot, ExecutorError> {
+    let slot = w.slots.acquire(cancel).ok_or(ExecutorError::Interrupted)?;
     let base = inputs.first().cloned().unwrap_or_default();
     let lowers = w.layer_dirs(&base)?;
     let dir = w.layers.scratch("exec")?;
@@ -746,6 +754,8 @@ fn run_exec(
         };
         progress.log(stream, data);
     };
+    // The process is the kernel's to schedule; the slot is for kiln's work.
+    drop(slot);
     let outcome = sandbox::run_cancellable(&spec, &w.opts.helper_exe, &mut sink, cancel)?;
     drop(views);
     if !outcome.status.success() {
@@ -755,10 +765,17 @@ fn run_exec(
             code: outcome.status.code(),
         });
     }
+    let _slot = w.slots.acquire(cancel).ok_or(ExecutorError::Interrupted)?;
     commit_layer(w, active, &base, &outcome.created)
 }
 
-fn run_file(w: &Worker, f: &FileOp, inputs: &[Snapshot]) -> Result<Snapshot, ExecutorError> {
+fn run_file(
+    w: &Worker,
+    f: &FileOp,
+    inputs: &[Snapshot],
+    cancel: &AtomicBool,
+) -> Result<Snapshot, ExecutorError> {
+    let _slot = w.slots.acquire(cancel).ok_or(ExecutorError::Interrupted)?;
     let base = inputs.first().cloned().unwrap_or_default();
     let lowers = w.layer_dirs(&base)?;
     let dir = w.layers.scratch("file")?;

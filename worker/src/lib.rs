@@ -12,5 +12,6 @@ pub mod executor;
 pub mod fileops;
 pub mod layers;
 pub mod sandbox;
+pub mod slots;
 pub mod snapshot;
 mod sys;

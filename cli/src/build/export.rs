@@ -14,6 +14,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use cache::archive::{self, Format, SaveOptions};
+use cache::compress::{self, Conversion};
 use cache::{media, Digest, Reference, Root};
 use frontend::lower::ImageMeta;
 use frontend::plan::Platform;
@@ -22,7 +23,7 @@ use oci_spec::image::Descriptor;
 use serde_json::{json, Map, Value};
 
 /// One layer of a result, as the worker recorded it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Layer {
     /// `sha256:` of the uncompressed tar.
     pub diff_id: String,
@@ -38,6 +39,9 @@ pub struct Built {
     pub platform: Platform,
     pub layers: Vec<Layer>,
     pub meta: ImageMeta,
+    /// Every step of the build came from the cache (nothing ran), so an
+    /// earlier export of the same result may be reused as is.
+    pub all_cached: bool,
 }
 
 /// An image written to the store.
@@ -213,6 +217,60 @@ pub fn assemble(root: &Root, b: &Built, created: &str) -> Result<Image> {
     })
 }
 
+/// Where the export of a result is remembered: keyed by everything the
+/// config and manifest are made of except the time.
+fn reuse_record(root: &Root, b: &Built) -> Result<PathBuf> {
+    let epoch = std::env::var("SOURCE_DATE_EPOCH").ok();
+    let what = json!({
+        "platform": b.platform,
+        "layers": b.layers,
+        "meta": b.meta,
+        "epoch": epoch,
+    });
+    let key = Digest::of(&to_bytes(&what)?);
+    Ok(root
+        .path()
+        .join("exports")
+        .join(format!("{}.json", key.hex())))
+}
+
+/// [`assemble`], except that a fully cached rebuild of a result exported
+/// before gets that export back, as BuildKit's no-op rebuild keeps the
+/// image ID: nothing is written, and the `created` times stay those of the
+/// build that made the layers. The record is only a hint: its blobs are
+/// checked, and anything missing or unreadable means a fresh export.
+pub fn assemble_reusing(root: &Root, b: &Built, created: &str) -> Result<Image> {
+    let record = reuse_record(root, b)?;
+    if b.all_cached {
+        if let Some(image) = read_reuse_record(root, &record) {
+            return Ok(image);
+        }
+    }
+    let image = assemble(root, b, created)?;
+    // Best effort: without the record the next no-op only exports afresh.
+    let _ = write_reuse_record(&record, &image);
+    Ok(image)
+}
+
+fn read_reuse_record(root: &Root, path: &Path) -> Option<Image> {
+    let v: Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    let manifest: Descriptor = serde_json::from_value(v.get("manifest")?.clone()).ok()?;
+    let config: Digest = v.get("config")?.as_str()?.parse().ok()?;
+    let blobs = root.blobs();
+    let manifest_digest: Digest = manifest.digest().to_string().parse().ok()?;
+    (blobs.has(&manifest_digest) && blobs.has(&config)).then_some(Image { manifest, config })
+}
+
+fn write_reuse_record(path: &Path, image: &Image) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let doc = json!({"manifest": image.manifest, "config": digest_str(&image.config)});
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    std::io::Write::write_all(&mut tmp, doc.to_string().as_bytes())?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
 /// An OCI index over several platforms' manifests (`--platform a,b`).
 pub fn index(root: &Root, images: &[Image]) -> Result<Descriptor> {
     let manifests: Vec<Value> = images
@@ -234,8 +292,11 @@ pub fn index(root: &Root, images: &[Image]) -> Result<Descriptor> {
 pub enum Output {
     /// The image store, under the `-t` names.
     Image,
-    Oci(PathBuf),
-    Docker(PathBuf),
+    /// An OCI archive; layers converted as the `compression=` and
+    /// `force-compression=` options say (gzip by default, as buildx).
+    Oci(PathBuf, Conversion),
+    /// A docker-archive; layers converted as for [`Output::Oci`].
+    Docker(PathBuf, Conversion),
     Local(PathBuf),
     Tar(PathBuf),
 }
@@ -250,6 +311,7 @@ impl Output {
         }
         let mut kind = None;
         let mut dest = None;
+        let mut conv = Conversion::default();
         for part in s.split(',') {
             let (k, v) = part
                 .split_once('=')
@@ -257,6 +319,15 @@ impl Output {
             match k.trim() {
                 "type" => kind = Some(v.trim().to_string()),
                 "dest" => dest = Some(PathBuf::from(v.trim())),
+                "compression" => {
+                    conv.compression = compress::parse_compression(v).map_err(|e| miette!("{e}"))?
+                }
+                "force-compression" => {
+                    conv.force = v
+                        .trim()
+                        .parse()
+                        .map_err(|_| miette!("force-compression={v:?}: expected true or false"))?
+                }
                 _ => {}
             }
         }
@@ -265,8 +336,8 @@ impl Output {
         };
         match kind.as_deref().unwrap_or("image") {
             "image" | "docker-image" => Ok(Output::Image),
-            "oci" => Ok(Output::Oci(need(dest, "oci")?)),
-            "docker" => Ok(Output::Docker(need(dest, "docker")?)),
+            "oci" => Ok(Output::Oci(need(dest, "oci")?, conv)),
+            "docker" => Ok(Output::Docker(need(dest, "docker")?, conv)),
             "local" => Ok(Output::Local(need(dest, "local")?)),
             "tar" => Ok(Output::Tar(need(dest, "tar")?)),
             other => Err(miette!(
@@ -351,8 +422,8 @@ pub fn output(
                 root.images().set_many(&entries).into_diagnostic()?;
             }
         }
-        Output::Oci(dest) | Output::Docker(dest) => {
-            let format = if matches!(out, Output::Oci(_)) {
+        Output::Oci(dest, conv) | Output::Docker(dest, conv) => {
+            let format = if matches!(out, Output::Oci(..)) {
                 Format::Oci
             } else {
                 Format::Docker
@@ -367,9 +438,11 @@ pub fn output(
             let opts = SaveOptions { format };
             if dest.as_os_str() == "-" {
                 let mut stdout = std::io::stdout().lock();
-                archive::save(root, &items, &mut stdout, &opts).into_diagnostic()?;
+                archive::save_compressed(root, &items, &mut stdout, &opts, conv)
+                    .into_diagnostic()?;
             } else {
-                archive::save_to_file(root, &items, dest, &opts).into_diagnostic()?;
+                archive::save_compressed_to_file(root, &items, dest, &opts, conv)
+                    .into_diagnostic()?;
             }
         }
         Output::Local(dest) | Output::Tar(dest) => {
@@ -426,6 +499,7 @@ mod tests {
                     media_type: media::OCI_LAYER_GZIP.into(),
                 },
             ],
+            all_cached: false,
             meta: ImageMeta {
                 config: json!({"Cmd": ["run"], "Env": ["A=b"]}),
                 history: vec![
@@ -466,8 +540,19 @@ mod tests {
     fn outputs_parse_like_buildx() {
         assert_eq!(
             Output::parse("type=oci,dest=/x.tar").ok(),
-            Some(Output::Oci("/x.tar".into()))
+            Some(Output::Oci("/x.tar".into(), Conversion::default()))
         );
+        assert_eq!(
+            Output::parse("type=docker,dest=d.tar,compression=zstd,force-compression=true").ok(),
+            Some(Output::Docker(
+                "d.tar".into(),
+                Conversion {
+                    compression: cache::compress::Compression::Zstd,
+                    force: true
+                }
+            ))
+        );
+        assert!(Output::parse("type=oci,dest=x,compression=estargz").is_err());
         assert_eq!(Output::parse("type=image").ok(), Some(Output::Image));
         assert_eq!(Output::parse("out").ok(), Some(Output::Local("out".into())));
         assert!(Output::parse("type=local").is_err());

@@ -82,7 +82,8 @@ pub struct BuildArgs {
     /// Target platforms, comma separated (default: this machine's).
     #[arg(long, value_delimiter = ',')]
     pub platform: Vec<String>,
-    /// Steps run at once (default: the number of cores, at least 8).
+    /// Steps at once (default: the machine's cores for kiln's own work,
+    /// with RUN processes not counted while they run; N caps both).
     #[arg(short, long)]
     pub jobs: Option<usize>,
     /// The build context: a folder, or `-` for a tar on stdin.
@@ -343,7 +344,7 @@ fn build(a: BuildArgs) -> Result<ExitCode> {
         graph: lowered.graph,
         targets: lowered.targets,
         mode,
-        jobs: a.jobs.unwrap_or_else(solver_default_jobs),
+        jobs: a.jobs,
         no_cache: a.no_cache,
         no_cache_filter: a.no_cache_filter.clone(),
         context: ctx.clone(),
@@ -362,7 +363,7 @@ fn build(a: BuildArgs) -> Result<ExitCode> {
     let created = export::created_now();
     let images: Vec<export::Image> = built
         .iter()
-        .map(|b| export::assemble(&root, b, &created))
+        .map(|b| export::assemble_reusing(&root, b, &created))
         .collect::<Result<_>>()?;
     let top = match images.as_slice() {
         [one] => one.manifest.clone(),
@@ -410,18 +411,6 @@ fn build(a: BuildArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The default `--jobs`: the machine's cores, but at least 8. Steps mostly
-/// wait on their processes (a `sleep`, a download, a compiler the kernel
-/// already spreads over the cores), so capping them at the core count
-/// serialises independent stages for nothing: on these 2-core machines four
-/// 2 s stages would take 4 s instead of BuildKit's 2 s (BuildKit has no cap).
-fn solver_default_jobs() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .max(8)
-}
-
 /// Everything the solve needs.
 struct Job<'a> {
     root: &'a Root,
@@ -429,7 +418,10 @@ struct Job<'a> {
     graph: solver::Graph<BuildOp>,
     targets: Vec<(Platform, NodeId, ImageMeta)>,
     mode: progress::Mode,
-    jobs: usize,
+    /// `--jobs`: `None` caps kiln's own work at the cores (the worker's
+    /// slots) and leaves RUN processes uncapped, as BuildKit does; `N`
+    /// caps both.
+    jobs: Option<usize>,
     no_cache: bool,
     no_cache_filter: Vec<String>,
     context: PathBuf,
@@ -473,7 +465,9 @@ where
         None
     };
     let opts = SolveOptions {
-        jobs: job.jobs.max(1),
+        jobs: job
+            .jobs
+            .map_or(tokio::sync::Semaphore::MAX_PERMITS, |n| n.max(1)),
         ignore_cache,
         events: Some(tx),
     };
@@ -488,6 +482,7 @@ where
         Ok(s) => s,
         Err(e) => return Ok(Err(e.to_string())),
     };
+    let all_cached = solved.executed.is_empty();
     Ok(Ok(job
         .targets
         .into_iter()
@@ -496,6 +491,7 @@ where
             platform,
             layers: layers_of(out),
             meta,
+            all_cached,
         })
         .collect()))
 }
@@ -517,6 +513,7 @@ fn run_worker(job: Job<'_>) -> Result<Result<Vec<Built>, String>> {
         },
         helper_exe,
         force_copy: false,
+        cpu_slots: job.jobs.unwrap_or_else(solver::default_jobs),
     };
     let w = Worker::new(job.root.clone(), opts)
         .into_diagnostic()
@@ -582,6 +579,12 @@ pub fn prune_records(root: &Root, all: bool, dry_run: bool) -> Result<usize> {
         std::fs::create_dir_all(root.tmp_dir()).into_diagnostic()?;
         std::fs::rename(&layers, &doomed).into_diagnostic()?;
         std::fs::remove_dir_all(&doomed).into_diagnostic()?;
+    }
+    let exports = root.path().join("exports");
+    if all && !dry_run && exports.is_dir() {
+        // Hints for no-op rebuilds (export::assemble_reusing): with the
+        // build cache gone they can only point at what is being pruned.
+        std::fs::remove_dir_all(&exports).into_diagnostic()?;
     }
     Ok(dropped)
 }
