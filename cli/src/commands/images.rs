@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use cache::archive::{self, Format, LoadOptions, SaveOptions};
+use cache::compress::{self, Compression, Conversion};
 use cache::gc::{self, PruneOptions};
 use cache::image::{self, Found, Platform, Resolved};
 use cache::{Reference, Root};
@@ -94,6 +95,13 @@ pub enum Cmd {
         /// Archive format.
         #[arg(long, value_enum, default_value_t = SaveFormat::Docker)]
         format: SaveFormat,
+        /// Layer compression in the archive: gzip (default), zstd, or
+        /// uncompressed; already-compressed layers are kept as they are.
+        #[arg(long, default_value = "gzip", value_parser = compress::parse_compression)]
+        compression: Compression,
+        /// Also recompress layers already compressed another way.
+        #[arg(long)]
+        force_compression: bool,
         /// Images (names or IDs).
         #[arg(required = true)]
         images: Vec<String>,
@@ -167,8 +175,16 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
         Cmd::Save {
             output,
             format,
+            compression,
+            force_compression,
             images,
-        } => save(output, format, images),
+        } => {
+            let conv = Conversion {
+                compression,
+                force: force_compression,
+            };
+            save(output, format, &conv, images)
+        }
         Cmd::Prune { all, dry_run } => prune(&mut out, all, dry_run),
     }
 }
@@ -569,7 +585,12 @@ fn load(out: &mut dyn Write, input: PathBuf, tag: Option<String>, quiet: bool) -
     Ok(ExitCode::SUCCESS)
 }
 
-fn save(output: Option<PathBuf>, format: SaveFormat, inputs: Vec<String>) -> Result<ExitCode> {
+fn save(
+    output: Option<PathBuf>,
+    format: SaveFormat,
+    conv: &Conversion,
+    inputs: Vec<String>,
+) -> Result<ExitCode> {
     let root = open_root()?;
     let mut items = Vec::new();
     for input in &inputs {
@@ -585,7 +606,7 @@ fn save(output: Option<PathBuf>, format: SaveFormat, inputs: Vec<String>) -> Res
     };
     match output {
         Some(p) if p.as_os_str() != "-" => {
-            archive::save_to_file(&root, &items, &p, &opts).map_err(fail)?
+            archive::save_compressed_to_file(&root, &items, &p, &opts, conv).map_err(fail)?
         }
         _ => {
             let stdout = std::io::stdout();
@@ -595,7 +616,7 @@ fn save(output: Option<PathBuf>, format: SaveFormat, inputs: Vec<String>) -> Res
                 ));
             }
             let mut lock = stdout.lock();
-            archive::save(&root, &items, &mut lock, &opts).map_err(fail)?;
+            archive::save_compressed(&root, &items, &mut lock, &opts, conv).map_err(fail)?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use cache::compress::{self, Compression, Conversion};
 use cache::registry::{
     self, progress::Outcome, Credentials, DockerConfig, Progress, PullOptions, PushOptions,
     RegistryConfig, Secret,
@@ -58,6 +59,14 @@ pub enum Cmd {
         /// Blobs uploaded at once.
         #[arg(long, default_value_t = 4)]
         max_concurrent_uploads: usize,
+        /// Layer compression on the registry: gzip (docker's), zstd, or
+        /// uncompressed. Layers stored uncompressed (kiln's builds) are
+        /// compressed once and the result reused; compressed ones go as they are.
+        #[arg(long, default_value = "gzip", value_parser = compress::parse_compression)]
+        compression: Compression,
+        /// Also recompress layers already compressed another way.
+        #[arg(long)]
+        force_compression: bool,
         #[command(flatten)]
         net: Net,
     },
@@ -153,6 +162,8 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
             chunk_size,
             quiet,
             max_concurrent_uploads,
+            compression,
+            force_compression,
             net,
         } => {
             let root = Root::from_env().into_diagnostic()?;
@@ -166,6 +177,10 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
                 chunk_size,
                 concurrency: max_concurrent_uploads,
                 mount: true,
+                compression: Conversion {
+                    compression,
+                    force: force_compression,
+                },
             };
             let progress = CliProgress::new(quiet);
             let desc = runtime()?
