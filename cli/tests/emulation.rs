@@ -258,5 +258,53 @@ fn multi_platform_case_builds_each_platform() {
             );
         }
     }
+
+    // type=local and type=tar split the platforms into folders named as
+    // BuildKit names them (the steps are cached by now).
+    let local = tmp.path().join("local");
+    let tar = tmp.path().join("rootfs.tar");
+    for out in [
+        format!("type=local,dest={}", local.display()),
+        format!("type=tar,dest={}", tar.display()),
+    ] {
+        kiln(&[
+            "build",
+            "--progress",
+            "plain",
+            "--platform",
+            &platforms.join(","),
+            "-o",
+            &out,
+            "-f",
+            &case.join("Dockerfile").display().to_string(),
+            &case.join("context").display().to_string(),
+        ]);
+    }
+    let unpacked = tmp.path().join("unpacked");
+    std::fs::create_dir(&unpacked).unwrap();
+    let st = Command::new("tar")
+        .arg("xf")
+        .arg(&tar)
+        .arg("-C")
+        .arg(&unpacked)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    for p in &platforms {
+        let dir = p.replace('/', "_");
+        let files = meta["expect"]["platforms"][p]["files"].as_object().unwrap();
+        for (path, want) in files {
+            for top in [&local, &unpacked] {
+                let file = top.join(&dir).join(path.trim_start_matches('/'));
+                assert_eq!(
+                    std::fs::read_to_string(&file).unwrap(),
+                    want.as_str().unwrap(),
+                    "{}",
+                    file.display()
+                );
+            }
+        }
+        assert!(local.join(&dir).join("bin/busybox").is_file());
+    }
     assert_eq!(host_binfmt_state(), before, "host binfmt_misc changed");
 }

@@ -380,27 +380,56 @@ pub fn write_rootfs(root: &Root, layers: &[Layer], dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Writes the root filesystem as one tar (`type=tar`).
-fn write_rootfs_tar(root: &Root, layers: &[Layer], dest: &Path) -> Result<()> {
+/// Where each platform's root filesystem goes inside a `type=local` folder
+/// or `type=tar` archive: the top itself for one platform, else a folder
+/// per platform named as BuildKit names them (`linux_amd64`,
+/// `linux_arm_v7`).
+fn platform_dirs(built: &[Built]) -> Vec<(PathBuf, &[Layer])> {
+    match built {
+        [one] => vec![(PathBuf::new(), one.layers.as_slice())],
+        many => many
+            .iter()
+            .map(|b| {
+                let name = b.platform.to_string().replace('/', "_");
+                (PathBuf::from(name), b.layers.as_slice())
+            })
+            .collect(),
+    }
+}
+
+/// Writes each platform's root filesystem under `dir` (`type=local`).
+fn write_rootfs_split(root: &Root, built: &[Built], dir: &Path) -> Result<()> {
+    for (sub, layers) in platform_dirs(built) {
+        write_rootfs(root, layers, &dir.join(sub))?;
+    }
+    Ok(())
+}
+
+/// Writes the root filesystem(s) as one tar (`type=tar`), complete or not
+/// at all: it is assembled beside `dest` and renamed into place.
+fn write_rootfs_tar(root: &Root, built: &[Built], dest: &Path) -> Result<()> {
     let tmp = tempfile::Builder::new()
         .prefix("export-")
         .tempdir_in(root.tmp_dir())
         .into_diagnostic()?;
     let fs = tmp.path().join("rootfs");
-    write_rootfs(root, layers, &fs)?;
+    write_rootfs_split(root, built, &fs)?;
     let partial = dest.with_extension("kiln-partial");
     let file = std::fs::File::create(&partial)
         .into_diagnostic()
         .wrap_err_with(|| format!("creating {}", partial.display()))?;
     let mut t = tar::Builder::new(std::io::BufWriter::new(file));
     t.follow_symlinks(false);
-    t.append_dir_all(".", &fs).into_diagnostic()?;
-    t.into_inner()
-        .into_diagnostic()?
-        .into_inner()
-        .map_err(|e| miette!("writing {}: {}", partial.display(), e.error()))?
-        .sync_all()
-        .into_diagnostic()?;
+    let written = t.append_dir_all(".", &fs).and_then(|()| {
+        t.into_inner()?
+            .into_inner()
+            .map_err(|e| std::io::Error::other(e.error().to_string()))?
+            .sync_all()
+    });
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&partial);
+        return Err(miette!("writing {}: {e}", partial.display()));
+    }
     std::fs::rename(&partial, dest).into_diagnostic()?;
     Ok(())
 }
@@ -445,19 +474,8 @@ pub fn output(
                     .into_diagnostic()?;
             }
         }
-        Output::Local(dest) | Output::Tar(dest) => {
-            let [one] = built else {
-                return Err(miette!(
-                    "type=local and type=tar export one platform; this build has {}",
-                    built.len()
-                ));
-            };
-            if matches!(out, Output::Local(_)) {
-                write_rootfs(root, &one.layers, dest)?;
-            } else {
-                write_rootfs_tar(root, &one.layers, dest)?;
-            }
-        }
+        Output::Local(dest) => write_rootfs_split(root, built, dest)?,
+        Output::Tar(dest) => write_rootfs_tar(root, built, dest)?,
     }
     Ok(())
 }
