@@ -34,8 +34,9 @@ impl Mode {
 }
 
 /// Consumes events until the sender side is dropped; run it on its own
-/// thread so drawing never slows the build.
-pub fn spawn(mode: Mode, rx: UnboundedReceiver<Event>) -> std::thread::JoinHandle<()> {
+/// thread so drawing never slows the build. Returns the step that failed
+/// first, with its last lines of output, for the error report.
+pub fn spawn(mode: Mode, rx: UnboundedReceiver<Event>) -> std::thread::JoinHandle<Option<Failure>> {
     let mode = mode.resolve();
     std::thread::spawn(move || match mode {
         Mode::Json => drain(rx, Json),
@@ -43,6 +44,76 @@ pub fn spawn(mode: Mode, rx: UnboundedReceiver<Event>) -> std::thread::JoinHandl
         Mode::Tty => drain(rx, Tty::new()),
         Mode::Quiet | Mode::Auto => drain(rx, |_: Event| {}),
     })
+}
+
+/// How many lines of a failed step's output the error report repeats
+/// (BuildKit shows the tail of the log above its error too).
+const TAIL_LINES: usize = 10;
+
+/// The step that failed first and the end of what it printed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub name: String,
+    pub tail: Vec<String>,
+}
+
+impl Failure {
+    /// BuildKit's box: the step, then its last lines, between rules.
+    pub fn render(&self) -> String {
+        let mut s = format!("------\n > {}:\n", self.name);
+        for l in &self.tail {
+            s.push_str(l);
+            s.push('\n');
+        }
+        s.push_str("------\n");
+        s
+    }
+}
+
+/// The last lines each running step printed, until one fails.
+#[derive(Default)]
+struct Tails {
+    lines: HashMap<NodeId, std::collections::VecDeque<String>>,
+    partial: HashMap<NodeId, String>,
+    failure: Option<Failure>,
+}
+
+impl Tails {
+    fn event(&mut self, e: &Event) {
+        match e {
+            Event::Log { vertex, data, .. } => {
+                let buf = self.partial.entry(*vertex).or_default();
+                buf.push_str(data);
+                let tail = self.lines.entry(*vertex).or_default();
+                while let Some(i) = buf.find('\n') {
+                    let line: String = buf.drain(..=i).collect();
+                    tail.push_back(line.trim_end_matches(['\n', '\r']).to_string());
+                    if tail.len() > TAIL_LINES {
+                        tail.pop_front();
+                    }
+                }
+            }
+            Event::Done { vertex, .. } | Event::Cached { vertex, .. } => {
+                self.lines.remove(vertex);
+                self.partial.remove(vertex);
+            }
+            Event::Error { vertex, name, .. } if self.failure.is_none() => {
+                let mut tail: Vec<String> =
+                    self.lines.remove(vertex).map(Vec::from).unwrap_or_default();
+                if let Some(rest) = self.partial.remove(vertex).filter(|r| !r.is_empty()) {
+                    tail.push(rest);
+                    if tail.len() > TAIL_LINES {
+                        tail.remove(0);
+                    }
+                }
+                self.failure = Some(Failure {
+                    name: name.clone(),
+                    tail,
+                });
+            }
+            _ => {}
+        }
+    }
 }
 
 trait Sink {
@@ -56,11 +127,14 @@ impl<F: FnMut(Event)> Sink for F {
     }
 }
 
-fn drain(mut rx: UnboundedReceiver<Event>, mut sink: impl Sink) {
+fn drain(mut rx: UnboundedReceiver<Event>, mut sink: impl Sink) -> Option<Failure> {
+    let mut tails = Tails::default();
     while let Some(e) = rx.blocking_recv() {
+        tails.event(&e);
         sink.event(e);
     }
     sink.finish();
+    tails.failure
 }
 
 struct Json;
@@ -217,5 +291,60 @@ impl Sink for Tty {
             " finished in {:.1}s",
             self.started.elapsed().as_secs_f64()
         ));
+    }
+}
+
+#[cfg(test)]
+mod tail_tests {
+    use super::*;
+    use solver::Stream;
+
+    /// Two distinct vertices (NodeIds only come from a graph).
+    fn vertices() -> (NodeId, NodeId) {
+        use solver::ops::BuildOp;
+        let mut g = solver::Graph::<BuildOp>::new();
+        let a = g.add(BuildOp::Scratch, &[]);
+        (a, g.add(BuildOp::Merge, &[a]))
+    }
+
+    fn log(vertex: NodeId, data: &str) -> Event {
+        Event::Log {
+            vertex,
+            stream: Stream::Stdout,
+            data: data.into(),
+        }
+    }
+
+    #[test]
+    fn the_failed_step_keeps_its_last_lines() {
+        let (one, two) = vertices();
+        let mut t = Tails::default();
+        let mut text = String::new();
+        for i in 0..15 {
+            text.push_str(&format!("line {i}\n"));
+        }
+        // Output arrives in arbitrary chunks, other steps interleaved.
+        for chunk in text.as_bytes().chunks(7) {
+            t.event(&log(one, std::str::from_utf8(chunk).unwrap()));
+            t.event(&log(two, "other\n"));
+        }
+        t.event(&log(one, "no newline"));
+        t.event(&Event::Error {
+            vertex: one,
+            name: "[2/2] RUN x".into(),
+            message: "exit code: 1".into(),
+        });
+        let f = t.failure.clone().unwrap();
+        assert_eq!(f.tail.len(), TAIL_LINES);
+        assert_eq!(f.tail.first().unwrap(), "line 6");
+        assert_eq!(f.tail.last().unwrap(), "no newline");
+        assert!(f.render().starts_with("------\n > [2/2] RUN x:\nline 6\n"));
+        // Only the first failure is reported.
+        t.event(&Event::Error {
+            vertex: two,
+            name: "other".into(),
+            message: "cancelled".into(),
+        });
+        assert_eq!(t.failure.unwrap().name, "[2/2] RUN x");
     }
 }

@@ -477,10 +477,19 @@ where
         .rt
         .block_on(solver::solve(graph, &nodes, Arc::new(exec), opts));
     // The sender went with the options; the drawer finishes its output.
-    let _ = drawer.join();
+    let failure = drawer.join().ok().flatten();
     let solved = match solved {
         Ok(s) => s,
-        Err(e) => return Ok(Err(e.to_string())),
+        Err(e) => {
+            // The failed step's last lines above the error, as BuildKit
+            // shows them, whatever the display (JSON has them as events).
+            if let Some(f) = failure.filter(|f| !f.tail.is_empty()) {
+                if job.mode != progress::Mode::Json {
+                    eprint!("{}", f.render());
+                }
+            }
+            return Ok(Err(e.to_string()));
+        }
     };
     let all_cached = solved.executed.is_empty();
     Ok(Ok(job
