@@ -116,7 +116,9 @@ timeit() { # timeit VAR cmd...
 kiln_push=; skopeo_push=; kiln_pull=; skopeo_pull=
 for r in $(seq "$ROUNDS"); do
   start_registry "$r"
-  kp() { KILN_ROOT="$work/kiln-src" "$KILN" push -q big:1 "$reg/kiln$r/big:1"; }
+  # --compression uncompressed: skopeo copies the layers as they are, so
+  # kiln must too (its default gzips plain layers, as docker does).
+  kp() { KILN_ROOT="$work/kiln-src" "$KILN" push -q --compression uncompressed big:1 "$reg/kiln$r/big:1"; }
   sp() { skopeo copy -q --dest-tls-verify=false "oci:$work/layout:big" "docker://$reg/skopeo$r/big:1"; }
   kl() { rm -rf "$work/kiln-dst"; KILN_ROOT="$work/kiln-dst" "$KILN" pull -q "$reg/kiln$r/big:1"; }
   sl() { rm -rf "$work/skopeo-dst"; skopeo copy -q --src-tls-verify=false "docker://$reg/skopeo$r/big:1" "oci:$work/skopeo-dst:big"; }
