@@ -173,6 +173,13 @@ impl Worker {
         self.cache_dir.join(format!("{}.json", key.to_hex()))
     }
 
+    /// Records `snap` as the result of `key`, as a step that ran does: the
+    /// remote build cache writes what it imported (its blobs already in
+    /// the store), so later builds hit locally.
+    pub fn write_record(&self, key: Key, snap: &Snapshot) -> Result<(), ExecutorError> {
+        self.record(key, snap)
+    }
+
     fn record(&self, key: Key, snap: &Snapshot) -> Result<(), ExecutorError> {
         let path = self.record_path(key);
         let tmp = self

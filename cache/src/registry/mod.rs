@@ -15,6 +15,7 @@ pub mod manifest;
 pub mod progress;
 pub mod pull;
 pub mod push;
+pub mod remote;
 
 pub use client::verify_login;
 pub use config::RegistryConfig;
@@ -23,4 +24,5 @@ pub use error::RegistryError;
 pub use manifest::Platform;
 pub use progress::{NoProgress, Outcome, Progress};
 pub use pull::{pull, PullOptions};
-pub use push::{push, PushOptions};
+pub use push::{push, push_descriptor, PushOptions};
+pub use remote::{RemoteManifest, RemoteSource};

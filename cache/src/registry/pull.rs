@@ -46,11 +46,11 @@ impl Default for PullOptions {
 }
 
 /// A manifest as fetched: its exact bytes and what they are.
-struct Fetched {
-    bytes: Vec<u8>,
-    digest: Digest,
-    media_type: String,
-    doc: Doc,
+pub(crate) struct Fetched {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) digest: Digest,
+    pub(crate) media_type: String,
+    pub(crate) doc: Doc,
 }
 
 /// Pulls `reference` into `root` and names it there; returns the descriptor
@@ -327,7 +327,7 @@ async fn fetch_child(
 
 /// GETs a manifest by tag or digest, verifying it against the digest asked
 /// for (or the `Docker-Content-Digest` the registry claims for a tag).
-async fn fetch_manifest(
+pub(crate) async fn fetch_manifest(
     ep: &Endpoint,
     reference: &Reference,
     wanted: &str,
@@ -412,7 +412,7 @@ fn put_manifest(root: &Root, m: &Fetched) -> Result<(), RegistryError> {
 /// Streams one blob into a pending (verified, invisible) blob of the store;
 /// `None` when the store already has it. A transfer that breaks off is
 /// retried, a wrong digest is not.
-async fn fetch_blob(
+pub(crate) async fn fetch_blob(
     root: &Root,
     ep: &Endpoint,
     reference: &Reference,

@@ -205,10 +205,23 @@ pub async fn push(
         .images()
         .get(local)?
         .ok_or_else(|| RegistryError::NoLocalImage(local.to_string()))?;
+    push_descriptor(root, &top, local, remote, opts, progress).await
+}
+
+/// [`push`] of a stored manifest or index that has no name in the store
+/// (the build's remote cache manifest); `local` only labels errors.
+pub async fn push_descriptor(
+    root: &Root,
+    top: &Descriptor,
+    local: &Reference,
+    remote: &Reference,
+    opts: &PushOptions,
+    progress: Arc<dyn Progress>,
+) -> Result<Descriptor, RegistryError> {
     // Keeps garbage collection from deleting the converted blobs, which no
     // name holds, until they are uploaded.
     let _lease = root.lease()?;
-    let top = convert(root, &top, &opts.compression, &progress).await?;
+    let top = convert(root, top, &opts.compression, &progress).await?;
     let top_digest = parse_digest(top.digest().as_ref(), local)?;
     let (mut items, mut blobs, mut seen) = (Vec::new(), Vec::new(), HashSet::new());
     walk(

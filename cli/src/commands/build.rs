@@ -23,6 +23,7 @@ use solver::ops::BuildOp;
 use solver::{Executor, NodeId, SolveOptions};
 
 use crate::build::export::{self, Built, Layer, Output};
+use crate::build::remote_cache::{self, CacheOptions, Imported};
 use crate::progress;
 
 #[derive(Debug, Subcommand)]
@@ -86,6 +87,14 @@ pub struct BuildArgs {
     /// with RUN processes not counted while they run; N caps both).
     #[arg(short, long)]
     pub jobs: Option<usize>,
+    /// Export the build cache: `type=registry,ref=R|type=local,dest=DIR
+    /// [,mode=min|max][,compression=…]`, or `type=inline` (repeatable).
+    #[arg(long = "cache-to")]
+    pub cache_to: Vec<String>,
+    /// Import a build cache: `type=registry,ref=R`, `type=local,src=DIR`,
+    /// or a bare registry reference (repeatable).
+    #[arg(long = "cache-from")]
+    pub cache_from: Vec<String>,
     /// The build context: a folder, or `-` for a tar on stdin.
     pub context: String,
 }
@@ -304,6 +313,7 @@ fn build(a: BuildArgs) -> Result<ExitCode> {
         seen: RefCell::new(HashMap::new()),
     };
     let args = build_args(&a.build_args);
+    let caches = CacheOptions::parse(&a.cache_to, &a.cache_from, &args)?;
     let mut plans = Vec::with_capacity(platforms.len());
     for p in &platforms {
         let opts = PlanOptions {
@@ -338,7 +348,9 @@ fn build(a: BuildArgs) -> Result<ExitCode> {
     )
     .map_err(|e| e.with_source(&df_name, &text))?;
 
+    let imported = remote_cache::import(&root, &rt, &bases.config, &caches.from, mode);
     let job = Job {
+        remote: imported.clone(),
         root: &root,
         rt: &rt,
         graph: lowered.graph,
@@ -350,7 +362,11 @@ fn build(a: BuildArgs) -> Result<ExitCode> {
         context: ctx.clone(),
         network,
     };
-    let built = match run_worker(job)? {
+    let solved = run_worker(job)?;
+    if let Some(i) = &imported {
+        i.report(mode);
+    }
+    let (mut built, keys) = match solved {
         Ok(b) => b,
         Err(msg) => {
             eprintln!("ERROR: failed to solve: {msg}");
@@ -361,6 +377,7 @@ fn build(a: BuildArgs) -> Result<ExitCode> {
     // Export.
     let _lease = root.lease().into_diagnostic()?;
     let created = export::created_now();
+    remote_cache::apply_inline(&root, &mut built, &keys, caches.inline());
     let images: Vec<export::Image> = built
         .iter()
         .map(|b| export::assemble_reusing(&root, b, &created))
@@ -392,6 +409,12 @@ fn build(a: BuildArgs) -> Result<ExitCode> {
             meta["image.name"] = serde_json::json!(names.join(","));
         }
         std::fs::write(f, serde_json::to_vec_pretty(&meta).into_diagnostic()?).into_diagnostic()?;
+    }
+    // The image is built and named; a failed cache export still fails the
+    // build, as BuildKit's does.
+    if let Err(e) = remote_cache::export(&root, &rt, &bases.config, &caches, &keys, &built, mode) {
+        eprintln!("ERROR: {e}");
+        return Ok(ExitCode::from(1));
     }
     match mode {
         progress::Mode::Quiet => println!("{id}"),
@@ -426,6 +449,8 @@ struct Job<'a> {
     no_cache_filter: Vec<String>,
     context: PathBuf,
     network: solver::ops::Network,
+    /// Records imported with `--cache-from`.
+    remote: Option<Arc<Imported>>,
 }
 
 /// The stage an op's display name belongs to (`[name 2/5] RUN …`), for
@@ -443,12 +468,13 @@ fn op_stage(op: &BuildOp) -> Option<String> {
 }
 
 /// Solves the graph with `exec`; `Ok(Err(message))` is a failed build
-/// (the step and its error), `Err` a failure of kiln itself.
+/// (the step and its error), `Err` a failure of kiln itself. With the
+/// results come the cache keys of the solve (for the cache export).
 fn solve_with<E>(
     job: Job<'_>,
     exec: E,
     layers_of: impl Fn(&E::Output) -> Vec<Layer>,
-) -> Result<Result<Vec<Built>, String>>
+) -> Result<Result<(Vec<Built>, Vec<solver::Key>), String>>
 where
     E: Executor<Op = BuildOp>,
 {
@@ -492,7 +518,8 @@ where
         }
     };
     let all_cached = solved.executed.is_empty();
-    Ok(Ok(job
+    let keys: Vec<solver::Key> = solved.keys.values().copied().collect();
+    let built = job
         .targets
         .into_iter()
         .zip(solved.outputs.iter())
@@ -502,11 +529,12 @@ where
             meta,
             all_cached,
         })
-        .collect()))
+        .collect();
+    Ok(Ok((built, keys)))
 }
 
 /// The worker executor over this machine's sandboxes and the store.
-fn run_worker(job: Job<'_>) -> Result<Result<Vec<Built>, String>> {
+fn run_worker(job: Job<'_>) -> Result<Result<(Vec<Built>, Vec<solver::Key>), String>> {
     use worker::executor::{SharedWorker, Snapshot, Worker, WorkerOptions};
     let helper_exe = std::env::current_exe()
         .into_diagnostic()
@@ -527,7 +555,7 @@ fn run_worker(job: Job<'_>) -> Result<Result<Vec<Built>, String>> {
     let w = Worker::new(job.root.clone(), opts)
         .into_diagnostic()
         .wrap_err("starting the worker")?;
-    solve_with(job, SharedWorker(Arc::new(w)), |s: &Snapshot| {
+    let layers_of = |s: &Snapshot| {
         s.layers
             .iter()
             .map(|l| Layer {
@@ -537,7 +565,16 @@ fn run_worker(job: Job<'_>) -> Result<Result<Vec<Built>, String>> {
                 media_type: l.media_type.clone(),
             })
             .collect()
-    })
+    };
+    let inner = SharedWorker(Arc::new(w));
+    match job.remote.clone() {
+        Some(imported) => solve_with(
+            job,
+            remote_cache::RemoteCached { inner, imported },
+            layers_of,
+        ),
+        None => solve_with(job, inner, layers_of),
+    }
 }
 
 // ---------------------------------------------------------------------- du

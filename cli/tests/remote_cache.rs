@@ -1,0 +1,469 @@
+//! The remote build cache end to end: `kiln build --cache-to` exports the
+//! records of a build (to an OCI layout folder, a real `docker-registry`,
+//! or inline in the image config) and a fresh store with `--cache-from`
+//! builds from them without running the steps; `mode=min` leaves out other
+//! stages, a missing cache is a warning, an edited file re-runs only what
+//! depends on it. Each store is its own `$KILN_ROOT` with the busybox
+//! fixture loaded; files are compared with imagefs.py, registries are
+//! inspected with skopeo.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared");
+
+/// A running `docker-registry` on a free port of 127.0.0.1, killed on drop
+/// (the minimal start logic of cache/tests/common/mod.rs).
+struct Registry {
+    child: Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    fn start() -> Registry {
+        assert!(
+            Path::new("/usr/bin/docker-registry").exists(),
+            "docker-registry is not installed: run .ci/setup"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        for _ in 0..5 {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .expect("a free port");
+            let addr = format!("127.0.0.1:{port}");
+            let cfg = dir.path().join("config.yml");
+            std::fs::write(
+                &cfg,
+                format!(
+                    "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n\
+                     storage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+                    dir.path().join("data").display()
+                ),
+            )
+            .expect("registry config");
+            let mut child = Command::new("/usr/bin/docker-registry")
+                .arg("serve")
+                .arg(&cfg)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start docker-registry");
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                if answers(&addr) {
+                    return Registry {
+                        child,
+                        addr,
+                        _dir: dir,
+                    };
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("docker-registry did not start");
+    }
+
+    fn reference(&self, name: &str) -> String {
+        format!("{}/{name}", self.addr)
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn answers(addr: &str) -> bool {
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if write!(
+        s,
+        "GET /v2/ HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .is_err()
+    {
+        return false;
+    }
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).is_ok() && line.contains(" 200")
+}
+
+/// One store (`$KILN_ROOT`) with the busybox fixture, and a scratch dir.
+struct Kiln {
+    tmp: tempfile::TempDir,
+    root: PathBuf,
+}
+
+impl Kiln {
+    fn new() -> Kiln {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path().join("root");
+        let k = Kiln { tmp, root };
+        let fixture = format!("{SHARED}/fixtures/busybox-1.35-oci.tar");
+        let out = k.run(&["load", "-q", "-i", &fixture]);
+        assert!(out.status.success(), "load: {}", text(&out.stderr));
+        k
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(args)
+            .env("KILN_ROOT", &self.root)
+            // Same creation times in every store: equal images, equal IDs.
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("running kiln")
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.tmp.path().join(name)
+    }
+
+    /// Builds `ctx` with JSON progress and extra flags, writing the image
+    /// ID to a file and the image as an OCI archive; asserts success.
+    fn build(&self, ctx: &Path, extra: &[&str]) -> Built {
+        let out = self.build_raw(ctx, extra);
+        assert!(
+            out.status.success(),
+            "build {extra:?} failed:\n{}\n{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        let events = text(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .collect();
+        let id = std::fs::read_to_string(self.path("iid")).expect("iidfile");
+        Built {
+            events,
+            id,
+            archive: self.path("image.tar"),
+            stderr: text(&out.stderr),
+        }
+    }
+
+    fn build_raw(&self, ctx: &Path, extra: &[&str]) -> Output {
+        let iid = self.path("iid").display().to_string();
+        let oci = format!("type=oci,dest={}", self.path("image.tar").display());
+        let ctx = ctx.display().to_string();
+        let mut args = vec!["build", "--progress", "json", "--iidfile", &iid];
+        args.extend_from_slice(&["--output", &oci, "--output", "type=image"]);
+        args.extend_from_slice(extra);
+        args.push(&ctx);
+        self.run(&args)
+    }
+}
+
+struct Built {
+    events: Vec<Value>,
+    id: String,
+    archive: PathBuf,
+    stderr: String,
+}
+
+impl Built {
+    /// The Dockerfile steps (RUN, COPY) that ran.
+    fn ran(&self) -> Vec<String> {
+        self.steps("started")
+    }
+
+    fn cached(&self) -> Vec<String> {
+        self.steps("cached")
+    }
+
+    fn steps(&self, kind: &str) -> Vec<String> {
+        self.events
+            .iter()
+            .filter(|e| e["event"] == kind)
+            .filter_map(|e| e["name"].as_str())
+            .filter(|n| n.contains("RUN") || n.contains("COPY"))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The `cache` event of this action that finished.
+    fn cache_event(&self, action: &str) -> Value {
+        self.events
+            .iter()
+            .find(|e| e["event"] == "cache" && e["action"] == action && e["status"] == "done")
+            .cloned()
+            .unwrap_or_else(|| panic!("no finished cache {action} event in {:?}", self.events))
+    }
+
+    /// The image's files, as imagefs.py reads the OCI archive.
+    fn files(&self) -> Value {
+        let out = Command::new("python3")
+            .arg(format!("{SHARED}/oracle/imagefs.py"))
+            .arg(&self.archive)
+            .output()
+            .expect("imagefs.py");
+        assert!(out.status.success(), "imagefs.py: {}", text(&out.stderr));
+        let v: Value = serde_json::from_slice(&out.stdout).expect("imagefs JSON");
+        v["fs"].clone()
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+const MULTISTAGE: &str = "FROM busybox:1.35 AS builder
+COPY src.txt /src.txt
+RUN cat /src.txt > /built.txt && echo built >> /built.txt
+
+FROM busybox:1.35
+COPY app.txt /app.txt
+COPY --from=builder /built.txt /built.txt
+RUN cat /app.txt /built.txt > /final.txt
+";
+
+/// A context folder of `k` with the multistage Dockerfile.
+fn context(k: &Kiln, name: &str, app: &str) -> PathBuf {
+    let dir = k.path(name);
+    std::fs::create_dir_all(&dir).expect("ctx");
+    std::fs::write(dir.join("Dockerfile"), MULTISTAGE).expect("Dockerfile");
+    std::fs::write(dir.join("src.txt"), "source\n").expect("src.txt");
+    std::fs::write(dir.join("app.txt"), app).expect("app.txt");
+    dir
+}
+
+/// After an edit of app.txt: the final stage's three steps depend on it
+/// and run; the builder stage's come from the cache.
+fn assert_final_stage_only(ran: &[String]) {
+    assert_eq!(ran.len(), 3, "{ran:?}");
+    assert!(ran.iter().all(|n| n.starts_with("[stage-1 ")), "{ran:?}");
+}
+
+/// The records of a local cache folder, by reading its OCI layout.
+fn layout_records(dir: &Path) -> usize {
+    let read = |p: PathBuf| -> Value {
+        serde_json::from_slice(&std::fs::read(&p).expect("layout file")).expect("JSON")
+    };
+    let index = read(dir.join("index.json"));
+    let blob = |d: &str| {
+        dir.join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
+    let manifest = read(blob(
+        index["manifests"][0]["digest"].as_str().expect("digest"),
+    ));
+    assert_eq!(
+        manifest["config"]["mediaType"],
+        "application/vnd.kiln.cache.config.v1+json"
+    );
+    let config = read(blob(manifest["config"]["digest"].as_str().expect("digest")));
+    let layers = manifest["layers"].as_array().expect("layers");
+    assert_eq!(
+        config["layers"].as_array().expect("diff_ids").len(),
+        layers.len(),
+        "one diff_id per manifest layer"
+    );
+    for l in layers {
+        assert_eq!(
+            l["mediaType"],
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+        );
+        let d = l["digest"].as_str().expect("digest");
+        assert!(blob(d).is_file(), "layer blob {d} is in the layout");
+    }
+    config["records"].as_object().expect("records").len()
+}
+
+#[test]
+fn local_cache_max_and_min_in_fresh_stores() {
+    let a = Kiln::new();
+    let ctx = context(&a, "ctx", "app\n");
+    let max_dir = a.path("cache-max");
+    let min_dir = a.path("cache-min");
+    let to_max = format!("type=local,dest={},mode=max", max_dir.display());
+    let to_min = format!("type=local,dest={}", min_dir.display());
+    let first = a.build(
+        &ctx,
+        &["-t", "app", "--cache-to", &to_max, "--cache-to", &to_min],
+    );
+    assert_eq!(first.ran().len(), 5, "the first build runs every step");
+    let (max, min) = (layout_records(&max_dir), layout_records(&min_dir));
+    // max: the builder's COPY and RUN, and the final stage's three steps;
+    // min: only the final stage's chain.
+    assert_eq!(max, 5, "mode=max exports every step");
+    assert_eq!(min, 3, "mode=min exports the final image's chain");
+    let export = first.cache_event("export");
+    assert!(export["detail"]["written"].as_u64().unwrap_or(0) > 0);
+
+    // A fresh store builds everything from the cache.
+    let b = Kiln::new();
+    let from_max = format!("type=local,src={}", max_dir.display());
+    let second = b.build(&ctx, &["-t", "app", "--cache-from", &from_max]);
+    assert!(second.ran().is_empty(), "nothing runs: {:?}", second.ran());
+    assert!(!second.cached().is_empty(), "{:?}", second.events);
+    assert_eq!(second.id, first.id, "the same image, the same ID");
+    assert_eq!(second.files(), first.files());
+    assert_eq!(second.cache_event("import")["detail"]["records"], 5);
+
+    // Editing the final stage's input: with max the other stage comes from
+    // the cache, only the dependent steps run.
+    let ctx2 = context(&b, "ctx2", "app changed\n");
+    let third = b.build(&ctx2, &["-t", "app", "--cache-from", &from_max]);
+    assert_final_stage_only(&third.ran());
+
+    // With min, the builder stage is not in the cache: it runs again.
+    let c = Kiln::new();
+    let ctx3 = context(&c, "ctx3", "app changed\n");
+    let from_min = format!("type=local,src={}", min_dir.display());
+    let fourth = c.build(&ctx3, &["-t", "app", "--cache-from", &from_min]);
+    let ran = fourth.ran();
+    assert!(
+        ran.iter().any(|n| n.contains("RUN cat /src.txt")),
+        "min leaves the builder stage out: {ran:?}"
+    );
+    assert_eq!(fourth.files(), third.files());
+}
+
+fn skopeo_raw(args: &[&str]) -> Value {
+    let out = Command::new("skopeo").args(args).output().expect("skopeo");
+    assert!(
+        out.status.success(),
+        "skopeo {args:?}: {}",
+        text(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("skopeo JSON")
+}
+
+#[test]
+fn registry_cache_round_trip_reuses_blobs() {
+    let reg = Registry::start();
+    let cache_ref = reg.reference("cache/app:main");
+    let a = Kiln::new();
+    let ctx = context(&a, "ctx", "app\n");
+    let to = format!("type=registry,ref={cache_ref},mode=max");
+    let first = a.build(&ctx, &["-t", "app", "--cache-to", &to]);
+    let export = first.cache_event("export");
+    assert_eq!(export["detail"]["records"], 5);
+    let uploaded = export["detail"]["uploaded"].as_u64().unwrap_or(0);
+    assert!(uploaded > 0, "{export}");
+
+    let manifest = skopeo_raw(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{cache_ref}"),
+    ]);
+    assert_eq!(
+        manifest["config"]["mediaType"],
+        "application/vnd.kiln.cache.config.v1+json"
+    );
+    for l in manifest["layers"].as_array().expect("layers") {
+        assert_eq!(
+            l["mediaType"],
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+        );
+    }
+
+    // The second export finds every blob in the registry.
+    let again = a.build(&ctx, &["-t", "app", "--cache-to", &to]);
+    let export = again.cache_event("export");
+    assert_eq!(export["detail"]["uploaded"], 0, "{export}");
+    assert!(
+        export["detail"]["existing"].as_u64().unwrap_or(0) > 0,
+        "{export}"
+    );
+
+    let b = Kiln::new();
+    let from = format!("type=registry,ref={cache_ref}");
+    let second = b.build(&ctx, &["-t", "app", "--cache-from", &from]);
+    assert!(second.ran().is_empty(), "nothing runs: {:?}", second.ran());
+    assert_eq!(second.id, first.id);
+    assert_eq!(second.files(), first.files());
+
+    // An edited context file re-runs exactly the steps that read it.
+    let c = Kiln::new();
+    let ctx2 = context(&c, "ctx2", "app changed\n");
+    let third = c.build(&ctx2, &["-t", "app", "--cache-from", &cache_ref]);
+    assert_final_stage_only(&third.ran());
+}
+
+#[test]
+fn inline_cache_travels_with_the_pushed_image() {
+    let reg = Registry::start();
+    let image = reg.reference("inline/app:1");
+    let a = Kiln::new();
+    let ctx = context(&a, "ctx", "app\n");
+    let first = a.build(&ctx, &["-t", &image, "--cache-to", "type=inline"]);
+    assert_eq!(first.ran().len(), 5);
+    let push = a.run(&["push", &image]);
+    assert!(push.status.success(), "push: {}", text(&push.stderr));
+    let config = skopeo_raw(&[
+        "inspect",
+        "--config",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{image}"),
+    ]);
+    let records = config["kiln.cache.v1"]["records"]
+        .as_object()
+        .expect("inline records in the image config");
+    assert_eq!(records.len(), 3, "inline is mode=min: the final chain");
+
+    // Without the flag the config has no records.
+    let plain = a.build(&ctx, &["-t", "plain"]);
+    assert_ne!(plain.id, first.id);
+
+    let b = Kiln::new();
+    let second = b.build(&ctx, &["-t", "app", "--cache-from", &image]);
+    assert!(second.ran().is_empty(), "nothing runs: {:?}", second.ran());
+    assert_eq!(second.files(), first.files());
+}
+
+#[test]
+fn missing_cache_is_a_warning_and_bad_flags_are_errors() {
+    let reg = Registry::start();
+    let k = Kiln::new();
+    let ctx = context(&k, "ctx", "app\n");
+    let missing_dir = format!("type=local,src={}", k.path("nothing").display());
+    let missing_ref = reg.reference("nothing/here:1");
+    let built = k.build(
+        &ctx,
+        &["--cache-from", &missing_ref, "--cache-from", &missing_dir],
+    );
+    assert_eq!(built.ran().len(), 5);
+    let warnings: Vec<&Value> = built
+        .events
+        .iter()
+        .filter(|e| e["event"] == "warning")
+        .collect();
+    assert_eq!(warnings.len(), 2, "{:?}", built.events);
+    assert!(warnings.iter().all(|w| w["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("failed to configure"))));
+    assert!(built.stderr.is_empty() || !built.stderr.contains("ERROR"));
+
+    for (flag, value, named) in [
+        ("--cache-to", "type=s3,bucket=b", "s3"),
+        ("--cache-to", "type=local,dest=/tmp/x,colour=red", "colour"),
+        ("--cache-from", "type=local,dest=/tmp/x", "dest"),
+        ("--cache-to", "type=registry,ref=r/x,mode=most", "most"),
+    ] {
+        let out = k.build_raw(&ctx, &[flag, value]);
+        assert!(!out.status.success(), "{flag} {value} must fail");
+        let err = text(&out.stderr);
+        assert!(err.contains(named), "{flag} {value}: {err}");
+    }
+}
