@@ -5,6 +5,7 @@
 //!   blobs/sha256/<hex>   content-addressed blobs (complete and verified)
 //!   tmp/*.partial        blobs being written (flocked by their writer)
 //!   images.json          name → descriptor table
+//!   compressed/          plain layer → its gzip/zstd blob, for push/save
 //!   locks/               flock files (images, gc)
 //! ```
 //!
