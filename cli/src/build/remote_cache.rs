@@ -397,9 +397,18 @@ pub struct Imported {
     /// Problems met during the solve (a record whose blobs could not be
     /// fetched is a miss, the step runs); printed after it.
     warnings: Mutex<Vec<String>>,
+    /// For fetches outside the solve (export).
+    rt: tokio::runtime::Handle,
 }
 
 impl Imported {
+    fn warn(&self, message: String) {
+        self.warnings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(message);
+    }
+
     /// Prints what went wrong during the solve.
     pub fn report(&self, mode: progress::Mode) {
         let warnings =
@@ -522,6 +531,7 @@ pub fn import(
         blobs: HashMap::new(),
         sources: Vec::new(),
         warnings: Mutex::new(Vec::new()),
+        rt: rt.handle().clone(),
     };
     for f in from {
         let (target, name, what) = match f {
@@ -566,7 +576,7 @@ pub fn import(
                 step.failed(&e);
                 warn(
                     mode,
-                    &format!("failed to configure {what} cache importer: {target}: {e}"),
+                    &format!("failed to configure {what} cache importer: {e}"),
                 );
             }
         }
@@ -783,10 +793,7 @@ impl Executor for RemoteCached {
             }
             Err(e) => {
                 self.imported
-                    .warnings
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(format!("cache record {} not usable, step runs: {e}", key));
+                    .warn(format!("cache record {key} not usable, step runs: {e}"));
                 Ok(None)
             }
         }
@@ -821,36 +828,64 @@ fn local_record(root: &Root, key: &Key) -> Option<Vec<LayerRef>> {
 }
 
 /// The records to export: with `Min`, those whose layers are a prefix of
-/// one of `results` (each a result's layer digests).
+/// one of `results` (each a result's layer diff_ids). A key of the solve
+/// without a local record (a step below an imported hit is never looked
+/// up) takes the imported record, its blobs fetched, so a cache exported
+/// from a build that imported one still holds every step the build used.
 fn collect(
     root: &Root,
     keys: &[Key],
     mode: CacheMode,
     results: &[Vec<String>],
+    imported: Option<&Imported>,
 ) -> BTreeMap<String, Vec<LayerRef>> {
-    keys.iter()
-        .filter_map(|k| local_record(root, k).map(|l| (k.to_hex(), l)))
-        .filter(|(_, layers)| {
-            mode == CacheMode::Max
+    let wanted = |layers: &[LayerRef]| {
+        !layers.is_empty()
+            && (mode == CacheMode::Max
                 || results.iter().any(|r| {
                     r.len() >= layers.len()
-                        && r.iter().zip(layers.iter()).all(|(a, b)| *a == b.digest)
-                })
-        })
-        .collect()
+                        && r.iter().zip(layers.iter()).all(|(a, b)| *a == b.diff_id)
+                }))
+    };
+    let mut out = BTreeMap::new();
+    for k in keys {
+        if let Some(layers) = local_record(root, k) {
+            if wanted(&layers) {
+                out.insert(k.to_hex(), layers);
+            }
+            continue;
+        }
+        let Some(imp) = imported else { continue };
+        let Some(layers) = imp.records.get(k).filter(|l| wanted(l)) else {
+            continue;
+        };
+        match imp.rt.block_on(imp.materialize(layers)) {
+            Ok(snap) => {
+                out.insert(k.to_hex(), snap.layers);
+            }
+            Err(e) => imp.warn(format!("cache record {k} not exported: {e}")),
+        }
+    }
+    out
 }
 
-fn result_digests(built: &[Built]) -> Vec<Vec<String>> {
+fn result_diff_ids(built: &[Built]) -> Vec<Vec<String>> {
     built
         .iter()
-        .map(|b| b.layers.iter().map(|l| l.digest.clone()).collect())
+        .map(|b| b.layers.iter().map(|l| l.diff_id.clone()).collect())
         .collect()
 }
 
 /// Puts the inline cache (the records of each result's own chain) into
 /// its image config when asked, and in any case drops one inherited from
 /// the base image: records are only in the config when this build asks.
-pub fn apply_inline(root: &Root, built: &mut [Built], keys: &[Key], inline: bool) {
+pub fn apply_inline(
+    root: &Root,
+    built: &mut [Built],
+    keys: &[Key],
+    inline: bool,
+    imported: Option<&Imported>,
+) {
     for b in built.iter_mut() {
         if let Some(Value::Object(base)) = b.meta.base.as_mut() {
             base.remove(INLINE_KEY);
@@ -862,7 +897,8 @@ pub fn apply_inline(root: &Root, built: &mut [Built], keys: &[Key], inline: bool
             root,
             keys,
             CacheMode::Min,
-            &result_digests(std::slice::from_ref(b)),
+            &result_diff_ids(std::slice::from_ref(b)),
+            imported,
         );
         let value = json!(InlineCache {
             version: FORMAT_VERSION,
@@ -953,6 +989,17 @@ impl registry::Progress for Counts {
     fn message(&self, _: &str) {}
 }
 
+/// What the export needs of the build.
+pub struct Solution<'a> {
+    /// The cache key of every node of the solve.
+    pub keys: &'a [Key],
+    /// The results.
+    pub built: &'a [Built],
+    /// The `--cache-from` records, for steps the build used without looking
+    /// them up.
+    pub imported: Option<&'a Imported>,
+}
+
 /// Exports the cache to every `--cache-to` destination but inline (which
 /// [`apply_inline`] already put in the image). `keys` are the solve's.
 pub fn export(
@@ -960,11 +1007,11 @@ pub fn export(
     rt: &tokio::runtime::Runtime,
     config: &RegistryConfig,
     opts: &CacheOptions,
-    keys: &[Key],
-    built: &[Built],
+    solved: &Solution<'_>,
     mode: progress::Mode,
 ) -> Result<()> {
-    let results = result_digests(built);
+    let results = result_diff_ids(solved.built);
+    let keys = solved.keys;
     for to in &opts.to {
         let (cache_mode, ignore_error, target, name) = match to {
             CacheTo::Inline => continue,
@@ -993,7 +1040,10 @@ pub fn export(
         };
         let step = Step::start(mode, "export", target.clone(), name);
         let _lease = root.lease().into_diagnostic()?;
-        let records = collect(root, keys, cache_mode, &results);
+        let records = collect(root, keys, cache_mode, &results, solved.imported);
+        if let Some(imp) = solved.imported {
+            imp.report(mode);
+        }
         let n_records = records.len();
         let done = write_manifest(root, records).and_then(|(desc, n_layers)| match to {
             CacheTo::Registry {

@@ -377,7 +377,13 @@ fn build(a: BuildArgs) -> Result<ExitCode> {
     // Export.
     let _lease = root.lease().into_diagnostic()?;
     let created = export::created_now();
-    remote_cache::apply_inline(&root, &mut built, &keys, caches.inline());
+    remote_cache::apply_inline(
+        &root,
+        &mut built,
+        &keys,
+        caches.inline(),
+        imported.as_deref(),
+    );
     let images: Vec<export::Image> = built
         .iter()
         .map(|b| export::assemble_reusing(&root, b, &created))
@@ -412,7 +418,12 @@ fn build(a: BuildArgs) -> Result<ExitCode> {
     }
     // The image is built and named; a failed cache export still fails the
     // build, as BuildKit's does.
-    if let Err(e) = remote_cache::export(&root, &rt, &bases.config, &caches, &keys, &built, mode) {
+    let solution = remote_cache::Solution {
+        keys: &keys,
+        built: &built,
+        imported: imported.as_deref(),
+    };
+    if let Err(e) = remote_cache::export(&root, &rt, &bases.config, &caches, &solution, mode) {
         eprintln!("ERROR: {e}");
         return Ok(ExitCode::from(1));
     }
