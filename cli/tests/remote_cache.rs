@@ -478,3 +478,69 @@ fn missing_cache_is_a_warning_and_bad_flags_are_errors() {
         assert!(err.contains(named), "{flag} {value}: {err}");
     }
 }
+
+/// Writes `doc` as a blob of the layout `dir`; returns its digest and size.
+fn put_layout_blob(dir: &Path, doc: &Value) -> (String, usize) {
+    use sha2::Digest as _;
+    let bytes = serde_json::to_vec(doc).expect("JSON");
+    let hex = hex::encode(sha2::Sha256::digest(&bytes));
+    std::fs::write(dir.join("blobs/sha256").join(&hex), &bytes).expect("write blob");
+    (format!("sha256:{hex}"), bytes.len())
+}
+
+#[test]
+fn a_cache_claiming_a_wrong_diff_id_is_not_used() {
+    let a = Kiln::new();
+    let ctx = context(&a, "ctx", "app\n");
+    let dir = a.path("cache");
+    let to = format!("type=local,dest={},mode=max", dir.display());
+    let first = a.build(&ctx, &["-t", "app", "--cache-to", &to]);
+
+    // Every record claims that the base image's (gzip) layer is the
+    // uncompressed layer of COPY app.txt: whoever trusted that would share
+    // the base's files under another layer's name.
+    let read = |p: PathBuf| -> Value {
+        serde_json::from_slice(&std::fs::read(p).expect("read")).expect("JSON")
+    };
+    let blob = |d: &str| {
+        dir.join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
+    let mut index = read(dir.join("index.json"));
+    let mut manifest = read(blob(index["manifests"][0]["digest"].as_str().expect("d")));
+    let mut config = read(blob(manifest["config"]["digest"].as_str().expect("d")));
+    let records = config["records"].as_object_mut().expect("records");
+    let app_layer = records
+        .values()
+        .filter_map(|r| r.as_array())
+        .find(|r| r.len() == 2 && r[1]["digest"] == r[1]["diff_id"])
+        .map(|r| r[1]["diff_id"].clone())
+        .expect("the record of COPY app.txt");
+    for r in records.values_mut() {
+        r[0]["diff_id"] = app_layer.clone();
+    }
+    let (cd, cs) = put_layout_blob(&dir, &config);
+    manifest["config"]["digest"] = cd.into();
+    manifest["config"]["size"] = cs.into();
+    let (md, ms) = put_layout_blob(&dir, &manifest);
+    index["manifests"][0]["digest"] = md.into();
+    index["manifests"][0]["size"] = ms.into();
+    std::fs::write(dir.join("index.json"), index.to_string()).expect("index");
+
+    let b = Kiln::new();
+    let from = format!("type=local,src={}", dir.display());
+    let second = b.build(&ctx, &["-t", "app", "--cache-from", &from]);
+    assert_eq!(
+        second.ran().len(),
+        5,
+        "no record is used: {:?}",
+        second.ran()
+    );
+    assert!(
+        second.events.iter().any(|e| e["event"] == "warning"
+            && e["message"].as_str().is_some_and(|m| m.contains("diff_id"))),
+        "{:?}",
+        second.events
+    );
+    assert_eq!(second.files(), first.files());
+}

@@ -374,7 +374,7 @@ fn warn(mode: progress::Mode, message: &str) {
 
 /// Where an imported blob can be fetched.
 enum Source {
-    Registry(RemoteSource),
+    Registry(Box<RemoteSource>),
     Local(PathBuf),
 }
 
@@ -399,6 +399,8 @@ pub struct Imported {
     warnings: Mutex<Vec<String>>,
     /// For fetches outside the solve (export).
     rt: tokio::runtime::Handle,
+    /// (blob digest, diff_id) pairs checked by [`Imported::check_diff_id`].
+    verified: Mutex<HashSet<(String, String)>>,
 }
 
 impl Imported {
@@ -457,10 +459,62 @@ impl Imported {
                 });
             }
         }
+        for l in &out {
+            self.check_diff_id(l).await?;
+        }
         Ok(Snapshot {
             layers: out,
             context: None,
         })
+    }
+
+    /// Makes sure a compressed layer of an imported record is what its
+    /// diff_id says: layer directories are unpacked and shared under the
+    /// diff_id, so a wrong claim would hand other builds the wrong files.
+    /// Plain blobs are their diff_id (the store verifies them); a pair
+    /// kiln's own compression memo holds, or one checked before in this
+    /// build, is not hashed again.
+    async fn check_diff_id(&self, l: &LayerRef) -> Result<(), String> {
+        if l.digest == l.diff_id {
+            return Ok(());
+        }
+        let pair = (l.digest.clone(), l.diff_id.clone());
+        if self
+            .verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&pair)
+        {
+            return Ok(());
+        }
+        let digest: Digest = l
+            .digest
+            .parse()
+            .map_err(|_| format!("bad digest {:?}", l.digest))?;
+        let claimed: Digest = l
+            .diff_id
+            .parse()
+            .map_err(|_| format!("bad diff_id {:?}", l.diff_id))?;
+        let memo = [Compression::Gzip, Compression::Zstd]
+            .into_iter()
+            .any(|c| compress::remembered(&self.root, &claimed, c).as_ref() == Some(&digest));
+        if !memo {
+            let (root, mt) = (self.root.clone(), l.media_type.clone());
+            let actual = tokio::task::spawn_blocking(move || diff_id_of(&root, &digest, &mt))
+                .await
+                .map_err(|e| e.to_string())??;
+            if actual != claimed {
+                return Err(format!(
+                    "layer {} unpacks to {actual}, not the diff_id {claimed} the cache claims",
+                    l.digest
+                ));
+            }
+        }
+        self.verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(pair);
+        Ok(())
     }
 
     async fn fetch(&self, t: &Transfer) -> Result<(), String> {
@@ -490,18 +544,50 @@ impl Imported {
     }
 }
 
+/// The diff_id of a stored layer blob: the sha256 of its uncompressed tar.
+fn diff_id_of(root: &Root, digest: &Digest, media_type: &str) -> Result<Digest, String> {
+    use sha2::Digest as _;
+    let f = root.blobs().open(digest).map_err(|e| e.to_string())?;
+    let mut reader = decompressed(std::io::BufReader::new(f), media_type)?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => hasher.update(buf.get(..n).unwrap_or_default()),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("reading layer {digest}: {e}")),
+        }
+    }
+    Ok(Digest::from_sha256(hasher))
+}
+
+/// A reader of a layer blob's tar, by its media type (or its magic bytes
+/// when the type names no compression).
+fn decompressed<'a, R: std::io::BufRead + 'a>(
+    mut r: R,
+    media_type: &str,
+) -> Result<Box<dyn Read + 'a>, String> {
+    let c = match media::layer_compression(media_type) {
+        Some(Compression::None) | None => {
+            media::sniff_compression(r.fill_buf().map_err(|e| e.to_string())?)
+        }
+        Some(c) => c,
+    };
+    Ok(match c {
+        Compression::Gzip => Box::new(flate2::read::GzDecoder::new(r)),
+        Compression::Zstd => {
+            Box::new(zstd::stream::read::Decoder::with_buffer(r).map_err(|e| e.to_string())?)
+        }
+        Compression::None => Box::new(r),
+    })
+}
+
 /// Decompresses the stored blob `from` into the plain blob `want` (its
 /// diff_id), which the store verifies.
 fn decompress_into(root: &Root, from: &Transfer, want: &Digest) -> Result<(), String> {
     let f = root.blobs().open(&from.digest).map_err(|e| e.to_string())?;
-    let f = std::io::BufReader::new(f);
-    let mut reader: Box<dyn Read> = match media::layer_compression(&from.media_type) {
-        Some(Compression::Gzip) => Box::new(flate2::read::GzDecoder::new(f)),
-        Some(Compression::Zstd) => {
-            Box::new(zstd::stream::read::Decoder::new(f).map_err(|e| e.to_string())?)
-        }
-        _ => Box::new(f),
-    };
+    let mut reader = decompressed(std::io::BufReader::new(f), &from.media_type)?;
     root.blobs()
         .copy_from(&mut reader, Some(want), None)
         .map(|_| ())
@@ -532,6 +618,7 @@ pub fn import(
         sources: Vec::new(),
         warnings: Mutex::new(Vec::new()),
         rt: rt.handle().clone(),
+        verified: Mutex::new(HashSet::new()),
     };
     for f in from {
         let (target, name, what) = match f {
@@ -689,7 +776,7 @@ async fn read_registry(
         .map_err(|e: RegistryError| e.to_string())?;
     let bytes = root.blobs().read(&cd).map_err(|e| e.to_string())?;
     let (records, layers) = read_records(&doc, &mt, &bytes)?;
-    Ok((records, layers, Source::Registry(src)))
+    Ok((records, layers, Source::Registry(Box::new(src))))
 }
 
 /// This machine's entry of an index (an inline cache on a multi-platform
