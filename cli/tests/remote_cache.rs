@@ -252,6 +252,42 @@ fn assert_final_stage_only(ran: &[String]) {
     assert!(ran.iter().all(|n| n.starts_with("[stage-1 ")), "{ran:?}");
 }
 
+/// The blobs (plain digest and transferred digest) of the layer only the
+/// builder stage's COPY src.txt made, per the local cache's config.
+fn builder_only_blobs(dir: &Path) -> Vec<String> {
+    let read = |p: PathBuf| -> Value {
+        serde_json::from_slice(&std::fs::read(&p).expect("layout file")).expect("JSON")
+    };
+    let blob = |d: &str| {
+        dir.join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
+    let index = read(dir.join("index.json"));
+    let manifest = read(blob(index["manifests"][0]["digest"].as_str().expect("d")));
+    let config = read(blob(manifest["config"]["digest"].as_str().expect("d")));
+    let records: Vec<&Vec<Value>> = config["records"]
+        .as_object()
+        .expect("records")
+        .values()
+        .filter_map(|r| r.as_array())
+        .collect();
+    let longest = records.iter().max_by_key(|r| r.len()).expect("records");
+    let final_ids: Vec<&Value> = longest.iter().map(|l| &l["diff_id"]).collect();
+    let src = records
+        .iter()
+        .find(|r| r.len() == 2 && !final_ids.contains(&&r[1]["diff_id"]))
+        .expect("the record of COPY src.txt");
+    let diff_id = src[1]["diff_id"].as_str().expect("diff_id");
+    let ix = config["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .position(|d| d == diff_id)
+        .expect("the layer is in the cache");
+    let transfer = manifest["layers"][ix]["digest"].as_str().expect("digest");
+    vec![diff_id.to_string(), transfer.to_string()]
+}
+
 /// The records of a local cache folder, by reading its OCI layout.
 fn layout_records(dir: &Path) -> usize {
     let read = |p: PathBuf| -> Value {
@@ -317,6 +353,21 @@ fn local_cache_max_and_min_in_fresh_stores() {
     assert_eq!(second.id, first.id, "the same image, the same ID");
     assert_eq!(second.files(), first.files());
     assert_eq!(second.cache_event("import")["detail"]["records"], 5);
+    // Demand-driven: the final step hit, so the builder stage was never
+    // looked up and none of its own blobs were fetched.
+    let unneeded = builder_only_blobs(&max_dir);
+    let in_a = a
+        .root
+        .join("blobs/sha256")
+        .join(unneeded[0].trim_start_matches("sha256:"));
+    assert!(in_a.is_file(), "the builder's layer is a blob of store A");
+    for d in unneeded {
+        let hex = d.trim_start_matches("sha256:");
+        assert!(
+            !b.root.join("blobs/sha256").join(hex).exists(),
+            "blob {d} of a step never looked up was fetched"
+        );
+    }
 
     // Editing the final stage's input: with max the other stage comes from
     // the cache, only the dependent steps run.
