@@ -495,7 +495,7 @@ fn inline_cache_travels_with_the_pushed_image() {
 }
 
 #[test]
-fn missing_cache_is_a_warning_and_bad_flags_are_errors() {
+fn missing_cache_is_a_warning_failed_export_an_error_bad_flags_refused() {
     let reg = Registry::start();
     let k = Kiln::new();
     let ctx = context(&k, "ctx", "app\n");
@@ -516,6 +516,26 @@ fn missing_cache_is_a_warning_and_bad_flags_are_errors() {
         .as_str()
         .is_some_and(|m| m.contains("failed to configure"))));
     assert!(built.stderr.is_empty() || !built.stderr.contains("ERROR"));
+
+    // A failed export fails the build, after the image is built and named.
+    let nowhere = "type=registry,ref=127.0.0.1:1/cache/x:1";
+    let out = k.build_raw(&ctx, &["-t", "exported", "--cache-to", nowhere]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("failed to export cache to 127.0.0.1:1/cache/x:1"),
+        "{}",
+        text(&out.stderr)
+    );
+    let images = k.run(&["images"]);
+    assert!(
+        text(&images.stdout).contains("exported"),
+        "the image is named"
+    );
+    // … unless the export may fail (buildx's ignore-error=true).
+    let lenient = format!("{nowhere},ignore-error=true");
+    let out = k.build_raw(&ctx, &["--cache-to", &lenient]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("failed to export cache"));
 
     for (flag, value, named) in [
         ("--cache-to", "type=s3,bucket=b", "s3"),
