@@ -32,8 +32,13 @@ use crate::sandbox::{self, Mount, Network, SandboxSpec};
 use crate::slots::Slots;
 use crate::snapshot::{self, Active, Mounted};
 
-/// Where the context checksum memo persists between kiln processes.
-const MEMO_FILE: &str = "checksums.memo";
+/// Where context checksum memos persist between kiln processes: one file
+/// per context folder, so a build loads only those of the contexts it
+/// reads (a store that has seen a 30,000-file context must not make every
+/// other build parse its memo).
+const MEMO_DIR: &str = "checksums";
+/// The single memo file of earlier versions, removed when found.
+const OLD_MEMO_FILE: &str = "checksums.memo";
 
 /// What every op produces: a root filesystem as its layers, lowest first.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,7 +125,8 @@ pub struct Worker {
     root: cache::Root,
     layers: LayerStore,
     opts: WorkerOptions,
-    memo: ChecksumMemo,
+    /// Checksum memos by context folder, loaded on first use.
+    memos: Mutex<HashMap<PathBuf, Arc<ChecksumMemo>>>,
     cache_dir: PathBuf,
     cache_mounts: PathBuf,
     /// One lock per cache-mount id, for `sharing=locked`.
@@ -133,7 +139,7 @@ impl Worker {
         let layers = LayerStore::open(root.path())?;
         let cache_dir = root.path().join("buildcache");
         let cache_mounts = root.path().join("cachemounts");
-        let memo = ChecksumMemo::load(&root.path().join(MEMO_FILE));
+        let _ = fs::remove_file(root.path().join(OLD_MEMO_FILE));
         for d in [&cache_dir, &cache_mounts] {
             fs::create_dir_all(d).map_err(io_err("create", d))?;
         }
@@ -142,7 +148,7 @@ impl Worker {
             root,
             layers,
             opts,
-            memo,
+            memos: Mutex::new(HashMap::new()),
             cache_dir,
             cache_mounts,
             mount_locks: Mutex::new(HashMap::new()),
@@ -213,13 +219,32 @@ impl Worker {
             mode,
             allow_empty_wildcard: true,
         };
-        let before = self.memo.files_read();
-        let h = fileops::checksum_sources(dir, paths, &opts, &self.memo)?;
-        if self.memo.files_read() != before {
+        let (memo, file) = self.memo_for(dir);
+        let before = memo.files_read();
+        let h = fileops::checksum_sources(dir, paths, &opts, &memo)?;
+        if memo.files_read() != before {
             // Best effort: a memo that cannot be saved only costs a re-read.
-            let _ = self.memo.save(&self.root.path().join(MEMO_FILE));
+            let _ = fs::create_dir_all(self.root.path().join(MEMO_DIR));
+            let _ = memo.save(&file);
         }
         Ok(h)
+    }
+
+    /// The checksum memo of the context folder `dir` and the file it is
+    /// kept in, loaded from that file on first use.
+    fn memo_for(&self, dir: &Path) -> (Arc<ChecksumMemo>, PathBuf) {
+        let name = blake3::hash(dir.as_os_str().as_encoded_bytes()).to_hex();
+        let file = self
+            .root
+            .path()
+            .join(MEMO_DIR)
+            .join(format!("{}.memo", &name[..32]));
+        let mut memos = self.memos.lock().unwrap_or_else(|p| p.into_inner());
+        let memo = memos
+            .entry(dir.to_path_buf())
+            .or_insert_with(|| Arc::new(ChecksumMemo::load(&file)))
+            .clone();
+        (memo, file)
     }
 
     fn run_blocking<T: Send + 'static>(
