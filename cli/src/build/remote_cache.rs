@@ -14,12 +14,17 @@
 //!
 //! Import is demand-driven: before the solve only manifests and configs
 //! are read; a local lookup miss whose key an imported record has
-//! downloads just that record's missing blobs (verified), writes the local
-//! record and counts as a hit ([`RemoteCached`]).
+//! downloads just that record's missing blobs (verified by digest; a plain
+//! layer sent compressed is decompressed to its diff_id, so the build goes
+//! on with the exporter's blobs and image ID; a compressed layer's claimed
+//! diff_id is checked), writes the local record and counts as a hit
+//! ([`RemoteCached`]). A record that cannot be used is a miss and a warning.
 //!
 //! Export runs after the image is written: `mode=min` takes the records of
 //! the steps the final image's layers came from (those whose layers are a
-//! prefix of the result's), `mode=max` every record of the solve. A failed
+//! prefix of the result's), `mode=max` every record of the solve; a step
+//! the build used without looking it up (below an imported hit) exports
+//! its imported record, its blobs fetched then. A failed
 //! export fails the build (exit 1) though the image is already built and
 //! named, as BuildKit does; `ignore-error=true` makes it a warning.
 
