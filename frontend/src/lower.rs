@@ -130,16 +130,6 @@ pub fn lower(plans: &[Plan], resolver: &dyn ImageResolver, opts: &LowerOptions) 
     })
 }
 
-/// Converts the frontend's platform into the solver's (same fields; the
-/// solver does not depend on the frontend).
-pub fn solver_platform(p: &Platform) -> ops::Platform {
-    ops::Platform {
-        os: p.os.clone(),
-        architecture: p.architecture.clone(),
-        variant: p.variant.clone(),
-    }
-}
-
 struct Lowerer<'a> {
     graph: Graph<BuildOp>,
     resolver: &'a dyn ImageResolver,
@@ -202,7 +192,7 @@ impl Lowerer<'_> {
         let node = self.graph.add(
             BuildOp::Image {
                 reference: resolved.reference.clone(),
-                platform: solver_platform(platform),
+                platform: platform.clone(),
                 manifest: Some(resolved.manifest.clone()),
             },
             &[],
@@ -286,7 +276,7 @@ impl Lowerer<'_> {
             prefix.push(' ');
         }
         let mut n = 1;
-        let sp = solver_platform(&platform);
+        let sp = platform.clone();
         for step in &stage.steps {
             if matches!(step.op, StepOp::Config) {
                 continue;

@@ -15,13 +15,101 @@ use serde::{Deserialize, Serialize};
 
 use crate::Op;
 
-/// An OCI platform, as `os/arch[/variant]`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// An OCI platform (`os/arch[/variant]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Hash, PartialOrd, Ord)]
 pub struct Platform {
+    /// `linux`, `windows`, …
     pub os: String,
+    /// GOARCH spelling: `amd64`, `arm64`, `arm`, …
     pub architecture: String,
+    /// `v7` for `arm`, … (none when the architecture has one flavour)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
+}
+
+impl Platform {
+    /// The platform kiln itself runs on (the default target and build
+    /// platform).
+    pub fn host() -> Platform {
+        let arch = match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            "x86" => "386",
+            "arm" => "arm",
+            "powerpc64" => "ppc64le",
+            "s390x" => "s390x",
+            "riscv64" => "riscv64",
+            other => other,
+        };
+        Platform {
+            os: "linux".into(),
+            architecture: arch.into(),
+            variant: (arch == "arm").then(|| "v7".to_string()),
+        }
+    }
+
+    /// Parses `linux/amd64`, `linux/arm64/v8`, `arm64`, normalising
+    /// architecture aliases as containerd's platforms package does.
+    pub fn parse(s: &str) -> std::result::Result<Platform, String> {
+        let parts: Vec<&str> = s.trim().split('/').collect();
+        let bad = || format!("{s:?}: unknown operating system or architecture: invalid argument");
+        if parts.iter().any(|p| p.is_empty()) || parts.len() > 3 {
+            return Err(bad());
+        }
+        let (os, arch, variant) = match parts.as_slice() {
+            [one] => {
+                if matches!(
+                    one.to_ascii_lowercase().as_str(),
+                    "linux" | "windows" | "darwin" | "freebsd"
+                ) {
+                    (
+                        one.to_ascii_lowercase(),
+                        Platform::host().architecture,
+                        None,
+                    )
+                } else {
+                    ("linux".to_string(), one.to_ascii_lowercase(), None)
+                }
+            }
+            [os, arch] => (os.to_ascii_lowercase(), arch.to_ascii_lowercase(), None),
+            [os, arch, variant] => (
+                os.to_ascii_lowercase(),
+                arch.to_ascii_lowercase(),
+                Some(variant.to_ascii_lowercase()),
+            ),
+            _ => return Err(bad()),
+        };
+        if !os
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            || !arch
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(bad());
+        }
+        let (arch, variant) = match (arch.as_str(), variant) {
+            ("x86_64" | "x86-64" | "amd64", v) => ("amd64".to_string(), v.filter(|v| v != "v1")),
+            ("aarch64" | "arm64", v) => ("arm64".to_string(), v.filter(|v| v != "v8")),
+            ("armhf" | "arm", None) => ("arm".to_string(), Some("v7".to_string())),
+            ("armel", None) => ("arm".to_string(), Some("v6".to_string())),
+            ("arm", Some(v)) => (
+                "arm".to_string(),
+                Some(if v.starts_with('v') {
+                    v
+                } else {
+                    format!("v{v}")
+                }),
+            ),
+            ("i386" | "386", v) => ("386".to_string(), v),
+            (a, v) => (a.to_string(), v),
+        };
+        Ok(Platform {
+            os,
+            architecture: arch,
+            variant,
+        })
+    }
 }
 
 impl std::fmt::Display for Platform {

@@ -269,12 +269,7 @@ fn build(a: BuildArgs) -> Result<ExitCode> {
     // Foreign platforms run their RUN steps under QEMU: refuse now, before
     // any work, when this machine cannot emulate one.
     for p in platforms.iter().filter(|p| **p != Platform::host()) {
-        let target = solver::ops::Platform {
-            os: p.os.clone(),
-            architecture: p.architecture.clone(),
-            variant: p.variant.clone(),
-        };
-        worker::emulation::emulator_for(&target).map_err(|e| miette!("{e}"))?;
+        worker::emulation::emulator_for(p).map_err(|e| miette!("{e}"))?;
     }
     let network = match a.network.as_str() {
         "default" | "host" => solver::ops::Network::Host,
