@@ -548,7 +548,7 @@ fn command_line(node: &Node, args: &[String]) -> CommandLine {
 
 fn kvps(node: &Node, name: &str) -> Result<Vec<KeyValue>> {
     at_least_one(node, name)?;
-    if node.args.len() % 3 != 0 {
+    if !node.args.len().is_multiple_of(3) {
         return Err(err(
             node,
             ErrorKind::InvalidArgument,

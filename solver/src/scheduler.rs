@@ -57,13 +57,16 @@ pub trait Executor: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Self::Output, Self::Error>> + Send;
 }
 
+/// Decides, per op, that a cached result must not be used.
+pub type IgnoreCache<O> = Arc<dyn Fn(&O) -> bool + Send + Sync>;
+
 /// How to solve.
 pub struct SolveOptions<O> {
     /// How many nodes may execute at once (at least 1).
     pub jobs: usize,
     /// Ops for which a cached result must not be used (`--no-cache`,
     /// `--no-cache-filter`). Whatever consumes such an op runs again too.
-    pub ignore_cache: Option<Arc<dyn Fn(&O) -> bool + Send + Sync>>,
+    pub ignore_cache: Option<IgnoreCache<O>>,
     /// Where progress events go.
     pub events: Option<UnboundedSender<Event>>,
 }

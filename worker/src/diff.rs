@@ -127,7 +127,7 @@ impl<W> Hashing<W> {
 enum Sink<W: Write> {
     /// Uncompressed: the blob digest is the diff_id, so no second hash.
     Plain(W),
-    Gzip(flate2::write::GzEncoder<Hashing<W>>),
+    Gzip(Box<flate2::write::GzEncoder<Hashing<W>>>),
 }
 
 impl<W: Write> Write for Sink<W> {
@@ -219,10 +219,10 @@ fn write_items<W: Write>(
 ) -> Result<(LayerDigest, W), DiffError> {
     let sink = match compression {
         Compression::None => Sink::Plain(out),
-        Compression::Gzip(level) => Sink::Gzip(flate2::write::GzEncoder::new(
+        Compression::Gzip(level) => Sink::Gzip(Box::new(flate2::write::GzEncoder::new(
             Hashing::new(out),
             flate2::Compression::new(level.min(9)),
-        )),
+        ))),
     };
     let mut builder = tar::Builder::new(Hashing::new(sink));
     let mut inodes: HashMap<(u64, u64), PathBuf> = HashMap::new();

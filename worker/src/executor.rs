@@ -533,15 +533,12 @@ fn commit_layer(
         size: digest.size,
         media_type: digest.media_type.to_string(),
     };
-    match &finished {
-        // The sandbox has already removed the mount points it created
-        // (`exclude` only makes sure), so the upper dir is the layer.
-        snapshot::Finished::Overlay { upper, .. } => {
-            w.layers.adopt(upper, &layer.diff_id)?;
-        }
-        // The copy fallback has no self-contained diff dir: the blob is
-        // unpacked on first use instead.
-        _ => {}
+    // The sandbox has already removed the mount points it created
+    // (`exclude` only makes sure), so the upper dir is the layer. The copy
+    // fallback has no self-contained diff dir: the blob is unpacked on
+    // first use instead.
+    if let snapshot::Finished::Overlay { upper, .. } = &finished {
+        w.layers.adopt(upper, &layer.diff_id)?;
     }
     let mut layers = base.layers.clone();
     layers.push(layer);

@@ -180,7 +180,7 @@ impl SandboxSpec {
     /// builds (1048576, clamped to what this host allows).
     pub fn default_rlimits() -> Vec<Rlimit> {
         vec![Rlimit {
-            resource: libc::RLIMIT_NOFILE as u32,
+            resource: libc::RLIMIT_NOFILE,
             soft: 1_048_576,
             hard: 1_048_576,
         }]
@@ -351,7 +351,7 @@ trait NoneOrEmpty {
 
 impl NoneOrEmpty for Option<PathBuf> {
     fn is_none_or_empty(&self) -> bool {
-        self.as_ref().map_or(true, |p| p.as_os_str().is_empty())
+        self.as_ref().is_none_or(|p| p.as_os_str().is_empty())
     }
 }
 
@@ -387,8 +387,11 @@ fn stub_targets(spec: &SandboxSpec) -> Vec<(PathBuf, bool, bool)> {
 struct Stubs {
     created: Vec<PathBuf>,
     /// (directory, mtime before the stub, mtime right after it).
-    parent_times: Vec<(PathBuf, (i64, i64), (i64, i64))>,
+    parent_times: Vec<(PathBuf, Mtime, Mtime)>,
 }
+
+/// A modification time as (seconds, nanoseconds).
+type Mtime = (i64, i64);
 
 fn dir_mtime(root: RawFd, dir: &Path) -> Option<(i64, i64)> {
     let fd = sys::open_in_root(root, dir, libc::O_PATH | libc::O_DIRECTORY).ok()?;

@@ -276,7 +276,7 @@ fn unpack<R: Read>(reader: R, dir: &Path, mode: Whiteouts) -> Result<ApplyStats,
 
         match kind {
             tar::EntryType::Directory => {
-                if existing.map_or(true, |st| !is_dir_mode(st.st_mode)) {
+                if existing.is_none_or(|st| !is_dir_mode(st.st_mode)) {
                     sys::mkdir_at(p, base, 0o700).map_err(io_err("mkdir", &rel))?;
                     // A directory over a whiteout of this same layer replaces
                     // what lies below: in overlay terms, an opaque directory.

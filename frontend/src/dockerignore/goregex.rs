@@ -463,7 +463,7 @@ fn parse(mut t: &str) -> Result<Vec<Vec<Node>>, GoRegexError> {
                         }
                         Some((min, max, after)) => {
                             let text = &before[..before.len() - after.len()];
-                            if min < 0 || min > 1000 || max > 1000 || (max >= 0 && min > max) {
+                            if !(0..=1000).contains(&min) || max > 1000 || (max >= 0 && min > max) {
                                 return Err(err("invalid repeat count", text));
                             }
                             let max = u32::try_from(max).ok();
