@@ -3,73 +3,12 @@
 //! failing build names nothing; and the README's example builds. Each test
 //! has its own `$KILN_ROOT` with the busybox fixture loaded.
 
+mod harness;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
+use harness::{named, skopeo, stderr, umoci_unpack, Kiln};
 use serde_json::Value;
-
-const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared");
-
-struct Kiln {
-    tmp: tempfile::TempDir,
-    root: PathBuf,
-}
-
-impl Kiln {
-    fn new() -> Kiln {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let root = tmp.path().join("root");
-        let k = Kiln { tmp, root };
-        let fixture = format!("{SHARED}/fixtures/busybox-1.35-oci.tar");
-        let out = k.run(&["load", "-q", "-i", &fixture]);
-        assert!(out.status.success(), "load: {}", stderr(&out));
-        k
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_kiln"))
-            .args(args)
-            .env("KILN_ROOT", &self.root)
-            .output()
-            .expect("running kiln")
-    }
-
-    /// A context folder with these files.
-    fn context(&self, files: &[(&str, &str)]) -> PathBuf {
-        let dir = self.tmp.path().join("ctx");
-        std::fs::create_dir_all(&dir).expect("ctx");
-        for (name, text) in files {
-            std::fs::write(dir.join(name), text).expect("write context file");
-        }
-        dir
-    }
-
-    /// Builds with JSON progress; returns the events and the output.
-    fn build_json(&self, ctx: &Path, extra: &[&str]) -> (Vec<Value>, Output) {
-        let ctx = ctx.display().to_string();
-        let mut args = vec!["build", "--progress", "json"];
-        args.extend_from_slice(extra);
-        args.push(&ctx);
-        let out = self.run(&args);
-        let events = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .collect();
-        (events, out)
-    }
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn named<'a>(events: &'a [Value], kind: &str) -> Vec<&'a str> {
-    events
-        .iter()
-        .filter(|e| e["event"] == kind)
-        .filter_map(|e| e["name"].as_str())
-        .collect()
-}
 
 const DOCKERFILE: &str = "FROM busybox:1.35
 COPY a.txt /a.txt
@@ -78,14 +17,24 @@ COPY b.txt /b.txt
 RUN cat /b.txt /a.copy > /b.copy
 ";
 
+impl Kiln {
+    /// The context of [`DOCKERFILE`], with its `a.txt` and `b.txt`.
+    fn app_context(&self) -> PathBuf {
+        self.context(
+            "ctx",
+            &[
+                ("Dockerfile", DOCKERFILE),
+                ("a.txt", "a\n"),
+                ("b.txt", "b\n"),
+            ],
+        )
+    }
+}
+
 #[test]
 fn rebuild_is_cached_and_an_edit_reruns_only_dependent_steps() {
-    let k = Kiln::new();
-    let ctx = k.context(&[
-        ("Dockerfile", DOCKERFILE),
-        ("a.txt", "a\n"),
-        ("b.txt", "b\n"),
-    ]);
+    let k = Kiln::with_busybox();
+    let ctx = k.app_context();
 
     let (first, out) = k.build_json(&ctx, &["-t", "app"]);
     assert!(out.status.success(), "first build: {}", stderr(&out));
@@ -107,7 +56,7 @@ fn rebuild_is_cached_and_an_edit_reruns_only_dependent_steps() {
     assert!(!second.is_empty(), "a rebuild reports its cached result");
 
     std::fs::write(ctx.join("b.txt"), "B changed\n").expect("edit");
-    let local = format!("type=local,dest={}", k.tmp.path().join("out").display());
+    let local = format!("type=local,dest={}", k.path("out").display());
     let (third, out) = k.build_json(&ctx, &["-t", "app", "--output", &local]);
     assert!(out.status.success(), "third build: {}", stderr(&out));
     let mut ran: Vec<&str> = named(&third, "started");
@@ -122,14 +71,10 @@ fn rebuild_is_cached_and_an_edit_reruns_only_dependent_steps() {
 
 #[test]
 fn a_noop_rebuild_keeps_the_image_id_and_rewrites_nothing() {
-    let k = Kiln::new();
-    let ctx = k.context(&[
-        ("Dockerfile", DOCKERFILE),
-        ("a.txt", "a\n"),
-        ("b.txt", "b\n"),
-    ]);
+    let k = Kiln::with_busybox();
+    let ctx = k.app_context();
     let iid = |name: &str, extra: &[&str]| {
-        let f = k.tmp.path().join(name);
+        let f = k.path(name);
         let f_arg = f.display().to_string();
         let mut args = vec!["--iidfile", f_arg.as_str(), "-t", "app"];
         args.extend_from_slice(extra);
@@ -167,8 +112,11 @@ fn a_noop_rebuild_keeps_the_image_id_and_rewrites_nothing() {
 
 #[test]
 fn a_failing_build_names_nothing() {
-    let k = Kiln::new();
-    let ctx = k.context(&[("Dockerfile", "FROM busybox:1.35\nRUN echo ok > /ok\n")]);
+    let k = Kiln::with_busybox();
+    let ctx = k.context(
+        "ctx",
+        &[("Dockerfile", "FROM busybox:1.35\nRUN echo ok > /ok\n")],
+    );
     let ctx_s = ctx.display().to_string();
     let out = k.run(&["build", "-q", "-t", "app:1", &ctx_s]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -205,9 +153,9 @@ fn a_failing_build_names_nothing() {
 
 #[test]
 fn readme_example_builds_and_runs_nothing_from_scratch() {
-    let k = Kiln::new();
+    let k = Kiln::with_busybox();
     let hello = concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/hello");
-    let dest = k.tmp.path().join("hello-out");
+    let dest = k.path("hello-out");
     let out_arg = format!("type=local,dest={}", dest.display());
     let out = k.run(&[
         "build",
@@ -239,7 +187,7 @@ fn readme_example_builds_and_runs_nothing_from_scratch() {
 
 #[test]
 fn no_cache_filter_reruns_that_stage_and_what_uses_it() {
-    let k = Kiln::new();
+    let k = Kiln::with_busybox();
     let hello = concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/hello");
     let hello = Path::new(hello);
     let (_, out) = k.build_json(hello, &[]);
@@ -261,12 +209,8 @@ fn no_cache_filter_reruns_that_stage_and_what_uses_it() {
 
 #[test]
 fn prune_keeps_build_cache_unless_all_and_du_reports_it() {
-    let k = Kiln::new();
-    let ctx = k.context(&[
-        ("Dockerfile", DOCKERFILE),
-        ("a.txt", "a\n"),
-        ("b.txt", "b\n"),
-    ]);
+    let k = Kiln::with_busybox();
+    let ctx = k.app_context();
     let (_, out) = k.build_json(&ctx, &["-t", "app"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let du = k.run(&["du"]);
@@ -285,7 +229,7 @@ fn prune_keeps_build_cache_unless_all_and_du_reports_it() {
     assert!(out.status.success(), "{}", stderr(&out));
     let du = k.run(&["du"]);
     assert!(String::from_utf8_lossy(&du.stdout).contains("Records:\t0"));
-    let tar = k.tmp.path().join("app.tar");
+    let tar = k.path("app.tar");
     let saved = k.run(&["save", "-o", &tar.display().to_string(), "app"]);
     assert!(
         saved.status.success(),
@@ -302,31 +246,26 @@ fn prune_keeps_build_cache_unless_all_and_du_reports_it() {
 /// copying the OCI archive into a layout, umoci unpacks that layout.
 #[test]
 fn oci_output_is_read_by_skopeo_and_umoci() {
-    let k = Kiln::new();
-    let ctx = k.context(&[(
+    let k = Kiln::with_busybox();
+    let ctx = k.context(
+        "ctx",
+        &[(
         "Dockerfile",
         "FROM busybox:1.35\nWORKDIR /app\nRUN echo built-by-kiln > msg\nCMD [\"cat\", \"/app/msg\"]\n",
     )]);
-    let archive = k.tmp.path().join("img.tar");
+    let archive = k.path("img.tar");
     let out_arg = format!("type=oci,dest={}", archive.display());
     let out = k.run(&["build", "-q", "-o", &out_arg, &ctx.display().to_string()]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let layout = k.tmp.path().join("layout");
-    let copy = Command::new("skopeo")
-        .args(["copy", "-q"])
-        .arg(format!("oci-archive:{}", archive.display()))
-        .arg(format!("oci:{}:app", layout.display()))
-        .output()
-        .expect("skopeo");
-    assert!(copy.status.success(), "skopeo: {}", stderr(&copy));
-    let bundle = k.tmp.path().join("bundle");
-    let unpack = Command::new("umoci")
-        .args(["unpack", "--image"])
-        .arg(format!("{}:app", layout.display()))
-        .arg(&bundle)
-        .output()
-        .expect("umoci");
-    assert!(unpack.status.success(), "umoci: {}", stderr(&unpack));
+    let layout = k.path("layout");
+    skopeo(&[
+        "copy",
+        "-q",
+        &format!("oci-archive:{}", archive.display()),
+        &format!("oci:{}:app", layout.display()),
+    ]);
+    let bundle = k.path("bundle");
+    umoci_unpack(&layout, "app", &bundle);
     let msg = std::fs::read_to_string(bundle.join("rootfs/app/msg")).expect("msg");
     assert_eq!(msg, "built-by-kiln\n");
     let config: Value =

@@ -2,52 +2,18 @@
 //! an image or a RUN reaches the host; a build killed with SIGKILL leaves a
 //! store the next build uses; a failing build names nothing.
 
+mod harness;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared");
-
-struct Kiln {
-    tmp: tempfile::TempDir,
-    root: PathBuf,
-}
+use harness::{stderr, Kiln};
 
 impl Kiln {
-    fn new() -> Kiln {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let root = tmp.path().join("root");
-        let k = Kiln { tmp, root };
-        let fixture = format!("{SHARED}/fixtures/busybox-1.35-oci.tar");
-        let out = k.run(&["load", "-q", "-i", &fixture]);
-        assert!(out.status.success(), "load: {}", stderr(&out));
-        k
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_kiln"));
-        c.args(args).env("KILN_ROOT", &self.root);
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().expect("running kiln")
-    }
-
-    /// A context folder holding a Dockerfile and these files.
-    fn context(&self, name: &str, dockerfile: &str, files: &[(&str, &str)]) -> PathBuf {
-        let dir = self.tmp.path().join(name);
-        std::fs::create_dir_all(&dir).expect("ctx");
-        std::fs::write(dir.join("Dockerfile"), dockerfile).expect("Dockerfile");
-        for (n, text) in files {
-            std::fs::write(dir.join(n), text).expect("context file");
-        }
-        dir
-    }
-
     /// Builds `ctx` and exports its rootfs to a fresh folder.
     fn build_local(&self, ctx: &Path, tag: &str) -> (Output, PathBuf) {
-        let dest = self.tmp.path().join(format!("out-{tag}"));
+        let dest = self.path(&format!("out-{tag}"));
         let out = self.run(&[
             "build",
             "--progress",
@@ -62,16 +28,15 @@ impl Kiln {
     }
 }
 
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
 #[test]
 fn a_context_symlink_to_a_host_file_never_copies_the_host_file() {
-    let k = Kiln::new();
+    let k = Kiln::with_busybox();
     // A top-level source symlink is followed, as BuildKit does, but inside
     // the context: /etc/shadow is not in it, so the copy fails.
-    let ctx = k.context("top", "FROM scratch\nCOPY shadow /shadow\n", &[]);
+    let ctx = k.context(
+        "top",
+        &[("Dockerfile", "FROM scratch\nCOPY shadow /shadow\n")],
+    );
     std::os::unix::fs::symlink("/etc/shadow", ctx.join("shadow")).unwrap();
     let (out, dest) = k.build_local(&ctx, "top");
     assert!(!out.status.success());
@@ -79,7 +44,10 @@ fn a_context_symlink_to_a_host_file_never_copies_the_host_file() {
     assert!(!dest.join("shadow").exists());
 
     // Inside a copied folder, links are copied as links.
-    let ctx = k.context("nested", "FROM scratch\nCOPY dir/ /dir/\n", &[]);
+    let ctx = k.context(
+        "nested",
+        &[("Dockerfile", "FROM scratch\nCOPY dir/ /dir/\n")],
+    );
     std::fs::create_dir(ctx.join("dir")).unwrap();
     std::os::unix::fs::symlink("/etc/shadow", ctx.join("dir/shadow")).unwrap();
     std::os::unix::fs::symlink("../../../../../../etc/passwd", ctx.join("dir/up")).unwrap();
@@ -102,8 +70,8 @@ fn a_context_symlink_to_a_host_file_never_copies_the_host_file() {
 
 #[test]
 fn a_run_cannot_read_the_host_through_proc_1_root() {
-    let k = Kiln::new();
-    let marker = k.tmp.path().join("host-secret");
+    let k = Kiln::with_busybox();
+    let marker = k.path("host-secret");
     std::fs::write(&marker, "secret").unwrap();
     let m = marker.display().to_string();
     let df = format!(
@@ -112,7 +80,7 @@ fn a_run_cannot_read_the_host_through_proc_1_root() {
          RUN (cat /proc/self/root{m} 2>/dev/null || echo unreadable) > /via-self\n\
          RUN (ls /proc/1/root/ > /root-listing)\n"
     );
-    let ctx = k.context("ctx", &df, &[]);
+    let ctx = k.context("ctx", &[("Dockerfile", df.as_str())]);
     let (out, dest) = k.build_local(&ctx, "proc");
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
@@ -134,11 +102,13 @@ fn a_run_cannot_read_the_host_through_proc_1_root() {
 
 #[test]
 fn a_failing_build_names_nothing_and_says_which_step_failed() {
-    let k = Kiln::new();
+    let k = Kiln::with_busybox();
     let ctx = k.context(
         "ctx",
-        "FROM busybox:1.35\nRUN echo before\nRUN exit 3\n",
-        &[],
+        &[(
+            "Dockerfile",
+            "FROM busybox:1.35\nRUN echo before\nRUN exit 3\n",
+        )],
     );
     let out = k.run(&[
         "build",
@@ -168,11 +138,16 @@ fn mounts_below(dir: &Path) -> Vec<String> {
 
 #[test]
 fn a_build_killed_mid_step_leaves_a_store_the_next_build_uses() {
-    let k = Kiln::new();
+    let k = Kiln::with_busybox();
     let ctx = k.context(
         "slow",
-        "FROM busybox:1.35\nCOPY a.txt /a.txt\nRUN touch /started && sleep 60\n",
-        &[("a.txt", "a")],
+        &[
+            (
+                "Dockerfile",
+                "FROM busybox:1.35\nCOPY a.txt /a.txt\nRUN touch /started && sleep 60\n",
+            ),
+            ("a.txt", "a"),
+        ],
     );
     let mut child = k
         .cmd(&[
@@ -200,8 +175,13 @@ fn a_build_killed_mid_step_leaves_a_store_the_next_build_uses() {
 
     let ctx2 = k.context(
         "after",
-        "FROM busybox:1.35\nCOPY a.txt /a.txt\nRUN echo ok > /ok\n",
-        &[("a.txt", "a")],
+        &[
+            (
+                "Dockerfile",
+                "FROM busybox:1.35\nCOPY a.txt /a.txt\nRUN echo ok > /ok\n",
+            ),
+            ("a.txt", "a"),
+        ],
     );
     let (out, dest) = k.build_local(&ctx2, "after");
     assert!(out.status.success(), "{}", stderr(&out));

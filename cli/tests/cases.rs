@@ -11,47 +11,26 @@
 //! holding its symlink target. Each test builds from a copy of the context
 //! with both restored, so the comparison is with what BuildKit was given.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod harness;
 
+use std::path::{Path, PathBuf};
+
+use harness::{events, imagefs, stderr, Kiln, SHARED};
 use serde_json::Value;
 
-const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared");
-
-struct Kiln {
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
-    work: PathBuf,
-}
-
 impl Kiln {
-    fn new() -> Kiln {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let root = tmp.path().join("root");
-        let work = tmp.path().join("work");
-        std::fs::create_dir_all(&work).expect("work dir");
-        let k = Kiln {
-            _tmp: tmp,
-            root,
-            work,
-        };
-        let fixture = format!("{SHARED}/fixtures/busybox-1.35-oci.tar");
-        let out = k.run(&["load", "-q", "-i", &fixture]);
-        assert!(out.status.success(), "load: {}", stderr(&out));
+    /// A store with the busybox fixture loaded and an empty `work/` folder
+    /// for the case's Dockerfile, context and outputs.
+    fn for_case() -> Kiln {
+        let k = Kiln::with_busybox();
+        std::fs::create_dir_all(k.work()).expect("work dir");
         k
     }
 
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_kiln"))
-            .args(args)
-            .env("KILN_ROOT", &self.root)
-            .output()
-            .expect("running kiln")
+    /// The case's own folder, beside the store.
+    fn work(&self) -> PathBuf {
+        self.path("work")
     }
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 fn normalize(s: &str) -> String {
@@ -59,17 +38,6 @@ fn normalize(s: &str) -> String {
         .filter(|c| !c.is_whitespace())
         .flat_map(char::to_lowercase)
         .collect()
-}
-
-fn imagefs(image: &Path, platform: Option<&str>) -> Value {
-    let mut cmd = Command::new("python3");
-    cmd.arg(format!("{SHARED}/oracle/imagefs.py")).arg(image);
-    if let Some(p) = platform {
-        cmd.args(["--platform", p]);
-    }
-    let out = cmd.output().expect("running imagefs.py");
-    assert!(out.status.success(), "imagefs.py: {}", stderr(&out));
-    serde_json::from_slice(&out.stdout).expect("imagefs.py prints JSON")
 }
 
 /// The differences between two imagefs descriptions, readably.
@@ -182,16 +150,16 @@ fn run_case_with(name: &str, edit: impl Fn(&str) -> String) {
     let meta: Value =
         serde_json::from_slice(&std::fs::read(dir.join("case.json")).expect("case.json"))
             .expect("case.json is JSON");
-    let k = Kiln::new();
-    let oci = k.work.join("image.tar");
-    let local = k.work.join("rootfs");
+    let k = Kiln::for_case();
+    let oci = k.work().join("image.tar");
+    let local = k.work().join("rootfs");
     let oci_out = format!("type=oci,dest={}", oci.display());
     let local_out = format!("type=local,dest={}", local.display());
     let original = std::fs::read_to_string(dir.join("Dockerfile")).expect("Dockerfile");
-    let df_path = k.work.join("Dockerfile");
+    let df_path = k.work().join("Dockerfile");
     std::fs::write(&df_path, edit(&original)).expect("writing the Dockerfile");
     let df = df_path.display().to_string();
-    let ctx_dir = k.work.join("context");
+    let ctx_dir = k.work().join("context");
     prepare_context(name, &dir.join("context"), &ctx_dir);
     let ctx = ctx_dir.display().to_string();
     let mut args: Vec<String> = vec![
@@ -272,10 +240,7 @@ fn run_case_with(name: &str, edit: impl Fn(&str) -> String) {
         "{name}: rebuild failed:\n{}",
         stderr(&out)
     );
-    let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
+    let events = events(&out);
     let is_source = |e: &Value| {
         let n = e["name"].as_str().unwrap_or_default();
         n.starts_with("FROM ") || n.starts_with("load build context") || n == "scratch"
@@ -367,8 +332,8 @@ cases! {
 /// expects is there.
 #[test]
 fn m_heredoc_run() {
-    let k = Kiln::new();
-    let ctx = k.work.join("probe");
+    let k = Kiln::for_case();
+    let ctx = k.work().join("probe");
     std::fs::create_dir_all(&ctx).unwrap();
     std::fs::write(
         ctx.join("Dockerfile"),
@@ -383,7 +348,7 @@ fn m_heredoc_run() {
     );
 
     let dir = PathBuf::from(format!("{SHARED}/cases/m-heredoc-run"));
-    let ctx = k.work.join("as-written");
+    let ctx = k.work().join("as-written");
     std::fs::create_dir_all(&ctx).unwrap();
     let df = ctx.join("Dockerfile");
     std::fs::copy(dir.join("Dockerfile"), &df).unwrap();
@@ -406,7 +371,7 @@ fn m_heredoc_run() {
 #[test]
 fn multi_platform_is_refused_clearly() {
     let dir = format!("{SHARED}/cases/m-multi-platform");
-    let k = Kiln::new();
+    let k = Kiln::for_case();
     let out = k.run(&[
         "build",
         "--platform",

@@ -9,84 +9,25 @@
 #[path = "../../cache/tests/common/mod.rs"]
 mod common;
 
+mod harness;
+
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 
 use cache::compress::{self, Compression, Conversion};
 use cache::{gc, image, media, Digest, Reference, Root};
-use common::{imagefs, sha256, TestRegistry};
+use common::{sha256, TestRegistry};
+use harness::{imagefs, skopeo, umoci_unpack, Kiln, BUSYBOX_INDEX};
 use serde_json::{json, Value};
 
-const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared");
-/// The fixture's index digest (see cli/tests/images_cli.rs).
-const BUSYBOX_INDEX: &str =
-    "sha256:92113fb732fa5ce2fbd395951f3008d3c03ae3bb722f1be8c712e6e4e1acb4f6";
-
-struct Kiln {
-    tmp: tempfile::TempDir,
-    root: PathBuf,
-}
-
 impl Kiln {
-    /// A store with nothing in it.
-    fn empty() -> Kiln {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let root = tmp.path().join("root");
-        Kiln { tmp, root }
-    }
-
-    /// A store with the busybox fixture loaded (gzip layers).
-    fn with_busybox() -> Kiln {
-        let k = Kiln::empty();
-        k.ok(&[
-            "load",
-            "-q",
-            "-i",
-            &format!("{SHARED}/fixtures/busybox-1.35-oci.tar"),
-        ]);
-        k
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_kiln"))
-            .args(args)
-            .env("KILN_ROOT", &self.root)
-            .env("NO_COLOR", "1")
-            .output()
-            .expect("running kiln")
-    }
-
-    /// Runs kiln, asserts success, returns (stdout, stderr).
-    fn ok(&self, args: &[&str]) -> (String, String) {
-        let out = self.run(args);
-        let (o, e) = (
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        );
-        assert!(out.status.success(), "kiln {args:?} failed:\n{o}\n{e}");
-        (o, e)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.tmp.path().join(name)
-    }
-
-    fn store(&self) -> Root {
-        Root::open(&self.root).expect("open store")
-    }
-
     /// Builds `Dockerfile` text with a context of `files` as `tag`, with
     /// extra arguments (outputs).
     fn build(&self, dockerfile: &str, files: &[(&str, &str)], extra: &[&str]) {
-        let ctx = self.path("ctx");
-        std::fs::create_dir_all(&ctx).expect("ctx");
-        std::fs::write(ctx.join("Dockerfile"), dockerfile).expect("Dockerfile");
-        for (name, text) in files {
-            std::fs::write(ctx.join(name), text).expect("context file");
-        }
-        let ctx = ctx.display().to_string();
+        let mut all = vec![("Dockerfile", dockerfile)];
+        all.extend_from_slice(files);
+        let ctx = self.context("ctx", &all).display().to_string();
         let mut args = vec!["build", "-q"];
         args.extend_from_slice(extra);
         args.push(&ctx);
@@ -138,19 +79,6 @@ fn local_image(root: &Root, name: &str) -> Local {
             .map(|l| (l.media_type().to_string(), l.digest().to_string()))
             .collect(),
     }
-}
-
-fn skopeo(args: &[&str]) -> Vec<u8> {
-    let out = Command::new("skopeo")
-        .args(args)
-        .output()
-        .expect("skopeo (run .ci/setup)");
-    assert!(
-        out.status.success(),
-        "skopeo {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
 }
 
 fn inspect_raw(reference: &str) -> Vec<u8> {
@@ -287,17 +215,7 @@ fn push_gzips_built_layers_once_and_round_trips() {
         assert_eq!(blob[3] & 0x08, 0, "no file name in the gzip header");
     }
     let bundle = k.path("bundle");
-    let out = Command::new("umoci")
-        .args(["unpack", "--image"])
-        .arg(format!("{}:app", layout.display()))
-        .arg(&bundle)
-        .output()
-        .expect("umoci (run .ci/setup)");
-    assert!(
-        out.status.success(),
-        "umoci: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    umoci_unpack(&layout, "app", &bundle);
     assert_eq!(
         std::fs::read_to_string(bundle.join("rootfs/b.txt")).expect("b.txt"),
         "built-by-kiln\n"
@@ -351,8 +269,8 @@ fn push_gzips_built_layers_once_and_round_trips() {
     k2.ok(&["save", "-o", pulled.to_str().expect("utf8"), &remote]);
     assert!(k2.memo().is_empty(), "gzip layers pulled are not converted");
     assert_eq!(
-        imagefs(&pulled, "linux/amd64"),
-        imagefs(&orig, "linux/amd64")
+        imagefs(&pulled, Some("linux/amd64")),
+        imagefs(&orig, Some("linux/amd64"))
     );
 
     // prune drops the converted blobs and their memo entries (no name
@@ -424,9 +342,9 @@ fn archive_outputs_are_gzip_by_default() {
         );
     }
 
-    let want = imagefs(&plain, "linux/amd64");
-    assert_eq!(imagefs(&gz, "linux/amd64"), want);
-    assert_eq!(imagefs(&docker, "linux/amd64"), want);
+    let want = imagefs(&plain, Some("linux/amd64"));
+    assert_eq!(imagefs(&gz, Some("linux/amd64")), want);
+    assert_eq!(imagefs(&docker, Some("linux/amd64")), want);
     let layout = k.path("layout");
     skopeo(&[
         "copy",
@@ -493,7 +411,10 @@ fn zstd_round_trip_through_skopeo() {
         &[media::OCI_LAYER_GZIP; 3],
         |d| layout_blob(&dir, d),
     );
-    assert_eq!(imagefs(&back, "linux/amd64"), imagefs(&orig, "linux/amd64"));
+    assert_eq!(
+        imagefs(&back, Some("linux/amd64")),
+        imagefs(&orig, Some("linux/amd64"))
+    );
 
     // Forced zstd converts the gzip base too.
     let all = k.path("all-zstd.tar");

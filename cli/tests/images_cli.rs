@@ -1,82 +1,20 @@
 //! The image commands end to end through the real `kiln` binary, each test
 //! with its own `$KILN_ROOT`.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod harness;
 
-const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared");
-const INDEX: &str = "sha256:92113fb732fa5ce2fbd395951f3008d3c03ae3bb722f1be8c712e6e4e1acb4f6";
+use std::path::Path;
 
-struct Kiln {
-    _dir: tempfile::TempDir,
-    root: PathBuf,
-    work: PathBuf,
-}
-
-impl Kiln {
-    fn new() -> Kiln {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let root = dir.path().join("root");
-        let work = dir.path().to_path_buf();
-        Kiln {
-            _dir: dir,
-            root,
-            work,
-        }
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_kiln"))
-            .args(args)
-            .env("KILN_ROOT", &self.root)
-            .env("NO_COLOR", "1")
-            .output()
-            .expect("run kiln")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "kiln {args:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn blobs(&self) -> usize {
-        std::fs::read_dir(self.root.join("blobs/sha256")).map_or(0, |rd| rd.count())
-    }
-}
-
-fn fixture() -> String {
-    format!("{SHARED}/fixtures/busybox-1.35-oci.tar")
-}
-
-fn imagefs(image: &Path, platform: &str) -> serde_json::Value {
-    let out = Command::new("python3")
-        .arg(format!("{SHARED}/oracle/imagefs.py"))
-        .arg(image)
-        .args(["--platform", platform])
-        .output()
-        .expect("imagefs.py");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("json")
-}
+use harness::{fixture, imagefs, Kiln, BUSYBOX_INDEX};
 
 #[test]
 fn load_images_tag_inspect_history_save_rmi() {
-    let k = Kiln::new();
+    let k = Kiln::empty();
     assert_eq!(
-        k.ok(&["load", "-i", &fixture()]),
+        k.ok(&["load", "-i", &fixture()]).0,
         "Loaded image: busybox:1.35\n"
     );
-    let table = k.ok(&["images"]);
+    let table = k.ok(&["images"]).0;
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(
         lines[0],
@@ -91,17 +29,20 @@ fn load_images_tag_inspect_history_save_rmi() {
     assert_eq!(lines.len(), 2);
 
     k.ok(&["tag", "busybox:1.35", "localhost:5000/tools/bb:v1"]);
-    let table = k.ok(&["images"]);
+    let table = k.ok(&["images"]).0;
     assert!(table.contains("localhost:5000/tools/bb   v1 "), "{table}");
-    assert_eq!(k.ok(&["images", "-q"]), "92113fb732fa\n");
-    assert_eq!(k.ok(&["images", "-q", "--no-trunc"]), format!("{INDEX}\n"));
-    assert_eq!(k.ok(&["images", "-q", "busybox"]), "92113fb732fa\n");
+    assert_eq!(k.ok(&["images", "-q"]).0, "92113fb732fa\n");
+    assert_eq!(
+        k.ok(&["images", "-q", "--no-trunc"]).0,
+        format!("{BUSYBOX_INDEX}\n")
+    );
+    assert_eq!(k.ok(&["images", "-q", "busybox"]).0, "92113fb732fa\n");
 
     // inspect: docker's fields, host platform by default, --platform picks.
     let v: serde_json::Value =
-        serde_json::from_str(&k.ok(&["inspect", "busybox:1.35"])).expect("json");
+        serde_json::from_str(&k.ok(&["inspect", "busybox:1.35"]).0).expect("json");
     let doc = &v[0];
-    assert_eq!(doc["Id"], INDEX);
+    assert_eq!(doc["Id"], BUSYBOX_INDEX);
     assert_eq!(
         doc["RepoTags"],
         serde_json::json!(["busybox:1.35", "localhost:5000/tools/bb:v1"])
@@ -119,7 +60,7 @@ fn load_images_tag_inspect_history_save_rmi() {
     );
     assert_eq!(doc["Size"], 395 + 1_031_856);
     let v: serde_json::Value =
-        serde_json::from_str(&k.ok(&["inspect", "--platform", "linux/arm64", "92113f"]))
+        serde_json::from_str(&k.ok(&["inspect", "--platform", "linux/arm64", "92113f"]).0)
             .expect("json");
     assert_eq!(v[0]["Architecture"], "arm64");
     assert_eq!(v[0]["Variant"], "v8");
@@ -127,7 +68,7 @@ fn load_images_tag_inspect_history_save_rmi() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no manifest for platform linux/s390x"));
 
-    let hist = k.ok(&["history", "busybox:1.35"]);
+    let hist = k.ok(&["history", "busybox:1.35"]).0;
     let lines: Vec<&str> = hist.lines().collect();
     assert_eq!(lines[0], "IMAGE               CREATED             CREATED BY                                      SIZE                COMMENT");
     assert!(lines[1].starts_with("92113fb732fa        "), "{hist}");
@@ -136,21 +77,23 @@ fn load_images_tag_inspect_history_save_rmi() {
         "{hist}"
     );
     assert!(lines[1].contains("1.03MB"), "{hist}");
-    let hist = k.ok(&[
-        "history",
-        "--platform",
-        "linux/arm64",
-        "--no-trunc",
-        "busybox:1.35",
-    ]);
+    let hist = k
+        .ok(&[
+            "history",
+            "--platform",
+            "linux/arm64",
+            "--no-trunc",
+            "busybox:1.35",
+        ])
+        .0;
     assert!(
         hist.contains("from Debian") && hist.contains("991kB"),
         "{hist}"
     );
 
     // save both ways; the oracle sees both platforms as in the fixture.
-    let oci = k.work.join("o.tar");
-    let docker = k.work.join("d.tar");
+    let oci = k.path("o.tar");
+    let docker = k.path("d.tar");
     k.ok(&[
         "save",
         "-o",
@@ -161,24 +104,24 @@ fn load_images_tag_inspect_history_save_rmi() {
     ]);
     k.ok(&["save", "-o", docker.to_str().expect("utf8"), "busybox:1.35"]);
     for p in ["linux/amd64", "linux/arm64"] {
-        let want = imagefs(Path::new(&fixture()), p);
-        assert_eq!(imagefs(&oci, p), want, "oci {p}");
-        assert_eq!(imagefs(&docker, p), want, "docker {p}");
+        let want = imagefs(Path::new(&fixture()), Some(p));
+        assert_eq!(imagefs(&oci, Some(p)), want, "oci {p}");
+        assert_eq!(imagefs(&docker, Some(p)), want, "docker {p}");
     }
 
     // rmi: untag one name, content stays; untag the last, content goes.
-    assert_eq!(k.ok(&["rmi", "busybox:1.35"]), "Untagged: busybox:1.35\n");
+    assert_eq!(k.ok(&["rmi", "busybox:1.35"]).0, "Untagged: busybox:1.35\n");
     assert_eq!(k.blobs(), 7);
     assert_eq!(
-        k.ok(&["rmi", "localhost:5000/tools/bb:v1"]),
-        format!("Untagged: localhost:5000/tools/bb:v1\nDeleted: {INDEX}\n")
+        k.ok(&["rmi", "localhost:5000/tools/bb:v1"]).0,
+        format!("Untagged: localhost:5000/tools/bb:v1\nDeleted: {BUSYBOX_INDEX}\n")
     );
     assert_eq!(k.blobs(), 0);
-    assert_eq!(k.ok(&["images"]).lines().count(), 1);
+    assert_eq!(k.ok(&["images"]).0.lines().count(), 1);
 
     // The saved docker-archive loads back under its name.
     assert_eq!(
-        k.ok(&["load", "-i", docker.to_str().expect("utf8")]),
+        k.ok(&["load", "-i", docker.to_str().expect("utf8")]).0,
         "Loaded image: busybox:1.35\n"
     );
     let out = k.run(&["rmi", "nosuch:image"]);
@@ -188,13 +131,13 @@ fn load_images_tag_inspect_history_save_rmi() {
 
 #[test]
 fn rmi_by_id_with_several_names_needs_force() {
-    let k = Kiln::new();
+    let k = Kiln::empty();
     k.ok(&["load", "-i", &fixture()]);
     k.ok(&["tag", "busybox:1.35", "other:1"]);
     let out = k.run(&["rmi", "92113fb732fa"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("must be forced"));
-    let out = k.ok(&["rmi", "-f", "92113fb732fa"]);
+    let out = k.ok(&["rmi", "-f", "92113fb732fa"]).0;
     assert!(
         out.contains("Untagged: busybox:1.35")
             && out.contains("Untagged: other:1")
@@ -205,25 +148,25 @@ fn rmi_by_id_with_several_names_needs_force() {
 
 #[test]
 fn prune_removes_only_unreferenced_blobs_and_reports_space() {
-    let k = Kiln::new();
+    let k = Kiln::empty();
     k.ok(&["load", "-i", &fixture()]);
-    let root = cache::Root::open(&k.root).expect("open");
+    let root = k.store();
     let orphan = root.blobs().put(&vec![7u8; 12_345]).expect("put");
     assert_eq!(k.blobs(), 8);
-    let dry = k.ok(&["prune", "--dry-run"]);
+    let dry = k.ok(&["prune", "--dry-run"]).0;
     assert!(
         dry.contains(&orphan.to_string()) && dry.contains("Total reclaimed space: 12.3kB"),
         "{dry}"
     );
     assert_eq!(k.blobs(), 8);
-    let out = k.ok(&["prune"]);
+    let out = k.ok(&["prune"]).0;
     assert!(out.contains(&orphan.to_string()), "{out}");
     assert!(out.ends_with("Total reclaimed space: 12.3kB\n"), "{out}");
     assert_eq!(k.blobs(), 7);
     assert!(!root.blobs().has(&orphan));
-    assert_eq!(k.ok(&["prune", "--all"]), "Total reclaimed space: 0B\n");
+    assert_eq!(k.ok(&["prune", "--all"]).0, "Total reclaimed space: 0B\n");
     // The image is intact.
-    let out = k.work.join("after.tar");
+    let out = k.path("after.tar");
     k.ok(&[
         "save",
         "-o",
@@ -233,14 +176,14 @@ fn prune_removes_only_unreferenced_blobs_and_reports_space() {
         "busybox:1.35",
     ]);
     assert_eq!(
-        imagefs(&out, "linux/arm64"),
-        imagefs(Path::new(&fixture()), "linux/arm64")
+        imagefs(&out, Some("linux/arm64")),
+        imagefs(Path::new(&fixture()), Some("linux/arm64"))
     );
 }
 
 #[test]
 fn load_refuses_dotdot_entries_and_leaves_the_store_unchanged() {
-    let k = Kiln::new();
+    let k = Kiln::empty();
     k.ok(&["load", "-i", &fixture()]);
     let before = std::fs::read(k.root.join("images.json")).expect("names");
 
@@ -257,7 +200,7 @@ fn load_refuses_dotdot_entries_and_leaves_the_store_unchanged() {
     h.set_mode(0o644);
     h.set_cksum();
     b.append(&h, &b"x"[..]).expect("append");
-    let bad = k.work.join("bad.tar");
+    let bad = k.path("bad.tar");
     std::fs::write(&bad, b.into_inner().expect("tar")).expect("write");
 
     let out = k.run(&["load", "-i", bad.to_str().expect("utf8"), "--tag", "evil:1"]);
@@ -278,5 +221,5 @@ fn load_refuses_dotdot_entries_and_leaves_the_store_unchanged() {
         std::fs::read_dir(k.root.join("tmp")).expect("tmp").count(),
         0
     );
-    assert!(!k.work.join("pwned").exists() && !k.root.join("../pwned").exists());
+    assert!(!k.path("pwned").exists() && !k.root.join("../pwned").exists());
 }
