@@ -3,15 +3,15 @@
 //! `kiln sandbox-helper` re-exec, as root) with a private binfmt_misc, and
 //! the host's binfmt_misc is left exactly as it was.
 
+mod harness;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use harness::{imagefs, Kiln, KILN, SHARED};
 use solver::ops::Platform;
 use worker::emulation::{emulator_for, host_architecture};
 use worker::sandbox::{run, ExitStatus, SandboxSpec, Stream};
-
-const KILN: &str = env!("CARGO_BIN_EXE_kiln");
-const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared");
 
 fn arm64() -> Platform {
     Platform {
@@ -188,27 +188,9 @@ fn multi_platform_case_builds_each_platform() {
         .iter()
         .filter_map(|p| p.as_str())
         .collect();
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("store");
-    let kiln = |args: &[&str]| {
-        let out = Command::new(KILN)
-            .args(args)
-            .env("KILN_ROOT", &root)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "kiln {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    kiln(&[
-        "load",
-        "-i",
-        &format!("{SHARED}/fixtures/busybox-1.35-oci.tar"),
-    ]);
-    let oci = tmp.path().join("image.tar");
-    kiln(&[
+    let k = Kiln::with_busybox();
+    let oci = k.path("image.tar");
+    k.ok(&[
         "build",
         "--progress",
         "plain",
@@ -221,18 +203,7 @@ fn multi_platform_case_builds_each_platform() {
         &case.join("context").display().to_string(),
     ]);
     for p in &platforms {
-        let out = Command::new("python3")
-            .arg(format!("{SHARED}/oracle/imagefs.py"))
-            .args(["--platform", p])
-            .arg(&oci)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let got = imagefs(&oci, Some(p));
         assert_eq!(got["platform"], *p);
         let files = meta["expect"]["platforms"][p]["files"].as_object().unwrap();
         assert!(!files.is_empty());
@@ -261,13 +232,13 @@ fn multi_platform_case_builds_each_platform() {
 
     // type=local and type=tar split the platforms into folders named as
     // BuildKit names them (the steps are cached by now).
-    let local = tmp.path().join("local");
-    let tar = tmp.path().join("rootfs.tar");
+    let local = k.path("local");
+    let tar = k.path("rootfs.tar");
     for out in [
         format!("type=local,dest={}", local.display()),
         format!("type=tar,dest={}", tar.display()),
     ] {
-        kiln(&[
+        k.ok(&[
             "build",
             "--progress",
             "plain",
@@ -280,7 +251,7 @@ fn multi_platform_case_builds_each_platform() {
             &case.join("context").display().to_string(),
         ]);
     }
-    let unpacked = tmp.path().join("unpacked");
+    let unpacked = k.path("unpacked");
     std::fs::create_dir(&unpacked).unwrap();
     let st = Command::new("tar")
         .arg("xf")
