@@ -27,6 +27,8 @@ enum Command {
     #[command(flatten)]
     Registry(commands::registry::Cmd),
     #[command(flatten)]
+    Run(commands::run::Cmd),
+    #[command(flatten)]
     Worker(commands::worker::Cmd),
 }
 
@@ -37,6 +39,7 @@ fn main() -> std::process::ExitCode {
         Command::Frontend(c) => commands::frontend::run(c),
         Command::Images(c) => commands::images::run(c),
         Command::Registry(c) => commands::registry::run(c),
+        Command::Run(c) => commands::run::run(c),
         Command::Worker(c) => commands::worker::run(c),
     };
     match result {

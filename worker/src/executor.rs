@@ -594,7 +594,8 @@ fn source_view(w: &Worker, snap: &Snapshot) -> Result<SourceView, ExecutorError>
 
 /// The uid, gid and supplementary groups of USER, resolved in the rootfs as
 /// docker does (a name must exist; a bare uid without an entry gets gid 0).
-fn resolve_user(rootfs: &Path, user: &str) -> Result<(u32, u32, Vec<u32>), ExecutorError> {
+/// Public for the run backend (`kiln run -u`).
+pub fn resolve_user(rootfs: &Path, user: &str) -> Result<(u32, u32, Vec<u32>), ExecutorError> {
     if user.is_empty() {
         return Ok((0, 0, vec![]));
     }

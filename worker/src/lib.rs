@@ -6,6 +6,7 @@
 //! snapshots on kernel overlayfs, and the conversion between overlay upper
 //! dirs and OCI layer tars (whiteouts in both directions).
 
+pub mod container;
 pub mod diff;
 pub mod emulation;
 pub mod executor;

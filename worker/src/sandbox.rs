@@ -1047,7 +1047,7 @@ fn helper(chan: &mut UnixStream) -> Result<ExitStatus, String> {
 
 /// Sets `lo` up in a fresh network namespace, as docker's `--network none`
 /// has it: 127.0.0.1 works, nothing else does.
-fn loopback_up() -> io::Result<()> {
+pub(crate) fn loopback_up() -> io::Result<()> {
     #[repr(C)]
     struct IfReq {
         name: [libc::c_char; libc::IFNAMSIZ],
@@ -1090,6 +1090,18 @@ fn os(what: &str) -> String {
 
 fn cpath(p: impl AsRef<OsStr>) -> Result<CString, String> {
     sys::cstr(p).map_err(|e| e.to_string())
+}
+
+/// Carries out `steps` (a [`plan`] or its tail) in the calling process and
+/// execs; returns only on failure, with the message. For the run backend
+/// ([`crate::container`]), whose single-threaded helpers fork their own
+/// processes (a container's pid 1, an exec'd process) and so need the
+/// setup without this module's fork and status protocol.
+pub fn carry_out(spec: &SandboxSpec, steps: &[Step], errfd: RawFd) -> String {
+    match child(spec, steps, errfd) {
+        Ok(never) => match never {},
+        Err(e) => e,
+    }
 }
 
 /// pid 1: carries out the plan; returns only on failure.

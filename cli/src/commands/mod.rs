@@ -4,4 +4,5 @@ pub mod build;
 pub mod frontend;
 pub mod images;
 pub mod registry;
+pub mod run;
 pub mod worker;

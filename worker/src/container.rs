@@ -1,0 +1,1153 @@
+//! Containers: the run backend's state on disk and its process lifecycle
+//! (`kiln run`, `ps`, `logs`, `stop`, `rm`, `exec`).
+//!
+//! Each container has a folder `$KILN_ROOT/containers/<id>/` holding:
+//! - `state.json`: the [`Container`] record (config and status), replaced
+//!   atomically (write + rename) under an flock on `lock`, so concurrent
+//!   kiln processes read whole records and never lose an update;
+//! - `upper/`, `work/`: the overlay's upper and work dirs (the container's
+//!   own changes; the image's layer dirs are only ever lower dirs);
+//! - `rootfs/`: the mount point of the overlay, mounted only inside the
+//!   container's own mount namespace (it vanishes with the container);
+//! - `log`: the container's output as JSON lines, one object per line of
+//!   output: `{"time_ns":…,"stream":"stdout"|"stderr","log":"text\n"}`
+//!   (docker's json-file layout; bytes that are not UTF-8 are replaced).
+//!
+//! kiln may run on tokio and must not fork, so a container is started by
+//! re-executing kiln as `kiln container-helper run <dir>` (posix_spawn, no
+//! fork of kiln). That helper is single-threaded: it leaves kiln's session
+//! (`setsid`), unshares the pid, uts, ipc (and net for `--network none`)
+//! namespaces, forks the container's pid 1, which takes a mount namespace
+//! of its own, mounts the overlay and then follows the sandbox's plan
+//! ([`crate::sandbox::plan`]) up to exec. The helper copies pid 1's output
+//! to the log (and to its own stdout/stderr in the foreground), forwards
+//! the signals it gets to pid 1, waits for it and records the exit status.
+//! A detached (`-d`) container is the same helper with its stdio away from
+//! the terminal; kiln returns once the helper says the process started.
+//!
+//! `kiln exec` re-executes kiln as `kiln container-helper exec <json>`,
+//! which joins the running container's namespaces (`setns`), forks, enters
+//! the container's root and execs the command through the same plan's
+//! tail (rlimits, fds, workdir, capabilities, user, exec).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, Read, Seek, SeekFrom, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::sandbox::{self, Mount, Network, SandboxSpec, Step};
+
+/// The hidden `kiln` subcommand that runs [`helper_main`].
+pub const HELPER_SUBCOMMAND: &str = "container-helper";
+
+/// Exit code for kiln's own failures to run a container (docker's 125).
+pub const EXIT_KILN: i32 = 125;
+/// Exit code when the command exists but cannot be executed (docker's 126).
+pub const EXIT_CANNOT_EXEC: i32 = 126;
+/// Exit code when the command is not found (docker's 127).
+pub const EXIT_NOT_FOUND: i32 = 127;
+
+/// What can go wrong with the container store.
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("container state {path}: {detail}")]
+    State { path: PathBuf, detail: String },
+    #[error("No such container: {0}")]
+    NotFound(String),
+    #[error("container {0:?} is ambiguous: give more of its ID")]
+    Ambiguous(String),
+    #[error("the container name \"/{0}\" is already in use")]
+    NameInUse(String),
+    #[error("invalid container name {0:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")]
+    BadName(String),
+    #[error(transparent)]
+    Lock(#[from] cache::Error),
+}
+
+fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> ContainerError + 'a {
+    move |source| ContainerError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+type Result<T, E = ContainerError> = std::result::Result<T, E>;
+
+/// Where a container is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Recorded, its process not started (yet, or it failed to start).
+    Created,
+    /// Its pid 1 runs (check [`Container::is_alive`]: a killed helper
+    /// cannot record the end).
+    Running,
+    /// Its pid 1 ended; `exit_code` says how.
+    Exited,
+}
+
+/// One container's record: what it runs (fixed at creation) and how it is
+/// doing. This is `state.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Container {
+    /// 64 hex digits.
+    pub id: String,
+    /// Unique among containers; generated docker-style when not given.
+    pub name: String,
+    /// The image as the user named it.
+    pub image: String,
+    /// The image's manifest digest.
+    pub image_id: String,
+    /// The full argv (entrypoint and command).
+    pub command: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    /// `user[:group]` as docker takes it; resolved in the container's root.
+    pub user: String,
+    pub hostname: String,
+    pub network: Network,
+    pub mounts: Vec<Mount>,
+    /// The image's unpacked layer dirs, lowest first.
+    pub lowers: Vec<PathBuf>,
+    /// `--rm`: the helper removes the container when it exits.
+    pub auto_remove: bool,
+    /// Creation time, seconds since the epoch.
+    pub created: i64,
+    pub status: Status,
+    /// pid 1's pid as the host sees it, while running.
+    #[serde(default)]
+    pub pid: Option<i32>,
+    /// pid 1's start time (clock ticks since boot, /proc/PID/stat field 22),
+    /// so a reused pid is never taken for the container.
+    #[serde(default)]
+    pub start_time: Option<u64>,
+    #[serde(default)]
+    pub started: Option<i64>,
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    #[serde(default)]
+    pub finished: Option<i64>,
+    /// Why the process could not start, if it could not.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+impl Container {
+    /// True while pid 1 really runs: recorded as running, and the pid still
+    /// names a live (not zombie) process started at the recorded time.
+    pub fn is_alive(&self) -> bool {
+        match (self.status, self.pid, self.start_time) {
+            (Status::Running, Some(pid), Some(t)) => proc_start_time(pid) == Some(t),
+            _ => false,
+        }
+    }
+
+    /// The status to show: a container recorded as running whose process is
+    /// gone (its helper was killed) has exited, with no known code.
+    pub fn effective_status(&self) -> Status {
+        if self.status == Status::Running && !self.is_alive() {
+            Status::Exited
+        } else {
+            self.status
+        }
+    }
+
+    /// The argv's short id (12 hex digits), as docker shows it.
+    pub fn short_id(&self) -> &str {
+        self.id.get(..12).unwrap_or(&self.id)
+    }
+}
+
+/// Seconds since the epoch.
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// The start time of a live process (field 22 of /proc/PID/stat), `None`
+/// if there is none or it is a zombie.
+pub fn proc_start_time(pid: i32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command may hold spaces and parentheses: fields follow the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // fields[0] is field 3 (state); field 22 is fields[19].
+    if matches!(fields.first(), Some(&"Z") | Some(&"X")) {
+        return None;
+    }
+    fields.get(19)?.parse().ok()
+}
+
+/// The containers of one kiln store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    dir: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating) `<kiln_root>/containers`.
+    pub fn open(kiln_root: &Path) -> Result<Store> {
+        let dir = kiln_root.join("containers");
+        fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+        Ok(Store { dir })
+    }
+
+    /// A container's folder.
+    pub fn dir_of(&self, id: &str) -> PathBuf {
+        self.dir.join(id)
+    }
+
+    fn global_lock(&self) -> Result<cache::lock::FileLock> {
+        Ok(cache::lock::FileLock::exclusive(&self.dir.join(".lock"))?)
+    }
+
+    /// Records a new container: picks its id (and its name when `c.name` is
+    /// empty), checks the name is free, makes its folder and writes its
+    /// state, all under the store's lock so two runs never share a name.
+    pub fn create(&self, mut c: Container) -> Result<Container> {
+        if !c.name.is_empty() && !valid_name(&c.name) {
+            return Err(ContainerError::BadName(c.name));
+        }
+        let _lock = self.global_lock()?;
+        let all = self.list()?;
+        if c.name.is_empty() {
+            let mut seed = random_bytes::<8>();
+            loop {
+                let n = generated_name(u64::from_le_bytes(seed));
+                if !all.iter().any(|x| x.name == n) {
+                    c.name = n;
+                    break;
+                }
+                seed = random_bytes::<8>();
+            }
+        } else if all.iter().any(|x| x.name == c.name) {
+            return Err(ContainerError::NameInUse(c.name));
+        }
+        c.id = hex::encode(random_bytes::<32>());
+        let dir = self.dir_of(&c.id);
+        for sub in ["upper", "work", "rootfs"] {
+            let d = dir.join(sub);
+            fs::create_dir_all(&d).map_err(io_err("create", &d))?;
+        }
+        write_state(&dir, &c)?;
+        Ok(c)
+    }
+
+    /// Reads one container's record.
+    pub fn load(&self, id: &str) -> Result<Container> {
+        read_state(&self.dir_of(id))
+    }
+
+    /// Changes one container's record under its lock and returns the result.
+    pub fn update(&self, id: &str, f: impl FnOnce(&mut Container)) -> Result<Container> {
+        let dir = self.dir_of(id);
+        let _lock = cache::lock::FileLock::exclusive(&dir.join("lock"))?;
+        let mut c = read_state(&dir)?;
+        f(&mut c);
+        write_state(&dir, &c)?;
+        Ok(c)
+    }
+
+    /// Every container, newest first.
+    pub fn list(&self) -> Result<Vec<Container>> {
+        let mut out = Vec::new();
+        let rd = fs::read_dir(&self.dir).map_err(io_err("read", &self.dir))?;
+        for e in rd.flatten() {
+            let name = e.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.len() != 64 || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
+                continue;
+            }
+            // A folder being removed (or half made) is no container.
+            if let Ok(c) = read_state(&e.path()) {
+                out.push(c);
+            }
+        }
+        out.sort_by(|a, b| b.created.cmp(&a.created).then(b.id.cmp(&a.id)));
+        Ok(out)
+    }
+
+    /// Finds a container as docker does: full ID, exact name, or an
+    /// unambiguous ID prefix.
+    pub fn find(&self, key: &str) -> Result<Container> {
+        let all = self.list()?;
+        let key = key.strip_prefix('/').unwrap_or(key);
+        if let Some(c) = all.iter().find(|c| c.id == key || c.name == key) {
+            return Ok(c.clone());
+        }
+        let hits: Vec<&Container> = if key.is_empty() {
+            Vec::new()
+        } else {
+            all.iter().filter(|c| c.id.starts_with(key)).collect()
+        };
+        match hits.as_slice() {
+            [c] => Ok((*c).clone()),
+            [] => Err(ContainerError::NotFound(key.to_string())),
+            _ => Err(ContainerError::Ambiguous(key.to_string())),
+        }
+    }
+
+    /// Deletes a container's folder (its upper dir, log and state).
+    pub fn remove(&self, id: &str) -> Result<()> {
+        let _lock = self.global_lock()?;
+        let dir = self.dir_of(id);
+        // Renamed first so no reader sees a half-deleted container.
+        let gone = self.dir.join(format!(".removing-{id}"));
+        match fs::rename(&dir, &gone) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_err("rename", &dir)(e)),
+        }
+        fs::remove_dir_all(&gone).map_err(io_err("remove", &gone))
+    }
+}
+
+fn read_state(dir: &Path) -> Result<Container> {
+    let path = dir.join("state.json");
+    let bytes = fs::read(&path).map_err(io_err("read", &path))?;
+    serde_json::from_slice(&bytes).map_err(|e| ContainerError::State {
+        path,
+        detail: e.to_string(),
+    })
+}
+
+fn write_state(dir: &Path, c: &Container) -> Result<()> {
+    let path = dir.join("state.json");
+    let tmp = dir.join(format!("state.json.{}.tmp", std::process::id()));
+    let bytes = serde_json::to_vec_pretty(c).map_err(|e| ContainerError::State {
+        path: path.clone(),
+        detail: e.to_string(),
+    })?;
+    let mut f = File::create(&tmp).map_err(io_err("create", &tmp))?;
+    f.write_all(&bytes).map_err(io_err("write", &tmp))?;
+    f.sync_all().map_err(io_err("sync", &tmp))?;
+    fs::rename(&tmp, &path).map_err(io_err("rename", &tmp))
+}
+
+fn valid_name(n: &str) -> bool {
+    let mut b = n.bytes();
+    matches!(b.next(), Some(c) if c.is_ascii_alphanumeric())
+        && b.all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'.' || c == b'-')
+}
+
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut buf = [0u8; N];
+    let ok = File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .is_ok();
+    if !ok {
+        // No urandom: time and pid still make clashes unlikely, and the
+        // store's lock plus the name check catch the rest.
+        let seed = blake3::hash(
+            format!(
+                "{:?}{}",
+                SystemTime::now().duration_since(UNIX_EPOCH),
+                std::process::id()
+            )
+            .as_bytes(),
+        );
+        for (d, s) in buf.iter_mut().zip(seed.as_bytes().iter().cycle()) {
+            *d = *s;
+        }
+    }
+    buf
+}
+
+const ADJECTIVES: [&str; 24] = [
+    "admiring",
+    "brave",
+    "clever",
+    "dazzling",
+    "eager",
+    "focused",
+    "gallant",
+    "happy",
+    "inspiring",
+    "jolly",
+    "keen",
+    "loving",
+    "modest",
+    "nifty",
+    "optimistic",
+    "peaceful",
+    "quirky",
+    "relaxed",
+    "serene",
+    "trusting",
+    "upbeat",
+    "vibrant",
+    "wizardly",
+    "zealous",
+];
+const SURNAMES: [&str; 24] = [
+    "albattani",
+    "babbage",
+    "curie",
+    "darwin",
+    "euclid",
+    "feynman",
+    "galileo",
+    "hopper",
+    "hypatia",
+    "johnson",
+    "kepler",
+    "lovelace",
+    "meitner",
+    "newton",
+    "noether",
+    "pascal",
+    "ritchie",
+    "shannon",
+    "thompson",
+    "turing",
+    "wozniak",
+    "yonath",
+    "zhukovsky",
+    "lamport",
+];
+
+/// A docker-like `adjective_surname` name.
+fn generated_name(seed: u64) -> String {
+    let a = ADJECTIVES[(seed % ADJECTIVES.len() as u64) as usize];
+    let s = SURNAMES[((seed / 64) % SURNAMES.len() as u64) as usize];
+    let n = (seed / 4096) % 100;
+    format!("{a}_{s}{n}")
+}
+
+// ---------------------------------------------------------------------------
+// Stopping.
+
+fn wait_dead(pid: i32, start: u64, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if proc_start_time(pid) != Some(start) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn signal(pid: i32, start: u64, sig: libc::c_int) {
+    if proc_start_time(pid) == Some(start) {
+        // SAFETY: kill with integer arguments; the start time check keeps a
+        // reused pid from being signalled.
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
+/// Sends `sig` to a running container's pid 1 (pid 1 of a namespace gets
+/// only signals it handles, SIGKILL aside, as in docker).
+pub fn kill(c: &Container, sig: libc::c_int) {
+    if let (true, Some(pid), Some(start)) = (c.is_alive(), c.pid, c.start_time) {
+        signal(pid, start, sig);
+    }
+}
+
+/// `docker stop`: SIGTERM, SIGKILL after `timeout`, then waits for the
+/// helper to record the exit (recording it itself if the helper is gone).
+pub fn stop(store: &Store, id: &str, timeout: Duration) -> Result<Container> {
+    let c = store.load(id)?;
+    if let (true, Some(pid), Some(start)) = (c.is_alive(), c.pid, c.start_time) {
+        signal(pid, start, libc::SIGTERM);
+        if !wait_dead(pid, start, timeout) {
+            signal(pid, start, libc::SIGKILL);
+            wait_dead(pid, start, Duration::from_secs(60));
+        }
+    }
+    wait_recorded(store, id)
+}
+
+/// Waits (a few seconds at most) for a dead container's helper to write its
+/// final state; writes it when the helper is gone.
+fn wait_recorded(store: &Store, id: &str) -> Result<Container> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let c = match store.load(id) {
+            Ok(c) => c,
+            // Removed by its own helper (`--rm`).
+            Err(ContainerError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                return Err(ContainerError::NotFound(id.to_string()))
+            }
+            Err(e) => return Err(e),
+        };
+        if c.status != Status::Running {
+            return Ok(c);
+        }
+        if Instant::now() >= deadline {
+            return store.update(id, |c| {
+                if c.status == Status::Running {
+                    c.status = Status::Exited;
+                    c.exit_code = Some(137);
+                    c.finished = Some(now());
+                }
+            });
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Logs.
+
+/// One line of a container's output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogEntry {
+    pub time_ns: u128,
+    /// "stdout" or "stderr".
+    pub stream: String,
+    pub log: String,
+}
+
+/// Reads the complete log lines from byte `offset` on; returns them and the
+/// offset after the last complete line (for `logs -f`).
+pub fn read_log(path: &Path, offset: u64) -> Result<(Vec<LogEntry>, u64)> {
+    let mut f = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Vec::new(), offset)),
+        Err(e) => return Err(io_err("open", path)(e)),
+    };
+    f.seek(SeekFrom::Start(offset))
+        .map_err(io_err("seek", path))?;
+    let mut r = io::BufReader::new(f);
+    let mut out = Vec::new();
+    let mut pos = offset;
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = r
+            .read_until(b'\n', &mut line)
+            .map_err(io_err("read", path))?;
+        if n == 0 || line.last() != Some(&b'\n') {
+            break; // the end, or a line still being written
+        }
+        pos += n as u64;
+        if let Ok(e) = serde_json::from_slice::<LogEntry>(&line) {
+            out.push(e);
+        }
+    }
+    Ok((out, pos))
+}
+
+/// Splits output into log lines (kept with their newline); a partial line
+/// waits for its end, up to 16 KiB as docker's logger.
+struct LineBuf {
+    stream: &'static str,
+    pending: Vec<u8>,
+}
+
+impl LineBuf {
+    fn push(&mut self, bytes: &[u8], log: &mut File) {
+        self.pending.extend_from_slice(bytes);
+        while let Some(i) = self.pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.pending.drain(..=i).collect();
+            write_entry(log, self.stream, &line);
+        }
+        if self.pending.len() >= 16 * 1024 {
+            let line = std::mem::take(&mut self.pending);
+            write_entry(log, self.stream, &line);
+        }
+    }
+
+    fn flush(&mut self, log: &mut File) {
+        if !self.pending.is_empty() {
+            let line = std::mem::take(&mut self.pending);
+            write_entry(log, self.stream, &line);
+        }
+    }
+}
+
+fn write_entry(log: &mut File, stream: &str, bytes: &[u8]) {
+    let e = LogEntry {
+        time_ns: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+        stream: stream.to_string(),
+        log: String::from_utf8_lossy(bytes).into_owned(),
+    };
+    if let Ok(mut v) = serde_json::to_vec(&e) {
+        v.push(b'\n');
+        // One write per entry on an O_APPEND file: readers see whole lines.
+        let _ = log.write_all(&v);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The helper.
+
+/// What `kiln exec` asks the exec helper to run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExecSpec {
+    pub pid: i32,
+    pub start_time: u64,
+    pub argv: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub user: String,
+    /// Join the container's network namespace (it has one of its own).
+    pub join_net: bool,
+}
+
+/// The exit code docker gives a process that failed to start with `msg`.
+pub fn start_failure_code(msg: &str) -> i32 {
+    if msg.contains("executable file not found") || msg.contains("no such file or directory") {
+        EXIT_NOT_FOUND
+    } else if msg.contains("permission denied") {
+        EXIT_CANNOT_EXEC
+    } else {
+        EXIT_KILN
+    }
+}
+
+/// The helper's entry point (`kiln container-helper run DIR [--detach]` or
+/// `kiln container-helper exec JSON`); must run before any thread starts.
+/// Returns the exit code: the container's (or exec'd process's) code, or
+/// 125/126/127 when it could not start.
+pub fn helper_main(args: &[String]) -> i32 {
+    let threads = fs::read_dir("/proc/self/task")
+        .map(|d| d.count())
+        .unwrap_or(1);
+    if threads != 1 {
+        eprintln!("kiln: the container helper must be single-threaded, it has {threads} threads");
+        return EXIT_KILN;
+    }
+    match args {
+        [mode, dir, rest @ ..] if mode == "run" => {
+            run_helper(Path::new(dir), rest.iter().any(|a| a == "--detach"))
+        }
+        [mode, json] if mode == "exec" => match serde_json::from_str::<ExecSpec>(json) {
+            Ok(spec) => exec_helper(&spec),
+            Err(e) => {
+                eprintln!("kiln: bad exec spec: {e}");
+                EXIT_KILN
+            }
+        },
+        _ => {
+            eprintln!("kiln: usage: {HELPER_SUBCOMMAND} run DIR [--detach] | exec JSON");
+            EXIT_KILN
+        }
+    }
+}
+
+/// pid of the process the helper forwards signals to.
+static CHILD: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn forward_signal(sig: libc::c_int) {
+    let pid = CHILD.load(Ordering::Relaxed);
+    if pid > 0 {
+        // SAFETY: kill is async-signal-safe.
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
+/// Signals the helper passes on to its process (kiln forwards Ctrl-C and
+/// SIGTERM here; `kill` aimed at the helper works the same).
+const FORWARDED: [libc::c_int; 6] = [
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+];
+
+/// Makes this process pass SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and
+/// SIGUSR2 on to `pid` (kiln in the foreground of `run` and `exec` forwards
+/// them to its helper, which forwards them to the container's process).
+pub fn forward_signals(pid: i32) {
+    CHILD.store(pid, Ordering::Relaxed);
+    install_forwarding();
+}
+
+fn install_forwarding() {
+    for sig in FORWARDED {
+        // SAFETY: a plain handler that only calls async-signal-safe kill.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = forward_signal as *const () as usize;
+            sa.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
+    let mut p = [0 as RawFd; 2];
+    // SAFETY: pipe2 writes two fds into the array.
+    if unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(format!("pipe: {}", io::Error::last_os_error()));
+    }
+    // SAFETY: both fds are fresh and ours.
+    Ok(unsafe { (OwnedFd::from_raw_fd(p[0]), OwnedFd::from_raw_fd(p[1])) })
+}
+
+fn wait_child(pid: i32) -> Result<i32, String> {
+    let mut ws = 0;
+    loop {
+        // SAFETY: waitpid on our own child.
+        let r = unsafe { libc::waitpid(pid, &mut ws, 0) };
+        if r == pid {
+            break;
+        }
+        let e = io::Error::last_os_error();
+        if r < 0 && e.raw_os_error() != Some(libc::EINTR) {
+            return Err(format!("waitpid: {e}"));
+        }
+    }
+    if libc::WIFEXITED(ws) {
+        Ok(libc::WEXITSTATUS(ws))
+    } else if libc::WIFSIGNALED(ws) {
+        Ok(128 + libc::WTERMSIG(ws))
+    } else {
+        Ok(EXIT_KILN)
+    }
+}
+
+fn write_all_fd(fd: RawFd, mut bytes: &[u8]) {
+    while !bytes.is_empty() {
+        // SAFETY: writing from a live slice.
+        let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+        if n < 0 {
+            if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return;
+        }
+        bytes = &bytes[n as usize..];
+    }
+}
+
+fn run_helper(dir: &Path, detach: bool) -> i32 {
+    // Out of kiln's session: a terminal's Ctrl-C reaches kiln only, which
+    // forwards it once; a detached container outlives kiln and its terminal.
+    // SAFETY: plain syscall.
+    unsafe { libc::setsid() };
+    let Some(store_dir) = dir.parent() else {
+        eprintln!("kiln: bad container folder {}", dir.display());
+        return EXIT_KILN;
+    };
+    let store = Store {
+        dir: store_dir.to_path_buf(),
+    };
+    let id = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let c = match store.load(&id) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("kiln: {e}");
+            return EXIT_KILN;
+        }
+    };
+    install_forwarding();
+    let fail = |code: i32, msg: String| -> i32 {
+        let _ = store.update(&id, |c| {
+            c.status = Status::Exited;
+            c.exit_code = Some(code);
+            c.finished = Some(now());
+            c.error = Some(msg.clone());
+        });
+        if detach {
+            write_all_fd(1, format!("error {code} {msg}\n").as_bytes());
+        } else {
+            write_all_fd(2, format!("kiln: {msg}\n").as_bytes());
+        }
+        if c.auto_remove {
+            let _ = store.remove(&id);
+        }
+        code
+    };
+    let started = match start_container(&c, dir) {
+        Ok(s) => s,
+        Err(msg) => return fail(EXIT_KILN, msg),
+    };
+    let Started {
+        pid,
+        out,
+        err,
+        errpipe,
+    } = started;
+    CHILD.store(pid, Ordering::Relaxed);
+    let mut msg = String::new();
+    let _ = File::from(errpipe).read_to_string(&mut msg);
+    if !msg.is_empty() {
+        let _ = wait_child(pid);
+        return fail(start_failure_code(&msg), msg);
+    }
+    let start_time = proc_start_time(pid);
+    let _ = store.update(&id, |c| {
+        c.status = Status::Running;
+        c.pid = Some(pid);
+        c.start_time = start_time;
+        c.started = Some(now());
+    });
+    if detach {
+        write_all_fd(1, b"ok\n");
+        if let Ok(null) = File::options().write(true).open("/dev/null") {
+            // SAFETY: replacing our stdout (the handshake pipe) with /dev/null.
+            unsafe { libc::dup2(null.as_raw_fd(), 1) };
+        }
+    }
+    let log_path = dir.join("log");
+    let log = OpenOptions::new().create(true).append(true).open(&log_path);
+    pump(out, err, log.ok(), !detach);
+    let code = wait_child(pid).unwrap_or(EXIT_KILN);
+    CHILD.store(0, Ordering::Relaxed);
+    let _ = store.update(&id, |c| {
+        c.status = Status::Exited;
+        c.exit_code = Some(code);
+        c.finished = Some(now());
+    });
+    if c.auto_remove {
+        let _ = store.remove(&id);
+    }
+    code
+}
+
+/// Copies the container's stdout and stderr to the log (and to our own
+/// stdout/stderr when `tee`) until both close: pid 1's death ends the pid
+/// namespace, and with it every holder of the pipes.
+fn pump(out: OwnedFd, err: OwnedFd, mut log: Option<File>, tee: bool) {
+    let mut streams = vec![
+        (
+            out,
+            1,
+            LineBuf {
+                stream: "stdout",
+                pending: Vec::new(),
+            },
+        ),
+        (
+            err,
+            2,
+            LineBuf {
+                stream: "stderr",
+                pending: Vec::new(),
+            },
+        ),
+    ];
+    let mut buf = vec![0u8; 64 * 1024];
+    while !streams.is_empty() {
+        let mut pfds: Vec<libc::pollfd> = streams
+            .iter()
+            .map(|(fd, _, _)| libc::pollfd {
+                fd: fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        // SAFETY: a valid pollfd array of the given length.
+        let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, -1) };
+        if n < 0 {
+            if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            break;
+        }
+        let mut done = Vec::new();
+        for (i, p) in pfds.iter().enumerate() {
+            if p.revents == 0 {
+                continue;
+            }
+            let (fd, target, lines) = &mut streams[i];
+            // SAFETY: reading into a live buffer.
+            let k = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if k < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            if k <= 0 {
+                done.push(i);
+                continue;
+            }
+            let chunk = &buf[..k as usize];
+            if tee {
+                write_all_fd(*target, chunk);
+            }
+            if let Some(l) = log.as_mut() {
+                lines.push(chunk, l);
+            }
+        }
+        for i in done.into_iter().rev() {
+            let (_, _, mut lines) = streams.remove(i);
+            if let Some(l) = log.as_mut() {
+                lines.flush(l);
+            }
+        }
+    }
+}
+
+struct Started {
+    pid: i32,
+    out: OwnedFd,
+    err: OwnedFd,
+    errpipe: OwnedFd,
+}
+
+/// Unshares the namespaces and forks pid 1 (which sets itself up and
+/// execs); returns at once, with the read ends of its output and of its
+/// setup-error pipe (empty at EOF when the exec worked).
+fn start_container(c: &Container, dir: &Path) -> Result<Started, String> {
+    let mut flags = libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
+    if c.network == Network::None {
+        flags |= libc::CLONE_NEWNET;
+    }
+    // SAFETY: unshare with flags only.
+    if unsafe { libc::unshare(flags) } < 0 {
+        return Err(format!(
+            "unshare namespaces: {}",
+            io::Error::last_os_error()
+        ));
+    }
+    if c.network == Network::None {
+        sandbox::loopback_up().map_err(|e| format!("bringing up lo: {e}"))?;
+    }
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let (e_r, e_w) = pipe()?;
+    // SAFETY: the helper is single-threaded (checked), so the child may do
+    // anything.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(format!("fork: {}", io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        drop((out_r, err_r, e_r));
+        let msg = container_init(
+            c,
+            dir,
+            out_w.as_raw_fd(),
+            err_w.as_raw_fd(),
+            e_w.as_raw_fd(),
+        );
+        write_all_fd(e_w.as_raw_fd(), msg.as_bytes());
+        // SAFETY: leave without running the helper's destructors.
+        unsafe { libc::_exit(EXIT_NOT_FOUND) };
+    }
+    drop((out_w, err_w, e_w));
+    Ok(Started {
+        pid,
+        out: out_r,
+        err: err_r,
+        errpipe: e_r,
+    })
+}
+
+/// pid 1 before exec: its stdio, a mount namespace of its own, the overlay,
+/// the user, then the sandbox's plan. Returns only on failure.
+fn container_init(c: &Container, dir: &Path, out: RawFd, err: RawFd, errfd: RawFd) -> String {
+    // SAFETY: prctl and dup2 on fds we own.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        if libc::dup2(out, 1) < 0 || libc::dup2(err, 2) < 0 {
+            return format!("stdio: {}", io::Error::last_os_error());
+        }
+        if libc::unshare(libc::CLONE_NEWNS) < 0 {
+            return format!("unshare mount namespace: {}", io::Error::last_os_error());
+        }
+    }
+    // Nothing mounted from here on may reach the host.
+    if let Err(e) = crate::sys::mount(
+        None,
+        Path::new("/"),
+        None,
+        libc::MS_REC | libc::MS_PRIVATE,
+        None,
+    ) {
+        return format!("making / private: {e}");
+    }
+    let rootfs = dir.join("rootfs");
+    match crate::snapshot::mount_overlay(&c.lowers, &dir.join("upper"), &dir.join("work"), &rootfs)
+    {
+        // It lives as long as the mount namespace: never unmount it here.
+        Ok(m) => std::mem::forget(m),
+        Err(e) => return format!("mounting the container's rootfs: {e}"),
+    }
+    let (uid, gid, groups) = match crate::executor::resolve_user(&rootfs, &c.user) {
+        Ok(u) => u,
+        Err(e) => return format!("unable to find user {}: {e}", c.user),
+    };
+    let mut spec = SandboxSpec::new(&rootfs, c.command.clone());
+    spec.env = c.env.clone();
+    spec.cwd = c.cwd.clone();
+    spec.uid = uid;
+    spec.gid = gid;
+    spec.additional_gids = groups;
+    spec.network = c.network;
+    spec.hostname = c.hostname.clone();
+    spec.mounts = c.mounts.clone();
+    let steps = sandbox::plan(&spec);
+    sandbox::carry_out(&spec, &steps, errfd)
+}
+
+fn exec_helper(x: &ExecSpec) -> i32 {
+    // SAFETY: plain syscall (see run_helper).
+    unsafe { libc::setsid() };
+    install_forwarding();
+    match exec_start(x) {
+        Ok((pid, errpipe)) => {
+            CHILD.store(pid, Ordering::Relaxed);
+            let mut msg = String::new();
+            let _ = File::from(errpipe).read_to_string(&mut msg);
+            let code = wait_child(pid).unwrap_or(EXIT_KILN);
+            if msg.is_empty() {
+                code
+            } else {
+                eprintln!("kiln: {msg}");
+                start_failure_code(&msg)
+            }
+        }
+        Err(msg) => {
+            eprintln!("kiln: {msg}");
+            EXIT_KILN
+        }
+    }
+}
+
+fn open_ro(path: &str, flags: libc::c_int) -> Result<OwnedFd, String> {
+    let c = crate::sys::cstr(path).map_err(|e| e.to_string())?;
+    // SAFETY: valid C string; the fd is owned on success.
+    let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC | flags) };
+    if fd < 0 {
+        return Err(format!("{path}: {}", io::Error::last_os_error()));
+    }
+    // SAFETY: fresh fd.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn exec_start(x: &ExecSpec) -> Result<(i32, OwnedFd), String> {
+    let pid = x.pid;
+    if proc_start_time(pid) != Some(x.start_time) {
+        return Err("the container is not running".into());
+    }
+    let root_path = PathBuf::from(format!("/proc/{pid}/root"));
+    let (uid, gid, groups) = crate::executor::resolve_user(&root_path, &x.user)
+        .map_err(|e| format!("unable to find user {}: {e}", x.user))?;
+    let mut names = vec!["ipc", "uts"];
+    if x.join_net {
+        names.push("net");
+    }
+    names.extend(["pid", "mnt"]);
+    let ns: Vec<(&str, OwnedFd)> = names
+        .iter()
+        .map(|n| Ok((*n, open_ro(&format!("/proc/{pid}/ns/{n}"), 0)?)))
+        .collect::<Result<_, String>>()?;
+    let root = open_ro(&format!("/proc/{pid}/root"), libc::O_DIRECTORY)?;
+    // The pid may have been reused between the check and the opens.
+    if proc_start_time(pid) != Some(x.start_time) {
+        return Err("the container is not running".into());
+    }
+    for (n, fd) in &ns {
+        // SAFETY: setns on an fd we opened.
+        if unsafe { libc::setns(fd.as_raw_fd(), 0) } < 0 {
+            return Err(format!(
+                "joining the {n} namespace: {}",
+                io::Error::last_os_error()
+            ));
+        }
+    }
+    drop(ns);
+    let (e_r, e_w) = pipe()?;
+    // SAFETY: single-threaded helper.
+    let child = unsafe { libc::fork() };
+    if child < 0 {
+        return Err(format!("fork: {}", io::Error::last_os_error()));
+    }
+    if child == 0 {
+        drop(e_r);
+        let msg = exec_child(x, &root, uid, gid, groups, e_w.as_raw_fd());
+        write_all_fd(e_w.as_raw_fd(), msg.as_bytes());
+        // SAFETY: leave without the helper's destructors.
+        unsafe { libc::_exit(EXIT_NOT_FOUND) };
+    }
+    drop(e_w);
+    Ok((child, e_r))
+}
+
+fn exec_child(
+    x: &ExecSpec,
+    root: &OwnedFd,
+    uid: u32,
+    gid: u32,
+    groups: Vec<u32>,
+    errfd: RawFd,
+) -> String {
+    // SAFETY: prctl, fchdir and chroot with valid arguments.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        if libc::fchdir(root.as_raw_fd()) < 0 || libc::chroot(c".".as_ptr()) < 0 {
+            return format!(
+                "entering the container's root: {}",
+                io::Error::last_os_error()
+            );
+        }
+    }
+    let mut spec = SandboxSpec::new("/", x.argv.clone());
+    spec.env = x.env.clone();
+    spec.cwd = x.cwd.clone();
+    spec.uid = uid;
+    spec.gid = gid;
+    spec.additional_gids = groups;
+    // The container's mounts are in place: only what follows the hostname
+    // (rlimits, fds, workdir, capabilities, user, exec) applies.
+    let steps: Vec<Step> = sandbox::plan(&spec)
+        .into_iter()
+        .skip_while(|s| !matches!(s, Step::SetHostname(_)))
+        .skip(1)
+        .collect();
+    sandbox::carry_out(&spec, &steps, errfd)
+}
+
+/// The helper's path component check for `-v` targets and workdirs, shared
+/// with the CLI so bad paths fail before anything starts.
+pub fn valid_target(path: &str) -> bool {
+    path.starts_with('/')
+        && crate::snapshot::rel_components(path).is_some_and(|p| !p.as_os_str().is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_valid_and_vary() {
+        let a = generated_name(1);
+        let b = generated_name(12345678);
+        assert!(valid_name(&a) && valid_name(&b));
+        assert_ne!(a, b);
+        assert!(!valid_name("-x"));
+        assert!(!valid_name("a/b"));
+    }
+
+    #[test]
+    fn own_start_time_is_known() {
+        let me = std::process::id() as i32;
+        assert!(proc_start_time(me).is_some());
+    }
+
+    #[test]
+    fn start_failures_map_to_docker_codes() {
+        assert_eq!(
+            start_failure_code("exec: \"nope\": executable file not found in $PATH"),
+            127
+        );
+        assert_eq!(start_failure_code("exec: \"/etc\": permission denied"), 126);
+        assert_eq!(start_failure_code("mounting: boom"), 125);
+    }
+}
