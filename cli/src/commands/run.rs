@@ -618,15 +618,22 @@ fn logs(follow: bool, tail: &str, key: &str) -> Result<ExitCode> {
         entries.drain(..skip);
     }
     print_entries(&entries);
-    while follow {
-        let alive = store.load(&c.id).map(|c| c.is_alive()).unwrap_or(false);
+    if !follow {
+        return Ok(ExitCode::SUCCESS);
+    }
+    // Until the helper records the end (after it has copied the last
+    // output); a helper that died without recording it ends this too.
+    let mut dead_polls = 0;
+    loop {
+        let state = store.load(&c.id).ok();
+        let recorded_end = state.as_ref().is_none_or(|c| c.status != Status::Running);
+        if state.as_ref().is_some_and(|c| !c.is_alive()) {
+            dead_polls += 1;
+        }
         let (more, next) = container::read_log(&path, offset).map_err(|e| miette!("{e}"))?;
         offset = next;
         print_entries(&more);
-        if !alive {
-            // Read once more after it ended: its last lines are in now.
-            let (more, _) = container::read_log(&path, offset).map_err(|e| miette!("{e}"))?;
-            print_entries(&more);
+        if recorded_end || dead_polls > 20 {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
