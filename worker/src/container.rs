@@ -981,7 +981,7 @@ fn container_init(c: &Container, dir: &Path, out: RawFd, err: RawFd, errfd: RawF
     }
     let (uid, gid, groups) = match crate::executor::resolve_user(&rootfs, &c.user) {
         Ok(u) => u,
-        Err(e) => return format!("unable to find user {}: {e}", c.user),
+        Err(e) => return e.to_string(),
     };
     let mut spec = SandboxSpec::new(&rootfs, c.command.clone());
     spec.env = c.env.clone();
@@ -1037,8 +1037,8 @@ fn exec_start(x: &ExecSpec) -> Result<(i32, OwnedFd), String> {
         return Err("the container is not running".into());
     }
     let root_path = PathBuf::from(format!("/proc/{pid}/root"));
-    let (uid, gid, groups) = crate::executor::resolve_user(&root_path, &x.user)
-        .map_err(|e| format!("unable to find user {}: {e}", x.user))?;
+    let (uid, gid, groups) =
+        crate::executor::resolve_user(&root_path, &x.user).map_err(|e| e.to_string())?;
     let mut names = vec!["ipc", "uts"];
     if x.join_net {
         names.push("net");

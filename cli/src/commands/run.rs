@@ -299,7 +299,9 @@ fn run_container(a: RunArgs) -> Result<ExitCode, String> {
         c
     };
     let exe = std::env::current_exe().map_err(|e| format!("finding the kiln binary: {e}"))?;
+    // Absolute: the helper's pid 1 mounts and pivots with these paths.
     let dir = store.dir_of(&c.id);
+    let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
     let mut helper = Command::new(&exe);
     helper
         .arg(container::HELPER_SUBCOMMAND)
