@@ -738,6 +738,8 @@ fn run_helper(dir: &Path, detach: bool) -> i32 {
     // forwards it once; a detached container outlives kiln and its terminal.
     // SAFETY: plain syscall.
     unsafe { libc::setsid() };
+    // Hold no directory of the caller's busy (the paths given are absolute).
+    let _ = std::env::set_current_dir("/");
     let Some(store_dir) = dir.parent() else {
         eprintln!("kiln: bad container folder {}", dir.display());
         return EXIT_KILN;
@@ -973,11 +975,34 @@ fn container_init(c: &Container, dir: &Path, out: RawFd, err: RawFd, errfd: RawF
         return format!("making / private: {e}");
     }
     let rootfs = dir.join("rootfs");
-    match crate::snapshot::mount_overlay(&c.lowers, &dir.join("upper"), &dir.join("work"), &rootfs)
-    {
+    let (upper, copied) = (dir.join("upper"), dir.join("copied"));
+    let mounted = if copied.exists() {
+        Err(None)
+    } else {
+        crate::snapshot::mount_overlay(&c.lowers, &upper, &dir.join("work"), &rootfs).map_err(Some)
+    };
+    match mounted {
         // It lives as long as the mount namespace: never unmount it here.
         Ok(m) => std::mem::forget(m),
-        Err(e) => return format!("mounting the container's rootfs: {e}"),
+        // No overlay here (e.g. the store itself on overlayfs): as the
+        // build's snapshots do, fall back to a copy of the layers, made
+        // once in the upper dir (which then holds the whole root).
+        Err(Some(crate::snapshot::SnapshotError::Mount { .. })) | Err(None) => {
+            if !copied.exists() {
+                if let Err(e) = crate::snapshot::flatten(&c.lowers, &upper) {
+                    return format!("copying the image's layers: {e}");
+                }
+                if let Err(e) = File::create(&copied) {
+                    return format!("{}: {e}", copied.display());
+                }
+            }
+            if let Err(e) =
+                crate::sys::mount(Some(upper.as_os_str()), &rootfs, None, libc::MS_BIND, None)
+            {
+                return format!("mounting the container's rootfs: {e}");
+            }
+        }
+        Err(Some(e)) => return format!("mounting the container's rootfs: {e}"),
     }
     let (uid, gid, groups) = match crate::executor::resolve_user(&rootfs, &c.user) {
         Ok(u) => u,
