@@ -512,6 +512,12 @@ fn stop_kills_after_the_timeout_and_rm_f_kills() {
     assert!(line.contains("Exited (137)"), "{line}");
     assert!(name.contains('_'), "{name}");
 
+    // Newest first.
+    assert_eq!(
+        k.ok(&["ps", "-a", "-q"]),
+        format!("{}\n{}\n", &b[..12], &a[..12])
+    );
+    assert_eq!(k.ok(&["ps", "-q"]), format!("{}\n", &b[..12]));
     assert_eq!(k.ok(&["rm", "-f", "b"]), "b\n");
     assert!(!k.containers().join(&b).exists());
     let pid = k.state(&a)["pid"].as_i64().unwrap();

@@ -125,6 +125,10 @@ pub struct Container {
     pub auto_remove: bool,
     /// Creation time, seconds since the epoch.
     pub created: i64,
+    /// Creation time in nanoseconds, to list containers made in the same
+    /// second in order (set by [`Store::create`]).
+    #[serde(default)]
+    pub created_ns: u128,
     pub status: Status,
     /// pid 1's pid as the host sees it, while running.
     #[serde(default)]
@@ -164,7 +168,7 @@ impl Container {
         }
     }
 
-    /// The argv's short id (12 hex digits), as docker shows it.
+    /// The short ID (12 hex digits), as docker shows it.
     pub fn short_id(&self) -> &str {
         self.id.get(..12).unwrap_or(&self.id)
     }
@@ -237,6 +241,9 @@ impl Store {
             return Err(ContainerError::NameInUse(c.name));
         }
         c.id = hex::encode(random_bytes::<32>());
+        c.created_ns = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
         let dir = self.dir_of(&c.id);
         for sub in ["upper", "work", "rootfs"] {
             let d = dir.join(sub);
@@ -276,7 +283,7 @@ impl Store {
                 out.push(c);
             }
         }
-        out.sort_by(|a, b| b.created.cmp(&a.created).then(b.id.cmp(&a.id)));
+        out.sort_by(|a, b| (b.created, b.created_ns, &b.id).cmp(&(a.created, a.created_ns, &a.id)));
         Ok(out)
     }
 

@@ -281,6 +281,7 @@ fn run_container(a: RunArgs) -> Result<ExitCode, String> {
         lowers,
         auto_remove: a.rm,
         created: container::now(),
+        created_ns: 0,
         status: Status::Created,
         pid: None,
         start_time: None,
