@@ -558,3 +558,106 @@ fn detached_rm_removes_itself_and_logs_follow_ends_with_it() {
         "--rm -d left {id}"
     );
 }
+
+/// A running `docker-registry` on a free port of 127.0.0.1, killed on drop.
+struct Registry {
+    child: std::process::Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    fn start() -> Registry {
+        assert!(
+            Path::new("/usr/bin/docker-registry").exists(),
+            "docker-registry is not installed: run .ci/setup"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .expect("a free port");
+            let addr = format!("127.0.0.1:{port}");
+            let cfg = dir.path().join("config.yml");
+            std::fs::write(
+                &cfg,
+                format!(
+                    "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n\
+                     storage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+                    dir.path().join("data").display()
+                ),
+            )
+            .expect("registry config");
+            let mut child = Command::new("/usr/bin/docker-registry")
+                .arg("serve")
+                .arg(&cfg)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start docker-registry");
+            for _ in 0..300 {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                if std::net::TcpStream::connect(&addr).is_ok() {
+                    return Registry {
+                        child,
+                        addr,
+                        _dir: dir,
+                    };
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("docker-registry did not start");
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn an_absent_image_is_pulled_first() {
+    let reg = Registry::start();
+    let src = K::new();
+    let name = format!("{}/bb:run", reg.addr);
+    src.ok(&["tag", BB, &name]);
+    src.ok(&["push", "-q", &name]);
+
+    let k = K::new();
+    let o = k.run(&[
+        "run",
+        "--rm",
+        &name,
+        "sh",
+        "-c",
+        "echo pulled; cat /proc/1/cmdline",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).starts_with("pulled\n"), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains(&format!("Unable to find image '{name}' locally")),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        k.ok(&["images"]).contains("/bb "),
+        "the pulled image is kept"
+    );
+    // Present now: no second pull.
+    let o = k.run(&["run", "--rm", &name, "true"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(
+        !stderr(&o).contains("Unable to find image"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -774,7 +774,10 @@ fn run_helper(dir: &Path, detach: bool) -> i32 {
             c.error = Some(msg.clone());
         });
         if detach {
-            write_all_fd(1, format!("error {code} {msg}\n").as_bytes());
+            write_all_fd(
+                1,
+                format!("error {code} {}\n", msg.replace('\n', " ")).as_bytes(),
+            );
         } else {
             write_all_fd(2, format!("kiln: {msg}\n").as_bytes());
         }
