@@ -219,6 +219,26 @@ CMD ["echo $GREETING $FOO; pwd; id -u; cat file"]
         env.lines().any(|l| l.starts_with("PATH=/usr/local/sbin:")),
         "{env}"
     );
+    // HOME from the user's passwd entry, HOSTNAME the short ID, as docker.
+    assert!(env.lines().any(|l| l == "HOME=/home/app"), "{env}");
+    assert!(
+        env.lines()
+            .any(|l| l.starts_with("HOSTNAME=") && l.len() == 9 + 12),
+        "{env}"
+    );
+    let env = k.ok(&[
+        "run",
+        "--rm",
+        "-u",
+        "0",
+        "--hostname",
+        "h1",
+        "--entrypoint",
+        "env",
+        "cfg:1",
+    ]);
+    assert!(env.lines().any(|l| l == "HOME=/root"), "{env}");
+    assert!(env.lines().any(|l| l == "HOSTNAME=h1"), "{env}");
     // A user by name, with a group.
     assert_eq!(
         k.ok(&["run", "--rm", "-u", "nobody:nogroup", BB, "id"]),
@@ -458,6 +478,12 @@ fn detached_lifecycle_ps_logs_exec_stop_rm() {
     assert_eq!(
         k.ok(&["exec", "-u", "nobody", "svc", "id", "-u"]),
         "65534\n"
+    );
+    let env = k.ok(&["exec", "svc", "env"]);
+    assert!(env.lines().any(|l| l == "HOME=/root"), "{env}");
+    assert!(
+        env.lines().any(|l| l == format!("HOSTNAME={}", &id[..12])),
+        "{env}"
     );
     // exec'd files land in the container, not in the image.
     k.ok(&["exec", "svc", "sh", "-c", "echo e > /from-exec"]);

@@ -1020,6 +1020,10 @@ fn container_init(c: &Container, dir: &Path, out: RawFd, err: RawFd, errfd: RawF
     };
     let mut spec = SandboxSpec::new(&rootfs, c.command.clone());
     spec.env = c.env.clone();
+    if !spec.env.iter().any(|e| e.starts_with("HOSTNAME=")) {
+        spec.env.insert(0, format!("HOSTNAME={}", c.hostname));
+    }
+    add_home(&mut spec.env, &rootfs, uid);
     spec.cwd = c.cwd.clone();
     spec.uid = uid;
     spec.gid = gid;
@@ -1029,6 +1033,26 @@ fn container_init(c: &Container, dir: &Path, out: RawFd, err: RawFd, errfd: RawF
     spec.mounts = c.mounts.clone();
     let steps = sandbox::plan(&spec);
     sandbox::carry_out(&spec, &steps, errfd)
+}
+
+/// Adds HOME, as runc does when the environment has none: the user's
+/// home directory from the root's /etc/passwd, else `/`.
+fn add_home(env: &mut Vec<String>, root: &Path, uid: u32) {
+    if env.iter().any(|e| e.starts_with("HOME=")) {
+        return;
+    }
+    let passwd = crate::fileops::rootpath::host_path(root, Path::new("/etc/passwd"), true)
+        .ok()
+        .and_then(|p| fs::read_to_string(p).ok())
+        .unwrap_or_default();
+    let home = passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() >= 6 && f[2].parse::<u32>().ok() == Some(uid))
+        .map(|f| f[5].to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "/".into());
+    env.push(format!("HOME={home}"));
 }
 
 fn exec_helper(x: &ExecSpec) -> i32 {
@@ -1135,6 +1159,7 @@ fn exec_child(
     }
     let mut spec = SandboxSpec::new("/", x.argv.clone());
     spec.env = x.env.clone();
+    add_home(&mut spec.env, Path::new("/"), uid);
     spec.cwd = x.cwd.clone();
     spec.uid = uid;
     spec.gid = gid;

@@ -746,6 +746,9 @@ fn exec(
         return Ok(ExitCode::from(1));
     };
     let mut vars = c.env.clone();
+    if !vars.iter().any(|e| e.starts_with("HOSTNAME=")) {
+        vars.insert(0, format!("HOSTNAME={}", c.hostname));
+    }
     for e in &env {
         set_env(&mut vars, e);
     }
