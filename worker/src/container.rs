@@ -25,7 +25,8 @@
 //! A detached (`-d`) container is the same helper with its stdio away from
 //! the terminal; kiln returns once the helper says the process started.
 //!
-//! `kiln exec` re-executes kiln as `kiln container-helper exec <json>`,
+//! `kiln exec` re-executes kiln as `kiln container-helper exec` (the
+//! request in its environment, which only its owner can read, not argv),
 //! which joins the running container's namespaces (`setns`), forks, enters
 //! the container's root and execs the command through the same plan's
 //! tail (rlimits, fds, workdir, capabilities, user, exec).
@@ -205,7 +206,14 @@ impl Store {
     /// Opens (creating) `<kiln_root>/containers`.
     pub fn open(kiln_root: &Path) -> Result<Store> {
         let dir = kiln_root.join("containers");
-        fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+        if !dir.exists() {
+            fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+            // Containers' environments (secrets passed with -e) are in
+            // their state: for the owner only, as docker's.
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
+                .map_err(io_err("chmod", &dir))?;
+        }
         Ok(Store { dir })
     }
 
@@ -597,6 +605,10 @@ fn write_entry(log: &mut File, stream: &str, bytes: &[u8]) {
 // ---------------------------------------------------------------------------
 // The helper.
 
+/// The environment variable holding the exec helper's [`ExecSpec`] (JSON):
+/// unlike argv, a process's environment is not readable by other users.
+pub const EXEC_SPEC_ENV: &str = "KILN_EXEC_SPEC";
+
 /// What `kiln exec` asks the exec helper to run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ExecSpec {
@@ -622,7 +634,8 @@ pub fn start_failure_code(msg: &str) -> i32 {
 }
 
 /// The helper's entry point (`kiln container-helper run DIR [--detach]` or
-/// `kiln container-helper exec JSON`); must run before any thread starts.
+/// `kiln container-helper exec` with an [`ExecSpec`] in [`EXEC_SPEC_ENV`]);
+/// must run before any thread starts.
 /// Returns the exit code: the container's (or exec'd process's) code, or
 /// 125/126/127 when it could not start.
 pub fn helper_main(args: &[String]) -> i32 {
@@ -637,7 +650,9 @@ pub fn helper_main(args: &[String]) -> i32 {
         [mode, dir, rest @ ..] if mode == "run" => {
             run_helper(Path::new(dir), rest.iter().any(|a| a == "--detach"))
         }
-        [mode, json] if mode == "exec" => match serde_json::from_str::<ExecSpec>(json) {
+        [mode] if mode == "exec" => match serde_json::from_str::<ExecSpec>(
+            &std::env::var(EXEC_SPEC_ENV).unwrap_or_default(),
+        ) {
             Ok(spec) => exec_helper(&spec),
             Err(e) => {
                 eprintln!("kiln: bad exec spec: {e}");
@@ -645,7 +660,7 @@ pub fn helper_main(args: &[String]) -> i32 {
             }
         },
         _ => {
-            eprintln!("kiln: usage: {HELPER_SUBCOMMAND} run DIR [--detach] | exec JSON");
+            eprintln!("kiln: usage: {HELPER_SUBCOMMAND} run DIR [--detach] | exec");
             EXIT_KILN
         }
     }

@@ -766,8 +766,8 @@ fn exec(
     let mut child = Command::new(&exe)
         .arg(container::HELPER_SUBCOMMAND)
         .arg("exec")
-        .arg(json)
         .env_clear()
+        .env(container::EXEC_SPEC_ENV, json)
         .stdin(if interactive {
             Stdio::inherit()
         } else {
