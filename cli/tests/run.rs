@@ -120,6 +120,15 @@ fn output_and_exit_codes_are_the_process_s() {
     assert_eq!(stdout(&o), "out\n");
     assert_eq!(stderr(&o), "err\n");
 
+    // Everything after the image is the command's, flags included.
+    assert_eq!(
+        k.ok(&["run", "--rm", BB, "echo", "-d", "--rm", "-e", "x"]),
+        "-d --rm -e x\n"
+    );
+    assert_eq!(
+        k.ok(&["run", "--rm", "--entrypoint", "echo", BB, "-i"]),
+        "-i\n"
+    );
     let o = k.run(&["run", "--rm", BB, "no-such-command"]);
     assert_eq!(o.status.code(), Some(127));
     assert!(
@@ -479,6 +488,7 @@ fn detached_lifecycle_ps_logs_exec_stop_rm() {
         k.ok(&["exec", "-u", "nobody", "svc", "id", "-u"]),
         "65534\n"
     );
+    assert_eq!(k.ok(&["exec", "svc", "echo", "-u", "-w", "x"]), "-u -w x\n");
     let env = k.ok(&["exec", "svc", "env"]);
     assert!(env.lines().any(|l| l == "HOME=/root"), "{env}");
     assert!(

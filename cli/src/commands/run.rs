@@ -88,11 +88,16 @@ pub enum Cmd {
         /// Keep stdin open (pass this terminal's stdin).
         #[arg(short = 'i', long)]
         interactive: bool,
-        /// Container name or ID.
-        container: String,
-        /// The command and its arguments.
-        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
-        command: Vec<String>,
+        /// CONTAINER COMMAND [ARG...]: the container (name or ID), then the
+        /// command; everything after the container belongs to the command.
+        #[arg(
+            value_name = "CONTAINER COMMAND [ARG...]",
+            required = true,
+            num_args = 2..,
+            trailing_var_arg = true,
+            allow_hyphen_values = true
+        )]
+        container_and_command: Vec<String>,
     },
     /// Start a container's process or an exec (internal).
     #[command(name = "container-helper", hide = true)]
@@ -141,11 +146,17 @@ pub struct RunArgs {
     /// Keep stdin open (pass this terminal's stdin).
     #[arg(short = 'i', long)]
     interactive: bool,
-    /// Image (name or ID); pulled when absent.
-    image: String,
-    /// The command and its arguments (replace the image's CMD).
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    args: Vec<String>,
+    /// IMAGE [COMMAND [ARG...]]: the image (name or ID; pulled when
+    /// absent), then the command replacing its CMD. Everything after the
+    /// image belongs to the command, flags included.
+    #[arg(
+        value_name = "IMAGE [COMMAND [ARG...]]",
+        required = true,
+        num_args = 1..,
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    image_and_args: Vec<String>,
 }
 
 pub fn run(cmd: Cmd) -> Result<ExitCode> {
@@ -174,9 +185,12 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
             workdir,
             user,
             interactive,
-            container,
-            command,
-        } => exec(env, workdir, user, interactive, &container, command),
+            mut container_and_command,
+        } => {
+            let command = container_and_command.split_off(1);
+            let container = container_and_command.concat();
+            exec(env, workdir, user, interactive, &container, command)
+        }
         Cmd::ContainerHelper { args } => Ok(exit(container::helper_main(&args))),
     }
 }
@@ -193,7 +207,9 @@ fn open_store() -> Result<(Root, Store)> {
 
 // ------------------------------------------------------------------- run
 
-fn run_container(a: RunArgs) -> Result<ExitCode, String> {
+fn run_container(mut a: RunArgs) -> Result<ExitCode, String> {
+    let args = a.image_and_args.split_off(1.min(a.image_and_args.len()));
+    let image = a.image_and_args.concat();
     let root = Root::from_env().map_err(|e| e.to_string())?;
     let store = Store::open(root.path()).map_err(|e| e.to_string())?;
     let network = match a.network.as_str() {
@@ -213,7 +229,7 @@ fn run_container(a: RunArgs) -> Result<ExitCode, String> {
             ));
         }
     }
-    let (resolved, image_id) = find_or_pull(&root, &a.image)?;
+    let (resolved, image_id) = find_or_pull(&root, &image)?;
     let cfg = resolved
         .config
         .get("config")
@@ -229,14 +245,14 @@ fn run_container(a: RunArgs) -> Result<ExitCode, String> {
     };
     let text = |k: &str| cfg.get(k).and_then(Value::as_str).unwrap_or("").to_string();
     let (entrypoint, cmd) = match &a.entrypoint {
-        Some(e) if e.is_empty() => (Vec::new(), a.args.clone()),
-        Some(e) => (vec![e.clone()], a.args.clone()),
+        Some(e) if e.is_empty() => (Vec::new(), args.clone()),
+        Some(e) => (vec![e.clone()], args.clone()),
         None => (
             strings("Entrypoint").unwrap_or_default(),
-            if a.args.is_empty() {
+            if args.is_empty() {
                 strings("Cmd").unwrap_or_default()
             } else {
-                a.args.clone()
+                args.clone()
             },
         ),
     };
@@ -269,7 +285,7 @@ fn run_container(a: RunArgs) -> Result<ExitCode, String> {
     let c = Container {
         id: String::new(),
         name: a.name.clone().unwrap_or_default(),
-        image: a.image.clone(),
+        image: image.clone(),
         image_id,
         command,
         env,
