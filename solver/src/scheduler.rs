@@ -234,7 +234,12 @@ pub async fn solve<E: Executor>(
         executed: Mutex::new(Vec::new()),
     });
     let futures: Vec<_> = targets.iter().map(|&t| materialize(&run, t)).collect();
-    let outputs = futures::future::try_join_all(futures).await?;
+    let outputs = futures::future::try_join_all(futures).await;
+    // The memo's futures hold the run itself: a node cancelled by a failure
+    // elsewhere never completes, and that cycle would keep the run (and
+    // the progress sender) alive forever. Break it whatever the outcome.
+    lock(&run.memo).clear();
+    let outputs = outputs?;
     let cached = std::mem::take(&mut *lock(&run.cached));
     let executed = std::mem::take(&mut *lock(&run.executed));
     Ok(Solved {

@@ -287,13 +287,20 @@ async fn the_first_failure_cancels_the_rest_and_names_the_step() {
         "slow was cancelled, after never ran"
     );
     let mut saw_error = false;
-    while let Ok(e) = rx.try_recv() {
-        if let Event::Error { vertex, name, .. } = e {
-            assert_eq!((vertex, name.as_str()), (bad, "bad"));
-            saw_error = true;
+    let end = loop {
+        match rx.try_recv() {
+            Ok(Event::Error { vertex, name, .. }) => {
+                assert_eq!((vertex, name.as_str()), (bad, "bad"));
+                saw_error = true;
+            }
+            Ok(_) => {}
+            Err(end) => break end,
         }
-    }
+    };
     assert!(saw_error);
+    // Every sender is gone once the failed solve returned: a progress
+    // display waiting for the end of the events must not wait forever.
+    assert_eq!(end, tokio::sync::mpsc::error::TryRecvError::Disconnected);
 }
 
 #[tokio::test]
