@@ -7,134 +7,25 @@
 //! fixture loaded; files are compared with imagefs.py, registries are
 //! inspected with skopeo.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+#[path = "../../cache/tests/common/mod.rs"]
+mod common;
+mod harness;
 
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use common::TestRegistry as Registry;
+use harness::{imagefs, Kiln};
 use serde_json::Value;
 
-const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared");
-
-/// A running `docker-registry` on a free port of 127.0.0.1, killed on drop
-/// (the minimal start logic of cache/tests/common/mod.rs).
-struct Registry {
-    child: Child,
-    addr: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Registry {
-    fn start() -> Registry {
-        assert!(
-            Path::new("/usr/bin/docker-registry").exists(),
-            "docker-registry is not installed: run .ci/setup"
-        );
-        let dir = tempfile::tempdir().expect("tempdir");
-        for _ in 0..5 {
-            let port = TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .map(|a| a.port())
-                .expect("a free port");
-            let addr = format!("127.0.0.1:{port}");
-            let cfg = dir.path().join("config.yml");
-            std::fs::write(
-                &cfg,
-                format!(
-                    "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n\
-                     storage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
-                    dir.path().join("data").display()
-                ),
-            )
-            .expect("registry config");
-            let mut child = Command::new("/usr/bin/docker-registry")
-                .arg("serve")
-                .arg(&cfg)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start docker-registry");
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                if answers(&addr) {
-                    return Registry {
-                        child,
-                        addr,
-                        _dir: dir,
-                    };
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        panic!("docker-registry did not start");
-    }
-
-    fn reference(&self, name: &str) -> String {
-        format!("{}/{name}", self.addr)
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn answers(addr: &str) -> bool {
-    let Ok(mut s) = TcpStream::connect(addr) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if write!(
-        s,
-        "GET /v2/ HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .is_err()
-    {
-        return false;
-    }
-    let mut line = String::new();
-    BufReader::new(s).read_line(&mut line).is_ok() && line.contains(" 200")
-}
-
-/// One store (`$KILN_ROOT`) with the busybox fixture, and a scratch dir.
-struct Kiln {
-    tmp: tempfile::TempDir,
-    root: PathBuf,
-}
-
 impl Kiln {
-    fn new() -> Kiln {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let root = tmp.path().join("root");
-        let k = Kiln { tmp, root };
-        let fixture = format!("{SHARED}/fixtures/busybox-1.35-oci.tar");
-        let out = k.run(&["load", "-q", "-i", &fixture]);
-        assert!(out.status.success(), "load: {}", text(&out.stderr));
-        k
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_kiln"))
-            .args(args)
-            .env("KILN_ROOT", &self.root)
-            // Same creation times in every store: equal images, equal IDs.
+    /// kiln with the same creation times in every store: equal images,
+    /// equal IDs.
+    fn run_epoch(&self, args: &[&str]) -> Output {
+        self.cmd(args)
             .env("SOURCE_DATE_EPOCH", "1700000000")
-            .env("NO_COLOR", "1")
             .output()
             .expect("running kiln")
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.tmp.path().join(name)
     }
 
     /// Builds `ctx` with JSON progress and extra flags, writing the image
@@ -168,7 +59,7 @@ impl Kiln {
         args.extend_from_slice(&["--output", &oci, "--output", "type=image"]);
         args.extend_from_slice(extra);
         args.push(&ctx);
-        self.run(&args)
+        self.run_epoch(&args)
     }
 }
 
@@ -210,14 +101,7 @@ impl Built {
 
     /// The image's files, as imagefs.py reads the OCI archive.
     fn files(&self) -> Value {
-        let out = Command::new("python3")
-            .arg(format!("{SHARED}/oracle/imagefs.py"))
-            .arg(&self.archive)
-            .output()
-            .expect("imagefs.py");
-        assert!(out.status.success(), "imagefs.py: {}", text(&out.stderr));
-        let v: Value = serde_json::from_slice(&out.stdout).expect("imagefs JSON");
-        v["fs"].clone()
+        imagefs(&self.archive, None)["fs"].clone()
     }
 }
 
@@ -325,7 +209,7 @@ fn layout_records(dir: &Path) -> usize {
 
 #[test]
 fn local_cache_max_and_min_in_fresh_stores() {
-    let a = Kiln::new();
+    let a = Kiln::with_busybox();
     let ctx = context(&a, "ctx", "app\n");
     let max_dir = a.path("cache-max");
     let min_dir = a.path("cache-min");
@@ -345,7 +229,7 @@ fn local_cache_max_and_min_in_fresh_stores() {
     assert!(export["detail"]["written"].as_u64().unwrap_or(0) > 0);
 
     // A fresh store builds everything from the cache.
-    let b = Kiln::new();
+    let b = Kiln::with_busybox();
     let from_max = format!("type=local,src={}", max_dir.display());
     let second = b.build(&ctx, &["-t", "app", "--cache-from", &from_max]);
     assert!(second.ran().is_empty(), "nothing runs: {:?}", second.ran());
@@ -376,7 +260,7 @@ fn local_cache_max_and_min_in_fresh_stores() {
     assert_final_stage_only(&third.ran());
 
     // With min, the builder stage is not in the cache: it runs again.
-    let c = Kiln::new();
+    let c = Kiln::with_busybox();
     let ctx3 = context(&c, "ctx3", "app changed\n");
     let from_min = format!("type=local,src={}", min_dir.display());
     let fourth = c.build(&ctx3, &["-t", "app", "--cache-from", &from_min]);
@@ -389,20 +273,14 @@ fn local_cache_max_and_min_in_fresh_stores() {
 }
 
 fn skopeo_raw(args: &[&str]) -> Value {
-    let out = Command::new("skopeo").args(args).output().expect("skopeo");
-    assert!(
-        out.status.success(),
-        "skopeo {args:?}: {}",
-        text(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("skopeo JSON")
+    serde_json::from_slice(&harness::skopeo(args)).expect("skopeo JSON")
 }
 
 #[test]
 fn registry_cache_round_trip_reuses_blobs() {
-    let reg = Registry::start();
+    let reg = Registry::plain();
     let cache_ref = reg.reference("cache/app:main");
-    let a = Kiln::new();
+    let a = Kiln::with_busybox();
     let ctx = context(&a, "ctx", "app\n");
     let to = format!("type=registry,ref={cache_ref},mode=max");
     let first = a.build(&ctx, &["-t", "app", "--cache-to", &to]);
@@ -437,7 +315,7 @@ fn registry_cache_round_trip_reuses_blobs() {
         "{export}"
     );
 
-    let b = Kiln::new();
+    let b = Kiln::with_busybox();
     let from = format!("type=registry,ref={cache_ref}");
     // The fresh store re-exports too (CI's usual import-then-export): the
     // steps below its imported hit, never looked up, are exported as well.
@@ -456,7 +334,7 @@ fn registry_cache_round_trip_reuses_blobs() {
     assert_eq!(export["detail"]["uploaded"], 0, "{export}");
 
     // An edited context file re-runs exactly the steps that read it.
-    let c = Kiln::new();
+    let c = Kiln::with_busybox();
     let ctx2 = context(&c, "ctx2", "app changed\n");
     let third = c.build(&ctx2, &["-t", "app", "--cache-from", &next_ref]);
     assert_final_stage_only(&third.ran());
@@ -464,13 +342,13 @@ fn registry_cache_round_trip_reuses_blobs() {
 
 #[test]
 fn inline_cache_travels_with_the_pushed_image() {
-    let reg = Registry::start();
+    let reg = Registry::plain();
     let image = reg.reference("inline/app:1");
-    let a = Kiln::new();
+    let a = Kiln::with_busybox();
     let ctx = context(&a, "ctx", "app\n");
     let first = a.build(&ctx, &["-t", &image, "--cache-to", "type=inline"]);
     assert_eq!(first.ran().len(), 5);
-    let push = a.run(&["push", &image]);
+    let push = a.run_epoch(&["push", &image]);
     assert!(push.status.success(), "push: {}", text(&push.stderr));
     let config = skopeo_raw(&[
         "inspect",
@@ -488,7 +366,7 @@ fn inline_cache_travels_with_the_pushed_image() {
     let plain = a.build(&ctx, &["-t", "plain"]);
     assert_ne!(plain.id, first.id);
 
-    let b = Kiln::new();
+    let b = Kiln::with_busybox();
     let second = b.build(&ctx, &["-t", "app", "--cache-from", &image]);
     assert!(second.ran().is_empty(), "nothing runs: {:?}", second.ran());
     assert_eq!(second.files(), first.files());
@@ -496,8 +374,8 @@ fn inline_cache_travels_with_the_pushed_image() {
 
 #[test]
 fn missing_cache_is_a_warning_failed_export_an_error_bad_flags_refused() {
-    let reg = Registry::start();
-    let k = Kiln::new();
+    let reg = Registry::plain();
+    let k = Kiln::with_busybox();
     let ctx = context(&k, "ctx", "app\n");
     let missing_dir = format!("type=local,src={}", k.path("nothing").display());
     let missing_ref = reg.reference("nothing/here:1");
@@ -526,7 +404,7 @@ fn missing_cache_is_a_warning_failed_export_an_error_bad_flags_refused() {
         "{}",
         text(&out.stderr)
     );
-    let images = k.run(&["images"]);
+    let images = k.run_epoch(&["images"]);
     assert!(
         text(&images.stdout).contains("exported"),
         "the image is named"
@@ -561,7 +439,7 @@ fn put_layout_blob(dir: &Path, doc: &Value) -> (String, usize) {
 
 #[test]
 fn a_cache_claiming_a_wrong_diff_id_is_not_used() {
-    let a = Kiln::new();
+    let a = Kiln::with_busybox();
     let ctx = context(&a, "ctx", "app\n");
     let dir = a.path("cache");
     let to = format!("type=local,dest={},mode=max", dir.display());
@@ -598,7 +476,7 @@ fn a_cache_claiming_a_wrong_diff_id_is_not_used() {
     index["manifests"][0]["size"] = ms.into();
     std::fs::write(dir.join("index.json"), index.to_string()).expect("index");
 
-    let b = Kiln::new();
+    let b = Kiln::with_busybox();
     let from = format!("type=local,src={}", dir.display());
     let second = b.build(&ctx, &["-t", "app", "--cache-from", &from]);
     assert_eq!(
