@@ -110,6 +110,46 @@ fn a_noop_rebuild_keeps_the_image_id_and_rewrites_nothing() {
     );
 }
 
+/// A step failing while an independent stage still runs ends the build:
+/// the other stage's sandbox is stopped and kiln exits, never waiting on
+/// work that was cancelled.
+#[test]
+fn a_failure_cancels_a_parallel_stage_and_kiln_exits() {
+    let k = Kiln::with_busybox();
+    let ctx = k.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM busybox:1.35 AS slow\nRUN sleep 30 && echo done > /s\n\
+             FROM busybox:1.35 AS bad\nRUN sleep 1; exit 5\n\
+             FROM busybox:1.35\nCOPY --from=slow /s /s\nCOPY --from=bad /etc/passwd /p\n",
+        )],
+    );
+    let mut child = k
+        .cmd(&["build", "--progress", "plain", &ctx.display().to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kiln build");
+    // Not a timing test: a generous bound that only a hang exceeds.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(25);
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("kiln did not exit after the failure (the slow stage sleeps 30 s)");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err)
+        .expect("read stderr");
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("exit code: 5"), "{err}");
+}
+
 #[test]
 fn a_failing_build_names_nothing() {
     let k = Kiln::with_busybox();
