@@ -697,3 +697,35 @@ fn an_absent_image_is_pulled_first() {
         stderr(&o)
     );
 }
+
+/// `kiln prune --all` drops the unpacked layers, except those a running
+/// container's overlay stands on: the container goes on seeing its files.
+#[test]
+fn prune_all_keeps_the_layers_of_a_running_container() {
+    let k = K::new();
+    let id = k
+        .ok(&["run", "-d", "--name", "busy", BB, "sleep", "1000"])
+        .trim()
+        .to_string();
+    let lowers: Vec<String> = k.state(&id)["lowers"]
+        .as_array()
+        .expect("lowers")
+        .iter()
+        .filter_map(|l| l.as_str().map(str::to_string))
+        .collect();
+    assert!(!lowers.is_empty());
+    k.ok(&["prune", "--all"]);
+    for l in &lowers {
+        assert!(Path::new(l).join("bin/busybox").exists(), "{l} was pruned");
+    }
+    assert_eq!(
+        k.ok(&["exec", "busy", "cat", "/etc/group"]).is_empty(),
+        false
+    );
+    k.ok(&["rm", "-f", "busy"]);
+    // Nothing runs now: everything unpacked goes.
+    k.ok(&["prune", "--all"]);
+    for l in &lowers {
+        assert!(!Path::new(l).exists(), "{l} outlived the prune");
+    }
+}

@@ -624,12 +624,36 @@ pub fn prune_records(root: &Root, all: bool, dry_run: bool) -> Result<usize> {
     }
     let layers = root.path().join("layers");
     if all && !dry_run && layers.is_dir() {
-        // Rename first so a half-removed tree never looks like a layer.
+        // The layer dirs a running container's overlay stands on stay
+        // (changing an overlay's lower dirs under it is undefined).
+        // By name (the diff_id), whatever spelling of the store's path the
+        // container was started with.
+        let in_use: std::collections::HashSet<std::ffi::OsString> =
+            worker::container::Store::open(root.path())
+                .and_then(|s| s.list())
+                .map(|cs| {
+                    cs.into_iter()
+                        .filter(|c| c.is_alive())
+                        .flat_map(|c| c.lowers)
+                        .filter_map(|l| l.file_name().map(|n| n.to_os_string()))
+                        .collect()
+                })
+                .unwrap_or_default();
+        std::fs::create_dir_all(root.tmp_dir()).into_diagnostic()?;
         let doomed = root
             .tmp_dir()
             .join(format!("layers-pruned-{}", std::process::id()));
-        std::fs::create_dir_all(root.tmp_dir()).into_diagnostic()?;
-        std::fs::rename(&layers, &doomed).into_diagnostic()?;
+        if in_use.is_empty() {
+            // Rename first so a half-removed tree never looks like a layer.
+            std::fs::rename(&layers, &doomed).into_diagnostic()?;
+        } else {
+            std::fs::create_dir_all(&doomed).into_diagnostic()?;
+            for e in std::fs::read_dir(&layers).into_diagnostic()?.flatten() {
+                if !in_use.contains(&e.file_name()) {
+                    std::fs::rename(e.path(), doomed.join(e.file_name())).into_diagnostic()?;
+                }
+            }
+        }
         std::fs::remove_dir_all(&doomed).into_diagnostic()?;
     }
     let exports = root.path().join("exports");
