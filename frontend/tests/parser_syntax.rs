@@ -25,7 +25,7 @@ fn hd(name: &str, content: &str, expand: bool, chomp: bool, fd: Option<u32>) -> 
     }
 }
 
-fn node<'a>(df: &'a Dockerfile, i: usize) -> &'a Node {
+fn node(df: &Dockerfile, i: usize) -> &Node {
     &df.nodes[i]
 }
 

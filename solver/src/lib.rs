@@ -21,7 +21,7 @@ mod scheduler;
 pub use graph::{Graph, NodeId};
 pub use key::Key;
 pub use progress::{Event, Progress, Stream};
-pub use scheduler::{default_jobs, solve, Executor, SolveError, SolveOptions, Solved};
+pub use scheduler::{default_jobs, solve, Executor, IgnoreCache, SolveError, SolveOptions, Solved};
 
 /// A unit of work the solver schedules.
 pub trait Op: Send + Sync + 'static {

@@ -29,7 +29,7 @@ use crate::progress;
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// Build an image from a Dockerfile and a context.
-    Build(BuildArgs),
+    Build(Box<BuildArgs>),
     /// Show what the build cache holds.
     Du {
         /// List every record.
@@ -101,7 +101,7 @@ pub struct BuildArgs {
 
 pub fn run(cmd: Cmd) -> Result<ExitCode> {
     match cmd {
-        Cmd::Build(a) => build(a),
+        Cmd::Build(a) => build(*a),
         Cmd::Du { verbose } => du(verbose),
     }
 }
@@ -473,6 +473,10 @@ fn op_stage(op: &BuildOp) -> Option<String> {
     words.last().map(|s| s.to_string())
 }
 
+/// A solve's outcome: the results and the cache keys of the solve, or a
+/// failed build's message.
+type Solution = std::result::Result<(Vec<Built>, Vec<solver::Key>), String>;
+
 /// Solves the graph with `exec`; `Ok(Err(message))` is a failed build
 /// (the step and its error), `Err` a failure of kiln itself. With the
 /// results come the cache keys of the solve (for the cache export).
@@ -480,18 +484,18 @@ fn solve_with<E>(
     job: Job<'_>,
     exec: E,
     layers_of: impl Fn(&E::Output) -> Vec<Layer>,
-) -> Result<Result<(Vec<Built>, Vec<solver::Key>), String>>
+) -> Result<Solution>
 where
     E: Executor<Op = BuildOp>,
 {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let drawer = progress::spawn(job.mode, rx);
     let filter = job.no_cache_filter.clone();
-    let ignore_cache: Option<Arc<dyn Fn(&BuildOp) -> bool + Send + Sync>> = if job.no_cache {
+    let ignore_cache: Option<solver::IgnoreCache<BuildOp>> = if job.no_cache {
         Some(Arc::new(|_: &BuildOp| true))
     } else if !filter.is_empty() {
         Some(Arc::new(move |op: &BuildOp| {
-            op_stage(op).is_some_and(|s| filter.iter().any(|f| *f == s))
+            op_stage(op).is_some_and(|s| filter.contains(&s))
         }))
     } else {
         None
@@ -540,7 +544,7 @@ where
 }
 
 /// The worker executor over this machine's sandboxes and the store.
-fn run_worker(job: Job<'_>) -> Result<Result<(Vec<Built>, Vec<solver::Key>), String>> {
+fn run_worker(job: Job<'_>) -> Result<Solution> {
     use worker::executor::{SharedWorker, Snapshot, Worker, WorkerOptions};
     let helper_exe = std::env::current_exe()
         .into_diagnostic()
