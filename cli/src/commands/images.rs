@@ -699,34 +699,7 @@ fn ago(t: i64) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
-    let secs = now - t;
-    let d = if secs < 1 {
-        "Less than a second".to_string()
-    } else if secs == 1 {
-        "1 second".into()
-    } else if secs < 60 {
-        format!("{secs} seconds")
-    } else if secs / 60 == 1 {
-        "About a minute".into()
-    } else if secs / 60 < 60 {
-        format!("{} minutes", secs / 60)
-    } else {
-        let hours = (secs as f64 / 3600.0 + 0.5) as i64;
-        if hours == 1 {
-            "About an hour".into()
-        } else if hours < 48 {
-            format!("{hours} hours")
-        } else if hours < 24 * 7 * 2 {
-            format!("{} days", hours / 24)
-        } else if hours < 24 * 30 * 2 {
-            format!("{} weeks", hours / 24 / 7)
-        } else if hours < 24 * 365 * 2 {
-            format!("{} months", hours / 24 / 30)
-        } else {
-            format!("{} years", secs / 3600 / 24 / 365)
-        }
-    };
-    format!("{d} ago")
+    format!("{} ago", super::run::human_duration(now - t))
 }
 
 /// Seconds since the epoch of an RFC 3339 time (`2024-01-01T00:00:00Z`,

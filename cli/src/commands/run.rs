@@ -587,8 +587,8 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     s
 }
 
-/// docker's `units.HumanDuration`.
-fn human_duration(secs: i64) -> String {
+/// docker's `units.HumanDuration` (image ages, container uptimes).
+pub(crate) fn human_duration(secs: i64) -> String {
     let secs = secs.max(0);
     if secs < 1 {
         "Less than a second".into()
