@@ -726,3 +726,25 @@ fn prune_all_keeps_the_layers_of_a_running_container() {
         assert!(!Path::new(l).exists(), "{l} outlived the prune");
     }
 }
+
+/// As docker: the image a container was made from keeps its last name
+/// unless forced.
+#[test]
+fn rmi_of_an_image_a_container_uses_needs_force() {
+    let k = K::new();
+    k.ok(&["run", "--name", "user", BB, "true"]);
+    let o = k.run(&["rmi", BB]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("(must force) - container"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(k.ok(&["images"]).contains("busybox"), "the name stays");
+    // Another name for the same image can go.
+    k.ok(&["tag", BB, "other:1"]);
+    k.ok(&["rmi", "other:1"]);
+    k.ok(&["rmi", "-f", BB]);
+    assert!(!k.ok(&["images"]).contains("busybox"));
+    k.ok(&["rm", "user"]);
+}

@@ -331,6 +331,34 @@ fn rmi_one(root: &Root, input: &str, force: bool) -> Result<String> {
     };
     let mut s = String::new();
     let removed_target = found.descriptor.clone();
+    // As docker: the last name of an image a container was made from is
+    // not removed unless forced, and its content stays while the container
+    // does (the container's layers come from it).
+    let target = removed_target.digest().to_string();
+    let last_name = root
+        .images()
+        .list()
+        .map_err(fail)?
+        .iter()
+        .filter(|(r, d)| d.digest() == removed_target.digest() && !to_remove.contains(r))
+        .count()
+        == 0;
+    let user = if last_name {
+        worker::container::Store::open(root.path())
+            .and_then(|st| st.list())
+            .unwrap_or_default()
+            .into_iter()
+            .find(|c| c.image_id == target)
+    } else {
+        None
+    };
+    if let (Some(c), false) = (&user, force) {
+        return Err(miette!(
+            "conflict: unable to remove repository reference \"{input}\" (must force) - container {} is using its referenced image {}",
+            c.short_id(),
+            target.trim_start_matches("sha256:").get(..12).unwrap_or(&target)
+        ));
+    }
     for r in &to_remove {
         if root.images().remove(r).map_err(fail)? {
             s.push_str(&format!("Untagged: {}\n", r.familiar()));
@@ -342,7 +370,7 @@ fn rmi_one(root: &Root, input: &str, force: bool) -> Result<String> {
         .map_err(fail)?
         .iter()
         .any(|(_, d)| d.digest() == removed_target.digest());
-    if !still_named {
+    if !still_named && user.is_none() {
         gc::remove_image_content(root, &removed_target, &[]).map_err(fail)?;
         s.push_str(&format!("Deleted: {}\n", removed_target.digest()));
     }
