@@ -411,7 +411,8 @@ pub struct Found {
 
 /// Finds an image the way docker's CLI does: a name (normalised), a full
 /// `sha256:` ID, or an unambiguous hex prefix of an ID (at least 4
-/// characters), where an ID is the digest of the named manifest or index.
+/// characters), where an ID is the digest of the named manifest or index,
+/// or else of a config one of them carries (what `kiln build` prints).
 pub fn find(root: &Root, input: &str) -> Result<Found> {
     let list = root.images().list()?;
     let names_of = |d: &Descriptor| -> Vec<Reference> {
@@ -451,6 +452,20 @@ pub fn find(root: &Root, input: &str) -> Result<Found> {
                 && !hits.iter().any(|h| h.digest() == d.digest())
             {
                 hits.push(d);
+            }
+        }
+        if hits.is_empty() {
+            // The ID `kiln build` prints (and `--iidfile` holds) is the
+            // config's digest, docker's classic image ID: it names the
+            // image whose manifest carries that config.
+            for (_, d) in &list {
+                let configs = closure(root.blobs(), d).unwrap_or_default();
+                let matches = configs.iter().any(|c| {
+                    media::is_config(&media_type(c)) && c.digest().digest().starts_with(&hex)
+                });
+                if matches && !hits.iter().any(|h| h.digest() == d.digest()) {
+                    hits.push(d);
+                }
             }
         }
         match hits.as_slice() {

@@ -165,6 +165,11 @@ fn a_failing_build_names_nothing() {
         id.starts_with("sha256:"),
         "quiet prints the image ID: {id:?}"
     );
+    // That ID names the image for every other command, in full or short.
+    for name in [id.as_str(), &id[7..19]] {
+        let out = k.run(&["inspect", name]);
+        assert!(out.status.success(), "inspect {name}: {}", stderr(&out));
+    }
     let before = k.run(&["images", "-q", "--no-trunc"]);
 
     std::fs::write(
