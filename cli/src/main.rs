@@ -8,7 +8,11 @@ mod progress;
 
 /// kiln: a daemonless Dockerfile build engine.
 #[derive(Debug, Parser)]
-#[command(name = "kiln", version, about)]
+#[command(
+    name = "kiln",
+    version,
+    about = "Build OCI images from Dockerfiles as BuildKit does; store, move and run them. One binary, no daemon; the store is $KILN_ROOT."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
