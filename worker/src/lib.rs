@@ -13,6 +13,7 @@ pub mod executor;
 pub mod fileops;
 pub mod layers;
 pub mod sandbox;
+pub mod secrets;
 pub mod slots;
 pub mod snapshot;
 mod sys;
