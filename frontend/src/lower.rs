@@ -465,9 +465,7 @@ impl Lowerer<'_> {
                                 .map(String::from)
                         })
                         .ok_or_else(|| invalid("secret mount needs an id or a target".into()))?;
-                // With `env=` and no target the secret is only the
-                // variable, as BuildKit's (convert_secrets.go).
-                let target = if target.is_empty() && m.env.is_none() {
+                let target = if target.is_empty() {
                     format!("/run/secrets/{id}")
                 } else {
                     target
@@ -479,7 +477,6 @@ impl Lowerer<'_> {
                     mode: m.mode.unwrap_or(0o400),
                     uid: m.uid.unwrap_or(0),
                     gid: m.gid.unwrap_or(0),
-                    env: m.env.clone().filter(|e| !e.is_empty()),
                 }
             }
             MountType::Ssh => ExecMount::Ssh {
@@ -513,19 +510,36 @@ impl Lowerer<'_> {
         done: &HashMap<usize, Done>,
         display: String,
     ) -> Result<NodeId> {
+        let mut local = Vec::new();
+        let mut urls = Vec::new();
         for s in &copy.sources {
-            if is_remote(s) {
+            if is_git(s) {
                 return Err(Error::new(
                     ErrorKind::InvalidArgument,
-                    format!("ADD/COPY of remote sources is not supported yet: {s}"),
+                    format!("ADD/COPY of git sources is not supported yet: {s}"),
                 ));
             }
+            if is_http(s) {
+                if !add {
+                    // BuildKit's dispatchCopy wording.
+                    return Err(Error::new(
+                        ErrorKind::InvalidArgument,
+                        "source can't be a URL for COPY",
+                    ));
+                }
+                urls.push(s.clone());
+            } else {
+                local.push(s.clone());
+            }
         }
-        if copy.checksum.is_some() {
-            return Err(Error::new(
-                ErrorKind::InvalidArgument,
-                "checksum can't be specified for non-HTTP(S) sources",
-            ));
+        if let Some(c) = &copy.checksum {
+            if !local.is_empty() || !copy.inline_sources.is_empty() {
+                return Err(Error::new(
+                    ErrorKind::InvalidArgument,
+                    "checksum can't be specified for non-HTTP(S) sources",
+                ));
+            }
+            check_digest(c)?;
         }
         let chmod = match &copy.chmod {
             Some(m) => Some(u32::from_str_radix(m, 8).map_err(|_| {
@@ -537,13 +551,20 @@ impl Lowerer<'_> {
             None => None,
         };
         let dest = dest_path(workdir, &copy.dest);
+        let all = copy.sources.len() + copy.inline_sources.len();
+        if !urls.is_empty() && all > 1 && !dest.ends_with('/') {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                "When using ADD with more than one source file, the destination must be a directory and end with a /",
+            ));
+        }
         let chown = copy.chown.clone().filter(|c| !c.is_empty());
         // With --link the copy lands on an empty filesystem, merged on top
         // afterwards, so its result does not depend on the state below.
         let base = if copy.link { self.scratch() } else { state };
         let mut inputs = vec![base];
         let mut actions = Vec::new();
-        if !copy.sources.is_empty() {
+        if !local.is_empty() {
             let src = match from {
                 Some(s) => self.source(s, platform, done)?,
                 None => self.context(),
@@ -551,13 +572,38 @@ impl Lowerer<'_> {
             inputs.push(src);
             actions.push(FileAction::Copy {
                 source: inputs.len() - 1,
-                paths: copy.sources.clone(),
+                paths: local,
                 dest: dest.clone(),
                 chown: chown.clone(),
                 chmod,
                 parents: copy.parents,
                 exclude: copy.excludes.clone(),
                 unpack: add && copy.unpack.unwrap_or(true),
+            });
+        }
+        for url in urls {
+            // As BuildKit: the file is named after the URL's path, never
+            // after Content-Disposition; a URL's archive stays a file unless
+            // `--unpack=true`.
+            let filename = url_filename(&url);
+            let http = self.graph.add(
+                BuildOp::Http {
+                    url,
+                    checksum: copy.checksum.clone(),
+                    filename: filename.clone(),
+                },
+                &[],
+            );
+            inputs.push(http);
+            actions.push(FileAction::Copy {
+                source: inputs.len() - 1,
+                paths: vec![filename],
+                dest: dest.clone(),
+                chown: chown.clone(),
+                chmod,
+                parents: false,
+                exclude: Vec::new(),
+                unpack: copy.unpack == Some(true),
             });
         }
         for inline in &copy.inline_sources {
@@ -606,8 +652,77 @@ fn non_empty(s: &str) -> Option<String> {
     (!s.is_empty()).then(|| s.to_string())
 }
 
-fn is_remote(s: &str) -> bool {
-    s.starts_with("http://") || s.starts_with("https://") || s.starts_with("git@")
+/// An `http://` or `https://` source that is not a git repository.
+fn is_http(s: &str) -> bool {
+    (s.starts_with("http://") || s.starts_with("https://")) && !is_git(s)
+}
+
+/// A git source, as BuildKit recognises them (`git@…`, `git://…`, or a URL
+/// whose path ends in `.git`, with an optional `#ref:subdir`).
+fn is_git(s: &str) -> bool {
+    if s.starts_with("git@") || s.starts_with("git://") {
+        return true;
+    }
+    if !(s.starts_with("http://") || s.starts_with("https://")) {
+        return false;
+    }
+    let path = s.split(['#', '?']).next().unwrap_or("");
+    path.trim_end_matches('/').ends_with(".git")
+}
+
+/// The name BuildKit gives a downloaded file: the last element of the URL's
+/// (percent-decoded) path, `__unnamed__` when it has none.
+pub fn url_filename(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.split(['#', '?']).next().unwrap_or("");
+    let path = rest.find('/').map_or("", |i| &rest[i..]);
+    let base = path.trim_end_matches('/').rsplit('/').next().unwrap_or("");
+    let base = percent_decode(base);
+    if base.is_empty() || base == "." || base == ".." {
+        "__unnamed__".into()
+    } else {
+        base
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `--checksum` must be a digest kiln can verify: `sha256:`, `sha384:` or
+/// `sha512:` and that many lower-case hex digits.
+fn check_digest(c: &str) -> Result<()> {
+    let ok = match c.split_once(':') {
+        Some(("sha256", h)) => h.len() == 64,
+        Some(("sha384", h)) => h.len() == 96,
+        Some(("sha512", h)) => h.len() == 128,
+        _ => false,
+    } && c.split_once(':').is_some_and(|(_, h)| {
+        h.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::new(
+            ErrorKind::InvalidArgument,
+            format!("invalid checksum digest format: {c}"),
+        ))
+    }
 }
 
 /// A mount source made absolute inside its input (`.` and `` are the root).
@@ -658,6 +773,19 @@ mod tests {
     }
 
     #[test]
+    fn url_file_names_follow_buildkit() {
+        assert_eq!(url_filename("http://h:1/a/b.tar.gz"), "b.tar.gz");
+        assert_eq!(url_filename("https://h/a/b.txt?x=1#f"), "b.txt");
+        assert_eq!(url_filename("https://h/dir/"), "dir");
+        assert_eq!(url_filename("https://h"), "__unnamed__");
+        assert_eq!(url_filename("https://h/"), "__unnamed__");
+        assert_eq!(url_filename("https://h/a%20b"), "a b");
+        assert!(is_git("https://github.com/x/y.git#main"));
+        assert!(!is_http("git@github.com:x/y"));
+        assert!(is_http("http://h/f.txt"));
+    }
+
+    #[test]
     fn mount_sources_are_rooted() {
         assert_eq!(clean_source("."), "/");
         assert_eq!(clean_source("data.txt"), "/data.txt");
@@ -668,7 +796,7 @@ mod tests {
     fn layers(g: &Graph<BuildOp>, node: NodeId) -> usize {
         match g.op(node) {
             BuildOp::Image { .. } => 1,
-            BuildOp::Scratch | BuildOp::Context { .. } => 0,
+            BuildOp::Scratch | BuildOp::Context { .. } | BuildOp::Http { .. } => 0,
             BuildOp::Merge => g.inputs(node).iter().map(|&i| layers(g, i)).sum(),
             BuildOp::Exec(_) | BuildOp::File(_) => layers(g, g.inputs(node)[0]) + 1,
         }

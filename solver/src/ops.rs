@@ -9,7 +9,7 @@
 //! - `File`: input 0 is the filesystem the actions apply to (`Scratch` for
 //!   an empty one); [`FileAction::Copy`] names its source input by index.
 //! - `Merge`: the inputs' layers stacked in order (`COPY --link`).
-//! - `Image`, `Context`, `Scratch`: no inputs.
+//! - `Image`, `Context`, `Scratch`, `Http`: no inputs.
 
 use serde::{Deserialize, Serialize};
 
@@ -140,6 +140,18 @@ pub enum BuildOp {
     Context { name: String, exclude: Vec<String> },
     /// The empty filesystem.
     Scratch,
+    /// `ADD <http(s) url>`: the downloaded file alone at `/{filename}` of an
+    /// otherwise empty filesystem, mode 0600, mtime from `Last-Modified`, as
+    /// BuildKit's http source; a COPY action then places it. With
+    /// `checksum` (`sha256:…`) the download is verified and the checksum
+    /// names the content, so a cached result needs no download; without
+    /// it the worker downloads on every build and the content's digest
+    /// enters the cache key.
+    Http {
+        url: String,
+        checksum: Option<String>,
+        filename: String,
+    },
     /// A RUN.
     Exec(Exec),
     /// COPY, ADD, WORKDIR's mkdir, heredoc files.
@@ -211,20 +223,13 @@ pub enum ExecMount {
         target: String,
         size: Option<u64>,
     },
-    /// A build secret (`--secret` of the build) as a read-only file at
-    /// `target` and/or an environment variable; its value is never part of
-    /// the op (so never of the cache key) nor of any layer.
     Secret {
         id: String,
-        /// Empty when the secret is exposed only as `env`.
         target: String,
         required: bool,
         mode: u32,
         uid: u32,
         gid: u32,
-        /// `env=VAR`: the variable the step gets the secret's value in.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        env: Option<String>,
     },
     Ssh {
         id: String,
@@ -303,6 +308,7 @@ impl Op for BuildOp {
             } => format!("FROM {reference} ({platform})"),
             BuildOp::Context { name, .. } => format!("load build context {name}"),
             BuildOp::Scratch => "scratch".into(),
+            BuildOp::Http { url, .. } => format!("download {url}"),
             BuildOp::Exec(e) if !e.display.is_empty() => e.display.clone(),
             BuildOp::Exec(e) => format!("RUN {}", e.argv.join(" ")),
             BuildOp::File(f) if !f.display.is_empty() => f.display.clone(),

@@ -29,7 +29,6 @@ use crate::diff::{self, Compression};
 use crate::fileops::{self, checksum, ChecksumMemo, Chmod, CopySpec, SourceIds};
 use crate::layers::{LayerError, LayerRef, LayerStore};
 use crate::sandbox::{self, Mount, Network, SandboxSpec};
-use crate::secrets::{SecretDir, SecretError};
 use crate::slots::Slots;
 use crate::snapshot::{self, Active, Mounted};
 
@@ -74,8 +73,6 @@ pub struct WorkerOptions {
     /// How many steps may do kiln's own work at once (`--jobs`, default
     /// the machine's cores); see [`crate::slots`].
     pub cpu_slots: usize,
-    /// `--secret` and `--ssh` of the build, for `RUN --mount=type=secret|ssh`.
-    pub secrets: crate::secrets::Secrets,
 }
 
 /// Why a step failed.
@@ -109,12 +106,12 @@ pub enum ExecutorError {
     FileOps(#[from] fileops::FileOpsError),
     #[error(transparent)]
     Store(#[from] cache::Error),
-    #[error(transparent)]
-    Secret(#[from] crate::secrets::SecretError),
     #[error("image {reference}: {detail}")]
     Image { reference: String, detail: String },
     #[error("step was interrupted")]
     Interrupted,
+    #[error(transparent)]
+    Http(#[from] crate::http_source::HttpError),
 }
 
 fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> ExecutorError + 'a {
@@ -137,6 +134,8 @@ pub struct Worker {
     /// One lock per cache-mount id, for `sharing=locked`.
     mount_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     slots: Slots,
+    /// `ADD <url>` downloads made during this build.
+    http: crate::http_source::Downloads,
 }
 
 impl Worker {
@@ -157,6 +156,7 @@ impl Worker {
             cache_dir,
             cache_mounts,
             mount_locks: Mutex::new(HashMap::new()),
+            http: crate::http_source::Downloads::new(),
         })
     }
 
@@ -349,6 +349,9 @@ impl Executor for SharedWorker {
                     }
                 }
             }
+            BuildOp::Http { url, checksum, .. } => {
+                parts.push(http_content_key(w, url, checksum.as_deref()).await?);
+            }
             _ => {}
         }
         if parts.is_empty() {
@@ -435,10 +438,81 @@ impl Executor for SharedWorker {
                 w.run_blocking(move |w, cancel| run_file(w, &f, &inputs, cancel))
                     .await?
             }
+            BuildOp::Http {
+                url,
+                checksum,
+                filename,
+            } => {
+                let d = fetch_http(w, url, checksum.as_deref()).await?;
+                let filename = filename.clone();
+                w.run_blocking(move |w, cancel| run_http(w, &filename, &d, cancel))
+                    .await?
+            }
         };
         w.record(key, &snap)?;
         Ok(snap)
     }
+}
+
+/// What an `ADD <url>` source's key depends on: its `--checksum` (no
+/// download needed), else the digest of the body, downloaded now (and
+/// reused when the step runs), as BuildKit checks the URL on every build.
+async fn http_content_key(
+    w: &Arc<Worker>,
+    url: &str,
+    checksum: Option<&str>,
+) -> Result<[u8; 32], ExecutorError> {
+    let digest = match checksum {
+        Some(c) => c.to_string(),
+        None => fetch_http(w, url, None).await?.sha256.clone(),
+    };
+    Ok(Key::of_parts("kiln.http.v1", [digest.as_bytes()]).0)
+}
+
+/// This build's download of `url`, made in the worker's scratch space.
+async fn fetch_http(
+    w: &Arc<Worker>,
+    url: &str,
+    checksum: Option<&str>,
+) -> Result<Arc<crate::http_source::Download>, ExecutorError> {
+    let scratch = || {
+        w.layers
+            .scratch("http")
+            .map_err(|e| crate::http_source::HttpError::Io {
+                what: "create scratch for",
+                path: PathBuf::from(url),
+                source: io::Error::other(e.to_string()),
+            })
+    };
+    Ok(w.http.fetch(url, checksum, scratch).await?)
+}
+
+/// The layer of an `ADD <url>` source: the body alone at `/{filename}`,
+/// owned by root, mode 0600, mtime from `Last-Modified` (BuildKit's http
+/// source defaults; `--chmod`/`--chown` apply in the copy that follows).
+fn run_http(
+    w: &Worker,
+    filename: &str,
+    d: &crate::http_source::Download,
+    cancel: &AtomicBool,
+) -> Result<Snapshot, ExecutorError> {
+    use std::os::unix::fs::PermissionsExt;
+    let _slot = w.slots.acquire(cancel).ok_or(ExecutorError::Interrupted)?;
+    let dir = w.layers.scratch("http-layer")?;
+    let active = Active::prepare(&[], &dir, w.opts.force_copy)?;
+    let dest = active.rootfs().join(filename);
+    fs::copy(&d.path, &dest).map_err(io_err("copy download to", &dest))?;
+    fs::set_permissions(&dest, fs::Permissions::from_mode(0o600))
+        .map_err(io_err("chmod", &dest))?;
+    if let Some(t) = d.last_modified {
+        let f = fs::File::options()
+            .write(true)
+            .open(&dest)
+            .map_err(io_err("open", &dest))?;
+        f.set_times(fs::FileTimes::new().set_accessed(t).set_modified(t))
+            .map_err(io_err("set times of", &dest))?;
+    }
+    commit_layer(w, active, &Snapshot::default(), &[])
 }
 
 fn cache_mount_locks(w: &Worker, e: &Exec) -> Vec<Arc<tokio::sync::Mutex<()>>> {
@@ -685,11 +759,6 @@ fn run_exec(
 
     let mut views = Vec::new();
     let mut mounts = Vec::new();
-    // Secrets' copies live here until the step is over; their mount
-    // points (and folders made for them) never reach the layer.
-    let mut secret_dir: Option<SecretDir> = None;
-    let mut ephemeral = Vec::new();
-    let mut secret_env: Vec<(String, String)> = Vec::new();
     for m in &e.mounts {
         match m {
             ExecMount::Bind {
@@ -758,62 +827,11 @@ fn run_exec(
                     readonly: true,
                 });
             }
-            ExecMount::Secret {
-                id,
-                target,
-                required,
-                mode,
-                uid,
-                gid,
-                env,
-            } => {
-                let Some(value) = w.opts.secrets.value(id)? else {
-                    if *required {
-                        return Err(SecretError::NotFound(id.clone()).into());
-                    }
-                    continue; // optional: the step runs without it
-                };
-                if let Some(var) = env {
-                    secret_env.push((var.clone(), String::from_utf8_lossy(&value).into_owned()));
-                }
-                if target.is_empty() {
-                    continue;
-                }
-                if secret_dir.is_none() {
-                    secret_dir = Some(SecretDir::create(w.layers.scratch("secrets")?)?);
-                }
-                if let Some(dir) = secret_dir.as_mut() {
-                    let path = dir.write(&value, *mode, *uid, *gid)?;
-                    mounts.push(Mount::Bind {
-                        source: path,
-                        target: target.clone(),
-                        readonly: true,
-                    });
-                    ephemeral.push(target.clone());
-                }
-            }
-            ExecMount::Ssh {
-                id,
-                target,
-                required,
-                ..
-            } => {
-                let Some(sock) = w.opts.secrets.ssh_socket(id)? else {
-                    if *required {
-                        return Err(SecretError::NoSsh(id.clone()).into());
-                    }
-                    continue;
-                };
-                // The agent's own socket: its owner and mode stay the
-                // host's (kiln runs no proxy that could apply uid/gid/mode).
-                mounts.push(Mount::Bind {
-                    source: sock,
-                    target: target.clone(),
-                    readonly: false,
-                });
-                ephemeral.push(target.clone());
-                if !secret_env.iter().any(|(k, _)| k == "SSH_AUTH_SOCK") {
-                    secret_env.push(("SSH_AUTH_SOCK".into(), target.clone()));
+            ExecMount::Secret { id, required, .. } | ExecMount::Ssh { id, required, .. } => {
+                if *required {
+                    return Err(ExecutorError::Unsupported(format!(
+                        "secret/ssh mount {id:?} is required but kiln does not forward secrets yet"
+                    )));
                 }
             }
         }
@@ -821,12 +839,6 @@ fn run_exec(
 
     let mut spec = SandboxSpec::new(&rootfs, e.argv.clone());
     spec.env = e.env.clone();
-    for (k, v) in secret_env {
-        spec.env
-            .retain(|kv| kv.split('=').next() != Some(k.as_str()));
-        spec.env.push(format!("{k}={v}"));
-    }
-    spec.ephemeral = ephemeral;
     spec.cwd = if e.cwd.is_empty() {
         "/".into()
     } else {
@@ -855,7 +867,6 @@ fn run_exec(
     drop(slot);
     let outcome = sandbox::run_cancellable(&spec, &w.opts.helper_exe, &mut sink, cancel)?;
     drop(views);
-    drop(secret_dir);
     if !outcome.status.success() {
         drop(active);
         return Err(ExecutorError::Process {

@@ -3,4 +3,3 @@
 
 pub mod export;
 pub mod remote_cache;
-pub mod secrets;
