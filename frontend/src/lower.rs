@@ -465,7 +465,9 @@ impl Lowerer<'_> {
                                 .map(String::from)
                         })
                         .ok_or_else(|| invalid("secret mount needs an id or a target".into()))?;
-                let target = if target.is_empty() {
+                // With `env=` and no target the secret is only the
+                // variable, as BuildKit's (convert_secrets.go).
+                let target = if target.is_empty() && m.env.is_none() {
                     format!("/run/secrets/{id}")
                 } else {
                     target
@@ -477,6 +479,7 @@ impl Lowerer<'_> {
                     mode: m.mode.unwrap_or(0o400),
                     uid: m.uid.unwrap_or(0),
                     gid: m.gid.unwrap_or(0),
+                    env: m.env.clone().filter(|e| !e.is_empty()),
                 }
             }
             MountType::Ssh => ExecMount::Ssh {

@@ -223,13 +223,20 @@ pub enum ExecMount {
         target: String,
         size: Option<u64>,
     },
+    /// A build secret (`--secret` of the build) as a read-only file at
+    /// `target` and/or an environment variable; its value is never part of
+    /// the op (so never of the cache key) nor of any layer.
     Secret {
         id: String,
+        /// Empty when the secret is exposed only as `env`.
         target: String,
         required: bool,
         mode: u32,
         uid: u32,
         gid: u32,
+        /// `env=VAR`: the variable the step gets the secret's value in.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        env: Option<String>,
     },
     Ssh {
         id: String,

@@ -29,6 +29,7 @@ use crate::diff::{self, Compression};
 use crate::fileops::{self, checksum, ChecksumMemo, Chmod, CopySpec, SourceIds};
 use crate::layers::{LayerError, LayerRef, LayerStore};
 use crate::sandbox::{self, Mount, Network, SandboxSpec};
+use crate::secrets::{SecretDir, SecretError};
 use crate::slots::Slots;
 use crate::snapshot::{self, Active, Mounted};
 
@@ -73,6 +74,8 @@ pub struct WorkerOptions {
     /// How many steps may do kiln's own work at once (`--jobs`, default
     /// the machine's cores); see [`crate::slots`].
     pub cpu_slots: usize,
+    /// `--secret` and `--ssh` of the build, for `RUN --mount=type=secret|ssh`.
+    pub secrets: crate::secrets::Secrets,
 }
 
 /// Why a step failed.
@@ -106,6 +109,8 @@ pub enum ExecutorError {
     FileOps(#[from] fileops::FileOpsError),
     #[error(transparent)]
     Store(#[from] cache::Error),
+    #[error(transparent)]
+    Secret(#[from] crate::secrets::SecretError),
     #[error("image {reference}: {detail}")]
     Image { reference: String, detail: String },
     #[error("step was interrupted")]
@@ -759,6 +764,11 @@ fn run_exec(
 
     let mut views = Vec::new();
     let mut mounts = Vec::new();
+    // Secrets' copies live here until the step is over; their mount
+    // points (and folders made for them) never reach the layer.
+    let mut secret_dir: Option<SecretDir> = None;
+    let mut ephemeral = Vec::new();
+    let mut secret_env: Vec<(String, String)> = Vec::new();
     for m in &e.mounts {
         match m {
             ExecMount::Bind {
@@ -827,11 +837,62 @@ fn run_exec(
                     readonly: true,
                 });
             }
-            ExecMount::Secret { id, required, .. } | ExecMount::Ssh { id, required, .. } => {
-                if *required {
-                    return Err(ExecutorError::Unsupported(format!(
-                        "secret/ssh mount {id:?} is required but kiln does not forward secrets yet"
-                    )));
+            ExecMount::Secret {
+                id,
+                target,
+                required,
+                mode,
+                uid,
+                gid,
+                env,
+            } => {
+                let Some(value) = w.opts.secrets.value(id)? else {
+                    if *required {
+                        return Err(SecretError::NotFound(id.clone()).into());
+                    }
+                    continue; // optional: the step runs without it
+                };
+                if let Some(var) = env {
+                    secret_env.push((var.clone(), String::from_utf8_lossy(&value).into_owned()));
+                }
+                if target.is_empty() {
+                    continue;
+                }
+                if secret_dir.is_none() {
+                    secret_dir = Some(SecretDir::create(w.layers.scratch("secrets")?)?);
+                }
+                if let Some(dir) = secret_dir.as_mut() {
+                    let path = dir.write(&value, *mode, *uid, *gid)?;
+                    mounts.push(Mount::Bind {
+                        source: path,
+                        target: target.clone(),
+                        readonly: true,
+                    });
+                    ephemeral.push(target.clone());
+                }
+            }
+            ExecMount::Ssh {
+                id,
+                target,
+                required,
+                ..
+            } => {
+                let Some(sock) = w.opts.secrets.ssh_socket(id)? else {
+                    if *required {
+                        return Err(SecretError::NoSsh(id.clone()).into());
+                    }
+                    continue;
+                };
+                // The agent's own socket: its owner and mode stay the
+                // host's (kiln runs no proxy that could apply uid/gid/mode).
+                mounts.push(Mount::Bind {
+                    source: sock,
+                    target: target.clone(),
+                    readonly: false,
+                });
+                ephemeral.push(target.clone());
+                if !secret_env.iter().any(|(k, _)| k == "SSH_AUTH_SOCK") {
+                    secret_env.push(("SSH_AUTH_SOCK".into(), target.clone()));
                 }
             }
         }
@@ -839,6 +900,12 @@ fn run_exec(
 
     let mut spec = SandboxSpec::new(&rootfs, e.argv.clone());
     spec.env = e.env.clone();
+    for (k, v) in secret_env {
+        spec.env
+            .retain(|kv| kv.split('=').next() != Some(k.as_str()));
+        spec.env.push(format!("{k}={v}"));
+    }
+    spec.ephemeral = ephemeral;
     spec.cwd = if e.cwd.is_empty() {
         "/".into()
     } else {
@@ -867,6 +934,7 @@ fn run_exec(
     drop(slot);
     let outcome = sandbox::run_cancellable(&spec, &w.opts.helper_exe, &mut sink, cancel)?;
     drop(views);
+    drop(secret_dir);
     if !outcome.status.success() {
         drop(active);
         return Err(ExecutorError::Process {

@@ -145,6 +145,11 @@ pub struct SandboxSpec {
     /// binfmt_misc (see [`crate::emulation`]); `None` runs natively.
     #[serde(default)]
     pub emulator: Option<crate::emulation::Emulator>,
+    /// Mount targets whose mount points, and the folders created for them,
+    /// go again after the run (secrets, SSH sockets: nothing of them may
+    /// reach the layer), unlike other `--mount` folders, which stay.
+    #[serde(default)]
+    pub ephemeral: Vec<String>,
 }
 
 fn default_cwd() -> String {
@@ -173,6 +178,7 @@ impl SandboxSpec {
             rlimits: Vec::new(),
             stdin: None,
             emulator: None,
+            ephemeral: Vec::new(),
         }
     }
 
@@ -375,7 +381,8 @@ fn stub_targets(spec: &SandboxSpec) -> Vec<(PathBuf, bool, bool)> {
             Mount::Tmpfs { .. } => true,
         };
         if let Some(rel) = crate::snapshot::rel_components(m.target()) {
-            out.push((rel, dir, true));
+            let keep = !spec.ephemeral.iter().any(|t| t == m.target());
+            out.push((rel, dir, keep));
         }
     }
     out

@@ -3,3 +3,4 @@
 
 pub mod export;
 pub mod remote_cache;
+pub mod secrets;

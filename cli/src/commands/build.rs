@@ -95,6 +95,14 @@ pub struct BuildArgs {
     /// or a bare registry reference (repeatable).
     #[arg(long = "cache-from")]
     pub cache_from: Vec<String>,
+    /// A secret for `RUN --mount=type=secret`: `id=ID[,src=PATH|,env=VAR]`
+    /// (repeatable; buildx syntax). Never stored, cached or printed.
+    #[arg(long = "secret")]
+    pub secret: Vec<String>,
+    /// An SSH agent for `RUN --mount=type=ssh`: `default|ID[=SOCKET]`
+    /// (`$SSH_AUTH_SOCK` when no socket is named; agent sockets only).
+    #[arg(long = "ssh")]
+    pub ssh: Vec<String>,
     /// The build context: a folder, or `-` for a tar on stdin.
     pub context: String,
 }
@@ -309,6 +317,7 @@ fn build(a: BuildArgs) -> Result<ExitCode> {
     };
     let args = build_args(&a.build_args);
     let caches = CacheOptions::parse(&a.cache_to, &a.cache_from, &args)?;
+    let secrets = crate::build::secrets::parse(&a.secret, &a.ssh)?;
     let mut plans = Vec::with_capacity(platforms.len());
     for p in &platforms {
         let opts = PlanOptions {
@@ -356,6 +365,7 @@ fn build(a: BuildArgs) -> Result<ExitCode> {
         no_cache_filter: a.no_cache_filter.clone(),
         context: ctx.clone(),
         network,
+        secrets,
     };
     let solved = run_worker(job)?;
     if let Some(i) = &imported {
@@ -457,6 +467,8 @@ struct Job<'a> {
     network: solver::ops::Network,
     /// Records imported with `--cache-from`.
     remote: Option<Arc<Imported>>,
+    /// `--secret` and `--ssh`.
+    secrets: worker::secrets::Secrets,
 }
 
 /// The stage an op's display name belongs to (`[name 2/5] RUN …`), for
@@ -561,6 +573,7 @@ fn run_worker(job: Job<'_>) -> Result<Solution> {
         helper_exe,
         force_copy: false,
         cpu_slots: job.jobs.unwrap_or_else(solver::default_jobs),
+        secrets: job.secrets.clone(),
     };
     let w = Worker::new(job.root.clone(), opts)
         .into_diagnostic()

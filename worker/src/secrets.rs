@@ -1,0 +1,224 @@
+//! Build secrets and SSH agent forwarding for `RUN --mount=type=secret|ssh`.
+//!
+//! The client (`kiln build --secret/--ssh`) names where each secret or agent
+//! lives; a step that mounts one gets a private copy of the secret (a file
+//! in a 0700 scratch folder, bind-mounted read-only, removed after the
+//! step) or the agent's socket. Nothing here ever reaches an op, so a
+//! secret's value is never part of a cache key, a layer or the progress
+//! output, as with BuildKit.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+use std::os::unix::fs::{chown, DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// Where the value of one `--secret` comes from. Read when a step needs it
+/// (as BuildKit's session does), not when the build starts.
+#[derive(Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// `src=PATH`: the file's bytes.
+    File(PathBuf),
+    /// `env=VAR`: the client's environment variable (absent when unset).
+    Env(String),
+    /// The value itself (for callers that already hold it).
+    Value(Vec<u8>),
+}
+
+impl std::fmt::Debug for SecretSource {
+    // Never prints a value.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SecretSource::File(p) => write!(f, "File({})", p.display()),
+            SecretSource::Env(v) => write!(f, "Env({v})"),
+            SecretSource::Value(_) => f.write_str("Value(***)"),
+        }
+    }
+}
+
+/// The secrets and agents a build may use, by id.
+#[derive(Debug, Clone, Default)]
+pub struct Secrets {
+    /// `--secret`: id → source.
+    pub secrets: HashMap<String, SecretSource>,
+    /// `--ssh`: id → the agent's socket on the host.
+    pub ssh: HashMap<String, PathBuf>,
+}
+
+/// Why a secret could not be given to a step.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    /// Worded as BuildKit's.
+    #[error("secret {0} not found")]
+    NotFound(String),
+    #[error("no SSH key {0:?} forwarded from the client (kiln build --ssh {0})")]
+    NoSsh(String),
+    #[error("SSH agent socket {path} of id {id:?}: {source}")]
+    Socket {
+        id: String,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("reading secret {id:?} from {path}: {source}")]
+    Read {
+        id: String,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl Secrets {
+    /// The value of secret `id`, `None` when the client gave no such secret
+    /// (or its environment variable is unset).
+    pub fn value(&self, id: &str) -> Result<Option<Vec<u8>>, SecretError> {
+        match self.secrets.get(id) {
+            None => Ok(None),
+            Some(SecretSource::Value(v)) => Ok(Some(v.clone())),
+            Some(SecretSource::Env(var)) => {
+                Ok(std::env::var_os(var).map(|v| v.into_encoded_bytes()))
+            }
+            Some(SecretSource::File(p)) => match fs::read(p) {
+                Ok(v) => Ok(Some(v)),
+                Err(source) => Err(SecretError::Read {
+                    id: id.to_string(),
+                    path: p.clone(),
+                    source,
+                }),
+            },
+        }
+    }
+
+    /// The agent socket of ssh id `id`, checked to be a socket.
+    pub fn ssh_socket(&self, id: &str) -> Result<Option<PathBuf>, SecretError> {
+        let Some(p) = self.ssh.get(id) else {
+            return Ok(None);
+        };
+        use std::os::unix::fs::FileTypeExt;
+        let meta = fs::metadata(p).map_err(|source| SecretError::Socket {
+            id: id.to_string(),
+            path: p.clone(),
+            source,
+        })?;
+        if !meta.file_type().is_socket() {
+            return Err(SecretError::Socket {
+                id: id.to_string(),
+                path: p.clone(),
+                source: io::Error::other("not a unix socket (only agent sockets are supported)"),
+            });
+        }
+        Ok(Some(p.clone()))
+    }
+}
+
+/// A folder (0700) holding one step's secret files; removed with the value,
+/// so a secret's copy lives only as long as the step.
+#[derive(Debug)]
+pub struct SecretDir {
+    path: PathBuf,
+    next: usize,
+}
+
+impl SecretDir {
+    /// Makes `path` (an empty folder, created when missing) private; it
+    /// is removed when the value is dropped.
+    pub fn create(path: PathBuf) -> Result<SecretDir, SecretError> {
+        let io = |what: &'static str, p: &Path| {
+            let path = p.to_path_buf();
+            move |source| SecretError::Io { what, path, source }
+        };
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&path)
+            .map_err(io("create", &path))?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o700))
+            .map_err(io("chmod", &path))?;
+        Ok(SecretDir { path, next: 0 })
+    }
+
+    /// Writes `value` to a new file with these owner and permission bits,
+    /// for a read-only bind at the secret's target.
+    pub fn write(
+        &mut self,
+        value: &[u8],
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<PathBuf, SecretError> {
+        use std::io::Write;
+        self.next += 1;
+        let path = self.path.join(format!("s{}", self.next));
+        let io = |what: &'static str, p: &Path| {
+            let path = p.to_path_buf();
+            move |source| SecretError::Io { what, path, source }
+        };
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io("create", &path))?;
+        f.write_all(value).map_err(io("write", &path))?;
+        drop(f);
+        chown(&path, Some(uid), Some(gid)).map_err(io("chown", &path))?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode & 0o7777))
+            .map_err(io("chmod", &path))?;
+        Ok(path)
+    }
+}
+
+impl Drop for SecretDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_a_value() {
+        let s = SecretSource::Value(b"hunter2".to_vec());
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn secret_files_go_with_their_dir() {
+        let t = tempfile::tempdir().unwrap();
+        let dir_path = t.path().join("w/secrets-1");
+        let mut d = SecretDir::create(dir_path.clone()).unwrap();
+        let f = d.write(b"v", 0o440, 0, 0).unwrap();
+        assert_eq!(fs::read(&f).unwrap(), b"v");
+        assert_eq!(
+            fs::metadata(&f).unwrap().permissions().mode() & 0o7777,
+            0o440
+        );
+        assert_eq!(
+            fs::metadata(&dir_path).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        drop(d);
+        assert!(!dir_path.exists());
+    }
+
+    #[test]
+    fn env_and_missing_secrets() {
+        let mut s = Secrets::default();
+        s.secrets.insert(
+            "a".into(),
+            SecretSource::Env("KILN_TEST_UNSET_VAR_X".into()),
+        );
+        assert_eq!(s.value("a").unwrap(), None);
+        assert_eq!(s.value("b").unwrap(), None);
+    }
+}
