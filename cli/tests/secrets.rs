@@ -330,7 +330,9 @@ fn an_ssh_agent_socket_is_forwarded_with_ssh_auth_sock() {
             "Dockerfile",
             "FROM busybox:1.35\n\
              RUN --mount=type=ssh test -S \"$SSH_AUTH_SOCK\" && echo \"$SSH_AUTH_SOCK\" > /sock\n\
-             RUN --mount=type=ssh,id=git,target=/tmp/git.sock test -S /tmp/git.sock && echo ok > /git\n",
+             RUN --mount=type=ssh,id=git,target=/tmp/git.sock test -S /tmp/git.sock && echo ok > /git\n\
+             USER 1000\n\
+             RUN --mount=type=ssh,uid=1000,mode=0600 stat -c '%a %u %F' \"$SSH_AUTH_SOCK\" > /tmp/user.stat\n",
         )],
     );
     let dest = k.path("out");
@@ -346,6 +348,8 @@ fn an_ssh_agent_socket_is_forwarded_with_ssh_auth_sock() {
     assert!(out.status.success(), "build: {}", stderr(&out));
     assert_eq!(read(dest.join("sock")), "/run/buildkit/ssh_agent.0");
     assert_eq!(read(dest.join("git")), "ok");
+    // The step's socket is a forwarder of its own: owner and mode as asked.
+    assert_eq!(read(dest.join("tmp/user.stat")), "600 1000 socket");
     assert!(
         !dest.join("run").exists(),
         "the socket's mount point stays out"

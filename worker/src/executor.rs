@@ -769,6 +769,7 @@ fn run_exec(
     let mut secret_dir: Option<SecretDir> = None;
     let mut ephemeral = Vec::new();
     let mut secret_env: Vec<(String, String)> = Vec::new();
+    let mut ssh_proxies = Vec::new();
     for m in &e.mounts {
         match m {
             ExecMount::Bind {
@@ -875,21 +876,30 @@ fn run_exec(
                 id,
                 target,
                 required,
-                ..
+                mode,
+                uid,
+                gid,
             } => {
-                let Some(sock) = w.opts.secrets.ssh_socket(id)? else {
+                let Some(agent) = w.opts.secrets.ssh_socket(id)? else {
                     if *required {
                         return Err(SecretError::NoSsh(id.clone()).into());
                     }
                     continue;
                 };
-                // The agent's own socket: its owner and mode stay the
-                // host's (kiln runs no proxy that could apply uid/gid/mode).
-                mounts.push(Mount::Bind {
-                    source: sock,
-                    target: target.clone(),
-                    readonly: false,
-                });
+                if secret_dir.is_none() {
+                    secret_dir = Some(SecretDir::create(w.layers.scratch("secrets")?)?);
+                }
+                // A forwarding socket of the step's own (uid/gid/mode), not
+                // the agent's.
+                if let Some(dir) = secret_dir.as_mut() {
+                    let proxy = dir.ssh_proxy(&agent, *mode, *uid, *gid)?;
+                    mounts.push(Mount::Bind {
+                        source: proxy.path().to_path_buf(),
+                        target: target.clone(),
+                        readonly: false,
+                    });
+                    ssh_proxies.push(proxy);
+                }
                 ephemeral.push(target.clone());
                 if !secret_env.iter().any(|(k, _)| k == "SSH_AUTH_SOCK") {
                     secret_env.push(("SSH_AUTH_SOCK".into(), target.clone()));
@@ -934,6 +944,7 @@ fn run_exec(
     drop(slot);
     let outcome = sandbox::run_cancellable(&spec, &w.opts.helper_exe, &mut sink, cancel)?;
     drop(views);
+    drop(ssh_proxies);
     drop(secret_dir);
     if !outcome.status.success() {
         drop(active);

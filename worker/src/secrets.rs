@@ -10,8 +10,13 @@
 use std::collections::HashMap;
 use std::fs;
 use std::io;
+use std::net::Shutdown;
 use std::os::unix::fs::{chown, DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Where the value of one `--secret` comes from. Read when a step needs it
 /// (as BuildKit's session does), not when the build starts.
@@ -176,6 +181,114 @@ impl SecretDir {
     }
 }
 
+impl SecretDir {
+    /// A socket of this folder that forwards every connection to the agent
+    /// at `agent`, with its own owner and permission bits (the mount's
+    /// `uid`/`gid`/`mode`), so the agent's own socket is never changed nor
+    /// shown to the step, as BuildKit's forwarding does.
+    pub fn ssh_proxy(
+        &mut self,
+        agent: &Path,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<SshProxy, SecretError> {
+        self.next += 1;
+        let path = self.path.join(format!("ssh{}.sock", self.next));
+        SshProxy::start(agent.to_path_buf(), path, mode, uid, gid)
+    }
+}
+
+/// A listening socket forwarding to an SSH agent for one step; stops
+/// accepting when dropped (connections in progress end with the step's
+/// processes).
+#[derive(Debug)]
+pub struct SshProxy {
+    path: PathBuf,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SshProxy {
+    fn start(
+        agent: PathBuf,
+        path: PathBuf,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<SshProxy, SecretError> {
+        let io = |what: &'static str, p: &Path| {
+            let path = p.to_path_buf();
+            move |source| SecretError::Io { what, path, source }
+        };
+        let listener = UnixListener::bind(&path).map_err(io("listen on", &path))?;
+        chown(&path, Some(uid), Some(gid)).map_err(io("chown", &path))?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode & 0o7777))
+            .map_err(io("chmod", &path))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(io("listen on", &path))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("kiln-ssh-proxy".into())
+            .spawn(move || {
+                while !stopped.load(Ordering::SeqCst) {
+                    match listener.accept() {
+                        Ok((conn, _)) => {
+                            let agent = agent.clone();
+                            let _ = std::thread::Builder::new()
+                                .name("kiln-ssh-conn".into())
+                                .spawn(move || forward(conn, &agent));
+                        }
+                        // Nothing to accept (or a failed accept): look
+                        // again shortly, or stop.
+                        Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                    }
+                }
+            })
+            .map_err(io("start the forwarder of", &path))?;
+        Ok(SshProxy {
+            path,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// The socket to bind at the mount's target.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for SshProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// Copies bytes both ways between a step's connection and the agent.
+fn forward(conn: UnixStream, agent: &Path) {
+    let _ = conn.set_nonblocking(false);
+    let Ok(up) = UnixStream::connect(agent) else {
+        return;
+    };
+    let (Ok(conn_r), Ok(up_w)) = (conn.try_clone(), up.try_clone()) else {
+        return;
+    };
+    let t = std::thread::spawn(move || {
+        let _ = io::copy(&mut &conn_r, &mut &up_w);
+        let _ = up_w.shutdown(Shutdown::Write);
+    });
+    let _ = io::copy(&mut &up, &mut &conn);
+    let _ = conn.shutdown(Shutdown::Write);
+    let _ = t.join();
+}
+
 impl Drop for SecretDir {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.path);
@@ -209,6 +322,38 @@ mod tests {
         );
         drop(d);
         assert!(!dir_path.exists());
+    }
+
+    #[test]
+    fn the_ssh_proxy_forwards_with_its_own_mode_and_owner() {
+        use std::io::{Read, Write};
+        let t = tempfile::tempdir().unwrap();
+        let agent_path = t.path().join("agent.sock");
+        let agent = UnixListener::bind(&agent_path).unwrap();
+        // A one-connection echo "agent".
+        let server = std::thread::spawn(move || {
+            let (mut c, _) = agent.accept().unwrap();
+            let mut buf = [0u8; 5];
+            c.read_exact(&mut buf).unwrap();
+            c.write_all(&buf).unwrap();
+        });
+        let mut d = SecretDir::create(t.path().join("s")).unwrap();
+        let proxy = d.ssh_proxy(&agent_path, 0o660, 1000, 1001).unwrap();
+        let meta = fs::metadata(proxy.path()).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(
+            (meta.mode() & 0o7777, meta.uid(), meta.gid()),
+            (0o660, 1000, 1001)
+        );
+        let mut c = UnixStream::connect(proxy.path()).unwrap();
+        c.write_all(b"hello").unwrap();
+        let mut back = [0u8; 5];
+        c.read_exact(&mut back).unwrap();
+        assert_eq!(&back, b"hello");
+        server.join().unwrap();
+        let p = proxy.path().to_path_buf();
+        drop(proxy);
+        assert!(!p.exists());
     }
 
     #[test]
