@@ -859,18 +859,13 @@ fn run_exec(
                 if target.is_empty() {
                     continue;
                 }
-                if secret_dir.is_none() {
-                    secret_dir = Some(SecretDir::create(w.layers.scratch("secrets")?)?);
-                }
-                if let Some(dir) = secret_dir.as_mut() {
-                    let path = dir.write(&value, *mode, *uid, *gid)?;
-                    mounts.push(Mount::Bind {
-                        source: path,
-                        target: target.clone(),
-                        readonly: true,
-                    });
-                    ephemeral.push(target.clone());
-                }
+                let path = private_dir(w, &mut secret_dir)?.write(&value, *mode, *uid, *gid)?;
+                mounts.push(Mount::Bind {
+                    source: path,
+                    target: target.clone(),
+                    readonly: true,
+                });
+                ephemeral.push(target.clone());
             }
             ExecMount::Ssh {
                 id,
@@ -886,20 +881,16 @@ fn run_exec(
                     }
                     continue;
                 };
-                if secret_dir.is_none() {
-                    secret_dir = Some(SecretDir::create(w.layers.scratch("secrets")?)?);
-                }
                 // A forwarding socket of the step's own (uid/gid/mode), not
                 // the agent's.
-                if let Some(dir) = secret_dir.as_mut() {
-                    let proxy = dir.ssh_proxy(&agent, *mode, *uid, *gid)?;
-                    mounts.push(Mount::Bind {
-                        source: proxy.path().to_path_buf(),
-                        target: target.clone(),
-                        readonly: false,
-                    });
-                    ssh_proxies.push(proxy);
-                }
+                let proxy =
+                    private_dir(w, &mut secret_dir)?.ssh_proxy(&agent, *mode, *uid, *gid)?;
+                mounts.push(Mount::Bind {
+                    source: proxy.path().to_path_buf(),
+                    target: target.clone(),
+                    readonly: false,
+                });
+                ssh_proxies.push(proxy);
                 ephemeral.push(target.clone());
                 if !secret_env.iter().any(|(k, _)| k == "SSH_AUTH_SOCK") {
                     secret_env.push(("SSH_AUTH_SOCK".into(), target.clone()));
@@ -955,6 +946,19 @@ fn run_exec(
     }
     let _slot = w.slots.acquire(cancel).ok_or(ExecutorError::Interrupted)?;
     commit_layer(w, active, &base, &outcome.created)
+}
+
+/// The step's private folder for secrets and ssh sockets, made on first
+/// use (most steps have none).
+fn private_dir<'a>(
+    w: &Worker,
+    slot: &'a mut Option<SecretDir>,
+) -> Result<&'a mut SecretDir, ExecutorError> {
+    let dir = match slot.take() {
+        Some(d) => d,
+        None => SecretDir::create(w.layers.scratch("secrets")?)?,
+    };
+    Ok(slot.insert(dir))
 }
 
 fn run_file(

@@ -145,6 +145,23 @@ fn attrs(s: &str, flag: &str) -> Result<Vec<(String, String)>> {
         .collect()
 }
 
+/// Refuses attributes `kind` does not know, naming them and the known ones.
+fn check_known(flag: &str, kind: &str, attrs: &[(String, String)], allowed: &[&str]) -> Result<()> {
+    let unknown: Vec<&str> = attrs
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .filter(|k| !allowed.contains(k))
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    Err(miette!(
+        "{flag}: unknown attribute(s) {} for type={kind} (known: {})",
+        unknown.join(", "),
+        allowed.join(", ")
+    ))
+}
+
 fn parse_bool(flag: &str, k: &str, v: &str) -> Result<bool> {
     v.parse()
         .map_err(|_| miette!("{flag}: {k}={v:?}: expected true or false"))
@@ -181,18 +198,7 @@ fn parse_to(s: &str) -> Result<CacheTo> {
             ))
         }
     };
-    let unknown: Vec<&str> = attrs
-        .iter()
-        .map(|(k, _)| k.as_str())
-        .filter(|k| !allowed.contains(k))
-        .collect();
-    if !unknown.is_empty() {
-        return Err(miette!(
-            "{FLAG}: unknown attribute(s) {} for type={kind} (known: {})",
-            unknown.join(", "),
-            allowed.join(", ")
-        ));
-    }
+    check_known(FLAG, kind, &attrs, allowed)?;
     let mode = match get("mode") {
         None | Some("min") => CacheMode::Min,
         Some("max") => CacheMode::Max,
@@ -257,18 +263,7 @@ fn parse_from(s: &str) -> Result<CacheFrom> {
             ))
         }
     };
-    let unknown: Vec<&str> = attrs
-        .iter()
-        .map(|(k, _)| k.as_str())
-        .filter(|k| !allowed.contains(k))
-        .collect();
-    if !unknown.is_empty() {
-        return Err(miette!(
-            "{FLAG}: unknown attribute(s) {} for type={kind} (known: {})",
-            unknown.join(", "),
-            allowed.join(", ")
-        ));
-    }
+    check_known(FLAG, kind, &attrs, allowed)?;
     if kind == "local" {
         let src = get("src").ok_or_else(|| miette!("{FLAG}: type=local needs src="))?;
         return Ok(CacheFrom::Local(PathBuf::from(src)));
