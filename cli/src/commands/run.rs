@@ -76,18 +76,8 @@ pub enum Cmd {
     },
     /// Run a command in a running container.
     Exec {
-        /// Set environment variables (KEY=VALUE, or KEY to take it from here).
-        #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
-        env: Vec<String>,
-        /// Working directory inside the container.
-        #[arg(short = 'w', long = "workdir")]
-        workdir: Option<String>,
-        /// User (name or uid, with an optional :group).
-        #[arg(short = 'u', long)]
-        user: Option<String>,
-        /// Keep stdin open (pass this terminal's stdin).
-        #[arg(short = 'i', long)]
-        interactive: bool,
+        #[command(flatten)]
+        process: ProcessArgs,
         /// CONTAINER COMMAND [ARG...]: the container (name or ID), then the
         /// command; everything after the container belongs to the command.
         #[arg(
@@ -107,6 +97,23 @@ pub enum Cmd {
     },
 }
 
+/// How the process runs, for `kiln run` and `kiln exec` alike.
+#[derive(Debug, clap::Args)]
+pub struct ProcessArgs {
+    /// Set environment variables (KEY=VALUE, or KEY to take it from here).
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// Working directory inside the container.
+    #[arg(short = 'w', long = "workdir")]
+    workdir: Option<String>,
+    /// User (name or uid, with an optional :group).
+    #[arg(short = 'u', long)]
+    user: Option<String>,
+    /// Keep stdin open (pass this terminal's stdin).
+    #[arg(short = 'i', long)]
+    interactive: bool,
+}
+
 /// `kiln run`'s flags, as `docker run` names them.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
@@ -119,18 +126,9 @@ pub struct RunArgs {
     /// Name the container (unique).
     #[arg(long)]
     name: Option<String>,
-    /// Set environment variables (KEY=VALUE, or KEY to take it from here).
-    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
-    env: Vec<String>,
     /// Read environment variables from a file (KEY=VALUE lines).
     #[arg(long = "env-file")]
     env_file: Vec<PathBuf>,
-    /// Working directory inside the container.
-    #[arg(short = 'w', long = "workdir")]
-    workdir: Option<String>,
-    /// User (name or uid, with an optional :group).
-    #[arg(short = 'u', long)]
-    user: Option<String>,
     /// Replace the image's ENTRYPOINT (and drop its CMD).
     #[arg(long)]
     entrypoint: Option<String>,
@@ -143,9 +141,8 @@ pub struct RunArgs {
     /// The container's hostname (default: its short ID).
     #[arg(long)]
     hostname: Option<String>,
-    /// Keep stdin open (pass this terminal's stdin).
-    #[arg(short = 'i', long)]
-    interactive: bool,
+    #[command(flatten)]
+    process: ProcessArgs,
     /// IMAGE [COMMAND [ARG...]]: the image (name or ID; pulled when
     /// absent), then the command replacing its CMD. Everything after the
     /// image belongs to the command, flags included.
@@ -181,10 +178,13 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
         Cmd::Stop { time, containers } => stop(time, &containers),
         Cmd::Rm { force, containers } => rm(force, &containers),
         Cmd::Exec {
-            env,
-            workdir,
-            user,
-            interactive,
+            process:
+                ProcessArgs {
+                    env,
+                    workdir,
+                    user,
+                    interactive,
+                },
             mut container_and_command,
         } => {
             let command = container_and_command.split_off(1);
@@ -222,7 +222,7 @@ fn run_container(mut a: RunArgs) -> Result<ExitCode, String> {
         .iter()
         .map(|v| parse_volume(v))
         .collect::<Result<Vec<_>, _>>()?;
-    if let Some(w) = &a.workdir {
+    if let Some(w) = &a.process.workdir {
         if !w.starts_with('/') {
             return Err(format!(
                 "the working directory '{w}' is invalid, it needs to be an absolute path"
@@ -272,15 +272,16 @@ fn run_container(mut a: RunArgs) -> Result<ExitCode, String> {
             set_env(&mut env, line);
         }
     }
-    for e in &a.env {
+    for e in &a.process.env {
         set_env(&mut env, e);
     }
     let cwd = a
+        .process
         .workdir
         .clone()
         .or_else(|| Some(text("WorkingDir")).filter(|w| !w.is_empty()))
         .unwrap_or_else(|| "/".into());
-    let user = a.user.clone().unwrap_or_else(|| text("User"));
+    let user = a.process.user.clone().unwrap_or_else(|| text("User"));
     let lowers = layer_dirs(&root, &resolved)?;
     let c = Container {
         id: String::new(),
@@ -357,7 +358,7 @@ fn run_container(mut a: RunArgs) -> Result<ExitCode, String> {
         eprintln!("kiln: {msg}");
         return Ok(exit(code));
     }
-    helper.stdin(if a.interactive {
+    helper.stdin(if a.process.interactive {
         Stdio::inherit()
     } else {
         Stdio::null()
