@@ -162,15 +162,48 @@ impl Numbering {
     }
 }
 
+/// Plain lines, as BuildKit's `--progress plain` prints them. Output is
+/// printed a whole line at a time: a line a step writes in several pieces
+/// (`printf a; sleep 1; echo b`) is held until its newline, or until the
+/// step ends, and then shows as one line.
 #[derive(Default)]
 struct Plain {
     numbers: Numbering,
+    partial: HashMap<NodeId, String>,
+}
+
+impl Plain {
+    /// Prints what is left of a step's last, unterminated line.
+    fn flush(&mut self, err: &mut impl Write, vertex: NodeId) -> std::io::Result<()> {
+        match self.partial.remove(&vertex) {
+            Some(rest) if !rest.is_empty() => {
+                let (n, t0) = self.numbers.get(vertex);
+                let at = t0.elapsed().as_secs_f64();
+                writeln!(err, "#{n} {at:.3} {}", rest.trim_end_matches('\r'))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 impl Sink for Plain {
     fn event(&mut self, e: Event) {
         let mut err = std::io::stderr().lock();
-        let _ = match e {
+        let _ = self.write(&mut err, e);
+    }
+
+    fn finish(&mut self) {
+        let mut err = std::io::stderr().lock();
+        let pending: Vec<NodeId> = self.partial.keys().copied().collect();
+        for v in pending {
+            let _ = self.flush(&mut err, v);
+        }
+    }
+}
+
+impl Plain {
+    fn write(&mut self, err: &mut impl Write, e: Event) -> std::io::Result<()> {
+        match e {
             Event::Cached { vertex, name } => {
                 let (n, _) = self.numbers.get(vertex);
                 writeln!(err, "#{n} {name}\n#{n} CACHED\n")
@@ -182,22 +215,34 @@ impl Sink for Plain {
             Event::Log { vertex, data, .. } => {
                 let (n, t0) = self.numbers.get(vertex);
                 let at = t0.elapsed().as_secs_f64();
-                data.lines()
-                    .try_for_each(|l| writeln!(err, "#{n} {at:.3} {l}"))
+                let buf = self.partial.entry(vertex).or_default();
+                buf.push_str(&data);
+                while let Some(i) = buf.find('\n') {
+                    let line: String = buf.drain(..=i).collect();
+                    let line = line.trim_end_matches('\n').trim_end_matches('\r');
+                    writeln!(err, "#{n} {at:.3} {line}")?;
+                }
+                Ok(())
+            }
+            Event::Warning { vertex, message } => {
+                let (n, _) = self.numbers.get(vertex);
+                writeln!(err, "#{n} WARNING: {message}")
             }
             Event::Done {
                 vertex, elapsed, ..
             } => {
+                self.flush(err, vertex)?;
                 let (n, _) = self.numbers.get(vertex);
                 writeln!(err, "#{n} DONE {:.1}s\n", elapsed.as_secs_f64())
             }
             Event::Error {
                 vertex, message, ..
             } => {
+                self.flush(err, vertex)?;
                 let (n, _) = self.numbers.get(vertex);
                 writeln!(err, "#{n} ERROR: {message}\n")
             }
-        };
+        }
     }
 }
 
@@ -253,6 +298,14 @@ impl Sink for Tty {
                         bar.set_message(format!("│ {short}"));
                     }
                 }
+            }
+            Event::Warning { vertex, message } => {
+                let name = self
+                    .bars
+                    .get(&vertex)
+                    .map(|(_, n)| n.clone())
+                    .unwrap_or_default();
+                let _ = self.multi.println(format!(" ! WARNING: {name}: {message}"));
             }
             Event::Done {
                 vertex,
@@ -346,5 +399,58 @@ mod tail_tests {
             message: "cancelled".into(),
         });
         assert_eq!(t.failure.unwrap().name, "[2/2] RUN x");
+    }
+
+    /// Plain output prints whole lines: pieces of one line arrive as one
+    /// line, other steps' lines may come between, and a last line without
+    /// a newline is printed when its step ends.
+    #[test]
+    fn plain_joins_a_line_written_in_pieces() {
+        let (one, two) = vertices();
+        let mut p = Plain::default();
+        let mut out = Vec::new();
+        let started = |vertex, name: &str| Event::Started {
+            vertex,
+            name: name.into(),
+        };
+        for e in [
+            started(one, "RUN a"),
+            started(two, "RUN b"),
+            log(one, "a"),
+            log(two, "other\n"),
+            log(one, "b\nc"),
+            log(one, "d\r\n"),
+            log(one, "tail"),
+            Event::Done {
+                vertex: one,
+                name: "RUN a".into(),
+                elapsed: Duration::from_millis(5),
+            },
+        ] {
+            p.write(&mut out, e).unwrap();
+        }
+        p.finish();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<String> = text
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                // Drop the elapsed-time column of log lines.
+                let f: Vec<&str> = l.splitn(3, ' ').collect();
+                match f.as_slice() {
+                    [n, t, rest] if t.contains('.') && t.parse::<f64>().is_ok() => {
+                        format!("{n} {rest}")
+                    }
+                    _ => l.to_string(),
+                }
+            })
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "#1 RUN a", "#2 RUN b", "#2 other", "#1 ab", "#1 cd", "#1 tail", "#1 DONE 0.0s"
+            ],
+            "{text}"
+        );
     }
 }

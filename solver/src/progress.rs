@@ -30,6 +30,9 @@ pub enum Event {
         stream: Stream,
         data: String,
     },
+    /// Something the user should know that does not fail the node (a
+    /// slow fallback, an owner that was not found), said once.
+    Warning { vertex: NodeId, message: String },
     /// The node finished.
     Done {
         vertex: NodeId,
@@ -73,6 +76,14 @@ impl Progress {
             vertex: self.vertex,
             stream,
             data: String::from_utf8_lossy(data).into_owned(),
+        });
+    }
+
+    /// Reports a warning about the running node (see [`Event::Warning`]).
+    pub fn warn(&self, message: impl Into<String>) {
+        self.send(Event::Warning {
+            vertex: self.vertex,
+            message: message.into(),
         });
     }
 

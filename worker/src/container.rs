@@ -1029,7 +1029,7 @@ fn container_init(c: &Container, dir: &Path, out: RawFd, err: RawFd, errfd: RawF
         }
         Err(Some(e)) => return format!("mounting the container's rootfs: {e}"),
     }
-    let (uid, gid, groups) = match crate::executor::resolve_user(&rootfs, &c.user) {
+    let user = match crate::users::resolve_user(&rootfs, &c.user) {
         Ok(u) => u,
         Err(e) => return e.to_string(),
     };
@@ -1038,36 +1038,13 @@ fn container_init(c: &Container, dir: &Path, out: RawFd, err: RawFd, errfd: RawF
     if !spec.env.iter().any(|e| e.starts_with("HOSTNAME=")) {
         spec.env.insert(0, format!("HOSTNAME={}", c.hostname));
     }
-    add_home(&mut spec.env, &rootfs, uid);
+    user.apply(&mut spec, &rootfs);
     spec.cwd = c.cwd.clone();
-    spec.uid = uid;
-    spec.gid = gid;
-    spec.additional_gids = groups;
     spec.network = c.network;
     spec.hostname = c.hostname.clone();
     spec.mounts = c.mounts.clone();
     let steps = sandbox::plan(&spec);
     sandbox::carry_out(&spec, &steps, errfd)
-}
-
-/// Adds HOME, as runc does when the environment has none: the user's
-/// home directory from the root's /etc/passwd, else `/`.
-fn add_home(env: &mut Vec<String>, root: &Path, uid: u32) {
-    if env.iter().any(|e| e.starts_with("HOME=")) {
-        return;
-    }
-    let passwd = crate::fileops::rootpath::host_path(root, Path::new("/etc/passwd"), true)
-        .ok()
-        .and_then(|p| fs::read_to_string(p).ok())
-        .unwrap_or_default();
-    let home = passwd
-        .lines()
-        .map(|l| l.split(':').collect::<Vec<_>>())
-        .find(|f| f.len() >= 6 && f[2].parse::<u32>().ok() == Some(uid))
-        .map(|f| f[5].to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "/".into());
-    env.push(format!("HOME={home}"));
 }
 
 fn exec_helper(x: &ExecSpec) -> i32 {
@@ -1111,8 +1088,7 @@ fn exec_start(x: &ExecSpec) -> Result<(i32, OwnedFd), String> {
         return Err("the container is not running".into());
     }
     let root_path = PathBuf::from(format!("/proc/{pid}/root"));
-    let (uid, gid, groups) =
-        crate::executor::resolve_user(&root_path, &x.user).map_err(|e| e.to_string())?;
+    let user = crate::users::resolve_user(&root_path, &x.user).map_err(|e| e.to_string())?;
     let mut names = vec!["ipc", "uts"];
     if x.join_net {
         names.push("net");
@@ -1145,7 +1121,7 @@ fn exec_start(x: &ExecSpec) -> Result<(i32, OwnedFd), String> {
     }
     if child == 0 {
         drop(e_r);
-        let msg = exec_child(x, &root, uid, gid, groups, e_w.as_raw_fd());
+        let msg = exec_child(x, &root, &user, e_w.as_raw_fd());
         write_all_fd(e_w.as_raw_fd(), msg.as_bytes());
         // SAFETY: leave without the helper's destructors.
         unsafe { libc::_exit(EXIT_NOT_FOUND) };
@@ -1157,9 +1133,7 @@ fn exec_start(x: &ExecSpec) -> Result<(i32, OwnedFd), String> {
 fn exec_child(
     x: &ExecSpec,
     root: &OwnedFd,
-    uid: u32,
-    gid: u32,
-    groups: Vec<u32>,
+    user: &crate::users::ExecUser,
     errfd: RawFd,
 ) -> String {
     // SAFETY: prctl, fchdir and chroot with valid arguments.
@@ -1174,11 +1148,8 @@ fn exec_child(
     }
     let mut spec = SandboxSpec::new("/", x.argv.clone());
     spec.env = x.env.clone();
-    add_home(&mut spec.env, Path::new("/"), uid);
+    user.apply(&mut spec, Path::new("/"));
     spec.cwd = x.cwd.clone();
-    spec.uid = uid;
-    spec.gid = gid;
-    spec.additional_gids = groups;
     // The container's mounts are in place: only what follows the hostname
     // (rlimits, fds, workdir, capabilities, user, exec) applies.
     let steps: Vec<Step> = sandbox::plan(&spec)

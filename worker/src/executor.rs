@@ -141,6 +141,8 @@ pub struct Worker {
     slots: Slots,
     /// `ADD <url>` downloads made during this build.
     http: crate::http_source::Downloads,
+    /// Whether the build was told that snapshots fell back to copies.
+    copy_fallback_said: AtomicBool,
 }
 
 impl Worker {
@@ -162,7 +164,29 @@ impl Worker {
             cache_mounts,
             mount_locks: Mutex::new(HashMap::new()),
             http: crate::http_source::Downloads::new(),
+            copy_fallback_said: AtomicBool::new(false),
         })
+    }
+
+    /// A writable snapshot over `lowers` in `dir` ([`Active::prepare`]).
+    /// Falling back to a copy is never silent: the first time in a build,
+    /// the step's progress says why overlay could not be mounted.
+    fn prepare(
+        &self,
+        lowers: &[PathBuf],
+        dir: &Path,
+        progress: &Progress,
+    ) -> Result<Active, ExecutorError> {
+        let active = Active::prepare(lowers, dir, self.opts.force_copy)?;
+        if let Some(reason) = active.fallback_reason() {
+            if !self.copy_fallback_said.swap(true, Ordering::Relaxed) {
+                progress.warn(format!(
+                    "overlayfs cannot be mounted here ({reason}): snapshots are full copies, \
+                     which is slower and uses more space"
+                ));
+            }
+        }
+        Ok(active)
     }
 
     pub fn root(&self) -> &cache::Root {
@@ -439,8 +463,8 @@ impl Executor for SharedWorker {
                     .await?
             }
             BuildOp::File(f) => {
-                let f = f.clone();
-                w.run_blocking(move |w, cancel| run_file(w, &f, &inputs, cancel))
+                let (f, progress) = (f.clone(), progress.clone());
+                w.run_blocking(move |w, cancel| run_file(w, &f, &inputs, &progress, cancel))
                     .await?
             }
             BuildOp::Http {
@@ -450,7 +474,8 @@ impl Executor for SharedWorker {
             } => {
                 let d = fetch_http(w, url, checksum.as_deref()).await?;
                 let filename = filename.clone();
-                w.run_blocking(move |w, cancel| run_http(w, &filename, &d, cancel))
+                let progress = progress.clone();
+                w.run_blocking(move |w, cancel| run_http(w, &filename, &d, &progress, cancel))
                     .await?
             }
         };
@@ -499,12 +524,13 @@ fn run_http(
     w: &Worker,
     filename: &str,
     d: &crate::http_source::Download,
+    progress: &Progress,
     cancel: &AtomicBool,
 ) -> Result<Snapshot, ExecutorError> {
     use std::os::unix::fs::PermissionsExt;
     let _slot = w.slots.acquire(cancel).ok_or(ExecutorError::Interrupted)?;
     let dir = w.layers.scratch("http-layer")?;
-    let active = Active::prepare(&[], &dir, w.opts.force_copy)?;
+    let active = w.prepare(&[], &dir, progress)?;
     let dest = active.rootfs().join(filename);
     fs::copy(&d.path, &dest).map_err(io_err("copy download to", &dest))?;
     fs::set_permissions(&dest, fs::Permissions::from_mode(0o600))
@@ -676,77 +702,6 @@ fn source_view(w: &Worker, snap: &Snapshot) -> Result<SourceView, ExecutorError>
     })
 }
 
-/// The uid, gid and supplementary groups of USER, resolved in the rootfs as
-/// docker does (a name must exist; a bare uid without an entry gets gid 0).
-/// Public for the run backend (`kiln run -u`).
-pub fn resolve_user(rootfs: &Path, user: &str) -> Result<(u32, u32, Vec<u32>), ExecutorError> {
-    if user.is_empty() {
-        return Ok((0, 0, vec![]));
-    }
-    let (u, g) = match user.split_once(':') {
-        Some((u, g)) => (u, Some(g)),
-        None => (user, None),
-    };
-    let read = |file: &str| -> Vec<Vec<String>> {
-        fileops::rootpath::host_path(rootfs, Path::new(file), true)
-            .ok()
-            .and_then(|p| fs::read_to_string(p).ok())
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
-            .map(|l| l.split(':').map(str::to_string).collect())
-            .collect()
-    };
-    let passwd = read("/etc/passwd");
-    let entry = passwd
-        .iter()
-        .find(|f| f.len() >= 4 && (f[0] == u || (u.parse::<u32>().is_ok() && f[2] == u)));
-    let (uid, mut gid, name) = match (u.parse::<u32>(), entry) {
-        (Ok(uid), Some(f)) => (uid, f[3].parse().unwrap_or(0), Some(f[0].clone())),
-        (Ok(uid), None) => (uid, 0, None),
-        (Err(_), Some(f)) => (
-            f[2].parse().unwrap_or(0),
-            f[3].parse().unwrap_or(0),
-            Some(f[0].clone()),
-        ),
-        (Err(_), None) => {
-            return Err(ExecutorError::User {
-                user: u.to_string(),
-                reason: "no matching entries in passwd file".into(),
-            })
-        }
-    };
-    let groups = read("/etc/group");
-    if let Some(g) = g {
-        gid = match g.parse::<u32>() {
-            Ok(n) => n,
-            Err(_) => groups
-                .iter()
-                .find(|f| f.len() >= 3 && f[0] == g)
-                .and_then(|f| f[2].parse().ok())
-                .ok_or_else(|| ExecutorError::User {
-                    user: user.to_string(),
-                    reason: format!("unable to find group {g}: no matching entries in group file"),
-                })?,
-        };
-    }
-    let mut extra = Vec::new();
-    if g.is_none() {
-        if let Some(name) = name {
-            for f in &groups {
-                if f.len() >= 4 && f[3].split(',').any(|m| m == name) {
-                    if let Ok(id) = f[2].parse::<u32>() {
-                        if id != gid && !extra.contains(&id) {
-                            extra.push(id);
-                        }
-                    }
-                }
-            }
-        }
-    }
-    Ok((uid, gid, extra))
-}
-
 fn run_exec(
     w: &Worker,
     e: &Exec,
@@ -758,9 +713,9 @@ fn run_exec(
     let base = inputs.first().cloned().unwrap_or_default();
     let lowers = w.layer_dirs(&base)?;
     let dir = w.layers.scratch("exec")?;
-    let active = Active::prepare(&lowers, &dir, w.opts.force_copy)?;
+    let active = w.prepare(&lowers, &dir, progress)?;
     let rootfs = active.rootfs().to_path_buf();
-    let (uid, gid, additional_gids) = resolve_user(&rootfs, &e.user)?;
+    let user = crate::users::resolve_user(&rootfs, &e.user)?;
 
     let mut views = Vec::new();
     let mut mounts = Vec::new();
@@ -912,9 +867,7 @@ fn run_exec(
     } else {
         e.cwd.clone()
     };
-    spec.uid = uid;
-    spec.gid = gid;
-    spec.additional_gids = additional_gids;
+    user.apply(&mut spec, &rootfs);
     spec.network = match e.network {
         OpNetwork::Default => w.opts.default_network,
         OpNetwork::Host => Network::Host,
@@ -965,13 +918,14 @@ fn run_file(
     w: &Worker,
     f: &FileOp,
     inputs: &[Snapshot],
+    progress: &Progress,
     cancel: &AtomicBool,
 ) -> Result<Snapshot, ExecutorError> {
     let _slot = w.slots.acquire(cancel).ok_or(ExecutorError::Interrupted)?;
     let base = inputs.first().cloned().unwrap_or_default();
     let lowers = w.layer_dirs(&base)?;
     let dir = w.layers.scratch("file")?;
-    let active = Active::prepare(&lowers, &dir, w.opts.force_copy)?;
+    let active = w.prepare(&lowers, &dir, progress)?;
     let rootfs = active.rootfs().to_path_buf();
     for a in &f.actions {
         match a {

@@ -18,3 +18,4 @@ pub mod secrets;
 pub mod slots;
 pub mod snapshot;
 mod sys;
+pub mod users;

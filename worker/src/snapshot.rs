@@ -444,6 +444,7 @@ pub fn mount_overlay(
         target: target.to_path_buf(),
         source,
     };
+    let lowers = &unique_lowers(lowers)[..];
     if lowers.is_empty() {
         sys::mount(Some(upper.as_os_str()), target, None, libc::MS_BIND, None).map_err(merr)?;
         return Ok(Mounted {
@@ -475,6 +476,7 @@ pub fn mount_readonly(lowers: &[PathBuf], target: &Path) -> Result<Mounted, Snap
         target: target.to_path_buf(),
         source,
     };
+    let lowers = &unique_lowers(lowers)[..];
     match lowers {
         [] => {
             return Err(merr(io::Error::new(
@@ -506,6 +508,24 @@ pub fn mount_readonly(lowers: &[PathBuf], target: &Path) -> Result<Mounted, Snap
         target: target.to_path_buf(),
         active: true,
     })
+}
+
+/// `lowers` (lowest first) with each folder once, at its topmost place.
+/// Layers with the same content share a folder (two steps that changed
+/// nothing both give the empty layer), and overlay refuses a lowerdir named
+/// twice ("conflicting lowerdir path"); the lower copy is shadowed entirely
+/// by the upper one (its files, whiteouts and opaque markers all), so
+/// dropping it leaves the merged view as it was.
+pub fn unique_lowers(lowers: &[PathBuf]) -> Vec<PathBuf> {
+    let mut seen = std::collections::HashSet::new();
+    let mut top_first: Vec<PathBuf> = lowers
+        .iter()
+        .rev()
+        .filter(|p| seen.insert(p.as_path()))
+        .cloned()
+        .collect();
+    top_first.reverse();
+    top_first
 }
 
 fn mount_any(top_first: &[&Path], upper: Option<(&Path, &Path)>, target: &Path) -> io::Result<()> {
@@ -803,6 +823,9 @@ pub struct Active {
     lowers: Vec<PathBuf>,
     rootfs: PathBuf,
     kind: ActiveKind,
+    /// Why this snapshot is a copy though overlay was wanted (the mount's
+    /// error): copying is slower and larger, so the build says so.
+    fallback: Option<String>,
 }
 
 #[derive(Debug)]
@@ -844,12 +867,13 @@ impl Active {
         force_copy: bool,
     ) -> Result<Active, SnapshotError> {
         let lowers = lowers.to_vec();
+        let mut fallback = None;
         if !force_copy {
             let (upper, work, merged) = (dir.join("upper"), dir.join("work"), dir.join("merged"));
             for d in [&upper, &work, &merged] {
                 std::fs::create_dir_all(d).map_err(io_err("create", d))?;
             }
-            let mut base = lowers.clone();
+            let mut base = unique_lowers(&lowers);
             if base.len() > MAX_LOWERS {
                 // Squash the bottom of the stack into one dir so the rest fits.
                 let cut = base.len() - MAX_LOWERS + 1;
@@ -867,9 +891,11 @@ impl Active {
                             upper,
                             base,
                         },
+                        fallback: None,
                     })
                 }
-                Err(SnapshotError::Mount { .. }) => {
+                Err(e @ SnapshotError::Mount { .. }) => {
+                    fallback = Some(e.to_string());
                     let _ = std::fs::remove_dir_all(&upper);
                     let _ = std::fs::remove_dir_all(&work);
                     let _ = std::fs::remove_dir(&merged);
@@ -884,7 +910,14 @@ impl Active {
             lowers,
             rootfs,
             kind: ActiveKind::Copy,
+            fallback,
         })
+    }
+
+    /// Why overlay could not be mounted, when this snapshot fell back to a
+    /// copy (None when it is an overlay, or a copy was asked for).
+    pub fn fallback_reason(&self) -> Option<&str> {
+        self.fallback.as_deref()
     }
 
     /// The root filesystem to run in or copy into.

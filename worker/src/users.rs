@@ -1,0 +1,186 @@
+//! Who a process runs as: USER (or `kiln run -u`, `kiln exec -u`) resolved
+//! in the root filesystem it runs in, as BuildKit and docker resolve it and
+//! as runc then sets it up (groups, HOME).
+
+use std::fs;
+use std::path::Path;
+
+use crate::executor::ExecutorError;
+use crate::fileops;
+use crate::sandbox::SandboxSpec;
+
+/// A resolved user: what the sandbox switches to before exec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecUser {
+    pub uid: u32,
+    pub gid: u32,
+    /// Every group the process is in, the primary one first: runc passes
+    /// the primary gid to setgroups too, so `id` as `USER 1000:1000`
+    /// prints `groups=1000`.
+    pub groups: Vec<u32>,
+}
+
+impl ExecUser {
+    /// Sets the spec's ids and, when the environment has none, HOME: the
+    /// home folder of the passwd entry with this uid, else `/` (runc's
+    /// rule, which BuildKit's RUN steps and docker's containers share;
+    /// `go build` needs it).
+    pub fn apply(&self, spec: &mut SandboxSpec, root: &Path) {
+        spec.uid = self.uid;
+        spec.gid = self.gid;
+        spec.additional_gids = self.groups.clone();
+        add_home(&mut spec.env, root, self.uid);
+    }
+}
+
+/// The entries of a passwd- or group-format file inside `root` (resolved
+/// in the root, so a symlinked /etc/passwd cannot point at the host's),
+/// split into fields; none when the file is missing or unreadable.
+fn read_db(root: &Path, file: &str) -> Vec<Vec<String>> {
+    fileops::rootpath::host_path(root, Path::new(file), true)
+        .ok()
+        .and_then(|p| fs::read_to_string(p).ok())
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|l| l.split(':').map(str::to_string).collect())
+        .collect()
+}
+
+/// Resolves USER in the rootfs as docker does: a name must exist; a bare
+/// uid without an entry gets gid 0; `uid:gid` numbers are taken as they
+/// are; supplementary groups come from /etc/group only when no group was
+/// given.
+pub fn resolve_user(rootfs: &Path, user: &str) -> Result<ExecUser, ExecutorError> {
+    if user.is_empty() {
+        return Ok(ExecUser {
+            uid: 0,
+            gid: 0,
+            groups: vec![0],
+        });
+    }
+    let (u, g) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let passwd = read_db(rootfs, "/etc/passwd");
+    let entry = passwd
+        .iter()
+        .find(|f| f.len() >= 4 && (f[0] == u || (u.parse::<u32>().is_ok() && f[2] == u)));
+    let (uid, mut gid, name) = match (u.parse::<u32>(), entry) {
+        (Ok(uid), Some(f)) => (uid, f[3].parse().unwrap_or(0), Some(f[0].clone())),
+        (Ok(uid), None) => (uid, 0, None),
+        (Err(_), Some(f)) => (
+            f[2].parse().unwrap_or(0),
+            f[3].parse().unwrap_or(0),
+            Some(f[0].clone()),
+        ),
+        (Err(_), None) => {
+            return Err(ExecutorError::User {
+                user: u.to_string(),
+                reason: "no matching entries in passwd file".into(),
+            })
+        }
+    };
+    let groups = read_db(rootfs, "/etc/group");
+    if let Some(g) = g {
+        gid = match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => groups
+                .iter()
+                .find(|f| f.len() >= 3 && f[0] == g)
+                .and_then(|f| f[2].parse().ok())
+                .ok_or_else(|| ExecutorError::User {
+                    user: user.to_string(),
+                    reason: format!("unable to find group {g}: no matching entries in group file"),
+                })?,
+        };
+    }
+    let mut all = vec![gid];
+    if let (None, Some(name)) = (g, name) {
+        for f in &groups {
+            if f.len() >= 4 && f[3].split(',').any(|m| m == name) {
+                if let Ok(id) = f[2].parse::<u32>() {
+                    if !all.contains(&id) {
+                        all.push(id);
+                    }
+                }
+            }
+        }
+    }
+    Ok(ExecUser {
+        uid,
+        gid,
+        groups: all,
+    })
+}
+
+/// Adds HOME when the environment has none: the home folder of the first
+/// passwd entry with `uid` in `root`, else `/`.
+fn add_home(env: &mut Vec<String>, root: &Path, uid: u32) {
+    if env.iter().any(|e| e.starts_with("HOME=")) {
+        return;
+    }
+    let home = read_db(root, "/etc/passwd")
+        .into_iter()
+        .find(|f| f.len() >= 6 && f[2].parse::<u32>().ok() == Some(uid))
+        .map(|f| f[5].clone())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "/".into());
+    env.push(format!("HOME={home}"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn root() -> tempfile::TempDir {
+        let t = tempfile::tempdir().unwrap();
+        fs::create_dir(t.path().join("etc")).unwrap();
+        fs::write(
+            t.path().join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\nnohome:x:1001:1001:::/bin/sh\n",
+        )
+        .unwrap();
+        fs::write(
+            t.path().join("etc/group"),
+            "root:x:0:\nwheel:x:10:root,app\napp:x:1000:\nstaff:x:50:app\n",
+        )
+        .unwrap();
+        t
+    }
+
+    #[test]
+    fn the_primary_group_comes_first_then_memberships() {
+        let t = root();
+        let u = resolve_user(t.path(), "app").unwrap();
+        assert_eq!((u.uid, u.gid, u.groups), (1000, 1000, vec![1000, 10, 50]));
+        let u = resolve_user(t.path(), "1000:1000").unwrap();
+        assert_eq!(u.groups, vec![1000]);
+        let u = resolve_user(t.path(), "app:staff").unwrap();
+        assert_eq!((u.gid, u.groups), (50, vec![50]));
+        let u = resolve_user(t.path(), "").unwrap();
+        assert_eq!(u.groups, vec![0]);
+        let u = resolve_user(t.path(), "4242").unwrap();
+        assert_eq!((u.uid, u.gid, u.groups), (4242, 0, vec![0]));
+        assert!(resolve_user(t.path(), "ghost").is_err());
+        assert!(resolve_user(t.path(), "app:ghosts").is_err());
+    }
+
+    #[test]
+    fn home_comes_from_the_entry_of_the_uid() {
+        let t = root();
+        let home = |uid, env: &[&str]| {
+            let mut env: Vec<String> = env.iter().map(|s| s.to_string()).collect();
+            add_home(&mut env, t.path(), uid);
+            env.iter()
+                .find_map(|e| e.strip_prefix("HOME=").map(str::to_string))
+                .unwrap()
+        };
+        assert_eq!(home(0, &[]), "/root");
+        assert_eq!(home(1000, &["PATH=/bin"]), "/home/app");
+        assert_eq!(home(1001, &[]), "/");
+        assert_eq!(home(5, &[]), "/");
+        assert_eq!(home(1000, &["HOME=/mine"]), "/mine");
+    }
+}
