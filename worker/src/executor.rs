@@ -877,16 +877,25 @@ fn run_exec(
     spec.rlimits = SandboxSpec::default_rlimits();
     spec.emulator = crate::emulation::emulator_for(&e.platform)
         .map_err(|err| ExecutorError::Unsupported(err.to_string()))?;
+    let (mut out_carry, mut err_carry) = (Utf8Carry::default(), Utf8Carry::default());
     let mut sink = |s: sandbox::Stream, data: &[u8]| {
-        let stream = match s {
-            sandbox::Stream::Stdout => Stream::Stdout,
-            sandbox::Stream::Stderr => Stream::Stderr,
+        let (stream, carry) = match s {
+            sandbox::Stream::Stdout => (Stream::Stdout, &mut out_carry),
+            sandbox::Stream::Stderr => (Stream::Stderr, &mut err_carry),
         };
-        progress.log(stream, data);
+        let whole = carry.push(data);
+        if !whole.is_empty() {
+            progress.log(stream, &whole);
+        }
     };
     // The process is the kernel's to schedule; the slot is for kiln's work.
     drop(slot);
     let outcome = sandbox::run_cancellable(&spec, &w.opts.helper_exe, &mut sink, cancel)?;
+    for (stream, carry) in [(Stream::Stdout, out_carry), (Stream::Stderr, err_carry)] {
+        if !carry.0.is_empty() {
+            progress.log(stream, &carry.0);
+        }
+    }
     drop(views);
     drop(ssh_proxies);
     drop(secret_dir);
@@ -899,6 +908,35 @@ fn run_exec(
     }
     let _slot = w.slots.acquire(cancel).ok_or(ExecutorError::Interrupted)?;
     commit_layer(w, active, &base, &outcome.created)
+}
+
+/// Holds back the start of a UTF-8 character that a read cut in two, so
+/// the progress (which is text) gets it whole with the next read instead of
+/// two replacement characters.
+#[derive(Default)]
+struct Utf8Carry(Vec<u8>);
+
+impl Utf8Carry {
+    /// `data` after what was held back, minus an incomplete last character.
+    fn push(&mut self, data: &[u8]) -> Vec<u8> {
+        let mut buf = std::mem::take(&mut self.0);
+        buf.extend_from_slice(data);
+        // A character is at most 4 bytes: look for its lead byte among the
+        // last 3 and hold it back if its continuation bytes are missing.
+        let start = buf.len().saturating_sub(3);
+        if let Some(i) = (start..buf.len()).rev().find(|&i| buf[i] & 0xC0 != 0x80) {
+            let need = match buf[i] {
+                0xC0..=0xDF => 2,
+                0xE0..=0xEF => 3,
+                0xF0..=0xF7 => 4,
+                _ => 1,
+            };
+            if buf.len() - i < need {
+                self.0 = buf.split_off(i);
+            }
+        }
+        buf
+    }
 }
 
 /// The step's private folder for secrets and ssh sockets, made on first
@@ -994,4 +1032,23 @@ fn run_file(
         }
     }
     commit_layer(w, active, &base, &[])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Utf8Carry;
+
+    #[test]
+    fn a_character_cut_by_a_read_arrives_whole() {
+        let text = "aé€😀z".as_bytes();
+        for cut in 0..=text.len() {
+            let mut c = Utf8Carry::default();
+            let mut got = c.push(&text[..cut]);
+            assert!(std::str::from_utf8(&got).is_ok(), "cut at {cut}");
+            got.extend(c.push(&text[cut..]));
+            assert_eq!(got, text, "cut at {cut}");
+        }
+        // Invalid bytes are passed on (progress shows them replaced).
+        assert_eq!(Utf8Carry::default().push(b"a\xff"), b"a\xff");
+    }
 }
