@@ -765,9 +765,9 @@ fn run_exec(
     let mut views = Vec::new();
     let mut mounts = Vec::new();
     // Secrets' copies live here until the step is over; their mount
-    // points (and folders made for them) never reach the layer.
+    // points (and folders made for them), as every mount's, never reach
+    // the layer (the sandbox removes them).
     let mut secret_dir: Option<SecretDir> = None;
-    let mut ephemeral = Vec::new();
     let mut secret_env: Vec<(String, String)> = Vec::new();
     let mut ssh_proxies = Vec::new();
     for m in &e.mounts {
@@ -865,7 +865,6 @@ fn run_exec(
                     target: target.clone(),
                     readonly: true,
                 });
-                ephemeral.push(target.clone());
             }
             ExecMount::Ssh {
                 id,
@@ -891,7 +890,6 @@ fn run_exec(
                     readonly: false,
                 });
                 ssh_proxies.push(proxy);
-                ephemeral.push(target.clone());
                 if !secret_env.iter().any(|(k, _)| k == "SSH_AUTH_SOCK") {
                     secret_env.push(("SSH_AUTH_SOCK".into(), target.clone()));
                 }
@@ -906,7 +904,6 @@ fn run_exec(
             .retain(|kv| kv.split('=').next() != Some(k.as_str()));
         spec.env.push(format!("{k}={v}"));
     }
-    spec.ephemeral = ephemeral;
     spec.cwd = if e.cwd.is_empty() {
         "/".into()
     } else {
