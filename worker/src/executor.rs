@@ -31,7 +31,7 @@ use crate::layers::{LayerError, LayerRef, LayerStore};
 use crate::sandbox::{self, Mount, Network, SandboxSpec};
 use crate::secrets::{SecretDir, SecretError};
 use crate::slots::Slots;
-use crate::snapshot::{self, Active, Mounted};
+use crate::snapshot::{self, Active, Mounted, Throwaway};
 
 /// Where context checksum memos persist between kiln processes: one file
 /// per context folder, so a build loads only those of the contexts it
@@ -763,6 +763,8 @@ fn run_exec(
     let (uid, gid, additional_gids) = resolve_user(&rootfs, &e.user)?;
 
     let mut views = Vec::new();
+    // The writable layers of rw binds, over `views`: they go first.
+    let mut throwaways = Vec::new();
     let mut mounts = Vec::new();
     // Secrets' copies live here until the step is over; their mount
     // points (and folders made for them), as every mount's, never reach
@@ -782,7 +784,16 @@ fn run_exec(
                     ExecutorError::Unsupported(format!("bind mount from missing input {input}"))
                 })?;
                 let view = source_view(w, snap)?;
-                let src = fileops::rootpath::host_path(&view.path, Path::new(source), true)?;
+                let mut src = fileops::rootpath::host_path(&view.path, Path::new(source), true)?;
+                if !*readonly {
+                    // Writable for the step, never written through: the
+                    // step's writes land in a layer of their own, thrown
+                    // away after it (BuildKit's rw bind is a fresh mutable
+                    // snapshot of the source, never committed).
+                    let over = Throwaway::over(&src, &w.layers.scratch("rwbind")?, w.opts.force_copy)?;
+                    src = over.path().to_path_buf();
+                    throwaways.push(over);
+                }
                 mounts.push(Mount::Bind {
                     source: src,
                     target: target.clone(),
@@ -931,6 +942,7 @@ fn run_exec(
     // The process is the kernel's to schedule; the slot is for kiln's work.
     drop(slot);
     let outcome = sandbox::run_cancellable(&spec, &w.opts.helper_exe, &mut sink, cancel)?;
+    drop(throwaways);
     drop(views);
     drop(ssh_proxies);
     drop(secret_dir);

@@ -557,6 +557,84 @@ fn path_for_option(p: &Path) -> io::Result<String> {
     Ok(s.to_string())
 }
 
+/// A writable view of a directory or file whose writes are thrown away: the
+/// source of a `RUN --mount=type=bind,rw`. BuildKit gives such a mount a
+/// fresh mutable snapshot over the source and discards it after the step,
+/// so a step may write there freely but never into the build context, a
+/// stage's result or an image. Here that is a kernel overlay with the
+/// source as its only lower and an upper/work dir of its own (nothing can
+/// reach the lower through it), or, where overlay cannot be mounted (or
+/// for a single file), a plain copy. Dropping the value unmounts it and
+/// removes the upper, work and copy.
+#[derive(Debug)]
+pub struct Throwaway {
+    path: PathBuf,
+    dir: PathBuf,
+    mount: Option<Mounted>,
+}
+
+impl Throwaway {
+    /// A writable view of `source` made in the empty scratch folder `dir`
+    /// (on a filesystem overlay accepts as upper); a copy when `force_copy`
+    /// or when overlay fails.
+    pub fn over(source: &Path, dir: &Path, force_copy: bool) -> Result<Throwaway, SnapshotError> {
+        let md = std::fs::symlink_metadata(source).map_err(io_err("stat", source))?;
+        let mut view = Throwaway {
+            path: PathBuf::new(),
+            dir: dir.to_path_buf(),
+            mount: None,
+        };
+        if !md.is_dir() {
+            let copy = dir.join("file");
+            copy_node(source, &copy, &md)?;
+            view.path = copy;
+            return Ok(view);
+        }
+        if !force_copy {
+            let (upper, work, merged) = (dir.join("upper"), dir.join("work"), dir.join("merged"));
+            for d in [&upper, &work, &merged] {
+                std::fs::create_dir_all(d).map_err(io_err("create", d))?;
+            }
+            // The upper's root takes the source's owner, mode and times, as
+            // a copy-up would, so the mount point looks like the source.
+            copy_meta(source, &upper, &md)?;
+            match mount_overlay(&[source.to_path_buf()], &upper, &work, &merged) {
+                Ok(m) => {
+                    view.path = merged;
+                    view.mount = Some(m);
+                    return Ok(view);
+                }
+                Err(SnapshotError::Mount { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let copy = dir.join("copy");
+        std::fs::create_dir_all(&copy).map_err(io_err("create", &copy))?;
+        merge_dir(source, &copy)?;
+        copy_meta(source, &copy, &md)?;
+        view.path = copy;
+        Ok(view)
+    }
+
+    /// What to bind at the mount's target.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether the view is an overlay (false: a copy).
+    pub fn is_overlay(&self) -> bool {
+        self.mount.is_some()
+    }
+}
+
+impl Drop for Throwaway {
+    fn drop(&mut self) {
+        drop(self.mount.take());
+        // Never follows a mount that is somehow still there.
+        crate::layers::remove_tree(&self.dir);
+    }
+}
+
 /// Merges overlay-native layer dirs (lowest first) into one plain directory,
 /// executing their whiteouts and opaque markers: the plain-copy fallback
 /// when overlay cannot be mounted, and the way to bring more than
