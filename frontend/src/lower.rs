@@ -423,10 +423,15 @@ impl Lowerer<'_> {
                 }
             }
             MountType::Cache => {
+                let source = clean_source(m.source.as_deref().unwrap_or("/"));
+                // Ownership options make the cache's first folder, as
+                // BuildKit's setCacheUIDGID, only when no `source` is
+                // given; otherwise they are ignored.
+                let owned = source == "/" && (m.uid.is_some() || m.gid.is_some() || m.mode.is_some());
                 let seed = match from {
                     Some(src) => {
                         let input = input_of(self, Some(src))?;
-                        Some((input, clean_source(m.source.as_deref().unwrap_or("/"))))
+                        Some((input, source))
                     }
                     None => None,
                 };
@@ -443,9 +448,10 @@ impl Lowerer<'_> {
                         _ => ops::Sharing::Shared,
                     },
                     readonly: m.readonly,
-                    uid: m.uid.unwrap_or(0),
-                    gid: m.gid.unwrap_or(0),
-                    mode: m.mode.unwrap_or(0o755),
+                    uid: m.uid.filter(|_| owned).unwrap_or(0),
+                    gid: m.gid.filter(|_| owned).unwrap_or(0),
+                    mode: m.mode.filter(|_| owned).unwrap_or(0o755),
+                    owned,
                     from: seed,
                 }
             }

@@ -525,14 +525,37 @@ fn cache_mount_locks(w: &Worker, e: &Exec) -> Vec<Arc<tokio::sync::Mutex<()>>> {
     e.mounts
         .iter()
         .filter_map(|m| match m {
-            ExecMount::Cache {
-                id,
+            m @ ExecMount::Cache {
                 sharing: solver::ops::Sharing::Locked,
                 ..
-            } => Some(table.entry(id.clone()).or_default().clone()),
+            } => cache_mount_name(m).map(|name| table.entry(name).or_default().clone()),
             _ => None,
         })
         .collect()
+}
+
+/// The name of a cache mount's folder (and lock): one per identity, as
+/// BuildKit keys its cache mounts (`id`, plus the ref the cache starts
+/// from: none, or a folder made with the mount's uid/gid/mode). A cache
+/// without ownership options keeps the name it always had.
+fn cache_mount_name(m: &ExecMount) -> Option<String> {
+    let ExecMount::Cache {
+        id,
+        uid,
+        gid,
+        mode,
+        owned,
+        ..
+    } = m
+    else {
+        return None;
+    };
+    let mut h = blake3::Hasher::new();
+    h.update(id.as_bytes());
+    if *owned {
+        h.update(format!("\0owned {uid}:{gid}:{mode:o}").as_bytes());
+    }
+    Some(h.finalize().to_hex().to_string())
 }
 
 /// An image's layers, from its platform manifest in the store.
@@ -802,7 +825,6 @@ fn run_exec(
                 views.push(view);
             }
             ExecMount::Cache {
-                id,
                 target,
                 readonly,
                 uid,
@@ -810,9 +832,8 @@ fn run_exec(
                 mode,
                 ..
             } => {
-                let dir = w
-                    .cache_mounts
-                    .join(blake3::hash(id.as_bytes()).to_hex().as_str());
+                let name = cache_mount_name(m).unwrap_or_default();
+                let dir = w.cache_mounts.join(name);
                 if !dir.exists() {
                     let tmp = w.layers.scratch("cachemount")?;
                     use std::os::unix::fs::{chown, PermissionsExt};
