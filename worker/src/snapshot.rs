@@ -996,3 +996,78 @@ impl Active {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A source folder: a file, a folder with a file, a symlink.
+    fn source(t: &Path) -> PathBuf {
+        let src = t.join("src");
+        std::fs::create_dir_all(src.join("sub")).unwrap();
+        std::fs::write(src.join("f"), "f").unwrap();
+        std::fs::write(src.join("sub/g"), "g").unwrap();
+        std::os::unix::fs::symlink("f", src.join("l")).unwrap();
+        src
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Writes, deletes and creates through the view; the source keeps
+    /// everything, and the scratch folder goes with the view.
+    fn writes_stay_in_the_view(force_copy: bool) -> bool {
+        let t = tempfile::tempdir().unwrap();
+        let src = source(t.path());
+        let dir = t.path().join("scratch");
+        std::fs::create_dir(&dir).unwrap();
+        let view = Throwaway::over(&src, &dir, force_copy).unwrap();
+        let p = view.path().to_path_buf();
+        std::fs::write(p.join("f"), "changed").unwrap();
+        std::fs::remove_dir_all(p.join("sub")).unwrap();
+        std::fs::remove_file(p.join("l")).unwrap();
+        std::os::unix::fs::symlink("/", p.join("root")).unwrap();
+        std::fs::write(p.join("new"), "n").unwrap();
+        assert_eq!(names(&p), ["f", "new", "root"]);
+        assert_eq!(std::fs::read_to_string(p.join("f")).unwrap(), "changed");
+        let overlay = view.is_overlay();
+        drop(view);
+        assert_eq!(names(&src), ["f", "l", "sub"]);
+        assert_eq!(std::fs::read_to_string(src.join("f")).unwrap(), "f");
+        assert_eq!(std::fs::read_to_string(src.join("sub/g")).unwrap(), "g");
+        assert_eq!(std::fs::read_link(src.join("l")).unwrap(), Path::new("f"));
+        assert!(!dir.exists(), "the scratch folder is removed");
+        overlay
+    }
+
+    #[test]
+    fn a_throwaway_copy_never_writes_through() {
+        assert!(!writes_stay_in_the_view(true));
+    }
+
+    #[test]
+    fn a_throwaway_overlay_never_writes_through() {
+        // An overlay as root; a copy where overlay cannot be mounted.
+        let overlay = writes_stay_in_the_view(false);
+        eprintln!("throwaway over a folder: overlay {overlay}");
+    }
+
+    #[test]
+    fn a_throwaway_file_is_a_copy() {
+        let t = tempfile::tempdir().unwrap();
+        let src = source(t.path());
+        let dir = t.path().join("scratch");
+        std::fs::create_dir(&dir).unwrap();
+        let view = Throwaway::over(&src.join("f"), &dir, false).unwrap();
+        std::fs::write(view.path(), "changed").unwrap();
+        drop(view);
+        assert_eq!(std::fs::read_to_string(src.join("f")).unwrap(), "f");
+        assert!(!dir.exists());
+    }
+}
