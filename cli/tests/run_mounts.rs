@@ -268,3 +268,32 @@ fn a_cache_mount_is_one_cache_per_id_and_ownership() {
     assert_eq!(read(&out, "/t-own"), "0 5 755\n");
     assert_eq!(read(&out, "/t-again"), "t\n");
 }
+
+/// Item 3, `from`: a cache mount from a stage starts as the stage's folder
+/// at `source` (a copy: the stage is never written), and is a cache of its
+/// own, apart from the same id without `from`.
+#[test]
+fn a_cache_mount_from_a_stage_starts_with_its_content() {
+    let k = Kiln::with_busybox();
+    let ctx = k.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM busybox:1.35 AS seed\n\
+             RUN mkdir -p /s && echo seeded > /s/f && chmod 0711 /s\n\
+             FROM busybox:1.35\n\
+             RUN --mount=type=cache,id=k,target=/c echo plain > /c/p\n\
+             RUN --mount=type=cache,id=k,target=/c,from=seed,source=/s \
+                 ls -A /c > /list && stat -c %a /c > /mode && echo added > /c/added\n\
+             RUN --mount=type=cache,id=k,target=/c,from=seed,source=/s ls -A /c > /list2\n\
+             RUN --mount=type=cache,id=k,target=/c ls -A /c > /plain-list\n\
+             RUN --mount=type=bind,from=seed,source=/s,target=/b ls -A /b > /stage-list\n",
+        )],
+    );
+    let out = build_local(&k, &ctx, "out", &[]);
+    assert_eq!(read(&out, "/list"), "f\n");
+    assert_eq!(read(&out, "/mode"), "711\n");
+    assert_eq!(read(&out, "/list2"), "added\nf\n", "the seeded cache persists");
+    assert_eq!(read(&out, "/plain-list"), "p\n", "the plain cache is another");
+    assert_eq!(read(&out, "/stage-list"), "f\n", "the stage is untouched");
+}

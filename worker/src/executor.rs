@@ -429,7 +429,7 @@ impl Executor for SharedWorker {
                 }
             }
             BuildOp::Exec(e) => {
-                let locks = cache_mount_locks(w, e);
+                let locks = cache_mount_locks(w, e, &inputs);
                 let mut _held = Vec::new();
                 for l in &locks {
                     _held.push(l.clone().lock_owned().await);
@@ -520,7 +520,11 @@ fn run_http(
     commit_layer(w, active, &Snapshot::default(), &[])
 }
 
-fn cache_mount_locks(w: &Worker, e: &Exec) -> Vec<Arc<tokio::sync::Mutex<()>>> {
+fn cache_mount_locks(
+    w: &Worker,
+    e: &Exec,
+    inputs: &[Snapshot],
+) -> Vec<Arc<tokio::sync::Mutex<()>>> {
     let mut table = w.mount_locks.lock().unwrap_or_else(|p| p.into_inner());
     e.mounts
         .iter()
@@ -528,7 +532,7 @@ fn cache_mount_locks(w: &Worker, e: &Exec) -> Vec<Arc<tokio::sync::Mutex<()>>> {
             m @ ExecMount::Cache {
                 sharing: solver::ops::Sharing::Locked,
                 ..
-            } => cache_mount_name(m).map(|name| table.entry(name).or_default().clone()),
+            } => cache_mount_name(m, inputs).map(|name| table.entry(name).or_default().clone()),
             _ => None,
         })
         .collect()
@@ -536,15 +540,17 @@ fn cache_mount_locks(w: &Worker, e: &Exec) -> Vec<Arc<tokio::sync::Mutex<()>>> {
 
 /// The name of a cache mount's folder (and lock): one per identity, as
 /// BuildKit keys its cache mounts (`id`, plus the ref the cache starts
-/// from: none, or a folder made with the mount's uid/gid/mode). A cache
-/// without ownership options keeps the name it always had.
-fn cache_mount_name(m: &ExecMount) -> Option<String> {
+/// from: none, the `from` stage or image, and a folder made with the
+/// mount's uid/gid/mode when any was given). A cache with neither `from`
+/// nor ownership options keeps the name it always had.
+fn cache_mount_name(m: &ExecMount, inputs: &[Snapshot]) -> Option<String> {
     let ExecMount::Cache {
         id,
         uid,
         gid,
         mode,
         owned,
+        from,
         ..
     } = m
     else {
@@ -552,10 +558,77 @@ fn cache_mount_name(m: &ExecMount) -> Option<String> {
     };
     let mut h = blake3::Hasher::new();
     h.update(id.as_bytes());
+    if let Some((input, source)) = from {
+        // The content the cache starts from: the input's layers.
+        h.update(format!("\0from {source}").as_bytes());
+        if let Some(snap) = inputs.get(*input) {
+            if let Some(ctx) = &snap.context {
+                h.update(format!("\0context {}", ctx.name).as_bytes());
+            }
+            for l in &snap.layers {
+                h.update(b"\0");
+                h.update(l.diff_id.as_bytes());
+            }
+        }
+    }
     if *owned {
         h.update(format!("\0owned {uid}:{gid}:{mode:o}").as_bytes());
     }
     Some(h.finalize().to_hex().to_string())
+}
+
+/// Makes the first folder of a cache mount at `dir` (atomically: another
+/// step may make it at the same time): the `from` input's folder at its
+/// source, copied, when given and no ownership options were (BuildKit
+/// mounts that path of the stage as the cache's start), else an empty
+/// folder owned as the mount asks.
+fn create_cache_dir(
+    w: &Worker,
+    m: &ExecMount,
+    inputs: &[Snapshot],
+    dir: &Path,
+) -> Result<(), ExecutorError> {
+    use std::os::unix::fs::{chown, PermissionsExt};
+    let ExecMount::Cache {
+        uid,
+        gid,
+        mode,
+        owned,
+        from,
+        ..
+    } = m
+    else {
+        return Ok(());
+    };
+    let tmp = w.layers.scratch("cachemount")?;
+    match from {
+        Some((input, source)) if !*owned => {
+            let snap = inputs.get(*input).ok_or_else(|| {
+                ExecutorError::Unsupported(format!("cache mount from missing input {input}"))
+            })?;
+            let view = source_view(w, snap)?;
+            let src = fileops::rootpath::host_path(&view.path, Path::new(source), true)?;
+            if !src.is_dir() {
+                return Err(ExecutorError::Unsupported(format!(
+                    "cache mount source {source} is not a directory"
+                )));
+            }
+            let seed = tmp.join("seed");
+            snapshot::copy_tree(&src, &seed)?;
+            fs::rename(&seed, dir)
+                .or_else(|e| if dir.exists() { Ok(()) } else { Err(e) })
+                .map_err(io_err("create", dir))?;
+        }
+        _ => {
+            fs::set_permissions(&tmp, fs::Permissions::from_mode(*mode))
+                .map_err(io_err("chmod", &tmp))?;
+            chown(&tmp, Some(*uid), Some(*gid)).map_err(io_err("chown", &tmp))?;
+            fs::rename(&tmp, dir)
+                .or_else(|e| if dir.exists() { Ok(()) } else { Err(e) })
+                .map_err(io_err("create", dir))?;
+        }
+    }
+    Ok(())
 }
 
 /// An image's layers, from its platform manifest in the store.
@@ -827,22 +900,12 @@ fn run_exec(
             ExecMount::Cache {
                 target,
                 readonly,
-                uid,
-                gid,
-                mode,
                 ..
             } => {
-                let name = cache_mount_name(m).unwrap_or_default();
+                let name = cache_mount_name(m, inputs).unwrap_or_default();
                 let dir = w.cache_mounts.join(name);
                 if !dir.exists() {
-                    let tmp = w.layers.scratch("cachemount")?;
-                    use std::os::unix::fs::{chown, PermissionsExt};
-                    fs::set_permissions(&tmp, fs::Permissions::from_mode(*mode))
-                        .map_err(io_err("chmod", &tmp))?;
-                    chown(&tmp, Some(*uid), Some(*gid)).map_err(io_err("chown", &tmp))?;
-                    if fs::rename(&tmp, &dir).is_err() && !dir.exists() {
-                        return Err(io_err("create", &dir)(io::Error::other("rename failed")));
-                    }
+                    create_cache_dir(w, m, inputs, &dir)?;
                 }
                 mounts.push(Mount::Bind {
                     source: dir,

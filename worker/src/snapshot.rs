@@ -609,9 +609,7 @@ impl Throwaway {
             }
         }
         let copy = dir.join("copy");
-        std::fs::create_dir_all(&copy).map_err(io_err("create", &copy))?;
-        merge_dir(source, &copy)?;
-        copy_meta(source, &copy, &md)?;
+        copy_tree(source, &copy)?;
         view.path = copy;
         Ok(view)
     }
@@ -633,6 +631,16 @@ impl Drop for Throwaway {
         // Never follows a mount that is somehow still there.
         crate::layers::remove_tree(&self.dir);
     }
+}
+
+/// Copies the folder `source` (a plain folder or a merged view, not a layer
+/// dir: a whiteout device in it is not copied) to `dest`, which it creates,
+/// with every owner, mode, time and xattr, the folder's own included.
+pub fn copy_tree(source: &Path, dest: &Path) -> Result<(), SnapshotError> {
+    let md = std::fs::symlink_metadata(source).map_err(io_err("stat", source))?;
+    std::fs::create_dir_all(dest).map_err(io_err("create", dest))?;
+    merge_dir(source, dest)?;
+    copy_meta(source, dest, &md)
 }
 
 /// Merges overlay-native layer dirs (lowest first) into one plain directory,
