@@ -297,3 +297,38 @@ fn a_cache_mount_from_a_stage_starts_with_its_content() {
     assert_eq!(read(&out, "/plain-list"), "p\n", "the plain cache is another");
     assert_eq!(read(&out, "/stage-list"), "f\n", "the stage is untouched");
 }
+
+/// A relative bind, cache or tmpfs target is beneath WORKDIR, and a cache's
+/// default id is its target as written, cleaned (BuildKit's path.Clean):
+/// `c` in two working directories is one cache, as are `/abs/` and `/abs`.
+#[test]
+fn relative_targets_are_beneath_workdir_and_ids_are_the_cleaned_target() {
+    let k = Kiln::with_busybox();
+    let ctx = k.context(
+        "ctx",
+        &[
+            ("f.txt", "f\n"),
+            (
+                "Dockerfile",
+                "FROM busybox:1.35\n\
+                 WORKDIR /w\n\
+                 RUN --mount=type=tmpfs,target=t touch /w/t/x && ls /w/t > /tl\n\
+                 RUN --mount=type=bind,source=f.txt,target=sub/f.txt cat /w/sub/f.txt > /bf\n\
+                 RUN --mount=type=cache,target=c echo 1 > /w/c/f\n\
+                 WORKDIR /other\n\
+                 RUN --mount=type=cache,target=c cat /other/c/f > /cf\n\
+                 RUN --mount=type=cache,target=/abs/ echo a > /abs/a\n\
+                 RUN --mount=type=cache,target=/abs ls /abs > /absl\n",
+            ),
+        ],
+    );
+    let out = build_local(&k, &ctx, "out", &[]);
+    assert_eq!(read(&out, "/tl"), "x\n");
+    assert_eq!(read(&out, "/bf"), "f\n");
+    assert_eq!(read(&out, "/cf"), "1\n");
+    assert_eq!(read(&out, "/absl"), "a\n");
+    for p in ["/w/t", "/w/sub", "/w/c", "/other/c", "/abs", "/t", "/c"] {
+        assert!(absent(&out, p), "{p} is in the image");
+    }
+    assert!(out.join("w").is_dir() && out.join("other").is_dir());
+}
