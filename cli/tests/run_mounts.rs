@@ -332,3 +332,33 @@ fn relative_targets_are_beneath_workdir_and_ids_are_the_cleaned_target() {
     }
     assert!(out.join("w").is_dir() && out.join("other").is_dir());
 }
+
+/// A bind of the build context sees it as BuildKit's local source has it:
+/// no `.dockerignore`d paths, every file owned by root.
+#[test]
+fn a_bind_of_the_context_hides_ignored_files_and_host_owners() {
+    let k = Kiln::with_busybox();
+    let ctx = k.context(
+        "ctx",
+        &[
+            (".dockerignore", "secret.env\nlogs/\n!logs/keep.log\n"),
+            ("secret.env", "TOKEN=1\n"),
+            ("ok.txt", "ok\n"),
+            (
+                "Dockerfile",
+                "FROM busybox:1.35\n\
+                 RUN --mount=type=bind,target=/c find /c | sort > /found && stat -c '%u %g' /c/ok.txt > /owner\n\
+                 RUN --mount=type=bind,target=/c,rw find /c | sort > /found-rw\n",
+            ),
+        ],
+    );
+    std::fs::create_dir_all(ctx.join("logs")).unwrap();
+    std::fs::write(ctx.join("logs/a.log"), "a").unwrap();
+    std::fs::write(ctx.join("logs/keep.log"), "k").unwrap();
+    std::os::unix::fs::lchown(ctx.join("ok.txt"), Some(1234), Some(5678)).unwrap();
+    let out = build_local(&k, &ctx, "out", &[]);
+    let want = "/c\n/c/.dockerignore\n/c/Dockerfile\n/c/logs\n/c/logs/keep.log\n/c/ok.txt\n";
+    assert_eq!(read(&out, "/found"), want);
+    assert_eq!(read(&out, "/found-rw"), want);
+    assert_eq!(read(&out, "/owner"), "0 0\n");
+}

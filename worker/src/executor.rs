@@ -141,6 +141,9 @@ pub struct Worker {
     slots: Slots,
     /// `ADD <url>` downloads made during this build.
     http: crate::http_source::Downloads,
+    /// The build contexts as bind mounts see them, made on first use:
+    /// (context name, excludes) → the folder.
+    context_binds: Mutex<HashMap<(String, Vec<String>), PathBuf>>,
 }
 
 impl Worker {
@@ -162,6 +165,7 @@ impl Worker {
             cache_mounts,
             mount_locks: Mutex::new(HashMap::new()),
             http: crate::http_source::Downloads::new(),
+            context_binds: Mutex::new(HashMap::new()),
         })
     }
 
@@ -183,6 +187,29 @@ impl Worker {
             .get(name)
             .map(|p| p.as_path())
             .ok_or_else(|| ExecutorError::NoContext(name.to_string()))
+    }
+
+    /// The build context `ctx` as a `RUN --mount=type=bind` sees it, as
+    /// BuildKit's local source has it: without the `.dockerignore`d paths
+    /// and with every file owned by root (its client resets uid/gid when
+    /// it sends the context). Made once per build, in the scratch space,
+    /// and shared by every bind of the context (a rw bind writes to a
+    /// throw-away layer over it); so a build cannot see ignored files
+    /// through a bind, nor the owners of the user's files.
+    fn context_for_binds(&self, ctx: &ContextRef) -> Result<PathBuf, ExecutorError> {
+        let mut table = self.context_binds.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (ctx.name.clone(), ctx.exclude.clone());
+        if let Some(p) = table.get(&key) {
+            return Ok(p.clone());
+        }
+        let dir = self.layers.scratch("context")?.join("ctx");
+        fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+        let mut spec = CopySpec::new(self.context_dir(&ctx.name)?, vec![".".into()], &dir, "/");
+        spec.source_ids = SourceIds::Root;
+        spec.exclude = ctx.exclude.clone();
+        fileops::copy(&spec)?;
+        table.insert(key, dir.clone());
+        Ok(dir)
     }
 
     fn record_path(&self, key: Key) -> PathBuf {
@@ -880,7 +907,11 @@ fn run_exec(
                     ExecutorError::Unsupported(format!("bind mount from missing input {input}"))
                 })?;
                 let view = source_view(w, snap)?;
-                let mut src = fileops::rootpath::host_path(&view.path, Path::new(source), true)?;
+                let root = match &view.context {
+                    Some(ctx) => w.context_for_binds(ctx)?,
+                    None => view.path.clone(),
+                };
+                let mut src = fileops::rootpath::host_path(&root, Path::new(source), true)?;
                 if !*readonly {
                     // Writable for the step, never written through: the
                     // step's writes land in a layer of their own, thrown
