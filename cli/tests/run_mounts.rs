@@ -36,7 +36,11 @@ fn absent(root: &Path, p: &str) -> bool {
 /// Everything about a tree that a step could change: per path, its type,
 /// mode, owner and content (a symlink's target).
 fn tree(dir: &Path) -> BTreeMap<PathBuf, (String, u32, u32, u32, Vec<u8>)> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, (String, u32, u32, u32, Vec<u8>)>) {
+    fn walk(
+        root: &Path,
+        dir: &Path,
+        out: &mut BTreeMap<PathBuf, (String, u32, u32, u32, Vec<u8>)>,
+    ) {
         let mut names: Vec<_> = std::fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().path())
@@ -46,7 +50,13 @@ fn tree(dir: &Path) -> BTreeMap<PathBuf, (String, u32, u32, u32, Vec<u8>)> {
             let md = std::fs::symlink_metadata(&p).unwrap();
             let ft = md.file_type();
             let (kind, content) = if ft.is_symlink() {
-                ("l", std::fs::read_link(&p).unwrap().into_os_string().into_encoded_bytes())
+                (
+                    "l",
+                    std::fs::read_link(&p)
+                        .unwrap()
+                        .into_os_string()
+                        .into_encoded_bytes(),
+                )
             } else if ft.is_dir() {
                 ("d", Vec::new())
             } else if ft.is_file() {
@@ -63,7 +73,10 @@ fn tree(dir: &Path) -> BTreeMap<PathBuf, (String, u32, u32, u32, Vec<u8>)> {
     }
     let mut out = BTreeMap::new();
     let md = std::fs::metadata(dir).unwrap();
-    out.insert(PathBuf::new(), ("d".into(), md.mode(), md.uid(), md.gid(), Vec::new()));
+    out.insert(
+        PathBuf::new(),
+        ("d".into(), md.mode(), md.uid(), md.gid(), Vec::new()),
+    );
     walk(dir, dir, &mut out);
     out
 }
@@ -114,8 +127,16 @@ fn mount_points_made_for_a_step_leave_nothing_in_the_image() {
     );
     assert_eq!(read(&out, "/seen"), "file\ns3cret\n");
     for p in [
-        "/a", "/t", "/bf", "/bd", "/sec", "/ssh", "/exists/sub/cache", "/exists/new",
-        "/exists/sub/f.txt", "/w/m/c",
+        "/a",
+        "/t",
+        "/bf",
+        "/bd",
+        "/sec",
+        "/ssh",
+        "/exists/sub/cache",
+        "/exists/new",
+        "/exists/sub/f.txt",
+        "/w/m/c",
     ] {
         assert!(absent(&out, p), "{p} is in the image");
     }
@@ -133,7 +154,11 @@ fn mount_points_made_for_a_step_leave_nothing_in_the_image() {
     // A folder made for a mount that the step wrote into beside it stays.
     assert_eq!(read(&out, "/w/m/beside"), "beside\n");
     assert_eq!(
-        std::fs::symlink_metadata(out.join("w/m")).unwrap().permissions().mode() & 0o7777,
+        std::fs::symlink_metadata(out.join("w/m"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777,
         0o755
     );
 }
@@ -259,11 +284,19 @@ fn a_cache_mount_is_one_cache_per_id_and_ownership() {
     assert_eq!(read(&out, "/list1"), "", "a new, empty cache");
     assert_eq!(read(&out, "/plain"), "root\n");
     assert_eq!(read(&out, "/plain-own"), "0 0 755\n");
-    assert_eq!(read(&out, "/owned"), "u\n", "same id and ownership: same cache");
+    assert_eq!(
+        read(&out, "/owned"),
+        "u\n",
+        "same id and ownership: same cache"
+    );
     assert_eq!(read(&out, "/own2"), "1000 1001 750\n");
     assert_eq!(read(&out, "/list-mode"), "");
     assert_eq!(read(&out, "/own-mode"), "1000 1001 700\n");
-    assert_eq!(read(&out, "/list-uid0"), "", "an explicit uid=0 is ownership given");
+    assert_eq!(
+        read(&out, "/list-uid0"),
+        "",
+        "an explicit uid=0 is ownership given"
+    );
     assert_eq!(read(&out, "/t-list"), "");
     assert_eq!(read(&out, "/t-own"), "0 5 755\n");
     assert_eq!(read(&out, "/t-again"), "t\n");
@@ -293,8 +326,16 @@ fn a_cache_mount_from_a_stage_starts_with_its_content() {
     let out = build_local(&k, &ctx, "out", &[]);
     assert_eq!(read(&out, "/list"), "f\n");
     assert_eq!(read(&out, "/mode"), "711\n");
-    assert_eq!(read(&out, "/list2"), "added\nf\n", "the seeded cache persists");
-    assert_eq!(read(&out, "/plain-list"), "p\n", "the plain cache is another");
+    assert_eq!(
+        read(&out, "/list2"),
+        "added\nf\n",
+        "the seeded cache persists"
+    );
+    assert_eq!(
+        read(&out, "/plain-list"),
+        "p\n",
+        "the plain cache is another"
+    );
     assert_eq!(read(&out, "/stage-list"), "f\n", "the stage is untouched");
 }
 

@@ -440,7 +440,8 @@ impl Lowerer<'_> {
                 // Ownership options make the cache's first folder, as
                 // BuildKit's setCacheUIDGID, only when no `source` is
                 // given; otherwise they are ignored.
-                let owned = source == "/" && (m.uid.is_some() || m.gid.is_some() || m.mode.is_some());
+                let owned =
+                    source == "/" && (m.uid.is_some() || m.gid.is_some() || m.mode.is_some());
                 let seed = match from {
                     Some(src) => {
                         let input = input_of(self, Some(src))?;

@@ -917,7 +917,8 @@ fn run_exec(
                     // step's writes land in a layer of their own, thrown
                     // away after it (BuildKit's rw bind is a fresh mutable
                     // snapshot of the source, never committed).
-                    let over = Throwaway::over(&src, &w.layers.scratch("rwbind")?, w.opts.force_copy)?;
+                    let over =
+                        Throwaway::over(&src, &w.layers.scratch("rwbind")?, w.opts.force_copy)?;
                     src = over.path().to_path_buf();
                     throwaways.push(over);
                 }
@@ -929,9 +930,7 @@ fn run_exec(
                 views.push(view);
             }
             ExecMount::Cache {
-                target,
-                readonly,
-                ..
+                target, readonly, ..
             } => {
                 let name = cache_mount_name(m, inputs).unwrap_or_default();
                 let dir = w.cache_mounts.join(name);
