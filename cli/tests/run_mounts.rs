@@ -81,6 +81,63 @@ fn tree(dir: &Path) -> BTreeMap<PathBuf, (String, u32, u32, u32, Vec<u8>)> {
     out
 }
 
+/// The entry names of every layer of the single-platform OCI archive
+/// `archive`, lowest layer first.
+fn layer_entries(archive: &Path) -> Vec<Vec<String>> {
+    use std::io::Read;
+    let mut blobs: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut a = tar::Archive::new(std::fs::File::open(archive).unwrap());
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = e.path().unwrap().to_string_lossy().into_owned();
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).unwrap();
+        blobs.insert(name, data);
+    }
+    let json = |name: &str| -> serde_json::Value {
+        serde_json::from_slice(&blobs[name]).unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+    let blob = |digest: &serde_json::Value| {
+        format!(
+            "blobs/sha256/{}",
+            digest.as_str().unwrap().trim_start_matches("sha256:")
+        )
+    };
+    let mut doc = json("index.json");
+    // An index (of one manifest) before the manifest itself.
+    while doc["manifests"].is_array() {
+        doc = json(&blob(&doc["manifests"][0]["digest"]));
+    }
+    doc["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            let data = &blobs[&blob(&l["digest"])];
+            let mut plain = Vec::new();
+            if data.starts_with(&[0x1f, 0x8b]) {
+                flate2::read::MultiGzDecoder::new(&data[..])
+                    .read_to_end(&mut plain)
+                    .unwrap();
+            } else {
+                plain = data.clone();
+            }
+            let mut t = tar::Archive::new(&plain[..]);
+            t.entries()
+                .unwrap()
+                .map(|e| {
+                    let e = e.unwrap();
+                    let mut n = e.path().unwrap().to_string_lossy().into_owned();
+                    if e.header().entry_type().is_dir() && !n.ends_with('/') {
+                        n.push('/');
+                    }
+                    n
+                })
+                .collect()
+        })
+        .collect()
+}
+
 /// Item 1: no `--mount` of any type leaves its mount point, or the folders
 /// made for it, in the image; folders that existed stay as they were, and a
 /// folder made for a mount that the step also writes into stays with what
@@ -114,11 +171,15 @@ fn mount_points_made_for_a_step_leave_nothing_in_the_image() {
     std::fs::write(&secret, "s3cret\n").unwrap();
     let sock = k.path("agent.sock");
     let _agent = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let archive = k.path("image.tar");
+    let oci = format!("type=oci,dest={}", archive.display());
     let out = build_local(
         &k,
         &ctx,
         "out",
         &[
+            "-o",
+            &oci,
             "--secret",
             &format!("id=s,src={}", secret.display()),
             "--ssh",
@@ -151,6 +212,12 @@ fn mount_points_made_for_a_step_leave_nothing_in_the_image() {
         .collect();
     names.sort();
     assert_eq!(names, ["k"]);
+    // The mounts' step's layer holds what the step wrote and nothing else:
+    // no mount point, no folder made for one, not even /exists/sub.
+    let layers = layer_entries(&archive);
+    assert_eq!(layers.len(), 4, "{layers:?}");
+    assert_eq!(layers[2], ["seen"]);
+    assert_eq!(layers[3], ["w/", "w/m/", "w/m/beside"]);
     // A folder made for a mount that the step wrote into beside it stays.
     assert_eq!(read(&out, "/w/m/beside"), "beside\n");
     assert_eq!(
