@@ -285,18 +285,16 @@ fn extra_mounts_bind_and_tmpfs() {
     assert_eq!(st, ExitStatus::Exited(0), "{err}");
     assert_eq!(out, "boundro-ok\nt\n");
     assert!(!host.path().join("new").exists());
-    // As with BuildKit, a RUN --mount's directories stay in the rootfs (and
-    // so in the layer): they are not stubs to remove.
-    assert!(
-        !created.contains(&PathBuf::from("mnt/ro")) && !created.contains(&PathBuf::from("scratch")),
-        "{created:?}"
-    );
-    assert!(s.rootfs().join("scratch").is_dir());
-    assert!(s.rootfs().join("mnt/ro").is_dir());
+    // As with BuildKit (RemoveMountStubsRecursive), a RUN --mount's mount
+    // points and the folders made for them go again: none reaches the layer.
+    for p in ["mnt/ro", "mnt", "scratch"] {
+        assert!(created.contains(&PathBuf::from(p)), "{p}: {created:?}");
+        assert!(!s.rootfs().join(p).exists(), "{p} left in the rootfs");
+    }
 }
 
 #[test]
-fn a_file_mount_point_is_removed_but_its_new_parent_stays() {
+fn a_file_mount_point_and_its_new_parent_are_removed() {
     let s = Snap::new();
     let host = tempfile::tempdir().unwrap();
     std::fs::write(host.path().join("data.txt"), "data").unwrap();
@@ -313,9 +311,37 @@ fn a_file_mount_point_is_removed_but_its_new_parent_stays() {
         created.contains(&PathBuf::from("newdir/data.txt")),
         "{created:?}"
     );
-    assert!(!created.contains(&PathBuf::from("newdir")), "{created:?}");
-    assert!(!s.rootfs().join("newdir/data.txt").exists());
-    assert!(s.rootfs().join("newdir").is_dir());
+    assert!(created.contains(&PathBuf::from("newdir")), "{created:?}");
+    assert!(!s.rootfs().join("newdir").exists());
+}
+
+/// A folder made for a mount point that the step also writes into, beside
+/// the mount, is the step's: it stays with what was written, only the
+/// mount point itself goes.
+#[test]
+fn a_new_parent_the_step_writes_into_stays() {
+    let s = Snap::new();
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("data.txt"), "data").unwrap();
+    let mut spec = s.spec("cat /newdir/sub/data.txt > /newdir/copy");
+    spec.mounts = vec![Mount::Bind {
+        source: host.path().join("data.txt"),
+        target: "/newdir/sub/data.txt".into(),
+        readonly: true,
+    }];
+    let (st, _, err, created) = sh(&spec);
+    assert_eq!(st, ExitStatus::Exited(0), "{err}");
+    assert!(
+        created.contains(&PathBuf::from("newdir/sub/data.txt"))
+            && created.contains(&PathBuf::from("newdir/sub"))
+            && !created.contains(&PathBuf::from("newdir")),
+        "only what the step left empty goes: {created:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(s.rootfs().join("newdir/copy")).unwrap(),
+        "data"
+    );
+    assert!(!s.rootfs().join("newdir/sub").exists());
 }
 
 #[test]

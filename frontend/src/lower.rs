@@ -318,7 +318,14 @@ impl Lowerer<'_> {
                     let mut exec_mounts = Vec::with_capacity(mounts.len() + 1);
                     for m in mounts {
                         let mount = self
-                            .exec_mount(&m.mount, m.from.as_ref(), &platform, done, &mut inputs)
+                            .exec_mount(
+                                &m.mount,
+                                m.from.as_ref(),
+                                &step.workdir,
+                                &platform,
+                                done,
+                                &mut inputs,
+                            )
                             .map_err(at)?;
                         exec_mounts.push(mount);
                     }
@@ -390,19 +397,25 @@ impl Lowerer<'_> {
         &mut self,
         m: &Mount,
         from: Option<&Source>,
+        workdir: &str,
         platform: &Platform,
         done: &HashMap<usize, Done>,
         inputs: &mut Vec<NodeId>,
     ) -> Result<ExecMount> {
-        let target = m.target.clone().unwrap_or_default();
+        let written = m.target.clone().unwrap_or_default();
         let invalid = |msg: String| Error::new(ErrorKind::InvalidArgument, msg);
-        if target.is_empty() && !matches!(m.kind, MountType::Secret | MountType::Ssh) {
+        let secret_like = matches!(m.kind, MountType::Secret | MountType::Ssh);
+        if written.is_empty() && !secret_like {
             return Err(invalid("mount target is required".into()));
         }
-        let target = if target.is_empty() || target.starts_with('/') {
-            target
+        let target = if written.is_empty() || written.starts_with('/') {
+            written.clone()
+        } else if secret_like {
+            format!("/{written}")
         } else {
-            format!("/{target}")
+            // A relative bind, cache or tmpfs target is beneath the
+            // working directory, as BuildKit's dispatchRunMounts joins it.
+            clean_source(&format!("{workdir}/{written}"))
         };
         let mut input_of = |me: &mut Self, from: Option<&Source>| -> Result<usize> {
             let node = match from {
@@ -423,19 +436,28 @@ impl Lowerer<'_> {
                 }
             }
             MountType::Cache => {
+                let source = clean_source(m.source.as_deref().unwrap_or("/"));
+                // Ownership options make the cache's first folder, as
+                // BuildKit's setCacheUIDGID, only when no `source` is
+                // given; otherwise they are ignored.
+                let owned =
+                    source == "/" && (m.uid.is_some() || m.gid.is_some() || m.mode.is_some());
                 let seed = match from {
                     Some(src) => {
                         let input = input_of(self, Some(src))?;
-                        Some((input, clean_source(m.source.as_deref().unwrap_or("/"))))
+                        Some((input, source))
                     }
                     None => None,
                 };
                 ExecMount::Cache {
+                    // BuildKit's default id is the target as written,
+                    // cleaned (path.Clean): `/a/b/` and `/a/b` share one
+                    // cache, a relative `c` is `c` whatever the workdir.
                     id: m
                         .id
                         .clone()
                         .filter(|i| !i.is_empty())
-                        .unwrap_or_else(|| target.clone()),
+                        .unwrap_or_else(|| clean_id(&written)),
                     target,
                     sharing: match m.sharing {
                         Some(instructions::Sharing::Private) => ops::Sharing::Private,
@@ -443,9 +465,10 @@ impl Lowerer<'_> {
                         _ => ops::Sharing::Shared,
                     },
                     readonly: m.readonly,
-                    uid: m.uid.unwrap_or(0),
-                    gid: m.gid.unwrap_or(0),
-                    mode: m.mode.unwrap_or(0o755),
+                    uid: m.uid.filter(|_| owned).unwrap_or(0),
+                    gid: m.gid.filter(|_| owned).unwrap_or(0),
+                    mode: m.mode.filter(|_| owned).unwrap_or(0o755),
+                    owned,
                     from: seed,
                 }
             }
@@ -744,6 +767,28 @@ fn clean_source(s: &str) -> String {
     format!("/{}", parts.join("/"))
 }
 
+/// A path cleaned as Go's `path.Clean`, relative or absolute as written:
+/// the default id of a cache mount.
+fn clean_id(s: &str) -> String {
+    let abs = s.starts_with('/');
+    let mut parts: Vec<&str> = Vec::new();
+    for p in s.split('/') {
+        match p {
+            "" | "." => {}
+            ".." if parts.last().is_some_and(|l| *l != "..") => {
+                parts.pop();
+            }
+            ".." if abs => {}
+            p => parts.push(p),
+        }
+    }
+    match (abs, parts.is_empty()) {
+        (true, _) => format!("/{}", parts.join("/")),
+        (false, true) => ".".into(),
+        (false, false) => parts.join("/"),
+    }
+}
+
 /// COPY's destination as BuildKit computes it: relative to the working
 /// directory, cleaned, and keeping a trailing `/` (also implied by `.` and
 /// an empty destination) that tells the copy it names a directory.
@@ -763,6 +808,21 @@ pub fn dest_path(workdir: &str, dest: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn cache_ids_are_cleaned_as_go_path_clean() {
+        for (raw, want) in [
+            ("/a/b/", "/a/b"),
+            ("/a/./b//c/..", "/a/b"),
+            ("c", "c"),
+            ("./c/", "c"),
+            ("../c", "../c"),
+            ("/../c", "/c"),
+            ("c/..", "."),
+        ] {
+            assert_eq!(super::clean_id(raw), want, "{raw}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -207,7 +207,12 @@ pub enum ExecMount {
         target: String,
         readonly: bool,
     },
-    /// A persistent cache directory, kept across builds, keyed by `id`.
+    /// A persistent cache directory, kept across builds. Its identity is
+    /// `id` and, when `owned`, `uid`/`gid`/`mode` too: BuildKit keys a
+    /// cache by its id and the ref it starts from, which is nothing (an
+    /// empty folder of root's, 0755) unless ownership options were given,
+    /// and then a folder made with them; so the same id with other
+    /// ownership options is another cache.
     Cache {
         id: String,
         target: String,
@@ -216,6 +221,10 @@ pub enum ExecMount {
         uid: u32,
         gid: u32,
         mode: u32,
+        /// Whether `uid`, `gid` or `mode` was written (even as the
+        /// defaults: `uid=0` is a cache of its own, as with BuildKit).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        owned: bool,
         /// Seed the cache from this input's path on first use.
         from: Option<(usize, String)>,
     },

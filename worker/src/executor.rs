@@ -31,7 +31,7 @@ use crate::layers::{LayerError, LayerRef, LayerStore};
 use crate::sandbox::{self, Mount, Network, SandboxSpec};
 use crate::secrets::{SecretDir, SecretError};
 use crate::slots::Slots;
-use crate::snapshot::{self, Active, Mounted};
+use crate::snapshot::{self, Active, Mounted, Throwaway};
 
 /// Where context checksum memos persist between kiln processes: one file
 /// per context folder, so a build loads only those of the contexts it
@@ -143,6 +143,9 @@ pub struct Worker {
     http: crate::http_source::Downloads,
     /// Whether the build was told that snapshots fell back to copies.
     copy_fallback_said: AtomicBool,
+    /// The build contexts as bind mounts see them, made on first use:
+    /// (context name, excludes) → the folder.
+    context_binds: Mutex<HashMap<(String, Vec<String>), PathBuf>>,
 }
 
 impl Worker {
@@ -165,6 +168,7 @@ impl Worker {
             mount_locks: Mutex::new(HashMap::new()),
             http: crate::http_source::Downloads::new(),
             copy_fallback_said: AtomicBool::new(false),
+            context_binds: Mutex::new(HashMap::new()),
         })
     }
 
@@ -207,6 +211,29 @@ impl Worker {
             .get(name)
             .map(|p| p.as_path())
             .ok_or_else(|| ExecutorError::NoContext(name.to_string()))
+    }
+
+    /// The build context `ctx` as a `RUN --mount=type=bind` sees it, as
+    /// BuildKit's local source has it: without the `.dockerignore`d paths
+    /// and with every file owned by root (its client resets uid/gid when
+    /// it sends the context). Made once per build, in the scratch space,
+    /// and shared by every bind of the context (a rw bind writes to a
+    /// throw-away layer over it); so a build cannot see ignored files
+    /// through a bind, nor the owners of the user's files.
+    fn context_for_binds(&self, ctx: &ContextRef) -> Result<PathBuf, ExecutorError> {
+        let mut table = self.context_binds.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (ctx.name.clone(), ctx.exclude.clone());
+        if let Some(p) = table.get(&key) {
+            return Ok(p.clone());
+        }
+        let dir = self.layers.scratch("context")?.join("ctx");
+        fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+        let mut spec = CopySpec::new(self.context_dir(&ctx.name)?, vec![".".into()], &dir, "/");
+        spec.source_ids = SourceIds::Root;
+        spec.exclude = ctx.exclude.clone();
+        fileops::copy(&spec)?;
+        table.insert(key, dir.clone());
+        Ok(dir)
     }
 
     fn record_path(&self, key: Key) -> PathBuf {
@@ -453,7 +480,7 @@ impl Executor for SharedWorker {
                 }
             }
             BuildOp::Exec(e) => {
-                let locks = cache_mount_locks(w, e);
+                let locks = cache_mount_locks(w, e, &inputs);
                 let mut _held = Vec::new();
                 for l in &locks {
                     _held.push(l.clone().lock_owned().await);
@@ -546,19 +573,115 @@ fn run_http(
     commit_layer(w, active, &Snapshot::default(), &[])
 }
 
-fn cache_mount_locks(w: &Worker, e: &Exec) -> Vec<Arc<tokio::sync::Mutex<()>>> {
+fn cache_mount_locks(
+    w: &Worker,
+    e: &Exec,
+    inputs: &[Snapshot],
+) -> Vec<Arc<tokio::sync::Mutex<()>>> {
     let mut table = w.mount_locks.lock().unwrap_or_else(|p| p.into_inner());
     e.mounts
         .iter()
         .filter_map(|m| match m {
-            ExecMount::Cache {
-                id,
+            m @ ExecMount::Cache {
                 sharing: solver::ops::Sharing::Locked,
                 ..
-            } => Some(table.entry(id.clone()).or_default().clone()),
+            } => cache_mount_name(m, inputs).map(|name| table.entry(name).or_default().clone()),
             _ => None,
         })
         .collect()
+}
+
+/// The name of a cache mount's folder (and lock): one per identity, as
+/// BuildKit keys its cache mounts (`id`, plus the ref the cache starts
+/// from: none, the `from` stage or image, and a folder made with the
+/// mount's uid/gid/mode when any was given). A cache with neither `from`
+/// nor ownership options keeps the name it always had.
+fn cache_mount_name(m: &ExecMount, inputs: &[Snapshot]) -> Option<String> {
+    let ExecMount::Cache {
+        id,
+        uid,
+        gid,
+        mode,
+        owned,
+        from,
+        ..
+    } = m
+    else {
+        return None;
+    };
+    let mut h = blake3::Hasher::new();
+    h.update(id.as_bytes());
+    if let Some((input, source)) = from {
+        // The content the cache starts from: the input's layers.
+        h.update(format!("\0from {source}").as_bytes());
+        if let Some(snap) = inputs.get(*input) {
+            if let Some(ctx) = &snap.context {
+                h.update(format!("\0context {}", ctx.name).as_bytes());
+            }
+            for l in &snap.layers {
+                h.update(b"\0");
+                h.update(l.diff_id.as_bytes());
+            }
+        }
+    }
+    if *owned {
+        h.update(format!("\0owned {uid}:{gid}:{mode:o}").as_bytes());
+    }
+    Some(h.finalize().to_hex().to_string())
+}
+
+/// Makes the first folder of a cache mount at `dir` (atomically: another
+/// step may make it at the same time): the `from` input's folder at its
+/// source, copied, when given and no ownership options were (BuildKit
+/// mounts that path of the stage as the cache's start), else an empty
+/// folder owned as the mount asks.
+fn create_cache_dir(
+    w: &Worker,
+    m: &ExecMount,
+    inputs: &[Snapshot],
+    dir: &Path,
+) -> Result<(), ExecutorError> {
+    use std::os::unix::fs::{chown, PermissionsExt};
+    let ExecMount::Cache {
+        uid,
+        gid,
+        mode,
+        owned,
+        from,
+        ..
+    } = m
+    else {
+        return Ok(());
+    };
+    let tmp = w.layers.scratch("cachemount")?;
+    match from {
+        Some((input, source)) if !*owned => {
+            let snap = inputs.get(*input).ok_or_else(|| {
+                ExecutorError::Unsupported(format!("cache mount from missing input {input}"))
+            })?;
+            let view = source_view(w, snap)?;
+            let src = fileops::rootpath::host_path(&view.path, Path::new(source), true)?;
+            if !src.is_dir() {
+                return Err(ExecutorError::Unsupported(format!(
+                    "cache mount source {source} is not a directory"
+                )));
+            }
+            let seed = tmp.join("seed");
+            snapshot::copy_tree(&src, &seed)?;
+            fs::rename(&seed, dir)
+                .or_else(|e| if dir.exists() { Ok(()) } else { Err(e) })
+                .map_err(io_err("create", dir))?;
+        }
+        _ => {
+            fs::set_permissions(&tmp, fs::Permissions::from_mode(*mode))
+                .map_err(io_err("chmod", &tmp))?;
+            chown(&tmp, Some(*uid), Some(*gid)).map_err(io_err("chown", &tmp))?;
+            fs::rename(&tmp, dir)
+                .or_else(|e| if dir.exists() { Ok(()) } else { Err(e) })
+                .map_err(io_err("create", dir))?;
+        }
+    }
+    Ok(())
 }
 
 /// An image's layers, from its platform manifest in the store.
@@ -718,11 +841,13 @@ fn run_exec(
     let user = crate::users::resolve_user(&rootfs, &e.user)?;
 
     let mut views = Vec::new();
+    // The writable layers of rw binds, over `views`: they go first.
+    let mut throwaways = Vec::new();
     let mut mounts = Vec::new();
     // Secrets' copies live here until the step is over; their mount
-    // points (and folders made for them) never reach the layer.
+    // points (and folders made for them), as every mount's, never reach
+    // the layer (the sandbox removes them).
     let mut secret_dir: Option<SecretDir> = None;
-    let mut ephemeral = Vec::new();
     let mut secret_env: Vec<(String, String)> = Vec::new();
     let mut ssh_proxies = Vec::new();
     for m in &e.mounts {
@@ -737,7 +862,21 @@ fn run_exec(
                     ExecutorError::Unsupported(format!("bind mount from missing input {input}"))
                 })?;
                 let view = source_view(w, snap)?;
-                let src = fileops::rootpath::host_path(&view.path, Path::new(source), true)?;
+                let root = match &view.context {
+                    Some(ctx) => w.context_for_binds(ctx)?,
+                    None => view.path.clone(),
+                };
+                let mut src = fileops::rootpath::host_path(&root, Path::new(source), true)?;
+                if !*readonly {
+                    // Writable for the step, never written through: the
+                    // step's writes land in a layer of their own, thrown
+                    // away after it (BuildKit's rw bind is a fresh mutable
+                    // snapshot of the source, never committed).
+                    let over =
+                        Throwaway::over(&src, &w.layers.scratch("rwbind")?, w.opts.force_copy)?;
+                    src = over.path().to_path_buf();
+                    throwaways.push(over);
+                }
                 mounts.push(Mount::Bind {
                     source: src,
                     target: target.clone(),
@@ -746,26 +885,12 @@ fn run_exec(
                 views.push(view);
             }
             ExecMount::Cache {
-                id,
-                target,
-                readonly,
-                uid,
-                gid,
-                mode,
-                ..
+                target, readonly, ..
             } => {
-                let dir = w
-                    .cache_mounts
-                    .join(blake3::hash(id.as_bytes()).to_hex().as_str());
+                let name = cache_mount_name(m, inputs).unwrap_or_default();
+                let dir = w.cache_mounts.join(name);
                 if !dir.exists() {
-                    let tmp = w.layers.scratch("cachemount")?;
-                    use std::os::unix::fs::{chown, PermissionsExt};
-                    fs::set_permissions(&tmp, fs::Permissions::from_mode(*mode))
-                        .map_err(io_err("chmod", &tmp))?;
-                    chown(&tmp, Some(*uid), Some(*gid)).map_err(io_err("chown", &tmp))?;
-                    if fs::rename(&tmp, &dir).is_err() && !dir.exists() {
-                        return Err(io_err("create", &dir)(io::Error::other("rename failed")));
-                    }
+                    create_cache_dir(w, m, inputs, &dir)?;
                 }
                 mounts.push(Mount::Bind {
                     source: dir,
@@ -820,7 +945,6 @@ fn run_exec(
                     target: target.clone(),
                     readonly: true,
                 });
-                ephemeral.push(target.clone());
             }
             ExecMount::Ssh {
                 id,
@@ -846,7 +970,6 @@ fn run_exec(
                     readonly: false,
                 });
                 ssh_proxies.push(proxy);
-                ephemeral.push(target.clone());
                 if !secret_env.iter().any(|(k, _)| k == "SSH_AUTH_SOCK") {
                     secret_env.push(("SSH_AUTH_SOCK".into(), target.clone()));
                 }
@@ -861,7 +984,6 @@ fn run_exec(
             .retain(|kv| kv.split('=').next() != Some(k.as_str()));
         spec.env.push(format!("{k}={v}"));
     }
-    spec.ephemeral = ephemeral;
     spec.cwd = if e.cwd.is_empty() {
         "/".into()
     } else {
@@ -896,6 +1018,7 @@ fn run_exec(
             progress.log(stream, &carry.0);
         }
     }
+    drop(throwaways);
     drop(views);
     drop(ssh_proxies);
     drop(secret_dir);

@@ -145,11 +145,6 @@ pub struct SandboxSpec {
     /// binfmt_misc (see [`crate::emulation`]); `None` runs natively.
     #[serde(default)]
     pub emulator: Option<crate::emulation::Emulator>,
-    /// Mount targets whose mount points, and the folders created for them,
-    /// go again after the run (secrets, SSH sockets: nothing of them may
-    /// reach the layer), unlike other `--mount` folders, which stay.
-    #[serde(default)]
-    pub ephemeral: Vec<String>,
 }
 
 fn default_cwd() -> String {
@@ -178,7 +173,6 @@ impl SandboxSpec {
             rlimits: Vec::new(),
             stdin: None,
             emulator: None,
-            ephemeral: Vec::new(),
         }
     }
 
@@ -229,10 +223,12 @@ impl std::fmt::Display for ExitStatus {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunOutcome {
     pub status: ExitStatus,
-    /// Mount points that did not exist in the rootfs and were created for
-    /// the run (relative to the rootfs, e.g. `etc/hosts`). They are removed
-    /// again after the run when still empty, as BuildKit does, and must be
-    /// passed to [`crate::diff::DiffOptions::exclude`] so that none of them
+    /// Mount points (and the folders made to hold them) that did not exist
+    /// in the rootfs, were created for the run and removed again after it
+    /// (relative to the rootfs, e.g. `etc/hosts`, `a/b/c`, `a/b`, `a`). A
+    /// stub the run wrote into (a folder no longer empty, a file no longer
+    /// empty) stays, as part of the run's result, and is not listed. Pass
+    /// these to [`crate::diff::DiffOptions::exclude`] so that none of them
     /// can reach a layer.
     pub created: Vec<PathBuf>,
 }
@@ -309,10 +305,9 @@ pub fn run_cancellable(
     let result = run_helper(spec, helper_exe, sink, cancel);
     let cleanup = remove_stubs(&spec.rootfs, &stubs);
     let status = result?;
-    cleanup?;
     Ok(RunOutcome {
         status,
-        created: stubs.created,
+        created: cleanup?,
     })
 }
 
@@ -361,19 +356,20 @@ impl NoneOrEmpty for Option<PathBuf> {
     }
 }
 
-/// Mount targets the sandbox always uses, with whether each is a directory.
-/// Mount points a run needs: (path in the rootfs, is a directory, whether
-/// directories created for it stay). The runtime's own mount points go
-/// again after the run; a RUN `--mount`'s directories stay in the layer,
-/// as they do with BuildKit (runc creates them, and BuildKit's stub cleaner
-/// removes only the empty files it created).
-fn stub_targets(spec: &SandboxSpec) -> Vec<(PathBuf, bool, bool)> {
-    let mut out: Vec<(PathBuf, bool, bool)> = vec![
-        ("proc".into(), true, false),
-        ("dev".into(), true, false),
-        ("sys".into(), true, false),
-        ("etc/hosts".into(), false, false),
-        ("etc/resolv.conf".into(), false, false),
+/// Mount points a run needs: (path in the rootfs, is a directory). Every
+/// one of them that did not exist, and every folder created to hold one,
+/// goes again after the run when the run left it empty: the runtime's own
+/// (/proc, /etc/hosts …) and every RUN `--mount`'s (bind, cache, tmpfs,
+/// secret, ssh), as BuildKit's stub cleaner does for a Dockerfile RUN
+/// (`RemoveMountStubsRecursive`), so a mount leaves no empty folder or file
+/// in the layer.
+fn stub_targets(spec: &SandboxSpec) -> Vec<(PathBuf, bool)> {
+    let mut out: Vec<(PathBuf, bool)> = vec![
+        ("proc".into(), true),
+        ("dev".into(), true),
+        ("sys".into(), true),
+        ("etc/hosts".into(), false),
+        ("etc/resolv.conf".into(), false),
     ];
     for m in &spec.mounts {
         let dir = match m {
@@ -381,8 +377,7 @@ fn stub_targets(spec: &SandboxSpec) -> Vec<(PathBuf, bool, bool)> {
             Mount::Tmpfs { .. } => true,
         };
         if let Some(rel) = crate::snapshot::rel_components(m.target()) {
-            let keep = !spec.ephemeral.iter().any(|t| t == m.target());
-            out.push((rel, dir, keep));
+            out.push((rel, dir));
         }
     }
     out
@@ -392,6 +387,7 @@ fn stub_targets(spec: &SandboxSpec) -> Vec<(PathBuf, bool, bool)> {
 /// were created in, to put back when the stubs go.
 #[derive(Debug, Default)]
 struct Stubs {
+    /// Everything created, parents before their children.
     created: Vec<PathBuf>,
     /// (directory, mtime before the stub, mtime right after it).
     parent_times: Vec<(PathBuf, Mtime, Mtime)>,
@@ -416,27 +412,28 @@ fn create_stubs(spec: &SandboxSpec) -> Result<Stubs, SandboxError> {
         source,
     })?;
     let mut stubs = Stubs::default();
-    for (rel, is_dir, keep_dirs) in stub_targets(spec) {
+    for (rel, is_dir) in stub_targets(spec) {
         let before = stubs.created.len();
-        // The parent's times before anything is created in it.
-        let parent = rel.parent().map(Path::to_path_buf).unwrap_or_default();
-        let before_t = dir_mtime(root.as_raw_fd(), &parent);
+        // The times of the existing folders on the way, before anything is
+        // created in them: the first thing created goes into one of them.
+        let ancestors: Vec<(PathBuf, Mtime)> = rel
+            .ancestors()
+            .skip(1)
+            .filter_map(|a| dir_mtime(root.as_raw_fd(), a).map(|t| (a.to_path_buf(), t)))
+            .collect();
         ensure_in_root(root.as_raw_fd(), &rel, is_dir, &mut stubs.created).map_err(|source| {
             SandboxError::Stub {
                 path: rel.clone(),
                 source,
             }
         })?;
-        if keep_dirs {
-            // Only a file mount point is a stub; the directories stay.
-            let new = stubs.created.split_off(before);
-            stubs
-                .created
-                .extend(new.into_iter().filter(|p| !is_dir && *p == rel));
-        }
-        if stubs.created.len() > before {
-            if let (Some(b), Some(a)) = (before_t, dir_mtime(root.as_raw_fd(), &parent)) {
-                stubs.parent_times.push((parent, b, a));
+        let Some(first) = stubs.created.get(before) else {
+            continue;
+        };
+        let parent = first.parent().unwrap_or(Path::new(""));
+        if let Some((_, b)) = ancestors.iter().find(|(a, _)| a == parent) {
+            if let Some(a) = dir_mtime(root.as_raw_fd(), parent) {
+                stubs.parent_times.push((parent.to_path_buf(), *b, a));
             }
         }
     }
@@ -482,10 +479,12 @@ fn ensure_in_root(
 }
 
 /// Removes the stubs [`create_stubs`] made, deepest first, when the run left
-/// them empty, and puts back the times of the directories they were made
-/// in, so an overlay upper dir shows no trace of them (a directory merely
-/// copied up with its times intact is not part of the diff).
-fn remove_stubs(rootfs: &Path, stubs: &Stubs) -> Result<(), SandboxError> {
+/// them empty (a folder with nothing in it, a file of no bytes), and puts
+/// back the times of the directories they were made in, so an overlay upper
+/// dir shows no trace of them (a directory merely copied up with its times
+/// intact is not part of the diff). Returns what it removed; a stub the run
+/// wrote into stays, with its parents, as BuildKit's cleaner leaves it.
+fn remove_stubs(rootfs: &Path, stubs: &Stubs) -> Result<Vec<PathBuf>, SandboxError> {
     let root = sys::open_dir(rootfs).map_err(|source| SandboxError::Stub {
         path: rootfs.into(),
         source,
@@ -506,6 +505,7 @@ fn remove_stubs(rootfs: &Path, stubs: &Stubs) -> Result<(), SandboxError> {
             restore.push((dir.clone(), *before));
         }
     }
+    let mut removed = Vec::new();
     for rel in stubs.created.iter().rev() {
         let (Some(name), parent) = (rel.file_name(), rel.parent().unwrap_or(Path::new(""))) else {
             continue;
@@ -532,17 +532,26 @@ fn remove_stubs(rootfs: &Path, stubs: &Stubs) -> Result<(), SandboxError> {
                 path: rel.clone(),
                 source,
             })?;
+            removed.push(rel.clone());
         }
     }
     // Put a directory's time back only if nothing but the stubs touched it
-    // (checked above, before the removals changed it): a step that wrote
-    // there keeps its own time.
+    // (checked above, before the removals changed it) and every stub made
+    // in it went again: a step that wrote there keeps its own time, and a
+    // folder holding a stub the step wrote into keeps the time of that.
     for (dir, before) in restore.iter().rev() {
+        let stub_stays = stubs
+            .created
+            .iter()
+            .any(|c| c.parent() == Some(dir.as_path()) && !removed.contains(c));
+        if stub_stays {
+            continue;
+        }
         if let Ok(fd) = sys::open_in_root(root.as_raw_fd(), dir, libc::O_PATH | libc::O_DIRECTORY) {
             let _ = sys::set_times_at(fd.as_raw_fd(), OsStr::new("."), *before);
         }
     }
-    Ok(())
+    Ok(removed)
 }
 
 fn run_helper(

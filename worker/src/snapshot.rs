@@ -577,6 +577,92 @@ fn path_for_option(p: &Path) -> io::Result<String> {
     Ok(s.to_string())
 }
 
+/// A writable view of a directory or file whose writes are thrown away: the
+/// source of a `RUN --mount=type=bind,rw`. BuildKit gives such a mount a
+/// fresh mutable snapshot over the source and discards it after the step,
+/// so a step may write there freely but never into the build context, a
+/// stage's result or an image. Here that is a kernel overlay with the
+/// source as its only lower and an upper/work dir of its own (nothing can
+/// reach the lower through it), or, where overlay cannot be mounted (or
+/// for a single file), a plain copy. Dropping the value unmounts it and
+/// removes the upper, work and copy.
+#[derive(Debug)]
+pub struct Throwaway {
+    path: PathBuf,
+    dir: PathBuf,
+    mount: Option<Mounted>,
+}
+
+impl Throwaway {
+    /// A writable view of `source` made in the empty scratch folder `dir`
+    /// (on a filesystem overlay accepts as upper); a copy when `force_copy`
+    /// or when overlay fails.
+    pub fn over(source: &Path, dir: &Path, force_copy: bool) -> Result<Throwaway, SnapshotError> {
+        let md = std::fs::symlink_metadata(source).map_err(io_err("stat", source))?;
+        let mut view = Throwaway {
+            path: PathBuf::new(),
+            dir: dir.to_path_buf(),
+            mount: None,
+        };
+        if !md.is_dir() {
+            let copy = dir.join("file");
+            copy_node(source, &copy, &md)?;
+            view.path = copy;
+            return Ok(view);
+        }
+        if !force_copy {
+            let (upper, work, merged) = (dir.join("upper"), dir.join("work"), dir.join("merged"));
+            for d in [&upper, &work, &merged] {
+                std::fs::create_dir_all(d).map_err(io_err("create", d))?;
+            }
+            // The upper's root takes the source's owner, mode and times, as
+            // a copy-up would, so the mount point looks like the source.
+            copy_meta(source, &upper, &md)?;
+            match mount_overlay(&[source.to_path_buf()], &upper, &work, &merged) {
+                Ok(m) => {
+                    view.path = merged;
+                    view.mount = Some(m);
+                    return Ok(view);
+                }
+                Err(SnapshotError::Mount { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let copy = dir.join("copy");
+        copy_tree(source, &copy)?;
+        view.path = copy;
+        Ok(view)
+    }
+
+    /// What to bind at the mount's target.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether the view is an overlay (false: a copy).
+    pub fn is_overlay(&self) -> bool {
+        self.mount.is_some()
+    }
+}
+
+impl Drop for Throwaway {
+    fn drop(&mut self) {
+        drop(self.mount.take());
+        // Never follows a mount that is somehow still there.
+        crate::layers::remove_tree(&self.dir);
+    }
+}
+
+/// Copies the folder `source` (a plain folder or a merged view, not a layer
+/// dir: a whiteout device in it is not copied) to `dest`, which it creates,
+/// with every owner, mode, time and xattr, the folder's own included.
+pub fn copy_tree(source: &Path, dest: &Path) -> Result<(), SnapshotError> {
+    let md = std::fs::symlink_metadata(source).map_err(io_err("stat", source))?;
+    std::fs::create_dir_all(dest).map_err(io_err("create", dest))?;
+    merge_dir(source, dest)?;
+    copy_meta(source, dest, &md)
+}
+
 /// Merges overlay-native layer dirs (lowest first) into one plain directory,
 /// executing their whiteouts and opaque markers: the plain-copy fallback
 /// when overlay cannot be mounted, and the way to bring more than
@@ -949,5 +1035,80 @@ impl Active {
                 lowers: self.lowers,
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A source folder: a file, a folder with a file, a symlink.
+    fn source(t: &Path) -> PathBuf {
+        let src = t.join("src");
+        std::fs::create_dir_all(src.join("sub")).unwrap();
+        std::fs::write(src.join("f"), "f").unwrap();
+        std::fs::write(src.join("sub/g"), "g").unwrap();
+        std::os::unix::fs::symlink("f", src.join("l")).unwrap();
+        src
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Writes, deletes and creates through the view; the source keeps
+    /// everything, and the scratch folder goes with the view.
+    fn writes_stay_in_the_view(force_copy: bool) -> bool {
+        let t = tempfile::tempdir().unwrap();
+        let src = source(t.path());
+        let dir = t.path().join("scratch");
+        std::fs::create_dir(&dir).unwrap();
+        let view = Throwaway::over(&src, &dir, force_copy).unwrap();
+        let p = view.path().to_path_buf();
+        std::fs::write(p.join("f"), "changed").unwrap();
+        std::fs::remove_dir_all(p.join("sub")).unwrap();
+        std::fs::remove_file(p.join("l")).unwrap();
+        std::os::unix::fs::symlink("/", p.join("root")).unwrap();
+        std::fs::write(p.join("new"), "n").unwrap();
+        assert_eq!(names(&p), ["f", "new", "root"]);
+        assert_eq!(std::fs::read_to_string(p.join("f")).unwrap(), "changed");
+        let overlay = view.is_overlay();
+        drop(view);
+        assert_eq!(names(&src), ["f", "l", "sub"]);
+        assert_eq!(std::fs::read_to_string(src.join("f")).unwrap(), "f");
+        assert_eq!(std::fs::read_to_string(src.join("sub/g")).unwrap(), "g");
+        assert_eq!(std::fs::read_link(src.join("l")).unwrap(), Path::new("f"));
+        assert!(!dir.exists(), "the scratch folder is removed");
+        overlay
+    }
+
+    #[test]
+    fn a_throwaway_copy_never_writes_through() {
+        assert!(!writes_stay_in_the_view(true));
+    }
+
+    #[test]
+    fn a_throwaway_overlay_never_writes_through() {
+        // An overlay as root; a copy where overlay cannot be mounted.
+        let overlay = writes_stay_in_the_view(false);
+        eprintln!("throwaway over a folder: overlay {overlay}");
+    }
+
+    #[test]
+    fn a_throwaway_file_is_a_copy() {
+        let t = tempfile::tempdir().unwrap();
+        let src = source(t.path());
+        let dir = t.path().join("scratch");
+        std::fs::create_dir(&dir).unwrap();
+        let view = Throwaway::over(&src.join("f"), &dir, false).unwrap();
+        std::fs::write(view.path(), "changed").unwrap();
+        drop(view);
+        assert_eq!(std::fs::read_to_string(src.join("f")).unwrap(), "f");
+        assert!(!dir.exists());
     }
 }
