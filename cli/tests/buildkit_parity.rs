@@ -1,0 +1,210 @@
+//! Behaviours where kiln once differed from BuildKit (docker 28.5), each
+//! checked end to end through the real binary: what the image holds (read
+//! by the oracle's imagefs.py from an OCI archive), its config, the error
+//! text a bad file gets.
+
+mod harness;
+
+use std::process::Output;
+
+use harness::{imagefs, stderr, Kiln};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+impl Kiln {
+    /// Builds a context of `files` into an OCI archive with `extra` build
+    /// flags; returns the run and, when it succeeded, imagefs's description
+    /// of the image.
+    fn build_oci(&self, name: &str, files: &[(&str, &str)], extra: &[&str]) -> (Output, Value) {
+        let ctx = self.context(name, files);
+        let dest = self.path(&format!("{name}.tar"));
+        let mut args = vec!["build".to_string(), "--progress".into(), "plain".into()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args.push("-o".into());
+        args.push(format!("type=oci,dest={}", dest.display()));
+        args.push(ctx.display().to_string());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = self.run(&args);
+        let fs = if out.status.success() {
+            imagefs(&dest, None)
+        } else {
+            Value::Null
+        };
+        (out, fs)
+    }
+
+    /// As [`Kiln::build_oci`], asserting success.
+    fn image(&self, name: &str, files: &[(&str, &str)], extra: &[&str]) -> Value {
+        let (out, fs) = self.build_oci(name, files, extra);
+        assert!(out.status.success(), "build {name} failed:\n{}", stderr(&out));
+        fs
+    }
+
+    /// Builds a Dockerfile that must fail; returns its stderr.
+    fn fails(&self, name: &str, dockerfile: &str) -> String {
+        let (out, _) = self.build_oci(name, &[("Dockerfile", dockerfile)], &[]);
+        let err = stderr(&out);
+        assert!(!out.status.success(), "build {name} succeeded:\n{err}");
+        assert_eq!(out.status.code(), Some(1), "a clean failure: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        err
+    }
+}
+
+/// imagefs's entry for `path`: `[type, mode, uid, gid, size, sha256]`.
+fn entry<'a>(fs: &'a Value, path: &str) -> &'a Value {
+    let e = &fs["fs"][path];
+    assert!(!e.is_null(), "{path} is not in the image");
+    e
+}
+
+/// The content digest imagefs shows for a regular file holding `text`.
+fn sha(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+/// `(mode, uid, gid)` of `path`, the mode as imagefs prints it (`0o755`).
+fn meta(fs: &Value, path: &str) -> (String, u64, u64) {
+    let e = entry(fs, path);
+    (
+        e[1].as_str().unwrap_or_default().to_string(),
+        e[2].as_u64().unwrap_or(u64::MAX),
+        e[3].as_u64().unwrap_or(u64::MAX),
+    )
+}
+
+// 1. An ARG redeclared after an ENV of the same name.
+
+const ARG_AFTER_ENV: &str = "FROM busybox:1.35
+ENV V=fromenv
+ARG V=fromarg
+RUN echo $V > /v
+WORKDIR /w-${V}
+LABEL l=${V}
+ENV W=${V}
+";
+
+#[test]
+fn an_arg_after_an_env_of_the_same_name_wins_for_run_and_words_not_for_the_config() {
+    let k = Kiln::with_busybox();
+    for (name, extra, want) in [
+        ("default", &[][..], "fromarg"),
+        ("given", &["--build-arg", "V=fromcli"][..], "fromcli"),
+    ] {
+        let fs = k.image(name, &[("Dockerfile", ARG_AFTER_ENV)], extra);
+        // RUN sees the ARG's value.
+        assert_eq!(entry(&fs, "/v")[5], sha(&format!("{want}\n")), "{name}");
+        // So do the words of later instructions.
+        let cfg = &fs["config"];
+        assert_eq!(cfg["WorkingDir"], format!("/w-{want}"), "{name}");
+        assert_eq!(entry(&fs, &format!("/w-{want}"))[0], "d", "{name}");
+        assert_eq!(cfg["Labels"]["l"], want, "{name}");
+        // The config keeps the ENV's value for V; an ENV that expands V
+        // stores what it saw.
+        let env: Vec<&str> = cfg["Env"]
+            .as_array()
+            .expect("Env")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert!(env.contains(&"V=fromenv"), "{name}: {env:?}");
+        assert!(env.contains(&format!("W={want}").as_str()), "{name}: {env:?}");
+        assert!(!env.iter().any(|e| e.contains("fromarg") && e.starts_with("V=")));
+    }
+
+    // `kiln inspect` of the stored image shows the same config Env.
+    let ctx = k.context("stored", &[("Dockerfile", ARG_AFTER_ENV)]);
+    k.ok(&[
+        "build",
+        "-q",
+        "--build-arg",
+        "V=fromcli",
+        "-t",
+        "argenv",
+        &ctx.display().to_string(),
+    ]);
+    let doc: Value = serde_json::from_str(&k.ok(&["inspect", "argenv"]).0).expect("json");
+    let env = &doc[0]["Config"]["Env"];
+    assert!(
+        env.as_array()
+            .is_some_and(|e| e.iter().any(|v| v == "V=fromenv")
+                && e.iter().any(|v| v == "W=fromcli")),
+        "{env}"
+    );
+}
+
+#[test]
+fn an_arg_without_a_value_leaves_the_env_alone() {
+    let k = Kiln::with_busybox();
+    let fs = k.image(
+        "novalue",
+        &[(
+            "Dockerfile",
+            "FROM busybox:1.35\nENV V=fromenv\nARG V\nRUN echo $V > /v\n",
+        )],
+        &[],
+    );
+    assert_eq!(entry(&fs, "/v")[5], sha("fromenv\n"));
+}
+
+// 2. Stages that copy from each other.
+
+#[test]
+fn stages_that_copy_from_each_other_are_a_circular_dependency() {
+    let k = Kiln::with_busybox();
+    let err = k.fails(
+        "two",
+        "FROM busybox:1.35 AS a\nCOPY --from=b /bin/true /t\nFROM busybox:1.35 AS b\nCOPY --from=a /bin/true /t\n",
+    );
+    assert!(
+        err.contains("circular dependency detected on stage: a"),
+        "{err}"
+    );
+    assert!(err.contains("line 2"), "the COPY that starts the cycle: {err}");
+
+    // A stage that copies from itself.
+    let err = k.fails(
+        "self",
+        "FROM busybox:1.35 AS a\nCOPY --from=a /bin/true /t\n",
+    );
+    assert!(
+        err.contains("circular dependency detected on stage: a"),
+        "{err}"
+    );
+    // Unnamed, by index: BuildKit's name for the stage.
+    let err = k.fails("index", "FROM busybox:1.35\nCOPY --from=0 /bin/true /t\n");
+    assert!(
+        err.contains("circular dependency detected on stage: stage-0"),
+        "{err}"
+    );
+
+    // A longer cycle (BuildKit's own test): reported on the first stage in
+    // the file from which it is reached, whatever the target.
+    let long = "FROM busybox:1.35 AS stage0\nCOPY --from=stage2 /bin/true /sub/\n\
+                FROM busybox:1.35 AS stage1\nCOPY --from=stage0 /bin/true /sub/\n\
+                FROM busybox:1.35 AS stage2\nCOPY --from=stage1 /bin/true /sub/\n";
+    let err = k.fails("long", long);
+    assert!(
+        err.contains("circular dependency detected on stage: stage0"),
+        "{err}"
+    );
+    // A cycle through RUN --mount from=, in stages the target never needs.
+    let err = k.fails(
+        "mount",
+        "FROM busybox:1.35 AS pre\nRUN --mount=from=x,target=/m true\n\
+         FROM busybox:1.35 AS x\nCOPY --from=y /bin/true /t\n\
+         FROM busybox:1.35 AS y\nCOPY --from=x /bin/true /t\n\
+         FROM busybox:1.35\nRUN true\n",
+    );
+    assert!(
+        err.contains("circular dependency detected on stage: pre"),
+        "{err}"
+    );
+
+    // Reading a later stage without a cycle is still the other error.
+    let err = k.fails(
+        "forward",
+        "FROM busybox:1.35 AS a\nCOPY --from=b /bin/true /t\nFROM busybox:1.35 AS b\nRUN true\nFROM a\n",
+    );
+    assert!(err.contains("needs to be defined before"), "{err}");
+}
