@@ -208,3 +208,89 @@ fn stages_that_copy_from_each_other_are_a_circular_dependency() {
     );
     assert!(err.contains("needs to be defined before"), "{err}");
 }
+
+// 3. COPY --chmod in chmod(1)'s symbolic form.
+
+#[test]
+fn copy_and_add_take_symbolic_chmod_applied_to_each_entrys_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let k = Kiln::with_busybox();
+    let ctx = k.context(
+        "chmod",
+        &[
+            (
+                "Dockerfile",
+                "FROM busybox:1.35
+COPY --chmod=u=rwx,g=rx,o= plain /m1
+COPY --chmod=go-w,u+x shared /m2
+COPY --chmod=a+X plain tool /m3/
+COPY --chmod=a+X d /m4
+COPY --chmod=+x plain /m5
+ADD --chmod=u=rw,go= tool /m6
+COPY --chmod=0640 tool /m7
+COPY --chmod=g=u-w d /m8/
+COPY --chmod=+x <<EOF /m9.sh
+echo hi
+EOF
+",
+            ),
+            ("plain", "p"),
+            ("shared", "s"),
+            ("tool", "t"),
+        ],
+    );
+    std::fs::create_dir_all(ctx.join("d/sub")).expect("mkdir");
+    std::fs::write(ctx.join("d/f"), "f").expect("write");
+    std::fs::write(ctx.join("d/sub/x"), "x").expect("write");
+    for (path, mode) in [
+        ("plain", 0o644),
+        ("shared", 0o666),
+        ("tool", 0o744),
+        ("d", 0o700),
+        ("d/f", 0o600),
+        ("d/sub", 0o700),
+        ("d/sub/x", 0o750),
+    ] {
+        std::fs::set_permissions(ctx.join(path), std::fs::Permissions::from_mode(mode))
+            .expect("chmod");
+    }
+    let fs = k.image("chmod", &[], &[]);
+    let mode = |p: &str| meta(&fs, p).0;
+    assert_eq!(mode("/m1"), "0o750");
+    assert_eq!(mode("/m2"), "0o744");
+    // X: execute only for directories and files someone may execute.
+    assert_eq!(mode("/m3/plain"), "0o644");
+    assert_eq!(mode("/m3/tool"), "0o755");
+    // A directory's entries, recursively, each from its own mode; the
+    // destination directory itself is created 0755, as BuildKit does.
+    assert_eq!(mode("/m4"), "0o755");
+    assert_eq!(mode("/m4/f"), "0o600");
+    assert_eq!(mode("/m4/sub"), "0o711");
+    assert_eq!(mode("/m4/sub/x"), "0o751");
+    assert_eq!(mode("/m5"), "0o755");
+    assert_eq!(mode("/m6"), "0o600", "ADD takes it too");
+    assert_eq!(mode("/m7"), "0o640", "octal is unchanged");
+    assert_eq!(mode("/m8/f"), "0o640");
+    assert_eq!(mode("/m8/sub"), "0o750");
+    assert_eq!(mode("/m8/sub/x"), "0o750");
+    assert_eq!(mode("/m9.sh"), "0o755", "an inline document");
+    assert_eq!(entry(&fs, "/m5")[5], sha("p"), "content is copied");
+}
+
+#[test]
+fn bad_chmod_values_fail_with_the_line() {
+    let k = Kiln::with_busybox();
+    for (name, mode, want) in [
+        ("syntax", "u=rwq", "invalid chmod parameter: 'u=rwq': invalid syntax"),
+        ("clause", "u+x,", "invalid chmod parameter: 'u+x,': invalid syntax"),
+        ("big", "10000", "invalid chmod parameter: '10000'. it should be octal"),
+        ("digit", "8", "invalid chmod parameter: '8'. it should be octal"),
+    ] {
+        let err = k.fails(
+            name,
+            &format!("FROM busybox:1.35\nCOPY --chmod={mode} Dockerfile /x\n"),
+        );
+        assert!(err.contains(want), "{name}: {err}");
+        assert!(err.contains("line 2"), "{name}: {err}");
+    }
+}

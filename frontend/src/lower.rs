@@ -32,6 +32,7 @@ use solver::{Graph, NodeId};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::instructions::{self, Mount, MountType};
+use crate::mode::Chmod;
 use crate::plan::{Base, HistoryEntry, ImageConfig, Plan, Platform, Source, Stage, StepOp};
 
 /// The name of the main build context, as BuildKit's `context` local.
@@ -544,14 +545,16 @@ impl Lowerer<'_> {
             }
             check_digest(c)?;
         }
-        let chmod = match &copy.chmod {
-            Some(m) => Some(u32::from_str_radix(m, 8).map_err(|_| {
-                Error::new(
-                    ErrorKind::InvalidArgument,
-                    format!("invalid chmod parameter: {m}"),
-                )
-            })?),
-            None => None,
+        // Octal or symbolic, as BuildKit's dispatchCopy reads it; an empty
+        // value is no --chmod at all.
+        let (chmod, chmod_symbolic) = match copy.chmod.as_deref().filter(|m| !m.is_empty()) {
+            Some(m) => match Chmod::parse(m)
+                .map_err(|e| Error::new(ErrorKind::InvalidArgument, e.to_string()))?
+            {
+                Chmod::Octal(v) => (Some(v), None),
+                Chmod::Symbolic(_) => (None, Some(m.to_string())),
+            },
+            None => (None, None),
         };
         let dest = dest_path(workdir, &copy.dest);
         let all = copy.sources.len() + copy.inline_sources.len();
@@ -579,6 +582,7 @@ impl Lowerer<'_> {
                 dest: dest.clone(),
                 chown: chown.clone(),
                 chmod,
+                chmod_symbolic: chmod_symbolic.clone(),
                 parents: copy.parents,
                 exclude: copy.excludes.clone(),
                 unpack: add && copy.unpack.unwrap_or(true),
@@ -604,6 +608,7 @@ impl Lowerer<'_> {
                 dest: dest.clone(),
                 chown: chown.clone(),
                 chmod,
+                chmod_symbolic: chmod_symbolic.clone(),
                 parents: false,
                 exclude: Vec::new(),
                 unpack: copy.unpack == Some(true),
@@ -631,6 +636,7 @@ impl Lowerer<'_> {
                 dest: dest.clone(),
                 chown: chown.clone(),
                 chmod,
+                chmod_symbolic: chmod_symbolic.clone(),
                 parents: false,
                 exclude: Vec::new(),
                 unpack: false,

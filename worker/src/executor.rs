@@ -294,8 +294,16 @@ fn context_of(graph: &Graph<BuildOp>, node: NodeId, input: usize) -> Option<Cont
     }
 }
 
-fn chmod_of(mode: Option<u32>) -> Option<Chmod> {
-    mode.map(Chmod::Octal)
+/// A copy's `--chmod`: the symbolic form (BuildKit's `ModeStr`) wins over
+/// the octal one, as in BuildKit's file backend.
+fn chmod_of(
+    mode: Option<u32>,
+    symbolic: Option<&str>,
+) -> Result<Option<Chmod>, fileops::FileOpsError> {
+    match symbolic {
+        Some(s) => Ok(Some(Chmod::parse(s)?)),
+        None => Ok(mode.map(Chmod::Octal)),
+    }
 }
 
 /// The executor is shared by the solver's tasks; it is always used behind an
@@ -323,12 +331,14 @@ impl Executor for SharedWorker {
                         parents,
                         exclude,
                         chmod,
+                        chmod_symbolic,
                         ..
                     } = a
                     {
                         if let Some(ctx) = context_of(graph, node, *source) {
                             let (w2, paths, exclude) = (w.clone(), paths.clone(), exclude.clone());
-                            let (parents, mode) = (*parents, chmod_of(*chmod));
+                            let mode = chmod_of(*chmod, chmod_symbolic.as_deref())?;
+                            let parents = *parents;
                             let h = tokio::task::spawn_blocking(move || {
                                 w2.context_checksum(&ctx, &paths, parents, &exclude, mode)
                             })
@@ -981,6 +991,7 @@ fn run_file(
                 dest,
                 chown,
                 chmod,
+                chmod_symbolic,
                 parents,
                 exclude,
                 unpack,
@@ -994,7 +1005,7 @@ fn run_file(
                     .as_deref()
                     .map(|c| fileops::resolve_chown(c, &rootfs))
                     .transpose()?;
-                spec.mode = chmod_of(*chmod);
+                spec.mode = chmod_of(*chmod, chmod_symbolic.as_deref())?;
                 spec.parents = *parents;
                 spec.exclude = exclude.clone();
                 spec.unpack = *unpack;
