@@ -42,6 +42,13 @@ pub enum Chmod {
     Symbolic(ModeSet),
 }
 
+/// An octal mode, already a number (what LLB's `Mode` holds).
+impl From<u32> for Chmod {
+    fn from(m: u32) -> Self {
+        Chmod::Octal(m)
+    }
+}
+
 impl Chmod {
     /// Parses as BuildKit's `dispatchCopy`: octal first, else symbolic.
     pub fn parse(s: &str) -> Result<Chmod, ModeError> {
