@@ -294,3 +294,86 @@ fn bad_chmod_values_fail_with_the_line() {
         assert!(err.contains("line 2"), "{name}: {err}");
     }
 }
+
+// 4. --chown with names the image does not know.
+
+#[test]
+fn chown_to_unknown_names_builds_with_buildkits_defaults_and_warns() {
+    let k = Kiln::with_busybox();
+    // busybox's /etc/passwd: root 0:0, daemon 1:1, nobody 65534:65534;
+    // /etc/group: root 0, daemon 1, nogroup 65534.
+    let (out, fs) = k.build_oci(
+        "chown",
+        &[
+            (
+                "Dockerfile",
+                "FROM busybox:1.35
+COPY --chown=nosuchuser f /user
+COPY --chown=nobody:nosuchgroup f /known-user-unknown-group
+COPY --chown=1000:nosuchgroup f /id-unknown-group
+COPY --chown=nosuchuser:daemon f /unknown-user-known-group
+COPY --chown=nosuchuser:nosuchgroup f /both
+ADD --chown=nosuchuser f /added
+COPY --chown=4242:4343 f /ids
+COPY --chown=daemon f /daemon
+COPY --chown=nobody:nogroup f /nobody
+USER nosuchuser
+WORKDIR /wd
+",
+            ),
+            ("f", "f"),
+        ],
+        &[],
+    );
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    let owner = |p: &str| {
+        let (_, uid, gid) = meta(&fs, p);
+        (uid, gid)
+    };
+    // An unknown user: uid and gid 0.
+    assert_eq!(owner("/user"), (0, 0));
+    assert_eq!(owner("/added"), (0, 0));
+    // An unknown group keeps the gid the user part gave.
+    assert_eq!(owner("/known-user-unknown-group"), (65534, 65534));
+    assert_eq!(owner("/id-unknown-group"), (1000, 1000));
+    assert_eq!(owner("/unknown-user-known-group"), (0, 1));
+    assert_eq!(owner("/both"), (0, 0));
+    // WORKDIR creates its directory as USER, resolved the same way.
+    assert_eq!(owner("/wd"), (0, 0));
+    // Numeric ids and known names are unchanged.
+    assert_eq!(owner("/ids"), (4242, 4343));
+    assert_eq!(owner("/daemon"), (1, 1));
+    assert_eq!(owner("/nobody"), (65534, 65534));
+    assert_eq!(entry(&fs, "/user")[5], sha("f"));
+
+    // The build says which names it did not find.
+    assert!(
+        err.contains("WARNING: user \"nosuchuser\" not found in the image"),
+        "{err}"
+    );
+    assert!(
+        err.contains("WARNING: group \"nosuchgroup\" not found in the image"),
+        "{err}"
+    );
+    assert!(!err.contains("\"daemon\" not found"), "{err}");
+}
+
+#[test]
+fn chown_by_name_onto_an_image_without_a_user_database() {
+    let k = Kiln::with_busybox();
+    let fs = k.image(
+        "scratch",
+        &[
+            (
+                "Dockerfile",
+                "FROM scratch\nCOPY --chown=someone:somegroup f /f\nCOPY --chown=7:8 f /g\n",
+            ),
+            ("f", "f"),
+        ],
+        &[],
+    );
+    assert_eq!(meta(&fs, "/f").1, 0);
+    assert_eq!(meta(&fs, "/f").2, 0);
+    assert_eq!((meta(&fs, "/g").1, meta(&fs, "/g").2), (7, 8));
+}

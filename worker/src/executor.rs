@@ -450,7 +450,7 @@ impl Executor for SharedWorker {
             }
             BuildOp::File(f) => {
                 let f = f.clone();
-                w.run_blocking(move |w, cancel| run_file(w, &f, &inputs, cancel))
+                w.run_blocking(move |w, cancel| run_file(w, &f, &inputs, &progress, cancel))
                     .await?
             }
             BuildOp::Http {
@@ -975,8 +975,22 @@ fn run_file(
     w: &Worker,
     f: &FileOp,
     inputs: &[Snapshot],
+    progress: &Progress,
     cancel: &AtomicBool,
 ) -> Result<Snapshot, ExecutorError> {
+    // An owner (`--chown`, or USER for WORKDIR) as BuildKit resolves it; a
+    // name the image does not know falls back to BuildKit's default, and
+    // the step's output says so.
+    let owner = |spec: &Option<String>, rootfs: &Path| -> Result<Option<fileops::Owner>, ExecutorError> {
+        let Some(spec) = spec.as_deref() else {
+            return Ok(None);
+        };
+        let r = fileops::resolve_chown_reporting(spec, rootfs)?;
+        for u in &r.unknown {
+            progress.log(Stream::Stderr, format!("WARNING: {u}\n").as_bytes());
+        }
+        Ok(Some(r.owner))
+    };
     let _slot = w.slots.acquire(cancel).ok_or(ExecutorError::Interrupted)?;
     let base = inputs.first().cloned().unwrap_or_default();
     let lowers = w.layer_dirs(&base)?;
@@ -1001,10 +1015,7 @@ fn run_file(
                 })?;
                 let view = source_view(w, snap)?;
                 let mut spec = CopySpec::new(&view.path, paths.clone(), &rootfs, dest);
-                spec.owner = chown
-                    .as_deref()
-                    .map(|c| fileops::resolve_chown(c, &rootfs))
-                    .transpose()?;
+                spec.owner = owner(chown, &rootfs)?;
                 spec.mode = chmod_of(*chmod, chmod_symbolic.as_deref())?;
                 spec.parents = *parents;
                 spec.exclude = exclude.clone();
@@ -1024,10 +1035,7 @@ fn run_file(
                 parents,
                 chown,
             } => {
-                let owner = chown
-                    .as_deref()
-                    .map(|c| fileops::resolve_chown(c, &rootfs))
-                    .transpose()?;
+                let owner = owner(chown, &rootfs)?;
                 fileops::mkdir(&rootfs, path, *mode, *parents, owner, None)?;
             }
             FileAction::Mkfile {
@@ -1036,10 +1044,7 @@ fn run_file(
                 mode,
                 chown,
             } => {
-                let owner = chown
-                    .as_deref()
-                    .map(|c| fileops::resolve_chown(c, &rootfs))
-                    .transpose()?;
+                let owner = owner(chown, &rootfs)?;
                 fileops::mkfile(&rootfs, path, data, *mode, owner, None)?;
             }
             FileAction::Rm {
