@@ -82,7 +82,17 @@ RUN echo $V > /v
 WORKDIR /w-${V}
 LABEL l=${V}
 ENV W=${V}
+COPY ${V}.txt /copied
 ";
+
+/// What the context file `<value>.txt` of [`ARG_AFTER_ENV`] holds.
+fn copied_text(value: &str) -> &'static str {
+    match value {
+        "fromenv" => "env",
+        "fromarg" => "arg",
+        _ => "cli",
+    }
+}
 
 #[test]
 fn an_arg_after_an_env_of_the_same_name_wins_for_run_and_words_not_for_the_config() {
@@ -91,7 +101,13 @@ fn an_arg_after_an_env_of_the_same_name_wins_for_run_and_words_not_for_the_confi
         ("default", &[][..], "fromarg"),
         ("given", &["--build-arg", "V=fromcli"][..], "fromcli"),
     ] {
-        let fs = k.image(name, &[("Dockerfile", ARG_AFTER_ENV)], extra);
+        let files = [
+            ("Dockerfile", ARG_AFTER_ENV),
+            ("fromenv.txt", "env"),
+            ("fromarg.txt", "arg"),
+            ("fromcli.txt", "cli"),
+        ];
+        let fs = k.image(name, &files, extra);
         // RUN sees the ARG's value.
         assert_eq!(entry(&fs, "/v")[5], sha(&format!("{want}\n")), "{name}");
         // So do the words of later instructions.
@@ -99,6 +115,8 @@ fn an_arg_after_an_env_of_the_same_name_wins_for_run_and_words_not_for_the_confi
         assert_eq!(cfg["WorkingDir"], format!("/w-{want}"), "{name}");
         assert_eq!(entry(&fs, &format!("/w-{want}"))[0], "d", "{name}");
         assert_eq!(cfg["Labels"]["l"], want, "{name}");
+        let copied = entry(&fs, "/copied")[5].clone();
+        assert_eq!(copied, sha(&copied_text(want)), "{name}: COPY's source");
         // The config keeps the ENV's value for V; an ENV that expands V
         // stores what it saw.
         let env: Vec<&str> = cfg["Env"]
@@ -113,7 +131,10 @@ fn an_arg_after_an_env_of_the_same_name_wins_for_run_and_words_not_for_the_confi
     }
 
     // `kiln inspect` of the stored image shows the same config Env.
-    let ctx = k.context("stored", &[("Dockerfile", ARG_AFTER_ENV)]);
+    let ctx = k.context(
+        "stored",
+        &[("Dockerfile", ARG_AFTER_ENV), ("fromcli.txt", "cli")],
+    );
     k.ok(&[
         "build",
         "-q",
