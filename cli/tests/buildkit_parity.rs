@@ -36,7 +36,11 @@ impl Kiln {
     /// As [`Kiln::build_oci`], asserting success.
     fn image(&self, name: &str, files: &[(&str, &str)], extra: &[&str]) -> Value {
         let (out, fs) = self.build_oci(name, files, extra);
-        assert!(out.status.success(), "build {name} failed:\n{}", stderr(&out));
+        assert!(
+            out.status.success(),
+            "build {name} failed:\n{}",
+            stderr(&out)
+        );
         fs
     }
 
@@ -116,7 +120,7 @@ fn an_arg_after_an_env_of_the_same_name_wins_for_run_and_words_not_for_the_confi
         assert_eq!(entry(&fs, &format!("/w-{want}"))[0], "d", "{name}");
         assert_eq!(cfg["Labels"]["l"], want, "{name}");
         let copied = entry(&fs, "/copied")[5].clone();
-        assert_eq!(copied, sha(&copied_text(want)), "{name}: COPY's source");
+        assert_eq!(copied, sha(copied_text(want)), "{name}: COPY's source");
         // The config keeps the ENV's value for V; an ENV that expands V
         // stores what it saw.
         let env: Vec<&str> = cfg["Env"]
@@ -126,8 +130,13 @@ fn an_arg_after_an_env_of_the_same_name_wins_for_run_and_words_not_for_the_confi
             .filter_map(Value::as_str)
             .collect();
         assert!(env.contains(&"V=fromenv"), "{name}: {env:?}");
-        assert!(env.contains(&format!("W={want}").as_str()), "{name}: {env:?}");
-        assert!(!env.iter().any(|e| e.contains("fromarg") && e.starts_with("V=")));
+        assert!(
+            env.contains(&format!("W={want}").as_str()),
+            "{name}: {env:?}"
+        );
+        assert!(!env
+            .iter()
+            .any(|e| e.contains("fromarg") && e.starts_with("V=")));
     }
 
     // `kiln inspect` of the stored image shows the same config Env.
@@ -147,9 +156,9 @@ fn an_arg_after_an_env_of_the_same_name_wins_for_run_and_words_not_for_the_confi
     let doc: Value = serde_json::from_str(&k.ok(&["inspect", "argenv"]).0).expect("json");
     let env = &doc[0]["Config"]["Env"];
     assert!(
-        env.as_array()
-            .is_some_and(|e| e.iter().any(|v| v == "V=fromenv")
-                && e.iter().any(|v| v == "W=fromcli")),
+        env.as_array().is_some_and(
+            |e| e.iter().any(|v| v == "V=fromenv") && e.iter().any(|v| v == "W=fromcli")
+        ),
         "{env}"
     );
 }
@@ -181,7 +190,10 @@ fn stages_that_copy_from_each_other_are_a_circular_dependency() {
         err.contains("circular dependency detected on stage: a"),
         "{err}"
     );
-    assert!(err.contains("line 2"), "the COPY that starts the cycle: {err}");
+    assert!(
+        err.contains("line 2"),
+        "the COPY that starts the cycle: {err}"
+    );
 
     // A stage that copies from itself.
     let err = k.fails(
@@ -302,10 +314,26 @@ EOF
 fn bad_chmod_values_fail_with_the_line() {
     let k = Kiln::with_busybox();
     for (name, mode, want) in [
-        ("syntax", "u=rwq", "invalid chmod parameter: 'u=rwq': invalid syntax"),
-        ("clause", "u+x,", "invalid chmod parameter: 'u+x,': invalid syntax"),
-        ("big", "10000", "invalid chmod parameter: '10000'. it should be octal"),
-        ("digit", "8", "invalid chmod parameter: '8'. it should be octal"),
+        (
+            "syntax",
+            "u=rwq",
+            "invalid chmod parameter: 'u=rwq': invalid syntax",
+        ),
+        (
+            "clause",
+            "u+x,",
+            "invalid chmod parameter: 'u+x,': invalid syntax",
+        ),
+        (
+            "big",
+            "10000",
+            "invalid chmod parameter: '10000'. it should be octal",
+        ),
+        (
+            "digit",
+            "8",
+            "invalid chmod parameter: '8'. it should be octal",
+        ),
     ] {
         let err = k.fails(
             name,

@@ -176,9 +176,7 @@ impl ModeSet {
                         Some(b'X') if op == b'-' => perm |= 0o111,
                         Some(b'X') => perm_x = 0o111,
                         // Set-id and sticky bits mean nothing for `o` alone.
-                        Some(b's') if who == 0 || who & !0o007 != 0 => {
-                            perm |= S_ISUID | S_ISGID
-                        }
+                        Some(b's') if who == 0 || who & !0o007 != 0 => perm |= S_ISUID | S_ISGID,
                         Some(b't') if who == 0 || who & !0o007 != 0 => {
                             who |= S_ISVTX;
                             perm |= S_ISVTX;
@@ -361,7 +359,9 @@ mod tests {
 
     #[test]
     fn bad_symbolic_modes_are_syntax_errors() {
-        for bad in ["", "u", "u=rwq", "x", "u+x,", ",u+x", "u+x,,g+x", "z+x", "u+r g+w"] {
+        for bad in [
+            "", "u", "u=rwq", "x", "u+x,", ",u+x", "u+x,,g+x", "z+x", "u+r g+w",
+        ] {
             assert_eq!(
                 Chmod::parse(bad),
                 Err(ModeError::Syntax(bad.into())),

@@ -981,16 +981,17 @@ fn run_file(
     // An owner (`--chown`, or USER for WORKDIR) as BuildKit resolves it; a
     // name the image does not know falls back to BuildKit's default, and
     // the step's output says so.
-    let owner = |spec: &Option<String>, rootfs: &Path| -> Result<Option<fileops::Owner>, ExecutorError> {
-        let Some(spec) = spec.as_deref() else {
-            return Ok(None);
+    let owner =
+        |spec: &Option<String>, rootfs: &Path| -> Result<Option<fileops::Owner>, ExecutorError> {
+            let Some(spec) = spec.as_deref() else {
+                return Ok(None);
+            };
+            let r = fileops::resolve_chown_reporting(spec, rootfs)?;
+            for u in &r.unknown {
+                progress.log(Stream::Stderr, format!("WARNING: {u}\n").as_bytes());
+            }
+            Ok(Some(r.owner))
         };
-        let r = fileops::resolve_chown_reporting(spec, rootfs)?;
-        for u in &r.unknown {
-            progress.log(Stream::Stderr, format!("WARNING: {u}\n").as_bytes());
-        }
-        Ok(Some(r.owner))
-    };
     let _slot = w.slots.acquire(cancel).ok_or(ExecutorError::Interrupted)?;
     let base = inputs.first().cloned().unwrap_or_default();
     let lowers = w.layer_dirs(&base)?;
