@@ -263,7 +263,7 @@ fn shared_heredoc_cases_parse() {
     );
     assert_eq!(
         df.nodes[3].heredocs[0].content,
-        "#!/bin/awk -f\nBEGIN { print \"from awk\" > \"/run2\" }\n"
+        "#!/usr/bin/awk -f\nBEGIN { print \"from awk\" > \"/run2\" }\n"
     );
 }
 
