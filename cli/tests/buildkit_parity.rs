@@ -265,6 +265,7 @@ COPY --chmod=g=u-w d /m8/
 COPY --chmod=+x <<EOF /m9.sh
 echo hi
 EOF
+COPY --link --chmod=+x --chown=daemon plain /m10
 ",
             ),
             ("plain", "p"),
@@ -308,6 +309,9 @@ EOF
     assert_eq!(mode("/m8/sub/x"), "0o750");
     assert_eq!(mode("/m9.sh"), "0o755", "an inline document");
     assert_eq!(entry(&fs, "/m5")[5], sha("p"), "content is copied");
+    // With --chmod, BuildKit does not link: the copy is made onto the
+    // image, whose /etc/passwd names daemon.
+    assert_eq!(meta(&fs, "/m10"), ("0o755".to_string(), 1, 1));
 }
 
 #[test]

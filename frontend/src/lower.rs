@@ -567,7 +567,10 @@ impl Lowerer<'_> {
         let chown = copy.chown.clone().filter(|c| !c.is_empty());
         // With --link the copy lands on an empty filesystem, merged on top
         // afterwards, so its result does not depend on the state below.
-        let base = if copy.link { self.scratch() } else { state };
+        // BuildKit links only copies without --chmod; with one, it copies
+        // onto the state as a plain COPY does.
+        let link = copy.link && chmod.is_none() && chmod_symbolic.is_none();
+        let base = if link { self.scratch() } else { state };
         let mut inputs = vec![base];
         let mut actions = Vec::new();
         if !local.is_empty() {
@@ -645,7 +648,7 @@ impl Lowerer<'_> {
         let copied = self
             .graph
             .add(BuildOp::File(FileOp { actions, display }), &inputs);
-        Ok(if copy.link {
+        Ok(if link {
             self.graph.add(BuildOp::Merge, &[state, copied])
         } else {
             copied
@@ -820,6 +823,19 @@ mod tests {
                 "config": {"Cmd": ["sh"], "Env": [format!("PATH={}", crate::plan::DEFAULT_PATH)]},
             }),
         })
+    }
+
+    #[test]
+    fn link_with_chmod_is_a_plain_copy_as_in_buildkit() {
+        let merged = |df: &str| {
+            let parsed = crate::parser::parse(df).unwrap();
+            let plan = crate::plan::plan(&parsed, &Default::default()).unwrap();
+            let l = lower(&[plan], &busybox, &LowerOptions::default()).unwrap();
+            matches!(l.graph.op(l.targets[0].1), BuildOp::Merge)
+        };
+        assert!(merged("FROM busybox\nCOPY --link a /a\n"));
+        assert!(!merged("FROM busybox\nCOPY --link --chmod=755 a /a\n"));
+        assert!(!merged("FROM busybox\nCOPY --link --chmod=+x a /a\n"));
     }
 
     /// Every shared build case lowers, and the chain of layer-making ops
