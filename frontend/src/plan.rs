@@ -51,6 +51,10 @@ pub const PROXY_ARGS: [&str; 10] = [
     "all_proxy",
 ];
 
+/// ARGs that configure BuildKit's SBOM scanning: declaring them never puts
+/// them in the build state's environment (BuildKit's `nonEnvArgs`).
+pub const NON_ENV_ARGS: [&str; 2] = ["BUILDKIT_SBOM_SCAN_CONTEXT", "BUILDKIT_SBOM_SCAN_STAGE"];
+
 /// An OCI platform (`os/arch[/variant]`): the solver's type, which the
 /// frontend's plans and the lowered graph share.
 pub use solver::ops::Platform;
@@ -1155,7 +1159,7 @@ impl State {
                     } else if let Some(d) = &a.default {
                         value = Some(expand_word(lx, d, &self.vars, ins)?);
                     }
-                    if let Some(v) = &value {
+                    if let Some(v) = value.as_ref().filter(|_| !NON_ENV_ARGS.contains(&&*a.key)) {
                         // As BuildKit's dispatchArg (`d.state.AddEnv`): the
                         // ARG's value goes into the build state even over an
                         // earlier ENV of the same name, so later words and

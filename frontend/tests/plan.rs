@@ -123,6 +123,14 @@ fn arg_after_env_of_same_name_wins_in_the_build_state() {
 }
 
 #[test]
+fn sbom_scan_args_stay_out_of_the_environment() {
+    let p = ok("FROM scratch\nARG BUILDKIT_SBOM_SCAN_STAGE=true\nARG X=1\nRUN x\n");
+    let r = runs(target(&p))[0];
+    assert_eq!(env_of(r, "BUILDKIT_SBOM_SCAN_STAGE"), None);
+    assert_eq!(env_of(r, "X").as_deref(), Some("1"));
+}
+
+#[test]
 fn env_values_see_only_earlier_instructions() {
     let p = ok("FROM scratch\nENV A=1\nENV A=2 B=$A C=${A}x\nENV D=$B$C\n");
     let env = target(&p).config.env.clone().unwrap();
