@@ -11,11 +11,13 @@
 //!   from nodes.
 //! - [`plan`]: stages, ARG/ENV scoping, image-config accumulation, target pruning.
 //! - [`lower`]: plans to the solver's graph of build ops.
+//! - [`mode`]: `--chmod` values, octal or symbolic, as BuildKit reads them.
 
 pub mod dockerignore;
 pub mod error;
 pub mod instructions;
 pub mod lower;
+pub mod mode;
 pub mod parser;
 pub mod plan;
 pub mod shell;

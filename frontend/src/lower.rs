@@ -32,6 +32,7 @@ use solver::{Graph, NodeId};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::instructions::{self, Mount, MountType};
+use crate::mode::Chmod;
 use crate::plan::{Base, HistoryEntry, ImageConfig, Plan, Platform, Source, Stage, StepOp};
 
 /// The name of the main build context, as BuildKit's `context` local.
@@ -567,14 +568,16 @@ impl Lowerer<'_> {
             }
             check_digest(c)?;
         }
-        let chmod = match &copy.chmod {
-            Some(m) => Some(u32::from_str_radix(m, 8).map_err(|_| {
-                Error::new(
-                    ErrorKind::InvalidArgument,
-                    format!("invalid chmod parameter: {m}"),
-                )
-            })?),
-            None => None,
+        // Octal or symbolic, as BuildKit's dispatchCopy reads it; an empty
+        // value is no --chmod at all.
+        let (chmod, chmod_symbolic) = match copy.chmod.as_deref().filter(|m| !m.is_empty()) {
+            Some(m) => match Chmod::parse(m)
+                .map_err(|e| Error::new(ErrorKind::InvalidArgument, e.to_string()))?
+            {
+                Chmod::Octal(v) => (Some(v), None),
+                Chmod::Symbolic(_) => (None, Some(m.to_string())),
+            },
+            None => (None, None),
         };
         let dest = dest_path(workdir, &copy.dest);
         let all = copy.sources.len() + copy.inline_sources.len();
@@ -587,7 +590,10 @@ impl Lowerer<'_> {
         let chown = copy.chown.clone().filter(|c| !c.is_empty());
         // With --link the copy lands on an empty filesystem, merged on top
         // afterwards, so its result does not depend on the state below.
-        let base = if copy.link { self.scratch() } else { state };
+        // BuildKit links only copies without --chmod; with one, it copies
+        // onto the state as a plain COPY does.
+        let link = copy.link && chmod.is_none() && chmod_symbolic.is_none();
+        let base = if link { self.scratch() } else { state };
         let mut inputs = vec![base];
         let mut actions = Vec::new();
         if !local.is_empty() {
@@ -602,6 +608,7 @@ impl Lowerer<'_> {
                 dest: dest.clone(),
                 chown: chown.clone(),
                 chmod,
+                chmod_symbolic: chmod_symbolic.clone(),
                 parents: copy.parents,
                 exclude: copy.excludes.clone(),
                 unpack: add && copy.unpack.unwrap_or(true),
@@ -627,6 +634,7 @@ impl Lowerer<'_> {
                 dest: dest.clone(),
                 chown: chown.clone(),
                 chmod,
+                chmod_symbolic: chmod_symbolic.clone(),
                 parents: false,
                 exclude: Vec::new(),
                 unpack: copy.unpack == Some(true),
@@ -654,6 +662,7 @@ impl Lowerer<'_> {
                 dest: dest.clone(),
                 chown: chown.clone(),
                 chmod,
+                chmod_symbolic: chmod_symbolic.clone(),
                 parents: false,
                 exclude: Vec::new(),
                 unpack: false,
@@ -662,7 +671,7 @@ impl Lowerer<'_> {
         let copied = self
             .graph
             .add(BuildOp::File(FileOp { actions, display }), &inputs);
-        Ok(if copy.link {
+        Ok(if link {
             self.graph.add(BuildOp::Merge, &[state, copied])
         } else {
             copied
@@ -874,6 +883,19 @@ mod tests {
                 "config": {"Cmd": ["sh"], "Env": [format!("PATH={}", crate::plan::DEFAULT_PATH)]},
             }),
         })
+    }
+
+    #[test]
+    fn link_with_chmod_is_a_plain_copy_as_in_buildkit() {
+        let merged = |df: &str| {
+            let parsed = crate::parser::parse(df).unwrap();
+            let plan = crate::plan::plan(&parsed, &Default::default()).unwrap();
+            let l = lower(&[plan], &busybox, &LowerOptions::default()).unwrap();
+            matches!(l.graph.op(l.targets[0].1), BuildOp::Merge)
+        };
+        assert!(merged("FROM busybox\nCOPY --link a /a\n"));
+        assert!(!merged("FROM busybox\nCOPY --link --chmod=755 a /a\n"));
+        assert!(!merged("FROM busybox\nCOPY --link --chmod=+x a /a\n"));
     }
 
     /// Every shared build case lowers, and the chain of layer-making ops

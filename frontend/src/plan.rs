@@ -51,6 +51,10 @@ pub const PROXY_ARGS: [&str; 10] = [
     "all_proxy",
 ];
 
+/// ARGs that configure BuildKit's SBOM scanning: declaring them never puts
+/// them in the build state's environment (BuildKit's `nonEnvArgs`).
+pub const NON_ENV_ARGS: [&str; 2] = ["BUILDKIT_SBOM_SCAN_CONTEXT", "BUILDKIT_SBOM_SCAN_STAGE"];
+
 /// An OCI platform (`os/arch[/variant]`): the solver's type, which the
 /// frontend's plans and the lowered graph share.
 pub use solver::ops::Platform;
@@ -260,8 +264,9 @@ pub struct Step {
     #[serde(serialize_with = "serialize_shared")]
     pub env: Arc<[String]>,
     /// For RUN steps (empty for others), the environment the command gets:
-    /// the config's `Env`, the ARGs in force (an ENV of the same name wins),
-    /// and the proxy build args.
+    /// the config's `Env` and the ARGs in force (an ARG declared after an
+    /// ENV of the same name overrides it here, as in BuildKit, though not in
+    /// the image config), and the proxy build args.
     pub run_env: Vec<String>,
     pub workdir: String,
     pub user: String,
@@ -575,6 +580,7 @@ pub fn plan_instructions(
         })?,
         None => raw.len() - 1,
     };
+    check_circular_dependencies(&raw, &all_names)?;
     // The needed stages, resolving their base images as they become needed:
     // a base image's ONBUILD triggers may read from further stages, as in
     // BuildKit's resolve loop.
@@ -773,6 +779,77 @@ pub fn plan_instructions(
     })
 }
 
+/// Refuses stages that read from each other, or from themselves, through
+/// `COPY --from` or `RUN --mount from=`, as BuildKit's
+/// `validateCircularDependency` does before anything is resolved: without
+/// it, such a file fails later with a misleading "needs to be defined
+/// before" message. Every stage of the file is checked, needed or not, and
+/// in file order, so the stage named is the first one from which a cycle
+/// can be reached (possibly a stage outside the cycle, as in BuildKit). FROM
+/// edges cannot form a cycle (a base names an earlier stage) and are not
+/// followed, nor are ONBUILD triggers, which BuildKit only reads later.
+fn check_circular_dependencies(raw: &[RawStage], names: &BTreeMap<String, usize>) -> Result<()> {
+    // Each stage's edges, in file order, with the instruction making them.
+    let edges: Vec<Vec<(usize, &Instruction)>> = raw
+        .iter()
+        .map(|st| {
+            st.commands
+                .iter()
+                .flat_map(|c| {
+                    source_refs(c)
+                        .into_iter()
+                        .filter_map(|r| stage_ref(&r, names, raw.len()))
+                        .map(move |idx| (idx, *c))
+                })
+                .collect()
+        })
+        .collect();
+    let mut visited = vec![false; raw.len()];
+    let mut on_path = vec![false; raw.len()];
+    // Depth-first from `node`: the instructions along the path to the
+    // first edge that closes a cycle.
+    fn visit<'a>(
+        node: usize,
+        edges: &[Vec<(usize, &'a Instruction)>],
+        visited: &mut [bool],
+        on_path: &mut [bool],
+        chain: &mut Vec<&'a Instruction>,
+    ) -> bool {
+        if visited[node] {
+            return false;
+        }
+        visited[node] = true;
+        on_path[node] = true;
+        for &(dep, ins) in &edges[node] {
+            chain.push(ins);
+            if on_path[dep] || visit(dep, edges, visited, on_path, chain) {
+                return true;
+            }
+            chain.pop();
+        }
+        on_path[node] = false;
+        false
+    }
+    for st in raw {
+        let mut chain = Vec::new();
+        if visit(st.index, &edges, &mut visited, &mut on_path, &mut chain) {
+            let name = st
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("stage-{}", st.index));
+            let mut err = Error::new(
+                ErrorKind::Plan,
+                format!("circular dependency detected on stage: {name}"),
+            );
+            if let Some(first) = chain.first() {
+                err = err.at(first.location());
+            }
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
 fn predefined_names() -> [&'static str; 11] {
     [
         "BUILDPLATFORM",
@@ -935,14 +1012,6 @@ impl State {
         v
     }
 
-    fn config_env_has(&self, key: &str) -> bool {
-        self.config
-            .env
-            .iter()
-            .flatten()
-            .any(|e| split_env(e).0 == key)
-    }
-
     fn commit(&mut self, created_by: String, layer: bool) -> HistoryEntry {
         let h = HistoryEntry {
             created_by,
@@ -1090,11 +1159,12 @@ impl State {
                     } else if let Some(d) = &a.default {
                         value = Some(expand_word(lx, d, &self.vars, ins)?);
                     }
-                    if let Some(v) = &value {
-                        // An ENV of the same name wins over the ARG.
-                        if !self.config_env_has(&a.key) {
-                            set_var(&mut self.vars, &a.key, v.clone());
-                        }
+                    if let Some(v) = value.as_ref().filter(|_| !NON_ENV_ARGS.contains(&&*a.key)) {
+                        // As BuildKit's dispatchArg (`d.state.AddEnv`): the
+                        // ARG's value goes into the build state even over an
+                        // earlier ENV of the same name, so later words and
+                        // RUN see it; the image config keeps the ENV value.
+                        set_var(&mut self.vars, &a.key, v.clone());
                     }
                     parts.push(match &value {
                         Some(v) => format!("{}={v}", a.key),

@@ -90,7 +90,9 @@ fn build_args_override_defaults_everywhere() {
 }
 
 #[test]
-fn env_wins_over_arg_of_same_name() {
+fn arg_after_env_of_same_name_wins_in_the_build_state() {
+    // BuildKit's dispatchArg adds the ARG to the build state over the ENV:
+    // RUN and later words see the ARG, the image config keeps the ENV.
     let p = plan_src(
         "FROM scratch\nENV A=from-env\nARG A=from-arg\nRUN x\nWORKDIR /$A\n",
         &[("A", "cli")],
@@ -98,16 +100,34 @@ fn env_wins_over_arg_of_same_name() {
     )
     .unwrap();
     let st = target(&p);
-    assert_eq!(env_of(runs(st)[0], "A").as_deref(), Some("from-env"));
-    assert_eq!(st.config.working_dir.as_deref(), Some("/from-env"));
-    // ARG values never reach the image config.
+    assert_eq!(env_of(runs(st)[0], "A").as_deref(), Some("cli"));
+    assert_eq!(st.config.working_dir.as_deref(), Some("/cli"));
+    let p = plan_src(
+        "FROM scratch\nENV A=from-env\nARG A=from-arg\nRUN x\nENV B=$A\n",
+        &[],
+        None,
+    )
+    .unwrap();
+    let st = target(&p);
+    assert_eq!(env_of(runs(st)[0], "A").as_deref(), Some("from-arg"));
+    // ARG values never reach the image config, but an ENV that names one
+    // keeps its value.
     assert_eq!(
         st.config.env.as_ref().unwrap(),
         &vec![
             "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
-            "A=from-env".into()
+            "A=from-env".into(),
+            "B=from-arg".into()
         ]
     );
+}
+
+#[test]
+fn sbom_scan_args_stay_out_of_the_environment() {
+    let p = ok("FROM scratch\nARG BUILDKIT_SBOM_SCAN_STAGE=true\nARG X=1\nRUN x\n");
+    let r = runs(target(&p))[0];
+    assert_eq!(env_of(r, "BUILDKIT_SBOM_SCAN_STAGE"), None);
+    assert_eq!(env_of(r, "X").as_deref(), Some("1"));
 }
 
 #[test]
@@ -350,9 +370,9 @@ fn target_pruning_and_errors() {
     );
     assert!(e.is_ok());
     let e = plan_src(
-        "FROM scratch AS x\nCOPY --from=later /a /a\nFROM scratch AS later\nCOPY --from=x / /\n",
+        "FROM scratch AS x\nCOPY --from=later /a /a\nFROM scratch AS later\n",
         &[],
-        None,
+        Some("x"),
     )
     .unwrap_err();
     assert!(
@@ -360,6 +380,15 @@ fn target_pruning_and_errors() {
         "{}",
         e.message
     );
+    // Stages that read each other are a cycle, as BuildKit reports it.
+    let e = plan_src(
+        "FROM scratch AS x\nCOPY --from=later /a /a\nFROM scratch AS later\nCOPY --from=x / /\n",
+        &[],
+        None,
+    )
+    .unwrap_err();
+    assert_eq!(e.message, "circular dependency detected on stage: x");
+    assert_eq!(e.location.map(|l| l.line), Some(2));
 }
 
 #[test]

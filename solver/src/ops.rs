@@ -286,6 +286,11 @@ pub enum FileAction {
         chown: Option<String>,
         /// `--chmod`, octal.
         chmod: Option<u32>,
+        /// `--chmod` in chmod(1)'s symbolic form (`u=rwX,go=rX`), applied to
+        /// each entry's own mode; BuildKit's `ModeStr`. Left out of the
+        /// encoding when absent, so copies without it keep their digests.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        chmod_symbolic: Option<String>,
         parents: bool,
         exclude: Vec<String>,
         /// ADD: extract local archives.

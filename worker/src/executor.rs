@@ -345,8 +345,16 @@ fn context_of(graph: &Graph<BuildOp>, node: NodeId, input: usize) -> Option<Cont
     }
 }
 
-fn chmod_of(mode: Option<u32>) -> Option<Chmod> {
-    mode.map(Chmod::Octal)
+/// A copy's `--chmod`: the symbolic form (BuildKit's `ModeStr`) wins over
+/// the octal one, as in BuildKit's file backend.
+fn chmod_of(
+    mode: Option<u32>,
+    symbolic: Option<&str>,
+) -> Result<Option<Chmod>, fileops::FileOpsError> {
+    match symbolic {
+        Some(s) => Ok(Some(Chmod::parse(s)?)),
+        None => Ok(mode.map(Chmod::Octal)),
+    }
 }
 
 /// The executor is shared by the solver's tasks; it is always used behind an
@@ -374,12 +382,14 @@ impl Executor for SharedWorker {
                         parents,
                         exclude,
                         chmod,
+                        chmod_symbolic,
                         ..
                     } = a
                     {
                         if let Some(ctx) = context_of(graph, node, *source) {
                             let (w2, paths, exclude) = (w.clone(), paths.clone(), exclude.clone());
-                            let (parents, mode) = (*parents, chmod_of(*chmod));
+                            let mode = chmod_of(*chmod, chmod_symbolic.as_deref())?;
+                            let parents = *parents;
                             let h = tokio::task::spawn_blocking(move || {
                                 w2.context_checksum(&ctx, &paths, parents, &exclude, mode)
                             })
@@ -1082,6 +1092,20 @@ fn run_file(
     progress: &Progress,
     cancel: &AtomicBool,
 ) -> Result<Snapshot, ExecutorError> {
+    // An owner (`--chown`, or USER for WORKDIR) as BuildKit resolves it; a
+    // name the image does not know falls back to BuildKit's default, and
+    // the step's output says so.
+    let owner =
+        |spec: &Option<String>, rootfs: &Path| -> Result<Option<fileops::Owner>, ExecutorError> {
+            let Some(spec) = spec.as_deref() else {
+                return Ok(None);
+            };
+            let r = fileops::resolve_chown_reporting(spec, rootfs)?;
+            for u in &r.unknown {
+                progress.warn(u.to_string());
+            }
+            Ok(Some(r.owner))
+        };
     let _slot = w.slots.acquire(cancel).ok_or(ExecutorError::Interrupted)?;
     let base = inputs.first().cloned().unwrap_or_default();
     let lowers = w.layer_dirs(&base)?;
@@ -1096,6 +1120,7 @@ fn run_file(
                 dest,
                 chown,
                 chmod,
+                chmod_symbolic,
                 parents,
                 exclude,
                 unpack,
@@ -1105,11 +1130,8 @@ fn run_file(
                 })?;
                 let view = source_view(w, snap)?;
                 let mut spec = CopySpec::new(&view.path, paths.clone(), &rootfs, dest);
-                spec.owner = chown
-                    .as_deref()
-                    .map(|c| fileops::resolve_chown(c, &rootfs))
-                    .transpose()?;
-                spec.mode = chmod_of(*chmod);
+                spec.owner = owner(chown, &rootfs)?;
+                spec.mode = chmod_of(*chmod, chmod_symbolic.as_deref())?;
                 spec.parents = *parents;
                 spec.exclude = exclude.clone();
                 spec.unpack = *unpack;
@@ -1128,10 +1150,7 @@ fn run_file(
                 parents,
                 chown,
             } => {
-                let owner = chown
-                    .as_deref()
-                    .map(|c| fileops::resolve_chown(c, &rootfs))
-                    .transpose()?;
+                let owner = owner(chown, &rootfs)?;
                 fileops::mkdir(&rootfs, path, *mode, *parents, owner, None)?;
             }
             FileAction::Mkfile {
@@ -1140,10 +1159,7 @@ fn run_file(
                 mode,
                 chown,
             } => {
-                let owner = chown
-                    .as_deref()
-                    .map(|c| fileops::resolve_chown(c, &rootfs))
-                    .transpose()?;
+                let owner = owner(chown, &rootfs)?;
                 fileops::mkfile(&rootfs, path, data, *mode, owner, None)?;
             }
             FileAction::Rm {

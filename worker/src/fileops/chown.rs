@@ -20,60 +20,138 @@ pub struct Owner {
 /// BuildKit refuses user databases larger than this.
 const MAX_USER_FILE: u64 = 10 << 20;
 
-/// Resolve `user[:group]` against `dest_root`. Numeric parts (and `root`)
-/// need no lookup; a user alone gives its primary group when named, the same
-/// number when numeric (as BuildKit does). An unknown name is an error, as
-/// docker documents.
+/// A user or group name the destination's `/etc/passwd` or `/etc/group`
+/// does not list. BuildKit says nothing and uses its default; kiln builds
+/// the same way but warns, since the author usually meant a real account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownName {
+    /// `user` or `group`.
+    pub kind: &'static str,
+    pub name: String,
+    /// Why it was not found (no such entry, no such file).
+    pub reason: String,
+    /// The id used instead: uid 0 for a user, for a group the gid the user
+    /// part gave.
+    pub used: u32,
+}
+
+impl std::fmt::Display for UnknownName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let id = if self.kind == "user" { "uid" } else { "gid" };
+        write!(
+            f,
+            "{} {:?} not found in the image ({}): using {id} {}",
+            self.kind, self.name, self.reason, self.used
+        )
+    }
+}
+
+/// `--chown` resolved: the owner, and the names that were not found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolution {
+    pub owner: Owner,
+    pub unknown: Vec<UnknownName>,
+}
+
+/// Resolve `user[:group]` against `dest_root` as BuildKit's file backend
+/// does (`readUser`): numeric parts (and `root`, and an empty part) need no
+/// lookup; a user alone gives its primary group when named, the same number
+/// when numeric. A name the image does not know, or an image without
+/// `/etc/passwd` or `/etc/group`, is not an error: an unknown user leaves
+/// uid and gid 0, an unknown group leaves the gid the user part gave. Only
+/// a database that is not a regular file or is too big fails.
 pub fn resolve_chown(spec: &str, dest_root: &Path) -> Result<Owner> {
+    Ok(resolve_chown_reporting(spec, dest_root)?.owner)
+}
+
+/// [`resolve_chown`], also telling which names were not found, so the
+/// build can warn about them.
+pub fn resolve_chown_reporting(spec: &str, dest_root: &Path) -> Result<Resolution> {
     let (user, group) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
     };
+    let mut unknown = Vec::new();
     let mut owner = match parse_id(user) {
         Some(id) => Owner { uid: id, gid: id },
-        None => {
-            let entry = lookup(dest_root, "/etc/passwd", user, "user")?;
-            Owner {
-                uid: entry.0,
-                gid: entry.1.unwrap_or(0),
+        None => match lookup(dest_root, "/etc/passwd", user)? {
+            Found::Entry(uid, gid) => Owner { uid, gid },
+            Found::Missing(reason) => {
+                unknown.push(UnknownName {
+                    kind: "user",
+                    name: user.to_string(),
+                    reason,
+                    used: 0,
+                });
+                Owner { uid: 0, gid: 0 }
             }
-        }
+        },
     };
     if let Some(g) = group {
-        owner.gid = match parse_id(g) {
-            Some(id) => id,
-            None => lookup(dest_root, "/etc/group", g, "group")?.0,
-        };
+        match parse_id(g) {
+            Some(id) => owner.gid = id,
+            None => match lookup(dest_root, "/etc/group", g)? {
+                Found::Entry(gid, _) => owner.gid = gid,
+                Found::Missing(reason) => unknown.push(UnknownName {
+                    kind: "group",
+                    name: g.to_string(),
+                    reason,
+                    used: owner.gid,
+                }),
+            },
+        }
     }
-    Ok(owner)
+    Ok(Resolution { owner, unknown })
 }
 
+/// A number (`strconv.ParseInt(s, 10, 32)`, negative ids wrapping as
+/// BuildKit's `uint32` conversion does), `root`, or an empty name, which
+/// LLB sends as id 0.
 fn parse_id(s: &str) -> Option<u32> {
-    if s == "root" {
+    if s == "root" || s.is_empty() {
         return Some(0);
     }
-    s.parse::<i32>().ok().and_then(|v| u32::try_from(v).ok())
+    s.parse::<i32>().ok().map(|v| v as u32)
 }
 
-/// Find `name` in a passwd- or group-format file: (id, primary gid if passwd).
-fn lookup(root: &Path, file: &str, name: &str, kind: &'static str) -> Result<(u32, Option<u32>)> {
-    let unknown = |reason: &str| FileOpsError::UnknownId {
-        kind,
+/// What a lookup in a passwd- or group-format file found.
+enum Found {
+    /// The id and, for passwd, the primary gid.
+    Entry(u32, u32),
+    /// Why nothing was found.
+    Missing(String),
+}
+
+/// Find `name` in a passwd- or group-format file. Ids that are not numbers
+/// read as 0, as moby's user parser reads them.
+fn lookup(root: &Path, file: &str, name: &str) -> Result<Found> {
+    let fail = |reason: String| FileOpsError::UnknownId {
+        kind: if file.ends_with("passwd") {
+            "user"
+        } else {
+            "group"
+        },
         name: name.to_string(),
-        reason: reason.to_string(),
+        reason,
     };
-    let path = host_path(root, Path::new(file), true)?;
+    let path = match host_path(root, Path::new(file), true) {
+        Ok(p) => p,
+        Err(FileOpsError::Io { source, .. }) if is_absent(&source) => {
+            return Ok(Found::Missing(format!("no {file}")))
+        }
+        Err(e) => return Err(e),
+    };
     let f = match std::fs::File::open(&path) {
         Ok(f) => f,
-        Err(e) if is_absent(&e) => return Err(unknown(&format!("no {file} in the image"))),
+        Err(e) if is_absent(&e) => return Ok(Found::Missing(format!("no {file}"))),
         Err(e) => return Err(io_err("open", file)(e)),
     };
     let md = f.metadata().map_err(io_err("stat", file))?;
     if !md.is_file() {
-        return Err(unknown(&format!("{file} is not a regular file")));
+        return Err(fail(format!("{file} is not a regular file")));
     }
     if md.len() > MAX_USER_FILE {
-        return Err(unknown(&format!("{file} exceeds {MAX_USER_FILE} bytes")));
+        return Err(fail(format!("{file} exceeds {MAX_USER_FILE} bytes")));
     }
     let reader = BufReader::new(f.take(MAX_USER_FILE));
     for line in reader.split(b'\n') {
@@ -87,14 +165,15 @@ fn lookup(root: &Path, file: &str, name: &str, kind: &'static str) -> Result<(u3
         if fields.first() != Some(&name) {
             continue;
         }
-        let id = fields.get(2).and_then(|s| s.trim().parse::<u32>().ok());
-        let gid = fields.get(3).and_then(|s| s.trim().parse::<u32>().ok());
-        return match id {
-            Some(id) => Ok((id, if kind == "user" { gid } else { None })),
-            None => Err(unknown(&format!("malformed entry in {file}"))),
+        let num = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|s| s.trim().parse::<u32>().ok())
+                .unwrap_or(0)
         };
+        return Ok(Found::Entry(num(2), num(3)));
     }
-    Err(unknown(&format!("no matching entries in {file}")))
+    Ok(Found::Missing(format!("no matching entries in {file}")))
 }
 
 #[cfg(test)]
@@ -133,13 +212,35 @@ mod tests {
         );
         assert_eq!(r("1000:staff").unwrap(), Owner { uid: 1000, gid: 50 });
         assert_eq!(r("root:12").unwrap(), Owner { uid: 0, gid: 12 });
-        assert!(matches!(
-            r("ghost"),
-            Err(FileOpsError::UnknownId { kind: "user", .. })
-        ));
-        assert!(matches!(
-            r("0:ghosts"),
-            Err(FileOpsError::UnknownId { kind: "group", .. })
-        ));
+        assert_eq!(r("1000:").unwrap(), Owner { uid: 1000, gid: 0 });
+        assert_eq!(r(":staff").unwrap(), Owner { uid: 0, gid: 50 });
+        // Unknown names are BuildKit's defaults, reported.
+        let r = |s| resolve_chown_reporting(s, t.path()).unwrap();
+        let ghost = r("ghost");
+        assert_eq!(ghost.owner, Owner { uid: 0, gid: 0 });
+        assert_eq!(ghost.unknown.len(), 1);
+        assert_eq!(ghost.unknown[0].kind, "user");
+        assert!(ghost.unknown[0]
+            .to_string()
+            .contains("user \"ghost\" not found in the image"));
+        let g = r("nobody:ghosts");
+        assert_eq!(
+            g.owner,
+            Owner {
+                uid: 65534,
+                gid: 65534
+            },
+            "an unknown group keeps the user's group"
+        );
+        assert_eq!(g.unknown[0].kind, "group");
+        assert_eq!(r("7:ghosts").owner, Owner { uid: 7, gid: 7 });
+        assert_eq!(r("ghost:ghosts").unknown.len(), 2);
+        assert_eq!(r("ghost:staff").owner, Owner { uid: 0, gid: 50 });
+        assert!(r("daemon:staff").unknown.is_empty());
+        // No user database at all: the same defaults.
+        let empty = tempfile::tempdir().unwrap();
+        let none = resolve_chown_reporting("ghost:ghosts", empty.path()).unwrap();
+        assert_eq!(none.owner, Owner { uid: 0, gid: 0 });
+        assert!(none.unknown[0].reason.contains("no /etc/passwd"));
     }
 }

@@ -17,7 +17,7 @@ use std::io;
 use std::os::unix::fs::{lchown, symlink, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use super::chmod::Chmod;
+use super::chmod::{created_dir_mode, Chmod};
 use super::chown::Owner;
 use super::error::{io_err, FileOpsError, Result};
 use super::meta::{self, Time};
@@ -123,7 +123,7 @@ pub(crate) fn copy_one(
 ) -> Result<()> {
     let (d, f) = split(dst);
     let ensure = if !f.is_empty() && f != "." { d } else { dst };
-    let perm = opts.mode.map_or(0o755, Chmod::created_dir_mode);
+    let perm = opts.mode.map_or(0o755, created_dir_mode);
     let mut created = Vec::new();
     if !ensure.is_empty() {
         let p = host_path(dst_root, Path::new(ensure), true)?;

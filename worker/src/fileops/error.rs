@@ -31,6 +31,10 @@ pub enum FileOpsError {
         reason: String,
     },
 
+    /// A `--chmod` value is neither octal nor chmod(1)'s symbolic syntax.
+    #[error(transparent)]
+    BadMode(#[from] frontend::mode::ModeError),
+
     /// A directory would have to replace a file or the other way round.
     #[error("cannot copy to non-directory: {path}")]
     NotADirectory { path: String },

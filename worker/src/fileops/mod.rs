@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 pub use actions::{mkdir, mkfile, rm};
 pub use checksum::{checksum_sources, ChecksumMemo};
 pub use chmod::Chmod;
-pub use chown::{resolve_chown, Owner};
+pub use chown::{resolve_chown, resolve_chown_reporting, Owner, Resolution, UnknownName};
 pub use copier::SourceIds;
 pub use error::{FileOpsError, Result};
 pub use meta::Time;
