@@ -448,7 +448,13 @@ mod tail_tests {
         assert_eq!(
             lines,
             [
-                "#1 RUN a", "#2 RUN b", "#2 other", "#1 ab", "#1 cd", "#1 tail", "#1 DONE 0.0s"
+                "#1 RUN a",
+                "#2 RUN b",
+                "#2 other",
+                "#1 ab",
+                "#1 cd",
+                "#1 tail",
+                "#1 DONE 0.0s"
             ],
             "{text}"
         );

@@ -62,7 +62,10 @@ fn home_comes_from_the_users_passwd_entry() {
     // ENV set it.
     let ctx = k.context(
         "noenv",
-        &[("Dockerfile", "FROM busybox:1.35\nRUN test \"$HOME\" = /root\n")],
+        &[(
+            "Dockerfile",
+            "FROM busybox:1.35\nRUN test \"$HOME\" = /root\n",
+        )],
     );
     k.ok(&["build", "-q", "-t", "noenv", &ctx.display().to_string()]);
     let (inspect, _) = k.ok(&["inspect", "noenv"]);
@@ -161,7 +164,10 @@ fn a_copy_fallback_is_said_once_with_its_reason() {
         .filter(|l| l.contains("WARNING: overlayfs cannot be mounted here ("))
         .collect();
     assert_eq!(warnings.len(), 1, "{progress}");
-    assert!(warnings[0].contains("/merged/root/"), "the reason names the mount: {progress}");
+    assert!(
+        warnings[0].contains("/merged/root/"),
+        "the reason names the mount: {progress}"
+    );
 }
 
 /// BuildKit's plain progress shows a line written in pieces as one line.
@@ -179,7 +185,10 @@ fn plain_progress_prints_a_line_written_in_pieces_as_one() {
         .filter_map(|l| {
             let mut f = l.splitn(3, ' ');
             let (_, t, rest) = (f.next()?, f.next()?, f.next()?);
-            t.parse::<f64>().ok().filter(|_| t.contains('.')).map(|_| rest)
+            t.parse::<f64>()
+                .ok()
+                .filter(|_| t.contains('.'))
+                .map(|_| rest)
         })
         .collect();
     // (é is cut in two by the sleep: it still arrives whole.)

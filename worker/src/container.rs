@@ -1130,12 +1130,7 @@ fn exec_start(x: &ExecSpec) -> Result<(i32, OwnedFd), String> {
     Ok((child, e_r))
 }
 
-fn exec_child(
-    x: &ExecSpec,
-    root: &OwnedFd,
-    user: &crate::users::ExecUser,
-    errfd: RawFd,
-) -> String {
+fn exec_child(x: &ExecSpec, root: &OwnedFd, user: &crate::users::ExecUser, errfd: RawFd) -> String {
     // SAFETY: prctl, fchdir and chroot with valid arguments.
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
