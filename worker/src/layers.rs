@@ -208,8 +208,10 @@ fn decompress<'a, R: Read + 'a>(
 }
 
 /// Removes the scratch folders of kiln processes that no longer run,
-/// detaching any mount they left behind first.
-fn clean_dead_work(work_root: &Path) {
+/// detaching any mount they left behind first. Every command that opens
+/// the layer store runs it, and `kiln prune` too, so a killed command's
+/// leftovers never outlive the next one.
+pub fn clean_dead_work(work_root: &Path) {
     let Ok(entries) = fs::read_dir(work_root) else {
         return;
     };

@@ -243,6 +243,11 @@ fn build_args(raw: &[String]) -> BTreeMap<String, String> {
 
 fn build(a: BuildArgs) -> Result<ExitCode> {
     let root = Root::from_env().into_diagnostic()?;
+    // A lease from the first look at the store to the last name written:
+    // everything the build reads (base images' blobs, unpacked layer dirs,
+    // cache records) or writes stays until it is done, as containerd's
+    // leases keep a build's content; `kiln prune` waits for it.
+    let _lease = root.lease().into_diagnostic()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -380,7 +385,6 @@ fn build(a: BuildArgs) -> Result<ExitCode> {
     };
 
     // Export.
-    let _lease = root.lease().into_diagnostic()?;
     let created = export::created_now();
     remote_cache::apply_inline(
         &root,
@@ -624,6 +628,13 @@ pub fn cache_roots(root: &Root) -> cache::Result<Vec<cache::Digest>> {
 /// records were (or would be) dropped.
 pub fn prune_records(root: &Root, all: bool, dry_run: bool) -> Result<usize> {
     let _gc = root.gc_lock().into_diagnostic()?;
+    if !dry_run {
+        // What killed kiln processes left: their scratch folders (a killed
+        // prune's half-deleted layers among them), and the folders older
+        // versions of prune left in tmp/.
+        worker::layers::clean_dead_work(&root.path().join("work"));
+        clean_old_pruned(&root.tmp_dir());
+    }
     let mut dropped = 0;
     for (path, layers) in records(root) {
         let stale = layers.iter().any(|(d, _)| {
@@ -656,10 +667,15 @@ pub fn prune_records(root: &Root, all: bool, dry_run: bool) -> Result<usize> {
                         .collect()
                 })
                 .unwrap_or_default();
-        std::fs::create_dir_all(root.tmp_dir()).into_diagnostic()?;
+        // In this process's scratch folder: if prune is killed midway,
+        // the next kiln command that finds the folder of a dead process
+        // removes it (worker::layers::clean_dead_work).
         let doomed = root
-            .tmp_dir()
-            .join(format!("layers-pruned-{}", std::process::id()));
+            .path()
+            .join("work")
+            .join(std::process::id().to_string())
+            .join("layers-pruned");
+        std::fs::create_dir_all(doomed.parent().unwrap_or(root.path())).into_diagnostic()?;
         if in_use.is_empty() {
             // Rename first so a half-removed tree never looks like a layer.
             std::fs::rename(&layers, &doomed).into_diagnostic()?;
@@ -680,6 +696,27 @@ pub fn prune_records(root: &Root, all: bool, dry_run: bool) -> Result<usize> {
         std::fs::remove_dir_all(&exports).into_diagnostic()?;
     }
     Ok(dropped)
+}
+
+/// Removes `tmp/layers-pruned-<pid>` folders (where prune used to move the
+/// layer dirs it deletes) whose process is gone.
+fn clean_old_pruned(tmp: &Path) {
+    let Ok(rd) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("layers-pruned-"))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// Every record: its file and its layers (digest, size).
