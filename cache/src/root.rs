@@ -102,6 +102,21 @@ impl Root {
         FileLock::shared(&self.path.join("locks").join("gc.lock"))
     }
 
+    /// Whether someone holds a lease right now (a build, pull or load is
+    /// running), so a command about to wait for [`Root::gc_lock`] can say
+    /// why it waits. A moment's answer: it may change at once.
+    pub fn leased(&self) -> bool {
+        let path = self.path.join("locks").join("gc.lock");
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map(|f| !crate::lock::try_exclusive(&f).unwrap_or(true))
+            .unwrap_or(false)
+    }
+
     /// The exclusive counterpart of [`Root::lease`], for garbage collection:
     /// waits until no lease is held.
     pub fn gc_lock(&self) -> Result<FileLock> {

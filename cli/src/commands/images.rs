@@ -654,6 +654,11 @@ fn save(
 
 fn prune(out: &mut dyn Write, all: bool, dry_run: bool) -> Result<ExitCode> {
     let root = open_root()?;
+    if root.leased() {
+        // Builds, pulls and loads hold a lease on what they use; prune
+        // deletes nothing from under them.
+        eprintln!("waiting for the builds, pulls and loads using the store to finish...");
+    }
     let records = super::build::prune_records(&root, all, dry_run)?;
     let report = gc::prune(
         &root,
