@@ -6,7 +6,7 @@ mod harness;
 
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use harness::{stderr, Kiln};
 
@@ -144,7 +144,7 @@ fn a_build_killed_mid_step_leaves_a_store_the_next_build_uses() {
         &[
             (
                 "Dockerfile",
-                "FROM busybox:1.35\nCOPY a.txt /a.txt\nRUN touch /started && sleep 60\n",
+                "FROM busybox:1.35\nCOPY a.txt /a.txt\nRUN echo step-started && sleep 60\n",
             ),
             ("a.txt", "a"),
         ],
@@ -159,16 +159,22 @@ fn a_build_killed_mid_step_leaves_a_store_the_next_build_uses() {
             &ctx.display().to_string(),
         ])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait until the RUN is under way (its overlay is mounted in work/).
+    // Wait until the RUN is under way (it printed its line). Its overlay
+    // is mounted in the build's own mount namespace: the host sees none.
     let work = k.root.join("work");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while mounts_below(&work).is_empty() {
-        assert!(Instant::now() < deadline, "the build never reached its RUN");
-        std::thread::sleep(Duration::from_millis(50));
+    let mut progress = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("step-started") {
+        use std::io::BufRead;
+        let mut line = String::new();
+        let n = progress.read_line(&mut line).unwrap_or(0);
+        assert!(n > 0, "the build never reached its RUN:\n{seen}");
+        seen.push_str(&line);
     }
+    assert!(mounts_below(&work).is_empty(), "{:?}", mounts_below(&work));
     std::thread::sleep(Duration::from_millis(200));
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();

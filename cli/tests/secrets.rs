@@ -373,3 +373,80 @@ fn an_ssh_agent_socket_is_forwarded_with_ssh_auth_sock() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("SSH_AUTH_SOCK"), "{}", stderr(&out));
 }
+
+/// Mounts under `dir` in this (the host's) mount namespace.
+fn host_mounts_under(dir: &Path) -> Vec<String> {
+    let dir = std::fs::canonicalize(dir).unwrap_or(dir.to_path_buf());
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| Path::new(m).starts_with(&dir))
+        .map(str::to_string)
+        .collect()
+}
+
+/// A build killed (SIGKILL) in the middle of a step that uses a file
+/// secret leaves nothing behind on the host: no mount under the store
+/// (snapshots and the secret's tmpfs live in the build's own mount
+/// namespace), and the secret's bytes in no file of the store.
+#[test]
+fn a_killed_build_leaves_no_mount_and_no_secret() {
+    let k = Kiln::with_busybox();
+    let src = k.path("secret.txt");
+    std::fs::write(&src, FILE_SECRET).unwrap();
+    let ctx = k.context(
+        "killed",
+        &[(
+            "Dockerfile",
+            "FROM busybox:1.35\n\
+             RUN --mount=type=secret,id=tok cat /run/secrets/tok && echo && sleep 60\n",
+        )],
+    );
+    let secret = format!("id=tok,src={}", src.display());
+    let mut child = k
+        .cmd(&[
+            "build",
+            "--progress",
+            "plain",
+            "--secret",
+            &secret,
+            &ctx.display().to_string(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn build");
+    // Wait until the step has the secret (it printed it).
+    let mut err = child.stderr.take().expect("stderr");
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !contains(&seen, FILE_SECRET) {
+        use std::io::Read;
+        let mut buf = [0u8; 4096];
+        let n = err.read(&mut buf).unwrap_or(0);
+        assert!(
+            n > 0 && std::time::Instant::now() < deadline,
+            "the step never ran:\n{}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+    // While it runs, the host sees none of its mounts.
+    assert_eq!(host_mounts_under(&k.root), Vec::<String>::new());
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    // Let the sandbox (which dies with its parent) go too.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(host_mounts_under(&k.root), Vec::<String>::new());
+    let mut all = Vec::new();
+    files(&k.root, &mut all);
+    for f in all {
+        let data = std::fs::read(&f).unwrap_or_default();
+        assert!(
+            !contains(&data, FILE_SECRET),
+            "{} holds the secret",
+            f.display()
+        );
+    }
+}

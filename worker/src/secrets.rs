@@ -130,6 +130,8 @@ impl Secrets {
 pub struct SecretDir {
     path: PathBuf,
     next: usize,
+    /// Whether a tmpfs is mounted at `path` (unmounted on drop).
+    mounted: bool,
 }
 
 impl SecretDir {
@@ -147,7 +149,23 @@ impl SecretDir {
             .map_err(io("create", &path))?;
         fs::set_permissions(&path, fs::Permissions::from_mode(0o700))
             .map_err(io("chmod", &path))?;
-        Ok(SecretDir { path, next: 0 })
+        // In memory, where the kernel lets us: a secret never touches the
+        // disk, and in a build's private mount namespace the tmpfs goes
+        // with the process however it ends. Best effort: without it the
+        // folder is still private and removed after the step.
+        let mounted = crate::sys::mount(
+            Some(std::ffi::OsStr::new("tmpfs")),
+            &path,
+            Some("tmpfs"),
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            Some("mode=0700"),
+        )
+        .is_ok();
+        Ok(SecretDir {
+            path,
+            next: 0,
+            mounted,
+        })
     }
 
     /// Writes `value` to a new file with these owner and permission bits,
@@ -291,6 +309,9 @@ fn forward(conn: UnixStream, agent: &Path) {
 
 impl Drop for SecretDir {
     fn drop(&mut self) {
+        if self.mounted {
+            let _ = crate::sys::umount(&self.path, libc::MNT_DETACH);
+        }
         let _ = fs::remove_dir_all(&self.path);
     }
 }

@@ -510,6 +510,18 @@ pub fn mount_readonly(lowers: &[PathBuf], target: &Path) -> Result<Mounted, Snap
     })
 }
 
+/// Puts this process (a build) in a mount namespace of its own, so the
+/// overlays, throw-away views and secret tmpfs it mounts are never seen on
+/// the host and vanish with it, even when it is killed (a kernel namespace
+/// dies with its last process; a folder under the store would otherwise
+/// stay mounted until the next kiln command cleaned it). Call it first
+/// thing, before any thread starts. Where the kernel refuses (no
+/// CAP_SYS_ADMIN), mounts stay in the caller's namespace and the next kiln
+/// command detaches what a killed one left; the error says why.
+pub fn enter_private_mount_namespace() -> io::Result<()> {
+    sys::unshare_mount_namespace()
+}
+
 /// `lowers` (lowest first) with each folder once, at its topmost place.
 /// Layers with the same content share a folder (two steps that changed
 /// nothing both give the empty layer), and overlay refuses a lowerdir named

@@ -414,6 +414,22 @@ pub fn mount(
     .map(drop)
 }
 
+/// Moves the calling process into a mount namespace of its own whose
+/// mounts never propagate back to the host's (the host's still reach it).
+/// Must be called while the process has one thread: unshare(CLONE_NEWNS)
+/// moves only the calling thread.
+pub fn unshare_mount_namespace() -> io::Result<()> {
+    // SAFETY: plain syscall with constant flags.
+    check(unsafe { libc::unshare(libc::CLONE_NEWNS) })?;
+    mount(
+        None,
+        Path::new("/"),
+        None,
+        libc::MS_REC | libc::MS_SLAVE,
+        None,
+    )
+}
+
 /// umount2(2).
 pub fn umount(target: &Path, flags: libc::c_int) -> io::Result<()> {
     let t = cstr(target)?;

@@ -242,6 +242,10 @@ fn build_args(raw: &[String]) -> BTreeMap<String, String> {
 }
 
 fn build(a: BuildArgs) -> Result<ExitCode> {
+    // Before any thread starts: the build's mounts (snapshots, secrets)
+    // stay out of the host's mount namespace and die with the process.
+    // Without the privilege for it they are cleaned by the next command.
+    let _ = worker::snapshot::enter_private_mount_namespace();
     let root = Root::from_env().into_diagnostic()?;
     // A lease from the first look at the store to the last name written:
     // everything the build reads (base images' blobs, unpacked layer dirs,
