@@ -6,7 +6,9 @@
 //! leaves only a temp file that the next `Root::open` removes.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Read, Write};
+
+use crate::sparse::HoleWriter;
+use std::io::{self, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,7 +50,7 @@ impl BlobStore {
     ) -> Result<BlobWriter> {
         let (file, tmp_path) = create_locked_temp(&self.tmp)?;
         Ok(BlobWriter {
-            out: Some(BufWriter::with_capacity(256 * 1024, file)),
+            out: Some(HoleWriter::with_capacity(256 * 1024, file)),
             tmp_path,
             dir: self.dir.clone(),
             hasher: Sha256::new(),
@@ -157,7 +159,7 @@ impl BlobStore {
 /// A blob being written. Commit it to make it visible; drop it to discard.
 #[derive(Debug)]
 pub struct BlobWriter {
-    out: Option<BufWriter<File>>,
+    out: Option<HoleWriter>,
     tmp_path: PathBuf,
     dir: PathBuf,
     hasher: Sha256,
@@ -190,9 +192,7 @@ impl BlobWriter {
             Some(o) => o,
             None => return Err(self.error(io::Error::other("writer already closed"))),
         };
-        let file = out
-            .into_inner()
-            .map_err(|e| Error::io(&self.tmp_path, e.into_error()))?;
+        let file = out.into_inner().map_err(|e| Error::io(&self.tmp_path, e))?;
         let what = self
             .expected
             .as_ref()

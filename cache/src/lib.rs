@@ -17,6 +17,7 @@ pub mod media;
 pub mod reference;
 pub mod registry;
 pub mod root;
+pub mod sparse;
 
 pub use blobs::{BlobStore, BlobWriter, PendingBlob};
 pub use digest::Digest;

@@ -17,5 +17,6 @@ pub mod sandbox;
 pub mod secrets;
 pub mod slots;
 pub mod snapshot;
+pub mod sparse;
 mod sys;
 pub mod users;

@@ -292,7 +292,8 @@ fn unpack<R: Read>(reader: R, dir: &Path, mode: Whiteouts) -> Result<ApplyStats,
             }
             tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
                 let mut f = sys::create_file_at(p, base, 0o600).map_err(io_err("create", &rel))?;
-                stats.bytes += io::copy(&mut entry, &mut f).map_err(io_err("write", &rel))?;
+                stats.bytes += crate::sparse::write_stream(&mut entry, &mut f)
+                    .map_err(io_err("write", &rel))?;
             }
             tar::EntryType::Symlink => {
                 let target = entry
@@ -748,7 +749,15 @@ pub(crate) fn copy_node(s: &Path, d: &Path, md: &std::fs::Metadata) -> Result<()
         let t = std::fs::read_link(s).map_err(io_err("readlink", s))?;
         std::os::unix::fs::symlink(&t, d).map_err(io_err("symlink", d))?;
     } else if ft.is_file() {
-        std::fs::copy(s, d).map_err(io_err("copy", d))?;
+        let mut from = std::fs::File::open(s).map_err(io_err("open", s))?;
+        // As std::fs::copy: an existing file is replaced.
+        let mut to = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(d)
+            .map_err(io_err("create", d))?;
+        crate::sparse::copy_file(&mut from, &mut to).map_err(io_err("copy", d))?;
     } else {
         let c = sys::cstr(d).map_err(io_err("mknod", d))?;
         // SAFETY: valid C string.

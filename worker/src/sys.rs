@@ -430,6 +430,28 @@ pub fn unshare_mount_namespace() -> io::Result<()> {
     )
 }
 
+/// lseek(2) with SEEK_DATA (`data`) or SEEK_HOLE: the next offset at or
+/// after `from` where data (or a hole) starts; `None` past the end (ENXIO).
+pub fn seek_data_or_hole(fd: RawFd, from: u64, data: bool) -> io::Result<Option<u64>> {
+    let whence = if data {
+        libc::SEEK_DATA
+    } else {
+        libc::SEEK_HOLE
+    };
+    let off = libc::off_t::try_from(from)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset out of range"))?;
+    // SAFETY: lseek only reads its integer arguments.
+    let r = unsafe { libc::lseek(fd, off, whence) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::ENXIO) => Ok(None),
+            _ => Err(e),
+        };
+    }
+    Ok(Some(r as u64))
+}
+
 /// umount2(2).
 pub fn umount(target: &Path, flags: libc::c_int) -> io::Result<()> {
     let t = cstr(target)?;

@@ -378,7 +378,8 @@ impl Copier<'_, '_> {
             .custom_flags(libc::O_NOFOLLOW)
             .open(target)
             .map_err(io_err("create", strip(self.dst_root, target)))?;
-        io::copy(&mut from, &mut to).map_err(io_err("copy", strip(self.dst_root, target)))?;
+        crate::sparse::copy_file(&mut from, &mut to)
+            .map_err(io_err("copy", strip(self.dst_root, target)))?;
         Ok(())
     }
 

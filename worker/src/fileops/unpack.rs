@@ -225,7 +225,7 @@ pub fn extract(
                     .custom_flags(libc::O_NOFOLLOW)
                     .open(&dst)
                     .map_err(io_err("create", shown_dst.clone()))?;
-                let n = io::copy(&mut entry, &mut out).map_err(arch_err)?;
+                let n = crate::sparse::write_stream(&mut entry, &mut out).map_err(arch_err)?;
                 report.files += 1;
                 report.bytes += n;
             }
