@@ -1335,6 +1335,8 @@ fn child(spec: &SandboxSpec, steps: &[Step], errfd: RawFd) -> Result<Never, Stri
                     let fd = sys::open_in_root(root, target, libc::O_PATH)
                         .map_err(|e| format!("reopening /{}: {e}", target.display()))?;
                     let at = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+                    // A device node bound read-only must stay openable.
+                    let nodev_flag = if *nodev { libc::MS_NODEV } else { 0 };
                     sys::mount(
                         None,
                         &at,
@@ -1343,7 +1345,7 @@ fn child(spec: &SandboxSpec, steps: &[Step], errfd: RawFd) -> Result<Never, Stri
                             | libc::MS_REMOUNT
                             | libc::MS_RDONLY
                             | libc::MS_NOSUID
-                            | libc::MS_NODEV,
+                            | nodev_flag,
                         None,
                     )
                     .map_err(|e| format!("read-only /{}: {e}", target.display()))?;

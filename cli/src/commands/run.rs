@@ -147,8 +147,10 @@ pub struct RunArgs {
     /// profile otherwise.
     #[arg(long = "security-opt", value_name = "OPT")]
     security_opt: Vec<String>,
-    /// Pass a host device in: HOST[:CONTAINER[:PERMS]] (PERMS of `rwm`;
-    /// without `w` it is read-only).
+    /// Pass a host device in: HOST[:CONTAINER[:PERMS]]. PERMS (`rwm`) is
+    /// checked, but without a devices cgroup it is not enforced: a node
+    /// without `w` is bound read-only, which does not stop writes to a
+    /// device.
     #[arg(long = "device", value_name = "HOST[:CONTAINER[:PERMS]]")]
     device: Vec<String>,
     #[command(flatten)]
