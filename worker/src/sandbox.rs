@@ -1570,7 +1570,19 @@ fn set_caps(mask: u64) -> Result<(), String> {
         .and_then(|s| s.trim().parse::<u32>().ok())
         .unwrap_or(40)
         .min(63);
-    let mask = mask & (u64::MAX >> (63 - last));
+    let mut mask = mask & (u64::MAX >> (63 - last));
+    // Never more than this process holds (a host that withholds some, e.g.
+    // CAP_SYS_MODULE, would fail capset with EPERM otherwise).
+    if let Some(prm) = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapPrm:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+    {
+        mask &= prm;
+    }
     #[repr(C)]
     struct Header {
         version: u32,
