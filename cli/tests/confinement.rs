@@ -132,7 +132,12 @@ fn kiln_run_and_exec_get_the_filter_and_unconfined_lifts_it() {
     let k = Kiln::with_busybox();
     let (ok, out) = run(
         &k,
-        &[BB, "sh", "-c", "grep Seccomp: /proc/self/status; unshare -U true"],
+        &[
+            BB,
+            "sh",
+            "-c",
+            "grep Seccomp: /proc/self/status; unshare -U true",
+        ],
     );
     assert!(!ok, "unshare must fail: {out}");
     assert!(out.contains("Seccomp:\t2"), "{out}");
@@ -150,7 +155,10 @@ fn kiln_run_and_exec_get_the_filter_and_unconfined_lifts_it() {
         ],
     );
     assert!(ok, "{out}");
-    assert!(out.contains("Seccomp:\t0") && out.contains("unshared"), "{out}");
+    assert!(
+        out.contains("Seccomp:\t0") && out.contains("unshared"),
+        "{out}"
+    );
 
     let o = k.run(&["run", "-d", BB, "sleep", "30"]);
     assert!(o.status.success(), "{}", text(&o));
@@ -174,10 +182,20 @@ fn a_custom_profile_in_docker_s_format_applies() {
     let opt = format!("seccomp={}", profile.display());
     let (ok, out) = run(
         &k,
-        &["--security-opt", &opt, BB, "sh", "-c", "mkdir /x; echo rc=$?"],
+        &[
+            "--security-opt",
+            &opt,
+            BB,
+            "sh",
+            "-c",
+            "mkdir /x; echo rc=$?",
+        ],
     );
     assert!(ok, "{out}");
-    assert!(out.contains("Permission denied") && out.contains("rc=1"), "{out}");
+    assert!(
+        out.contains("Permission denied") && out.contains("rc=1"),
+        "{out}"
+    );
     std::fs::write(&profile, r#"{"defaultAction":"SCMP_ACT_NOPE"}"#).expect("profile");
     let (ok, out) = run(&k, &["--security-opt", &opt, BB, "true"]);
     assert!(!ok && out.contains("SCMP_ACT_NOPE"), "{out}");
@@ -249,10 +267,16 @@ fn insecure_run_needs_allow_and_then_has_no_filter() {
     let (ok, out) = build(&k, "insecure", df, &[]);
     assert!(!ok, "{out}");
     assert!(out.contains("security.insecure"), "{out}");
-    assert!(!out.contains("first-ran"), "refused before anything ran: {out}");
+    assert!(
+        !out.contains("first-ran"),
+        "refused before anything ran: {out}"
+    );
     let (ok, out) = build(&k, "insecure", df, &["--allow", "security.insecure"]);
     assert!(ok, "{out}");
-    assert!(out.contains("Seccomp:\t0") && out.contains("unshared"), "{out}");
+    assert!(
+        out.contains("Seccomp:\t0") && out.contains("unshared"),
+        "{out}"
+    );
     // The other steps keep the filter.
     let (ok, out) = build(
         &k,

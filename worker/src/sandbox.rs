@@ -381,9 +381,7 @@ fn validate(spec: &SandboxSpec) -> Result<(), SandboxError> {
         }
     }
     for d in &spec.devices {
-        if !d.host.is_absolute()
-            || crate::snapshot::rel_components(&d.target).is_none_or_empty()
-        {
+        if !d.host.is_absolute() || crate::snapshot::rel_components(&d.target).is_none_or_empty() {
             return Err(SandboxError::Spec(format!(
                 "bad device {} -> {:?}",
                 d.host.display(),

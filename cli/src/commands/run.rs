@@ -453,8 +453,9 @@ fn parse_device(d: &str) -> Result<Device, String> {
     if !host.starts_with('/') || !container::valid_target(target) {
         return Err(format!("invalid device specification: {d}"));
     }
-    let host_path = std::fs::canonicalize(host)
-        .map_err(|e| format!("error gathering device information while adding custom device {host:?}: {e}"))?;
+    let host_path = std::fs::canonicalize(host).map_err(|e| {
+        format!("error gathering device information while adding custom device {host:?}: {e}")
+    })?;
     use std::os::unix::fs::FileTypeExt;
     let ft = std::fs::metadata(&host_path)
         .map_err(|e| format!("{host}: {e}"))?
