@@ -53,7 +53,20 @@ const PROBE_C: &str = r#"
 #include <sys/syscall.h>
 #include <unistd.h>
 static void say(const char *what, long r) { printf("%s=%d\n", what, r < 0 ? errno : 0); }
+#if defined(__x86_64__)
+/* The i386 ABI from a 64-bit process: the filter must cover it too. */
+static long int80(long nr, long a, long b, long c) {
+    long r;
+    __asm__ volatile("int $0x80" : "=a"(r) : "a"(nr), "b"(a), "c"(b), "d"(c) : "memory");
+    return r;
+}
+#endif
 int main(void) {
+#if defined(__x86_64__)
+    printf("i386_getpid=%s\n", int80(20, 0, 0, 0) > 0 ? "ok" : "failed");
+    printf("i386_keyctl=%ld\n", -int80(288, 0, -4, 0));
+    printf("i386_unshare=%ld\n", -int80(310, CLONE_NEWUSER, 0, 0));
+#endif
     say("keyctl", syscall(SYS_keyctl, 0 /* GET_KEYRING_ID */, -4 /* USER */, 0));
     say("add_key", syscall(SYS_add_key, "user", "kiln", "v", 1, -4));
     say("unshare", syscall(SYS_unshare, CLONE_NEWUSER));
@@ -116,6 +129,11 @@ fn keyctl_and_user_namespaces_are_refused_with_eperm() {
     assert!(ok, "{out}");
     for want in ["keyctl=1", "add_key=1", "unshare=1", "clone3=38"] {
         assert!(out.contains(want), "{want} missing:\n{out}");
+    }
+    if cfg!(target_arch = "x86_64") {
+        for want in ["i386_getpid=ok", "i386_keyctl=1", "i386_unshare=1"] {
+            assert!(out.contains(want), "{want} missing:\n{out}");
+        }
     }
     // The same image through `kiln run`.
     let (ok, out) = build_ctx(&k, &ctx, &["-t", "probe:1"]);

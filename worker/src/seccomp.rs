@@ -16,19 +16,40 @@
 //! pure-Rust seccomp library, for the argument checks): the architecture is
 //! checked first, then each listed syscall number in turn, its rules in the
 //! profile's order, each with its own action; a listed syscall whose rules
-//! all fail, and any unlisted one, get the default action. Syscalls of a
-//! foreign ABI (i386 through `int 0x80`, x32) kill the process: the tables
-//! here name native syscalls only, and letting them through would bypass
-//! the filter.
+//! all fail, and any unlisted one, get the default action. Syscalls of any
+//! other ABI kill the process (letting them through would bypass the
+//! filter); x32 syscall numbers match nothing, so they get the default
+//! action (docker's profile would allow x32 as it allows x86_64).
 
 mod table {
+    use std::collections::HashMap;
+
     #[cfg(target_arch = "aarch64")]
     include!("seccomp/syscalls_aarch64.rs");
     #[cfg(target_arch = "x86_64")]
     include!("seccomp/syscalls_x86_64.rs");
+    #[cfg(target_arch = "x86_64")]
+    include!("seccomp/syscalls_i386.rs");
+
+    const AUDIT_ARCH_64BIT_LE: u32 = 0x8000_0000 | 0x4000_0000;
+
+    /// The ABIs a process on this host may call the kernel through, as
+    /// (AUDIT_ARCH_*, its syscall table): native first.
+    #[cfg(target_arch = "x86_64")]
+    pub(super) fn sections() -> Vec<(u32, HashMap<&'static str, i64>)> {
+        vec![
+            (62 | AUDIT_ARCH_64BIT_LE, make_syscall_table()),
+            // i386 (`int 0x80`, 32-bit binaries): EM_386, little-endian.
+            (3 | 0x4000_0000, make_syscall_table_i386()),
+        ]
+    }
+    #[cfg(target_arch = "aarch64")]
+    pub(super) fn sections() -> Vec<(u32, HashMap<&'static str, i64>)> {
+        vec![(183 | AUDIT_ARCH_64BIT_LE, make_syscall_table())]
+    }
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-    pub(super) fn make_syscall_table() -> std::collections::HashMap<&'static str, i64> {
-        std::collections::HashMap::new()
+    pub(super) fn sections() -> Vec<(u32, HashMap<&'static str, i64>)> {
+        Vec::new()
     }
 }
 
@@ -681,12 +702,16 @@ impl Profile {
     /// The BPF program of this profile for the native architecture, for a
     /// process holding the capabilities `caps` (a bit per capability).
     pub fn compile(&self, caps: u64) -> Result<BpfProgram, SeccompError> {
-        let table = table::make_syscall_table();
-        let audit_arch = native_audit_arch().ok_or(SeccompError::Arch)?;
+        let sections = table::sections();
+        if sections.is_empty() {
+            return Err(SeccompError::Arch);
+        }
         let default = action(&self.default_action, self.default_errno_ret)?;
         let kernel = kernel_version();
-        // nr -> (conditional rules with their actions, unconditional action)
-        let mut by_nr: BTreeMap<i64, Chain> = BTreeMap::new();
+        // Which rules apply is decided once, by the host's architecture and
+        // the capability set (as moby decides it); names are then resolved
+        // per ABI, as libseccomp resolves them for each of a filter's arches.
+        let mut applied: Vec<(Vec<&str>, Option<SeccompRule>, SeccompAction)> = Vec::new();
         for r in self.syscalls.iter().flatten() {
             if !applies(r, caps, kernel) {
                 continue;
@@ -703,47 +728,77 @@ impl Profile {
                 _ => None,
             };
             let names = r.names.iter().flatten().chain(r.name.iter());
-            for name in names {
-                // Unknown to this architecture: skipped, as libseccomp does.
-                let Some(nr) = table.get(name.as_str()) else {
-                    continue;
-                };
-                let entry = by_nr.entry(*nr).or_default();
-                match &rule {
-                    Some(rule) => entry.0.push((rule.clone(), act.clone())),
-                    None => {
-                        entry.1.get_or_insert(act.clone());
-                    }
-                }
-            }
+            applied.push((names.map(String::as_str).collect(), rule, act));
         }
-        let ret = |a: &SeccompAction| stmt(BPF_RET, u32::from(a.clone()));
-        let mut prog: BpfProgram = vec![
-            stmt(BPF_LD | BPF_W | BPF_ABS, 4), // seccomp_data.arch
-            jump(BPF_JMP | BPF_JEQ | BPF_K, audit_arch, 1, 0),
-            ret(&SeccompAction::KillProcess),
-            stmt(BPF_LD | BPF_W | BPF_ABS, 0), // seccomp_data.nr
-        ];
-        for (nr, (rules, uncond)) in by_nr {
-            let mut block: BpfProgram = Vec::new();
-            // A rule's code falls through to the next instruction (its
-            // action) on a match and jumps past it otherwise.
-            for (rule, act) in rules {
-                block.extend(BpfProgram::from(rule));
-                block.push(ret(&act));
-            }
-            block.push(ret(uncond.as_ref().unwrap_or(&default)));
-            // Equal: skip the jump over the block.
-            prog.push(jump(BPF_JMP | BPF_JEQ | BPF_K, nr as u32, 1, 0));
-            prog.push(stmt(BPF_JMP | BPF_JA, block.len() as u32));
-            prog.extend(block);
+        let bodies: Vec<BpfProgram> = sections
+            .iter()
+            .map(|(_, table)| section(table, &applied, &default))
+            .collect();
+        // The dispatch on seccomp_data.arch: per ABI a `jeq` and a jump to
+        // its section; any other ABI is killed.
+        let n = sections.len();
+        let mut prog: BpfProgram = vec![stmt(BPF_LD | BPF_W | BPF_ABS, 4)];
+        let mut before = 0usize; // section instructions before this one
+        for (i, (audit, _)) in sections.iter().enumerate() {
+            prog.push(jump(BPF_JMP | BPF_JEQ | BPF_K, *audit, 0, 1));
+            // From the instruction after this `ja`: the other ABIs' pairs,
+            // the kill, then the sections before this one.
+            let skip = 2 * (n - i - 1) + 1 + before;
+            prog.push(stmt(BPF_JMP | BPF_JA, skip as u32));
+            before += bodies[i].len();
         }
-        prog.push(ret(&default));
+        prog.push(stmt(BPF_RET, u32::from(SeccompAction::KillProcess)));
+        for b in bodies {
+            prog.extend(b);
+        }
         if prog.len() > 4096 {
             return Err(SeccompError::TooLong(prog.len()));
         }
         Ok(prog)
     }
+}
+
+/// The code of one ABI: load the syscall number, then per named syscall a
+/// `jeq` and its rules, each falling through to its action on a match and
+/// jumping past it otherwise; the default action at the end of each block
+/// and of the section.
+fn section(
+    table: &std::collections::HashMap<&'static str, i64>,
+    applied: &[(Vec<&str>, Option<SeccompRule>, SeccompAction)],
+    default: &SeccompAction,
+) -> BpfProgram {
+    let mut by_nr: BTreeMap<i64, Chain> = BTreeMap::new();
+    for (names, rule, act) in applied {
+        for name in names {
+            // Unknown to this ABI: skipped, as libseccomp does.
+            let Some(nr) = table.get(name) else {
+                continue;
+            };
+            let entry = by_nr.entry(*nr).or_default();
+            match rule {
+                Some(rule) => entry.0.push((rule.clone(), act.clone())),
+                None => {
+                    entry.1.get_or_insert(act.clone());
+                }
+            }
+        }
+    }
+    let ret = |a: &SeccompAction| stmt(BPF_RET, u32::from(a.clone()));
+    let mut prog: BpfProgram = vec![stmt(BPF_LD | BPF_W | BPF_ABS, 0)]; // seccomp_data.nr
+    for (nr, (rules, uncond)) in by_nr {
+        let mut block: BpfProgram = Vec::new();
+        for (rule, act) in rules {
+            block.extend(BpfProgram::from(rule));
+            block.push(ret(&act));
+        }
+        block.push(ret(uncond.as_ref().unwrap_or(default)));
+        // Equal: skip the jump over the block.
+        prog.push(jump(BPF_JMP | BPF_JEQ | BPF_K, nr as u32, 1, 0));
+        prog.push(stmt(BPF_JMP | BPF_JA, block.len() as u32));
+        prog.extend(block);
+    }
+    prog.push(ret(default));
+    prog
 }
 
 /// One syscall's rules: the conditional ones with their actions, in the
@@ -791,17 +846,6 @@ fn stmt(code: u16, k: u32) -> sock_filter {
 
 fn jump(code: u16, k: u32, jt: u8, jf: u8) -> sock_filter {
     sock_filter { code, jt, jf, k }
-}
-
-fn native_audit_arch() -> Option<u32> {
-    const AUDIT_ARCH_64BIT_LE: u32 = 0x8000_0000 | 0x4000_0000;
-    if cfg!(target_arch = "x86_64") {
-        Some(62 | AUDIT_ARCH_64BIT_LE)
-    } else if cfg!(target_arch = "aarch64") {
-        Some(183 | AUDIT_ARCH_64BIT_LE)
-    } else {
-        None
-    }
 }
 
 /// The names docker's profiles use for this architecture (Go's and

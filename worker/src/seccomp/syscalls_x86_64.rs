@@ -1,6 +1,5 @@
 // Syscall numbers by name, from seccompiler 0.5.0's generated table
 // (rust-vmm/seccompiler, Apache-2.0 OR BSD-3-Clause), which keeps it private.
-use std::collections::HashMap;
 
 pub(super) fn make_syscall_table() -> HashMap<&'static str, i64> {
     vec![
