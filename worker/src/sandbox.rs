@@ -16,6 +16,19 @@
 //! [`Step`]s by a pure function ([`plan`]) and then carried out one syscall
 //! per step; the plan is what unit tests check, the syscalls are what the
 //! integration tests (real namespaces, as root) check.
+//!
+//! Confinement: docker's default capabilities, docker's default seccomp
+//! profile ([`crate::seccomp`], loaded right before execve), and docker's
+//! device rule without a devices cgroup: every mount in the sandbox is
+//! `nodev` (the rootfs and everything beneath it, binds, tmpfs, /dev
+//! itself) except the device nodes kiln binds into /dev (null, zero, full,
+//! random, urandom, tty, `--device` nodes) and the private devpts behind
+//! /dev/pts and /dev/ptmx. `mknod` still works (CAP_MKNOD, as in docker),
+//! but opening any node it makes fails with EACCES whatever its numbers,
+//! those docker's rule would allow (1:3, 1:5, …) included: the nodes in
+//! /dev are the ones to use. Chosen over the cgroup v1 devices controller
+//! because it needs no cgroup (v2-only hosts have no devices file) and
+//! leaves nothing to clean up.
 
 use std::ffi::{CString, OsStr};
 use std::io::{self, Read, Write};
@@ -57,16 +70,6 @@ pub const DEFAULT_CAPS: u64 = (1 << 0)
 /// Every capability (`RUN --security=insecure`); bits past the kernel's
 /// last capability are ignored.
 pub const ALL_CAPS: u64 = (1 << 41) - 1;
-
-/// How kiln keeps host devices out of a sandbox, docker's device rule
-/// without a devices cgroup: every mount in the sandbox is `nodev` (the
-/// rootfs and everything beneath it, binds, tmpfs, /dev itself) except the
-/// device nodes kiln binds into /dev (null, zero, full, random, urandom,
-/// tty, the devpts instance behind /dev/pts and /dev/ptmx, and `--device`
-/// nodes). `mknod` still works (CAP_MKNOD, as in docker), but opening any
-/// node it makes fails with EACCES, whatever its numbers, including those
-/// docker's rule would allow (1:3, 1:5, …): use the nodes in /dev.
-pub const DEVICE_RULE: &str = "nodev mounts";
 
 /// Whether the step shares the host's network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -843,8 +846,8 @@ pub fn plan(spec: &SandboxSpec) -> Vec<Step> {
         s.push(Step::Binfmt(line));
     }
     // nodev, unlike docker's: kiln keeps host devices out by nodev
-    // everywhere (see DEVICE_RULE) rather than by a devices cgroup; the
-    // nodes bound into it are mounts of their own, and still work.
+    // everywhere (see the module's docs) rather than by a devices cgroup;
+    // the nodes bound into it are mounts of their own, and still work.
     s.push(m(
         "tmpfs",
         "dev",
@@ -1733,6 +1736,41 @@ mod tests {
             panic!("no exec")
         };
         assert_eq!(env, vec!["PATH=/x".to_string()]);
+    }
+
+    #[test]
+    fn only_device_nodes_escape_nodev() {
+        let mut spec = SandboxSpec::new("/r", vec!["true".into()]);
+        spec.mounts.push(Mount::Bind {
+            source: "/h".into(),
+            target: "/m".into(),
+            readonly: false,
+        });
+        spec.devices.push(Device {
+            host: "/dev/zero".into(),
+            target: "/dev/z".into(),
+            readonly: false,
+        });
+        for step in plan(&spec) {
+            match step {
+                Step::Bind { target, nodev, .. } => {
+                    assert_eq!(nodev, !target.starts_with("dev"), "{target:?}")
+                }
+                Step::Mount { target, flags, .. } if target == Path::new("dev") => {
+                    assert_ne!(flags & libc::MS_NODEV, 0)
+                }
+                _ => {}
+            }
+        }
+    }
+
+    #[test]
+    fn insecure_keeps_every_capability() {
+        let mut spec = SandboxSpec::new("/r", vec!["true".into()]);
+        spec.privileged = true;
+        let s = plan(&spec);
+        assert!(s.contains(&Step::SetCaps(ALL_CAPS)));
+        assert!(s.contains(&Step::DropBoundingCaps(ALL_CAPS)));
     }
 
     #[test]
