@@ -313,6 +313,7 @@ impl Lowerer<'_> {
                     script,
                     mounts,
                     network,
+                    security,
                     ..
                 } => {
                     let mut inputs = vec![state];
@@ -347,6 +348,7 @@ impl Lowerer<'_> {
                             instructions::NetworkMode::None => ops::Network::None,
                             instructions::NetworkMode::Host => ops::Network::Host,
                         },
+                        insecure: *security == instructions::Security::Insecure,
                         mounts: exec_mounts,
                         platform: sp.clone(),
                         display,

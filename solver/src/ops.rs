@@ -171,6 +171,11 @@ pub struct Exec {
     /// against the root filesystem's /etc/passwd and /etc/group when run.
     pub user: String,
     pub network: Network,
+    /// `RUN --security=insecure`: every capability, no seccomp filter.
+    /// Left out of the encoding when false, so sandboxed steps keep the
+    /// cache keys they had.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure: bool,
     pub mounts: Vec<ExecMount>,
     pub platform: Platform,
     /// Human-readable step name, kept out of the identity (see [`Op`] impl).
@@ -357,6 +362,7 @@ mod tests {
                 cwd: "/".into(),
                 user: String::new(),
                 network: Network::Default,
+                insecure: false,
                 mounts: vec![],
                 platform: p.clone(),
                 display: display.into(),

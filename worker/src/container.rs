@@ -147,6 +147,13 @@ pub struct Container {
     /// Why the process could not start, if it could not.
     #[serde(default)]
     pub error: Option<String>,
+    /// `--security-opt seccomp=…`: the filter of pid 1 and of every
+    /// `kiln exec` process.
+    #[serde(default)]
+    pub seccomp: crate::seccomp::Seccomp,
+    /// `--device`: host device nodes bound in.
+    #[serde(default)]
+    pub devices: Vec<sandbox::Device>,
 }
 
 impl Container {
@@ -620,6 +627,9 @@ pub struct ExecSpec {
     pub user: String,
     /// Join the container's network namespace (it has one of its own).
     pub join_net: bool,
+    /// The container's seccomp filter, which the process gets too.
+    #[serde(default)]
+    pub seccomp: crate::seccomp::Seccomp,
 }
 
 /// The exit code docker gives a process that failed to start with `msg`.
@@ -1043,6 +1053,8 @@ fn container_init(c: &Container, dir: &Path, out: RawFd, err: RawFd, errfd: RawF
     spec.network = c.network;
     spec.hostname = c.hostname.clone();
     spec.mounts = c.mounts.clone();
+    spec.seccomp = c.seccomp.clone();
+    spec.devices = c.devices.clone();
     let steps = sandbox::plan(&spec);
     sandbox::carry_out(&spec, &steps, errfd)
 }
@@ -1145,6 +1157,7 @@ fn exec_child(x: &ExecSpec, root: &OwnedFd, user: &crate::users::ExecUser, errfd
     spec.env = x.env.clone();
     user.apply(&mut spec, Path::new("/"));
     spec.cwd = x.cwd.clone();
+    spec.seccomp = x.seccomp.clone();
     // The container's mounts are in place: only what follows the hostname
     // (rlimits, fds, workdir, capabilities, user, exec) applies.
     let steps: Vec<Step> = sandbox::plan(&spec)

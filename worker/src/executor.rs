@@ -59,6 +59,11 @@ pub struct ContextRef {
     pub exclude: Vec<String>,
 }
 
+/// Why a `RUN --security=insecure` is refused without `--allow
+/// security.insecure`, as BuildKit refuses the entitlement.
+pub const INSECURE_NOT_ALLOWED: &str =
+    "granting entitlement security.insecure is not allowed: pass --allow security.insecure";
+
 /// How the worker runs steps.
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
@@ -76,6 +81,9 @@ pub struct WorkerOptions {
     pub cpu_slots: usize,
     /// `--secret` and `--ssh` of the build, for `RUN --mount=type=secret|ssh`.
     pub secrets: crate::secrets::Secrets,
+    /// `--allow security.insecure`: `RUN --security=insecure` may run (with
+    /// every capability and no seccomp filter); refused otherwise.
+    pub allow_insecure: bool,
 }
 
 /// Why a step failed.
@@ -1006,6 +1014,10 @@ fn run_exec(
         OpNetwork::None => Network::None,
     };
     spec.mounts = mounts;
+    if e.insecure && !w.opts.allow_insecure {
+        return Err(ExecutorError::Unsupported(INSECURE_NOT_ALLOWED.into()));
+    }
+    spec.privileged = e.insecure;
     spec.rlimits = SandboxSpec::default_rlimits();
     spec.emulator = crate::emulation::emulator_for(&e.platform)
         .map_err(|err| ExecutorError::Unsupported(err.to_string()))?;

@@ -16,6 +16,19 @@
 //! [`Step`]s by a pure function ([`plan`]) and then carried out one syscall
 //! per step; the plan is what unit tests check, the syscalls are what the
 //! integration tests (real namespaces, as root) check.
+//!
+//! Confinement: docker's default capabilities, docker's default seccomp
+//! profile ([`crate::seccomp`], loaded right before execve), and docker's
+//! device rule without a devices cgroup: every mount in the sandbox is
+//! `nodev` (the rootfs and everything beneath it, binds, tmpfs, /dev
+//! itself) except the device nodes kiln binds into /dev (null, zero, full,
+//! random, urandom, tty, `--device` nodes) and the private devpts behind
+//! /dev/pts and /dev/ptmx. `mknod` still works (CAP_MKNOD, as in docker),
+//! but opening any node it makes fails with EACCES whatever its numbers,
+//! those docker's rule would allow (1:3, 1:5, …) included: the nodes in
+//! /dev are the ones to use. Chosen over the cgroup v1 devices controller
+//! because it needs no cgroup (v2-only hosts have no devices file) and
+//! leaves nothing to clean up.
 
 use std::ffi::{CString, OsStr};
 use std::io::{self, Read, Write};
@@ -53,6 +66,10 @@ pub const DEFAULT_CAPS: u64 = (1 << 0)
     | (1 << 27)
     | (1 << 29)
     | (1 << 31);
+
+/// Every capability (`RUN --security=insecure`); bits past the kernel's
+/// last capability are ignored.
+pub const ALL_CAPS: u64 = (1 << 41) - 1;
 
 /// Whether the step shares the host's network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -145,6 +162,32 @@ pub struct SandboxSpec {
     /// binfmt_misc (see [`crate::emulation`]); `None` runs natively.
     #[serde(default)]
     pub emulator: Option<crate::emulation::Emulator>,
+    /// The seccomp filter ([`crate::seccomp`]): docker's default profile
+    /// unless `kiln run --security-opt seccomp=…` said otherwise.
+    #[serde(default)]
+    pub seccomp: crate::seccomp::Seccomp,
+    /// `RUN --security=insecure` (with `kiln build --allow
+    /// security.insecure`): every capability and no seccomp filter, as in
+    /// BuildKit's insecure mode.
+    #[serde(default)]
+    pub privileged: bool,
+    /// Host device nodes passed in on purpose (`kiln run --device`): bound
+    /// in as the nodes of kiln's own /dev are, the only device nodes
+    /// besides those that can be opened in the sandbox.
+    #[serde(default)]
+    pub devices: Vec<Device>,
+}
+
+/// A host device node given to a sandbox (`--device HOST[:CONTAINER[:PERMS]]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Device {
+    /// The node on the host (absolute).
+    pub host: PathBuf,
+    /// Where it appears in the sandbox (absolute).
+    pub target: String,
+    /// No `w` in PERMS: bound read-only.
+    #[serde(default)]
+    pub readonly: bool,
 }
 
 fn default_cwd() -> String {
@@ -173,6 +216,9 @@ impl SandboxSpec {
             rlimits: Vec::new(),
             stdin: None,
             emulator: None,
+            seccomp: crate::seccomp::Seccomp::Default,
+            privileged: false,
+            devices: Vec::new(),
         }
     }
 
@@ -335,6 +381,15 @@ fn validate(spec: &SandboxSpec) -> Result<(), SandboxError> {
                     source.display()
                 )));
             }
+        }
+    }
+    for d in &spec.devices {
+        if !d.host.is_absolute() || crate::snapshot::rel_components(&d.target).is_none_or_empty() {
+            return Err(SandboxError::Spec(format!(
+                "bad device {} -> {:?}",
+                d.host.display(),
+                d.target
+            )));
         }
     }
     if crate::snapshot::rel_components(&spec.cwd).is_none() {
@@ -669,7 +724,8 @@ pub enum Step {
     Umask(u32),
     /// Stop mount events from leaking back to the host (`/` rprivate).
     MakeRootPrivate,
-    /// Bind the rootfs onto itself: pivot_root needs a mount point.
+    /// Bind the rootfs onto itself (pivot_root needs a mount point) and
+    /// make it, with every mount beneath it, nodev.
     BindRootfs,
     /// mount(2) onto a target beneath the rootfs, creating it if missing.
     Mount {
@@ -680,12 +736,15 @@ pub enum Step {
         data: Option<String>,
         is_dir: bool,
     },
-    /// Bind a host path (absolute) onto a target beneath the rootfs.
+    /// Bind a host path (absolute) onto a target beneath the rootfs;
+    /// `nodev` (all but device nodes) makes it and every mount beneath it
+    /// nodev.
     Bind {
         source: PathBuf,
         target: PathBuf,
         readonly: bool,
         is_dir: bool,
+        nodev: bool,
     },
     /// A symlink beneath the rootfs (e.g. /dev/fd -> /proc/self/fd).
     Symlink {
@@ -786,11 +845,14 @@ pub fn plan(spec: &SandboxSpec) -> Vec<Step> {
     {
         s.push(Step::Binfmt(line));
     }
+    // nodev, unlike docker's: kiln keeps host devices out by nodev
+    // everywhere (see the module's docs) rather than by a devices cgroup;
+    // the nodes bound into it are mounts of their own, and still work.
     s.push(m(
         "tmpfs",
         "dev",
         "tmpfs",
-        MS_NOSUID | MS_STRICTATIME,
+        MS_NOSUID | MS_NODEV | MS_STRICTATIME,
         Some("mode=755,size=65536k"),
     ));
     for n in DEV_NODES {
@@ -799,7 +861,19 @@ pub fn plan(spec: &SandboxSpec) -> Vec<Step> {
             target: PathBuf::from("dev").join(n),
             readonly: false,
             is_dir: false,
+            nodev: false,
         });
+    }
+    for d in &spec.devices {
+        if let Some(target) = crate::snapshot::rel_components(&d.target) {
+            s.push(Step::Bind {
+                source: d.host.clone(),
+                target,
+                readonly: d.readonly,
+                is_dir: false,
+                nodev: false,
+            });
+        }
     }
     s.push(m(
         "devpts",
@@ -853,6 +927,7 @@ pub fn plan(spec: &SandboxSpec) -> Vec<Step> {
             target: f.into(),
             readonly: true,
             is_dir: false,
+            nodev: true,
         });
     }
     for mount in &spec.mounts {
@@ -867,6 +942,7 @@ pub fn plan(spec: &SandboxSpec) -> Vec<Step> {
                 target,
                 readonly: *readonly,
                 is_dir: source.is_dir(),
+                nodev: true,
             }),
             Mount::Tmpfs { size, mode, .. } => {
                 let mut data = format!("mode={:o}", mode.unwrap_or(0o1777));
@@ -894,11 +970,16 @@ pub fn plan(spec: &SandboxSpec) -> Vec<Step> {
     s.push(Step::SetRlimits(rl));
     s.push(Step::CloseFds);
     s.push(Step::Chdir(spec.cwd.clone()));
-    s.push(Step::DropBoundingCaps(DEFAULT_CAPS));
+    let caps = if spec.privileged {
+        ALL_CAPS
+    } else {
+        DEFAULT_CAPS
+    };
+    s.push(Step::DropBoundingCaps(caps));
     s.push(Step::SetGroups(spec.additional_gids.clone()));
     s.push(Step::SetGid(spec.gid));
     s.push(Step::SetUid(spec.uid));
-    s.push(Step::SetCaps(if spec.uid == 0 { DEFAULT_CAPS } else { 0 }));
+    s.push(Step::SetCaps(if spec.uid == 0 { caps } else { 0 }));
     s.push(Step::NoNewPrivs);
     s.push(Step::ResetSignals);
     let mut env = spec.env.clone();
@@ -1123,6 +1204,14 @@ pub fn carry_out(spec: &SandboxSpec, steps: &[Step], errfd: RawFd) -> String {
 /// pid 1: carries out the plan; returns only on failure.
 fn child(spec: &SandboxSpec, steps: &[Step], errfd: RawFd) -> Result<Never, String> {
     let rootfs = &spec.rootfs;
+    // Compiled before anything changes, loaded last, right before execve.
+    // The profile's capability rules follow the container's set (docker's
+    // default), whoever the user is, as docker resolves them.
+    let filter = if spec.privileged {
+        None
+    } else {
+        crate::seccomp::compile_mode(&spec.seccomp, DEFAULT_CAPS).map_err(|e| e.to_string())?
+    };
     let mut rootfd: Option<OwnedFd> = None;
     for step in steps {
         match step {
@@ -1155,6 +1244,8 @@ fn child(spec: &SandboxSpec, steps: &[Step], errfd: RawFd) -> Result<Never, Stri
                     None,
                 )
                 .map_err(|e| format!("binding rootfs {}: {e}", rootfs.display()))?;
+                sys::set_nodev_recursive(rootfs)
+                    .map_err(|e| format!("rootfs {} nodev: {e}", rootfs.display()))?;
                 rootfd = Some(sys::open_dir(rootfs).map_err(|e| format!("opening rootfs: {e}"))?);
             }
             Step::Mount {
@@ -1216,6 +1307,7 @@ fn child(spec: &SandboxSpec, steps: &[Step], errfd: RawFd) -> Result<Never, Stri
                 target,
                 readonly,
                 is_dir,
+                nodev,
             } => {
                 let root = rootfd.as_ref().ok_or("rootfs not bound")?.as_raw_fd();
                 let fd = ensure_in_root(root, target, *is_dir, &mut Vec::new())
@@ -1231,11 +1323,21 @@ fn child(spec: &SandboxSpec, steps: &[Step], errfd: RawFd) -> Result<Never, Stri
                 .map_err(|e| {
                     format!("binding {} on /{}: {e}", source.display(), target.display())
                 })?;
+                if *nodev {
+                    // A new fd: the old one names the covered inode.
+                    let fd = sys::open_in_root(root, target, libc::O_PATH)
+                        .map_err(|e| format!("reopening /{}: {e}", target.display()))?;
+                    let at = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+                    sys::set_nodev_recursive(&at)
+                        .map_err(|e| format!("/{} nodev: {e}", target.display()))?;
+                }
                 if *readonly {
                     // A new fd: the old one names the covered inode.
                     let fd = sys::open_in_root(root, target, libc::O_PATH)
                         .map_err(|e| format!("reopening /{}: {e}", target.display()))?;
                     let at = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+                    // A device node bound read-only must stay openable.
+                    let nodev_flag = if *nodev { libc::MS_NODEV } else { 0 };
                     sys::mount(
                         None,
                         &at,
@@ -1244,7 +1346,7 @@ fn child(spec: &SandboxSpec, steps: &[Step], errfd: RawFd) -> Result<Never, Stri
                             | libc::MS_REMOUNT
                             | libc::MS_RDONLY
                             | libc::MS_NOSUID
-                            | libc::MS_NODEV,
+                            | nodev_flag,
                         None,
                     )
                     .map_err(|e| format!("read-only /{}: {e}", target.display()))?;
@@ -1457,13 +1559,31 @@ fn child(spec: &SandboxSpec, steps: &[Step], errfd: RawFd) -> Result<Never, Stri
                     libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
                 }
             }
-            Step::Exec { argv, env } => return exec(argv, env),
+            Step::Exec { argv, env } => return exec(argv, env, filter.as_ref()),
         }
     }
     Err("the sandbox plan has no exec step".into())
 }
 
 fn set_caps(mask: u64) -> Result<(), String> {
+    let last = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .unwrap_or(40)
+        .min(63);
+    let mut mask = mask & (u64::MAX >> (63 - last));
+    // Never more than this process holds (a host that withholds some, e.g.
+    // CAP_SYS_MODULE, would fail capset with EPERM otherwise).
+    if let Some(prm) = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapPrm:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+    {
+        mask &= prm;
+    }
     #[repr(C)]
     struct Header {
         version: u32,
@@ -1528,7 +1648,11 @@ fn lookup(name: &str, env: &[String]) -> Option<PathBuf> {
     None
 }
 
-fn exec(argv: &[String], env: &[String]) -> Result<Never, String> {
+fn exec(
+    argv: &[String],
+    env: &[String],
+    filter: Option<&seccompiler::BpfProgram>,
+) -> Result<Never, String> {
     let prog = if argv[0].contains('/') {
         PathBuf::from(&argv[0])
     } else {
@@ -1542,6 +1666,11 @@ fn exec(argv: &[String], env: &[String]) -> Result<Never, String> {
     pargs.push(std::ptr::null());
     let mut penv: Vec<*const libc::c_char> = cenv.iter().map(|c| c.as_ptr()).collect();
     penv.push(std::ptr::null());
+    // Last: the lookup above is done, so only execve (allowed by docker's
+    // profile) and, on failure, the error report follow under the filter.
+    if let Some(f) = filter {
+        crate::seccomp::load(f).map_err(|e| e.to_string())?;
+    }
     // SAFETY: NULL-terminated arrays of valid C strings that outlive the call.
     unsafe { libc::execve(cprog.as_ptr(), pargs.as_ptr(), penv.as_ptr()) };
     let e = io::Error::last_os_error();
@@ -1607,6 +1736,41 @@ mod tests {
             panic!("no exec")
         };
         assert_eq!(env, vec!["PATH=/x".to_string()]);
+    }
+
+    #[test]
+    fn only_device_nodes_escape_nodev() {
+        let mut spec = SandboxSpec::new("/r", vec!["true".into()]);
+        spec.mounts.push(Mount::Bind {
+            source: "/h".into(),
+            target: "/m".into(),
+            readonly: false,
+        });
+        spec.devices.push(Device {
+            host: "/dev/zero".into(),
+            target: "/dev/z".into(),
+            readonly: false,
+        });
+        for step in plan(&spec) {
+            match step {
+                Step::Bind { target, nodev, .. } => {
+                    assert_eq!(nodev, !target.starts_with("dev"), "{target:?}")
+                }
+                Step::Mount { target, flags, .. } if target == Path::new("dev") => {
+                    assert_ne!(flags & libc::MS_NODEV, 0)
+                }
+                _ => {}
+            }
+        }
+    }
+
+    #[test]
+    fn insecure_keeps_every_capability() {
+        let mut spec = SandboxSpec::new("/r", vec!["true".into()]);
+        spec.privileged = true;
+        let s = plan(&spec);
+        assert!(s.contains(&Step::SetCaps(ALL_CAPS)));
+        assert!(s.contains(&Step::DropBoundingCaps(ALL_CAPS)));
     }
 
     #[test]

@@ -103,6 +103,12 @@ pub struct BuildArgs {
     /// (`$SSH_AUTH_SOCK` when no socket is named; agent sockets only).
     #[arg(long = "ssh")]
     pub ssh: Vec<String>,
+    /// Entitlements, as buildx's `--allow`: `security.insecure` lets
+    /// `RUN --security=insecure` run without the sandbox's seccomp filter
+    /// and with every capability; `network.host` is accepted (RUN has the
+    /// host's network by default here).
+    #[arg(long = "allow", value_delimiter = ',')]
+    pub allow: Vec<String>,
     /// The build context: a folder, or `-` for a tar on stdin.
     pub context: String,
 }
@@ -246,6 +252,14 @@ fn build(a: BuildArgs) -> Result<ExitCode> {
     // stay out of the host's mount namespace and die with the process.
     // Without the privilege for it they are cleaned by the next command.
     let _ = worker::snapshot::enter_private_mount_namespace();
+    let mut allow_insecure = false;
+    for e in &a.allow {
+        match e.as_str() {
+            "security.insecure" => allow_insecure = true,
+            "network.host" => {}
+            other => return Err(miette::miette!("invalid entitlement: {other}")),
+        }
+    }
     let root = Root::from_env().into_diagnostic()?;
     // A lease from the first look at the store to the last name written:
     // everything the build reads (base images' blobs, unpacked layer dirs,
@@ -361,6 +375,21 @@ fn build(a: BuildArgs) -> Result<ExitCode> {
     )
     .map_err(|e| e.with_source(&df_name, &text))?;
 
+    // As BuildKit checks entitlements before solving: nothing runs.
+    if !allow_insecure {
+        let ids: Vec<_> = lowered.targets.iter().map(|(_, id, _)| *id).collect();
+        let all = lowered.graph.closure(&ids);
+        if all
+            .iter()
+            .any(|n| matches!(lowered.graph.op(*n), BuildOp::Exec(e) if e.insecure))
+        {
+            eprintln!(
+                "ERROR: failed to solve: {}",
+                worker::executor::INSECURE_NOT_ALLOWED
+            );
+            return Ok(ExitCode::from(1));
+        }
+    }
     let imported = remote_cache::import(&root, &rt, &bases.config, &caches.from, mode);
     let job = Job {
         remote: imported.clone(),
@@ -375,6 +404,7 @@ fn build(a: BuildArgs) -> Result<ExitCode> {
         context: ctx.clone(),
         network,
         secrets,
+        allow_insecure,
     };
     let solved = run_worker(job)?;
     if let Some(i) = &imported {
@@ -477,6 +507,7 @@ struct Job<'a> {
     remote: Option<Arc<Imported>>,
     /// `--secret` and `--ssh`.
     secrets: worker::secrets::Secrets,
+    allow_insecure: bool,
 }
 
 /// The stage an op's display name belongs to (`[name 2/5] RUN …`), for
@@ -582,6 +613,7 @@ fn run_worker(job: Job<'_>) -> Result<Solution> {
         force_copy: false,
         cpu_slots: job.jobs.unwrap_or_else(solver::default_jobs),
         secrets: job.secrets.clone(),
+        allow_insecure: job.allow_insecure,
     };
     let w = Worker::new(job.root.clone(), opts)
         .into_diagnostic()

@@ -20,7 +20,8 @@ use miette::{miette, Result};
 use serde_json::Value;
 use worker::container::{self, Container, ContainerError, ExecSpec, Status, Store};
 use worker::layers::{LayerRef, LayerStore};
-use worker::sandbox::{Mount, Network};
+use worker::sandbox::{Device, Mount, Network};
+use worker::seccomp::{Profile, Seccomp};
 
 /// The container commands, flattened into kiln's top level as docker has
 /// them.
@@ -141,6 +142,17 @@ pub struct RunArgs {
     /// The container's hostname (default: its short ID).
     #[arg(long)]
     hostname: Option<String>,
+    /// Security options: `seccomp=unconfined` (no filter) or
+    /// `seccomp=PROFILE.json` (docker's profile format); docker's default
+    /// profile otherwise.
+    #[arg(long = "security-opt", value_name = "OPT")]
+    security_opt: Vec<String>,
+    /// Pass a host device in: HOST[:CONTAINER[:PERMS]]. PERMS (`rwm`) is
+    /// checked, but without a devices cgroup it is not enforced: a node
+    /// without `w` is bound read-only, which does not stop writes to a
+    /// device.
+    #[arg(long = "device", value_name = "HOST[:CONTAINER[:PERMS]]")]
+    device: Vec<String>,
     #[command(flatten)]
     process: ProcessArgs,
     /// IMAGE [COMMAND [ARG...]]: the image (name or ID; pulled when
@@ -221,6 +233,12 @@ fn run_container(mut a: RunArgs) -> Result<ExitCode, String> {
         .volume
         .iter()
         .map(|v| parse_volume(v))
+        .collect::<Result<Vec<_>, _>>()?;
+    let seccomp = parse_security_opts(&a.security_opt)?;
+    let devices = a
+        .device
+        .iter()
+        .map(|d| parse_device(d))
         .collect::<Result<Vec<_>, _>>()?;
     if let Some(w) = &a.process.workdir {
         if !w.starts_with('/') {
@@ -306,6 +324,8 @@ fn run_container(mut a: RunArgs) -> Result<ExitCode, String> {
         exit_code: None,
         finished: None,
         error: None,
+        seccomp,
+        devices,
     };
     let c = store.create(c).map_err(|e| e.to_string())?;
     let c = if c.hostname.is_empty() {
@@ -395,6 +415,61 @@ fn set_env(env: &mut Vec<String>, spec: &str) {
 
 /// `-v HOST:CONTAINER[:ro|:rw]`; the host folder is made when missing, as
 /// docker does.
+/// `--security-opt`: the seccomp filter it asks for (a profile file is
+/// read and checked now, so a bad one fails before anything starts).
+fn parse_security_opts(opts: &[String]) -> Result<Seccomp, String> {
+    let mut seccomp = Seccomp::Default;
+    for o in opts {
+        let Some((k, v)) = o.split_once(['=', ':']) else {
+            return Err(format!("invalid --security-opt: {o:?}"));
+        };
+        match k {
+            "seccomp" if v == "unconfined" => seccomp = Seccomp::Unconfined,
+            "seccomp" => {
+                let text = std::fs::read_to_string(v)
+                    .map_err(|e| format!("opening seccomp profile ({v}) failed: {e}"))?;
+                Profile::parse(&text).map_err(|e| format!("{v}: {e}"))?;
+                seccomp = Seccomp::Profile(text);
+            }
+            _ => return Err(format!("invalid --security-opt: {o:?}")),
+        }
+    }
+    Ok(seccomp)
+}
+
+/// `--device HOST[:CONTAINER[:PERMS]]`, as docker reads it.
+fn parse_device(d: &str) -> Result<Device, String> {
+    let parts: Vec<&str> = d.split(':').collect();
+    let (host, target, perms) = match parts.as_slice() {
+        [h] => (*h, *h, "rwm"),
+        [h, t] if t.chars().all(|c| "rwm".contains(c)) && !t.is_empty() => (*h, *h, *t),
+        [h, t] => (*h, *t, "rwm"),
+        [h, t, p] => (*h, *t, *p),
+        _ => return Err(format!("invalid device specification: {d}")),
+    };
+    if perms.is_empty() || !perms.chars().all(|c| "rwm".contains(c)) {
+        return Err(format!("invalid device mode: {perms}"));
+    }
+    if !host.starts_with('/') || !container::valid_target(target) {
+        return Err(format!("invalid device specification: {d}"));
+    }
+    let host_path = std::fs::canonicalize(host).map_err(|e| {
+        format!("error gathering device information while adding custom device {host:?}: {e}")
+    })?;
+    use std::os::unix::fs::FileTypeExt;
+    let ft = std::fs::metadata(&host_path)
+        .map_err(|e| format!("{host}: {e}"))?
+        .file_type();
+    if !ft.is_char_device() && !ft.is_block_device() {
+        return Err(format!("{host:?} is not a device node"));
+    }
+    Ok(Device {
+        host: host_path,
+        target: target.to_string(),
+        readonly: !perms.contains('w'),
+    })
+}
+
 fn parse_volume(v: &str) -> Result<Mount, String> {
     let parts: Vec<&str> = v.split(':').collect();
     let (host, target, readonly) = match parts.as_slice() {
@@ -777,6 +852,7 @@ fn exec(
         cwd: workdir.unwrap_or_else(|| c.cwd.clone()),
         user: user.unwrap_or_else(|| c.user.clone()),
         join_net: c.network == Network::None,
+        seccomp: c.seccomp.clone(),
     };
     let json = serde_json::to_string(&spec).map_err(|e| miette!("{e}"))?;
     let exe = std::env::current_exe().map_err(|e| miette!("finding the kiln binary: {e}"))?;
