@@ -428,3 +428,56 @@ fn registry_front(other: String, manifests: Option<Vec<(String, Vec<u8>, String)
     });
     Host::start("127.0.0.1", handler).expect("bind the registry front")
 }
+
+/// An upload to a host that takes the connection and then neither reads
+/// nor answers is a stall: the push fails after the stall timeout with
+/// the request named, rather than hanging.
+#[test]
+fn a_stalled_upload_times_out() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let sink = TcpListener::bind("127.0.0.1:0").unwrap();
+    let sink_addr = sink.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in sink.incoming().flatten() {
+            held.push(conn);
+        }
+    });
+    let front = Host::start(
+        "127.0.0.1",
+        Arc::new(move |req: &Seen, _me: &str| {
+            let path = req.path.split('?').next().unwrap_or("");
+            match (req.method.as_str(), path) {
+                (_, "/v2/") => ok(b"{}", "application/json"),
+                ("POST", p) if p.ends_with("/blobs/uploads/") => (
+                    202,
+                    vec![("Location".into(), format!("http://{sink_addr}/upload/1"))],
+                    Vec::new(),
+                ),
+                _ => (404, Vec::new(), Vec::new()),
+            }
+        }),
+    )
+    .unwrap();
+    let (_a, root) = temp_root();
+    tiny_local_image(&root, "tiny:2");
+    let mut opts = PushOptions::default();
+    opts.config.registry_stall_timeout = Some(1.0);
+    let started = std::time::Instant::now();
+    let err = rt
+        .block_on(registry::push(
+            &root,
+            &Reference::parse("tiny:2").unwrap(),
+            &Reference::parse(&format!("{}/team/tiny:2", front.addr)).unwrap(),
+            &opts,
+            Arc::new(NoProgress),
+        ))
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, RegistryError::Stalled { .. }), "{msg}");
+    assert!(msg.contains("PUT") && msg.contains("/upload/1"), "{msg}");
+    assert!(started.elapsed() < Duration::from_secs(15), "{msg}");
+}
