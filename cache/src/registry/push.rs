@@ -406,6 +406,9 @@ fn location_of(
         })
 }
 
+/// Bytes read from a blob file per piece of an upload body.
+const UPLOAD_PIECE: u64 = 256 << 10;
+
 /// A body that streams `len` bytes of a file from `offset`, reporting
 /// progress as it goes; opened lazily so a retried request (after a token
 /// expired) reads from the start again.
@@ -451,7 +454,10 @@ fn file_body(
                     }
                 }
             }
-            let want = st.left.min(1 << 20) as usize;
+            // The stall timeout sees progress when the connection asks for
+            // the next piece, so a piece must drain well within it even on
+            // a slow link (256 KiB in 30 s is under 9 KB/s).
+            let want = st.left.min(UPLOAD_PIECE) as usize;
             let mut buf = vec![0u8; want];
             let read = match st.file.as_mut() {
                 Some(f) => f.read(&mut buf),
