@@ -8,14 +8,18 @@
 //! manifests and buffers blobs through its own types, so the thin layer
 //! here is both smaller and faster.
 
+use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use reqwest::{header, Method, RequestBuilder, Response, StatusCode};
+use base64::Engine;
+use futures::{Stream, StreamExt};
+use reqwest::header::HeaderValue;
+use reqwest::{header, Method, RequestBuilder, Response, StatusCode, Url};
 use tokio::sync::Mutex;
 
 use super::auth::{parse_challenges, Challenge, TokenReply};
-use super::config::{api_host, RegistryConfig, Transport};
+use super::config::{api_host, RegistryConfig, Timeouts, Transport};
 use super::credentials::{Credentials, Secret};
 use super::error::RegistryError;
 
@@ -33,6 +37,11 @@ pub struct Endpoint {
     http: reqwest::Client,
     /// `scheme://host[:port]`, no trailing slash.
     base: String,
+    /// `base` parsed: its origin (scheme, host, port) is the only one that
+    /// is sent the registry credentials.
+    base_url: Url,
+    /// How long requests may take.
+    timeouts: Timeouts,
     /// The registry as the user named it, for messages.
     registry: String,
     /// The repository path (`library/busybox`).
@@ -64,14 +73,69 @@ pub(crate) fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     cur.to_string()
 }
 
-fn http_client(insecure_tls: bool) -> Result<reqwest::Client, RegistryError> {
+/// `METHOD host:port/path` for messages: enough to tell which of the
+/// hosts a transfer touches (registry, token server, blob storage)
+/// answered what, without the query, which for blob storage often holds
+/// a signed access token.
+pub fn describe(method: &Method, url: &Url) -> String {
+    format!("{method} {}", location(url))
+}
+
+/// `host:port/path` of a URL (no scheme, no query).
+fn location(url: &Url) -> String {
+    let host = url.host_str().unwrap_or("");
+    match url.port_or_known_default() {
+        Some(port) => format!("{host}:{port}{}", url.path()),
+        None => format!("{host}{}", url.path()),
+    }
+}
+
+/// When bytes last moved on one request. The stall timeout is measured
+/// from it; an upload body touches it each time the connection takes a
+/// chunk, so a long upload that keeps moving is not a stall while the
+/// response has not begun.
+#[derive(Clone, Debug)]
+pub struct Activity(Arc<std::sync::Mutex<Instant>>);
+
+impl Activity {
+    /// Activity starting now.
+    pub fn new() -> Activity {
+        Activity(Arc::new(std::sync::Mutex::new(Instant::now())))
+    }
+
+    /// Bytes moved just now.
+    pub fn touch(&self) {
+        if let Ok(mut t) = self.0.lock() {
+            *t = Instant::now();
+        }
+    }
+
+    /// How long since bytes last moved.
+    fn idle(&self) -> Duration {
+        self.0.lock().map(|t| t.elapsed()).unwrap_or_default()
+    }
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity::new()
+    }
+}
+
+/// Redirects followed for one request, as many as reqwest's default.
+const MAX_REDIRECTS: usize = 10;
+
+fn http_client(insecure_tls: bool, timeouts: &Timeouts) -> Result<reqwest::Client, RegistryError> {
     reqwest::Client::builder()
         .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
         .danger_accept_invalid_certs(insecure_tls)
-        .connect_timeout(Duration::from_secs(30))
-        // A server that stops sending mid-blob must not hang a pull forever;
-        // the retry starts the blob over.
-        .read_timeout(Duration::from_secs(120))
+        .connect_timeout(timeouts.connect)
+        // Redirects are followed by `Endpoint::follow`, which decides per
+        // hop whether the credentials go along (only to their own origin)
+        // whatever reqwest's version does; and no reqwest read timeout:
+        // its wait for the response is not reset while a long upload is
+        // still moving, so the stall timeout is kept by kiln itself.
+        .redirect(reqwest::redirect::Policy::none())
         .pool_max_idle_per_host(16)
         .tcp_nodelay(true)
         .build()
@@ -130,12 +194,39 @@ impl Endpoint {
         creds: Option<Credentials>,
         scopes: Vec<String>,
     ) -> Result<Endpoint, RegistryError> {
+        Self::connect_with(
+            registry,
+            repository,
+            bases,
+            creds,
+            scopes,
+            Timeouts::default(),
+        )
+        .await
+    }
+
+    /// [`Endpoint::connect`] with the timeouts of the configuration.
+    pub async fn connect_with(
+        registry: &str,
+        repository: &str,
+        bases: &[(String, bool)],
+        creds: Option<Credentials>,
+        scopes: Vec<String>,
+        timeouts: Timeouts,
+    ) -> Result<Endpoint, RegistryError> {
         let mut last = None;
         for (base, insecure_tls) in bases {
-            let http = http_client(*insecure_tls)?;
+            let http = http_client(*insecure_tls, &timeouts)?;
+            let base_url = Url::parse(base).map_err(|e| RegistryError::Connect {
+                registry: registry.to_string(),
+                url: base.clone(),
+                detail: e.to_string(),
+            })?;
             let ep = Endpoint {
                 http,
                 base: base.clone(),
+                base_url,
+                timeouts,
                 registry: registry.to_string(),
                 repository: repository.to_string(),
                 creds: creds.clone(),
@@ -186,22 +277,177 @@ impl Endpoint {
         }
     }
 
-    fn connect_error(&self, url: &str, e: &reqwest::Error) -> RegistryError {
+    /// The timeouts this endpoint keeps.
+    pub fn timeouts(&self) -> &Timeouts {
+        &self.timeouts
+    }
+
+    fn connect_error(&self, url: &Url, e: &reqwest::Error) -> RegistryError {
         RegistryError::Connect {
             registry: self.registry.clone(),
-            url: url.to_string(),
+            url: format!("{}://{}", url.scheme(), location(url)),
             detail: root_cause(e),
         }
     }
 
-    async fn ping(&self) -> Result<(), RegistryError> {
-        let url = format!("{}/v2/", self.base);
-        let resp = self
-            .http
-            .get(&url)
-            .send()
+    fn parse_url(&self, url: &str) -> Result<Url, RegistryError> {
+        Url::parse(url).map_err(|e| RegistryError::Protocol {
+            registry: self.registry.clone(),
+            what: format!("request to {url:?}"),
+            detail: e.to_string(),
+        })
+    }
+
+    /// Whether `url` is on the registry's own origin (scheme, host, port),
+    /// the only one its credentials are for.
+    fn is_own(&self, url: &Url) -> bool {
+        url.origin() == self.base_url.origin()
+    }
+
+    /// Runs `fut`, failing with [`RegistryError::Stalled`] once `activity`
+    /// has been idle for the stall timeout.
+    async fn watch<T>(
+        &self,
+        request: impl Fn() -> String,
+        activity: &Activity,
+        fut: impl Future<Output = T>,
+    ) -> Result<T, RegistryError> {
+        let mut fut = std::pin::pin!(fut);
+        loop {
+            let idle = activity.idle();
+            if idle >= self.timeouts.stall {
+                return Err(self.stalled(request()));
+            }
+            if let Ok(out) = tokio::time::timeout(self.timeouts.stall - idle, &mut fut).await {
+                return Ok(out);
+            }
+        }
+    }
+
+    fn stalled(&self, request: String) -> RegistryError {
+        RegistryError::Stalled {
+            registry: self.registry.clone(),
+            request,
+            after: self.timeouts.stall,
+        }
+    }
+
+    /// Runs a small request — `fut` sends it and reads its whole answer —
+    /// within the small-object deadline: a manifest or a token has no
+    /// reason to take long, so one that trickles in is as broken as one
+    /// that never comes.
+    pub async fn deadline<T>(
+        &self,
+        request: impl Fn() -> String,
+        fut: impl Future<Output = Result<T, RegistryError>>,
+    ) -> Result<T, RegistryError> {
+        match tokio::time::timeout(self.timeouts.small, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(self.timed_out(request())),
+        }
+    }
+
+    /// The error of a small request past its deadline.
+    pub fn timed_out(&self, request: String) -> RegistryError {
+        RegistryError::TimedOut {
+            registry: self.registry.clone(),
+            request,
+            after: self.timeouts.small,
+        }
+    }
+
+    /// The next chunk of a response body, or [`RegistryError::Stalled`]
+    /// if none comes within the stall timeout; `request` names it.
+    pub async fn next_chunk<S, B>(
+        &self,
+        stream: &mut S,
+        request: impl Fn() -> String,
+    ) -> Result<Option<Result<B, reqwest::Error>>, RegistryError>
+    where
+        S: Stream<Item = Result<B, reqwest::Error>> + Unpin,
+    {
+        tokio::time::timeout(self.timeouts.stall, stream.next())
             .await
-            .map_err(|e| self.connect_error(&url, &e))?;
+            .map_err(|_| self.stalled(request()))
+    }
+
+    /// Sends what `make` builds to `start`, following redirects by hand:
+    /// `auth`, an `Authorization` value with the URL whose origin it was
+    /// issued for, goes only to that origin — an upload `Location` or a
+    /// blob redirect to other storage gets none, as with docker. GET and
+    /// HEAD follow every redirect; other methods only a 307 or 308 within
+    /// the same origin, which keeps the method and (rebuilt by `make`) the
+    /// body. Returns the final answer and its URL.
+    async fn follow<F>(
+        &self,
+        method: &Method,
+        start: Url,
+        activity: &Activity,
+        make: &F,
+        auth: Option<(&Url, &HeaderValue)>,
+    ) -> Result<(Response, Url), RegistryError>
+    where
+        F: Fn(RequestBuilder) -> RequestBuilder,
+    {
+        let mut url = start;
+        let mut hops = 0;
+        loop {
+            let mut req = make(self.http.request(method.clone(), url.clone()));
+            if let Some((owner, value)) = auth {
+                if url.origin() == owner.origin() {
+                    req = req.header(header::AUTHORIZATION, value.clone());
+                }
+            }
+            activity.touch();
+            let resp = self
+                .watch(|| describe(method, &url), activity, req.send())
+                .await?
+                .map_err(|e| self.connect_error(&url, &e))?;
+            activity.touch();
+            let status = resp.status();
+            let next = resp
+                .headers()
+                .get(header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|l| url.join(l).ok());
+            // A body may itself hold a secret (an identity token's form):
+            // it is re-sent to its own origin only.
+            let followed = |next: &Url| {
+                status.is_redirection()
+                    && (*method == Method::GET
+                        || *method == Method::HEAD
+                        || ((status == StatusCode::TEMPORARY_REDIRECT
+                            || status == StatusCode::PERMANENT_REDIRECT)
+                            && next.origin() == url.origin()))
+            };
+            match next {
+                Some(next) if followed(&next) => {
+                    hops += 1;
+                    if hops > MAX_REDIRECTS {
+                        return Err(RegistryError::Protocol {
+                            registry: self.registry.clone(),
+                            what: describe(method, &url),
+                            detail: format!("more than {MAX_REDIRECTS} redirects"),
+                        });
+                    }
+                    url = next;
+                }
+                _ => return Ok((resp, url)),
+            }
+        }
+    }
+
+    async fn ping(&self) -> Result<(), RegistryError> {
+        let url = self.parse_url(&format!("{}/v2/", self.base))?;
+        let request = || describe(&Method::GET, &url);
+        let resp = self
+            .deadline(request, async {
+                let (resp, _) = self
+                    .follow(&Method::GET, url.clone(), &Activity::new(), &|r| r, None)
+                    .await?;
+                Ok(resp)
+            })
+            .await?;
         match resp.status() {
             StatusCode::UNAUTHORIZED => {
                 let challenge = self.challenge_of(&resp);
@@ -213,7 +459,7 @@ impl Endpoint {
             StatusCode::NOT_FOUND => Ok(()),
             s => Err(RegistryError::Protocol {
                 registry: self.registry.clone(),
-                what: format!("GET {url}"),
+                what: request(),
                 detail: format!("status {s}"),
             }),
         }
@@ -316,97 +562,151 @@ impl Endpoint {
         for s in &scopes {
             query.push(("scope", s));
         }
-        let req = match &self.creds {
-            // An identity token (docker's `<token>` user, from
-            // `identitytoken` or a helper) is an OAuth2 refresh token: it
-            // goes to the realm in a POST form, never as a password.
-            Some(c) if c.username == "<token>" => {
-                let scope = scopes.join(" ");
-                let mut form: Vec<(&str, &str)> = vec![
-                    ("grant_type", "refresh_token"),
-                    ("refresh_token", c.password.expose()),
-                    ("client_id", "kiln"),
-                    ("scope", &scope),
-                ];
-                if let Some(service) = ch.param("service") {
-                    form.push(("service", service));
-                }
-                self.http.post(realm).form(&form)
-            }
-            Some(c) => self
-                .http
-                .get(realm)
-                .query(&query)
-                .basic_auth(&c.username, Some(c.password.expose())),
-            None => self.http.get(realm).query(&query),
-        };
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| self.connect_error(realm, &e))?;
-        let status = resp.status();
-        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-            return Err(
-                self.unauthorized(&format!("{} (token server {realm})", self.subject()), "")
-            );
-        }
-        if !status.is_success() {
-            return Err(RegistryError::Protocol {
-                registry: self.registry.clone(),
-                what: format!("token request to {realm}"),
-                detail: format!("status {status}"),
-            });
-        }
-        let reply: TokenReply = resp.json().await.map_err(|e| RegistryError::Protocol {
+        let realm_url = Url::parse(realm).map_err(|e| RegistryError::Protocol {
             registry: self.registry.clone(),
-            what: format!("token request to {realm}"),
-            detail: root_cause(&e),
+            what: "authentication".into(),
+            detail: format!("bearer realm {realm:?}: {e}"),
         })?;
-        reply
-            .into_token()
-            .map(Secret::new)
-            .ok_or_else(|| RegistryError::Protocol {
+        let scope = scopes.join(" ");
+        // An identity token (docker's `<token>` user, from `identitytoken`
+        // or a helper) is an OAuth2 refresh token: it goes to the realm in
+        // a POST form, never as a password.
+        let identity = self.creds.as_ref().filter(|c| c.username == "<token>");
+        let mut form: Vec<(&str, &str)> = Vec::new();
+        if let Some(c) = identity {
+            form = vec![
+                ("grant_type", "refresh_token"),
+                ("refresh_token", c.password.expose()),
+                ("client_id", "kiln"),
+                ("scope", &scope),
+            ];
+            if let Some(service) = ch.param("service") {
+                form.push(("service", service));
+            }
+        }
+        let method = if identity.is_some() {
+            Method::POST
+        } else {
+            Method::GET
+        };
+        let make = |r: RequestBuilder| {
+            if identity.is_some() {
+                r.form(&form)
+            } else {
+                r.query(&query)
+            }
+        };
+        // A login goes to the token server the registry named (its realm,
+        // as docker does), and to no host a redirect of it leads to.
+        let basic = match &self.creds {
+            Some(c) if identity.is_none() => Some(basic_header(c)?),
+            _ => None,
+        };
+        let request = || describe(&method, &realm_url);
+        let what = || format!("token request to {}", location(&realm_url));
+        self.deadline(request, async {
+            let (resp, _) = self
+                .follow(
+                    &method,
+                    realm_url.clone(),
+                    &Activity::new(),
+                    &make,
+                    basic.as_ref().map(|b| (&realm_url, b)),
+                )
+                .await?;
+            let status = resp.status();
+            if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+                return Err(self.unauthorized(
+                    &format!("{} (token server {})", self.subject(), location(&realm_url)),
+                    "",
+                ));
+            }
+            if !status.is_success() {
+                return Err(RegistryError::Protocol {
+                    registry: self.registry.clone(),
+                    what: what(),
+                    detail: format!("status {status}"),
+                });
+            }
+            let reply: TokenReply = resp.json().await.map_err(|e| RegistryError::Protocol {
                 registry: self.registry.clone(),
-                what: format!("token request to {realm}"),
-                detail: "the answer holds no token".into(),
-            })
+                what: what(),
+                detail: root_cause(&e),
+            })?;
+            reply
+                .into_token()
+                .map(Secret::new)
+                .ok_or_else(|| RegistryError::Protocol {
+                    registry: self.registry.clone(),
+                    what: what(),
+                    detail: "the answer holds no token".into(),
+                })
+        })
+        .await
     }
 
-    async fn apply_auth(&self, req: RequestBuilder) -> RequestBuilder {
+    /// The `Authorization` value for the registry's own origin, if any.
+    async fn auth_header(&self) -> Result<Option<HeaderValue>, RegistryError> {
         let (auth, _) = &*self.auth.lock().await;
         match auth {
-            Auth::Anonymous => req,
+            Auth::Anonymous => Ok(None),
             Auth::Basic => match &self.creds {
-                Some(c) => req.basic_auth(&c.username, Some(c.password.expose())),
-                None => req,
+                Some(c) => basic_header(c).map(Some),
+                None => Ok(None),
             },
-            Auth::Bearer(t) => req.bearer_auth(t.expose()),
+            Auth::Bearer(t) => secret_header(&format!("Bearer {}", t.expose())).map(Some),
         }
     }
 
     /// Sends the request that `make` builds, authenticating; on a 401 (an
     /// expired token, a wider scope needed) it re-authenticates once and
     /// sends a fresh request from `make`, which is why bodies are built by
-    /// a closure rather than passed in.
+    /// a closure rather than passed in. Credentials go to the registry's
+    /// own origin only (see [`Endpoint::follow`]); a 401 from another host
+    /// is returned as it is, for the caller to report.
     pub async fn send(
         &self,
         method: Method,
         url: &str,
         make: impl Fn(RequestBuilder) -> RequestBuilder,
     ) -> Result<Response, RegistryError> {
+        self.send_with(method, url, &Activity::new(), make).await
+    }
+
+    /// [`Endpoint::send`] for an upload whose body touches `activity` as
+    /// the connection takes its bytes, so that only a stalled upload times
+    /// out, however long a moving one takes.
+    pub async fn send_with(
+        &self,
+        method: Method,
+        url: &str,
+        activity: &Activity,
+        make: impl Fn(RequestBuilder) -> RequestBuilder,
+    ) -> Result<Response, RegistryError> {
+        let start = self.parse_url(url)?;
         let mut retried = false;
         loop {
-            let req = make(self.http.request(method.clone(), url));
-            let req = self.apply_auth(req).await;
-            let resp = req.send().await.map_err(|e| self.connect_error(url, &e))?;
-            if resp.status() == StatusCode::UNAUTHORIZED && !retried {
-                retried = true;
-                let ch = self.challenge_of(&resp);
-                self.authenticate(ch).await?;
-                continue;
-            }
-            if resp.status() == StatusCode::UNAUTHORIZED {
-                return Err(self.unauthorized(&format!("{} ({method} {url})", self.subject()), ""));
+            let auth = self.auth_header().await?;
+            let (resp, at) = self
+                .follow(
+                    &method,
+                    start.clone(),
+                    activity,
+                    &make,
+                    auth.as_ref().map(|a| (&self.base_url, a)),
+                )
+                .await?;
+            if resp.status() == StatusCode::UNAUTHORIZED && self.is_own(&at) {
+                if !retried {
+                    retried = true;
+                    let ch = self.challenge_of(&resp);
+                    self.authenticate(ch).await?;
+                    continue;
+                }
+                return Err(self.unauthorized(
+                    &format!("{} ({})", self.subject(), describe(&method, &at)),
+                    "",
+                ));
             }
             return Ok(resp);
         }
@@ -414,20 +714,50 @@ impl Endpoint {
 
     /// Turns an unexpected answer into the error a user can act on, reading
     /// the registry's `{"errors":[{"code","message"}]}` body for detail.
-    pub async fn fail(&self, resp: Response, what: &str, reference: &str) -> RegistryError {
+    /// `method` is the request's; the answer's URL (after redirects) says
+    /// which host answered, so the error names the request that failed —
+    /// method, host, path — and its status, not only the image.
+    pub async fn fail(
+        &self,
+        method: &Method,
+        resp: Response,
+        what: &str,
+        reference: &str,
+    ) -> RegistryError {
         let status = resp.status();
-        let body = resp.text().await.unwrap_or_default();
+        let at = resp.url().clone();
+        let request = describe(method, &at);
+        // The body is only detail: a registry that trickles it is not
+        // waited for beyond the stall timeout.
+        let body = tokio::time::timeout(self.timeouts.stall, resp.text())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
         let (code, message) = registry_error_of(&body);
         let detail = match (&code, &message) {
-            (Some(c), Some(m)) => format!("{c}: {m}"),
-            (Some(c), None) => c.clone(),
-            (None, Some(m)) => m.clone(),
-            (None, None) => format!("status {status}"),
+            (Some(c), Some(m)) => format!("{request}: {c}: {m} (HTTP {status})"),
+            (Some(c), None) => format!("{request}: {c} (HTTP {status})"),
+            (None, Some(m)) => format!("{request}: {m} (HTTP {status})"),
+            (None, None) => format!("{request}: HTTP {status}"),
         };
+        if !self.is_own(&at) {
+            // Upload locations and blob redirects may lead elsewhere; what
+            // that host refuses is not the registry's verdict on the image.
+            return RegistryError::Protocol {
+                registry: self.registry.clone(),
+                what: format!("{what} of {reference}"),
+                detail: format!(
+                    "{detail}; {} is not the registry, so it was sent no credentials",
+                    location_host(&at)
+                ),
+            };
+        }
         let code = code.unwrap_or_default();
+        let lookup = *method == Method::GET || *method == Method::HEAD;
         match status {
             StatusCode::NOT_FOUND
-                if code.is_empty()
+                if lookup && code.is_empty()
                     || code == "MANIFEST_UNKNOWN"
                     || code == "NAME_UNKNOWN"
                     || code == "BLOB_UNKNOWN" =>
@@ -438,7 +768,9 @@ impl Endpoint {
                     detail,
                 }
             }
-            StatusCode::UNAUTHORIZED => self.unauthorized(&format!("{what} of {reference}"), ""),
+            StatusCode::UNAUTHORIZED => {
+                self.unauthorized(&format!("{what} of {reference} ({request})"), "")
+            }
             StatusCode::FORBIDDEN => RegistryError::Denied {
                 registry: self.registry.clone(),
                 what: format!("{what} of {reference}"),
@@ -447,10 +779,39 @@ impl Endpoint {
             _ => RegistryError::Protocol {
                 registry: self.registry.clone(),
                 what: format!("{what} of {reference}"),
-                detail: format!("{detail} (HTTP {status})"),
+                detail,
             },
         }
     }
+}
+
+/// `host:port` of a URL.
+fn location_host(url: &Url) -> String {
+    let host = url.host_str().unwrap_or("");
+    match url.port_or_known_default() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_string(),
+    }
+}
+
+/// A header value that hyper keeps out of its debug output.
+fn secret_header(value: &str) -> Result<HeaderValue, RegistryError> {
+    let mut v = HeaderValue::from_str(value).map_err(|_| RegistryError::Protocol {
+        registry: String::new(),
+        what: "authentication".into(),
+        detail: "credentials that cannot be sent in an HTTP header".into(),
+    })?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
+/// `Basic base64(user:password)`.
+fn basic_header(c: &Credentials) -> Result<HeaderValue, RegistryError> {
+    let raw = format!("{}:{}", c.username, c.password.expose());
+    secret_header(&format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    ))
 }
 
 /// The first `{code, message}` of a registry error body.
@@ -485,13 +846,23 @@ pub async fn verify_login(
     creds: &Credentials,
 ) -> Result<(), RegistryError> {
     let bases = candidates(config, registry, false);
-    let ep = Endpoint::connect(registry, "", &bases, Some(creds.clone()), Vec::new()).await?;
+    let ep = Endpoint::connect_with(
+        registry,
+        "",
+        &bases,
+        Some(creds.clone()),
+        Vec::new(),
+        config.timeouts()?,
+    )
+    .await?;
     let url = format!("{}/v2/", ep.base);
-    let resp = ep.send(Method::GET, &url, |r| r).await?;
+    let resp = ep
+        .deadline(|| format!("GET {url}"), ep.send(Method::GET, &url, |r| r))
+        .await?;
     if resp.status().is_success() {
         Ok(())
     } else {
-        Err(ep.fail(resp, "login", registry).await)
+        Err(ep.fail(&Method::GET, resp, "login", registry).await)
     }
 }
 

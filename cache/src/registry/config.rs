@@ -15,10 +15,21 @@
 //! docker, `localhost` and 127.0.0.0/8 (and `::1`) are always insecure.
 //! An insecure registry is tried over HTTPS without certificate checks
 //! first and over plain HTTP if TLS fails; loopback goes straight to HTTP.
+//!
+//! Timeouts (seconds, fractions allowed) live there too, each overridable
+//! by an environment variable for one command: `registry-timeout`
+//! (`KILN_REGISTRY_TIMEOUT`, default 60) bounds a whole small request —
+//! `/v2/` pings, token requests, manifests, configs, HEADs, upload starts;
+//! `registry-stall-timeout` (`KILN_REGISTRY_STALL_TIMEOUT`, default 30)
+//! bounds the time without a byte moving on any request, so a blob of any
+//! size goes on as long as it flows; `registry-connect-timeout`
+//! (`KILN_REGISTRY_CONNECT_TIMEOUT`, default 30) bounds the TCP and TLS
+//! handshake.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::Path;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -36,6 +47,85 @@ pub struct RegistryConfig {
     /// Mirrors for other registries, by registry host.
     #[serde(default)]
     pub mirrors: BTreeMap<String, Vec<String>>,
+    /// Seconds a small request (ping, token, manifest, config, HEAD) may
+    /// take in all; `None` is [`Timeouts::default`]'s.
+    #[serde(default, rename = "registry-timeout")]
+    pub registry_timeout: Option<f64>,
+    /// Seconds a request may go without a byte moving either way.
+    #[serde(default, rename = "registry-stall-timeout")]
+    pub registry_stall_timeout: Option<f64>,
+    /// Seconds a TCP connection and TLS handshake may take.
+    #[serde(default, rename = "registry-connect-timeout")]
+    pub registry_connect_timeout: Option<f64>,
+}
+
+/// How long the registry client waits, resolved from the config and the
+/// environment. Separate limits because one number cannot serve both a
+/// manifest (which a healthy registry sends in milliseconds, so a slow one
+/// is broken) and a multi-gigabyte layer (which may take an hour, and is
+/// only broken when it stops moving).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timeouts {
+    /// Deadline for a whole small request, from sending to the last byte.
+    pub small: Duration,
+    /// Longest time without progress on any request, big or small.
+    pub stall: Duration,
+    /// Longest TCP connect plus TLS handshake.
+    pub connect: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            small: Duration::from_secs(60),
+            stall: Duration::from_secs(30),
+            connect: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The environment variables that override the config's timeouts.
+pub const ENV_TIMEOUT: &str = "KILN_REGISTRY_TIMEOUT";
+/// See [`ENV_TIMEOUT`].
+pub const ENV_STALL_TIMEOUT: &str = "KILN_REGISTRY_STALL_TIMEOUT";
+/// See [`ENV_TIMEOUT`].
+pub const ENV_CONNECT_TIMEOUT: &str = "KILN_REGISTRY_CONNECT_TIMEOUT";
+
+/// A timeout in seconds: positive, finite, at most a day.
+fn seconds(name: &str, value: f64) -> Result<Duration, RegistryError> {
+    if value.is_finite() && value > 0.0 && value <= 86_400.0 {
+        Ok(Duration::from_secs_f64(value))
+    } else {
+        Err(RegistryError::InvalidSetting {
+            name: name.to_string(),
+            value: value.to_string(),
+            expected: "a number of seconds above 0 and at most 86400",
+        })
+    }
+}
+
+/// `env`, else the config value, else the default.
+fn resolve(
+    env: &str,
+    key: &str,
+    configured: Option<f64>,
+    default: Duration,
+) -> Result<Duration, RegistryError> {
+    if let Ok(v) = std::env::var(env) {
+        let n: f64 = v
+            .trim()
+            .parse()
+            .map_err(|_| RegistryError::InvalidSetting {
+                name: env.to_string(),
+                value: v.clone(),
+                expected: "a number of seconds above 0 and at most 86400",
+            })?;
+        return seconds(env, n);
+    }
+    match configured {
+        Some(n) => seconds(key, n),
+        None => Ok(default),
+    }
 }
 
 /// How to reach a host.
@@ -64,6 +154,34 @@ impl RegistryConfig {
                 message: e.to_string(),
             }),
         }
+    }
+
+    /// The timeouts to use: each environment variable overrides its config
+    /// key, which overrides the default. A value that is not a positive
+    /// number of seconds is an error rather than silently ignored, since
+    /// a typo would otherwise bring back the defaults unnoticed.
+    pub fn timeouts(&self) -> Result<Timeouts, RegistryError> {
+        let d = Timeouts::default();
+        Ok(Timeouts {
+            small: resolve(
+                ENV_TIMEOUT,
+                "registry-timeout",
+                self.registry_timeout,
+                d.small,
+            )?,
+            stall: resolve(
+                ENV_STALL_TIMEOUT,
+                "registry-stall-timeout",
+                self.registry_stall_timeout,
+                d.stall,
+            )?,
+            connect: resolve(
+                ENV_CONNECT_TIMEOUT,
+                "registry-connect-timeout",
+                self.registry_connect_timeout,
+                d.connect,
+            )?,
+        })
     }
 
     /// How to reach `host` (`name[:port]`, `[v6]:port`).
@@ -186,5 +304,33 @@ mod tests {
             vec!["http://127.0.0.1:9".to_string()]
         );
         assert!(c.mirrors_for("quay.io").is_empty());
+    }
+
+    #[test]
+    fn timeout_keys() {
+        let c: RegistryConfig = serde_json::from_str(
+            r#"{"registry-timeout":5,"registry-stall-timeout":0.5,"registry-connect-timeout":2}"#,
+        )
+        .unwrap();
+        // The environment is not set in unit tests, so the keys decide.
+        if std::env::var_os(ENV_TIMEOUT).is_none()
+            && std::env::var_os(ENV_STALL_TIMEOUT).is_none()
+            && std::env::var_os(ENV_CONNECT_TIMEOUT).is_none()
+        {
+            let t = c.timeouts().unwrap();
+            assert_eq!(t.small, Duration::from_secs(5));
+            assert_eq!(t.stall, Duration::from_millis(500));
+            assert_eq!(t.connect, Duration::from_secs(2));
+            assert_eq!(
+                RegistryConfig::default().timeouts().unwrap(),
+                Timeouts::default()
+            );
+            let bad: RegistryConfig = serde_json::from_str(r#"{"registry-timeout":0}"#).unwrap();
+            assert!(bad
+                .timeouts()
+                .unwrap_err()
+                .to_string()
+                .contains("registry-timeout"));
+        }
     }
 }

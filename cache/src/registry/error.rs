@@ -70,6 +70,33 @@ pub enum RegistryError {
         detail: String,
     },
 
+    /// A request went longer than the stall timeout without a byte moving.
+    #[error("{registry}: {request} stalled: no data for {:.1} s (registry-stall-timeout in $KILN_ROOT/config.json, or KILN_REGISTRY_STALL_TIMEOUT)", after.as_secs_f64())]
+    Stalled {
+        registry: String,
+        /// Method, host and path (`GET 10.0.0.1:5000/v2/app/manifests/1`).
+        request: String,
+        after: std::time::Duration,
+    },
+
+    /// A small request (ping, token, manifest, config, HEAD) did not finish
+    /// within its deadline, though bytes may have trickled in.
+    #[error("{registry}: {request} did not finish within {:.1} s (registry-timeout in $KILN_ROOT/config.json, or KILN_REGISTRY_TIMEOUT)", after.as_secs_f64())]
+    TimedOut {
+        registry: String,
+        /// Method, host and path.
+        request: String,
+        after: std::time::Duration,
+    },
+
+    /// A setting (config key or environment variable) has a bad value.
+    #[error("{name}={value:?}: expected {expected}")]
+    InvalidSetting {
+        name: String,
+        value: String,
+        expected: &'static str,
+    },
+
     /// A manifest or index kiln cannot use.
     #[error("{reference} on {registry}: invalid manifest: {detail}")]
     InvalidManifest {

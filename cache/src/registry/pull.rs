@@ -71,6 +71,7 @@ pub async fn pull(
     };
     let creds = DockerConfig::load_default()?.credentials(&registry)?;
     let scopes = vec![format!("repository:{repository}:pull")];
+    let timeouts = opts.config.timeouts()?;
 
     // Mirrors first; a mirror that is down or lacks the image is skipped,
     // as docker does, and the registry itself is the last word.
@@ -80,12 +81,13 @@ pub async fn pull(
     for (i, base) in bases.iter().enumerate() {
         let is_last = i + 1 == bases.len();
         let attempt = async {
-            let ep = Endpoint::connect(
+            let ep = Endpoint::connect_with(
                 &registry,
                 &repository,
                 std::slice::from_ref(base),
                 creds.clone(),
                 scopes.clone(),
+                timeouts,
             )
             .await?;
             let top = fetch_manifest(&ep, reference, &wanted, reference.digest(), None).await?;
@@ -100,7 +102,10 @@ pub async fn pull(
                 if !is_last
                     && matches!(
                         e,
-                        RegistryError::Connect { .. } | RegistryError::NotFound { .. }
+                        RegistryError::Connect { .. }
+                            | RegistryError::NotFound { .. }
+                            | RegistryError::Stalled { .. }
+                            | RegistryError::TimedOut { .. }
                     ) =>
             {
                 progress.message(&format!("mirror {} skipped: {e}", base.0));
@@ -335,39 +340,47 @@ pub(crate) async fn fetch_manifest(
     expected_size: Option<u64>,
 ) -> Result<Fetched, RegistryError> {
     let url = ep.url(&format!("manifests/{wanted}"));
-    let resp = ep
-        .send(Method::GET, &url, |r| r.header(header::ACCEPT, ACCEPT))
+    let request = || format!("GET {url}");
+    let (bytes, content_type, claimed) = ep
+        .deadline(request, async {
+            let resp = ep
+                .send(Method::GET, &url, |r| r.header(header::ACCEPT, ACCEPT))
+                .await?;
+            if !resp.status().is_success() {
+                return Err(ep
+                    .fail(&Method::GET, resp, "manifest GET", &reference.to_string())
+                    .await);
+            }
+            let content_type = resp
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let claimed = resp
+                .headers()
+                .get("docker-content-digest")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|s| s.parse::<Digest>().ok());
+            let mut bytes = Vec::new();
+            let mut stream = resp.bytes_stream();
+            while let Some(chunk) = ep.next_chunk(&mut stream, request).await? {
+                let chunk = chunk.map_err(|e| RegistryError::Protocol {
+                    registry: ep.registry().to_string(),
+                    what: format!("reading manifest {wanted} of {reference}"),
+                    detail: super::client::root_cause(&e),
+                })?;
+                if bytes.len() + chunk.len() > MAX_MANIFEST {
+                    return Err(invalid(
+                        ep,
+                        reference,
+                        format!("manifest {wanted} is larger than {MAX_MANIFEST} bytes"),
+                    ));
+                }
+                bytes.extend_from_slice(&chunk);
+            }
+            Ok((bytes, content_type, claimed))
+        })
         .await?;
-    if !resp.status().is_success() {
-        return Err(ep.fail(resp, "manifest GET", &reference.to_string()).await);
-    }
-    let content_type = resp
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let claimed = resp
-        .headers()
-        .get("docker-content-digest")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|s| s.parse::<Digest>().ok());
-    let mut bytes = Vec::new();
-    let mut stream = resp.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| RegistryError::Protocol {
-            registry: ep.registry().to_string(),
-            what: format!("reading manifest {wanted} of {reference}"),
-            detail: super::client::root_cause(&e),
-        })?;
-        if bytes.len() + chunk.len() > MAX_MANIFEST {
-            return Err(invalid(
-                ep,
-                reference,
-                format!("manifest {wanted} is larger than {MAX_MANIFEST} bytes"),
-            ));
-        }
-        bytes.extend_from_slice(&chunk);
-    }
     let digest = Digest::of(&bytes);
     if let Some(exp) = expected.or(claimed.as_ref()) {
         if exp.to_string() != digest.to_string() {
@@ -409,6 +422,9 @@ fn put_manifest(root: &Root, m: &Fetched) -> Result<(), RegistryError> {
     Ok(())
 }
 
+/// Configs up to this size are small objects (see [`fetch_blob`]).
+const SMALL_BLOB: u64 = 1 << 20;
+
 /// Streams one blob into a pending (verified, invisible) blob of the store;
 /// `None` when the store already has it. A transfer that breaks off is
 /// retried, a wrong digest is not.
@@ -430,17 +446,29 @@ pub(crate) async fn fetch_blob(
         return Ok(None);
     }
     progress.start(&desc.digest, kind, desc.size);
+    // A config is a small object, with a small object's deadline; a big
+    // one (an inline cache can make it so) and every layer are only held
+    // to the stall timeout, so they go on as long as bytes flow.
+    let small = kind == "config" && desc.size <= SMALL_BLOB;
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match fetch_blob_once(root, ep, reference, desc, &digest, progress, cancel).await {
+        let deadline = small.then(|| tokio::time::Instant::now() + ep.timeouts().small);
+        match fetch_blob_once(
+            root, ep, reference, desc, &digest, progress, cancel, deadline,
+        )
+        .await
+        {
             Ok(p) => {
                 progress.done(&desc.digest, Outcome::Transferred);
                 return Ok(Some(p));
             }
-            Err(e @ (RegistryError::Protocol { .. } | RegistryError::Connect { .. }))
-                if attempt < 3 =>
-            {
+            Err(
+                e @ (RegistryError::Protocol { .. }
+                | RegistryError::Connect { .. }
+                | RegistryError::Stalled { .. }
+                | RegistryError::TimedOut { .. }),
+            ) if attempt < 3 => {
                 progress.message(&format!("{}: retrying after: {e}", desc.digest));
             }
             Err(e) => return Err(e),
@@ -448,6 +476,10 @@ pub(crate) async fn fetch_blob(
     }
 }
 
+/// One attempt at a blob; `deadline` is a small object's. The deadline is
+/// checked between chunks rather than by dropping this future, so that the
+/// writer thread is always awaited and its temp file gone on return.
+#[allow(clippy::too_many_arguments)]
 async fn fetch_blob_once(
     root: &Root,
     ep: &Endpoint,
@@ -456,12 +488,21 @@ async fn fetch_blob_once(
     digest: &Digest,
     progress: &dyn Progress,
     cancel: &AtomicBool,
+    deadline: Option<tokio::time::Instant>,
 ) -> Result<PendingBlob, RegistryError> {
     let url = ep.url(&format!("blobs/{}", desc.digest));
-    let resp = ep.send(Method::GET, &url, |r| r).await?;
+    let request = || format!("GET {url}");
+    let sent = ep.send(Method::GET, &url, |r| r);
+    let resp = match deadline {
+        Some(d) => tokio::time::timeout_at(d, sent)
+            .await
+            .map_err(|_| ep.timed_out(request()))??,
+        None => sent.await?,
+    };
     if !resp.status().is_success() {
         return Err(ep
             .fail(
+                &Method::GET,
                 resp,
                 &format!("blob GET {}", desc.digest),
                 &reference.to_string(),
@@ -483,7 +524,15 @@ async fn fetch_blob_once(
     let received = async {
         let mut got: u64 = 0;
         let mut stream = resp.bytes_stream();
-        while let Some(chunk) = stream.next().await {
+        loop {
+            let next = ep.next_chunk(&mut stream, request);
+            let next = match deadline {
+                Some(d) => tokio::time::timeout_at(d, next)
+                    .await
+                    .map_err(|_| ep.timed_out(request()))??,
+                None => next.await?,
+            };
+            let Some(chunk) = next else { break };
             if cancel.load(Ordering::Relaxed) {
                 return Err(RegistryError::Cancelled);
             }

@@ -20,7 +20,7 @@ use futures::{StreamExt, TryStreamExt};
 use oci_spec::image::{Descriptor, MediaType};
 use reqwest::{header, Method, StatusCode};
 
-use super::client::{candidates, Endpoint};
+use super::client::{candidates, Activity, Endpoint};
 use super::config::RegistryConfig;
 use super::credentials::DockerConfig;
 use super::error::RegistryError;
@@ -253,7 +253,9 @@ pub async fn push_descriptor(
 
     let creds = DockerConfig::load_default()?.credentials(&registry)?;
     let bases = candidates(&opts.config, &registry, false);
-    let ep = Endpoint::connect(&registry, &repository, &bases, creds, scopes).await?;
+    let timeouts = opts.config.timeouts()?;
+    let ep =
+        Endpoint::connect_with(&registry, &repository, &bases, creds, scopes, timeouts).await?;
 
     let concurrency = opts.concurrency.max(1);
     futures::stream::iter(blobs.iter().map(|(b, kind)| {
@@ -347,14 +349,22 @@ async fn put_manifest(
 ) -> Result<(), RegistryError> {
     let url = ep.url(&format!("manifests/{target}"));
     let resp = ep
-        .send(Method::PUT, &url, |r| {
-            r.header(header::CONTENT_TYPE, item.media_type.as_str())
-                .body(item.bytes.clone())
-        })
+        .deadline(
+            || format!("PUT {url}"),
+            ep.send(Method::PUT, &url, |r| {
+                r.header(header::CONTENT_TYPE, item.media_type.as_str())
+                    .body(item.bytes.clone())
+            }),
+        )
         .await?;
     if !resp.status().is_success() {
         return Err(ep
-            .fail(resp, &format!("manifest PUT {target}"), &remote.to_string())
+            .fail(
+                &Method::PUT,
+                resp,
+                &format!("manifest PUT {target}"),
+                &remote.to_string(),
+            )
             .await);
     }
     if let Some(claimed) = resp
@@ -396,6 +406,9 @@ fn location_of(
         })
 }
 
+/// Bytes read from a blob file per piece of an upload body.
+const UPLOAD_PIECE: u64 = 256 << 10;
+
 /// A body that streams `len` bytes of a file from `offset`, reporting
 /// progress as it goes; opened lazily so a retried request (after a token
 /// expired) reads from the start again.
@@ -405,6 +418,7 @@ fn file_body(
     len: u64,
     digest: String,
     progress: Arc<dyn Progress>,
+    activity: Activity,
 ) -> reqwest::Body {
     struct State {
         path: PathBuf,
@@ -420,6 +434,8 @@ fn file_body(
     };
     let stream = futures::stream::unfold(state, move |mut st| {
         let (digest, progress) = (digest.clone(), progress.clone());
+        // Asked for the next chunk: the connection took the last one.
+        activity.touch();
         async move {
             if st.left == 0 {
                 return None;
@@ -438,7 +454,10 @@ fn file_body(
                     }
                 }
             }
-            let want = st.left.min(1 << 20) as usize;
+            // The stall timeout sees progress when the connection asks for
+            // the next piece, so a piece must drain well within it even on
+            // a slow link (256 KiB in 30 s is under 9 KB/s).
+            let want = st.left.min(UPLOAD_PIECE) as usize;
             let mut buf = vec![0u8; want];
             let read = match st.file.as_mut() {
                 Some(f) => f.read(&mut buf),
@@ -493,11 +512,11 @@ async fn push_blob(
         });
     }
     let size = root.blobs().size(&digest)?;
+    let head_url = ep.url(&format!("blobs/{}", desc.digest));
     let head = ep
-        .send(
-            Method::HEAD,
-            &ep.url(&format!("blobs/{}", desc.digest)),
-            |r| r,
+        .deadline(
+            || format!("HEAD {head_url}"),
+            ep.send(Method::HEAD, &head_url, |r| r),
         )
         .await?;
     if head.status().is_success() {
@@ -512,9 +531,12 @@ async fn push_blob(
         None => uploads.clone(),
     };
     let resp = ep
-        .send(Method::POST, &start, |r| {
-            r.header(header::CONTENT_LENGTH, "0")
-        })
+        .deadline(
+            || format!("POST {start}"),
+            ep.send(Method::POST, &start, |r| {
+                r.header(header::CONTENT_LENGTH, "0")
+            }),
+        )
         .await?;
     if resp.status() == StatusCode::CREATED && mount_from.is_some() {
         progress.done(&desc.digest, Outcome::Mounted);
@@ -522,7 +544,12 @@ async fn push_blob(
     }
     if resp.status() != StatusCode::ACCEPTED {
         return Err(ep
-            .fail(resp, &format!("upload start for blob {}", desc.digest), &rs)
+            .fail(
+                &Method::POST,
+                resp,
+                &format!("upload start for blob {}", desc.digest),
+                &rs,
+            )
             .await);
     }
     let mut location = location_of(ep, &resp, "upload start")?;
@@ -536,8 +563,9 @@ async fn push_blob(
                 let len = chunk.min(size - offset);
                 let end = offset + len - 1;
                 let url = location.clone();
+                let activity = Activity::new();
                 let resp = ep
-                    .send(Method::PATCH, &url, |r| {
+                    .send_with(Method::PATCH, &url, &activity, |r| {
                         r.header(header::CONTENT_TYPE, "application/octet-stream")
                             .header(header::CONTENT_RANGE, format!("{offset}-{end}"))
                             .header(header::CONTENT_LENGTH, len.to_string())
@@ -547,12 +575,18 @@ async fn push_blob(
                                 len,
                                 desc.digest.clone(),
                                 progress.clone(),
+                                activity.clone(),
                             ))
                     })
                     .await?;
                 if resp.status() != StatusCode::ACCEPTED {
                     return Err(ep
-                        .fail(resp, &format!("chunk upload of blob {}", desc.digest), &rs)
+                        .fail(
+                            &Method::PATCH,
+                            resp,
+                            &format!("chunk upload of blob {}", desc.digest),
+                            &rs,
+                        )
                         .await);
                 }
                 location = location_of(ep, &resp, "chunk upload")?;
@@ -560,18 +594,27 @@ async fn push_blob(
             }
             let url = with_digest(&location, &desc.digest);
             let resp = ep
-                .send(Method::PUT, &url, |r| r.header(header::CONTENT_LENGTH, "0"))
+                .deadline(
+                    || format!("PUT {location}"),
+                    ep.send(Method::PUT, &url, |r| r.header(header::CONTENT_LENGTH, "0")),
+                )
                 .await?;
             if resp.status() != StatusCode::CREATED {
                 return Err(ep
-                    .fail(resp, &format!("upload end of blob {}", desc.digest), &rs)
+                    .fail(
+                        &Method::PUT,
+                        resp,
+                        &format!("upload end of blob {}", desc.digest),
+                        &rs,
+                    )
                     .await);
             }
         }
         _ => {
             let url = with_digest(&location, &desc.digest);
+            let activity = Activity::new();
             let resp = ep
-                .send(Method::PUT, &url, |r| {
+                .send_with(Method::PUT, &url, &activity, |r| {
                     r.header(header::CONTENT_TYPE, "application/octet-stream")
                         .header(header::CONTENT_LENGTH, size.to_string())
                         .body(file_body(
@@ -580,12 +623,18 @@ async fn push_blob(
                             size,
                             desc.digest.clone(),
                             progress.clone(),
+                            activity.clone(),
                         ))
                 })
                 .await?;
             if resp.status() != StatusCode::CREATED {
                 return Err(ep
-                    .fail(resp, &format!("upload of blob {}", desc.digest), &rs)
+                    .fail(
+                        &Method::PUT,
+                        resp,
+                        &format!("upload of blob {}", desc.digest),
+                        &rs,
+                    )
                     .await);
             }
         }

@@ -41,7 +41,15 @@ impl RemoteSource {
         let creds = DockerConfig::load_default()?.credentials(&registry)?;
         let scopes = vec![format!("repository:{repository}:pull")];
         let bases = candidates(config, &registry, false);
-        let ep = Endpoint::connect(&registry, &repository, &bases, creds, scopes).await?;
+        let ep = Endpoint::connect_with(
+            &registry,
+            &repository,
+            &bases,
+            creds,
+            scopes,
+            config.timeouts()?,
+        )
+        .await?;
         Ok(RemoteSource {
             ep,
             reference: reference.clone(),
