@@ -1393,7 +1393,7 @@ mod tests {
         let long = "y".repeat(2 << 20);
         assert_eq!(word(&long, &[]).len(), 2 << 20);
         // The message quotes only the start of a long word.
-        let e = fails(&format!("$A$A$A$A{}", "z".repeat(500)), &vars);
+        let e = fails(&format!("${{A}}${{A}}${{A}}${{A}}{}", "z".repeat(500)), &vars);
         assert!(e.len() < 200, "{e}");
     }
 
