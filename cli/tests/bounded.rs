@@ -93,8 +93,12 @@ fn measure(mut cmd: Command) -> Measured {
     // A spawned process starts with its parent's peak RSS as its own (the
     // kernel carries it over exec), so what is measured is at most the
     // larger of kiln's and this process's: keep this one small.
+    // (A test that panicked before loads debug info for its backtrace and
+    // makes this process big: then a measure is only an upper bound.)
     let own = own_hwm_kib();
-    assert!(own < 64 * 1024, "the test process itself peaked at {own} KiB");
+    if own > 64 * 1024 {
+        eprintln!("warning: the test process itself peaked at {own} KiB");
+    }
     let started = Instant::now();
     let mut child = cmd
         .stdout(Stdio::piped())
@@ -153,11 +157,11 @@ fn refused(k: &Kiln, ctx: &str, extra: &[&str], wanted: &[&str]) -> Measured {
     assert_eq!(m.status.signal(), None, "kiln was killed: {m:?}");
     // miette wraps long messages inside its box.
     let flat = err.replace('│', " ").split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(m.elapsed < Duration::from_secs(10), "{:?}", m.elapsed);
+    assert!(m.max_rss_kib < MAX_RSS_KIB, "peak RSS {} KiB", m.max_rss_kib);
     for w in wanted {
         assert!(flat.contains(w), "{w:?} not in:\n{err}");
     }
-    assert!(m.elapsed < Duration::from_secs(10), "{:?}", m.elapsed);
-    assert!(m.max_rss_kib < MAX_RSS_KIB, "peak RSS {} KiB", m.max_rss_kib);
     eprintln!(
         "refused in {:?}, peak RSS {} KiB",
         m.elapsed, m.max_rss_kib
