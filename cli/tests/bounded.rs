@@ -89,6 +89,8 @@ struct Measured {
     stderr: Counted,
 }
 
+// The child is reaped by `wait4`, which std does not know about.
+#[allow(clippy::zombie_processes)]
 fn measure(mut cmd: Command) -> Measured {
     // A spawned process starts with its parent's peak RSS as its own (the
     // kernel carries it over exec), so what is measured is at most the
