@@ -50,6 +50,63 @@ pub fn spawn(mode: Mode, rx: UnboundedReceiver<Event>) -> std::thread::JoinHandl
 /// (BuildKit shows the tail of the log above its error too).
 const TAIL_LINES: usize = 10;
 
+/// The longest line of a step's output kept or printed whole, in bytes, as
+/// docker splits log records at 16 KiB: a longer line (a step printing
+/// gigabytes without a newline) is printed in pieces of this size, so
+/// progress never holds more than this per step.
+pub const MAX_LINE: usize = 16 << 10;
+
+/// A step's output cut into lines: complete lines, and pieces of
+/// [`MAX_LINE`] bytes of an overlong one, each without its line ending.
+#[derive(Default)]
+struct LineBuf {
+    /// The start of the current, unterminated line (under [`MAX_LINE`]).
+    buf: String,
+}
+
+impl LineBuf {
+    /// Adds output, handing every line (or piece) it completes to `line`.
+    fn push<E>(
+        &mut self,
+        data: &str,
+        mut line: impl FnMut(&str) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut rest = data;
+        while let Some(i) = rest.find('\n') {
+            self.append(&rest[..i], &mut line)?;
+            line(self.buf.trim_end_matches('\r'))?;
+            self.buf.clear();
+            rest = &rest[i + 1..];
+        }
+        self.append(rest, &mut line)
+    }
+
+    /// Adds text without a newline, emitting full [`MAX_LINE`] pieces.
+    fn append<E>(
+        &mut self,
+        mut text: &str,
+        line: &mut impl FnMut(&str) -> Result<(), E>,
+    ) -> Result<(), E> {
+        while self.buf.len() + text.len() > MAX_LINE {
+            let mut cut = MAX_LINE.saturating_sub(self.buf.len()).min(text.len());
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            self.buf.push_str(&text[..cut]);
+            text = &text[cut..];
+            line(&self.buf)?;
+            self.buf.clear();
+        }
+        self.buf.push_str(text);
+        Ok(())
+    }
+
+    /// The unterminated rest, if any; the buffer is left empty.
+    fn take(&mut self) -> Option<String> {
+        Some(std::mem::take(&mut self.buf)).filter(|r| !r.is_empty())
+    }
+}
+
 /// The step that failed first and the end of what it printed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
@@ -74,7 +131,7 @@ impl Failure {
 #[derive(Default)]
 struct Tails {
     lines: HashMap<NodeId, std::collections::VecDeque<String>>,
-    partial: HashMap<NodeId, String>,
+    partial: HashMap<NodeId, LineBuf>,
     failure: Option<Failure>,
 }
 
@@ -83,15 +140,14 @@ impl Tails {
         match e {
             Event::Log { vertex, data, .. } => {
                 let buf = self.partial.entry(*vertex).or_default();
-                buf.push_str(data);
                 let tail = self.lines.entry(*vertex).or_default();
-                while let Some(i) = buf.find('\n') {
-                    let line: String = buf.drain(..=i).collect();
-                    tail.push_back(line.trim_end_matches(['\n', '\r']).to_string());
+                let _ = buf.push(data, |line| {
+                    tail.push_back(line.to_string());
                     if tail.len() > TAIL_LINES {
                         tail.pop_front();
                     }
-                }
+                    Ok::<(), ()>(())
+                });
             }
             Event::Done { vertex, .. } | Event::Cached { vertex, .. } => {
                 self.lines.remove(vertex);
@@ -100,7 +156,7 @@ impl Tails {
             Event::Error { vertex, name, .. } if self.failure.is_none() => {
                 let mut tail: Vec<String> =
                     self.lines.remove(vertex).map(Vec::from).unwrap_or_default();
-                if let Some(rest) = self.partial.remove(vertex).filter(|r| !r.is_empty()) {
+                if let Some(rest) = self.partial.remove(vertex).and_then(|mut b| b.take()) {
                     tail.push(rest);
                     if tail.len() > TAIL_LINES {
                         tail.remove(0);
@@ -165,18 +221,19 @@ impl Numbering {
 /// Plain lines, as BuildKit's `--progress plain` prints them. Output is
 /// printed a whole line at a time: a line a step writes in several pieces
 /// (`printf a; sleep 1; echo b`) is held until its newline, or until the
-/// step ends, and then shows as one line.
+/// step ends, and then shows as one line; a line longer than [`MAX_LINE`]
+/// shows as several.
 #[derive(Default)]
 struct Plain {
     numbers: Numbering,
-    partial: HashMap<NodeId, String>,
+    partial: HashMap<NodeId, LineBuf>,
 }
 
 impl Plain {
     /// Prints what is left of a step's last, unterminated line.
     fn flush(&mut self, err: &mut impl Write, vertex: NodeId) -> std::io::Result<()> {
-        match self.partial.remove(&vertex) {
-            Some(rest) if !rest.is_empty() => {
+        match self.partial.remove(&vertex).and_then(|mut b| b.take()) {
+            Some(rest) => {
                 let (n, t0) = self.numbers.get(vertex);
                 let at = t0.elapsed().as_secs_f64();
                 writeln!(err, "#{n} {at:.3} {}", rest.trim_end_matches('\r'))
@@ -216,13 +273,7 @@ impl Plain {
                 let (n, t0) = self.numbers.get(vertex);
                 let at = t0.elapsed().as_secs_f64();
                 let buf = self.partial.entry(vertex).or_default();
-                buf.push_str(&data);
-                while let Some(i) = buf.find('\n') {
-                    let line: String = buf.drain(..=i).collect();
-                    let line = line.trim_end_matches('\n').trim_end_matches('\r');
-                    writeln!(err, "#{n} {at:.3} {line}")?;
-                }
-                Ok(())
+                buf.push(&data, |line| writeln!(err, "#{n} {at:.3} {line}"))
             }
             Event::Warning { vertex, message } => {
                 let (n, _) = self.numbers.get(vertex);
@@ -365,6 +416,7 @@ mod tail_tests {
             vertex,
             stream: Stream::Stdout,
             data: data.into(),
+            ticket: Default::default(),
         }
     }
 
@@ -458,5 +510,46 @@ mod tail_tests {
             ],
             "{text}"
         );
+    }
+
+    /// A line without a newline is cut into MAX_LINE pieces as it arrives,
+    /// never held whole, in Plain output and in a failed step's tail alike.
+    #[test]
+    fn overlong_lines_are_cut_at_max_line() {
+        let (one, _) = vertices();
+        let mut lb = LineBuf::default();
+        let mut got = Vec::new();
+        let chunk = "é".repeat(5000); // 10000 bytes of 2-byte characters
+        for _ in 0..10 {
+            lb.push(&chunk, |l| {
+                got.push(l.len());
+                Ok::<(), ()>(())
+            })
+            .unwrap();
+            assert!(lb.buf.len() <= MAX_LINE);
+        }
+        lb.push("x\r\nend", |l| {
+            got.push(l.len());
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+        let (last, full) = got.split_last().unwrap();
+        assert!(full.iter().all(|n| (MAX_LINE - 3..=MAX_LINE).contains(n)), "{got:?}");
+        assert_eq!(*last, 100_000 + 1 - full.iter().sum::<usize>());
+        assert_eq!(got.iter().sum::<usize>(), 100_000 + 1);
+        assert_eq!(lb.take().as_deref(), Some("end"));
+
+        let mut t = Tails::default();
+        for _ in 0..100 {
+            t.event(&log(one, &"a".repeat(10_000)));
+        }
+        t.event(&Event::Error {
+            vertex: one,
+            name: "RUN x".into(),
+            message: "exit code: 1".into(),
+        });
+        let f = t.failure.unwrap();
+        assert_eq!(f.tail.len(), TAIL_LINES);
+        assert!(f.tail.iter().all(|l| l.len() <= MAX_LINE));
     }
 }

@@ -63,19 +63,56 @@ impl Error {
     }
 
     /// A miette report that shows `file:line:column`, the line and a caret.
+    ///
+    /// A huge line or span (a 20 MB line is rejected, and must be shown
+    /// fast) is shown clipped: miette lays out every character it is given.
     pub fn with_source(&self, file_name: &str, source: &str) -> miette::Report {
         let mut diag = miette::MietteDiagnostic::new(self.message.clone());
+        let mut shown = None;
         if let Some(loc) = self.location {
-            let offset = loc.offset.min(source.len());
+            let offset = floor_char_boundary(source, loc.offset.min(source.len()));
             let len = loc.len.min(source.len() - offset);
+            let line_start = source[..offset].rfind('\n').map_or(0, |i| i + 1);
+            let line_end = source[offset..]
+                .find('\n')
+                .map_or(source.len(), |i| offset + i);
+            let (range, text) = if len > MAX_SHOWN_SPAN || line_end - line_start > MAX_SHOWN_SPAN {
+                // Only the span's first line, clipped; blank lines before it
+                // keep miette's line numbers right.
+                let end = floor_char_boundary(source, line_end.min(offset + MAX_SHOWN_LINE));
+                let start = floor_char_boundary(source, line_start.max(end.saturating_sub(2 * MAX_SHOWN_LINE)));
+                let pad = "\n".repeat(loc.line.saturating_sub(1));
+                let text = format!("{pad}{}", &source[start..end]);
+                let at = pad.len() + offset.max(start) - start;
+                let len = len.min(text.len() - at);
+                (at..at + len, text)
+            } else {
+                (offset..offset + len, source.to_string())
+            };
+            shown = Some(text);
             diag = diag.with_label(miette::LabeledSpan::at(
-                offset..offset + len,
+                range,
                 format!("line {}, column {}", loc.line, loc.column),
             ));
         }
-        miette::Report::new(diag)
-            .with_source_code(miette::NamedSource::new(file_name, source.to_string()))
+        let text = shown.unwrap_or_else(|| source.to_string());
+        miette::Report::new(diag).with_source_code(miette::NamedSource::new(file_name, text))
     }
+}
+
+/// Spans and lines longer than this (bytes) are shown clipped.
+const MAX_SHOWN_SPAN: usize = 64 << 10;
+
+/// How much of a clipped line is shown.
+const MAX_SHOWN_LINE: usize = 200;
+
+/// The largest char boundary at or below `i`.
+fn floor_char_boundary(s: &str, mut i: usize) -> usize {
+    i = i.min(s.len());
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -17,6 +17,7 @@
 //! build supplies. [`plan`] plans as if every base image had an empty config
 //! (what `kiln parse --plan` shows).
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -28,7 +29,7 @@ use crate::instructions::{
     Warning,
 };
 use crate::parser::{Dockerfile, Span};
-use crate::shell::{Env, Lexer};
+use crate::shell::{Env, Lexer, MAX_EXPANDED_WORD};
 
 /// The PATH BuildKit gives an image whose config has none.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -50,6 +51,45 @@ pub const PROXY_ARGS: [&str; 10] = [
     "ALL_PROXY",
     "all_proxy",
 ];
+
+/// The most text, in bytes, one plan may expand and copy (expanded words,
+/// the environment handed to each RUN, the config each step and stage
+/// starts from). Each word is also held to [`MAX_EXPANDED_WORD`], but a few
+/// hundred steps each copying a 1 MiB variable would still take gigabytes.
+pub const MAX_PLAN_TEXT: usize = 64 << 20;
+
+/// What the plan has spent of [`MAX_PLAN_TEXT`].
+#[derive(Default)]
+struct Budget {
+    used: Cell<usize>,
+}
+
+impl Budget {
+    /// Counts `bytes` more text, failing at `at` once the plan is over the
+    /// limit (before the text is copied, where the caller can).
+    fn charge(&self, bytes: usize, at: Location) -> Result<()> {
+        let used = self.used.get().saturating_add(bytes);
+        self.used.set(used);
+        if used > MAX_PLAN_TEXT {
+            return Err(Error::new(
+                ErrorKind::Expansion,
+                format!(
+                    "the build's expanded text exceeds the limit of {} MiB",
+                    MAX_PLAN_TEXT >> 20
+                ),
+            )
+            .at(at));
+        }
+        Ok(())
+    }
+}
+
+/// A lexer whose every expansion is charged to the plan's [`Budget`].
+#[derive(Clone, Copy)]
+struct Expander<'a> {
+    lexer: Lexer,
+    budget: &'a Budget,
+}
 
 /// ARGs that configure BuildKit's SBOM scanning: declaring them never puts
 /// them in the build state's environment (BuildKit's `nonEnvArgs`).
@@ -406,7 +446,19 @@ pub fn plan_instructions(
     opts: &PlanOptions,
     resolver: &dyn BaseResolver,
 ) -> Result<Plan> {
-    let lexer = Lexer::new(ins.escape);
+    let budget = Budget::default();
+    let lexer = Expander {
+        lexer: Lexer::new(ins.escape),
+        budget: &budget,
+    };
+    for (k, v) in &opts.build_args {
+        if v.len() > MAX_EXPANDED_WORD {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!("build-arg {k}: value exceeds the limit of {MAX_EXPANDED_WORD} bytes"),
+            ));
+        }
+    }
     let target_platform = opts.target_platform.clone().unwrap_or_else(Platform::host);
     let build_platform = opts.build_platform.clone().unwrap_or_else(Platform::host);
     let mut warnings = ins.warnings.clone();
@@ -718,6 +770,11 @@ pub fn plan_instructions(
                     return Err(Error::new(ErrorKind::Plan, "base stage was not planned")
                         .at(st.from.location()));
                 };
+                budget.charge(
+                    pairs_len(&base.vars)
+                        + base.config.env.iter().flatten().map(String::len).sum::<usize>(),
+                    st.from.location(),
+                )?;
                 let mut s = base.clone();
                 s.config.on_build = None;
                 s.cmd_set = false;
@@ -929,22 +986,34 @@ fn set_var(list: &mut Vec<(String, String)>, k: &str, v: String) {
     }
 }
 
-fn expand_word(lexer: &Lexer, word: &str, env: &dyn Env, at: &Instruction) -> Result<String> {
-    lexer
+fn expand_word(ex: &Expander, word: &str, env: &dyn Env, at: &Instruction) -> Result<String> {
+    let value = ex
+        .lexer
         .process_word(word, env)
         .map(|e| e.value)
-        .map_err(|e| Error::new(ErrorKind::Expansion, e.to_string()).at(at.location()))
+        .map_err(|e| Error::new(ErrorKind::Expansion, e.to_string()).at(at.location()))?;
+    ex.budget.charge(value.len(), at.location())?;
+    Ok(value)
 }
 
-fn expand_words(lexer: &Lexer, word: &str, env: &dyn Env, at: &Instruction) -> Result<Vec<String>> {
-    lexer
+fn expand_words(ex: &Expander, word: &str, env: &dyn Env, at: &Instruction) -> Result<Vec<String>> {
+    let words = ex
+        .lexer
         .process_words(word, env)
         .map(|e| e.value)
-        .map_err(|e| Error::new(ErrorKind::Expansion, e.to_string()).at(at.location()))
+        .map_err(|e| Error::new(ErrorKind::Expansion, e.to_string()).at(at.location()))?;
+    ex.budget
+        .charge(words.iter().map(String::len).sum(), at.location())?;
+    Ok(words)
+}
+
+/// The bytes of a `(name, value)` list, for the plan's [`Budget`].
+fn pairs_len(list: &[(String, String)]) -> usize {
+    list.iter().map(|(k, v)| k.len() + v.len() + 1).sum()
 }
 
 struct Ctx<'a> {
-    lexer: Lexer,
+    lexer: Expander<'a>,
     global: &'a [(String, String)],
     opts: &'a PlanOptions,
     proxy_env: &'a [(String, String)],
@@ -1060,6 +1129,13 @@ impl State {
         let args_in_force = match &self.args_cache {
             Some(a) => a.clone(),
             None => {
+                ctx.lexer.budget.charge(
+                    self.args
+                        .iter()
+                        .map(|(k, v)| k.len() + v.as_ref().map_or(0, String::len))
+                        .sum(),
+                    ins.location(),
+                )?;
                 let mut out: Vec<(String, String)> = Vec::new();
                 for (k, v) in &self.args {
                     if let Some(v) = v {
@@ -1074,6 +1150,10 @@ impl State {
         let env_before = match &self.env_cache {
             Some(e) => e.clone(),
             None => {
+                ctx.lexer.budget.charge(
+                    self.config.env.iter().flatten().map(String::len).sum(),
+                    ins.location(),
+                )?;
                 let e: Arc<[String]> = self.config.env.clone().unwrap_or_default().into();
                 self.env_cache = Some(e.clone());
                 e
@@ -1083,6 +1163,9 @@ impl State {
         let run_env: Vec<String> = if !is_run {
             Vec::new()
         } else {
+            ctx.lexer
+                .budget
+                .charge(pairs_len(&self.vars), ins.location())?;
             let mut list = self.vars.clone();
             for (k, v) in ctx.proxy_env {
                 if !list.iter().any(|(key, _)| key == k) {
@@ -1305,9 +1388,15 @@ impl State {
                 for m in &r.mounts {
                     let vars = &self.vars;
                     let mut expand = |w: &str| {
-                        lx.process_word(w, vars)
+                        let value = lx
+                            .lexer
+                            .process_word(w, vars)
                             .map(|e| e.value)
-                            .map_err(|e| e.to_string())
+                            .map_err(|e| e.to_string())?;
+                        lx.budget
+                            .charge(value.len(), ins.location())
+                            .map_err(|e| e.message)?;
+                        Ok(value)
                     };
                     let mount = instructions::parse_mount(m, &mut expand).map_err(|e| {
                         Error::new(ErrorKind::InvalidArgument, e).at(ins.location())
@@ -1352,7 +1441,10 @@ impl State {
                     .map(|s| expand_word(lx, s, &self.vars, ins))
                     .collect::<Result<_>>()?;
                 e.dest = expand_word(lx, &c.dest, &self.vars, ins)?;
-                let raw_lexer = Lexer::new('\\').with_skip_process_quotes(true);
+                let raw_lexer = Expander {
+                    lexer: Lexer::new('\\').with_skip_process_quotes(true),
+                    ..*lx
+                };
                 for s in e.inline_sources.iter_mut() {
                     if s.expand {
                         s.data = expand_word(&raw_lexer, &s.data, &self.vars, ins)?;

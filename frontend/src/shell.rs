@@ -108,6 +108,31 @@ pub enum ShellError {
         /// Why it is invalid, e.g. `invalid escape '\x'`.
         message: String,
     },
+    /// The expansion grew past [`Lexer::max_len`]: `ENV A=$B$B$B$B` chained a
+    /// few dozen times would otherwise take all the host's memory.
+    #[error(
+        "failed to process {}: expanded word exceeds the limit of {limit} bytes",
+        go_quote(&clip(.word))
+    )]
+    TooLong {
+        /// The whole word being expanded.
+        word: String,
+        /// The limit that was hit, in bytes.
+        limit: usize,
+    },
+}
+
+/// The longest expansion of one word, in bytes, unless the word itself is
+/// longer: no Dockerfile needs more, and BuildKit stops such words too.
+pub const MAX_EXPANDED_WORD: usize = 1 << 20;
+
+/// A word as shown in an error: its first 64 characters, so a huge word does
+/// not make a huge message.
+fn clip(word: &str) -> String {
+    match word.char_indices().nth(64) {
+        Some((i, _)) => format!("{}...", &word[..i]),
+        None => word.to_string(),
+    }
 }
 
 impl ShellError {
@@ -116,7 +141,8 @@ impl ShellError {
         match self {
             ShellError::Syntax { word, .. }
             | ShellError::Required { word, .. }
-            | ShellError::Pattern { word, .. } => word,
+            | ShellError::Pattern { word, .. }
+            | ShellError::TooLong { word, .. } => word,
         }
     }
 }
@@ -155,6 +181,9 @@ pub struct Lexer {
     /// Leave references to unset variables as written instead of expanding
     /// them to nothing.
     pub skip_unset_env: bool,
+    /// The most bytes an expansion may produce (or the word's own length if
+    /// larger); checked while expanding, so the huge string is never built.
+    pub max_len: usize,
 }
 
 impl Default for Lexer {
@@ -173,6 +202,7 @@ impl Lexer {
             raw_escapes: false,
             skip_process_quotes: false,
             skip_unset_env: false,
+            max_len: MAX_EXPANDED_WORD,
         }
     }
 
@@ -197,6 +227,12 @@ impl Lexer {
     /// See [`Lexer::skip_unset_env`].
     pub fn with_skip_unset_env(mut self, on: bool) -> Self {
         self.skip_unset_env = on;
+        self
+    }
+
+    /// See [`Lexer::max_len`].
+    pub fn with_max_len(mut self, max_len: usize) -> Self {
+        self.max_len = max_len;
         self
     }
 
@@ -230,6 +266,7 @@ impl Lexer {
             scanner: Scanner::new(word),
             env,
             used: BTreeSet::new(),
+            limit: self.max_len.max(word.len()),
             stack: vec![Frame::Word(WordFrame {
                 stop: None,
                 raw_escapes: self.raw_escapes,
@@ -251,6 +288,7 @@ enum Fault {
     Syntax(String),
     Required { name: String, message: String },
     Pattern { pattern: String, message: String },
+    TooLong { limit: usize },
 }
 
 impl Fault {
@@ -272,6 +310,7 @@ impl Fault {
                 pattern,
                 message,
             },
+            Fault::TooLong { limit } => ShellError::TooLong { word, limit },
         }
     }
 }
@@ -430,6 +469,8 @@ struct Machine<'a> {
     scanner: Scanner,
     env: &'a dyn Env,
     used: BTreeSet<String>,
+    /// See [`Lexer::max_len`].
+    limit: usize,
     stack: Vec<Frame>,
 }
 
@@ -438,9 +479,25 @@ impl Machine<'_> {
         loop {
             match self.step() {
                 Ok(Some(done)) => return Ok(done),
-                Ok(None) => {}
+                Ok(None) => {
+                    // A step adds one run of input or one value to the top
+                    // frame only, so checking it after every step bounds the
+                    // text held to a small multiple of the limit.
+                    if self.top_len() > self.limit {
+                        return Err(Fault::TooLong { limit: self.limit });
+                    }
+                }
                 Err(fault) => return Err(self.unwind(fault)),
             }
+        }
+    }
+
+    /// The size of the text the innermost level has built so far.
+    fn top_len(&self) -> usize {
+        match self.stack.last() {
+            Some(Frame::Word(w)) => w.result.len(),
+            Some(Frame::Quote(q)) => q.body.len(),
+            None => 0,
         }
     }
 
@@ -809,7 +866,13 @@ impl Machine<'_> {
                 let value = self.lookup(&name);
                 match value {
                     None if skip_unset => format!("${{{name}/{pattern}/{word}}}"),
-                    value => replace(&value.unwrap_or_default(), &pattern, &word, all)?,
+                    value => replace(
+                        &value.unwrap_or_default(),
+                        &pattern,
+                        &word,
+                        all,
+                        self.limit,
+                    )?,
                 }
             }
             Then::Modifier {
@@ -917,8 +980,16 @@ fn trim_suffix(pattern: &str, value: &str, greedy: bool) -> Result<String, Fault
 /// `${V/p/r}` replaces the leftmost longest-preferred match with `r` taken
 /// literally; `${V//p/r}` replaces every match and, because BuildKit hands `r`
 /// to Go's `ReplaceAllString`, expands `$0`/`${0}` in it to the match, `$$` to
-/// `$` and any other `$name` to nothing.
-fn replace(value: &str, pattern: &str, replacement: &str, all: bool) -> Result<String, Fault> {
+/// `$` and any other `$name` to nothing. Stops with [`Fault::TooLong`] once
+/// the result passes `limit` (a 1 MiB value with every character replaced by
+/// a 1 MiB text would be a TiB).
+fn replace(
+    value: &str,
+    pattern: &str,
+    replacement: &str,
+    all: bool,
+    limit: usize,
+) -> Result<String, Fault> {
     let glob = glob::Glob::compile(pattern, true).map_err(|m| pattern_fault(pattern, m))?;
     let hay: Vec<char> = value.chars().collect();
     if !all {
@@ -944,6 +1015,9 @@ fn replace(value: &str, pattern: &str, replacement: &str, all: bool) -> Result<S
         if end > last_end || start == 0 {
             let matched: String = hay[start..end].iter().collect();
             expand_template(&mut out, replacement, &matched);
+        }
+        if out.len() > limit {
+            return Err(Fault::TooLong { limit });
         }
         last_end = end;
         search = if search + 1 > end { search + 1 } else { end };
@@ -1300,6 +1374,27 @@ mod tests {
             .process_word(input, &env(pairs))
             .expect(input);
         e.used.into_iter().collect()
+    }
+
+    #[test]
+    fn expansion_is_bounded_while_expanding() {
+        let big = "x".repeat(300_000);
+        let vars = [("A", big.as_str())];
+        // 4 × 300 kB passes the 1 MiB limit; 3 × does not.
+        assert_eq!(word("$A$A$A", &vars).len(), 900_000);
+        for input in ["$A$A$A$A", "\"$A$A$A$A\"", "${X:-$A$A$A$A}", "a${A}b${A}c${A}d${A}"] {
+            let e = fails(input, &vars);
+            assert!(e.contains("exceeds the limit of 1048576 bytes"), "{input}: {e}");
+        }
+        // Replacing every character by a big text would be 300 GB.
+        let e = fails("${A//x/$A}", &vars);
+        assert!(e.contains("exceeds the limit"), "{e}");
+        // A word may always be as long as itself.
+        let long = "y".repeat(2 << 20);
+        assert_eq!(word(&long, &[]).len(), 2 << 20);
+        // The message quotes only the start of a long word.
+        let e = fails(&format!("${{A}}${{A}}${{A}}${{A}}{}", "z".repeat(500)), &vars);
+        assert!(e.len() < 200, "{e}");
     }
 
     #[test]

@@ -632,3 +632,32 @@ fn base_image_triggers_can_need_more_stages() {
         p.warnings
     );
 }
+
+/// An expansion bomb stops at the first word over 1 MiB, at its line; a
+/// build arg may be no bigger; words under the limit copied into many steps
+/// stop at the plan's limit instead of taking gigabytes.
+#[test]
+fn expansion_is_bounded_per_word_and_per_plan() {
+    let mut src = String::from("FROM scratch\nENV A0=aaaaaaaa\n");
+    for i in 1..=30 {
+        let p = format!("${{A{}}}", i - 1);
+        src.push_str(&format!("ENV A{i}={p}{p}{p}{p}\n"));
+    }
+    let e = plan_src(&src, &[], None).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Expansion);
+    assert!(e.message.contains("exceeds the limit of 1048576 bytes"), "{e}");
+    assert_eq!(e.location.map(|l| l.line), Some(11));
+
+    let big = "x".repeat((1 << 20) + 1);
+    let e = plan_src("FROM scratch\nARG X\n", &[("X", &big)], None).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::InvalidArgument);
+    assert!(e.message.contains("build-arg X"), "{e}");
+
+    let mut src: String = src.lines().take(10).map(|l| format!("{l}\n")).collect();
+    for i in 0..200 {
+        src.push_str(&format!("RUN echo {i}\n"));
+    }
+    let e = plan_src(&src, &[], None).unwrap_err();
+    assert!(e.message.contains("exceeds the limit of 64 MiB"), "{e}");
+    assert!(e.location.is_some_and(|l| l.line > 10));
+}

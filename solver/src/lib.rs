@@ -20,7 +20,7 @@ mod scheduler;
 
 pub use graph::{Graph, NodeId};
 pub use key::Key;
-pub use progress::{Event, Progress, Stream};
+pub use progress::{Event, LogTicket, Progress, Stream};
 pub use scheduler::{default_jobs, solve, Executor, IgnoreCache, SolveError, SolveOptions, Solved};
 
 /// A unit of work the solver schedules.

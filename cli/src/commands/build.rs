@@ -272,7 +272,8 @@ fn build(a: BuildArgs) -> Result<ExitCode> {
         .into_diagnostic()?;
     let (ctx, _ctx_guard) = context_dir(&a.context, &root)?;
     let df_path = a.file.clone().unwrap_or_else(|| ctx.join("Dockerfile"));
-    let text = std::fs::read_to_string(&df_path)
+    let text = std::fs::File::open(&df_path)
+        .and_then(frontend::parser::read_source)
         .into_diagnostic()
         .wrap_err_with(|| format!("failed to read dockerfile {}", df_path.display()))?;
     let df_name = df_path.display().to_string();

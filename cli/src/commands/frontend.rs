@@ -93,10 +93,10 @@ fn parse(
     platform: Option<&str>,
 ) -> miette::Result<ExitCode> {
     let name = file.display().to_string();
-    let bytes = std::fs::read(file)
+    let source = std::fs::File::open(file)
+        .and_then(frontend::parser::read_source)
         .into_diagnostic()
         .wrap_err_with(|| format!("reading {name}"))?;
-    let source = String::from_utf8_lossy(&bytes).into_owned();
     let df = frontend::parser::parse(&source).map_err(|e| e.with_source(&name, &source))?;
     let mut stderr = std::io::stderr().lock();
     let mut out = std::io::stdout().lock();

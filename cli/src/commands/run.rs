@@ -704,15 +704,29 @@ fn logs(follow: bool, tail: &str, key: &str) -> Result<ExitCode> {
     let (_root, store) = open_store()?;
     let c = find(&store, key)?;
     let path = store.dir_of(&c.id).join("log");
-    let (mut entries, mut offset) = container::read_log(&path, 0).map_err(|e| miette!("{e}"))?;
-    if tail != "all" {
+    // Streamed entry by entry: a log can be far larger than memory.
+    let mut printer = Printer::new();
+    let mut offset = if tail == "all" {
+        container::for_each_log(&path, 0, None, |e| printer.print(&e))
+    } else {
         let n: usize = tail
             .parse()
             .map_err(|_| miette!("invalid --tail {tail:?}: a number or \"all\""))?;
-        let skip = entries.len().saturating_sub(n);
-        entries.drain(..skip);
+        // Count first, then print the last n of the entries counted.
+        let mut count = 0usize;
+        let end = container::for_each_log(&path, 0, None, |_| count += 1)
+            .map_err(|e| miette!("{e}"))?;
+        let mut skip = count.saturating_sub(n);
+        container::for_each_log(&path, 0, Some(end), |e| {
+            if skip > 0 {
+                skip -= 1;
+            } else {
+                printer.print(&e);
+            }
+        })
     }
-    print_entries(&entries);
+    .map_err(|e| miette!("{e}"))?;
+    printer.flush();
     if !follow {
         return Ok(ExitCode::SUCCESS);
     }
@@ -725,9 +739,9 @@ fn logs(follow: bool, tail: &str, key: &str) -> Result<ExitCode> {
         if state.as_ref().is_some_and(|c| !c.is_alive()) {
             dead_polls += 1;
         }
-        let (more, next) = container::read_log(&path, offset).map_err(|e| miette!("{e}"))?;
-        offset = next;
-        print_entries(&more);
+        offset = container::for_each_log(&path, offset, None, |e| printer.print(&e))
+            .map_err(|e| miette!("{e}"))?;
+        printer.flush();
         if recorded_end || dead_polls > 20 {
             break;
         }
@@ -736,16 +750,34 @@ fn logs(follow: bool, tail: &str, key: &str) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_entries(entries: &[container::LogEntry]) {
-    let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
-    for e in entries {
+/// Writes log entries to kiln's stdout or stderr as the container wrote
+/// them: a line split into several records comes out whole again, as from
+/// `docker logs`.
+struct Printer {
+    out: std::io::StdoutLock<'static>,
+    err: std::io::StderrLock<'static>,
+}
+
+impl Printer {
+    fn new() -> Self {
+        Printer {
+            out: std::io::stdout().lock(),
+            err: std::io::stderr().lock(),
+        }
+    }
+
+    fn print(&mut self, e: &container::LogEntry) {
+        // A closed pipe (`kiln logs c | head`) just ends the output.
         let _ = if e.stream == "stderr" {
-            err.write_all(e.log.as_bytes())
+            self.err.write_all(e.log.as_bytes())
         } else {
-            out.write_all(e.log.as_bytes())
+            self.out.write_all(e.log.as_bytes())
         };
     }
-    let _ = out.flush();
+
+    fn flush(&mut self) {
+        let _ = self.out.flush();
+    }
 }
 
 // ------------------------------------------------------------ stop and rm

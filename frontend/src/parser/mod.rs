@@ -31,6 +31,38 @@ use scan::{is_comment, trim_continuation, trim_leading_ws, DirectiveParser, Line
 /// refuses any chaining later on, so this only bounds recursion.
 const MAX_ONBUILD_DEPTH: usize = 16;
 
+/// The longest instruction, in bytes, once continuation lines are joined.
+/// BuildKit only limits physical lines (64 KiB), so its logical lines are
+/// unbounded; 1 MiB is far beyond any real instruction and keeps every later
+/// pass over a line (grammar, expansion, dump) cheap.
+pub const MAX_LOGICAL_LINE: usize = 1 << 20;
+
+/// The largest Dockerfile kiln reads, in bytes: heredocs can embed files, so
+/// this is generous, but it bounds what a build holds for its Dockerfile.
+pub const MAX_DOCKERFILE: u64 = 16 << 20;
+
+/// Reads a Dockerfile, refusing (without reading it all) one larger than
+/// [`MAX_DOCKERFILE`]; invalid UTF-8 is replaced, as BuildKit's scanner
+/// tolerates it.
+pub fn read_source(reader: impl std::io::Read) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    reader.take(MAX_DOCKERFILE + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_DOCKERFILE {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "dockerfile greater than max allowed size of {} MiB",
+                MAX_DOCKERFILE >> 20
+            ),
+        ));
+    }
+    Ok(match String::from_utf8(bytes) {
+        Ok(s) => s,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    })
+}
+
 /// BuildKit's wording for a JSON array holding something other than strings.
 pub const ERR_NOT_STRING_ARRAY: &str =
     "when using JSON array syntax, arrays must be comprised of strings only";
@@ -41,6 +73,15 @@ pub const ERR_NOT_STRING_ARRAY: &str =
 /// line) at fault. Unknown instructions are not errors here: BuildKit's parser
 /// keeps them (with a single empty argument) and the typed layer rejects them.
 pub fn parse(source: &str) -> Result<Dockerfile, Error> {
+    if source.len() as u64 > MAX_DOCKERFILE {
+        return Err(Error::new(
+            ErrorKind::LineTooLong,
+            format!(
+                "dockerfile greater than max allowed size of {} MiB",
+                MAX_DOCKERFILE >> 20
+            ),
+        ));
+    }
     let mut lines = Lines::new(source);
     let mut directive_parser = DirectiveParser::default();
     let mut directives = Directives::default();
@@ -106,6 +147,20 @@ pub fn parse(source: &str) -> Result<Dockerfile, Error> {
             }
             let (part, eol) = trim_continuation(t, escape);
             end_of_line = eol;
+            if logical.len() + part.len() > MAX_LOGICAL_LINE {
+                return Err(Error::new(
+                    ErrorKind::LineTooLong,
+                    format!(
+                        "dockerfile instruction greater than max allowed size of {MAX_LOGICAL_LINE} bytes (continuation lines joined)"
+                    ),
+                )
+                .at(Location {
+                    line: line.number,
+                    column,
+                    offset,
+                    len: next.offset + t.len() - offset,
+                }));
+            }
             logical.push_str(part);
         }
 
