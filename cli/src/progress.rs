@@ -534,7 +534,10 @@ mod tail_tests {
         })
         .unwrap();
         let (last, full) = got.split_last().unwrap();
-        assert!(full.iter().all(|n| (MAX_LINE - 3..=MAX_LINE).contains(n)), "{got:?}");
+        assert!(
+            full.iter().all(|n| (MAX_LINE - 3..=MAX_LINE).contains(n)),
+            "{got:?}"
+        );
         assert_eq!(*last, 100_000 + 1 - full.iter().sum::<usize>());
         assert_eq!(got.iter().sum::<usize>(), 100_000 + 1);
         assert_eq!(lb.take().as_deref(), Some("end"));

@@ -158,16 +158,21 @@ fn refused(k: &Kiln, ctx: &str, extra: &[&str], wanted: &[&str]) -> Measured {
     assert!(!m.status.success(), "the build should fail: {err}");
     assert_eq!(m.status.signal(), None, "kiln was killed: {m:?}");
     // miette wraps long messages inside its box.
-    let flat = err.replace('│', " ").split_whitespace().collect::<Vec<_>>().join(" ");
+    let flat = err
+        .replace('│', " ")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
     assert!(m.elapsed < Duration::from_secs(10), "{:?}", m.elapsed);
-    assert!(m.max_rss_kib < MAX_RSS_KIB, "peak RSS {} KiB", m.max_rss_kib);
+    assert!(
+        m.max_rss_kib < MAX_RSS_KIB,
+        "peak RSS {} KiB",
+        m.max_rss_kib
+    );
     for w in wanted {
         assert!(flat.contains(w), "{w:?} not in:\n{err}");
     }
-    eprintln!(
-        "refused in {:?}, peak RSS {} KiB",
-        m.elapsed, m.max_rss_kib
-    );
+    eprintln!("refused in {:?}, peak RSS {} KiB", m.elapsed, m.max_rss_kib);
     m
 }
 
@@ -191,7 +196,11 @@ fn an_expansion_bomb_fails_fast_naming_its_line() {
         &k,
         &ctx,
         &[],
-        &["exceeds the limit of 1048576 bytes", "Dockerfile:11:1", "line 11"],
+        &[
+            "exceeds the limit of 1048576 bytes",
+            "Dockerfile:11:1",
+            "line 11",
+        ],
     );
     // ARG defaults before FROM (the global scope), line 10.
     let ctx = context(&k, "arg", &(bomb("ARG", "") + "FROM busybox:1.35\n"));
@@ -222,7 +231,12 @@ fn an_expansion_bomb_fails_fast_naming_its_line() {
         df.push_str(&format!("RUN echo {i}\n"));
     }
     let ctx = context(&k, "copies", &df);
-    refused(&k, &ctx, &[], &["expanded text exceeds the limit of 64 MiB"]);
+    refused(
+        &k,
+        &ctx,
+        &[],
+        &["expanded text exceeds the limit of 64 MiB"],
+    );
 }
 
 /// A 20 MB line (over the 16 MiB file limit), a 10 MB line (over
@@ -251,15 +265,26 @@ fn huge_dockerfile_lines_are_refused_fast() {
             .chain(std::iter::once("\n".to_string()))
     };
     let ctx = write("20mb", &mut line(20_000_000));
-    refused(&k, &ctx, &[], &["dockerfile greater than max allowed size of 16 MiB"]);
+    refused(
+        &k,
+        &ctx,
+        &[],
+        &["dockerfile greater than max allowed size of 16 MiB"],
+    );
     let ctx = write("10mb", &mut line(10_000_000));
     let m = refused(
         &k,
         &ctx,
         &[],
-        &["dockerfile line greater than max allowed size of 65535", "line 2"],
+        &[
+            "dockerfile line greater than max allowed size of 65535",
+            "line 2",
+        ],
     );
-    assert!(m.stderr.bytes < 64 * 1024, "the error shows the line clipped");
+    assert!(
+        m.stderr.bytes < 64 * 1024,
+        "the error shows the line clipped"
+    );
     let ctx = write(
         "cont",
         &mut std::iter::once("FROM busybox:1.35\nRUN echo \\\n".to_string())
@@ -270,7 +295,10 @@ fn huge_dockerfile_lines_are_refused_fast() {
         &k,
         &ctx,
         &[],
-        &["instruction greater than max allowed size of 1048576 bytes", "line 2"],
+        &[
+            "instruction greater than max allowed size of 1048576 bytes",
+            "line 2",
+        ],
     );
 }
 
@@ -303,8 +331,16 @@ fn a_step_printing_gigabytes_without_newline_stays_bounded() {
     assert!(m.status.success(), "{}", m.stderr.head);
     assert!(m.stderr.bytes > NOISE, "all the output is shown");
     // `#N SECONDS ` before each piece.
-    assert!(m.stderr.longest_line <= RECORD + 32, "{}", m.stderr.longest_line);
-    assert!(m.max_rss_kib < MAX_RSS_KIB, "peak RSS {} KiB", m.max_rss_kib);
+    assert!(
+        m.stderr.longest_line <= RECORD + 32,
+        "{}",
+        m.stderr.longest_line
+    );
+    assert!(
+        m.max_rss_kib < MAX_RSS_KIB,
+        "peak RSS {} KiB",
+        m.max_rss_kib
+    );
 }
 
 /// `kiln run` of the same output keeps kiln small and writes log records
@@ -315,7 +351,15 @@ fn a_container_printing_gigabytes_without_newline_stays_bounded() {
     let k = Kiln::with_busybox();
     let m = measure(kiln(
         &k,
-        &["run", "--name", "noisy", "busybox:1.35", "sh", "-c", &noise()],
+        &[
+            "run",
+            "--name",
+            "noisy",
+            "busybox:1.35",
+            "sh",
+            "-c",
+            &noise(),
+        ],
     ));
     eprintln!(
         "run: {:?}, peak RSS {} KiB, {} bytes out",
@@ -323,7 +367,11 @@ fn a_container_printing_gigabytes_without_newline_stays_bounded() {
     );
     assert!(m.status.success(), "{}", m.stderr.head);
     assert_eq!(m.stdout.bytes, NOISE);
-    assert!(m.max_rss_kib < MAX_RSS_KIB, "peak RSS {} KiB", m.max_rss_kib);
+    assert!(
+        m.max_rss_kib < MAX_RSS_KIB,
+        "peak RSS {} KiB",
+        m.max_rss_kib
+    );
 
     // The container's folder holds the log: find it by its one file.
     let containers = k.root.join("containers");
@@ -345,7 +393,11 @@ fn a_container_printing_gigabytes_without_newline_stays_bounded() {
     );
     assert!(m.status.success(), "{}", m.stderr.head);
     assert_eq!(m.stdout.bytes, NOISE);
-    assert!(m.max_rss_kib < MAX_RSS_KIB, "peak RSS {} KiB", m.max_rss_kib);
+    assert!(
+        m.max_rss_kib < MAX_RSS_KIB,
+        "peak RSS {} KiB",
+        m.max_rss_kib
+    );
     let m = measure(kiln(&k, &["logs", "--tail", "2", "noisy"]));
     assert!(m.status.success(), "{}", m.stderr.head);
     let last = match NOISE % RECORD as u64 {
@@ -353,5 +405,9 @@ fn a_container_printing_gigabytes_without_newline_stays_bounded() {
         r => r,
     };
     assert_eq!(m.stdout.bytes, RECORD as u64 + last);
-    assert!(m.max_rss_kib < MAX_RSS_KIB, "peak RSS {} KiB", m.max_rss_kib);
+    assert!(
+        m.max_rss_kib < MAX_RSS_KIB,
+        "peak RSS {} KiB",
+        m.max_rss_kib
+    );
 }

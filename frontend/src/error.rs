@@ -80,7 +80,10 @@ impl Error {
                 // Only the span's first line, clipped; blank lines before it
                 // keep miette's line numbers right.
                 let end = floor_char_boundary(source, line_end.min(offset + MAX_SHOWN_LINE));
-                let start = floor_char_boundary(source, line_start.max(end.saturating_sub(2 * MAX_SHOWN_LINE)));
+                let start = floor_char_boundary(
+                    source,
+                    line_start.max(end.saturating_sub(2 * MAX_SHOWN_LINE)),
+                );
                 let pad = "\n".repeat(loc.line.saturating_sub(1));
                 let text = format!("{pad}{}", &source[start..end]);
                 let at = pad.len() + offset.max(start) - start;

@@ -772,7 +772,13 @@ pub fn plan_instructions(
                 };
                 budget.charge(
                     pairs_len(&base.vars)
-                        + base.config.env.iter().flatten().map(String::len).sum::<usize>(),
+                        + base
+                            .config
+                            .env
+                            .iter()
+                            .flatten()
+                            .map(String::len)
+                            .sum::<usize>(),
                     st.from.location(),
                 )?;
                 let mut s = base.clone();

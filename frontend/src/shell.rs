@@ -866,13 +866,7 @@ impl Machine<'_> {
                 let value = self.lookup(&name);
                 match value {
                     None if skip_unset => format!("${{{name}/{pattern}/{word}}}"),
-                    value => replace(
-                        &value.unwrap_or_default(),
-                        &pattern,
-                        &word,
-                        all,
-                        self.limit,
-                    )?,
+                    value => replace(&value.unwrap_or_default(), &pattern, &word, all, self.limit)?,
                 }
             }
             Then::Modifier {
@@ -1382,9 +1376,17 @@ mod tests {
         let vars = [("A", big.as_str())];
         // 4 × 300 kB passes the 1 MiB limit; 3 × does not.
         assert_eq!(word("$A$A$A", &vars).len(), 900_000);
-        for input in ["$A$A$A$A", "\"$A$A$A$A\"", "${X:-$A$A$A$A}", "a${A}b${A}c${A}d${A}"] {
+        for input in [
+            "$A$A$A$A",
+            "\"$A$A$A$A\"",
+            "${X:-$A$A$A$A}",
+            "a${A}b${A}c${A}d${A}",
+        ] {
             let e = fails(input, &vars);
-            assert!(e.contains("exceeds the limit of 1048576 bytes"), "{input}: {e}");
+            assert!(
+                e.contains("exceeds the limit of 1048576 bytes"),
+                "{input}: {e}"
+            );
         }
         // Replacing every character by a big text would be 300 GB.
         let e = fails("${A//x/$A}", &vars);
@@ -1393,7 +1395,10 @@ mod tests {
         let long = "y".repeat(2 << 20);
         assert_eq!(word(&long, &[]).len(), 2 << 20);
         // The message quotes only the start of a long word.
-        let e = fails(&format!("${{A}}${{A}}${{A}}${{A}}{}", "z".repeat(500)), &vars);
+        let e = fails(
+            &format!("${{A}}${{A}}${{A}}${{A}}{}", "z".repeat(500)),
+            &vars,
+        );
         assert!(e.len() < 200, "{e}");
     }
 

@@ -645,7 +645,10 @@ fn expansion_is_bounded_per_word_and_per_plan() {
     }
     let e = plan_src(&src, &[], None).unwrap_err();
     assert_eq!(e.kind, ErrorKind::Expansion);
-    assert!(e.message.contains("exceeds the limit of 1048576 bytes"), "{e}");
+    assert!(
+        e.message.contains("exceeds the limit of 1048576 bytes"),
+        "{e}"
+    );
     assert_eq!(e.location.map(|l| l.line), Some(11));
 
     let big = "x".repeat((1 << 20) + 1);

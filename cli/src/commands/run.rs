@@ -714,8 +714,8 @@ fn logs(follow: bool, tail: &str, key: &str) -> Result<ExitCode> {
             .map_err(|_| miette!("invalid --tail {tail:?}: a number or \"all\""))?;
         // Count first, then print the last n of the entries counted.
         let mut count = 0usize;
-        let end = container::for_each_log(&path, 0, None, |_| count += 1)
-            .map_err(|e| miette!("{e}"))?;
+        let end =
+            container::for_each_log(&path, 0, None, |_| count += 1).map_err(|e| miette!("{e}"))?;
         let mut skip = count.saturating_sub(n);
         container::for_each_log(&path, 0, Some(end), |e| {
             if skip > 0 {
