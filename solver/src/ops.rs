@@ -186,7 +186,8 @@ pub struct Exec {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Network {
-    /// The build's choice (`--network`), host by default as in BuildKit.
+    /// The build's choice (`--network`): a namespace of its own by
+    /// default, as in BuildKit.
     #[default]
     Default,
     Host,

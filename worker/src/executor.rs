@@ -96,6 +96,8 @@ pub enum ExecutorError {
     User { user: String, reason: String },
     #[error("{0}")]
     Unsupported(String),
+    #[error(transparent)]
+    Net(#[from] crate::netpool::NetError),
     #[error("no build context named {0:?} was given")]
     NoContext(String),
     #[error("{what} {path}: {source}")]
@@ -151,6 +153,8 @@ pub struct Worker {
     http: crate::http_source::Downloads,
     /// Whether the build was told that snapshots fell back to copies.
     copy_fallback_said: AtomicBool,
+    /// The network namespaces RUN steps use by default.
+    netpool: crate::netpool::NetPool,
     /// The build contexts as bind mounts see them, made on first use:
     /// (context name, excludes) → the folder.
     context_binds: Mutex<HashMap<(String, Vec<String>), PathBuf>>,
@@ -165,6 +169,7 @@ impl Worker {
         for d in [&cache_dir, &cache_mounts] {
             fs::create_dir_all(d).map_err(io_err("create", d))?;
         }
+        let netpool_dir = layers.scratch("net")?;
         Ok(Worker {
             slots: Slots::new(opts.cpu_slots),
             root,
@@ -176,6 +181,7 @@ impl Worker {
             mount_locks: Mutex::new(HashMap::new()),
             http: crate::http_source::Downloads::new(),
             copy_fallback_said: AtomicBool::new(false),
+            netpool: crate::netpool::NetPool::new(netpool_dir),
             context_binds: Mutex::new(HashMap::new()),
         })
     }
@@ -1012,6 +1018,15 @@ fn run_exec(
         OpNetwork::Default => w.opts.default_network,
         OpNetwork::Host => Network::Host,
         OpNetwork::None => Network::None,
+    };
+    // Held until the step is over, then handed to the next one.
+    let _net = match spec.network {
+        Network::Private => {
+            let lease = w.netpool.acquire()?;
+            spec.netns = Some(lease.path().to_path_buf());
+            Some(lease)
+        }
+        _ => None,
     };
     spec.mounts = mounts;
     if e.insecure && !w.opts.allow_insecure {

@@ -13,6 +13,7 @@ pub mod executor;
 pub mod fileops;
 pub mod http_source;
 pub mod layers;
+pub mod netpool;
 pub mod sandbox;
 pub mod seccomp;
 pub mod secrets;

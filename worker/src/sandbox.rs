@@ -80,6 +80,10 @@ pub enum Network {
     Host,
     /// A fresh network namespace holding only `lo` (down, as in docker).
     None,
+    /// A network namespace of its own with outbound access, prepared by
+    /// the build ([`crate::netpool`]) and named by [`SandboxSpec::netns`]:
+    /// BuildKit's default for RUN.
+    Private,
 }
 
 /// An extra mount of a step (RUN --mount, heredoc files, cache dirs).
@@ -162,6 +166,9 @@ pub struct SandboxSpec {
     /// binfmt_misc (see [`crate::emulation`]); `None` runs natively.
     #[serde(default)]
     pub emulator: Option<crate::emulation::Emulator>,
+    /// The namespace file to join with [`Network::Private`].
+    #[serde(default)]
+    pub netns: Option<PathBuf>,
     /// The seccomp filter ([`crate::seccomp`]): docker's default profile
     /// unless `kiln run --security-opt seccomp=…` said otherwise.
     #[serde(default)]
@@ -216,6 +223,7 @@ impl SandboxSpec {
             rlimits: Vec::new(),
             stdin: None,
             emulator: None,
+            netns: None,
             seccomp: crate::seccomp::Seccomp::Default,
             privileged: false,
             devices: Vec::new(),
@@ -1036,6 +1044,16 @@ fn helper(chan: &mut UnixStream) -> Result<ExitStatus, String> {
         serde_json::from_slice(&input).map_err(|e| format!("decoding sandbox spec: {e}"))?;
     validate(&spec).map_err(|e| e.to_string())?;
     let steps = plan(&spec);
+    if spec.network == Network::Private {
+        // Before any user namespace: the prepared namespace belongs to the
+        // host's, and joining it needs that namespace's CAP_SYS_ADMIN.
+        let path = spec
+            .netns
+            .as_deref()
+            .ok_or("a private network without its namespace")?;
+        crate::sys::join_netns(path)
+            .map_err(|e| format!("joining the step's network namespace: {e}"))?;
+    }
     if spec.emulator.is_some() {
         // Before the other namespaces, so they (the mount namespace above
         // all) belong to it and binfmt_misc may be mounted privately.

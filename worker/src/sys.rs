@@ -487,6 +487,29 @@ pub fn set_nodev_recursive(target: &Path) -> io::Result<()> {
     .map(drop)
 }
 
+/// A pipe with one end a child process inherits (no close-on-exec), for a
+/// program told that fd's number (slirp4netns's `--ready-fd` writes,
+/// `--exit-fd` reads): (read end, write end); `child_reads` says which end
+/// is the child's. The other end stays close-on-exec.
+pub fn pipe_for_child(child_reads: bool) -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut p = [0 as RawFd; 2];
+    // SAFETY: pipe2 writes two fds into the array.
+    check(unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: both fds are fresh and ours.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(p[0]), OwnedFd::from_raw_fd(p[1])) };
+    let child = if child_reads { &r } else { &w };
+    // SAFETY: fcntl on an fd we own.
+    check(unsafe { libc::fcntl(child.as_raw_fd(), libc::F_SETFD, 0) })?;
+    Ok((r, w))
+}
+
+/// Joins the network namespace bound at `path` (setns(2)).
+pub fn join_netns(path: &Path) -> io::Result<()> {
+    let fd = std::fs::File::open(path)?;
+    // SAFETY: setns on an fd we opened.
+    check(unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) }).map(drop)
+}
+
 /// umount2(2).
 pub fn umount(target: &Path, flags: libc::c_int) -> io::Result<()> {
     let t = cstr(target)?;

@@ -62,7 +62,9 @@ pub struct BuildArgs {
     /// Always look for newer base images in the registry.
     #[arg(long)]
     pub pull: bool,
-    /// Network of RUN steps: `default`/`host` (shared with the host) or `none`.
+    /// Network of RUN steps: `default` (a namespace of their own with
+    /// outbound access, as BuildKit's), `host` (the host's; needs `--allow
+    /// network.host`) or `none`.
     #[arg(long, default_value = "default")]
     pub network: String,
     /// How to show progress.
@@ -105,8 +107,8 @@ pub struct BuildArgs {
     pub ssh: Vec<String>,
     /// Entitlements, as buildx's `--allow`: `security.insecure` lets
     /// `RUN --security=insecure` run without the sandbox's seccomp filter
-    /// and with every capability; `network.host` is accepted (RUN has the
-    /// host's network by default here).
+    /// and with every capability; `network.host` lets `--network host` and
+    /// `RUN --network=host` use the host's network.
     #[arg(long = "allow", value_delimiter = ',')]
     pub allow: Vec<String>,
     /// The build context: a folder, or `-` for a tar on stdin.
@@ -247,16 +249,21 @@ fn build_args(raw: &[String]) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// BuildKit's words when a build asks for the host's network unasked.
+const NETWORK_HOST_NOT_ALLOWED: &str =
+    "network.host is not allowed: the host's network needs --allow network.host";
+
 fn build(a: BuildArgs) -> Result<ExitCode> {
     // Before any thread starts: the build's mounts (snapshots, secrets)
     // stay out of the host's mount namespace and die with the process.
     // Without the privilege for it they are cleaned by the next command.
     let _ = worker::snapshot::enter_private_mount_namespace();
     let mut allow_insecure = false;
+    let mut allow_host_network = false;
     for e in &a.allow {
         match e.as_str() {
             "security.insecure" => allow_insecure = true,
-            "network.host" => {}
+            "network.host" => allow_host_network = true,
             other => return Err(miette::miette!("invalid entitlement: {other}")),
         }
     }
@@ -304,7 +311,9 @@ fn build(a: BuildArgs) -> Result<ExitCode> {
         worker::emulation::emulator_for(p).map_err(|e| miette!("{e}"))?;
     }
     let network = match a.network.as_str() {
-        "default" | "host" => solver::ops::Network::Host,
+        "default" => solver::ops::Network::Default,
+        "host" if allow_host_network => solver::ops::Network::Host,
+        "host" => return Err(miette!("{}", NETWORK_HOST_NOT_ALLOWED)),
         "none" => solver::ops::Network::None,
         other => {
             return Err(miette!(
@@ -377,6 +386,17 @@ fn build(a: BuildArgs) -> Result<ExitCode> {
     .map_err(|e| e.with_source(&df_name, &text))?;
 
     // As BuildKit checks entitlements before solving: nothing runs.
+    if !allow_host_network {
+        let ids: Vec<_> = lowered.targets.iter().map(|(_, id, _)| *id).collect();
+        let all = lowered.graph.closure(&ids);
+        if all.iter().any(|n| {
+            matches!(lowered.graph.op(*n),
+                BuildOp::Exec(e) if e.network == solver::ops::Network::Host)
+        }) {
+            eprintln!("ERROR: failed to solve: {NETWORK_HOST_NOT_ALLOWED}");
+            return Ok(ExitCode::from(1));
+        }
+    }
     if !allow_insecure {
         let ids: Vec<_> = lowered.targets.iter().map(|(_, id, _)| *id).collect();
         let all = lowered.graph.closure(&ids);
@@ -608,7 +628,8 @@ fn run_worker(job: Job<'_>) -> Result<Solution> {
         contexts,
         default_network: match job.network {
             solver::ops::Network::None => worker::sandbox::Network::None,
-            _ => worker::sandbox::Network::Host,
+            solver::ops::Network::Host => worker::sandbox::Network::Host,
+            solver::ops::Network::Default => worker::sandbox::Network::Private,
         },
         helper_exe,
         force_copy: false,

@@ -1,0 +1,185 @@
+//! A build's RUN steps get a network namespace of their own with outbound
+//! access, as BuildKit gives them, never the host's (a step must not reach
+//! a service on the host's 127.0.0.1): each namespace is made with
+//! `unshare --net=FILE` and wired to the outside by slirp4netns, a
+//! user-mode stack (no bridge, veth or firewall rule on the host; host
+//! loopback disabled). Making one takes milliseconds, so, as BuildKit keeps
+//! a pool, namespaces are made on first use and handed from step to step;
+//! a step joins one with setns in the sandbox helper.
+//!
+//! Nothing outlives the build: the namespace files are bind mounts in the
+//! build's private mount namespace (see
+//! [`crate::snapshot::enter_private_mount_namespace`]) under its scratch
+//! folder, and slirp4netns exits when the build's end of its exit pipe
+//! closes, which a SIGKILL closes too.
+
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+
+/// Why a namespace could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("making a network namespace for RUN ({what}): {source}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "making a network namespace for RUN: {0} (RUN steps get a network of their own \
+         through slirp4netns; install it, or build with --network none, or --network host \
+         --allow network.host)"
+    )]
+    Setup(String),
+}
+
+fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> NetError {
+    move |source| NetError::Io { what, source }
+}
+
+/// One prepared namespace: its file and the slirp4netns serving it.
+#[derive(Debug)]
+struct NetNs {
+    path: PathBuf,
+    slirp: Child,
+    /// slirp4netns exits when this closes (`--exit-fd`).
+    _exit: OwnedFd,
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = self.slirp.kill();
+        let _ = self.slirp.wait();
+        let _ = crate::sys::umount(&self.path, libc::MNT_DETACH);
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// The build's namespaces: free ones wait here for the next step.
+#[derive(Debug)]
+pub struct NetPool {
+    dir: PathBuf,
+    free: Mutex<Vec<NetNs>>,
+    made: Mutex<usize>,
+}
+
+/// A namespace lent to one step; back to the pool when dropped.
+#[derive(Debug)]
+pub struct NetLease<'a> {
+    pool: &'a NetPool,
+    ns: Option<NetNs>,
+}
+
+impl NetLease<'_> {
+    /// The namespace's file, for the sandbox to join.
+    pub fn path(&self) -> &Path {
+        self.ns.as_ref().map_or(Path::new(""), |n| n.path.as_path())
+    }
+}
+
+impl Drop for NetLease<'_> {
+    fn drop(&mut self) {
+        if let Some(ns) = self.ns.take() {
+            // A step's processes are gone with its pid namespace; the
+            // namespace itself is as it was made (lo, tap0, the route).
+            self.pool
+                .free
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(ns);
+        }
+    }
+}
+
+impl NetPool {
+    /// A pool making its namespace files in `dir` (the build's scratch).
+    pub fn new(dir: PathBuf) -> NetPool {
+        NetPool {
+            dir,
+            free: Mutex::new(Vec::new()),
+            made: Mutex::new(0),
+        }
+    }
+
+    /// A namespace for one step: a free one, else a new one.
+    pub fn acquire(&self) -> Result<NetLease<'_>, NetError> {
+        let ns = self.free.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let ns = match ns {
+            Some(ns) => ns,
+            None => self.make()?,
+        };
+        Ok(NetLease {
+            pool: self,
+            ns: Some(ns),
+        })
+    }
+
+    fn make(&self) -> Result<NetNs, NetError> {
+        let n = {
+            let mut made = self.made.lock().unwrap_or_else(|p| p.into_inner());
+            *made += 1;
+            *made
+        };
+        std::fs::create_dir_all(&self.dir).map_err(io("create its folder"))?;
+        let path = self.dir.join(format!("net{n}"));
+        std::fs::File::create(&path).map_err(io("create its file"))?;
+        let out = Command::new("unshare")
+            .arg(format!("--net={}", path.display()))
+            .arg("true")
+            .stdin(Stdio::null())
+            .output()
+            .map_err(io("run unshare"))?;
+        if !out.status.success() {
+            let _ = std::fs::remove_file(&path);
+            return Err(NetError::Setup(format!(
+                "unshare --net: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        let (ready_r, ready_w) = crate::sys::pipe_for_child(false).map_err(io("pipe"))?;
+        let (exit_r, exit_w) = crate::sys::pipe_for_child(true).map_err(io("pipe"))?;
+        let log_path = self.dir.join(format!("net{n}.log"));
+        let log = std::fs::File::create(&log_path).map_err(io("create its log"))?;
+        let slirp = Command::new("slirp4netns")
+            .args(["--configure", "--mtu=65520", "--disable-host-loopback"])
+            .arg(format!("--ready-fd={}", ready_w.as_raw_fd()))
+            .arg(format!("--exit-fd={}", exit_r.as_raw_fd()))
+            .args(["--netns-type=path"])
+            .arg(&path)
+            .arg("tap0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn();
+        drop(ready_w);
+        drop(exit_r);
+        let fail = |path: &Path, msg: String| {
+            let _ = crate::sys::umount(path, libc::MNT_DETACH);
+            let _ = std::fs::remove_file(path);
+            NetError::Setup(msg)
+        };
+        let mut slirp = match slirp {
+            Ok(c) => c,
+            Err(e) => return Err(fail(&path, format!("starting slirp4netns: {e}"))),
+        };
+        let mut byte = [0u8; 1];
+        let ready = std::fs::File::from(ready_r).read(&mut byte);
+        if !matches!(ready, Ok(1)) {
+            let _ = slirp.kill();
+            let _ = slirp.wait();
+            let err = std::fs::read_to_string(&log_path).unwrap_or_default();
+            return Err(fail(
+                &path,
+                format!("slirp4netns did not start: {}", err.trim()),
+            ));
+        }
+        Ok(NetNs {
+            path,
+            slirp,
+            _exit: exit_w,
+        })
+    }
+}
