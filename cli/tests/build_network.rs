@@ -137,3 +137,40 @@ fn the_hosts_network_needs_allow_network_host() {
     assert_eq!(read(&out, "r"), "reached");
     assert!(hits.load(Ordering::SeqCst) >= 2);
 }
+
+/// A host whose resolver is on its own loopback (systemd-resolved's
+/// 127.0.0.53): a step in its own namespace asks slirp4netns's forwarder
+/// instead. The host's resolv.conf is replaced only inside a mount
+/// namespace of the test's own.
+#[test]
+fn a_loopback_nameserver_is_replaced_by_the_forwarder() {
+    let k = Kiln::with_busybox();
+    let ctx = k.context(
+        "dns",
+        &[(
+            "Dockerfile",
+            "FROM busybox:1.35\nRUN cat /etc/resolv.conf > /resolv\n",
+        )],
+    );
+    let fake = k.path("resolv.conf");
+    std::fs::write(&fake, "search lan\nnameserver 127.0.0.53\noptions edns0\n").unwrap();
+    let out = k.path("dns-out");
+    let script = format!(
+        "set -e\nmount --bind {fake} /etc/resolv.conf\n\
+         KILN_ROOT={root} {kiln} build --progress plain -o type=local,dest={out} {ctx}\n",
+        fake = fake.display(),
+        root = k.root.display(),
+        kiln = harness::KILN,
+        out = out.display(),
+        ctx = ctx.display(),
+    );
+    let o = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .expect("unshare");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read_to_string(out.join("resolv")).unwrap(),
+        "search lan\nnameserver 10.0.2.3\noptions edns0\n"
+    );
+}

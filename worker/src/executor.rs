@@ -1024,6 +1024,7 @@ fn run_exec(
         Network::Private => {
             let lease = w.netpool.acquire()?;
             spec.netns = Some(lease.path().to_path_buf());
+            spec.resolv_conf = w.netpool.resolv_conf();
             Some(lease)
         }
         _ => None,

@@ -64,6 +64,37 @@ pub struct NetPool {
     dir: PathBuf,
     free: Mutex<Vec<NetNs>>,
     made: Mutex<usize>,
+    resolv: std::sync::OnceLock<Option<PathBuf>>,
+}
+
+/// slirp4netns's DNS forwarder, as seen from the namespace.
+const SLIRP_DNS: &str = "10.0.2.3";
+
+/// The host's resolv.conf as a step in a namespace of its own needs it: a
+/// nameserver on the host's loopback (systemd-resolved's 127.0.0.53, a
+/// local dnsmasq) cannot be reached from there, so it becomes slirp4netns's
+/// forwarder, which asks the host's resolver for the step. None when the
+/// host's file serves as it is.
+fn resolv_for_namespace(host: &str) -> Option<String> {
+    let mut changed = false;
+    let mut out = String::new();
+    for line in host.lines() {
+        let mut f = line.split_whitespace();
+        let loopback = f.next() == Some("nameserver")
+            && f.next()
+                .and_then(|a| a.parse::<std::net::IpAddr>().ok())
+                .is_some_and(|a| a.is_loopback());
+        if loopback {
+            if !changed {
+                out.push_str(&format!("nameserver {SLIRP_DNS}\n"));
+            }
+            changed = true;
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    changed.then_some(out)
 }
 
 /// A namespace lent to one step; back to the pool when dropped.
@@ -101,7 +132,23 @@ impl NetPool {
             dir,
             free: Mutex::new(Vec::new()),
             made: Mutex::new(0),
+            resolv: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The resolv.conf steps in these namespaces get, when the host's
+    /// will not do ([`resolv_for_namespace`]); written once per build.
+    pub fn resolv_conf(&self) -> Option<PathBuf> {
+        self.resolv
+            .get_or_init(|| {
+                let host = std::fs::read_to_string("/etc/resolv.conf").ok()?;
+                let text = resolv_for_namespace(&host)?;
+                std::fs::create_dir_all(&self.dir).ok()?;
+                let path = self.dir.join("resolv.conf");
+                std::fs::write(&path, text).ok()?;
+                Some(path)
+            })
+            .clone()
     }
 
     /// A namespace for one step: a free one, else a new one.
@@ -181,5 +228,26 @@ impl NetPool {
             slirp,
             _exit: exit_w,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_loopback_nameserver_becomes_slirps_forwarder() {
+        assert_eq!(resolv_for_namespace("nameserver 10.255.255.53\n"), None);
+        assert_eq!(
+            resolv_for_namespace(
+                "search lan\nnameserver 127.0.0.53\nnameserver ::1\noptions edns0\n"
+            )
+            .as_deref(),
+            Some("search lan\nnameserver 10.0.2.3\noptions edns0\n")
+        );
+        assert_eq!(
+            resolv_for_namespace("nameserver 127.0.0.1\nnameserver 1.1.1.1\n").as_deref(),
+            Some("nameserver 10.0.2.3\nnameserver 1.1.1.1\n")
+        );
     }
 }

@@ -169,6 +169,10 @@ pub struct SandboxSpec {
     /// The namespace file to join with [`Network::Private`].
     #[serde(default)]
     pub netns: Option<PathBuf>,
+    /// The file bound at /etc/resolv.conf instead of the host's (a
+    /// private network cannot reach a nameserver on the host's loopback).
+    #[serde(default)]
+    pub resolv_conf: Option<PathBuf>,
     /// The seccomp filter ([`crate::seccomp`]): docker's default profile
     /// unless `kiln run --security-opt seccomp=…` said otherwise.
     #[serde(default)]
@@ -224,6 +228,7 @@ impl SandboxSpec {
             stdin: None,
             emulator: None,
             netns: None,
+            resolv_conf: None,
             seccomp: crate::seccomp::Seccomp::Default,
             privileged: false,
             devices: Vec::new(),
@@ -926,7 +931,10 @@ pub fn plan(spec: &SandboxSpec) -> Vec<Step> {
         s.push(Step::ReadonlyPath(p.into()));
     }
     for f in ["etc/hosts", "etc/resolv.conf"] {
-        let source = PathBuf::from("/").join(f);
+        let source = match &spec.resolv_conf {
+            Some(own) if f == "etc/resolv.conf" => own.clone(),
+            _ => PathBuf::from("/").join(f),
+        };
         if !source.exists() {
             continue; // a host without one: the sandbox gets the empty stub
         }
