@@ -4,7 +4,7 @@
 //! a real one cannot be made into.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -227,6 +227,53 @@ impl Drop for FakeRegistry {
     }
 }
 
+/// One HTTP/1.1 request as the test servers read it.
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    pub authorization: Option<String>,
+    pub body: Vec<u8>,
+}
+
+/// Reads the next request (line, headers, a Content-Length body) from a
+/// connection; None when it ends or breaks off.
+pub fn read_request(reader: &mut impl BufRead) -> Option<Request> {
+    let mut line = String::new();
+    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+        return None;
+    }
+    let mut parts = line.split_whitespace();
+    let method = parts.next().unwrap_or("").to_string();
+    let path = parts.next().unwrap_or("").to_string();
+    let (mut length, mut authorization) = (0usize, None);
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h).unwrap_or(0) == 0 {
+            return None;
+        }
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+            if k.eq_ignore_ascii_case("authorization") {
+                authorization = Some(v.trim().to_string());
+            }
+        }
+    }
+    let mut body = vec![0u8; length];
+    reader.read_exact(&mut body).ok()?;
+    Some(Request {
+        method,
+        path,
+        authorization,
+        body,
+    })
+}
+
 fn serve(
     conn: TcpStream,
     routes: &[Route],
@@ -243,37 +290,16 @@ fn serve(
     });
     let mut out = conn;
     loop {
-        let mut request = String::new();
-        if reader.read_line(&mut request).unwrap_or(0) == 0 {
+        let Some(Request {
+            method,
+            path,
+            authorization,
+            body,
+        }) = read_request(&mut reader)
+        else {
             return;
-        }
-        let mut parts = request.split_whitespace();
-        let method = parts.next().unwrap_or("").to_string();
-        let path = parts.next().unwrap_or("").to_string();
-        let mut length = 0usize;
-        let mut authorization = String::new();
-        loop {
-            let mut h = String::new();
-            if reader.read_line(&mut h).unwrap_or(0) == 0 {
-                return;
-            }
-            let h = h.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = h.split_once(':') {
-                if k.eq_ignore_ascii_case("content-length") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
-                if k.eq_ignore_ascii_case("authorization") {
-                    authorization = v.trim().to_string();
-                }
-            }
-        }
-        let mut body = vec![0u8; length];
-        if reader.read_exact(&mut body).is_err() {
-            return;
-        }
+        };
+        let authorization = authorization.unwrap_or_default();
         if let Ok(mut s) = seen.lock() {
             s.push(format!("{method} {path}"));
         }
