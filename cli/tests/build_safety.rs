@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use harness::{stderr, Kiln};
+use harness::{mounts_below, stderr, Kiln};
 
 impl Kiln {
     /// Builds `ctx` and exports its rootfs to a fresh folder.
@@ -127,15 +127,6 @@ fn a_failing_build_names_nothing_and_says_which_step_failed() {
 }
 
 /// Whether any mount below `dir` is still there.
-fn mounts_below(dir: &Path) -> Vec<String> {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
-        .filter(|p| Path::new(p).starts_with(dir))
-        .collect()
-}
-
 #[test]
 fn a_build_killed_mid_step_leaves_a_store_the_next_build_uses() {
     let k = Kiln::with_busybox();

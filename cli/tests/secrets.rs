@@ -51,6 +51,20 @@ fn files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// No file beneath `dir` (the store) holds the file secret's bytes.
+fn assert_no_file_holds_the_secret(dir: &Path) {
+    let mut all = Vec::new();
+    files(dir, &mut all);
+    for f in all {
+        let data = std::fs::read(&f).unwrap_or_default();
+        assert!(
+            !contains(&data, FILE_SECRET),
+            "{} holds the secret",
+            f.display()
+        );
+    }
+}
+
 fn contains(hay: &[u8], needle: &str) -> bool {
     hay.windows(needle.len()).any(|w| w == needle.as_bytes())
 }
@@ -275,16 +289,7 @@ fn a_custom_target_mode_and_owner_are_honoured() {
         "folders made for a secret stay out"
     );
     assert!(!dest.join("home/t").exists());
-    let mut all = Vec::new();
-    files(&k.root, &mut all);
-    for f in all {
-        let data = std::fs::read(&f).unwrap_or_default();
-        assert!(
-            !contains(&data, FILE_SECRET),
-            "{} holds the secret",
-            f.display()
-        );
-    }
+    assert_no_file_holds_the_secret(&k.root);
 }
 
 /// `ssh-agent -D -a SOCK`, killed with the value.
@@ -374,18 +379,6 @@ fn an_ssh_agent_socket_is_forwarded_with_ssh_auth_sock() {
     assert!(stderr(&out).contains("SSH_AUTH_SOCK"), "{}", stderr(&out));
 }
 
-/// Mounts under `dir` in this (the host's) mount namespace.
-fn host_mounts_under(dir: &Path) -> Vec<String> {
-    let dir = std::fs::canonicalize(dir).unwrap_or(dir.to_path_buf());
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|m| Path::new(m).starts_with(&dir))
-        .map(str::to_string)
-        .collect()
-}
-
 /// A build killed (SIGKILL) in the middle of a step that uses a file
 /// secret leaves nothing behind on the host: no mount under the store
 /// (snapshots and the secret's tmpfs live in the build's own mount
@@ -433,20 +426,11 @@ fn a_killed_build_leaves_no_mount_and_no_secret() {
         seen.extend_from_slice(&buf[..n]);
     }
     // While it runs, the host sees none of its mounts.
-    assert_eq!(host_mounts_under(&k.root), Vec::<String>::new());
+    assert_eq!(harness::mounts_below(&k.root), Vec::<String>::new());
     child.kill().expect("SIGKILL");
     let _ = child.wait();
     // Let the sandbox (which dies with its parent) go too.
     std::thread::sleep(std::time::Duration::from_millis(300));
-    assert_eq!(host_mounts_under(&k.root), Vec::<String>::new());
-    let mut all = Vec::new();
-    files(&k.root, &mut all);
-    for f in all {
-        let data = std::fs::read(&f).unwrap_or_default();
-        assert!(
-            !contains(&data, FILE_SECRET),
-            "{} holds the secret",
-            f.display()
-        );
-    }
+    assert_eq!(harness::mounts_below(&k.root), Vec::<String>::new());
+    assert_no_file_holds_the_secret(&k.root);
 }

@@ -167,3 +167,15 @@ pub fn umoci_unpack(layout: &Path, tag: &str, bundle: &Path) {
         .expect("umoci (run .ci/setup)");
     assert!(out.status.success(), "umoci: {}", stderr(&out));
 }
+
+/// The mount points beneath `dir` in this process's (the host's) mount
+/// namespace, e.g. what a killed build left mounted.
+pub fn mounts_below(dir: &Path) -> Vec<String> {
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+        .filter(|p| Path::new(p).starts_with(&dir))
+        .collect()
+}
