@@ -1116,7 +1116,7 @@ fn container_init(c: &Container, dir: &Path, out: RawFd, err: RawFd, errfd: RawF
     if !spec.env.iter().any(|e| e.starts_with("HOSTNAME=")) {
         spec.env.insert(0, format!("HOSTNAME={}", c.hostname));
     }
-    user.apply(&mut spec, &rootfs);
+    user.apply(&mut spec);
     spec.cwd = c.cwd.clone();
     spec.network = c.network;
     spec.hostname = c.hostname.clone();
@@ -1223,7 +1223,7 @@ fn exec_child(x: &ExecSpec, root: &OwnedFd, user: &crate::users::ExecUser, errfd
     }
     let mut spec = SandboxSpec::new("/", x.argv.clone());
     spec.env = x.env.clone();
-    user.apply(&mut spec, Path::new("/"));
+    user.apply(&mut spec);
     spec.cwd = x.cwd.clone();
     spec.seccomp = x.seccomp.clone();
     // The container's mounts are in place: only what follows the hostname

@@ -1013,7 +1013,7 @@ fn run_exec(
     } else {
         e.cwd.clone()
     };
-    user.apply(&mut spec, &rootfs);
+    user.apply(&mut spec);
     spec.network = match e.network {
         OpNetwork::Default => w.opts.default_network,
         OpNetwork::Host => Network::Host,

@@ -63,7 +63,7 @@ impl Drop for NetNs {
 pub struct NetPool {
     dir: PathBuf,
     free: Mutex<Vec<NetNs>>,
-    made: Mutex<usize>,
+    made: std::sync::atomic::AtomicUsize,
     resolv: std::sync::OnceLock<Option<PathBuf>>,
 }
 
@@ -131,7 +131,7 @@ impl NetPool {
         NetPool {
             dir,
             free: Mutex::new(Vec::new()),
-            made: Mutex::new(0),
+            made: std::sync::atomic::AtomicUsize::new(0),
             resolv: std::sync::OnceLock::new(),
         }
     }
@@ -165,11 +165,7 @@ impl NetPool {
     }
 
     fn make(&self) -> Result<NetNs, NetError> {
-        let n = {
-            let mut made = self.made.lock().unwrap_or_else(|p| p.into_inner());
-            *made += 1;
-            *made
-        };
+        let n = self.made.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         std::fs::create_dir_all(&self.dir).map_err(io("create its folder"))?;
         let path = self.dir.join(format!("net{n}"));
         std::fs::File::create(&path).map_err(io("create its file"))?;

@@ -18,18 +18,21 @@ pub struct ExecUser {
     /// the primary gid to setgroups too, so `id` as `USER 1000:1000`
     /// prints `groups=1000`.
     pub groups: Vec<u32>,
+    /// The home folder of the first passwd entry with this uid, else `/`
+    /// (runc's rule, which BuildKit's RUN steps and docker's containers
+    /// share; `go build` needs it).
+    pub home: String,
 }
 
 impl ExecUser {
-    /// Sets the spec's ids and, when the environment has none, HOME: the
-    /// home folder of the passwd entry with this uid, else `/` (runc's
-    /// rule, which BuildKit's RUN steps and docker's containers share;
-    /// `go build` needs it).
-    pub fn apply(&self, spec: &mut SandboxSpec, root: &Path) {
+    /// Sets the spec's ids and, when the environment has none, HOME.
+    pub fn apply(&self, spec: &mut SandboxSpec) {
         spec.uid = self.uid;
         spec.gid = self.gid;
         spec.additional_gids = self.groups.clone();
-        add_home(&mut spec.env, root, self.uid);
+        if !spec.env.iter().any(|e| e.starts_with("HOME=")) {
+            spec.env.push(format!("HOME={}", self.home));
+        }
     }
 }
 
@@ -52,18 +55,19 @@ fn read_db(root: &Path, file: &str) -> Vec<Vec<String>> {
 /// are; supplementary groups come from /etc/group only when no group was
 /// given.
 pub fn resolve_user(rootfs: &Path, user: &str) -> Result<ExecUser, ExecutorError> {
+    let passwd = read_db(rootfs, "/etc/passwd");
     if user.is_empty() {
         return Ok(ExecUser {
             uid: 0,
             gid: 0,
             groups: vec![0],
+            home: home_of(&passwd, 0),
         });
     }
     let (u, g) = match user.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (user, None),
     };
-    let passwd = read_db(rootfs, "/etc/passwd");
     let entry = passwd
         .iter()
         .find(|f| f.len() >= 4 && (f[0] == u || (u.parse::<u32>().is_ok() && f[2] == u)));
@@ -112,22 +116,18 @@ pub fn resolve_user(rootfs: &Path, user: &str) -> Result<ExecUser, ExecutorError
         uid,
         gid,
         groups: all,
+        home: home_of(&passwd, uid),
     })
 }
 
-/// Adds HOME when the environment has none: the home folder of the first
-/// passwd entry with `uid` in `root`, else `/`.
-fn add_home(env: &mut Vec<String>, root: &Path, uid: u32) {
-    if env.iter().any(|e| e.starts_with("HOME=")) {
-        return;
-    }
-    let home = read_db(root, "/etc/passwd")
-        .into_iter()
+/// The home folder of the first entry of `passwd` with `uid`, else `/`.
+fn home_of(passwd: &[Vec<String>], uid: u32) -> String {
+    passwd
+        .iter()
         .find(|f| f.len() >= 6 && f[2].parse::<u32>().ok() == Some(uid))
         .map(|f| f[5].clone())
         .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "/".into());
-    env.push(format!("HOME={home}"));
+        .unwrap_or_else(|| "/".into())
 }
 
 #[cfg(test)]
@@ -170,17 +170,19 @@ mod tests {
     #[test]
     fn home_comes_from_the_entry_of_the_uid() {
         let t = root();
-        let home = |uid, env: &[&str]| {
-            let mut env: Vec<String> = env.iter().map(|s| s.to_string()).collect();
-            add_home(&mut env, t.path(), uid);
-            env.iter()
+        let home = |user: &str, env: &[&str]| {
+            let mut spec = SandboxSpec::new(t.path(), vec!["true".into()]);
+            spec.env = env.iter().map(|s| s.to_string()).collect();
+            resolve_user(t.path(), user).unwrap().apply(&mut spec);
+            spec.env
+                .iter()
                 .find_map(|e| e.strip_prefix("HOME=").map(str::to_string))
                 .unwrap()
         };
-        assert_eq!(home(0, &[]), "/root");
-        assert_eq!(home(1000, &["PATH=/bin"]), "/home/app");
-        assert_eq!(home(1001, &[]), "/");
-        assert_eq!(home(5, &[]), "/");
-        assert_eq!(home(1000, &["HOME=/mine"]), "/mine");
+        assert_eq!(home("", &[]), "/root");
+        assert_eq!(home("app", &["PATH=/bin"]), "/home/app");
+        assert_eq!(home("1001", &[]), "/");
+        assert_eq!(home("5", &[]), "/");
+        assert_eq!(home("1000:1000", &["HOME=/mine"]), "/mine");
     }
 }
