@@ -22,7 +22,7 @@ while [ $# -gt 0 ]; do
     esac
 done
 if [ -z "${KILN_BIN:-}" ]; then
-    (cd "$here" && cargo build --release -q -p cli)
+    (cd "$here" && cargo build --release -q -p kiln)
     KILN_BIN=${CARGO_TARGET_DIR:-$here/target}/release/kiln
 fi
 curl -sf http://127.0.0.1:5000/v2/ >/dev/null || { echo "registry on 127.0.0.1:5000 is down: run $shared/bench/setup.sh" >&2; exit 1; }

@@ -16,7 +16,7 @@ ROUNDS=${ROUNDS:-2}
 here=$(cd "$(dirname "$0")/.." && pwd)
 
 if [ -z "${KILN:-}" ]; then
-  (cd "$here" && cargo build --release -q -p cli)
+  (cd "$here" && cargo build --release -q -p kiln)
   KILN="${CARGO_TARGET_DIR:-$here/target}/release/kiln"
 fi
 for tool in docker-registry skopeo python3; do

@@ -23,7 +23,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 fixture="$here/../shared/fixtures/busybox-1.35-oci.tar"
 
 if [ -z "${KILN:-}" ]; then
-  (cd "$here" && cargo build --release -q -p cli) || exit 1
+  (cd "$here" && cargo build --release -q -p kiln) || exit 1
   KILN="${CARGO_TARGET_DIR:-$here/target}/release/kiln"
 fi
 for tool in docker-registry python3; do

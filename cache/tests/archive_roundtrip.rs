@@ -6,8 +6,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use cache::archive::{self, Format, LoadOptions, SaveOptions};
-use cache::{Digest, Reference, Root};
+use kiln_cache::archive::{self, Format, LoadOptions, SaveOptions};
+use kiln_cache::{Digest, Reference, Root};
 
 const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared");
 const INDEX: &str = "sha256:92113fb732fa5ce2fbd395951f3008d3c03ae3bb722f1be8c712e6e4e1acb4f6";
@@ -55,7 +55,7 @@ fn assert_same_as_fixture(image: &Path) {
     }
 }
 
-fn load(root: &Root, p: &Path) -> cache::Result<archive::LoadReport> {
+fn load(root: &Root, p: &Path) -> kiln_cache::Result<archive::LoadReport> {
     archive::load(root, p, &LoadOptions::default())
 }
 
@@ -96,7 +96,7 @@ fn fixture_round_trip_through_oci_and_docker_archives() {
         .get(&Reference::parse("busybox:1.35").expect("ref"))
         .expect("get")
         .expect("named");
-    let manifests = cache::image::platform_manifests(root.blobs(), &d).expect("platforms");
+    let manifests = kiln_cache::image::platform_manifests(root.blobs(), &d).expect("platforms");
     assert_eq!(manifests.len(), 2);
 
     let oci = dir.path().join("out-oci.tar");

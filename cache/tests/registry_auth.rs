@@ -7,11 +7,11 @@ mod common;
 
 use std::sync::Arc;
 
-use cache::registry::{
+use common::*;
+use kiln_cache::registry::{
     self, Credentials, DockerConfig, NoProgress, PullOptions, PushOptions, RegistryConfig, Secret,
 };
-use cache::Reference;
-use common::*;
+use kiln_cache::Reference;
 
 #[test]
 fn basic_and_bearer_auth() {

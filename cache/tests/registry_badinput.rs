@@ -6,9 +6,9 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cache::registry::{self, NoProgress, PullOptions, RegistryError};
-use cache::{Reference, Root};
 use common::*;
+use kiln_cache::registry::{self, NoProgress, PullOptions, RegistryError};
+use kiln_cache::{Reference, Root};
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()

@@ -19,9 +19,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
-use cache::registry::{self, NoProgress, PullOptions, PushOptions, RegistryError};
-use cache::{Digest, Reference};
 use common::*;
+use kiln_cache::registry::{self, NoProgress, PullOptions, PushOptions, RegistryError};
+use kiln_cache::{Digest, Reference};
 
 /// A request as a server of this test saw it.
 #[derive(Debug, Clone)]
@@ -144,7 +144,7 @@ fn ok(body: &[u8], content_type: &str) -> Answer {
 }
 
 /// A one-layer image put straight into a store under `name`.
-fn tiny_local_image(root: &cache::Root, name: &str) {
+fn tiny_local_image(root: &kiln_cache::Root, name: &str) {
     let layer = {
         let mut b = tar::Builder::new(Vec::new());
         let mut h = tar::Header::new_gnu();

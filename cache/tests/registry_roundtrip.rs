@@ -7,11 +7,11 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
-use cache::registry::{
+use common::*;
+use kiln_cache::registry::{
     self, progress::Outcome, NoProgress, Platform, Progress, PullOptions, PushOptions,
 };
-use cache::Reference;
-use common::*;
+use kiln_cache::Reference;
 
 /// Records outcomes, to check mounts and skips really happened.
 #[derive(Default)]
@@ -121,7 +121,7 @@ fn push_then_pull_keeps_both_platforms_identical() {
     let have = reachable(&dst, got.digest().as_ref());
     assert_eq!(have, want);
     for d in &want {
-        let dg: cache::Digest = d.parse().unwrap();
+        let dg: kiln_cache::Digest = d.parse().unwrap();
         assert_eq!(
             dst.blobs().read(&dg).unwrap(),
             src.blobs().read(&dg).unwrap(),
@@ -503,7 +503,7 @@ fn a_mirror_stands_in_for_docker_hub() {
 /// describes each platform of each archive exactly as it does the fixture.
 #[test]
 fn load_push_rmi_pull_save_round_trip() {
-    use cache::archive::{self, Format, LoadOptions, SaveOptions};
+    use kiln_cache::archive::{self, Format, LoadOptions, SaveOptions};
     let reg = TestRegistry::plain();
     let rt = rt();
     let (_a, root) = temp_root();

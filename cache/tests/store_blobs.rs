@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use cache::{Digest, Error, Reference, Root};
+use kiln_cache::{Digest, Error, Reference, Root};
 
 /// Content big enough to need many writes.
 fn content(seed: u8, len: usize) -> Vec<u8> {
@@ -174,7 +174,11 @@ fn child_process_helper() {
             }
             let id: String = std::env::var("KILN_TEST_ID").expect("id");
             let r = Reference::parse(&format!("proc/n{id}:t")).expect("ref");
-            let desc = cache::image::descriptor(cache::media::OCI_MANIFEST, &d, data.len() as u64);
+            let desc = kiln_cache::image::descriptor(
+                kiln_cache::media::OCI_MANIFEST,
+                &d,
+                data.len() as u64,
+            );
             for _ in 0..20 {
                 root.images().set(&r, desc.clone()).expect("set");
             }
@@ -277,7 +281,7 @@ fn killed_writer_temp_file_is_cleaned_on_next_open_but_live_ones_are_not() {
 fn image_store_set_get_remove_list() {
     let (_d, root) = store();
     let d = root.blobs().put(br#"{"schemaVersion":2}"#).expect("put");
-    let desc = cache::image::descriptor(cache::media::OCI_MANIFEST, &d, 19);
+    let desc = kiln_cache::image::descriptor(kiln_cache::media::OCI_MANIFEST, &d, 19);
     let r = Reference::parse("busybox").expect("ref");
     assert!(root.images().get(&r).expect("get").is_none());
     root.images().set(&r, desc.clone()).expect("set");

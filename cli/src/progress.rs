@@ -7,7 +7,7 @@ use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use solver::{Event, NodeId};
+use kiln_solver::{Event, NodeId};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 /// `--progress`.
@@ -401,12 +401,12 @@ impl Sink for Tty {
 #[cfg(test)]
 mod tail_tests {
     use super::*;
-    use solver::Stream;
+    use kiln_solver::Stream;
 
     /// Two distinct vertices (NodeIds only come from a graph).
     fn vertices() -> (NodeId, NodeId) {
-        use solver::ops::BuildOp;
-        let mut g = solver::Graph::<BuildOp>::new();
+        use kiln_solver::ops::BuildOp;
+        let mut g = kiln_solver::Graph::<BuildOp>::new();
         let a = g.add(BuildOp::Scratch, &[]);
         (a, g.add(BuildOp::Merge, &[a]))
     }

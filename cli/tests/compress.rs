@@ -15,10 +15,10 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
 
-use cache::compress::{self, Compression, Conversion};
-use cache::{gc, image, media, Digest, Reference, Root};
 use common::{sha256, TestRegistry};
 use harness::{imagefs, skopeo, umoci_unpack, Kiln, BUSYBOX_INDEX};
+use kiln_cache::compress::{self, Compression, Conversion};
+use kiln_cache::{gc, image, media, Digest, Reference, Root};
 use serde_json::{json, Value};
 
 impl Kiln {

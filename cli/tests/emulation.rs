@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use harness::{imagefs, Kiln, KILN, SHARED};
-use solver::ops::Platform;
-use worker::emulation::{emulator_for, host_architecture};
-use worker::sandbox::{run, ExitStatus, SandboxSpec, Stream};
+use kiln_solver::ops::Platform;
+use kiln_worker::emulation::{emulator_for, host_architecture};
+use kiln_worker::sandbox::{run, ExitStatus, SandboxSpec, Stream};
 
 fn arm64() -> Platform {
     Platform {

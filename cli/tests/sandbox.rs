@@ -7,9 +7,9 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use worker::diff::{write_layer, Compression, DiffOptions};
-use worker::sandbox::{run, ExitStatus, Mount, Network, SandboxError, SandboxSpec, Stream};
-use worker::snapshot::{mount_overlay, Mounted};
+use kiln_worker::diff::{write_layer, Compression, DiffOptions};
+use kiln_worker::sandbox::{run, ExitStatus, Mount, Network, SandboxError, SandboxSpec, Stream};
+use kiln_worker::snapshot::{mount_overlay, Mounted};
 
 const KILN: &str = env!("CARGO_BIN_EXE_kiln");
 
@@ -142,7 +142,7 @@ fn pid_hostname_env_and_cwd() {
         [
             "1",
             "kilnbox",
-            worker::sandbox::DEFAULT_PATH,
+            kiln_worker::sandbox::DEFAULT_PATH,
             "bar",
             "/work/dir",
             "0022",
@@ -449,7 +449,7 @@ fn a_cancelled_run_stops_and_kills_its_processes() {
     let cancel = Arc::new(AtomicBool::new(false));
     let flag = cancel.clone();
     let t = Instant::now();
-    let r = worker::sandbox::run_cancellable(
+    let r = kiln_worker::sandbox::run_cancellable(
         &spec,
         Path::new(KILN),
         &mut |_, b| {

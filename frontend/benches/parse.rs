@@ -1,14 +1,14 @@
 //! Throughput of the frontend on a large Dockerfile: BuildKit's parser corpus
 //! concatenated to several megabytes, with a final stage that copies from
 //! every other stage so planning visits all of them. Run with
-//! `cargo bench -p frontend --bench parse`; divan prints bytes per second.
+//! `cargo bench -p kiln-frontend --bench parse`; divan prints bytes per second.
 
 use std::path::Path;
 use std::sync::LazyLock;
 
 use divan::counter::BytesCount;
 use divan::{black_box, Bencher};
-use frontend::plan::{plan, PlanOptions};
+use kiln_frontend::plan::{plan, PlanOptions};
 
 const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared");
 
@@ -19,7 +19,7 @@ const TARGET_BYTES: usize = 4 << 20;
 /// themselves, start a stage, and do not swallow the next file (a trailing
 /// continuation or an open heredoc would).
 fn usable(src: &str) -> bool {
-    let Ok(df) = frontend::parser::parse(src) else {
+    let Ok(df) = kiln_frontend::parser::parse(src) else {
         return false;
     };
     if df.directives.escape != '\\' || df.nodes.first().map(|n| n.keyword.as_str()) != Some("from")
@@ -29,7 +29,7 @@ fn usable(src: &str) -> bool {
     if plan(&df, &PlanOptions::default()).is_err() {
         return false;
     }
-    match frontend::parser::parse(&format!("{src}\nFROM scratch AS sentinel\n")) {
+    match kiln_frontend::parser::parse(&format!("{src}\nFROM scratch AS sentinel\n")) {
         Ok(joined) => joined.nodes.len() == df.nodes.len() + 1,
         Err(_) => false,
     }
@@ -67,7 +67,7 @@ static INPUT: LazyLock<String> = LazyLock::new(|| {
     for i in 0..stages {
         out.push_str(&format!("COPY --from={i} /x /x{i}\n"));
     }
-    let df = frontend::parser::parse(&out).expect("the concatenation parses");
+    let df = kiln_frontend::parser::parse(&out).expect("the concatenation parses");
     let p = plan(&df, &PlanOptions::default()).expect("the concatenation plans");
     eprintln!(
         "input: {:.1} MiB, {} instructions, {} stages planned",
@@ -88,15 +88,15 @@ fn parse(bencher: Bencher) {
     let src = INPUT.as_str();
     bencher
         .counter(BytesCount::new(src.len()))
-        .bench(|| frontend::parser::parse(black_box(src)).map(|d| d.nodes.len()));
+        .bench(|| kiln_frontend::parser::parse(black_box(src)).map(|d| d.nodes.len()));
 }
 
 #[divan::bench(sample_count = 10, sample_size = 1)]
 fn parse_and_type(bencher: Bencher) {
     let src = INPUT.as_str();
     bencher.counter(BytesCount::new(src.len())).bench(|| {
-        let df = frontend::parser::parse(black_box(src)).expect("parses");
-        frontend::instructions::from_dockerfile(&df).map(|i| i.instructions.len())
+        let df = kiln_frontend::parser::parse(black_box(src)).expect("parses");
+        kiln_frontend::instructions::from_dockerfile(&df).map(|i| i.instructions.len())
     });
 }
 
@@ -104,7 +104,7 @@ fn parse_and_type(bencher: Bencher) {
 fn parse_and_plan(bencher: Bencher) {
     let src = INPUT.as_str();
     bencher.counter(BytesCount::new(src.len())).bench(|| {
-        let df = frontend::parser::parse(black_box(src)).expect("parses");
+        let df = kiln_frontend::parser::parse(black_box(src)).expect("parses");
         plan(&df, &PlanOptions::default()).map(|p| p.stages.len())
     });
 }
@@ -112,7 +112,7 @@ fn parse_and_plan(bencher: Bencher) {
 #[divan::bench(sample_count = 10, sample_size = 1)]
 fn plan_only(bencher: Bencher) {
     let src = INPUT.as_str();
-    let df = frontend::parser::parse(src).expect("parses");
+    let df = kiln_frontend::parser::parse(src).expect("parses");
     bencher
         .counter(BytesCount::new(src.len()))
         .bench(|| plan(black_box(&df), &PlanOptions::default()).map(|p| p.stages.len()));

@@ -26,9 +26,9 @@
 
 use std::collections::HashMap;
 
+use kiln_solver::ops::{self, BuildOp, Exec, ExecMount, FileAction, FileOp};
+use kiln_solver::{Graph, NodeId};
 use serde::Serialize;
-use solver::ops::{self, BuildOp, Exec, ExecMount, FileAction, FileOp};
-use solver::{Graph, NodeId};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::instructions::{self, Mount, MountType};

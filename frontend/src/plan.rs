@@ -97,7 +97,7 @@ pub const NON_ENV_ARGS: [&str; 2] = ["BUILDKIT_SBOM_SCAN_CONTEXT", "BUILDKIT_SBO
 
 /// An OCI platform (`os/arch[/variant]`): the solver's type, which the
 /// frontend's plans and the lowered graph share.
-pub use solver::ops::Platform;
+pub use kiln_solver::ops::Platform;
 
 /// What a build asks of the planner (`--build-arg`, `--target`,
 /// `--platform`).

@@ -2,8 +2,8 @@
 //! parser: dumps must match byte for byte, negative cases must fail with
 //! BuildKit's words, line numbers must agree.
 
-use frontend::parser::{dump, parse};
-use frontend::ErrorKind;
+use kiln_frontend::parser::{dump, parse};
+use kiln_frontend::ErrorKind;
 use std::fs;
 use std::path::{Path, PathBuf};
 

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use frontend::plan::{plan, Base, PlanOptions, Platform, StepOp};
+use kiln_frontend::plan::{plan, Base, PlanOptions, Platform, StepOp};
 
 const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared");
 
@@ -62,7 +62,7 @@ fn every_case_parses_and_plans() {
         let case: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(dir.join("case.json")).unwrap()).unwrap();
         for opts in options(&case) {
-            let result = frontend::parser::parse(&src).and_then(|df| plan(&df, &opts));
+            let result = kiln_frontend::parser::parse(&src).and_then(|df| plan(&df, &opts));
             if name == "error-unknown-instruction" {
                 let err = result.expect_err("FROBNICATE must be rejected");
                 assert!(
@@ -107,7 +107,7 @@ fn every_case_parses_and_plans() {
     assert!(planned >= dirs.len() - 1);
 }
 
-fn plan_case(name: &str, args: &[(&str, &str)], target: Option<&str>) -> frontend::plan::Plan {
+fn plan_case(name: &str, args: &[(&str, &str)], target: Option<&str>) -> kiln_frontend::plan::Plan {
     let src = std::fs::read_to_string(
         Path::new(SHARED)
             .join("cases")
@@ -115,7 +115,7 @@ fn plan_case(name: &str, args: &[(&str, &str)], target: Option<&str>) -> fronten
             .join("Dockerfile"),
     )
     .unwrap();
-    let df = frontend::parser::parse(&src).unwrap();
+    let df = kiln_frontend::parser::parse(&src).unwrap();
     let opts = PlanOptions {
         build_args: args
             .iter()
@@ -204,7 +204,7 @@ fn target_stage_prunes_unneeded_stages() {
         serde_json::from_str(&std::fs::read_to_string(dir.join("case.json")).unwrap()).unwrap();
     let target = case["target"].as_str().unwrap();
     let src = std::fs::read_to_string(dir.join("Dockerfile")).unwrap();
-    let df = frontend::parser::parse(&src).unwrap();
+    let df = kiln_frontend::parser::parse(&src).unwrap();
     let all = plan(&df, &PlanOptions::default()).unwrap();
     let p = plan(
         &df,

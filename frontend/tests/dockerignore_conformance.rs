@@ -1,4 +1,4 @@
-//! Conformance of `frontend::dockerignore` with moby/patternmatcher,
+//! Conformance of `kiln_frontend::dockerignore` with moby/patternmatcher,
 //! moby's and BuildKit's `.dockerignore` integration tests, the Docker docs
 //! and tonistiigi/fsutil's walker, using the tables in
 //! ../shared/conformance/dockerignore.
@@ -8,10 +8,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use frontend::dockerignore::{
+use kiln_frontend::dockerignore::{
     self, locate, parse, read_all, ContextFilter, MatchInfo, PatternMatcher,
 };
-use frontend::ErrorKind;
+use kiln_frontend::ErrorKind;
 use proptest::prelude::*;
 
 const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared");
@@ -535,7 +535,7 @@ proptest! {
     }
 }
 
-fn outcome(r: Result<bool, frontend::Error>) -> &'static str {
+fn outcome(r: Result<bool, kiln_frontend::Error>) -> &'static str {
     match r {
         Ok(true) => "true",
         Ok(false) => "false",

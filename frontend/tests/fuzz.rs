@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use frontend::plan::{plan, PlanOptions};
+use kiln_frontend::plan::{plan, PlanOptions};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -194,7 +194,7 @@ fn random_file(rng: &mut StdRng) -> Vec<u8> {
 /// Runs one input through every stage; panics only if the frontend did.
 fn check(src: &str, opts: &PlanOptions) -> bool {
     let lines = src.split('\n').count() + 1;
-    let check_err = |e: &frontend::Error| {
+    let check_err = |e: &kiln_frontend::Error| {
         assert!(!e.message.is_empty(), "empty error message for {src:?}");
         if let Some(l) = e.location {
             assert!(
@@ -205,18 +205,18 @@ fn check(src: &str, opts: &PlanOptions) -> bool {
             assert!(l.offset <= src.len() + 1, "offset out of range: {e:?}");
         }
     };
-    let df = match frontend::parser::parse(src) {
+    let df = match kiln_frontend::parser::parse(src) {
         Ok(df) => df,
         Err(e) => {
             check_err(&e);
             return false;
         }
     };
-    let _ = frontend::parser::dump(&df);
-    match frontend::instructions::from_dockerfile(&df) {
+    let _ = kiln_frontend::parser::dump(&df);
+    match kiln_frontend::instructions::from_dockerfile(&df) {
         Ok(ins) => {
             // Expansion of every word as written, in both modes.
-            let lexer = frontend::shell::Lexer::new(ins.escape);
+            let lexer = kiln_frontend::shell::Lexer::new(ins.escape);
             let env: BTreeMap<String, String> = [("A".to_string(), "a b".to_string())].into();
             for i in &ins.instructions {
                 for w in i.original.split_whitespace().take(8) {

@@ -1,12 +1,12 @@
 //! Typed instructions: flags, forms and BuildKit's errors, with locations.
 
-use frontend::instructions::{
+use kiln_frontend::instructions::{
     from_dockerfile, Command, CommandLine, Instructions, MountType, Sharing,
 };
-use frontend::ErrorKind;
+use kiln_frontend::ErrorKind;
 
-fn typed(src: &str) -> frontend::Result<Instructions> {
-    from_dockerfile(&frontend::parser::parse(src)?)
+fn typed(src: &str) -> kiln_frontend::Result<Instructions> {
+    from_dockerfile(&kiln_frontend::parser::parse(src)?)
 }
 
 fn one(src: &str) -> Command {
@@ -14,7 +14,7 @@ fn one(src: &str) -> Command {
     t.instructions[1].command.clone()
 }
 
-fn fails(src: &str) -> frontend::Error {
+fn fails(src: &str) -> kiln_frontend::Error {
     typed(&format!("FROM scratch\n{src}\n")).expect_err(src)
 }
 
@@ -43,13 +43,13 @@ fn from_forms() {
 fn exec_and_shell_forms() {
     assert_eq!(
         one("CMD [\"a\", \"b\"]"),
-        Command::Cmd(frontend::instructions::CmdLine {
+        Command::Cmd(kiln_frontend::instructions::CmdLine {
             cmd: CommandLine::Exec(vec!["a".into(), "b".into()])
         })
     );
     assert_eq!(
         one("ENTRYPOINT run it"),
-        Command::Entrypoint(frontend::instructions::CmdLine {
+        Command::Entrypoint(kiln_frontend::instructions::CmdLine {
             cmd: CommandLine::Shell("run it".into())
         })
     );
@@ -64,8 +64,8 @@ fn exec_and_shell_forms() {
 fn run_flags_and_mounts() {
     match one("RUN --mount=type=cache,target=/root/.cache,sharing=private,id=x --network=host --security=insecure make") {
         Command::Run(r) => {
-            assert_eq!(r.network, frontend::instructions::NetworkMode::Host);
-            assert_eq!(r.security, frontend::instructions::Security::Insecure);
+            assert_eq!(r.network, kiln_frontend::instructions::NetworkMode::Host);
+            assert_eq!(r.security, kiln_frontend::instructions::Security::Insecure);
             let m = &r.typed_mounts.unwrap()[0];
             assert_eq!(m.kind, MountType::Cache);
             assert_eq!(m.sharing, Some(Sharing::Private));
@@ -270,14 +270,17 @@ fn other_instructions_and_errors() {
 
 #[test]
 fn go_durations() {
-    use frontend::instructions::parse_duration;
+    use kiln_frontend::instructions::parse_duration;
     assert_eq!(parse_duration("1h2m3.5s").unwrap(), 3_723_500_000_000);
     assert_eq!(parse_duration("0").unwrap(), 0);
     assert_eq!(parse_duration("250us").unwrap(), 250_000);
     assert!(parse_duration("").is_err());
     assert!(parse_duration("5x").is_err());
     assert!(parse_duration("1..5s").is_err());
-    assert_eq!(frontend::plan::go_duration(90_000_000_000), "1m30s");
-    assert_eq!(frontend::plan::go_duration(3_600_000_000_000), "1h0m0s");
-    assert_eq!(frontend::plan::go_duration(1_500_000), "1.5ms");
+    assert_eq!(kiln_frontend::plan::go_duration(90_000_000_000), "1m30s");
+    assert_eq!(
+        kiln_frontend::plan::go_duration(3_600_000_000_000),
+        "1h0m0s"
+    );
+    assert_eq!(kiln_frontend::plan::go_duration(1_500_000), "1.5ms");
 }

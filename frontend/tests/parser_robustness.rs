@@ -3,7 +3,7 @@
 //! hand-picked pathological lines (long runs of quotes, escapes, brackets,
 //! `${`, `<<`, nested ONBUILD).
 
-use frontend::parser::{dump, parse, Dockerfile};
+use kiln_frontend::parser::{dump, parse, Dockerfile};
 use proptest::prelude::*;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

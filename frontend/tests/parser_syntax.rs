@@ -3,8 +3,8 @@
 //! the located errors for bad input. Expected values come from BuildKit's
 //! own parser tests and behaviour.
 
-use frontend::parser::{dump, parse, Dockerfile, Heredoc, Node};
-use frontend::ErrorKind;
+use kiln_frontend::parser::{dump, parse, Dockerfile, Heredoc, Node};
+use kiln_frontend::ErrorKind;
 use std::path::PathBuf;
 
 fn shared() -> PathBuf {
@@ -164,11 +164,11 @@ EOF
     }
     // Heredoc bodies print nothing in the dump; the arguments keep the markers.
     assert_eq!(
-        frontend::parser::dump_node(node(&df, 14)),
+        kiln_frontend::parser::dump_node(node(&df, 14)),
         r#"copy "<<FILE1" "<<FILE2" "/dest""#
     );
     assert_eq!(
-        frontend::parser::dump_node(node(&df, 13)),
+        kiln_frontend::parser::dump_node(node(&df, 13)),
         r#"run ["--mount=type=cache,target=/foo"] "<<MOUNT""#
     );
     // The span of an instruction covers its bodies.

@@ -1,13 +1,13 @@
 //! Scoping and config accumulation, as BuildKit's dockerfile2llb does them.
 
-use frontend::plan::{
+use kiln_frontend::plan::{
     plan, plan_with_resolver, Base, ImageConfig, Plan, PlanOptions, Platform, Source, Stage, Step,
     StepOp,
 };
-use frontend::ErrorKind;
+use kiln_frontend::ErrorKind;
 
-fn plan_src(src: &str, args: &[(&str, &str)], target: Option<&str>) -> frontend::Result<Plan> {
-    let df = frontend::parser::parse(src)?;
+fn plan_src(src: &str, args: &[(&str, &str)], target: Option<&str>) -> kiln_frontend::Result<Plan> {
+    let df = kiln_frontend::parser::parse(src)?;
     plan(
         &df,
         &PlanOptions {
@@ -163,7 +163,7 @@ fn arg_in_run_env_but_not_config_and_in_history() {
 #[test]
 fn predefined_args_exist_globally_and_on_redeclaration() {
     let src = "FROM --platform=$BUILDPLATFORM busybox AS b\nARG TARGETARCH\nARG BUILDOS\nRUN echo $TARGETARCH $TARGETPLATFORM\n";
-    let df = frontend::parser::parse(src).unwrap();
+    let df = kiln_frontend::parser::parse(src).unwrap();
     let p = plan(
         &df,
         &PlanOptions {
@@ -464,7 +464,7 @@ fn mounts_expand_and_validate() {
             assert!(!c.readonly);
             assert_eq!(c.mode, Some(0o700));
             assert_eq!(mounts[1].mount.size, Some(64 << 20));
-            assert_eq!(*network, frontend::instructions::NetworkMode::None);
+            assert_eq!(*network, kiln_frontend::instructions::NetworkMode::None);
         }
         _ => unreachable!(),
     }
@@ -486,8 +486,8 @@ fn mounts_expand_and_validate() {
 #[test]
 fn resolver_supplies_base_env_workdir_and_onbuild_triggers() {
     let src = "FROM base:1\nWORKDIR $HOME/x\nRUN echo\n";
-    let df = frontend::parser::parse(src).unwrap();
-    let resolver = |r: &str, _: &Platform| -> frontend::Result<Option<ImageConfig>> {
+    let df = kiln_frontend::parser::parse(src).unwrap();
+    let resolver = |r: &str, _: &Platform| -> kiln_frontend::Result<Option<ImageConfig>> {
         assert_eq!(r, "base:1");
         Ok(Some(ImageConfig {
             env: Some(vec!["HOME=/home/app".into()]),
@@ -561,14 +561,17 @@ fn platforms_parse_and_normalise() {
 
 #[test]
 fn resolver_errors_and_bad_triggers_point_at_from() {
-    let df = frontend::parser::parse("FROM scratch AS s\n\nFROM img\nRUN x\n").unwrap();
-    let failing = |_: &str, _: &Platform| -> frontend::Result<Option<ImageConfig>> {
-        Err(frontend::Error::new(ErrorKind::Plan, "pull access denied"))
+    let df = kiln_frontend::parser::parse("FROM scratch AS s\n\nFROM img\nRUN x\n").unwrap();
+    let failing = |_: &str, _: &Platform| -> kiln_frontend::Result<Option<ImageConfig>> {
+        Err(kiln_frontend::Error::new(
+            ErrorKind::Plan,
+            "pull access denied",
+        ))
     };
     let e = plan_with_resolver(&df, &PlanOptions::default(), &failing).unwrap_err();
     assert_eq!(e.message, "pull access denied");
     assert_eq!(e.location.unwrap().line, 3);
-    let bad_trigger = |_: &str, _: &Platform| -> frontend::Result<Option<ImageConfig>> {
+    let bad_trigger = |_: &str, _: &Platform| -> kiln_frontend::Result<Option<ImageConfig>> {
         Ok(Some(ImageConfig {
             on_build: Some(vec!["FROM x".into()]),
             ..Default::default()
@@ -599,8 +602,8 @@ fn onbuild_of_a_stage_base_runs_in_the_child_stage() {
 #[test]
 fn base_image_triggers_can_need_more_stages() {
     let src = "FROM scratch AS helper\nRUN make\nFROM scratch AS unrelated\nFROM base:1\nRUN x\n";
-    let df = frontend::parser::parse(src).unwrap();
-    let resolver = |r: &str, _: &Platform| -> frontend::Result<Option<ImageConfig>> {
+    let df = kiln_frontend::parser::parse(src).unwrap();
+    let resolver = |r: &str, _: &Platform| -> kiln_frontend::Result<Option<ImageConfig>> {
         Ok((r == "base:1").then(|| ImageConfig {
             on_build: Some(vec![
                 "COPY --from=helper /out /out".into(),

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use frontend::shell::{env_from_assignments, Lexer, ShellError};
+use kiln_frontend::shell::{env_from_assignments, Lexer, ShellError};
 use proptest::prelude::*;
 use serde_json::Value;
 

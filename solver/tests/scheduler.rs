@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use solver::{solve, Event, Executor, Graph, Key, NodeId, Op, Progress, SolveOptions};
+use kiln_solver::{solve, Event, Executor, Graph, Key, NodeId, Op, Progress, SolveOptions};
 
 #[derive(Clone)]
 struct Step {
@@ -90,7 +90,7 @@ impl Executor for Exec {
         let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.max_in_flight.fetch_max(now, Ordering::SeqCst);
         progress.log(
-            solver::Stream::Stdout,
+            kiln_solver::Stream::Stdout,
             format!("running {}\n", op.name).as_bytes(),
         );
         tokio::time::sleep(Duration::from_millis(op.sleep_ms)).await;

@@ -75,7 +75,7 @@ pub enum ContainerError {
     #[error("invalid container name {0:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")]
     BadName(String),
     #[error(transparent)]
-    Lock(#[from] cache::Error),
+    Lock(#[from] kiln_cache::Error),
 }
 
 fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> ContainerError + 'a {
@@ -231,8 +231,10 @@ impl Store {
         self.dir.join(id)
     }
 
-    fn global_lock(&self) -> Result<cache::lock::FileLock> {
-        Ok(cache::lock::FileLock::exclusive(&self.dir.join(".lock"))?)
+    fn global_lock(&self) -> Result<kiln_cache::lock::FileLock> {
+        Ok(kiln_cache::lock::FileLock::exclusive(
+            &self.dir.join(".lock"),
+        )?)
     }
 
     /// Records a new container: picks its id (and its name when `c.name` is
@@ -278,7 +280,7 @@ impl Store {
     /// Changes one container's record under its lock and returns the result.
     pub fn update(&self, id: &str, f: impl FnOnce(&mut Container)) -> Result<Container> {
         let dir = self.dir_of(id);
-        let _lock = cache::lock::FileLock::exclusive(&dir.join("lock"))?;
+        let _lock = kiln_cache::lock::FileLock::exclusive(&dir.join("lock"))?;
         let mut c = read_state(&dir)?;
         f(&mut c);
         write_state(&dir, &c)?;

@@ -12,8 +12,8 @@
 
 use std::path::{Path, PathBuf};
 
+use kiln_solver::ops::Platform;
 use serde::{Deserialize, Serialize};
-use solver::ops::Platform;
 
 /// Where Debian's qemu-user-static puts its interpreters.
 const QEMU_DIR: &str = "/usr/bin";

@@ -21,9 +21,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use kiln_solver::ops::{BuildOp, Exec, ExecMount, FileAction, FileOp, Network as OpNetwork};
+use kiln_solver::{Executor, Graph, Key, NodeId, Progress, Stream};
 use serde::{Deserialize, Serialize};
-use solver::ops::{BuildOp, Exec, ExecMount, FileAction, FileOp, Network as OpNetwork};
-use solver::{Executor, Graph, Key, NodeId, Progress, Stream};
 
 use crate::diff::{self, Compression};
 use crate::fileops::{self, checksum, ChecksumMemo, Chmod, CopySpec, SourceIds};
@@ -118,7 +118,7 @@ pub enum ExecutorError {
     #[error(transparent)]
     FileOps(#[from] fileops::FileOpsError),
     #[error(transparent)]
-    Store(#[from] cache::Error),
+    Store(#[from] kiln_cache::Error),
     #[error(transparent)]
     Secret(#[from] crate::secrets::SecretError),
     #[error("image {reference}: {detail}")]
@@ -139,7 +139,7 @@ fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> E
 
 /// Executes [`BuildOp`]s on this machine.
 pub struct Worker {
-    root: cache::Root,
+    root: kiln_cache::Root,
     layers: LayerStore,
     opts: WorkerOptions,
     /// Checksum memos by context folder, loaded on first use.
@@ -161,7 +161,7 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub fn new(root: cache::Root, opts: WorkerOptions) -> Result<Worker, ExecutorError> {
+    pub fn new(root: kiln_cache::Root, opts: WorkerOptions) -> Result<Worker, ExecutorError> {
         let layers = LayerStore::open(root.path())?;
         let cache_dir = root.path().join("buildcache");
         let cache_mounts = root.path().join("cachemounts");
@@ -207,7 +207,7 @@ impl Worker {
         Ok(active)
     }
 
-    pub fn root(&self) -> &cache::Root {
+    pub fn root(&self) -> &kiln_cache::Root {
         &self.root
     }
 
@@ -607,7 +607,7 @@ fn cache_mount_locks(
         .iter()
         .filter_map(|m| match m {
             m @ ExecMount::Cache {
-                sharing: solver::ops::Sharing::Locked,
+                sharing: kiln_solver::ops::Sharing::Locked,
                 ..
             } => cache_mount_name(m, inputs).map(|name| table.entry(name).or_default().clone()),
             _ => None,
@@ -720,15 +720,15 @@ fn image_layers(
     };
     let manifest =
         manifest.ok_or_else(|| bad("the image was not resolved before the build".into()))?;
-    let digest: cache::Digest = manifest
+    let digest: kiln_cache::Digest = manifest
         .parse()
         .map_err(|_| bad(format!("bad manifest digest {manifest}")))?;
-    let doc: serde_json::Value = cache::image::read_json(w.root.blobs(), &digest, "manifest")?;
+    let doc: serde_json::Value = kiln_cache::image::read_json(w.root.blobs(), &digest, "manifest")?;
     let mut layers = Vec::new();
     let config_digest = doc["config"]["digest"]
         .as_str()
         .ok_or_else(|| bad("manifest without config".into()))?;
-    let config: serde_json::Value = cache::image::read_json(
+    let config: serde_json::Value = kiln_cache::image::read_json(
         w.root.blobs(),
         &config_digest
             .parse()
@@ -760,7 +760,7 @@ fn image_layers(
             size: d["size"].as_u64().unwrap_or(0),
             media_type: d["mediaType"]
                 .as_str()
-                .unwrap_or(cache::media::OCI_LAYER_GZIP)
+                .unwrap_or(kiln_cache::media::OCI_LAYER_GZIP)
                 .to_string(),
         });
     }

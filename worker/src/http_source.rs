@@ -1,4 +1,4 @@
-//! `ADD <http(s) url>`: the download behind [`solver::ops::BuildOp::Http`],
+//! `ADD <http(s) url>`: the download behind [`kiln_solver::ops::BuildOp::Http`],
 //! as BuildKit's http source does it. The body is streamed to a file (never
 //! held in memory) while its digests are computed; `--checksum` is checked
 //! against the matching one; `Last-Modified` becomes the file's mtime.

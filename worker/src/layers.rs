@@ -49,7 +49,7 @@ pub enum LayerError {
     Store {
         digest: String,
         #[source]
-        source: cache::Error,
+        source: kiln_cache::Error,
     },
     #[error("unpacking layer {digest}: {source}")]
     Unpack {
@@ -125,7 +125,11 @@ impl LayerStore {
     }
 
     /// The layer's directory, unpacking its blob first if needed.
-    pub fn dir(&self, layer: &LayerRef, blobs: &cache::BlobStore) -> Result<PathBuf, LayerError> {
+    pub fn dir(
+        &self,
+        layer: &LayerRef,
+        blobs: &kiln_cache::BlobStore,
+    ) -> Result<PathBuf, LayerError> {
         let path = self.path(&layer.diff_id)?;
         if path.is_dir() {
             return Ok(path);
@@ -138,7 +142,7 @@ impl LayerStore {
         if path.is_dir() {
             return Ok(path);
         }
-        let digest: cache::Digest = layer
+        let digest: kiln_cache::Digest = layer
             .digest
             .parse()
             .map_err(|_| LayerError::BadDigest(layer.digest.clone()))?;

@@ -53,7 +53,7 @@ pub fn copy_file(from: &mut File, to: &mut File) -> io::Result<u64> {
 /// number of bytes the stream had.
 pub fn write_stream<R: Read + ?Sized>(from: &mut R, to: &mut File) -> io::Result<u64> {
     let file = to.try_clone()?;
-    let mut w = cache::sparse::HoleWriter::with_capacity(64 * 1024, file);
+    let mut w = kiln_cache::sparse::HoleWriter::with_capacity(64 * 1024, file);
     let n = io::copy(from, &mut w)?;
     w.into_inner()?;
     Ok(n)

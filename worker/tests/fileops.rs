@@ -1,5 +1,5 @@
 //! The shared build cases whose steps are COPY/ADD from the context, run
-//! through `worker::fileops::copy` into a busybox rootfs (extracted from the
+//! through `kiln_worker::fileops::copy` into a busybox rootfs (extracted from the
 //! shared OCI fixture with our own archive extraction), then compared path by
 //! path with what BuildKit produced (`expected.json`) or with the
 //! hand-written `expect`.
@@ -16,8 +16,8 @@ use std::io::Read;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use kiln_worker::fileops::{self, CopySpec, SourceIds};
 use sha2::{Digest, Sha256};
-use worker::fileops::{self, CopySpec, SourceIds};
 
 const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared");
 
@@ -262,7 +262,7 @@ fn run_case(case: &str) -> (usize, Vec<String>) {
         .and_then(|e| e["config"]["WorkingDir"].as_str().map(String::from));
     let mut ignore = Vec::new();
     if let Ok(text) = fs::read(ctx.path().join(".dockerignore")) {
-        ignore = frontend::dockerignore::read_all(&text)
+        ignore = kiln_frontend::dockerignore::read_all(&text)
             .unwrap()
             .into_iter()
             .map(|p| p.pattern)

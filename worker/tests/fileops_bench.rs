@@ -1,7 +1,7 @@
 //! Timings of COPY and of the context checksum on the shapes of
 //! ../shared/bench's `manyfiles` (30,000 files of 100 bytes in 300 dirs) and
 //! `bigctx` (4 files of 256 MiB), with the peak memory of the process
-//! (`cargo test --release -p worker --test fileops_bench -- --nocapture`
+//! (`cargo test --release -p kiln-worker --test fileops_bench -- --nocapture`
 //! prints the timings).
 //! The assertions are the ones that matter for the build: the copy is
 //! complete, a warm checksum reads nothing, and big files never sit in
@@ -11,7 +11,7 @@ use std::fs;
 use std::io::Write;
 use std::time::Instant;
 
-use worker::fileops::{self, checksum::ChecksumOptions, ChecksumMemo, CopySpec};
+use kiln_worker::fileops::{self, checksum::ChecksumOptions, ChecksumMemo, CopySpec};
 
 fn peak_rss_mib() -> u64 {
     let s = fs::read_to_string("/proc/self/status").unwrap_or_default();

@@ -8,7 +8,7 @@ use std::io::Write;
 use std::os::unix::fs::{lchown, symlink, MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use worker::fileops::{self, CopySpec, FileOpsError, Owner, SourceIds};
+use kiln_worker::fileops::{self, CopySpec, FileOpsError, Owner, SourceIds};
 
 fn write(p: &Path, content: &str) {
     if let Some(d) = p.parent() {

@@ -5,8 +5,10 @@ mod common;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
-use worker::diff::{write_layer, Compression, DiffOptions};
-use worker::snapshot::{apply_layer, apply_layer_merged, flatten, mount_overlay, SnapshotError};
+use kiln_worker::diff::{write_layer, Compression, DiffOptions};
+use kiln_worker::snapshot::{
+    apply_layer, apply_layer_merged, flatten, mount_overlay, SnapshotError,
+};
 
 /// A tar entry with a raw name (the tar crate refuses `..` in set_path).
 fn raw_entry(
@@ -44,7 +46,7 @@ fn tar_of(entries: &[(&str, tar::EntryType, Option<&str>, &[u8])]) -> Vec<u8> {
     b.into_inner().unwrap()
 }
 
-fn assert_unsafe(r: Result<worker::snapshot::ApplyStats, SnapshotError>) {
+fn assert_unsafe(r: Result<kiln_worker::snapshot::ApplyStats, SnapshotError>) {
     match r {
         Err(SnapshotError::Unsafe { .. }) => {}
         other => panic!("expected an unsafe-entry error, got {other:?}"),
@@ -310,8 +312,8 @@ fn mutate(root: &Path) {
 
 /// The layer of a snapshot, applied on its base, gives the snapshot's tree.
 fn roundtrip(force_copy: bool) {
-    use worker::diff::write_snapshot;
-    use worker::snapshot::{Active, Finished};
+    use kiln_worker::diff::write_snapshot;
+    use kiln_worker::snapshot::{Active, Finished};
     let t = tempfile::tempdir().unwrap();
     let layers = common::busybox_layer_dirs(t.path());
     let snap = Active::prepare(&layers, &t.path().join("snap"), force_copy).unwrap();
@@ -356,7 +358,7 @@ fn copy_snapshot_roundtrips_through_its_layer() {
 
 #[test]
 fn more_lowers_than_overlay_takes_are_flattened() {
-    use worker::snapshot::Active;
+    use kiln_worker::snapshot::Active;
     let t = tempfile::tempdir().unwrap();
     let mut lowers = Vec::new();
     for i in 0..520 {
@@ -475,7 +477,7 @@ fn dir_over_a_whiteout_of_the_same_layer_is_opaque() {
     .unwrap();
     let m = t.path().join("m");
     std::fs::create_dir(&m).unwrap();
-    let mounted = worker::snapshot::mount_readonly(&[lower, upper_layer], &m).unwrap();
+    let mounted = kiln_worker::snapshot::mount_readonly(&[lower, upper_layer], &m).unwrap();
     let mut names: Vec<_> = std::fs::read_dir(m.join("d"))
         .unwrap()
         .map(|e| e.unwrap().file_name())

@@ -4,8 +4,8 @@
 
 use std::fs;
 
-use worker::fileops::checksum::{checksum_sources, ChecksumOptions};
-use worker::fileops::ChecksumMemo;
+use kiln_worker::fileops::checksum::{checksum_sources, ChecksumOptions};
+use kiln_worker::fileops::ChecksumMemo;
 
 #[test]
 fn a_saved_memo_spares_rereads_and_sees_edits() {

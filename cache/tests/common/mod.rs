@@ -404,7 +404,7 @@ pub fn sha256(bytes: &[u8]) -> String {
 /// (the test's own importer, so the registry tests do not depend on the
 /// archive code); returns the descriptor of its top index or manifest.
 pub fn import_oci_archive(
-    root: &cache::Root,
+    root: &kiln_cache::Root,
     archive: &Path,
     name: &str,
 ) -> oci_spec::image::Descriptor {
@@ -418,7 +418,7 @@ pub fn import_oci_archive(
             .expect("json");
     for entry in std::fs::read_dir(dir.path().join("blobs/sha256")).expect("blobs") {
         let entry = entry.expect("entry");
-        let digest: cache::Digest = format!("sha256:{}", entry.file_name().to_string_lossy())
+        let digest: kiln_cache::Digest = format!("sha256:{}", entry.file_name().to_string_lossy())
             .parse()
             .expect("digest");
         let bytes = std::fs::read(entry.path()).expect("read blob");
@@ -431,7 +431,7 @@ pub fn import_oci_archive(
     }
     let top: oci_spec::image::Descriptor =
         serde_json::from_value(index["manifests"][0].clone()).expect("descriptor");
-    let reference = cache::Reference::parse(name).expect("reference");
+    let reference = kiln_cache::Reference::parse(name).expect("reference");
     root.images()
         .set(&reference, top.clone())
         .expect("set name");
@@ -439,14 +439,14 @@ pub fn import_oci_archive(
 }
 
 /// Every blob reachable from `digest` (manifests, indexes, configs, layers).
-pub fn reachable(root: &cache::Root, digest: &str) -> std::collections::BTreeSet<String> {
+pub fn reachable(root: &kiln_cache::Root, digest: &str) -> std::collections::BTreeSet<String> {
     let mut out = std::collections::BTreeSet::new();
     let mut todo = vec![digest.to_string()];
     while let Some(d) = todo.pop() {
         if !out.insert(d.clone()) {
             continue;
         }
-        let dg: cache::Digest = d.parse().expect("digest");
+        let dg: kiln_cache::Digest = d.parse().expect("digest");
         let bytes = root.blobs().read(&dg).expect("blob in store");
         let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
             continue;
@@ -476,10 +476,10 @@ pub fn reachable(root: &cache::Root, digest: &str) -> std::collections::BTreeSet
 
 /// Writes the image `desc` of `root` as an OCI layout folder, so tools that
 /// read layouts (imagefs.py, umoci) can look at what a pull stored.
-pub fn export_layout(root: &cache::Root, desc: &oci_spec::image::Descriptor, dir: &Path) {
+pub fn export_layout(root: &kiln_cache::Root, desc: &oci_spec::image::Descriptor, dir: &Path) {
     std::fs::create_dir_all(dir.join("blobs/sha256")).expect("mkdir");
     for d in reachable(root, desc.digest().as_ref()) {
-        let dg: cache::Digest = d.parse().expect("digest");
+        let dg: kiln_cache::Digest = d.parse().expect("digest");
         std::fs::copy(
             root.blobs().path(&dg),
             dir.join("blobs/sha256").join(dg.hex()),
@@ -514,9 +514,9 @@ pub fn imagefs(image: &Path, platform: &str) -> serde_json::Value {
 }
 
 /// A fresh store in its own temp dir (kept alive by the returned guard).
-pub fn temp_root() -> (tempfile::TempDir, cache::Root) {
+pub fn temp_root() -> (tempfile::TempDir, kiln_cache::Root) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let root = cache::Root::open(dir.path()).expect("open root");
+    let root = kiln_cache::Root::open(dir.path()).expect("open root");
     (dir, root)
 }
 

@@ -13,11 +13,11 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use cache::archive::{self, Format, SaveOptions};
-use cache::compress::{self, Conversion};
-use cache::{media, Digest, Reference, Root};
-use frontend::lower::ImageMeta;
-use frontend::plan::Platform;
+use kiln_cache::archive::{self, Format, SaveOptions};
+use kiln_cache::compress::{self, Conversion};
+use kiln_cache::{media, Digest, Reference, Root};
+use kiln_frontend::lower::ImageMeta;
+use kiln_frontend::plan::Platform;
 use miette::{miette, IntoDiagnostic, Result, WrapErr};
 use oci_spec::image::Descriptor;
 use serde_json::{json, Map, Value};
@@ -373,7 +373,7 @@ pub fn write_rootfs(root: &Root, layers: &[Layer], dir: &Path) -> Result<()> {
         .wrap_err_with(|| format!("creating {}", dir.display()))?;
     for l in layers {
         let r = layer_reader(root, l)?;
-        worker::snapshot::apply_layer_merged(r, dir)
+        kiln_worker::snapshot::apply_layer_merged(r, dir)
             .into_diagnostic()
             .wrap_err_with(|| format!("applying layer {}", l.digest))?;
     }
@@ -493,7 +493,7 @@ mod tests {
 
     #[test]
     fn config_keeps_the_base_and_follows_the_stage() {
-        use frontend::plan::HistoryEntry;
+        use kiln_frontend::plan::HistoryEntry;
         let base = json!({
             "architecture": "amd64", "os": "linux", "os.version": "x",
             "container_config": {"Cmd": ["old"]},
@@ -565,7 +565,7 @@ mod tests {
             Some(Output::Docker(
                 "d.tar".into(),
                 Conversion {
-                    compression: cache::compress::Compression::Zstd,
+                    compression: kiln_cache::compress::Compression::Zstd,
                     force: true
                 }
             ))

@@ -36,18 +36,18 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use cache::compress::{self, Compression, Conversion};
-use cache::registry::{
+use kiln_cache::compress::{self, Compression, Conversion};
+use kiln_cache::registry::{
     self, Outcome, PushOptions, RegistryConfig, RegistryError, RemoteManifest, RemoteSource,
 };
-use cache::{media, Digest, Reference, Root};
+use kiln_cache::{media, Digest, Reference, Root};
+use kiln_solver::ops::BuildOp;
+use kiln_solver::{Executor, Graph, Key, NodeId, Progress};
+use kiln_worker::executor::{ExecutorError, SharedWorker, Snapshot};
+use kiln_worker::layers::LayerRef;
 use miette::{miette, IntoDiagnostic, Result, WrapErr};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use solver::ops::BuildOp;
-use solver::{Executor, Graph, Key, NodeId, Progress};
-use worker::executor::{ExecutorError, SharedWorker, Snapshot};
-use worker::layers::LayerRef;
 
 use crate::build::export::Built;
 use crate::progress;
@@ -783,7 +783,7 @@ async fn read_registry(
 /// image).
 fn host_entry(index: &RemoteManifest) -> Result<Digest, String> {
     let doc: Value = serde_json::from_slice(&index.bytes).map_err(|e| e.to_string())?;
-    let host = cache::image::Platform::host();
+    let host = kiln_cache::image::Platform::host();
     doc["manifests"]
         .as_array()
         .into_iter()

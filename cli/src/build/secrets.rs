@@ -4,8 +4,8 @@
 
 use std::path::PathBuf;
 
+use kiln_worker::secrets::{SecretSource, Secrets};
 use miette::{miette, Result};
-use worker::secrets::{SecretSource, Secrets};
 
 /// Builds the worker's table from the flags' values.
 pub fn parse(secret: &[String], ssh: &[String]) -> Result<Secrets> {

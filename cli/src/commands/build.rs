@@ -13,14 +13,14 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use cache::registry::{self, NoProgress, PullOptions, RegistryConfig};
-use cache::{image, Reference, Root};
 use clap::Subcommand;
-use frontend::lower::{self, ImageMeta, LowerOptions, ResolvedImage};
-use frontend::plan::{self, PlanOptions, Platform};
+use kiln_cache::registry::{self, NoProgress, PullOptions, RegistryConfig};
+use kiln_cache::{image, Reference, Root};
+use kiln_frontend::lower::{self, ImageMeta, LowerOptions, ResolvedImage};
+use kiln_frontend::plan::{self, PlanOptions, Platform};
+use kiln_solver::ops::BuildOp;
+use kiln_solver::{Executor, NodeId, SolveOptions};
 use miette::{miette, IntoDiagnostic, Result, WrapErr};
-use solver::ops::BuildOp;
-use solver::{Executor, NodeId, SolveOptions};
 
 use crate::build::export::{self, Built, Layer, Output};
 use crate::build::remote_cache::{self, CacheOptions, Imported};
@@ -149,7 +149,7 @@ impl Bases<'_> {
             match image::resolve(self.root.blobs(), d, Some(&want), &r.familiar()) {
                 // A single manifest (a pull for one platform) names its
                 // platform only in its config.
-                Err(cache::Error::NoMatchingPlatform { .. }) => {
+                Err(kiln_cache::Error::NoMatchingPlatform { .. }) => {
                     let one = image::resolve(self.root.blobs(), d, None, &r.familiar())?;
                     let p = one.platform();
                     if p.os == want.os && p.architecture == want.architecture {
@@ -165,7 +165,7 @@ impl Bases<'_> {
             (Some(d), false) => match from_store(d) {
                 Ok(res) => Some(res),
                 // An index pulled for another platform: fetch this one.
-                Err(cache::Error::NoMatchingPlatform { .. }) => None,
+                Err(kiln_cache::Error::NoMatchingPlatform { .. }) => None,
                 Err(e) => return Err(e.to_string()),
             },
             _ => None,
@@ -209,8 +209,8 @@ impl Bases<'_> {
     }
 }
 
-fn frontend_err(e: String) -> frontend::Error {
-    frontend::Error::new(frontend::ErrorKind::Plan, e)
+fn frontend_err(e: String) -> kiln_frontend::Error {
+    kiln_frontend::Error::new(kiln_frontend::ErrorKind::Plan, e)
 }
 
 /// The build context on disk; a tar on stdin is unpacked into the store's
@@ -257,7 +257,7 @@ fn build(a: BuildArgs) -> Result<ExitCode> {
     // Before any thread starts: the build's mounts (snapshots, secrets)
     // stay out of the host's mount namespace and die with the process.
     // Without the privilege for it they are cleaned by the next command.
-    let _ = worker::snapshot::enter_private_mount_namespace();
+    let _ = kiln_worker::snapshot::enter_private_mount_namespace();
     let mut allow_insecure = false;
     let mut allow_host_network = false;
     for e in &a.allow {
@@ -280,15 +280,15 @@ fn build(a: BuildArgs) -> Result<ExitCode> {
     let (ctx, _ctx_guard) = context_dir(&a.context, &root)?;
     let df_path = a.file.clone().unwrap_or_else(|| ctx.join("Dockerfile"));
     let text = std::fs::File::open(&df_path)
-        .and_then(frontend::parser::read_source)
+        .and_then(kiln_frontend::parser::read_source)
         .into_diagnostic()
         .wrap_err_with(|| format!("failed to read dockerfile {}", df_path.display()))?;
     let df_name = df_path.display().to_string();
-    let parsed = frontend::parser::parse(&text).map_err(|e| e.with_source(&df_name, &text))?;
-    let excludes = match frontend::dockerignore::locate(&df_path, &ctx) {
+    let parsed = kiln_frontend::parser::parse(&text).map_err(|e| e.with_source(&df_name, &text))?;
+    let excludes = match kiln_frontend::dockerignore::locate(&df_path, &ctx) {
         Some(p) => {
             let bytes = std::fs::read(&p).into_diagnostic()?;
-            frontend::dockerignore::read_all(&bytes)
+            kiln_frontend::dockerignore::read_all(&bytes)
                 .map_err(|e| miette!("{}: {e}", p.display()))?
                 .into_iter()
                 .map(|p| p.pattern)
@@ -308,13 +308,13 @@ fn build(a: BuildArgs) -> Result<ExitCode> {
     // Foreign platforms run their RUN steps under QEMU: refuse now, before
     // any work, when this machine cannot emulate one.
     for p in platforms.iter().filter(|p| **p != Platform::host()) {
-        worker::emulation::emulator_for(p).map_err(|e| miette!("{e}"))?;
+        kiln_worker::emulation::emulator_for(p).map_err(|e| miette!("{e}"))?;
     }
     let network = match a.network.as_str() {
-        "default" => solver::ops::Network::Default,
-        "host" if allow_host_network => solver::ops::Network::Host,
+        "default" => kiln_solver::ops::Network::Default,
+        "host" if allow_host_network => kiln_solver::ops::Network::Host,
         "host" => return Err(miette!("{}", NETWORK_HOST_NOT_ALLOWED)),
-        "none" => solver::ops::Network::None,
+        "none" => kiln_solver::ops::Network::None,
         other => {
             return Err(miette!(
                 "network mode {other:?} not supported (default, host, none)"
@@ -391,7 +391,7 @@ fn build(a: BuildArgs) -> Result<ExitCode> {
         let all = lowered.graph.closure(&ids);
         if all.iter().any(|n| {
             matches!(lowered.graph.op(*n),
-                BuildOp::Exec(e) if e.network == solver::ops::Network::Host)
+                BuildOp::Exec(e) if e.network == kiln_solver::ops::Network::Host)
         }) {
             eprintln!("ERROR: failed to solve: {NETWORK_HOST_NOT_ALLOWED}");
             return Ok(ExitCode::from(1));
@@ -406,7 +406,7 @@ fn build(a: BuildArgs) -> Result<ExitCode> {
         {
             eprintln!(
                 "ERROR: failed to solve: {}",
-                worker::executor::INSECURE_NOT_ALLOWED
+                kiln_worker::executor::INSECURE_NOT_ALLOWED
             );
             return Ok(ExitCode::from(1));
         }
@@ -513,7 +513,7 @@ fn build(a: BuildArgs) -> Result<ExitCode> {
 struct Job<'a> {
     root: &'a Root,
     rt: &'a tokio::runtime::Runtime,
-    graph: solver::Graph<BuildOp>,
+    graph: kiln_solver::Graph<BuildOp>,
     targets: Vec<(Platform, NodeId, ImageMeta)>,
     mode: progress::Mode,
     /// `--jobs`: `None` caps kiln's own work at the cores (the worker's
@@ -523,11 +523,11 @@ struct Job<'a> {
     no_cache: bool,
     no_cache_filter: Vec<String>,
     context: PathBuf,
-    network: solver::ops::Network,
+    network: kiln_solver::ops::Network,
     /// Records imported with `--cache-from`.
     remote: Option<Arc<Imported>>,
     /// `--secret` and `--ssh`.
-    secrets: worker::secrets::Secrets,
+    secrets: kiln_worker::secrets::Secrets,
     allow_insecure: bool,
 }
 
@@ -547,7 +547,7 @@ fn op_stage(op: &BuildOp) -> Option<String> {
 
 /// A solve's outcome: the results and the cache keys of the solve, or a
 /// failed build's message.
-type Solution = std::result::Result<(Vec<Built>, Vec<solver::Key>), String>;
+type Solution = std::result::Result<(Vec<Built>, Vec<kiln_solver::Key>), String>;
 
 /// Solves the graph with `exec`; `Ok(Err(message))` is a failed build
 /// (the step and its error), `Err` a failure of kiln itself. With the
@@ -563,7 +563,7 @@ where
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let drawer = progress::spawn(job.mode, rx);
     let filter = job.no_cache_filter.clone();
-    let ignore_cache: Option<solver::IgnoreCache<BuildOp>> = if job.no_cache {
+    let ignore_cache: Option<kiln_solver::IgnoreCache<BuildOp>> = if job.no_cache {
         Some(Arc::new(|_: &BuildOp| true))
     } else if !filter.is_empty() {
         Some(Arc::new(move |op: &BuildOp| {
@@ -583,7 +583,7 @@ where
     let graph = Arc::new(job.graph);
     let solved = job
         .rt
-        .block_on(solver::solve(graph, &nodes, Arc::new(exec), opts));
+        .block_on(kiln_solver::solve(graph, &nodes, Arc::new(exec), opts));
     // The sender went with the options; the drawer finishes its output.
     let failure = drawer.join().ok().flatten();
     let solved = match solved {
@@ -600,7 +600,7 @@ where
         }
     };
     let all_cached = solved.executed.is_empty();
-    let keys: Vec<solver::Key> = solved.keys.values().copied().collect();
+    let keys: Vec<kiln_solver::Key> = solved.keys.values().copied().collect();
     let built = job
         .targets
         .into_iter()
@@ -617,7 +617,7 @@ where
 
 /// The worker executor over this machine's sandboxes and the store.
 fn run_worker(job: Job<'_>) -> Result<Solution> {
-    use worker::executor::{SharedWorker, Snapshot, Worker, WorkerOptions};
+    use kiln_worker::executor::{SharedWorker, Snapshot, Worker, WorkerOptions};
     let helper_exe = std::env::current_exe()
         .into_diagnostic()
         .wrap_err("locating the kiln binary for the sandbox helper")?;
@@ -627,13 +627,13 @@ fn run_worker(job: Job<'_>) -> Result<Solution> {
     let opts = WorkerOptions {
         contexts,
         default_network: match job.network {
-            solver::ops::Network::None => worker::sandbox::Network::None,
-            solver::ops::Network::Host => worker::sandbox::Network::Host,
-            solver::ops::Network::Default => worker::sandbox::Network::Private,
+            kiln_solver::ops::Network::None => kiln_worker::sandbox::Network::None,
+            kiln_solver::ops::Network::Host => kiln_worker::sandbox::Network::Host,
+            kiln_solver::ops::Network::Default => kiln_worker::sandbox::Network::Private,
         },
         helper_exe,
         force_copy: false,
-        cpu_slots: job.jobs.unwrap_or_else(solver::default_jobs),
+        cpu_slots: job.jobs.unwrap_or_else(kiln_solver::default_jobs),
         secrets: job.secrets.clone(),
         allow_insecure: job.allow_insecure,
     };
@@ -670,8 +670,8 @@ pub fn buildcache_dir(root: &Root) -> PathBuf {
 }
 
 /// The layer digests every build-cache record references, for `kiln
-/// prune` to keep (a [`cache::gc::RootSource`]).
-pub fn cache_roots(root: &Root) -> cache::Result<Vec<cache::Digest>> {
+/// prune` to keep (a [`kiln_cache::gc::RootSource`]).
+pub fn cache_roots(root: &Root) -> kiln_cache::Result<Vec<kiln_cache::Digest>> {
     Ok(records(root)
         .into_iter()
         .flat_map(|(_, layers)| layers)
@@ -690,13 +690,13 @@ pub fn prune_records(root: &Root, all: bool, dry_run: bool) -> Result<usize> {
         // What killed kiln processes left: their scratch folders (a killed
         // prune's half-deleted layers among them), and the folders older
         // versions of prune left in tmp/.
-        worker::layers::clean_dead_work(&root.path().join("work"));
+        kiln_worker::layers::clean_dead_work(&root.path().join("work"));
         clean_old_pruned(&root.tmp_dir());
     }
     let mut dropped = 0;
     for (path, layers) in records(root) {
         let stale = layers.iter().any(|(d, _)| {
-            d.parse::<cache::Digest>()
+            d.parse::<kiln_cache::Digest>()
                 .map_or(true, |d| !root.blobs().has(&d))
         });
         if all || stale {
@@ -715,7 +715,7 @@ pub fn prune_records(root: &Root, all: bool, dry_run: bool) -> Result<usize> {
         // By name (the diff_id), whatever spelling of the store's path the
         // container was started with.
         let in_use: std::collections::HashSet<std::ffi::OsString> =
-            worker::container::Store::open(root.path())
+            kiln_worker::container::Store::open(root.path())
                 .and_then(|s| s.list())
                 .map(|cs| {
                     cs.into_iter()
@@ -727,7 +727,7 @@ pub fn prune_records(root: &Root, all: bool, dry_run: bool) -> Result<usize> {
                 .unwrap_or_default();
         // In this process's scratch folder: if prune is killed midway,
         // the next kiln command that finds the folder of a dead process
-        // removes it (worker::layers::clean_dead_work).
+        // removes it (kiln_worker::layers::clean_dead_work).
         let doomed = root
             .path()
             .join("work")

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Subcommand, ValueEnum};
-use frontend::plan::{PlanOptions, Platform};
+use kiln_frontend::plan::{PlanOptions, Platform};
 use miette::{miette, IntoDiagnostic, WrapErr};
 
 #[derive(Debug, Subcommand)]
@@ -94,10 +94,10 @@ fn parse(
 ) -> miette::Result<ExitCode> {
     let name = file.display().to_string();
     let source = std::fs::File::open(file)
-        .and_then(frontend::parser::read_source)
+        .and_then(kiln_frontend::parser::read_source)
         .into_diagnostic()
         .wrap_err_with(|| format!("reading {name}"))?;
-    let df = frontend::parser::parse(&source).map_err(|e| e.with_source(&name, &source))?;
+    let df = kiln_frontend::parser::parse(&source).map_err(|e| e.with_source(&name, &source))?;
     let mut stderr = std::io::stderr().lock();
     let mut out = std::io::stdout().lock();
     let print_warning = |w: &mut dyn Write, line: usize, col: usize, msg: &str| {
@@ -113,7 +113,8 @@ fn parse(
             target_platform,
             build_platform: None,
         };
-        let plan = frontend::plan::plan(&df, &opts).map_err(|e| e.with_source(&name, &source))?;
+        let plan =
+            kiln_frontend::plan::plan(&df, &opts).map_err(|e| e.with_source(&name, &source))?;
         for w in &plan.warnings {
             print_warning(&mut stderr, w.location.line, w.location.column, &w.message);
         }
@@ -126,10 +127,10 @@ fn parse(
     }
     match format {
         Format::Dump => {
-            emit(writeln!(out, "{}", frontend::parser::dump(&df)))?;
+            emit(writeln!(out, "{}", kiln_frontend::parser::dump(&df)))?;
         }
         Format::Json => {
-            let typed = frontend::instructions::from_dockerfile(&df)
+            let typed = kiln_frontend::instructions::from_dockerfile(&df)
                 .map_err(|e| e.with_source(&name, &source))?;
             for w in &typed.warnings {
                 print_warning(&mut stderr, w.location.line, w.location.column, &w.message);

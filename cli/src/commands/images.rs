@@ -6,12 +6,12 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use cache::archive::{self, Format, LoadOptions, SaveOptions};
-use cache::compress::{self, Compression, Conversion};
-use cache::gc::{self, PruneOptions};
-use cache::image::{self, Found, Platform, Resolved};
-use cache::{Reference, Root};
 use clap::{Subcommand, ValueEnum};
+use kiln_cache::archive::{self, Format, LoadOptions, SaveOptions};
+use kiln_cache::compress::{self, Compression, Conversion};
+use kiln_cache::gc::{self, PruneOptions};
+use kiln_cache::image::{self, Found, Platform, Resolved};
+use kiln_cache::{Reference, Root};
 use miette::{miette, Result};
 use serde_json::{json, Value};
 
@@ -127,7 +127,7 @@ pub enum SaveFormat {
 }
 
 /// Renders a store error as the CLI shows errors.
-fn fail(e: cache::Error) -> miette::Report {
+fn fail(e: kiln_cache::Error) -> miette::Report {
     miette!("{e}")
 }
 
@@ -344,7 +344,7 @@ fn rmi_one(root: &Root, input: &str, force: bool) -> Result<String> {
         .count()
         == 0;
     let user = if last_name {
-        worker::container::Store::open(root.path())
+        kiln_worker::container::Store::open(root.path())
             .and_then(|st| st.list())
             .unwrap_or_default()
             .into_iter()

@@ -7,14 +7,14 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cache::compress::{self, Compression, Conversion};
-use cache::registry::{
+use clap::{Args, Subcommand};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use kiln_cache::compress::{self, Compression, Conversion};
+use kiln_cache::registry::{
     self, progress::Outcome, Credentials, DockerConfig, Progress, PullOptions, PushOptions,
     RegistryConfig, Secret,
 };
-use cache::{Reference, Root};
-use clap::{Args, Subcommand};
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use kiln_cache::{Reference, Root};
 use miette::{miette, IntoDiagnostic, Result};
 
 /// Flags every registry command shares.

@@ -1,6 +1,6 @@
 //! `kiln run`, `ps`, `logs`, `stop`, `rm`, `exec`: the run backend, with
 //! docker's flags and output, on the build sandbox (see
-//! `worker::container` for the state on disk and the helper processes).
+//! `kiln_worker::container` for the state on disk and the helper processes).
 //!
 //! Exit codes follow `docker run`: the container's own code; 125 when kiln
 //! cannot run it (unknown image, bad flags); 126 when the command cannot
@@ -12,16 +12,16 @@ use std::process::{Command, ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cache::image::{self, Resolved};
-use cache::registry::{self, NoProgress, PullOptions, RegistryConfig};
-use cache::{Reference, Root};
 use clap::Subcommand;
+use kiln_cache::image::{self, Resolved};
+use kiln_cache::registry::{self, NoProgress, PullOptions, RegistryConfig};
+use kiln_cache::{Reference, Root};
+use kiln_worker::container::{self, Container, ContainerError, ExecSpec, Status, Store};
+use kiln_worker::layers::{LayerRef, LayerStore};
+use kiln_worker::sandbox::{Device, Mount, Network};
+use kiln_worker::seccomp::{Profile, Seccomp};
 use miette::{miette, Result};
 use serde_json::Value;
-use worker::container::{self, Container, ContainerError, ExecSpec, Status, Store};
-use worker::layers::{LayerRef, LayerStore};
-use worker::sandbox::{Device, Mount, Network};
-use worker::seccomp::{Profile, Seccomp};
 
 /// The container commands, flattened into kiln's top level as docker has
 /// them.
@@ -552,11 +552,11 @@ fn layer_dirs(root: &Root, r: &Resolved) -> Result<Vec<PathBuf>, String> {
             diff_ids.len()
         ));
     }
-    if layers.len() > worker::snapshot::MAX_LOWERS {
+    if layers.len() > kiln_worker::snapshot::MAX_LOWERS {
         return Err(format!(
             "image has {} layers; kiln runs at most {}",
             layers.len(),
-            worker::snapshot::MAX_LOWERS
+            kiln_worker::snapshot::MAX_LOWERS
         ));
     }
     let store = LayerStore::open(root.path()).map_err(|e| e.to_string())?;

@@ -2,7 +2,7 @@
 //! build step's sandbox.
 //!
 //! kiln runs builds on tokio, and a multi-threaded process must not fork, so
-//! `worker::sandbox::run` starts this same binary afresh with this command;
+//! `kiln_worker::sandbox::run` starts this same binary afresh with this command;
 //! it reads its spec from fd 3 and stays single-threaded until it execs the
 //! step. It is not for people, so it is hidden from `--help`.
 
@@ -18,7 +18,7 @@ pub enum Cmd {
 pub fn run(cmd: Cmd) -> miette::Result<std::process::ExitCode> {
     match cmd {
         Cmd::SandboxHelper => {
-            let code = worker::sandbox::helper_main();
+            let code = kiln_worker::sandbox::helper_main();
             Ok(std::process::ExitCode::from(code.clamp(0, 255) as u8))
         }
     }

@@ -104,8 +104,8 @@ impl Kiln {
     }
 
     /// The store itself, for looking at what a command left in it.
-    pub fn store(&self) -> cache::Root {
-        cache::Root::open(&self.root).expect("open store")
+    pub fn store(&self) -> kiln_cache::Root {
+        kiln_cache::Root::open(&self.root).expect("open store")
     }
 }
 

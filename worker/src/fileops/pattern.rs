@@ -181,14 +181,14 @@ pub fn clean(p: &str) -> String {
 
 /// What a directory's match left for its children (which patterns matched
 /// it, and so match everything below it).
-pub type MatchInfo = frontend::dockerignore::MatchInfo;
+pub type MatchInfo = kiln_frontend::dockerignore::MatchInfo;
 
 /// patternmatcher patterns (`--exclude`, `--parents` filters): the
 /// frontend's implementation of moby's matcher, shared so `.dockerignore`
 /// and COPY filters can never disagree.
 #[derive(Debug, Clone)]
 pub struct PatternMatcher {
-    inner: frontend::dockerignore::PatternMatcher,
+    inner: kiln_frontend::dockerignore::PatternMatcher,
 }
 
 impl PatternMatcher {
@@ -196,17 +196,17 @@ impl PatternMatcher {
     /// empty ones dropped, a leading `!` marks a re-inclusion.
     pub fn new<S: AsRef<str>>(patterns: &[S]) -> Result<Self> {
         let inner =
-            frontend::dockerignore::PatternMatcher::new(patterns.iter().map(|p| p.as_ref()))
+            kiln_frontend::dockerignore::PatternMatcher::new(patterns.iter().map(|p| p.as_ref()))
                 .map_err(|e| FileOpsError::BadPattern {
-                    pattern: format!(
-                        "{}: {e}",
-                        patterns
-                            .iter()
-                            .map(|p| p.as_ref())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                })?;
+                pattern: format!(
+                    "{}: {e}",
+                    patterns
+                        .iter()
+                        .map(|p| p.as_ref())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            })?;
         Ok(PatternMatcher { inner })
     }
 

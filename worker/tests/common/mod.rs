@@ -71,7 +71,7 @@ pub fn busybox_layer_dirs(base: &Path) -> Vec<PathBuf> {
         .enumerate()
         .map(|(i, gz)| {
             let dir = base.join(format!("layer{i}"));
-            worker::snapshot::apply_layer(flate2::read::GzDecoder::new(&gz[..]), &dir)
+            kiln_worker::snapshot::apply_layer(flate2::read::GzDecoder::new(&gz[..]), &dir)
                 .expect("apply layer");
             dir
         })
