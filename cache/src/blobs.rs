@@ -346,7 +346,8 @@ pub(crate) fn create_locked_temp(tmp_dir: &Path) -> Result<(File, PathBuf)> {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(Error::io(&path, e)),
         };
-        lock::flock(&file, libc::LOCK_EX).map_err(|e| Error::io(&path, e))?;
+        lock::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| Error::io(&path, e))?;
         let ours = file.metadata().map_err(|e| Error::io(&path, e))?;
         match fs::metadata(&path) {
             Ok(m) if m.ino() == ours.ino() && m.dev() == ours.dev() => return Ok((file, path)),

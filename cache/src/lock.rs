@@ -6,8 +6,9 @@
 //! one's.
 
 use std::fs::{File, OpenOptions};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+
+use rustix::fs::FlockOperation;
 
 use crate::error::{Error, Result};
 
@@ -21,12 +22,12 @@ pub struct FileLock {
 impl FileLock {
     /// Waits for an exclusive lock on `path` (created if missing).
     pub fn exclusive(path: &Path) -> Result<FileLock> {
-        Self::acquire(path, libc::LOCK_EX)
+        Self::acquire(path, FlockOperation::LockExclusive)
     }
 
     /// Waits for a shared lock on `path` (created if missing).
     pub fn shared(path: &Path) -> Result<FileLock> {
-        Self::acquire(path, libc::LOCK_SH)
+        Self::acquire(path, FlockOperation::LockShared)
     }
 
     /// The lock file's path, for messages.
@@ -34,7 +35,7 @@ impl FileLock {
         &self.path
     }
 
-    fn acquire(path: &Path, op: libc::c_int) -> Result<FileLock> {
+    fn acquire(path: &Path, op: FlockOperation) -> Result<FileLock> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -51,24 +52,19 @@ impl FileLock {
 }
 
 /// flock(2) with EINTR retried.
-pub(crate) fn flock(file: &File, op: libc::c_int) -> std::io::Result<()> {
+pub(crate) fn flock(file: &File, op: FlockOperation) -> std::io::Result<()> {
     loop {
-        // SAFETY: flock only reads the descriptor number, which `file` keeps
-        // open for the duration of the call.
-        let r = unsafe { libc::flock(file.as_raw_fd(), op) };
-        if r == 0 {
-            return Ok(());
-        }
-        let e = std::io::Error::last_os_error();
-        if e.kind() != std::io::ErrorKind::Interrupted {
-            return Err(e);
+        match rustix::fs::flock(file, op) {
+            Ok(()) => return Ok(()),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
         }
     }
 }
 
 /// Tries an exclusive lock without waiting; `Ok(false)` if someone holds it.
 pub(crate) fn try_exclusive(file: &File) -> std::io::Result<bool> {
-    match flock(file, libc::LOCK_EX | libc::LOCK_NB) {
+    match flock(file, FlockOperation::NonBlockingLockExclusive) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(false),
         Err(e) => Err(e),

@@ -62,8 +62,7 @@ impl Root {
         if let Some(p) = std::env::var_os(ENV_ROOT).filter(|p| !p.is_empty()) {
             return PathBuf::from(p);
         }
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        if unsafe { libc::geteuid() } == 0 {
+        if rustix::process::geteuid().is_root() {
             return PathBuf::from("/var/lib/kiln");
         }
         if let Some(p) = std::env::var_os("XDG_DATA_HOME").filter(|p| !p.is_empty()) {

@@ -6,6 +6,7 @@
 //!
 //! `KILN_UNDER_TEST` runs another kiln binary (an older build, to see these
 //! tests fail before the fix).
+#![allow(unsafe_code)] // the harness measures and signals its own child processes
 
 mod harness;
 

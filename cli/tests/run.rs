@@ -1,5 +1,6 @@
 //! `kiln run`, `ps`, `logs`, `stop`, `rm`, `exec` end to end, as root:
 //! real namespaces, overlay mounts and processes, on the busybox fixture.
+#![allow(unsafe_code)] // the harness measures and signals its own child processes
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -1,5 +1,6 @@
 //! The RUN sandbox for real: namespaces, pivot_root into an overlay snapshot
 //! of busybox, through the `kiln sandbox-helper` re-exec (run as root).
+#![allow(unsafe_code)] // the harness measures and signals its own child processes
 
 #[path = "../../worker/tests/common/mod.rs"]
 mod common;
@@ -397,6 +398,7 @@ fn gunzip(gz: &[u8]) -> Vec<u8> {
 #[test]
 fn spawn_latency_report() {
     fn cpu(who: libc::c_int) -> f64 {
+        // SAFETY: rusage is plain integers, for which all zeroes is valid.
         let mut r: libc::rusage = unsafe { std::mem::zeroed() };
         // SAFETY: valid out-pointer.
         unsafe { libc::getrusage(who, &mut r) };

@@ -35,14 +35,14 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, Read, Seek, SeekFrom, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
 use crate::sandbox::{self, Mount, Network, SandboxSpec, Step};
+use crate::sys::{self, SingleThreaded};
 
 /// The hidden `kiln` subcommand that runs [`helper_main`].
 pub const HELPER_SUBCOMMAND: &str = "container-helper";
@@ -471,9 +471,8 @@ fn wait_dead(pid: i32, start: u64, timeout: Duration) -> bool {
 
 fn signal(pid: i32, start: u64, sig: libc::c_int) {
     if proc_start_time(pid) == Some(start) {
-        // SAFETY: kill with integer arguments; the start time check keeps a
-        // reused pid from being signalled.
-        unsafe { libc::kill(pid, sig) };
+        // The start time check keeps a reused pid from being signalled.
+        let _ = sys::kill(pid, sig);
     }
 }
 
@@ -719,21 +718,25 @@ pub fn start_failure_code(msg: &str) -> i32 {
 /// Returns the exit code: the container's (or exec'd process's) code, or
 /// 125/126/127 when it could not start.
 pub fn helper_main(args: &[String]) -> i32 {
-    let threads = fs::read_dir("/proc/self/task")
-        .map(|d| d.count())
-        .unwrap_or(1);
-    if threads != 1 {
-        eprintln!("kiln: the container helper must be single-threaded, it has {threads} threads");
-        return EXIT_KILN;
-    }
-    match args {
-        [mode, dir, rest @ ..] if mode == "run" => {
-            run_helper(Path::new(dir), rest.iter().any(|a| a == "--detach"))
+    let one_thread = match SingleThreaded::check() {
+        Ok(t) => t,
+        Err(threads) => {
+            eprintln!(
+                "kiln: the container helper must be single-threaded, it has {threads} threads"
+            );
+            return EXIT_KILN;
         }
+    };
+    match args {
+        [mode, dir, rest @ ..] if mode == "run" => run_helper(
+            &one_thread,
+            Path::new(dir),
+            rest.iter().any(|a| a == "--detach"),
+        ),
         [mode] if mode == "exec" => match serde_json::from_str::<ExecSpec>(
             &std::env::var(EXEC_SPEC_ENV).unwrap_or_default(),
         ) {
-            Ok(spec) => exec_helper(&spec),
+            Ok(spec) => exec_helper(&one_thread, &spec),
             Err(e) => {
                 eprintln!("kiln: bad exec spec: {e}");
                 EXIT_KILN
@@ -743,17 +746,6 @@ pub fn helper_main(args: &[String]) -> i32 {
             eprintln!("kiln: usage: {HELPER_SUBCOMMAND} run DIR [--detach] | exec");
             EXIT_KILN
         }
-    }
-}
-
-/// pid of the process the helper forwards signals to.
-static CHILD: AtomicI32 = AtomicI32::new(0);
-
-extern "C" fn forward_signal(sig: libc::c_int) {
-    let pid = CHILD.load(Ordering::Relaxed);
-    if pid > 0 {
-        // SAFETY: kill is async-signal-safe.
-        unsafe { libc::kill(pid, sig) };
     }
 }
 
@@ -772,46 +764,20 @@ const FORWARDED: [libc::c_int; 6] = [
 /// SIGUSR2 on to `pid` (kiln in the foreground of `run` and `exec` forwards
 /// them to its helper, which forwards them to the container's process).
 pub fn forward_signals(pid: i32) {
-    CHILD.store(pid, Ordering::Relaxed);
+    sys::set_forward_target(pid);
     install_forwarding();
 }
 
 fn install_forwarding() {
-    for sig in FORWARDED {
-        // SAFETY: a plain handler that only calls async-signal-safe kill.
-        unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = forward_signal as *const () as usize;
-            sa.sa_flags = libc::SA_RESTART;
-            libc::sigemptyset(&mut sa.sa_mask);
-            libc::sigaction(sig, &sa, std::ptr::null_mut());
-        }
-    }
+    sys::forward_signals(&FORWARDED);
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
-    let mut p = [0 as RawFd; 2];
-    // SAFETY: pipe2 writes two fds into the array.
-    if unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
-        return Err(format!("pipe: {}", io::Error::last_os_error()));
-    }
-    // SAFETY: both fds are fresh and ours.
-    Ok(unsafe { (OwnedFd::from_raw_fd(p[0]), OwnedFd::from_raw_fd(p[1])) })
+    sys::pipe().map_err(|e| format!("pipe: {e}"))
 }
 
 fn wait_child(pid: i32) -> Result<i32, String> {
-    let mut ws = 0;
-    loop {
-        // SAFETY: waitpid on our own child.
-        let r = unsafe { libc::waitpid(pid, &mut ws, 0) };
-        if r == pid {
-            break;
-        }
-        let e = io::Error::last_os_error();
-        if r < 0 && e.raw_os_error() != Some(libc::EINTR) {
-            return Err(format!("waitpid: {e}"));
-        }
-    }
+    let ws = sys::waitpid(pid).map_err(|e| format!("waitpid: {e}"))?;
     if libc::WIFEXITED(ws) {
         Ok(libc::WEXITSTATUS(ws))
     } else if libc::WIFSIGNALED(ws) {
@@ -821,25 +787,10 @@ fn wait_child(pid: i32) -> Result<i32, String> {
     }
 }
 
-fn write_all_fd(fd: RawFd, mut bytes: &[u8]) {
-    while !bytes.is_empty() {
-        // SAFETY: writing from a live slice.
-        let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
-        if n < 0 {
-            if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
-                continue;
-            }
-            return;
-        }
-        bytes = &bytes[n as usize..];
-    }
-}
-
-fn run_helper(dir: &Path, detach: bool) -> i32 {
+fn run_helper(one_thread: &SingleThreaded, dir: &Path, detach: bool) -> i32 {
     // Out of kiln's session: a terminal's Ctrl-C reaches kiln only, which
     // forwards it once; a detached container outlives kiln and its terminal.
-    // SAFETY: plain syscall.
-    unsafe { libc::setsid() };
+    let _ = sys::setsid();
     // Hold no directory of the caller's busy (the paths given are absolute).
     let _ = std::env::set_current_dir("/");
     let Some(store_dir) = dir.parent() else {
@@ -869,19 +820,19 @@ fn run_helper(dir: &Path, detach: bool) -> i32 {
             c.error = Some(msg.clone());
         });
         if detach {
-            write_all_fd(
+            sys::write_all_fd(
                 1,
                 format!("error {code} {}\n", msg.replace('\n', " ")).as_bytes(),
             );
         } else {
-            write_all_fd(2, format!("kiln: {msg}\n").as_bytes());
+            sys::write_all_fd(2, format!("kiln: {msg}\n").as_bytes());
         }
         if c.auto_remove {
             let _ = store.remove(&id);
         }
         code
     };
-    let started = match start_container(&c, dir) {
+    let started = match start_container(one_thread, &c, dir) {
         Ok(s) => s,
         Err(msg) => return fail(EXIT_KILN, msg),
     };
@@ -891,7 +842,7 @@ fn run_helper(dir: &Path, detach: bool) -> i32 {
         err,
         errpipe,
     } = started;
-    CHILD.store(pid, Ordering::Relaxed);
+    sys::set_forward_target(pid);
     let mut msg = String::new();
     let _ = File::from(errpipe).read_to_string(&mut msg);
     if !msg.is_empty() {
@@ -906,17 +857,17 @@ fn run_helper(dir: &Path, detach: bool) -> i32 {
         c.started = Some(now());
     });
     if detach {
-        write_all_fd(1, b"ok\n");
+        sys::write_all_fd(1, b"ok\n");
         if let Ok(null) = File::options().write(true).open("/dev/null") {
-            // SAFETY: replacing our stdout (the handshake pipe) with /dev/null.
-            unsafe { libc::dup2(null.as_raw_fd(), 1) };
+            // Replaces our stdout (the handshake pipe) with /dev/null.
+            let _ = sys::dup2(null.as_raw_fd(), 1);
         }
     }
     let log_path = dir.join("log");
     let log = OpenOptions::new().create(true).append(true).open(&log_path);
     pump(out, err, log.ok(), !detach);
     let code = wait_child(pid).unwrap_or(EXIT_KILN);
-    CHILD.store(0, Ordering::Relaxed);
+    sys::set_forward_target(0);
     let _ = store.update(&id, |c| {
         c.status = Status::Exited;
         c.exit_code = Some(code);
@@ -932,6 +883,7 @@ fn run_helper(dir: &Path, detach: bool) -> i32 {
 /// stdout/stderr when `tee`) until both close: pid 1's death ends the pid
 /// namespace, and with it every holder of the pipes.
 fn pump(out: OwnedFd, err: OwnedFd, mut log: Option<File>, tee: bool) {
+    let (out, err) = (File::from(out), File::from(err));
     let mut streams = vec![
         (
             out,
@@ -960,10 +912,8 @@ fn pump(out: OwnedFd, err: OwnedFd, mut log: Option<File>, tee: bool) {
                 revents: 0,
             })
             .collect();
-        // SAFETY: a valid pollfd array of the given length.
-        let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, -1) };
-        if n < 0 {
-            if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+        if let Err(e) = sys::poll(&mut pfds, -1) {
+            if e.raw_os_error() == Some(libc::EINTR) {
                 continue;
             }
             break;
@@ -974,18 +924,17 @@ fn pump(out: OwnedFd, err: OwnedFd, mut log: Option<File>, tee: bool) {
                 continue;
             }
             let (fd, target, lines) = &mut streams[i];
-            // SAFETY: reading into a live buffer.
-            let k = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-            if k < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
-                continue;
-            }
-            if k <= 0 {
-                done.push(i);
-                continue;
-            }
-            let chunk = &buf[..k as usize];
+            let k = match fd.read(&mut buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Ok(0) | Err(_) => {
+                    done.push(i);
+                    continue;
+                }
+                Ok(k) => k,
+            };
+            let chunk = &buf[..k];
             if tee {
-                write_all_fd(*target, chunk);
+                sys::write_all_fd(*target, chunk);
             }
             if let Some(l) = log.as_mut() {
                 lines.push(chunk, l);
@@ -1010,31 +959,23 @@ struct Started {
 /// Unshares the namespaces and forks pid 1 (which sets itself up and
 /// execs); returns at once, with the read ends of its output and of its
 /// setup-error pipe (empty at EOF when the exec worked).
-fn start_container(c: &Container, dir: &Path) -> Result<Started, String> {
+fn start_container(
+    one_thread: &SingleThreaded,
+    c: &Container,
+    dir: &Path,
+) -> Result<Started, String> {
     let mut flags = libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
     if c.network == Network::None {
         flags |= libc::CLONE_NEWNET;
     }
-    // SAFETY: unshare with flags only.
-    if unsafe { libc::unshare(flags) } < 0 {
-        return Err(format!(
-            "unshare namespaces: {}",
-            io::Error::last_os_error()
-        ));
-    }
+    sys::unshare(flags).map_err(|e| format!("unshare namespaces: {e}"))?;
     if c.network == Network::None {
-        sandbox::loopback_up().map_err(|e| format!("bringing up lo: {e}"))?;
+        sys::loopback_up().map_err(|e| format!("bringing up lo: {e}"))?;
     }
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
     let (e_r, e_w) = pipe()?;
-    // SAFETY: the helper is single-threaded (checked), so the child may do
-    // anything.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(format!("fork: {}", io::Error::last_os_error()));
-    }
-    if pid == 0 {
+    let Some(pid) = sys::fork(one_thread).map_err(|e| format!("fork: {e}"))? else {
         drop((out_r, err_r, e_r));
         let msg = container_init(
             c,
@@ -1043,10 +984,10 @@ fn start_container(c: &Container, dir: &Path) -> Result<Started, String> {
             err_w.as_raw_fd(),
             e_w.as_raw_fd(),
         );
-        write_all_fd(e_w.as_raw_fd(), msg.as_bytes());
-        // SAFETY: leave without running the helper's destructors.
-        unsafe { libc::_exit(EXIT_NOT_FOUND) };
-    }
+        sys::write_all_fd(e_w.as_raw_fd(), msg.as_bytes());
+        // Leave without running the helper's destructors.
+        sys::exit_now(EXIT_NOT_FOUND);
+    };
     drop((out_w, err_w, e_w));
     Ok(Started {
         pid,
@@ -1059,15 +1000,12 @@ fn start_container(c: &Container, dir: &Path) -> Result<Started, String> {
 /// pid 1 before exec: its stdio, a mount namespace of its own, the overlay,
 /// the user, then the sandbox's plan. Returns only on failure.
 fn container_init(c: &Container, dir: &Path, out: RawFd, err: RawFd, errfd: RawFd) -> String {
-    // SAFETY: prctl and dup2 on fds we own.
-    unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-        if libc::dup2(out, 1) < 0 || libc::dup2(err, 2) < 0 {
-            return format!("stdio: {}", io::Error::last_os_error());
-        }
-        if libc::unshare(libc::CLONE_NEWNS) < 0 {
-            return format!("unshare mount namespace: {}", io::Error::last_os_error());
-        }
+    sys::die_with_parent();
+    if let Err(e) = sys::dup2(out, 1).and_then(|()| sys::dup2(err, 2)) {
+        return format!("stdio: {e}");
+    }
+    if let Err(e) = sys::unshare(libc::CLONE_NEWNS) {
+        return format!("unshare mount namespace: {e}");
     }
     // Nothing mounted from here on may reach the host.
     if let Err(e) = crate::sys::mount(
@@ -1129,13 +1067,13 @@ fn container_init(c: &Container, dir: &Path, out: RawFd, err: RawFd, errfd: RawF
     sandbox::carry_out(&spec, &steps, errfd)
 }
 
-fn exec_helper(x: &ExecSpec) -> i32 {
-    // SAFETY: plain syscall (see run_helper).
-    unsafe { libc::setsid() };
+fn exec_helper(one_thread: &SingleThreaded, x: &ExecSpec) -> i32 {
+    // Out of kiln's session (see run_helper).
+    let _ = sys::setsid();
     install_forwarding();
-    match exec_start(x) {
+    match exec_start(one_thread, x) {
         Ok((pid, errpipe)) => {
-            CHILD.store(pid, Ordering::Relaxed);
+            sys::set_forward_target(pid);
             let mut msg = String::new();
             let _ = File::from(errpipe).read_to_string(&mut msg);
             let code = wait_child(pid).unwrap_or(EXIT_KILN);
@@ -1154,17 +1092,17 @@ fn exec_helper(x: &ExecSpec) -> i32 {
 }
 
 fn open_ro(path: &str, flags: libc::c_int) -> Result<OwnedFd, String> {
-    let c = crate::sys::cstr(path).map_err(|e| e.to_string())?;
-    // SAFETY: valid C string; the fd is owned on success.
-    let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC | flags) };
-    if fd < 0 {
-        return Err(format!("{path}: {}", io::Error::last_os_error()));
-    }
-    // SAFETY: fresh fd.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    use std::os::unix::fs::OpenOptionsExt;
+    // std opens with O_CLOEXEC.
+    File::options()
+        .read(true)
+        .custom_flags(flags)
+        .open(path)
+        .map(OwnedFd::from)
+        .map_err(|e| format!("{path}: {e}"))
 }
 
-fn exec_start(x: &ExecSpec) -> Result<(i32, OwnedFd), String> {
+fn exec_start(one_thread: &SingleThreaded, x: &ExecSpec) -> Result<(i32, OwnedFd), String> {
     let pid = x.pid;
     if proc_start_time(pid) != Some(x.start_time) {
         return Err("the container is not running".into());
@@ -1186,42 +1124,25 @@ fn exec_start(x: &ExecSpec) -> Result<(i32, OwnedFd), String> {
         return Err("the container is not running".into());
     }
     for (n, fd) in &ns {
-        // SAFETY: setns on an fd we opened.
-        if unsafe { libc::setns(fd.as_raw_fd(), 0) } < 0 {
-            return Err(format!(
-                "joining the {n} namespace: {}",
-                io::Error::last_os_error()
-            ));
-        }
+        sys::setns(fd.as_raw_fd(), 0).map_err(|e| format!("joining the {n} namespace: {e}"))?;
     }
     drop(ns);
     let (e_r, e_w) = pipe()?;
-    // SAFETY: single-threaded helper.
-    let child = unsafe { libc::fork() };
-    if child < 0 {
-        return Err(format!("fork: {}", io::Error::last_os_error()));
-    }
-    if child == 0 {
+    let Some(child) = sys::fork(one_thread).map_err(|e| format!("fork: {e}"))? else {
         drop(e_r);
         let msg = exec_child(x, &root, &user, e_w.as_raw_fd());
-        write_all_fd(e_w.as_raw_fd(), msg.as_bytes());
-        // SAFETY: leave without the helper's destructors.
-        unsafe { libc::_exit(EXIT_NOT_FOUND) };
-    }
+        sys::write_all_fd(e_w.as_raw_fd(), msg.as_bytes());
+        // Leave without the helper's destructors.
+        sys::exit_now(EXIT_NOT_FOUND);
+    };
     drop(e_w);
     Ok((child, e_r))
 }
 
 fn exec_child(x: &ExecSpec, root: &OwnedFd, user: &crate::users::ExecUser, errfd: RawFd) -> String {
-    // SAFETY: prctl, fchdir and chroot with valid arguments.
-    unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-        if libc::fchdir(root.as_raw_fd()) < 0 || libc::chroot(c".".as_ptr()) < 0 {
-            return format!(
-                "entering the container's root: {}",
-                io::Error::last_os_error()
-            );
-        }
+    sys::die_with_parent();
+    if let Err(e) = sys::enter_root(root.as_raw_fd()) {
+        return format!("entering the container's root: {e}");
     }
     let mut spec = SandboxSpec::new("/", x.argv.clone());
     spec.env = x.env.clone();

@@ -161,27 +161,14 @@ pub fn register_line(emu: &Emulator) -> Option<String> {
 /// `USER` steps alike, while mounts made afterwards (binfmt_misc above all)
 /// belong to this namespace. A process may not write such a map for itself,
 /// so a forked child, still in the host's namespace, writes it.
-pub(crate) fn enter_user_namespace() -> Result<(), String> {
+pub(crate) fn enter_user_namespace(one_thread: &crate::sys::SingleThreaded) -> Result<(), String> {
+    use crate::sys;
     use std::io::{Read, Write};
-    use std::os::fd::{FromRawFd, OwnedFd};
-    let mut p = [0 as libc::c_int; 2];
-    // SAFETY: pipe2 writes two fds into the array.
-    if unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
-        return Err(format!("pipe: {}", std::io::Error::last_os_error()));
-    }
-    // SAFETY: both fds are fresh and ours.
-    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(p[0]), OwnedFd::from_raw_fd(p[1])) };
-    // SAFETY: getpid has no preconditions.
-    let parent = unsafe { libc::getpid() };
-    // SAFETY: the helper is single-threaded (checked by its caller).
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(format!("fork: {}", std::io::Error::last_os_error()));
-    }
-    if pid == 0 {
+    let (rd, wr) = sys::pipe().map_err(|e| format!("pipe: {e}"))?;
+    let parent = std::process::id();
+    let Some(pid) = sys::fork(one_thread).map_err(|e| format!("fork: {e}"))? else {
         drop(wr);
-        // SAFETY: prctl with integer arguments.
-        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+        sys::die_with_parent();
         let mut go = [0u8; 1];
         let ok = std::fs::File::from(rd)
             .read(&mut go)
@@ -194,30 +181,17 @@ pub(crate) fn enter_user_namespace() -> Result<(), String> {
                     .and_then(|mut m| m.write_all(b"0 0 4294967295\n"))
                     .is_ok()
             });
-        // SAFETY: leave without running the helper's destructors.
-        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
-    }
+        sys::exit_now(if ok { 0 } else { 1 });
+    };
     drop(rd);
-    // SAFETY: unshare with a flag only.
-    let unshared = unsafe { libc::unshare(libc::CLONE_NEWUSER) } == 0;
-    let err = std::io::Error::last_os_error();
+    let unshared = sys::unshare(libc::CLONE_NEWUSER);
     let mut w = std::fs::File::from(wr);
-    if unshared {
+    if unshared.is_ok() {
         let _ = w.write_all(b"1");
     }
     drop(w);
-    let mut status = 0;
-    loop {
-        // SAFETY: waitpid on our own child.
-        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-        if r == pid {
-            break;
-        }
-        if r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-            return Err(format!("waitpid: {}", std::io::Error::last_os_error()));
-        }
-    }
-    if !unshared {
+    let status = sys::waitpid(pid).map_err(|e| format!("waitpid: {e}"))?;
+    if let Err(err) = unshared {
         return Err(format!("user namespace for emulation: {err}"));
     }
     if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {

@@ -1,6 +1,6 @@
 //! The sandbox that runs a RUN step.
 //!
-//! A build runs on tokio, and forking a multi-threaded process is unsafe
+//! A build runs on tokio, and forking a multi-threaded process is unsound
 //! (another thread may hold the allocator's lock at the fork). So [`run`]
 //! re-executes the kiln binary as a small single-threaded *helper*
 //! (`kiln <HELPER_SUBCOMMAND>`), hands it the [`SandboxSpec`] as JSON over a
@@ -30,9 +30,9 @@
 //! because it needs no cgroup (v2-only hosts have no devices file) and
 //! leaves nothing to clean up.
 
-use std::ffi::{CString, OsStr};
+use std::ffi::OsStr;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -671,10 +671,7 @@ fn run_helper(
                 revents: 0,
             })
             .collect();
-        // SAFETY: a valid array of pollfd of the given length.
-        let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, 50) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
+        if let Err(e) = sys::poll(&mut pfds, 50) {
             if e.kind() != io::ErrorKind::Interrupted {
                 return Err(herr(e));
             }
@@ -1014,11 +1011,10 @@ pub fn plan(spec: &SandboxSpec) -> Vec<Step> {
 /// thread is started. Returns the helper's exit code (0 once a status was
 /// written, whatever the process did).
 pub fn helper_main() -> i32 {
-    // SAFETY: the socket on our stdin was given to us by `run`; we own it.
-    let mut chan = unsafe { UnixStream::from_raw_fd(HELPER_FD) };
+    // The socket on our stdin was given to us by `run`.
+    let mut chan = UnixStream::from(sys::take_stdin());
     // Keep it from the sandboxed process.
-    // SAFETY: plain fcntl on our fd.
-    unsafe { libc::fcntl(HELPER_FD, libc::F_SETFD, libc::FD_CLOEXEC) };
+    let _ = sys::set_cloexec(HELPER_FD);
     let status = match helper(&mut chan) {
         Ok(s) => HelperStatus::Exited(s),
         Err(msg) => HelperStatus::Error(msg),
@@ -1033,18 +1029,12 @@ pub fn helper_main() -> i32 {
 
 fn helper(chan: &mut UnixStream) -> Result<ExitStatus, String> {
     // If kiln dies, so do we (and, through the pid namespace, the step).
-    // SAFETY: prctl with integer arguments.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    sys::die_with_parent();
     // fork below is only sound with one thread: refuse loudly if a future
     // change starts a runtime before dispatching to the helper.
-    let threads = std::fs::read_dir("/proc/self/task")
-        .map(|d| d.count())
-        .unwrap_or(1);
-    if threads != 1 {
-        return Err(format!(
-            "the sandbox helper must be single-threaded, it has {threads} threads"
-        ));
-    }
+    let one_thread = sys::SingleThreaded::check().map_err(|threads| {
+        format!("the sandbox helper must be single-threaded, it has {threads} threads")
+    })?;
     let mut input = Vec::new();
     chan.read_to_end(&mut input)
         .map_err(|e| format!("reading sandbox spec: {e}"))?;
@@ -1065,7 +1055,7 @@ fn helper(chan: &mut UnixStream) -> Result<ExitStatus, String> {
     if spec.emulator.is_some() {
         // Before the other namespaces, so they (the mount namespace above
         // all) belong to it and binfmt_misc may be mounted privately.
-        crate::emulation::enter_user_namespace()?;
+        crate::emulation::enter_user_namespace(&one_thread)?;
     }
 
     let mut flags =
@@ -1073,55 +1063,29 @@ fn helper(chan: &mut UnixStream) -> Result<ExitStatus, String> {
     if spec.network == Network::None {
         flags |= libc::CLONE_NEWNET;
     }
-    // SAFETY: unshare with flags only.
-    if unsafe { libc::unshare(flags) } < 0 {
-        return Err(format!(
-            "unshare namespaces: {}",
-            io::Error::last_os_error()
-        ));
-    }
+    sys::unshare(flags).map_err(|e| format!("unshare namespaces: {e}"))?;
     if spec.network == Network::None {
-        loopback_up().map_err(|e| format!("bringing up lo: {e}"))?;
+        sys::loopback_up().map_err(|e| format!("bringing up lo: {e}"))?;
     }
-    let mut pipe = [0 as RawFd; 2];
-    // SAFETY: pipe2 writes two fds into the array.
-    if unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
-        return Err(format!("pipe: {}", io::Error::last_os_error()));
-    }
-    // SAFETY: both fds are fresh and ours.
-    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(pipe[0]), OwnedFd::from_raw_fd(pipe[1])) };
+    let (rd, wr) = sys::pipe().map_err(|e| format!("pipe: {e}"))?;
     // The process's stdin: a pipe we fill with the spec's bytes, else the
     // host's /dev/null (opened now, before any mount changes).
     let stdin_pipe = match &spec.stdin {
-        Some(_) => {
-            let mut p = [0 as RawFd; 2];
-            // SAFETY: pipe2 writes two fds into the array.
-            if unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
-                return Err(format!("pipe: {}", io::Error::last_os_error()));
-            }
-            // SAFETY: both fds are fresh and ours.
-            Some(unsafe { (OwnedFd::from_raw_fd(p[0]), OwnedFd::from_raw_fd(p[1])) })
-        }
+        Some(_) => Some(sys::pipe().map_err(|e| format!("pipe: {e}"))?),
         None => None,
     };
     let devnull = std::fs::File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
 
-    // SAFETY: the helper is single-threaded, so the child may do anything.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(format!("fork: {}", io::Error::last_os_error()));
-    }
-    if pid == 0 {
+    let Some(pid) = sys::fork(&one_thread).map_err(|e| format!("fork: {e}"))? else {
         drop(rd);
-        // SAFETY: prctl with integer arguments.
-        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+        sys::die_with_parent();
         let src = match &stdin_pipe {
             Some((r, _)) => r.as_raw_fd(),
             None => devnull.as_raw_fd(),
         };
-        // SAFETY: replacing our stdin (the helper's socket) with src.
-        let err = if unsafe { libc::dup2(src, 0) } < 0 {
-            os("stdin")
+        // Replaces our stdin (the helper's socket) with src.
+        let err = if let Err(e) = sys::dup2(src, 0) {
+            format!("stdin: {e}")
         } else {
             drop(stdin_pipe);
             drop(devnull);
@@ -1132,9 +1096,9 @@ fn helper(chan: &mut UnixStream) -> Result<ExitStatus, String> {
         };
         let mut w = std::fs::File::from(wr);
         let _ = w.write_all(err.as_bytes());
-        // SAFETY: leave without running the helper's destructors or atexit.
-        unsafe { libc::_exit(127) };
-    }
+        // Leave without running the helper's destructors or atexit.
+        sys::exit_now(127);
+    };
     drop(wr);
     drop(devnull);
     if let (Some((r, w)), Some(bytes)) = (stdin_pipe, &spec.stdin) {
@@ -1145,17 +1109,7 @@ fn helper(chan: &mut UnixStream) -> Result<ExitStatus, String> {
     }
     let mut err = String::new();
     let _ = std::fs::File::from(rd).read_to_string(&mut err);
-    let mut wstatus = 0;
-    loop {
-        // SAFETY: waitpid on our child.
-        let r = unsafe { libc::waitpid(pid, &mut wstatus, 0) };
-        if r == pid {
-            break;
-        }
-        if r < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-            return Err(format!("waitpid: {}", io::Error::last_os_error()));
-        }
-    }
+    let wstatus = sys::waitpid(pid).map_err(|e| format!("waitpid: {e}"))?;
     if !err.is_empty() {
         return Err(err);
     }
@@ -1168,52 +1122,7 @@ fn helper(chan: &mut UnixStream) -> Result<ExitStatus, String> {
     }
 }
 
-/// Sets `lo` up in a fresh network namespace, as docker's `--network none`
-/// has it: 127.0.0.1 works, nothing else does.
-pub(crate) fn loopback_up() -> io::Result<()> {
-    #[repr(C)]
-    struct IfReq {
-        name: [libc::c_char; libc::IFNAMSIZ],
-        flags: libc::c_short,
-        _pad: [u8; 22],
-    }
-    // SAFETY: plain socket call.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd is fresh and ours.
-    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-    let mut req = IfReq {
-        name: [0; libc::IFNAMSIZ],
-        flags: 0,
-        _pad: [0; 22],
-    };
-    for (d, s) in req.name.iter_mut().zip(b"lo") {
-        *d = *s as libc::c_char;
-    }
-    // SAFETY: ioctls on an ifreq-sized, properly initialised struct.
-    unsafe {
-        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        req.flags |= libc::IFF_UP as libc::c_short;
-        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &mut req) < 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
-
 enum Never {}
-
-fn os(what: &str) -> String {
-    format!("{what}: {}", io::Error::last_os_error())
-}
-
-fn cpath(p: impl AsRef<OsStr>) -> Result<CString, String> {
-    sys::cstr(p).map_err(|e| e.to_string())
-}
 
 /// Carries out `steps` (a [`plan`] or its tail) in the calling process and
 /// execs; returns only on failure, with the message. For the run backend
@@ -1242,14 +1151,10 @@ fn child(spec: &SandboxSpec, steps: &[Step], errfd: RawFd) -> Result<Never, Stri
     for step in steps {
         match step {
             Step::NewSession => {
-                // SAFETY: plain syscall.
-                if unsafe { libc::setsid() } < 0 {
-                    return Err(os("setsid"));
-                }
+                sys::setsid().map_err(|e| format!("setsid: {e}"))?;
             }
             Step::Umask(m) => {
-                // SAFETY: plain syscall.
-                unsafe { libc::umask(*m as libc::mode_t) };
+                sys::umask(*m);
             }
             Step::MakeRootPrivate => {
                 sys::mount(
@@ -1395,24 +1300,12 @@ fn child(spec: &SandboxSpec, steps: &[Step], errfd: RawFd) -> Result<Never, Stri
                 crate::emulation::mount_and_register(root, line)?;
             }
             Step::PivotRoot => {
-                let r = cpath(rootfs)?;
-                // SAFETY: plain syscalls on valid C strings.
-                unsafe {
-                    if libc::chdir(r.as_ptr()) < 0 {
-                        return Err(os("chdir rootfs"));
-                    }
-                    let dot = c".";
-                    if libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) < 0 {
-                        return Err(os("pivot_root"));
-                    }
-                    // The old root now sits under the new one at "."; detach it.
-                    if libc::umount2(dot.as_ptr(), libc::MNT_DETACH) < 0 {
-                        return Err(os("unmounting the host root"));
-                    }
-                    if libc::chdir(c"/".as_ptr()) < 0 {
-                        return Err(os("chdir /"));
-                    }
-                }
+                sys::chdir(rootfs).map_err(|e| format!("chdir rootfs: {e}"))?;
+                sys::pivot_root_to_cwd().map_err(|e| format!("pivot_root: {e}"))?;
+                // The old root now sits under the new one at "."; detach it.
+                sys::umount(Path::new("."), libc::MNT_DETACH)
+                    .map_err(|e| format!("unmounting the host root: {e}"))?;
+                sys::chdir(Path::new("/")).map_err(|e| format!("chdir /: {e}"))?;
                 rootfd = None;
             }
             Step::MaskPath(target) => {
@@ -1473,52 +1366,28 @@ fn child(spec: &SandboxSpec, steps: &[Step], errfd: RawFd) -> Result<Never, Stri
                 .map_err(|e| format!("read-only /{}: {e}", target.display()))?;
             }
             Step::SetHostname(h) => {
-                // SAFETY: pointer and length of a live byte slice.
-                if unsafe { libc::sethostname(h.as_ptr().cast(), h.len()) } < 0 {
-                    return Err(os("sethostname"));
-                }
+                sys::sethostname(h).map_err(|e| format!("sethostname: {e}"))?;
             }
             Step::SetRlimits(limits) => {
                 for l in limits {
-                    let mut cur = libc::rlimit {
-                        rlim_cur: 0,
-                        rlim_max: 0,
-                    };
-                    // SAFETY: valid out-pointer.
-                    if unsafe { libc::getrlimit(l.resource as _, &mut cur) } < 0 {
-                        return Err(os("getrlimit"));
-                    }
-                    let hard = l.hard.min(cur.rlim_max);
-                    let new = libc::rlimit {
-                        rlim_cur: l.soft.min(hard),
-                        rlim_max: hard,
-                    };
-                    // SAFETY: valid pointer.
-                    if unsafe { libc::setrlimit(l.resource as _, &new) } < 0 {
-                        return Err(os("setrlimit"));
-                    }
+                    let (_, cur_hard) =
+                        sys::getrlimit(l.resource).map_err(|e| format!("getrlimit: {e}"))?;
+                    let hard = l.hard.min(cur_hard);
+                    sys::setrlimit(l.resource, l.soft.min(hard), hard)
+                        .map_err(|e| format!("setrlimit: {e}"))?;
                 }
             }
             Step::CloseFds => {
-                // SAFETY: closing fds we do not use; errfd is kept (it is
-                // close-on-exec and tells the helper about failures).
-                unsafe {
-                    if errfd > 3 {
-                        libc::syscall(libc::SYS_close_range, 3u32, (errfd - 1) as u32, 0u32);
-                    }
-                    libc::syscall(libc::SYS_close_range, (errfd + 1) as u32, u32::MAX, 0u32);
-                }
+                // errfd is kept (it is close-on-exec and tells the helper
+                // about failures).
+                sys::close_fds_except(errfd);
             }
             Step::Chdir(cwd) => {
-                let c = cpath(cwd)?;
-                // SAFETY: valid C string.
-                if unsafe { libc::chdir(c.as_ptr()) } < 0 {
+                if sys::chdir(Path::new(cwd)).is_err() {
                     std::fs::create_dir_all(cwd)
                         .map_err(|e| format!("creating workdir {cwd}: {e}"))?;
-                    // SAFETY: valid C string.
-                    if unsafe { libc::chdir(c.as_ptr()) } < 0 {
-                        return Err(os(&format!("chdir to workdir {cwd}")));
-                    }
+                    sys::chdir(Path::new(cwd))
+                        .map_err(|e| format!("chdir to workdir {cwd}: {e}"))?;
                 }
                 // A cwd outside the root (e.g. through a /proc/self/fd link)
                 // reads "(unreachable)…": refuse to start there.
@@ -1534,12 +1403,7 @@ fn child(spec: &SandboxSpec, steps: &[Step], errfd: RawFd) -> Result<Never, Stri
                     .unwrap_or(40);
                 for cap in 0..=last {
                     if keep & (1u64 << cap) == 0 {
-                        // SAFETY: prctl with integer arguments.
-                        if unsafe {
-                            libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0)
-                        } < 0
-                        {
-                            let e = io::Error::last_os_error();
+                        if let Err(e) = sys::drop_bounding_cap(cap) {
                             if e.raw_os_error() != Some(libc::EINVAL) {
                                 return Err(format!("dropping capability {cap}: {e}"));
                             }
@@ -1548,43 +1412,19 @@ fn child(spec: &SandboxSpec, steps: &[Step], errfd: RawFd) -> Result<Never, Stri
                 }
             }
             Step::SetGroups(gids) => {
-                // SAFETY: pointer and length of a live slice.
-                if unsafe { libc::setgroups(gids.len(), gids.as_ptr()) } < 0 {
-                    return Err(os("setgroups"));
-                }
+                sys::setgroups(gids).map_err(|e| format!("setgroups: {e}"))?;
             }
             Step::SetGid(g) => {
-                // SAFETY: plain syscall.
-                if unsafe { libc::setresgid(*g, *g, *g) } < 0 {
-                    return Err(os(&format!("setgid {g}")));
-                }
+                sys::setresgid(*g).map_err(|e| format!("setgid {g}: {e}"))?;
             }
             Step::SetUid(u) => {
-                // SAFETY: plain syscall.
-                if unsafe { libc::setresuid(*u, *u, *u) } < 0 {
-                    return Err(os(&format!("setuid {u}")));
-                }
+                sys::setresuid(*u).map_err(|e| format!("setuid {u}: {e}"))?;
             }
             Step::SetCaps(mask) => set_caps(*mask)?,
             Step::NoNewPrivs => {
-                // SAFETY: prctl with integer arguments.
-                if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } < 0 {
-                    return Err(os("no_new_privs"));
-                }
+                sys::set_no_new_privs().map_err(|e| format!("no_new_privs: {e}"))?;
             }
-            Step::ResetSignals => {
-                // SAFETY: resetting dispositions and the mask of this process.
-                unsafe {
-                    for sig in 1..libc::SIGRTMIN() {
-                        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                            libc::signal(sig, libc::SIG_DFL);
-                        }
-                    }
-                    let mut set: libc::sigset_t = std::mem::zeroed();
-                    libc::sigemptyset(&mut set);
-                    libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-                }
-            }
+            Step::ResetSignals => sys::reset_signals(),
             Step::Exec { argv, env } => return exec(argv, env, filter.as_ref()),
         }
     }
@@ -1610,48 +1450,7 @@ fn set_caps(mask: u64) -> Result<(), String> {
     {
         mask &= prm;
     }
-    #[repr(C)]
-    struct Header {
-        version: u32,
-        pid: i32,
-    }
-    #[repr(C)]
-    #[derive(Clone, Copy)]
-    struct Data {
-        effective: u32,
-        permitted: u32,
-        inheritable: u32,
-    }
-    const V3: u32 = 0x2008_0522;
-    let mut h = Header {
-        version: V3,
-        pid: 0,
-    };
-    let lo = Data {
-        effective: mask as u32,
-        permitted: mask as u32,
-        inheritable: 0,
-    };
-    let hi = Data {
-        effective: (mask >> 32) as u32,
-        permitted: (mask >> 32) as u32,
-        inheritable: 0,
-    };
-    let data = [lo, hi];
-    // SAFETY: capset with a v3 header and two data structs, as the ABI wants.
-    unsafe {
-        libc::prctl(
-            libc::PR_CAP_AMBIENT,
-            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
-            0,
-            0,
-            0,
-        );
-        if libc::syscall(libc::SYS_capset, &mut h as *mut Header, data.as_ptr()) < 0 {
-            return Err(os("capset"));
-        }
-    }
-    Ok(())
+    sys::set_caps(mask).map_err(|e| format!("capset: {e}"))
 }
 
 /// Finds `name` on the step's PATH as runc does: the first regular,
@@ -1665,9 +1464,7 @@ fn lookup(name: &str, env: &[String]) -> Option<PathBuf> {
     for dir in path.split(':') {
         let dir = if dir.is_empty() { "." } else { dir };
         let cand = Path::new(dir).join(name);
-        let Ok(c) = sys::cstr(&cand) else { continue };
-        // SAFETY: valid C string.
-        if unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0 && cand.is_file() {
+        if sys::is_executable(&cand) && cand.is_file() {
             return Some(cand);
         }
     }
@@ -1685,21 +1482,13 @@ fn exec(
         lookup(&argv[0], env)
             .ok_or_else(|| format!("exec: \"{}\": executable file not found in $PATH", argv[0]))?
     };
-    let cprog = cpath(&prog)?;
-    let cargs: Vec<CString> = argv.iter().map(cpath).collect::<Result<_, _>>()?;
-    let cenv: Vec<CString> = env.iter().map(cpath).collect::<Result<_, _>>()?;
-    let mut pargs: Vec<*const libc::c_char> = cargs.iter().map(|c| c.as_ptr()).collect();
-    pargs.push(std::ptr::null());
-    let mut penv: Vec<*const libc::c_char> = cenv.iter().map(|c| c.as_ptr()).collect();
-    penv.push(std::ptr::null());
+    let call = sys::Exec::new(&prog, argv, env).map_err(|e| e.to_string())?;
     // Last: the lookup above is done, so only execve (allowed by docker's
     // profile) and, on failure, the error report follow under the filter.
     if let Some(f) = filter {
         crate::seccomp::load(f).map_err(|e| e.to_string())?;
     }
-    // SAFETY: NULL-terminated arrays of valid C strings that outlive the call.
-    unsafe { libc::execve(cprog.as_ptr(), pargs.as_ptr(), penv.as_ptr()) };
-    let e = io::Error::last_os_error();
+    let e = call.exec();
     Err(match e.raw_os_error() {
         Some(libc::ENOENT) => format!("exec: \"{}\": no such file or directory", prog.display()),
         Some(libc::EACCES) => format!("exec: \"{}\": permission denied", prog.display()),

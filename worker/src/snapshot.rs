@@ -759,18 +759,7 @@ pub(crate) fn copy_node(s: &Path, d: &Path, md: &std::fs::Metadata) -> Result<()
             .map_err(io_err("create", d))?;
         crate::sparse::copy_file(&mut from, &mut to).map_err(io_err("copy", d))?;
     } else {
-        let c = sys::cstr(d).map_err(io_err("mknod", d))?;
-        // SAFETY: valid C string.
-        if unsafe {
-            libc::mknod(
-                c.as_ptr(),
-                md.mode() as libc::mode_t,
-                md.rdev() as libc::dev_t,
-            )
-        } < 0
-        {
-            return Err(io_err("mknod", d)(io::Error::last_os_error()));
-        }
+        sys::mknod(d, md.mode(), md.rdev()).map_err(io_err("mknod", d))?;
     }
     copy_meta(s, d, md)
 }

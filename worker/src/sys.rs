@@ -57,6 +57,7 @@ pub fn open_beneath(root: RawFd, rel: &Path, flags: libc::c_int) -> io::Result<O
     } else {
         rel
     })?;
+    // SAFETY: open_how is plain integers, for which all zeroes is valid.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
     how.flags = (flags | libc::O_CLOEXEC) as u64;
     how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS;
@@ -84,6 +85,7 @@ pub fn open_in_root(root: RawFd, rel: &Path, flags: libc::c_int) -> io::Result<O
     } else {
         rel
     })?;
+    // SAFETY: open_how is plain integers, for which all zeroes is valid.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
     how.flags = (flags | libc::O_CLOEXEC) as u64;
     how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
@@ -104,6 +106,7 @@ pub fn open_in_root(root: RawFd, rel: &Path, flags: libc::c_int) -> io::Result<O
 /// Like `fstatat(.., AT_SYMLINK_NOFOLLOW)`; `Ok(None)` when the name is absent.
 pub fn lstat_at(dir: RawFd, name: &OsStr) -> io::Result<Option<libc::stat>> {
     let c = cstr(name)?;
+    // SAFETY: stat is plain integers, for which all zeroes is valid.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: valid pointers.
     let r = unsafe { libc::fstatat(dir, c.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
@@ -541,4 +544,505 @@ pub fn set_topdir(path: &Path) -> io::Result<()> {
     // SAFETY: as above; the kernel reads an int from flags.
     check(unsafe { libc::ioctl(dir.as_raw_fd(), FS_IOC_SETFLAGS as _, &flags) })?;
     Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Metadata of a path itself (never what a final symlink points to).
+
+/// `mknod(2)` at a path: device nodes, fifos.
+pub fn mknod(path: &Path, mode: u32, dev: u64) -> io::Result<()> {
+    let c = cstr(path)?;
+    // SAFETY: c is a valid NUL-terminated string that outlives the call.
+    check(unsafe { libc::mknod(c.as_ptr(), mode as libc::mode_t, dev as libc::dev_t) }).map(drop)
+}
+
+/// Sets atime and mtime (seconds, nanoseconds) of `path` without following
+/// a final symlink.
+pub fn lutimens(path: &Path, atime: (i64, i64), mtime: (i64, i64)) -> io::Result<()> {
+    let c = cstr(path)?;
+    let ts = |t: (i64, i64)| libc::timespec {
+        tv_sec: t.0 as libc::time_t,
+        tv_nsec: t.1 as _,
+    };
+    let times = [ts(atime), ts(mtime)];
+    // SAFETY: a valid C string and an array of the two timespecs utimensat reads.
+    check(unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })
+    .map(drop)
+}
+
+/// One `llistxattr(2)` into `buf`: the length of the NUL-separated name
+/// list (ERANGE when `buf` is too small; the caller grows it).
+pub fn llistxattr_into(path: &Path, buf: &mut [u8]) -> io::Result<usize> {
+    let c = cstr(path)?;
+    // SAFETY: a valid C string; the kernel writes at most buf.len() bytes.
+    let n = unsafe { libc::llistxattr(c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// One `lgetxattr(2)` into `buf`: the value's length (ERANGE when `buf` is
+/// too small, ENODATA when absent).
+pub fn lgetxattr_into(path: &Path, name: &[u8], buf: &mut [u8]) -> io::Result<usize> {
+    let c = cstr(path)?;
+    let k = cstr(OsStr::from_bytes(name))?;
+    // SAFETY: valid C strings; the kernel writes at most buf.len() bytes.
+    let n = unsafe { libc::lgetxattr(c.as_ptr(), k.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// `lsetxattr(2)`: sets one extended attribute on `path` itself.
+pub fn lsetxattr(path: &Path, name: &[u8], value: &[u8]) -> io::Result<()> {
+    let c = cstr(path)?;
+    let k = cstr(OsStr::from_bytes(name))?;
+    // SAFETY: valid C strings; value's pointer and length describe a live slice.
+    check(unsafe {
+        libc::lsetxattr(
+            c.as_ptr(),
+            k.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    })
+    .map(drop)
+}
+
+// ---------------------------------------------------------------------------
+// Processes: the helpers' forks, waits, pipes and signals.
+
+/// Proof that the process had one thread when it was made: what makes
+/// [`fork`] sound (a fork of a multi-threaded process may copy a lock held
+/// by another thread, the allocator's among them). Only the re-executed
+/// helpers make one, first thing, and they never start a thread; it cannot
+/// leave the thread that made it.
+#[derive(Debug)]
+pub struct SingleThreaded(std::marker::PhantomData<*const ()>);
+
+impl SingleThreaded {
+    /// Counts this process's threads; `Err(count)` when there are several.
+    pub fn check() -> Result<SingleThreaded, usize> {
+        let threads = std::fs::read_dir("/proc/self/task")
+            .map(|d| d.count())
+            .unwrap_or(1);
+        if threads == 1 {
+            Ok(SingleThreaded(std::marker::PhantomData))
+        } else {
+            Err(threads)
+        }
+    }
+}
+
+/// fork(2): `None` in the child, the child's pid in the parent.
+pub fn fork(_one_thread: &SingleThreaded) -> io::Result<Option<libc::pid_t>> {
+    // SAFETY: the process is single-threaded (the token says so), so the
+    // child gets a consistent copy of every lock and may do anything.
+    let pid = check(unsafe { libc::fork() })?;
+    Ok((pid != 0).then_some(pid))
+}
+
+/// _exit(2): leaves at once, without destructors, atexit handlers or
+/// flushing (what a forked child that failed before exec must do).
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit has no preconditions and does not return.
+    unsafe { libc::_exit(code) }
+}
+
+/// Has the kernel SIGKILL this process when its parent dies.
+pub fn die_with_parent() {
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+}
+
+/// unshare(2) with `flags` (`CLONE_NEW*`).
+pub fn unshare(flags: libc::c_int) -> io::Result<()> {
+    // SAFETY: unshare with integer flags only.
+    check(unsafe { libc::unshare(flags) }).map(drop)
+}
+
+/// A close-on-exec pipe: (read end, write end).
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut p = [0 as RawFd; 2];
+    // SAFETY: pipe2 writes two fds into the array.
+    check(unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: both fds are fresh and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(p[0]), OwnedFd::from_raw_fd(p[1])) })
+}
+
+/// waitpid(2) for one child, EINTR retried: its raw wait status.
+pub fn waitpid(pid: libc::pid_t) -> io::Result<libc::c_int> {
+    let mut status = 0;
+    loop {
+        // SAFETY: a valid out-pointer for the status.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            return Ok(status);
+        }
+        let e = io::Error::last_os_error();
+        if r < 0 && e.raw_os_error() != Some(libc::EINTR) {
+            return Err(e);
+        }
+    }
+}
+
+/// dup2(2): makes `to` a copy of `from` (used for a child's stdio).
+pub fn dup2(from: RawFd, to: RawFd) -> io::Result<()> {
+    // SAFETY: dup2 takes integers; an invalid fd fails with EBADF.
+    check(unsafe { libc::dup2(from, to) }).map(drop)
+}
+
+/// Takes ownership of this process's stdin, which the helpers' parent hands
+/// over as their private channel (a socket); nothing else in a helper reads
+/// `std::io::stdin`.
+pub fn take_stdin() -> OwnedFd {
+    // SAFETY: fd 0 was given to the helper for this use only, and is taken
+    // once, at its start.
+    unsafe { OwnedFd::from_raw_fd(0) }
+}
+
+/// Marks `fd` close-on-exec.
+pub fn set_cloexec(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl with integer arguments.
+    check(unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) }).map(drop)
+}
+
+/// setsid(2): a new session (and process group) led by this process.
+pub fn setsid() -> io::Result<()> {
+    // SAFETY: no arguments.
+    check(unsafe { libc::setsid() }).map(drop)
+}
+
+/// kill(2).
+pub fn kill(pid: libc::pid_t, sig: libc::c_int) -> io::Result<()> {
+    // SAFETY: integer arguments only.
+    check(unsafe { libc::kill(pid, sig) }).map(drop)
+}
+
+/// Writes all of `bytes` to `fd` with plain write(2) calls (EINTR retried),
+/// unbuffered; gives up silently on any other error, as a reporter with
+/// nowhere else to report must.
+pub fn write_all_fd(fd: RawFd, mut bytes: &[u8]) {
+    while !bytes.is_empty() {
+        // SAFETY: pointer and length of a live slice.
+        let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+        if n < 0 {
+            if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return;
+        }
+        bytes = &bytes[n as usize..];
+    }
+}
+
+/// poll(2) on `fds` (`timeout_ms` < 0 waits forever): how many are ready.
+pub fn poll(fds: &mut [libc::pollfd], timeout_ms: libc::c_int) -> io::Result<usize> {
+    // SAFETY: pointer and length of a live, initialised pollfd slice.
+    let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// pid the signal handler of [`forward_signals`] passes signals on to.
+static FORWARD_TO: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn forward_signal(sig: libc::c_int) {
+    let pid = FORWARD_TO.load(std::sync::atomic::Ordering::Relaxed);
+    if pid > 0 {
+        // SAFETY: kill is async-signal-safe and takes integers only.
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
+/// Installs a handler for each of `signals` that passes it on to the pid
+/// last set with [`set_forward_target`] (none while that is 0).
+pub fn forward_signals(signals: &[libc::c_int]) {
+    for &sig in signals {
+        // SAFETY: a zeroed sigaction is valid; the handler only loads an
+        // atomic and calls async-signal-safe kill.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = forward_signal as *const () as usize;
+            sa.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
+}
+
+/// Where forwarded signals go (0: nowhere).
+pub fn set_forward_target(pid: libc::pid_t) {
+    FORWARD_TO.store(pid, std::sync::atomic::Ordering::Relaxed);
+}
+
+// ---------------------------------------------------------------------------
+// Namespaces.
+
+/// setns(2) into the namespace `fd` refers to (`nstype` 0: whatever it is).
+pub fn setns(fd: RawFd, nstype: libc::c_int) -> io::Result<()> {
+    // SAFETY: integer arguments; an fd that is no namespace fails (EINVAL).
+    check(unsafe { libc::setns(fd, nstype) }).map(drop)
+}
+
+/// Makes the directory `root` (an open fd) this process's root and cwd
+/// (fchdir + chroot("."): how `exec` enters a running container's root).
+pub fn enter_root(root: RawFd) -> io::Result<()> {
+    // SAFETY: integer argument.
+    check(unsafe { libc::fchdir(root) })?;
+    // SAFETY: a static C string.
+    check(unsafe { libc::chroot(c".".as_ptr()) }).map(drop)
+}
+
+/// Sets `lo` up in a fresh network namespace, as docker's `--network none`
+/// has it: 127.0.0.1 works, nothing else does.
+pub fn loopback_up() -> io::Result<()> {
+    #[repr(C)]
+    struct IfReq {
+        name: [libc::c_char; libc::IFNAMSIZ],
+        flags: libc::c_short,
+        _pad: [u8; 22],
+    }
+    // SAFETY: plain socket call.
+    let fd =
+        check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: fd is fresh and ours.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut req = IfReq {
+        name: [0; libc::IFNAMSIZ],
+        flags: 0,
+        _pad: [0; 22],
+    };
+    for (d, s) in req.name.iter_mut().zip(b"lo") {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: an ioctl on an ifreq-sized, initialised struct.
+    check(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) })?;
+    req.flags |= libc::IFF_UP as libc::c_short;
+    // SAFETY: as above.
+    check(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &mut req) })?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// What a sandbox's pid 1 does between fork and exec (single-threaded, so
+// allocation is fine; nothing here adds any the callers did not have).
+
+/// umask(2).
+pub fn umask(mode: u32) {
+    // SAFETY: integer argument; umask cannot fail.
+    unsafe { libc::umask(mode as libc::mode_t) };
+}
+
+/// chdir(2).
+pub fn chdir(path: &Path) -> io::Result<()> {
+    let c = cstr(path)?;
+    // SAFETY: a valid C string.
+    check(unsafe { libc::chdir(c.as_ptr()) }).map(drop)
+}
+
+/// pivot_root(".", "."): the cwd becomes the root, the old root is stacked
+/// on it (the caller detaches it with [`umount`] of ".").
+pub fn pivot_root_to_cwd() -> io::Result<()> {
+    let dot = c".";
+    // SAFETY: static C strings.
+    check_long(unsafe { libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) }).map(drop)
+}
+
+/// sethostname(2).
+pub fn sethostname(name: &str) -> io::Result<()> {
+    // SAFETY: pointer and length of a live byte slice.
+    check(unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) }).map(drop)
+}
+
+/// getrlimit(2): (soft, hard).
+pub fn getrlimit(resource: u32) -> io::Result<(u64, u64)> {
+    let mut cur = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: a valid out-pointer.
+    check(unsafe { libc::getrlimit(resource as _, &mut cur) })?;
+    Ok((cur.rlim_cur, cur.rlim_max))
+}
+
+/// setrlimit(2).
+pub fn setrlimit(resource: u32, soft: u64, hard: u64) -> io::Result<()> {
+    let new = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: hard,
+    };
+    // SAFETY: a valid pointer.
+    check(unsafe { libc::setrlimit(resource as _, &new) }).map(drop)
+}
+
+/// Closes every fd from 3 up except `keep` (close_range(2)); errors are
+/// ignored, as there is nothing to do about them.
+pub fn close_fds_except(keep: RawFd) {
+    // SAFETY: closing fds this process does not use; `keep` stays open.
+    unsafe {
+        if keep > 3 {
+            libc::syscall(libc::SYS_close_range, 3u32, (keep - 1) as u32, 0u32);
+        }
+        libc::syscall(libc::SYS_close_range, (keep + 1) as u32, u32::MAX, 0u32);
+    }
+}
+
+/// Drops `cap` from the bounding set (PR_CAPBSET_DROP).
+pub fn drop_bounding_cap(cap: u32) -> io::Result<()> {
+    // SAFETY: prctl with integer arguments.
+    check(unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) }).map(drop)
+}
+
+/// setgroups(2).
+pub fn setgroups(gids: &[libc::gid_t]) -> io::Result<()> {
+    // SAFETY: pointer and length of a live slice.
+    check(unsafe { libc::setgroups(gids.len(), gids.as_ptr()) }).map(drop)
+}
+
+/// setresgid(2) with one gid for all three.
+pub fn setresgid(gid: libc::gid_t) -> io::Result<()> {
+    // SAFETY: integer arguments.
+    check(unsafe { libc::setresgid(gid, gid, gid) }).map(drop)
+}
+
+/// setresuid(2) with one uid for all three.
+pub fn setresuid(uid: libc::uid_t) -> io::Result<()> {
+    // SAFETY: integer arguments.
+    check(unsafe { libc::setresuid(uid, uid, uid) }).map(drop)
+}
+
+/// PR_SET_NO_NEW_PRIVS.
+pub fn set_no_new_privs() -> io::Result<()> {
+    // SAFETY: prctl with integer arguments.
+    check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) }).map(drop)
+}
+
+/// Clears the ambient set and makes `mask` the effective and permitted sets
+/// (inheritable empty) with one capset(2), v3 (64 bits).
+///
+/// Raw rather than the `caps` crate: that crate sets each set in a call of
+/// its own through hash sets of the capabilities it knows by name, while
+/// this sets all three at once from a bit mask that may hold capabilities
+/// newer than the crate.
+pub fn set_caps(mask: u64) -> io::Result<()> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const V3: u32 = 0x2008_0522;
+    let mut h = Header {
+        version: V3,
+        pid: 0,
+    };
+    let lo = Data {
+        effective: mask as u32,
+        permitted: mask as u32,
+        inheritable: 0,
+    };
+    let hi = Data {
+        effective: (mask >> 32) as u32,
+        permitted: (mask >> 32) as u32,
+        inheritable: 0,
+    };
+    let data = [lo, hi];
+    // SAFETY: prctl with integer arguments.
+    unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    };
+    // SAFETY: capset with a v3 header and the two data structs v3 reads.
+    check_long(unsafe { libc::syscall(libc::SYS_capset, &mut h as *mut Header, data.as_ptr()) })
+        .map(drop)
+}
+
+/// Resets every signal's disposition to the default and empties the
+/// signal mask, as a freshly exec'd process expects.
+pub fn reset_signals() {
+    // SAFETY: resetting dispositions and the mask of this process; a zeroed
+    // sigset_t is then initialised by sigemptyset.
+    unsafe {
+        for sig in 1..libc::SIGRTMIN() {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
+}
+
+/// access(path, X_OK) == 0.
+pub fn is_executable(path: &Path) -> bool {
+    let Ok(c) = cstr(path) else { return false };
+    // SAFETY: a valid C string.
+    unsafe { libc::access(c.as_ptr(), libc::X_OK) == 0 }
+}
+
+/// A program, its argv and environment as execve(2) wants them, built
+/// ahead so that [`Exec::exec`] itself allocates nothing (it runs under the
+/// step's seccomp filter).
+pub struct Exec {
+    prog: CString,
+    _args: Vec<CString>,
+    _env: Vec<CString>,
+    argv: Vec<*const libc::c_char>,
+    envp: Vec<*const libc::c_char>,
+}
+
+impl Exec {
+    /// Prepares `prog` with `args` and `env` (`KEY=VALUE`).
+    pub fn new(prog: &Path, args: &[String], env: &[String]) -> io::Result<Exec> {
+        let prog = cstr(prog)?;
+        let args: Vec<CString> = args.iter().map(cstr).collect::<io::Result<_>>()?;
+        let env: Vec<CString> = env.iter().map(cstr).collect::<io::Result<_>>()?;
+        let mut argv: Vec<*const libc::c_char> = args.iter().map(|c| c.as_ptr()).collect();
+        argv.push(std::ptr::null());
+        let mut envp: Vec<*const libc::c_char> = env.iter().map(|c| c.as_ptr()).collect();
+        envp.push(std::ptr::null());
+        Ok(Exec {
+            prog,
+            _args: args,
+            _env: env,
+            argv,
+            envp,
+        })
+    }
+
+    /// execve(2); returns only on failure, with the error.
+    pub fn exec(&self) -> io::Error {
+        // SAFETY: NULL-terminated arrays of pointers into C strings that
+        // `self` owns and keeps alive across the call.
+        unsafe { libc::execve(self.prog.as_ptr(), self.argv.as_ptr(), self.envp.as_ptr()) };
+        io::Error::last_os_error()
+    }
 }

@@ -501,7 +501,7 @@ impl TarSource {
             let mut entry = entry.map_err(|e| src.broken(e))?;
             let raw = entry.path().map_err(|e| src.broken(e))?.into_owned();
             let shown = raw.display().to_string();
-            let path = clean(&raw).map_err(|reason| src.unsafe_entry(&shown, reason))?;
+            let path = clean(&raw).map_err(|reason| src.rejected_entry(&shown, reason))?;
             let et = entry.header().entry_type();
             let kind = if et.is_file() || et == tar::EntryType::Continuous {
                 Kind::File
@@ -511,7 +511,7 @@ impl TarSource {
                 let target = entry
                     .link_name()
                     .map_err(|e| src.broken(e))?
-                    .ok_or_else(|| src.unsafe_entry(&shown, "is a link without a target".into()))?
+                    .ok_or_else(|| src.rejected_entry(&shown, "is a link without a target".into()))?
                     .into_owned();
                 let resolved = if et.is_symlink() {
                     resolve_link(&path, &target)
@@ -519,17 +519,17 @@ impl TarSource {
                     // Hard link targets are archive paths, not relative ones.
                     clean(&target).map_err(|r| format!("is a hard link whose target {r}"))
                 };
-                Kind::Link(resolved.map_err(|reason| src.unsafe_entry(&shown, reason))?)
+                Kind::Link(resolved.map_err(|reason| src.rejected_entry(&shown, reason))?)
             } else if matches!(et, tar::EntryType::XGlobalHeader | tar::EntryType::XHeader) {
                 continue;
             } else {
-                return Err(src.unsafe_entry(&shown, format!("has an unsupported type ({et:?})")));
+                return Err(src.rejected_entry(&shown, format!("has an unsupported type ({et:?})")));
             };
             if path.is_empty() {
                 if matches!(kind, Kind::Dir) {
                     continue;
                 }
-                return Err(src.unsafe_entry(&shown, "has an empty name".into()));
+                return Err(src.rejected_entry(&shown, "has an empty name".into()));
             }
             if matches!(kind, Kind::File) && META_FILES.contains(&path.as_str()) {
                 let mut buf = Vec::new();
@@ -538,14 +538,14 @@ impl TarSource {
                     .read_to_end(&mut buf)
                     .map_err(|e| src.broken(e))?;
                 if buf.len() as u64 > MAX_JSON_BLOB {
-                    return Err(src.unsafe_entry(&shown, "is too large".into()));
+                    return Err(src.rejected_entry(&shown, "is too large".into()));
                 }
                 src.meta.insert(path.clone(), buf);
             }
             let dir_again =
                 matches!(kind, Kind::Dir) && matches!(src.entries.get(&path), Some(Kind::Dir));
             if src.entries.insert(path, kind).is_some() && !dir_again {
-                return Err(src.unsafe_entry(&shown, "appears twice".into()));
+                return Err(src.rejected_entry(&shown, "appears twice".into()));
             }
         }
         Ok(src)
@@ -596,7 +596,7 @@ impl TarSource {
         }
     }
 
-    fn unsafe_entry(&self, entry: &str, reason: String) -> Error {
+    fn rejected_entry(&self, entry: &str, reason: String) -> Error {
         Error::UnsafeArchive {
             path: self.name.clone(),
             entry: entry.to_string(),
@@ -622,7 +622,7 @@ impl Source for TarSource {
             if p == "blobs/sha256/*" {
                 continue;
             }
-            let clean_p = clean(Path::new(p)).map_err(|reason| self.unsafe_entry(p, reason))?;
+            let clean_p = clean(Path::new(p)).map_err(|reason| self.rejected_entry(p, reason))?;
             if let Some(f) = self.resolve(&clean_p) {
                 by_file.insert(f, d.clone());
             }
@@ -638,7 +638,7 @@ impl Source for TarSource {
             }
             let raw = entry.path().map_err(|e| self.broken(e))?.into_owned();
             let shown = raw.display().to_string();
-            let path = clean(&raw).map_err(|reason| self.unsafe_entry(&shown, reason))?;
+            let path = clean(&raw).map_err(|reason| self.rejected_entry(&shown, reason))?;
             let expected = if let Some(d) = by_file.get(&path) {
                 d.clone()
             } else if all_blobs {
@@ -662,11 +662,11 @@ impl Source for TarSource {
             }
             let mut w = root.blobs().writer(expected.as_ref(), Some(size))?;
             io::copy(&mut entry, &mut w).map_err(|e| match e.kind() {
-                io::ErrorKind::InvalidData => self.unsafe_entry(&shown, e.to_string()),
+                io::ErrorKind::InvalidData => self.rejected_entry(&shown, e.to_string()),
                 _ => self.broken(e),
             })?;
             let pending = w.finish().map_err(|e| match e {
-                Error::DigestMismatch { expected, actual } => self.unsafe_entry(
+                Error::DigestMismatch { expected, actual } => self.rejected_entry(
                     &shown,
                     format!("does not match its digest: expected {expected}, content hashes to {actual}"),
                 ),
@@ -691,7 +691,7 @@ impl Source for TarSource {
         };
         if let Some(e) = expected {
             if p.digest() != e {
-                return Err(self.unsafe_entry(
+                return Err(self.rejected_entry(
                     path,
                     format!(
                         "does not match its digest: expected {e}, content hashes to {}",
@@ -727,7 +727,7 @@ impl DirSource {
                     .read_to_end(&mut buf)
                     .map_err(|e| Error::io(src.dir.join(name), e))?;
                 if buf.len() as u64 > MAX_JSON_BLOB {
-                    return Err(src.unsafe_entry(name, "is too large".into()));
+                    return Err(src.rejected_entry(name, "is too large".into()));
                 }
                 src.meta.insert(name.to_string(), buf);
             }
@@ -738,7 +738,7 @@ impl DirSource {
     /// Opens `rel` if it exists and, links followed, stays inside the
     /// folder.
     fn open_inside(&self, rel: &str) -> Result<Option<File>> {
-        let clean_rel = clean(Path::new(rel)).map_err(|reason| self.unsafe_entry(rel, reason))?;
+        let clean_rel = clean(Path::new(rel)).map_err(|reason| self.rejected_entry(rel, reason))?;
         let p = self.dir.join(&clean_rel);
         let real = match fs::canonicalize(&p) {
             Ok(r) => r,
@@ -746,7 +746,7 @@ impl DirSource {
             Err(e) => return Err(Error::io(p, e)),
         };
         if !real.starts_with(&self.canonical) {
-            return Err(self.unsafe_entry(
+            return Err(self.rejected_entry(
                 rel,
                 format!("links to {}, outside the layout", real.display()),
             ));
@@ -757,7 +757,7 @@ impl DirSource {
         File::open(&real).map(Some).map_err(|e| Error::io(p, e))
     }
 
-    fn unsafe_entry(&self, entry: &str, reason: String) -> Error {
+    fn rejected_entry(&self, entry: &str, reason: String) -> Error {
         Error::UnsafeArchive {
             path: self.dir.clone(),
             entry: entry.to_string(),
@@ -795,7 +795,7 @@ impl Source for DirSource {
         let mut w = root.blobs().writer(expected, Some(size))?;
         io::copy(&mut f, &mut w).map_err(|e| Error::io(self.dir.join(path), e))?;
         let p = w.finish().map_err(|e| match e {
-            Error::DigestMismatch { expected, actual } => self.unsafe_entry(
+            Error::DigestMismatch { expected, actual } => self.rejected_entry(
                 path,
                 format!(
                     "does not match its digest: expected {expected}, content hashes to {actual}"

@@ -7,7 +7,7 @@
 use std::path::{Component, Path};
 
 /// Turns an entry name into a clean relative path (`a/b/c`), or says why
-/// it is unsafe. `./` prefixes are fine; the archive root itself is `""`.
+/// it is rejected. `./` prefixes are fine; the archive root itself is `""`.
 pub(crate) fn clean(name: &Path) -> Result<String, String> {
     let mut parts: Vec<&str> = Vec::new();
     for c in name.components() {
