@@ -14,6 +14,7 @@ pub mod fileops;
 pub mod http_source;
 pub mod layers;
 pub mod netpool;
+pub mod reexec;
 pub mod sandbox;
 pub mod seccomp;
 pub mod secrets;

@@ -35,7 +35,7 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Serialize};
@@ -636,14 +636,13 @@ fn run_helper(
     // The socket is the helper's stdin: no fd juggling between fork and
     // exec, so std can spawn with posix_spawn (vfork) instead of copying
     // this process's page tables with fork.
-    let mut child = Command::new(helper_exe)
-        .arg(HELPER_SUBCOMMAND)
-        .env_clear()
-        .stdin(Stdio::from(OwnedFd::from(theirs)))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(herr)?;
+    let stdio = crate::reexec::HelperStdio {
+        stdin: Stdio::from(OwnedFd::from(theirs)),
+        stdout: Stdio::piped(),
+        stderr: Stdio::piped(),
+    };
+    let mut child =
+        crate::reexec::spawn_helper(helper_exe, &[HELPER_SUBCOMMAND], &[], stdio).map_err(herr)?;
 
     let json = serde_json::to_vec(spec).map_err(|e| herr(io::Error::other(e)))?;
     ours.write_all(&json).map_err(herr)?;

@@ -6,9 +6,9 @@
 //! cannot run it (unknown image, bad flags); 126 when the command cannot
 //! be executed; 127 when it is not found.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +16,9 @@ use clap::Subcommand;
 use kiln_cache::image::{self, Resolved};
 use kiln_cache::registry::{self, NoProgress, PullOptions, RegistryConfig};
 use kiln_cache::{Reference, Root};
-use kiln_worker::container::{self, Container, ContainerError, ExecSpec, Status, Store};
+use kiln_worker::container::{
+    self, Container, ContainerError, ExecSpec, StartReport, Status, Store,
+};
 use kiln_worker::layers::{LayerRef, LayerStore};
 use kiln_worker::sandbox::{Device, Mount, Network};
 use kiln_worker::seccomp::{Profile, Seccomp};
@@ -340,62 +342,23 @@ fn run_container(mut a: RunArgs) -> Result<ExitCode, String> {
     // Absolute: the helper's pid 1 mounts and pivots with these paths.
     let dir = store.dir_of(&c.id);
     let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
-    let mut helper = Command::new(&exe);
-    helper
-        .arg(container::HELPER_SUBCOMMAND)
-        .arg("run")
-        .arg(&dir)
-        .env_clear();
     if a.detach {
-        helper
-            .arg("--detach")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        let mut child = helper
-            .spawn()
-            .map_err(|e| format!("starting {}: {e}", exe.display()))?;
-        let mut answer = String::new();
-        if let Some(mut out) = child.stdout.take() {
-            let _ = out.read_to_string(&mut answer);
-        }
-        // The helper lives on (it records the container's end); not waited.
-        let line = answer.lines().next().unwrap_or("");
-        if line == "ok" {
-            println!("{}", c.id);
-            return Ok(ExitCode::SUCCESS);
-        }
-        let (code, msg) = match line.strip_prefix("error ").and_then(|r| r.split_once(' ')) {
-            Some((code, msg)) => (
-                code.parse().unwrap_or(container::EXIT_KILN),
-                msg.to_string(),
-            ),
-            None => (
-                container::EXIT_KILN,
-                "the container helper ended without starting the container".to_string(),
-            ),
-        };
-        eprintln!("kiln: {msg}");
-        return Ok(exit(code));
+        return Ok(
+            match container::launch::run_detached(&exe, &dir).map_err(|e| e.to_string())? {
+                StartReport::Started => {
+                    println!("{}", c.id);
+                    ExitCode::SUCCESS
+                }
+                StartReport::Failed { code, message } => {
+                    eprintln!("kiln: {message}");
+                    exit(code)
+                }
+            },
+        );
     }
-    helper.stdin(if a.process.interactive {
-        Stdio::inherit()
-    } else {
-        Stdio::null()
-    });
-    let mut child = helper
-        .spawn()
-        .map_err(|e| format!("starting {}: {e}", exe.display()))?;
-    container::forward_signals(child.id() as i32);
-    let status = child
-        .wait()
-        .map_err(|e| format!("waiting for the container: {e}"))?;
-    use std::os::unix::process::ExitStatusExt;
-    Ok(match (status.code(), status.signal()) {
-        (Some(c), _) => exit(c),
-        (None, Some(s)) => exit(128 + s),
-        _ => exit(container::EXIT_KILN),
-    })
+    let code = container::launch::run_foreground(&exe, &dir, a.process.interactive)
+        .map_err(|e| e.to_string())?;
+    Ok(exit(code))
 }
 
 /// `KEY=VALUE` sets; a bare `KEY` copies this process's value (or nothing,
@@ -886,28 +849,9 @@ fn exec(
         join_net: c.network == Network::None,
         seccomp: c.seccomp.clone(),
     };
-    let json = serde_json::to_string(&spec).map_err(|e| miette!("{e}"))?;
     let exe = std::env::current_exe().map_err(|e| miette!("finding the kiln binary: {e}"))?;
-    let mut child = Command::new(&exe)
-        .arg(container::HELPER_SUBCOMMAND)
-        .arg("exec")
-        .env_clear()
-        .env(container::EXEC_SPEC_ENV, json)
-        .stdin(if interactive {
-            Stdio::inherit()
-        } else {
-            Stdio::null()
-        })
-        .spawn()
-        .map_err(|e| miette!("starting {}: {e}", exe.display()))?;
-    container::forward_signals(child.id() as i32);
-    let status = child.wait().map_err(|e| miette!("{e}"))?;
-    use std::os::unix::process::ExitStatusExt;
-    Ok(match (status.code(), status.signal()) {
-        (Some(c), _) => exit(c),
-        (None, Some(s)) => exit(128 + s),
-        _ => exit(container::EXIT_KILN),
-    })
+    let code = container::launch::exec(&exe, &spec, interactive).map_err(|e| miette!("{e}"))?;
+    Ok(exit(code))
 }
 
 #[cfg(test)]

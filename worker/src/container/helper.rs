@@ -1,0 +1,520 @@
+//! The helper's side (`kiln container-helper run|exec`): a single-threaded
+//! re-executed kiln that starts a container's pid 1 (or an exec'd
+//! process), pumps its output to the log, forwards signals and records how
+//! it ended.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::launch::StartReport;
+use super::logs::LineBuf;
+use super::{
+    now, proc_start_time, Container, Status, Store, EXIT_CANNOT_EXEC, EXIT_KILN, EXIT_NOT_FOUND,
+};
+use crate::sandbox::{self, Network, SandboxSpec, Step};
+use crate::sys::{self, SingleThreaded};
+
+/// The hidden `kiln` subcommand that runs [`helper_main`].
+pub const HELPER_SUBCOMMAND: &str = "container-helper";
+
+/// The environment variable holding the exec helper's [`ExecSpec`] (JSON):
+/// unlike argv, a process's environment is not readable by other users.
+pub const EXEC_SPEC_ENV: &str = "KILN_EXEC_SPEC";
+
+/// What `kiln exec` asks the exec helper to run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExecSpec {
+    pub pid: i32,
+    pub start_time: u64,
+    pub argv: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub user: String,
+    /// Join the container's network namespace (it has one of its own).
+    pub join_net: bool,
+    /// The container's seccomp filter, which the process gets too.
+    #[serde(default)]
+    pub seccomp: crate::seccomp::Seccomp,
+}
+
+/// The exit code docker gives a process that failed to start with `msg`.
+pub fn start_failure_code(msg: &str) -> i32 {
+    if msg.contains("executable file not found") || msg.contains("no such file or directory") {
+        EXIT_NOT_FOUND
+    } else if msg.contains("permission denied") {
+        EXIT_CANNOT_EXEC
+    } else {
+        EXIT_KILN
+    }
+}
+
+/// The helper's entry point (`kiln container-helper run DIR [--detach]` or
+/// `kiln container-helper exec` with an [`ExecSpec`] in [`EXEC_SPEC_ENV`]);
+/// must run before any thread starts.
+/// Returns the exit code: the container's (or exec'd process's) code, or
+/// 125/126/127 when it could not start.
+pub fn helper_main(args: &[String]) -> i32 {
+    let one_thread = match SingleThreaded::check() {
+        Ok(t) => t,
+        Err(threads) => {
+            eprintln!(
+                "kiln: the container helper must be single-threaded, it has {threads} threads"
+            );
+            return EXIT_KILN;
+        }
+    };
+    match args {
+        [mode, dir, rest @ ..] if mode == "run" => run_helper(
+            &one_thread,
+            Path::new(dir),
+            rest.iter().any(|a| a == "--detach"),
+        ),
+        [mode] if mode == "exec" => match serde_json::from_str::<ExecSpec>(
+            &std::env::var(EXEC_SPEC_ENV).unwrap_or_default(),
+        ) {
+            Ok(spec) => exec_helper(&one_thread, &spec),
+            Err(e) => {
+                eprintln!("kiln: bad exec spec: {e}");
+                EXIT_KILN
+            }
+        },
+        _ => {
+            eprintln!("kiln: usage: {HELPER_SUBCOMMAND} run DIR [--detach] | exec");
+            EXIT_KILN
+        }
+    }
+}
+
+/// Signals the helper passes on to its process (kiln forwards Ctrl-C and
+/// SIGTERM here; `kill` aimed at the helper works the same).
+const FORWARDED: [libc::c_int; 6] = [
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+];
+
+/// Makes this process pass SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and
+/// SIGUSR2 on to `pid` (kiln in the foreground of `run` and `exec` forwards
+/// them to its helper, which forwards them to the container's process).
+pub fn forward_signals(pid: i32) {
+    sys::set_forward_target(pid);
+    install_forwarding();
+}
+
+fn install_forwarding() {
+    sys::forward_signals(&FORWARDED);
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
+    sys::pipe().map_err(|e| format!("pipe: {e}"))
+}
+
+fn wait_child(pid: i32) -> Result<i32, String> {
+    let ws = sys::waitpid(pid).map_err(|e| format!("waitpid: {e}"))?;
+    if libc::WIFEXITED(ws) {
+        Ok(libc::WEXITSTATUS(ws))
+    } else if libc::WIFSIGNALED(ws) {
+        Ok(128 + libc::WTERMSIG(ws))
+    } else {
+        Ok(EXIT_KILN)
+    }
+}
+
+fn run_helper(one_thread: &SingleThreaded, dir: &Path, detach: bool) -> i32 {
+    // Out of kiln's session: a terminal's Ctrl-C reaches kiln only, which
+    // forwards it once; a detached container outlives kiln and its terminal.
+    let _ = sys::setsid();
+    // Hold no directory of the caller's busy (the paths given are absolute).
+    let _ = std::env::set_current_dir("/");
+    let Some(store_dir) = dir.parent() else {
+        eprintln!("kiln: bad container folder {}", dir.display());
+        return EXIT_KILN;
+    };
+    let store = Store::at(store_dir.to_path_buf());
+    let id = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let c = match store.load(&id) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("kiln: {e}");
+            return EXIT_KILN;
+        }
+    };
+    install_forwarding();
+    let fail = |code: i32, msg: String| -> i32 {
+        let _ = store.update(&id, |c| {
+            c.status = Status::Exited;
+            c.exit_code = Some(code);
+            c.finished = Some(now());
+            c.error = Some(msg.clone());
+        });
+        if detach {
+            let report = StartReport::Failed {
+                code,
+                message: msg.clone(),
+            };
+            sys::write_all_fd(1, report.to_line().as_bytes());
+        } else {
+            sys::write_all_fd(2, format!("kiln: {msg}\n").as_bytes());
+        }
+        if c.auto_remove {
+            let _ = store.remove(&id);
+        }
+        code
+    };
+    let started = match start_container(one_thread, &c, dir) {
+        Ok(s) => s,
+        Err(msg) => return fail(EXIT_KILN, msg),
+    };
+    let Started {
+        pid,
+        out,
+        err,
+        errpipe,
+    } = started;
+    sys::set_forward_target(pid);
+    let mut msg = String::new();
+    let _ = File::from(errpipe).read_to_string(&mut msg);
+    if !msg.is_empty() {
+        let _ = wait_child(pid);
+        return fail(start_failure_code(&msg), msg);
+    }
+    let start_time = proc_start_time(pid);
+    let _ = store.update(&id, |c| {
+        c.status = Status::Running;
+        c.pid = Some(pid);
+        c.start_time = start_time;
+        c.started = Some(now());
+    });
+    if detach {
+        sys::write_all_fd(1, StartReport::Started.to_line().as_bytes());
+        if let Ok(null) = File::options().write(true).open("/dev/null") {
+            // Replaces our stdout (the handshake pipe) with /dev/null.
+            let _ = sys::dup2(null.as_raw_fd(), 1);
+        }
+    }
+    let log_path = dir.join("log");
+    let log = OpenOptions::new().create(true).append(true).open(&log_path);
+    pump(out, err, log.ok(), !detach);
+    let code = wait_child(pid).unwrap_or(EXIT_KILN);
+    sys::set_forward_target(0);
+    let _ = store.update(&id, |c| {
+        c.status = Status::Exited;
+        c.exit_code = Some(code);
+        c.finished = Some(now());
+    });
+    if c.auto_remove {
+        let _ = store.remove(&id);
+    }
+    code
+}
+
+/// Copies the container's stdout and stderr to the log (and to our own
+/// stdout/stderr when `tee`) until both close: pid 1's death ends the pid
+/// namespace, and with it every holder of the pipes.
+fn pump(out: OwnedFd, err: OwnedFd, mut log: Option<File>, tee: bool) {
+    let (out, err) = (File::from(out), File::from(err));
+    let mut streams = vec![
+        (
+            out,
+            1,
+            LineBuf {
+                stream: "stdout",
+                pending: Vec::new(),
+            },
+        ),
+        (
+            err,
+            2,
+            LineBuf {
+                stream: "stderr",
+                pending: Vec::new(),
+            },
+        ),
+    ];
+    let mut buf = vec![0u8; 64 * 1024];
+    while !streams.is_empty() {
+        let mut pfds: Vec<libc::pollfd> = streams
+            .iter()
+            .map(|(fd, _, _)| libc::pollfd {
+                fd: fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        if let Err(e) = sys::poll(&mut pfds, -1) {
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            break;
+        }
+        let mut done = Vec::new();
+        for (i, p) in pfds.iter().enumerate() {
+            if p.revents == 0 {
+                continue;
+            }
+            let (fd, target, lines) = &mut streams[i];
+            let k = match fd.read(&mut buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Ok(0) | Err(_) => {
+                    done.push(i);
+                    continue;
+                }
+                Ok(k) => k,
+            };
+            let chunk = &buf[..k];
+            if tee {
+                sys::write_all_fd(*target, chunk);
+            }
+            if let Some(l) = log.as_mut() {
+                lines.push(chunk, l);
+            }
+        }
+        for i in done.into_iter().rev() {
+            let (_, _, mut lines) = streams.remove(i);
+            if let Some(l) = log.as_mut() {
+                lines.flush(l);
+            }
+        }
+    }
+}
+
+struct Started {
+    pid: i32,
+    out: OwnedFd,
+    err: OwnedFd,
+    errpipe: OwnedFd,
+}
+
+/// Unshares the namespaces and forks pid 1 (which sets itself up and
+/// execs); returns at once, with the read ends of its output and of its
+/// setup-error pipe (empty at EOF when the exec worked).
+fn start_container(
+    one_thread: &SingleThreaded,
+    c: &Container,
+    dir: &Path,
+) -> Result<Started, String> {
+    let mut flags = libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
+    if c.network == Network::None {
+        flags |= libc::CLONE_NEWNET;
+    }
+    sys::unshare(flags).map_err(|e| format!("unshare namespaces: {e}"))?;
+    if c.network == Network::None {
+        sys::loopback_up().map_err(|e| format!("bringing up lo: {e}"))?;
+    }
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let (e_r, e_w) = pipe()?;
+    let Some(pid) = sys::fork(one_thread).map_err(|e| format!("fork: {e}"))? else {
+        drop((out_r, err_r, e_r));
+        let msg = container_init(
+            c,
+            dir,
+            out_w.as_raw_fd(),
+            err_w.as_raw_fd(),
+            e_w.as_raw_fd(),
+        );
+        sys::write_all_fd(e_w.as_raw_fd(), msg.as_bytes());
+        // Leave without running the helper's destructors.
+        sys::exit_now(EXIT_NOT_FOUND);
+    };
+    drop((out_w, err_w, e_w));
+    Ok(Started {
+        pid,
+        out: out_r,
+        err: err_r,
+        errpipe: e_r,
+    })
+}
+
+/// pid 1 before exec: its stdio, a mount namespace of its own, the overlay,
+/// the user, then the sandbox's plan. Returns only on failure.
+fn container_init(c: &Container, dir: &Path, out: RawFd, err: RawFd, errfd: RawFd) -> String {
+    sys::die_with_parent();
+    if let Err(e) = sys::dup2(out, 1).and_then(|()| sys::dup2(err, 2)) {
+        return format!("stdio: {e}");
+    }
+    if let Err(e) = sys::unshare(libc::CLONE_NEWNS) {
+        return format!("unshare mount namespace: {e}");
+    }
+    // Nothing mounted from here on may reach the host.
+    if let Err(e) = crate::sys::mount(
+        None,
+        Path::new("/"),
+        None,
+        libc::MS_REC | libc::MS_PRIVATE,
+        None,
+    ) {
+        return format!("making / private: {e}");
+    }
+    let rootfs = dir.join("rootfs");
+    let (upper, copied) = (dir.join("upper"), dir.join("copied"));
+    let mounted = if copied.exists() {
+        Err(None)
+    } else {
+        crate::snapshot::mount_overlay(&c.lowers, &upper, &dir.join("work"), &rootfs).map_err(Some)
+    };
+    match mounted {
+        // It lives as long as the mount namespace: never unmount it here.
+        Ok(m) => std::mem::forget(m),
+        // No overlay here (e.g. the store itself on overlayfs): as the
+        // build's snapshots do, fall back to a copy of the layers, made
+        // once in the upper dir (which then holds the whole root).
+        Err(Some(crate::snapshot::SnapshotError::Mount { .. })) | Err(None) => {
+            if !copied.exists() {
+                if let Err(e) = crate::snapshot::flatten(&c.lowers, &upper) {
+                    return format!("copying the image's layers: {e}");
+                }
+                if let Err(e) = File::create(&copied) {
+                    return format!("{}: {e}", copied.display());
+                }
+            }
+            if let Err(e) =
+                crate::sys::mount(Some(upper.as_os_str()), &rootfs, None, libc::MS_BIND, None)
+            {
+                return format!("mounting the container's rootfs: {e}");
+            }
+        }
+        Err(Some(e)) => return format!("mounting the container's rootfs: {e}"),
+    }
+    let user = match crate::users::resolve_user(&rootfs, &c.user) {
+        Ok(u) => u,
+        Err(e) => return e.to_string(),
+    };
+    let mut spec = SandboxSpec::new(&rootfs, c.command.clone());
+    spec.env = c.env.clone();
+    if !spec.env.iter().any(|e| e.starts_with("HOSTNAME=")) {
+        spec.env.insert(0, format!("HOSTNAME={}", c.hostname));
+    }
+    user.apply(&mut spec);
+    spec.cwd = c.cwd.clone();
+    spec.network = c.network;
+    spec.hostname = c.hostname.clone();
+    spec.mounts = c.mounts.clone();
+    spec.seccomp = c.seccomp.clone();
+    spec.devices = c.devices.clone();
+    let steps = sandbox::plan(&spec);
+    sandbox::carry_out(&spec, &steps, errfd)
+}
+
+fn exec_helper(one_thread: &SingleThreaded, x: &ExecSpec) -> i32 {
+    // Out of kiln's session (see run_helper).
+    let _ = sys::setsid();
+    install_forwarding();
+    match exec_start(one_thread, x) {
+        Ok((pid, errpipe)) => {
+            sys::set_forward_target(pid);
+            let mut msg = String::new();
+            let _ = File::from(errpipe).read_to_string(&mut msg);
+            let code = wait_child(pid).unwrap_or(EXIT_KILN);
+            if msg.is_empty() {
+                code
+            } else {
+                eprintln!("kiln: {msg}");
+                start_failure_code(&msg)
+            }
+        }
+        Err(msg) => {
+            eprintln!("kiln: {msg}");
+            EXIT_KILN
+        }
+    }
+}
+
+fn open_ro(path: &str, flags: libc::c_int) -> Result<OwnedFd, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    // std opens with O_CLOEXEC.
+    File::options()
+        .read(true)
+        .custom_flags(flags)
+        .open(path)
+        .map(OwnedFd::from)
+        .map_err(|e| format!("{path}: {e}"))
+}
+
+fn exec_start(one_thread: &SingleThreaded, x: &ExecSpec) -> Result<(i32, OwnedFd), String> {
+    let pid = x.pid;
+    if proc_start_time(pid) != Some(x.start_time) {
+        return Err("the container is not running".into());
+    }
+    let root_path = PathBuf::from(format!("/proc/{pid}/root"));
+    let user = crate::users::resolve_user(&root_path, &x.user).map_err(|e| e.to_string())?;
+    let mut names = vec!["ipc", "uts"];
+    if x.join_net {
+        names.push("net");
+    }
+    names.extend(["pid", "mnt"]);
+    let ns: Vec<(&str, OwnedFd)> = names
+        .iter()
+        .map(|n| Ok((*n, open_ro(&format!("/proc/{pid}/ns/{n}"), 0)?)))
+        .collect::<Result<_, String>>()?;
+    let root = open_ro(&format!("/proc/{pid}/root"), libc::O_DIRECTORY)?;
+    // The pid may have been reused between the check and the opens.
+    if proc_start_time(pid) != Some(x.start_time) {
+        return Err("the container is not running".into());
+    }
+    for (n, fd) in &ns {
+        sys::setns(fd.as_raw_fd(), 0).map_err(|e| format!("joining the {n} namespace: {e}"))?;
+    }
+    drop(ns);
+    let (e_r, e_w) = pipe()?;
+    let Some(child) = sys::fork(one_thread).map_err(|e| format!("fork: {e}"))? else {
+        drop(e_r);
+        let msg = exec_child(x, &root, &user, e_w.as_raw_fd());
+        sys::write_all_fd(e_w.as_raw_fd(), msg.as_bytes());
+        // Leave without the helper's destructors.
+        sys::exit_now(EXIT_NOT_FOUND);
+    };
+    drop(e_w);
+    Ok((child, e_r))
+}
+
+fn exec_child(x: &ExecSpec, root: &OwnedFd, user: &crate::users::ExecUser, errfd: RawFd) -> String {
+    sys::die_with_parent();
+    if let Err(e) = sys::enter_root(root.as_raw_fd()) {
+        return format!("entering the container's root: {e}");
+    }
+    let mut spec = SandboxSpec::new("/", x.argv.clone());
+    spec.env = x.env.clone();
+    user.apply(&mut spec);
+    spec.cwd = x.cwd.clone();
+    spec.seccomp = x.seccomp.clone();
+    // The container's mounts are in place: only what follows the hostname
+    // (rlimits, fds, workdir, capabilities, user, exec) applies.
+    let steps: Vec<Step> = sandbox::plan(&spec)
+        .into_iter()
+        .skip_while(|s| !matches!(s, Step::SetHostname(_)))
+        .skip(1)
+        .collect();
+    sandbox::carry_out(&spec, &steps, errfd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_start_time_is_known() {
+        let me = std::process::id() as i32;
+        assert!(proc_start_time(me).is_some());
+    }
+
+    #[test]
+    fn start_failures_map_to_docker_codes() {
+        assert_eq!(
+            start_failure_code("exec: \"nope\": executable file not found in $PATH"),
+            127
+        );
+        assert_eq!(start_failure_code("exec: \"/etc\": permission denied"), 126);
+        assert_eq!(start_failure_code("mounting: boom"), 125);
+    }
+}

@@ -1,0 +1,78 @@
+//! Stopping and signalling running containers (`docker stop`, `kill`).
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use super::{now, proc_start_time, Container, ContainerError, Result, Status, Store};
+use crate::sys;
+
+fn wait_dead(pid: i32, start: u64, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if proc_start_time(pid) != Some(start) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn signal(pid: i32, start: u64, sig: libc::c_int) {
+    if proc_start_time(pid) == Some(start) {
+        // The start time check keeps a reused pid from being signalled.
+        let _ = sys::kill(pid, sig);
+    }
+}
+
+/// Sends `sig` to a running container's pid 1 (pid 1 of a namespace gets
+/// only signals it handles, SIGKILL aside, as in docker).
+pub fn kill(c: &Container, sig: libc::c_int) {
+    if let (true, Some(pid), Some(start)) = (c.is_alive(), c.pid, c.start_time) {
+        signal(pid, start, sig);
+    }
+}
+
+/// `docker stop`: SIGTERM, SIGKILL after `timeout`, then waits for the
+/// helper to record the exit (recording it itself if the helper is gone).
+pub fn stop(store: &Store, id: &str, timeout: Duration) -> Result<Container> {
+    let c = store.load(id)?;
+    if let (true, Some(pid), Some(start)) = (c.is_alive(), c.pid, c.start_time) {
+        signal(pid, start, libc::SIGTERM);
+        if !wait_dead(pid, start, timeout) {
+            signal(pid, start, libc::SIGKILL);
+            wait_dead(pid, start, Duration::from_secs(60));
+        }
+    }
+    wait_recorded(store, id)
+}
+
+/// Waits (a few seconds at most) for a dead container's helper to write its
+/// final state; writes it when the helper is gone.
+fn wait_recorded(store: &Store, id: &str) -> Result<Container> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let c = match store.load(id) {
+            Ok(c) => c,
+            // Removed by its own helper (`--rm`).
+            Err(ContainerError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                return Err(ContainerError::NotFound(id.to_string()))
+            }
+            Err(e) => return Err(e),
+        };
+        if c.status != Status::Running {
+            return Ok(c);
+        }
+        if Instant::now() >= deadline {
+            return store.update(id, |c| {
+                if c.status == Status::Running {
+                    c.status = Status::Exited;
+                    c.exit_code = Some(137);
+                    c.finished = Some(now());
+                }
+            });
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

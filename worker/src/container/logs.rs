@@ -1,0 +1,201 @@
+//! The container's log: docker's json-file layout, one JSON object per
+//! line of output, lines over 16 KiB split into several records.
+
+use std::fs::File;
+use std::io::{self, BufRead, Read, Seek, SeekFrom, Write};
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use super::{io_err, Result};
+
+/// One line of a container's output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogEntry {
+    pub time_ns: u128,
+    /// "stdout" or "stderr".
+    pub stream: String,
+    pub log: String,
+}
+
+/// The largest log record, in bytes of output: docker's json-file driver
+/// splits a longer line into records of 16 KiB, so a container printing
+/// gigabytes without a newline costs its log writer (and readers) no more
+/// than this. A record that does not end in `\n` is a piece of a longer line.
+pub const MAX_LOG_RECORD: usize = 16 << 10;
+
+/// The longest line of a log file a reader accepts (a record of
+/// [`MAX_LOG_RECORD`] bytes escaped as JSON is at most six times longer);
+/// longer lines, which kiln never writes, are skipped unread.
+const MAX_LOG_LINE: usize = 8 * MAX_LOG_RECORD;
+
+/// Streams the complete log entries from byte `offset` on (up to byte `end`
+/// when given) to `f`, one at a time, so a log of any size is read in
+/// bounded memory; returns the offset after the last complete line (for
+/// `logs -f`). A line still being written is left for the next call.
+pub fn for_each_log(
+    path: &Path,
+    offset: u64,
+    end: Option<u64>,
+    mut f: impl FnMut(LogEntry),
+) -> Result<u64> {
+    let mut file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(offset),
+        Err(e) => return Err(io_err("open", path)(e)),
+    };
+    file.seek(SeekFrom::Start(offset))
+        .map_err(io_err("seek", path))?;
+    let limit = end.map_or(u64::MAX, |e| e.saturating_sub(offset));
+    let mut r = io::BufReader::with_capacity(64 << 10, file.take(limit));
+    let mut pos = offset;
+    let mut line = Vec::new();
+    let mut line_len = 0usize;
+    loop {
+        let buf = r.fill_buf().map_err(io_err("read", path))?;
+        if buf.is_empty() {
+            break; // the end, or a line still being written
+        }
+        let (part, complete) = match buf.iter().position(|b| *b == b'\n') {
+            Some(i) => (&buf[..=i], true),
+            None => (buf, false),
+        };
+        line_len += part.len();
+        if line_len <= MAX_LOG_LINE {
+            line.extend_from_slice(part);
+        } else {
+            line.clear();
+        }
+        let used = part.len();
+        r.consume(used);
+        if complete {
+            pos += line_len as u64;
+            if line_len <= MAX_LOG_LINE {
+                if let Ok(e) = serde_json::from_slice::<LogEntry>(&line) {
+                    f(e);
+                }
+            }
+            line.clear();
+            line_len = 0;
+        }
+    }
+    Ok(pos)
+}
+
+/// Splits output into log records (kept with their newline): a line waits
+/// for its end up to [`MAX_LOG_RECORD`] bytes, then goes out in pieces of
+/// that size, as docker's logger does.
+pub(super) struct LineBuf {
+    pub(super) stream: &'static str,
+    pub(super) pending: Vec<u8>,
+}
+
+impl LineBuf {
+    pub(super) fn push(&mut self, mut bytes: &[u8], log: &mut File) {
+        while !bytes.is_empty() {
+            let room = MAX_LOG_RECORD - self.pending.len();
+            let window = &bytes[..bytes.len().min(room)];
+            if let Some(i) = window.iter().position(|b| *b == b'\n') {
+                self.pending.extend_from_slice(&bytes[..=i]);
+                bytes = &bytes[i + 1..];
+                let line = std::mem::take(&mut self.pending);
+                write_entry(log, self.stream, &line);
+                continue;
+            }
+            self.pending.extend_from_slice(window);
+            bytes = &bytes[window.len()..];
+            if self.pending.len() >= MAX_LOG_RECORD {
+                // Keep a character cut at the end whole for the next record.
+                let keep = incomplete_utf8_tail(&self.pending);
+                let rest = self.pending.split_off(self.pending.len() - keep);
+                let record = std::mem::replace(&mut self.pending, rest);
+                write_entry(log, self.stream, &record);
+            }
+        }
+    }
+
+    pub(super) fn flush(&mut self, log: &mut File) {
+        if !self.pending.is_empty() {
+            let line = std::mem::take(&mut self.pending);
+            write_entry(log, self.stream, &line);
+        }
+    }
+}
+
+/// How many bytes at the end of `b` start a UTF-8 character that is not
+/// complete yet (0 to 3).
+fn incomplete_utf8_tail(b: &[u8]) -> usize {
+    let start = b.len().saturating_sub(3);
+    let Some(i) = (start..b.len()).rev().find(|&i| b[i] & 0xC0 != 0x80) else {
+        return 0;
+    };
+    let need = match b[i] {
+        0xC0..=0xDF => 2,
+        0xE0..=0xEF => 3,
+        0xF0..=0xF7 => 4,
+        _ => 1,
+    };
+    if b.len() - i < need {
+        b.len() - i
+    } else {
+        0
+    }
+}
+
+fn write_entry(log: &mut File, stream: &str, bytes: &[u8]) {
+    let e = LogEntry {
+        time_ns: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+        stream: stream.to_string(),
+        log: String::from_utf8_lossy(bytes).into_owned(),
+    };
+    if let Ok(mut v) = serde_json::to_vec(&e) {
+        v.push(b'\n');
+        // One write per entry on an O_APPEND file: readers see whole lines.
+        let _ = log.write_all(&v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records are cut at 16 KiB (never inside a character), a line ends a
+    /// record, and reading streams them back to the same bytes.
+    #[test]
+    fn log_records_are_split_at_16_kib_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let mut log = File::create(&path).unwrap();
+        let mut lines = LineBuf {
+            stream: "stdout",
+            pending: Vec::new(),
+        };
+        let mut written = Vec::new();
+        // 100 000 bytes of 3-byte characters in odd-sized reads, then a line.
+        let text = "€".repeat(100_000 / 3);
+        for chunk in text.as_bytes().chunks(7_001) {
+            lines.push(chunk, &mut log);
+            assert!(lines.pending.len() < MAX_LOG_RECORD);
+        }
+        written.extend_from_slice(text.as_bytes());
+        lines.push(b"\nshort\n", &mut log);
+        written.extend_from_slice(b"\nshort\n");
+        lines.flush(&mut log);
+
+        let mut entries = Vec::new();
+        let end = for_each_log(&path, 0, None, |e| entries.push(e)).unwrap();
+        assert_eq!(end, std::fs::metadata(&path).unwrap().len());
+        assert!(entries.iter().all(|e| e.log.len() <= MAX_LOG_RECORD));
+        assert!(entries.iter().all(|e| !e.log.contains('\u{FFFD}')));
+        assert_eq!(entries.iter().filter(|e| e.log.ends_with('\n')).count(), 2);
+        let back: String = entries.iter().map(|e| e.log.as_str()).collect();
+        assert_eq!(back.as_bytes(), written.as_slice());
+        // From an offset, and only up to an end.
+        let mut n = 0;
+        for_each_log(&path, 0, Some(end - 1), |_| n += 1).unwrap();
+        assert_eq!(n, entries.len() - 1);
+    }
+}
