@@ -21,7 +21,7 @@ pub mod secrets;
 pub mod slots;
 pub mod snapshot;
 pub mod sparse;
-// The one module allowed `unsafe`: thin, safe wrappers over system calls.
-#[allow(unsafe_code)]
+// The one module allowed to call the kernel directly: thin, safe wrappers
+// (its own inner attribute lifts the workspace's lint).
 mod sys;
 pub mod users;

@@ -44,7 +44,7 @@ pub enum SnapshotError {
     Tar(#[source] io::Error),
     /// A tar entry would write or link outside the layer directory. Layers
     /// come from registries and archives, so this is an attack, not a bug.
-    #[error("unsafe layer entry {entry:?}: {reason}")]
+    #[error("rejected layer entry {entry:?}: {reason}")]
     Unsafe { entry: String, reason: String },
     /// A tar entry type kiln does not know how to create.
     #[error("layer entry {entry:?} has unsupported type {kind:?}")]

@@ -5,6 +5,7 @@
 //! are used throughout because the only safe way to write into a directory
 //! that hostile content may have seeded with symlinks is to hold a verified
 //! directory fd and name one component at a time.
+#![allow(unsafe_code)]
 
 use std::ffi::{CString, OsStr};
 use std::io;
