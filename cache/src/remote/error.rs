@@ -34,14 +34,14 @@ pub enum Error {
     #[error("{}: {source}", path.display())]
     Copy {
         path: PathBuf,
-        source: crate::Error,
+        source: Box<crate::Error>,
     },
     /// A layer could not be made from another.
     #[error("layer {want} from {from}: {source}")]
     Decompress {
         want: String,
         from: String,
-        source: crate::Error,
+        source: Box<crate::Error>,
     },
     /// A background task died.
     #[error("{0}")]

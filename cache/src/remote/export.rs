@@ -149,7 +149,13 @@ pub fn export(
         report.event(Event::Started(step.clone()));
         let started = Instant::now();
         let _lease = root.lease()?;
-        let records = collect(root, solved.keys, cache_mode, solved.results, solved.imported);
+        let records = collect(
+            root,
+            solved.keys,
+            cache_mode,
+            solved.results,
+            solved.imported,
+        );
         if let Some(imp) = solved.imported {
             for w in imp.take_warnings() {
                 report.event(Event::Warning(w));

@@ -185,7 +185,10 @@ impl Imported {
                     root.blobs()
                         .copy_from(&mut f, Some(&b.digest), Some(b.size))
                         .map(|_| ())
-                        .map_err(|source| Error::Copy { path, source })
+                        .map_err(|source| Error::Copy {
+                            path,
+                            source: Box::new(source),
+                        })
                 })
                 .await
                 .map_err(|e| Error::Task(e.to_string()))?
@@ -220,10 +223,9 @@ fn decompressed<'a, R: std::io::BufRead + 'a>(
     media_type: &str,
 ) -> Result<Box<dyn Read + 'a>, Error> {
     let c = match media::layer_compression(media_type) {
-        Some(Compression::None) | None => media::sniff_compression(
-            r.fill_buf()
-                .map_err(|e| Error::Format(e.to_string()))?,
-        ),
+        Some(Compression::None) | None => {
+            media::sniff_compression(r.fill_buf().map_err(|e| Error::Format(e.to_string()))?)
+        }
         Some(c) => c,
     };
     Ok(match c {
@@ -247,7 +249,7 @@ fn decompress_into(root: &Root, from: &Blob, want: &Digest) -> Result<(), Error>
         .map_err(|source| Error::Decompress {
             want: want.to_string(),
             from: from.digest.to_string(),
-            source,
+            source: Box::new(source),
         })
 }
 

@@ -92,13 +92,11 @@ pub(crate) fn write(
             continue;
         }
         let mut src = root.blobs().open(d)?;
-        let mut tmp =
-            tempfile::NamedTempFile::new_in(&blob_dir).map_err(Error::io("creating in", &blob_dir))?;
+        let mut tmp = tempfile::NamedTempFile::new_in(&blob_dir)
+            .map_err(Error::io("creating in", &blob_dir))?;
         std::io::copy(&mut src, &mut tmp).map_err(|e| {
-            Error::io("writing", &blob_dir)(e).context(format!(
-                "writing blob {d} to {}",
-                blob_dir.display()
-            ))
+            Error::io("writing", &blob_dir)(e)
+                .context(format!("writing blob {d} to {}", blob_dir.display()))
         })?;
         tmp.as_file()
             .sync_all()

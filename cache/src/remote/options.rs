@@ -180,8 +180,8 @@ impl FromStr for CacheTo {
         }
         match kind {
             "registry" => {
-                let r = get("ref")
-                    .ok_or_else(|| spec(format!("{FLAG}: type=registry needs ref=")))?;
+                let r =
+                    get("ref").ok_or_else(|| spec(format!("{FLAG}: type=registry needs ref=")))?;
                 let reference = Reference::parse(r)
                     .map_err(|e| spec(format!("{FLAG}: invalid ref {r:?}: {e}")))?;
                 Ok(CacheTo::Registry {

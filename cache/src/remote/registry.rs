@@ -10,9 +10,7 @@ use serde_json::Value;
 use super::manifest::{config_desc, read_records, Layers};
 use super::{Error, Records};
 use crate::compress::{Compression, Conversion};
-use crate::registry::{
-    self, Outcome, PushOptions, RegistryConfig, RemoteManifest, RemoteSource,
-};
+use crate::registry::{self, Outcome, PushOptions, RegistryConfig, RemoteManifest, RemoteSource};
 use crate::{media, Digest, Reference, Root};
 
 /// Reads the records and layers a registry reference offers, and the

@@ -145,8 +145,9 @@ impl Builder {
     /// without the privilege they are cleaned by the next command.
     pub fn new(root: Root) -> Result<Builder, BuildError> {
         let _ = kiln_worker::snapshot::enter_private_mount_namespace();
-        let helper_exe = std::env::current_exe()
-            .map_err(BuildError::context("locating the kiln binary for the sandbox helper"))?;
+        let helper_exe = std::env::current_exe().map_err(BuildError::context(
+            "locating the kiln binary for the sandbox helper",
+        ))?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?;
@@ -294,14 +295,9 @@ impl Builder {
             });
         }
         let report = |e: cache_remote::Event| progress.event(BuildEvent::Cache(e));
-        let imported = cache_remote::import(
-            root,
-            rt.handle(),
-            &bases.config,
-            &opts.cache.from,
-            &report,
-        )
-        .map(Arc::new);
+        let imported =
+            cache_remote::import(root, rt.handle(), &bases.config, &opts.cache.from, &report)
+                .map(Arc::new);
         let job = solve::Job {
             remote: imported.clone(),
             root,

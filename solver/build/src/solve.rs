@@ -142,17 +142,12 @@ pub(crate) fn run_worker(job: Job<'_>, progress: &dyn Progress) -> Result<Solved
         secrets: job.secrets.clone(),
         allow_insecure: job.allow_insecure,
     };
-    let w = Worker::new(job.root.clone(), opts)
-        .map_err(BuildError::context("starting the worker"))?;
+    let w =
+        Worker::new(job.root.clone(), opts).map_err(BuildError::context("starting the worker"))?;
     let layers_of = |s: &Snapshot| s.layers.clone();
     let inner = SharedWorker(Arc::new(w));
     match job.remote.clone() {
-        Some(imported) => solve_with(
-            job,
-            RemoteCached { inner, imported },
-            layers_of,
-            progress,
-        ),
+        Some(imported) => solve_with(job, RemoteCached { inner, imported }, layers_of, progress),
         None => solve_with(job, inner, layers_of, progress),
     }
 }

@@ -33,9 +33,8 @@ pub fn write_rootfs(root: &Root, layers: &[LayerRef], dir: &Path) -> Result<(), 
         .map_err(|e| ExportError::context(format!("creating {}", dir.display()))(e.into()))?;
     for l in layers {
         let r = layer_reader(root, l)?;
-        kiln_worker::snapshot::apply_layer_merged(r, dir).map_err(|e| {
-            ExportError::context(format!("applying layer {}", l.digest))(e.into())
-        })?;
+        kiln_worker::snapshot::apply_layer_merged(r, dir)
+            .map_err(|e| ExportError::context(format!("applying layer {}", l.digest))(e.into()))?;
     }
     Ok(())
 }

@@ -140,9 +140,7 @@ impl FromStr for Output {
                 }
                 "force-compression" => {
                     conv.force = v.trim().parse().map_err(|_| {
-                        spec(format!(
-                            "force-compression={v:?}: expected true or false"
-                        ))
+                        spec(format!("force-compression={v:?}: expected true or false"))
                     })?
                 }
                 _ => {}
