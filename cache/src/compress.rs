@@ -200,7 +200,7 @@ pub fn forget_missing(root: &Root) -> Result<usize> {
 }
 
 fn memo_dir(root: &Root, c: Compression) -> PathBuf {
-    root.path().join("compressed").join(name(c))
+    root.compressed_dir().join(name(c))
 }
 
 fn memo_path(root: &Root, c: Compression, diff_id: &Digest) -> PathBuf {

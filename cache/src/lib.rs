@@ -6,16 +6,19 @@
 
 pub mod archive;
 pub mod blobs;
+pub mod buildcache;
 pub mod compress;
 pub mod digest;
 pub mod error;
 pub mod gc;
 pub mod image;
 pub mod images;
+pub mod layer;
 pub mod lock;
 pub mod media;
 pub mod reference;
 pub mod registry;
+pub mod remote;
 pub mod root;
 pub mod sparse;
 
@@ -23,5 +26,6 @@ pub use blobs::{BlobStore, BlobWriter, PendingBlob};
 pub use digest::Digest;
 pub use error::{Error, Result};
 pub use images::ImageStore;
+pub use layer::LayerRef;
 pub use reference::Reference;
 pub use root::Root;

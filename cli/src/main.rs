@@ -2,7 +2,6 @@
 
 use clap::{Parser, Subcommand};
 
-mod build;
 mod commands;
 mod progress;
 

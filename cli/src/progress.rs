@@ -398,6 +398,127 @@ impl Sink for Tty {
     }
 }
 
+/// Draws a build's events ([`kiln_build::BuildEvent`]) in `mode`: the
+/// solve's step events go to a drawer thread ([`spawn`]) for the length of
+/// the solve; Dockerfile warnings, the remote cache's steps and the failed
+/// step's last lines are printed as they come.
+pub struct BuildProgress {
+    mode: Mode,
+    drawer: std::sync::Mutex<Option<Drawer>>,
+}
+
+type Drawer = (
+    tokio::sync::mpsc::UnboundedSender<Event>,
+    std::thread::JoinHandle<Option<Failure>>,
+);
+
+impl BuildProgress {
+    pub fn new(mode: Mode) -> BuildProgress {
+        BuildProgress {
+            mode,
+            drawer: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn drawer(&self) -> std::sync::MutexGuard<'_, Option<Drawer>> {
+        self.drawer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The remote cache's steps as BuildKit shows its `importing cache
+    /// manifest from …` and `exporting cache to …` vertices: numbered lines
+    /// in plain and tty mode, `{"event":"cache",…}` objects in JSON.
+    fn cache(&self, e: kiln_cache::remote::Event) {
+        use kiln_cache::remote::Event as C;
+        use serde_json::json;
+        let mode = self.mode.resolve();
+        let lines = matches!(mode, Mode::Plain | Mode::Tty);
+        match e {
+            C::Started(s) => match mode {
+                Mode::Json => json_line(json!({
+                    "event": "cache", "action": s.action, "ref": s.target, "name": s.name,
+                    "status": "started",
+                })),
+                _ if lines => eprintln!("#0 {}", s.name),
+                _ => {}
+            },
+            C::Note(_, line) if lines => eprintln!("#0 {line}"),
+            C::Note(..) => {}
+            C::Done {
+                step,
+                elapsed,
+                detail,
+            } => {
+                let secs = elapsed.as_secs_f64();
+                match mode {
+                    Mode::Json => json_line(json!({
+                        "event": "cache", "action": step.action, "ref": step.target,
+                        "name": step.name, "status": "done", "elapsed": secs, "detail": detail,
+                    })),
+                    _ if lines => eprintln!("#0 DONE {secs:.1}s\n"),
+                    _ => {}
+                }
+            }
+            C::Failed(s, message) => match mode {
+                Mode::Json => json_line(json!({
+                    "event": "cache", "action": s.action, "ref": s.target,
+                    "name": s.name, "status": "error", "message": message,
+                })),
+                _ if lines => eprintln!("#0 ERROR: {message}\n"),
+                _ => {}
+            },
+            C::Warning(message) => match mode {
+                Mode::Json => json_line(json!({"event": "warning", "message": message})),
+                _ => eprintln!("WARNING: {message}"),
+            },
+        }
+    }
+}
+
+fn json_line(v: serde_json::Value) {
+    let mut out = std::io::stdout().lock();
+    // Progress is best effort, as the solver's events.
+    let _ = writeln!(out, "{v}");
+}
+
+impl kiln_build::Progress for BuildProgress {
+    fn event(&self, e: kiln_build::BuildEvent) {
+        use kiln_build::BuildEvent as B;
+        match e {
+            B::Warning { message, line } => {
+                if self.mode != Mode::Quiet {
+                    eprintln!("WARNING: {message} (line {line})");
+                }
+            }
+            B::SolveStarted => {
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                *self.drawer() = Some((tx, spawn(self.mode, rx)));
+            }
+            B::Step(ev) => {
+                if let Some((tx, _)) = self.drawer().as_ref() {
+                    let _ = tx.send(ev);
+                }
+            }
+            B::SolveFinished { failed } => {
+                let Some((tx, handle)) = self.drawer().take() else {
+                    return;
+                };
+                // The drawer finishes its output once the sender is gone.
+                drop(tx);
+                let failure = handle.join().ok().flatten();
+                // The failed step's last lines above the error, as BuildKit
+                // shows them, whatever the display (JSON has them as
+                // events).
+                if let Some(f) = failure.filter(|f| failed && !f.tail.is_empty()) {
+                    if self.mode != Mode::Json {
+                        eprint!("{}", f.render());
+                    }
+                }
+            }
+            B::Cache(c) => self.cache(c),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tail_tests {
     use super::*;

@@ -33,13 +33,11 @@ use crate::secrets::{SecretDir, SecretError};
 use crate::slots::Slots;
 use crate::snapshot::{self, Active, Mounted, Throwaway};
 
-/// Where context checksum memos persist between kiln processes: one file
-/// per context folder, so a build loads only those of the contexts it
-/// reads (a store that has seen a 30,000-file context must not make every
-/// other build parse its memo).
-const MEMO_DIR: &str = "checksums";
-/// The single memo file of earlier versions, removed when found.
-const OLD_MEMO_FILE: &str = "checksums.memo";
+// Context checksum memos persist between kiln processes in the store's
+// `checksums/` folder: one file per context folder, so a build loads only
+// those of the contexts it reads (a store that has seen a 30,000-file
+// context must not make every other build parse its memo). The single memo
+// file of earlier versions is removed when found.
 
 /// What every op produces: a root filesystem as its layers, lowest first.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -163,9 +161,9 @@ pub struct Worker {
 impl Worker {
     pub fn new(root: kiln_cache::Root, opts: WorkerOptions) -> Result<Worker, ExecutorError> {
         let layers = LayerStore::open(root.path())?;
-        let cache_dir = root.path().join("buildcache");
-        let cache_mounts = root.path().join("cachemounts");
-        let _ = fs::remove_file(root.path().join(OLD_MEMO_FILE));
+        let cache_dir = root.buildcache_dir();
+        let cache_mounts = root.cachemounts_dir();
+        let _ = fs::remove_file(root.old_checksums_file());
         for d in [&cache_dir, &cache_mounts] {
             fs::create_dir_all(d).map_err(io_err("create", d))?;
         }
@@ -299,7 +297,7 @@ impl Worker {
         let h = fileops::checksum_sources(dir, paths, &opts, &memo)?;
         if memo.files_read() != before {
             // Best effort: a memo that cannot be saved only costs a re-read.
-            let _ = fs::create_dir_all(self.root.path().join(MEMO_DIR));
+            let _ = fs::create_dir_all(self.root.checksums_dir());
             let _ = memo.save(&file);
         }
         Ok(h)
@@ -311,8 +309,7 @@ impl Worker {
         let name = blake3::hash(dir.as_os_str().as_encoded_bytes()).to_hex();
         let file = self
             .root
-            .path()
-            .join(MEMO_DIR)
+            .checksums_dir()
             .join(format!("{}.memo", &name[..32]));
         let mut memos = self.memos.lock().unwrap_or_else(|p| p.into_inner());
         let memo = memos

@@ -19,21 +19,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use serde::{Deserialize, Serialize};
-
 use crate::snapshot;
 
-/// One layer of a snapshot: enough to find its blob and its directory and to
-/// describe it in a manifest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LayerRef {
-    /// `sha256:` of the uncompressed tar (the config's rootfs.diff_ids).
-    pub diff_id: String,
-    /// `sha256:` of the blob as stored (compressed).
-    pub digest: String,
-    pub size: u64,
-    pub media_type: String,
-}
+/// One layer of a snapshot. Defined in the store crate, which the build
+/// cache records, the remote cache and the exporters share.
+pub use kiln_cache::layer::LayerRef;
 
 /// Why a layer could not be made available.
 #[derive(Debug, thiserror::Error)]
@@ -85,8 +75,8 @@ impl LayerStore {
     /// Opens the layer folders under `root`, cleaning what dead kiln
     /// processes left in `work/`.
     pub fn open(root: &Path) -> Result<LayerStore, LayerError> {
-        let layers = root.join("layers");
-        let work_root = root.join("work");
+        let layers = kiln_cache::Root::layers_dir_of(root);
+        let work_root = kiln_cache::Root::work_dir_of(root);
         for d in [&layers, &work_root] {
             fs::create_dir_all(d).map_err(io_err("create", d))?;
         }

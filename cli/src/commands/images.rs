@@ -12,7 +12,7 @@ use kiln_cache::compress::{self, Compression, Conversion};
 use kiln_cache::gc::{self, PruneOptions};
 use kiln_cache::image::{self, Found, Platform, Resolved};
 use kiln_cache::{Reference, Root};
-use miette::{miette, Result};
+use miette::{miette, IntoDiagnostic, Result};
 use serde_json::{json, Value};
 
 /// The local image commands, flattened into kiln's top level as docker
@@ -659,12 +659,12 @@ fn prune(out: &mut dyn Write, all: bool, dry_run: bool) -> Result<ExitCode> {
         // deletes nothing from under them.
         eprintln!("waiting for the builds, pulls and loads using the store to finish...");
     }
-    let records = super::build::prune_records(&root, all, dry_run)?;
+    let records = kiln_build::prune::prune_records(&root, all, dry_run).into_diagnostic()?;
     let report = gc::prune(
         &root,
         &PruneOptions {
             all,
-            extra_roots: vec![super::build::cache_roots],
+            extra_roots: vec![kiln_cache::buildcache::roots],
             dry_run,
         },
     )

@@ -1,11 +1,22 @@
-//! `kiln build --secret` and `--ssh`, parsed as buildx parses them, into
+//! `--secret` and `--ssh` values, parsed as buildx parses them, into
 //! the worker's [`Secrets`] (sources only: values are read when a step
 //! mounts them, and never printed).
 
 use std::path::PathBuf;
 
 use kiln_worker::secrets::{SecretSource, Secrets};
-use miette::{miette, Result};
+
+/// A `--secret` or `--ssh` value that cannot be used; the message says why
+/// in buildx's words.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SecretSpecError(String);
+
+type Result<T> = std::result::Result<T, SecretSpecError>;
+
+macro_rules! spec_err {
+    ($($t:tt)*) => { SecretSpecError(format!($($t)*)) };
+}
 
 /// Builds the worker's table from the flags' values.
 pub fn parse(secret: &[String], ssh: &[String]) -> Result<Secrets> {
@@ -29,16 +40,16 @@ fn parse_secret(spec: &str) -> Result<(String, SecretSource)> {
     for field in spec.split(',') {
         let (k, v) = field
             .split_once('=')
-            .ok_or_else(|| miette!("invalid field '{field}' must be a key=value pair"))?;
+            .ok_or_else(|| spec_err!("invalid field '{field}' must be a key=value pair"))?;
         match k.to_ascii_lowercase().as_str() {
             "type" => match v {
                 "file" | "env" => typ = Some(v.to_string()),
-                _ => return Err(miette!("unsupported secret type {v:?}")),
+                _ => return Err(spec_err!("unsupported secret type {v:?}")),
             },
             "id" => id = Some(v.to_string()),
             "source" | "src" => src = Some(v.to_string()),
             "env" => env = Some(v.to_string()),
-            _ => return Err(miette!("unexpected key '{k}' in '{field}'")),
+            _ => return Err(spec_err!("unexpected key '{k}' in '{field}'")),
         }
     }
     if typ.as_deref() == Some("env") && env.is_none() {
@@ -54,10 +65,10 @@ fn parse_secret(spec: &str) -> Result<(String, SecretSource)> {
                 .map(String::from)
         })
         .filter(|i| !i.is_empty())
-        .ok_or_else(|| miette!("secret ID missing in --secret {spec:?}"))?;
+        .ok_or_else(|| spec_err!("secret ID missing in --secret {spec:?}"))?;
     let source = match (src, env) {
         (Some(_), Some(_)) => {
-            return Err(miette!(
+            return Err(spec_err!(
                 "--secret {spec:?}: give either src or env, not both"
             ))
         }
@@ -68,7 +79,7 @@ fn parse_secret(spec: &str) -> Result<(String, SecretSource)> {
     };
     if let SecretSource::File(p) = &source {
         if let Err(e) = std::fs::metadata(p) {
-            return Err(miette!("failed to stat {}: {e}", p.display()));
+            return Err(spec_err!("failed to stat {}: {e}", p.display()));
         }
     }
     Ok((id, source))
@@ -82,17 +93,17 @@ fn parse_ssh(spec: &str, auth_sock: Option<PathBuf>) -> Result<(String, PathBuf)
         None => (spec, Vec::new()),
     };
     if id.is_empty() {
-        return Err(miette!("--ssh {spec:?}: empty id"));
+        return Err(spec_err!("--ssh {spec:?}: empty id"));
     }
     let sock = match paths.as_slice() {
         [] => auth_sock
             .filter(|p| !p.as_os_str().is_empty())
             .ok_or_else(|| {
-                miette!("invalid empty ssh agent socket: make sure SSH_AUTH_SOCK is set")
+                spec_err!("invalid empty ssh agent socket: make sure SSH_AUTH_SOCK is set")
             })?,
         [one] => PathBuf::from(one),
         _ => {
-            return Err(miette!(
+            return Err(spec_err!(
             "--ssh {spec:?}: kiln forwards one agent socket per id (key files are not supported)"
         ))
         }
@@ -100,11 +111,11 @@ fn parse_ssh(spec: &str, auth_sock: Option<PathBuf>) -> Result<(String, PathBuf)
     use std::os::unix::fs::FileTypeExt;
     match std::fs::metadata(&sock) {
         Ok(m) if m.file_type().is_socket() => Ok((id.to_string(), sock)),
-        Ok(_) => Err(miette!(
+        Ok(_) => Err(spec_err!(
             "--ssh {spec:?}: {} is not an agent socket (kiln forwards agent sockets only, not key files)",
             sock.display()
         )),
-        Err(e) => Err(miette!("--ssh {spec:?}: {}: {e}", sock.display())),
+        Err(e) => Err(spec_err!("--ssh {spec:?}: {}: {e}", sock.display())),
     }
 }
 

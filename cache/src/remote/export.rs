@@ -1,0 +1,215 @@
+//! Writing the build's records to `--cache-to` destinations, and inline
+//! into image configs.
+
+use std::time::Instant;
+
+use serde_json::{json, Value};
+
+use super::manifest::{inline_value, write_manifest, INLINE_KEY};
+use super::{layout, registry, CacheMode, CacheOptions, CacheTo, Error, Event, Imported, LayerRef};
+use super::{Records, Report, StepInfo};
+use crate::registry::RegistryConfig;
+use crate::{buildcache, Root};
+
+/// The records to export: with `Min`, those whose layers are a prefix of
+/// one of `results` (each a result's layer diff_ids). A key of the solve
+/// without a local record (a step below an imported hit is never looked
+/// up) takes the imported record, its blobs fetched, so a cache exported
+/// from a build that imported one still holds every step the build used.
+pub fn collect(
+    root: &Root,
+    keys: &[String],
+    mode: CacheMode,
+    results: &[Vec<String>],
+    imported: Option<&Imported>,
+) -> Records {
+    let wanted = |layers: &[LayerRef]| {
+        !layers.is_empty()
+            && (mode == CacheMode::Max
+                || results.iter().any(|r| {
+                    r.len() >= layers.len()
+                        && r.iter().zip(layers.iter()).all(|(a, b)| *a == b.diff_id)
+                }))
+    };
+    let mut out = Records::new();
+    for k in keys {
+        if let Some(layers) = buildcache::read_complete(root, k) {
+            if wanted(&layers) {
+                out.insert(k.clone(), layers);
+            }
+            continue;
+        }
+        let Some(imp) = imported else { continue };
+        let Some(layers) = imp.record(k).filter(|l| wanted(l)) else {
+            continue;
+        };
+        match imp.block_on(imp.materialize(layers)) {
+            Ok(layers) => {
+                out.insert(k.clone(), layers);
+            }
+            Err(e) => imp.warn(format!("cache record {k} not exported: {e}")),
+        }
+    }
+    out
+}
+
+/// Puts the inline cache (the records of the result whose layers are
+/// `diff_ids`) into its image config `base` when asked, and in any case
+/// drops one inherited from the base image: records are only in the
+/// config when this build asks.
+pub fn apply_inline(
+    root: &Root,
+    base: &mut Option<Value>,
+    diff_ids: &[String],
+    keys: &[String],
+    inline: bool,
+    imported: Option<&Imported>,
+) {
+    if let Some(Value::Object(b)) = base.as_mut() {
+        b.remove(INLINE_KEY);
+    }
+    if !inline {
+        return;
+    }
+    let records = collect(
+        root,
+        keys,
+        CacheMode::Min,
+        std::slice::from_ref(&diff_ids.to_vec()),
+        imported,
+    );
+    let value = inline_value(records);
+    match base.as_mut() {
+        Some(Value::Object(b)) => {
+            b.insert(INLINE_KEY.into(), value);
+        }
+        _ => {
+            let mut m = serde_json::Map::new();
+            m.insert(INLINE_KEY.into(), value);
+            *base = Some(Value::Object(m));
+        }
+    }
+}
+
+/// What the export needs of the build.
+pub struct Solution<'a> {
+    /// The cache key (hex) of every node of the solve.
+    pub keys: &'a [String],
+    /// Each result's layer diff_ids.
+    pub results: &'a [Vec<String>],
+    /// The `--cache-from` records, for steps the build used without looking
+    /// them up.
+    pub imported: Option<&'a Imported>,
+}
+
+/// Exports the cache to every `--cache-to` destination but inline (which
+/// [`apply_inline`] already put in the image), blocking on `rt`. A failed
+/// destination fails the export (BuildKit fails the build though the image
+/// is written) unless it says `ignore-error=true`, which makes it a
+/// warning.
+pub fn export(
+    root: &Root,
+    rt: &tokio::runtime::Handle,
+    config: &RegistryConfig,
+    opts: &CacheOptions,
+    solved: &Solution<'_>,
+    report: &dyn Report,
+) -> Result<(), Error> {
+    for to in &opts.to {
+        let (cache_mode, ignore_error, target, name) = match to {
+            CacheTo::Inline => continue,
+            CacheTo::Registry {
+                reference,
+                mode,
+                ignore_error,
+                ..
+            } => (
+                *mode,
+                *ignore_error,
+                reference.to_string(),
+                format!("exporting cache to registry {reference}"),
+            ),
+            CacheTo::Local {
+                dest,
+                mode,
+                ignore_error,
+                ..
+            } => (
+                *mode,
+                *ignore_error,
+                dest.display().to_string(),
+                format!("exporting cache to client directory {}", dest.display()),
+            ),
+        };
+        let step = StepInfo {
+            action: "export",
+            target: target.clone(),
+            name,
+        };
+        report.event(Event::Started(step.clone()));
+        let started = Instant::now();
+        let _lease = root.lease()?;
+        let records = collect(
+            root,
+            solved.keys,
+            cache_mode,
+            solved.results,
+            solved.imported,
+        );
+        if let Some(imp) = solved.imported {
+            for w in imp.take_warnings() {
+                report.event(Event::Warning(w));
+            }
+        }
+        let n_records = records.len();
+        let done = write_manifest(root, records).and_then(|(desc, n_layers)| match to {
+            CacheTo::Registry {
+                reference,
+                compression,
+                ..
+            } => {
+                let p = rt.block_on(registry::push(root, config, &desc, reference, *compression))?;
+                let (u, e, m) = (p.uploaded, p.existed, p.mounted);
+                report.event(Event::Note(
+                    step.clone(),
+                    format!(
+                        "{n_records} records, {n_layers} layers: {u} blobs uploaded, {e} already there, {m} mounted"
+                    ),
+                ));
+                Ok(json!({"records": n_records, "layers": n_layers,
+                          "uploaded": u, "existing": e, "mounted": m}))
+            }
+            CacheTo::Local {
+                dest, compression, ..
+            } => {
+                let written = layout::write(root, &desc, dest, *compression)?;
+                report.event(Event::Note(
+                    step.clone(),
+                    format!("{n_records} records, {n_layers} layers: {written} blobs written"),
+                ));
+                Ok(json!({"records": n_records, "layers": n_layers, "written": written}))
+            }
+            CacheTo::Inline => Ok(Value::Null),
+        });
+        match done {
+            Ok(detail) => report.event(Event::Done {
+                step,
+                elapsed: started.elapsed(),
+                detail,
+            }),
+            Err(e) => {
+                let err = Error::Export {
+                    target,
+                    source: Box::new(e),
+                };
+                report.event(Event::Failed(step, err.to_string()));
+                if ignore_error {
+                    report.event(Event::Warning(err.to_string()));
+                } else {
+                    return Err(err);
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,104 @@
+//! Base images: resolved from the store, pulled when missing or with
+//! `--pull`, once per reference and platform (the planner and the lowering
+//! ask for the same images).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use kiln_cache::registry::{self, NoProgress, PullOptions, RegistryConfig};
+use kiln_cache::{image, Reference, Root};
+use kiln_frontend::lower::ResolvedImage;
+use kiln_frontend::plan::Platform;
+
+/// The base image resolver of one build.
+pub(crate) struct Bases<'a> {
+    pub root: &'a Root,
+    pub rt: &'a tokio::runtime::Runtime,
+    pub pull: bool,
+    pub config: RegistryConfig,
+    pub seen: RefCell<HashMap<(String, Platform), ResolvedImage>>,
+}
+
+/// Why a base image could not be resolved, as the frontend reports it.
+pub(crate) fn frontend_err(e: String) -> kiln_frontend::Error {
+    kiln_frontend::Error::new(kiln_frontend::ErrorKind::Plan, e)
+}
+
+impl Bases<'_> {
+    /// The image `reference` for `platform`.
+    pub fn resolve(&self, reference: &str, platform: &Platform) -> Result<ResolvedImage, String> {
+        let key = (reference.to_string(), platform.clone());
+        if let Some(hit) = self.seen.borrow().get(&key) {
+            return Ok(hit.clone());
+        }
+        let r = Reference::parse(reference).map_err(|e| e.to_string())?;
+        let want = image::Platform {
+            os: platform.os.clone(),
+            architecture: platform.architecture.clone(),
+            variant: platform.variant.clone(),
+        };
+        let local = self.root.images().get(&r).map_err(|e| e.to_string())?;
+        let from_store = |d: &oci_spec::image::Descriptor| {
+            match image::resolve(self.root.blobs(), d, Some(&want), &r.familiar()) {
+                // A single manifest (a pull for one platform) names its
+                // platform only in its config.
+                Err(kiln_cache::Error::NoMatchingPlatform { .. }) => {
+                    let one = image::resolve(self.root.blobs(), d, None, &r.familiar())?;
+                    let p = one.platform();
+                    if p.os == want.os && p.architecture == want.architecture {
+                        Ok(one)
+                    } else {
+                        image::resolve(self.root.blobs(), d, Some(&want), &r.familiar())
+                    }
+                }
+                other => other,
+            }
+        };
+        let resolved = match (&local, self.pull) {
+            (Some(d), false) => match from_store(d) {
+                Ok(res) => Some(res),
+                // An index pulled for another platform: fetch this one.
+                Err(kiln_cache::Error::NoMatchingPlatform { .. }) => None,
+                Err(e) => return Err(e.to_string()),
+            },
+            _ => None,
+        };
+        let resolved = match resolved {
+            Some(res) => res,
+            None => {
+                let opts = PullOptions {
+                    platform: Some(registry::Platform {
+                        os: platform.os.clone(),
+                        architecture: platform.architecture.clone(),
+                        variant: platform.variant.clone(),
+                    }),
+                    config: self.config.clone(),
+                    ..PullOptions::default()
+                };
+                let pulled =
+                    self.rt
+                        .block_on(registry::pull(self.root, &r, &opts, Arc::new(NoProgress)));
+                let d = match (pulled, &local) {
+                    (Ok(d), _) => d,
+                    // `--pull` with no registry in reach: the local copy.
+                    (Err(_), Some(d)) if self.pull => d.clone(),
+                    (Err(e), _) => {
+                        return Err(format!(
+                            "failed to resolve source metadata for {}: {e}",
+                            r.familiar_tagged()
+                        ))
+                    }
+                };
+                from_store(&d).map_err(|e| e.to_string())?
+            }
+        };
+        let out = ResolvedImage {
+            reference: r.to_string(),
+            manifest: resolved.descriptor.digest().to_string(),
+            config: resolved.config,
+        };
+        self.seen.borrow_mut().insert(key, out.clone());
+        Ok(out)
+    }
+}

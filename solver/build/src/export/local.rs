@@ -1,0 +1,65 @@
+//! `type=local`: the image's root filesystem written into a folder, one
+//! folder per platform when there are several.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use kiln_cache::{media, Digest, LayerRef, Root};
+
+use super::{Built, ExportError};
+
+/// Opens a layer blob decompressed.
+fn layer_reader(root: &Root, l: &LayerRef) -> Result<Box<dyn Read>, ExportError> {
+    let d: Digest = l
+        .digest
+        .parse()
+        .map_err(|_| ExportError::Invalid(format!("invalid layer digest {}", l.digest)))?;
+    let f = root.blobs().open(&d)?;
+    let mut f = std::io::BufReader::new(f);
+    let head = {
+        use std::io::BufRead;
+        f.fill_buf()?.to_vec()
+    };
+    Ok(match media::sniff_compression(&head) {
+        media::Compression::Gzip => Box::new(flate2::read::GzDecoder::new(f)),
+        media::Compression::Zstd => Box::new(zstd::Decoder::new(f)?),
+        media::Compression::None => Box::new(f),
+    })
+}
+
+/// Applies the layers in order onto `dir`: the image's root filesystem.
+pub fn write_rootfs(root: &Root, layers: &[LayerRef], dir: &Path) -> Result<(), ExportError> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| ExportError::context(format!("creating {}", dir.display()))(e.into()))?;
+    for l in layers {
+        let r = layer_reader(root, l)?;
+        kiln_worker::snapshot::apply_layer_merged(r, dir)
+            .map_err(|e| ExportError::context(format!("applying layer {}", l.digest))(e.into()))?;
+    }
+    Ok(())
+}
+
+/// Where each platform's root filesystem goes inside a `type=local` folder
+/// or `type=tar` archive: the top itself for one platform, else a folder
+/// per platform named as BuildKit names them (`linux_amd64`,
+/// `linux_arm_v7`).
+fn platform_dirs(built: &[Built]) -> Vec<(PathBuf, &[LayerRef])> {
+    match built {
+        [one] => vec![(PathBuf::new(), one.layers.as_slice())],
+        many => many
+            .iter()
+            .map(|b| {
+                let name = b.platform.to_string().replace('/', "_");
+                (PathBuf::from(name), b.layers.as_slice())
+            })
+            .collect(),
+    }
+}
+
+/// Writes each platform's root filesystem under `dir`.
+pub fn write(root: &Root, built: &[Built], dir: &Path) -> Result<(), ExportError> {
+    for (sub, layers) in platform_dirs(built) {
+        write_rootfs(root, layers, &dir.join(sub))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,426 @@
+//! The build pipeline as a library: what `kiln build` runs, so a test,
+//! another program or a server can run a build without the CLI.
+//!
+//! [`Builder::build`] takes plain [`BuildOptions`] and runs: read the
+//! Dockerfile and context, resolve base images (from the store, pulling
+//! when missing or with `pull`), plan, lower into the solver's graph,
+//! import remote caches, solve with the worker while [`BuildEvent`]s go to
+//! the caller's [`Progress`], export ([`export`]), export the build cache.
+//! It returns a [`BuildResult`] or a [`BuildError`] whose kind says what
+//! failed.
+
+mod bases;
+mod error;
+mod event;
+pub mod export;
+pub mod prune;
+mod remote;
+pub mod secrets;
+mod solve;
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use kiln_cache::registry::RegistryConfig;
+use kiln_cache::remote::{self as cache_remote, CacheOptions};
+use kiln_cache::{Digest, Reference, Root};
+use kiln_frontend::lower::{self, LowerOptions};
+use kiln_frontend::plan::{self, PlanOptions, Platform};
+use kiln_solver::ops::{BuildOp, Network};
+use oci_spec::image::Descriptor;
+
+pub use error::BuildError;
+pub use event::{BuildEvent, NoProgress, Progress};
+pub use export::Output;
+
+/// BuildKit's words when a build asks for the host's network unasked.
+pub const NETWORK_HOST_NOT_ALLOWED: &str =
+    "network.host is not allowed: the host's network needs --allow network.host";
+
+/// Where the build context comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Context {
+    /// A folder.
+    Dir(PathBuf),
+    /// A tar on this process's stdin, unpacked into the store's temporary
+    /// space for the build.
+    StdinTar,
+}
+
+/// What to build and where the result goes: the options of `docker
+/// build`/`buildx build`, parsed.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    pub context: Context,
+    /// The Dockerfile (default: CONTEXT/Dockerfile).
+    pub dockerfile: Option<PathBuf>,
+    /// Names of the image.
+    pub tags: Vec<Reference>,
+    pub build_args: BTreeMap<String, String>,
+    /// The stage to build.
+    pub target: Option<String>,
+    /// Target platforms; empty means this machine's.
+    pub platforms: Vec<Platform>,
+    /// Where the result goes; empty means the image store.
+    pub outputs: Vec<Output>,
+    /// `--cache-to` / `--cache-from`.
+    pub cache: CacheOptions,
+    /// `--secret` and `--ssh` sources.
+    pub secrets: kiln_worker::secrets::Secrets,
+    /// The network of RUN steps.
+    pub network: Network,
+    /// Run every step, using no cached result.
+    pub no_cache: bool,
+    /// Run the steps of these stages without the cache.
+    pub no_cache_filter: Vec<String>,
+    /// Always look for newer base images in the registry.
+    pub pull: bool,
+    /// Steps at once (`None`: the cores for kiln's own work, RUN processes
+    /// not counted).
+    pub jobs: Option<usize>,
+    /// Entitlement `security.insecure`.
+    pub allow_insecure: bool,
+    /// Entitlement `network.host`.
+    pub allow_host_network: bool,
+    /// Write the image ID to this file.
+    pub iidfile: Option<PathBuf>,
+    /// Write build metadata (digests, names) as JSON to this file.
+    pub metadata_file: Option<PathBuf>,
+}
+
+impl BuildOptions {
+    /// Options for building the context folder `dir` with defaults
+    /// elsewhere.
+    pub fn new(context: Context) -> BuildOptions {
+        BuildOptions {
+            context,
+            dockerfile: None,
+            tags: Vec::new(),
+            build_args: BTreeMap::new(),
+            target: None,
+            platforms: Vec::new(),
+            outputs: Vec::new(),
+            cache: CacheOptions::default(),
+            secrets: Default::default(),
+            network: Network::Default,
+            no_cache: false,
+            no_cache_filter: Vec::new(),
+            pull: false,
+            jobs: None,
+            allow_insecure: false,
+            allow_host_network: false,
+            iidfile: None,
+            metadata_file: None,
+        }
+    }
+}
+
+/// What a build made.
+#[derive(Debug, Clone)]
+pub struct BuildResult {
+    /// The image ID: the config digest of a single-platform image, else the
+    /// index's digest.
+    pub id: String,
+    /// The manifest, or the index over several platforms.
+    pub descriptor: Descriptor,
+    /// Each platform's config digest.
+    pub configs: Vec<Digest>,
+    /// The names given.
+    pub tags: Vec<Reference>,
+}
+
+/// Runs builds against one store.
+pub struct Builder {
+    root: Root,
+    rt: tokio::runtime::Runtime,
+    helper_exe: PathBuf,
+}
+
+impl Builder {
+    /// A builder over `root`. Call it before the process starts threads:
+    /// it moves the process into a private mount namespace (when allowed)
+    /// so a build's mounts stay out of the host's and die with it;
+    /// without the privilege they are cleaned by the next command.
+    pub fn new(root: Root) -> Result<Builder, BuildError> {
+        let _ = kiln_worker::snapshot::enter_private_mount_namespace();
+        let helper_exe = std::env::current_exe().map_err(BuildError::context(
+            "locating the kiln binary for the sandbox helper",
+        ))?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        Ok(Builder {
+            root,
+            rt,
+            helper_exe,
+        })
+    }
+
+    /// The kiln binary the sandbox helper runs as (default: this process's
+    /// executable, which must then be kiln).
+    pub fn helper_exe(mut self, path: PathBuf) -> Builder {
+        self.helper_exe = path;
+        self
+    }
+
+    /// The store.
+    pub fn root(&self) -> &Root {
+        &self.root
+    }
+
+    /// Builds as `opts` says, sending progress to `progress`.
+    pub fn build(
+        &self,
+        opts: BuildOptions,
+        progress: &dyn Progress,
+    ) -> Result<BuildResult, BuildError> {
+        let root = &self.root;
+        let rt = &self.rt;
+        // A lease from the first look at the store to the last name
+        // written: everything the build reads (base images' blobs,
+        // unpacked layer dirs, cache records) or writes stays until it is
+        // done, as containerd's leases keep a build's content; `kiln
+        // prune` waits for it.
+        let _lease = root.lease()?;
+        let (ctx, _ctx_guard) = context_dir(&opts.context, root)?;
+        let df_path = opts
+            .dockerfile
+            .clone()
+            .unwrap_or_else(|| ctx.join("Dockerfile"));
+        let text = std::fs::File::open(&df_path)
+            .and_then(kiln_frontend::parser::read_source)
+            .map_err(BuildError::context(format!(
+                "failed to read dockerfile {}",
+                df_path.display()
+            )))?;
+        let df_name = df_path.display().to_string();
+        let parsed = kiln_frontend::parser::parse(&text)
+            .map_err(|e| BuildError::Frontend(e.with_source(&df_name, &text)))?;
+        let excludes = match kiln_frontend::dockerignore::locate(&df_path, &ctx) {
+            Some(p) => {
+                let bytes = std::fs::read(&p)?;
+                kiln_frontend::dockerignore::read_all(&bytes)
+                    .map_err(|e| BuildError::Invalid(format!("{}: {e}", p.display())))?
+                    .into_iter()
+                    .map(|p| p.pattern)
+                    .collect()
+            }
+            None => Vec::new(),
+        };
+        let platforms = if opts.platforms.is_empty() {
+            vec![Platform::host()]
+        } else {
+            opts.platforms.clone()
+        };
+        // Foreign platforms run their RUN steps under QEMU: refuse now,
+        // before any work, when this machine cannot emulate one.
+        for p in platforms.iter().filter(|p| **p != Platform::host()) {
+            kiln_worker::emulation::emulator_for(p)
+                .map_err(|e| BuildError::Invalid(e.to_string()))?;
+        }
+        if opts.network == Network::Host && !opts.allow_host_network {
+            return Err(BuildError::Invalid(NETWORK_HOST_NOT_ALLOWED.into()));
+        }
+        let outputs = if opts.outputs.is_empty() {
+            vec![Output::Image]
+        } else {
+            opts.outputs.clone()
+        };
+
+        // Plan and lower, resolving base images as the planner meets them.
+        let bases = bases::Bases {
+            root,
+            rt,
+            pull: opts.pull,
+            config: RegistryConfig::load(root.path())?,
+            seen: RefCell::new(HashMap::new()),
+        };
+        let mut plans = Vec::with_capacity(platforms.len());
+        for p in &platforms {
+            let popts = PlanOptions {
+                build_args: opts.build_args.clone(),
+                target: opts.target.clone(),
+                target_platform: Some(p.clone()),
+                build_platform: Some(Platform::host()),
+            };
+            let resolver = |r: &str, p: &Platform| {
+                bases
+                    .resolve(r, p)
+                    .map(|i| Some(i.image_config().unwrap_or_default()))
+                    .map_err(bases::frontend_err)
+            };
+            let planned = plan::plan_with_resolver(&parsed, &popts, &resolver)
+                .map_err(|e| BuildError::Frontend(e.with_source(&df_name, &text)))?;
+            for w in &planned.warnings {
+                progress.event(BuildEvent::Warning {
+                    message: w.message.clone(),
+                    line: w.location.line,
+                });
+            }
+            plans.push(planned);
+        }
+        let resolver = |r: &str, p: &Platform| bases.resolve(r, p).map_err(bases::frontend_err);
+        let lowered = lower::lower(
+            &plans,
+            &resolver,
+            &LowerOptions {
+                context_excludes: excludes,
+                show_platform: platforms.len() > 1,
+            },
+        )
+        .map_err(|e| BuildError::Frontend(e.with_source(&df_name, &text)))?;
+
+        // As BuildKit checks entitlements before solving: nothing runs.
+        let ids: Vec<_> = lowered.targets.iter().map(|(_, id, _)| *id).collect();
+        let all = lowered.graph.closure(&ids);
+        if !opts.allow_host_network
+            && all.iter().any(|n| {
+                matches!(lowered.graph.op(*n),
+                    BuildOp::Exec(e) if e.network == Network::Host)
+            })
+        {
+            return Err(BuildError::Solve {
+                message: NETWORK_HOST_NOT_ALLOWED.into(),
+            });
+        }
+        if !opts.allow_insecure
+            && all
+                .iter()
+                .any(|n| matches!(lowered.graph.op(*n), BuildOp::Exec(e) if e.insecure))
+        {
+            return Err(BuildError::Solve {
+                message: kiln_worker::executor::INSECURE_NOT_ALLOWED.into(),
+            });
+        }
+        let report = |e: cache_remote::Event| progress.event(BuildEvent::Cache(e));
+        let imported =
+            cache_remote::import(root, rt.handle(), &bases.config, &opts.cache.from, &report)
+                .map(Arc::new);
+        let job = solve::Job {
+            remote: imported.clone(),
+            root,
+            rt,
+            graph: lowered.graph,
+            targets: lowered.targets,
+            jobs: opts.jobs,
+            no_cache: opts.no_cache,
+            no_cache_filter: opts.no_cache_filter.clone(),
+            context: ctx.clone(),
+            network: opts.network,
+            secrets: opts.secrets.clone(),
+            allow_insecure: opts.allow_insecure,
+            helper_exe: self.helper_exe.clone(),
+        };
+        let solved = solve::run_worker(job, progress);
+        if let Some(i) = &imported {
+            for w in i.take_warnings() {
+                report(cache_remote::Event::Warning(w));
+            }
+        }
+        let (mut built, keys) = solved?;
+
+        // Export.
+        let created = export::created_now();
+        for b in built.iter_mut() {
+            let diff_ids = b.diff_ids();
+            cache_remote::apply_inline(
+                root,
+                &mut b.meta.base,
+                &diff_ids,
+                &keys,
+                opts.cache.inline(),
+                imported.as_deref(),
+            );
+        }
+        let images: Vec<export::Image> = built
+            .iter()
+            .map(|b| export::image::assemble_reusing(root, b, &created))
+            .collect::<Result<_, _>>()?;
+        let top = match images.as_slice() {
+            [one] => one.manifest.clone(),
+            many => export::image::index(root, many)?,
+        };
+        for out in &outputs {
+            export::output(root, out, &top, &built, &opts.tags)?;
+        }
+        let id = match images.as_slice() {
+            [one] => one.config.to_string(),
+            _ => top.digest().to_string(),
+        };
+        if let Some(f) = &opts.iidfile {
+            std::fs::write(f, &id)?;
+        }
+        if let Some(f) = &opts.metadata_file {
+            let mut meta = serde_json::json!({
+                "containerimage.digest": top.digest().to_string(),
+                "containerimage.descriptor": top,
+            });
+            if let [one] = images.as_slice() {
+                meta["containerimage.config.digest"] = serde_json::json!(one.config.to_string());
+            }
+            if !opts.tags.is_empty() {
+                let names: Vec<String> = opts.tags.iter().map(|t| t.to_string()).collect();
+                meta["image.name"] = serde_json::json!(names.join(","));
+            }
+            let bytes = serde_json::to_vec_pretty(&meta)
+                .map_err(BuildError::context("encoding the metadata"))?;
+            std::fs::write(f, bytes)?;
+        }
+        // The image is built and named; a failed cache export still fails
+        // the build, as BuildKit's does.
+        let results: Vec<Vec<String>> = built.iter().map(|b| b.diff_ids()).collect();
+        let solution = cache_remote::Solution {
+            keys: &keys,
+            results: &results,
+            imported: imported.as_deref(),
+        };
+        cache_remote::export(
+            root,
+            rt.handle(),
+            &bases.config,
+            &opts.cache,
+            &solution,
+            &report,
+        )
+        .map_err(BuildError::CacheExport)?;
+        Ok(BuildResult {
+            id,
+            descriptor: top,
+            configs: images.into_iter().map(|i| i.config).collect(),
+            tags: opts.tags,
+        })
+    }
+}
+
+/// The build context on disk; a tar on stdin is unpacked into the store's
+/// temporary space (removed when the guard drops).
+fn context_dir(
+    ctx: &Context,
+    root: &Root,
+) -> Result<(PathBuf, Option<tempfile::TempDir>), BuildError> {
+    let arg = match ctx {
+        Context::Dir(p) => p,
+        Context::StdinTar => {
+            std::fs::create_dir_all(root.tmp_dir())?;
+            let tmp = tempfile::Builder::new()
+                .prefix("context-")
+                .tempdir_in(root.tmp_dir())?;
+            let mut ar = tar::Archive::new(std::io::stdin().lock());
+            ar.set_preserve_permissions(true);
+            // tar's unpack refuses `..` and absolute entries, and entries
+            // through symlinks it has itself unpacked.
+            ar.unpack(tmp.path())
+                .map_err(BuildError::context("unpacking the context from stdin"))?;
+            return Ok((tmp.path().to_path_buf(), Some(tmp)));
+        }
+    };
+    if !arg.is_dir() {
+        return Err(BuildError::Invalid(format!(
+            "unable to prepare context: path {:?} not found or not a directory",
+            arg.display().to_string()
+        )));
+    }
+    Ok((arg.clone(), None))
+}
