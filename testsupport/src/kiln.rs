@@ -10,7 +10,9 @@ use crate::fixtures::busybox_fixture;
 
 /// kiln with a store of its own, removed with the value.
 pub struct Kiln {
+    /// The test's temporary folder (contexts, outputs), removed on drop.
     pub tmp: tempfile::TempDir,
+    /// `$KILN_ROOT`, `root` inside `tmp` (created by kiln on first use).
     pub root: PathBuf,
     /// The binary under test. Only the test crate knows it
     /// (`env!("CARGO_BIN_EXE_kiln")`), so it is passed in.
