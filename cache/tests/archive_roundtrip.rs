@@ -3,45 +3,23 @@
 //! hostile archives are refused with the store untouched.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use kiln_cache::archive::{self, Format, LoadOptions, SaveOptions};
 use kiln_cache::{Digest, Reference, Root};
+use kiln_testsupport::{busybox_fixture, imagefs, BUSYBOX_INDEX};
 
-const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared");
-const INDEX: &str = "sha256:92113fb732fa5ce2fbd395951f3008d3c03ae3bb722f1be8c712e6e4e1acb4f6";
 const PLATFORMS: [&str; 2] = ["linux/amd64", "linux/arm64"];
-
-fn fixture() -> PathBuf {
-    Path::new(SHARED).join("fixtures/busybox-1.35-oci.tar")
-}
 
 fn store(dir: &Path) -> Root {
     Root::open(dir.join("root")).expect("open store")
 }
 
-/// The oracle's description of one platform, as JSON.
-fn imagefs(image: &Path, platform: &str) -> serde_json::Value {
-    let out = Command::new("python3")
-        .arg(Path::new(SHARED).join("oracle/imagefs.py"))
-        .arg(image)
-        .args(["--platform", platform])
-        .output()
-        .expect("run imagefs.py");
-    assert!(
-        out.status.success(),
-        "imagefs.py {}: {}",
-        image.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("imagefs JSON")
-}
-
 fn assert_same_as_fixture(image: &Path) {
     for p in PLATFORMS {
-        let want = imagefs(&fixture(), p);
-        let got = imagefs(image, p);
+        let want = imagefs(&busybox_fixture(), Some(p));
+        let got = imagefs(image, Some(p));
         assert!(
             want["fs"].as_object().is_some_and(|m| m.len() > 100),
             "fixture describes a real fs"
@@ -82,13 +60,16 @@ fn assert_empty(root: &Root) {
 fn fixture_round_trip_through_oci_and_docker_archives() {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = store(dir.path());
-    let report = load(&root, &fixture()).expect("load fixture");
+    let report = load(&root, &busybox_fixture()).expect("load fixture");
     assert_eq!(report.images.len(), 1);
     assert_eq!(
         report.images[0].names[0].to_string(),
         "docker.io/library/busybox:1.35"
     );
-    assert_eq!(report.images[0].descriptor.digest().to_string(), INDEX);
+    assert_eq!(
+        report.images[0].descriptor.digest().to_string(),
+        BUSYBOX_INDEX
+    );
     assert_eq!(report.blobs_added, 7);
     // The multi-platform index is kept whole.
     let d = root
@@ -117,7 +98,7 @@ fn fixture_round_trip_through_oci_and_docker_archives() {
         String::from_utf8_lossy(&out.stderr)
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("skopeo JSON");
-    assert_eq!(v["Digest"], INDEX);
+    assert_eq!(v["Digest"], BUSYBOX_INDEX);
     let out = Command::new("skopeo")
         .args([
             "inspect",
@@ -152,11 +133,11 @@ fn fixture_round_trip_through_oci_and_docker_archives() {
     // The layout folder itself loads, into a fresh store, to the same index.
     let root2 = store(&dir.path().join("second"));
     let r = load(&root2, &layout).expect("load layout dir");
-    assert_eq!(r.images[0].descriptor.digest().to_string(), INDEX);
+    assert_eq!(r.images[0].descriptor.digest().to_string(), BUSYBOX_INDEX);
     // So does kiln's docker-archive (docker 25 form: index.json + manifest.json).
     let root3 = store(&dir.path().join("third"));
     let r = load(&root3, &docker).expect("load docker archive");
-    assert_eq!(r.images[0].descriptor.digest().to_string(), INDEX);
+    assert_eq!(r.images[0].descriptor.digest().to_string(), BUSYBOX_INDEX);
     assert_eq!(r.images[0].names[0].familiar(), "busybox:1.35");
 }
 
@@ -168,7 +149,7 @@ fn gzipped_archive_and_explicit_tag() {
         std::fs::File::create(&gz).expect("create"),
         flate2::Compression::fast(),
     );
-    enc.write_all(&std::fs::read(fixture()).expect("read fixture"))
+    enc.write_all(&std::fs::read(busybox_fixture()).expect("read fixture"))
         .expect("gzip");
     enc.finish().expect("finish");
     let root = store(dir.path());
@@ -219,7 +200,7 @@ fn fixture_with(
     extra: &[(&str, tar::EntryType, &str)],
 ) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
-    let mut a = tar::Archive::new(std::fs::File::open(fixture()).expect("fixture"));
+    let mut a = tar::Archive::new(std::fs::File::open(busybox_fixture()).expect("fixture"));
     for e in a.entries().expect("entries") {
         let mut e = e.expect("entry");
         let name = e.path().expect("path").to_string_lossy().into_owned();
@@ -390,7 +371,7 @@ fn legacy_docker_archive_with_linked_layer() {
     // the layer reached through a symlink as docker does for shared layers.
     let dir = tempfile::tempdir().expect("tempdir");
     let src = store(&dir.path().join("src"));
-    load(&src, &fixture()).expect("load fixture");
+    load(&src, &busybox_fixture()).expect("load fixture");
     let config_digest: Digest =
         "sha256:74c3b9e98dc32dda25d742c5c1b02b903e1274973a0053ed1ca58ba767dd0737"
             .parse()
@@ -437,8 +418,8 @@ fn legacy_docker_archive_with_linked_layer() {
     let legacy = dir.path().join("legacy.tar");
     std::fs::write(&legacy, b.into_inner().expect("tar")).expect("write");
     assert_eq!(
-        imagefs(&legacy, "linux/amd64"),
-        imagefs(&fixture(), "linux/amd64")
+        imagefs(&legacy, Some("linux/amd64")),
+        imagefs(&busybox_fixture(), Some("linux/amd64"))
     );
 
     let root = store(dir.path());
@@ -447,8 +428,8 @@ fn legacy_docker_archive_with_linked_layer() {
     let out = dir.path().join("again.tar");
     save(&root, "legacy:1", &out, Format::Oci);
     assert_eq!(
-        imagefs(&out, "linux/amd64"),
-        imagefs(&fixture(), "linux/amd64")
+        imagefs(&out, Some("linux/amd64")),
+        imagefs(&busybox_fixture(), Some("linux/amd64"))
     );
 
     // A legacy layer whose bytes do not match the config's diff_id is refused.

@@ -3,15 +3,13 @@
 //! section, because credentials come through `$DOCKER_CONFIG`, which is
 //! process-wide.
 
-mod common;
-
 use std::sync::Arc;
 
-use common::*;
 use kiln_cache::registry::{
     self, Credentials, DockerConfig, NoProgress, PullOptions, PushOptions, RegistryConfig, Secret,
 };
 use kiln_cache::Reference;
+use kiln_testsupport::*;
 
 #[test]
 fn basic_and_bearer_auth() {

@@ -1,14 +1,12 @@
 //! Hostile and broken registries: wrong digests, wrong sizes, and a pull
 //! killed with SIGKILL halfway through.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
 use kiln_cache::registry::{self, NoProgress, PullOptions, RegistryError};
 use kiln_cache::{Reference, Root};
+use kiln_testsupport::*;
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -123,26 +121,6 @@ fn wrong_digest_or_size_is_rejected_and_nothing_is_stored() {
     assert_eq!(root.blobs().list().unwrap().len(), 3);
 }
 
-const CHILD: &str = "KILN_REGISTRY_TEST_CHILD";
-
-/// Not a test on its own: the body of the process the next test kills.
-#[test]
-fn child_pull() {
-    let Ok(spec) = std::env::var(CHILD) else {
-        return;
-    };
-    let (root, name) = spec.split_once('|').unwrap();
-    let root = Root::open(root).unwrap();
-    let r = Reference::parse(name).unwrap();
-    rt().block_on(registry::pull(
-        &root,
-        &r,
-        &PullOptions::default(),
-        Arc::new(NoProgress),
-    ))
-    .unwrap();
-}
-
 #[test]
 fn pull_killed_midway_leaves_a_store_the_next_pull_completes() {
     // 8 MiB served 64 KiB per 20 ms: about 2.6 s per pull.
@@ -160,9 +138,10 @@ fn pull_killed_midway_leaves_a_store_the_next_pull_completes() {
     let dir = tempfile::tempdir().unwrap();
     let root = Root::open(dir.path()).unwrap();
 
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_pull", "--nocapture", "--test-threads=1"])
-        .env(CHILD, format!("{}|{name}", dir.path().display()))
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kiln-cache-test-child"))
+        .arg("pull")
+        .arg(dir.path())
+        .arg(&name)
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();

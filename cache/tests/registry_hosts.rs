@@ -11,17 +11,15 @@
 //! every request it gets. One test function, because credentials come
 //! through `$DOCKER_CONFIG`, which is process-wide.
 
-mod common;
-
 use std::io::{BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
-use common::*;
 use kiln_cache::registry::{self, NoProgress, PullOptions, PushOptions, RegistryError};
 use kiln_cache::{Digest, Reference};
+use kiln_testsupport::*;
 
 /// A request as a server of this test saw it.
 #[derive(Debug, Clone)]
@@ -74,12 +72,12 @@ fn serve(
     let mut reader = BufReader::new(clone);
     let mut out = conn;
     loop {
-        let Some(common::Request {
+        let Some(kiln_testsupport::Request {
             method,
             path,
             authorization,
             ..
-        }) = common::read_request(&mut reader)
+        }) = kiln_testsupport::read_request(&mut reader)
         else {
             return;
         };

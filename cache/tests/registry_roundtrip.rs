@@ -1,17 +1,15 @@
 //! Push and pull against a real `docker-registry`, and interop with skopeo
 //! and umoci in both directions.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
-use common::*;
 use kiln_cache::registry::{
     self, progress::Outcome, NoProgress, Platform, Progress, PullOptions, PushOptions,
 };
 use kiln_cache::Reference;
+use kiln_testsupport::*;
 
 /// Records outcomes, to check mounts and skips really happened.
 #[derive(Default)]
@@ -134,8 +132,8 @@ fn push_then_pull_keeps_both_platforms_identical() {
     export_layout(&dst, &got, layout.path());
     for p in ["linux/amd64", "linux/arm64"] {
         assert_eq!(
-            imagefs(layout.path(), p),
-            imagefs(&busybox_fixture(), p),
+            imagefs(layout.path(), Some(p)),
+            imagefs(&busybox_fixture(), Some(p)),
             "{p}"
         );
     }
@@ -189,8 +187,8 @@ fn pull_one_platform() {
     let layout = tempfile::tempdir().unwrap();
     export_layout(&dst, &got, layout.path());
     assert_eq!(
-        imagefs(layout.path(), "linux/arm64"),
-        imagefs(&busybox_fixture(), "linux/arm64")
+        imagefs(layout.path(), Some("linux/arm64")),
+        imagefs(&busybox_fixture(), Some("linux/arm64"))
     );
 
     let opts = PullOptions {
@@ -365,8 +363,8 @@ fn skopeo_pushes_kiln_pulls() {
     export_layout(&root, &got, layout.path());
     for p in ["linux/amd64", "linux/arm64"] {
         assert_eq!(
-            imagefs(layout.path(), p),
-            imagefs(&busybox_fixture(), p),
+            imagefs(layout.path(), Some(p)),
+            imagefs(&busybox_fixture(), Some(p)),
             "{p}"
         );
     }
@@ -447,7 +445,11 @@ fn kiln_pushes_skopeo_and_umoci_read() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "copied");
     for p in ["linux/amd64", "linux/arm64"] {
-        assert_eq!(imagefs(&layout, p), imagefs(&busybox_fixture(), p), "{p}");
+        assert_eq!(
+            imagefs(&layout, Some(p)),
+            imagefs(&busybox_fixture(), Some(p)),
+            "{p}"
+        );
     }
 }
 
@@ -546,8 +548,8 @@ fn load_push_rmi_pull_save_round_trip() {
         .unwrap();
         for p in ["linux/amd64", "linux/arm64"] {
             assert_eq!(
-                imagefs(&path, p),
-                imagefs(&busybox_fixture(), p),
+                imagefs(&path, Some(p)),
+                imagefs(&busybox_fixture(), Some(p)),
                 "{file} {p}"
             );
         }

@@ -150,62 +150,14 @@ fn concurrent_writers_of_one_blob_in_threads() {
     assert!(tmp_entries(&root).is_empty());
 }
 
-/// Child process entry point for the multi-process tests; does nothing in a
-/// normal run.
-#[test]
-fn child_process_helper() {
-    let Ok(mode) = std::env::var("KILN_TEST_CHILD") else {
-        return;
-    };
-    let root = Root::open(std::env::var("KILN_TEST_ROOT").expect("root")).expect("open");
-    match mode.as_str() {
-        "write" => {
-            let data = content(5, 4 * 1024 * 1024);
-            let d = Digest::of(&data);
-            for _ in 0..5 {
-                let mut w = root
-                    .blobs()
-                    .writer(Some(&d), Some(data.len() as u64))
-                    .expect("writer");
-                for chunk in data.chunks(100_003) {
-                    w.write_all(chunk).expect("write");
-                }
-                w.commit().expect("commit");
-            }
-            let id: String = std::env::var("KILN_TEST_ID").expect("id");
-            let r = Reference::parse(&format!("proc/n{id}:t")).expect("ref");
-            let desc = kiln_cache::image::descriptor(
-                kiln_cache::media::OCI_MANIFEST,
-                &d,
-                data.len() as u64,
-            );
-            for _ in 0..20 {
-                root.images().set(&r, desc.clone()).expect("set");
-            }
-        }
-        "hang" => {
-            let mut w = root.blobs().writer(None, None).expect("writer");
-            w.write_all(&content(6, 1_000_000)).expect("write");
-            w.flush().expect("flush");
-            println!("ready");
-            std::io::stdout().flush().expect("flush");
-            std::thread::sleep(std::time::Duration::from_secs(60));
-        }
-        _ => {}
-    }
-}
-
+/// The store's other process (tests/helpers/child.rs) in `mode` on `root`;
+/// `id` names what a writer writes.
 fn child(mode: &str, root: &Root, id: usize) -> Command {
-    let mut c = Command::new(std::env::current_exe().expect("exe"));
-    c.args([
-        "--exact",
-        "child_process_helper",
-        "--nocapture",
-        "--test-threads=1",
-    ])
-    .env("KILN_TEST_CHILD", mode)
-    .env("KILN_TEST_ROOT", root.path())
-    .env("KILN_TEST_ID", id.to_string());
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kiln-cache-test-child"));
+    c.arg(mode).arg(root.path());
+    if mode == "write" {
+        c.arg(id.to_string());
+    }
     c
 }
 

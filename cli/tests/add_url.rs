@@ -3,8 +3,6 @@
 //! count what it is asked): names, mode 0600, owner, mtime, no extraction,
 //! `--checksum`, caching on content, and the errors docker/BuildKit give.
 
-mod harness;
-
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -13,9 +11,11 @@ use std::path::Path;
 use std::process::Output;
 use std::sync::{Arc, Mutex};
 
-use harness::{imagefs, named, stderr, Kiln};
+use kiln_testsupport::{imagefs, named, stderr, Kiln};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+
+const KILN: &str = env!("CARGO_BIN_EXE_kiln");
 
 /// What the server answers for a path: body and optional Last-Modified.
 type Files = Arc<Mutex<HashMap<String, (Vec<u8>, Option<String>)>>>;
@@ -112,7 +112,7 @@ fn build(k: &Kiln, name: &str, dockerfile: &str, extra: &[&str]) -> (Vec<Value>,
         cmd.env_remove(v);
     }
     let out = cmd.output().expect("running kiln");
-    (harness::events(&out), out)
+    (kiln_testsupport::events(&out), out)
 }
 
 /// The image `tag` as the oracle sees it.
@@ -153,7 +153,7 @@ fn add_url_names_modes_mtime_and_no_extraction() {
     let srv = Server::start();
     srv.serve("/files/file.txt", b"hello from http\n", Some(LM));
     srv.serve("/app.tar.gz", &targz(), None);
-    let k = Kiln::with_busybox();
+    let k = Kiln::with_busybox(KILN);
     let df = format!(
         "FROM busybox:1.35\n\
          ADD {file} /dst/\n\
@@ -210,7 +210,7 @@ fn add_url_names_modes_mtime_and_no_extraction() {
 fn add_url_is_cached_on_content_and_reruns_when_it_changes() {
     let srv = Server::start();
     srv.serve("/v.txt", b"one\n", Some(LM));
-    let k = Kiln::with_busybox();
+    let k = Kiln::with_busybox(KILN);
     let df = format!(
         "FROM busybox:1.35\nADD {} /v.txt\nRUN cat /v.txt > /copy.txt\n",
         srv.url("/v.txt")
@@ -251,7 +251,7 @@ fn add_url_checksum_verifies_and_keys_the_step() {
     let srv = Server::start();
     let body = b"checked content\n";
     srv.serve("/c.txt", body, None);
-    let k = Kiln::with_busybox();
+    let k = Kiln::with_busybox(KILN);
     let good = format!("sha256:{}", sha256_hex(body));
     let df = format!(
         "FROM busybox:1.35\nADD --checksum={good} {} /c.txt\n",
@@ -298,7 +298,7 @@ fn add_url_checksum_verifies_and_keys_the_step() {
 fn copy_of_a_url_and_a_missing_url_fail_clearly() {
     let srv = Server::start();
     srv.serve("/here.txt", b"x", None);
-    let k = Kiln::with_busybox();
+    let k = Kiln::with_busybox(KILN);
     let df = format!("FROM busybox:1.35\nCOPY {} /x\n", srv.url("/here.txt"));
     let (_, out) = build(&k, "copy", &df, &[]);
     assert!(!out.status.success());

@@ -8,15 +8,15 @@
 //! tests fail before the fix).
 #![allow(unsafe_code)] // the harness measures and signals its own child processes
 
-mod harness;
-
 use std::io::{Read, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use harness::{Kiln, KILN};
+use kiln_testsupport::Kiln;
+
+const KILN: &str = env!("CARGO_BIN_EXE_kiln");
 
 /// The most a kiln process may take, in KiB, whatever it is fed.
 const MAX_RSS_KIB: i64 = 256 * 1024;
@@ -181,7 +181,7 @@ fn refused(k: &Kiln, ctx: &str, extra: &[&str], wanted: &[&str]) -> Measured {
 /// kiln stops at the first word over 1 MiB and names its line.
 #[test]
 fn an_expansion_bomb_fails_fast_naming_its_line() {
-    let k = Kiln::with_busybox();
+    let k = Kiln::with_busybox(KILN);
     let bomb = |kw: &str, prefix: &str| {
         let mut df = String::from(prefix);
         df.push_str(&format!("{kw} A0=aaaaaaaa\n"));
@@ -245,7 +245,7 @@ fn an_expansion_bomb_fails_fast_naming_its_line() {
 /// continuation lines are all refused at once, in little memory.
 #[test]
 fn huge_dockerfile_lines_are_refused_fast() {
-    let k = Kiln::with_busybox();
+    let k = Kiln::with_busybox(KILN);
     // Written piece by piece: the test process itself stays small, as its
     // peak RSS is part of what `measure` reports.
     let write = |name: &str, parts: &mut dyn Iterator<Item = String>| {
@@ -318,7 +318,7 @@ fn noise() -> String {
 /// lines of at most 16 KiB and kiln stays small.
 #[test]
 fn a_step_printing_gigabytes_without_newline_stays_bounded() {
-    let k = Kiln::with_busybox();
+    let k = Kiln::with_busybox(KILN);
     let ctx = context(
         &k,
         "noisy",
@@ -349,7 +349,7 @@ fn a_step_printing_gigabytes_without_newline_stays_bounded() {
 /// as `docker logs` prints it) in little memory.
 #[test]
 fn a_container_printing_gigabytes_without_newline_stays_bounded() {
-    let k = Kiln::with_busybox();
+    let k = Kiln::with_busybox(KILN);
     let m = measure(kiln(
         &k,
         &[

@@ -3,12 +3,12 @@
 //! failing build names nothing; and the README's example builds. Each test
 //! has its own `$KILN_ROOT` with the busybox fixture loaded.
 
-mod harness;
-
 use std::path::{Path, PathBuf};
 
-use harness::{named, skopeo, stderr, umoci_unpack, Kiln};
+use kiln_testsupport::{named, skopeo, stderr, umoci_unpack, Kiln};
 use serde_json::Value;
+
+const KILN: &str = env!("CARGO_BIN_EXE_kiln");
 
 const DOCKERFILE: &str = "FROM busybox:1.35
 COPY a.txt /a.txt
@@ -17,8 +17,13 @@ COPY b.txt /b.txt
 RUN cat /b.txt /a.copy > /b.copy
 ";
 
-impl Kiln {
+/// What only this file's tests do with a kiln.
+trait AppContext {
     /// The context of [`DOCKERFILE`], with its `a.txt` and `b.txt`.
+    fn app_context(&self) -> PathBuf;
+}
+
+impl AppContext for Kiln {
     fn app_context(&self) -> PathBuf {
         self.context(
             "ctx",
@@ -33,7 +38,7 @@ impl Kiln {
 
 #[test]
 fn rebuild_is_cached_and_an_edit_reruns_only_dependent_steps() {
-    let k = Kiln::with_busybox();
+    let k = Kiln::with_busybox(KILN);
     let ctx = k.app_context();
 
     let (first, out) = k.build_json(&ctx, &["-t", "app"]);
@@ -71,7 +76,7 @@ fn rebuild_is_cached_and_an_edit_reruns_only_dependent_steps() {
 
 #[test]
 fn a_noop_rebuild_keeps_the_image_id_and_rewrites_nothing() {
-    let k = Kiln::with_busybox();
+    let k = Kiln::with_busybox(KILN);
     let ctx = k.app_context();
     let iid = |name: &str, extra: &[&str]| {
         let f = k.path(name);
@@ -115,7 +120,7 @@ fn a_noop_rebuild_keeps_the_image_id_and_rewrites_nothing() {
 /// work that was cancelled.
 #[test]
 fn a_failure_cancels_a_parallel_stage_and_kiln_exits() {
-    let k = Kiln::with_busybox();
+    let k = Kiln::with_busybox(KILN);
     let ctx = k.context(
         "ctx",
         &[(
@@ -152,7 +157,7 @@ fn a_failure_cancels_a_parallel_stage_and_kiln_exits() {
 
 #[test]
 fn a_failing_build_names_nothing() {
-    let k = Kiln::with_busybox();
+    let k = Kiln::with_busybox(KILN);
     let ctx = k.context(
         "ctx",
         &[("Dockerfile", "FROM busybox:1.35\nRUN echo ok > /ok\n")],
@@ -198,7 +203,7 @@ fn a_failing_build_names_nothing() {
 
 #[test]
 fn readme_example_builds_and_runs_nothing_from_scratch() {
-    let k = Kiln::with_busybox();
+    let k = Kiln::with_busybox(KILN);
     let hello = concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/hello");
     let dest = k.path("hello-out");
     let out_arg = format!("type=local,dest={}", dest.display());
@@ -232,7 +237,7 @@ fn readme_example_builds_and_runs_nothing_from_scratch() {
 
 #[test]
 fn no_cache_filter_reruns_that_stage_and_what_uses_it() {
-    let k = Kiln::with_busybox();
+    let k = Kiln::with_busybox(KILN);
     let hello = concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/hello");
     let hello = Path::new(hello);
     let (_, out) = k.build_json(hello, &[]);
@@ -254,7 +259,7 @@ fn no_cache_filter_reruns_that_stage_and_what_uses_it() {
 
 #[test]
 fn prune_keeps_build_cache_unless_all_and_du_reports_it() {
-    let k = Kiln::with_busybox();
+    let k = Kiln::with_busybox(KILN);
     let ctx = k.app_context();
     let (_, out) = k.build_json(&ctx, &["-t", "app"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -291,7 +296,7 @@ fn prune_keeps_build_cache_unless_all_and_du_reports_it() {
 /// copying the OCI archive into a layout, umoci unpacks that layout.
 #[test]
 fn oci_output_is_read_by_skopeo_and_umoci() {
-    let k = Kiln::with_busybox();
+    let k = Kiln::with_busybox(KILN);
     let ctx = k.context(
         "ctx",
         &[(

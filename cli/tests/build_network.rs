@@ -5,13 +5,13 @@
 //! none of them, and no slirp4netns, outlives it. No host interface or
 //! firewall rule is touched (slirp4netns is a user-mode stack).
 
-mod harness;
-
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use harness::{stderr, Kiln};
+use kiln_testsupport::{stderr, Kiln};
+
+const KILN: &str = env!("CARGO_BIN_EXE_kiln");
 
 /// A service on the host's loopback that counts its connections.
 fn host_service() -> (u16, Arc<AtomicUsize>) {
@@ -76,7 +76,7 @@ fn slirps_of(k: &Kiln) -> usize {
 
 #[test]
 fn a_step_has_a_network_of_its_own_without_the_hosts_loopback() {
-    let k = Kiln::with_busybox();
+    let k = Kiln::with_busybox(KILN);
     let (port, hits) = host_service();
     let (o, out) = build(&k, "own", &dockerfile(port, ""), &[]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -103,7 +103,7 @@ fn a_step_has_a_network_of_its_own_without_the_hosts_loopback() {
 
 #[test]
 fn the_hosts_network_needs_allow_network_host() {
-    let k = Kiln::with_busybox();
+    let k = Kiln::with_busybox(KILN);
     let (port, hits) = host_service();
     let df = dockerfile(port, "");
     let (o, _) = build(&k, "flag", &df, &["--network", "host"]);
@@ -144,7 +144,7 @@ fn the_hosts_network_needs_allow_network_host() {
 /// namespace of the test's own.
 #[test]
 fn a_loopback_nameserver_is_replaced_by_the_forwarder() {
-    let k = Kiln::with_busybox();
+    let k = Kiln::with_busybox(KILN);
     let ctx = k.context(
         "dns",
         &[(
@@ -160,7 +160,7 @@ fn a_loopback_nameserver_is_replaced_by_the_forwarder() {
          KILN_ROOT={root} {kiln} build --progress plain -o type=local,dest={out} {ctx}\n",
         fake = fake.display(),
         root = k.root.display(),
-        kiln = harness::KILN,
+        kiln = KILN,
         out = out.display(),
         ctx = ctx.display(),
     );

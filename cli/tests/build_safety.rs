@@ -2,16 +2,21 @@
 //! an image or a RUN reaches the host; a build killed with SIGKILL leaves a
 //! store the next build uses; a failing build names nothing.
 
-mod harness;
-
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use harness::{mounts_below, stderr, Kiln};
+use kiln_testsupport::{mounts_below, stderr, Kiln};
 
-impl Kiln {
+const KILN: &str = env!("CARGO_BIN_EXE_kiln");
+
+/// What only this file's tests do with a kiln.
+trait BuildLocal {
     /// Builds `ctx` and exports its rootfs to a fresh folder.
+    fn build_local(&self, ctx: &Path, tag: &str) -> (Output, PathBuf);
+}
+
+impl BuildLocal for Kiln {
     fn build_local(&self, ctx: &Path, tag: &str) -> (Output, PathBuf) {
         let dest = self.path(&format!("out-{tag}"));
         let out = self.run(&[
@@ -30,7 +35,7 @@ impl Kiln {
 
 #[test]
 fn a_context_symlink_to_a_host_file_never_copies_the_host_file() {
-    let k = Kiln::with_busybox();
+    let k = Kiln::with_busybox(KILN);
     // A top-level source symlink is followed, as BuildKit does, but inside
     // the context: /etc/shadow is not in it, so the copy fails.
     let ctx = k.context(
@@ -70,7 +75,7 @@ fn a_context_symlink_to_a_host_file_never_copies_the_host_file() {
 
 #[test]
 fn a_run_cannot_read_the_host_through_proc_1_root() {
-    let k = Kiln::with_busybox();
+    let k = Kiln::with_busybox(KILN);
     let marker = k.path("host-secret");
     std::fs::write(&marker, "secret").unwrap();
     let m = marker.display().to_string();
@@ -102,7 +107,7 @@ fn a_run_cannot_read_the_host_through_proc_1_root() {
 
 #[test]
 fn a_failing_build_names_nothing_and_says_which_step_failed() {
-    let k = Kiln::with_busybox();
+    let k = Kiln::with_busybox(KILN);
     let ctx = k.context(
         "ctx",
         &[(
@@ -129,7 +134,7 @@ fn a_failing_build_names_nothing_and_says_which_step_failed() {
 /// Whether any mount below `dir` is still there.
 #[test]
 fn a_build_killed_mid_step_leaves_a_store_the_next_build_uses() {
-    let k = Kiln::with_busybox();
+    let k = Kiln::with_busybox(KILN);
     let ctx = k.context(
         "slow",
         &[

@@ -3,18 +3,29 @@
 //! by the oracle's imagefs.py from an OCI archive), its config, the error
 //! text a bad file gets.
 
-mod harness;
-
 use std::process::Output;
 
-use harness::{imagefs, stderr, Kiln};
+use kiln_testsupport::{imagefs, stderr, Kiln};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-impl Kiln {
+const KILN: &str = env!("CARGO_BIN_EXE_kiln");
+
+/// What only this file's tests do with a kiln.
+trait BuildOci {
     /// Builds a context of `files` into an OCI archive with `extra` build
     /// flags; returns the run and, when it succeeded, imagefs's description
     /// of the image.
+    fn build_oci(&self, name: &str, files: &[(&str, &str)], extra: &[&str]) -> (Output, Value);
+
+    /// As [`Kiln::build_oci`], asserting success.
+    fn image(&self, name: &str, files: &[(&str, &str)], extra: &[&str]) -> Value;
+
+    /// Builds a Dockerfile that must fail; returns its stderr.
+    fn fails(&self, name: &str, dockerfile: &str) -> String;
+}
+
+impl BuildOci for Kiln {
     fn build_oci(&self, name: &str, files: &[(&str, &str)], extra: &[&str]) -> (Output, Value) {
         let ctx = self.context(name, files);
         let dest = self.path(&format!("{name}.tar"));
@@ -33,7 +44,6 @@ impl Kiln {
         (out, fs)
     }
 
-    /// As [`Kiln::build_oci`], asserting success.
     fn image(&self, name: &str, files: &[(&str, &str)], extra: &[&str]) -> Value {
         let (out, fs) = self.build_oci(name, files, extra);
         assert!(
@@ -44,7 +54,6 @@ impl Kiln {
         fs
     }
 
-    /// Builds a Dockerfile that must fail; returns its stderr.
     fn fails(&self, name: &str, dockerfile: &str) -> String {
         let (out, _) = self.build_oci(name, &[("Dockerfile", dockerfile)], &[]);
         let err = stderr(&out);
@@ -100,7 +109,7 @@ fn copied_text(value: &str) -> &'static str {
 
 #[test]
 fn an_arg_after_an_env_of_the_same_name_wins_for_run_and_words_not_for_the_config() {
-    let k = Kiln::with_busybox();
+    let k = Kiln::with_busybox(KILN);
     for (name, extra, want) in [
         ("default", &[][..], "fromarg"),
         ("given", &["--build-arg", "V=fromcli"][..], "fromcli"),
@@ -165,7 +174,7 @@ fn an_arg_after_an_env_of_the_same_name_wins_for_run_and_words_not_for_the_confi
 
 #[test]
 fn an_arg_without_a_value_leaves_the_env_alone() {
-    let k = Kiln::with_busybox();
+    let k = Kiln::with_busybox(KILN);
     let fs = k.image(
         "novalue",
         &[(
@@ -181,7 +190,7 @@ fn an_arg_without_a_value_leaves_the_env_alone() {
 
 #[test]
 fn stages_that_copy_from_each_other_are_a_circular_dependency() {
-    let k = Kiln::with_busybox();
+    let k = Kiln::with_busybox(KILN);
     let err = k.fails(
         "two",
         "FROM busybox:1.35 AS a\nCOPY --from=b /bin/true /t\nFROM busybox:1.35 AS b\nCOPY --from=a /bin/true /t\n",
@@ -247,7 +256,7 @@ fn stages_that_copy_from_each_other_are_a_circular_dependency() {
 #[test]
 fn copy_and_add_take_symbolic_chmod_applied_to_each_entrys_mode() {
     use std::os::unix::fs::PermissionsExt;
-    let k = Kiln::with_busybox();
+    let k = Kiln::with_busybox(KILN);
     let ctx = k.context(
         "chmod",
         &[
@@ -316,7 +325,7 @@ COPY --link --chmod=+x --chown=daemon plain /m10
 
 #[test]
 fn bad_chmod_values_fail_with_the_line() {
-    let k = Kiln::with_busybox();
+    let k = Kiln::with_busybox(KILN);
     for (name, mode, want) in [
         (
             "syntax",
@@ -352,7 +361,7 @@ fn bad_chmod_values_fail_with_the_line() {
 
 #[test]
 fn chown_to_unknown_names_builds_with_buildkits_defaults_and_warns() {
-    let k = Kiln::with_busybox();
+    let k = Kiln::with_busybox(KILN);
     // busybox's /etc/passwd: root 0:0, daemon 1:1, nobody 65534:65534;
     // /etc/group: root 0, daemon 1, nogroup 65534.
     let (out, fs) = k.build_oci(
@@ -414,7 +423,7 @@ WORKDIR /wd
 
 #[test]
 fn chown_by_name_onto_an_image_without_a_user_database() {
-    let k = Kiln::with_busybox();
+    let k = Kiln::with_busybox(KILN);
     let fs = k.image(
         "scratch",
         &[

@@ -11,23 +11,30 @@
 //! holding its symlink target. Each test builds from a copy of the context
 //! with both restored, so the comparison is with what BuildKit was given.
 
-mod harness;
-
 use std::path::{Path, PathBuf};
 
-use harness::{events, imagefs, stderr, Kiln, SHARED};
+use kiln_testsupport::{events, imagefs, shared, stderr, Kiln};
 use serde_json::Value;
 
-impl Kiln {
+const KILN: &str = env!("CARGO_BIN_EXE_kiln");
+
+/// What only this file's tests do with a kiln.
+trait CaseKiln {
     /// A store with the busybox fixture loaded and an empty `work/` folder
     /// for the case's Dockerfile, context and outputs.
+    fn for_case() -> Kiln;
+
+    /// The case's own folder, beside the store.
+    fn work(&self) -> PathBuf;
+}
+
+impl CaseKiln for Kiln {
     fn for_case() -> Kiln {
-        let k = Kiln::with_busybox();
+        let k = Kiln::with_busybox(KILN);
         std::fs::create_dir_all(k.work()).expect("work dir");
         k
     }
 
-    /// The case's own folder, beside the store.
     fn work(&self) -> PathBuf {
         self.path("work")
     }
@@ -140,7 +147,7 @@ fn prepare_context(case: &str, from: &Path, to: &Path) {
 }
 
 fn run_case(name: &str) {
-    let dir = PathBuf::from(format!("{SHARED}/cases/{name}"));
+    let dir = shared().join("cases").join(name);
     let meta: Value =
         serde_json::from_slice(&std::fs::read(dir.join("case.json")).expect("case.json"))
             .expect("case.json is JSON");
@@ -262,7 +269,7 @@ macro_rules! cases {
         fn every_case_has_a_test() {
             let listed = [$($name),*];
             let mut missing = Vec::new();
-            for e in std::fs::read_dir(format!("{SHARED}/cases")).expect("cases").flatten() {
+            for e in std::fs::read_dir(shared().join("cases")).expect("cases").flatten() {
                 if e.path().join("case.json").is_file() {
                     let n = e.file_name().to_string_lossy().into_owned();
                     if !listed.contains(&n.as_str()) && !MULTI_PLATFORM.contains(&n.as_str()) {
@@ -320,7 +327,10 @@ cases! {
 /// before any work rather than built wrong.
 #[test]
 fn multi_platform_is_refused_clearly() {
-    let dir = format!("{SHARED}/cases/m-multi-platform");
+    let dir = shared()
+        .join("cases/m-multi-platform")
+        .display()
+        .to_string();
     let k = Kiln::for_case();
     let out = k.run(&[
         "build",

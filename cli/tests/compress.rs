@@ -6,24 +6,29 @@
 //! with the real `docker-registry`, skopeo, umoci and imagefs.py; each test
 //! has its own `$KILN_ROOT`.
 
-#[path = "../../cache/tests/common/mod.rs"]
-mod common;
-
-mod harness;
-
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
 
-use common::{sha256, TestRegistry};
-use harness::{imagefs, skopeo, umoci_unpack, Kiln, BUSYBOX_INDEX};
 use kiln_cache::compress::{self, Compression, Conversion};
 use kiln_cache::{gc, image, media, Digest, Reference, Root};
+use kiln_testsupport::{imagefs, skopeo, umoci_unpack, Kiln, BUSYBOX_INDEX};
+use kiln_testsupport::{sha256, TestRegistry};
 use serde_json::{json, Value};
 
-impl Kiln {
+const KILN: &str = env!("CARGO_BIN_EXE_kiln");
+
+/// What only this file's tests do with a kiln.
+trait CompressKiln {
     /// Builds `Dockerfile` text with a context of `files` as `tag`, with
     /// extra arguments (outputs).
+    fn build(&self, dockerfile: &str, files: &[(&str, &str)], extra: &[&str]);
+
+    /// The memo of conversions: file name → content.
+    fn memo(&self) -> BTreeMap<String, String>;
+}
+
+impl CompressKiln for Kiln {
     fn build(&self, dockerfile: &str, files: &[(&str, &str)], extra: &[&str]) {
         let mut all = vec![("Dockerfile", dockerfile)];
         all.extend_from_slice(files);
@@ -34,7 +39,6 @@ impl Kiln {
         self.ok(&args);
     }
 
-    /// The memo of conversions: file name → content.
     fn memo(&self) -> BTreeMap<String, String> {
         let mut out = BTreeMap::new();
         for c in ["gzip", "zstd"] {
@@ -185,7 +189,7 @@ fn lines_with<'a>(text: &'a str, needle: &str) -> Vec<&'a str> {
 #[test]
 fn push_gzips_built_layers_once_and_round_trips() {
     let reg = TestRegistry::plain();
-    let k = Kiln::with_busybox();
+    let k = Kiln::with_busybox(KILN);
     k.build(DOCKERFILE, FILES, &["-t", "app:1"]);
     let local = local_image(&k.store(), "app:1");
     assert_eq!(local.layers.len(), 3);
@@ -263,7 +267,7 @@ fn push_gzips_built_layers_once_and_round_trips() {
         orig.to_str().expect("utf8"),
         "app:1",
     ]);
-    let k2 = Kiln::empty();
+    let k2 = Kiln::empty(KILN);
     k2.ok(&["pull", "-q", &remote]);
     let pulled = k2.path("pulled.tar");
     k2.ok(&["save", "-o", pulled.to_str().expect("utf8"), &remote]);
@@ -291,7 +295,7 @@ fn push_gzips_built_layers_once_and_round_trips() {
 /// the same filesystem in all of them, and skopeo reads the gzip one.
 #[test]
 fn archive_outputs_are_gzip_by_default() {
-    let k = Kiln::with_busybox();
+    let k = Kiln::with_busybox(KILN);
     let (gz, plain, docker) = (k.path("gz.tar"), k.path("plain.tar"), k.path("docker.tar"));
     k.build(
         DOCKERFILE,
@@ -361,7 +365,7 @@ fn archive_outputs_are_gzip_by_default() {
 #[test]
 fn zstd_round_trip_through_skopeo() {
     let reg = TestRegistry::plain();
-    let k = Kiln::with_busybox();
+    let k = Kiln::with_busybox(KILN);
     k.build(DOCKERFILE, FILES, &["-t", "app:1"]);
     let local = local_image(&k.store(), "app:1");
     let remote = reg.reference("z/app:1");
@@ -389,7 +393,7 @@ fn zstd_round_trip_through_skopeo() {
         orig.to_str().expect("utf8"),
         "app:1",
     ]);
-    let k2 = Kiln::empty();
+    let k2 = Kiln::empty(KILN);
     k2.ok(&["pull", "-q", &remote]);
     let back = k2.path("back.tar");
     k2.ok(&[
@@ -444,7 +448,7 @@ fn zstd_round_trip_through_skopeo() {
 #[test]
 fn gzip_layers_are_pushed_as_they_are() {
     let reg = TestRegistry::plain();
-    let k = Kiln::with_busybox();
+    let k = Kiln::with_busybox(KILN);
     let remote = reg.reference("library/busybox:1.35");
     let (out, err) = k.ok(&["push", "busybox:1.35", &remote]);
     assert!(out.contains(BUSYBOX_INDEX), "{out}");
@@ -547,7 +551,7 @@ fn docker_list(root: &Root) -> (oci_spec::image::Descriptor, String) {
 /// collection the conversion compresses again to the same digest.
 #[test]
 fn indexes_docker_types_and_garbage_collection() {
-    let (_dir, root) = common::temp_root();
+    let (_dir, root) = kiln_testsupport::temp_root();
     let (list, layer) = docker_list(&root);
     let old = read_json(&root, list.digest().as_ref());
     let old_manifest = old["manifests"][0]["digest"]

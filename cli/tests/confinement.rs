@@ -5,12 +5,12 @@
 //! the filter off on purpose (`--security-opt seccomp=unconfined`, `RUN
 //! --security=insecure` under `--allow security.insecure`).
 
-mod harness;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use harness::Kiln;
+use kiln_testsupport::Kiln;
+
+const KILN: &str = env!("CARGO_BIN_EXE_kiln");
 
 const BB: &str = "busybox:1.35";
 
@@ -99,7 +99,7 @@ fn probe(dir: &Path) -> Option<PathBuf> {
 
 #[test]
 fn run_steps_get_docker_s_seccomp_filter() {
-    let k = Kiln::with_busybox();
+    let k = Kiln::with_busybox(KILN);
     let (ok, out) = build(
         &k,
         "seccomp",
@@ -117,7 +117,7 @@ fn run_steps_get_docker_s_seccomp_filter() {
 
 #[test]
 fn keyctl_and_user_namespaces_are_refused_with_eperm() {
-    let k = Kiln::with_busybox();
+    let k = Kiln::with_busybox(KILN);
     let ctx = k.path("probe");
     let Some(_) = probe(&ctx) else { return };
     std::fs::write(
@@ -147,7 +147,7 @@ fn keyctl_and_user_namespaces_are_refused_with_eperm() {
 
 #[test]
 fn kiln_run_and_exec_get_the_filter_and_unconfined_lifts_it() {
-    let k = Kiln::with_busybox();
+    let k = Kiln::with_busybox(KILN);
     let (ok, out) = run(
         &k,
         &[
@@ -189,7 +189,7 @@ fn kiln_run_and_exec_get_the_filter_and_unconfined_lifts_it() {
 
 #[test]
 fn a_custom_profile_in_docker_s_format_applies() {
-    let k = Kiln::with_busybox();
+    let k = Kiln::with_busybox(KILN);
     let profile = k.path("profile.json");
     std::fs::write(
         &profile,
@@ -221,7 +221,7 @@ fn a_custom_profile_in_docker_s_format_applies() {
 
 #[test]
 fn host_devices_made_with_mknod_cannot_be_opened() {
-    let k = Kiln::with_busybox();
+    let k = Kiln::with_busybox(KILN);
     let script = "mknod /tmp/l0 b 7 0 && mknod /tmp/mem c 1 1 && mknod /dev/mem2 c 1 1 && \
                   (dd if=/tmp/l0 of=/dev/null bs=1 count=1; echo loop=$?) && \
                   (head -c1 /tmp/mem; echo mem=$?) && (head -c1 /dev/mem2; echo devmem=$?) && \
@@ -259,7 +259,7 @@ fn host_devices_made_with_mknod_cannot_be_opened() {
 
 #[test]
 fn device_passes_one_node_in_on_purpose() {
-    let k = Kiln::with_busybox();
+    let k = Kiln::with_busybox(KILN);
     let (ok, out) = run(
         &k,
         &[
@@ -278,7 +278,7 @@ fn device_passes_one_node_in_on_purpose() {
 
 #[test]
 fn insecure_run_needs_allow_and_then_has_no_filter() {
-    let k = Kiln::with_busybox();
+    let k = Kiln::with_busybox(KILN);
     let df = "FROM busybox:1.35\nRUN echo first-ran\n\
               RUN --security=insecure grep Seccomp: /proc/self/status && \
               unshare -U true && echo unshared\n";

@@ -3,15 +3,15 @@
 //! `kiln sandbox-helper` re-exec, as root) with a private binfmt_misc, and
 //! the host's binfmt_misc is left exactly as it was.
 
-mod harness;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use harness::{imagefs, Kiln, KILN, SHARED};
 use kiln_solver::ops::Platform;
+use kiln_testsupport::{busybox_fixture, imagefs, shared, Kiln};
 use kiln_worker::emulation::{emulator_for, host_architecture};
 use kiln_worker::sandbox::{run, ExitStatus, SandboxSpec, Stream};
+
+const KILN: &str = env!("CARGO_BIN_EXE_kiln");
 
 fn arm64() -> Platform {
     Platform {
@@ -52,7 +52,7 @@ fn arm64_busybox(dir: &Path) -> PathBuf {
     std::fs::create_dir(&oci).unwrap();
     let st = Command::new("tar")
         .arg("xf")
-        .arg(format!("{SHARED}/fixtures/busybox-1.35-oci.tar"))
+        .arg(busybox_fixture())
         .arg("-C")
         .arg(&oci)
         .status()
@@ -179,7 +179,7 @@ fn arm64_run_under_qemu_leaves_host_binfmt_alone() {
 #[test]
 fn multi_platform_case_builds_each_platform() {
     let before = host_binfmt_state();
-    let case = PathBuf::from(format!("{SHARED}/cases/m-multi-platform"));
+    let case = shared().join("cases/m-multi-platform");
     let meta: serde_json::Value =
         serde_json::from_slice(&std::fs::read(case.join("case.json")).unwrap()).unwrap();
     let platforms: Vec<&str> = meta["platforms"]
@@ -188,7 +188,7 @@ fn multi_platform_case_builds_each_platform() {
         .iter()
         .filter_map(|p| p.as_str())
         .collect();
-    let k = Kiln::with_busybox();
+    let k = Kiln::with_busybox(KILN);
     let oci = k.path("image.tar");
     k.ok(&[
         "build",

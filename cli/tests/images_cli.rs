@@ -1,15 +1,20 @@
 //! The image commands end to end through the real `kiln` binary, each test
 //! with its own `$KILN_ROOT`.
 
-mod harness;
-
 use std::path::Path;
 
-use harness::{fixture, imagefs, Kiln, BUSYBOX_INDEX};
+use kiln_testsupport::{busybox_fixture, imagefs, Kiln, BUSYBOX_INDEX};
+
+const KILN: &str = env!("CARGO_BIN_EXE_kiln");
+
+/// The busybox fixture as a command-line argument.
+fn fixture() -> String {
+    busybox_fixture().display().to_string()
+}
 
 #[test]
 fn load_images_tag_inspect_history_save_rmi() {
-    let k = Kiln::empty();
+    let k = Kiln::empty(KILN);
     assert_eq!(
         k.ok(&["load", "-i", &fixture()]).0,
         "Loaded image: busybox:1.35\n"
@@ -131,7 +136,7 @@ fn load_images_tag_inspect_history_save_rmi() {
 
 #[test]
 fn rmi_by_id_with_several_names_needs_force() {
-    let k = Kiln::empty();
+    let k = Kiln::empty(KILN);
     k.ok(&["load", "-i", &fixture()]);
     k.ok(&["tag", "busybox:1.35", "other:1"]);
     let out = k.run(&["rmi", "92113fb732fa"]);
@@ -148,7 +153,7 @@ fn rmi_by_id_with_several_names_needs_force() {
 
 #[test]
 fn prune_removes_only_unreferenced_blobs_and_reports_space() {
-    let k = Kiln::empty();
+    let k = Kiln::empty(KILN);
     k.ok(&["load", "-i", &fixture()]);
     let root = k.store();
     let orphan = root.blobs().put(&vec![7u8; 12_345]).expect("put");
@@ -183,7 +188,7 @@ fn prune_removes_only_unreferenced_blobs_and_reports_space() {
 
 #[test]
 fn load_refuses_dotdot_entries_and_leaves_the_store_unchanged() {
-    let k = Kiln::empty();
+    let k = Kiln::empty(KILN);
     k.ok(&["load", "-i", &fixture()]);
     let before = std::fs::read(k.root.join("images.json")).expect("names");
 

@@ -2,10 +2,9 @@
 //! (byte-identical dumps), on bad input (exit 1, a located diagnostic), and
 //! with `--format json` and `--plan`.
 
-use std::path::Path;
 use std::process::Command;
 
-const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared");
+use kiln_testsupport::shared;
 
 fn kiln(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_kiln"))
@@ -16,7 +15,7 @@ fn kiln(args: &[&str]) -> std::process::Output {
 
 #[test]
 fn dump_matches_buildkit_for_every_conformance_case() {
-    let dir = Path::new(SHARED).join("conformance/buildkit-parser");
+    let dir = shared().join("conformance/buildkit-parser");
     let mut cases: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -48,7 +47,7 @@ fn dump_matches_buildkit_for_every_conformance_case() {
 
 #[test]
 fn negative_cases_fail_with_buildkit_messages() {
-    let dir = Path::new(SHARED).join("conformance/buildkit-parser-negative");
+    let dir = shared().join("conformance/buildkit-parser-negative");
     for (case, msg) in [
         ("empty_dockerfile", "file with no instructions"),
         ("only_comments", "file with no instructions"),
@@ -80,7 +79,7 @@ fn bad_file_exits_1_with_line_and_column() {
         "shows the line: {stderr}"
     );
 
-    let case = Path::new(SHARED).join("cases/error-unknown-instruction/Dockerfile");
+    let case = shared().join("cases/error-unknown-instruction/Dockerfile");
     let out = kiln(&["parse", "--plan", case.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);

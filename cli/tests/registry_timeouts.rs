@@ -9,13 +9,13 @@
 //! The servers are hostile peers written for the test with
 //! std::net::TcpListener: a real registry cannot be made to misbehave.
 
-mod harness;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use harness::*;
+use kiln_testsupport::*;
+
+const KILN: &str = env!("CARGO_BIN_EXE_kiln");
 
 fn sha256(bytes: &[u8]) -> String {
     use sha2::Digest;
@@ -209,7 +209,7 @@ fn a_trickled_manifest_times_out() {
         Pace::Every(1, Duration::from_secs(1)),
         Pace::Now,
     ));
-    let k = Kiln::empty();
+    let k = Kiln::empty(KILN);
     let (ok, msg, elapsed) = pull(
         &k,
         &format!("{addr}/slow/app:v1"),
@@ -237,7 +237,7 @@ fn a_manifest_stalled_mid_body_times_out() {
         Pace::Every(1, Duration::from_secs(5)),
         Pace::Now,
     ));
-    let k = Kiln::empty();
+    let k = Kiln::empty(KILN);
     std::fs::create_dir_all(&k.root).expect("mkdir root");
     std::fs::write(
         k.root.join("config.json"),
@@ -257,7 +257,7 @@ fn a_manifest_stalled_mid_body_times_out() {
 #[test]
 fn a_silent_registry_times_out() {
     let addr = silent();
-    let k = Kiln::empty();
+    let k = Kiln::empty(KILN);
     let (ok, msg, elapsed) = pull(
         &k,
         &format!("{addr}/quiet/app:v1"),
@@ -273,7 +273,7 @@ fn a_silent_registry_times_out() {
 
 #[test]
 fn a_bad_timeout_setting_is_an_error() {
-    let k = Kiln::empty();
+    let k = Kiln::empty(KILN);
     let (ok, msg, _) = pull(
         &k,
         "127.0.0.1:9/x/y:1",
@@ -297,7 +297,7 @@ fn a_big_blob_that_keeps_moving_is_not_cut_off() {
         Pace::Now,
         Pace::Every(16 * 1024, Duration::from_millis(300)),
     ));
-    let k = Kiln::empty();
+    let k = Kiln::empty(KILN);
     let (ok, msg, elapsed) = pull(
         &k,
         &format!("{addr}/big/app:v1"),

@@ -7,20 +7,29 @@
 //! fixture loaded; files are compared with imagefs.py, registries are
 //! inspected with skopeo.
 
-#[path = "../../cache/tests/common/mod.rs"]
-mod common;
-mod harness;
-
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use common::TestRegistry as Registry;
-use harness::{imagefs, Kiln};
+use kiln_testsupport::TestRegistry as Registry;
+use kiln_testsupport::{imagefs, Kiln};
 use serde_json::Value;
 
-impl Kiln {
+const KILN: &str = env!("CARGO_BIN_EXE_kiln");
+
+/// What only this file's tests do with a kiln.
+trait RemoteCacheKiln {
     /// kiln with the same creation times in every store: equal images,
     /// equal IDs.
+    fn run_epoch(&self, args: &[&str]) -> Output;
+
+    /// Builds `ctx` with JSON progress and extra flags, writing the image
+    /// ID to a file and the image as an OCI archive; asserts success.
+    fn build(&self, ctx: &Path, extra: &[&str]) -> Built;
+
+    fn build_raw(&self, ctx: &Path, extra: &[&str]) -> Output;
+}
+
+impl RemoteCacheKiln for Kiln {
     fn run_epoch(&self, args: &[&str]) -> Output {
         self.cmd(args)
             .env("SOURCE_DATE_EPOCH", "1700000000")
@@ -28,8 +37,6 @@ impl Kiln {
             .expect("running kiln")
     }
 
-    /// Builds `ctx` with JSON progress and extra flags, writing the image
-    /// ID to a file and the image as an OCI archive; asserts success.
     fn build(&self, ctx: &Path, extra: &[&str]) -> Built {
         let out = self.build_raw(ctx, extra);
         assert!(
@@ -209,7 +216,7 @@ fn layout_records(dir: &Path) -> usize {
 
 #[test]
 fn local_cache_max_and_min_in_fresh_stores() {
-    let a = Kiln::with_busybox();
+    let a = Kiln::with_busybox(KILN);
     let ctx = context(&a, "ctx", "app\n");
     let max_dir = a.path("cache-max");
     let min_dir = a.path("cache-min");
@@ -229,7 +236,7 @@ fn local_cache_max_and_min_in_fresh_stores() {
     assert!(export["detail"]["written"].as_u64().unwrap_or(0) > 0);
 
     // A fresh store builds everything from the cache.
-    let b = Kiln::with_busybox();
+    let b = Kiln::with_busybox(KILN);
     let from_max = format!("type=local,src={}", max_dir.display());
     let second = b.build(&ctx, &["-t", "app", "--cache-from", &from_max]);
     assert!(second.ran().is_empty(), "nothing runs: {:?}", second.ran());
@@ -260,7 +267,7 @@ fn local_cache_max_and_min_in_fresh_stores() {
     assert_final_stage_only(&third.ran());
 
     // With min, the builder stage is not in the cache: it runs again.
-    let c = Kiln::with_busybox();
+    let c = Kiln::with_busybox(KILN);
     let ctx3 = context(&c, "ctx3", "app changed\n");
     let from_min = format!("type=local,src={}", min_dir.display());
     let fourth = c.build(&ctx3, &["-t", "app", "--cache-from", &from_min]);
@@ -273,14 +280,14 @@ fn local_cache_max_and_min_in_fresh_stores() {
 }
 
 fn skopeo_raw(args: &[&str]) -> Value {
-    serde_json::from_slice(&harness::skopeo(args)).expect("skopeo JSON")
+    serde_json::from_slice(&kiln_testsupport::skopeo(args)).expect("skopeo JSON")
 }
 
 #[test]
 fn registry_cache_round_trip_reuses_blobs() {
     let reg = Registry::plain();
     let cache_ref = reg.reference("cache/app:main");
-    let a = Kiln::with_busybox();
+    let a = Kiln::with_busybox(KILN);
     let ctx = context(&a, "ctx", "app\n");
     let to = format!("type=registry,ref={cache_ref},mode=max");
     let first = a.build(&ctx, &["-t", "app", "--cache-to", &to]);
@@ -315,7 +322,7 @@ fn registry_cache_round_trip_reuses_blobs() {
         "{export}"
     );
 
-    let b = Kiln::with_busybox();
+    let b = Kiln::with_busybox(KILN);
     let from = format!("type=registry,ref={cache_ref}");
     // The fresh store re-exports too (CI's usual import-then-export): the
     // steps below its imported hit, never looked up, are exported as well.
@@ -334,7 +341,7 @@ fn registry_cache_round_trip_reuses_blobs() {
     assert_eq!(export["detail"]["uploaded"], 0, "{export}");
 
     // An edited context file re-runs exactly the steps that read it.
-    let c = Kiln::with_busybox();
+    let c = Kiln::with_busybox(KILN);
     let ctx2 = context(&c, "ctx2", "app changed\n");
     let third = c.build(&ctx2, &["-t", "app", "--cache-from", &next_ref]);
     assert_final_stage_only(&third.ran());
@@ -344,7 +351,7 @@ fn registry_cache_round_trip_reuses_blobs() {
 fn inline_cache_travels_with_the_pushed_image() {
     let reg = Registry::plain();
     let image = reg.reference("inline/app:1");
-    let a = Kiln::with_busybox();
+    let a = Kiln::with_busybox(KILN);
     let ctx = context(&a, "ctx", "app\n");
     let first = a.build(&ctx, &["-t", &image, "--cache-to", "type=inline"]);
     assert_eq!(first.ran().len(), 5);
@@ -366,7 +373,7 @@ fn inline_cache_travels_with_the_pushed_image() {
     let plain = a.build(&ctx, &["-t", "plain"]);
     assert_ne!(plain.id, first.id);
 
-    let b = Kiln::with_busybox();
+    let b = Kiln::with_busybox(KILN);
     let second = b.build(&ctx, &["-t", "app", "--cache-from", &image]);
     assert!(second.ran().is_empty(), "nothing runs: {:?}", second.ran());
     assert_eq!(second.files(), first.files());
@@ -375,7 +382,7 @@ fn inline_cache_travels_with_the_pushed_image() {
 #[test]
 fn missing_cache_is_a_warning_failed_export_an_error_bad_flags_refused() {
     let reg = Registry::plain();
-    let k = Kiln::with_busybox();
+    let k = Kiln::with_busybox(KILN);
     let ctx = context(&k, "ctx", "app\n");
     let missing_dir = format!("type=local,src={}", k.path("nothing").display());
     let missing_ref = reg.reference("nothing/here:1");
@@ -439,7 +446,7 @@ fn put_layout_blob(dir: &Path, doc: &Value) -> (String, usize) {
 
 #[test]
 fn a_cache_claiming_a_wrong_diff_id_is_not_used() {
-    let a = Kiln::with_busybox();
+    let a = Kiln::with_busybox(KILN);
     let ctx = context(&a, "ctx", "app\n");
     let dir = a.path("cache");
     let to = format!("type=local,dest={},mode=max", dir.display());
@@ -476,7 +483,7 @@ fn a_cache_claiming_a_wrong_diff_id_is_not_used() {
     index["manifests"][0]["size"] = ms.into();
     std::fs::write(dir.join("index.json"), index.to_string()).expect("index");
 
-    let b = Kiln::with_busybox();
+    let b = Kiln::with_busybox(KILN);
     let from = format!("type=local,src={}", dir.display());
     let second = b.build(&ctx, &["-t", "app", "--cache-from", &from]);
     assert_eq!(

@@ -7,11 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use kiln_testsupport::busybox_fixture;
+
 const KILN: &str = env!("CARGO_BIN_EXE_kiln");
-const FIXTURE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/fixtures/busybox-1.35-oci.tar"
-);
 const BB: &str = "busybox:1.35";
 
 /// kiln on a store of its own with the busybox fixture loaded.
@@ -25,7 +23,8 @@ impl K {
         let tmp = tempfile::tempdir().expect("tempdir");
         let root = tmp.path().join("root");
         let k = K { tmp, root };
-        k.ok(&["load", "-q", "-i", FIXTURE]);
+        let fixture = busybox_fixture();
+        k.ok(&["load", "-q", "-i", fixture.to_str().expect("utf8")]);
         k
     }
 

@@ -4,13 +4,13 @@
 //! away (never reaching the context, a stage or an image); a cache mount is
 //! one cache per id *and* uid/gid/mode.
 
-mod harness;
-
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use harness::{stderr, Kiln};
+use kiln_testsupport::{stderr, Kiln};
+
+const KILN: &str = env!("CARGO_BIN_EXE_kiln");
 
 /// Builds `ctx` (its `Dockerfile`) with `extra` flags and exports the image
 /// to a folder, which it returns.
@@ -144,7 +144,7 @@ fn layer_entries(archive: &Path) -> Vec<Vec<String>> {
 /// was written.
 #[test]
 fn mount_points_made_for_a_step_leave_nothing_in_the_image() {
-    let k = Kiln::with_busybox();
+    let k = Kiln::with_busybox(KILN);
     let ctx = k.context(
         "ctx",
         &[
@@ -235,7 +235,7 @@ fn mount_points_made_for_a_step_leave_nothing_in_the_image() {
 /// every file's content, mode and type, and no new entries.
 #[test]
 fn a_rw_bind_of_the_context_never_writes_through() {
-    let k = Kiln::with_busybox();
+    let k = Kiln::with_busybox(KILN);
     let ctx = k.context(
         "ctx",
         &[
@@ -291,7 +291,7 @@ fn a_rw_bind_of_the_context_never_writes_through() {
 /// the stage's result (and the image) are unchanged for later steps.
 #[test]
 fn a_rw_bind_from_a_stage_or_image_is_writable_and_thrown_away() {
-    let k = Kiln::with_busybox();
+    let k = Kiln::with_busybox(KILN);
     let ctx = k.context(
         "ctx",
         &[(
@@ -326,7 +326,7 @@ fn a_rw_bind_from_a_stage_or_image_is_writable_and_thrown_away() {
 /// owned as asked, and the same options find their own cache again.
 #[test]
 fn a_cache_mount_is_one_cache_per_id_and_ownership() {
-    let k = Kiln::with_busybox();
+    let k = Kiln::with_busybox(KILN);
     let ctx = k.context(
         "ctx",
         &[(
@@ -374,7 +374,7 @@ fn a_cache_mount_is_one_cache_per_id_and_ownership() {
 /// own, apart from the same id without `from`.
 #[test]
 fn a_cache_mount_from_a_stage_starts_with_its_content() {
-    let k = Kiln::with_busybox();
+    let k = Kiln::with_busybox(KILN);
     let ctx = k.context(
         "ctx",
         &[(
@@ -411,7 +411,7 @@ fn a_cache_mount_from_a_stage_starts_with_its_content() {
 /// `c` in two working directories is one cache, as are `/abs/` and `/abs`.
 #[test]
 fn relative_targets_are_beneath_workdir_and_ids_are_the_cleaned_target() {
-    let k = Kiln::with_busybox();
+    let k = Kiln::with_busybox(KILN);
     let ctx = k.context(
         "ctx",
         &[
@@ -445,7 +445,7 @@ fn relative_targets_are_beneath_workdir_and_ids_are_the_cleaned_target() {
 /// no `.dockerignore`d paths, every file owned by root.
 #[test]
 fn a_bind_of_the_context_hides_ignored_files_and_host_owners() {
-    let k = Kiln::with_busybox();
+    let k = Kiln::with_busybox(KILN);
     let ctx = k.context(
         "ctx",
         &[

@@ -5,12 +5,12 @@
 //! overlayfs, the copy fallback said aloud, and plain progress printing a
 //! line written in pieces as one line.
 
-mod harness;
-
 use std::path::Path;
 use std::process::Command;
 
-use harness::{stderr, Kiln, KILN};
+use kiln_testsupport::{busybox_fixture, stderr, Kiln};
+
+const KILN: &str = env!("CARGO_BIN_EXE_kiln");
 
 /// Builds `dockerfile` with plain progress, exporting the root filesystem;
 /// returns the export folder and the progress.
@@ -39,7 +39,7 @@ fn read(root: &Path, file: &str) -> String {
 
 #[test]
 fn home_comes_from_the_users_passwd_entry() {
-    let k = Kiln::with_busybox();
+    let k = Kiln::with_busybox(KILN);
     let (out, _) = build(
         &k,
         "FROM busybox:1.35\n\
@@ -75,7 +75,7 @@ fn home_comes_from_the_users_passwd_entry() {
 
 #[test]
 fn the_primary_group_is_among_the_users_groups() {
-    let k = Kiln::with_busybox();
+    let k = Kiln::with_busybox(KILN);
     let (out, _) = build(
         &k,
         "FROM busybox:1.35\n\
@@ -101,7 +101,7 @@ fn the_primary_group_is_among_the_users_groups() {
 /// to fall back, silently, to copying the whole root filesystem.
 #[test]
 fn steps_that_change_nothing_keep_later_steps_on_overlay() {
-    let k = Kiln::with_busybox();
+    let k = Kiln::with_busybox(KILN);
     let (out, progress) = build(
         &k,
         "FROM busybox:1.35\n\
@@ -120,7 +120,7 @@ fn steps_that_change_nothing_keep_later_steps_on_overlay() {
 /// copies, and says so once, with the reason.
 #[test]
 fn a_copy_fallback_is_said_once_with_its_reason() {
-    let k = Kiln::empty();
+    let k = Kiln::empty(KILN);
     let base = k.path("ovl");
     for d in ["lower", "upper", "work", "merged"] {
         std::fs::create_dir_all(base.join(d)).unwrap();
@@ -146,7 +146,7 @@ fn a_copy_fallback_is_said_once_with_its_reason() {
          {kiln} build --progress plain -o type=local,dest={out} {ctx}\n",
         b = base.display(),
         kiln = KILN,
-        fixture = harness::fixture(),
+        fixture = busybox_fixture().display(),
         out = out.display(),
         ctx = ctx.display(),
     );
@@ -173,7 +173,7 @@ fn a_copy_fallback_is_said_once_with_its_reason() {
 /// BuildKit's plain progress shows a line written in pieces as one line.
 #[test]
 fn plain_progress_prints_a_line_written_in_pieces_as_one() {
-    let k = Kiln::with_busybox();
+    let k = Kiln::with_busybox(KILN);
     let (_, progress) = build(
         &k,
         "FROM busybox:1.35\n\

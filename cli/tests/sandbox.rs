@@ -2,9 +2,6 @@
 //! of busybox, through the `kiln sandbox-helper` re-exec (run as root).
 #![allow(unsafe_code)] // the harness measures and signals its own child processes
 
-#[path = "../../worker/tests/common/mod.rs"]
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -26,7 +23,7 @@ struct Snap {
 impl Snap {
     fn new() -> Snap {
         let tmp = tempfile::tempdir().unwrap();
-        let layers = common::busybox_layer_dirs(tmp.path());
+        let layers = kiln_testsupport::busybox_layer_dirs(tmp.path());
         let (upper, work, merged) = (
             tmp.path().join("upper"),
             tmp.path().join("work"),
@@ -357,7 +354,7 @@ fn run_diff_has_whiteouts_and_no_mount_stubs() {
         lowers: s.layers.clone(),
     };
     let (d, tar) = write_layer(&s.upper, &opts, Compression::Gzip(6), Vec::new()).unwrap();
-    let list = common::tar_listing(&gunzip(&tar));
+    let list = kiln_testsupport::tar_listing(&gunzip(&tar));
     let names: Vec<&str> = list.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["bin/", "bin/.wh.ls", "x/", "x/y"], "{list:?}");
     assert!(d.digest.starts_with("sha256:") && d.diff_id != d.digest);
@@ -375,7 +372,7 @@ fn rm_rf_and_recreate_makes_an_opaque_dir() {
         lowers: s.layers.clone(),
     };
     let (_, tar) = write_layer(&s.upper, &opts, Compression::None, Vec::new()).unwrap();
-    let list = common::tar_listing(&tar);
+    let list = kiln_testsupport::tar_listing(&tar);
     let names: Vec<&str> = list.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
         names,
@@ -391,41 +388,6 @@ fn gunzip(gz: &[u8]) -> Vec<u8> {
         .read_to_end(&mut v)
         .unwrap();
     v
-}
-
-/// Not an assertion: how long a sandbox for `true` takes, end to end
-/// (helper re-exec, namespaces, mounts, pivot_root, exec, wait).
-#[test]
-fn spawn_latency_report() {
-    fn cpu(who: libc::c_int) -> f64 {
-        // SAFETY: rusage is plain integers, for which all zeroes is valid.
-        let mut r: libc::rusage = unsafe { std::mem::zeroed() };
-        // SAFETY: valid out-pointer.
-        unsafe { libc::getrusage(who, &mut r) };
-        let t = |tv: libc::timeval| tv.tv_sec as f64 * 1e3 + tv.tv_usec as f64 / 1e3;
-        t(r.ru_utime) + t(r.ru_stime)
-    }
-    let s = Snap::new();
-    let spec = SandboxSpec::new(s.rootfs(), vec!["/bin/true".into()]);
-    let runs = 30;
-    let mut times = Vec::new();
-    let (c0, t0) = (cpu(libc::RUSAGE_CHILDREN), cpu(libc::RUSAGE_THREAD));
-    for _ in 0..runs {
-        let t = Instant::now();
-        let o = run(&spec, Path::new(KILN), &mut |_, _| {}).unwrap();
-        times.push(t.elapsed());
-        assert!(o.status.success());
-    }
-    let (c1, t1) = (cpu(libc::RUSAGE_CHILDREN), cpu(libc::RUSAGE_THREAD));
-    times.sort();
-    eprintln!(
-        "sandbox spawn for `true`: wall min {:?}, median {:?}, max {:?}; cpu per run: helper+sandbox {:.2} ms, caller {:.2} ms ({runs} runs)",
-        times[0],
-        times[times.len() / 2],
-        times[times.len() - 1],
-        (c1 - c0) / runs as f64,
-        (t1 - t0) / runs as f64,
-    );
 }
 
 #[test]
@@ -519,7 +481,7 @@ fn writes_beside_stubs_are_kept_and_stubs_are_not() {
         lowers: s.layers.clone(),
     };
     let (_, tar) = write_layer(&s.upper, &opts, Compression::None, Vec::new()).unwrap();
-    let names: Vec<String> = common::tar_listing(&tar)
+    let names: Vec<String> = kiln_testsupport::tar_listing(&tar)
         .into_iter()
         .map(|(n, _)| n)
         .collect();

@@ -4,13 +4,13 @@
 //! secret keeps the step cached, missing secrets fail or are skipped as
 //! BuildKit does, and an SSH agent socket is forwarded with SSH_AUTH_SOCK.
 
-mod harness;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use harness::{events, imagefs, named, stderr, Kiln};
+use kiln_testsupport::{events, imagefs, named, stderr, Kiln};
 use sha2::{Digest, Sha256};
+
+const KILN: &str = env!("CARGO_BIN_EXE_kiln");
 
 const FILE_SECRET: &str = "kiln-file-secret-9f3a7c";
 const ENV_SECRET: &str = "kiln-env-secret-4b21de";
@@ -129,7 +129,7 @@ ls /run/secrets > /listing && \
 
 #[test]
 fn a_step_reads_file_and_env_secrets_that_reach_no_layer_and_no_cache_key() {
-    let k = Kiln::with_busybox();
+    let k = Kiln::with_busybox(KILN);
     let ctx = k.context("ctx", &[("Dockerfile", READER)]);
     let tok = k.path("tok.txt");
     std::fs::write(&tok, FILE_SECRET).unwrap();
@@ -200,7 +200,7 @@ fn a_step_reads_file_and_env_secrets_that_reach_no_layer_and_no_cache_key() {
 
 #[test]
 fn missing_secrets_fail_when_required_and_are_skipped_otherwise() {
-    let k = Kiln::with_busybox();
+    let k = Kiln::with_busybox(KILN);
     let required = k.context(
         "req",
         &[(
@@ -246,7 +246,7 @@ fn missing_secrets_fail_when_required_and_are_skipped_otherwise() {
 
 #[test]
 fn a_custom_target_mode_and_owner_are_honoured() {
-    let k = Kiln::with_busybox();
+    let k = Kiln::with_busybox(KILN);
     let ctx = k.context(
         "ctx",
         &[(
@@ -327,7 +327,7 @@ impl Drop for Agent {
 
 #[test]
 fn an_ssh_agent_socket_is_forwarded_with_ssh_auth_sock() {
-    let k = Kiln::with_busybox();
+    let k = Kiln::with_busybox(KILN);
     let agent = Agent::start(k.tmp.path());
     let ctx = k.context(
         "ctx",
@@ -385,7 +385,7 @@ fn an_ssh_agent_socket_is_forwarded_with_ssh_auth_sock() {
 /// namespace), and the secret's bytes in no file of the store.
 #[test]
 fn a_killed_build_leaves_no_mount_and_no_secret() {
-    let k = Kiln::with_busybox();
+    let k = Kiln::with_busybox(KILN);
     let src = k.path("secret.txt");
     std::fs::write(&src, FILE_SECRET).unwrap();
     let ctx = k.context(
@@ -426,11 +426,17 @@ fn a_killed_build_leaves_no_mount_and_no_secret() {
         seen.extend_from_slice(&buf[..n]);
     }
     // While it runs, the host sees none of its mounts.
-    assert_eq!(harness::mounts_below(&k.root), Vec::<String>::new());
+    assert_eq!(
+        kiln_testsupport::mounts_below(&k.root),
+        Vec::<String>::new()
+    );
     child.kill().expect("SIGKILL");
     let _ = child.wait();
     // Let the sandbox (which dies with its parent) go too.
     std::thread::sleep(std::time::Duration::from_millis(300));
-    assert_eq!(harness::mounts_below(&k.root), Vec::<String>::new());
+    assert_eq!(
+        kiln_testsupport::mounts_below(&k.root),
+        Vec::<String>::new()
+    );
     assert_no_file_holds_the_secret(&k.root);
 }

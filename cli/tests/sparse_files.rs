@@ -3,13 +3,13 @@
 //! blob (stored uncompressed) keeps its zeros as holes, and the image
 //! still has every byte.
 
-mod harness;
-
 use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use harness::Kiln;
+use kiln_testsupport::Kiln;
+
+const KILN: &str = env!("CARGO_BIN_EXE_kiln");
 
 /// Bytes allocated on disk beneath `dir`.
 fn allocated(dir: &Path) -> u64 {
@@ -28,7 +28,7 @@ fn allocated(dir: &Path) -> u64 {
 
 #[test]
 fn a_sparse_context_file_stays_sparse() {
-    let k = Kiln::with_busybox();
+    let k = Kiln::with_busybox(KILN);
     let ctx = k.context(
         "ctx",
         &[(

@@ -2,19 +2,19 @@
 //! fails none of them (a build holds a lease from start to export), and
 //! what a killed prune leaves is cleaned by the next prune.
 
-mod harness;
-
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use harness::{stderr, Kiln};
+use kiln_testsupport::{stderr, Kiln};
+
+const KILN: &str = env!("CARGO_BIN_EXE_kiln");
 
 /// Eight builds (each with steps of its own, a shared base image and
 /// context copies) run while `prune` and `prune --all` loop beside them;
 /// every build succeeds, and so does every prune.
 #[test]
 fn prune_beside_eight_builds_fails_none_of_them() {
-    let k = Kiln::with_busybox();
+    let k = Kiln::with_busybox(KILN);
     let mut builds = Vec::new();
     for i in 0..8 {
         let ctx = k.context(
@@ -93,7 +93,7 @@ fn prune_beside_eight_builds_fails_none_of_them() {
 /// and that older versions left in `tmp/`).
 #[test]
 fn a_killed_prunes_leftovers_go_with_the_next_prune() {
-    let k = Kiln::with_busybox();
+    let k = Kiln::with_busybox(KILN);
     // A pid that no longer runs.
     let mut gone = Command::new("true").spawn().expect("spawn");
     let pid = gone.id();

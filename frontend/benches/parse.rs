@@ -3,14 +3,12 @@
 //! every other stage so planning visits all of them. Run with
 //! `cargo bench -p kiln-frontend --bench parse`; divan prints bytes per second.
 
-use std::path::Path;
 use std::sync::LazyLock;
 
 use divan::counter::BytesCount;
 use divan::{black_box, Bencher};
 use kiln_frontend::plan::{plan, PlanOptions};
-
-const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared");
+use kiln_testsupport::shared;
 
 /// The size the corpus is repeated up to.
 const TARGET_BYTES: usize = 4 << 20;
@@ -36,7 +34,7 @@ fn usable(src: &str) -> bool {
 }
 
 static INPUT: LazyLock<String> = LazyLock::new(|| {
-    let dir = Path::new(SHARED).join("conformance/buildkit-parser");
+    let dir = shared().join("conformance/buildkit-parser");
     let mut paths: Vec<_> = std::fs::read_dir(&dir)
         .expect("shared conformance corpus")
         .filter_map(|e| e.ok().map(|e| e.path().join("Dockerfile")))

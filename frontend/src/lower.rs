@@ -722,22 +722,13 @@ pub fn url_filename(url: &str) -> String {
     }
 }
 
+/// A URL path element with its `%XX` escapes decoded (a `%` not followed by
+/// two hex digits stays as it is); bytes that are not UTF-8 are replaced
+/// rather than refused, since the result only names a file.
 fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// `--checksum` must be a digest kiln can verify: `sha256:`, `sha384:` or

@@ -4,12 +4,9 @@
 
 use kiln_frontend::parser::{dump, parse};
 use kiln_frontend::ErrorKind;
+use kiln_testsupport::shared;
 use std::fs;
 use std::path::{Path, PathBuf};
-
-fn shared() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared"))
-}
 
 fn read(path: &Path) -> String {
     fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))

@@ -3,14 +3,13 @@
 //! BuildKit's words and a location.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use kiln_frontend::plan::{plan, Base, PlanOptions, Platform, StepOp};
-
-const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared");
+use kiln_testsupport::shared;
 
 fn cases() -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(Path::new(SHARED).join("cases"))
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(shared().join("cases"))
         .expect("shared/cases exists")
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.join("Dockerfile").is_file())
@@ -108,13 +107,8 @@ fn every_case_parses_and_plans() {
 }
 
 fn plan_case(name: &str, args: &[(&str, &str)], target: Option<&str>) -> kiln_frontend::plan::Plan {
-    let src = std::fs::read_to_string(
-        Path::new(SHARED)
-            .join("cases")
-            .join(name)
-            .join("Dockerfile"),
-    )
-    .unwrap();
+    let src =
+        std::fs::read_to_string(shared().join("cases").join(name).join("Dockerfile")).unwrap();
     let df = kiln_frontend::parser::parse(&src).unwrap();
     let opts = PlanOptions {
         build_args: args
@@ -143,7 +137,7 @@ fn configs_match_buildkit_for_oracle_cases() {
         "arg-scoping",
         "user-run",
     ] {
-        let dir = Path::new(SHARED).join("cases").join(name);
+        let dir = shared().join("cases").join(name);
         let expected: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap())
                 .unwrap();
@@ -199,7 +193,7 @@ fn arg_scoping_case_values() {
 
 #[test]
 fn target_stage_prunes_unneeded_stages() {
-    let dir = Path::new(SHARED).join("cases/target-stage");
+    let dir = shared().join("cases/target-stage");
     let case: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("case.json")).unwrap()).unwrap();
     let target = case["target"].as_str().unwrap();

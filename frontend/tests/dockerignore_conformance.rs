@@ -12,12 +12,11 @@ use kiln_frontend::dockerignore::{
     self, locate, parse, read_all, ContextFilter, MatchInfo, PatternMatcher,
 };
 use kiln_frontend::ErrorKind;
+use kiln_testsupport::shared;
 use proptest::prelude::*;
 
-const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared");
-
 fn data_dir() -> PathBuf {
-    Path::new(SHARED).join("conformance/dockerignore")
+    shared().join("conformance/dockerignore")
 }
 
 #[derive(Debug, Clone)]

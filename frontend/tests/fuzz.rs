@@ -6,13 +6,11 @@
 //! and flags, and truncations. Seeded, so a failure reproduces.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use kiln_frontend::plan::{plan, PlanOptions};
+use kiln_testsupport::shared;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-
-const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared");
 
 fn corpus() -> Vec<Vec<u8>> {
     let mut out = Vec::new();
@@ -21,7 +19,7 @@ fn corpus() -> Vec<Vec<u8>> {
         "conformance/buildkit-parser-negative",
         "cases",
     ] {
-        let dir = Path::new(SHARED).join(sub);
+        let dir = shared().join(sub);
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
         };
@@ -36,7 +34,7 @@ fn corpus() -> Vec<Vec<u8>> {
         }
     }
     if let Ok(b) =
-        std::fs::read(Path::new(SHARED).join("conformance/buildkit-parser-line-numbers.Dockerfile"))
+        std::fs::read(shared().join("conformance/buildkit-parser-line-numbers.Dockerfile"))
     {
         out.push(b);
     }

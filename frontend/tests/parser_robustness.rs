@@ -4,13 +4,9 @@
 //! `${`, `<<`, nested ONBUILD).
 
 use kiln_frontend::parser::{dump, parse, Dockerfile};
+use kiln_testsupport::shared;
 use proptest::prelude::*;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
-
-fn shared() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared"))
-}
 
 fn corpus() -> Vec<String> {
     let mut out = Vec::new();

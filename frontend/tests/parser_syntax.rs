@@ -5,11 +5,7 @@
 
 use kiln_frontend::parser::{dump, parse, Dockerfile, Heredoc, Node};
 use kiln_frontend::ErrorKind;
-use std::path::PathBuf;
-
-fn shared() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared"))
-}
+use kiln_testsupport::shared;
 
 fn ok(src: &str) -> Dockerfile {
     parse(src).unwrap_or_else(|e| panic!("parse failed: {e:?}\n{src}"))

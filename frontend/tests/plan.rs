@@ -5,6 +5,7 @@ use kiln_frontend::plan::{
     StepOp,
 };
 use kiln_frontend::ErrorKind;
+use kiln_testsupport::shared;
 
 fn plan_src(src: &str, args: &[(&str, &str)], target: Option<&str>) -> kiln_frontend::Result<Plan> {
     let df = kiln_frontend::parser::parse(src)?;
@@ -519,11 +520,7 @@ fn resolver_supplies_base_env_workdir_and_onbuild_triggers() {
 
 #[test]
 fn platform_args_case_matches_expected_output() {
-    let src = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/cases/m-platform-args/Dockerfile"
-    ))
-    .unwrap();
+    let src = std::fs::read_to_string(shared().join("cases/m-platform-args/Dockerfile")).unwrap();
     let p = ok(&src);
     let r = runs(target(&p))[0];
     let vals: Vec<String> = ["TARGETPLATFORM", "TARGETOS", "TARGETARCH", "BUILDPLATFORM"]

@@ -5,13 +5,16 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use kiln_frontend::shell::{env_from_assignments, Lexer, ShellError};
+use kiln_testsupport::shared;
 use proptest::prelude::*;
 use serde_json::Value;
 
-const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared");
-
 fn load(name: &str) -> Value {
-    let path = format!("{SHARED}/conformance/shell/{name}");
+    let path = shared()
+        .join("conformance/shell")
+        .join(name)
+        .display()
+        .to_string();
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("parsing {path}: {e}"))
 }
@@ -25,8 +28,8 @@ fn str_field<'a>(case: &'a Value, key: &str) -> &'a str {
 /// The rows of a table file that apply on Unix, so the JSON cases can be
 /// checked for completeness against the file as BuildKit ships it.
 fn unix_rows_in_env_var_table() -> usize {
-    let text = std::fs::read_to_string(format!("{SHARED}/conformance/shell/envVarTest"))
-        .expect("envVarTest");
+    let text =
+        std::fs::read_to_string(shared().join("conformance/shell/envVarTest")).expect("envVarTest");
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .map(str::trim)
@@ -131,7 +134,7 @@ fn words_table() {
             )),
         }
     }
-    let rows = std::fs::read_to_string(format!("{SHARED}/conformance/shell/wordsTest"))
+    let rows = std::fs::read_to_string(shared().join("conformance/shell/wordsTest"))
         .expect("wordsTest")
         .lines()
         .filter(|l| !l.starts_with('#') && !l.starts_with("ENV ") && l.contains('|'))

@@ -14,21 +14,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use kiln_testsupport::{busybox_fixture, shared};
 use kiln_worker::fileops::{self, CopySpec, SourceIds};
 use sha2::{Digest, Sha256};
-
-const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared");
-
-fn shared() -> PathBuf {
-    PathBuf::from(SHARED)
-}
 
 /// Extract busybox 1.35 linux/amd64 from the OCI archive fixture.
 fn busybox_rootfs(into: &Path) {
     let layout = tempfile::tempdir().unwrap();
-    let f = fs::File::open(shared().join("fixtures/busybox-1.35-oci.tar")).unwrap();
+    let f = fs::File::open(busybox_fixture()).unwrap();
     tar::Archive::new(f).unpack(layout.path()).unwrap();
     let blob = |d: &str| {
         layout

@@ -1,7 +1,5 @@
 //! apply_layer, overlay mounts and diffs on real overlayfs (run as root).
 
-mod common;
-
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
@@ -163,7 +161,7 @@ fn merged_apply_executes_whiteouts() {
 #[test]
 fn busybox_unpacks_and_flattens() {
     let t = tempfile::tempdir().unwrap();
-    let layers = common::busybox_layer_dirs(t.path());
+    let layers = kiln_testsupport::busybox_layer_dirs(t.path());
     assert!(!layers.is_empty());
     let flat = t.path().join("flat");
     flatten(&layers, &flat).unwrap();
@@ -182,7 +180,7 @@ fn busybox_unpacks_and_flattens() {
 #[test]
 fn overlay_upper_diffs_to_oci_whiteouts() {
     let t = tempfile::tempdir().unwrap();
-    let layers = common::busybox_layer_dirs(t.path());
+    let layers = kiln_testsupport::busybox_layer_dirs(t.path());
     let (upper, work, merged) = (
         t.path().join("upper"),
         t.path().join("work"),
@@ -208,7 +206,7 @@ fn overlay_upper_diffs_to_oci_whiteouts() {
         ..Default::default()
     };
     let (d, tar_bytes) = write_layer(&upper, &opts, Compression::None, Vec::new()).unwrap();
-    let list = common::tar_listing(&tar_bytes);
+    let list = kiln_testsupport::tar_listing(&tar_bytes);
     let names: Vec<&str> = list.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
         names,
@@ -315,11 +313,11 @@ fn roundtrip(force_copy: bool) {
     use kiln_worker::diff::write_snapshot;
     use kiln_worker::snapshot::{Active, Finished};
     let t = tempfile::tempdir().unwrap();
-    let layers = common::busybox_layer_dirs(t.path());
+    let layers = kiln_testsupport::busybox_layer_dirs(t.path());
     let snap = Active::prepare(&layers, &t.path().join("snap"), force_copy).unwrap();
     assert_eq!(snap.is_overlay(), !force_copy);
     mutate(snap.rootfs());
-    let expected = common::tree(snap.rootfs());
+    let expected = kiln_testsupport::tree(snap.rootfs());
     let finished = snap.finish().unwrap();
     match (&finished, force_copy) {
         (Finished::Copy { .. }, true) | (Finished::Overlay { .. }, false) => {}
@@ -330,12 +328,12 @@ fn roundtrip(force_copy: bool) {
     let flat = t.path().join("check");
     flatten(&layers, &flat).unwrap();
     apply_layer_merged(flate2::read::GzDecoder::new(&gz[..]), &flat).unwrap();
-    let got = common::tree(&flat);
+    let got = kiln_testsupport::tree(&flat);
     assert_eq!(got, expected);
     // Nothing unchanged is in the layer.
     let mut tar = Vec::new();
     std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut tar).unwrap();
-    let names: Vec<String> = common::tar_listing(&tar)
+    let names: Vec<String> = kiln_testsupport::tar_listing(&tar)
         .into_iter()
         .map(|(n, _)| n)
         .collect();
@@ -390,7 +388,7 @@ fn more_lowers_than_overlay_takes_are_flattened() {
 #[test]
 fn security_capability_is_kept_and_overlay_xattrs_dropped() {
     let t = tempfile::tempdir().unwrap();
-    let layers = common::busybox_layer_dirs(t.path());
+    let layers = kiln_testsupport::busybox_layer_dirs(t.path());
     let (upper, work, merged) = (t.path().join("u"), t.path().join("w"), t.path().join("m"));
     for d in [&upper, &work, &merged] {
         std::fs::create_dir(d).unwrap();
