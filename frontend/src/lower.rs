@@ -32,9 +32,9 @@ use serde::Serialize;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::instructions::{self, Mount, MountType};
+use crate::plan::{Base, HistoryEntry, ImageConfig, Plan, Platform, Source, Stage, StepOp};
 use kiln_llb::mode::Chmod;
 use kiln_patternmatcher::gopath::clean;
-use crate::plan::{Base, HistoryEntry, ImageConfig, Plan, Platform, Source, Stage, StepOp};
 
 /// The name of the main build context, as BuildKit's `context` local.
 pub const MAIN_CONTEXT: &str = "context";

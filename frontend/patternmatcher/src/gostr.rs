@@ -55,7 +55,9 @@ pub fn is_print(c: char) -> bool {
             return Vec::new();
         };
         match hir.kind() {
-            HirKind::Class(Class::Unicode(cls)) => cls.iter().map(|r| (r.start(), r.end())).collect(),
+            HirKind::Class(Class::Unicode(cls)) => {
+                cls.iter().map(|r| (r.start(), r.end())).collect()
+            }
             _ => Vec::new(),
         }
     });

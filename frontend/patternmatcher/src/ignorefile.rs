@@ -3,9 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::PatternMatcher;
 use crate::error::{Error, Location, Result};
 use crate::gostr::go_string;
+use crate::PatternMatcher;
 
 /// The longest line Go's line scanner accepts; longer ones fail the read.
 const MAX_LINE: usize = 64 * 1024 - 1;
@@ -46,10 +46,9 @@ pub fn read_all(text: &[u8]) -> Result<Vec<IgnorePattern>> {
                 offset: line_start,
                 len: 0,
             };
-            return Err(Error::new(
-                "error reading .dockerignore: bufio.Scanner: token too long",
-            )
-            .at(loc));
+            return Err(
+                Error::new("error reading .dockerignore: bufio.Scanner: token too long").at(loc),
+            );
         }
         let mut line = raw.strip_suffix(b"\r").unwrap_or(raw);
         let mut skipped = 0usize;

@@ -17,8 +17,8 @@
 
 mod error;
 mod glob;
-mod goregex;
 pub mod gopath;
+mod goregex;
 pub mod gostr;
 mod ignorefile;
 mod matcher;

@@ -7,9 +7,9 @@
 //! the parent-results form, single-file checks the parent-matches form), so
 //! all three are kept.
 
+use crate::error::{Error, Result};
 use crate::gopath as clean;
 use crate::pattern::Pattern;
-use crate::error::{Error, Result};
 
 /// Compiled `.dockerignore` (or include/exclude) patterns.
 #[derive(Debug, Clone, Default)]
@@ -134,10 +134,7 @@ impl PatternMatcher {
     ) -> Result<(bool, MatchInfo)> {
         let parent_matched = &parent.parent_matched;
         if !parent_matched.is_empty() && parent_matched.len() != self.patterns.len() {
-            return Err(Error::new(
-                
-                "wrong number of values in parentMatched",
-            ));
+            return Err(Error::new("wrong number of values in parentMatched"));
         }
         let mut matched = false;
         let mut info = MatchInfo {

@@ -5,8 +5,8 @@
 //! results (`**/foo` is a plain suffix test, so `x**/foo`-style regex quirks
 //! never apply to it). kiln keeps the same four kinds so every edge agrees.
 
-use crate::{glob, goregex};
 use crate::error::{Error, Location};
+use crate::{glob, goregex};
 
 /// How a pattern is tested against a path (moby's `matchType`).
 #[derive(Debug, Clone)]
@@ -55,9 +55,7 @@ impl Pattern {
         }
         if glob::go_match(&cleaned, ".").is_err() {
             return Err(located(
-                Error::new(
-                    format!("syntax error in pattern {trimmed:?}"),
-                ),
+                Error::new(format!("syntax error in pattern {trimmed:?}")),
                 location,
             ));
         }
@@ -91,10 +89,7 @@ impl Pattern {
             Ok(kind) => kind,
             Err(reason) => {
                 let message = format!("syntax error in pattern {:?}: {reason}", self.cleaned);
-                return Err(located(
-                    Error::new(message),
-                    self.location,
-                ));
+                return Err(located(Error::new(message), self.location));
             }
         };
         Ok(match kind {

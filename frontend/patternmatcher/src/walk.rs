@@ -15,10 +15,10 @@ use std::fs::Metadata;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::error::Error;
 use crate::gostr::go_string;
 use crate::matcher::{MatchInfo, PatternMatcher};
 use crate::pattern::Pattern;
-use crate::error::Error;
 
 /// Why a walk stopped.
 #[derive(Debug, thiserror::Error)]
