@@ -5,7 +5,6 @@
 //! index" has one answer everywhere.
 
 use std::collections::BTreeSet;
-use std::fmt;
 
 use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
 use serde::de::DeserializeOwned;
@@ -21,106 +20,34 @@ use crate::root::Root;
 /// KiB, and a hostile one must not exhaust memory.
 pub const MAX_JSON_BLOB: u64 = 8 * 1024 * 1024;
 
-/// An `os/arch[/variant]` platform as docker spells it on the command line.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Platform {
-    /// e.g. `linux`.
-    pub os: String,
-    /// GOARCH spelling, e.g. `amd64`, `arm64`.
-    pub architecture: String,
-    /// e.g. `v8`, `v7`; `None` when absent.
-    pub variant: Option<String>,
+/// The workspace's one platform type (`kiln-platform`), re-exported
+/// where image code has always found it.
+pub use kiln_platform::Platform;
+
+/// Parses a `--platform` value for the image commands; a malformed one is
+/// an [`Error::InvalidImage`] naming it.
+pub fn parse_platform(s: &str) -> Result<Platform> {
+    Platform::parse(s).map_err(|_| Error::InvalidImage {
+        what: format!("platform {s:?}"),
+        detail: "expected os/arch[/variant]".into(),
+    })
 }
 
-impl Platform {
-    /// The platform kiln runs on, in GOARCH terms, which images use.
-    pub fn host() -> Platform {
-        let arch = match std::env::consts::ARCH {
-            "x86_64" => "amd64",
-            "aarch64" => "arm64",
-            "x86" => "386",
-            "arm" => "arm",
-            "powerpc64" => "ppc64le",
-            "s390x" => "s390x",
-            "riscv64" => "riscv64",
-            other => other,
-        };
-        Platform {
-            os: "linux".into(),
-            architecture: arch.into(),
-            variant: None,
-        }
-    }
-
-    /// Parses `os/arch[/variant]` (or just `arch`, meaning linux).
-    pub fn parse(s: &str) -> Result<Platform> {
-        let parts: Vec<&str> = s.split('/').collect();
-        let bad = || Error::InvalidImage {
-            what: format!("platform {s:?}"),
-            detail: "expected os/arch[/variant]".into(),
-        };
-        if parts.iter().any(|p| p.is_empty()) {
-            return Err(bad());
-        }
-        let (os, arch, variant) = match parts.as_slice() {
-            [a] => ("linux", *a, None),
-            [o, a] => (*o, *a, None),
-            [o, a, v] => (*o, *a, Some(v.to_string())),
-            _ => return Err(bad()),
-        };
-        Ok(Platform {
-            os: os.to_lowercase(),
-            architecture: arch.to_lowercase(),
-            variant,
-        })
-    }
-
-    /// Reads an index entry's platform.
-    pub fn of_descriptor(d: &Descriptor) -> Option<Platform> {
-        d.platform().as_ref().map(|p| Platform {
-            os: p.os().to_string(),
-            architecture: p.architecture().to_string(),
-            variant: p.variant().clone().filter(|v| !v.is_empty()),
-        })
-    }
-
-    /// Reads a config's platform (`os`, `architecture`, `variant`).
-    pub fn of_config(config: &serde_json::Value) -> Platform {
-        let s = |k: &str| {
-            config
-                .get(k)
-                .and_then(|v| v.as_str())
-                .unwrap_or("")
-                .to_string()
-        };
-        let variant = s("variant");
-        Platform {
-            os: s("os"),
-            architecture: s("architecture"),
-            variant: (!variant.is_empty()).then_some(variant),
-        }
-    }
-
-    /// Whether an image for `candidate` serves a request for `self`: a
-    /// request without variant accepts any variant (arm64 means arm64/v8).
-    pub fn matches(&self, candidate: &Platform) -> bool {
-        self.os == candidate.os
-            && self.architecture == candidate.architecture
-            && match (&self.variant, &candidate.variant) {
-                (None, _) => true,
-                (Some(v), Some(c)) => v == c,
-                (Some(v), None) => self.architecture == "arm64" && v == "v8",
-            }
-    }
-}
-
-impl fmt::Display for Platform {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.os, self.architecture)?;
-        if let Some(v) = &self.variant {
-            write!(f, "/{v}")?;
-        }
-        Ok(())
+/// Reads a config's platform (`os`, `architecture`, `variant`); absent
+/// fields are empty, an empty variant is none.
+pub fn config_platform(config: &serde_json::Value) -> Platform {
+    let s = |k: &str| {
+        config
+            .get(k)
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string()
+    };
+    let variant = s("variant");
+    Platform {
+        os: s("os"),
+        architecture: s("architecture"),
+        variant: (!variant.is_empty()).then_some(variant),
     }
 }
 
@@ -218,7 +145,7 @@ pub struct Resolved {
 impl Resolved {
     /// The platform the config declares.
     pub fn platform(&self) -> Platform {
-        Platform::of_config(&self.config)
+        config_platform(&self.config)
     }
 
     /// Config plus layers, as stored (compressed) — what `images` shows.

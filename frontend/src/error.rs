@@ -118,4 +118,26 @@ fn floor_char_boundary(s: &str, mut i: usize) -> usize {
     i
 }
 
+impl From<kiln_patternmatcher::Location> for Location {
+    fn from(l: kiln_patternmatcher::Location) -> Self {
+        Location {
+            line: l.line,
+            column: l.column,
+            offset: l.offset,
+            len: l.len,
+        }
+    }
+}
+
+/// A malformed `.dockerignore` or `--exclude` pattern.
+impl From<kiln_patternmatcher::Error> for Error {
+    fn from(e: kiln_patternmatcher::Error) -> Self {
+        Error {
+            kind: ErrorKind::Dockerignore,
+            message: e.message,
+            location: e.location.map(Location::from),
+        }
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;

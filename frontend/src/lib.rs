@@ -11,14 +11,16 @@
 //!   from nodes.
 //! - [`plan`]: stages, ARG/ENV scoping, image-config accumulation, target pruning.
 //! - [`lower`]: plans to the solver's graph of build ops.
-//! - [`mode`]: `--chmod` values, octal or symbolic, as BuildKit reads them.
+//! - [`mode`]: `--chmod` values, octal or symbolic, as BuildKit reads them
+//!   (defined in `kiln-llb`, which the worker shares; re-exported here).
 
 pub mod dockerignore;
 pub mod error;
 pub mod instructions;
 pub mod lower;
-pub mod mode;
 pub mod parser;
 pub mod plan;
 pub mod shell;
+pub use kiln_llb::mode;
+
 pub use error::{Error, ErrorKind, Location, Result};

@@ -26,14 +26,15 @@
 
 use std::collections::HashMap;
 
-use kiln_solver::ops::{self, BuildOp, Exec, ExecMount, FileAction, FileOp};
-use kiln_solver::{Graph, NodeId};
+use kiln_llb::ops::{self, BuildOp, Exec, ExecMount, FileAction, FileOp};
+use kiln_llb::{Graph, NodeId};
 use serde::Serialize;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::instructions::{self, Mount, MountType};
-use crate::mode::Chmod;
 use crate::plan::{Base, HistoryEntry, ImageConfig, Plan, Platform, Source, Stage, StepOp};
+use kiln_llb::mode::Chmod;
+use kiln_patternmatcher::gopath::clean;
 
 /// The name of the main build context, as BuildKit's `context` local.
 pub const MAIN_CONTEXT: &str = "context";
@@ -755,40 +756,13 @@ fn check_digest(c: &str) -> Result<()> {
 
 /// A mount source made absolute inside its input (`.` and `` are the root).
 fn clean_source(s: &str) -> String {
-    let joined = format!("/{s}");
-    let mut parts: Vec<&str> = Vec::new();
-    for p in joined.split('/') {
-        match p {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            p => parts.push(p),
-        }
-    }
-    format!("/{}", parts.join("/"))
+    clean(&format!("/{s}"))
 }
 
 /// A path cleaned as Go's `path.Clean`, relative or absolute as written:
 /// the default id of a cache mount.
 fn clean_id(s: &str) -> String {
-    let abs = s.starts_with('/');
-    let mut parts: Vec<&str> = Vec::new();
-    for p in s.split('/') {
-        match p {
-            "" | "." => {}
-            ".." if parts.last().is_some_and(|l| *l != "..") => {
-                parts.pop();
-            }
-            ".." if abs => {}
-            p => parts.push(p),
-        }
-    }
-    match (abs, parts.is_empty()) {
-        (true, _) => format!("/{}", parts.join("/")),
-        (false, true) => ".".into(),
-        (false, false) => parts.join("/"),
-    }
+    clean(s)
 }
 
 /// COPY's destination as BuildKit computes it: relative to the working

@@ -21,6 +21,8 @@ use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use kiln_patternmatcher::gopath::clean as clean_path;
+use kiln_patternmatcher::gostr::quote as go_quote;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorKind, Location, Result};
@@ -97,7 +99,7 @@ pub const NON_ENV_ARGS: [&str; 2] = ["BUILDKIT_SBOM_SCAN_CONTEXT", "BUILDKIT_SBO
 
 /// An OCI platform (`os/arch[/variant]`): the solver's type, which the
 /// frontend's plans and the lowered graph share.
-pub use kiln_solver::ops::Platform;
+pub use kiln_llb::ops::Platform;
 
 /// What a build asks of the planner (`--build-arg`, `--target`,
 /// `--platform`).
@@ -1591,21 +1593,6 @@ pub fn normalize_workdir(current: &str, p: &str) -> String {
     }
 }
 
-/// Go's `path.Clean` for absolute paths.
-fn clean_path(p: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for seg in p.split('/') {
-        match seg {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            s => parts.push(s),
-        }
-    }
-    format!("/{}", parts.join("/"))
-}
-
 /// EXPOSE's port specs to `port/proto` keys (ranges expanded), with
 /// BuildKit's checks and words.
 fn parse_port(raw: &str) -> std::result::Result<Vec<String>, String> {
@@ -1667,32 +1654,6 @@ fn valid_signal(s: &str) -> bool {
 fn go_string_slice(v: &[String]) -> String {
     let items: Vec<String> = v.iter().map(|s| go_quote(s)).collect();
     format!("[{}]", items.join(" "))
-}
-
-/// Go's `strconv.Quote`, for history text.
-fn go_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{07}' => out.push_str("\\a"),
-            '\u{08}' => out.push_str("\\b"),
-            '\u{0C}' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{0B}' => out.push_str("\\v"),
-            c if (c as u32) < 0x20 || c == '\u{7F}' => {
-                out.push_str(&format!("\\x{:02x}", c as u32))
-            }
-            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 /// Go's `time.Duration.String()`.

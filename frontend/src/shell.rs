@@ -12,6 +12,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use kiln_patternmatcher::gostr::quote as go_quote;
+
 /// The variables visible to an expansion.
 ///
 /// A trait rather than a map type because the planner keeps ARG and ENV scopes
@@ -1298,44 +1300,6 @@ mod chars {
         }
         contains(DIGITS.get_or_init(|| class(r"\p{Nd}")), c)
     }
-
-    pub fn is_print(c: char) -> bool {
-        static PRINTABLE: OnceLock<Ranges> = OnceLock::new();
-        if c.is_ascii() {
-            return (' '..='~').contains(&c);
-        }
-        contains(
-            PRINTABLE.get_or_init(|| class(r"[\p{L}\p{M}\p{N}\p{P}\p{S}]")),
-            c,
-        )
-    }
-}
-
-/// Go's `strconv.Quote`, which BuildKit's messages use for the failing word.
-fn go_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' | '\\' => {
-                out.push('\\');
-                out.push(c);
-            }
-            c if chars::is_print(c) => out.push(c),
-            '\x07' => out.push_str("\\a"),
-            '\x08' => out.push_str("\\b"),
-            '\x0c' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\x0b' => out.push_str("\\v"),
-            c if (c as u32) < 0x20 || c == '\x7f' => out.push_str(&format!("\\x{:02x}", c as u32)),
-            c if (c as u32) < 0x10000 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push_str(&format!("\\U{:08x}", c as u32)),
-        }
-    }
-    out.push('"');
-    out
 }
 
 #[cfg(test)]

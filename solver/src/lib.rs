@@ -8,27 +8,17 @@
 //! need, cache hits without touching their inputs, independent nodes
 //! concurrently, each node once, everything cancelled on the first failure.
 //!
+//! The op vocabulary and the graph live in `kiln-llb` (re-exported here,
+//! so `kiln_solver::ops::…` keeps working) because they need no async
+//! runtime and the frontend uses them without the scheduler.
+//!
 //! What an op *is* and how it runs belongs to the caller, through [`Op`] and
 //! [`Executor`]: this keeps the scheduler testable without sandboxes, and the
 //! worker free of scheduling.
 
-mod graph;
-mod key;
-pub mod ops;
 mod progress;
 mod scheduler;
 
-pub use graph::{Graph, NodeId};
-pub use key::Key;
+pub use kiln_llb::{mode, ops, Graph, Key, NodeId, Op};
 pub use progress::{Event, LogTicket, Progress, Stream};
 pub use scheduler::{default_jobs, solve, Executor, IgnoreCache, SolveError, SolveOptions, Solved};
-
-/// A unit of work the solver schedules.
-pub trait Op: Send + Sync + 'static {
-    /// Bytes that are equal exactly when two ops do the same work on the same
-    /// inputs; the node's identity and cache key are derived from them.
-    fn encode(&self) -> Vec<u8>;
-
-    /// What progress output calls this op, e.g. `[build 2/4] RUN make`.
-    fn name(&self) -> String;
-}

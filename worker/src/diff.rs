@@ -24,6 +24,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
+use kiln_cache::{compress, media};
 use sha2::{Digest, Sha256};
 
 use crate::snapshot::{Finished, LowerView, OPAQUE_XATTR, WHITEOUT_OPAQUE, WHITEOUT_PREFIX};
@@ -47,15 +48,11 @@ fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> DiffError 
     move |source| DiffError::Io { op, path, source }
 }
 
-/// How the blob is compressed. Building only needs the diff_id and the
-/// uncompressed layer; exporting and pushing need gzip.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    /// The blob is the tar itself (`application/vnd.oci.image.layer.v1.tar`).
-    None,
-    /// gzip at this level, 0-9 (`…layer.v1.tar+gzip`).
-    Gzip(u32),
-}
+/// How the blob is compressed: the image store's one vocabulary. Building
+/// only needs the diff_id and the uncompressed layer; exporting and pushing
+/// compress, at the store's levels (gzip 6, zstd 3), so a layer written here
+/// has the bytes a conversion in the store would give.
+pub use kiln_cache::media::Compression;
 
 /// What to leave out of a diff and what to compare against.
 #[derive(Debug, Clone, Default)]
@@ -128,6 +125,7 @@ enum Sink<W: Write> {
     /// Uncompressed: the blob digest is the diff_id, so no second hash.
     Plain(W),
     Gzip(Box<flate2::write::GzEncoder<Hashing<W>>>),
+    Zstd(Box<zstd::stream::write::Encoder<'static, Hashing<W>>>),
 }
 
 impl<W: Write> Write for Sink<W> {
@@ -135,12 +133,14 @@ impl<W: Write> Write for Sink<W> {
         match self {
             Sink::Plain(w) => w.write(buf),
             Sink::Gzip(w) => w.write(buf),
+            Sink::Zstd(w) => w.write(buf),
         }
     }
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Sink::Plain(w) => w.flush(),
             Sink::Gzip(w) => w.flush(),
+            Sink::Zstd(w) => w.flush(),
         }
     }
 }
@@ -219,10 +219,19 @@ fn write_items<W: Write>(
 ) -> Result<(LayerDigest, W), DiffError> {
     let sink = match compression {
         Compression::None => Sink::Plain(out),
-        Compression::Gzip(level) => Sink::Gzip(Box::new(flate2::write::GzEncoder::new(
+        Compression::Gzip => Sink::Gzip(Box::new(flate2::write::GzEncoder::new(
             Hashing::new(out),
-            flate2::Compression::new(level.min(9)),
+            flate2::Compression::new(compress::GZIP_LEVEL),
         ))),
+        Compression::Zstd => Sink::Zstd(Box::new(
+            zstd::stream::write::Encoder::new(Hashing::new(out), compress::ZSTD_LEVEL).map_err(
+                |e| DiffError::Io {
+                    op: "write",
+                    path: PathBuf::from("<layer>"),
+                    source: e,
+                },
+            )?,
+        )),
     };
     let mut builder = tar::Builder::new(Hashing::new(sink));
     let mut inodes: HashMap<(u64, u64), PathBuf> = HashMap::new();
@@ -258,16 +267,16 @@ fn write_items<W: Write>(
     let hashing = builder.into_inner().map_err(werr)?;
     let (sink, diff_id, tar_size) = hashing.finish();
     let (digest, size, out, media_type) = match sink {
-        Sink::Plain(out) => (
-            diff_id.clone(),
-            tar_size,
-            out,
-            "application/vnd.oci.image.layer.v1.tar",
-        ),
+        Sink::Plain(out) => (diff_id.clone(), tar_size, out, media::OCI_LAYER),
         Sink::Gzip(gz) => {
             let h = gz.finish().map_err(werr)?;
             let (out, d, n) = h.finish();
-            (d, n, out, "application/vnd.oci.image.layer.v1.tar+gzip")
+            (d, n, out, media::OCI_LAYER_GZIP)
+        }
+        Sink::Zstd(z) => {
+            let h = z.finish().map_err(werr)?;
+            let (out, d, n) = h.finish();
+            (d, n, out, media::OCI_LAYER_ZSTD)
         }
     };
     Ok((

@@ -12,7 +12,7 @@
 
 use std::path::{Path, PathBuf};
 
-use kiln_solver::ops::Platform;
+use kiln_platform::Platform;
 use serde::{Deserialize, Serialize};
 
 /// Where Debian's qemu-user-static puts its interpreters.
@@ -78,17 +78,7 @@ const RULES: &[Rule] = &[
     },
 ];
 
-/// The OCI architecture of the machine kiln runs on, so steps of the host's
-/// own platform run natively.
-pub fn host_architecture() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "arm" => "arm",
-        "riscv64" => "riscv64",
-        other => other,
-    }
-}
+pub use kiln_platform::host_architecture;
 
 /// QEMU's architecture name for an OCI one.
 fn qemu_arch(oci_arch: &str) -> Option<&'static str> {
@@ -116,10 +106,11 @@ fn emulator_in(platform: &Platform, dir: &Path) -> Result<Option<Emulator>, Emul
             os: platform.os.clone(),
         });
     }
-    if platform.architecture == host_architecture() {
+    let platform_n = platform.normalize();
+    if platform_n.architecture == host_architecture() {
         return Ok(None);
     }
-    let arch = qemu_arch(&platform.architecture).ok_or_else(|| EmulationError::Unsupported {
+    let arch = qemu_arch(&platform_n.architecture).ok_or_else(|| EmulationError::Unsupported {
         platform: platform.to_string(),
     })?;
     let path = dir.join(format!("qemu-{arch}-static"));

@@ -3,6 +3,7 @@
 //! as runc then sets it up (groups, HOME).
 
 use std::fs;
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
 use crate::executor::ExecutorError;
@@ -36,18 +37,85 @@ impl ExecUser {
     }
 }
 
-/// The entries of a passwd- or group-format file inside `root` (resolved
-/// in the root, so a symlinked /etc/passwd cannot point at the host's),
-/// split into fields; none when the file is missing or unreadable.
-fn read_db(root: &Path, file: &str) -> Vec<Vec<String>> {
-    fileops::rootpath::host_path(root, Path::new(file), true)
-        .ok()
-        .and_then(|p| fs::read_to_string(p).ok())
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
-        .map(|l| l.split(':').map(str::to_string).collect())
-        .collect()
+/// BuildKit refuses user databases larger than this; a hostile image must
+/// not make kiln read gigabytes to find a name.
+pub const MAX_USER_FILE: u64 = 10 << 20;
+
+/// Why a passwd- or group-format file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// Resolving the file inside the root failed for another reason than
+    /// its absence.
+    #[error(transparent)]
+    Resolve(fileops::error::FileOpsError),
+    #[error("{op} {file}: {source}")]
+    Io {
+        op: &'static str,
+        file: String,
+        source: std::io::Error,
+    },
+    #[error("{file} is not a regular file")]
+    NotRegular { file: String },
+    #[error("{file} exceeds {MAX_USER_FILE} bytes")]
+    TooLarge { file: String },
+}
+
+/// The entries of a passwd- or group-format file inside `root`, split into
+/// fields: the one reader of `/etc/passwd` and `/etc/group` (USER, `kiln
+/// run -u`, `--chown`). The file is resolved in the root (a symlinked
+/// /etc/passwd cannot point at the host's), must be a regular file of at
+/// most [`MAX_USER_FILE`] bytes, and is read as lossy UTF-8 lines, trimmed,
+/// without blank lines and `#` comments. `None` when the file is absent.
+pub fn read_db(root: &Path, file: &str) -> Result<Option<Vec<Vec<String>>>, DbError> {
+    let io = |op: &'static str| {
+        move |source: std::io::Error| DbError::Io {
+            op,
+            file: file.to_string(),
+            source,
+        }
+    };
+    let path = match fileops::rootpath::host_path(root, Path::new(file), true) {
+        Ok(p) => p,
+        Err(fileops::error::FileOpsError::Io { source, .. })
+            if fileops::rootpath::is_absent(&source) =>
+        {
+            return Ok(None)
+        }
+        Err(e) => return Err(DbError::Resolve(e)),
+    };
+    let f = match fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) if fileops::rootpath::is_absent(&e) => return Ok(None),
+        Err(e) => return Err(io("open")(e)),
+    };
+    let md = f.metadata().map_err(io("stat"))?;
+    if !md.is_file() {
+        return Err(DbError::NotRegular {
+            file: file.to_string(),
+        });
+    }
+    if md.len() > MAX_USER_FILE {
+        return Err(DbError::TooLarge {
+            file: file.to_string(),
+        });
+    }
+    let mut entries = Vec::new();
+    for line in BufReader::new(f.take(MAX_USER_FILE)).split(b'\n') {
+        let line = line.map_err(io("read"))?;
+        let line = String::from_utf8_lossy(&line);
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        entries.push(line.split(':').map(str::to_string).collect());
+    }
+    Ok(Some(entries))
+}
+
+/// [`read_db`] for resolving USER: a missing or unreadable database is
+/// empty, so only names (which must be listed) fail.
+fn entries(root: &Path, file: &str) -> Vec<Vec<String>> {
+    read_db(root, file).ok().flatten().unwrap_or_default()
 }
 
 /// Resolves USER in the rootfs as docker does: a name must exist; a bare
@@ -55,7 +123,7 @@ fn read_db(root: &Path, file: &str) -> Vec<Vec<String>> {
 /// are; supplementary groups come from /etc/group only when no group was
 /// given.
 pub fn resolve_user(rootfs: &Path, user: &str) -> Result<ExecUser, ExecutorError> {
-    let passwd = read_db(rootfs, "/etc/passwd");
+    let passwd = entries(rootfs, "/etc/passwd");
     if user.is_empty() {
         return Ok(ExecUser {
             uid: 0,
@@ -86,7 +154,7 @@ pub fn resolve_user(rootfs: &Path, user: &str) -> Result<ExecUser, ExecutorError
             })
         }
     };
-    let groups = read_db(rootfs, "/etc/group");
+    let groups = entries(rootfs, "/etc/group");
     if let Some(g) = g {
         gid = match g.parse::<u32>() {
             Ok(n) => n,

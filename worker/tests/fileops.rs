@@ -257,7 +257,7 @@ fn run_case(case: &str) -> (usize, Vec<String>) {
         .and_then(|e| e["config"]["WorkingDir"].as_str().map(String::from));
     let mut ignore = Vec::new();
     if let Ok(text) = fs::read(ctx.path().join(".dockerignore")) {
-        ignore = kiln_frontend::dockerignore::read_all(&text)
+        ignore = kiln_patternmatcher::read_all(&text)
             .unwrap()
             .into_iter()
             .map(|p| p.pattern)

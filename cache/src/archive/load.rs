@@ -353,13 +353,9 @@ fn docker_entry(
         staging.add(w.finish()?);
     }
     let mut d = image::descriptor(media::OCI_MANIFEST, &digest, bytes.len() as u64);
-    let platform = image::Platform::of_config(&config);
+    let platform = image::config_platform(&config);
     if !platform.architecture.is_empty() {
-        let mut p = oci_spec::image::Platform::default();
-        p.set_os(platform.os.as_str().into());
-        p.set_architecture(platform.architecture.as_str().into());
-        p.set_variant(platform.variant.clone());
-        d.set_platform(Some(p));
+        d.set_platform(Some((&platform).into()));
     }
     Ok(d)
 }

@@ -38,68 +38,9 @@ pub fn is_manifest(mt: &str) -> bool {
     mt == OCI_MANIFEST || mt == DOCKER_MANIFEST
 }
 
-/// A platform as in an index entry.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-pub struct Platform {
-    /// `linux`, `windows` …
-    #[serde(default)]
-    pub os: String,
-    /// `amd64`, `arm64` …
-    #[serde(default)]
-    pub architecture: String,
-    /// `v7`, `v8` …
-    #[serde(default)]
-    pub variant: Option<String>,
-}
-
-impl std::fmt::Display for Platform {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.os, self.architecture)?;
-        if let Some(v) = &self.variant {
-            write!(f, "/{v}")?;
-        }
-        Ok(())
-    }
-}
-
-impl Platform {
-    /// Parses `os/arch[/variant]` as `--platform` takes it, normalising the
-    /// aliases docker accepts (`x86_64`, `aarch64`, `armhf`).
-    pub fn parse(s: &str) -> Option<Platform> {
-        let parts: Vec<&str> = s.trim().split('/').collect();
-        if parts.len() < 2 || parts.len() > 3 || parts.iter().any(|p| p.is_empty()) {
-            return None;
-        }
-        let (arch, mut variant) = match parts[1].to_ascii_lowercase().as_str() {
-            "x86_64" | "x86-64" => ("amd64".to_string(), None),
-            "aarch64" => ("arm64".to_string(), None),
-            "armhf" => ("arm".to_string(), Some("v7".to_string())),
-            "armel" => ("arm".to_string(), Some("v6".to_string())),
-            a => (a.to_string(), None),
-        };
-        if let Some(v) = parts.get(2) {
-            variant = Some(v.to_ascii_lowercase());
-        }
-        Some(Platform {
-            os: parts[0].to_ascii_lowercase(),
-            architecture: arch,
-            variant,
-        })
-    }
-
-    /// Whether an index entry's platform satisfies this request: an absent
-    /// variant matches any, and arm64's default variant is v8.
-    pub fn matches(&self, have: &Platform) -> bool {
-        if self.os != have.os || self.architecture != have.architecture {
-            return false;
-        }
-        match (&self.variant, &have.variant) {
-            (None, _) => true,
-            (Some(want), Some(h)) => want == h,
-            (Some(want), None) => self.architecture == "arm64" && want == "v8",
-        }
-    }
-}
+/// The workspace's one platform type; index entries deserialise into it
+/// as the registry spelled them.
+pub use kiln_platform::Platform;
 
 /// A content descriptor.
 #[derive(Debug, Clone, Deserialize)]
@@ -201,8 +142,9 @@ mod tests {
             Platform::parse("linux/x86_64").unwrap().to_string(),
             "linux/amd64"
         );
-        assert!(Platform::parse("linux").is_none());
-        assert!(Platform::parse("linux//").is_none());
+        // A lone OS means the host's architecture, as containerd reads it.
+        assert_eq!(Platform::parse("linux").unwrap(), Platform::host());
+        assert!(Platform::parse("linux//").is_err());
     }
 
     #[test]

@@ -136,7 +136,10 @@ fn open_root() -> Result<Root> {
 }
 
 fn parse_platform(p: &Option<String>) -> Result<Option<Platform>> {
-    p.as_deref().map(Platform::parse).transpose().map_err(fail)
+    p.as_deref()
+        .map(image::parse_platform)
+        .transpose()
+        .map_err(fail)
 }
 
 /// Runs one image command; errors come back for main to render, and

@@ -133,7 +133,7 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
             let platform = match platform {
                 Some(p) => Some(
                     registry::Platform::parse(&p)
-                        .ok_or_else(|| registry::RegistryError::InvalidPlatform(p.clone()))
+                        .map_err(|_| registry::RegistryError::InvalidPlatform(p.clone()))
                         .into_diagnostic()?,
                 ),
                 None => None,

@@ -3,11 +3,12 @@
 //! `u=rwX,go=rX`, `g=u`), applied to each entry's own mode so `X` can tell
 //! directories and executables apart.
 //!
-//! The parser and its semantics are the frontend's ([`kiln_frontend::mode`]),
+//! The parser and its semantics are the op vocabulary's (`kiln_llb::mode`,
+//! shared with the frontend),
 //! so a mode is applied exactly as the frontend checked it when it read the
 //! Dockerfile; parsing again here still fails before anything is copied.
 
-pub use kiln_frontend::mode::{Chmod, ModeError};
+pub use kiln_solver::mode::{Chmod, ModeError};
 
 /// The mode of directories the copy creates: the octal mode, or 0755 for a
 /// symbolic one (as BuildKit, which only passes octal modes there).

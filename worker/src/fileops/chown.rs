@@ -4,11 +4,10 @@
 //! opened through the in-root resolver: an image whose /etc/passwd is a
 //! symlink to the host's must not read the host's.
 
-use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
 use super::error::{io_err, FileOpsError, Result};
-use super::rootpath::{host_path, is_absent};
+use crate::users::{self, DbError};
 
 /// A numeric owner, as files are finally written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -16,9 +15,6 @@ pub struct Owner {
     pub uid: u32,
     pub gid: u32,
 }
-
-/// BuildKit refuses user databases larger than this.
-const MAX_USER_FILE: u64 = 10 << 20;
 
 /// A user or group name the destination's `/etc/passwd` or `/etc/group`
 /// does not list. BuildKit says nothing and uses its default; kiln builds
@@ -134,35 +130,17 @@ fn lookup(root: &Path, file: &str, name: &str) -> Result<Found> {
         name: name.to_string(),
         reason,
     };
-    let path = match host_path(root, Path::new(file), true) {
-        Ok(p) => p,
-        Err(FileOpsError::Io { source, .. }) if is_absent(&source) => {
-            return Ok(Found::Missing(format!("no {file}")))
+    let entries = match users::read_db(root, file) {
+        Ok(Some(entries)) => entries,
+        Ok(None) => return Ok(Found::Missing(format!("no {file}"))),
+        Err(DbError::Resolve(e)) => return Err(e),
+        Err(DbError::Io { op, source, .. }) => return Err(io_err(op, file)(source)),
+        Err(e @ (DbError::NotRegular { .. } | DbError::TooLarge { .. })) => {
+            return Err(fail(e.to_string()))
         }
-        Err(e) => return Err(e),
     };
-    let f = match std::fs::File::open(&path) {
-        Ok(f) => f,
-        Err(e) if is_absent(&e) => return Ok(Found::Missing(format!("no {file}"))),
-        Err(e) => return Err(io_err("open", file)(e)),
-    };
-    let md = f.metadata().map_err(io_err("stat", file))?;
-    if !md.is_file() {
-        return Err(fail(format!("{file} is not a regular file")));
-    }
-    if md.len() > MAX_USER_FILE {
-        return Err(fail(format!("{file} exceeds {MAX_USER_FILE} bytes")));
-    }
-    let reader = BufReader::new(f.take(MAX_USER_FILE));
-    for line in reader.split(b'\n') {
-        let line = line.map_err(io_err("read", file))?;
-        let line = String::from_utf8_lossy(&line);
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let fields: Vec<&str> = line.split(':').collect();
-        if fields.first() != Some(&name) {
+    for fields in &entries {
+        if fields.first().map(String::as_str) != Some(name) {
             continue;
         }
         let num = |i: usize| {

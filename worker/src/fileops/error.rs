@@ -33,7 +33,7 @@ pub enum FileOpsError {
 
     /// A `--chmod` value is neither octal nor chmod(1)'s symbolic syntax.
     #[error(transparent)]
-    BadMode(#[from] kiln_frontend::mode::ModeError),
+    BadMode(#[from] kiln_solver::mode::ModeError),
 
     /// A directory would have to replace a file or the other way round.
     #[error("cannot copy to non-directory: {path}")]

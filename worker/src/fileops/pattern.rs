@@ -151,62 +151,36 @@ pub fn has_wildcards(s: &str) -> bool {
     false
 }
 
-/// Go's `path.Clean` for slash-separated paths.
-pub fn clean(p: &str) -> String {
-    if p.is_empty() {
-        return ".".into();
-    }
-    let rooted = p.starts_with('/');
-    let mut out: Vec<&str> = Vec::new();
-    for part in p.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                if out.last().is_some_and(|l| *l != "..") {
-                    out.pop();
-                } else if !rooted {
-                    out.push("..");
-                }
-            }
-            x => out.push(x),
-        }
-    }
-    let joined = out.join("/");
-    match (rooted, joined.is_empty()) {
-        (true, _) => format!("/{joined}"),
-        (false, true) => ".".into(),
-        (false, false) => joined,
-    }
-}
+/// Go's `path.Clean`, from the shared pattern crate.
+pub use kiln_patternmatcher::gopath::clean;
 
 /// What a directory's match left for its children (which patterns matched
 /// it, and so match everything below it).
-pub type MatchInfo = kiln_frontend::dockerignore::MatchInfo;
+pub type MatchInfo = kiln_patternmatcher::MatchInfo;
 
 /// patternmatcher patterns (`--exclude`, `--parents` filters): the
-/// frontend's implementation of moby's matcher, shared so `.dockerignore`
+/// shared implementation of moby's matcher (`kiln-patternmatcher`), so `.dockerignore`
 /// and COPY filters can never disagree.
 #[derive(Debug, Clone)]
 pub struct PatternMatcher {
-    inner: kiln_frontend::dockerignore::PatternMatcher,
+    inner: kiln_patternmatcher::PatternMatcher,
 }
 
 impl PatternMatcher {
     /// Compile patterns as patternmatcher's `New` does: trimmed, cleaned,
     /// empty ones dropped, a leading `!` marks a re-inclusion.
     pub fn new<S: AsRef<str>>(patterns: &[S]) -> Result<Self> {
-        let inner =
-            kiln_frontend::dockerignore::PatternMatcher::new(patterns.iter().map(|p| p.as_ref()))
-                .map_err(|e| FileOpsError::BadPattern {
-                pattern: format!(
-                    "{}: {e}",
-                    patterns
-                        .iter()
-                        .map(|p| p.as_ref())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            })?;
+        let inner = kiln_patternmatcher::PatternMatcher::new(patterns.iter().map(|p| p.as_ref()))
+            .map_err(|e| FileOpsError::BadPattern {
+            pattern: format!(
+                "{}: {e}",
+                patterns
+                    .iter()
+                    .map(|p| p.as_ref())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        })?;
         Ok(PatternMatcher { inner })
     }
 

@@ -25,30 +25,28 @@ use super::copier::mkdir_all;
 use super::error::{io_err, FileOpsError, Result};
 use super::meta::{self, Time};
 use super::rootpath::{is_absent, resolve, strip};
+use kiln_cache::media::{self, Compression};
+
 use super::CopyReport;
 
-/// Compression of a stream, told by its first bytes.
+/// The decoder an ADD archive needs: a layer compression (the one
+/// [`Compression`] vocabulary, sniffed by the image store's table) or one
+/// of the two older formats ADD also accepts and layers never use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    None,
-    Gzip,
+pub enum Codec {
+    Layer(Compression),
     Bzip2,
     Xz,
-    Zstd,
 }
 
 /// Recognise a compressed stream by its magic number.
-pub fn detect(head: &[u8]) -> Compression {
-    if head.starts_with(&[0x1f, 0x8b, 0x08]) {
-        Compression::Gzip
-    } else if head.starts_with(b"BZh") {
-        Compression::Bzip2
+pub fn detect(head: &[u8]) -> Codec {
+    if head.starts_with(b"BZh") {
+        Codec::Bzip2
     } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
-        Compression::Xz
-    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Compression::Zstd
+        Codec::Xz
     } else {
-        Compression::None
+        Codec::Layer(media::sniff_compression(head))
     }
 }
 
@@ -57,11 +55,11 @@ fn decompressed(file: File) -> io::Result<Box<dyn Read>> {
     let mut buf = BufReader::with_capacity(64 * 1024, file);
     let kind = detect(buf.fill_buf()?);
     Ok(match kind {
-        Compression::None => Box::new(buf),
-        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buf)),
-        Compression::Bzip2 => Box::new(bzip2::bufread::MultiBzDecoder::new(buf)),
-        Compression::Xz => Box::new(liblzma::bufread::XzDecoder::new_multi_decoder(buf)),
-        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(buf)?),
+        Codec::Layer(Compression::None) => Box::new(buf),
+        Codec::Layer(Compression::Gzip) => Box::new(flate2::bufread::MultiGzDecoder::new(buf)),
+        Codec::Bzip2 => Box::new(bzip2::bufread::MultiBzDecoder::new(buf)),
+        Codec::Xz => Box::new(liblzma::bufread::XzDecoder::new_multi_decoder(buf)),
+        Codec::Layer(Compression::Zstd) => Box::new(zstd::stream::read::Decoder::with_buffer(buf)?),
     })
 }
 

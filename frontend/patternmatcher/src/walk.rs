@@ -15,10 +15,10 @@ use std::fs::Metadata;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::ignorefile::go_string;
-use super::matcher::{MatchInfo, PatternMatcher};
-use super::pattern::Pattern;
 use crate::error::Error;
+use crate::gostr::go_string;
+use crate::matcher::{MatchInfo, PatternMatcher};
+use crate::pattern::Pattern;
 
 /// Why a walk stopped.
 #[derive(Debug, thiserror::Error)]

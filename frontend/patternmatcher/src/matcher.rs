@@ -7,9 +7,9 @@
 //! the parent-results form, single-file checks the parent-matches form), so
 //! all three are kept.
 
-use super::clean;
-use super::pattern::Pattern;
 use crate::error::{Error, Result};
+use crate::gopath as clean;
+use crate::pattern::Pattern;
 
 /// Compiled `.dockerignore` (or include/exclude) patterns.
 #[derive(Debug, Clone, Default)]
@@ -40,7 +40,7 @@ impl PatternMatcher {
 
     /// Like [`PatternMatcher::new`], keeping where each pattern was written
     /// so errors point at the `.dockerignore` line.
-    pub fn from_ignore_patterns(patterns: &[super::IgnorePattern]) -> Result<Self> {
+    pub fn from_ignore_patterns(patterns: &[crate::IgnorePattern]) -> Result<Self> {
         Self::from_located(
             patterns
                 .iter()
@@ -134,10 +134,7 @@ impl PatternMatcher {
     ) -> Result<(bool, MatchInfo)> {
         let parent_matched = &parent.parent_matched;
         if !parent_matched.is_empty() && parent_matched.len() != self.patterns.len() {
-            return Err(Error::new(
-                crate::error::ErrorKind::Dockerignore,
-                "wrong number of values in parentMatched",
-            ));
+            return Err(Error::new("wrong number of values in parentMatched"));
         }
         let mut matched = false;
         let mut info = MatchInfo {

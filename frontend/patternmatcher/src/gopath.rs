@@ -1,4 +1,6 @@
-//! Lexical path cleaning with Go's `path/filepath` rules (Unix flavour).
+//! Lexical path cleaning with Go's `path` / `path/filepath` rules (Unix
+//! flavour), the one copy kiln has: the frontend, COPY and cache-mount ids
+//! all clean paths the way BuildKit does.
 //!
 //! moby cleans every pattern and every path it matches with `filepath.Clean`
 //! and splits parents with `filepath.Dir`; matching only agrees with BuildKit

@@ -5,8 +5,8 @@
 //! results (`**/foo` is a plain suffix test, so `x**/foo`-style regex quirks
 //! never apply to it). kiln keeps the same four kinds so every edge agrees.
 
-use super::{glob, goregex};
-use crate::error::{Error, ErrorKind, Location};
+use crate::error::{Error, Location};
+use crate::{glob, goregex};
 
 /// How a pattern is tested against a path (moby's `matchType`).
 #[derive(Debug, Clone)]
@@ -41,12 +41,12 @@ impl Pattern {
         if trimmed.is_empty() {
             return Ok(None);
         }
-        let mut cleaned = super::clean::clean(trimmed);
+        let mut cleaned = crate::gopath::clean(trimmed);
         let mut exclusion = false;
         if let Some(rest) = cleaned.strip_prefix('!') {
             if rest.is_empty() {
                 return Err(located(
-                    Error::new(ErrorKind::Dockerignore, "illegal exclusion pattern: \"!\""),
+                    Error::new("illegal exclusion pattern: \"!\""),
                     location,
                 ));
             }
@@ -55,10 +55,7 @@ impl Pattern {
         }
         if glob::go_match(&cleaned, ".").is_err() {
             return Err(located(
-                Error::new(
-                    ErrorKind::Dockerignore,
-                    format!("syntax error in pattern {trimmed:?}"),
-                ),
+                Error::new(format!("syntax error in pattern {trimmed:?}")),
                 location,
             ));
         }
@@ -92,10 +89,7 @@ impl Pattern {
             Ok(kind) => kind,
             Err(reason) => {
                 let message = format!("syntax error in pattern {:?}: {reason}", self.cleaned);
-                return Err(located(
-                    Error::new(ErrorKind::Dockerignore, message),
-                    self.location,
-                ));
+                return Err(located(Error::new(message), self.location));
             }
         };
         Ok(match kind {

@@ -6,25 +6,11 @@
 //! because the match ended early) is part of the observable behaviour, so this
 //! follows the same chunk-by-chunk algorithm rather than a separate validator.
 
+use crate::gostr::decode_rune;
+
 /// The pattern is malformed (Go's `filepath.ErrBadPattern`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BadPattern;
-
-/// Decodes one rune the way Go does: invalid bytes are U+FFFD of width 1.
-pub(crate) fn decode_rune(bytes: &[u8]) -> (char, usize) {
-    if bytes.is_empty() {
-        return ('\u{FFFD}', 0);
-    }
-    let max = bytes.len().min(4);
-    for len in 1..=max {
-        if let Ok(s) = std::str::from_utf8(&bytes[..len]) {
-            if let Some(c) = s.chars().next() {
-                return (c, len);
-            }
-        }
-    }
-    ('\u{FFFD}', 1)
-}
 
 /// Reports whether `name` matches the shell pattern, or the pattern's error.
 pub fn go_match(pattern: &str, name: &str) -> Result<bool, BadPattern> {

@@ -3,8 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use super::PatternMatcher;
-use crate::error::{Error, ErrorKind, Location, Result};
+use crate::error::{Error, Location, Result};
+use crate::gostr::go_string;
+use crate::PatternMatcher;
 
 /// The longest line Go's line scanner accepts; longer ones fail the read.
 const MAX_LINE: usize = 64 * 1024 - 1;
@@ -17,24 +18,6 @@ pub struct IgnorePattern {
     pub pattern: String,
     /// The trimmed pattern's span in the file, for diagnostics.
     pub location: Location,
-}
-
-/// Turns bytes into a string the way Go sees them: every invalid byte is
-/// one U+FFFD, so matching of odd names agrees with Go's rune decoding.
-pub(crate) fn go_string(bytes: &[u8]) -> String {
-    match std::str::from_utf8(bytes) {
-        Ok(s) => s.to_string(),
-        Err(_) => {
-            let mut out = String::with_capacity(bytes.len() + 8);
-            let mut rest = bytes;
-            while !rest.is_empty() {
-                let (c, n) = super::glob::decode_rune(rest);
-                out.push(c);
-                rest = &rest[n.max(1)..];
-            }
-            out
-        }
-    }
 }
 
 /// Splits `.dockerignore` text into patterns as moby's `ReadAll` does:
@@ -63,11 +46,9 @@ pub fn read_all(text: &[u8]) -> Result<Vec<IgnorePattern>> {
                 offset: line_start,
                 len: 0,
             };
-            return Err(Error::new(
-                ErrorKind::Dockerignore,
-                "error reading .dockerignore: bufio.Scanner: token too long",
-            )
-            .at(loc));
+            return Err(
+                Error::new("error reading .dockerignore: bufio.Scanner: token too long").at(loc),
+            );
         }
         let mut line = raw.strip_suffix(b"\r").unwrap_or(raw);
         let mut skipped = 0usize;
@@ -98,7 +79,7 @@ pub fn read_all(text: &[u8]) -> Result<Vec<IgnorePattern>> {
         };
         let mut pattern = String::new();
         if !body.is_empty() {
-            let cleaned = super::clean::clean(body);
+            let cleaned = crate::gopath::clean(body);
             pattern = match cleaned.strip_prefix('/') {
                 Some(rel) if !rel.is_empty() => rel.to_string(),
                 _ => cleaned,
@@ -114,7 +95,7 @@ pub fn read_all(text: &[u8]) -> Result<Vec<IgnorePattern>> {
 
 /// Reads and compiles a `.dockerignore`: [`read_all`] then
 /// [`PatternMatcher::from_ignore_patterns`], so a lone `!` or a malformed
-/// glob is an [`ErrorKind::Dockerignore`] error at its line and column.
+/// glob is an [`Error`] at its line and column.
 pub fn parse(text: &[u8]) -> Result<PatternMatcher> {
     PatternMatcher::from_ignore_patterns(&read_all(text)?)
 }
@@ -177,7 +158,6 @@ mod tests {
         assert_eq!(got[1].pattern, "#2");
         assert_eq!((got[1].location.line, got[1].location.column), (2, 3));
         let err = parse(text.as_bytes()).unwrap_err();
-        assert_eq!(err.kind, ErrorKind::Dockerignore);
         let loc = err.location.unwrap();
         assert_eq!((loc.line, loc.column, loc.len), (3, 2, 1));
         assert_eq!(&text[loc.offset..loc.offset + loc.len], "[");
