@@ -384,6 +384,11 @@ fn build(a: BuildArgs) -> Result<ExitCode> {
         },
     )
     .map_err(|e| e.with_source(&df_name, &text))?;
+    let mut sources = lowered.sources;
+    sources.set_file(
+        kiln_frontend::source_map::display_name(&df_path),
+        text.clone(),
+    );
 
     // As BuildKit checks entitlements before solving: nothing runs.
     if !allow_host_network {
@@ -426,6 +431,7 @@ fn build(a: BuildArgs) -> Result<ExitCode> {
         network,
         secrets,
         allow_insecure,
+        sources,
     };
     let solved = run_worker(job)?;
     if let Some(i) = &imported {
@@ -529,20 +535,8 @@ struct Job<'a> {
     /// `--secret` and `--ssh`.
     secrets: kiln_worker::secrets::Secrets,
     allow_insecure: bool,
-}
-
-/// The stage an op's display name belongs to (`[name 2/5] RUN …`), for
-/// `--no-cache-filter`.
-fn op_stage(op: &BuildOp) -> Option<String> {
-    let display = match op {
-        BuildOp::Exec(e) => &e.display,
-        BuildOp::File(f) => &f.display,
-        _ => return None,
-    };
-    let inner = display.strip_prefix('[')?.split(']').next()?;
-    let mut words: Vec<&str> = inner.split_whitespace().collect();
-    words.pop(); // n/total
-    words.last().map(|s| s.to_string())
+    /// Where each node was written (for `--no-cache-filter` and errors).
+    sources: kiln_frontend::source_map::SourceMap,
 }
 
 /// A solve's outcome: the results and the cache keys of the solve, or a
@@ -564,10 +558,11 @@ where
     let drawer = progress::spawn(job.mode, rx);
     let filter = job.no_cache_filter.clone();
     let ignore_cache: Option<kiln_solver::IgnoreCache<BuildOp>> = if job.no_cache {
-        Some(Arc::new(|_: &BuildOp| true))
+        Some(Arc::new(|_, _: &BuildOp| true))
     } else if !filter.is_empty() {
-        Some(Arc::new(move |op: &BuildOp| {
-            op_stage(op).is_some_and(|s| filter.contains(&s))
+        let sources = job.sources.clone();
+        Some(Arc::new(move |n, _: &BuildOp| {
+            sources.in_stages(n, &filter)
         }))
     } else {
         None
@@ -590,13 +585,23 @@ where
         Ok(s) => s,
         Err(e) => {
             // The failed step's last lines above the error, as BuildKit
-            // shows them, whatever the display (JSON has them as events).
-            if let Some(f) = failure.filter(|f| !f.tail.is_empty()) {
+            // shows them, whatever the display (JSON has them as events);
+            // then the Dockerfile lines it was written on, and the error
+            // without the step's name, which both have shown.
+            let snippet = job.sources.snippet(e.vertex());
+            let failure = failure.filter(|f| f.name == e.name());
+            if let Some(f) = failure.filter(|f| !f.tail.is_empty() || snippet.is_some()) {
                 if job.mode != progress::Mode::Json {
                     eprint!("{}", f.render());
                 }
             }
-            return Ok(Err(e.to_string()));
+            return Ok(Err(match snippet {
+                Some(s) => {
+                    eprint!("{s}");
+                    e.inner().to_string()
+                }
+                None => e.to_string(),
+            }));
         }
     };
     let all_cached = solved.executed.is_empty();
