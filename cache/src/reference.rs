@@ -63,15 +63,15 @@ impl Reference {
             _ => (rest, None),
         };
         if let Some(t) = tag {
-            validate_tag(t).map_err(|r| bad(&r))?;
+            validate_tag(t).map_err(|r| bad(&r.to_string()))?;
         }
         let (registry, repository) = split_domain(name);
-        let registry = registry.map_err(|r| bad(&r))?;
+        let registry = registry.map_err(|r| bad(&r.to_string()))?;
         if repository.is_empty() {
             return Err(bad("empty repository"));
         }
         for component in repository.split('/') {
-            validate_component(component).map_err(|r| bad(&r))?;
+            validate_component(component).map_err(|r| bad(&r.to_string()))?;
         }
         let repository = if registry == DOCKER_HUB && !repository.contains('/') {
             format!("library/{repository}")
@@ -147,7 +147,7 @@ impl Reference {
     pub fn with_tag(&self, tag: &str) -> Result<Reference> {
         validate_tag(tag).map_err(|reason| Error::InvalidReference {
             value: tag.to_string(),
-            reason,
+            reason: reason.to_string(),
         })?;
         Ok(Reference {
             registry: self.registry.clone(),
@@ -179,9 +179,27 @@ impl Reference {
     }
 }
 
+/// What part of a reference is malformed (the reason of
+/// [`Error::InvalidReference`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum BadPart {
+    #[error("invalid registry {0:?}")]
+    Registry(String),
+    #[error("invalid port in registry {0:?}")]
+    Port(String),
+    #[error("empty path component")]
+    EmptyComponent,
+    #[error("repository name must be lowercase")]
+    Uppercase,
+    #[error("invalid path component {0:?}")]
+    Component(String),
+    #[error("invalid tag {0:?}")]
+    Tag(String),
+}
+
 /// Splits off the registry as docker does: the first component is a
 /// registry only if it has a '.', a ':' or is `localhost`.
-fn split_domain(name: &str) -> (std::result::Result<String, String>, &str) {
+fn split_domain(name: &str) -> (std::result::Result<String, BadPart>, &str) {
     match name.split_once('/') {
         Some((first, rest))
             if first.contains('.') || first.contains(':') || first == "localhost" =>
@@ -197,7 +215,7 @@ fn split_domain(name: &str) -> (std::result::Result<String, String>, &str) {
     }
 }
 
-fn validate_domain(d: &str) -> std::result::Result<(), String> {
+fn validate_domain(d: &str) -> std::result::Result<(), BadPart> {
     // `[v6addr]:port` keeps its colons inside the brackets.
     let (host, port) = if let Some(rest) = d.strip_prefix('[') {
         match rest.split_once(']') {
@@ -205,10 +223,10 @@ fn validate_domain(d: &str) -> std::result::Result<(), String> {
                 "" => (h, None),
                 t => match t.strip_prefix(':') {
                     Some(p) => (h, Some(p)),
-                    None => return Err(format!("invalid registry {d:?}")),
+                    None => return Err(BadPart::Registry(d.to_string())),
                 },
             },
-            _ => return Err(format!("invalid registry {d:?}")),
+            _ => return Err(BadPart::Registry(d.to_string())),
         }
     } else {
         match d.split_once(':') {
@@ -218,7 +236,7 @@ fn validate_domain(d: &str) -> std::result::Result<(), String> {
     };
     if let Some(p) = port {
         if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(format!("invalid port in registry {d:?}"));
+            return Err(BadPart::Port(d.to_string()));
         }
     }
     let v6 = d.starts_with('[');
@@ -231,23 +249,23 @@ fn validate_domain(d: &str) -> std::result::Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!("invalid registry {d:?}"))
+        Err(BadPart::Registry(d.to_string()))
     }
 }
 
 /// A path component: lowercase alphanumerics separated by `.`, `_`, `__`
 /// or runs of `-`.
-fn validate_component(c: &str) -> std::result::Result<(), String> {
+fn validate_component(c: &str) -> std::result::Result<(), BadPart> {
     if c.is_empty() {
-        return Err("empty path component".into());
+        return Err(BadPart::EmptyComponent);
     }
     if c.bytes().any(|b| b.is_ascii_uppercase()) {
-        return Err("repository name must be lowercase".into());
+        return Err(BadPart::Uppercase);
     }
     let b = c.as_bytes();
     let alnum = |x: u8| x.is_ascii_lowercase() || x.is_ascii_digit();
     if !alnum(b[0]) || !alnum(b[b.len() - 1]) {
-        return Err(format!("invalid path component {c:?}"));
+        return Err(BadPart::Component(c.to_string()));
     }
     let mut i = 0;
     while i < b.len() {
@@ -263,14 +281,14 @@ fn validate_component(c: &str) -> std::result::Result<(), String> {
         let sep = &c[start..i];
         let ok = sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|x| x == b'-');
         if !ok {
-            return Err(format!("invalid path component {c:?}"));
+            return Err(BadPart::Component(c.to_string()));
         }
     }
     Ok(())
 }
 
 /// A tag: `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
-fn validate_tag(t: &str) -> std::result::Result<(), String> {
+fn validate_tag(t: &str) -> std::result::Result<(), BadPart> {
     let ok = !t.is_empty()
         && t.len() <= 128
         && t.bytes()
@@ -281,7 +299,7 @@ fn validate_tag(t: &str) -> std::result::Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!("invalid tag {t:?}"))
+        Err(BadPart::Tag(t.to_string()))
     }
 }
 

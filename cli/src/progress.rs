@@ -507,8 +507,14 @@ impl kiln_build::Progress for BuildProgress {
                 let failure = handle.join().ok().flatten();
                 // The failed step's last lines above the error, as BuildKit
                 // shows them, whatever the display (JSON has them as
-                // events).
-                if let Some(f) = failure.filter(|f| failed && !f.tail.is_empty()) {
+                // events); the box stands even empty when the step's
+                // Dockerfile lines follow it.
+                let shown = failure.filter(|f| {
+                    failed
+                        .as_ref()
+                        .is_some_and(|s| s.step == f.name && (s.at_source || !f.tail.is_empty()))
+                });
+                if let Some(f) = shown {
                     if self.mode != Mode::Json {
                         eprint!("{}", f.render());
                     }

@@ -661,13 +661,15 @@ fn command_from_node(node: &Node) -> Result<Command> {
             let mounts = flags.list("mount");
             let mut typed = Some(Vec::new());
             for m in &mounts {
-                check_mount_syntax(m)
-                    .map_err(|e| flag_err(node, "--mount", ErrorKind::InvalidArgument, e))?;
+                check_mount_syntax(m).map_err(|e| {
+                    flag_err(node, "--mount", ErrorKind::InvalidArgument, e.to_string())
+                })?;
                 if m.contains('$') {
                     typed = None;
                 } else if let Some(list) = typed.as_mut() {
-                    let mount = parse_mount(m, &mut |s| Ok(s.to_string()))
-                        .map_err(|e| flag_err(node, "--mount", ErrorKind::InvalidArgument, e))?;
+                    let mount = parse_mount(m, &mut |s| Ok(s.to_string())).map_err(|e| {
+                        flag_err(node, "--mount", ErrorKind::InvalidArgument, e.to_string())
+                    })?;
                     list.push(mount);
                 }
             }
@@ -994,8 +996,14 @@ fn healthcheck_from_node(node: &Node) -> Result<Healthcheck> {
         if v.is_empty() {
             return Ok(0);
         }
-        let d = parse_duration(&v)
-            .map_err(|e| flag_err(node, &format!("--{name}"), ErrorKind::InvalidArgument, e))?;
+        let d = parse_duration(&v).map_err(|e| {
+            flag_err(
+                node,
+                &format!("--{name}"),
+                ErrorKind::InvalidArgument,
+                e.to_string(),
+            )
+        })?;
         if d == 0 {
             return Ok(0);
         }
@@ -1095,10 +1103,60 @@ fn strip_onbuild_prefix(original: &str) -> &str {
     }
 }
 
+/// Why a Go duration did not parse, in Go's `time` words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("time: invalid duration {0:?}")]
+    Invalid(String),
+    #[error("time: missing unit in duration {0:?}")]
+    MissingUnit(String),
+    #[error("time: unknown unit {unit:?} in duration {input:?}")]
+    UnknownUnit { unit: String, input: String },
+}
+
+/// Why a `RUN --mount` value was refused, in BuildKit's words.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum MountError {
+    #[error("failed to parse csv mounts: bare \" in non-quoted field: {0}")]
+    BareQuote(String),
+    #[error("failed to parse csv mounts: extraneous or missing \" in quoted-field: {0}")]
+    UnclosedQuote(String),
+    #[error("'from' doesn't support variable expansion, define alias stage instead")]
+    FromExpansion,
+    #[error("unexpected key '{key}' for mount type '{kind}'")]
+    KeyNotForType { key: String, kind: &'static str },
+    #[error("invalid field '{0}' must be a key=value pair")]
+    NotKeyValue(String),
+    #[error("unexpected key '{key}' in '{field}'")]
+    UnknownKey { key: String, field: String },
+    #[error("invalid value for {key}: {value}")]
+    InvalidValue { key: String, value: String },
+    #[error("invalid value {value} for {key}")]
+    InvalidNumber { key: &'static str, value: String },
+    #[error("unsupported mount type {0:?}")]
+    UnsupportedType(String),
+    #[error("unsupported sharing value {0:?}")]
+    UnsupportedSharing(String),
+    /// `mode`, `uid` or `gid` on a mount type that has no files to own.
+    #[error("{option} not allowed for {kind:?} type mounts")]
+    NotAllowed {
+        option: &'static str,
+        kind: &'static str,
+    },
+    /// A secret mount's options contradict each other.
+    #[error("{0}")]
+    Secret(&'static str),
+    #[error("invalid cache sharing set for {0} mount")]
+    SharingNotForType(&'static str),
+    /// Expanding a value failed (the caller's error).
+    #[error(transparent)]
+    Expand(#[from] Error),
+}
+
 /// Parses a Go duration (`1h2m3.5s`, `300ms`, `0`) into nanoseconds, with
 /// Go's error words.
-pub fn parse_duration(s: &str) -> std::result::Result<i64, String> {
-    let bad = || format!("time: invalid duration {s:?}");
+pub fn parse_duration(s: &str) -> std::result::Result<i64, DurationError> {
+    let bad = || DurationError::Invalid(s.to_string());
     let (neg, mut rest) = match s.as_bytes().first() {
         Some(b'-') => (true, &s[1..]),
         Some(b'+') => (false, &s[1..]),
@@ -1132,8 +1190,13 @@ pub fn parse_duration(s: &str) -> std::result::Result<i64, String> {
             "s" => 1e9,
             "m" => 60e9,
             "h" => 3600e9,
-            "" => return Err(format!("time: missing unit in duration {s:?}")),
-            _ => return Err(format!("time: unknown unit {unit:?} in duration {s:?}")),
+            "" => return Err(DurationError::MissingUnit(s.to_string())),
+            _ => {
+                return Err(DurationError::UnknownUnit {
+                    unit: unit.to_string(),
+                    input: s.to_string(),
+                })
+            }
         };
         rest = &rest[unit_len..];
         total += value * scale;
@@ -1146,7 +1209,7 @@ pub fn parse_duration(s: &str) -> std::result::Result<i64, String> {
 }
 
 /// Splits a `--mount` value as a CSV record (quotes group commas).
-fn csv_fields(s: &str) -> std::result::Result<Vec<String>, String> {
+fn csv_fields(s: &str) -> std::result::Result<Vec<String>, MountError> {
     let mut fields = Vec::new();
     let mut cur = String::new();
     let mut chars = s.chars().peekable();
@@ -1171,11 +1234,7 @@ fn csv_fields(s: &str) -> std::result::Result<Vec<String>, String> {
                 in_quotes = true;
                 at_start = false;
             }
-            '"' => {
-                return Err(format!(
-                    "failed to parse csv mounts: bare \" in non-quoted field: {s}"
-                ))
-            }
+            '"' => return Err(MountError::BareQuote(s.to_string())),
             ',' => {
                 fields.push(std::mem::take(&mut cur));
                 at_start = true;
@@ -1187,25 +1246,20 @@ fn csv_fields(s: &str) -> std::result::Result<Vec<String>, String> {
         }
     }
     if in_quotes {
-        return Err(format!(
-            "failed to parse csv mounts: extraneous or missing \" in quoted-field: {s}"
-        ));
+        return Err(MountError::UnclosedQuote(s.to_string()));
     }
     fields.push(cur);
     Ok(fields)
 }
 
 /// The checks BuildKit makes on a `--mount` before any expansion.
-fn check_mount_syntax(val: &str) -> std::result::Result<(), String> {
+fn check_mount_syntax(val: &str) -> std::result::Result<(), MountError> {
     for field in csv_fields(val)? {
         if let Some((key, value)) = field.split_once('=') {
             if key.eq_ignore_ascii_case("from") {
                 if let Some(idx) = value.find('$') {
                     if idx != value.len() - 1 {
-                        return Err(
-                            "'from' doesn't support variable expansion, define alias stage instead"
-                                .into(),
-                        );
+                        return Err(MountError::FromExpansion);
                     }
                 }
             }
@@ -1218,8 +1272,8 @@ fn check_mount_syntax(val: &str) -> std::result::Result<(), String> {
 /// BuildKit's rules and messages.
 pub fn parse_mount(
     val: &str,
-    expand: &mut dyn FnMut(&str) -> std::result::Result<String, String>,
-) -> std::result::Result<Mount, String> {
+    expand: &mut dyn FnMut(&str) -> Result<String>,
+) -> std::result::Result<Mount, MountError> {
     let mut m = Mount::default();
     let mut ro_auto = true;
     let mut has_mode = false;
@@ -1242,21 +1296,24 @@ pub fn parse_mount(
                     m.required = true
                 }
                 "required" => {
-                    return Err(format!(
-                        "unexpected key '{key}' for mount type '{}'",
-                        mount_type_name(m.kind)
-                    ))
+                    return Err(MountError::KeyNotForType {
+                        key,
+                        kind: mount_type_name(m.kind),
+                    })
                 }
-                _ => return Err(format!("invalid field '{field}' must be a key=value pair")),
+                _ => return Err(MountError::NotKeyValue(field)),
             }
             continue;
         };
         let value = expand(value)?;
-        let parse_bool = |v: &str| -> std::result::Result<bool, String> {
+        let parse_bool = |v: &str| -> std::result::Result<bool, MountError> {
             match v {
                 "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
                 "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
-                _ => Err(format!("invalid value for {key}: {v}")),
+                _ => Err(MountError::InvalidValue {
+                    key: key.clone(),
+                    value: v.to_string(),
+                }),
             }
         };
         match key.as_str() {
@@ -1267,7 +1324,7 @@ pub fn parse_mount(
                     "tmpfs" => MountType::Tmpfs,
                     "secret" => MountType::Secret,
                     "ssh" => MountType::Ssh,
-                    _ => return Err(format!("unsupported mount type {value:?}")),
+                    _ => return Err(MountError::UnsupportedType(value)),
                 }
             }
             "from" => m.from = Some(value),
@@ -1285,22 +1342,24 @@ pub fn parse_mount(
                 m.required = parse_bool(&value)?
             }
             "required" => {
-                return Err(format!(
-                    "unexpected key '{key}' for mount type '{}'",
-                    mount_type_name(m.kind)
-                ))
+                return Err(MountError::KeyNotForType {
+                    key,
+                    kind: mount_type_name(m.kind),
+                })
             }
             "size" if m.kind == MountType::Tmpfs => {
                 m.size = Some(
-                    ram_in_bytes(&value)
-                        .ok_or_else(|| format!("invalid value for {key}: {value}"))?,
+                    ram_in_bytes(&value).ok_or_else(|| MountError::InvalidValue {
+                        key: key.clone(),
+                        value: value.clone(),
+                    })?,
                 )
             }
             "size" => {
-                return Err(format!(
-                    "unexpected key '{key}' for mount type '{}'",
-                    mount_type_name(m.kind)
-                ))
+                return Err(MountError::KeyNotForType {
+                    key,
+                    kind: mount_type_name(m.kind),
+                })
             }
             "id" => m.id = Some(value),
             "sharing" => {
@@ -1308,32 +1367,32 @@ pub fn parse_mount(
                     "shared" => Sharing::Shared,
                     "private" => Sharing::Private,
                     "locked" => Sharing::Locked,
-                    _ => return Err(format!("unsupported sharing value {value:?}")),
+                    _ => return Err(MountError::UnsupportedSharing(value)),
                 })
             }
             "mode" => {
-                m.mode = Some(
-                    u32::from_str_radix(&value, 8)
-                        .map_err(|_| format!("invalid value {value} for mode"))?,
-                );
+                m.mode = Some(u32::from_str_radix(&value, 8).map_err(|_| {
+                    MountError::InvalidNumber {
+                        key: "mode",
+                        value: value.clone(),
+                    }
+                })?);
                 has_mode = true;
             }
             "uid" => {
-                m.uid = Some(
-                    value
-                        .parse()
-                        .map_err(|_| format!("invalid value {value} for uid"))?,
-                )
+                m.uid = Some(value.parse().map_err(|_| MountError::InvalidNumber {
+                    key: "uid",
+                    value: value.clone(),
+                })?)
             }
             "gid" => {
-                m.gid = Some(
-                    value
-                        .parse()
-                        .map_err(|_| format!("invalid value {value} for gid"))?,
-                )
+                m.gid = Some(value.parse().map_err(|_| MountError::InvalidNumber {
+                    key: "gid",
+                    value: value.clone(),
+                })?)
             }
             "env" => m.env = Some(value),
-            _ => return Err(format!("unexpected key '{key}' in '{field}'")),
+            _ => return Err(MountError::UnknownKey { key, field }),
         }
     }
     let file_info_allowed = matches!(
@@ -1342,14 +1401,15 @@ pub fn parse_mount(
     );
     if !file_info_allowed {
         let t = mount_type_name(m.kind);
+        let refuse = |option| Err(MountError::NotAllowed { option, kind: t });
         if has_mode {
-            return Err(format!("mode not allowed for {t:?} type mounts"));
+            return refuse("mode");
         }
         if m.uid.is_some() {
-            return Err(format!("uid not allowed for {t:?} type mounts"));
+            return refuse("uid");
         }
         if m.gid.is_some() {
-            return Err(format!("gid not allowed for {t:?} type mounts"));
+            return refuse("gid");
         }
     }
     if ro_auto {
@@ -1357,23 +1417,22 @@ pub fn parse_mount(
     }
     if m.kind == MountType::Secret {
         if m.from.is_some() {
-            return Err("secret mount should not have a from".into());
+            return Err(MountError::Secret("secret mount should not have a from"));
         }
         if m.sharing.is_some() {
-            return Err("secret mount should not define sharing".into());
+            return Err(MountError::Secret("secret mount should not define sharing"));
         }
         if m.source.is_none() && m.target.is_none() && m.id.is_none() {
-            return Err("invalid secret mount. one of source, target required".into());
+            return Err(MountError::Secret(
+                "invalid secret mount. one of source, target required",
+            ));
         }
         if m.source.is_some() && m.id.is_some() {
-            return Err("both source and id can't be set".into());
+            return Err(MountError::Secret("both source and id can't be set"));
         }
     }
     if m.sharing.is_some() && m.kind != MountType::Cache {
-        return Err(format!(
-            "invalid cache sharing set for {} mount",
-            mount_type_name(m.kind)
-        ));
+        return Err(MountError::SharingNotForType(mount_type_name(m.kind)));
     }
     Ok(m)
 }

@@ -11,6 +11,8 @@
 //!   from nodes.
 //! - [`plan`]: stages, ARG/ENV scoping, image-config accumulation, target pruning.
 //! - [`lower`]: plans to the solver's graph of build ops.
+//! - [`source_map`]: which Dockerfile lines and stage each lowered node
+//!   came from, to show a failed step where it was written.
 //! - [`mode`]: `--chmod` values, octal or symbolic, as BuildKit reads them
 //!   (defined in `kiln-llb`, which the worker shares; re-exported here).
 
@@ -21,6 +23,7 @@ pub mod lower;
 pub mod parser;
 pub mod plan;
 pub mod shell;
-pub use kiln_llb::mode;
+pub mod source_map;
 
 pub use error::{Error, ErrorKind, Location, Result};
+pub use kiln_llb::mode;

@@ -33,6 +33,7 @@ use serde::Serialize;
 use crate::error::{Error, ErrorKind, Result};
 use crate::instructions::{self, Mount, MountType};
 use crate::plan::{Base, HistoryEntry, ImageConfig, Plan, Platform, Source, Stage, StepOp};
+use crate::source_map::{LineRange, Origin, SourceMap};
 use kiln_llb::mode::Chmod;
 use kiln_patternmatcher::gopath::clean;
 
@@ -104,11 +105,15 @@ pub struct ImageMeta {
     pub author: Option<String>,
 }
 
-/// The lowered build: one graph for every platform, and per platform the
-/// target node and its image metadata.
+/// The lowered build: one graph for every platform, per platform the
+/// target node and its image metadata, and where each node came from.
 pub struct Lowered {
     pub graph: Graph<BuildOp>,
     pub targets: Vec<(Platform, NodeId, ImageMeta)>,
+    /// The Dockerfile lines and stage of each node a step made (and of
+    /// each stage's base image), outside the ops so moving a line keeps
+    /// every cache key.
+    pub sources: SourceMap,
 }
 
 /// Lowers one plan per target platform into one graph.
@@ -120,6 +125,8 @@ pub fn lower(plans: &[Plan], resolver: &dyn ImageResolver, opts: &LowerOptions) 
         images: HashMap::new(),
         context: None,
         scratch: None,
+        sources: SourceMap::default(),
+        current: None,
     };
     let mut targets = Vec::with_capacity(plans.len());
     for plan in plans {
@@ -129,6 +136,7 @@ pub fn lower(plans: &[Plan], resolver: &dyn ImageResolver, opts: &LowerOptions) 
     Ok(Lowered {
         graph: lw.graph,
         targets,
+        sources: lw.sources,
     })
 }
 
@@ -139,6 +147,10 @@ struct Lowerer<'a> {
     images: HashMap<(String, Platform), (ResolvedImage, NodeId)>,
     context: Option<NodeId>,
     scratch: Option<NodeId>,
+    sources: SourceMap,
+    /// The instruction being lowered: every node [`Lowerer::add`] makes
+    /// for it is recorded under it.
+    current: Option<Origin>,
 }
 
 /// One stage's result while lowering a plan.
@@ -162,6 +174,16 @@ impl Lowerer<'_> {
             .cloned()
             .ok_or_else(|| Error::new(ErrorKind::Plan, "the plan has no target stage"))?;
         Ok((target.node, target.meta))
+    }
+
+    /// Adds a node for the instruction being lowered, recording where it
+    /// came from.
+    fn add(&mut self, op: BuildOp, inputs: &[NodeId]) -> NodeId {
+        let node = self.graph.add(op, inputs);
+        if let Some(origin) = &self.current {
+            self.sources.record(node, origin.clone());
+        }
+        node
     }
 
     fn scratch(&mut self) -> NodeId {
@@ -236,6 +258,8 @@ impl Lowerer<'_> {
             Base::Scratch => (self.scratch(), Vec::new(), None, None),
             Base::Image { reference } => {
                 let (img, node) = self.image(reference, &platform)?;
+                self.sources
+                    .record(node, origin_of(stage, stage.location.line, 0));
                 (node, Vec::new(), Some(img.config), None)
             }
             Base::Stage { index } => {
@@ -288,6 +312,14 @@ impl Lowerer<'_> {
                 "[{prefix}{n:>width$}/{total}] {}",
                 first_line(&step.original)
             );
+            // ONBUILD triggers were written elsewhere: they are shown at
+            // the FROM line that pulled them in.
+            self.current = Some(if step.onbuild {
+                origin_of(stage, stage.location.line, 0)
+            } else {
+                let span = step.instruction.span;
+                origin_of(stage, span.start_line, span.end_line)
+            });
             let at = |e: Error| {
                 if e.location.is_none() {
                     e.at(step.location)
@@ -307,7 +339,7 @@ impl Lowerer<'_> {
                         }],
                         display,
                     };
-                    state = self.graph.add(BuildOp::File(op), &[state]);
+                    state = self.add(BuildOp::File(op), &[state]);
                 }
                 StepOp::Run {
                     argv,
@@ -354,7 +386,7 @@ impl Lowerer<'_> {
                         platform: sp.clone(),
                         display,
                     };
-                    state = self.graph.add(BuildOp::Exec(exec), &inputs);
+                    state = self.add(BuildOp::Exec(exec), &inputs);
                 }
                 StepOp::Copy {
                     add,
@@ -376,6 +408,7 @@ impl Lowerer<'_> {
                 }
             }
         }
+        self.current = None;
         let mut config = serde_json::to_value(&stage.config)
             .map_err(|e| Error::new(ErrorKind::Plan, format!("image config: {e}")))?;
         // BuildKit's empty image (what FROM scratch starts from) has `/` as
@@ -622,7 +655,7 @@ impl Lowerer<'_> {
             // after Content-Disposition; a URL's archive stays a file unless
             // `--unpack=true`.
             let filename = url_filename(&url);
-            let http = self.graph.add(
+            let http = self.add(
                 BuildOp::Http {
                     url,
                     checksum: copy.checksum.clone(),
@@ -646,7 +679,7 @@ impl Lowerer<'_> {
         for inline in &copy.inline_sources {
             let name = inline.path.trim_start_matches('/').to_string();
             let scratch = self.scratch();
-            let doc = self.graph.add(
+            let doc = self.add(
                 BuildOp::File(FileOp {
                     actions: vec![FileAction::Mkfile {
                         path: format!("/{name}"),
@@ -671,14 +704,25 @@ impl Lowerer<'_> {
                 unpack: false,
             });
         }
-        let copied = self
-            .graph
-            .add(BuildOp::File(FileOp { actions, display }), &inputs);
+        let copied = self.add(BuildOp::File(FileOp { actions, display }), &inputs);
         Ok(if link {
-            self.graph.add(BuildOp::Merge, &[state, copied])
+            self.add(BuildOp::Merge, &[state, copied])
         } else {
             copied
         })
+    }
+}
+
+/// A node's origin: lines `start..=end` (`end` below `start` means the
+/// one line) of `stage`.
+fn origin_of(stage: &Stage, start: usize, end: usize) -> Origin {
+    Origin {
+        stage_index: stage.index,
+        stage_name: stage.name.clone(),
+        lines: LineRange {
+            start: start.max(1),
+            end: end.max(start.max(1)),
+        },
     }
 }
 

@@ -1400,14 +1400,12 @@ impl State {
                             .lexer
                             .process_word(w, vars)
                             .map(|e| e.value)
-                            .map_err(|e| e.to_string())?;
-                        lx.budget
-                            .charge(value.len(), ins.location())
-                            .map_err(|e| e.message)?;
+                            .map_err(|e| Error::new(ErrorKind::Expansion, e.to_string()))?;
+                        lx.budget.charge(value.len(), ins.location())?;
                         Ok(value)
                     };
                     let mount = instructions::parse_mount(m, &mut expand).map_err(|e| {
-                        Error::new(ErrorKind::InvalidArgument, e).at(ins.location())
+                        Error::new(ErrorKind::InvalidArgument, e.to_string()).at(ins.location())
                     })?;
                     let from = match &mount.from {
                         Some(f) if !f.is_empty() => {

@@ -57,8 +57,10 @@ pub trait Executor: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Self::Output, Self::Error>> + Send;
 }
 
-/// Decides, per op, that a cached result must not be used.
-pub type IgnoreCache<O> = Arc<dyn Fn(&O) -> bool + Send + Sync>;
+/// Decides, per node, that a cached result must not be used. It is given
+/// the node as well as its op, so the caller can decide from what it knows
+/// about the node beyond the op (the stage a step was written in).
+pub type IgnoreCache<O> = Arc<dyn Fn(NodeId, &O) -> bool + Send + Sync>;
 
 /// How to solve.
 pub struct SolveOptions<O> {
@@ -134,6 +136,13 @@ impl<E: std::error::Error + 'static> SolveError<E> {
     pub fn vertex(&self) -> NodeId {
         match self {
             SolveError::Failed { vertex, .. } => *vertex,
+        }
+    }
+
+    /// What progress called the failed node.
+    pub fn name(&self) -> &str {
+        match self {
+            SolveError::Failed { name, .. } => name,
         }
     }
 
@@ -216,7 +225,7 @@ pub async fn solve<E: Executor>(
             .chain(input_keys.iter().map(|k| k.as_slice()))
             .chain([&marker[..], &ck_bytes[..]]);
         keys.insert(n, Key::of_parts("kiln.cachekey.v1", parts));
-        let ignore_self = opts.ignore_cache.as_ref().is_some_and(|f| f(op));
+        let ignore_self = opts.ignore_cache.as_ref().is_some_and(|f| f(n, op));
         if ignore_self || inputs.iter().any(|i| ignored.contains(i)) {
             ignored.insert(n);
         }

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
 use serde::Deserialize;
 
-use super::paths::{clean, resolve_link};
+use super::paths::{clean, resolve_link, RejectedPath};
 use crate::blobs::{create_locked_temp, PendingBlob};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -497,7 +497,8 @@ impl TarSource {
             let mut entry = entry.map_err(|e| src.broken(e))?;
             let raw = entry.path().map_err(|e| src.broken(e))?.into_owned();
             let shown = raw.display().to_string();
-            let path = clean(&raw).map_err(|reason| src.rejected_entry(&shown, reason))?;
+            let path =
+                clean(&raw).map_err(|reason| src.rejected_entry(&shown, reason.to_string()))?;
             let et = entry.header().entry_type();
             let kind = if et.is_file() || et == tar::EntryType::Continuous {
                 Kind::File
@@ -513,9 +514,11 @@ impl TarSource {
                     resolve_link(&path, &target)
                 } else {
                     // Hard link targets are archive paths, not relative ones.
-                    clean(&target).map_err(|r| format!("is a hard link whose target {r}"))
+                    clean(&target).map_err(|r| RejectedPath::HardLink(Box::new(r)))
                 };
-                Kind::Link(resolved.map_err(|reason| src.rejected_entry(&shown, reason))?)
+                Kind::Link(
+                    resolved.map_err(|reason| src.rejected_entry(&shown, reason.to_string()))?,
+                )
             } else if matches!(et, tar::EntryType::XGlobalHeader | tar::EntryType::XHeader) {
                 continue;
             } else {
@@ -618,7 +621,8 @@ impl Source for TarSource {
             if p == "blobs/sha256/*" {
                 continue;
             }
-            let clean_p = clean(Path::new(p)).map_err(|reason| self.rejected_entry(p, reason))?;
+            let clean_p =
+                clean(Path::new(p)).map_err(|reason| self.rejected_entry(p, reason.to_string()))?;
             if let Some(f) = self.resolve(&clean_p) {
                 by_file.insert(f, d.clone());
             }
@@ -634,7 +638,8 @@ impl Source for TarSource {
             }
             let raw = entry.path().map_err(|e| self.broken(e))?.into_owned();
             let shown = raw.display().to_string();
-            let path = clean(&raw).map_err(|reason| self.rejected_entry(&shown, reason))?;
+            let path =
+                clean(&raw).map_err(|reason| self.rejected_entry(&shown, reason.to_string()))?;
             let expected = if let Some(d) = by_file.get(&path) {
                 d.clone()
             } else if all_blobs {
@@ -734,7 +739,8 @@ impl DirSource {
     /// Opens `rel` if it exists and, links followed, stays inside the
     /// folder.
     fn open_inside(&self, rel: &str) -> Result<Option<File>> {
-        let clean_rel = clean(Path::new(rel)).map_err(|reason| self.rejected_entry(rel, reason))?;
+        let clean_rel =
+            clean(Path::new(rel)).map_err(|reason| self.rejected_entry(rel, reason.to_string()))?;
         let p = self.dir.join(&clean_rel);
         let real = match fs::canonicalize(&p) {
             Ok(r) => r,

@@ -6,20 +6,43 @@
 
 use std::path::{Component, Path};
 
+/// Why an archive entry's name or link target is refused; the message
+/// follows the entry's name (`entry "x" has an absolute path`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum RejectedPath {
+    #[error("has an absolute path")]
+    Absolute,
+    #[error("contains '..'")]
+    ParentDir,
+    #[error("is not valid UTF-8")]
+    NotUtf8,
+    /// A symlink to an absolute path (the target as written).
+    #[error("is a link to the absolute path {0:?}, outside the archive")]
+    AbsoluteLink(String),
+    /// A symlink whose `..`s climb out of the archive.
+    #[error("is a link to {0:?}, outside the archive")]
+    LinkOutside(String),
+    #[error("has a link target that is not valid UTF-8")]
+    LinkNotUtf8,
+    /// A hard link whose target name is itself unsafe.
+    #[error("is a hard link whose target {0}")]
+    HardLink(Box<RejectedPath>),
+}
+
 /// Turns an entry name into a clean relative path (`a/b/c`), or says why
 /// it is rejected. `./` prefixes are fine; the archive root itself is `""`.
-pub(crate) fn clean(name: &Path) -> Result<String, String> {
+pub(crate) fn clean(name: &Path) -> Result<String, RejectedPath> {
     let mut parts: Vec<&str> = Vec::new();
     for c in name.components() {
         match c {
             Component::Prefix(_) | Component::RootDir => {
-                return Err("has an absolute path".into());
+                return Err(RejectedPath::Absolute);
             }
-            Component::ParentDir => return Err("contains '..'".into()),
+            Component::ParentDir => return Err(RejectedPath::ParentDir),
             Component::CurDir => {}
             Component::Normal(s) => match s.to_str() {
                 Some(s) => parts.push(s),
-                None => return Err("is not valid UTF-8".into()),
+                None => return Err(RejectedPath::NotUtf8),
             },
         }
     }
@@ -28,29 +51,23 @@ pub(crate) fn clean(name: &Path) -> Result<String, String> {
 
 /// Resolves a symlink target relative to the link's folder, refusing
 /// anything that leaves the archive (absolute, or too many `..`).
-pub(crate) fn resolve_link(link: &str, target: &Path) -> Result<String, String> {
+pub(crate) fn resolve_link(link: &str, target: &Path) -> Result<String, RejectedPath> {
     let mut stack: Vec<&str> = link.split('/').collect();
     stack.pop(); // the link's own name
     for c in target.components() {
         match c {
             Component::Prefix(_) | Component::RootDir => {
-                return Err(format!(
-                    "is a link to the absolute path {:?}, outside the archive",
-                    target.display().to_string()
-                ));
+                return Err(RejectedPath::AbsoluteLink(target.display().to_string()));
             }
             Component::ParentDir => {
                 if stack.pop().is_none() {
-                    return Err(format!(
-                        "is a link to {:?}, outside the archive",
-                        target.display().to_string()
-                    ));
+                    return Err(RejectedPath::LinkOutside(target.display().to_string()));
                 }
             }
             Component::CurDir => {}
             Component::Normal(s) => match s.to_str() {
                 Some(s) => stack.push(s),
-                None => return Err("has a link target that is not valid UTF-8".into()),
+                None => return Err(RejectedPath::LinkNotUtf8),
             },
         }
     }

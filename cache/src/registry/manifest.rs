@@ -76,8 +76,8 @@ pub struct Doc {
 
 impl Doc {
     /// Parses manifest bytes.
-    pub fn parse(bytes: &[u8]) -> Result<Doc, String> {
-        serde_json::from_slice(bytes).map_err(|e| e.to_string())
+    pub fn parse(bytes: &[u8]) -> Result<Doc, serde_json::Error> {
+        serde_json::from_slice(bytes)
     }
 
     /// The media type to file it under: the registry's `Content-Type` when

@@ -196,6 +196,12 @@ fn build(a: BuildArgs) -> Result<ExitCode> {
         // a failed solve and a failed cache export, the error report (with
         // the Dockerfile's lines for a frontend error) for the rest.
         Err(e @ (BuildError::Solve { .. } | BuildError::CacheExport(_))) => {
+            if let BuildError::Solve {
+                lines: Some(lines), ..
+            } = &e
+            {
+                eprint!("{lines}");
+            }
             eprintln!("ERROR: {e}");
             return Ok(ExitCode::from(1));
         }

@@ -40,7 +40,40 @@ struct Lexer {
     depth: usize,
 }
 
-type Lexed<T> = Result<T, String>;
+type Lexed<T> = Result<T, LexError>;
+
+/// Why BuildKit's lexer gives up on a word, in its words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum LexError {
+    /// `${…}` nested beyond [`MAX_NESTING`].
+    #[error("nested too deeply")]
+    TooDeep,
+    /// A quote or `${…}` never closed; what was looked for.
+    #[error("unexpected end of statement while looking for matching {0}")]
+    Unmatched(String),
+    #[error("syntax error: missing '}}'")]
+    MissingBrace,
+    #[error("syntax error: bad substitution")]
+    BadSubstitution,
+    /// The modifier characters as written.
+    #[error("unsupported modifier ({0}) in substitution")]
+    UnsupportedModifier(String),
+}
+
+/// Why a heredoc marker could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum MarkerError {
+    /// The delimiter word (Go-quoted, as BuildKit prints it) does not lex.
+    #[error("failed to process {word}: {source}")]
+    Lex {
+        word: String,
+        #[source]
+        source: LexError,
+    },
+    /// The two lexings of the delimiter disagree on its words.
+    #[error("internal lexing of heredoc produced inconsistent results: {0}")]
+    Inconsistent(String),
+}
 
 impl Words {
     fn add_char(&mut self, buf: &mut String, ch: char) {
@@ -108,7 +141,7 @@ impl Lexer {
 
     fn stop_on(&mut self, stop: Option<char>, raw_escapes: bool) -> Lexed<(String, Vec<String>)> {
         if self.depth >= MAX_NESTING {
-            return Err("nested too deeply".into());
+            return Err(LexError::TooDeep);
         }
         self.depth += 1;
         let saved = self.raw_escapes;
@@ -175,9 +208,7 @@ impl Lexer {
             self.buf = buf;
         }
         if let Some(stop) = stop {
-            return Err(format!(
-                "unexpected end of statement while looking for matching {stop}"
-            ));
+            return Err(LexError::Unmatched(stop.to_string()));
         }
         let mut buf = std::mem::take(&mut self.buf);
         let w = words.finish(&mut buf);
@@ -193,12 +224,7 @@ impl Lexer {
         }
         loop {
             match self.next() {
-                None => {
-                    return Err(
-                        "unexpected end of statement while looking for matching single-quote"
-                            .into(),
-                    )
-                }
+                None => return Err(LexError::Unmatched("single-quote".into())),
                 Some('\'') => {
                     if self.raw_quotes {
                         out.push('\'');
@@ -218,12 +244,7 @@ impl Lexer {
         }
         loop {
             match self.peek() {
-                None => {
-                    return Err(
-                        "unexpected end of statement while looking for matching double-quote"
-                            .into(),
-                    )
-                }
+                None => return Err(LexError::Unmatched("double-quote".into())),
                 Some('"') => {
                     self.next();
                     if self.raw_quotes {
@@ -287,10 +308,8 @@ impl Lexer {
         }
         self.next();
         match self.peek() {
-            None => return Err("syntax error: missing '}'".into()),
-            Some('{') | Some('}') | Some(':') => {
-                return Err("syntax error: bad substitution".into())
-            }
+            None => return Err(LexError::MissingBrace),
+            Some('{') | Some('}') | Some(':') => return Err(LexError::BadSubstitution),
             Some(_) => {}
         }
         let name = self.name();
@@ -307,11 +326,11 @@ impl Lexer {
                 }
                 let raw = matches!(op, Some('#') | Some('%'));
                 if null_is_unset && raw {
-                    return Err(format!("unsupported modifier ({chs}) in substitution"));
+                    return Err(LexError::UnsupportedModifier(chs));
                 }
                 let (word, _) = self.stop_on(Some('}'), raw).map_err(|e| {
                     if self.peek().is_none() {
-                        "syntax error: missing '}'".to_string()
+                        LexError::MissingBrace
                     } else {
                         e
                     }
@@ -326,7 +345,7 @@ impl Lexer {
                 let (replacement, _) = self.stop_on(Some('}'), true)?;
                 Ok(format!("${{{name}/{pattern}/{replacement}}}"))
             }
-            _ => Err(format!("unsupported modifier ({chs}) in substitution")),
+            _ => Err(LexError::UnsupportedModifier(chs)),
         }
     }
 
@@ -347,7 +366,7 @@ impl Lexer {
 
 /// The heredoc markers of an instruction line, in order. A line the lexer
 /// cannot split (an unterminated quote, say) has none, as in BuildKit.
-pub(crate) fn markers(line: &str) -> Result<Vec<Marker>, String> {
+pub(crate) fn markers(line: &str) -> Result<Vec<Marker>, MarkerError> {
     let Ok(words) = Lexer::new(line, true, true).words() else {
         return Ok(Vec::new());
     };
@@ -360,7 +379,7 @@ pub(crate) fn markers(line: &str) -> Result<Vec<Marker>, String> {
     Ok(out)
 }
 
-fn marker(word: &str) -> Result<Option<Marker>, String> {
+fn marker(word: &str) -> Result<Option<Marker>, MarkerError> {
     let Some(m) = grammar::heredoc_marker(word) else {
         return Ok(None);
     };
@@ -368,16 +387,17 @@ fn marker(word: &str) -> Result<Option<Marker>, String> {
     if rest.is_empty() {
         return Ok(None);
     }
-    let fail = |e: String| format!("failed to process {}: {e}", super::quote::go_quote(rest));
+    let fail = |source| MarkerError::Lex {
+        word: super::quote::go_quote(rest),
+        source,
+    };
     let words = Lexer::new(rest, false, false).words().map_err(fail)?;
     if words.len() != 1 {
         return Ok(None);
     }
     let raw = Lexer::new(rest, true, false).words().map_err(fail)?;
     if raw.len() != words.len() {
-        return Err(format!(
-            "internal lexing of heredoc produced inconsistent results: {rest}"
-        ));
+        return Err(MarkerError::Inconsistent(rest.to_string()));
     }
     let quotes = |s: &str| s.chars().filter(|c| *c == '\'' || *c == '"').count();
     let name = words.into_iter().next().unwrap_or_default();

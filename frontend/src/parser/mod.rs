@@ -110,11 +110,10 @@ pub fn parse(source: &str) -> Result<Dockerfile, Error> {
         };
 
         match directive_parser.parse_line(trimmed) {
-            Err(msg) => return Err(Error::new(ErrorKind::Syntax, msg).at(line_loc)),
+            Err(e) => return Err(e.at(line_loc)),
             Ok(Some(d)) => match d.key.as_str() {
                 "escape" => {
-                    directives.escape = scan::escape_token(&d.value)
-                        .map_err(|msg| Error::new(ErrorKind::Syntax, msg).at(line_loc))?;
+                    directives.escape = scan::escape_token(&d.value).map_err(|e| e.at(line_loc))?;
                 }
                 "syntax" => directives.syntax = Some(d.value),
                 _ => directives.check = Some(d.value),
@@ -196,7 +195,7 @@ pub fn parse(source: &str) -> Result<Dockerfile, Error> {
 
         if can_contain_heredoc(&node) && logical.contains("<<") {
             let markers = heredoc::markers(&logical)
-                .map_err(|msg| Error::new(ErrorKind::Syntax, msg).at(at(&span)))?;
+                .map_err(|e| Error::new(ErrorKind::Syntax, e.to_string()).at(at(&span)))?;
             for m in markers {
                 let mut content = String::new();
                 let mut terminated = false;

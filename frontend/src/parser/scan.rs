@@ -102,7 +102,7 @@ pub(crate) struct Directive {
 impl DirectiveParser {
     /// `line` is the physical line with its newline and leading whitespace
     /// trimmed.
-    pub fn parse_line(&mut self, line: &str) -> Result<Option<Directive>, String> {
+    pub fn parse_line(&mut self, line: &str) -> crate::Result<Option<Directive>> {
         if self.done {
             return Ok(None);
         }
@@ -119,7 +119,10 @@ impl DirectiveParser {
             return Ok(None);
         }
         if self.seen.contains(&key) {
-            return Err(format!("only one {key} parser directive can be used"));
+            return Err(Error::new(
+                ErrorKind::Syntax,
+                format!("only one {key} parser directive can be used"),
+            ));
         }
         self.seen.push(key.clone());
         Ok(Some(Directive { key, value }))
@@ -127,12 +130,13 @@ impl DirectiveParser {
 }
 
 /// `# escape=` accepts only a backslash or a backtick.
-pub(crate) fn escape_token(value: &str) -> Result<char, String> {
+pub(crate) fn escape_token(value: &str) -> crate::Result<char> {
     match value {
         "\\" => Ok('\\'),
         "`" => Ok('`'),
-        _ => Err(format!(
-            "invalid escape token '{value}' does not match ` or \\"
+        _ => Err(Error::new(
+            ErrorKind::Syntax,
+            format!("invalid escape token '{value}' does not match ` or \\"),
         )),
     }
 }

@@ -15,7 +15,13 @@ pub enum BuildError {
     /// A step failed, or the solve refused to start (an entitlement the
     /// build was not given): BuildKit's `failed to solve: …`.
     #[error("failed to solve: {message}")]
-    Solve { message: String },
+    Solve {
+        message: String,
+        /// The Dockerfile lines the failed step was written on, rendered
+        /// as BuildKit shows them (`Dockerfile:3`, `>>> RUN false`), to go
+        /// before the error.
+        lines: Option<String>,
+    },
     /// An option cannot be used (a platform this machine cannot emulate,
     /// a network mode, an ignore file); the message says why.
     #[error("{0}")]

@@ -12,10 +12,21 @@ pub enum BuildEvent {
     SolveStarted,
     /// A step of the solve (cached, started, output, done, failed).
     Step(kiln_solver::Event),
-    /// The solve is over; `failed` when a step failed.
-    SolveFinished { failed: bool },
+    /// The solve is over; `failed` names the step that failed, if one did.
+    SolveFinished { failed: Option<FailedStep> },
     /// The remote cache (import and export steps, warnings).
     Cache(remote::Event),
+}
+
+/// The step that failed a solve, so the caller can show BuildKit's box
+/// around its last lines (always, when the step's Dockerfile lines follow).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedStep {
+    /// The step's display name (`[3/4] RUN false`).
+    pub step: String,
+    /// Whether the error carries the step's Dockerfile lines
+    /// ([`crate::BuildError::Solve`]'s `lines`).
+    pub at_source: bool,
 }
 
 /// Where a build's events go. Called from the build's threads, in order

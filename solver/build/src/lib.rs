@@ -28,11 +28,12 @@ use kiln_cache::remote::{self as cache_remote, CacheOptions};
 use kiln_cache::{Digest, Reference, Root};
 use kiln_frontend::lower::{self, LowerOptions};
 use kiln_frontend::plan::{self, PlanOptions, Platform};
+use kiln_frontend::source_map;
 use kiln_solver::ops::{BuildOp, Network};
 use oci_spec::image::Descriptor;
 
 pub use error::BuildError;
-pub use event::{BuildEvent, NoProgress, Progress};
+pub use event::{BuildEvent, FailedStep, NoProgress, Progress};
 pub use export::Output;
 
 /// BuildKit's words when a build asks for the host's network unasked.
@@ -271,6 +272,8 @@ impl Builder {
             },
         )
         .map_err(|e| BuildError::Frontend(e.with_source(&df_name, &text)))?;
+        let mut sources = lowered.sources;
+        sources.set_file(source_map::display_name(&df_path), text.clone());
 
         // As BuildKit checks entitlements before solving: nothing runs.
         let ids: Vec<_> = lowered.targets.iter().map(|(_, id, _)| *id).collect();
@@ -283,6 +286,7 @@ impl Builder {
         {
             return Err(BuildError::Solve {
                 message: NETWORK_HOST_NOT_ALLOWED.into(),
+                lines: None,
             });
         }
         if !opts.allow_insecure
@@ -292,6 +296,7 @@ impl Builder {
         {
             return Err(BuildError::Solve {
                 message: kiln_worker::executor::INSECURE_NOT_ALLOWED.into(),
+                lines: None,
             });
         }
         let report = |e: cache_remote::Event| progress.event(BuildEvent::Cache(e));
@@ -312,6 +317,7 @@ impl Builder {
             secrets: opts.secrets.clone(),
             allow_insecure: opts.allow_insecure,
             helper_exe: self.helper_exe.clone(),
+            sources,
         };
         let solved = solve::run_worker(job, progress);
         if let Some(i) = &imported {

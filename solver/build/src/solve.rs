@@ -9,13 +9,14 @@ use kiln_cache::remote::Imported;
 use kiln_cache::{LayerRef, Root};
 use kiln_frontend::lower::{self, ImageMeta};
 use kiln_frontend::plan::Platform;
+use kiln_frontend::source_map::SourceMap;
 use kiln_solver::ops::BuildOp;
 use kiln_solver::{Executor, NodeId, SolveOptions};
 use kiln_worker::executor::{SharedWorker, Snapshot, Worker, WorkerOptions};
 
 use crate::export::Built;
 use crate::remote::RemoteCached;
-use crate::{BuildError, BuildEvent, Progress};
+use crate::{BuildError, BuildEvent, FailedStep, Progress};
 
 /// Everything the solve needs.
 pub(crate) struct Job<'a> {
@@ -37,20 +38,9 @@ pub(crate) struct Job<'a> {
     pub secrets: kiln_worker::secrets::Secrets,
     pub allow_insecure: bool,
     pub helper_exe: PathBuf,
-}
-
-/// The stage an op's display name belongs to (`[name 2/5] RUN …`), for
-/// `--no-cache-filter`.
-fn op_stage(op: &BuildOp) -> Option<String> {
-    let display = match op {
-        BuildOp::Exec(e) => &e.display,
-        BuildOp::File(f) => &f.display,
-        _ => return None,
-    };
-    let inner = display.strip_prefix('[')?.split(']').next()?;
-    let mut words: Vec<&str> = inner.split_whitespace().collect();
-    words.pop(); // n/total
-    words.last().map(|s| s.to_string())
+    /// Where each node was written: `--no-cache-filter` picks steps by
+    /// their stage, and a failed step is shown at its lines.
+    pub sources: SourceMap,
 }
 
 /// The results and the cache keys (hex) of a solve.
@@ -71,10 +61,11 @@ where
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let filter = job.no_cache_filter.clone();
     let ignore_cache: Option<kiln_solver::IgnoreCache<BuildOp>> = if job.no_cache {
-        Some(Arc::new(|_: &BuildOp| true))
+        Some(Arc::new(|_, _: &BuildOp| true))
     } else if !filter.is_empty() {
-        Some(Arc::new(move |op: &BuildOp| {
-            op_stage(op).is_some_and(|s| filter.contains(&s))
+        let sources = job.sources.clone();
+        Some(Arc::new(move |n, _: &BuildOp| {
+            sources.in_stages(n, &filter)
         }))
     } else {
         None
@@ -101,12 +92,32 @@ where
         job.rt
             .block_on(kiln_solver::solve(graph, &nodes, Arc::new(exec), opts))
     });
-    progress.event(BuildEvent::SolveFinished {
-        failed: solved.is_err(),
-    });
-    let solved = solved.map_err(|e| BuildError::Solve {
-        message: e.to_string(),
-    })?;
+    let solved = match solved {
+        Ok(s) => {
+            progress.event(BuildEvent::SolveFinished { failed: None });
+            s
+        }
+        Err(e) => {
+            // A failed step is shown at the Dockerfile lines it was written
+            // on; the error then leaves out the step's name, which both
+            // have shown.
+            let source = job.sources.snippet(e.vertex());
+            progress.event(BuildEvent::SolveFinished {
+                failed: Some(FailedStep {
+                    step: e.name().to_string(),
+                    at_source: source.is_some(),
+                }),
+            });
+            let message = match source {
+                Some(_) => e.inner().to_string(),
+                None => e.to_string(),
+            };
+            return Err(BuildError::Solve {
+                message,
+                lines: source,
+            });
+        }
+    };
     let all_cached = solved.executed.is_empty();
     let keys: Vec<String> = solved.keys.values().map(|k| k.to_hex()).collect();
     let built = job
