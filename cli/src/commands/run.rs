@@ -527,9 +527,13 @@ fn layer_dirs(root: &Root, r: &Resolved) -> Result<Vec<PathBuf>, String> {
         .iter()
         .zip(diff_ids)
         .map(|(l, diff_id)| {
+            let typed = |s: &str| {
+                s.parse::<kiln_cache::Digest>()
+                    .map_err(|_| format!("layer {s}: not a sha256 digest"))
+            };
             let layer = LayerRef {
-                diff_id,
-                digest: l.digest().to_string(),
+                diff_id: typed(&diff_id)?,
+                digest: typed(&l.digest().to_string())?,
                 size: l.size(),
                 media_type: l.media_type().to_string(),
             };

@@ -76,7 +76,7 @@ pub fn config_document(b: &Built, created: &str) -> Value {
         history.push(Value::Object(e));
     }
     doc.insert("history".into(), Value::Array(history));
-    let diff_ids: Vec<&str> = b.layers.iter().map(|l| l.diff_id.as_str()).collect();
+    let diff_ids: Vec<&Digest> = b.layers.iter().map(|l| &l.diff_id).collect();
     doc.insert(
         "rootfs".into(),
         json!({"type": "layers", "diff_ids": diff_ids}),
@@ -101,11 +101,7 @@ fn parse_descriptor(v: Value) -> Result<Descriptor, ExportError> {
 pub fn assemble(root: &Root, b: &Built, created: &str) -> Result<Image, ExportError> {
     let blobs = root.blobs();
     for l in &b.layers {
-        let d: Digest = l
-            .digest
-            .parse()
-            .map_err(|_| ExportError::Invalid(format!("invalid layer digest {}", l.digest)))?;
-        if !blobs.has(&d) {
+        if !blobs.has(&l.digest) {
             return Err(ExportError::Invalid(format!(
                 "layer blob {} is missing from the store",
                 l.digest
