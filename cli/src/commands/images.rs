@@ -8,9 +8,10 @@ use std::process::ExitCode;
 
 use clap::{Subcommand, ValueEnum};
 use kiln_cache::archive::{self, Format, LoadOptions, SaveOptions};
+use kiln_cache::catalog::{self, RemoveError};
 use kiln_cache::compress::{self, Compression, Conversion};
 use kiln_cache::gc::{self, PruneOptions};
-use kiln_cache::image::{self, Found, Platform, Resolved};
+use kiln_cache::image::{self, Platform, Resolved};
 use kiln_cache::{Reference, Root};
 use miette::{miette, IntoDiagnostic, Result};
 use serde_json::{json, Value};
@@ -209,14 +210,7 @@ fn images(
         .transpose()?;
     let mut rows = Vec::new();
     let mut ids_seen = Vec::new();
-    let mut list = root.images().list().map_err(fail)?;
-    list.sort_by_key(|(n, _)| n.familiar());
-    for (name, d) in list {
-        if let Some(f) = &filter {
-            if f.name() != name.name() || (f.tag().is_some() && f.tag() != name.tag()) {
-                continue;
-            }
-        }
+    for (name, d) in catalog::list(&root, filter.as_ref()).map_err(fail)? {
         let id = d.digest().to_string();
         let (created, size) = match image::resolve(root.blobs(), &d, None, &name.familiar()) {
             Ok(r) => (created_since(&r), human_size(r.content_size())),
@@ -317,62 +311,17 @@ fn rmi(out: &mut dyn Write, inputs: Vec<String>, force: bool) -> Result<ExitCode
     })
 }
 
-fn rmi_one(root: &Root, input: &str, force: bool) -> Result<String> {
-    let found: Found = image::find(root, input).map_err(fail)?;
-    let to_remove: Vec<Reference> = match &found.reference {
-        Some(r) => vec![r.clone()],
-        None if found.names.len() > 1 && !force => {
-            return Err(miette!(
-                "conflict: unable to delete {} (must be forced) - image is referenced in multiple repositories",
-                input
-            ))
-        }
-        None => found.names.clone(),
-    };
+fn rmi_one(root: &Root, input: &str, force: bool) -> Result<String, RemoveError> {
+    let removed = catalog::remove(root, input, force, |image_id| {
+        kiln_worker::container::run::image_user(root.path(), image_id)
+            .map(|c| c.short_id().to_string())
+    })?;
     let mut s = String::new();
-    let removed_target = found.descriptor.clone();
-    // As docker: the last name of an image a container was made from is
-    // not removed unless forced, and its content stays while the container
-    // does (the container's layers come from it).
-    let target = removed_target.digest().to_string();
-    let last_name = root
-        .images()
-        .list()
-        .map_err(fail)?
-        .iter()
-        .filter(|(r, d)| d.digest() == removed_target.digest() && !to_remove.contains(r))
-        .count()
-        == 0;
-    let user = if last_name {
-        kiln_worker::container::Store::open(root.path())
-            .and_then(|st| st.list())
-            .unwrap_or_default()
-            .into_iter()
-            .find(|c| c.image_id == target)
-    } else {
-        None
-    };
-    if let (Some(c), false) = (&user, force) {
-        return Err(miette!(
-            "conflict: unable to remove repository reference \"{input}\" (must force) - container {} is using its referenced image {}",
-            c.short_id(),
-            target.trim_start_matches("sha256:").get(..12).unwrap_or(&target)
-        ));
+    for r in &removed.untagged {
+        s.push_str(&format!("Untagged: {}\n", r.familiar()));
     }
-    for r in &to_remove {
-        if root.images().remove(r).map_err(fail)? {
-            s.push_str(&format!("Untagged: {}\n", r.familiar()));
-        }
-    }
-    let still_named = root
-        .images()
-        .list()
-        .map_err(fail)?
-        .iter()
-        .any(|(_, d)| d.digest() == removed_target.digest());
-    if !still_named && user.is_none() {
-        gc::remove_image_content(root, &removed_target, &[]).map_err(fail)?;
-        s.push_str(&format!("Deleted: {}\n", removed_target.digest()));
+    if let Some(d) = &removed.deleted {
+        s.push_str(&format!("Deleted: {}\n", d.digest()));
     }
     Ok(s)
 }
@@ -487,31 +436,7 @@ fn history(
     let found = image::find(&root, &input).map_err(fail)?;
     let r =
         image::resolve(root.blobs(), &found.descriptor, platform.as_ref(), &input).map_err(fail)?;
-    let entries: Vec<Value> = r
-        .config
-        .get("history")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let layers = r.manifest.layers();
-    // Pair history entries with layers: each non-empty entry consumes one.
-    let mut rows = Vec::new();
-    let mut li = 0;
-    for h in &entries {
-        let empty = h
-            .get("empty_layer")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
-        let size = if empty {
-            0
-        } else {
-            let s = layers.get(li).map_or(0, |l| l.size());
-            li += 1;
-            s
-        };
-        rows.push((h.clone(), size));
-    }
-    rows.reverse();
+    let rows = catalog::history(&r);
     let id = found.descriptor.digest().to_string();
     let mut table_rows = Vec::new();
     for (i, (h, size)) in rows.iter().enumerate() {

@@ -390,6 +390,17 @@ pub fn list(store: &Store, all: bool) -> Result<Vec<(Container, Status)>, Contai
         .collect())
 }
 
+/// A container made from the image whose manifest digest is `image_id`,
+/// if any: `rmi` keeps such an image's content (the container's layers come
+/// from it). An unreadable container store counts as none.
+pub fn image_user(kiln_root: &std::path::Path, image_id: &str) -> Option<Container> {
+    Store::open(kiln_root)
+        .and_then(|st| st.list())
+        .unwrap_or_default()
+        .into_iter()
+        .find(|c| c.image_id == image_id)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
