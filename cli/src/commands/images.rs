@@ -14,6 +14,8 @@ use kiln_cache::gc::{self, PruneOptions};
 use kiln_cache::image::{self, Platform, Resolved};
 use kiln_cache::{Reference, Root};
 use miette::{miette, IntoDiagnostic, Result};
+
+use crate::table::table;
 use serde_json::{json, Value};
 
 /// The local image commands, flattened into kiln's top level as docker
@@ -252,42 +254,8 @@ fn images(
         header.push("DIGEST");
     }
     header.extend(["IMAGE ID", "CREATED", "SIZE"]);
-    w(out, &table(&header, &rows))?;
+    w(out, &table(&header, &rows, 20))?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Lays out columns as docker's tabwriter does (min width 20, padding 3).
-fn table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let n = header.len();
-    let mut widths = vec![0usize; n];
-    for (i, h) in header.iter().enumerate() {
-        widths[i] = h.chars().count();
-    }
-    for r in rows {
-        for (i, c) in r.iter().enumerate().take(n) {
-            widths[i] = widths[i].max(c.chars().count());
-        }
-    }
-    let widths: Vec<usize> = widths.iter().map(|w| (w + 3).max(20)).collect();
-    let mut s = String::new();
-    let mut line = |cells: Vec<&str>| {
-        let mut l = String::new();
-        for (i, c) in cells.iter().enumerate() {
-            if i + 1 == cells.len() {
-                l.push_str(c);
-            } else {
-                l.push_str(c);
-                l.push_str(&" ".repeat(widths[i].saturating_sub(c.chars().count())));
-            }
-        }
-        s.push_str(l.trim_end());
-        s.push('\n');
-    };
-    line(header.to_vec());
-    for r in rows {
-        line(r.iter().map(String::as_str).collect());
-    }
-    s
 }
 
 // ------------------------------------------------------------------ rmi
@@ -487,6 +455,7 @@ fn history(
             &table(
                 &["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"],
                 &table_rows,
+                20,
             ),
         )?;
     }

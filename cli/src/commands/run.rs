@@ -21,6 +21,8 @@ use kiln_worker::sandbox::{Device, Mount, Network};
 use kiln_worker::seccomp::{Profile, Seccomp, SeccompError};
 use miette::{miette, Result};
 
+use crate::table::table;
+
 /// The container commands, flattened into kiln's top level as docker has
 /// them.
 #[derive(Debug, Subcommand)]
@@ -490,37 +492,9 @@ fn ps(all: bool, quiet: bool, no_trunc: bool) -> Result<ExitCode> {
             "PORTS",
             "NAMES",
         ];
-        let _ = out.write_all(table(&header, &rows).as_bytes());
+        let _ = out.write_all(table(&header, &rows, 0).as_bytes());
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Columns padded to their widest cell plus three spaces, as docker's.
-fn table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for r in rows {
-        for (w, cell) in widths.iter_mut().zip(r) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut s = String::new();
-    let mut line = |cells: Vec<&str>| {
-        let mut l = String::new();
-        for (i, cell) in cells.iter().enumerate() {
-            l.push_str(cell);
-            if i + 1 < cells.len() {
-                let pad = widths[i] + 3 - cell.chars().count();
-                l.push_str(&" ".repeat(pad));
-            }
-        }
-        s.push_str(l.trim_end());
-        s.push('\n');
-    };
-    line(header.to_vec());
-    for r in rows {
-        line(r.iter().map(String::as_str).collect());
-    }
-    s
 }
 
 /// docker's `units.HumanDuration` (image ages, container uptimes).
