@@ -158,48 +158,6 @@ fn write_entry(log: &mut File, stream: &str, bytes: &[u8]) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Records are cut at 16 KiB (never inside a character), a line ends a
-    /// record, and reading streams them back to the same bytes.
-    #[test]
-    fn log_records_are_split_at_16_kib_and_read_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("log");
-        let mut log = File::create(&path).unwrap();
-        let mut lines = LineBuf {
-            stream: "stdout",
-            pending: Vec::new(),
-        };
-        let mut written = Vec::new();
-        // 100 000 bytes of 3-byte characters in odd-sized reads, then a line.
-        let text = "€".repeat(100_000 / 3);
-        for chunk in text.as_bytes().chunks(7_001) {
-            lines.push(chunk, &mut log);
-            assert!(lines.pending.len() < MAX_LOG_RECORD);
-        }
-        written.extend_from_slice(text.as_bytes());
-        lines.push(b"\nshort\n", &mut log);
-        written.extend_from_slice(b"\nshort\n");
-        lines.flush(&mut log);
-
-        let mut entries = Vec::new();
-        let end = for_each_log(&path, 0, None, |e| entries.push(e)).unwrap();
-        assert_eq!(end, std::fs::metadata(&path).unwrap().len());
-        assert!(entries.iter().all(|e| e.log.len() <= MAX_LOG_RECORD));
-        assert!(entries.iter().all(|e| !e.log.contains('\u{FFFD}')));
-        assert_eq!(entries.iter().filter(|e| e.log.ends_with('\n')).count(), 2);
-        let back: String = entries.iter().map(|e| e.log.as_str()).collect();
-        assert_eq!(back.as_bytes(), written.as_slice());
-        // From an offset, and only up to an end.
-        let mut n = 0;
-        for_each_log(&path, 0, Some(end - 1), |_| n += 1).unwrap();
-        assert_eq!(n, entries.len() - 1);
-    }
-}
-
 /// Where `kiln logs` sends entries: the caller renders them (to its
 /// stdout and stderr, as the container wrote them).
 pub trait LogSink {
@@ -257,5 +215,47 @@ pub fn follow_log(
             return Ok(());
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records are cut at 16 KiB (never inside a character), a line ends a
+    /// record, and reading streams them back to the same bytes.
+    #[test]
+    fn log_records_are_split_at_16_kib_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let mut log = File::create(&path).unwrap();
+        let mut lines = LineBuf {
+            stream: "stdout",
+            pending: Vec::new(),
+        };
+        let mut written = Vec::new();
+        // 100 000 bytes of 3-byte characters in odd-sized reads, then a line.
+        let text = "€".repeat(100_000 / 3);
+        for chunk in text.as_bytes().chunks(7_001) {
+            lines.push(chunk, &mut log);
+            assert!(lines.pending.len() < MAX_LOG_RECORD);
+        }
+        written.extend_from_slice(text.as_bytes());
+        lines.push(b"\nshort\n", &mut log);
+        written.extend_from_slice(b"\nshort\n");
+        lines.flush(&mut log);
+
+        let mut entries = Vec::new();
+        let end = for_each_log(&path, 0, None, |e| entries.push(e)).unwrap();
+        assert_eq!(end, std::fs::metadata(&path).unwrap().len());
+        assert!(entries.iter().all(|e| e.log.len() <= MAX_LOG_RECORD));
+        assert!(entries.iter().all(|e| !e.log.contains('\u{FFFD}')));
+        assert_eq!(entries.iter().filter(|e| e.log.ends_with('\n')).count(), 2);
+        let back: String = entries.iter().map(|e| e.log.as_str()).collect();
+        assert_eq!(back.as_bytes(), written.as_slice());
+        // From an offset, and only up to an end.
+        let mut n = 0;
+        for_each_log(&path, 0, Some(end - 1), |_| n += 1).unwrap();
+        assert_eq!(n, entries.len() - 1);
     }
 }

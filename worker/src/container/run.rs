@@ -367,7 +367,7 @@ pub fn layer_dirs(root: &Root, r: &Resolved) -> Result<Vec<PathBuf>, RunError> {
         .map(|(l, diff_id)| {
             let layer = LayerRef {
                 diff_id: typed(diff_id)?,
-                digest: typed(&l.digest().to_string())?,
+                digest: typed(l.digest().as_ref())?,
                 size: l.size(),
                 media_type: l.media_type().to_string(),
             };
