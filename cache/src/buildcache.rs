@@ -65,11 +65,7 @@ pub fn read_complete(root: &Root, key_hex: &str) -> Option<Vec<LayerRef>> {
     if rec.layers.is_empty() || rec.context.is_some() {
         return None;
     }
-    let complete = rec.layers.iter().all(|l| {
-        l.digest
-            .parse::<Digest>()
-            .is_ok_and(|d| root.blobs().has(&d))
-    });
+    let complete = rec.layers.iter().all(|l| root.blobs().has(&l.digest));
     complete.then_some(rec.layers)
 }
 
@@ -97,7 +93,7 @@ pub fn roots(root: &Root) -> Result<Vec<Digest>> {
     Ok(list(root)
         .into_iter()
         .flat_map(|e| e.record.layers)
-        .filter_map(|l| l.digest.parse().ok())
+        .map(|l| l.digest)
         .collect())
 }
 
@@ -107,11 +103,7 @@ pub fn roots(root: &Root) -> Result<Vec<Digest>> {
 pub fn prune(root: &Root, all: bool, dry_run: bool) -> Result<usize> {
     let mut dropped = 0;
     for e in list(root) {
-        let stale = e.record.layers.iter().any(|l| {
-            l.digest
-                .parse::<Digest>()
-                .map_or(true, |d| !root.blobs().has(&d))
-        });
+        let stale = e.record.layers.iter().any(|l| !root.blobs().has(&l.digest));
         if all || stale {
             dropped += 1;
             if !dry_run {

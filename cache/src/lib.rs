@@ -7,6 +7,7 @@
 pub mod archive;
 pub mod blobs;
 pub mod buildcache;
+pub mod catalog;
 pub mod compress;
 pub mod digest;
 pub mod error;

@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 
 mod commands;
 mod progress;
+mod table;
 
 /// kiln: a daemonless Dockerfile build engine.
 #[derive(Debug, Parser)]

@@ -456,10 +456,7 @@ impl Executor for SharedWorker {
             return Ok(None);
         };
         let blobs = self.0.root.blobs();
-        let complete = snap
-            .layers
-            .iter()
-            .all(|l| l.digest.parse().map(|d| blobs.has(&d)).unwrap_or(false));
+        let complete = snap.layers.iter().all(|l| blobs.has(&l.digest));
         Ok(complete.then_some(snap))
     }
 
@@ -641,7 +638,7 @@ fn cache_mount_name(m: &ExecMount, inputs: &[Snapshot]) -> Option<String> {
             }
             for l in &snap.layers {
                 h.update(b"\0");
-                h.update(l.diff_id.as_bytes());
+                h.update(l.diff_id.to_string().as_bytes());
             }
         }
     }
@@ -751,9 +748,11 @@ fn image_layers(
         layers.push(LayerRef {
             diff_id: id
                 .as_str()
-                .ok_or_else(|| bad("bad diff_id".into()))?
-                .to_string(),
-            digest: digest.to_string(),
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| bad("bad diff_id".into()))?,
+            digest: digest
+                .parse()
+                .map_err(|_| bad(format!("bad layer digest {digest}")))?,
             size: d["size"].as_u64().unwrap_or(0),
             media_type: d["mediaType"]
                 .as_str()
@@ -782,8 +781,8 @@ fn commit_layer(
     let (digest, writer) = diff::write_snapshot(&finished, exclude, Compression::None, writer)?;
     writer.commit()?;
     let layer = LayerRef {
-        diff_id: digest.diff_id.clone(),
-        digest: digest.digest.clone(),
+        diff_id: digest.diff_id.parse()?,
+        digest: digest.digest.parse()?,
         size: digest.size,
         media_type: digest.media_type.to_string(),
     };

@@ -19,6 +19,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use kiln_cache::Digest;
+
 use crate::snapshot;
 
 /// One layer of a snapshot. Defined in the store crate, which the build
@@ -37,18 +39,16 @@ pub enum LayerError {
     },
     #[error("layer {digest}: {source}")]
     Store {
-        digest: String,
+        digest: Digest,
         #[source]
         source: kiln_cache::Error,
     },
     #[error("unpacking layer {digest}: {source}")]
     Unpack {
-        digest: String,
+        digest: Digest,
         #[source]
         source: snapshot::SnapshotError,
     },
-    #[error("layer {0}: not a sha256 digest")]
-    BadDigest(String),
 }
 
 fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> LayerError + 'a {
@@ -68,7 +68,7 @@ pub struct LayerStore {
     /// One lock per layer being unpacked, so parallel steps on the same base
     /// (after `prune --all` dropped its directory) unpack it once and the
     /// others wait, instead of all of them unpacking it side by side.
-    unpacking: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    unpacking: Mutex<HashMap<Digest, Arc<Mutex<()>>>>,
 }
 
 impl LayerStore {
@@ -105,13 +105,11 @@ impl LayerStore {
         Ok(dir)
     }
 
-    /// Where the unpacked layer lives (whether or not it is there yet).
-    pub fn path(&self, diff_id: &str) -> Result<PathBuf, LayerError> {
-        let hex = diff_id
-            .strip_prefix("sha256:")
-            .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
-            .ok_or_else(|| LayerError::BadDigest(diff_id.to_string()))?;
-        Ok(self.layers.join(hex))
+    /// Where the unpacked layer lives (whether or not it is there yet):
+    /// named by the diff_id's hex, which the typed digest keeps a plain
+    /// file name.
+    pub fn path(&self, diff_id: &Digest) -> PathBuf {
+        self.layers.join(diff_id.hex())
     }
 
     /// The layer's directory, unpacking its blob first if needed.
@@ -120,7 +118,7 @@ impl LayerStore {
         layer: &LayerRef,
         blobs: &kiln_cache::BlobStore,
     ) -> Result<PathBuf, LayerError> {
-        let path = self.path(&layer.diff_id)?;
+        let path = self.path(&layer.diff_id);
         if path.is_dir() {
             return Ok(path);
         }
@@ -132,15 +130,12 @@ impl LayerStore {
         if path.is_dir() {
             return Ok(path);
         }
-        let digest: kiln_cache::Digest = layer
-            .digest
-            .parse()
-            .map_err(|_| LayerError::BadDigest(layer.digest.clone()))?;
+        let digest = &layer.digest;
         let store_err = |source| LayerError::Store {
             digest: layer.digest.clone(),
             source,
         };
-        let file = blobs.open(&digest).map_err(store_err)?;
+        let file = blobs.open(digest).map_err(store_err)?;
         let staging = self.scratch("unpack")?.join("layer");
         fs::create_dir(&staging).map_err(io_err("create", &staging))?;
         let reader = decompress(
@@ -158,8 +153,8 @@ impl LayerStore {
     /// Moves a finished directory (an overlay upper dir, or a staging dir)
     /// into place as the unpacked form of `diff_id`. If another build got
     /// there first, theirs stays and ours is dropped.
-    pub fn adopt(&self, dir: &Path, diff_id: &str) -> Result<PathBuf, LayerError> {
-        let path = self.path(diff_id)?;
+    pub fn adopt(&self, dir: &Path, diff_id: &Digest) -> Result<PathBuf, LayerError> {
+        let path = self.path(diff_id);
         match fs::rename(dir, &path) {
             Ok(()) => Ok(path),
             Err(_) if path.is_dir() => {
@@ -283,11 +278,8 @@ mod tests {
     fn layer_paths_accept_only_sha256() {
         let dir = tempfile::tempdir().unwrap();
         let store = LayerStore::open(dir.path()).unwrap();
-        assert!(store.path("sha256:../../etc").is_err());
-        let ok = format!("sha256:{}", "a".repeat(64));
-        assert!(store
-            .path(&ok)
-            .unwrap()
-            .starts_with(dir.path().join("layers")));
+        assert!("sha256:../../etc".parse::<Digest>().is_err());
+        let ok: Digest = format!("sha256:{}", "a".repeat(64)).parse().unwrap();
+        assert!(store.path(&ok).starts_with(dir.path().join("layers")));
     }
 }

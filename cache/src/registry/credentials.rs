@@ -70,6 +70,21 @@ pub fn config_key(registry: &str) -> String {
     }
 }
 
+/// The registry a `login`/`logout` server argument names: docker accepts
+/// URLs there, and Docker Hub under any of its names (or none) is
+/// `docker.io`.
+pub fn login_server(server: Option<&str>) -> String {
+    let s = server.unwrap_or("docker.io");
+    let s = s
+        .trim_start_matches("https://")
+        .trim_start_matches("http://");
+    let s = s.split('/').next().unwrap_or(s);
+    match s {
+        "index.docker.io" | "registry-1.docker.io" | "" => "docker.io".to_string(),
+        other => other.to_string(),
+    }
+}
+
 /// Strips a scheme and path from a config key so `https://host/v1/` and
 /// `host` compare equal, as docker's lookup does.
 fn normalise_key(key: &str) -> &str {

@@ -19,7 +19,7 @@ pub mod remote;
 
 pub use client::verify_login;
 pub use config::RegistryConfig;
-pub use credentials::{Credentials, DockerConfig, Secret};
+pub use credentials::{login_server, Credentials, DockerConfig, Secret};
 pub use error::RegistryError;
 pub use manifest::Platform;
 pub use progress::{NoProgress, Outcome, Progress};

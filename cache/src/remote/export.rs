@@ -9,7 +9,7 @@ use super::manifest::{inline_value, write_manifest, INLINE_KEY};
 use super::{layout, registry, CacheMode, CacheOptions, CacheTo, Error, Event, Imported, LayerRef};
 use super::{Records, Report, StepInfo};
 use crate::registry::RegistryConfig;
-use crate::{buildcache, Root};
+use crate::{buildcache, Digest, Root};
 
 /// The records to export: with `Min`, those whose layers are a prefix of
 /// one of `results` (each a result's layer diff_ids). A key of the solve
@@ -20,7 +20,7 @@ pub fn collect(
     root: &Root,
     keys: &[String],
     mode: CacheMode,
-    results: &[Vec<String>],
+    results: &[Vec<Digest>],
     imported: Option<&Imported>,
 ) -> Records {
     let wanted = |layers: &[LayerRef]| {
@@ -60,7 +60,7 @@ pub fn collect(
 pub fn apply_inline(
     root: &Root,
     base: &mut Option<Value>,
-    diff_ids: &[String],
+    diff_ids: &[Digest],
     keys: &[String],
     inline: bool,
     imported: Option<&Imported>,
@@ -96,7 +96,7 @@ pub struct Solution<'a> {
     /// The cache key (hex) of every node of the solve.
     pub keys: &'a [String],
     /// Each result's layer diff_ids.
-    pub results: &'a [Vec<String>],
+    pub results: &'a [Vec<Digest>],
     /// The `--cache-from` records, for steps the build used without looking
     /// them up.
     pub imported: Option<&'a Imported>,

@@ -34,7 +34,7 @@ struct Transfer {
 pub struct Imported {
     root: Root,
     records: HashMap<String, Vec<LayerRef>>,
-    blobs: HashMap<String, Transfer>,
+    blobs: HashMap<Digest, Transfer>,
     sources: Vec<Source>,
     /// Problems met during the solve (a record whose blobs could not be
     /// fetched is a miss, the step runs); handed out after it.
@@ -42,7 +42,7 @@ pub struct Imported {
     /// For fetches outside the solve (export).
     rt: tokio::runtime::Handle,
     /// (blob digest, diff_id) pairs checked by [`Imported::check_diff_id`].
-    verified: Mutex<HashSet<(String, String)>>,
+    verified: Mutex<HashSet<(Digest, Digest)>>,
 }
 
 impl Imported {
@@ -79,11 +79,8 @@ impl Imported {
         let blobs = self.root.blobs();
         let mut out = Vec::with_capacity(layers.len());
         for l in layers {
-            let digest: Digest = l
-                .digest
-                .parse()
-                .map_err(|_| Error::Format(format!("bad digest {:?} in the cache", l.digest)))?;
-            if blobs.has(&digest) {
+            let digest = &l.digest;
+            if blobs.has(digest) {
                 out.push(l.clone());
                 continue;
             }
@@ -91,7 +88,7 @@ impl Imported {
                 Error::Format(format!("the cache has no blob for layer {}", l.diff_id))
             })?;
             self.fetch(t).await?;
-            if t.blob.digest == digest {
+            if t.blob.digest == *digest {
                 out.push(l.clone());
             } else if l.digest == l.diff_id {
                 let (root, from, want) = (self.root.clone(), t.blob.clone(), digest.clone());
@@ -102,7 +99,7 @@ impl Imported {
             } else {
                 out.push(LayerRef {
                     diff_id: l.diff_id.clone(),
-                    digest: t.blob.digest.to_string(),
+                    digest: t.blob.digest.clone(),
                     size: t.blob.size,
                     media_type: t.blob.media_type.clone(),
                 });
@@ -133,14 +130,7 @@ impl Imported {
         {
             return Ok(());
         }
-        let digest: Digest = l
-            .digest
-            .parse()
-            .map_err(|_| Error::Format(format!("bad digest {:?}", l.digest)))?;
-        let claimed: Digest = l
-            .diff_id
-            .parse()
-            .map_err(|_| Error::Format(format!("bad diff_id {:?}", l.diff_id)))?;
+        let (digest, claimed) = (l.digest.clone(), l.diff_id.clone());
         let memo = [Compression::Gzip, Compression::Zstd]
             .into_iter()
             .any(|c| compress::remembered(&self.root, &claimed, c).as_ref() == Some(&digest));

@@ -29,7 +29,7 @@ struct CacheConfig {
     records: BTreeMap<String, Vec<LayerRef>>,
     /// The diff_id of each of the manifest's layers, in its order.
     #[serde(default)]
-    layers: Vec<String>,
+    layers: Vec<Digest>,
 }
 
 /// The inline form, under [`INLINE_KEY`] in an image config: the layers
@@ -57,7 +57,7 @@ pub(crate) struct Blob {
 }
 
 /// diff_id → the blob of the source that holds it.
-pub(crate) type Layers = Vec<(String, Blob)>;
+pub(crate) type Layers = Vec<(Digest, Blob)>;
 
 fn format(message: String) -> Error {
     Error::Format(message)
@@ -126,7 +126,7 @@ pub(crate) fn read_records(
             .as_array()
             .map(|a| {
                 a.iter()
-                    .filter_map(|s| s.as_str().map(str::to_string))
+                    .filter_map(|s| s.as_str().and_then(|s| s.parse().ok()))
                     .collect()
             })
             .unwrap_or_default();

@@ -8,11 +8,14 @@ use std::process::ExitCode;
 
 use clap::{Subcommand, ValueEnum};
 use kiln_cache::archive::{self, Format, LoadOptions, SaveOptions};
+use kiln_cache::catalog::{self, RemoveError};
 use kiln_cache::compress::{self, Compression, Conversion};
 use kiln_cache::gc::{self, PruneOptions};
-use kiln_cache::image::{self, Found, Platform, Resolved};
+use kiln_cache::image::{self, Platform, Resolved};
 use kiln_cache::{Reference, Root};
 use miette::{miette, IntoDiagnostic, Result};
+
+use crate::table::table;
 use serde_json::{json, Value};
 
 /// The local image commands, flattened into kiln's top level as docker
@@ -212,14 +215,7 @@ fn images(
         .transpose()?;
     let mut rows = Vec::new();
     let mut ids_seen = Vec::new();
-    let mut list = root.images().list().map_err(fail)?;
-    list.sort_by_key(|(n, _)| n.familiar());
-    for (name, d) in list {
-        if let Some(f) = &filter {
-            if f.name() != name.name() || (f.tag().is_some() && f.tag() != name.tag()) {
-                continue;
-            }
-        }
+    for (name, d) in catalog::list(&root, filter.as_ref()).map_err(fail)? {
         let id = d.digest().to_string();
         let (created, size) = match image::resolve(root.blobs(), &d, None, &name.familiar()) {
             Ok(r) => (created_since(&r), human_size(r.content_size())),
@@ -261,42 +257,8 @@ fn images(
         header.push("DIGEST");
     }
     header.extend(["IMAGE ID", "CREATED", "SIZE"]);
-    w(out, &table(&header, &rows))?;
+    w(out, &table(&header, &rows, 20))?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Lays out columns as docker's tabwriter does (min width 20, padding 3).
-fn table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let n = header.len();
-    let mut widths = vec![0usize; n];
-    for (i, h) in header.iter().enumerate() {
-        widths[i] = h.chars().count();
-    }
-    for r in rows {
-        for (i, c) in r.iter().enumerate().take(n) {
-            widths[i] = widths[i].max(c.chars().count());
-        }
-    }
-    let widths: Vec<usize> = widths.iter().map(|w| (w + 3).max(20)).collect();
-    let mut s = String::new();
-    let mut line = |cells: Vec<&str>| {
-        let mut l = String::new();
-        for (i, c) in cells.iter().enumerate() {
-            if i + 1 == cells.len() {
-                l.push_str(c);
-            } else {
-                l.push_str(c);
-                l.push_str(&" ".repeat(widths[i].saturating_sub(c.chars().count())));
-            }
-        }
-        s.push_str(l.trim_end());
-        s.push('\n');
-    };
-    line(header.to_vec());
-    for r in rows {
-        line(r.iter().map(String::as_str).collect());
-    }
-    s
 }
 
 // ------------------------------------------------------------------ rmi
@@ -320,62 +282,17 @@ fn rmi(out: &mut dyn Write, inputs: Vec<String>, force: bool) -> Result<ExitCode
     })
 }
 
-fn rmi_one(root: &Root, input: &str, force: bool) -> Result<String> {
-    let found: Found = image::find(root, input).map_err(fail)?;
-    let to_remove: Vec<Reference> = match &found.reference {
-        Some(r) => vec![r.clone()],
-        None if found.names.len() > 1 && !force => {
-            return Err(miette!(
-                "conflict: unable to delete {} (must be forced) - image is referenced in multiple repositories",
-                input
-            ))
-        }
-        None => found.names.clone(),
-    };
+fn rmi_one(root: &Root, input: &str, force: bool) -> Result<String, RemoveError> {
+    let removed = catalog::remove(root, input, force, |image_id| {
+        kiln_worker::container::run::image_user(root.path(), image_id)
+            .map(|c| c.short_id().to_string())
+    })?;
     let mut s = String::new();
-    let removed_target = found.descriptor.clone();
-    // As docker: the last name of an image a container was made from is
-    // not removed unless forced, and its content stays while the container
-    // does (the container's layers come from it).
-    let target = removed_target.digest().to_string();
-    let last_name = root
-        .images()
-        .list()
-        .map_err(fail)?
-        .iter()
-        .filter(|(r, d)| d.digest() == removed_target.digest() && !to_remove.contains(r))
-        .count()
-        == 0;
-    let user = if last_name {
-        kiln_worker::container::Store::open(root.path())
-            .and_then(|st| st.list())
-            .unwrap_or_default()
-            .into_iter()
-            .find(|c| c.image_id == target)
-    } else {
-        None
-    };
-    if let (Some(c), false) = (&user, force) {
-        return Err(miette!(
-            "conflict: unable to remove repository reference \"{input}\" (must force) - container {} is using its referenced image {}",
-            c.short_id(),
-            target.trim_start_matches("sha256:").get(..12).unwrap_or(&target)
-        ));
+    for r in &removed.untagged {
+        s.push_str(&format!("Untagged: {}\n", r.familiar()));
     }
-    for r in &to_remove {
-        if root.images().remove(r).map_err(fail)? {
-            s.push_str(&format!("Untagged: {}\n", r.familiar()));
-        }
-    }
-    let still_named = root
-        .images()
-        .list()
-        .map_err(fail)?
-        .iter()
-        .any(|(_, d)| d.digest() == removed_target.digest());
-    if !still_named && user.is_none() {
-        gc::remove_image_content(root, &removed_target, &[]).map_err(fail)?;
-        s.push_str(&format!("Deleted: {}\n", removed_target.digest()));
+    if let Some(d) = &removed.deleted {
+        s.push_str(&format!("Deleted: {}\n", d.digest()));
     }
     Ok(s)
 }
@@ -490,31 +407,7 @@ fn history(
     let found = image::find(&root, &input).map_err(fail)?;
     let r =
         image::resolve(root.blobs(), &found.descriptor, platform.as_ref(), &input).map_err(fail)?;
-    let entries: Vec<Value> = r
-        .config
-        .get("history")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let layers = r.manifest.layers();
-    // Pair history entries with layers: each non-empty entry consumes one.
-    let mut rows = Vec::new();
-    let mut li = 0;
-    for h in &entries {
-        let empty = h
-            .get("empty_layer")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
-        let size = if empty {
-            0
-        } else {
-            let s = layers.get(li).map_or(0, |l| l.size());
-            li += 1;
-            s
-        };
-        rows.push((h.clone(), size));
-    }
-    rows.reverse();
+    let rows = catalog::history(&r);
     let id = found.descriptor.digest().to_string();
     let mut table_rows = Vec::new();
     for (i, (h, size)) in rows.iter().enumerate() {
@@ -565,6 +458,7 @@ fn history(
             &table(
                 &["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"],
                 &table_rows,
+                20,
             ),
         )?;
     }

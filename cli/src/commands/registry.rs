@@ -106,19 +106,6 @@ fn config(root: &Root, net: &Net) -> Result<RegistryConfig> {
     Ok(cfg)
 }
 
-/// Normalises a login server argument: docker accepts URLs here.
-fn server_name(server: Option<&str>) -> String {
-    let s = server.unwrap_or("docker.io");
-    let s = s
-        .trim_start_matches("https://")
-        .trim_start_matches("http://");
-    let s = s.split('/').next().unwrap_or(s);
-    match s {
-        "index.docker.io" | "registry-1.docker.io" | "" => "docker.io".to_string(),
-        other => other.to_string(),
-    }
-}
-
 pub fn run(cmd: Cmd) -> Result<ExitCode> {
     match cmd {
         Cmd::Pull {
@@ -212,7 +199,7 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
             password_stdin,
             net,
         } => {
-            let registry_name = server_name(server.as_deref());
+            let registry_name = registry::login_server(server.as_deref());
             let username = match username {
                 Some(u) => u,
                 None => prompt("Username: ")?,
@@ -255,7 +242,7 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Logout { server } => {
-            let registry_name = server_name(server.as_deref());
+            let registry_name = registry::login_server(server.as_deref());
             let mut dc = DockerConfig::load_default().into_diagnostic()?;
             if dc.erase(&registry_name).into_diagnostic()? {
                 println!("Removing login credentials for {registry_name}");

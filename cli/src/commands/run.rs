@@ -9,21 +9,19 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Subcommand;
-use kiln_cache::image::{self, Resolved};
-use kiln_cache::registry::{self, NoProgress, PullOptions, RegistryConfig};
-use kiln_cache::{Reference, Root};
+use kiln_cache::Root;
+use kiln_worker::container::run::{ExecError, ExecOptions, RunError, RunOptions, Started};
 use kiln_worker::container::{
-    self, Container, ContainerError, ExecSpec, StartReport, Status, Store,
+    self, Container, ContainerError, LogSink, StartReport, Status, Store,
 };
-use kiln_worker::layers::{LayerRef, LayerStore};
 use kiln_worker::sandbox::{Device, Mount, Network};
-use kiln_worker::seccomp::{Profile, Seccomp};
+use kiln_worker::seccomp::{Profile, Seccomp, SeccompError};
 use miette::{miette, Result};
-use serde_json::Value;
+
+use crate::table::table;
 
 /// The container commands, flattened into kiln's top level as docker has
 /// them.
@@ -221,16 +219,26 @@ fn open_store() -> Result<(Root, Store)> {
 
 // ------------------------------------------------------------------- run
 
-fn run_container(mut a: RunArgs) -> Result<ExitCode, String> {
+/// Why `kiln run` did not run: its flags, or the worker's refusal; printed
+/// after `kiln: ` with exit code 125.
+#[derive(Debug, thiserror::Error)]
+enum RunFailure {
+    #[error(transparent)]
+    Flag(#[from] FlagError),
+    #[error(transparent)]
+    Run(#[from] RunError),
+    #[error(transparent)]
+    Store(#[from] kiln_cache::Error),
+    #[error(transparent)]
+    Container(#[from] ContainerError),
+}
+
+fn run_container(mut a: RunArgs) -> Result<ExitCode, RunFailure> {
     let args = a.image_and_args.split_off(1.min(a.image_and_args.len()));
     let image = a.image_and_args.concat();
-    let root = Root::from_env().map_err(|e| e.to_string())?;
-    let store = Store::open(root.path()).map_err(|e| e.to_string())?;
-    let network = match a.network.as_str() {
-        "host" | "default" => Network::Host,
-        "none" => Network::None,
-        other => return Err(format!("network {other:?} is not supported (host or none)")),
-    };
+    let root = Root::from_env()?;
+    let store = Store::open(root.path())?;
+    let network = parse_network(&a.network)?;
     let mounts = a
         .volume
         .iter()
@@ -242,189 +250,156 @@ fn run_container(mut a: RunArgs) -> Result<ExitCode, String> {
         .iter()
         .map(|d| parse_device(d))
         .collect::<Result<Vec<_>, _>>()?;
-    if let Some(w) = &a.process.workdir {
-        if !w.starts_with('/') {
-            return Err(format!(
-                "the working directory '{w}' is invalid, it needs to be an absolute path"
-            ));
-        }
-    }
-    let (resolved, image_id) = find_or_pull(&root, &image)?;
-    let cfg = resolved
-        .config
-        .get("config")
-        .cloned()
-        .unwrap_or(Value::Null);
-    let strings = |k: &str| -> Option<Vec<String>> {
-        cfg.get(k).and_then(Value::as_array).map(|v| {
-            v.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
-    };
-    let text = |k: &str| cfg.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-    let (entrypoint, cmd) = match &a.entrypoint {
-        Some(e) if e.is_empty() => (Vec::new(), args.clone()),
-        Some(e) => (vec![e.clone()], args.clone()),
-        None => (
-            strings("Entrypoint").unwrap_or_default(),
-            if args.is_empty() {
-                strings("Cmd").unwrap_or_default()
-            } else {
-                args.clone()
-            },
-        ),
-    };
-    let command: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
-    if command.is_empty() {
-        return Err("no command specified".into());
-    }
-    let mut env = strings("Env").unwrap_or_default();
-    for f in &a.env_file {
-        let body =
-            std::fs::read_to_string(f).map_err(|e| format!("env file {}: {e}", f.display()))?;
-        for line in body.lines() {
-            let line = line.trim_start();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            set_env(&mut env, line);
-        }
-    }
-    for e in &a.process.env {
-        set_env(&mut env, e);
-    }
-    let cwd = a
-        .process
-        .workdir
-        .clone()
-        .or_else(|| Some(text("WorkingDir")).filter(|w| !w.is_empty()))
-        .unwrap_or_else(|| "/".into());
-    let user = a.process.user.clone().unwrap_or_else(|| text("User"));
-    let lowers = layer_dirs(&root, &resolved)?;
-    let c = Container {
-        id: String::new(),
-        name: a.name.clone().unwrap_or_default(),
+    let opts = RunOptions {
         image: image.clone(),
-        image_id,
-        command,
-        env,
-        cwd,
-        user,
-        hostname: a.hostname.clone().unwrap_or_default(),
+        args,
+        entrypoint: a.entrypoint,
+        env_files: a.env_file,
+        env: a.process.env,
+        workdir: a.process.workdir,
+        user: a.process.user,
+        name: a.name,
+        hostname: a.hostname,
         network,
         mounts,
-        lowers,
-        auto_remove: a.rm,
-        created: container::now(),
-        created_ns: 0,
-        status: Status::Created,
-        pid: None,
-        start_time: None,
-        started: None,
-        exit_code: None,
-        finished: None,
-        error: None,
-        seccomp,
         devices,
+        seccomp,
+        auto_remove: a.rm,
     };
-    let c = store.create(c).map_err(|e| e.to_string())?;
-    let c = if c.hostname.is_empty() {
-        let short = c.short_id().to_string();
-        store
-            .update(&c.id, |c| c.hostname = short)
-            .map_err(|e| e.to_string())?
-    } else {
-        c
-    };
-    let exe = std::env::current_exe().map_err(|e| format!("finding the kiln binary: {e}"))?;
-    // Absolute: the helper's pid 1 mounts and pivots with these paths.
-    let dir = store.dir_of(&c.id);
-    let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
-    if a.detach {
-        return Ok(
-            match container::launch::run_detached(&exe, &dir).map_err(|e| e.to_string())? {
-                StartReport::Started => {
-                    println!("{}", c.id);
-                    ExitCode::SUCCESS
-                }
-                StartReport::Failed { code, message } => {
-                    eprintln!("kiln: {message}");
-                    exit(code)
-                }
-            },
-        );
-    }
-    let code = container::launch::run_foreground(&exe, &dir, a.process.interactive)
-        .map_err(|e| e.to_string())?;
-    Ok(exit(code))
-}
-
-/// `KEY=VALUE` sets; a bare `KEY` copies this process's value (or nothing,
-/// as docker). A later setting of a key replaces the earlier one.
-fn set_env(env: &mut Vec<String>, spec: &str) {
-    let entry = match spec.split_once('=') {
-        Some(_) => spec.to_string(),
-        None => match std::env::var(spec) {
-            Ok(v) => format!("{spec}={v}"),
-            Err(_) => return,
+    let c = container::run::create(&root, &store, opts, || {
+        eprintln!("Unable to find image '{image}' locally")
+    })?;
+    Ok(
+        match container::run::start(&store, &c, a.detach, a.process.interactive)? {
+            Started::Detached(StartReport::Started) => {
+                println!("{}", c.id);
+                ExitCode::SUCCESS
+            }
+            Started::Detached(StartReport::Failed { code, message }) => {
+                eprintln!("kiln: {message}");
+                exit(code)
+            }
+            Started::Exited(code) => exit(code),
         },
-    };
-    let key = entry.split('=').next().unwrap_or("").to_string();
-    env.retain(|e| e.split('=').next() != Some(key.as_str()));
-    env.push(entry);
+    )
 }
 
-/// `-v HOST:CONTAINER[:ro|:rw]`; the host folder is made when missing, as
-/// docker does.
+/// A `kiln run` flag that does not parse (docker's wording).
+#[derive(Debug, thiserror::Error)]
+enum FlagError {
+    #[error("network {0:?} is not supported (host or none)")]
+    Network(String),
+    #[error("invalid volume specification: '{0}'")]
+    Volume(String),
+    #[error("invalid volume specification: '{0}': the host path must be absolute (named volumes are not supported)")]
+    VolumeHostRelative(String),
+    #[error("invalid volume specification: '{0}': the container path must be absolute")]
+    VolumeTargetRelative(String),
+    #[error("creating {path}: {source}")]
+    CreateHostDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    HostPath {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid --security-opt: {0:?}")]
+    SecurityOpt(String),
+    #[error("opening seccomp profile ({path}) failed: {source}")]
+    SeccompOpen {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    SeccompProfile {
+        path: String,
+        #[source]
+        source: SeccompError,
+    },
+    #[error("invalid device specification: {0}")]
+    Device(String),
+    #[error("invalid device mode: {0}")]
+    DeviceMode(String),
+    #[error("error gathering device information while adding custom device {host:?}: {source}")]
+    DeviceInfo {
+        host: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0:?} is not a device node")]
+    NotDevice(String),
+}
+
+/// `--network`: host (also "default") or none.
+fn parse_network(n: &str) -> Result<Network, FlagError> {
+    match n {
+        "host" | "default" => Ok(Network::Host),
+        "none" => Ok(Network::None),
+        other => Err(FlagError::Network(other.to_string())),
+    }
+}
+
 /// `--security-opt`: the seccomp filter it asks for (a profile file is
 /// read and checked now, so a bad one fails before anything starts).
-fn parse_security_opts(opts: &[String]) -> Result<Seccomp, String> {
+fn parse_security_opts(opts: &[String]) -> Result<Seccomp, FlagError> {
     let mut seccomp = Seccomp::Default;
     for o in opts {
         let Some((k, v)) = o.split_once(['=', ':']) else {
-            return Err(format!("invalid --security-opt: {o:?}"));
+            return Err(FlagError::SecurityOpt(o.clone()));
         };
         match k {
             "seccomp" if v == "unconfined" => seccomp = Seccomp::Unconfined,
             "seccomp" => {
-                let text = std::fs::read_to_string(v)
-                    .map_err(|e| format!("opening seccomp profile ({v}) failed: {e}"))?;
-                Profile::parse(&text).map_err(|e| format!("{v}: {e}"))?;
+                let text = std::fs::read_to_string(v).map_err(|source| FlagError::SeccompOpen {
+                    path: v.to_string(),
+                    source,
+                })?;
+                Profile::parse(&text).map_err(|source| FlagError::SeccompProfile {
+                    path: v.to_string(),
+                    source,
+                })?;
                 seccomp = Seccomp::Profile(text);
             }
-            _ => return Err(format!("invalid --security-opt: {o:?}")),
+            _ => return Err(FlagError::SecurityOpt(o.clone())),
         }
     }
     Ok(seccomp)
 }
 
 /// `--device HOST[:CONTAINER[:PERMS]]`, as docker reads it.
-fn parse_device(d: &str) -> Result<Device, String> {
+fn parse_device(d: &str) -> Result<Device, FlagError> {
     let parts: Vec<&str> = d.split(':').collect();
     let (host, target, perms) = match parts.as_slice() {
         [h] => (*h, *h, "rwm"),
         [h, t] if t.chars().all(|c| "rwm".contains(c)) && !t.is_empty() => (*h, *h, *t),
         [h, t] => (*h, *t, "rwm"),
         [h, t, p] => (*h, *t, *p),
-        _ => return Err(format!("invalid device specification: {d}")),
+        _ => return Err(FlagError::Device(d.to_string())),
     };
     if perms.is_empty() || !perms.chars().all(|c| "rwm".contains(c)) {
-        return Err(format!("invalid device mode: {perms}"));
+        return Err(FlagError::DeviceMode(perms.to_string()));
     }
     if !host.starts_with('/') || !container::valid_target(target) {
-        return Err(format!("invalid device specification: {d}"));
+        return Err(FlagError::Device(d.to_string()));
     }
-    let host_path = std::fs::canonicalize(host).map_err(|e| {
-        format!("error gathering device information while adding custom device {host:?}: {e}")
+    let host_path = std::fs::canonicalize(host).map_err(|source| FlagError::DeviceInfo {
+        host: host.to_string(),
+        source,
     })?;
     use std::os::unix::fs::FileTypeExt;
     let ft = std::fs::metadata(&host_path)
-        .map_err(|e| format!("{host}: {e}"))?
+        .map_err(|source| FlagError::HostPath {
+            path: host.to_string(),
+            source,
+        })?
         .file_type();
     if !ft.is_char_device() && !ft.is_block_device() {
-        return Err(format!("{host:?} is not a device node"));
+        return Err(FlagError::NotDevice(host.to_string()));
     }
     Ok(Device {
         host: host_path,
@@ -433,28 +408,32 @@ fn parse_device(d: &str) -> Result<Device, String> {
     })
 }
 
-fn parse_volume(v: &str) -> Result<Mount, String> {
+/// `-v HOST:CONTAINER[:ro|:rw]`; the host folder is made when missing, as
+/// docker does.
+fn parse_volume(v: &str) -> Result<Mount, FlagError> {
     let parts: Vec<&str> = v.split(':').collect();
     let (host, target, readonly) = match parts.as_slice() {
         [h, t] => (*h, *t, false),
         [h, t, "ro"] => (*h, *t, true),
         [h, t, "rw"] => (*h, *t, false),
-        _ => return Err(format!("invalid volume specification: '{v}'")),
+        _ => return Err(FlagError::Volume(v.to_string())),
     };
     if !host.starts_with('/') {
-        return Err(format!(
-            "invalid volume specification: '{v}': the host path must be absolute (named volumes are not supported)"
-        ));
+        return Err(FlagError::VolumeHostRelative(v.to_string()));
     }
     if !container::valid_target(target) {
-        return Err(format!(
-            "invalid volume specification: '{v}': the container path must be absolute"
-        ));
+        return Err(FlagError::VolumeTargetRelative(v.to_string()));
     }
     if !Path::new(host).exists() {
-        std::fs::create_dir_all(host).map_err(|e| format!("creating {host}: {e}"))?;
+        std::fs::create_dir_all(host).map_err(|source| FlagError::CreateHostDir {
+            path: host.to_string(),
+            source,
+        })?;
     }
-    let source = std::fs::canonicalize(host).map_err(|e| format!("{host}: {e}"))?;
+    let source = std::fs::canonicalize(host).map_err(|source| FlagError::HostPath {
+        path: host.to_string(),
+        source,
+    })?;
     Ok(Mount::Bind {
         source,
         target: target.to_string(),
@@ -462,95 +441,15 @@ fn parse_volume(v: &str) -> Result<Mount, String> {
     })
 }
 
-/// The image by name or ID; pulled (as `FROM` would) when absent.
-fn find_or_pull(root: &Root, name: &str) -> Result<(Resolved, String), String> {
-    let descriptor = match image::find(root, name) {
-        Ok(found) => found.descriptor,
-        Err(_) => {
-            eprintln!("Unable to find image '{name}' locally");
-            let r = Reference::parse(name).map_err(|e| format!("invalid image {name:?}: {e}"))?;
-            let host = image::Platform::host();
-            let opts = PullOptions {
-                platform: Some(registry::Platform {
-                    os: host.os.clone(),
-                    architecture: host.architecture.clone(),
-                    variant: host.variant.clone(),
-                }),
-                config: RegistryConfig::load(root.path()).map_err(|e| e.to_string())?,
-                ..PullOptions::default()
-            };
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())?;
-            let pulled = rt.block_on(registry::pull(root, &r, &opts, Arc::new(NoProgress)));
-            rt.shutdown_background();
-            pulled.map_err(|e| format!("pulling {}: {e}", r.familiar_tagged()))?
-        }
-    };
-    let resolved =
-        image::resolve(root.blobs(), &descriptor, None, name).map_err(|e| e.to_string())?;
-    Ok((resolved, descriptor.digest().to_string()))
-}
-
-/// The image's layers unpacked (by diff_id, shared with builds), lowest
-/// first.
-fn layer_dirs(root: &Root, r: &Resolved) -> Result<Vec<PathBuf>, String> {
-    let diff_ids: Vec<String> = r
-        .config
-        .pointer("/rootfs/diff_ids")
-        .and_then(Value::as_array)
-        .map(|v| {
-            v.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default();
-    let layers = r.manifest.layers();
-    if layers.len() != diff_ids.len() {
-        return Err(format!(
-            "image has {} layers but {} diff_ids",
-            layers.len(),
-            diff_ids.len()
-        ));
-    }
-    if layers.len() > kiln_worker::snapshot::MAX_LOWERS {
-        return Err(format!(
-            "image has {} layers; kiln runs at most {}",
-            layers.len(),
-            kiln_worker::snapshot::MAX_LOWERS
-        ));
-    }
-    let store = LayerStore::open(root.path()).map_err(|e| e.to_string())?;
-    layers
-        .iter()
-        .zip(diff_ids)
-        .map(|(l, diff_id)| {
-            let layer = LayerRef {
-                diff_id,
-                digest: l.digest().to_string(),
-                size: l.size(),
-                media_type: l.media_type().to_string(),
-            };
-            store.dir(&layer, root.blobs()).map_err(|e| e.to_string())
-        })
-        .collect()
-}
-
 // -------------------------------------------------------------------- ps
 
 fn ps(all: bool, quiet: bool, no_trunc: bool) -> Result<ExitCode> {
     let (_root, store) = open_store()?;
-    let list = store.list().map_err(|e| miette!("{e}"))?;
+    let list = container::run::list(&store, all).map_err(|e| miette!("{e}"))?;
     let now = container::now();
     let mut rows: Vec<Vec<String>> = Vec::new();
     let mut out = std::io::stdout().lock();
-    for c in &list {
-        let status = c.effective_status();
-        if !all && status != Status::Running {
-            continue;
-        }
+    for (c, status) in &list {
         let id = if no_trunc {
             c.id.clone()
         } else {
@@ -564,7 +463,7 @@ fn ps(all: bool, quiet: bool, no_trunc: bool) -> Result<ExitCode> {
         if !no_trunc && command.chars().count() > 20 {
             command = command.chars().take(19).collect::<String>() + "…";
         }
-        let status_text = match status {
+        let status_text = match *status {
             Status::Created => "Created".to_string(),
             Status::Running => format!("Up {}", human_duration(now - c.started.unwrap_or(now))),
             Status::Exited => format!(
@@ -593,37 +492,9 @@ fn ps(all: bool, quiet: bool, no_trunc: bool) -> Result<ExitCode> {
             "PORTS",
             "NAMES",
         ];
-        let _ = out.write_all(table(&header, &rows).as_bytes());
+        let _ = out.write_all(table(&header, &rows, 0).as_bytes());
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Columns padded to their widest cell plus three spaces, as docker's.
-fn table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for r in rows {
-        for (w, cell) in widths.iter_mut().zip(r) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut s = String::new();
-    let mut line = |cells: Vec<&str>| {
-        let mut l = String::new();
-        for (i, cell) in cells.iter().enumerate() {
-            l.push_str(cell);
-            if i + 1 < cells.len() {
-                let pad = widths[i] + 3 - cell.chars().count();
-                l.push_str(&" ".repeat(pad));
-            }
-        }
-        s.push_str(l.trim_end());
-        s.push('\n');
-    };
-    line(header.to_vec());
-    for r in rows {
-        line(r.iter().map(String::as_str).collect());
-    }
-    s
 }
 
 /// docker's `units.HumanDuration` (image ages, container uptimes).
@@ -666,50 +537,17 @@ fn find(store: &Store, key: &str) -> Result<Container> {
 fn logs(follow: bool, tail: &str, key: &str) -> Result<ExitCode> {
     let (_root, store) = open_store()?;
     let c = find(&store, key)?;
-    let path = store.dir_of(&c.id).join("log");
+    let tail = if tail == "all" {
+        None
+    } else {
+        Some(
+            tail.parse()
+                .map_err(|_| miette!("invalid --tail {tail:?}: a number or \"all\""))?,
+        )
+    };
     // Streamed entry by entry: a log can be far larger than memory.
     let mut printer = Printer::new();
-    let mut offset = if tail == "all" {
-        container::for_each_log(&path, 0, None, |e| printer.print(&e))
-    } else {
-        let n: usize = tail
-            .parse()
-            .map_err(|_| miette!("invalid --tail {tail:?}: a number or \"all\""))?;
-        // Count first, then print the last n of the entries counted.
-        let mut count = 0usize;
-        let end =
-            container::for_each_log(&path, 0, None, |_| count += 1).map_err(|e| miette!("{e}"))?;
-        let mut skip = count.saturating_sub(n);
-        container::for_each_log(&path, 0, Some(end), |e| {
-            if skip > 0 {
-                skip -= 1;
-            } else {
-                printer.print(&e);
-            }
-        })
-    }
-    .map_err(|e| miette!("{e}"))?;
-    printer.flush();
-    if !follow {
-        return Ok(ExitCode::SUCCESS);
-    }
-    // Until the helper records the end (after it has copied the last
-    // output); a helper that died without recording it ends this too.
-    let mut dead_polls = 0;
-    loop {
-        let state = store.load(&c.id).ok();
-        let recorded_end = state.as_ref().is_none_or(|c| c.status != Status::Running);
-        if state.as_ref().is_some_and(|c| !c.is_alive()) {
-            dead_polls += 1;
-        }
-        offset = container::for_each_log(&path, offset, None, |e| printer.print(&e))
-            .map_err(|e| miette!("{e}"))?;
-        printer.flush();
-        if recorded_end || dead_polls > 20 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    container::follow_log(&store, &c.id, tail, follow, &mut printer).map_err(|e| miette!("{e}"))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -728,8 +566,10 @@ impl Printer {
             err: std::io::stderr().lock(),
         }
     }
+}
 
-    fn print(&mut self, e: &container::LogEntry) {
+impl LogSink for Printer {
+    fn entry(&mut self, e: &container::LogEntry) {
         // A closed pipe (`kiln logs c | head`) just ends the output.
         let _ = if e.stream == "stderr" {
             self.err.write_all(e.log.as_bytes())
@@ -749,14 +589,7 @@ fn stop(time: u64, keys: &[String]) -> Result<ExitCode> {
     let (_root, store) = open_store()?;
     let mut failed = false;
     for key in keys {
-        let r = store.find(key).and_then(|c| {
-            match container::stop(&store, &c.id, Duration::from_secs(time)) {
-                // Removed by its own --rm as it stopped: stopped all the same.
-                Ok(_) | Err(ContainerError::NotFound(_)) => Ok(()),
-                Err(e) => Err(e),
-            }
-        });
-        match r {
+        match container::stop_named(&store, key, Duration::from_secs(time)) {
             Ok(()) => println!("{key}"),
             Err(e) => {
                 eprintln!("Error response from daemon: {e}");
@@ -775,26 +608,7 @@ fn rm(force: bool, keys: &[String]) -> Result<ExitCode> {
     let (_root, store) = open_store()?;
     let mut failed = false;
     for key in keys {
-        let r = store.find(key).and_then(|c| {
-            if c.is_alive() {
-                if !force {
-                    return Err(ContainerError::State {
-                        path: store.dir_of(&c.id),
-                        detail: format!(
-                            "You cannot remove a running container {}. Stop the container before attempting removal or force remove",
-                            c.id
-                        ),
-                    });
-                }
-                container::kill(&c, 9);
-                match container::stop(&store, &c.id, Duration::from_secs(0)) {
-                    Ok(_) | Err(ContainerError::NotFound(_)) => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            store.remove(&c.id)
-        });
-        match r {
+        match container::remove_named(&store, key, force) {
             Ok(()) => println!("{key}"),
             Err(ContainerError::State { detail, .. }) => {
                 eprintln!("Error response from daemon: {detail}");
@@ -825,46 +639,26 @@ fn exec(
 ) -> Result<ExitCode> {
     let (_root, store) = open_store()?;
     let c = find(&store, key)?;
-    let (true, Some(pid), Some(start_time)) = (c.is_alive(), c.pid, c.start_time) else {
-        eprintln!(
-            "Error response from daemon: container {} is not running",
-            c.id
-        );
-        return Ok(ExitCode::from(1));
+    let opts = ExecOptions {
+        command,
+        env,
+        workdir,
+        user,
     };
-    let mut vars = c.env.clone();
-    if !vars.iter().any(|e| e.starts_with("HOSTNAME=")) {
-        vars.insert(0, format!("HOSTNAME={}", c.hostname));
-    }
-    for e in &env {
-        set_env(&mut vars, e);
-    }
-    let spec = ExecSpec {
-        pid,
-        start_time,
-        argv: command,
-        env: vars,
-        cwd: workdir.unwrap_or_else(|| c.cwd.clone()),
-        user: user.unwrap_or_else(|| c.user.clone()),
-        join_net: c.network == Network::None,
-        seccomp: c.seccomp.clone(),
+    let code = match container::run::exec_spec(&c, opts) {
+        Ok(spec) => container::run::exec(&spec, interactive).map_err(|e| miette!("{e}"))?,
+        Err(e @ ExecError::NotRunning(_)) => {
+            eprintln!("Error response from daemon: {e}");
+            return Ok(ExitCode::from(1));
+        }
+        Err(e) => return Err(miette!("{e}")),
     };
-    let exe = std::env::current_exe().map_err(|e| miette!("finding the kiln binary: {e}"))?;
-    let code = container::launch::exec(&exe, &spec, interactive).map_err(|e| miette!("{e}"))?;
     Ok(exit(code))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn env_later_settings_replace() {
-        let mut env = vec!["PATH=/bin".to_string(), "A=1".to_string()];
-        set_env(&mut env, "A=2");
-        set_env(&mut env, "B=x=y");
-        assert_eq!(env, vec!["PATH=/bin", "A=2", "B=x=y"]);
-    }
 
     #[test]
     fn volumes_parse() {

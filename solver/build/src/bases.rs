@@ -20,25 +20,45 @@ pub(crate) struct Bases<'a> {
     pub seen: RefCell<HashMap<(String, Platform), ResolvedImage>>,
 }
 
-/// Why a base image could not be resolved, as the frontend reports it.
-pub(crate) fn frontend_err(e: String) -> kiln_frontend::Error {
-    kiln_frontend::Error::new(kiln_frontend::ErrorKind::Plan, e)
+/// Why a base image could not be resolved.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BaseError {
+    /// The reference, the store or the image in it.
+    #[error(transparent)]
+    Store(#[from] kiln_cache::Error),
+    /// Not in the store and not pulled (BuildKit's words).
+    #[error("failed to resolve source metadata for {image}: {source}")]
+    Pull {
+        image: String,
+        #[source]
+        source: registry::RegistryError,
+    },
+}
+
+/// A base image failure as the frontend reports it (a planning error with
+/// the same message).
+pub(crate) fn frontend_err(e: BaseError) -> kiln_frontend::Error {
+    kiln_frontend::Error::new(kiln_frontend::ErrorKind::Plan, e.to_string())
 }
 
 impl Bases<'_> {
     /// The image `reference` for `platform`.
-    pub fn resolve(&self, reference: &str, platform: &Platform) -> Result<ResolvedImage, String> {
+    pub fn resolve(
+        &self,
+        reference: &str,
+        platform: &Platform,
+    ) -> Result<ResolvedImage, BaseError> {
         let key = (reference.to_string(), platform.clone());
         if let Some(hit) = self.seen.borrow().get(&key) {
             return Ok(hit.clone());
         }
-        let r = Reference::parse(reference).map_err(|e| e.to_string())?;
+        let r = Reference::parse(reference)?;
         let want = image::Platform {
             os: platform.os.clone(),
             architecture: platform.architecture.clone(),
             variant: platform.variant.clone(),
         };
-        let local = self.root.images().get(&r).map_err(|e| e.to_string())?;
+        let local = self.root.images().get(&r)?;
         let from_store = |d: &oci_spec::image::Descriptor| {
             match image::resolve(self.root.blobs(), d, Some(&want), &r.familiar()) {
                 // A single manifest (a pull for one platform) names its
@@ -60,7 +80,7 @@ impl Bases<'_> {
                 Ok(res) => Some(res),
                 // An index pulled for another platform: fetch this one.
                 Err(kiln_cache::Error::NoMatchingPlatform { .. }) => None,
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(e.into()),
             },
             _ => None,
         };
@@ -83,14 +103,14 @@ impl Bases<'_> {
                     (Ok(d), _) => d,
                     // `--pull` with no registry in reach: the local copy.
                     (Err(_), Some(d)) if self.pull => d.clone(),
-                    (Err(e), _) => {
-                        return Err(format!(
-                            "failed to resolve source metadata for {}: {e}",
-                            r.familiar_tagged()
-                        ))
+                    (Err(source), _) => {
+                        return Err(BaseError::Pull {
+                            image: r.familiar_tagged(),
+                            source,
+                        })
                     }
                 };
-                from_store(&d).map_err(|e| e.to_string())?
+                from_store(&d)?
             }
         };
         let out = ResolvedImage {

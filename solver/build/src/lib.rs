@@ -376,7 +376,7 @@ impl Builder {
         }
         // The image is built and named; a failed cache export still fails
         // the build, as BuildKit's does.
-        let results: Vec<Vec<String>> = built.iter().map(|b| b.diff_ids()).collect();
+        let results: Vec<Vec<kiln_cache::Digest>> = built.iter().map(|b| b.diff_ids()).collect();
         let solution = cache_remote::Solution {
             keys: &keys,
             results: &results,

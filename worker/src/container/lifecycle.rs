@@ -76,3 +76,31 @@ fn wait_recorded(store: &Store, id: &str) -> Result<Container> {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// `kiln stop KEY`: the container named by `key` (name or ID prefix)
+/// stopped. One its own `--rm` removed as it stopped is stopped all the
+/// same.
+pub fn stop_named(store: &Store, key: &str, timeout: Duration) -> Result<()> {
+    let c = store.find(key)?;
+    match stop(store, &c.id, timeout) {
+        Ok(_) | Err(ContainerError::NotFound(_)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// `kiln rm KEY`: the container named by `key` removed (its changes and
+/// log). A running one is refused unless `force`, which kills it first.
+pub fn remove_named(store: &Store, key: &str, force: bool) -> Result<()> {
+    let c = store.find(key)?;
+    if c.is_alive() {
+        if !force {
+            return Err(ContainerError::RemoveRunning(c.id));
+        }
+        kill(&c, libc::SIGKILL);
+        match stop(store, &c.id, Duration::from_secs(0)) {
+            Ok(_) | Err(ContainerError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    store.remove(&c.id)
+}

@@ -158,6 +158,66 @@ fn write_entry(log: &mut File, stream: &str, bytes: &[u8]) {
     }
 }
 
+/// Where `kiln logs` sends entries: the caller renders them (to its
+/// stdout and stderr, as the container wrote them).
+pub trait LogSink {
+    /// One entry, in order.
+    fn entry(&mut self, e: &LogEntry);
+    /// A batch is done: what was written so far should be seen now.
+    fn flush(&mut self);
+}
+
+/// `kiln logs`: the container's log (the last `tail` entries when given),
+/// streamed to `sink` in bounded memory; with `follow`, new output too
+/// until the helper records the end (or is found dead for a while).
+pub fn follow_log(
+    store: &super::Store,
+    id: &str,
+    tail: Option<usize>,
+    follow: bool,
+    sink: &mut dyn LogSink,
+) -> Result<()> {
+    let path = store.dir_of(id).join("log");
+    let mut offset = match tail {
+        None => for_each_log(&path, 0, None, |e| sink.entry(&e))?,
+        Some(n) => {
+            // Count first, then print the last n of the entries counted.
+            let mut count = 0usize;
+            let end = for_each_log(&path, 0, None, |_| count += 1)?;
+            let mut skip = count.saturating_sub(n);
+            for_each_log(&path, 0, Some(end), |e| {
+                if skip > 0 {
+                    skip -= 1;
+                } else {
+                    sink.entry(&e);
+                }
+            })?
+        }
+    };
+    sink.flush();
+    if !follow {
+        return Ok(());
+    }
+    // Until the helper records the end (after it has copied the last
+    // output); a helper that died without recording it ends this too.
+    let mut dead_polls = 0;
+    loop {
+        let state = store.load(id).ok();
+        let recorded_end = state
+            .as_ref()
+            .is_none_or(|c| c.status != super::Status::Running);
+        if state.as_ref().is_some_and(|c| !c.is_alive()) {
+            dead_polls += 1;
+        }
+        offset = for_each_log(&path, offset, None, |e| sink.entry(&e))?;
+        sink.flush();
+        if recorded_end || dead_polls > 20 {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

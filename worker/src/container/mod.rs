@@ -37,8 +37,9 @@
 //! The concepts each have a module: [`store`] (the state records),
 //! `names` (ids and docker-like names), [`logs`] (the json-file log),
 //! [`lifecycle`] (stopping and signalling), [`helper`] (the re-executed
-//! helper's side) and [`launch`] (kiln's side: starting the helper and the
-//! line it answers with).
+//! helper's side), [`launch`] (kiln's side: starting the helper and the
+//! line it answers with) and [`run`] (from an image and `kiln run`'s
+//! options to a started container).
 
 use std::fs;
 use std::io;
@@ -54,14 +55,15 @@ pub mod launch;
 pub mod lifecycle;
 pub mod logs;
 mod names;
+pub mod run;
 pub mod store;
 
 pub use helper::{
     forward_signals, helper_main, start_failure_code, ExecSpec, EXEC_SPEC_ENV, HELPER_SUBCOMMAND,
 };
 pub use launch::StartReport;
-pub use lifecycle::{kill, stop};
-pub use logs::{for_each_log, LogEntry, MAX_LOG_RECORD};
+pub use lifecycle::{kill, remove_named, stop, stop_named};
+pub use logs::{follow_log, for_each_log, LogEntry, LogSink, MAX_LOG_RECORD};
 pub use store::Store;
 
 /// Exit code for kiln's own failures to run a container (docker's 125).
@@ -85,6 +87,9 @@ pub enum ContainerError {
     State { path: PathBuf, detail: String },
     #[error("No such container: {0}")]
     NotFound(String),
+    /// `rm` without `--force` of a running container (docker's words).
+    #[error("You cannot remove a running container {0}. Stop the container before attempting removal or force remove")]
+    RemoveRunning(String),
     #[error("container {0:?} is ambiguous: give more of its ID")]
     Ambiguous(String),
     #[error("the container name \"/{0}\" is already in use")]

@@ -25,7 +25,7 @@ impl Store {
 
     /// Opens (creating) `<kiln_root>/containers`.
     pub fn open(kiln_root: &Path) -> Result<Store> {
-        let dir = kiln_root.join("containers");
+        let dir = kiln_cache::Root::containers_dir_of(kiln_root);
         if !dir.exists() {
             fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
             // Containers' environments (secrets passed with -e) are in

@@ -76,7 +76,7 @@ pub fn config_document(b: &Built, created: &str) -> Value {
         history.push(Value::Object(e));
     }
     doc.insert("history".into(), Value::Array(history));
-    let diff_ids: Vec<&str> = b.layers.iter().map(|l| l.diff_id.as_str()).collect();
+    let diff_ids: Vec<&Digest> = b.layers.iter().map(|l| &l.diff_id).collect();
     doc.insert(
         "rootfs".into(),
         json!({"type": "layers", "diff_ids": diff_ids}),
@@ -101,11 +101,7 @@ fn parse_descriptor(v: Value) -> Result<Descriptor, ExportError> {
 pub fn assemble(root: &Root, b: &Built, created: &str) -> Result<Image, ExportError> {
     let blobs = root.blobs();
     for l in &b.layers {
-        let d: Digest = l
-            .digest
-            .parse()
-            .map_err(|_| ExportError::Invalid(format!("invalid layer digest {}", l.digest)))?;
-        if !blobs.has(&d) {
+        if !blobs.has(&l.digest) {
             return Err(ExportError::Invalid(format!(
                 "layer blob {} is missing from the store",
                 l.digest
@@ -230,25 +226,26 @@ mod tests {
     #[test]
     fn config_keeps_the_base_and_follows_the_stage() {
         use kiln_frontend::plan::HistoryEntry;
+        let (aa, bb) = (Digest::of(b"aa"), Digest::of(b"bb"));
         let base = json!({
             "architecture": "amd64", "os": "linux", "os.version": "x",
             "container_config": {"Cmd": ["old"]},
             "config": {"Cmd": ["sh"]},
             "history": [{"created": "2022-01-01T00:00:00Z", "created_by": "ADD rootfs"}],
-            "rootfs": {"type": "layers", "diff_ids": ["sha256:aa"]},
+            "rootfs": {"type": "layers", "diff_ids": [aa.to_string()]},
         });
         let b = Built {
             platform: Platform::host(),
             layers: vec![
                 LayerRef {
-                    diff_id: "sha256:aa".into(),
-                    digest: "sha256:a1".into(),
+                    diff_id: aa.clone(),
+                    digest: Digest::of(b"a1"),
                     size: 1,
                     media_type: media::DOCKER_LAYER_GZIP.into(),
                 },
                 LayerRef {
-                    diff_id: "sha256:bb".into(),
-                    digest: "sha256:b1".into(),
+                    diff_id: bb.clone(),
+                    digest: Digest::of(b"b1"),
                     size: 2,
                     media_type: media::OCI_LAYER_GZIP.into(),
                 },
@@ -276,7 +273,10 @@ mod tests {
         assert_eq!(doc["config"], json!({"Cmd": ["run"], "Env": ["A=b"]}));
         assert_eq!(doc["os.version"], "x", "fields kiln does not model survive");
         assert!(doc.get("container_config").is_none());
-        assert_eq!(doc["rootfs"]["diff_ids"], json!(["sha256:aa", "sha256:bb"]));
+        assert_eq!(
+            doc["rootfs"]["diff_ids"],
+            json!([aa.to_string(), bb.to_string()])
+        );
         let h = doc["history"].as_array().cloned().unwrap_or_default();
         assert_eq!(h.len(), 3);
         assert_eq!(h[0]["created_by"], "ADD rootfs");

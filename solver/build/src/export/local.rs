@@ -4,17 +4,13 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use kiln_cache::{media, Digest, LayerRef, Root};
+use kiln_cache::{media, LayerRef, Root};
 
 use super::{Built, ExportError};
 
 /// Opens a layer blob decompressed.
 fn layer_reader(root: &Root, l: &LayerRef) -> Result<Box<dyn Read>, ExportError> {
-    let d: Digest = l
-        .digest
-        .parse()
-        .map_err(|_| ExportError::Invalid(format!("invalid layer digest {}", l.digest)))?;
-    let f = root.blobs().open(&d)?;
+    let f = root.blobs().open(&l.digest)?;
     let mut f = std::io::BufReader::new(f);
     let head = {
         use std::io::BufRead;

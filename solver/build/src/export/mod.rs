@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use kiln_cache::compress::{self, Conversion};
-use kiln_cache::{LayerRef, Reference, Root};
+use kiln_cache::{Digest, LayerRef, Reference, Root};
 use kiln_frontend::lower::ImageMeta;
 use kiln_frontend::plan::Platform;
 use oci_spec::image::Descriptor;
@@ -68,7 +68,7 @@ pub struct Built {
 
 impl Built {
     /// The diff_ids of its layers, lowest first.
-    pub fn diff_ids(&self) -> Vec<String> {
+    pub fn diff_ids(&self) -> Vec<Digest> {
         self.layers.iter().map(|l| l.diff_id.clone()).collect()
     }
 }

@@ -1,23 +1,34 @@
 //! `type=tar`: the root filesystem(s) of [`super::local`] as one tar,
 //! complete or not at all.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use kiln_cache::Root;
 
 use super::{Built, ExportError};
 
-/// Writes the tar at `dest`: assembled beside it and renamed into place.
+/// Writes the tar at `dest`: assembled in a temporary file beside it and
+/// renamed into place, so `dest` is whole or untouched.
 pub fn write(root: &Root, built: &[Built], dest: &Path) -> Result<(), ExportError> {
     let tmp = tempfile::Builder::new()
         .prefix("export-")
         .tempdir_in(root.tmp_dir())?;
     let fs = tmp.path().join("rootfs");
     super::local::write(root, built, &fs)?;
-    let partial = dest.with_extension("kiln-partial");
-    let file = std::fs::File::create(&partial)
-        .map_err(|e| ExportError::context(format!("creating {}", partial.display()))(e.into()))?;
-    let mut t = ::tar::Builder::new(std::io::BufWriter::new(file));
+    // Beside the destination (so the rename stays on one filesystem),
+    // removed if anything fails; mode as `File::create` gives (umask
+    // applies), not the 0600 of a default temp file.
+    let dir = dest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let partial = tempfile::Builder::new()
+        .prefix(".kiln-partial-")
+        .permissions(std::fs::Permissions::from_mode(0o666))
+        .tempfile_in(dir)
+        .map_err(|e| ExportError::context(format!("creating {}", dest.display()))(e.into()))?;
+    let mut t = ::tar::Builder::new(std::io::BufWriter::new(partial.as_file()));
     t.follow_symlinks(false);
     let written = t.append_dir_all(".", &fs).and_then(|()| {
         t.into_inner()?
@@ -26,12 +37,11 @@ pub fn write(root: &Root, built: &[Built], dest: &Path) -> Result<(), ExportErro
             .sync_all()
     });
     if let Err(e) = written {
-        let _ = std::fs::remove_file(&partial);
         return Err(ExportError::Invalid(format!(
             "writing {}: {e}",
-            partial.display()
+            partial.path().display()
         )));
     }
-    std::fs::rename(&partial, dest)?;
+    partial.persist(dest).map_err(|e| e.error)?;
     Ok(())
 }
