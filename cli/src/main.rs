@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 mod commands;
 mod progress;
 mod table;
+mod units;
 
 /// kiln: a daemonless Dockerfile build engine.
 #[derive(Debug, Parser)]

@@ -19,6 +19,7 @@ use kiln_frontend::plan::Platform;
 use miette::{miette, IntoDiagnostic, Result};
 
 use crate::progress;
+use crate::units;
 
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
@@ -229,21 +230,6 @@ fn build(a: BuildArgs) -> Result<ExitCode> {
 
 // ---------------------------------------------------------------------- du
 
-fn human(n: u64) -> String {
-    let units = ["B", "kB", "MB", "GB", "TB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1000.0 && u + 1 < units.len() {
-        v /= 1000.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n}B")
-    } else {
-        format!("{v:.3}{}", units[u])
-    }
-}
-
 fn du(verbose: bool) -> Result<ExitCode> {
     let root = Root::from_env().into_diagnostic()?;
     let recs = buildcache::list(&root);
@@ -264,7 +250,7 @@ fn du(verbose: bool) -> Result<ExitCode> {
                     "{:<66} {:>8} {:>12}\n",
                     e.key(),
                     e.record.layers.len(),
-                    human(e.size())
+                    units::du_size(e.size())
                 ),
             )?;
         }
@@ -276,17 +262,26 @@ fn du(verbose: bool) -> Result<ExitCode> {
         format!(
             "Layer blobs:\t{} ({})\n",
             usage.blobs,
-            human(usage.blob_bytes)
+            units::du_size(usage.blob_bytes)
         ),
     )?;
     w(
         &mut out,
-        format!("Unpacked layers:\t{}\n", human(usage.unpacked_bytes)),
+        format!(
+            "Unpacked layers:\t{}\n",
+            units::du_size(usage.unpacked_bytes)
+        ),
     )?;
     w(
         &mut out,
-        format!("Cache mounts:\t{}\n", human(usage.cache_mount_bytes)),
+        format!(
+            "Cache mounts:\t{}\n",
+            units::du_size(usage.cache_mount_bytes)
+        ),
     )?;
-    w(&mut out, format!("Total:\t{}\n", human(usage.total())))?;
+    w(
+        &mut out,
+        format!("Total:\t{}\n", units::du_size(usage.total())),
+    )?;
     Ok(ExitCode::SUCCESS)
 }

@@ -16,6 +16,7 @@ use kiln_cache::{Reference, Root};
 use miette::{miette, IntoDiagnostic, Result};
 
 use crate::table::table;
+use crate::units;
 use serde_json::{json, Value};
 
 /// The local image commands, flattened into kiln's top level as docker
@@ -218,7 +219,7 @@ fn images(
     for (name, d) in catalog::list(&root, filter.as_ref()).map_err(fail)? {
         let id = d.digest().to_string();
         let (created, size) = match image::resolve(root.blobs(), &d, None, &name.familiar()) {
-            Ok(r) => (created_since(&r), human_size(r.content_size())),
+            Ok(r) => (created_since(&r), units::human_size(r.content_size())),
             Err(_) => ("N/A".to_string(), "N/A".to_string()),
         };
         let shown_id = if no_trunc {
@@ -426,7 +427,7 @@ fn history(
         }
         let created_raw = h.get("created").and_then(Value::as_str).unwrap_or("");
         let created = if human {
-            parse_rfc3339(created_raw).map_or_else(|| "N/A".into(), ago)
+            units::parse_rfc3339(created_raw).map_or_else(|| "N/A".into(), units::ago)
         } else {
             created_raw.to_string()
         };
@@ -437,7 +438,7 @@ fn history(
             ellipsis(by, 45)
         };
         let size = if human {
-            human_size(*size)
+            units::human_size(*size)
         } else {
             size.to_string()
         };
@@ -573,125 +574,26 @@ fn prune(out: &mut dyn Write, all: bool, dry_run: bool) -> Result<ExitCode> {
     if !report.removed.is_empty() {
         w(out, &format!("{verb} blobs:\n"))?;
         for (d, size) in &report.removed {
-            w(out, &format!("{d} ({})\n", human_size(*size)))?;
+            w(out, &format!("{d} ({})\n", units::human_size(*size)))?;
         }
         w(out, "\n")?;
     }
     w(
         out,
-        &format!("Total reclaimed space: {}\n", human_size(report.freed)),
+        &format!(
+            "Total reclaimed space: {}\n",
+            units::human_size(report.freed)
+        ),
     )?;
     Ok(ExitCode::SUCCESS)
 }
 
 // ------------------------------------------------------------------ formatting
 
-/// docker's `units.HumanSizeWithPrecision(size, 3)`: decimal units, three
-/// significant digits.
-fn human_size(size: u64) -> String {
-    const UNITS: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
-    let mut v = size as f64;
-    let mut i = 0;
-    while v >= 1000.0 && i < UNITS.len() - 1 {
-        v /= 1000.0;
-        i += 1;
-    }
-    format!("{}{}", sig3(v), UNITS[i])
-}
-
-/// Go's `%.3g` for the range human_size produces (0 ≤ v < 1000).
-fn sig3(v: f64) -> String {
-    let decimals = if v >= 100.0 {
-        0
-    } else if v >= 10.0 {
-        1
-    } else {
-        2
-    };
-    let s = format!("{v:.decimals$}");
-    if s.contains('.') {
-        s.trim_end_matches('0').trim_end_matches('.').to_string()
-    } else {
-        s
-    }
-}
-
 fn created_since(r: &Resolved) -> String {
     r.config
         .get("created")
         .and_then(Value::as_str)
-        .and_then(parse_rfc3339)
-        .map_or_else(|| "N/A".into(), ago)
-}
-
-/// "2 years ago", as docker's `units.HumanDuration` words it.
-fn ago(t: i64) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    format!("{} ago", super::run::human_duration(now - t))
-}
-
-/// Seconds since the epoch of an RFC 3339 time (`2024-01-01T00:00:00Z`,
-/// fractions and offsets allowed).
-fn parse_rfc3339(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    if b.len() < 20 {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| -> Option<i64> { s.get(r)?.parse().ok() };
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    let mut rest = s.get(19..)?;
-    if let Some(frac) = rest.strip_prefix('.') {
-        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
-        rest = frac.get(digits..)?;
-    }
-    let offset = match rest {
-        "Z" | "z" => 0,
-        _ => {
-            let sign = match rest.as_bytes().first()? {
-                b'+' => 1,
-                b'-' => -1,
-                _ => return None,
-            };
-            let oh: i64 = rest.get(1..3)?.parse().ok()?;
-            let om: i64 = rest.get(4..6)?.parse().ok()?;
-            sign * (oh * 3600 + om * 60)
-        }
-    };
-    // Days from civil (Howard Hinnant's algorithm).
-    let y = if mo <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (mo + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146097 + doe - 719468;
-    Some(days * 86400 + h * 3600 + mi * 60 + se - offset)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes_like_docker() {
-        assert_eq!(human_size(395), "395B");
-        assert_eq!(human_size(1_031_856), "1.03MB");
-        assert_eq!(human_size(990_777), "991kB");
-        assert_eq!(human_size(4_260_000), "4.26MB");
-        assert_eq!(human_size(0), "0B");
-    }
-
-    #[test]
-    fn times() {
-        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(parse_rfc3339("2024-01-01T00:00:00Z"), Some(1_704_067_200));
-        assert_eq!(
-            parse_rfc3339("2024-01-01T01:00:00.123456789+01:00"),
-            Some(1_704_067_200)
-        );
-        assert_eq!(parse_rfc3339("garbage"), None);
-    }
+        .and_then(units::parse_rfc3339)
+        .map_or_else(|| "N/A".into(), units::ago)
 }

@@ -22,6 +22,7 @@ use kiln_worker::seccomp::{Profile, Seccomp, SeccompError};
 use miette::{miette, Result};
 
 use crate::table::table;
+use crate::units;
 
 /// The container commands, flattened into kiln's top level as docker has
 /// them.
@@ -465,18 +466,21 @@ fn ps(all: bool, quiet: bool, no_trunc: bool) -> Result<ExitCode> {
         }
         let status_text = match *status {
             Status::Created => "Created".to_string(),
-            Status::Running => format!("Up {}", human_duration(now - c.started.unwrap_or(now))),
+            Status::Running => format!(
+                "Up {}",
+                units::human_duration(now - c.started.unwrap_or(now))
+            ),
             Status::Exited => format!(
                 "Exited ({}) {} ago",
                 c.exit_code.unwrap_or(255),
-                human_duration(now - c.finished.unwrap_or(now))
+                units::human_duration(now - c.finished.unwrap_or(now))
             ),
         };
         rows.push(vec![
             id,
             c.image.clone(),
             format!("\"{command}\""),
-            format!("{} ago", human_duration(now - c.created)),
+            format!("{} ago", units::human_duration(now - c.created)),
             status_text,
             String::new(),
             c.name.clone(),
@@ -495,37 +499,6 @@ fn ps(all: bool, quiet: bool, no_trunc: bool) -> Result<ExitCode> {
         let _ = out.write_all(table(&header, &rows, 0).as_bytes());
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// docker's `units.HumanDuration` (image ages, container uptimes).
-pub(crate) fn human_duration(secs: i64) -> String {
-    let secs = secs.max(0);
-    if secs < 1 {
-        "Less than a second".into()
-    } else if secs == 1 {
-        "1 second".into()
-    } else if secs < 60 {
-        format!("{secs} seconds")
-    } else if secs / 60 == 1 {
-        "About a minute".into()
-    } else if secs / 60 < 60 {
-        format!("{} minutes", secs / 60)
-    } else {
-        let hours = (secs as f64 / 3600.0 + 0.5) as i64;
-        if hours == 1 {
-            "About an hour".into()
-        } else if hours < 48 {
-            format!("{hours} hours")
-        } else if hours < 24 * 7 * 2 {
-            format!("{} days", hours / 24)
-        } else if hours < 24 * 30 * 2 {
-            format!("{} weeks", hours / 24 / 7)
-        } else if hours < 24 * 365 * 2 {
-            format!("{} months", hours / 24 / 30)
-        } else {
-            format!("{} years", secs / 3600 / 24 / 365)
-        }
-    }
 }
 
 // ------------------------------------------------------------------ logs
@@ -670,13 +643,5 @@ mod tests {
         assert!(parse_volume("name:/data").is_err());
         assert!(parse_volume("/x:rel").is_err());
         assert!(parse_volume("/x:/y:zz").is_err());
-    }
-
-    #[test]
-    fn durations_like_docker() {
-        assert_eq!(human_duration(0), "Less than a second");
-        assert_eq!(human_duration(5), "5 seconds");
-        assert_eq!(human_duration(90), "About a minute");
-        assert_eq!(human_duration(600), "10 minutes");
     }
 }
