@@ -946,10 +946,10 @@ fn apply_modifier(
     }
 }
 
-fn pattern_fault(pattern: &str, message: String) -> Fault {
+fn pattern_fault(pattern: &str, error: glob::InvalidEscape) -> Fault {
     Fault::Pattern {
         pattern: pattern.to_string(),
-        message,
+        message: error.to_string(),
     }
 }
 
@@ -1058,11 +1058,23 @@ fn expand_template(out: &mut String, template: &str, matched: &str) {
 
 /// Glob patterns of `${V#p}`, `${V%p}` and `${V/p/r}`.
 ///
+/// Not the path matcher (`kiln_patternmatcher`): these are shell patterns
+/// over a variable's value, not over paths, so `*` crosses `/` (only a
+/// newline stops it), there are no classes, and `#`/`%` versus `##`/`%%`
+/// choose the shortest or longest match, which Go's `filepath.Match` has no
+/// notion of.
+///
 /// BuildKit turns `*` into `.*` (or `.*?`), `?` into `.` and runs Go's
 /// regexp, which prefers matches in backtracking order. A Pike VM over the
 /// three kinds of atom gives the same match in O(pattern × value) time, with
 /// no backtracking and no recursion.
 mod glob {
+    /// A `\` before something it cannot escape (`None`: at the end), worded
+    /// as Go's regexp parser words it.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+    #[error("invalid escape '\\{}'", super::rune_text(*.0))]
+    pub struct InvalidEscape(pub Option<char>);
+
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     enum Atom {
         Lit(char),
@@ -1091,7 +1103,7 @@ mod glob {
         /// `\` escapes `*`, `?` and `\`; before `}` or `/` it is dropped (it
         /// was only there to hide them from `${...}`); anything else after it
         /// is an error worded as Go's.
-        pub fn compile(pattern: &str, greedy: bool) -> Result<Glob, String> {
+        pub fn compile(pattern: &str, greedy: bool) -> Result<Glob, InvalidEscape> {
             let mut chars = pattern.chars().peekable();
             // Go's text/scanner drops a leading byte-order mark.
             if chars.peek() == Some(&'\u{FEFF}') {
@@ -1108,12 +1120,7 @@ mod glob {
                         }
                         match chars.next() {
                             Some(e @ ('*' | '?' | '\\')) => Atom::Lit(e),
-                            other => {
-                                return Err(format!(
-                                    "invalid escape '\\{}'",
-                                    super::rune_text(other)
-                                ))
-                            }
+                            other => return Err(InvalidEscape(other)),
                         }
                     }
                     c => Atom::Lit(c),

@@ -147,17 +147,50 @@ pub fn register_line(emu: &Emulator) -> Option<String> {
     ))
 }
 
+/// Why a step's emulation could not be set up inside its sandbox.
+#[derive(Debug, thiserror::Error)]
+pub enum EmulationSetupError {
+    /// A system call of the setup failed (`pipe`, `fork`, `waitpid`).
+    #[error("{call}: {source}")]
+    Sys {
+        call: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The kernel refused a new user namespace.
+    #[error("user namespace for emulation: {0}")]
+    UserNamespace(#[source] std::io::Error),
+    /// The forked child could not write the namespace's id maps.
+    #[error("user namespace for emulation: writing its id maps failed")]
+    IdMaps,
+    /// The rootfs has no usable `/proc/sys/fs/binfmt_misc`.
+    #[error("/proc/sys/fs/binfmt_misc: {0}")]
+    BinfmtDir(#[source] std::io::Error),
+    /// A private binfmt_misc could not be mounted (an older kernel).
+    #[error("mounting a private binfmt_misc (needs Linux 6.7 or later for emulation): {0}")]
+    Mount(#[source] std::io::Error),
+    /// binfmt_misc refused the interpreter.
+    #[error("registering the QEMU interpreter with binfmt_misc: {0}")]
+    Register(#[source] std::io::Error),
+}
+
+fn sys_err(call: &'static str) -> impl FnOnce(std::io::Error) -> EmulationSetupError {
+    move |source| EmulationSetupError::Sys { call, source }
+}
+
 /// Moves the (single-threaded) sandbox helper into a new user namespace in
 /// which every uid and gid maps to itself, so root stays root for files and
 /// `USER` steps alike, while mounts made afterwards (binfmt_misc above all)
 /// belong to this namespace. A process may not write such a map for itself,
 /// so a forked child, still in the host's namespace, writes it.
-pub(crate) fn enter_user_namespace(one_thread: &crate::sys::SingleThreaded) -> Result<(), String> {
+pub(crate) fn enter_user_namespace(
+    one_thread: &crate::sys::SingleThreaded,
+) -> Result<(), EmulationSetupError> {
     use crate::sys;
     use std::io::{Read, Write};
-    let (rd, wr) = sys::pipe().map_err(|e| format!("pipe: {e}"))?;
+    let (rd, wr) = sys::pipe().map_err(sys_err("pipe"))?;
     let parent = std::process::id();
-    let Some(pid) = sys::fork(one_thread).map_err(|e| format!("fork: {e}"))? else {
+    let Some(pid) = sys::fork(one_thread).map_err(sys_err("fork"))? else {
         drop(wr);
         sys::die_with_parent();
         let mut go = [0u8; 1];
@@ -181,12 +214,12 @@ pub(crate) fn enter_user_namespace(one_thread: &crate::sys::SingleThreaded) -> R
         let _ = w.write_all(b"1");
     }
     drop(w);
-    let status = sys::waitpid(pid).map_err(|e| format!("waitpid: {e}"))?;
+    let status = sys::waitpid(pid).map_err(sys_err("waitpid"))?;
     if let Err(err) = unshared {
-        return Err(format!("user namespace for emulation: {err}"));
+        return Err(EmulationSetupError::UserNamespace(err));
     }
     if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
-        return Err("user namespace for emulation: writing its id maps failed".into());
+        return Err(EmulationSetupError::IdMaps);
     }
     Ok(())
 }
@@ -194,12 +227,15 @@ pub(crate) fn enter_user_namespace(one_thread: &crate::sys::SingleThreaded) -> R
 /// Mounts a private binfmt_misc on `proc/sys/fs/binfmt_misc` of the rootfs
 /// `root` (its /proc already mounted) and registers `line`. It stays
 /// mounted for the step's life: unmounting would drop the registration.
-pub(crate) fn mount_and_register(root: std::os::fd::RawFd, line: &str) -> Result<(), String> {
+pub(crate) fn mount_and_register(
+    root: std::os::fd::RawFd,
+    line: &str,
+) -> Result<(), EmulationSetupError> {
     use std::io::Write;
     use std::os::fd::AsRawFd;
     let rel = Path::new("proc/sys/fs/binfmt_misc");
     let dir = crate::sys::open_in_root(root, rel, libc::O_PATH | libc::O_DIRECTORY)
-        .map_err(|e| format!("/proc/sys/fs/binfmt_misc: {e}"))?;
+        .map_err(EmulationSetupError::BinfmtDir)?;
     let at = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
     crate::sys::mount(
         Some(std::ffi::OsStr::new("binfmt_misc")),
@@ -208,16 +244,14 @@ pub(crate) fn mount_and_register(root: std::os::fd::RawFd, line: &str) -> Result
         libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
         None,
     )
-    .map_err(|e| {
-        format!("mounting a private binfmt_misc (needs Linux 6.7 or later for emulation): {e}")
-    })?;
+    .map_err(EmulationSetupError::Mount)?;
     let dir = crate::sys::open_in_root(root, rel, libc::O_PATH | libc::O_DIRECTORY)
-        .map_err(|e| format!("/proc/sys/fs/binfmt_misc: {e}"))?;
+        .map_err(EmulationSetupError::BinfmtDir)?;
     std::fs::OpenOptions::new()
         .write(true)
         .open(format!("/proc/self/fd/{}/register", dir.as_raw_fd()))
         .and_then(|mut f| f.write_all(line.as_bytes()))
-        .map_err(|e| format!("registering the QEMU interpreter with binfmt_misc: {e}"))
+        .map_err(EmulationSetupError::Register)
 }
 
 #[cfg(test)]

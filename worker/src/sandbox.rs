@@ -299,6 +299,80 @@ pub enum Stream {
     Stderr,
 }
 
+/// Why a sandboxed process did not start: the kind, decided where the
+/// failure happened, picks the exit code docker would give (127, 126, 125);
+/// the message is what is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartErrorKind {
+    /// The program is not on `PATH`, or its path does not exist.
+    NotFound,
+    /// The program exists but cannot be executed.
+    NotExecutable,
+    /// Anything else: setting up the sandbox failed.
+    Other,
+}
+
+/// A failure to set up a sandbox or to exec its process. It crosses a pipe
+/// from the forked child (see [`StartError::encode`]), so its kind travels
+/// with it instead of being guessed from the words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct StartError {
+    pub kind: StartErrorKind,
+    pub message: String,
+}
+
+impl StartError {
+    /// A setup failure ([`StartErrorKind::Other`]).
+    pub fn other(message: impl Into<String>) -> Self {
+        StartError {
+            kind: StartErrorKind::Other,
+            message: message.into(),
+        }
+    }
+
+    /// The bytes a child writes to its error pipe: one tag byte for the
+    /// kind, then the message.
+    pub fn encode(&self) -> Vec<u8> {
+        let tag = match self.kind {
+            StartErrorKind::NotFound => b'N',
+            StartErrorKind::NotExecutable => b'X',
+            StartErrorKind::Other => b'O',
+        };
+        let mut out = Vec::with_capacity(self.message.len() + 1);
+        out.push(tag);
+        out.extend_from_slice(self.message.as_bytes());
+        out
+    }
+
+    /// Reads what [`encode`](Self::encode) wrote; `None` for nothing (the
+    /// exec worked and closed the pipe).
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        let (&tag, message) = bytes.split_first()?;
+        let kind = match tag {
+            b'N' => StartErrorKind::NotFound,
+            b'X' => StartErrorKind::NotExecutable,
+            _ => StartErrorKind::Other,
+        };
+        Some(StartError {
+            kind,
+            message: String::from_utf8_lossy(message).into_owned(),
+        })
+    }
+}
+
+impl From<String> for StartError {
+    fn from(message: String) -> Self {
+        StartError::other(message)
+    }
+}
+
+impl From<&str> for StartError {
+    fn from(message: &str) -> Self {
+        StartError::other(message)
+    }
+}
+
 /// What can go wrong running a sandbox. A process that runs and fails is
 /// not an error: its [`ExitStatus`] says so.
 #[derive(Debug, thiserror::Error)]
@@ -1016,7 +1090,7 @@ pub fn helper_main() -> i32 {
     let _ = sys::set_cloexec(HELPER_FD);
     let status = match helper(&mut chan) {
         Ok(s) => HelperStatus::Exited(s),
-        Err(msg) => HelperStatus::Error(msg),
+        Err(e) => HelperStatus::Error(e.message),
     };
     let bytes =
         serde_json::to_vec(&status).unwrap_or_else(|_| b"{\"error\":\"status encoding\"}".to_vec());
@@ -1026,7 +1100,7 @@ pub fn helper_main() -> i32 {
     }
 }
 
-fn helper(chan: &mut UnixStream) -> Result<ExitStatus, String> {
+fn helper(chan: &mut UnixStream) -> Result<ExitStatus, StartError> {
     // If kiln dies, so do we (and, through the pid namespace, the step).
     sys::die_with_parent();
     // fork below is only sound with one thread: refuse loudly if a future
@@ -1039,7 +1113,7 @@ fn helper(chan: &mut UnixStream) -> Result<ExitStatus, String> {
         .map_err(|e| format!("reading sandbox spec: {e}"))?;
     let spec: SandboxSpec =
         serde_json::from_slice(&input).map_err(|e| format!("decoding sandbox spec: {e}"))?;
-    validate(&spec).map_err(|e| e.to_string())?;
+    validate(&spec).map_err(|e| StartError::other(e.to_string()))?;
     let steps = plan(&spec);
     if spec.network == Network::Private {
         // Before any user namespace: the prepared namespace belongs to the
@@ -1054,7 +1128,8 @@ fn helper(chan: &mut UnixStream) -> Result<ExitStatus, String> {
     if spec.emulator.is_some() {
         // Before the other namespaces, so they (the mount namespace above
         // all) belong to it and binfmt_misc may be mounted privately.
-        crate::emulation::enter_user_namespace(&one_thread)?;
+        crate::emulation::enter_user_namespace(&one_thread)
+            .map_err(|e| StartError::other(e.to_string()))?;
     }
 
     let mut flags =
@@ -1084,7 +1159,7 @@ fn helper(chan: &mut UnixStream) -> Result<ExitStatus, String> {
         };
         // Replaces our stdin (the helper's socket) with src.
         let err = if let Err(e) = sys::dup2(src, 0) {
-            format!("stdin: {e}")
+            StartError::other(format!("stdin: {e}"))
         } else {
             drop(stdin_pipe);
             drop(devnull);
@@ -1094,7 +1169,7 @@ fn helper(chan: &mut UnixStream) -> Result<ExitStatus, String> {
             }
         };
         let mut w = std::fs::File::from(wr);
-        let _ = w.write_all(err.as_bytes());
+        let _ = w.write_all(&err.encode());
         // Leave without running the helper's destructors or atexit.
         sys::exit_now(127);
     };
@@ -1106,18 +1181,18 @@ fn helper(chan: &mut UnixStream) -> Result<ExitStatus, String> {
         // report (SIGPIPE is ignored in Rust programs).
         let _ = std::fs::File::from(w).write_all(bytes);
     }
-    let mut err = String::new();
-    let _ = std::fs::File::from(rd).read_to_string(&mut err);
+    let mut err = Vec::new();
+    let _ = std::fs::File::from(rd).read_to_end(&mut err);
     let wstatus = sys::waitpid(pid).map_err(|e| format!("waitpid: {e}"))?;
-    if !err.is_empty() {
-        return Err(err);
+    if let Some(e) = StartError::decode(&err) {
+        return Err(e);
     }
     if libc::WIFEXITED(wstatus) {
         Ok(ExitStatus::Exited(libc::WEXITSTATUS(wstatus)))
     } else if libc::WIFSIGNALED(wstatus) {
         Ok(ExitStatus::Signaled(libc::WTERMSIG(wstatus)))
     } else {
-        Err(format!("unexpected wait status {wstatus:#x}"))
+        Err(format!("unexpected wait status {wstatus:#x}").into())
     }
 }
 
@@ -1128,7 +1203,7 @@ enum Never {}
 /// ([`crate::container`]), whose single-threaded helpers fork their own
 /// processes (a container's pid 1, an exec'd process) and so need the
 /// setup without this module's fork and status protocol.
-pub fn carry_out(spec: &SandboxSpec, steps: &[Step], errfd: RawFd) -> String {
+pub fn carry_out(spec: &SandboxSpec, steps: &[Step], errfd: RawFd) -> StartError {
     match child(spec, steps, errfd) {
         Ok(never) => match never {},
         Err(e) => e,
@@ -1136,7 +1211,7 @@ pub fn carry_out(spec: &SandboxSpec, steps: &[Step], errfd: RawFd) -> String {
 }
 
 /// pid 1: carries out the plan; returns only on failure.
-fn child(spec: &SandboxSpec, steps: &[Step], errfd: RawFd) -> Result<Never, String> {
+fn child(spec: &SandboxSpec, steps: &[Step], errfd: RawFd) -> Result<Never, StartError> {
     let rootfs = &spec.rootfs;
     // Compiled before anything changes, loaded last, right before execve.
     // The profile's capability rules follow the container's set (docker's
@@ -1228,7 +1303,9 @@ fn child(spec: &SandboxSpec, steps: &[Step], errfd: RawFd) -> Result<Never, Stri
                         )
                         .map_err(|e| format!("remounting /sys read-only: {e}"))?;
                     } else {
-                        return Err(format!("mounting {source} on /{}: {e}", target.display()));
+                        return Err(
+                            format!("mounting {source} on /{}: {e}", target.display()).into()
+                        );
                     }
                 }
             }
@@ -1291,12 +1368,13 @@ fn child(spec: &SandboxSpec, steps: &[Step], errfd: RawFd) -> Result<Never, Stri
                 match sys::symlink_at(OsStr::new(target), pfd.as_raw_fd(), name) {
                     Ok(()) => {}
                     Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
-                    Err(e) => return Err(format!("symlink /{}: {e}", link.display())),
+                    Err(e) => return Err(format!("symlink /{}: {e}", link.display()).into()),
                 }
             }
             Step::Binfmt(line) => {
                 let root = rootfd.as_ref().ok_or("rootfs not bound")?.as_raw_fd();
-                crate::emulation::mount_and_register(root, line)?;
+                crate::emulation::mount_and_register(root, line)
+                    .map_err(|e| StartError::other(e.to_string()))?;
             }
             Step::PivotRoot => {
                 sys::chdir(rootfs).map_err(|e| format!("chdir rootfs: {e}"))?;
@@ -1392,7 +1470,7 @@ fn child(spec: &SandboxSpec, steps: &[Step], errfd: RawFd) -> Result<Never, Stri
                 // reads "(unreachable)…": refuse to start there.
                 let here = std::env::current_dir().map_err(|e| format!("workdir {cwd}: {e}"))?;
                 if !here.is_absolute() {
-                    return Err(format!("workdir {cwd} is outside the container"));
+                    return Err(format!("workdir {cwd} is outside the container").into());
                 }
             }
             Step::DropBoundingCaps(keep) => {
@@ -1404,7 +1482,7 @@ fn child(spec: &SandboxSpec, steps: &[Step], errfd: RawFd) -> Result<Never, Stri
                     if keep & (1u64 << cap) == 0 {
                         if let Err(e) = sys::drop_bounding_cap(cap) {
                             if e.raw_os_error() != Some(libc::EINVAL) {
-                                return Err(format!("dropping capability {cap}: {e}"));
+                                return Err(format!("dropping capability {cap}: {e}").into());
                             }
                         }
                     }
@@ -1430,7 +1508,7 @@ fn child(spec: &SandboxSpec, steps: &[Step], errfd: RawFd) -> Result<Never, Stri
     Err("the sandbox plan has no exec step".into())
 }
 
-fn set_caps(mask: u64) -> Result<(), String> {
+fn set_caps(mask: u64) -> Result<(), StartError> {
     let last = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()
         .and_then(|s| s.trim().parse::<u32>().ok())
@@ -1449,7 +1527,7 @@ fn set_caps(mask: u64) -> Result<(), String> {
     {
         mask &= prm;
     }
-    sys::set_caps(mask).map_err(|e| format!("capset: {e}"))
+    sys::set_caps(mask).map_err(|e| StartError::other(format!("capset: {e}")))
 }
 
 /// Finds `name` on the step's PATH as runc does: the first regular,
@@ -1474,24 +1552,30 @@ fn exec(
     argv: &[String],
     env: &[String],
     filter: Option<&seccompiler::BpfProgram>,
-) -> Result<Never, String> {
+) -> Result<Never, StartError> {
     let prog = if argv[0].contains('/') {
         PathBuf::from(&argv[0])
     } else {
-        lookup(&argv[0], env)
-            .ok_or_else(|| format!("exec: \"{}\": executable file not found in $PATH", argv[0]))?
+        lookup(&argv[0], env).ok_or_else(|| StartError {
+            kind: StartErrorKind::NotFound,
+            message: format!("exec: \"{}\": executable file not found in $PATH", argv[0]),
+        })?
     };
-    let call = sys::Exec::new(&prog, argv, env).map_err(|e| e.to_string())?;
+    let call = sys::Exec::new(&prog, argv, env).map_err(|e| StartError::other(e.to_string()))?;
     // Last: the lookup above is done, so only execve (allowed by docker's
     // profile) and, on failure, the error report follow under the filter.
     if let Some(f) = filter {
-        crate::seccomp::load(f).map_err(|e| e.to_string())?;
+        crate::seccomp::load(f).map_err(|e| StartError::other(e.to_string()))?;
     }
     let e = call.exec();
-    Err(match e.raw_os_error() {
-        Some(libc::ENOENT) => format!("exec: \"{}\": no such file or directory", prog.display()),
-        Some(libc::EACCES) => format!("exec: \"{}\": permission denied", prog.display()),
-        _ => format!("exec: \"{}\": {e}", prog.display()),
+    let (kind, why) = match e.raw_os_error() {
+        Some(libc::ENOENT) => (StartErrorKind::NotFound, "no such file or directory".into()),
+        Some(libc::EACCES) => (StartErrorKind::NotExecutable, "permission denied".into()),
+        _ => (StartErrorKind::Other, e.to_string()),
+    };
+    Err(StartError {
+        kind,
+        message: format!("exec: \"{}\": {why}", prog.display()),
     })
 }
 

@@ -1,5 +1,6 @@
-//! Go's `filepath.Match` (Unix flavour), used only as moby uses it: to reject
-//! malformed patterns when a matcher is built.
+//! Go's `filepath.Match` (Unix flavour), used as moby uses it (to reject
+//! malformed patterns when a matcher is built) and as BuildKit's fsutil uses
+//! it (to expand COPY/ADD source wildcards, path by path, in the worker).
 //!
 //! moby validates each pattern by calling `filepath.Match(pattern, ".")` and
 //! keeping the error. Which patterns that rejects (and which it lets through

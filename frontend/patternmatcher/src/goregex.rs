@@ -14,7 +14,8 @@
 use std::fmt::Write as _;
 
 /// Go rejected the generated expression; the text is Go's error kind.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
 pub struct GoRegexError(pub String);
 
 #[derive(Debug, Clone)]

@@ -6,7 +6,8 @@
 //! never apply to it). kiln keeps the same four kinds so every edge agrees.
 
 use crate::error::{Error, Location};
-use crate::{glob, goregex};
+use crate::glob;
+use crate::goregex::{self, GoRegexError};
 
 /// How a pattern is tested against a path (moby's `matchType`).
 #[derive(Debug, Clone)]
@@ -29,7 +30,7 @@ enum Kind {
 pub struct Pattern {
     cleaned: String,
     exclusion: bool,
-    kind: Result<Kind, String>,
+    kind: Result<Kind, GoRegexError>,
     location: Option<Location>,
 }
 
@@ -121,7 +122,7 @@ fn located(error: Error, location: Option<Location>) -> Error {
 
 /// moby's translation of a glob into its kind and, for regex patterns, Go
 /// regular-expression text, which is then parsed with Go's rules.
-fn compile(pattern: &str) -> Result<Kind, String> {
+fn compile(pattern: &str) -> Result<Kind, GoRegexError> {
     let mut expr = String::from("^");
     let mut kind = KindTag::Exact;
     let mut chars = pattern.chars().peekable();
@@ -189,7 +190,7 @@ fn compile(pattern: &str) -> Result<Kind, String> {
         KindTag::Suffix => Kind::Suffix,
         KindTag::Regex => {
             expr.push('$');
-            Kind::Regex(goregex::compile(&expr).map_err(|e| e.0)?)
+            Kind::Regex(goregex::compile(&expr)?)
         }
     })
 }

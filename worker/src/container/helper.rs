@@ -15,7 +15,7 @@ use super::logs::LineBuf;
 use super::{
     now, proc_start_time, Container, Status, Store, EXIT_CANNOT_EXEC, EXIT_KILN, EXIT_NOT_FOUND,
 };
-use crate::sandbox::{self, Network, SandboxSpec, Step};
+use crate::sandbox::{self, Network, SandboxSpec, StartError, StartErrorKind, Step};
 use crate::sys::{self, SingleThreaded};
 
 /// The hidden `kiln` subcommand that runs [`helper_main`].
@@ -41,14 +41,13 @@ pub struct ExecSpec {
     pub seccomp: crate::seccomp::Seccomp,
 }
 
-/// The exit code docker gives a process that failed to start with `msg`.
-pub fn start_failure_code(msg: &str) -> i32 {
-    if msg.contains("executable file not found") || msg.contains("no such file or directory") {
-        EXIT_NOT_FOUND
-    } else if msg.contains("permission denied") {
-        EXIT_CANNOT_EXEC
-    } else {
-        EXIT_KILN
+/// The exit code docker gives a process that failed to start, by kind:
+/// 127 not found, 126 not executable, 125 anything else.
+pub fn start_failure_code(e: &StartError) -> i32 {
+    match e.kind {
+        StartErrorKind::NotFound => EXIT_NOT_FOUND,
+        StartErrorKind::NotExecutable => EXIT_CANNOT_EXEC,
+        StartErrorKind::Other => EXIT_KILN,
     }
 }
 
@@ -112,11 +111,11 @@ fn install_forwarding() {
     sys::forward_signals(&FORWARDED);
 }
 
-fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
-    sys::pipe().map_err(|e| format!("pipe: {e}"))
+fn pipe() -> Result<(OwnedFd, OwnedFd), StartError> {
+    sys::pipe().map_err(|e| StartError::other(format!("pipe: {e}")))
 }
 
-fn wait_child(pid: i32) -> Result<i32, String> {
+fn wait_child(pid: i32) -> Result<i32, StartError> {
     let ws = sys::waitpid(pid).map_err(|e| format!("waitpid: {e}"))?;
     if libc::WIFEXITED(ws) {
         Ok(libc::WEXITSTATUS(ws))
@@ -173,7 +172,7 @@ fn run_helper(one_thread: &SingleThreaded, dir: &Path, detach: bool) -> i32 {
     };
     let started = match start_container(one_thread, &c, dir) {
         Ok(s) => s,
-        Err(msg) => return fail(EXIT_KILN, msg),
+        Err(e) => return fail(EXIT_KILN, e.message),
     };
     let Started {
         pid,
@@ -182,11 +181,11 @@ fn run_helper(one_thread: &SingleThreaded, dir: &Path, detach: bool) -> i32 {
         errpipe,
     } = started;
     sys::set_forward_target(pid);
-    let mut msg = String::new();
-    let _ = File::from(errpipe).read_to_string(&mut msg);
-    if !msg.is_empty() {
+    let mut report = Vec::new();
+    let _ = File::from(errpipe).read_to_end(&mut report);
+    if let Some(e) = StartError::decode(&report) {
         let _ = wait_child(pid);
-        return fail(start_failure_code(&msg), msg);
+        return fail(start_failure_code(&e), e.message);
     }
     let start_time = proc_start_time(pid);
     let _ = store.update(&id, |c| {
@@ -302,7 +301,7 @@ fn start_container(
     one_thread: &SingleThreaded,
     c: &Container,
     dir: &Path,
-) -> Result<Started, String> {
+) -> Result<Started, StartError> {
     let mut flags = libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
     if c.network == Network::None {
         flags |= libc::CLONE_NEWNET;
@@ -316,14 +315,14 @@ fn start_container(
     let (e_r, e_w) = pipe()?;
     let Some(pid) = sys::fork(one_thread).map_err(|e| format!("fork: {e}"))? else {
         drop((out_r, err_r, e_r));
-        let msg = container_init(
+        let failure = container_init(
             c,
             dir,
             out_w.as_raw_fd(),
             err_w.as_raw_fd(),
             e_w.as_raw_fd(),
         );
-        sys::write_all_fd(e_w.as_raw_fd(), msg.as_bytes());
+        sys::write_all_fd(e_w.as_raw_fd(), &failure.encode());
         // Leave without running the helper's destructors.
         sys::exit_now(EXIT_NOT_FOUND);
     };
@@ -338,13 +337,13 @@ fn start_container(
 
 /// pid 1 before exec: its stdio, a mount namespace of its own, the overlay,
 /// the user, then the sandbox's plan. Returns only on failure.
-fn container_init(c: &Container, dir: &Path, out: RawFd, err: RawFd, errfd: RawFd) -> String {
+fn container_init(c: &Container, dir: &Path, out: RawFd, err: RawFd, errfd: RawFd) -> StartError {
     sys::die_with_parent();
     if let Err(e) = sys::dup2(out, 1).and_then(|()| sys::dup2(err, 2)) {
-        return format!("stdio: {e}");
+        return format!("stdio: {e}").into();
     }
     if let Err(e) = sys::unshare(libc::CLONE_NEWNS) {
-        return format!("unshare mount namespace: {e}");
+        return format!("unshare mount namespace: {e}").into();
     }
     // Nothing mounted from here on may reach the host.
     if let Err(e) = crate::sys::mount(
@@ -354,7 +353,7 @@ fn container_init(c: &Container, dir: &Path, out: RawFd, err: RawFd, errfd: RawF
         libc::MS_REC | libc::MS_PRIVATE,
         None,
     ) {
-        return format!("making / private: {e}");
+        return format!("making / private: {e}").into();
     }
     let rootfs = dir.join("rootfs");
     let (upper, copied) = (dir.join("upper"), dir.join("copied"));
@@ -372,23 +371,23 @@ fn container_init(c: &Container, dir: &Path, out: RawFd, err: RawFd, errfd: RawF
         Err(Some(crate::snapshot::SnapshotError::Mount { .. })) | Err(None) => {
             if !copied.exists() {
                 if let Err(e) = crate::snapshot::flatten(&c.lowers, &upper) {
-                    return format!("copying the image's layers: {e}");
+                    return format!("copying the image's layers: {e}").into();
                 }
                 if let Err(e) = File::create(&copied) {
-                    return format!("{}: {e}", copied.display());
+                    return format!("{}: {e}", copied.display()).into();
                 }
             }
             if let Err(e) =
                 crate::sys::mount(Some(upper.as_os_str()), &rootfs, None, libc::MS_BIND, None)
             {
-                return format!("mounting the container's rootfs: {e}");
+                return format!("mounting the container's rootfs: {e}").into();
             }
         }
-        Err(Some(e)) => return format!("mounting the container's rootfs: {e}"),
+        Err(Some(e)) => return format!("mounting the container's rootfs: {e}").into(),
     }
     let user = match crate::users::resolve_user(&rootfs, &c.user) {
         Ok(u) => u,
-        Err(e) => return e.to_string(),
+        Err(e) => return e.to_string().into(),
     };
     let mut spec = SandboxSpec::new(&rootfs, c.command.clone());
     spec.env = c.env.clone();
@@ -413,14 +412,15 @@ fn exec_helper(one_thread: &SingleThreaded, x: &ExecSpec) -> i32 {
     match exec_start(one_thread, x) {
         Ok((pid, errpipe)) => {
             sys::set_forward_target(pid);
-            let mut msg = String::new();
-            let _ = File::from(errpipe).read_to_string(&mut msg);
+            let mut report = Vec::new();
+            let _ = File::from(errpipe).read_to_end(&mut report);
             let code = wait_child(pid).unwrap_or(EXIT_KILN);
-            if msg.is_empty() {
-                code
-            } else {
-                eprintln!("kiln: {msg}");
-                start_failure_code(&msg)
+            match StartError::decode(&report) {
+                None => code,
+                Some(e) => {
+                    eprintln!("kiln: {e}");
+                    start_failure_code(&e)
+                }
             }
         }
         Err(msg) => {
@@ -430,7 +430,7 @@ fn exec_helper(one_thread: &SingleThreaded, x: &ExecSpec) -> i32 {
     }
 }
 
-fn open_ro(path: &str, flags: libc::c_int) -> Result<OwnedFd, String> {
+fn open_ro(path: &str, flags: libc::c_int) -> Result<OwnedFd, StartError> {
     use std::os::unix::fs::OpenOptionsExt;
     // std opens with O_CLOEXEC.
     File::options()
@@ -438,10 +438,10 @@ fn open_ro(path: &str, flags: libc::c_int) -> Result<OwnedFd, String> {
         .custom_flags(flags)
         .open(path)
         .map(OwnedFd::from)
-        .map_err(|e| format!("{path}: {e}"))
+        .map_err(|e| StartError::other(format!("{path}: {e}")))
 }
 
-fn exec_start(one_thread: &SingleThreaded, x: &ExecSpec) -> Result<(i32, OwnedFd), String> {
+fn exec_start(one_thread: &SingleThreaded, x: &ExecSpec) -> Result<(i32, OwnedFd), StartError> {
     let pid = x.pid;
     if proc_start_time(pid) != Some(x.start_time) {
         return Err("the container is not running".into());
@@ -456,7 +456,7 @@ fn exec_start(one_thread: &SingleThreaded, x: &ExecSpec) -> Result<(i32, OwnedFd
     let ns: Vec<(&str, OwnedFd)> = names
         .iter()
         .map(|n| Ok((*n, open_ro(&format!("/proc/{pid}/ns/{n}"), 0)?)))
-        .collect::<Result<_, String>>()?;
+        .collect::<Result<_, StartError>>()?;
     let root = open_ro(&format!("/proc/{pid}/root"), libc::O_DIRECTORY)?;
     // The pid may have been reused between the check and the opens.
     if proc_start_time(pid) != Some(x.start_time) {
@@ -469,8 +469,8 @@ fn exec_start(one_thread: &SingleThreaded, x: &ExecSpec) -> Result<(i32, OwnedFd
     let (e_r, e_w) = pipe()?;
     let Some(child) = sys::fork(one_thread).map_err(|e| format!("fork: {e}"))? else {
         drop(e_r);
-        let msg = exec_child(x, &root, &user, e_w.as_raw_fd());
-        sys::write_all_fd(e_w.as_raw_fd(), msg.as_bytes());
+        let failure = exec_child(x, &root, &user, e_w.as_raw_fd());
+        sys::write_all_fd(e_w.as_raw_fd(), &failure.encode());
         // Leave without the helper's destructors.
         sys::exit_now(EXIT_NOT_FOUND);
     };
@@ -478,10 +478,15 @@ fn exec_start(one_thread: &SingleThreaded, x: &ExecSpec) -> Result<(i32, OwnedFd
     Ok((child, e_r))
 }
 
-fn exec_child(x: &ExecSpec, root: &OwnedFd, user: &crate::users::ExecUser, errfd: RawFd) -> String {
+fn exec_child(
+    x: &ExecSpec,
+    root: &OwnedFd,
+    user: &crate::users::ExecUser,
+    errfd: RawFd,
+) -> StartError {
     sys::die_with_parent();
     if let Err(e) = sys::enter_root(root.as_raw_fd()) {
-        return format!("entering the container's root: {e}");
+        return format!("entering the container's root: {e}").into();
     }
     let mut spec = SandboxSpec::new("/", x.argv.clone());
     spec.env = x.env.clone();
@@ -510,11 +515,22 @@ mod tests {
 
     #[test]
     fn start_failures_map_to_docker_codes() {
+        let e = |kind, message: &str| StartError {
+            kind,
+            message: message.into(),
+        };
+        let code =
+            |err: StartError| start_failure_code(&StartError::decode(&err.encode()).unwrap());
         assert_eq!(
-            start_failure_code("exec: \"nope\": executable file not found in $PATH"),
+            code(e(StartErrorKind::NotFound, "exec: \"nope\": not found")),
             127
         );
-        assert_eq!(start_failure_code("exec: \"/etc\": permission denied"), 126);
-        assert_eq!(start_failure_code("mounting: boom"), 125);
+        assert_eq!(
+            code(e(StartErrorKind::NotExecutable, "exec: \"/etc\": x")),
+            126
+        );
+        // The words do not decide: only the kind does.
+        assert_eq!(code(StartError::other("mounting: permission denied")), 125);
+        assert_eq!(StartError::decode(b""), None);
     }
 }

@@ -38,7 +38,7 @@ pub use copier::SourceIds;
 pub use error::{FileOpsError, Result};
 pub use meta::Time;
 
-use pattern::{clean, has_wildcards, Glob, PatternMatcher};
+use pattern::{clean, has_wildcards, PatternMatcher, SourceGlob};
 
 /// What to copy, from where, to where, and how.
 #[derive(Debug, Clone)]
@@ -185,7 +185,7 @@ pub fn resolve_wildcards(root: &Path, src: &str) -> Result<Vec<String>> {
         return Ok(vec![d1]);
     }
     let base = rootpath::resolve(root, Path::new(&d1), true)?;
-    let glob = Glob::new(&d2)?;
+    let glob = SourceGlob::new(&d2)?;
     let depth = d2.split('/').count();
     let prefix = base.inner_path().display().to_string();
     let mut out = Vec::new();
@@ -204,7 +204,7 @@ fn walk_matches(
     dir: &Path,
     rel: &str,
     depth: usize,
-    glob: &Glob,
+    glob: &SourceGlob,
     hit: &mut dyn FnMut(&str),
 ) -> Result<()> {
     let mut entries: Vec<(String, bool)> = Vec::new();

@@ -2,136 +2,44 @@
 //! `filepath.Match` applied to whole relative paths (`*` never crosses a `/`,
 //! `**` is nothing special), and `--exclude` / `--parents` filters, which are
 //! moby's patternmatcher (`**` spans directories, `!` re-includes, a pattern
-//! also matches everything below what it matches). Both run in time linear in
-//! pattern × path (a table, no backtracking), since patterns come from users.
+//! also matches everything below what it matches). Both come from the one
+//! shared crate, `kiln-patternmatcher`, so the worker has no engine of its own.
+
+use kiln_patternmatcher::go_match;
 
 use super::error::{FileOpsError, Result};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Tok {
-    Lit(char),
-    Any,
-    Star,
-    Class {
-        negated: bool,
-        ranges: Vec<(char, char)>,
-    },
-}
-
-/// A compiled `filepath.Match` pattern.
+/// A COPY/ADD source wildcard. BuildKit (fsutil's `resolveWildcards`)
+/// matches it with Go's `filepath.Match` against each path relative to the
+/// wildcard's base directory, so this is the shared crate's [`go_match`],
+/// not an engine of its own.
+///
+/// Go reports `ErrBadPattern` for a malformed pattern whatever the name
+/// (after a mismatch it still checks the rest of the pattern), so checking
+/// once against an empty name up front rejects exactly what Go rejects.
+/// BuildKit drops that error and matches nothing; kiln reports it.
 #[derive(Debug, Clone)]
-pub struct Glob {
-    toks: Vec<Tok>,
+pub struct SourceGlob {
+    pattern: String,
 }
 
-impl Glob {
-    /// Compile, rejecting what Go calls `ErrBadPattern` (an unclosed or empty
-    /// class, a trailing backslash).
+impl SourceGlob {
+    /// Accept a pattern Go accepts; a malformed one (an unclosed or empty
+    /// class, a trailing backslash) is [`FileOpsError::BadPattern`].
     pub fn new(pattern: &str) -> Result<Self> {
-        let bad = || FileOpsError::BadPattern {
+        go_match(pattern, "").map_err(|_| FileOpsError::BadPattern {
             pattern: pattern.to_string(),
-        };
-        let chars: Vec<char> = pattern.chars().collect();
-        let mut toks = Vec::new();
-        let mut i = 0;
-        while i < chars.len() {
-            match chars[i] {
-                '*' => {
-                    if toks.last() != Some(&Tok::Star) {
-                        toks.push(Tok::Star);
-                    }
-                    i += 1;
-                }
-                '?' => {
-                    toks.push(Tok::Any);
-                    i += 1;
-                }
-                '\\' => {
-                    let c = *chars.get(i + 1).ok_or_else(bad)?;
-                    toks.push(Tok::Lit(c));
-                    i += 2;
-                }
-                '[' => {
-                    i += 1;
-                    let negated = chars.get(i) == Some(&'^');
-                    if negated {
-                        i += 1;
-                    }
-                    let mut ranges = Vec::new();
-                    loop {
-                        let c = *chars.get(i).ok_or_else(bad)?;
-                        if c == ']' && !ranges.is_empty() {
-                            i += 1;
-                            break;
-                        }
-                        let lo = class_char(&chars, &mut i).ok_or_else(bad)?;
-                        let mut hi = lo;
-                        if chars.get(i) == Some(&'-') {
-                            i += 1;
-                            hi = class_char(&chars, &mut i).ok_or_else(bad)?;
-                            if hi < lo {
-                                return Err(bad());
-                            }
-                        }
-                        ranges.push((lo, hi));
-                    }
-                    toks.push(Tok::Class { negated, ranges });
-                }
-                c => {
-                    toks.push(Tok::Lit(c));
-                    i += 1;
-                }
-            }
-        }
-        Ok(Glob { toks })
+        })?;
+        Ok(SourceGlob {
+            pattern: pattern.to_string(),
+        })
     }
 
-    /// Whether the whole of `name` matches.
+    /// Whether the whole of the slash-separated relative path `name`
+    /// matches (`*` and `?` never match a `/`).
     pub fn matches(&self, name: &str) -> bool {
-        let s: Vec<char> = name.chars().collect();
-        // prev[j]: tokens[..t] match s[..j]
-        let mut prev = vec![false; s.len() + 1];
-        prev[0] = true;
-        for tok in &self.toks {
-            let mut cur = vec![false; s.len() + 1];
-            for j in 0..=s.len() {
-                cur[j] = match tok {
-                    Tok::Star => prev[j] || (j > 0 && s[j - 1] != '/' && cur[j - 1]),
-                    _ => j > 0 && prev[j - 1] && tok_matches(tok, s[j - 1]),
-                };
-            }
-            prev = cur;
-        }
-        prev[s.len()]
-    }
-}
-
-fn class_char(chars: &[char], i: &mut usize) -> Option<char> {
-    let c = *chars.get(*i)?;
-    if c == '-' || c == ']' {
-        return None;
-    }
-    if c == '\\' {
-        let e = *chars.get(*i + 1)?;
-        *i += 2;
-        return Some(e);
-    }
-    *i += 1;
-    Some(c)
-}
-
-fn tok_matches(tok: &Tok, c: char) -> bool {
-    match tok {
-        Tok::Lit(l) => *l == c,
-        Tok::Any => c != '/',
-        Tok::Star => c != '/',
-        Tok::Class { negated, ranges } => {
-            if c == '/' {
-                return false;
-            }
-            let inside = ranges.iter().any(|(lo, hi)| *lo <= c && c <= *hi);
-            inside != *negated
-        }
+        // `new` checked the pattern, and Go's errors do not depend on the name.
+        go_match(&self.pattern, name).unwrap_or(false)
     }
 }
 
@@ -213,7 +121,7 @@ mod tests {
 
     #[test]
     fn glob_is_go_filepath_match() {
-        let m = |p: &str, s: &str| Glob::new(p).unwrap().matches(s);
+        let m = |p: &str, s: &str| SourceGlob::new(p).unwrap().matches(s);
         assert!(m("*.md", "one.md"));
         assert!(!m("*.md", "skip.mdx"));
         assert!(!m("*", "a/b"));
@@ -222,8 +130,11 @@ mod tests {
         assert!(!m("[^a-c]?", "bz"));
         assert!(m("\\*", "*"));
         assert!(!m("**", "a/b"));
-        assert!(Glob::new("[").is_err());
-        assert!(Glob::new("a\\").is_err());
+        assert!(m("a[/]b", "a/b"));
+        assert!(!m("[b-a]", "a"));
+        assert!(SourceGlob::new("[").is_err());
+        assert!(SourceGlob::new("a\\").is_err());
+        assert!(SourceGlob::new("[]a]").is_err());
     }
 
     #[test]
