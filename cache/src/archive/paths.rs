@@ -24,7 +24,7 @@ pub(crate) enum RejectedPath {
     LinkOutside(String),
     #[error("has a link target that is not valid UTF-8")]
     LinkNotUtf8,
-    /// A hard link whose target name is itself unsafe.
+    /// A hard link whose target name is itself rejected.
     #[error("is a hard link whose target {0}")]
     HardLink(Box<RejectedPath>),
 }
