@@ -1256,58 +1256,9 @@ mod glob {
     }
 }
 
-/// Go's `unicode.IsLetter`, `unicode.IsDigit` and `strconv.IsPrint`, which
-/// decide where a variable name ends and how error messages quote a word.
-/// Rust's `is_alphabetic`/`is_numeric` use wider Unicode properties, so the
-/// general categories come from regex-syntax's Unicode tables.
-mod chars {
-    use std::sync::OnceLock;
-
-    type Ranges = Vec<(char, char)>;
-
-    fn class(expr: &str) -> Ranges {
-        use regex_syntax::hir::{Class, HirKind};
-        let Ok(hir) = regex_syntax::Parser::new().parse(expr) else {
-            return Vec::new();
-        };
-        match hir.kind() {
-            HirKind::Class(Class::Unicode(cls)) => {
-                cls.iter().map(|r| (r.start(), r.end())).collect()
-            }
-            _ => Vec::new(),
-        }
-    }
-
-    fn contains(ranges: &Ranges, c: char) -> bool {
-        ranges
-            .binary_search_by(|&(lo, hi)| {
-                if hi < c {
-                    std::cmp::Ordering::Less
-                } else if lo > c {
-                    std::cmp::Ordering::Greater
-                } else {
-                    std::cmp::Ordering::Equal
-                }
-            })
-            .is_ok()
-    }
-
-    pub fn is_letter(c: char) -> bool {
-        static LETTERS: OnceLock<Ranges> = OnceLock::new();
-        if c.is_ascii() {
-            return c.is_ascii_alphabetic();
-        }
-        contains(LETTERS.get_or_init(|| class(r"\p{L}")), c)
-    }
-
-    pub fn is_digit(c: char) -> bool {
-        static DIGITS: OnceLock<Ranges> = OnceLock::new();
-        if c.is_ascii() {
-            return c.is_ascii_digit();
-        }
-        contains(DIGITS.get_or_init(|| class(r"\p{Nd}")), c)
-    }
-}
+// Go's `unicode.IsLetter` and `unicode.IsDigit`, which decide where a
+// variable name ends (written once, beside `strconv.Quote`).
+use kiln_patternmatcher::gostr as chars;
 
 #[cfg(test)]
 mod tests {

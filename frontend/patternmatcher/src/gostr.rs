@@ -1,5 +1,6 @@
 //! Go's string helpers that moby's and BuildKit's observable behaviour
-//! depends on: rune decoding of invalid UTF-8, and `strconv.Quote`, which
+//! depends on: rune decoding of invalid UTF-8, `unicode.IsPrint`/`IsLetter`/
+//! `IsDigit`, and `strconv.Quote`, which
 //! their error messages and BuildKit's parser dump use. Written once here
 //! for the frontend and the worker.
 
@@ -40,27 +41,23 @@ pub fn go_string(bytes: &[u8]) -> String {
     }
 }
 
-/// Go's `unicode.IsPrint`: letters, marks, numbers, punctuation and
-/// symbols (Unicode categories L, M, N, P, S) plus the ASCII space; controls,
-/// format characters, private use, unassigned code points and every other
-/// space are not printable.
-pub fn is_print(c: char) -> bool {
-    static PRINTABLE: OnceLock<Vec<(char, char)>> = OnceLock::new();
-    if c.is_ascii() {
-        return (' '..='~').contains(&c);
+/// Sorted code point ranges of a Unicode class, from regex-syntax's tables
+/// (Rust's `is_alphabetic`/`is_numeric` use wider properties than Go's
+/// general categories).
+type Ranges = Vec<(char, char)>;
+
+fn class(expr: &str) -> Ranges {
+    use regex_syntax::hir::{Class, HirKind};
+    let Ok(hir) = regex_syntax::Parser::new().parse(expr) else {
+        return Vec::new();
+    };
+    match hir.kind() {
+        HirKind::Class(Class::Unicode(cls)) => cls.iter().map(|r| (r.start(), r.end())).collect(),
+        _ => Vec::new(),
     }
-    let ranges = PRINTABLE.get_or_init(|| {
-        use regex_syntax::hir::{Class, HirKind};
-        let Ok(hir) = regex_syntax::Parser::new().parse(r"[\p{L}\p{M}\p{N}\p{P}\p{S}]") else {
-            return Vec::new();
-        };
-        match hir.kind() {
-            HirKind::Class(Class::Unicode(cls)) => {
-                cls.iter().map(|r| (r.start(), r.end())).collect()
-            }
-            _ => Vec::new(),
-        }
-    });
+}
+
+fn contains(ranges: &Ranges, c: char) -> bool {
     ranges
         .binary_search_by(|&(lo, hi)| {
             if hi < c {
@@ -72,6 +69,40 @@ pub fn is_print(c: char) -> bool {
             }
         })
         .is_ok()
+}
+
+/// Go's `unicode.IsPrint`: letters, marks, numbers, punctuation and
+/// symbols (Unicode categories L, M, N, P, S) plus the ASCII space; controls,
+/// format characters, private use, unassigned code points and every other
+/// space are not printable.
+pub fn is_print(c: char) -> bool {
+    static PRINTABLE: OnceLock<Ranges> = OnceLock::new();
+    if c.is_ascii() {
+        return (' '..='~').contains(&c);
+    }
+    contains(
+        PRINTABLE.get_or_init(|| class(r"[\p{L}\p{M}\p{N}\p{P}\p{S}]")),
+        c,
+    )
+}
+
+/// Go's `unicode.IsLetter` (category L), which decides where a shell
+/// variable name ends.
+pub fn is_letter(c: char) -> bool {
+    static LETTERS: OnceLock<Ranges> = OnceLock::new();
+    if c.is_ascii() {
+        return c.is_ascii_alphabetic();
+    }
+    contains(LETTERS.get_or_init(|| class(r"\p{L}")), c)
+}
+
+/// Go's `unicode.IsDigit` (category Nd).
+pub fn is_digit(c: char) -> bool {
+    static DIGITS: OnceLock<Ranges> = OnceLock::new();
+    if c.is_ascii() {
+        return c.is_ascii_digit();
+    }
+    contains(DIGITS.get_or_init(|| class(r"\p{Nd}")), c)
 }
 
 /// Go's `strconv.Quote`: a double-quoted string with Go escapes, as
