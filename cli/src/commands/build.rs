@@ -106,6 +106,18 @@ pub struct BuildArgs {
     /// `RUN --network=host` use the host's network.
     #[arg(long = "allow", value_delimiter = ',')]
     pub allow: Vec<String>,
+    /// SLSA provenance attestation: `true`, `false`, or options
+    /// `mode=min|max[,version=v0.2|v1][,builder-id=…]` (none by default).
+    #[arg(long)]
+    pub provenance: Option<String>,
+    /// SBOM attestation (SPDX 2.3 of the image's packages): `true` or
+    /// `false` (none by default).
+    #[arg(long)]
+    pub sbom: Option<String>,
+    /// An attestation: `type=provenance|sbom[,disabled=true][,mode=…]`
+    /// (repeatable).
+    #[arg(long = "attest")]
+    pub attest: Vec<String>,
     /// The build context: a folder, or `-` for a tar on stdin.
     pub context: String,
 }
@@ -178,6 +190,8 @@ fn options(a: &BuildArgs) -> Result<BuildOptions> {
     opts.jobs = a.jobs;
     opts.iidfile = a.iidfile.clone();
     opts.metadata_file = a.metadata_file.clone();
+    opts.attest = kiln_build::attest::parse(a.provenance.as_deref(), a.sbom.as_deref(), &a.attest)
+        .map_err(|e| miette!("{e}"))?;
     Ok(opts)
 }
 

@@ -9,6 +9,7 @@
 //! It returns a [`BuildResult`] or a [`BuildError`] whose kind says what
 //! failed.
 
+pub mod attest;
 mod bases;
 mod error;
 mod event;
@@ -89,6 +90,9 @@ pub struct BuildOptions {
     pub iidfile: Option<PathBuf>,
     /// Write build metadata (digests, names) as JSON to this file.
     pub metadata_file: Option<PathBuf>,
+    /// Attestations to attach (`--provenance`, `--sbom`, `--attest`);
+    /// none by default.
+    pub attest: attest::AttestOptions,
 }
 
 impl BuildOptions {
@@ -114,6 +118,7 @@ impl BuildOptions {
             allow_host_network: false,
             iidfile: None,
             metadata_file: None,
+            attest: attest::AttestOptions::default(),
         }
     }
 }
@@ -185,6 +190,7 @@ impl Builder {
         // done, as containerd's leases keep a build's content; `kiln
         // prune` waits for it.
         let _lease = root.lease()?;
+        let started = attest::now();
         let (ctx, _ctx_guard) = context_dir(&opts.context, root)?;
         let df_path = opts
             .dockerfile
@@ -299,6 +305,11 @@ impl Builder {
                 lines: None,
             });
         }
+        let facts = if opts.attest.is_empty() {
+            Vec::new()
+        } else {
+            attest::target_facts(root, &lowered.graph, &ids, opts.network)
+        };
         let report = |e: cache_remote::Event| progress.event(BuildEvent::Cache(e));
         let imported =
             cache_remote::import(root, rt.handle(), &bases.config, &opts.cache.from, &report)
@@ -345,6 +356,21 @@ impl Builder {
             .map(|b| export::image::assemble_reusing(root, b, &created))
             .collect::<Result<_, _>>()?;
         let top = match images.as_slice() {
+            _ if !opts.attest.is_empty() => {
+                let ctx = attest_context(&opts, &df_path, started, &created);
+                let conv = attest::conversion_for(&outputs);
+                attest::attach(
+                    root,
+                    &opts.attest,
+                    &ctx,
+                    &images,
+                    &built,
+                    &facts,
+                    &opts.tags,
+                    &conv,
+                )
+                .map_err(BuildError::context("attaching attestations"))?
+            }
             [one] => one.manifest.clone(),
             many => export::image::index(root, many)?,
         };
@@ -397,6 +423,33 @@ impl Builder {
             configs: images.into_iter().map(|i| i.config).collect(),
             tags: opts.tags,
         })
+    }
+}
+
+/// What the provenance says of the build's request.
+fn attest_context(
+    opts: &BuildOptions,
+    df_path: &std::path::Path,
+    started: String,
+    created: &str,
+) -> attest::Context {
+    let mut secrets: Vec<String> = opts.secrets.secrets.keys().cloned().collect();
+    secrets.sort();
+    let mut ssh: Vec<String> = opts.secrets.ssh.keys().cloned().collect();
+    ssh.sort();
+    attest::Context {
+        entry_point: df_path
+            .file_name()
+            .map_or_else(|| "Dockerfile".into(), |n| n.to_string_lossy().into_owned()),
+        build_args: opts.build_args.clone(),
+        target: opts.target.clone(),
+        platforms: opts.platforms.clone(),
+        secrets,
+        ssh,
+        started,
+        finished: attest::now(),
+        invocation_id: attest::invocation_id(),
+        created: created.to_string(),
     }
 }
 
