@@ -1,0 +1,405 @@
+//! Supply-chain attestations through the binary: `--provenance`, `--sbom`
+//! and `--attest` attach in-toto statements as BuildKit does (an
+//! attestation manifest per platform in the image index, `unknown/unknown`,
+//! pointing at the image manifest), with SLSA provenance naming the
+//! busybox base by digest and an SPDX document listing the packages of
+//! the dpkg, apk, Python and npm databases the Dockerfile copies in.
+//! Without the flags the image is exactly what it was.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::Path;
+
+use kiln_testsupport::Kiln;
+use serde_json::Value;
+
+const KILN: &str = env!("CARGO_BIN_EXE_kiln");
+
+const DOCKERFILE: &str = "FROM busybox:1.35
+COPY status /var/lib/dpkg/status
+COPY installed /lib/apk/db/installed
+COPY METADATA /usr/lib/python3/site-packages/requests-2.31.0.dist-info/METADATA
+COPY package.json /app/node_modules/left-pad/package.json
+ARG FOO
+RUN echo $FOO > /foo
+";
+
+const DPKG_STATUS: &str = "Package: libc6
+Status: install ok installed
+Priority: optional
+Architecture: amd64
+Version: 2.36-9+deb12u4
+Maintainer: GNU Libc Maintainers <debian-glibc@lists.debian.org>
+Description: GNU C Library
+ Shared libraries.
+
+Package: removed-pkg
+Status: deinstall ok config-files
+Version: 0.1
+";
+
+const APK_INSTALLED: &str = "C:Q1abc=
+P:musl
+V:1.2.4-r2
+A:x86_64
+L:MIT
+o:musl
+
+C:Q1def=
+P:zlib
+V:1.3.1-r0
+A:x86_64
+L:Zlib
+";
+
+const PY_METADATA: &str = "Metadata-Version: 2.1
+Name: requests
+Version: 2.31.0
+License: Apache-2.0
+
+Long description.
+";
+
+const PACKAGE_JSON: &str = r#"{"name": "left-pad", "version": "1.3.0", "license": "WTFPL"}"#;
+
+/// An OCI archive, read: its blobs by digest and its `index.json`.
+struct Archive {
+    index: Value,
+    blobs: BTreeMap<String, Vec<u8>>,
+}
+
+impl Archive {
+    fn read(path: &Path) -> Archive {
+        let f = std::fs::File::open(path).expect("open archive");
+        let mut ar = tar::Archive::new(f);
+        let mut index = Value::Null;
+        let mut blobs = BTreeMap::new();
+        for e in ar.entries().expect("entries") {
+            let mut e = e.expect("entry");
+            let name = e.path().expect("path").display().to_string();
+            let mut bytes = Vec::new();
+            e.read_to_end(&mut bytes).expect("read entry");
+            if name == "index.json" {
+                index = serde_json::from_slice(&bytes).expect("index.json");
+            } else if let Some(hex) = name.strip_prefix("blobs/sha256/") {
+                if !hex.is_empty() {
+                    blobs.insert(format!("sha256:{hex}"), bytes);
+                }
+            }
+        }
+        Archive { index, blobs }
+    }
+
+    fn json(&self, digest: &str) -> Value {
+        let b = self
+            .blobs
+            .get(digest)
+            .unwrap_or_else(|| panic!("blob {digest} in the archive"));
+        serde_json::from_slice(b).expect("JSON blob")
+    }
+
+    /// The descriptor `index.json` names.
+    fn top(&self) -> Value {
+        self.index["manifests"][0].clone()
+    }
+}
+
+fn context(k: &Kiln) -> std::path::PathBuf {
+    k.context(
+        "ctx",
+        &[
+            ("Dockerfile", DOCKERFILE),
+            ("status", DPKG_STATUS),
+            ("installed", APK_INSTALLED),
+            ("METADATA", PY_METADATA),
+            ("package.json", PACKAGE_JSON),
+        ],
+    )
+}
+
+/// Builds `ctx` into the OCI archive `name` with `extra` flags (creation
+/// times fixed, so equal builds give equal digests); asserts success.
+fn build_oci(k: &Kiln, ctx: &Path, name: &str, extra: &[&str]) -> Archive {
+    let dest = k.path(name);
+    let out_spec = format!("type=oci,dest={}", dest.display());
+    let ctx = ctx.display().to_string();
+    let mut args = vec![
+        "build",
+        "--progress",
+        "plain",
+        "--build-arg",
+        "FOO=bar",
+        "-o",
+        &out_spec,
+    ];
+    args.extend_from_slice(extra);
+    args.push(&ctx);
+    let out = k
+        .cmd(&args)
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .output()
+        .expect("running kiln");
+    assert!(
+        out.status.success(),
+        "build {extra:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Archive::read(&dest)
+}
+
+/// The digest the busybox fixture's tag names (its index).
+fn busybox_digest() -> String {
+    let f = std::fs::File::open(kiln_testsupport::busybox_fixture()).expect("fixture");
+    let mut ar = tar::Archive::new(f);
+    for e in ar.entries().expect("entries") {
+        let mut e = e.expect("entry");
+        if e.path().expect("path").as_os_str() == "index.json" {
+            let mut s = String::new();
+            e.read_to_string(&mut s).expect("read");
+            let v: Value = serde_json::from_str(&s).expect("json");
+            return v["manifests"][0]["digest"]
+                .as_str()
+                .expect("digest")
+                .to_string();
+        }
+    }
+    panic!("no index.json in the fixture");
+}
+
+/// The statements of the attestation manifest `att`, by predicate type.
+fn statements(a: &Archive, att: &Value) -> BTreeMap<String, Value> {
+    let m = a.json(att["digest"].as_str().expect("digest"));
+    let config = a.json(m["config"]["digest"].as_str().expect("config"));
+    assert_eq!(config["architecture"], "unknown");
+    assert_eq!(config["os"], "unknown");
+    let layers = m["layers"].as_array().expect("layers");
+    assert_eq!(
+        config["rootfs"]["diff_ids"].as_array().map(Vec::len),
+        Some(layers.len())
+    );
+    let mut out = BTreeMap::new();
+    for l in layers {
+        assert_eq!(l["mediaType"], "application/vnd.in-toto+json");
+        let ptype = l["annotations"]["in-toto.io/predicate-type"]
+            .as_str()
+            .expect("predicate-type annotation")
+            .to_string();
+        let st = a.json(l["digest"].as_str().expect("digest"));
+        assert_eq!(st["_type"], "https://in-toto.io/Statement/v0.1");
+        assert_eq!(st["predicateType"], ptype.as_str());
+        out.insert(ptype, st);
+    }
+    out
+}
+
+#[test]
+fn provenance_and_sbom_are_attached_as_buildkit_attaches_them() {
+    let k = Kiln::with_busybox(KILN);
+    let ctx = context(&k);
+    let plain = build_oci(&k, &ctx, "plain.tar", &[]);
+    let a = build_oci(
+        &k,
+        &ctx,
+        "attested.tar",
+        &[
+            "--provenance",
+            "mode=max",
+            "--sbom=true",
+            "-t",
+            "example.com/app:1",
+        ],
+    );
+
+    // An index: the image manifest, then its attestation manifest.
+    let top = a.top();
+    assert_eq!(top["mediaType"], "application/vnd.oci.image.index.v1+json");
+    let index = a.json(top["digest"].as_str().expect("digest"));
+    let manifests = index["manifests"].as_array().expect("manifests");
+    assert_eq!(manifests.len(), 2, "{index:#}");
+    let (image, att) = (&manifests[0], &manifests[1]);
+    assert_ne!(image["platform"]["os"], "unknown");
+    assert_eq!(att["platform"]["os"], "unknown");
+    assert_eq!(att["platform"]["architecture"], "unknown");
+    let image_digest = image["digest"].as_str().expect("digest");
+    assert_eq!(
+        att["annotations"]["vnd.docker.reference.type"],
+        "attestation-manifest"
+    );
+    assert_eq!(
+        att["annotations"]["vnd.docker.reference.digest"],
+        image_digest
+    );
+    // The image itself is the one a plain build makes (same layers,
+    // config and manifest): attestations only add beside it.
+    assert_eq!(
+        plain.top()["digest"].as_str(),
+        Some(image_digest),
+        "the attested image's manifest is the plain build's"
+    );
+    // Everything the index names is in the archive.
+    for d in [image_digest, att["digest"].as_str().expect("digest")] {
+        let m = a.json(d);
+        assert!(a.blobs.contains_key(m["config"]["digest"].as_str().expect("cfg")));
+        for l in m["layers"].as_array().expect("layers") {
+            assert!(a.blobs.contains_key(l["digest"].as_str().expect("layer")));
+        }
+    }
+
+    let st = statements(&a, att);
+    let keys: Vec<&str> = st.keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        ["https://slsa.dev/provenance/v0.2", "https://spdx.dev/Document"]
+    );
+    for s in st.values() {
+        let subject = &s["subject"][0];
+        assert_eq!(
+            Some(format!("sha256:{}", subject["digest"]["sha256"].as_str().unwrap_or(""))).as_deref(),
+            Some(image_digest),
+            "the statement is about the image manifest"
+        );
+        let name = subject["name"].as_str().expect("subject name");
+        assert!(
+            name.starts_with("pkg:docker/example.com/app@1?platform=linux%2F"),
+            "{name}"
+        );
+    }
+
+    // Provenance: BuildKit's fields, max mode's build args and steps, the
+    // busybox base pinned by the digest its tag names.
+    let p = &st["https://slsa.dev/provenance/v0.2"]["predicate"];
+    assert_eq!(p["buildType"], "https://mobyproject.org/buildkit@v1");
+    assert!(p["builder"]["id"].is_string());
+    assert_eq!(p["invocation"]["configSource"]["entryPoint"], "Dockerfile");
+    let params = &p["invocation"]["parameters"];
+    assert_eq!(params["frontend"], "dockerfile.v0");
+    assert_eq!(params["args"]["build-arg:FOO"], "bar");
+    assert!(p["invocation"]["environment"]["platform"]
+        .as_str()
+        .is_some_and(|s| s.starts_with("linux/")));
+    let materials = p["materials"].as_array().expect("materials");
+    let bb = materials
+        .iter()
+        .find(|m| {
+            m["uri"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("pkg:docker/busybox@1.35?platform=linux%2F"))
+        })
+        .unwrap_or_else(|| panic!("busybox among the materials: {materials:?}"));
+    assert_eq!(
+        format!("sha256:{}", bb["digest"]["sha256"].as_str().unwrap_or("")),
+        busybox_digest()
+    );
+    let md = &p["metadata"];
+    for k in ["buildStartedOn", "buildFinishedOn", "buildInvocationID"] {
+        assert!(md[k].as_str().is_some_and(|s| !s.is_empty()), "{k}: {md}");
+    }
+    assert_eq!(md["completeness"]["parameters"], true);
+    assert_eq!(md["reproducible"], false);
+    let steps = p["buildConfig"]["llbDefinition"].as_array().expect("steps");
+    assert!(
+        steps.iter().any(|s| s["op"].to_string().contains("echo $FOO")),
+        "max mode lists the RUN step"
+    );
+
+    // SBOM: SPDX 2.3 listing what the databases hold.
+    let doc = &st["https://spdx.dev/Document"]["predicate"];
+    assert_eq!(doc["spdxVersion"], "SPDX-2.3");
+    assert_eq!(doc["SPDXID"], "SPDXRef-DOCUMENT");
+    let pkgs = doc["packages"].as_array().expect("packages");
+    let purls: Vec<&str> = pkgs
+        .iter()
+        .filter_map(|p| p["externalRefs"][0]["referenceLocator"].as_str())
+        .collect();
+    for want in [
+        "pkg:deb/debian/libc6@2.36-9+deb12u4?arch=amd64",
+        "pkg:apk/alpine/musl@1.2.4-r2?arch=x86_64",
+        "pkg:apk/alpine/zlib@1.3.1-r0?arch=x86_64",
+        "pkg:pypi/requests@2.31.0",
+        "pkg:npm/left-pad@1.3.0",
+    ] {
+        assert!(purls.contains(&want), "{want} not in {purls:?}");
+    }
+    assert!(!purls.iter().any(|p| p.contains("removed-pkg")));
+    let by_name = |n: &str| pkgs.iter().find(|p| p["name"] == n).cloned();
+    assert_eq!(
+        by_name("musl").map(|p| p["licenseDeclared"].clone()),
+        Some("MIT".into())
+    );
+    assert_eq!(
+        by_name("requests").map(|p| p["versionInfo"].clone()),
+        Some("2.31.0".into())
+    );
+}
+
+#[test]
+fn without_the_flags_the_image_is_unchanged() {
+    let k = Kiln::with_busybox(KILN);
+    let ctx = context(&k);
+    let plain = build_oci(&k, &ctx, "plain.tar", &[]);
+    let off = build_oci(
+        &k,
+        &ctx,
+        "off.tar",
+        &["--provenance=false", "--sbom=false"],
+    );
+    assert_eq!(
+        plain.top()["mediaType"],
+        "application/vnd.oci.image.manifest.v1+json"
+    );
+    assert_eq!(plain.top()["digest"], off.top()["digest"]);
+    assert_eq!(plain.blobs.len(), off.blobs.len());
+}
+
+#[test]
+fn attest_flag_picks_min_mode_and_slsa_v1() {
+    let k = Kiln::with_busybox(KILN);
+    let ctx = context(&k);
+    let a = build_oci(
+        &k,
+        &ctx,
+        "v1.tar",
+        &["--attest", "type=provenance,version=v1,builder-id=https://ci/1"],
+    );
+    let index = a.json(a.top()["digest"].as_str().expect("digest"));
+    let att = &index["manifests"][1];
+    let st = statements(&a, att);
+    let keys: Vec<&str> = st.keys().map(String::as_str).collect();
+    assert_eq!(keys, ["https://slsa.dev/provenance/v1"], "no SBOM unasked");
+    let p = &st["https://slsa.dev/provenance/v1"]["predicate"];
+    let def = &p["buildDefinition"];
+    assert_eq!(def["externalParameters"]["configSource"]["path"], "Dockerfile");
+    let args = &def["externalParameters"]["request"]["args"];
+    assert!(args.get("build-arg:FOO").is_none(), "min mode: no build args");
+    assert!(def["internalParameters"].get("buildConfig").is_none());
+    assert!(def["resolvedDependencies"]
+        .as_array()
+        .is_some_and(|d| d.iter().any(|m| m["uri"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("pkg:docker/busybox@1.35")))));
+    assert_eq!(p["runDetails"]["builder"]["id"], "https://ci/1");
+    assert_eq!(
+        p["runDetails"]["metadata"]["buildkit_completeness"]["request"],
+        false
+    );
+    // No tag: the subject is unnamed, as BuildKit's.
+    assert_eq!(st["https://slsa.dev/provenance/v1"]["subject"][0]["name"], "_");
+}
+
+#[test]
+fn bad_attestation_flags_are_refused_before_building() {
+    let k = Kiln::empty(KILN);
+    let ctx = k.context("c", &[("Dockerfile", "FROM scratch\n")]);
+    let ctx = ctx.display().to_string();
+    for bad in [
+        vec!["--provenance", "mode=huge"],
+        vec!["--attest", "type=nope"],
+        vec!["--provenance=true", "--attest", "type=provenance"],
+    ] {
+        let mut args = vec!["build", "--progress", "plain"];
+        args.extend_from_slice(&bad);
+        args.push(&ctx);
+        let out = k.run(&args);
+        assert!(!out.status.success(), "{bad:?} should fail");
+    }
+}
