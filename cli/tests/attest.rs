@@ -239,7 +239,9 @@ fn provenance_and_sbom_are_attached_as_buildkit_attaches_them() {
     // Everything the index names is in the archive.
     for d in [image_digest, att["digest"].as_str().expect("digest")] {
         let m = a.json(d);
-        assert!(a.blobs.contains_key(m["config"]["digest"].as_str().expect("cfg")));
+        assert!(a
+            .blobs
+            .contains_key(m["config"]["digest"].as_str().expect("cfg")));
         for l in m["layers"].as_array().expect("layers") {
             assert!(a.blobs.contains_key(l["digest"].as_str().expect("layer")));
         }
@@ -249,12 +251,19 @@ fn provenance_and_sbom_are_attached_as_buildkit_attaches_them() {
     let keys: Vec<&str> = st.keys().map(String::as_str).collect();
     assert_eq!(
         keys,
-        ["https://slsa.dev/provenance/v0.2", "https://spdx.dev/Document"]
+        [
+            "https://slsa.dev/provenance/v0.2",
+            "https://spdx.dev/Document"
+        ]
     );
     for s in st.values() {
         let subject = &s["subject"][0];
         assert_eq!(
-            Some(format!("sha256:{}", subject["digest"]["sha256"].as_str().unwrap_or(""))).as_deref(),
+            Some(format!(
+                "sha256:{}",
+                subject["digest"]["sha256"].as_str().unwrap_or("")
+            ))
+            .as_deref(),
             Some(image_digest),
             "the statement is about the image manifest"
         );
@@ -298,7 +307,9 @@ fn provenance_and_sbom_are_attached_as_buildkit_attaches_them() {
     assert_eq!(md["reproducible"], false);
     let steps = p["buildConfig"]["llbDefinition"].as_array().expect("steps");
     assert!(
-        steps.iter().any(|s| s["op"].to_string().contains("echo $FOO")),
+        steps
+            .iter()
+            .any(|s| s["op"].to_string().contains("echo $FOO")),
         "max mode lists the RUN step"
     );
 
@@ -337,12 +348,7 @@ fn without_the_flags_the_image_is_unchanged() {
     let k = Kiln::with_busybox(KILN);
     let ctx = context(&k);
     let plain = build_oci(&k, &ctx, "plain.tar", &[]);
-    let off = build_oci(
-        &k,
-        &ctx,
-        "off.tar",
-        &["--provenance=false", "--sbom=false"],
-    );
+    let off = build_oci(&k, &ctx, "off.tar", &["--provenance=false", "--sbom=false"]);
     assert_eq!(
         plain.top()["mediaType"],
         "application/vnd.oci.image.manifest.v1+json"
@@ -359,7 +365,10 @@ fn attest_flag_picks_min_mode_and_slsa_v1() {
         &k,
         &ctx,
         "v1.tar",
-        &["--attest", "type=provenance,version=v1,builder-id=https://ci/1"],
+        &[
+            "--attest",
+            "type=provenance,version=v1,builder-id=https://ci/1",
+        ],
     );
     let index = a.json(a.top()["digest"].as_str().expect("digest"));
     let att = &index["manifests"][1];
@@ -368,9 +377,15 @@ fn attest_flag_picks_min_mode_and_slsa_v1() {
     assert_eq!(keys, ["https://slsa.dev/provenance/v1"], "no SBOM unasked");
     let p = &st["https://slsa.dev/provenance/v1"]["predicate"];
     let def = &p["buildDefinition"];
-    assert_eq!(def["externalParameters"]["configSource"]["path"], "Dockerfile");
+    assert_eq!(
+        def["externalParameters"]["configSource"]["path"],
+        "Dockerfile"
+    );
     let args = &def["externalParameters"]["request"]["args"];
-    assert!(args.get("build-arg:FOO").is_none(), "min mode: no build args");
+    assert!(
+        args.get("build-arg:FOO").is_none(),
+        "min mode: no build args"
+    );
     assert!(def["internalParameters"].get("buildConfig").is_none());
     assert!(def["resolvedDependencies"]
         .as_array()
@@ -383,7 +398,10 @@ fn attest_flag_picks_min_mode_and_slsa_v1() {
         false
     );
     // No tag: the subject is unnamed, as BuildKit's.
-    assert_eq!(st["https://slsa.dev/provenance/v1"]["subject"][0]["name"], "_");
+    assert_eq!(
+        st["https://slsa.dev/provenance/v1"]["subject"][0]["name"],
+        "_"
+    );
 }
 
 #[test]

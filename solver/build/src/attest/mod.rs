@@ -195,9 +195,7 @@ pub fn parse(
                         "version" => {
                             p.version = match v.as_str() {
                                 "v0.2" | "v02" | PREDICATE_SLSA_V02 => ProvenanceVersion::V02,
-                                "v1" | "v1.0" | "v1.1" | PREDICATE_SLSA_V1 => {
-                                    ProvenanceVersion::V1
-                                }
+                                "v1" | "v1.0" | "v1.1" | PREDICATE_SLSA_V1 => ProvenanceVersion::V1,
                                 _ => {
                                     return Err(AttestError::Spec(format!(
                                         "invalid provenance version {v:?} (v0.2, v1)"
@@ -517,9 +515,10 @@ pub fn attach(
             },
             "platform": {"architecture": "unknown", "os": "unknown"},
         }));
-        image_entries.push(serde_json::to_value(&converted).map_err(|e| {
-            AttestError::Spec(format!("encoding the image descriptor: {e}"))
-        })?);
+        image_entries.push(
+            serde_json::to_value(&converted)
+                .map_err(|e| AttestError::Spec(format!("encoding the image descriptor: {e}")))?,
+        );
     }
     image_entries.extend(attest_entries);
     let index = to_bytes(&json!({
@@ -553,16 +552,27 @@ mod tests {
             })
         );
         let p = parse(Some("true"), None, &[]).ok();
-        assert_eq!(p.and_then(|p| p.provenance).map(|p| p.mode), Some(ProvenanceMode::Min));
-        assert_eq!(parse(Some("false"), Some("false"), &[]).ok(), Some(AttestOptions::default()));
+        assert_eq!(
+            p.and_then(|p| p.provenance).map(|p| p.mode),
+            Some(ProvenanceMode::Min)
+        );
+        assert_eq!(
+            parse(Some("false"), Some("false"), &[]).ok(),
+            Some(AttestOptions::default())
+        );
         let a = parse(
             None,
             None,
-            &["type=provenance,mode=max,version=v1".into(), "type=sbom".into()],
+            &[
+                "type=provenance,mode=max,version=v1".into(),
+                "type=sbom".into(),
+            ],
         )
         .ok();
         assert_eq!(
-            a.as_ref().and_then(|a| a.provenance.clone()).map(|p| p.version),
+            a.as_ref()
+                .and_then(|a| a.provenance.clone())
+                .map(|p| p.version),
             Some(ProvenanceVersion::V1)
         );
         assert!(a.is_some_and(|a| a.sbom));

@@ -88,11 +88,7 @@ fn materials(f: &TargetFacts) -> Vec<Value> {
 }
 
 /// The predicate type and predicate of one platform's provenance.
-pub fn predicate(
-    p: &ProvenanceOptions,
-    ctx: &Context,
-    f: &TargetFacts,
-) -> (&'static str, Value) {
+pub fn predicate(p: &ProvenanceOptions, ctx: &Context, f: &TargetFacts) -> (&'static str, Value) {
     let max = p.mode == ProvenanceMode::Max;
     // A build from a local context cannot name all it used.
     let complete_materials = false;
@@ -202,7 +198,10 @@ mod tests {
         let (t, pred) = predicate(&p, &ctx(), &facts());
         assert_eq!(t, PREDICATE_SLSA_V02);
         assert_eq!(pred["buildType"], BUILD_TYPE_V02);
-        assert_eq!(pred["invocation"]["configSource"]["entryPoint"], "Dockerfile");
+        assert_eq!(
+            pred["invocation"]["configSource"]["entryPoint"],
+            "Dockerfile"
+        );
         let params = &pred["invocation"]["parameters"];
         assert_eq!(params["frontend"], "dockerfile.v0");
         assert_eq!(params["args"], json!({"target": "final"}));
@@ -234,7 +233,10 @@ mod tests {
         };
         let (t, pred) = predicate(&v1, &ctx(), &facts());
         assert_eq!(t, PREDICATE_SLSA_V1);
-        assert_eq!(pred["buildDefinition"]["externalParameters"]["configSource"]["path"], "Dockerfile");
+        assert_eq!(
+            pred["buildDefinition"]["externalParameters"]["configSource"]["path"],
+            "Dockerfile"
+        );
         assert_eq!(
             pred["buildDefinition"]["resolvedDependencies"][0]["digest"]["sha256"],
             "b".repeat(64)

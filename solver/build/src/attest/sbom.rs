@@ -83,10 +83,7 @@ pub fn scan(fs_root: &Path) -> Vec<Package> {
         for e in rd.flatten() {
             let p = e.path();
             if let Some(text) = read_capped(&p, MAX_DB) {
-                let loc = format!(
-                    "/var/lib/dpkg/status.d/{}",
-                    e.file_name().to_string_lossy()
-                );
+                let loc = format!("/var/lib/dpkg/status.d/{}", e.file_name().to_string_lossy());
                 out.extend(dpkg(&text, &loc, &distro));
             }
         }
@@ -577,7 +574,9 @@ mod tests {
         ] {
             assert!(purls.contains(&want), "{want} in {purls:?}");
         }
-        assert!(!purls.iter().any(|p| p.contains("gone") || p.contains("/app@")));
+        assert!(!purls
+            .iter()
+            .any(|p| p.contains("gone") || p.contains("/app@")));
         assert_eq!(pkgs.len(), 6, "{purls:?}");
         let doc = spdx("_", &pkgs, "2026-01-01T00:00:00Z");
         assert_eq!(doc["spdxVersion"], "SPDX-2.3");
@@ -588,8 +587,11 @@ mod tests {
     #[test]
     fn licenses_must_be_expressions() {
         assert_eq!(license("MIT"), Some("MIT".into()));
-        assert_eq!(license("(MIT OR Apache-2.0)"), Some("(MIT OR Apache-2.0)".into()));
-        assert_eq!(license("GPL-2.0-only WITH Classpath-exception-2.0").is_some(), true);
+        assert_eq!(
+            license("(MIT OR Apache-2.0)"),
+            Some("(MIT OR Apache-2.0)".into())
+        );
+        assert!(license("GPL-2.0-only WITH Classpath-exception-2.0").is_some());
         assert_eq!(license("BSD License"), None);
         assert_eq!(license("MIT OR"), None);
     }
