@@ -421,3 +421,67 @@ fn bad_attestation_flags_are_refused_before_building() {
         assert!(!out.status.success(), "{bad:?} should fail");
     }
 }
+
+#[test]
+fn each_platform_gets_its_own_attestation_manifest() {
+    let k = Kiln::with_busybox(KILN);
+    let ctx = k.context(
+        "multi",
+        &[
+            (
+                "Dockerfile",
+                "FROM busybox:1.35\nCOPY package.json /app/node_modules/left-pad/package.json\n",
+            ),
+            ("package.json", PACKAGE_JSON),
+        ],
+    );
+    let a = build_oci(
+        &k,
+        &ctx,
+        "multi.tar",
+        &[
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "--provenance=true",
+            "--sbom=true",
+        ],
+    );
+    let index = a.json(a.top()["digest"].as_str().expect("digest"));
+    let manifests = index["manifests"].as_array().expect("manifests");
+    assert_eq!(manifests.len(), 4, "{index:#}");
+    // The images first, then one attestation manifest per image, in order.
+    for (image, att) in manifests[..2].iter().zip(&manifests[2..]) {
+        let arch = image["platform"]["architecture"].as_str().expect("arch");
+        assert_eq!(att["platform"]["architecture"], "unknown");
+        let image_digest = image["digest"].as_str().expect("digest");
+        assert_eq!(
+            att["annotations"]["vnd.docker.reference.digest"],
+            image_digest
+        );
+        let st = statements(&a, att);
+        assert_eq!(st.len(), 2);
+        for s in st.values() {
+            assert_eq!(
+                format!(
+                    "sha256:{}",
+                    s["subject"][0]["digest"]["sha256"].as_str().unwrap_or("")
+                ),
+                image_digest
+            );
+        }
+        let p = &st["https://slsa.dev/provenance/v0.2"]["predicate"];
+        assert_eq!(
+            p["invocation"]["parameters"]["args"]["platform"],
+            "linux/amd64,linux/arm64"
+        );
+        let uri = p["materials"][0]["uri"].as_str().expect("material");
+        assert_eq!(
+            uri,
+            format!("pkg:docker/busybox@1.35?platform=linux%2F{arch}")
+        );
+        let doc = &st["https://spdx.dev/Document"]["predicate"];
+        assert!(doc["packages"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|p| p["name"] == "left-pad")));
+    }
+}
