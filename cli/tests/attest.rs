@@ -21,7 +21,7 @@ COPY installed /lib/apk/db/installed
 COPY METADATA /usr/lib/python3/site-packages/requests-2.31.0.dist-info/METADATA
 COPY package.json /app/node_modules/left-pad/package.json
 ARG FOO
-RUN echo $FOO > /foo
+RUN --mount=type=secret,id=tok echo $FOO > /foo
 ";
 
 const DPKG_STATUS: &str = "Package: libc6
@@ -283,6 +283,11 @@ fn provenance_and_sbom_are_attached_as_buildkit_attaches_them() {
     let params = &p["invocation"]["parameters"];
     assert_eq!(params["frontend"], "dockerfile.v0");
     assert_eq!(params["args"]["build-arg:FOO"], "bar");
+    assert_eq!(
+        params["secrets"],
+        serde_json::json!([{"id": "tok", "optional": true}]),
+        "the secret the RUN mounts, by id only"
+    );
     assert!(p["invocation"]["environment"]["platform"]
         .as_str()
         .is_some_and(|s| s.starts_with("linux/")));

@@ -433,10 +433,6 @@ fn attest_context(
     started: String,
     created: &str,
 ) -> attest::Context {
-    let mut secrets: Vec<String> = opts.secrets.secrets.keys().cloned().collect();
-    secrets.sort();
-    let mut ssh: Vec<String> = opts.secrets.ssh.keys().cloned().collect();
-    ssh.sort();
     attest::Context {
         entry_point: df_path
             .file_name()
@@ -444,8 +440,6 @@ fn attest_context(
         build_args: opts.build_args.clone(),
         target: opts.target.clone(),
         platforms: opts.platforms.clone(),
-        secrets,
-        ssh,
         started,
         finished: attest::now(),
         invocation_id: attest::invocation_id(),

@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 use kiln_cache::compress::{self, Conversion};
 use kiln_cache::{media, Digest, Reference, Root};
 use kiln_frontend::plan::Platform;
-use kiln_solver::ops::{BuildOp, Network};
+use kiln_solver::ops::{BuildOp, ExecMount, Network};
 use kiln_solver::NodeId;
 use oci_spec::image::Descriptor;
 use serde_json::{json, Value};
@@ -245,6 +245,11 @@ pub struct TargetFacts {
     pub network: bool,
     /// `mode=max`'s build steps: kiln's ops of the target, inputs first.
     pub steps: Vec<Value>,
+    /// The secrets its RUN steps mount: id and whether optional (ids
+    /// only: values never enter an attestation).
+    pub secrets: BTreeMap<String, bool>,
+    /// The ssh agents its RUN steps mount, likewise.
+    pub ssh: BTreeMap<String, bool>,
 }
 
 /// What the build was asked, for provenance: the same for every platform.
@@ -256,9 +261,6 @@ pub struct Context {
     pub target: Option<String>,
     /// `--platform` as given (empty when not given).
     pub platforms: Vec<Platform>,
-    /// Secret ids (never values) and whether each is optional.
-    pub secrets: Vec<String>,
-    pub ssh: Vec<String>,
     /// RFC 3339 times the build started and finished.
     pub started: String,
     pub finished: String,
@@ -325,6 +327,17 @@ pub fn target_facts(
                             other => other,
                         };
                         f.network |= net != Network::None;
+                        for m in &e.mounts {
+                            // Optional when any step may go without it.
+                            let (set, id, required) = match m {
+                                ExecMount::Secret { id, required, .. } => {
+                                    (&mut f.secrets, id, *required)
+                                }
+                                ExecMount::Ssh { id, required, .. } => (&mut f.ssh, id, *required),
+                                _ => continue,
+                            };
+                            *set.entry(id.clone()).or_insert(false) |= !required;
+                        }
                     }
                     _ => {}
                 }

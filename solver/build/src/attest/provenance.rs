@@ -49,23 +49,19 @@ fn args(p: &ProvenanceOptions, ctx: &Context) -> Map<String, Value> {
 }
 
 /// `invocation.parameters` (v0.2) / `externalParameters.request` (v1).
-fn request(p: &ProvenanceOptions, ctx: &Context) -> Value {
+fn request(p: &ProvenanceOptions, ctx: &Context, f: &TargetFacts) -> Value {
     let mut r = json!({
         "frontend": FRONTEND,
         "args": args(p, ctx),
         "locals": [{"name": "context"}, {"name": "dockerfile"}],
     });
     if p.mode == ProvenanceMode::Max {
-        let secrets: Vec<Value> = ctx
-            .secrets
-            .iter()
-            .map(|id| json!({"id": id, "optional": true}))
-            .collect();
-        let ssh: Vec<Value> = ctx
-            .ssh
-            .iter()
-            .map(|id| json!({"id": id, "optional": true}))
-            .collect();
+        let list = |m: &BTreeMap<String, bool>| -> Vec<Value> {
+            m.iter()
+                .map(|(id, optional)| json!({"id": id, "optional": optional}))
+                .collect()
+        };
+        let (secrets, ssh) = (list(&f.secrets), list(&f.ssh));
         if !secrets.is_empty() {
             r["secrets"] = json!(secrets);
         }
@@ -105,7 +101,7 @@ pub fn predicate(p: &ProvenanceOptions, ctx: &Context, f: &TargetFacts) -> (&'st
                 "materials": materials(f),
                 "invocation": {
                     "configSource": {"entryPoint": ctx.entry_point},
-                    "parameters": request(p, ctx),
+                    "parameters": request(p, ctx, f),
                     "environment": {"platform": host},
                 },
                 "metadata": {
@@ -136,7 +132,7 @@ pub fn predicate(p: &ProvenanceOptions, ctx: &Context, f: &TargetFacts) -> (&'st
                     "buildType": BUILD_TYPE_V1,
                     "externalParameters": {
                         "configSource": {"path": ctx.entry_point},
-                        "request": request(p, ctx),
+                        "request": request(p, ctx, f),
                     },
                     "internalParameters": internal,
                     "resolvedDependencies": materials(f),
@@ -171,7 +167,6 @@ mod tests {
             entry_point: "Dockerfile".into(),
             build_args: [("A".to_string(), "1".to_string())].into(),
             target: Some("final".into()),
-            secrets: vec!["tok".into()],
             started: "2026-01-01T00:00:00Z".into(),
             finished: "2026-01-01T00:00:05Z".into(),
             invocation_id: "x".into(),
@@ -189,6 +184,8 @@ mod tests {
             }],
             network: true,
             steps: vec![json!({"id": "step0"})],
+            secrets: [("tok".to_string(), false)].into(),
+            ssh: BTreeMap::new(),
         }
     }
 
@@ -225,6 +222,7 @@ mod tests {
         let params = &pred["invocation"]["parameters"];
         assert_eq!(params["args"]["build-arg:A"], "1");
         assert_eq!(params["secrets"][0]["id"], "tok");
+        assert_eq!(params["secrets"][0]["optional"], false);
         assert_eq!(pred["buildConfig"]["llbDefinition"][0]["id"], "step0");
         assert_eq!(pred["metadata"]["completeness"]["parameters"], true);
         let v1 = ProvenanceOptions {
