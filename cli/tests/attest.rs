@@ -490,3 +490,49 @@ fn each_platform_gets_its_own_attestation_manifest() {
             .is_some_and(|p| p.iter().any(|p| p["name"] == "left-pad")));
     }
 }
+
+#[test]
+fn statements_name_the_manifest_the_export_writes() {
+    // zstd layers make a manifest of their own: the statements are about
+    // it, not about the store's uncompressed one.
+    let k = Kiln::with_busybox(KILN);
+    let ctx = k.context(
+        "zstd",
+        &[("Dockerfile", "FROM busybox:1.35\nCOPY f /f\n"), ("f", "x")],
+    );
+    let dest = k.path("zstd.tar");
+    let spec = format!("type=oci,dest={},compression=zstd", dest.display());
+    let ctx = ctx.display().to_string();
+    k.ok(&[
+        "build",
+        "--progress",
+        "plain",
+        "--provenance=true",
+        "-o",
+        &spec,
+        &ctx,
+    ]);
+    let a = Archive::read(&dest);
+    let index = a.json(a.top()["digest"].as_str().expect("digest"));
+    let image = &index["manifests"][0];
+    let image_digest = image["digest"].as_str().expect("digest");
+    let m = a.json(image_digest);
+    let layers = m["layers"].as_array().expect("layers");
+    assert!(layers
+        .iter()
+        .any(|l| l["mediaType"] == "application/vnd.oci.image.layer.v1.tar+zstd"));
+    let att = &index["manifests"][1];
+    assert_eq!(
+        att["annotations"]["vnd.docker.reference.digest"],
+        image_digest
+    );
+    for s in statements(&a, att).values() {
+        assert_eq!(
+            format!(
+                "sha256:{}",
+                s["subject"][0]["digest"]["sha256"].as_str().unwrap_or("")
+            ),
+            image_digest
+        );
+    }
+}
