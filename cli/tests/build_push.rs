@@ -271,3 +271,23 @@ fn dest_dash_writes_to_stdout() {
     );
     assert!(!k.path("cwd").join("-").exists());
 }
+
+#[test]
+fn pull_with_an_unreachable_registry_is_an_error() {
+    let k = Kiln::with_busybox(KILN);
+    // A name on a registry nobody answers for (a port just freed).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let base = format!("127.0.0.1:{port}/busybox:1.35");
+    k.ok(&["tag", "busybox:1.35", &base]);
+    let ctx = k.context("ctx", &[("Dockerfile", &format!("FROM {base}\nENV A=b\n"))]);
+    // Without --pull the local copy is the base.
+    ok(&build(&k, &[], &ctx));
+    // With --pull, as buildx: the registry must answer.
+    let out = build(&k, &["--pull"], &ctx);
+    assert!(!out.status.success(), "--pull used the local copy");
+    let e = text(&out.stderr);
+    assert!(e.contains(&format!("127.0.0.1:{port}")), "{e}");
+}
