@@ -374,7 +374,20 @@ pub fn find(root: &Root, input: &str) -> Result<Found> {
     if hex.len() >= 4 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         let hex = hex.to_ascii_lowercase();
         let mut hits: Vec<&Descriptor> = Vec::new();
+        // The image ID (`crate::untagged::image_id`), then the manifest
+        // or index digest.
         for (_, d) in &list {
+            let id = crate::untagged::image_id(root, d).ok();
+            if id.is_some_and(|id| id.hex().starts_with(&hex))
+                && !hits.iter().any(|h| h.digest() == d.digest())
+            {
+                hits.push(d);
+            }
+        }
+        for (_, d) in &list {
+            if !hits.is_empty() {
+                break;
+            }
             if d.digest().digest().starts_with(&hex)
                 && !hits.iter().any(|h| h.digest() == d.digest())
             {

@@ -22,6 +22,7 @@ pub mod registry;
 pub mod remote;
 pub mod root;
 pub mod sparse;
+pub mod untagged;
 
 pub use blobs::{BlobStore, BlobWriter, PendingBlob};
 pub use digest::Digest;

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Subcommand;
+use kiln_build::export::ImageSpec;
 use kiln_build::{BuildError, BuildOptions, Builder, Context, Output};
 use kiln_cache::remote::CacheOptions;
 use kiln_cache::{buildcache, Reference, Root};
@@ -71,6 +72,12 @@ pub struct BuildArgs {
     /// Where the result goes: `type=image|oci|docker|local|tar[,dest=PATH]`.
     #[arg(short, long)]
     pub output: Vec<String>,
+    /// Push the image to the registry its names say (`-o type=registry`).
+    #[arg(long)]
+    pub push: bool,
+    /// Keep the image in the store (it always is: accepted as buildx's).
+    #[arg(long)]
+    pub load: bool,
     /// Write the image ID to this file.
     #[arg(long)]
     pub iidfile: Option<PathBuf>,
@@ -174,6 +181,7 @@ fn options(a: &BuildArgs) -> Result<BuildOptions> {
         .iter()
         .map(|o| o.parse::<Output>().map_err(|e| miette!("{e}")))
         .collect::<Result<_>>()?;
+    push_and_load(&mut opts.outputs, a.push, a.load);
     opts.tags = a
         .tags
         .iter()
@@ -195,10 +203,48 @@ fn options(a: &BuildArgs) -> Result<BuildOptions> {
     Ok(opts)
 }
 
+/// `--push` and `--load` as buildx folds them into the outputs: `--push`
+/// sets `push=true` on an image output, or adds `type=registry`; `--load`
+/// adds the store (kiln's store is the local one) unless an image output
+/// is there already.
+fn registry() -> ImageSpec {
+    ImageSpec {
+        push: true,
+        ..ImageSpec::default()
+    }
+}
+
+fn push_and_load(outputs: &mut Vec<Output>, push: bool, load: bool) {
+    let is_image = |o: &Output| matches!(o, Output::Image | Output::Named(_));
+    if push {
+        let mut found = false;
+        for o in outputs.iter_mut() {
+            match o {
+                Output::Image => {
+                    *o = Output::Named(registry());
+                    found = true;
+                }
+                Output::Named(spec) => {
+                    spec.push = true;
+                    found = true;
+                }
+                _ => {}
+            }
+        }
+        if !found {
+            outputs.push(Output::Named(registry()));
+        }
+    }
+    if load && !outputs.is_empty() && !outputs.iter().any(is_image) {
+        outputs.push(Output::Image);
+    }
+}
+
 fn build(a: BuildArgs) -> Result<ExitCode> {
     let root = Root::from_env().into_diagnostic()?;
     let builder = Builder::new(root).into_diagnostic()?;
     let opts = options(&a)?;
+    let stdout_taken = opts.outputs.iter().any(Output::to_stdout);
     let mode = if a.quiet {
         progress::Mode::Quiet
     } else {
@@ -225,6 +271,8 @@ fn build(a: BuildArgs) -> Result<ExitCode> {
     };
     let id = &result.id;
     match mode {
+        // An export on stdout (`dest=-`) owns it.
+        progress::Mode::Quiet if stdout_taken => {}
         progress::Mode::Quiet => println!("{id}"),
         progress::Mode::Json => {}
         _ => {
@@ -236,6 +284,9 @@ fn build(a: BuildArgs) -> Result<ExitCode> {
             let _ = writeln!(err, "writing image {id} done");
             for t in &result.tags {
                 let _ = writeln!(err, "naming to {t} done");
+            }
+            for (name, d) in &result.pushed {
+                let _ = writeln!(err, "pushing manifest for {name}@{} done", d.digest());
             }
         }
     }

@@ -12,7 +12,7 @@ use kiln_cache::catalog::{self, RemoveError};
 use kiln_cache::compress::{self, Compression, Conversion};
 use kiln_cache::gc::{self, PruneOptions};
 use kiln_cache::image::{self, Platform, Resolved};
-use kiln_cache::{Reference, Root};
+use kiln_cache::{untagged, Reference, Root};
 use miette::{miette, IntoDiagnostic, Result};
 
 use crate::table::table;
@@ -36,6 +36,13 @@ pub enum Cmd {
         /// Show digests.
         #[arg(long)]
         digests: bool,
+        /// Show all images (kiln keeps no intermediate images, so the
+        /// same list: `<none>` images are always shown, as docker's).
+        #[arg(short, long)]
+        all: bool,
+        /// Filter: `dangling=true|false` (only `<none>` images, or none).
+        #[arg(short, long)]
+        filter: Vec<String>,
     },
     /// Give an image another name.
     Tag {
@@ -156,7 +163,9 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
             quiet,
             no_trunc,
             digests,
-        } => images(&mut out, reference, quiet, no_trunc, digests),
+            all: _,
+            filter,
+        } => images(&mut out, reference, quiet, no_trunc, digests, &filter),
         Cmd::Tag { source, target } => {
             let root = open_root()?;
             let found = image::find(&root, &source).map_err(fail)?;
@@ -166,7 +175,7 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
                     "refusing to create a tag with a digest reference: {target}"
                 ));
             }
-            root.images().set(&target, found.descriptor).map_err(fail)?;
+            untagged::name(&root, &[(target, found.descriptor)], None).map_err(fail)?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Rmi { images, force } => rmi(&mut out, images, force),
@@ -209,15 +218,39 @@ fn images(
     quiet: bool,
     no_trunc: bool,
     digests: bool,
+    filters: &[String],
 ) -> Result<ExitCode> {
     let root = open_root()?;
     let filter = filter
         .map(|f| Reference::parse_name(&f).map_err(fail))
         .transpose()?;
+    let mut dangling = None;
+    for f in filters {
+        match f.split_once('=') {
+            Some(("dangling", v)) => {
+                dangling = Some(match v {
+                    "true" | "1" => true,
+                    "false" | "0" => false,
+                    _ => return Err(miette!("invalid filter 'dangling={v}'")),
+                })
+            }
+            _ => {
+                return Err(miette!(
+                    "invalid filter {f:?} (supported: dangling=true|false)"
+                ))
+            }
+        }
+    }
     let mut rows = Vec::new();
     let mut ids_seen = Vec::new();
     for (name, d) in catalog::list(&root, filter.as_ref()).map_err(fail)? {
-        let id = d.digest().to_string();
+        let none = untagged::is_dangling(&name);
+        if dangling.is_some_and(|want| want != none) {
+            continue;
+        }
+        let id = untagged::image_id(&root, &d)
+            .map(|i| i.to_string())
+            .unwrap_or_else(|_| d.digest().to_string());
         let (created, size) = match image::resolve(root.blobs(), &d, None, &name.familiar()) {
             Ok(r) => (created_since(&r), units::human_size(r.content_size())),
             Err(_) => ("N/A".to_string(), "N/A".to_string()),
@@ -234,15 +267,21 @@ fn images(
             }
             continue;
         }
-        let mut row = vec![
-            name.familiar_name(),
-            name.tag().unwrap_or("<none>").to_string(),
-        ];
+        let mut row = if none {
+            vec!["<none>".to_string(), "<none>".to_string()]
+        } else {
+            vec![
+                name.familiar_name(),
+                name.tag().unwrap_or("<none>").to_string(),
+            ]
+        };
         if digests {
-            row.push(
+            row.push(if none {
+                "<none>".to_string()
+            } else {
                 name.digest()
-                    .map_or_else(|| id.clone(), |dg| dg.to_string()),
-            );
+                    .map_or_else(|| d.digest().to_string(), |dg| dg.to_string())
+            });
         }
         row.extend([shown_id, created, size]);
         rows.push(row);
@@ -284,16 +323,24 @@ fn rmi(out: &mut dyn Write, inputs: Vec<String>, force: bool) -> Result<ExitCode
 }
 
 fn rmi_one(root: &Root, input: &str, force: bool) -> Result<String, RemoveError> {
+    let id = image::find(root, input)
+        .ok()
+        .and_then(|f| untagged::image_id(root, &f.descriptor).ok());
     let removed = catalog::remove(root, input, force, |image_id| {
         kiln_worker::container::run::image_user(root.path(), image_id)
             .map(|c| c.short_id().to_string())
     })?;
     let mut s = String::new();
-    for r in &removed.untagged {
+    for r in removed
+        .untagged
+        .iter()
+        .filter(|r| !untagged::is_dangling(r))
+    {
         s.push_str(&format!("Untagged: {}\n", r.familiar()));
     }
     if let Some(d) = &removed.deleted {
-        s.push_str(&format!("Deleted: {}\n", d.digest()));
+        let shown = id.map_or_else(|| d.digest().to_string(), |i| i.to_string());
+        s.push_str(&format!("Deleted: {shown}\n"));
     }
     Ok(s)
 }
@@ -327,14 +374,17 @@ fn inspect_one(root: &Root, input: &str, platform: Option<&Platform>) -> Result<
     let found = image::find(root, input).map_err(fail)?;
     let r = image::resolve(root.blobs(), &found.descriptor, platform, input).map_err(fail)?;
     let c = &r.config;
-    let repo_tags: Vec<String> = found
+    let names: Vec<&Reference> = found
         .names
         .iter()
-        .filter(|n| n.tag().is_some())
-        .map(Reference::familiar_tagged)
+        .filter(|n| !untagged::is_dangling(n))
         .collect();
-    let mut repo_digests: Vec<String> = found
-        .names
+    let repo_tags: Vec<String> = names
+        .iter()
+        .filter(|n| n.tag().is_some())
+        .map(|n| n.familiar_tagged())
+        .collect();
+    let mut repo_digests: Vec<String> = names
         .iter()
         .map(|n| format!("{}@{}", n.familiar_name(), found.descriptor.digest()))
         .collect();
@@ -342,7 +392,9 @@ fn inspect_one(root: &Root, input: &str, platform: Option<&Platform>) -> Result<
     let diff_ids = c.pointer("/rootfs/diff_ids").cloned().unwrap_or(json!([]));
     let text = |k: &str| c.get(k).and_then(Value::as_str).unwrap_or("").to_string();
     let doc = InspectDoc {
-        id: found.descriptor.digest().to_string(),
+        id: untagged::image_id(root, &found.descriptor)
+            .map_err(fail)?
+            .to_string(),
         repo_tags,
         repo_digests,
         parent: String::new(),
@@ -409,7 +461,9 @@ fn history(
     let r =
         image::resolve(root.blobs(), &found.descriptor, platform.as_ref(), &input).map_err(fail)?;
     let rows = catalog::history(&r);
-    let id = found.descriptor.digest().to_string();
+    let id = untagged::image_id(&root, &found.descriptor)
+        .map_err(fail)?
+        .to_string();
     let mut table_rows = Vec::new();
     for (i, (h, size)) in rows.iter().enumerate() {
         let image_id = if i == 0 {
@@ -489,15 +543,17 @@ fn load(out: &mut dyn Write, input: PathBuf, tag: Option<String>, quiet: bool) -
         .map(|t| Reference::parse(&t).map_err(fail))
         .transpose()?;
     let report = archive::load(&root, &input, &LoadOptions { tag }).map_err(fail)?;
+    for img in report.images.iter().filter(|i| i.names.is_empty()) {
+        // An image the archive does not name is kept as `<none>`.
+        untagged::name(&root, &[], Some(&img.descriptor)).map_err(fail)?;
+    }
     if quiet {
         return Ok(ExitCode::SUCCESS);
     }
     for img in &report.images {
         if img.names.is_empty() {
-            w(
-                out,
-                &format!("Loaded image ID: {}\n", img.descriptor.digest()),
-            )?;
+            let id = untagged::image_id(&root, &img.descriptor).map_err(fail)?;
+            w(out, &format!("Loaded image ID: {id}\n"))?;
         }
         for n in &img.names {
             w(out, &format!("Loaded image: {}\n", n.familiar()))?;
@@ -521,7 +577,11 @@ fn save(
     let mut items = Vec::new();
     for input in &inputs {
         let f = image::find(&root, input).map_err(fail)?;
-        let name = f.reference.clone().or_else(|| f.names.first().cloned());
+        let name = f
+            .reference
+            .clone()
+            .filter(|r| !untagged::is_dangling(r))
+            .or_else(|| f.names.iter().find(|n| !untagged::is_dangling(n)).cloned());
         items.push((name, f.descriptor));
     }
     let opts = SaveOptions {
@@ -557,6 +617,20 @@ fn prune(out: &mut dyn Write, all: bool, dry_run: bool) -> Result<ExitCode> {
         // deletes nothing from under them.
         eprintln!("waiting for the builds, pulls and loads using the store to finish...");
     }
+    // `<none>` images go first (docker's image prune), then what only
+    // they held.
+    let mut pruned_images = Vec::new();
+    for (name, d) in root.images().list().map_err(fail)? {
+        if untagged::is_dangling(&name) {
+            pruned_images.push(
+                untagged::image_id(&root, &d)
+                    .map_or_else(|_| d.digest().to_string(), |i| i.to_string()),
+            );
+        }
+    }
+    if !dry_run {
+        untagged::forget_all(&root).map_err(fail)?;
+    }
     let records = kiln_build::prune::prune_records(&root, all, dry_run).into_diagnostic()?;
     let report = gc::prune(
         &root,
@@ -568,6 +642,12 @@ fn prune(out: &mut dyn Write, all: bool, dry_run: bool) -> Result<ExitCode> {
     )
     .map_err(fail)?;
     let verb = if dry_run { "Would delete" } else { "Deleted" };
+    if !pruned_images.is_empty() {
+        w(out, &format!("{verb} Images:\n"))?;
+        for id in &pruned_images {
+            w(out, &format!("deleted: {id}\n"))?;
+        }
+    }
     if records > 0 {
         w(out, &format!("{verb} build cache records: {records}\n"))?;
     }

@@ -99,17 +99,12 @@ impl Bases<'_> {
                 let pulled =
                     self.rt
                         .block_on(registry::pull(self.root, &r, &opts, Arc::new(NoProgress)));
-                let d = match (pulled, &local) {
-                    (Ok(d), _) => d,
-                    // `--pull` with no registry in reach: the local copy.
-                    (Err(_), Some(d)) if self.pull => d.clone(),
-                    (Err(source), _) => {
-                        return Err(BaseError::Pull {
-                            image: r.familiar_tagged(),
-                            source,
-                        })
-                    }
-                };
+                // `--pull` with no registry in reach is an error, as
+                // buildx's: the local copy is not used in its place.
+                let d = pulled.map_err(|source| BaseError::Pull {
+                    image: r.familiar_tagged(),
+                    source,
+                })?;
                 from_store(&d)?
             }
         };

@@ -135,6 +135,9 @@ pub struct BuildResult {
     pub configs: Vec<Digest>,
     /// The names given.
     pub tags: Vec<Reference>,
+    /// The names pushed to their registries, with the digest the registry
+    /// has (`--push`, `type=registry`, `push=true`).
+    pub pushed: Vec<(Reference, Descriptor)>,
 }
 
 /// Runs builds against one store.
@@ -235,6 +238,12 @@ impl Builder {
         } else {
             opts.outputs.clone()
         };
+        // A push without a name fails now, before any work.
+        for out in &outputs {
+            if let Output::Named(spec) = out {
+                export::push::names(spec, &opts.tags)?;
+            }
+        }
 
         // Plan and lower, resolving base images as the planner meets them.
         let bases = bases::Bases {
@@ -374,26 +383,56 @@ impl Builder {
             [one] => one.manifest.clone(),
             many => export::image::index(root, many)?,
         };
+        let mut named = Vec::new();
         for out in &outputs {
-            export::output(root, out, &top, &built, &opts.tags)?;
+            match out {
+                Output::Named(spec) => named.push(export::push::export(
+                    root,
+                    rt,
+                    &bases.config,
+                    spec,
+                    &top,
+                    &opts.tags,
+                )?),
+                _ => export::output(root, out, &top, &built, &opts.tags)?,
+            }
+        }
+        // What the metadata names: the image as pushed (or named) when an
+        // output converted it, so its digest is the registry's.
+        let final_top = named
+            .iter()
+            .find(|n| n.pushed)
+            .or(named.first())
+            .map(|n| n.descriptor.clone())
+            .unwrap_or_else(|| top.clone());
+        let pushed: Vec<(Reference, Descriptor)> = named
+            .iter()
+            .filter(|n| n.pushed)
+            .flat_map(|n| n.names.iter().map(|r| (r.clone(), n.descriptor.clone())))
+            .collect();
+        let mut all_names = opts.tags.clone();
+        for n in named.iter().flat_map(|n| n.names.iter()) {
+            if !all_names.contains(n) {
+                all_names.push(n.clone());
+            }
         }
         let id = match images.as_slice() {
             [one] => one.config.to_string(),
-            _ => top.digest().to_string(),
+            _ => final_top.digest().to_string(),
         };
         if let Some(f) = &opts.iidfile {
             std::fs::write(f, &id)?;
         }
         if let Some(f) = &opts.metadata_file {
             let mut meta = serde_json::json!({
-                "containerimage.digest": top.digest().to_string(),
-                "containerimage.descriptor": top,
+                "containerimage.digest": final_top.digest().to_string(),
+                "containerimage.descriptor": final_top,
             });
             if let [one] = images.as_slice() {
                 meta["containerimage.config.digest"] = serde_json::json!(one.config.to_string());
             }
-            if !opts.tags.is_empty() {
-                let names: Vec<String> = opts.tags.iter().map(|t| t.to_string()).collect();
+            if !all_names.is_empty() {
+                let names: Vec<String> = all_names.iter().map(|t| t.to_string()).collect();
                 meta["image.name"] = serde_json::json!(names.join(","));
             }
             let bytes = serde_json::to_vec_pretty(&meta)
@@ -419,9 +458,10 @@ impl Builder {
         .map_err(BuildError::CacheExport)?;
         Ok(BuildResult {
             id,
-            descriptor: top,
+            descriptor: final_top,
             configs: images.into_iter().map(|i| i.config).collect(),
-            tags: opts.tags,
+            tags: all_names,
+            pushed,
         })
     }
 }

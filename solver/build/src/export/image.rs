@@ -206,13 +206,13 @@ pub fn index(root: &Root, images: &[Image]) -> Result<Descriptor, ExportError> {
     }))
 }
 
-/// Names `top` in the image store under every tag.
+/// Names `top` in the image store under every tag; without tags it is
+/// kept as a `<none>` image (as docker keeps an untagged build), and an
+/// image a tag moves away from stays as `<none>` ([`kiln_cache::untagged`]).
 pub fn name(root: &Root, top: &Descriptor, tags: &[Reference]) -> Result<(), ExportError> {
-    if !tags.is_empty() {
-        let entries: Vec<(Reference, Descriptor)> =
-            tags.iter().map(|t| (t.clone(), top.clone())).collect();
-        root.images().set_many(&entries)?;
-    }
+    let entries: Vec<(Reference, Descriptor)> =
+        tags.iter().map(|t| (t.clone(), top.clone())).collect();
+    kiln_cache::untagged::name(root, &entries, tags.is_empty().then_some(top))?;
     Ok(())
 }
 

@@ -8,6 +8,7 @@ pub mod docker;
 pub mod image;
 pub mod local;
 pub mod oci;
+pub mod push;
 pub mod tar;
 
 use std::path::PathBuf;
@@ -97,67 +98,291 @@ pub fn rfc3339(secs: i64) -> String {
         .to_string()
 }
 
+/// Every `--output` key each exporter type accepts, as buildx spells
+/// them: the one place that says what `-o` understands. A key not listed
+/// for its type is an error naming it (buildx's exporters refuse unknown
+/// options too), so a typo is never silently ignored.
+pub const OUTPUT_KEYS: &[(&str, &[&str])] = &[
+    ("image", IMAGE_KEYS),
+    ("docker-image", IMAGE_KEYS),
+    ("registry", IMAGE_KEYS),
+    ("oci", ARCHIVE_KEYS),
+    ("docker", ARCHIVE_KEYS),
+    ("local", &["type", "dest"]),
+    ("tar", &["type", "dest"]),
+];
+
+const IMAGE_KEYS: &[&str] = &[
+    "type",
+    "name",
+    "push",
+    "compression",
+    "compression-level",
+    "force-compression",
+    "oci-mediatypes",
+];
+
+const ARCHIVE_KEYS: &[&str] = &[
+    "type",
+    "dest",
+    "compression",
+    "compression-level",
+    "force-compression",
+];
+
+/// PENDING: keys accepted by the parser whose effect another change
+/// implements (`rewrite-timestamp`, being done in parallel). Until then
+/// they are validated as booleans and carried nowhere.
+pub const PENDING_OUTPUT_KEYS: &[(&str, &[&str])] = &[
+    ("image", &["rewrite-timestamp"]),
+    ("docker-image", &["rewrite-timestamp"]),
+    ("registry", &["rewrite-timestamp"]),
+    ("oci", &["rewrite-timestamp"]),
+    ("docker", &["rewrite-timestamp"]),
+];
+
+fn keys_of(table: &[(&str, &'static [&'static str])], kind: &str) -> &'static [&'static str] {
+    table
+        .iter()
+        .find(|(k, _)| *k == kind)
+        .map(|(_, v)| *v)
+        .unwrap_or(&[])
+}
+
+/// `type=image` with options, or `type=registry`: the image named in the
+/// store under `names` (else the `-t` tags) and, with `push`, sent to the
+/// registry those names say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageSpec {
+    /// `name=` (comma separated, quoted as buildx: `"name=a,b"`); empty
+    /// means the build's `-t` tags.
+    pub names: Vec<Reference>,
+    /// `push=true`, or `type=registry`.
+    pub push: bool,
+    /// How layers are compressed in the stored and pushed image.
+    pub conversion: Conversion,
+    /// Whether `compression=` or `force-compression=` was given: only then
+    /// is an image that is not pushed converted (a push always goes out
+    /// compressed, as docker's).
+    pub convert: bool,
+    /// `compression-level=`, checked against the compression's range.
+    /// Layers kiln compresses itself use its fixed levels (gzip 6, zstd
+    /// 3); see the README.
+    pub compression_level: Option<i32>,
+    /// `oci-mediatypes=` (default true, as BuildKit's image exporter):
+    /// false gives docker's manifest and layer media types.
+    pub oci_mediatypes: bool,
+}
+
+impl Default for ImageSpec {
+    /// `type=image`'s defaults: the `-t` names, no push, layers as built,
+    /// OCI media types.
+    fn default() -> Self {
+        ImageSpec {
+            names: Vec::new(),
+            push: false,
+            conversion: Conversion::default(),
+            convert: false,
+            compression_level: None,
+            oci_mediatypes: true,
+        }
+    }
+}
+
 /// Where `--output` sends the image.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
     /// The image store, under the `-t` names.
     Image,
+    /// `type=image` with options or `type=registry`: named (and pushed) as
+    /// [`ImageSpec`] says.
+    Named(ImageSpec),
     /// An OCI archive; layers converted as the `compression=` and
     /// `force-compression=` options say (gzip by default, as buildx).
+    /// `-` is stdout.
     Oci(PathBuf, Conversion),
     /// A docker-archive; layers converted as for [`Output::Oci`].
     Docker(PathBuf, Conversion),
     Local(PathBuf),
+    /// A tar of the root filesystem; `-` is stdout.
     Tar(PathBuf),
+}
+
+impl Output {
+    /// Whether this output writes to stdout (`dest=-`), so the caller
+    /// keeps anything else off it.
+    pub fn to_stdout(&self) -> bool {
+        match self {
+            Output::Oci(d, _) | Output::Docker(d, _) | Output::Tar(d) => d.as_os_str() == "-",
+            _ => false,
+        }
+    }
+}
+
+/// Splits an `--output` value as buildx's CSV reader does: commas
+/// separate fields, double quotes protect commas inside a field (`"name=a,b"`
+/// or `name="a,b"`), `""` inside quotes is a quote.
+fn csv_fields(s: &str) -> Result<Vec<String>, ExportError> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                cur.push('"');
+                chars.next();
+            }
+            '"' => quoted = !quoted,
+            ',' if !quoted => out.push(std::mem::take(&mut cur)),
+            c => cur.push(c),
+        }
+    }
+    if quoted {
+        return Err(ExportError::Spec(format!(
+            "invalid output {s:?}: unterminated quote"
+        )));
+    }
+    out.push(cur);
+    Ok(out)
+}
+
+fn parse_bool(k: &str, v: &str) -> Result<bool, ExportError> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(ExportError::Spec(format!(
+            "invalid value {v:?} for output option {k}: expected true or false"
+        ))),
+    }
+}
+
+/// The levels BuildKit accepts for each compression.
+fn check_level(level: i32, c: compress::Compression) -> Result<(), ExportError> {
+    let (lo, hi) = match c {
+        compress::Compression::Gzip => (0, 9),
+        compress::Compression::Zstd => (0, 22),
+        compress::Compression::None => (i32::MIN, i32::MAX),
+    };
+    if level < lo || level > hi {
+        return Err(ExportError::Spec(format!(
+            "compression-level={level} is out of range for {} ({lo}..={hi})",
+            compress::name(c)
+        )));
+    }
+    Ok(())
 }
 
 impl FromStr for Output {
     type Err = ExportError;
 
-    /// Parses buildx's `--output` syntax: `type=T,dest=D` (also the
-    /// shorthand `-o DIR` for a local export, and `type=registry`-less
-    /// `push=false`… options are ignored).
+    /// Parses buildx's `--output` syntax: `type=T,key=value,…` with the
+    /// keys of [`OUTPUT_KEYS`]; the shorthands `-o DIR` (a local export)
+    /// and `-o -` (a tar on stdout).
     fn from_str(s: &str) -> Result<Output, ExportError> {
         let spec = |m: String| ExportError::Spec(m);
+        if s == "-" {
+            return Ok(Output::Tar(PathBuf::from("-")));
+        }
         if !s.contains('=') {
             return Ok(Output::Local(PathBuf::from(s)));
         }
-        let mut kind = None;
-        let mut dest = None;
-        let mut conv = Conversion::default();
-        for part in s.split(',') {
+        let mut pairs = Vec::new();
+        for part in csv_fields(s)? {
             let (k, v) = part.split_once('=').ok_or_else(|| {
                 spec(format!(
                     "invalid output option {part:?}: expected key=value"
                 ))
             })?;
-            match k.trim() {
-                "type" => kind = Some(v.trim().to_string()),
-                "dest" => dest = Some(PathBuf::from(v.trim())),
+            pairs.push((k.trim().to_string(), v.trim().to_string()));
+        }
+        let kind = pairs
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "type")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| "image".into());
+        if !OUTPUT_KEYS.iter().any(|(k, _)| *k == kind) {
+            return Err(spec(format!(
+                "unsupported output type {kind:?} (image, registry, oci, docker, local, tar)"
+            )));
+        }
+        let accepted = keys_of(OUTPUT_KEYS, &kind);
+        let pending = keys_of(PENDING_OUTPUT_KEYS, &kind);
+        let mut dest = None;
+        let mut conv = Conversion::default();
+        let mut explicit = false;
+        let mut level = None;
+        let mut names = Vec::new();
+        let mut push = kind == "registry";
+        let mut oci_mediatypes = true;
+        for (k, v) in &pairs {
+            if pending.contains(&k.as_str()) {
+                parse_bool(k, v)?;
+                continue;
+            }
+            if !accepted.contains(&k.as_str()) {
+                return Err(spec(format!(
+                    "unknown output option {k:?} for type={kind} (accepted: {})",
+                    accepted[1..].join(", ")
+                )));
+            }
+            match k.as_str() {
+                "dest" => dest = Some(PathBuf::from(v)),
                 "compression" => {
                     conv.compression =
-                        compress::parse_compression(v).map_err(|e| spec(format!("{e}")))?
+                        compress::parse_compression(v).map_err(|e| spec(format!("{e}")))?;
+                    explicit = true;
                 }
                 "force-compression" => {
-                    conv.force = v.trim().parse().map_err(|_| {
-                        spec(format!("force-compression={v:?}: expected true or false"))
-                    })?
+                    conv.force = parse_bool(k, v)?;
+                    explicit = true;
                 }
+                "compression-level" => {
+                    level = Some(v.parse::<i32>().map_err(|_| {
+                        spec(format!(
+                            "invalid compression-level {v:?}: expected a number"
+                        ))
+                    })?)
+                }
+                "name" => {
+                    for n in v.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                        names.push(
+                            Reference::parse(n)
+                                .map_err(|e| spec(format!("invalid image name {n:?}: {e}")))?,
+                        );
+                    }
+                }
+                "push" => push = parse_bool(k, v)?,
+                "oci-mediatypes" => oci_mediatypes = parse_bool(k, v)?,
                 _ => {}
             }
+        }
+        if let Some(l) = level {
+            check_level(l, conv.compression)?;
         }
         let need = |d: Option<PathBuf>, t: &str| {
             d.ok_or_else(|| spec(format!("output type={t} needs dest=PATH")))
         };
-        match kind.as_deref().unwrap_or("image") {
-            "image" | "docker-image" => Ok(Output::Image),
+        match kind.as_str() {
+            "image" | "docker-image" | "registry" => {
+                let plain = pairs.iter().all(|(k, _)| k == "type");
+                if plain && !push {
+                    return Ok(Output::Image);
+                }
+                Ok(Output::Named(ImageSpec {
+                    names,
+                    push,
+                    conversion: conv,
+                    convert: explicit,
+                    compression_level: level,
+                    oci_mediatypes,
+                }))
+            }
             "oci" => Ok(Output::Oci(need(dest, "oci")?, conv)),
             "docker" => Ok(Output::Docker(need(dest, "docker")?, conv)),
             "local" => Ok(Output::Local(need(dest, "local")?)),
-            "tar" => Ok(Output::Tar(need(dest, "tar")?)),
-            other => Err(spec(format!(
-                "unsupported output type {other:?} (image, oci, docker, local, tar)"
-            ))),
+            _ => Ok(Output::Tar(need(dest, "tar")?)),
         }
     }
 }
@@ -173,6 +398,8 @@ pub fn output(
 ) -> Result<(), ExportError> {
     match out {
         Output::Image => image::name(root, top, tags),
+        // Needs the registry: the build calls [`push::export`] for these.
+        Output::Named(_) => Ok(()),
         Output::Oci(dest, conv) => oci::write(root, top, tags, dest, conv),
         Output::Docker(dest, conv) => docker::write(root, top, tags, dest, conv),
         Output::Local(dest) => local::write(root, built, dest),
@@ -247,5 +474,38 @@ mod tests {
         assert_eq!(parse("out"), Some(Output::Local("out".into())));
         assert!(parse("type=local").is_none());
         assert!(parse("type=nope,dest=x").is_none());
+        assert_eq!(parse("-"), Some(Output::Tar("-".into())));
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_naming_the_key() {
+        let err = |s: &str| match s.parse::<Output>() {
+            Err(e) => e.to_string(),
+            Ok(o) => panic!("{s} parsed as {o:?}"),
+        };
+        assert!(err("type=image,bogus=1").contains("\"bogus\""));
+        assert!(err("type=tar,dest=x,compression=gzip").contains("\"compression\""));
+        assert!(err("type=image,push=maybe").contains("push"));
+        assert!(err("type=image,compression=gzip,compression-level=12").contains("out of range"));
+        // PENDING keys: accepted, their effect is elsewhere.
+        assert!("type=oci,dest=x,rewrite-timestamp=true"
+            .parse::<Output>()
+            .is_ok());
+    }
+
+    #[test]
+    fn image_names_split_as_buildx() {
+        let spec = |s: &str| match s.parse::<Output>() {
+            Ok(Output::Named(spec)) => spec,
+            other => panic!("{s}: {other:?}"),
+        };
+        let s = spec("type=image,\"name=r/a:1,r/b:2\",push=true");
+        assert_eq!(s.names.len(), 2);
+        assert!(s.push);
+        assert_eq!(s.names[1].to_string(), "docker.io/r/b:2");
+        let s = spec("type=registry,name=\"r/a,r/c\",oci-mediatypes=false,compression=zstd");
+        assert!(s.push && !s.oci_mediatypes && s.convert);
+        assert_eq!(s.names.len(), 2);
+        assert_eq!(spec("type=image,name=x").names.len(), 1);
     }
 }

@@ -9,13 +9,23 @@ use kiln_cache::Root;
 use super::{Built, ExportError};
 
 /// Writes the tar at `dest`: assembled in a temporary file beside it and
-/// renamed into place, so `dest` is whole or untouched.
+/// renamed into place, so `dest` is whole or untouched; `-` streams it to
+/// stdout (buildx's `dest=-` and `-o -`).
 pub fn write(root: &Root, built: &[Built], dest: &Path) -> Result<(), ExportError> {
     let tmp = tempfile::Builder::new()
         .prefix("export-")
         .tempdir_in(root.tmp_dir())?;
     let fs = tmp.path().join("rootfs");
     super::local::write(root, built, &fs)?;
+    if dest.as_os_str() == "-" {
+        let stdout = std::io::stdout().lock();
+        let mut t = ::tar::Builder::new(std::io::BufWriter::new(stdout));
+        t.follow_symlinks(false);
+        t.append_dir_all(".", &fs)?;
+        let mut w = t.into_inner()?;
+        std::io::Write::flush(&mut w)?;
+        return Ok(());
+    }
     // Beside the destination (so the rename stays on one filesystem),
     // removed if anything fails; mode as `File::create` gives (umask
     // applies), not the 0600 of a default temp file.
