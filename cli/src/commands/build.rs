@@ -106,6 +106,12 @@ pub struct BuildArgs {
     /// `RUN --network=host` use the host's network.
     #[arg(long = "allow", value_delimiter = ',')]
     pub allow: Vec<String>,
+    /// Run BuildKit's build checks instead of building (`--call check`).
+    #[arg(long)]
+    pub check: bool,
+    /// What to run, as buildx's `--call`: `build` or `check[,format=json]`.
+    #[arg(long, default_value = "build")]
+    pub call: String,
     /// The build context: a folder, or `-` for a tar on stdin.
     pub context: String,
 }
@@ -117,7 +123,7 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
     }
 }
 
-fn build_args(raw: &[String]) -> BTreeMap<String, String> {
+pub(crate) fn build_args(raw: &[String]) -> BTreeMap<String, String> {
     raw.iter()
         .filter_map(|a| match a.split_once('=') {
             Some((k, v)) => Some((k.to_string(), v.to_string())),
@@ -185,13 +191,20 @@ fn build(a: BuildArgs) -> Result<ExitCode> {
     let root = Root::from_env().into_diagnostic()?;
     let builder = Builder::new(root).into_diagnostic()?;
     let opts = options(&a)?;
+    if let Some(format) = super::check::call_mode(a.check, &a.call)? {
+        return super::check::check(opts, format);
+    }
     let mode = if a.quiet {
         progress::Mode::Quiet
     } else {
         a.progress
     };
     let shown = progress::BuildProgress::new(mode);
-    let result = match builder.build(opts, &shown) {
+    let built = builder.build(opts, &shown);
+    if built.is_err() {
+        super::check::print_summary(mode, &shown.checks());
+    }
+    let result = match built {
         Ok(r) => r,
         // The kind says how it is shown: BuildKit's `ERROR: …` lines for
         // a failed solve and a failed cache export, the error report (with
@@ -225,6 +238,7 @@ fn build(a: BuildArgs) -> Result<ExitCode> {
             }
         }
     }
+    super::check::print_summary(mode, &shown.checks());
     Ok(ExitCode::SUCCESS)
 }
 

@@ -114,6 +114,14 @@ pub fn config_for(
     }
 }
 
+/// Whether a planner warning is one a check rule reports now (the parser's
+/// empty continuation lines, MAINTAINER), so a build shows it once, as a
+/// check, under the check options.
+pub fn covers(message: &str) -> bool {
+    message.starts_with("Empty continuation line found in: ")
+        || message == "MAINTAINER instruction is deprecated in favor of using label"
+}
+
 /// Collects warnings under a config.
 pub(crate) struct Linter {
     config: Config,
