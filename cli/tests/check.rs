@@ -90,9 +90,21 @@ fn check_json_reports_twenty_rules_with_buildkit_names_lines_and_messages() {
     );
     let ctx = ctx.display().to_string();
     for args in [
-        vec!["check", "--format", "json", "--build-arg", "IMG=busybox:1.35", &ctx],
         vec![
-            "build", "--call", "check,format=json", "--build-arg", "IMG=busybox:1.35", &ctx,
+            "check",
+            "--format",
+            "json",
+            "--build-arg",
+            "IMG=busybox:1.35",
+            &ctx,
+        ],
+        vec![
+            "build",
+            "--call",
+            "check,format=json",
+            "--build-arg",
+            "IMG=busybox:1.35",
+            &ctx,
         ],
     ] {
         let out = k.run(&args);
@@ -117,7 +129,10 @@ fn check_json_reports_twenty_rules_with_buildkit_names_lines_and_messages() {
             w["detail"],
             "FROM argument 'VERSON' is not declared (did you mean VERSION?)"
         );
-        assert_eq!(w["url"], "https://docs.docker.com/go/dockerfile/rule/undefined-arg-in-from/");
+        assert_eq!(
+            w["url"],
+            "https://docs.docker.com/go/dockerfile/rule/undefined-arg-in-from/"
+        );
         assert_eq!(w["description"], "FROM command must use declared ARGs");
         assert_eq!(
             find("CopyIgnoredFile")["detail"],
@@ -144,7 +159,10 @@ fn check_text_is_buildx_report_and_skip_directive_silences() {
     let k = Kiln::with_busybox(KILN);
     let ctx = k.context(
         "ctx",
-        &[("Dockerfile", "FROM busybox:1.35\nMAINTAINER me\nCMD echo hi\n")],
+        &[(
+            "Dockerfile",
+            "FROM busybox:1.35\nMAINTAINER me\nCMD echo hi\n",
+        )],
     );
     let ctx_s = ctx.display().to_string();
     let out = k.run(&["build", "--check", &ctx_s]);
@@ -197,7 +215,10 @@ fn a_build_lists_its_warnings_after_it_and_as_json_events() {
     let k = Kiln::with_busybox(KILN);
     let ctx = k.context(
         "ctx",
-        &[("Dockerfile", "FROM busybox:1.35\nMAINTAINER me\nCMD echo hi\n")],
+        &[(
+            "Dockerfile",
+            "FROM busybox:1.35\nMAINTAINER me\nCMD echo hi\n",
+        )],
     );
     let ctx_s = ctx.display().to_string();
     let out = k.run(&["build", "--progress", "plain", &ctx_s]);
@@ -212,7 +233,11 @@ fn a_build_lists_its_warnings_after_it_and_as_json_events() {
         "{err}"
     );
     // Reported once, as a check, not also as a planner warning.
-    assert_eq!(err.matches("aintainer instruction is deprecated").count(), 1, "{err}");
+    assert_eq!(
+        err.matches("aintainer instruction is deprecated").count(),
+        1,
+        "{err}"
+    );
 
     let out = k.run(&["build", "--progress", "json", &ctx_s]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -250,7 +275,9 @@ fn error_true_fails_the_build_before_solving() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(
-        err.contains("ERROR: failed to solve: lint violation found for rules: MaintainerDeprecated"),
+        err.contains(
+            "ERROR: failed to solve: lint violation found for rules: MaintainerDeprecated"
+        ),
         "{err}"
     );
     assert!(!err.contains("ran-the-step"), "a step ran: {err}");
