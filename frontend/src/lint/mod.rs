@@ -17,6 +17,7 @@
 //! columns (BuildKit's ranges carry none for checks).
 
 mod config;
+mod description;
 mod dispatch;
 mod from;
 mod reference;
@@ -77,6 +78,9 @@ pub struct Input<'a> {
     pub base_env: BTreeMap<usize, Vec<String>>,
     /// The context's `.dockerignore`, for CopyIgnoredFile.
     pub ignore: Option<&'a PatternMatcher>,
+    /// The Dockerfile's text, for the comments InvalidDefinitionDescription
+    /// reads (the parse tree keeps none).
+    pub source: Option<&'a str>,
 }
 
 /// The outcome of checking one Dockerfile.
@@ -186,6 +190,9 @@ pub fn check(df: &Dockerfile, input: &Input) -> crate::Result<Report> {
     }
 
     syntax::check(df, &ins, &stages, &mut l);
+    if let Some(source) = input.source {
+        description::check(source, df, &ins, &stages, &mut l);
+    }
     let globals = from::check(&meta, &stages, input, ins.escape, &mut l);
     dispatch::check(&stages, &globals, input, ins.escape, &mut l);
     Ok(Report {

@@ -328,3 +328,38 @@ fn short_form() {
     };
     assert_eq!(w.short(), "MaintainerDeprecated: Maintainer instruction is deprecated in favor of using label (line 3)");
 }
+
+#[test]
+fn invalid_definition_description_is_experimental() {
+    let src = "# check=experimental=InvalidDefinitionDescription\n# the base image\nFROM busybox AS base\n# version to use\nARG VERSION=1\n# VERSION is fine\nARG VERSION=2\n";
+    let input = Input {
+        source: Some(src),
+        ..Input::default()
+    };
+    let got: Vec<_> = run_with(src, &input)
+        .into_iter()
+        .filter(|(r, ..)| r == "InvalidDefinitionDescription")
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                "InvalidDefinitionDescription".to_string(),
+                "Comment for FROM should follow the format: `# base <description>`".to_string(),
+                3
+            ),
+            (
+                "InvalidDefinitionDescription".to_string(),
+                "Comment for ARG should follow the format: `# VERSION <description>`".to_string(),
+                5
+            ),
+        ]
+    );
+    // Off unless named.
+    let plain = "# the base image\nFROM busybox AS base\n";
+    let input = Input {
+        source: Some(plain),
+        ..Input::default()
+    };
+    assert!(run_with(plain, &input).is_empty());
+}

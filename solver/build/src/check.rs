@@ -40,6 +40,7 @@ pub(crate) fn input<'a>(
         stages: None,
         base_env: BTreeMap::new(),
         ignore,
+        source: None,
     };
     if let Some(p) = plan {
         if !all_stages {
@@ -68,12 +69,14 @@ pub(crate) fn ignore_matcher(excludes: &[String]) -> Option<PatternMatcher> {
 /// Runs the checks for a build; the caller sends the warnings as events.
 pub(crate) fn for_build(
     parsed: &Dockerfile,
+    text: &str,
     opts: &BuildOptions,
     plan: Option<&Plan>,
     excludes: &[String],
 ) -> Result<Report, BuildError> {
     let m = ignore_matcher(excludes);
-    let input = input(opts, plan, m.as_ref(), false);
+    let mut input = input(opts, plan, m.as_ref(), false);
+    input.source = Some(text);
     lint::check(parsed, &input).map_err(|e| BuildError::Invalid(e.to_string()))
 }
 
@@ -145,7 +148,8 @@ impl Builder {
             result.build_error = Some((e.message.clone(), e.location.map(|l| l.line)));
         }
         let m = ignore_matcher(&excludes);
-        let input = input(&opts, planned.as_ref().ok(), m.as_ref(), true);
+        let mut input = input(&opts, planned.as_ref().ok(), m.as_ref(), true);
+        input.source = Some(&text);
         match lint::check(&parsed, &input) {
             Ok(r) => result.warnings = r.warnings,
             Err(e) => {

@@ -272,7 +272,7 @@ impl Builder {
         }
         // BuildKit's checks, before anything is solved (`error=true` stops
         // the build here).
-        let checks = check::for_build(&parsed, &opts, plans.first(), &excludes)?;
+        let checks = check::for_build(&parsed, &text, &opts, plans.first(), &excludes)?;
         for w in &checks.warnings {
             progress.event(BuildEvent::Check(w.clone()));
         }
