@@ -26,6 +26,8 @@ enum Command {
     #[command(flatten)]
     Build(commands::build::Cmd),
     #[command(flatten)]
+    Check(commands::check::Cmd),
+    #[command(flatten)]
     Frontend(commands::frontend::Cmd),
     #[command(flatten)]
     Images(commands::images::Cmd),
@@ -41,6 +43,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Build(c) => commands::build::run(c),
+        Command::Check(c) => commands::check::run(c),
         Command::Frontend(c) => commands::frontend::run(c),
         Command::Images(c) => commands::images::run(c),
         Command::Registry(c) => commands::registry::run(c),

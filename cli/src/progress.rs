@@ -405,6 +405,8 @@ impl Sink for Tty {
 pub struct BuildProgress {
     mode: Mode,
     drawer: std::sync::Mutex<Option<Drawer>>,
+    /// The build checks' warnings, listed after the build.
+    checks: std::sync::Mutex<Vec<kiln_frontend::lint::Warning>>,
 }
 
 type Drawer = (
@@ -417,7 +419,16 @@ impl BuildProgress {
         BuildProgress {
             mode,
             drawer: std::sync::Mutex::new(None),
+            checks: std::sync::Mutex::new(Vec::new()),
         }
+    }
+
+    /// The build checks' warnings so far, in the order raised.
+    pub fn checks(&self) -> Vec<kiln_frontend::lint::Warning> {
+        self.checks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn drawer(&self) -> std::sync::MutexGuard<'_, Option<Drawer>> {
@@ -488,6 +499,15 @@ impl kiln_build::Progress for BuildProgress {
                 if self.mode != Mode::Quiet {
                     eprintln!("WARNING: {message} (line {line})");
                 }
+            }
+            B::Check(w) => {
+                if self.mode == Mode::Json {
+                    json_line(crate::commands::check::event_json(&w));
+                }
+                self.checks
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(w);
             }
             B::SolveStarted => {
                 let (tx, rx) = tokio::sync::mpsc::unbounded_channel();

@@ -10,6 +10,7 @@
 //! - [`instructions`]: typed instructions (flags checked, arguments split) built
 //!   from nodes.
 //! - [`plan`]: stages, ARG/ENV scoping, image-config accumulation, target pruning.
+//! - [`lint`]: BuildKit's build checks (`--check`, `# check=`).
 //! - [`lower`]: plans to the solver's graph of build ops.
 //! - [`source_map`]: which Dockerfile lines and stage each lowered node
 //!   came from, to show a failed step where it was written.
@@ -19,6 +20,7 @@
 pub mod dockerignore;
 pub mod error;
 pub mod instructions;
+pub mod lint;
 pub mod lower;
 pub mod parser;
 pub mod plan;

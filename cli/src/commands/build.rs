@@ -125,6 +125,12 @@ pub struct BuildArgs {
     /// (repeatable).
     #[arg(long = "attest")]
     pub attest: Vec<String>,
+    /// Run BuildKit's build checks instead of building (`--call check`).
+    #[arg(long)]
+    pub check: bool,
+    /// What to run, as buildx's `--call`: `build` or `check[,format=json]`.
+    #[arg(long, default_value = "build")]
+    pub call: String,
     /// The build context: a folder, or `-` for a tar on stdin.
     pub context: String,
 }
@@ -136,7 +142,7 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
     }
 }
 
-fn build_args(raw: &[String]) -> BTreeMap<String, String> {
+pub(crate) fn build_args(raw: &[String]) -> BTreeMap<String, String> {
     raw.iter()
         .filter_map(|a| match a.split_once('=') {
             Some((k, v)) => Some((k.to_string(), v.to_string())),
@@ -244,6 +250,9 @@ fn build(a: BuildArgs) -> Result<ExitCode> {
     let root = Root::from_env().into_diagnostic()?;
     let builder = Builder::new(root).into_diagnostic()?;
     let opts = options(&a)?;
+    if let Some(format) = super::check::call_mode(a.check, &a.call)? {
+        return super::check::check(opts, format);
+    }
     let stdout_taken = opts.outputs.iter().any(Output::to_stdout);
     let mode = if a.quiet {
         progress::Mode::Quiet
@@ -251,7 +260,11 @@ fn build(a: BuildArgs) -> Result<ExitCode> {
         a.progress
     };
     let shown = progress::BuildProgress::new(mode);
-    let result = match builder.build(opts, &shown) {
+    let built = builder.build(opts, &shown);
+    if built.is_err() {
+        super::check::print_summary(mode, &shown.checks());
+    }
+    let result = match built {
         Ok(r) => r,
         // The kind says how it is shown: BuildKit's `ERROR: …` lines for
         // a failed solve and a failed cache export, the error report (with
@@ -290,6 +303,7 @@ fn build(a: BuildArgs) -> Result<ExitCode> {
             }
         }
     }
+    super::check::print_summary(mode, &shown.checks());
     Ok(ExitCode::SUCCESS)
 }
 

@@ -8,6 +8,9 @@ pub enum BuildEvent {
     /// A Dockerfile warning from planning (a deprecated form, a missing
     /// stage name…), with its line.
     Warning { message: String, line: usize },
+    /// A build check's warning (BuildKit's lint rules), raised before the
+    /// solve; the CLI lists them after the build as BuildKit does.
+    Check(kiln_frontend::lint::Warning),
     /// The solve begins: step events follow until [`BuildEvent::SolveFinished`].
     SolveStarted,
     /// A step of the solve (cached, started, output, done, failed).

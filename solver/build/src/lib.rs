@@ -11,6 +11,7 @@
 
 pub mod attest;
 mod bases;
+mod check;
 mod error;
 mod event;
 pub mod export;
@@ -27,12 +28,14 @@ use std::sync::Arc;
 use kiln_cache::registry::RegistryConfig;
 use kiln_cache::remote::{self as cache_remote, CacheOptions};
 use kiln_cache::{Digest, Reference, Root};
+use kiln_frontend::lint;
 use kiln_frontend::lower::{self, LowerOptions};
 use kiln_frontend::plan::{self, PlanOptions, Platform};
 use kiln_frontend::source_map;
 use kiln_solver::ops::{BuildOp, Network};
 use oci_spec::image::Descriptor;
 
+pub use check::CheckResult;
 pub use error::BuildError;
 pub use event::{BuildEvent, FailedStep, NoProgress, Progress};
 pub use export::Output;
@@ -269,13 +272,30 @@ impl Builder {
             };
             let planned = plan::plan_with_resolver(&parsed, &popts, &resolver)
                 .map_err(|e| BuildError::Frontend(e.with_source(&df_name, &text)))?;
-            for w in &planned.warnings {
+            // Warnings a build check now reports are left to the checks.
+            for w in planned
+                .warnings
+                .iter()
+                .filter(|w| !lint::covers(&w.message))
+            {
                 progress.event(BuildEvent::Warning {
                     message: w.message.clone(),
                     line: w.location.line,
                 });
             }
             plans.push(planned);
+        }
+        // BuildKit's checks, before anything is solved (`error=true` stops
+        // the build here).
+        let checks = check::for_build(&parsed, &text, &opts, plans.first(), &excludes)?;
+        for w in &checks.warnings {
+            progress.event(BuildEvent::Check(w.clone()));
+        }
+        if let Some(message) = checks.error() {
+            return Err(BuildError::Solve {
+                message,
+                lines: None,
+            });
         }
         let resolver = |r: &str, p: &Platform| bases.resolve(r, p).map_err(bases::frontend_err);
         let lowered = lower::lower(

@@ -1,0 +1,296 @@
+//! BuildKit's build checks through the binary: `kiln check`, `build
+//! --check` / `--call check,format=json`, `# check=` directives and the
+//! `BUILDKIT_DOCKERFILE_CHECK` build arg, the summary after a build, and
+//! `error=true` failing a build before anything runs.
+
+use kiln_testsupport::{events, stderr, Kiln};
+use serde_json::Value;
+
+const KILN: &str = env!("CARGO_BIN_EXE_kiln");
+
+/// Triggers 20 rules; the comment column is what BuildKit reports.
+const MANY: &str = "ARG IMG
+ARG VERSION=1.35
+FROM ${IMG} AS Base
+FROM busybox:1.35${VERSON} as builder
+FROM --platform=$TARGETPLATFORM busybox:${VERSION} AS base
+MAINTAINER someone
+ENV API_TOKEN=abc
+ENV LEGACY value
+WORKDIR app
+COPY $NOPE ignored.txt /dst/
+EXPOSE 8080/TCP 127.0.0.1:80:80
+CMD echo one
+CMD [\"echo\", \"two\"]
+run echo \\
+
+  hi
+FROM --platform=linux/amd64 busybox:1.35 AS context
+";
+
+fn expected() -> Vec<(&'static str, u64)> {
+    let mut v = vec![
+        ("InvalidDefaultArgInFrom", 3),
+        ("StageNameCasing", 3),
+        ("UndefinedArgInFrom", 4),
+        ("FromAsCasing", 4),
+        ("RedundantTargetPlatform", 5),
+        ("DuplicateStageName", 5),
+        ("MaintainerDeprecated", 6),
+        ("SecretsUsedInArgOrEnv", 7),
+        ("LegacyKeyValueFormat", 8),
+        ("WorkdirRelativePath", 9),
+        ("UndefinedVar", 10),
+        ("CopyIgnoredFile", 10),
+        ("ExposeProtoCasing", 11),
+        ("ExposeInvalidFormat", 11),
+        ("JSONArgsRecommended", 12),
+        ("MultipleInstructionsDisallowed", 12),
+        ("ConsistentInstructionCasing", 14),
+        ("NoEmptyContinuation", 16),
+        ("ReservedStageName", 17),
+        ("FromPlatformFlagConstDisallowed", 17),
+    ];
+    v.sort();
+    v
+}
+
+fn rules_of(json: &Value) -> Vec<(String, u64)> {
+    let mut v: Vec<(String, u64)> = json["warnings"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|w| {
+                    let line = w["location"]["ranges"][0]["start"]["line"]
+                        .as_u64()
+                        .unwrap_or(0);
+                    (w["ruleName"].as_str().unwrap_or("").to_string(), line)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn check_json_reports_twenty_rules_with_buildkit_names_lines_and_messages() {
+    let k = Kiln::with_busybox(KILN);
+    let ctx = k.context(
+        "ctx",
+        &[
+            ("Dockerfile", MANY),
+            (".dockerignore", "ignored.txt\n"),
+            ("ignored.txt", "x\n"),
+        ],
+    );
+    let ctx = ctx.display().to_string();
+    for args in [
+        vec![
+            "check",
+            "--format",
+            "json",
+            "--build-arg",
+            "IMG=busybox:1.35",
+            &ctx,
+        ],
+        vec![
+            "build",
+            "--call",
+            "check,format=json",
+            "--build-arg",
+            "IMG=busybox:1.35",
+            &ctx,
+        ],
+    ] {
+        let out = k.run(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        let json: Value = serde_json::from_str(&stdout(&out)).expect("JSON");
+        let got = rules_of(&json);
+        let want: Vec<(String, u64)> = expected()
+            .into_iter()
+            .map(|(r, l)| (r.to_string(), l))
+            .collect();
+        assert_eq!(got, want, "{args:?}: {json:#}");
+        let warnings = json["warnings"].as_array().expect("warnings");
+        let find = |rule: &str| {
+            warnings
+                .iter()
+                .find(|w| w["ruleName"] == rule)
+                .cloned()
+                .unwrap_or(Value::Null)
+        };
+        let w = find("UndefinedArgInFrom");
+        assert_eq!(
+            w["detail"],
+            "FROM argument 'VERSON' is not declared (did you mean VERSION?)"
+        );
+        assert_eq!(
+            w["url"],
+            "https://docs.docker.com/go/dockerfile/rule/undefined-arg-in-from/"
+        );
+        assert_eq!(w["description"], "FROM command must use declared ARGs");
+        assert_eq!(
+            find("CopyIgnoredFile")["detail"],
+            "Attempting to Copy file \"ignored.txt\" that is excluded by .dockerignore"
+        );
+        assert_eq!(
+            find("NoEmptyContinuation")["location"]["ranges"][0]["start"]["line"],
+            16
+        );
+        let w = find("ConsistentInstructionCasing");
+        assert_eq!(
+            w["detail"],
+            "Command 'run' should match the case of the command majority (uppercase)"
+        );
+        assert_eq!(w["location"]["ranges"][0]["end"]["line"], 16);
+        assert_eq!(json["sources"][0]["filename"], "Dockerfile");
+        assert_eq!(json["sources"][0]["language"], "Dockerfile");
+        assert!(json.get("buildError").is_none(), "{json:#}");
+    }
+}
+
+#[test]
+fn check_text_is_buildx_report_and_skip_directive_silences() {
+    let k = Kiln::with_busybox(KILN);
+    let ctx = k.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM busybox:1.35\nMAINTAINER me\nCMD echo hi\n",
+        )],
+    );
+    let ctx_s = ctx.display().to_string();
+    let out = k.run(&["build", "--check", &ctx_s]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.starts_with("Check complete, 2 warnings have been found!\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains(concat!(
+            "\nWARNING: MaintainerDeprecated - https://docs.docker.com/go/dockerfile/rule/maintainer-deprecated/\n",
+            "Maintainer instruction is deprecated in favor of using label\n",
+            "Dockerfile:2\n",
+            "--------------------\n",
+            "   1 |     FROM busybox:1.35\n",
+            "   2 | >>> MAINTAINER me\n",
+            "   3 |     CMD echo hi\n",
+        )),
+        "{text}"
+    );
+
+    let skipped = k.context(
+        "skipped",
+        &[(
+            "Dockerfile",
+            "# check=skip=JSONArgsRecommended,MaintainerDeprecated\nFROM busybox:1.35\nMAINTAINER me\nCMD echo hi\n",
+        )],
+    );
+    let out = k.run(&["check", &skipped.display().to_string()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "Check complete, no warnings found.\n");
+    let out = k.run(&["check", "--format", "json", &skipped.display().to_string()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: Value = serde_json::from_str(&stdout(&out)).expect("JSON");
+    assert!(json["warnings"].is_null(), "{json:#}");
+
+    // The build arg replaces the directive: skip=all.
+    let out = k.run(&[
+        "check",
+        "--build-arg",
+        "BUILDKIT_DOCKERFILE_CHECK=skip=all",
+        &ctx_s,
+    ]);
+    assert!(out.status.success(), "{}", stdout(&out));
+}
+
+#[test]
+fn a_build_lists_its_warnings_after_it_and_as_json_events() {
+    let k = Kiln::with_busybox(KILN);
+    let ctx = k.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM busybox:1.35\nMAINTAINER me\nCMD echo hi\n",
+        )],
+    );
+    let ctx_s = ctx.display().to_string();
+    let out = k.run(&["build", "--progress", "plain", &ctx_s]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.ends_with(concat!(
+            "\n 2 warnings found (use docker --debug to expand):\n",
+            " - MaintainerDeprecated: Maintainer instruction is deprecated in favor of using label (line 2)\n",
+            " - JSONArgsRecommended: JSON arguments recommended for CMD to prevent unintended behavior related to OS signals (line 3)\n",
+        )),
+        "{err}"
+    );
+    // Reported once, as a check, not also as a planner warning.
+    assert_eq!(
+        err.matches("aintainer instruction is deprecated").count(),
+        1,
+        "{err}"
+    );
+
+    let out = k.run(&["build", "--progress", "json", &ctx_s]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let checks: Vec<(String, u64)> = events(&out)
+        .iter()
+        .filter(|e| e["event"] == "check")
+        .map(|e| {
+            (
+                e["rule"].as_str().unwrap_or("").to_string(),
+                e["line"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(
+        checks,
+        [
+            ("MaintainerDeprecated".to_string(), 2),
+            ("JSONArgsRecommended".to_string(), 3)
+        ]
+    );
+}
+
+#[test]
+fn error_true_fails_the_build_before_solving() {
+    let k = Kiln::with_busybox(KILN);
+    let ctx = k.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "# check=error=true\nFROM busybox:1.35\nMAINTAINER me\nRUN echo ran-the-step\n",
+        )],
+    );
+    let ctx_s = ctx.display().to_string();
+    let out = k.run(&["build", "--progress", "plain", &ctx_s]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(
+            "ERROR: failed to solve: lint violation found for rules: MaintainerDeprecated"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("ran-the-step"), "a step ran: {err}");
+    assert!(err.contains(" - MaintainerDeprecated: "), "{err}");
+
+    // The build arg's options replace the directive's: no error.
+    let out = k.run(&[
+        "build",
+        "--progress",
+        "plain",
+        "--build-arg",
+        "BUILDKIT_DOCKERFILE_CHECK=skip=MaintainerDeprecated",
+        &ctx_s,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}

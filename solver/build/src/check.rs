@@ -1,0 +1,163 @@
+//! Build checks in the pipeline: `kiln check` / `build --check` (lint only,
+//! every stage) and the checks a normal build runs before solving (the
+//! stages it builds; `error=true` fails it there).
+
+use std::collections::BTreeMap;
+
+use kiln_frontend::dockerignore::PatternMatcher;
+use kiln_frontend::lint::{self, Input, Report};
+use kiln_frontend::parser::Dockerfile;
+use kiln_frontend::plan::{self, Base, Plan, PlanOptions, Platform};
+
+use crate::{bases, context_dir, BuildError, BuildOptions, Builder, RegistryConfig};
+
+/// What `--check` reports: BuildKit's lint result.
+#[derive(Debug, Clone)]
+pub struct CheckResult {
+    /// The Dockerfile's name as shown (`Dockerfile`).
+    pub file_name: String,
+    /// Its text (JSON `sources[].data`, and the lines shown per warning).
+    pub text: String,
+    pub warnings: Vec<lint::Warning>,
+    /// Why the file cannot be built, when it cannot (BuildKit's
+    /// `buildError`), with its line if known.
+    pub build_error: Option<(String, Option<usize>)>,
+}
+
+/// The checks' input from a build's first plan: the stages it dispatches
+/// and their base images' environments.
+pub(crate) fn input<'a>(
+    opts: &BuildOptions,
+    plan: Option<&Plan>,
+    ignore: Option<&'a PatternMatcher>,
+    all_stages: bool,
+) -> Input<'a> {
+    let mut input = Input {
+        build_args: opts.build_args.clone(),
+        target: opts.target.clone(),
+        target_platform: opts.platforms.first().cloned(),
+        build_platform: Some(Platform::host()),
+        stages: None,
+        base_env: BTreeMap::new(),
+        ignore,
+        source: None,
+    };
+    if let Some(p) = plan {
+        if !all_stages {
+            input.stages = Some(p.stages.iter().map(|s| s.index).collect());
+        }
+        for s in &p.stages {
+            if matches!(s.base, Base::Image { .. }) && s.base_config_known {
+                input
+                    .base_env
+                    .insert(s.index, s.base_config.env.clone().unwrap_or_default());
+            }
+        }
+    }
+    input
+}
+
+/// The context's `.dockerignore` as a matcher (none without one, or when
+/// it does not compile: the build reports that itself).
+pub(crate) fn ignore_matcher(excludes: &[String]) -> Option<PatternMatcher> {
+    if excludes.is_empty() {
+        return None;
+    }
+    PatternMatcher::new(excludes.iter().map(String::as_str)).ok()
+}
+
+/// Runs the checks for a build; the caller sends the warnings as events.
+pub(crate) fn for_build(
+    parsed: &Dockerfile,
+    text: &str,
+    opts: &BuildOptions,
+    plan: Option<&Plan>,
+    excludes: &[String],
+) -> Result<Report, BuildError> {
+    let m = ignore_matcher(excludes);
+    let mut input = input(opts, plan, m.as_ref(), false);
+    input.source = Some(text);
+    lint::check(parsed, &input).map_err(|e| BuildError::Invalid(e.to_string()))
+}
+
+impl Builder {
+    /// Checks a Dockerfile as `docker build --check` does: every stage,
+    /// nothing built. Base images are resolved (pulled when missing) as
+    /// BuildKit resolves them, so variables from their environment count
+    /// as defined; a file that cannot be planned is the `build_error`.
+    pub fn check(&self, opts: BuildOptions) -> Result<CheckResult, BuildError> {
+        let root = &self.root;
+        let (ctx, _guard) = context_dir(&opts.context, root)?;
+        let df_path = opts
+            .dockerfile
+            .clone()
+            .unwrap_or_else(|| ctx.join("Dockerfile"));
+        let text = std::fs::File::open(&df_path)
+            .and_then(kiln_frontend::parser::read_source)
+            .map_err(BuildError::context(format!(
+                "failed to read dockerfile {}",
+                df_path.display()
+            )))?;
+        let file_name = kiln_frontend::source_map::display_name(&df_path);
+        let mut result = CheckResult {
+            file_name,
+            text: text.clone(),
+            warnings: Vec::new(),
+            build_error: None,
+        };
+        let parsed = match kiln_frontend::parser::parse(&text) {
+            Ok(p) => p,
+            Err(e) => {
+                let line = e.location.map(|l| l.line);
+                result.build_error = Some((e.message.clone(), line));
+                return Ok(result);
+            }
+        };
+        let excludes: Vec<String> = match kiln_frontend::dockerignore::locate(&df_path, &ctx) {
+            Some(p) => kiln_frontend::dockerignore::read_all(&std::fs::read(&p)?)
+                .map(|v| v.into_iter().map(|p| p.pattern).collect())
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let platform = opts
+            .platforms
+            .first()
+            .cloned()
+            .unwrap_or_else(Platform::host);
+        let bases = bases::Bases {
+            root,
+            rt: &self.rt,
+            pull: opts.pull,
+            config: RegistryConfig::load(root.path())?,
+            seen: std::cell::RefCell::new(std::collections::HashMap::new()),
+        };
+        let resolver = |r: &str, p: &Platform| {
+            bases
+                .resolve(r, p)
+                .map(|i| Some(i.image_config().unwrap_or_default()))
+                .map_err(bases::frontend_err)
+        };
+        let popts = PlanOptions {
+            build_args: opts.build_args.clone(),
+            target: opts.target.clone(),
+            target_platform: Some(platform),
+            build_platform: Some(Platform::host()),
+        };
+        let planned = plan::plan_with_resolver(&parsed, &popts, &resolver);
+        if let Err(e) = &planned {
+            result.build_error = Some((e.message.clone(), e.location.map(|l| l.line)));
+        }
+        let m = ignore_matcher(&excludes);
+        let mut input = input(&opts, planned.as_ref().ok(), m.as_ref(), true);
+        input.source = Some(&text);
+        match lint::check(&parsed, &input) {
+            Ok(r) => result.warnings = r.warnings,
+            Err(e) => {
+                if result.build_error.is_none() {
+                    result.build_error = Some((e.message.clone(), e.location.map(|l| l.line)));
+                }
+            }
+        }
+        Ok(result)
+    }
+}
