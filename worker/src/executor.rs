@@ -119,6 +119,9 @@ pub enum ExecutorError {
     Store(#[from] kiln_cache::Error),
     #[error(transparent)]
     Secret(#[from] crate::secrets::SecretError),
+    /// A build's `--ulimit`, `--cgroup-parent`, … that cannot be applied.
+    #[error(transparent)]
+    Resource(#[from] crate::resources::ResourceError),
     #[error("image {reference}: {detail}")]
     Image { reference: String, detail: String },
     #[error("step was interrupted")]
@@ -1030,7 +1033,13 @@ fn run_exec(
         return Err(ExecutorError::Unsupported(INSECURE_NOT_ALLOWED.into()));
     }
     spec.privileged = e.insecure;
-    spec.rlimits = SandboxSpec::default_rlimits();
+    spec.rlimits = crate::resources::rlimits(&e.resources.ulimits)?;
+    spec.shm_size = e.resources.shm_size;
+    if !e.resources.extra_hosts.is_empty() {
+        let text = crate::resources::hosts_file(&spec.hostname, &e.resources.extra_hosts);
+        let path = private_dir(w, &mut secret_dir)?.write(text.as_bytes(), 0o644, 0, 0)?;
+        spec.hosts_file = Some(path);
+    }
     spec.emulator = crate::emulation::emulator_for(&e.platform)
         .map_err(|err| ExecutorError::Unsupported(err.to_string()))?;
     let (mut out_carry, mut err_carry) = (Utf8Carry::default(), Utf8Carry::default());

@@ -173,6 +173,13 @@ pub struct SandboxSpec {
     /// private network cannot reach a nameserver on the host's loopback).
     #[serde(default)]
     pub resolv_conf: Option<PathBuf>,
+    /// The file bound at /etc/hosts instead of the host's (a build's
+    /// `--add-host` lines).
+    #[serde(default)]
+    pub hosts_file: Option<PathBuf>,
+    /// Size of /dev/shm in bytes; 64 MiB (docker's) when absent.
+    #[serde(default)]
+    pub shm_size: Option<u64>,
     /// The seccomp filter ([`crate::seccomp`]): docker's default profile
     /// unless `kiln run --security-opt seccomp=…` said otherwise.
     #[serde(default)]
@@ -229,6 +236,8 @@ impl SandboxSpec {
             emulator: None,
             netns: None,
             resolv_conf: None,
+            hosts_file: None,
+            shm_size: None,
             seccomp: crate::seccomp::Seccomp::Default,
             privileged: false,
             devices: Vec::new(),
@@ -974,7 +983,13 @@ pub fn plan(spec: &SandboxSpec) -> Vec<Step> {
         "dev/shm",
         "tmpfs",
         MS_NOSUID | MS_NODEV | MS_NOEXEC,
-        Some("mode=1777,size=65536k"),
+        Some(
+            format!(
+                "mode=1777,size={}k",
+                spec.shm_size.map_or(65536, |b| b.div_ceil(1024))
+            )
+            .as_str(),
+        ),
     ));
     for (link, target) in [
         ("dev/fd", "/proc/self/fd"),
@@ -1001,8 +1016,9 @@ pub fn plan(spec: &SandboxSpec) -> Vec<Step> {
         s.push(Step::ReadonlyPath(p.into()));
     }
     for f in ["etc/hosts", "etc/resolv.conf"] {
-        let source = match &spec.resolv_conf {
-            Some(own) if f == "etc/resolv.conf" => own.clone(),
+        let source = match (&spec.resolv_conf, &spec.hosts_file) {
+            (Some(own), _) if f == "etc/resolv.conf" => own.clone(),
+            (_, Some(own)) if f == "etc/hosts" => own.clone(),
             _ => PathBuf::from("/").join(f),
         };
         if !source.exists() {

@@ -106,6 +106,9 @@ pub struct BuildArgs {
     /// `RUN --network=host` use the host's network.
     #[arg(long = "allow", value_delimiter = ',')]
     pub allow: Vec<String>,
+    /// buildx's remaining flags (`build_flags.rs`).
+    #[command(flatten)]
+    pub extra: super::build_flags::Extra,
     /// The build context: a folder, or `-` for a tar on stdin.
     pub context: String,
 }
@@ -178,6 +181,7 @@ fn options(a: &BuildArgs) -> Result<BuildOptions> {
     opts.jobs = a.jobs;
     opts.iidfile = a.iidfile.clone();
     opts.metadata_file = a.metadata_file.clone();
+    a.extra.apply(&mut opts)?;
     Ok(opts)
 }
 

@@ -1,6 +1,7 @@
 //! One module per group of subcommands.
 
 pub mod build;
+pub mod build_flags;
 pub mod frontend;
 pub mod images;
 pub mod registry;

@@ -9,6 +9,7 @@
 //! It returns a [`BuildResult`] or a [`BuildError`] whose kind says what
 //! failed.
 
+pub mod annotations;
 mod bases;
 mod error;
 mod event;
@@ -89,6 +90,13 @@ pub struct BuildOptions {
     pub iidfile: Option<PathBuf>,
     /// Write build metadata (digests, names) as JSON to this file.
     pub metadata_file: Option<PathBuf>,
+    /// What every RUN gets: `--add-host`, `--ulimit`, `--shm-size`,
+    /// `--cgroup-parent`.
+    pub resources: kiln_solver::ops::ExecResources,
+    /// `--label`: set in every platform's image config.
+    pub labels: BTreeMap<String, String>,
+    /// `--annotation`.
+    pub annotations: Vec<annotations::Annotation>,
 }
 
 impl BuildOptions {
@@ -114,6 +122,9 @@ impl BuildOptions {
             allow_host_network: false,
             iidfile: None,
             metadata_file: None,
+            resources: Default::default(),
+            labels: BTreeMap::new(),
+            annotations: Vec::new(),
         }
     }
 }
@@ -269,9 +280,14 @@ impl Builder {
             &LowerOptions {
                 context_excludes: excludes,
                 show_platform: platforms.len() > 1,
+                resources: opts.resources.clone(),
             },
         )
         .map_err(|e| BuildError::Frontend(e.with_source(&df_name, &text)))?;
+        let mut lowered = lowered;
+        for (_, _, meta) in lowered.targets.iter_mut() {
+            annotations::apply_labels(&mut meta.config, &opts.labels);
+        }
         let mut sources = lowered.sources;
         sources.set_file(source_map::display_name(&df_path), text.clone());
 
@@ -340,13 +356,14 @@ impl Builder {
                 imported.as_deref(),
             );
         }
-        let images: Vec<export::Image> = built
+        let mut images: Vec<export::Image> = built
             .iter()
             .map(|b| export::image::assemble_reusing(root, b, &created))
             .collect::<Result<_, _>>()?;
+        annotations::manifests(root, &mut images, &opts.annotations)?;
         let top = match images.as_slice() {
             [one] => one.manifest.clone(),
-            many => export::image::index(root, many)?,
+            many => annotations::index(root, export::image::index(root, many)?, &opts.annotations)?,
         };
         for out in &outputs {
             export::output(root, out, &top, &built, &opts.tags)?;
