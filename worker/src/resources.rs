@@ -18,6 +18,10 @@ pub enum ResourceError {
     SoftAboveHard { soft: i64, hard: i64 },
     #[error("invalid cgroup parent {0:?}: a path of cgroup names, without `..`")]
     CgroupPath(String),
+    #[error("kiln does not support systemd cgroup parents ({0:?}): give a cgroupfs path")]
+    CgroupSystemd(String),
+    #[error("no cgroup hierarchy is mounted for --cgroup-parent")]
+    NoCgroupFs,
     #[error("cgroup parent {parent:?}: {what} {path}: {source}")]
     Cgroup {
         parent: String,
@@ -110,6 +114,9 @@ pub fn hosts_file(hostname: &str, extra: &[(String, String)]) -> String {
 /// The parts of a `--cgroup-parent` path, checked: relative to the
 /// hierarchy's root whether written with a leading `/` or not, no `..`.
 pub fn cgroup_parts(parent: &str) -> Result<Vec<&str>, ResourceError> {
+    if parent.contains(".slice") && parent.ends_with(':') {
+        return Err(ResourceError::CgroupSystemd(parent.to_string()));
+    }
     let parts: Vec<&str> = parent
         .split('/')
         .filter(|p| !p.is_empty() && *p != ".")
@@ -120,9 +127,97 @@ pub fn cgroup_parts(parent: &str) -> Result<Vec<&str>, ResourceError> {
     Ok(parts)
 }
 
-/// Where a hierarchy's cgroup at `parts` lives under `mount`.
-pub fn cgroup_dir(mount: &Path, parts: &[&str]) -> PathBuf {
-    parts.iter().fold(mount.to_path_buf(), |p, c| p.join(c))
+/// Every cgroup hierarchy mounted here (v2's one, or v1's each), from
+/// /proc/self/mountinfo.
+fn cgroup_mounts() -> Vec<PathBuf> {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    let mut out: Vec<PathBuf> = Vec::new();
+    for line in info.lines() {
+        let Some((pre, post)) = line.split_once(" - ") else {
+            continue;
+        };
+        let fstype = post.split(' ').next().unwrap_or("");
+        let Some(point) = pre.split(' ').nth(4) else {
+            continue;
+        };
+        if matches!(fstype, "cgroup" | "cgroup2") && !out.iter().any(|p| p == Path::new(point)) {
+            out.push(PathBuf::from(point));
+        }
+    }
+    out
+}
+
+/// A step's own cgroup `/PARENT/buildkit/ID` in every hierarchy (where
+/// BuildKit's executors put a step under `--cgroup-parent`); the
+/// sandbox's helper joins it before it starts the step, so the step and
+/// everything it starts are in it. Removed on drop (the step is over by
+/// then, so the cgroups are empty); the parent folders stay.
+#[derive(Debug)]
+pub struct StepCgroup {
+    dirs: Vec<PathBuf>,
+}
+
+impl StepCgroup {
+    /// Makes the step's cgroup beneath `parent` in every hierarchy.
+    pub fn create(parent: &str, id: &str) -> Result<StepCgroup, ResourceError> {
+        let parts = cgroup_parts(parent)?;
+        let mounts = cgroup_mounts();
+        if mounts.is_empty() {
+            return Err(ResourceError::NoCgroupFs);
+        }
+        let mut made = StepCgroup { dirs: Vec::new() };
+        for m in mounts {
+            let mut dir = m.clone();
+            for c in parts.iter().copied().chain(["buildkit", id]) {
+                let up = dir.clone();
+                dir.push(c);
+                if dir.is_dir() {
+                    continue;
+                }
+                let err = |what: &'static str, path: &Path| {
+                    let path = path.to_path_buf();
+                    let parent = parent.to_string();
+                    move |source| ResourceError::Cgroup {
+                        parent,
+                        what,
+                        path,
+                        source,
+                    }
+                };
+                std::fs::create_dir(&dir).map_err(err("creating", &dir))?;
+                // cgroup v1's cpuset starts a cgroup with no CPUs and no
+                // memory nodes, which no process may join: the parent's,
+                // as runc copies them.
+                for f in ["cpuset.cpus", "cpuset.mems"] {
+                    let mine = dir.join(f);
+                    let empty = std::fs::read_to_string(&mine).is_ok_and(|v| v.trim().is_empty());
+                    if empty {
+                        let theirs = std::fs::read_to_string(up.join(f))
+                            .map_err(err("reading", &up.join(f)))?;
+                        std::fs::write(&mine, theirs.trim()).map_err(err("writing", &mine))?;
+                    }
+                }
+            }
+            made.dirs.push(dir);
+        }
+        Ok(made)
+    }
+
+    /// The `cgroup.procs` files the helper writes its pid to.
+    pub fn procs_files(&self) -> Vec<PathBuf> {
+        self.dirs.iter().map(|d| d.join("cgroup.procs")).collect()
+    }
+}
+
+impl Drop for StepCgroup {
+    fn drop(&mut self) {
+        for d in &self.dirs {
+            // Best effort: a cgroup still holding a process stays.
+            let _ = std::fs::remove_dir(d);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -178,5 +273,9 @@ mod tests {
         assert_eq!(cgroup_parts("/a/b").unwrap(), vec!["a", "b"]);
         assert!(cgroup_parts("a/../..").is_err());
         assert!(cgroup_parts("/").is_err());
+        assert!(matches!(
+            cgroup_parts("user.slice:kiln:"),
+            Err(ResourceError::CgroupSystemd(_))
+        ));
     }
 }

@@ -180,6 +180,10 @@ pub struct SandboxSpec {
     /// Size of /dev/shm in bytes; 64 MiB (docker's) when absent.
     #[serde(default)]
     pub shm_size: Option<u64>,
+    /// `cgroup.procs` files the helper writes its pid to before it starts
+    /// the step (`--cgroup-parent`: see [`crate::resources::StepCgroup`]).
+    #[serde(default)]
+    pub cgroup_procs: Vec<PathBuf>,
     /// The seccomp filter ([`crate::seccomp`]): docker's default profile
     /// unless `kiln run --security-opt seccomp=…` said otherwise.
     #[serde(default)]
@@ -238,6 +242,7 @@ impl SandboxSpec {
             resolv_conf: None,
             hosts_file: None,
             shm_size: None,
+            cgroup_procs: Vec::new(),
             seccomp: crate::seccomp::Seccomp::Default,
             privileged: false,
             devices: Vec::new(),
@@ -1131,6 +1136,11 @@ fn helper(chan: &mut UnixStream) -> Result<ExitStatus, StartError> {
         serde_json::from_slice(&input).map_err(|e| format!("decoding sandbox spec: {e}"))?;
     validate(&spec).map_err(|e| StartError::other(e.to_string()))?;
     let steps = plan(&spec);
+    // Before anything forks: the step and all it starts are in the cgroup.
+    for f in &spec.cgroup_procs {
+        std::fs::write(f, std::process::id().to_string())
+            .map_err(|e| format!("joining cgroup {}: {e}", f.display()))?;
+    }
     if spec.network == Network::Private {
         // Before any user namespace: the prepared namespace belongs to the
         // host's, and joining it needs that namespace's CAP_SYS_ADMIN.

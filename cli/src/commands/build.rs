@@ -62,8 +62,8 @@ pub struct BuildArgs {
     /// network.host`) or `none`.
     #[arg(long, default_value = "default")]
     pub network: String,
-    /// How to show progress.
-    #[arg(long, value_enum, default_value = "auto")]
+    /// How to show progress (default: `$BUILDKIT_PROGRESS`, else auto).
+    #[arg(long, value_enum, default_value = "auto", env = "BUILDKIT_PROGRESS")]
     pub progress: progress::Mode,
     /// Print only the image ID (same as `--progress quiet`).
     #[arg(short, long)]

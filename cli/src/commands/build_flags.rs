@@ -65,16 +65,17 @@ pub struct Extra {
     pub annotation: Vec<String>,
 
     // Accepted as no-ops (see the module's notes).
-    #[arg(long = "rm", hide = true, num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long = "rm", hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub rm: Option<String>,
-    #[arg(long = "force-rm", hide = true, num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long = "force-rm", hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub force_rm: Option<String>,
-    #[arg(long = "compress", hide = true, num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long = "compress", hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub compress: Option<String>,
     #[arg(
         long = "disable-content-trust",
         hide = true,
         num_args = 0..=1,
+        require_equals = true,
         default_missing_value = "true"
     )]
     pub disable_content_trust: Option<String>,

@@ -18,6 +18,7 @@ pub mod prune;
 mod remote;
 pub mod secrets;
 mod solve;
+mod syntax;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -210,6 +211,11 @@ impl Builder {
         let df_name = df_path.display().to_string();
         let parsed = kiln_frontend::parser::parse(&text)
             .map_err(|e| BuildError::Frontend(e.with_source(&df_name, &text)))?;
+        if let Some(message) =
+            syntax::warning(parsed.directives.syntax.as_deref(), &opts.build_args)
+        {
+            progress.event(BuildEvent::Warning { message, line: 1 });
+        }
         let excludes = match kiln_frontend::dockerignore::locate(&df_path, &ctx) {
             Some(p) => {
                 let bytes = std::fs::read(&p)?;
