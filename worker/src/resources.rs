@@ -33,7 +33,7 @@ pub enum ResourceError {
 }
 
 /// docker's ulimit names (go-units) and their `RLIMIT_*` resources.
-const ULIMITS: &[(&str, libc::__rlimit_resource_t)] = &[
+const ULIMITS: &[(&str, u32)] = &[
     ("core", libc::RLIMIT_CORE),
     ("cpu", libc::RLIMIT_CPU),
     ("data", libc::RLIMIT_DATA),
@@ -53,10 +53,7 @@ const ULIMITS: &[(&str, libc::__rlimit_resource_t)] = &[
 
 /// The `RLIMIT_*` resource docker's name `name` stands for.
 pub fn ulimit_resource(name: &str) -> Option<u32> {
-    ULIMITS
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, r)| *r as u32)
+    ULIMITS.iter().find(|(n, _)| *n == name).map(|(_, r)| *r)
 }
 
 /// Checks one `--ulimit` as docker's `units.ParseUlimit` does.
@@ -88,7 +85,7 @@ pub fn rlimits(ulimits: &[Ulimit]) -> Result<Vec<Rlimit>, ResourceError> {
     for u in ulimits {
         check_ulimit(u)?;
         let resource =
-            ulimit_resource(&u.name).ok_or(ResourceError::UnknownUlimit(u.name.clone()))?;
+            ulimit_resource(&u.name).ok_or_else(|| ResourceError::UnknownUlimit(u.name.clone()))?;
         out.retain(|l| l.resource != resource);
         out.push(Rlimit {
             resource,
@@ -235,7 +232,7 @@ mod tests {
         assert_eq!(
             l,
             vec![Rlimit {
-                resource: libc::RLIMIT_NOFILE as u32,
+                resource: libc::RLIMIT_NOFILE,
                 soft: 1024,
                 hard: 2048
             }]

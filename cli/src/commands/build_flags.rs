@@ -153,12 +153,14 @@ impl Extra {
         r.extra_hosts = self
             .add_host
             .iter()
-            .map(|h| add_host(h))
+            .map(String::as_str)
+            .map(add_host)
             .collect::<Result<_>>()?;
         r.ulimits = self
             .ulimit
             .iter()
-            .map(|u| ulimit(u))
+            .map(String::as_str)
+            .map(ulimit)
             .collect::<Result<_>>()?;
         r.shm_size = match &self.shm_size {
             Some(s) => Some(ram_in_bytes(s).ok_or_else(|| {

@@ -280,7 +280,7 @@ impl Builder {
             plans.push(planned);
         }
         let resolver = |r: &str, p: &Platform| bases.resolve(r, p).map_err(bases::frontend_err);
-        let lowered = lower::lower(
+        let mut lowered = lower::lower(
             &plans,
             &resolver,
             &LowerOptions {
@@ -290,7 +290,6 @@ impl Builder {
             },
         )
         .map_err(|e| BuildError::Frontend(e.with_source(&df_name, &text)))?;
-        let mut lowered = lowered;
         for (_, _, meta) in lowered.targets.iter_mut() {
             annotations::apply_labels(&mut meta.config, &opts.labels);
         }
