@@ -118,7 +118,7 @@ pub fn cgroup_parts(parent: &str) -> Result<Vec<&str>, ResourceError> {
         .split('/')
         .filter(|p| !p.is_empty() && *p != ".")
         .collect();
-    if parts.is_empty() || parts.iter().any(|p| *p == "..") {
+    if parts.is_empty() || parts.contains(&"..") {
         return Err(ResourceError::CgroupPath(parent.to_string()));
     }
     Ok(parts)
