@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 
 mod commands;
 mod progress;
+mod rawjson;
 mod table;
 mod units;
 

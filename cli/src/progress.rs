@@ -20,6 +20,9 @@ pub enum Mode {
     Plain,
     Json,
     Quiet,
+    /// BuildKit's raw `SolveStatus` stream on stderr (`crate::rawjson`).
+    #[value(name = "rawjson")]
+    Rawjson,
 }
 
 impl Mode {
@@ -40,6 +43,10 @@ pub fn spawn(mode: Mode, rx: UnboundedReceiver<Event>) -> std::thread::JoinHandl
     let mode = mode.resolve();
     std::thread::spawn(move || match mode {
         Mode::Json => drain(rx, Json),
+        Mode::Rawjson => {
+            let mut raw = crate::rawjson::RawJson::default();
+            drain(rx, move |e: Event| raw.event(&e))
+        }
         Mode::Plain => drain(rx, Plain::default()),
         Mode::Tty => drain(rx, Tty::new()),
         Mode::Quiet | Mode::Auto => drain(rx, |_: Event| {}),

@@ -86,6 +86,8 @@ pub struct LowerOptions {
     /// Prefix step names with the platform (multi-platform builds), as
     /// BuildKit does.
     pub show_platform: bool,
+    /// What every RUN of the build gets (`--add-host`, `--ulimit`, …).
+    pub resources: ops::ExecResources,
 }
 
 /// What the exporter needs to turn the target's snapshot into an image.
@@ -384,6 +386,7 @@ impl Lowerer<'_> {
                         insecure: *security == instructions::Security::Insecure,
                         mounts: exec_mounts,
                         platform: sp.clone(),
+                        resources: self.opts.resources.clone(),
                         display,
                     };
                     state = self.add(BuildOp::Exec(exec), &inputs);

@@ -119,6 +119,9 @@ pub enum ExecutorError {
     Store(#[from] kiln_cache::Error),
     #[error(transparent)]
     Secret(#[from] crate::secrets::SecretError),
+    /// A build's `--ulimit`, `--cgroup-parent`, … that cannot be applied.
+    #[error(transparent)]
+    Resource(#[from] crate::resources::ResourceError),
     #[error("image {reference}: {detail}")]
     Image { reference: String, detail: String },
     #[error("step was interrupted")]
@@ -1030,7 +1033,23 @@ fn run_exec(
         return Err(ExecutorError::Unsupported(INSECURE_NOT_ALLOWED.into()));
     }
     spec.privileged = e.insecure;
-    spec.rlimits = SandboxSpec::default_rlimits();
+    spec.rlimits = crate::resources::rlimits(&e.resources.ulimits)?;
+    spec.shm_size = e.resources.shm_size;
+    // Removed (empty again) when the step is over.
+    let _cgroup = match &e.resources.cgroup_parent {
+        Some(parent) => {
+            let id = format!("kiln-{:016x}", rand_id());
+            let cg = crate::resources::StepCgroup::create(parent, &id)?;
+            spec.cgroup_procs = cg.procs_files();
+            Some(cg)
+        }
+        None => None,
+    };
+    if !e.resources.extra_hosts.is_empty() {
+        let text = crate::resources::hosts_file(&spec.hostname, &e.resources.extra_hosts);
+        let path = private_dir(w, &mut secret_dir)?.write(text.as_bytes(), 0o644, 0, 0)?;
+        spec.hosts_file = Some(path);
+    }
     spec.emulator = crate::emulation::emulator_for(&e.platform)
         .map_err(|err| ExecutorError::Unsupported(err.to_string()))?;
     let (mut out_carry, mut err_carry) = (Utf8Carry::default(), Utf8Carry::default());
@@ -1065,6 +1084,20 @@ fn run_exec(
     }
     let _slot = w.slots.acquire(cancel).ok_or(ExecutorError::Interrupted)?;
     commit_layer(w, active, &base, &outcome.created)
+}
+
+/// A name for a step's cgroup, unique among the steps running now.
+fn rand_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    h.finish()
 }
 
 /// Holds back the start of a UTF-8 character that a read cut in two, so

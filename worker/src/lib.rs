@@ -15,6 +15,7 @@ pub mod http_source;
 pub mod layers;
 pub mod netpool;
 pub mod reexec;
+pub mod resources;
 pub mod sandbox;
 pub mod seccomp;
 pub mod secrets;

@@ -173,6 +173,17 @@ pub struct SandboxSpec {
     /// private network cannot reach a nameserver on the host's loopback).
     #[serde(default)]
     pub resolv_conf: Option<PathBuf>,
+    /// The file bound at /etc/hosts instead of the host's (a build's
+    /// `--add-host` lines).
+    #[serde(default)]
+    pub hosts_file: Option<PathBuf>,
+    /// Size of /dev/shm in bytes; 64 MiB (docker's) when absent.
+    #[serde(default)]
+    pub shm_size: Option<u64>,
+    /// `cgroup.procs` files the helper writes its pid to before it starts
+    /// the step (`--cgroup-parent`: see [`crate::resources::StepCgroup`]).
+    #[serde(default)]
+    pub cgroup_procs: Vec<PathBuf>,
     /// The seccomp filter ([`crate::seccomp`]): docker's default profile
     /// unless `kiln run --security-opt seccomp=…` said otherwise.
     #[serde(default)]
@@ -229,6 +240,9 @@ impl SandboxSpec {
             emulator: None,
             netns: None,
             resolv_conf: None,
+            hosts_file: None,
+            shm_size: None,
+            cgroup_procs: Vec::new(),
             seccomp: crate::seccomp::Seccomp::Default,
             privileged: false,
             devices: Vec::new(),
@@ -974,7 +988,13 @@ pub fn plan(spec: &SandboxSpec) -> Vec<Step> {
         "dev/shm",
         "tmpfs",
         MS_NOSUID | MS_NODEV | MS_NOEXEC,
-        Some("mode=1777,size=65536k"),
+        Some(
+            format!(
+                "mode=1777,size={}k",
+                spec.shm_size.map_or(65536, |b| b.div_ceil(1024))
+            )
+            .as_str(),
+        ),
     ));
     for (link, target) in [
         ("dev/fd", "/proc/self/fd"),
@@ -1001,8 +1021,9 @@ pub fn plan(spec: &SandboxSpec) -> Vec<Step> {
         s.push(Step::ReadonlyPath(p.into()));
     }
     for f in ["etc/hosts", "etc/resolv.conf"] {
-        let source = match &spec.resolv_conf {
-            Some(own) if f == "etc/resolv.conf" => own.clone(),
+        let source = match (&spec.resolv_conf, &spec.hosts_file) {
+            (Some(own), _) if f == "etc/resolv.conf" => own.clone(),
+            (_, Some(own)) if f == "etc/hosts" => own.clone(),
             _ => PathBuf::from("/").join(f),
         };
         if !source.exists() {
@@ -1115,6 +1136,11 @@ fn helper(chan: &mut UnixStream) -> Result<ExitStatus, StartError> {
         serde_json::from_slice(&input).map_err(|e| format!("decoding sandbox spec: {e}"))?;
     validate(&spec).map_err(|e| StartError::other(e.to_string()))?;
     let steps = plan(&spec);
+    // Before anything forks: the step and all it starts are in the cgroup.
+    for f in &spec.cgroup_procs {
+        std::fs::write(f, std::process::id().to_string())
+            .map_err(|e| format!("joining cgroup {}: {e}", f.display()))?;
+    }
     if spec.network == Network::Private {
         // Before any user namespace: the prepared namespace belongs to the
         // host's, and joining it needs that namespace's CAP_SYS_ADMIN.

@@ -63,8 +63,8 @@ pub struct BuildArgs {
     /// network.host`) or `none`.
     #[arg(long, default_value = "default")]
     pub network: String,
-    /// How to show progress.
-    #[arg(long, value_enum, default_value = "auto")]
+    /// How to show progress (default: `$BUILDKIT_PROGRESS`, else auto).
+    #[arg(long, value_enum, default_value = "auto", env = "BUILDKIT_PROGRESS")]
     pub progress: progress::Mode,
     /// Print only the image ID (same as `--progress quiet`).
     #[arg(short, long)]
@@ -131,6 +131,9 @@ pub struct BuildArgs {
     /// What to run, as buildx's `--call`: `build` or `check[,format=json]`.
     #[arg(long, default_value = "build")]
     pub call: String,
+    /// buildx's remaining flags (`build_flags.rs`).
+    #[command(flatten)]
+    pub extra: super::build_flags::Extra,
     /// The build context: a folder, or `-` for a tar on stdin.
     pub context: String,
 }
@@ -206,6 +209,7 @@ fn options(a: &BuildArgs) -> Result<BuildOptions> {
     opts.metadata_file = a.metadata_file.clone();
     opts.attest = kiln_build::attest::parse(a.provenance.as_deref(), a.sbom.as_deref(), &a.attest)
         .map_err(|e| miette!("{e}"))?;
+    a.extra.apply(&mut opts)?;
     Ok(opts)
 }
 

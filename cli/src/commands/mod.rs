@@ -2,6 +2,7 @@
 
 pub mod build;
 pub mod check;
+pub mod build_flags;
 pub mod frontend;
 pub mod images;
 pub mod registry;

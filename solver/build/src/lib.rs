@@ -10,6 +10,7 @@
 //! failed.
 
 pub mod attest;
+pub mod annotations;
 mod bases;
 mod check;
 mod error;
@@ -19,6 +20,7 @@ pub mod prune;
 mod remote;
 pub mod secrets;
 mod solve;
+mod syntax;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -96,6 +98,13 @@ pub struct BuildOptions {
     /// Attestations to attach (`--provenance`, `--sbom`, `--attest`);
     /// none by default.
     pub attest: attest::AttestOptions,
+    /// What every RUN gets: `--add-host`, `--ulimit`, `--shm-size`,
+    /// `--cgroup-parent`.
+    pub resources: kiln_solver::ops::ExecResources,
+    /// `--label`: set in every platform's image config.
+    pub labels: BTreeMap<String, String>,
+    /// `--annotation`.
+    pub annotations: Vec<annotations::Annotation>,
 }
 
 impl BuildOptions {
@@ -122,6 +131,9 @@ impl BuildOptions {
             iidfile: None,
             metadata_file: None,
             attest: attest::AttestOptions::default(),
+            resources: Default::default(),
+            labels: BTreeMap::new(),
+            annotations: Vec::new(),
         }
     }
 }
@@ -211,6 +223,11 @@ impl Builder {
         let df_name = df_path.display().to_string();
         let parsed = kiln_frontend::parser::parse(&text)
             .map_err(|e| BuildError::Frontend(e.with_source(&df_name, &text)))?;
+        if let Some(message) =
+            syntax::warning(parsed.directives.syntax.as_deref(), &opts.build_args)
+        {
+            progress.event(BuildEvent::Warning { message, line: 1 });
+        }
         let excludes = match kiln_frontend::dockerignore::locate(&df_path, &ctx) {
             Some(p) => {
                 let bytes = std::fs::read(&p)?;
@@ -298,15 +315,19 @@ impl Builder {
             });
         }
         let resolver = |r: &str, p: &Platform| bases.resolve(r, p).map_err(bases::frontend_err);
-        let lowered = lower::lower(
+        let mut lowered = lower::lower(
             &plans,
             &resolver,
             &LowerOptions {
                 context_excludes: excludes,
                 show_platform: platforms.len() > 1,
+                resources: opts.resources.clone(),
             },
         )
         .map_err(|e| BuildError::Frontend(e.with_source(&df_name, &text)))?;
+        for (_, _, meta) in lowered.targets.iter_mut() {
+            annotations::apply_labels(&mut meta.config, &opts.labels);
+        }
         let mut sources = lowered.sources;
         sources.set_file(source_map::display_name(&df_path), text.clone());
 
@@ -380,10 +401,11 @@ impl Builder {
                 imported.as_deref(),
             );
         }
-        let images: Vec<export::Image> = built
+        let mut images: Vec<export::Image> = built
             .iter()
             .map(|b| export::image::assemble_reusing(root, b, &created))
             .collect::<Result<_, _>>()?;
+        annotations::manifests(root, &mut images, &opts.annotations)?;
         let top = match images.as_slice() {
             _ if !opts.attest.is_empty() => {
                 let ctx = attest_context(&opts, &df_path, started, &created);
@@ -401,7 +423,7 @@ impl Builder {
                 .map_err(BuildError::context("attaching attestations"))?
             }
             [one] => one.manifest.clone(),
-            many => export::image::index(root, many)?,
+            many => annotations::index(root, export::image::index(root, many)?, &opts.annotations)?,
         };
         let mut named = Vec::new();
         for out in &outputs {

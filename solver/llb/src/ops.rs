@@ -73,9 +73,51 @@ pub struct Exec {
     pub insecure: bool,
     pub mounts: Vec<ExecMount>,
     pub platform: Platform,
+    /// The build's `--add-host`, `--ulimit`, `--shm-size` and
+    /// `--cgroup-parent`, part of the identity as in BuildKit's exec meta;
+    /// left out of the encoding when unset, so steps of builds without
+    /// them keep the cache keys they had.
+    #[serde(default, skip_serializing_if = "ExecResources::is_empty")]
+    pub resources: ExecResources,
     /// Human-readable step name, kept out of the identity (see [`Op`] impl).
     #[serde(skip)]
     pub display: String,
+}
+
+/// What a build sets for every one of its RUN steps (buildx's `--add-host`,
+/// `--ulimit`, `--shm-size`, `--cgroup-parent`), as BuildKit's `Meta` of an
+/// exec op carries them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ExecResources {
+    /// Extra lines of /etc/hosts: (host name, IP address), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_hosts: Vec<(String, String)>,
+    /// Resource limits, each replacing the default for its resource.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ulimits: Vec<Ulimit>,
+    /// Size of /dev/shm in bytes (64 MiB when absent, as docker's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shm_size: Option<u64>,
+    /// The cgroup the step's process is placed under (a cgroup of its own
+    /// beneath this one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_parent: Option<String>,
+}
+
+impl ExecResources {
+    /// Nothing set: every default applies.
+    pub fn is_empty(&self) -> bool {
+        *self == ExecResources::default()
+    }
+}
+
+/// One `--ulimit NAME=SOFT[:HARD]`; `-1` is unlimited.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ulimit {
+    /// docker's name of the resource (`nofile`, `nproc`, `core`, …).
+    pub name: String,
+    pub soft: i64,
+    pub hard: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -261,6 +303,7 @@ mod tests {
                 insecure: false,
                 mounts: vec![],
                 platform: p.clone(),
+                resources: ExecResources::default(),
                 display: display.into(),
             })
         };
