@@ -86,6 +86,10 @@ pub struct LowerOptions {
     /// Prefix step names with the platform (multi-platform builds), as
     /// BuildKit does.
     pub show_platform: bool,
+    /// `SOURCE_DATE_EPOCH`, in seconds: the times of the directories
+    /// WORKDIR creates, as BuildKit's frontend gives its mkdir the epoch
+    /// (`llb.WithCreatedTime`).
+    pub epoch: Option<i64>,
 }
 
 /// What the exporter needs to turn the target's snapshot into an image.
@@ -336,6 +340,7 @@ impl Lowerer<'_> {
                             mode: 0o755,
                             parents: true,
                             chown: non_empty(&step.user),
+                            timestamp: self.opts.epoch,
                         }],
                         display,
                     };

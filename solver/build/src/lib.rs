@@ -89,6 +89,11 @@ pub struct BuildOptions {
     pub iidfile: Option<PathBuf>,
     /// Write build metadata (digests, names) as JSON to this file.
     pub metadata_file: Option<PathBuf>,
+    /// An output asked for `rewrite-timestamp=true`: the layers this build
+    /// made have their times clamped to `SOURCE_DATE_EPOCH` (a build arg)
+    /// before the image is assembled ([`export::epoch`]); without an epoch
+    /// it does nothing, as in BuildKit.
+    pub rewrite_timestamp: bool,
 }
 
 impl BuildOptions {
@@ -114,6 +119,7 @@ impl BuildOptions {
             allow_host_network: false,
             iidfile: None,
             metadata_file: None,
+            rewrite_timestamp: false,
         }
     }
 }
@@ -224,6 +230,8 @@ impl Builder {
         if opts.network == Network::Host && !opts.allow_host_network {
             return Err(BuildError::Invalid(NETWORK_HOST_NOT_ALLOWED.into()));
         }
+        let epoch = export::epoch::source_date_epoch(&opts.build_args)
+            .map_err(|e| BuildError::Invalid(e.to_string()))?;
         let outputs = if opts.outputs.is_empty() {
             vec![Output::Image]
         } else {
@@ -269,6 +277,7 @@ impl Builder {
             &LowerOptions {
                 context_excludes: excludes,
                 show_platform: platforms.len() > 1,
+                epoch,
             },
         )
         .map_err(|e| BuildError::Frontend(e.with_source(&df_name, &text)))?;
@@ -328,7 +337,14 @@ impl Builder {
         let (mut built, keys) = solved?;
 
         // Export.
-        let created = export::created_now();
+        let created = export::created_at(epoch);
+        // The remote cache records what the steps made, before any rewrite.
+        let results: Vec<Vec<kiln_cache::Digest>> = built.iter().map(|b| b.diff_ids()).collect();
+        if let (true, Some(e)) = (opts.rewrite_timestamp, epoch) {
+            for b in built.iter_mut() {
+                export::epoch::rewrite_layers(root, b, e)?;
+            }
+        }
         for b in built.iter_mut() {
             let diff_ids = b.diff_ids();
             cache_remote::apply_inline(
@@ -342,14 +358,14 @@ impl Builder {
         }
         let images: Vec<export::Image> = built
             .iter()
-            .map(|b| export::image::assemble_reusing(root, b, &created))
+            .map(|b| export::image::assemble_reusing(root, b, &created, epoch))
             .collect::<Result<_, _>>()?;
         let top = match images.as_slice() {
             [one] => one.manifest.clone(),
             many => export::image::index(root, many)?,
         };
         for out in &outputs {
-            export::output(root, out, &top, &built, &opts.tags)?;
+            export::output(root, out, &top, &built, &opts.tags, epoch)?;
         }
         let id = match images.as_slice() {
             [one] => one.config.to_string(),
@@ -376,7 +392,6 @@ impl Builder {
         }
         // The image is built and named; a failed cache export still fails
         // the build, as BuildKit's does.
-        let results: Vec<Vec<kiln_cache::Digest>> = built.iter().map(|b| b.diff_ids()).collect();
         let solution = cache_remote::Solution {
             keys: &keys,
             results: &results,

@@ -5,6 +5,7 @@
 //! folder ([`local`]), or a tar of it ([`tar`]).
 
 pub mod docker;
+pub mod epoch;
 pub mod image;
 pub mod local;
 pub mod oci;
@@ -73,18 +74,15 @@ impl Built {
     }
 }
 
-/// The build's timestamp: `SOURCE_DATE_EPOCH` when set (reproducible
-/// builds, as BuildKit honours it), else now.
-pub fn created_now() -> String {
-    let secs = std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|s| s.trim().parse::<i64>().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs() as i64)
-                .unwrap_or(0)
-        });
+/// The build's timestamp: the `SOURCE_DATE_EPOCH` build arg when set
+/// (reproducible builds, as BuildKit honours it; see [`epoch`]), else now.
+pub fn created_at(epoch: Option<i64>) -> String {
+    let secs = epoch.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0)
+    });
     rfc3339(secs)
 }
 
@@ -138,6 +136,11 @@ impl FromStr for Output {
                     conv.compression =
                         compress::parse_compression(v).map_err(|e| spec(format!("{e}")))?
                 }
+                // Read by `epoch::rewrite_timestamp_requested` into
+                // `BuildOptions::rewrite_timestamp`; checked here.
+                epoch::REWRITE_TIMESTAMP => {
+                    epoch::rewrite_timestamp_requested(part)?;
+                }
                 "force-compression" => {
                     conv.force = v.trim().parse().map_err(|_| {
                         spec(format!("force-compression={v:?}: expected true or false"))
@@ -164,19 +167,28 @@ impl FromStr for Output {
 
 /// Sends the exported image (`top`: a manifest or an index) where `out`
 /// says. `tags` name it in the store (`type=image`) and in archives.
+/// `epoch` is the build's `SOURCE_DATE_EPOCH`: the archives' created
+/// annotation and the local/tar file times (see [`epoch`]).
 pub fn output(
     root: &Root,
     out: &Output,
     top: &Descriptor,
     built: &[Built],
     tags: &[Reference],
+    epoch: Option<i64>,
 ) -> Result<(), ExportError> {
     match out {
         Output::Image => image::name(root, top, tags),
-        Output::Oci(dest, conv) => oci::write(root, top, tags, dest, conv),
-        Output::Docker(dest, conv) => docker::write(root, top, tags, dest, conv),
-        Output::Local(dest) => local::write(root, built, dest),
-        Output::Tar(dest) => tar::write(root, built, dest),
+        Output::Oci(dest, conv) => {
+            let top = epoch::annotate_created(top, &created_at(epoch));
+            oci::write(root, &top, tags, dest, conv)
+        }
+        Output::Docker(dest, conv) => {
+            let top = epoch::annotate_created(top, &created_at(epoch));
+            docker::write(root, &top, tags, dest, conv)
+        }
+        Output::Local(dest) => local::write(root, built, dest, epoch),
+        Output::Tar(dest) => tar::write(root, built, dest, epoch),
     }
 }
 

@@ -9,13 +9,23 @@ use kiln_cache::Root;
 use super::{Built, ExportError};
 
 /// Writes the tar at `dest`: assembled in a temporary file beside it and
-/// renamed into place, so `dest` is whole or untouched.
-pub fn write(root: &Root, built: &[Built], dest: &Path) -> Result<(), ExportError> {
+/// renamed into place, so `dest` is whole or untouched. With `epoch`
+/// (`SOURCE_DATE_EPOCH`) every entry carries it as its mtime.
+pub fn write(
+    root: &Root,
+    built: &[Built],
+    dest: &Path,
+    epoch: Option<i64>,
+) -> Result<(), ExportError> {
     let tmp = tempfile::Builder::new()
         .prefix("export-")
         .tempdir_in(root.tmp_dir())?;
     let fs = tmp.path().join("rootfs");
-    super::local::write(root, built, &fs)?;
+    super::local::write(root, built, &fs, None)?;
+    if let Some(e) = epoch {
+        // A folder of this export's own: everything in it was written.
+        super::epoch::set_tree_times(&fs, e, None)?;
+    }
     // Beside the destination (so the rename stays on one filesystem),
     // removed if anything fails; mode as `File::create` gives (umask
     // applies), not the 0600 of a default temp file.
