@@ -25,11 +25,13 @@ RUN echo hi > /f && mkdir /d && touch /d/x
 ";
 
 /// No RUN: every file comes from the context or WORKDIR, so the layers
-/// are reproducible without rewriting.
+/// are reproducible without rewriting. (A WORKDIR of several new levels,
+/// or a COPY into a folder made earlier, writes a parent folder at the
+/// real time, in BuildKit as here: only rewrite-timestamp fixes those.)
 const COPY_DOCKERFILE: &str = "FROM busybox:1.35
 ENV A=b
-WORKDIR /app/sub
-COPY a.txt ./
+COPY a.txt /a.txt
+WORKDIR /app
 ";
 
 /// Runs `kiln build` with `SOURCE_DATE_EPOCH` in the environment as `env`
@@ -260,13 +262,8 @@ fn without_rewrite_run_files_keep_their_times_but_copy_builds_are_identical() {
         );
         assert!(x == y, "type={kind}: same archive bytes");
         let img = read_archive(&pa);
-        let workdir = img
-            .layers
-            .iter()
-            .find(|l| l.iter().any(|(p, _)| p.trim_end_matches('/') == "app/sub"))
-            .expect("WORKDIR's layer");
+        let workdir = img.layers.last().expect("WORKDIR's layer");
         assert_eq!(mtime_of(workdir, "app"), EPOCH as u64);
-        assert_eq!(mtime_of(workdir, "app/sub"), EPOCH as u64);
     }
 }
 
@@ -288,18 +285,20 @@ fn created_and_history_are_the_epoch_and_the_base_history_is_kept() {
         "the base image's history keeps its times"
     );
     let new = &history[base_history.len()..];
-    assert_eq!(new.len(), 3, "ENV, WORKDIR, COPY: {new:?}");
+    assert_eq!(new.len(), 3, "ENV, COPY, WORKDIR: {new:?}");
     assert!(new.iter().all(|h| h["created"] == EPOCH_TEXT), "{new:?}");
 }
 
-/// The image ID (`-q` prints it) of a build into the store.
-fn image_id(k: &Kiln, ctx: &Path, env: Option<&str>, extra: &[&str]) -> String {
-    let out = build(k, ctx, env, extra);
+/// The image ID (`-q` prints it) of a build into the store, named `tag`.
+fn image_id(k: &Kiln, ctx: &Path, env: Option<&str>, tag: &str, extra: &[&str]) -> String {
+    let mut args = vec!["-t", tag];
+    args.extend_from_slice(extra);
+    let out = build(k, ctx, env, &args);
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-fn created_in_store(k: &Kiln, id: &str) -> Value {
-    let (out, _) = k.ok(&["image", "inspect", id]);
+fn created_in_store(k: &Kiln, tag: &str) -> Value {
+    let (out, _) = k.ok(&["inspect", tag]);
     let v: Value = serde_json::from_str(&out).expect("inspect json");
     v[0]["Created"].clone()
 }
@@ -309,22 +308,22 @@ fn environment_and_build_arg_are_the_same_epoch_and_the_build_arg_wins() {
     let k = Kiln::with_busybox(KILN);
     let ctx = k.context("ctx", &[("Dockerfile", COPY_DOCKERFILE), ("a.txt", "a\n")]);
     let arg = format!("SOURCE_DATE_EPOCH={EPOCH}");
-    let by_env = image_id(&k, &ctx, Some(&EPOCH.to_string()), &["--no-cache"]);
-    let by_arg = image_id(&k, &ctx, None, &["--no-cache", "--build-arg", &arg]);
+    let by_env = image_id(&k, &ctx, Some(&EPOCH.to_string()), "env", &["--no-cache"]);
+    let by_arg = image_id(&k, &ctx, None, "arg", &["--no-cache", "--build-arg", &arg]);
     assert_eq!(by_env, by_arg, "the same epoch, the same image");
-    assert_eq!(created_in_store(&k, &by_env), EPOCH_TEXT);
+    assert_eq!(created_in_store(&k, "env"), EPOCH_TEXT);
 
     // The build arg overrides the environment, as buildx passes the
     // environment only when no build arg is given.
-    let other = image_id(&k, &ctx, Some("1000"), &["--build-arg", &arg]);
+    let other = image_id(&k, &ctx, Some("1000"), "both", &["--build-arg", &arg]);
     assert_eq!(other, by_arg);
 
     // Another epoch is another image; none is now.
-    let later = image_id(&k, &ctx, Some("1700000001"), &[]);
+    let later = image_id(&k, &ctx, Some("1700000001"), "later", &[]);
     assert_ne!(later, by_env);
-    let now = image_id(&k, &ctx, None, &[]);
+    let now = image_id(&k, &ctx, None, "now", &[]);
     assert_ne!(now, by_env);
-    assert_ne!(created_in_store(&k, &now), EPOCH_TEXT);
+    assert_ne!(created_in_store(&k, "now"), EPOCH_TEXT);
 
     // Never reported as an unused build arg.
     let out = build(&k, &ctx, None, &["--build-arg", &arg]);
