@@ -357,7 +357,7 @@ mod tests {
 
     #[test]
     fn pax_records_are_self_counting() {
-        assert_eq!(pax_record(b"mtime", b"1"), b"10 mtime=1\n".to_vec());
+        assert_eq!(pax_record(b"mtime", b"1"), b"11 mtime=1\n".to_vec());
         assert_eq!(
             pax_record(b"path", &[b'a'; 95]).len(),
             pax_record(b"path", &[b'a'; 95])
