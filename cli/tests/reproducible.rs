@@ -331,6 +331,17 @@ fn environment_and_build_arg_are_the_same_epoch_and_the_build_arg_wins() {
 }
 
 #[test]
+fn a_global_arg_default_is_the_epoch_unless_a_build_arg_is_given() {
+    let k = Kiln::with_busybox(KILN);
+    let df = format!("ARG SOURCE_DATE_EPOCH={EPOCH}\n{COPY_DOCKERFILE}");
+    let ctx = k.context("ctx", &[("Dockerfile", &df), ("a.txt", "a\n")]);
+    image_id(&k, &ctx, None, "dflt", &[]);
+    assert_eq!(created_in_store(&k, "dflt"), EPOCH_TEXT);
+    image_id(&k, &ctx, Some("951782400"), "env", &[]);
+    assert_eq!(created_in_store(&k, "env"), "2000-02-29T00:00:00Z");
+}
+
+#[test]
 fn an_invalid_epoch_fails_the_build() {
     let k = Kiln::with_busybox(KILN);
     let ctx = k.context("ctx", &[("Dockerfile", COPY_DOCKERFILE), ("a.txt", "a\n")]);

@@ -270,6 +270,12 @@ impl Builder {
             }
             plans.push(planned);
         }
+        // A global `ARG SOURCE_DATE_EPOCH=…` is the default, as in BuildKit.
+        let epoch = match plans.first() {
+            Some(p) => export::epoch::source_date_epoch_of_plan(&opts.build_args, &p.global_args)
+                .map_err(|e| BuildError::Invalid(e.to_string()))?,
+            None => epoch,
+        };
         let resolver = |r: &str, p: &Platform| bases.resolve(r, p).map_err(bases::frontend_err);
         let lowered = lower::lower(
             &plans,

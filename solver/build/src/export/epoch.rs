@@ -52,6 +52,24 @@ pub fn source_date_epoch(
     }
 }
 
+/// The epoch as BuildKit's frontend finds it: the build arg, else the
+/// default of a global `ARG SOURCE_DATE_EPOCH=…` in the Dockerfile
+/// (`global_args`: the plan's global ARGs, build args already applied).
+pub fn source_date_epoch_of_plan(
+    build_args: &BTreeMap<String, String>,
+    global_args: &[(String, String)],
+) -> Result<Option<i64>, ExportError> {
+    if build_args.contains_key(SOURCE_DATE_EPOCH) {
+        return source_date_epoch(build_args);
+    }
+    let declared: BTreeMap<String, String> = global_args
+        .iter()
+        .filter(|(k, _)| k == SOURCE_DATE_EPOCH)
+        .cloned()
+        .collect();
+    source_date_epoch(&declared)
+}
+
 /// Whether one `--output` value asks for `rewrite-timestamp=true`
 /// (buildx's boolean: `true`/`false`, `1`/`0`, or the bare key).
 pub fn rewrite_timestamp_requested(spec: &str) -> Result<bool, ExportError> {
