@@ -88,6 +88,10 @@ pub struct LowerOptions {
     pub show_platform: bool,
     /// What every RUN of the build gets (`--add-host`, `--ulimit`, …).
     pub resources: ops::ExecResources,
+    /// `SOURCE_DATE_EPOCH`, in seconds: the times of the directories
+    /// WORKDIR creates, as BuildKit's frontend gives its mkdir the epoch
+    /// (`llb.WithCreatedTime`).
+    pub epoch: Option<i64>,
 }
 
 /// What the exporter needs to turn the target's snapshot into an image.
@@ -338,6 +342,7 @@ impl Lowerer<'_> {
                             mode: 0o755,
                             parents: true,
                             chown: non_empty(&step.user),
+                            timestamp: self.opts.epoch,
                         }],
                         display,
                     };

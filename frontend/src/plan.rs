@@ -93,6 +93,11 @@ struct Expander<'a> {
     budget: &'a Budget,
 }
 
+/// BuildKit's build arg for reproducible builds: read by the build (image
+/// times, WORKDIR's mkdir, layer rewrites), never reported as unused, and
+/// like any build arg in RUN's environment only when declared with ARG.
+pub const SOURCE_DATE_EPOCH: &str = "SOURCE_DATE_EPOCH";
+
 /// ARGs that configure BuildKit's SBOM scanning: declaring them never puts
 /// them in the build state's environment (BuildKit's `nonEnvArgs`).
 pub const NON_ENV_ARGS: [&str; 2] = ["BUILDKIT_SBOM_SCAN_CONTEXT", "BUILDKIT_SBOM_SCAN_STAGE"];
@@ -714,6 +719,7 @@ pub fn plan_instructions(
             !declared.contains(*k)
                 && !PROXY_ARGS.contains(&k.as_str())
                 && !predefined_names().contains(&k.as_str())
+                && k.as_str() != SOURCE_DATE_EPOCH
         })
         .collect();
     if !unused.is_empty() {

@@ -219,10 +219,17 @@ fn write_items<W: Write>(
 ) -> Result<(LayerDigest, W), DiffError> {
     let sink = match compression {
         Compression::None => Sink::Plain(out),
-        Compression::Gzip => Sink::Gzip(Box::new(flate2::write::GzEncoder::new(
-            Hashing::new(out),
-            flate2::Compression::new(compress::GZIP_LEVEL),
-        ))),
+        // A fixed gzip header (no mtime, OS "unknown"), as the store's
+        // conversions write it: the same tar gives the same blob anywhere.
+        Compression::Gzip => Sink::Gzip(Box::new(
+            flate2::GzBuilder::new()
+                .mtime(0)
+                .operating_system(255)
+                .write(
+                    Hashing::new(out),
+                    flate2::Compression::new(compress::GZIP_LEVEL),
+                ),
+        )),
         Compression::Zstd => Sink::Zstd(Box::new(
             zstd::stream::write::Encoder::new(Hashing::new(out), compress::ZSTD_LEVEL).map_err(
                 |e| DiffError::Io {

@@ -1206,9 +1206,11 @@ fn run_file(
                 mode,
                 parents,
                 chown,
+                timestamp,
             } => {
                 let owner = owner(chown, &rootfs)?;
-                fileops::mkdir(&rootfs, path, *mode, *parents, owner, None)?;
+                let utime = timestamp.map(|sec| fileops::meta::Time { sec, nsec: 0 });
+                fileops::mkdir(&rootfs, path, *mode, *parents, owner, utime)?;
             }
             FileAction::Mkfile {
                 path,

@@ -197,6 +197,17 @@ fn options(a: &BuildArgs) -> Result<BuildOptions> {
         .map(|t| Reference::parse(t).map_err(|e| miette!("invalid tag {t:?}: {e}")))
         .collect::<Result<_>>()?;
     opts.build_args = build_args(&a.build_args);
+    // As buildx: the client's SOURCE_DATE_EPOCH is the build arg unless
+    // one is given.
+    if let Ok(v) = std::env::var(kiln_build::export::epoch::SOURCE_DATE_EPOCH) {
+        opts.build_args
+            .entry(kiln_build::export::epoch::SOURCE_DATE_EPOCH.to_string())
+            .or_insert(v);
+    }
+    for o in &a.output {
+        opts.rewrite_timestamp |= kiln_build::export::epoch::rewrite_timestamp_requested(o)
+            .map_err(|e| miette!("{e}"))?;
+    }
     opts.cache = CacheOptions::parse(&a.cache_to, &a.cache_from, &opts.build_args)
         .map_err(|e| miette!("{e}"))?;
     opts.secrets = kiln_build::secrets::parse(&a.secret, &a.ssh).map_err(|e| miette!("{e}"))?;

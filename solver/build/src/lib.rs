@@ -105,6 +105,11 @@ pub struct BuildOptions {
     pub labels: BTreeMap<String, String>,
     /// `--annotation`.
     pub annotations: Vec<annotations::Annotation>,
+    /// An output asked for `rewrite-timestamp=true`: the layers this build
+    /// made have their times clamped to `SOURCE_DATE_EPOCH` (a build arg)
+    /// before the image is assembled ([`export::epoch`]); without an epoch
+    /// it does nothing, as in BuildKit.
+    pub rewrite_timestamp: bool,
 }
 
 impl BuildOptions {
@@ -134,6 +139,7 @@ impl BuildOptions {
             resources: Default::default(),
             labels: BTreeMap::new(),
             annotations: Vec::new(),
+            rewrite_timestamp: false,
         }
     }
 }
@@ -253,6 +259,8 @@ impl Builder {
         if opts.network == Network::Host && !opts.allow_host_network {
             return Err(BuildError::Invalid(NETWORK_HOST_NOT_ALLOWED.into()));
         }
+        let epoch = export::epoch::source_date_epoch(&opts.build_args)
+            .map_err(|e| BuildError::Invalid(e.to_string()))?;
         let outputs = if opts.outputs.is_empty() {
             vec![Output::Image]
         } else {
@@ -314,6 +322,12 @@ impl Builder {
                 lines: None,
             });
         }
+        // A global `ARG SOURCE_DATE_EPOCH=…` is the default, as in BuildKit.
+        let epoch = match plans.first() {
+            Some(p) => export::epoch::source_date_epoch_of_plan(&opts.build_args, &p.global_args)
+                .map_err(|e| BuildError::Invalid(e.to_string()))?,
+            None => epoch,
+        };
         let resolver = |r: &str, p: &Platform| bases.resolve(r, p).map_err(bases::frontend_err);
         let mut lowered = lower::lower(
             &plans,
@@ -322,6 +336,7 @@ impl Builder {
                 context_excludes: excludes,
                 show_platform: platforms.len() > 1,
                 resources: opts.resources.clone(),
+                epoch,
             },
         )
         .map_err(|e| BuildError::Frontend(e.with_source(&df_name, &text)))?;
@@ -389,7 +404,14 @@ impl Builder {
         let (mut built, keys) = solved?;
 
         // Export.
-        let created = export::created_now();
+        let created = export::created_at(epoch);
+        // The remote cache records what the steps made, before any rewrite.
+        let results: Vec<Vec<kiln_cache::Digest>> = built.iter().map(|b| b.diff_ids()).collect();
+        if let (true, Some(e)) = (opts.rewrite_timestamp, epoch) {
+            for b in built.iter_mut() {
+                export::epoch::rewrite_layers(root, b, e)?;
+            }
+        }
         for b in built.iter_mut() {
             let diff_ids = b.diff_ids();
             cache_remote::apply_inline(
@@ -403,7 +425,7 @@ impl Builder {
         }
         let mut images: Vec<export::Image> = built
             .iter()
-            .map(|b| export::image::assemble_reusing(root, b, &created))
+            .map(|b| export::image::assemble_reusing(root, b, &created, epoch))
             .collect::<Result<_, _>>()?;
         annotations::manifests(root, &mut images, &opts.annotations)?;
         let top = match images.as_slice() {
@@ -436,7 +458,7 @@ impl Builder {
                     &top,
                     &opts.tags,
                 )?),
-                _ => export::output(root, out, &top, &built, &opts.tags)?,
+                _ => export::output(root, out, &top, &built, &opts.tags, epoch)?,
             }
         }
         // What the metadata names: the image as pushed (or named) when an
@@ -483,7 +505,6 @@ impl Builder {
         }
         // The image is built and named; a failed cache export still fails
         // the build, as BuildKit's does.
-        let results: Vec<Vec<kiln_cache::Digest>> = built.iter().map(|b| b.diff_ids()).collect();
         let solution = cache_remote::Solution {
             keys: &keys,
             results: &results,

@@ -244,6 +244,11 @@ pub enum FileAction {
         mode: u32,
         parents: bool,
         chown: Option<String>,
+        /// Seconds since the epoch for the times of what is created
+        /// (`SOURCE_DATE_EPOCH`); `None`: now. Left out of the encoding
+        /// when absent, so mkdirs without it keep their digests.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timestamp: Option<i64>,
     },
     Mkfile {
         path: String,

@@ -141,8 +141,7 @@ pub fn assemble(root: &Root, b: &Built, created: &str) -> Result<Image, ExportEr
 
 /// Where the export of a result is remembered: keyed by everything the
 /// config and manifest are made of except the time.
-fn reuse_record(root: &Root, b: &Built) -> Result<PathBuf, ExportError> {
-    let epoch = std::env::var("SOURCE_DATE_EPOCH").ok();
+fn reuse_record(root: &Root, b: &Built, epoch: Option<i64>) -> Result<PathBuf, ExportError> {
     let what = json!({
         "platform": b.platform,
         "layers": b.layers,
@@ -158,8 +157,15 @@ fn reuse_record(root: &Root, b: &Built) -> Result<PathBuf, ExportError> {
 /// image ID: nothing is written, and the `created` times stay those of the
 /// build that made the layers. The record is only a hint: its blobs are
 /// checked, and anything missing or unreadable means a fresh export.
-pub fn assemble_reusing(root: &Root, b: &Built, created: &str) -> Result<Image, ExportError> {
-    let record = reuse_record(root, b)?;
+/// `epoch` (`SOURCE_DATE_EPOCH`) is part of what is remembered: a rebuild
+/// with another epoch is another image.
+pub fn assemble_reusing(
+    root: &Root,
+    b: &Built,
+    created: &str,
+    epoch: Option<i64>,
+) -> Result<Image, ExportError> {
+    let record = reuse_record(root, b, epoch)?;
     if b.all_cached {
         if let Some(image) = read_reuse_record(root, &record) {
             return Ok(image);

@@ -9,7 +9,7 @@ use kiln_cache::{media, LayerRef, Root};
 use super::{Built, ExportError};
 
 /// Opens a layer blob decompressed.
-fn layer_reader(root: &Root, l: &LayerRef) -> Result<Box<dyn Read>, ExportError> {
+pub(super) fn layer_reader(root: &Root, l: &LayerRef) -> Result<Box<dyn Read>, ExportError> {
     let f = root.blobs().open(&l.digest)?;
     let mut f = std::io::BufReader::new(f);
     let head = {
@@ -52,10 +52,22 @@ fn platform_dirs(built: &[Built]) -> Vec<(PathBuf, &[LayerRef])> {
     }
 }
 
-/// Writes each platform's root filesystem under `dir`.
-pub fn write(root: &Root, built: &[Built], dir: &Path) -> Result<(), ExportError> {
+/// Writes each platform's root filesystem under `dir`. With `epoch`
+/// (`SOURCE_DATE_EPOCH`), every file written gets it as its times, as
+/// BuildKit's local exporter does.
+pub fn write(
+    root: &Root,
+    built: &[Built],
+    dir: &Path,
+    epoch: Option<i64>,
+) -> Result<(), ExportError> {
     for (sub, layers) in platform_dirs(built) {
-        write_rootfs(root, layers, &dir.join(sub))?;
+        let target = dir.join(sub);
+        write_rootfs(root, layers, &target)?;
+        if let Some(e) = epoch {
+            let written = super::epoch::layer_paths(root, layers)?;
+            super::epoch::set_tree_times(&target, e, Some(&written))?;
+        }
     }
     Ok(())
 }

@@ -5,6 +5,7 @@
 //! folder ([`local`]), or a tar of it ([`tar`]).
 
 pub mod docker;
+pub mod epoch;
 pub mod image;
 pub mod local;
 pub mod oci;
@@ -74,18 +75,15 @@ impl Built {
     }
 }
 
-/// The build's timestamp: `SOURCE_DATE_EPOCH` when set (reproducible
-/// builds, as BuildKit honours it), else now.
-pub fn created_now() -> String {
-    let secs = std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|s| s.trim().parse::<i64>().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs() as i64)
-                .unwrap_or(0)
-        });
+/// The build's timestamp: the `SOURCE_DATE_EPOCH` build arg when set
+/// (reproducible builds, as BuildKit honours it; see [`epoch`]), else now.
+pub fn created_at(epoch: Option<i64>) -> String {
+    let secs = epoch.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0)
+    });
     rfc3339(secs)
 }
 
@@ -120,6 +118,7 @@ const IMAGE_KEYS: &[&str] = &[
     "compression-level",
     "force-compression",
     "oci-mediatypes",
+    epoch::REWRITE_TIMESTAMP,
 ];
 
 const ARCHIVE_KEYS: &[&str] = &[
@@ -128,17 +127,7 @@ const ARCHIVE_KEYS: &[&str] = &[
     "compression",
     "compression-level",
     "force-compression",
-];
-
-/// PENDING: keys accepted by the parser whose effect another change
-/// implements (`rewrite-timestamp`, being done in parallel). Until then
-/// they are validated as booleans and carried nowhere.
-pub const PENDING_OUTPUT_KEYS: &[(&str, &[&str])] = &[
-    ("image", &["rewrite-timestamp"]),
-    ("docker-image", &["rewrite-timestamp"]),
-    ("registry", &["rewrite-timestamp"]),
-    ("oci", &["rewrite-timestamp"]),
-    ("docker", &["rewrite-timestamp"]),
+    epoch::REWRITE_TIMESTAMP,
 ];
 
 fn keys_of(table: &[(&str, &'static [&'static str])], kind: &str) -> &'static [&'static str] {
@@ -308,7 +297,6 @@ impl FromStr for Output {
             )));
         }
         let accepted = keys_of(OUTPUT_KEYS, &kind);
-        let pending = keys_of(PENDING_OUTPUT_KEYS, &kind);
         let mut dest = None;
         let mut conv = Conversion::default();
         let mut explicit = false;
@@ -317,10 +305,6 @@ impl FromStr for Output {
         let mut push = kind == "registry";
         let mut oci_mediatypes = true;
         for (k, v) in &pairs {
-            if pending.contains(&k.as_str()) {
-                parse_bool(k, v)?;
-                continue;
-            }
             if !accepted.contains(&k.as_str()) {
                 return Err(spec(format!(
                     "unknown output option {k:?} for type={kind} (accepted: {})",
@@ -333,6 +317,11 @@ impl FromStr for Output {
                     conv.compression =
                         compress::parse_compression(v).map_err(|e| spec(format!("{e}")))?;
                     explicit = true;
+                }
+                // Read by `epoch::rewrite_timestamp_requested` into
+                // `BuildOptions::rewrite_timestamp`; checked here.
+                epoch::REWRITE_TIMESTAMP => {
+                    parse_bool(k, v)?;
                 }
                 "force-compression" => {
                     conv.force = parse_bool(k, v)?;
@@ -389,21 +378,30 @@ impl FromStr for Output {
 
 /// Sends the exported image (`top`: a manifest or an index) where `out`
 /// says. `tags` name it in the store (`type=image`) and in archives.
+/// `epoch` is the build's `SOURCE_DATE_EPOCH`: the archives' created
+/// annotation and the local/tar file times (see [`epoch`]).
 pub fn output(
     root: &Root,
     out: &Output,
     top: &Descriptor,
     built: &[Built],
     tags: &[Reference],
+    epoch: Option<i64>,
 ) -> Result<(), ExportError> {
     match out {
         Output::Image => image::name(root, top, tags),
         // Needs the registry: the build calls [`push::export`] for these.
         Output::Named(_) => Ok(()),
-        Output::Oci(dest, conv) => oci::write(root, top, tags, dest, conv),
-        Output::Docker(dest, conv) => docker::write(root, top, tags, dest, conv),
-        Output::Local(dest) => local::write(root, built, dest),
-        Output::Tar(dest) => tar::write(root, built, dest),
+        Output::Oci(dest, conv) => {
+            let top = epoch::annotate_created(top, &created_at(epoch));
+            oci::write(root, &top, tags, dest, conv)
+        }
+        Output::Docker(dest, conv) => {
+            let top = epoch::annotate_created(top, &created_at(epoch));
+            docker::write(root, &top, tags, dest, conv)
+        }
+        Output::Local(dest) => local::write(root, built, dest, epoch),
+        Output::Tar(dest) => tar::write(root, built, dest, epoch),
     }
 }
 

@@ -10,13 +10,23 @@ use super::{Built, ExportError};
 
 /// Writes the tar at `dest`: assembled in a temporary file beside it and
 /// renamed into place, so `dest` is whole or untouched; `-` streams it to
-/// stdout (buildx's `dest=-` and `-o -`).
-pub fn write(root: &Root, built: &[Built], dest: &Path) -> Result<(), ExportError> {
+/// stdout (buildx's `dest=-` and `-o -`). With `epoch`
+/// (`SOURCE_DATE_EPOCH`) every entry carries it as its mtime.
+pub fn write(
+    root: &Root,
+    built: &[Built],
+    dest: &Path,
+    epoch: Option<i64>,
+) -> Result<(), ExportError> {
     let tmp = tempfile::Builder::new()
         .prefix("export-")
         .tempdir_in(root.tmp_dir())?;
     let fs = tmp.path().join("rootfs");
-    super::local::write(root, built, &fs)?;
+    super::local::write(root, built, &fs, None)?;
+    if let Some(e) = epoch {
+        // A folder of this export's own: everything in it was written.
+        super::epoch::set_tree_times(&fs, e, None)?;
+    }
     if dest.as_os_str() == "-" {
         let stdout = std::io::stdout().lock();
         let mut t = ::tar::Builder::new(std::io::BufWriter::new(stdout));
