@@ -10,6 +10,7 @@
 //! failed.
 
 mod bases;
+pub mod context;
 mod error;
 mod event;
 pub mod export;
@@ -32,6 +33,7 @@ use kiln_frontend::source_map;
 use kiln_solver::ops::{BuildOp, Network};
 use oci_spec::image::Descriptor;
 
+pub use context::{Context, InputError};
 pub use error::BuildError;
 pub use event::{BuildEvent, FailedStep, NoProgress, Progress};
 pub use export::Output;
@@ -39,16 +41,6 @@ pub use export::Output;
 /// BuildKit's words when a build asks for the host's network unasked.
 pub const NETWORK_HOST_NOT_ALLOWED: &str =
     "network.host is not allowed: the host's network needs --allow network.host";
-
-/// Where the build context comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Context {
-    /// A folder.
-    Dir(PathBuf),
-    /// A tar on this process's stdin, unpacked into the store's temporary
-    /// space for the build.
-    StdinTar,
-}
 
 /// What to build and where the result goes: the options of `docker
 /// build`/`buildx build`, parsed.
@@ -185,11 +177,8 @@ impl Builder {
         // done, as containerd's leases keep a build's content; `kiln
         // prune` waits for it.
         let _lease = root.lease()?;
-        let (ctx, _ctx_guard) = context_dir(&opts.context, root)?;
-        let df_path = opts
-            .dockerfile
-            .clone()
-            .unwrap_or_else(|| ctx.join("Dockerfile"));
+        let prepared = context::prepare(&opts, root, rt)?;
+        let (ctx, df_path) = (prepared.dir.clone(), prepared.dockerfile.clone());
         let text = std::fs::File::open(&df_path)
             .and_then(kiln_frontend::parser::read_source)
             .map_err(BuildError::context(format!(
@@ -398,35 +387,4 @@ impl Builder {
             tags: opts.tags,
         })
     }
-}
-
-/// The build context on disk; a tar on stdin is unpacked into the store's
-/// temporary space (removed when the guard drops).
-fn context_dir(
-    ctx: &Context,
-    root: &Root,
-) -> Result<(PathBuf, Option<tempfile::TempDir>), BuildError> {
-    let arg = match ctx {
-        Context::Dir(p) => p,
-        Context::StdinTar => {
-            std::fs::create_dir_all(root.tmp_dir())?;
-            let tmp = tempfile::Builder::new()
-                .prefix("context-")
-                .tempdir_in(root.tmp_dir())?;
-            let mut ar = tar::Archive::new(std::io::stdin().lock());
-            ar.set_preserve_permissions(true);
-            // tar's unpack refuses `..` and absolute entries, and entries
-            // through symlinks it has itself unpacked.
-            ar.unpack(tmp.path())
-                .map_err(BuildError::context("unpacking the context from stdin"))?;
-            return Ok((tmp.path().to_path_buf(), Some(tmp)));
-        }
-    };
-    if !arg.is_dir() {
-        return Err(BuildError::Invalid(format!(
-            "unable to prepare context: path {:?} not found or not a directory",
-            arg.display().to_string()
-        )));
-    }
-    Ok((arg.clone(), None))
 }
