@@ -583,12 +583,18 @@ impl Lowerer<'_> {
     ) -> Result<NodeId> {
         let mut local = Vec::new();
         let mut urls = Vec::new();
+        let mut gits = Vec::new();
         for s in &copy.sources {
             if is_git(s) {
-                return Err(Error::new(
-                    ErrorKind::InvalidArgument,
-                    format!("ADD/COPY of git sources is not supported yet: {s}"),
-                ));
+                if !add {
+                    // BuildKit's dispatchCopy wording.
+                    return Err(Error::new(
+                        ErrorKind::InvalidArgument,
+                        "source can't be a git ref for COPY",
+                    ));
+                }
+                gits.push(s.clone());
+                continue;
             }
             if is_http(s) {
                 if !add {
@@ -610,7 +616,14 @@ impl Lowerer<'_> {
                     "checksum can't be specified for non-HTTP(S) sources",
                 ));
             }
-            check_digest(c)?;
+            if gits.is_empty() {
+                check_digest(c)?;
+            } else if !urls.is_empty() {
+                return Err(Error::new(
+                    ErrorKind::InvalidArgument,
+                    "checksum can't be specified for both HTTP(S) and git sources",
+                ));
+            }
         }
         // Octal or symbolic, as BuildKit's dispatchCopy reads it; an empty
         // value is no --chmod at all.
@@ -684,6 +697,28 @@ impl Lowerer<'_> {
                 unpack: copy.unpack == Some(true),
             });
         }
+        for url in gits {
+            let git = self.add(
+                BuildOp::Git {
+                    url,
+                    keep_git_dir: copy.keep_git_dir.unwrap_or(false),
+                    checksum: copy.checksum.clone(),
+                },
+                &[],
+            );
+            inputs.push(git);
+            actions.push(FileAction::Copy {
+                source: inputs.len() - 1,
+                paths: vec![".".into()],
+                dest: dest.clone(),
+                chown: chown.clone(),
+                chmod,
+                chmod_symbolic: chmod_symbolic.clone(),
+                parents: false,
+                exclude: copy.excludes.clone(),
+                unpack: false,
+            });
+        }
         for inline in &copy.inline_sources {
             let name = inline.path.trim_start_matches('/').to_string();
             let scratch = self.scratch();
@@ -750,7 +785,7 @@ fn is_http(s: &str) -> bool {
 /// A git source, as BuildKit recognises them (`git@…`, `git://…`, or a URL
 /// whose path ends in `.git`, with an optional `#ref:subdir`).
 fn is_git(s: &str) -> bool {
-    if s.starts_with("git@") || s.starts_with("git://") {
+    if s.starts_with("git@") || s.starts_with("git://") || s.starts_with("ssh://") {
         return true;
     }
     if !(s.starts_with("http://") || s.starts_with("https://")) {
@@ -887,7 +922,10 @@ mod tests {
     fn layers(g: &Graph<BuildOp>, node: NodeId) -> usize {
         match g.op(node) {
             BuildOp::Image { .. } => 1,
-            BuildOp::Scratch | BuildOp::Context { .. } | BuildOp::Http { .. } => 0,
+            BuildOp::Scratch
+            | BuildOp::Context { .. }
+            | BuildOp::Http { .. }
+            | BuildOp::Git { .. } => 0,
             BuildOp::Merge => g.inputs(node).iter().map(|&i| layers(g, i)).sum(),
             BuildOp::Exec(_) | BuildOp::File(_) => layers(g, g.inputs(node)[0]) + 1,
         }

@@ -25,6 +25,8 @@ use kiln_solver::ops::{BuildOp, Exec, ExecMount, FileAction, FileOp, Network as 
 use kiln_solver::{Executor, Graph, Key, NodeId, Progress, Stream};
 use serde::{Deserialize, Serialize};
 
+mod git_add;
+
 use crate::diff::{self, Compression};
 use crate::fileops::{self, checksum, ChecksumMemo, Chmod, CopySpec, SourceIds};
 use crate::layers::{LayerError, LayerRef, LayerStore};
@@ -128,6 +130,8 @@ pub enum ExecutorError {
     Interrupted,
     #[error(transparent)]
     Http(#[from] crate::http_source::HttpError),
+    #[error(transparent)]
+    Git(#[from] crate::git_source::GitError),
 }
 
 fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> ExecutorError + 'a {
@@ -432,6 +436,20 @@ impl Executor for SharedWorker {
             BuildOp::Http { url, checksum, .. } => {
                 parts.push(http_content_key(w, url, checksum.as_deref()).await?);
             }
+            BuildOp::Git {
+                url,
+                keep_git_dir,
+                checksum,
+            } => {
+                let (w2, url, keep, checksum) =
+                    (w.clone(), url.clone(), *keep_git_dir, checksum.clone());
+                let k = tokio::task::spawn_blocking(move || {
+                    git_add::content_key(&w2, &url, keep, checksum.as_deref())
+                })
+                .await
+                .map_err(|_| ExecutorError::Interrupted)??;
+                parts.push(k);
+            }
             _ => {}
         }
         if parts.is_empty() {
@@ -525,6 +543,18 @@ impl Executor for SharedWorker {
                 let progress = progress.clone();
                 w.run_blocking(move |w, cancel| run_http(w, &filename, &d, &progress, cancel))
                     .await?
+            }
+            BuildOp::Git {
+                url,
+                keep_git_dir,
+                checksum,
+            } => {
+                let (url, keep, checksum) = (url.clone(), *keep_git_dir, checksum.clone());
+                let progress = progress.clone();
+                w.run_blocking(move |w, cancel| {
+                    git_add::run(w, &url, keep, checksum.as_deref(), &progress, cancel)
+                })
+                .await?
             }
         };
         w.record(key, &snap)?;

@@ -37,7 +37,7 @@ pub enum Cmd {
 /// `kiln build`'s flags, as `docker build`/`buildx build` spell them.
 #[derive(Debug, clap::Args)]
 pub struct BuildArgs {
-    /// The Dockerfile (default: CONTEXT/Dockerfile).
+    /// The Dockerfile (default: CONTEXT/Dockerfile; `-` reads stdin).
     #[arg(short = 'f', long = "file")]
     pub file: Option<PathBuf>,
     /// Name the image (repeatable).
@@ -134,7 +134,9 @@ pub struct BuildArgs {
     /// buildx's remaining flags (`build_flags.rs`).
     #[command(flatten)]
     pub extra: super::build_flags::Extra,
-    /// The build context: a folder, or `-` for a tar on stdin.
+    /// The build context: a folder; `-` for stdin (a tar, plain or
+    /// compressed, or a bare Dockerfile); a git URL; a tarball or
+    /// Dockerfile URL.
     pub context: String,
 }
 
@@ -156,11 +158,7 @@ pub(crate) fn build_args(raw: &[String]) -> BTreeMap<String, String> {
 
 /// The flags as the library's options.
 fn options(a: &BuildArgs) -> Result<BuildOptions> {
-    let mut opts = BuildOptions::new(if a.context == "-" {
-        Context::StdinTar
-    } else {
-        Context::Dir(PathBuf::from(&a.context))
-    });
+    let mut opts = BuildOptions::new(Context::parse(&a.context));
     for e in &a.allow {
         match e.as_str() {
             "security.insecure" => opts.allow_insecure = true,

@@ -45,6 +45,9 @@ pub enum BuildError {
     /// Exporting the result failed.
     #[error(transparent)]
     Export(#[from] ExportError),
+    /// The context or the Dockerfile could not be had (stdin, git, URL).
+    #[error(transparent)]
+    Input(#[from] crate::context::InputError),
     /// A file could not be read or written.
     #[error(transparent)]
     Io(#[from] std::io::Error),

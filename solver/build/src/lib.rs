@@ -13,6 +13,7 @@ pub mod attest;
 pub mod annotations;
 mod bases;
 mod check;
+pub mod context;
 mod error;
 mod event;
 pub mod export;
@@ -38,6 +39,7 @@ use kiln_solver::ops::{BuildOp, Network};
 use oci_spec::image::Descriptor;
 
 pub use check::CheckResult;
+pub use context::{Context, InputError};
 pub use error::BuildError;
 pub use event::{BuildEvent, FailedStep, NoProgress, Progress};
 pub use export::Output;
@@ -45,16 +47,6 @@ pub use export::Output;
 /// BuildKit's words when a build asks for the host's network unasked.
 pub const NETWORK_HOST_NOT_ALLOWED: &str =
     "network.host is not allowed: the host's network needs --allow network.host";
-
-/// Where the build context comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Context {
-    /// A folder.
-    Dir(PathBuf),
-    /// A tar on this process's stdin, unpacked into the store's temporary
-    /// space for the build.
-    StdinTar,
-}
 
 /// What to build and where the result goes: the options of `docker
 /// build`/`buildx build`, parsed.
@@ -215,11 +207,8 @@ impl Builder {
         // prune` waits for it.
         let _lease = root.lease()?;
         let started = attest::now();
-        let (ctx, _ctx_guard) = context_dir(&opts.context, root)?;
-        let df_path = opts
-            .dockerfile
-            .clone()
-            .unwrap_or_else(|| ctx.join("Dockerfile"));
+        let prepared = context::prepare(&opts, root, rt)?;
+        let (ctx, df_path) = (prepared.dir.clone(), prepared.dockerfile.clone());
         let text = std::fs::File::open(&df_path)
             .and_then(kiln_frontend::parser::read_source)
             .map_err(BuildError::context(format!(
@@ -548,35 +537,4 @@ fn attest_context(
         invocation_id: attest::invocation_id(),
         created: created.to_string(),
     }
-}
-
-/// The build context on disk; a tar on stdin is unpacked into the store's
-/// temporary space (removed when the guard drops).
-fn context_dir(
-    ctx: &Context,
-    root: &Root,
-) -> Result<(PathBuf, Option<tempfile::TempDir>), BuildError> {
-    let arg = match ctx {
-        Context::Dir(p) => p,
-        Context::StdinTar => {
-            std::fs::create_dir_all(root.tmp_dir())?;
-            let tmp = tempfile::Builder::new()
-                .prefix("context-")
-                .tempdir_in(root.tmp_dir())?;
-            let mut ar = tar::Archive::new(std::io::stdin().lock());
-            ar.set_preserve_permissions(true);
-            // tar's unpack refuses `..` and absolute entries, and entries
-            // through symlinks it has itself unpacked.
-            ar.unpack(tmp.path())
-                .map_err(BuildError::context("unpacking the context from stdin"))?;
-            return Ok((tmp.path().to_path_buf(), Some(tmp)));
-        }
-    };
-    if !arg.is_dir() {
-        return Err(BuildError::Invalid(format!(
-            "unable to prepare context: path {:?} not found or not a directory",
-            arg.display().to_string()
-        )));
-    }
-    Ok((arg.clone(), None))
 }

@@ -47,6 +47,18 @@ pub enum BuildOp {
         checksum: Option<String>,
         filename: String,
     },
+    /// `ADD <git URL> /dst`: the repository's tree at the ref (and the
+    /// subdirectory) of `url` (BuildKit's forms: `https://…/r.git#ref:dir`,
+    /// `git@host:r.git`, `git://…`, `ssh://…`) on an empty filesystem, as
+    /// BuildKit's git source; a COPY action then places it. The cache key
+    /// is the commit the ref resolves to (`checksum` when given, which the
+    /// checkout must then match), so a moved branch rebuilds and an
+    /// unchanged one does not, whatever the URL says.
+    Git {
+        url: String,
+        keep_git_dir: bool,
+        checksum: Option<String>,
+    },
     /// A RUN.
     Exec(Exec),
     /// COPY, ADD, WORKDIR's mkdir, heredoc files.
@@ -278,6 +290,7 @@ impl Op for BuildOp {
             BuildOp::Context { name, .. } => format!("load build context {name}"),
             BuildOp::Scratch => "scratch".into(),
             BuildOp::Http { url, .. } => format!("download {url}"),
+            BuildOp::Git { url, .. } => format!("git {url}"),
             BuildOp::Exec(e) if !e.display.is_empty() => e.display.clone(),
             BuildOp::Exec(e) => format!("RUN {}", e.argv.join(" ")),
             BuildOp::File(f) if !f.display.is_empty() => f.display.clone(),

@@ -52,7 +52,13 @@ pub fn detect(head: &[u8]) -> Codec {
 
 /// A decompressed view of `file`, whatever its compression.
 fn decompressed(file: File) -> io::Result<Box<dyn Read>> {
-    let mut buf = BufReader::with_capacity(64 * 1024, file);
+    decompressing(file)
+}
+
+/// A decompressed view of any stream (a build context on stdin or from a
+/// URL), its compression recognised by its magic number.
+pub fn decompressing<R: Read + 'static>(r: R) -> io::Result<Box<dyn Read>> {
+    let mut buf = BufReader::with_capacity(64 * 1024, r);
     let kind = detect(buf.fill_buf()?);
     Ok(match kind {
         Codec::Layer(Compression::None) => Box::new(buf),

@@ -1,0 +1,393 @@
+//! Git sources: a git context (`kiln build https://host/repo.git#ref:dir`)
+//! and `ADD <git URL> /dst` both check a repository out into a folder.
+//!
+//! The references are read as BuildKit's `gitutil.ParseGitRef` reads them,
+//! so the same strings work: `https://…/repo.git#ref:subdir`,
+//! `git@host:repo.git`, `git://…`, `ssh://…` and `github.com/x/y`. The
+//! fetch itself is the system `git` binary's (shallow fetch of the one ref,
+//! submodules, the user's ssh setup), as BuildKit also runs `git`.
+//!
+//! Credentials for HTTP remotes come from the build's secrets
+//! (`GIT_AUTH_TOKEN[.host]`, `GIT_AUTH_HEADER[.host]`) and reach git through
+//! `GIT_CONFIG_*` variables, never its command line, so `ps` cannot show
+//! them.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use base64::Engine as _;
+
+use crate::secrets::Secrets;
+
+/// Why a git source could not be checked out.
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    /// `git` could not be started (not installed?).
+    #[error("failed to run git: {0}")]
+    Spawn(#[source] std::io::Error),
+    /// A git command failed; `stderr` is what git said.
+    #[error("failed to {what} {remote}: {stderr}")]
+    Command {
+        what: &'static str,
+        remote: String,
+        stderr: String,
+    },
+    /// The checkout folder could not be prepared.
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A secret for the remote could not be read.
+    #[error(transparent)]
+    Secret(#[from] crate::secrets::SecretError),
+    /// `--checksum` named another commit than the ref resolved to.
+    #[error("expected checksum to match {expected}, got {actual}")]
+    Checksum { expected: String, actual: String },
+    /// The subdirectory of the reference is not in the repository.
+    #[error("subdirectory {subdir:?} not found in {remote}")]
+    NoSubdir { remote: String, subdir: String },
+}
+
+/// A git reference as BuildKit's `ParseGitRef` reads one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GitRef {
+    /// What `git fetch` is given: the URL without its fragment
+    /// (`https://github.com/x/y` for `github.com/x/y`).
+    pub remote: String,
+    /// The host, for per-host secrets (`GIT_AUTH_TOKEN.host`).
+    pub host: String,
+    /// Whether the remote speaks HTTP(S) (credentials apply only there).
+    pub http: bool,
+    /// The ref, tag, branch or commit after `#`; `None` means `HEAD`.
+    pub commit: Option<String>,
+    /// The folder of the repository after `#ref:`; `None` means its top.
+    pub subdir: Option<String>,
+}
+
+impl GitRef {
+    /// Reads `s` as a git reference; `None` when it is not one (a local
+    /// path, a plain HTTP URL without `.git`, an unknown scheme).
+    pub fn parse(s: &str) -> Option<GitRef> {
+        if s.starts_with("./") || s.starts_with("../") {
+            return None;
+        }
+        let (base, fragment) = match s.split_once('#') {
+            Some((b, f)) => (b, Some(f)),
+            None => (s, None),
+        };
+        let (remote, host, http) = if let Some(rest) = base.strip_prefix("github.com/") {
+            (
+                format!("https://github.com/{rest}"),
+                "github.com".into(),
+                true,
+            )
+        } else if let Some((scheme, rest)) = base.split_once("://") {
+            if scheme.is_empty() || !scheme.chars().all(|c| c.is_ascii_alphanumeric()) {
+                return None;
+            }
+            let scheme = scheme.to_ascii_lowercase();
+            let authority = rest.split('/').next().unwrap_or("");
+            let host = authority.rsplit('@').next().unwrap_or("");
+            let host = host.to_string();
+            let path = rest.get(authority.len()..).unwrap_or("");
+            match scheme.as_str() {
+                // An HTTP(S) URL is a git reference only with `.git`.
+                "http" | "https" if path.ends_with(".git") => (base.to_string(), host, true),
+                "ssh" | "git" => (base.to_string(), host, false),
+                _ => return None,
+            }
+        } else {
+            // scp-like: user@host:path
+            let (user, rest) = base.split_once('@')?;
+            let (host, path) = rest.split_once(':')?;
+            let user_ok = !user.is_empty()
+                && user
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            let host_ok = !host.is_empty()
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+            if !user_ok || !host_ok || path.is_empty() || path.contains(char::is_whitespace) {
+                return None;
+            }
+            (base.to_string(), host.to_string(), false)
+        };
+        let (commit, subdir) = match fragment {
+            Some(f) => {
+                let (r, d) = match f.split_once(':') {
+                    Some((r, d)) => (r, Some(d)),
+                    None => (f, None),
+                };
+                (
+                    Some(r).filter(|r| !r.is_empty()).map(str::to_string),
+                    d.filter(|d| !d.is_empty()).map(str::to_string),
+                )
+            }
+            None => (None, None),
+        };
+        Some(GitRef {
+            remote,
+            host,
+            http,
+            commit,
+            subdir,
+        })
+    }
+}
+
+/// The `Authorization` header value for `git`'s HTTP requests to `r`, from
+/// the secrets BuildKit reads, most specific first: `GIT_AUTH_HEADER.host`,
+/// `GIT_AUTH_TOKEN.host`, `GIT_AUTH_HEADER`, `GIT_AUTH_TOKEN`. A token
+/// becomes `basic base64(x-access-token:TOKEN)`, as GitHub expects.
+pub fn auth_header(r: &GitRef, secrets: &Secrets) -> Result<Option<String>, GitError> {
+    if !r.http {
+        return Ok(None);
+    }
+    let names = [
+        (format!("GIT_AUTH_HEADER.{}", r.host), false),
+        (format!("GIT_AUTH_TOKEN.{}", r.host), true),
+        ("GIT_AUTH_HEADER".to_string(), false),
+        ("GIT_AUTH_TOKEN".to_string(), true),
+    ];
+    for (name, token) in names {
+        if let Some(v) = secrets.value(&name)? {
+            let v = String::from_utf8_lossy(&v).trim().to_string();
+            return Ok(Some(if token {
+                let b =
+                    base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{v}"));
+                format!("basic {b}")
+            } else {
+                v
+            }));
+        }
+    }
+    Ok(None)
+}
+
+/// How to check a repository out.
+#[derive(Debug, Clone, Default)]
+pub struct Checkout {
+    /// Keep the `.git` folder (`--keep-git-dir`,
+    /// `BUILDKIT_CONTEXT_KEEP_GIT_DIR=1`).
+    pub keep_git_dir: bool,
+    /// The `Authorization` header value for HTTP remotes.
+    pub auth: Option<String>,
+    /// The commit the ref must resolve to (`ADD --checksum`).
+    pub checksum: Option<String>,
+}
+
+/// Resolves the ref of `r` to a commit without fetching content
+/// (`git ls-remote`); `None` when the ref is not advertised (a commit ID
+/// is returned as it is).
+pub fn resolve(r: &GitRef, auth: Option<&str>) -> Result<Option<String>, GitError> {
+    let want = r.commit.as_deref().unwrap_or("HEAD");
+    if is_commit_id(want) {
+        return Ok(Some(want.to_ascii_lowercase()));
+    }
+    let out = git(None, auth)
+        .args(["ls-remote", "--", &r.remote, want])
+        .output()
+        .map_err(GitError::Spawn)?;
+    if !out.status.success() {
+        return Err(command_err("resolve", &r.remote, &out.stderr));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<(&str, &str)> = text.lines().filter_map(|l| l.split_once('\t')).collect();
+    // Prefer an exact name, then a branch, then a tag (its peeled commit).
+    let exact = [
+        want.to_string(),
+        format!("refs/heads/{want}"),
+        format!("refs/tags/{want}^{{}}"),
+        format!("refs/tags/{want}"),
+    ];
+    for name in &exact {
+        if let Some((id, _)) = lines.iter().find(|(_, n)| n == name) {
+            return Ok(Some((*id).to_string()));
+        }
+    }
+    Ok(lines.first().map(|(id, _)| (*id).to_string()))
+}
+
+/// A full or abbreviated commit ID (hex, 7 to 64 characters).
+fn is_commit_id(s: &str) -> bool {
+    (7..=64).contains(&s.len()) && s.chars().all(|c| c.is_ascii_hexdigit())
+}
+
+/// Checks `r` out into `dest` (created; must not exist): a shallow fetch of
+/// the ref (a full one when the server refuses a commit by ID), its
+/// submodules, `.git` removed unless kept. Returns the commit.
+pub fn checkout(r: &GitRef, dest: &Path, how: &Checkout) -> Result<String, GitError> {
+    let io = |what| {
+        move |source| GitError::Io {
+            what,
+            path: dest.to_path_buf(),
+            source,
+        }
+    };
+    std::fs::create_dir_all(dest).map_err(io("creating"))?;
+    let auth = how.auth.as_deref();
+    let run = |what: &'static str, args: &[&str]| -> Result<Vec<u8>, GitError> {
+        let out = git(Some(dest), auth)
+            .args(args)
+            .output()
+            .map_err(GitError::Spawn)?;
+        if out.status.success() {
+            Ok(out.stdout)
+        } else {
+            Err(command_err(what, &r.remote, &out.stderr))
+        }
+    };
+    run("initialize a repository for", &["init", "-q"])?;
+    run("add remote", &["remote", "add", "origin", &r.remote])?;
+    let want = r.commit.as_deref().unwrap_or("HEAD");
+    let shallow = run(
+        "fetch",
+        &["fetch", "-q", "--depth=1", "--no-tags", "origin", want],
+    );
+    let target = match shallow {
+        Ok(_) => "FETCH_HEAD".to_string(),
+        Err(e) => {
+            if !is_commit_id(want) {
+                return Err(e);
+            }
+            // The server does not serve commits by ID: fetch it all.
+            run("fetch", &["fetch", "-q", "--tags", "origin"])?;
+            want.to_string()
+        }
+    };
+    run("checkout", &["checkout", "-q", "--detach", &target])?;
+    let commit = String::from_utf8_lossy(&run("resolve HEAD of", &["rev-parse", "HEAD"])?)
+        .trim()
+        .to_string();
+    if let Some(expected) = &how.checksum {
+        if !commit.starts_with(&expected.to_ascii_lowercase()) || expected.len() < 7 {
+            return Err(GitError::Checksum {
+                expected: expected.clone(),
+                actual: commit,
+            });
+        }
+    }
+    if dest.join(".gitmodules").is_file() {
+        run(
+            "update submodules of",
+            &[
+                "submodule",
+                "update",
+                "-q",
+                "--init",
+                "--recursive",
+                "--depth=1",
+            ],
+        )?;
+    }
+    if !how.keep_git_dir {
+        remove_git_dirs(dest).map_err(io("removing .git from"))?;
+    } else {
+        // BuildKit keeps the ref's name as a branch for tools that read it.
+        if let Some(name) = r.commit.as_deref().filter(|c| !is_commit_id(c)) {
+            let _ = run("name the branch of", &["checkout", "-q", "-B", name]);
+        }
+    }
+    Ok(commit)
+}
+
+/// The folder of `r.subdir` inside the checkout at `dest` (which must stay
+/// inside it).
+pub fn subdir(r: &GitRef, dest: &Path) -> Result<PathBuf, GitError> {
+    let Some(sub) = r.subdir.as_deref() else {
+        return Ok(dest.to_path_buf());
+    };
+    let missing = || GitError::NoSubdir {
+        remote: r.remote.clone(),
+        subdir: sub.to_string(),
+    };
+    let p = dest.join(sub.trim_start_matches('/'));
+    let real = p.canonicalize().map_err(|_| missing())?;
+    let top = dest.canonicalize().map_err(|_| missing())?;
+    if !real.starts_with(&top) || !real.is_dir() {
+        return Err(missing());
+    }
+    Ok(real)
+}
+
+/// Removes every `.git` (the repository's and the submodules' pointers).
+fn remove_git_dirs(dir: &Path) -> std::io::Result<()> {
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        let ft = e.file_type()?;
+        if e.file_name() == ".git" {
+            if ft.is_dir() {
+                std::fs::remove_dir_all(e.path())?;
+            } else {
+                std::fs::remove_file(e.path())?;
+            }
+        } else if ft.is_dir() {
+            remove_git_dirs(&e.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// A `git` command that never prompts, with the auth header (if any)
+/// passed through the environment.
+fn git(dir: Option<&Path>, auth: Option<&str>) -> Command {
+    let mut c = Command::new("git");
+    if let Some(d) = dir {
+        c.arg("-C").arg(d);
+    }
+    c.stdin(Stdio::null())
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_ASKPASS", "true")
+        // Submodules over git:// and ssh:// as the top repository's.
+        .env("GIT_ALLOW_PROTOCOL", "git:http:https:ssh")
+        .env("LC_ALL", "C");
+    if std::env::var_os("GIT_SSH_COMMAND").is_none() {
+        c.env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes");
+    }
+    if let Some(h) = auth {
+        c.env("GIT_CONFIG_COUNT", "1")
+            .env("GIT_CONFIG_KEY_0", "http.extraheader")
+            .env("GIT_CONFIG_VALUE_0", format!("Authorization: {h}"));
+    }
+    c
+}
+
+fn command_err(what: &'static str, remote: &str, stderr: &[u8]) -> GitError {
+    GitError::Command {
+        what,
+        remote: remote.to_string(),
+        stderr: String::from_utf8_lossy(stderr).trim().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::GitRef;
+
+    #[test]
+    fn forms_buildx_accepts() {
+        let r = GitRef::parse("https://example.com/a/repo.git#v1:sub/dir").unwrap();
+        assert_eq!(r.remote, "https://example.com/a/repo.git");
+        assert_eq!(r.commit.as_deref(), Some("v1"));
+        assert_eq!(r.subdir.as_deref(), Some("sub/dir"));
+        assert!(r.http);
+        let r = GitRef::parse("git@github.com:x/y.git#main").unwrap();
+        assert_eq!(r.host, "github.com");
+        assert_eq!(r.commit.as_deref(), Some("main"));
+        assert!(GitRef::parse("git://127.0.0.1:9418/r").is_some());
+        assert!(GitRef::parse("ssh://git@host/r.git").is_some());
+        let r = GitRef::parse("github.com/x/y").unwrap();
+        assert_eq!(r.remote, "https://github.com/x/y");
+        assert!(GitRef::parse("https://example.com/ctx.tar.gz").is_none());
+        assert!(GitRef::parse("./dir").is_none());
+        assert!(GitRef::parse("dir").is_none());
+        assert!(GitRef::parse("ftp://x/y.git").is_none());
+        let r = GitRef::parse("https://h/r.git#:only/dir").unwrap();
+        assert_eq!(r.commit, None);
+        assert_eq!(r.subdir.as_deref(), Some("only/dir"));
+    }
+}
