@@ -9,7 +9,7 @@ use kiln_frontend::lint::{self, Input, Report};
 use kiln_frontend::parser::Dockerfile;
 use kiln_frontend::plan::{self, Base, Plan, PlanOptions, Platform};
 
-use crate::{bases, context_dir, BuildError, BuildOptions, Builder, RegistryConfig};
+use crate::{bases, context, BuildError, BuildOptions, Builder, RegistryConfig};
 
 /// What `--check` reports: BuildKit's lint result.
 #[derive(Debug, Clone)]
@@ -87,11 +87,8 @@ impl Builder {
     /// as defined; a file that cannot be planned is the `build_error`.
     pub fn check(&self, opts: BuildOptions) -> Result<CheckResult, BuildError> {
         let root = &self.root;
-        let (ctx, _guard) = context_dir(&opts.context, root)?;
-        let df_path = opts
-            .dockerfile
-            .clone()
-            .unwrap_or_else(|| ctx.join("Dockerfile"));
+        let prepared = context::prepare(&opts, root, &self.rt)?;
+        let (ctx, df_path) = (prepared.dir.clone(), prepared.dockerfile.clone());
         let text = std::fs::File::open(&df_path)
             .and_then(kiln_frontend::parser::read_source)
             .map_err(BuildError::context(format!(
