@@ -38,7 +38,8 @@ pub use copier::SourceIds;
 pub use error::{FileOpsError, Result};
 pub use meta::Time;
 
-use pattern::{clean, has_wildcards, PatternMatcher, SourceGlob};
+use kiln_patternmatcher::{ContextFilter, PatternMatcher};
+use pattern::{clean, has_wildcards, SourceGlob};
 
 /// What to copy, from where, to where, and how.
 #[derive(Debug, Clone)]
@@ -266,7 +267,7 @@ pub(crate) fn plan_source(s: &str, parents: bool) -> Result<SourcePlan> {
         .then(|| clean(&format!("/{src}/{pattern}")));
     Ok(SourcePlan {
         src: clean(&format!("/{src}")),
-        include: Some(PatternMatcher::new(&[pattern])?),
+        include: Some(pattern::compile(&[pattern])?),
         required,
     })
 }
@@ -276,11 +277,7 @@ pub(crate) fn plan_source(s: &str, parents: bool) -> Result<SourcePlan> {
 pub fn copy(spec: &CopySpec) -> Result<CopyReport> {
     let mut report = CopyReport::default();
     let dest = destination_path(&spec.dest, &spec.workdir, spec.sources.len() > 1);
-    let exclude = if spec.exclude.is_empty() {
-        None
-    } else {
-        Some(PatternMatcher::new(&spec.exclude)?)
-    };
+    let exclude = pattern::compile(&spec.exclude)?;
     for s in &spec.sources {
         let plan = plan_source(s, spec.parents)?;
         if let Some(req) = &plan.required {
@@ -303,13 +300,14 @@ pub fn copy(spec: &CopySpec) -> Result<CopyReport> {
         } else {
             vec![plan.src.clone()]
         };
+        let filter = ContextFilter::new(plan.include, Some(exclude.clone()));
         let opts = copier::Opts {
             owner: spec.owner,
             ids: spec.source_ids,
             mode: spec.mode.as_ref(),
             utime: spec.timestamp,
-            include: plan.include.as_ref(),
-            exclude: exclude.as_ref(),
+            filter: &filter,
+            context: None,
         };
         for m in &matches {
             if spec.unpack {
