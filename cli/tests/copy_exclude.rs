@@ -78,3 +78,100 @@ fn exclude_below_a_directory_is_relative_to_it() {
     assert!(exists(&out, "b/dir/sub/y.log"));
     assert!(exists(&out, "b/Dockerfile"));
 }
+
+/// Builds and returns (success, stderr, output folder).
+fn try_build(k: &Kiln, files: &[(&str, &str)]) -> (bool, String, PathBuf) {
+    let ctx = k.path("ctx");
+    for (name, text) in files {
+        let p = ctx.join(name);
+        fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        fs::write(p, text).expect("write");
+    }
+    let out = k.path("out");
+    let dest = format!("type=local,dest={}", out.display());
+    let ctx_s = ctx.display().to_string();
+    let o = k.run(&["build", "--progress", "plain", "--output", &dest, &ctx_s]);
+    (o.status.success(), stderr(&o), out)
+}
+
+#[test]
+fn dockerignore_is_anchored_at_the_context_root_not_the_source() {
+    // `sub/secret` names the file below the source `sub`.
+    let k = Kiln::empty(KILN);
+    let out = build_local(
+        &k,
+        &[
+            ("Dockerfile", "FROM scratch\nCOPY sub /s/\n"),
+            (".dockerignore", "sub/secret\n"),
+            ("sub/secret", "s"),
+            ("sub/public", "p"),
+        ],
+    );
+    assert!(!exists(&out, "s/secret"), "sub/secret is ignored");
+    assert!(exists(&out, "s/public"));
+
+    // `secret` names only the top-level file, not sub/secret.
+    let k = Kiln::empty(KILN);
+    let out = build_local(
+        &k,
+        &[
+            ("Dockerfile", "FROM scratch\nCOPY sub /s/\nCOPY . /all/\n"),
+            (".dockerignore", "secret\n"),
+            ("secret", "top"),
+            ("sub/secret", "s"),
+        ],
+    );
+    assert_eq!(fs::read_to_string(out.join("s/secret")).unwrap(), "s");
+    assert!(exists(&out, "all/sub/secret"));
+    assert!(!exists(&out, "all/secret"));
+}
+
+#[test]
+fn an_ignored_source_is_not_found() {
+    let k = Kiln::empty(KILN);
+    let (ok, err, _) = try_build(
+        &k,
+        &[
+            ("Dockerfile", "FROM scratch\nCOPY top.log /\n"),
+            (".dockerignore", "*.log\n"),
+            ("top.log", "l"),
+        ],
+    );
+    assert!(!ok, "an ignored file cannot be copied");
+    assert!(err.contains("\"/top.log\": not found"), "{err}");
+
+    // A wildcard does not see ignored files either.
+    let k = Kiln::empty(KILN);
+    let out = build_local(
+        &k,
+        &[
+            ("Dockerfile", "FROM scratch\nCOPY *.txt /w/\n"),
+            (".dockerignore", "b.txt\n"),
+            ("a.txt", "a"),
+            ("b.txt", "b"),
+        ],
+    );
+    assert!(exists(&out, "w/a.txt"));
+    assert!(!exists(&out, "w/b.txt"));
+}
+
+#[test]
+fn dockerignore_changes_to_an_ignored_file_keep_the_cache() {
+    let k = Kiln::empty(KILN);
+    let files = [
+        ("Dockerfile", "FROM scratch\nCOPY sub /s/\n"),
+        (".dockerignore", "sub/secret\n"),
+        ("sub/secret", "s"),
+        ("sub/public", "p"),
+    ];
+    let (ok, err, _) = try_build(&k, &files);
+    assert!(ok, "{err}");
+    fs::write(k.path("ctx/sub/secret"), "changed").expect("edit");
+    let ctx = k.path("ctx");
+    let (events, o) = k.build_json(&ctx, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        events.iter().all(|e| e["event"] != "started"),
+        "an ignored file does not bust the COPY's cache: {events:?}"
+    );
+}

@@ -32,6 +32,8 @@ use super::{plan_source, resolve_wildcards, Chmod, CopySpec, Owner, SourceIds};
 pub struct ChecksumOptions {
     pub parents: bool,
     pub exclude: Vec<String>,
+    /// `.dockerignore`, anchored at the source root.
+    pub context_exclude: Vec<String>,
     pub source_ids: SourceIds,
     pub owner: Option<Owner>,
     pub mode: Option<Chmod>,
@@ -43,6 +45,7 @@ impl From<&CopySpec> for ChecksumOptions {
         ChecksumOptions {
             parents: s.parents,
             exclude: s.exclude.clone(),
+            context_exclude: s.context_exclude.clone(),
             source_ids: s.source_ids,
             owner: s.owner,
             mode: s.mode.clone(),
@@ -315,6 +318,7 @@ pub fn checksum_sources(
     memo: &ChecksumMemo,
 ) -> Result<blake3::Hash> {
     let exclude = compile(&opts.exclude)?;
+    let view = super::context::ContextView::new(&opts.context_exclude)?;
     let mut hasher = blake3::Hasher::new();
     hasher.update(b"kiln.copy.v1\0");
     for s in sources {
@@ -323,7 +327,7 @@ pub fn checksum_sources(
         hasher.update(&[0]);
         if let Some(req) = &plan.required {
             let r = rootpath::resolve(src_root, Path::new(req), true)?;
-            if fs::symlink_metadata(&r.host).is_err() {
+            if fs::symlink_metadata(&r.host).is_err() || view.lookup(src_root, req)?.is_none() {
                 return Err(FileOpsError::NotFound { path: req.clone() });
             }
         }
@@ -336,7 +340,16 @@ pub fn checksum_sources(
         } else {
             vec![plan.src.clone()]
         };
+        let wildcard = has_wildcards(&plan.src);
         for m in matches {
+            let Some(inner) = view.lookup(src_root, &m)? else {
+                if wildcard {
+                    continue;
+                }
+                return Err(FileOpsError::NotFound {
+                    path: super::pattern::clean(&m),
+                });
+            };
             let host = rootpath::host_path(src_root, Path::new(&m), true)?;
             match fs::symlink_metadata(&host) {
                 Ok(_) => {}
@@ -356,7 +369,7 @@ pub fn checksum_sources(
                 memo,
                 hasher: blake3::Hasher::new(),
             };
-            w.visit(&host, &filter, None)?;
+            w.visit(&host, &filter, view.outer(&inner))?;
             hasher.update(w.hasher.finalize().as_bytes());
         }
         hasher.update(&[0xfe]);

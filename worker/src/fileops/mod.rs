@@ -21,6 +21,7 @@ pub mod actions;
 pub mod checksum;
 pub mod chmod;
 pub mod chown;
+mod context;
 mod copier;
 pub mod error;
 pub mod meta;
@@ -67,6 +68,9 @@ pub struct CopySpec {
     pub parents: bool,
     /// `--exclude` patterns.
     pub exclude: Vec<String>,
+    /// The build context's `.dockerignore` patterns, anchored at
+    /// `src_root` (not at the source): what they drop is not there.
+    pub context_exclude: Vec<String>,
     /// ADD: extract local archives.
     pub unpack: bool,
     /// A wildcard that matches nothing is no error (the Dockerfile frontend's
@@ -96,6 +100,7 @@ impl CopySpec {
             mode: None,
             parents: false,
             exclude: Vec::new(),
+            context_exclude: Vec::new(),
             unpack: false,
             allow_empty_wildcard: true,
             timestamp: None,
@@ -278,14 +283,18 @@ pub fn copy(spec: &CopySpec) -> Result<CopyReport> {
     let mut report = CopyReport::default();
     let dest = destination_path(&spec.dest, &spec.workdir, spec.sources.len() > 1);
     let exclude = pattern::compile(&spec.exclude)?;
+    let view = context::ContextView::new(&spec.context_exclude)?;
     for s in &spec.sources {
         let plan = plan_source(s, spec.parents)?;
         if let Some(req) = &plan.required {
             let r = rootpath::resolve(&spec.src_root, Path::new(req), true)?;
-            if std::fs::symlink_metadata(&r.host).is_err() {
+            if std::fs::symlink_metadata(&r.host).is_err()
+                || view.lookup(&spec.src_root, req)?.is_none()
+            {
                 return Err(FileOpsError::NotFound { path: req.clone() });
             }
         }
+        let wildcard = has_wildcards(&plan.src);
         let matches = if has_wildcards(&plan.src) {
             let m = resolve_wildcards(&spec.src_root, &plan.src)?;
             if m.is_empty() {
@@ -301,15 +310,24 @@ pub fn copy(spec: &CopySpec) -> Result<CopyReport> {
             vec![plan.src.clone()]
         };
         let filter = ContextFilter::new(plan.include, Some(exclude.clone()));
-        let opts = copier::Opts {
-            owner: spec.owner,
-            ids: spec.source_ids,
-            mode: spec.mode.as_ref(),
-            utime: spec.timestamp,
-            filter: &filter,
-            context: None,
-        };
         for m in &matches {
+            // Ignored by `.dockerignore`: not in the context BuildKit sends.
+            let Some(inner) = view.lookup(&spec.src_root, m)? else {
+                if wildcard {
+                    continue;
+                }
+                return Err(FileOpsError::NotFound {
+                    path: clean(&format!("/{m}")),
+                });
+            };
+            let opts = copier::Opts {
+                owner: spec.owner,
+                ids: spec.source_ids,
+                mode: spec.mode.as_ref(),
+                utime: spec.timestamp,
+                filter: &filter,
+                context: view.outer(&inner),
+            };
             if spec.unpack {
                 let src_host = rootpath::host_path(&spec.src_root, Path::new(m), true)?;
                 if unpack::is_archive(&src_host) {
