@@ -249,7 +249,7 @@ impl Worker {
         fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
         let mut spec = CopySpec::new(self.context_dir(&ctx.name)?, vec![".".into()], &dir, "/");
         spec.source_ids = SourceIds::Root;
-        spec.exclude = ctx.exclude.clone();
+        spec.context_exclude = ctx.exclude.clone();
         fileops::copy(&spec)?;
         table.insert(key, dir.clone());
         Ok(dir)
@@ -289,11 +289,10 @@ impl Worker {
         mode: Option<Chmod>,
     ) -> Result<blake3::Hash, ExecutorError> {
         let dir = self.context_dir(&ctx.name)?;
-        let mut all_exclude = ctx.exclude.clone();
-        all_exclude.extend(exclude.iter().cloned());
         let opts = checksum::ChecksumOptions {
             parents,
-            exclude: all_exclude,
+            exclude: exclude.to_vec(),
+            context_exclude: ctx.exclude.clone(),
             source_ids: SourceIds::Root,
             owner: None,
             mode,
@@ -1225,7 +1224,7 @@ fn run_file(
                 match &view.context {
                     Some(ctx) => {
                         spec.source_ids = SourceIds::Root;
-                        spec.exclude.extend(ctx.exclude.iter().cloned());
+                        spec.context_exclude = ctx.exclude.clone();
                     }
                     None => spec.source_ids = SourceIds::Preserve,
                 }

@@ -159,7 +159,7 @@ fn run_step(step: &Step, context: &Path, root: &Path, extra_exclude: &[String]) 
     spec.workdir = step.workdir.clone();
     spec.unpack = step.add;
     spec.source_ids = SourceIds::Root;
-    spec.exclude = extra_exclude.to_vec();
+    spec.context_exclude = extra_exclude.to_vec();
     for (k, v) in &step.flags {
         match k.as_str() {
             "chown" => spec.owner = Some(fileops::resolve_chown(v, root).unwrap()),

@@ -21,7 +21,9 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use super::error::{io_err, FileOpsError, Result};
-use super::pattern::{has_wildcards, MatchInfo, PatternMatcher};
+use kiln_patternmatcher::ContextFilter;
+
+use super::pattern::{compile, has_wildcards};
 use super::rootpath::{self, is_absent, strip};
 use super::{plan_source, resolve_wildcards, Chmod, CopySpec, Owner, SourceIds};
 
@@ -30,6 +32,8 @@ use super::{plan_source, resolve_wildcards, Chmod, CopySpec, Owner, SourceIds};
 pub struct ChecksumOptions {
     pub parents: bool,
     pub exclude: Vec<String>,
+    /// `.dockerignore`, anchored at the source root.
+    pub context_exclude: Vec<String>,
     pub source_ids: SourceIds,
     pub owner: Option<Owner>,
     pub mode: Option<Chmod>,
@@ -41,6 +45,7 @@ impl From<&CopySpec> for ChecksumOptions {
         ChecksumOptions {
             parents: s.parents,
             exclude: s.exclude.clone(),
+            context_exclude: s.context_exclude.clone(),
             source_ids: s.source_ids,
             owner: s.owner,
             mode: s.mode.clone(),
@@ -208,19 +213,15 @@ impl ChecksumMemo {
     }
 }
 
-struct Walk<'a> {
+/// The records of one copied source, hashed in the copy's order.
+struct Tree<'a> {
     root: &'a Path,
     opts: &'a ChecksumOptions,
-    include: Option<&'a PatternMatcher>,
-    exclude: Option<&'a PatternMatcher>,
     memo: &'a ChecksumMemo,
     hasher: blake3::Hasher,
-    /// Records of directories not yet included (written when something
-    /// below them is, as the copy creates them only then).
-    pending: Vec<Option<Vec<u8>>>,
 }
 
-impl Walk<'_> {
+impl Tree<'_> {
     fn record(&self, rel: &str, md: &Metadata, host: &Path) -> Result<Vec<u8>> {
         let mut r = Vec::new();
         r.extend_from_slice(rel.as_bytes());
@@ -274,87 +275,36 @@ impl Walk<'_> {
         Ok(r)
     }
 
-    fn emit(&mut self, rec: Vec<u8>) {
-        for p in self.pending.iter_mut() {
-            if let Some(r) = p.take() {
-                self.hasher.update(&(r.len() as u64).to_le_bytes());
-                self.hasher.update(&r);
-            }
-        }
+    fn emit(&mut self, rec: &[u8]) {
         self.hasher.update(&(rec.len() as u64).to_le_bytes());
-        self.hasher.update(&rec);
+        self.hasher.update(rec);
     }
 
+    /// The source itself, then what the copy's walk of it keeps: the same
+    /// walk the copy makes, so parents are recorded exactly when the copy
+    /// creates them.
     fn visit(
         &mut self,
         host: &Path,
-        rel: &str,
-        parent_inc: Option<&MatchInfo>,
-        parent_exc: Option<&MatchInfo>,
+        filter: &ContextFilter,
+        context: Option<(&ContextFilter, &str)>,
     ) -> Result<()> {
-        let mut include = true;
-        let mut excluded = false;
-        let mut inc_info = MatchInfo::default();
-        let mut exc_info = MatchInfo::default();
-        if !rel.is_empty() {
-            if let Some(inc) = self.include {
-                let (m, i) = inc.matches(rel, parent_inc);
-                include = m;
-                inc_info = i;
-            }
-            if let Some(exc) = self.exclude {
-                let (m, i) = exc.matches(rel, parent_exc);
-                exc_info = i;
-                if m {
-                    include = false;
-                    excluded = true;
-                }
-            }
-            if !include
-                && self.include.is_none()
-                && self.exclude.is_none_or(|e| !e.has_exclusions())
-            {
-                return Ok(());
-            }
-        }
         let md = fs::symlink_metadata(host).map_err(io_err("lstat", strip(self.root, host)))?;
+        let rec = self.record("", &md, host)?;
+        self.emit(&rec);
         if !md.is_dir() {
-            if include {
-                let rec = self.record(rel, &md, host)?;
-                self.emit(rec);
-            }
             return Ok(());
         }
-        let rec = self.record(rel, &md, host)?;
-        if include {
-            self.emit(rec);
-            self.pending.push(None);
-        } else {
-            self.pending.push(Some(rec));
+        let mut walk = filter.walk(host);
+        if let Some((context, prefix)) = context {
+            walk = walk.within(context, prefix);
         }
-        let result = (|| {
-            if excluded && self.exclude.is_none_or(|e| !e.has_exclusions()) {
-                return Ok(());
-            }
-            let mut names: Vec<_> = fs::read_dir(host)
-                .map_err(io_err("read", strip(self.root, host)))?
-                .map(|e| e.map(|e| e.file_name()))
-                .collect::<io::Result<_>>()
-                .map_err(io_err("read", strip(self.root, host)))?;
-            names.sort();
-            for name in names {
-                let n = name.to_string_lossy();
-                let child = if rel.is_empty() {
-                    n.into_owned()
-                } else {
-                    format!("{rel}/{n}")
-                };
-                self.visit(&host.join(&name), &child, Some(&inc_info), Some(&exc_info))?;
-            }
-            Ok(())
-        })();
-        self.pending.pop();
-        result
+        for entry in walk {
+            let e = entry.map_err(super::copier::walk_err(self.root))?;
+            let rec = self.record(&e.path, &e.metadata, &e.full_path)?;
+            self.emit(&rec);
+        }
+        Ok(())
     }
 }
 
@@ -367,11 +317,8 @@ pub fn checksum_sources(
     opts: &ChecksumOptions,
     memo: &ChecksumMemo,
 ) -> Result<blake3::Hash> {
-    let exclude = if opts.exclude.is_empty() {
-        None
-    } else {
-        Some(PatternMatcher::new(&opts.exclude)?)
-    };
+    let exclude = compile(&opts.exclude)?;
+    let view = super::context::ContextView::new(&opts.context_exclude)?;
     let mut hasher = blake3::Hasher::new();
     hasher.update(b"kiln.copy.v1\0");
     for s in sources {
@@ -380,7 +327,7 @@ pub fn checksum_sources(
         hasher.update(&[0]);
         if let Some(req) = &plan.required {
             let r = rootpath::resolve(src_root, Path::new(req), true)?;
-            if fs::symlink_metadata(&r.host).is_err() {
+            if fs::symlink_metadata(&r.host).is_err() || view.lookup(src_root, req)?.is_none() {
                 return Err(FileOpsError::NotFound { path: req.clone() });
             }
         }
@@ -393,7 +340,16 @@ pub fn checksum_sources(
         } else {
             vec![plan.src.clone()]
         };
+        let wildcard = has_wildcards(&plan.src);
         for m in matches {
+            let Some(inner) = view.lookup(src_root, &m)? else {
+                if wildcard {
+                    continue;
+                }
+                return Err(FileOpsError::NotFound {
+                    path: super::pattern::clean(&m),
+                });
+            };
             let host = rootpath::host_path(src_root, Path::new(&m), true)?;
             match fs::symlink_metadata(&host) {
                 Ok(_) => {}
@@ -406,16 +362,14 @@ pub fn checksum_sources(
             }
             hasher.update(super::copier::base(&m).as_bytes());
             hasher.update(&[0]);
-            let mut w = Walk {
+            let filter = ContextFilter::new(plan.include.clone(), Some(exclude.clone()));
+            let mut w = Tree {
                 root: src_root,
                 opts,
-                include: plan.include.as_ref(),
-                exclude: exclude.as_ref(),
                 memo,
                 hasher: blake3::Hasher::new(),
-                pending: Vec::new(),
             };
-            w.visit(&host, "", None, None)?;
+            w.visit(&host, &filter, view.outer(&inner))?;
             hasher.update(w.hasher.finalize().as_bytes());
         }
         hasher.update(&[0xfe]);

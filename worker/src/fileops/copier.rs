@@ -17,11 +17,12 @@ use std::io;
 use std::os::unix::fs::{lchown, symlink, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use kiln_patternmatcher::{ContextFilter, Entry, WalkError};
+
 use super::chmod::{created_dir_mode, Chmod};
 use super::chown::Owner;
 use super::error::{io_err, FileOpsError, Result};
 use super::meta::{self, Time};
-use super::pattern::{MatchInfo, PatternMatcher};
 use super::rootpath::{host_path, is_absent, strip};
 use super::CopyReport;
 
@@ -42,8 +43,12 @@ pub(crate) struct Opts<'a> {
     pub ids: SourceIds,
     pub mode: Option<&'a Chmod>,
     pub utime: Option<Time>,
-    pub include: Option<&'a PatternMatcher>,
-    pub exclude: Option<&'a PatternMatcher>,
+    /// `--parents` and `--exclude`, relative to the copied source.
+    pub filter: &'a ContextFilter,
+    /// The build context's `.dockerignore`, relative to the source root,
+    /// with the source's path under that root: what it drops does not
+    /// exist for the copy.
+    pub context: Option<(&'a ContextFilter, &'a str)>,
 }
 
 /// Go's `filepath.Split`: everything up to and including the last `/`, and
@@ -173,10 +178,9 @@ pub(crate) fn copy_one(
         dst_root,
         opts,
         inodes: HashMap::new(),
-        parents: Vec::new(),
         report,
     };
-    c.copy(&src_host, "", &dest_path, false, None, None)?;
+    c.copy_top(&src_host, &dest_path)?;
     if let Some(t) = opts.utime {
         for d in created.iter().rev() {
             meta::lutimes(d, t, t).map_err(io_err("utimes", strip(dst_root, d)))?;
@@ -185,10 +189,27 @@ pub(crate) fn copy_one(
     Ok(())
 }
 
-struct ParentDir {
+/// The errors of a source walk, as the copy's own: paths shown relative to
+/// the source root, a pattern that fails when first used as a bad pattern
+/// (fsutil fails the copy too: "failed to match excludepatterns").
+pub(crate) fn walk_err(src_root: &Path) -> impl Fn(WalkError) -> FileOpsError + '_ {
+    move |e| match e {
+        WalkError::Io { op, path, source } => io_err(op, strip(src_root, &path))(source),
+        WalkError::Pattern(e) => FileOpsError::BadPattern {
+            pattern: e.to_string(),
+        },
+    }
+}
+
+/// A directory whose metadata is applied once its contents are copied.
+struct OpenDir {
+    depth: usize,
     src: PathBuf,
     dst: PathBuf,
-    copied: bool,
+    md: Metadata,
+    /// Whether it passed the filters itself (a parent created only for
+    /// something below it got its metadata when it was created).
+    copy_info: bool,
 }
 
 struct Copier<'a, 'o> {
@@ -196,104 +217,113 @@ struct Copier<'a, 'o> {
     dst_root: &'a Path,
     opts: &'a Opts<'o>,
     inodes: HashMap<(u64, u64), PathBuf>,
-    parents: Vec<ParentDir>,
     report: &'a mut CopyReport,
 }
 
 impl Copier<'_, '_> {
-    fn copy(
-        &mut self,
-        src: &Path,
-        comps: &str,
-        target: &Path,
-        overwrite_meta: bool,
-        parent_inc: Option<&MatchInfo>,
-        parent_exc: Option<&MatchInfo>,
-    ) -> Result<()> {
-        let mut include = true;
-        let mut excluded = false;
-        let mut inc_info = MatchInfo::default();
-        let mut exc_info = MatchInfo::default();
-        if !comps.is_empty() {
-            if let Some(inc) = self.opts.include {
-                let (m, info) = inc.matches(comps, parent_inc);
-                include = m;
-                inc_info = info;
-            }
-            if let Some(exc) = self.opts.exclude {
-                let (m, info) = exc.matches(comps, parent_exc);
-                exc_info = info;
-                if m {
-                    include = false;
-                    excluded = true;
-                }
-            }
-            let can_skip = !include
-                && self.opts.include.is_none()
-                && self.opts.exclude.is_none_or(|e| !e.has_exclusions());
-            if can_skip {
-                return Ok(());
-            }
-        }
-
+    /// The source itself (never filtered: fsutil tests patterns only below
+    /// it), then, for a directory, what the walk of it keeps.
+    fn copy_top(&mut self, src: &Path, target: &Path) -> Result<()> {
         let md = fs::symlink_metadata(src).map_err(io_err("lstat", strip(self.src_root, src)))?;
-        if !include && !md.is_dir() {
-            return Ok(());
-        }
         let target_md = match fs::symlink_metadata(target) {
             Ok(m) => Some(m),
             Err(e) if is_absent(&e) => None,
             Err(e) => return Err(io_err("lstat", strip(self.dst_root, target))(e)),
         };
-        if include {
-            self.create_parent_dirs(overwrite_meta)?;
-        }
         if !md.is_dir() {
             self.ensure_empty_file_target(target, target_md.as_ref())?;
+            self.copy_leaf(&md, src, target)?;
+            return self.copy_file_info(&md, src, target);
         }
+        let created = self.copy_directory_only(target, &md, false)?;
+        self.copy_tree(src, target)?;
+        if created {
+            self.copy_file_info(&md, src, target)?;
+        } else if target_md.is_some() {
+            let (a, m) = self.times(&md);
+            meta::lutimes(target, a, m).map_err(io_err("utimes", strip(self.dst_root, target)))?;
+        }
+        Ok(())
+    }
 
-        let mut copy_info = include;
-        let mut restore_times = false;
-        let ft = md.file_type();
-        if ft.is_dir() {
-            let created = self.copy_directory(
-                src,
-                comps,
-                target,
-                &md,
-                overwrite_meta,
-                include,
-                excluded,
-                &inc_info,
-                &exc_info,
-            )?;
-            if !overwrite_meta {
-                copy_info = created;
-                restore_times = !created;
-            }
-        } else if ft.is_file() {
-            let key = (md.dev(), md.ino());
-            let linked = if md.nlink() > 1 {
-                match self.inodes.get(&key) {
-                    Some(first) => {
-                        fs::hard_link(first, target)
-                            .map_err(io_err("link", strip(self.dst_root, target)))?;
-                        self.report.hardlinks += 1;
-                        true
-                    }
-                    None => {
-                        self.inodes.insert(key, target.to_path_buf());
-                        false
-                    }
+    /// Everything below the source directory `src`, in the walk's order;
+    /// a directory's metadata is applied after its contents so its mtime
+    /// sticks.
+    fn copy_tree(&mut self, src: &Path, target: &Path) -> Result<()> {
+        let mut walk = self.opts.filter.walk(src);
+        if let Some((context, prefix)) = self.opts.context {
+            walk = walk.within(context, prefix);
+        }
+        let mut open: Vec<OpenDir> = Vec::new();
+        for entry in walk {
+            let entry = entry.map_err(walk_err(self.src_root))?;
+            while open.last().is_some_and(|d| d.depth >= entry.depth) {
+                if let Some(d) = open.pop() {
+                    self.close_dir(d)?;
                 }
-            } else {
-                false
-            };
-            if !linked {
-                self.copy_file(src, target)?;
-                self.report.files += 1;
-                self.report.bytes += md.len();
             }
+            let dst = target.join(&entry.rel_path);
+            let Entry {
+                full_path,
+                metadata: md,
+                depth,
+                matched,
+                ..
+            } = entry;
+            if md.is_dir() {
+                let created = self.copy_directory_only(&dst, &md, true)?;
+                if !matched && created {
+                    self.copy_file_info(&md, &full_path, &dst)?;
+                }
+                open.push(OpenDir {
+                    depth,
+                    src: full_path,
+                    dst,
+                    md,
+                    copy_info: matched,
+                });
+                continue;
+            }
+            let target_md = match fs::symlink_metadata(&dst) {
+                Ok(m) => Some(m),
+                Err(e) if is_absent(&e) => None,
+                Err(e) => return Err(io_err("lstat", strip(self.dst_root, &dst))(e)),
+            };
+            self.ensure_empty_file_target(&dst, target_md.as_ref())?;
+            self.copy_leaf(&md, &full_path, &dst)?;
+            self.copy_file_info(&md, &full_path, &dst)?;
+        }
+        while let Some(d) = open.pop() {
+            self.close_dir(d)?;
+        }
+        Ok(())
+    }
+
+    fn close_dir(&mut self, d: OpenDir) -> Result<()> {
+        if d.copy_info {
+            self.copy_file_info(&d.md, &d.src, &d.dst)?;
+        }
+        Ok(())
+    }
+
+    /// A non-directory: its content, link or node (hard links within the
+    /// copy stay hard links).
+    fn copy_leaf(&mut self, md: &Metadata, src: &Path, target: &Path) -> Result<()> {
+        let ft = md.file_type();
+        if ft.is_file() {
+            let key = (md.dev(), md.ino());
+            if md.nlink() > 1 {
+                if let Some(first) = self.inodes.get(&key) {
+                    fs::hard_link(first, target)
+                        .map_err(io_err("link", strip(self.dst_root, target)))?;
+                    self.report.hardlinks += 1;
+                    return Ok(());
+                }
+                self.inodes.insert(key, target.to_path_buf());
+            }
+            self.copy_file(src, target)?;
+            self.report.files += 1;
+            self.report.bytes += md.len();
         } else if ft.is_symlink() {
             let link = fs::read_link(src).map_err(io_err("readlink", strip(self.src_root, src)))?;
             symlink(&link, target).map_err(io_err("symlink", strip(self.dst_root, target)))?;
@@ -302,13 +332,6 @@ impl Copier<'_, '_> {
             meta::mknod(target, md.mode(), md.rdev())
                 .map_err(io_err("mknod", strip(self.dst_root, target)))?;
             self.report.others += 1;
-        }
-
-        if copy_info {
-            self.copy_file_info(&md, src, target)?;
-        } else if restore_times && target_md.is_some() {
-            let (a, m) = self.times(&md);
-            meta::lutimes(target, a, m).map_err(io_err("utimes", strip(self.dst_root, target)))?;
         }
         Ok(())
     }
@@ -383,70 +406,6 @@ impl Copier<'_, '_> {
         Ok(())
     }
 
-    /// A directory: created (or merged) and walked; returns whether it was
-    /// newly created here.
-    #[allow(clippy::too_many_arguments)]
-    fn copy_directory(
-        &mut self,
-        src: &Path,
-        comps: &str,
-        dst: &Path,
-        md: &Metadata,
-        overwrite_meta: bool,
-        include: bool,
-        excluded: bool,
-        inc_info: &MatchInfo,
-        exc_info: &MatchInfo,
-    ) -> Result<bool> {
-        let mut created = false;
-        let mut pd = ParentDir {
-            src: src.to_path_buf(),
-            dst: dst.to_path_buf(),
-            copied: false,
-        };
-        if include {
-            created = self.copy_directory_only(dst, md, overwrite_meta)?;
-            pd.copied = true;
-        }
-        self.parents.push(pd);
-        let result = (|| {
-            if excluded && self.opts.exclude.is_none_or(|e| !e.has_exclusions()) {
-                return Ok(false);
-            }
-            let mut names: Vec<_> = fs::read_dir(src)
-                .map_err(io_err("read", strip(self.src_root, src)))?
-                .map(|e| e.map(|e| e.file_name()))
-                .collect::<io::Result<_>>()
-                .map_err(io_err("read", strip(self.src_root, src)))?;
-            names.sort();
-            for name in names {
-                let child_comps = match (comps.is_empty(), name.to_str()) {
-                    (true, Some(n)) => n.to_string(),
-                    (false, Some(n)) => format!("{comps}/{n}"),
-                    (_, None) => {
-                        let lossy = name.to_string_lossy();
-                        if comps.is_empty() {
-                            lossy.into_owned()
-                        } else {
-                            format!("{comps}/{lossy}")
-                        }
-                    }
-                };
-                self.copy(
-                    &src.join(&name),
-                    &child_comps,
-                    &dst.join(&name),
-                    true,
-                    Some(inc_info),
-                    Some(exc_info),
-                )?;
-            }
-            Ok(created)
-        })();
-        self.parents.pop();
-        result
-    }
-
     fn copy_directory_only(
         &mut self,
         dst: &Path,
@@ -473,29 +432,5 @@ impl Copier<'_, '_> {
                 Ok(false)
             }
         }
-    }
-
-    /// Create the parent directories whose creation was delayed because they
-    /// did not match an include pattern themselves.
-    fn create_parent_dirs(&mut self, overwrite_meta: bool) -> Result<()> {
-        for i in 0..self.parents.len() {
-            if self.parents[i].copied {
-                continue;
-            }
-            let src = self.parents[i].src.clone();
-            let dst = self.parents[i].dst.clone();
-            let md =
-                fs::symlink_metadata(&src).map_err(io_err("lstat", strip(self.src_root, &src)))?;
-            if !md.is_dir() {
-                return Err(FileOpsError::NotADirectory {
-                    path: strip(self.src_root, &src).display().to_string(),
-                });
-            }
-            if self.copy_directory_only(&dst, &md, overwrite_meta)? {
-                self.copy_file_info(&md, &src, &dst)?;
-            }
-            self.parents[i].copied = true;
-        }
-        Ok(())
     }
 }

@@ -21,6 +21,7 @@ pub mod actions;
 pub mod checksum;
 pub mod chmod;
 pub mod chown;
+mod context;
 mod copier;
 pub mod error;
 pub mod meta;
@@ -38,7 +39,8 @@ pub use copier::SourceIds;
 pub use error::{FileOpsError, Result};
 pub use meta::Time;
 
-use pattern::{clean, has_wildcards, PatternMatcher, SourceGlob};
+use kiln_patternmatcher::{ContextFilter, PatternMatcher};
+use pattern::{clean, has_wildcards, SourceGlob};
 
 /// What to copy, from where, to where, and how.
 #[derive(Debug, Clone)]
@@ -66,6 +68,9 @@ pub struct CopySpec {
     pub parents: bool,
     /// `--exclude` patterns.
     pub exclude: Vec<String>,
+    /// The build context's `.dockerignore` patterns, anchored at
+    /// `src_root` (not at the source): what they drop is not there.
+    pub context_exclude: Vec<String>,
     /// ADD: extract local archives.
     pub unpack: bool,
     /// A wildcard that matches nothing is no error (the Dockerfile frontend's
@@ -95,6 +100,7 @@ impl CopySpec {
             mode: None,
             parents: false,
             exclude: Vec::new(),
+            context_exclude: Vec::new(),
             unpack: false,
             allow_empty_wildcard: true,
             timestamp: None,
@@ -266,7 +272,7 @@ pub(crate) fn plan_source(s: &str, parents: bool) -> Result<SourcePlan> {
         .then(|| clean(&format!("/{src}/{pattern}")));
     Ok(SourcePlan {
         src: clean(&format!("/{src}")),
-        include: Some(PatternMatcher::new(&[pattern])?),
+        include: Some(pattern::compile(&[pattern])?),
         required,
     })
 }
@@ -276,19 +282,19 @@ pub(crate) fn plan_source(s: &str, parents: bool) -> Result<SourcePlan> {
 pub fn copy(spec: &CopySpec) -> Result<CopyReport> {
     let mut report = CopyReport::default();
     let dest = destination_path(&spec.dest, &spec.workdir, spec.sources.len() > 1);
-    let exclude = if spec.exclude.is_empty() {
-        None
-    } else {
-        Some(PatternMatcher::new(&spec.exclude)?)
-    };
+    let exclude = pattern::compile(&spec.exclude)?;
+    let view = context::ContextView::new(&spec.context_exclude)?;
     for s in &spec.sources {
         let plan = plan_source(s, spec.parents)?;
         if let Some(req) = &plan.required {
             let r = rootpath::resolve(&spec.src_root, Path::new(req), true)?;
-            if std::fs::symlink_metadata(&r.host).is_err() {
+            if std::fs::symlink_metadata(&r.host).is_err()
+                || view.lookup(&spec.src_root, req)?.is_none()
+            {
                 return Err(FileOpsError::NotFound { path: req.clone() });
             }
         }
+        let wildcard = has_wildcards(&plan.src);
         let matches = if has_wildcards(&plan.src) {
             let m = resolve_wildcards(&spec.src_root, &plan.src)?;
             if m.is_empty() {
@@ -303,15 +309,25 @@ pub fn copy(spec: &CopySpec) -> Result<CopyReport> {
         } else {
             vec![plan.src.clone()]
         };
-        let opts = copier::Opts {
-            owner: spec.owner,
-            ids: spec.source_ids,
-            mode: spec.mode.as_ref(),
-            utime: spec.timestamp,
-            include: plan.include.as_ref(),
-            exclude: exclude.as_ref(),
-        };
+        let filter = ContextFilter::new(plan.include, Some(exclude.clone()));
         for m in &matches {
+            // Ignored by `.dockerignore`: not in the context BuildKit sends.
+            let Some(inner) = view.lookup(&spec.src_root, m)? else {
+                if wildcard {
+                    continue;
+                }
+                return Err(FileOpsError::NotFound {
+                    path: clean(&format!("/{m}")),
+                });
+            };
+            let opts = copier::Opts {
+                owner: spec.owner,
+                ids: spec.source_ids,
+                mode: spec.mode.as_ref(),
+                utime: spec.timestamp,
+                filter: &filter,
+                context: view.outer(&inner),
+            };
             if spec.unpack {
                 let src_host = rootpath::host_path(&spec.src_root, Path::new(m), true)?;
                 if unpack::is_archive(&src_host) {

@@ -3,7 +3,9 @@
 //! `**` is nothing special), and `--exclude` / `--parents` filters, which are
 //! moby's patternmatcher (`**` spans directories, `!` re-includes, a pattern
 //! also matches everything below what it matches). Both come from the one
-//! shared crate, `kiln-patternmatcher`, so the worker has no engine of its own.
+//! shared crate, `kiln-patternmatcher`, so the worker has no engine of its
+//! own; the filters are applied by that crate's walk ([`compile`] only words
+//! its errors as the copy's).
 
 use kiln_patternmatcher::go_match;
 
@@ -62,24 +64,12 @@ pub fn has_wildcards(s: &str) -> bool {
 /// Go's `path.Clean`, from the shared pattern crate.
 pub use kiln_patternmatcher::gopath::clean;
 
-/// What a directory's match left for its children (which patterns matched
-/// it, and so match everything below it).
-pub type MatchInfo = kiln_patternmatcher::MatchInfo;
-
-/// patternmatcher patterns (`--exclude`, `--parents` filters): the
-/// shared implementation of moby's matcher (`kiln-patternmatcher`), so `.dockerignore`
-/// and COPY filters can never disagree.
-#[derive(Debug, Clone)]
-pub struct PatternMatcher {
-    inner: kiln_patternmatcher::PatternMatcher,
-}
-
-impl PatternMatcher {
-    /// Compile patterns as patternmatcher's `New` does: trimmed, cleaned,
-    /// empty ones dropped, a leading `!` marks a re-inclusion.
-    pub fn new<S: AsRef<str>>(patterns: &[S]) -> Result<Self> {
-        let inner = kiln_patternmatcher::PatternMatcher::new(patterns.iter().map(|p| p.as_ref()))
-            .map_err(|e| FileOpsError::BadPattern {
+/// Compiles `--exclude` / `--parents` / `.dockerignore` patterns as
+/// patternmatcher's `New` does; a malformed one is
+/// [`FileOpsError::BadPattern`] naming the list.
+pub fn compile<S: AsRef<str>>(patterns: &[S]) -> Result<kiln_patternmatcher::PatternMatcher> {
+    kiln_patternmatcher::PatternMatcher::new(patterns.iter().map(|p| p.as_ref())).map_err(|e| {
+        FileOpsError::BadPattern {
             pattern: format!(
                 "{}: {e}",
                 patterns
@@ -88,31 +78,8 @@ impl PatternMatcher {
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
-        })?;
-        Ok(PatternMatcher { inner })
-    }
-
-    /// Whether any pattern is a `!` re-inclusion, in which case excluded
-    /// directories must still be walked.
-    pub fn has_exclusions(&self) -> bool {
-        self.inner.exclusions()
-    }
-
-    /// Whether nothing was given.
-    pub fn is_empty(&self) -> bool {
-        self.inner.is_empty()
-    }
-
-    /// Match a slash-separated relative path, reusing its parent directory's
-    /// result (`None` at the top of a walk: then its parent directories are
-    /// tried too). A pattern that fails to match (malformed at match time)
-    /// counts as no match.
-    pub fn matches(&self, path: &str, parent: Option<&MatchInfo>) -> (bool, MatchInfo) {
-        let default = MatchInfo::default();
-        self.inner
-            .matches_using_parent_results(path, parent.unwrap_or(&default))
-            .unwrap_or((false, MatchInfo::default()))
-    }
+        }
+    })
 }
 
 #[cfg(test)]
@@ -135,27 +102,6 @@ mod tests {
         assert!(SourceGlob::new("[").is_err());
         assert!(SourceGlob::new("a\\").is_err());
         assert!(SourceGlob::new("[]a]").is_err());
-    }
-
-    #[test]
-    fn patternmatcher_semantics() {
-        let pm = PatternMatcher::new(&["*.tmp", "cache"]).unwrap();
-        assert!(pm.matches("b.tmp", None).0);
-        assert!(!pm.matches("d/e.tmp", None).0);
-        assert!(pm.matches("cache/x", None).0);
-        let pm = PatternMatcher::new(&["**/*.tmp"]).unwrap();
-        assert!(pm.matches("e.tmp", None).0);
-        assert!(pm.matches("f/g.tmp", None).0);
-        let pm = PatternMatcher::new(&["*.log", "!keep.log"]).unwrap();
-        assert!(pm.matches("a.log", None).0);
-        assert!(!pm.matches("keep.log", None).0);
-        let pm = PatternMatcher::new(&["src/**"]).unwrap();
-        assert!(!pm.matches("src", None).0);
-        assert!(pm.matches("src/x", None).0);
-        let (m, info) = PatternMatcher::new(&["tmp"]).unwrap().matches("tmp", None);
-        assert!(m);
-        let pm = PatternMatcher::new(&["tmp"]).unwrap();
-        assert!(pm.matches("tmp/x", Some(&info)).0);
     }
 
     #[test]
