@@ -1,8 +1,8 @@
 //! One module per group of subcommands.
 
 pub mod build;
-pub mod check;
 pub mod build_flags;
+pub mod check;
 pub mod frontend;
 pub mod images;
 pub mod registry;

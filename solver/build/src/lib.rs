@@ -9,8 +9,8 @@
 //! It returns a [`BuildResult`] or a [`BuildError`] whose kind says what
 //! failed.
 
-pub mod attest;
 pub mod annotations;
+pub mod attest;
 mod bases;
 mod check;
 pub mod context;
