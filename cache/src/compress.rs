@@ -15,8 +15,14 @@
 //! gzip headers carry no mtime and no file name, so a layer always
 //! compresses to the same digest.
 //!
+//! [`Conversion::level`] (`compression-level=`) replaces the default level
+//! for the layers compressed now; layers already compressed are kept as
+//! they are, as BuildKit keeps them.
+//!
 //! Each conversion is remembered in `$KILN_ROOT/compressed/<gzip|zstd>/
-//! <diff_id hex>` (the compressed digest), so pushing or saving the image
+//! <diff_id hex>` (the compressed digest; `<gzip|zstd>-<level>` for a level
+//! other than the default, so one level is never served another's blob),
+//! so pushing or saving the image
 //! again reuses the blob instead of compressing anew. Neither the converted
 //! blobs nor the converted manifests are named: garbage collection may
 //! delete them (and [`forget_missing`] drops the memo entries it orphaned);
@@ -67,6 +73,10 @@ pub struct Conversion {
     /// `force-compression=true`): decompress them and compress them as
     /// `compression` says (or store them plain for `uncompressed`).
     pub force: bool,
+    /// The compression level (`compression-level=`); `None` is the
+    /// default ([`GZIP_LEVEL`], [`ZSTD_LEVEL`]). Callers check the range
+    /// (gzip 0..=9, zstd 0..=22); out-of-range values are clamped.
+    pub level: Option<i32>,
 }
 
 impl Default for Conversion {
@@ -75,6 +85,7 @@ impl Default for Conversion {
         Conversion {
             compression: Compression::Gzip,
             force: false,
+            level: None,
         }
     }
 }
@@ -85,7 +96,20 @@ impl Conversion {
         Conversion {
             compression,
             force: false,
+            level: None,
         }
+    }
+
+    /// The level asked for when it differs from the compression's default;
+    /// `None` for the default level (and for `uncompressed`), so the
+    /// default keeps its memo and its digests.
+    fn custom_level(&self) -> Option<i32> {
+        let default = match self.compression {
+            Compression::Gzip => GZIP_LEVEL as i32,
+            Compression::Zstd => ZSTD_LEVEL,
+            Compression::None => return None,
+        };
+        self.level.filter(|l| *l != default)
     }
 }
 
@@ -154,10 +178,20 @@ pub fn convert(root: &Root, d: &Descriptor, conv: &Conversion) -> Result<Convert
 /// The compressed blob remembered for the layer `diff_id`, if the memo has
 /// one and the blob is still in the store.
 pub fn remembered(root: &Root, diff_id: &Digest, compression: Compression) -> Option<Digest> {
+    remembered_at(root, diff_id, compression, None)
+}
+
+/// [`remembered`] at a level other than the default (`None`: default).
+fn remembered_at(
+    root: &Root,
+    diff_id: &Digest,
+    compression: Compression,
+    level: Option<i32>,
+) -> Option<Digest> {
     if compression == Compression::None {
         return root.blobs().has(diff_id).then(|| diff_id.clone());
     }
-    let text = fs::read_to_string(memo_path(root, compression, diff_id)).ok()?;
+    let text = fs::read_to_string(memo_path(root, compression, level, diff_id)).ok()?;
     let d: Digest = text.trim().parse().ok()?;
     root.blobs().has(&d).then_some(d)
 }
@@ -177,8 +211,18 @@ pub fn variants(root: &Root, diff_id: &Digest) -> Vec<Digest> {
 /// a missing entry only means compressing again.
 pub fn forget_missing(root: &Root) -> Result<usize> {
     let mut removed = 0;
-    for c in [Compression::Gzip, Compression::Zstd] {
-        let dir = memo_dir(root, c);
+    let top = root.compressed_dir();
+    // Every memo directory: each compression, at each level used.
+    let dirs: Vec<PathBuf> = match fs::read_dir(&top) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .collect(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(Error::io(&top, e)),
+    };
+    for dir in dirs {
         let rd = match fs::read_dir(&dir) {
             Ok(rd) => rd,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
@@ -199,19 +243,30 @@ pub fn forget_missing(root: &Root) -> Result<usize> {
     Ok(removed)
 }
 
-fn memo_dir(root: &Root, c: Compression) -> PathBuf {
-    root.compressed_dir().join(name(c))
+/// The memo of compression `c` at `level` (`None`: the default level,
+/// whose directory predates levels and stays as it was).
+fn memo_dir(root: &Root, c: Compression, level: Option<i32>) -> PathBuf {
+    match level {
+        None => root.compressed_dir().join(name(c)),
+        Some(l) => root.compressed_dir().join(format!("{}-{l}", name(c))),
+    }
 }
 
-fn memo_path(root: &Root, c: Compression, diff_id: &Digest) -> PathBuf {
-    memo_dir(root, c).join(diff_id.hex())
+fn memo_path(root: &Root, c: Compression, level: Option<i32>, diff_id: &Digest) -> PathBuf {
+    memo_dir(root, c, level).join(diff_id.hex())
 }
 
 /// Writes a memo entry atomically (temp file, fsync, rename).
-fn remember(root: &Root, c: Compression, diff_id: &Digest, digest: &Digest) -> Result<()> {
-    let dir = memo_dir(root, c);
+fn remember(
+    root: &Root,
+    c: Compression,
+    level: Option<i32>,
+    diff_id: &Digest,
+    digest: &Digest,
+) -> Result<()> {
+    let dir = memo_dir(root, c, level);
     fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    let dest = memo_path(root, c, diff_id);
+    let dest = memo_path(root, c, level, diff_id);
     let (mut file, tmp) = create_locked_temp(&root.tmp_dir())?;
     let result = (|| {
         file.write_all(format!("{digest}\n").as_bytes())
@@ -479,7 +534,8 @@ fn convert_manifest(
         return Ok(None);
     }
 
-    let results = run_parallel(&jobs, |job| rewrite_layer(root, job, target))?;
+    let level = conv.custom_level();
+    let results = run_parallel(&jobs, |job| rewrite_layer(root, job, target, level))?;
 
     let docker = mt == media::DOCKER_MANIFEST;
     // zstd has no docker schema 2 type: such a manifest becomes OCI, as
@@ -649,10 +705,16 @@ fn pump(r: &mut dyn Read, w: &mut dyn Write) -> io::Result<()> {
 }
 
 /// Produces (or finds) the `target` form of one layer: its digest, size,
-/// and whether it was reused rather than compressed now.
-fn rewrite_layer(root: &Root, job: &Job, target: Compression) -> Result<(Digest, u64, bool)> {
+/// and whether it was reused rather than compressed now. `level` is a
+/// non-default level (`None`: the default).
+fn rewrite_layer(
+    root: &Root,
+    job: &Job,
+    target: Compression,
+    level: Option<i32>,
+) -> Result<(Digest, u64, bool)> {
     let blobs = root.blobs();
-    if let Some(d) = remembered(root, &job.diff_id, target) {
+    if let Some(d) = remembered_at(root, &job.diff_id, target, level) {
         let size = blobs.size(&d)?;
         return Ok((d, size, true));
     }
@@ -671,18 +733,22 @@ fn rewrite_layer(root: &Root, job: &Job, target: Compression) -> Result<(Digest,
     // Uncompressed output is the diff itself: the store checks it.
     let expected = (target == Compression::None).then_some(&job.diff_id);
     let mut w = blobs.writer(expected, None)?;
+    let gzip_level = level.map_or(GZIP_LEVEL, |l| {
+        u32::try_from(l.clamp(0, 9)).unwrap_or(GZIP_LEVEL)
+    });
+    let zstd_level = level.map_or(ZSTD_LEVEL, |l| l.clamp(0, 22));
     match target {
         Compression::None => pump(&mut input, &mut w).map_err(ioe)?,
         Compression::Gzip => {
             let mut enc = flate2::GzBuilder::new()
                 .mtime(0)
                 .operating_system(255)
-                .write(w, flate2::Compression::new(GZIP_LEVEL));
+                .write(w, flate2::Compression::new(gzip_level));
             pump(&mut input, &mut enc).map_err(ioe)?;
             w = enc.finish().map_err(ioe)?;
         }
         Compression::Zstd => {
-            let mut enc = zstd::Encoder::new(w, ZSTD_LEVEL).map_err(ioe)?;
+            let mut enc = zstd::Encoder::new(w, zstd_level).map_err(ioe)?;
             pump(&mut input, &mut enc).map_err(ioe)?;
             w = enc.finish().map_err(ioe)?;
         }
@@ -696,7 +762,7 @@ fn rewrite_layer(root: &Root, job: &Job, target: Compression) -> Result<(Digest,
     }
     let (digest, size) = w.commit()?;
     if target != Compression::None {
-        remember(root, target, &job.diff_id, &digest)?;
+        remember(root, target, level, &job.diff_id, &digest)?;
     }
     Ok((digest, size, false))
 }

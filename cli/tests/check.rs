@@ -294,3 +294,89 @@ fn error_true_fails_the_build_before_solving() {
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+/// A base whose config names another platform than the one asked for: an
+/// index that labels busybox's amd64 manifest `linux/arm64` (mislabelled
+/// images exist; BuildKit resolves by the index and then compares the
+/// config). The check and the build both report InvalidBaseImagePlatform
+/// on the FROM line; a matching base does not.
+#[test]
+fn invalid_base_image_platform_when_the_config_names_another_platform() {
+    let k = Kiln::with_busybox(KILN);
+    let store = k.store();
+    let busybox = kiln_cache::Reference::parse("busybox:1.35").expect("ref");
+    let top = store
+        .images()
+        .get(&busybox)
+        .expect("images")
+        .expect("busybox loaded");
+    let top_digest: kiln_cache::Digest = top.digest().to_string().parse().expect("digest");
+    let top: Value =
+        serde_json::from_slice(&store.blobs().read(&top_digest).expect("index")).expect("json");
+    let mut amd64 = top["manifests"]
+        .as_array()
+        .expect("the fixture is an index")
+        .iter()
+        .find(|m| m["platform"]["architecture"] == "amd64")
+        .expect("an amd64 manifest")
+        .clone();
+    amd64["platform"] = serde_json::json!({"os": "linux", "architecture": "arm64"});
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [amd64]
+    });
+    let bytes = serde_json::to_vec(&index).expect("json");
+    let digest = store.blobs().put(&bytes).expect("put index");
+    let desc: oci_spec::image::Descriptor = serde_json::from_value(serde_json::json!({
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "digest": digest.to_string(),
+        "size": bytes.len(),
+    }))
+    .expect("descriptor");
+    let mislabelled = kiln_cache::Reference::parse("mislabelled:1").expect("ref");
+    store.images().set(&mislabelled, desc).expect("tag");
+
+    let ctx = k.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM busybox:1.35 AS ok\nFROM --platform=linux/arm64 mislabelled:1 AS arm64\nCOPY --from=ok /bin/busybox /bb\n",
+        )],
+    );
+    let ctx_s = ctx.display().to_string();
+    let want = "Base image mislabelled:1 was pulled with platform \"linux/amd64\", expected \"linux/arm64\" for current build";
+    let out = k.run(&["check", "--format", "json", &ctx_s]);
+    let json: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let found: Vec<(String, u64, String)> = json["warnings"]
+        .as_array()
+        .expect("warnings")
+        .iter()
+        .map(|w| {
+            (
+                w["ruleName"].as_str().unwrap_or("").to_string(),
+                w["location"]["ranges"][0]["start"]["line"]
+                    .as_u64()
+                    .unwrap_or(0),
+                w["detail"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        found,
+        [("InvalidBaseImagePlatform".to_string(), 2, want.to_string())],
+        "{json}"
+    );
+    assert_eq!(
+        json["warnings"][0]["description"],
+        "Base image platform does not match expected target platform"
+    );
+
+    let out = k.run(&["build", "--progress", "plain", &ctx_s]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(" - InvalidBaseImagePlatform: {want} (line 2)\n")),
+        "{err}"
+    );
+}

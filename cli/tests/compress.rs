@@ -615,6 +615,7 @@ fn indexes_docker_types_and_garbage_collection() {
         &Conversion {
             compression: Compression::Zstd,
             force: true,
+            level: None,
         },
     )
     .expect("forced");
@@ -626,6 +627,7 @@ fn indexes_docker_types_and_garbage_collection() {
         &Conversion {
             compression: Compression::None,
             force: true,
+            level: None,
         },
     )
     .expect("decompress");
@@ -667,4 +669,121 @@ fn has_memo_files(root: &Root) -> bool {
             .map(|mut rd| rd.next().is_some())
             .unwrap_or(false)
     })
+}
+
+/// `compression-level=` applies to the layers compressed now: in one
+/// build, oci archives at levels 0 and 9 carry different blobs for the
+/// built layers (the gzip base stays as it was), each decompressing to its
+/// diff_id and reading as the same filesystem; level 0 is stored deflate,
+/// so larger. The default export is unchanged: gzip level 6 with an empty
+/// header, byte for byte what the test compresses itself, and the same as
+/// an explicit level 6. The default's memo entry, written first, is not
+/// served to the other levels; a push at level 0 sends the level-0 blobs.
+#[test]
+fn compression_level_applies_to_archives_and_push() {
+    let reg = TestRegistry::plain();
+    let k = Kiln::with_busybox(KILN);
+    let remote = reg.reference("team/levels:0");
+    let arch = |n: &str| k.path(&format!("{n}.tar"));
+    let (def, l6, l0, l9) = (arch("def"), arch("l6"), arch("l0"), arch("l9"));
+    k.build(
+        DOCKERFILE,
+        FILES,
+        &[
+            "-t",
+            "app:1",
+            "--output",
+            "type=image",
+            "--output",
+            &format!("type=oci,dest={}", def.display()),
+            "--output",
+            &format!("type=oci,dest={},compression-level=0", l0.display()),
+            "--output",
+            &format!("type=oci,dest={},compression-level=9", l9.display()),
+            "--output",
+            &format!("type=oci,dest={},compression-level=6", l6.display()),
+            "--output",
+            &format!("type=registry,name={remote},compression-level=0"),
+        ],
+    );
+    let local = local_image(&k.store(), "app:1");
+    let layers_of = |archive: &Path| {
+        let stem = archive.file_stem().expect("name").to_string_lossy();
+        let dir = k.path(&format!("{stem}-layout"));
+        unpack(archive, &dir);
+        let got = check_layers(
+            &layout_manifest(&dir),
+            &local,
+            &[media::OCI_LAYER_GZIP; 3],
+            |d| layout_blob(&dir, d),
+        );
+        let blobs: Vec<Vec<u8>> = got.iter().map(|d| layout_blob(&dir, d)).collect();
+        (got, blobs)
+    };
+    let (d_def, b_def) = layers_of(&def);
+    let (d6, _) = layers_of(&l6);
+    let (d0, b0) = layers_of(&l0);
+    let (d9, b9) = layers_of(&l9);
+
+    // The default: what gzip level 6 with no mtime/name gives.
+    for (i, blob) in b_def.iter().enumerate().skip(1) {
+        let plain = decompress(media::OCI_LAYER_GZIP, blob);
+        let mut enc = flate2::GzBuilder::new()
+            .mtime(0)
+            .operating_system(255)
+            .write(Vec::new(), flate2::Compression::new(6));
+        std::io::Write::write_all(&mut enc, &plain).expect("gzip");
+        let again = enc.finish().expect("gzip");
+        assert_eq!(sha256(&again), d_def[i], "layer {i}: default is level 6");
+    }
+    assert_eq!(d6, d_def, "an explicit level 6 is the default");
+
+    assert_eq!(d0[0], local.layers[0].1, "the base layer is kept");
+    assert_eq!(d9[0], local.layers[0].1, "the base layer is kept");
+    for i in 1..3 {
+        assert_ne!(
+            d0[i], d_def[i],
+            "layer {i}: level 0 is not the default's blob"
+        );
+        assert_ne!(
+            d9[i], d_def[i],
+            "layer {i}: level 9 is not the default's blob"
+        );
+        assert_ne!(d0[i], d9[i], "layer {i}: levels 0 and 9 differ");
+    }
+    // seq's numbers compress well: stored (level 0) is far larger.
+    assert!(
+        b0[2].len() > 2 * b9[2].len(),
+        "{} vs {}",
+        b0[2].len(),
+        b9[2].len()
+    );
+
+    let want = imagefs(&def, Some("linux/amd64"));
+    assert_eq!(imagefs(&l0, Some("linux/amd64")), want);
+    assert_eq!(imagefs(&l9, Some("linux/amd64")), want);
+    let layout = k.path("skopeo-layout");
+    skopeo(&[
+        "copy",
+        "-q",
+        &format!("oci-archive:{}", l9.display()),
+        &format!("oci:{}:app", layout.display()),
+    ]);
+
+    // The memo keeps one entry per level.
+    let memo = |dir: &str| {
+        std::fs::read_dir(k.root.join("compressed").join(dir))
+            .map(|rd| rd.count())
+            .unwrap_or(0)
+    };
+    assert_eq!((memo("gzip"), memo("gzip-0"), memo("gzip-9")), (2, 2, 2));
+
+    // The push at level 0 sent the level-0 blobs (skopeo verifies them).
+    let manifest: Value = serde_json::from_slice(&inspect_raw(&remote)).expect("manifest");
+    let pushed_layout = k.path("pushed");
+    copy_to_layout(&remote, &pushed_layout, "app");
+    let pushed = check_layers(&manifest, &local, &[media::OCI_LAYER_GZIP; 3], |d| {
+        layout_blob(&pushed_layout, d)
+    });
+    assert_eq!(pushed, d0);
 }

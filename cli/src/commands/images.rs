@@ -198,6 +198,7 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
             let conv = Conversion {
                 compression,
                 force: force_compression,
+                level: None,
             };
             save(output, format, &conv, images)
         }

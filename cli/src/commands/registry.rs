@@ -167,6 +167,7 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
                 compression: Conversion {
                     compression,
                     force: force_compression,
+                    level: None,
                 },
             };
             let progress = CliProgress::new(quiet);

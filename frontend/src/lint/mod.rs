@@ -20,6 +20,7 @@ mod config;
 mod description;
 mod dispatch;
 mod from;
+mod platform;
 mod reference;
 pub mod rules;
 mod syntax;
@@ -81,6 +82,22 @@ pub struct Input<'a> {
     /// The Dockerfile's text, for the comments InvalidDefinitionDescription
     /// reads (the parse tree keeps none).
     pub source: Option<&'a str>,
+    /// Each dispatched image stage's base as resolved, by stage index, for
+    /// InvalidBaseImagePlatform (only the build knows what it pulled).
+    pub base_platforms: BTreeMap<usize, BasePlatform>,
+}
+
+/// A stage's base image: the platform the stage asked for and the one the
+/// resolved image's config names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BasePlatform {
+    /// The reference as the FROM line gives it, variables expanded
+    /// (BuildKit reports the name as written, not normalised).
+    pub image: String,
+    /// `--platform`, else the target platform.
+    pub expected: Platform,
+    /// The image config's `os`/`architecture`/`variant`.
+    pub actual: Platform,
 }
 
 /// The outcome of checking one Dockerfile.
@@ -194,6 +211,7 @@ pub fn check(df: &Dockerfile, input: &Input) -> crate::Result<Report> {
         description::check(source, df, &ins, &stages, &mut l);
     }
     let globals = from::check(&meta, &stages, input, ins.escape, &mut l);
+    platform::check(&stages, input, &mut l);
     dispatch::check(&stages, &globals, input, ins.escape, &mut l);
     Ok(Report {
         warnings: l.warnings,

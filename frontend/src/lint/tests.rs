@@ -363,3 +363,38 @@ fn invalid_definition_description_is_experimental() {
     };
     assert!(run_with(plain, &input).is_empty());
 }
+
+#[test]
+fn invalid_base_image_platform_compares_os_and_architecture_only() {
+    let plat = |s: &str| Platform::parse(s).expect("platform");
+    let base = |expected: &str, actual: &str| BasePlatform {
+        image: "busybox".into(),
+        expected: plat(expected),
+        actual: plat(actual),
+    };
+    let src = "FROM busybox AS a\nRUN true\nFROM --platform=linux/arm64 busybox\nRUN true\n";
+    let input = Input {
+        base_platforms: [
+            (0, base("linux/arm/v7", "linux/arm/v6")),
+            (1, base("linux/arm64", "linux/amd64")),
+        ]
+        .into(),
+        ..Input::default()
+    };
+    let got: Vec<_> = run_with(src, &input)
+        .into_iter()
+        .filter(|(r, _, _)| r == "InvalidBaseImagePlatform")
+        .collect();
+    assert_eq!(
+        got,
+        [(
+            "InvalidBaseImagePlatform".to_string(),
+            "Base image busybox was pulled with platform \"linux/amd64\", expected \"linux/arm64\" for current build".to_string(),
+            3
+        )]
+    );
+    // Stages without a resolved base (scratch, other stages) are not checked.
+    assert!(run(src)
+        .iter()
+        .all(|(r, _, _)| r != "InvalidBaseImagePlatform"));
+}

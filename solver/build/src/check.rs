@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use kiln_frontend::dockerignore::PatternMatcher;
-use kiln_frontend::lint::{self, Input, Report};
+use kiln_frontend::lint::{self, BasePlatform, Input, Report};
 use kiln_frontend::parser::Dockerfile;
 use kiln_frontend::plan::{self, Base, Plan, PlanOptions, Platform};
 
@@ -41,6 +41,7 @@ pub(crate) fn input<'a>(
         base_env: BTreeMap::new(),
         ignore,
         source: None,
+        base_platforms: BTreeMap::new(),
     };
     if let Some(p) = plan {
         if !all_stages {
@@ -55,6 +56,54 @@ pub(crate) fn input<'a>(
         }
     }
     input
+}
+
+/// The platform each image stage of the plan asked for and the one its
+/// base's config names, for InvalidBaseImagePlatform. The images were
+/// resolved while planning, so this reads the resolver's memo (a stage
+/// whose base cannot be resolved again is left out).
+pub(crate) fn base_platforms(
+    bases: &bases::Bases,
+    plan: Option<&Plan>,
+) -> BTreeMap<usize, BasePlatform> {
+    let mut out = BTreeMap::new();
+    let Some(p) = plan else {
+        return out;
+    };
+    for s in &p.stages {
+        let Base::Image { reference } = &s.base else {
+            continue;
+        };
+        let expected = s
+            .platform
+            .clone()
+            .unwrap_or_else(|| p.target_platform.clone());
+        let Ok(img) = bases.resolve(reference, &expected) else {
+            continue;
+        };
+        let field = |k: &str| {
+            img.config
+                .get(k)
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_string()
+        };
+        let variant = Some(field("variant")).filter(|v| !v.is_empty());
+        let actual = Platform {
+            os: field("os"),
+            architecture: field("architecture"),
+            variant,
+        };
+        out.insert(
+            s.index,
+            BasePlatform {
+                image: reference.clone(),
+                expected,
+                actual,
+            },
+        );
+    }
+    out
 }
 
 /// The context's `.dockerignore` as a matcher (none without one, or when
@@ -73,10 +122,12 @@ pub(crate) fn for_build(
     opts: &BuildOptions,
     plan: Option<&Plan>,
     excludes: &[String],
+    bases: &bases::Bases,
 ) -> Result<Report, BuildError> {
     let m = ignore_matcher(excludes);
     let mut input = input(opts, plan, m.as_ref(), false);
     input.source = Some(text);
+    input.base_platforms = base_platforms(bases, plan);
     lint::check(parsed, &input).map_err(|e| BuildError::Invalid(e.to_string()))
 }
 
@@ -147,6 +198,7 @@ impl Builder {
         let m = ignore_matcher(&excludes);
         let mut input = input(&opts, planned.as_ref().ok(), m.as_ref(), true);
         input.source = Some(&text);
+        input.base_platforms = base_platforms(&bases, planned.as_ref().ok());
         match lint::check(&parsed, &input) {
             Ok(r) => result.warnings = r.warnings,
             Err(e) => {

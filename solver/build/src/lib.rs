@@ -301,7 +301,7 @@ impl Builder {
         }
         // BuildKit's checks, before anything is solved (`error=true` stops
         // the build here).
-        let checks = check::for_build(&parsed, &text, &opts, plans.first(), &excludes)?;
+        let checks = check::for_build(&parsed, &text, &opts, plans.first(), &excludes, &bases)?;
         for w in &checks.warnings {
             progress.event(BuildEvent::Check(w.clone()));
         }

@@ -154,9 +154,8 @@ pub struct ImageSpec {
     /// is an image that is not pushed converted (a push always goes out
     /// compressed, as docker's).
     pub convert: bool,
-    /// `compression-level=`, checked against the compression's range.
-    /// Layers kiln compresses itself use its fixed levels (gzip 6, zstd
-    /// 3); see the README.
+    /// `compression-level=`, checked against the compression's range
+    /// (also in [`Conversion::level`], which applies it).
     pub compression_level: Option<i32>,
     /// `oci-mediatypes=` (default true, as BuildKit's image exporter):
     /// false gives docker's manifest and layer media types.
@@ -350,6 +349,7 @@ impl FromStr for Output {
         if let Some(l) = level {
             check_level(l, conv.compression)?;
         }
+        conv.level = level;
         let need = |d: Option<PathBuf>, t: &str| {
             d.ok_or_else(|| spec(format!("output type={t} needs dest=PATH")))
         };
@@ -463,7 +463,8 @@ mod tests {
                 "d.tar".into(),
                 Conversion {
                     compression: kiln_cache::compress::Compression::Zstd,
-                    force: true
+                    force: true,
+                    level: None,
                 }
             ))
         );
