@@ -2,10 +2,12 @@
 //! Dockerfile reads by name, with `FROM NAME`, `COPY --from=NAME` and
 //! `RUN --mount=from=NAME`, as BuildKit's dockerui named contexts:
 //!
-//! - a folder, a git repository or an HTTP URL of a tarball: brought onto
-//!   disk as the main context is ([`super::prepare`]'s code) and handed to
-//!   the worker as one more local context; its own `.dockerignore` (at its
-//!   top) applies, as BuildKit's `namedcontext.go` reads it for `local`;
+//! - a folder or a git repository: brought onto disk as the main context
+//!   is ([`super::prepare`]'s code) and handed to the worker as one more
+//!   local context; its own `.dockerignore` (at its top) applies, as
+//!   BuildKit's `namedcontext.go` reads it;
+//! - an HTTP URL: a folder with the body as the file `context`, not
+//!   unpacked, as BuildKit's `llb.HTTP(url, Filename("context"))`;
 //! - `docker-image://REF`: the image `REF` stands in for `NAME`;
 //! - `oci-layout://PATH[@DIGEST]`: the image of the OCI layout at `PATH`
 //!   is loaded into the store and stands in for `NAME`;
@@ -22,7 +24,9 @@ use kiln_cache::archive::{self, LoadOptions};
 use kiln_cache::{Reference, Root};
 use kiln_frontend::plan::context_key;
 
-use super::{remote, Context};
+use kiln_worker::http_source::{Downloads, HttpError};
+
+use super::{remote, Context, InputError};
 use crate::{BuildError, BuildOptions};
 
 /// Why a `--build-context` could not be used; buildx's words where it has
@@ -111,7 +115,7 @@ pub(crate) fn prepare(
                     (dir, Some(tmp))
                 }
                 Context::Url(url) => {
-                    let (tmp, dir, _) = remote::url(&url, root, rt)?;
+                    let (tmp, dir) = download(&url, root, rt)?;
                     (dir, Some(tmp))
                 }
                 _ => {
@@ -138,6 +142,33 @@ pub(crate) fn prepare(
         }
     }
     Ok(out)
+}
+
+/// An HTTP named context as BuildKit's (`llb.HTTP` with the filename
+/// `context`): a folder holding the body as the file `context`, never
+/// unpacked (unlike the main context's URL form).
+fn download(
+    url: &str,
+    root: &Root,
+    rt: &tokio::runtime::Runtime,
+) -> Result<(tempfile::TempDir, PathBuf), BuildError> {
+    let tmp = super::scratch(root, "url-named-context-")?;
+    let dl_dir = tmp.path().join("download");
+    let downloads = Downloads::new();
+    let dl = rt
+        .block_on(downloads.fetch(url, None, || {
+            std::fs::create_dir_all(&dl_dir).map_err(|source| HttpError::Io {
+                what: "creating",
+                path: dl_dir.clone(),
+                source,
+            })?;
+            Ok(dl_dir.clone())
+        }))
+        .map_err(InputError::Http)?;
+    let dir = tmp.path().join("context");
+    std::fs::create_dir(&dir)?;
+    std::fs::rename(&dl.path, dir.join("context"))?;
+    Ok((tmp, dir))
 }
 
 /// The patterns of `dir/.dockerignore`, if there is one.
