@@ -24,7 +24,7 @@
 //! Identical work in several stages or platforms becomes one node (the
 //! graph deduplicates by digest), which the scheduler runs once.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use kiln_llb::ops::{self, BuildOp, Exec, ExecMount, FileAction, FileOp};
 use kiln_llb::{Graph, NodeId};
@@ -92,6 +92,17 @@ pub struct LowerOptions {
     /// WORKDIR creates, as BuildKit's frontend gives its mkdir the epoch
     /// (`llb.WithCreatedTime`).
     pub epoch: Option<i64>,
+    /// The `--build-context` folders by [`crate::plan::context_key`], with
+    /// the patterns of each one's own `.dockerignore` (BuildKit reads a
+    /// named local context's `.dockerignore` at its top). The worker knows
+    /// each as the context [`named_context_id`] of the key.
+    pub named_contexts: BTreeMap<String, Vec<String>>,
+}
+
+/// The worker's name for the `--build-context` folder of `key`: apart from
+/// [`MAIN_CONTEXT`] whatever the user calls it.
+pub fn named_context_id(key: &str) -> String {
+    format!("named:{key}")
 }
 
 /// What the exporter needs to turn the target's snapshot into an image.
@@ -246,7 +257,25 @@ impl Lowerer<'_> {
                 )
             }),
             Source::Image { reference } => Ok(self.image(reference, platform)?.1),
+            Source::Context { name } => Ok(self.named_context(name)),
         }
+    }
+
+    /// The node of the `--build-context` folder `key`.
+    fn named_context(&mut self, key: &str) -> NodeId {
+        let exclude = self
+            .opts
+            .named_contexts
+            .get(key)
+            .cloned()
+            .unwrap_or_default();
+        self.graph.add(
+            BuildOp::Context {
+                name: named_context_id(key),
+                exclude,
+            },
+            &[],
+        )
     }
 
     fn lower_stage(
@@ -262,6 +291,29 @@ impl Lowerer<'_> {
             .unwrap_or_else(|| plan.target_platform.clone());
         let (mut state, mut history, base, mut author) = match &stage.base {
             Base::Scratch => (self.scratch(), Vec::new(), None, None),
+            Base::Context { name } => {
+                // The folder's files become the stage's root filesystem.
+                let src = self.named_context(name);
+                let scratch = self.scratch();
+                let node = self.add(
+                    BuildOp::File(FileOp {
+                        actions: vec![FileAction::Copy {
+                            source: 1,
+                            paths: vec![".".into()],
+                            dest: "/".into(),
+                            chown: None,
+                            chmod: None,
+                            chmod_symbolic: None,
+                            parents: false,
+                            exclude: Vec::new(),
+                            unpack: false,
+                        }],
+                        display: format!("[context {name}] load"),
+                    }),
+                    &[scratch, src],
+                );
+                (node, Vec::new(), None, None)
+            }
             Base::Image { reference } => {
                 let (img, node) = self.image(reference, &platform)?;
                 self.sources

@@ -118,6 +118,31 @@ pub struct PlanOptions {
     pub target_platform: Option<Platform>,
     /// Defaults to the host platform.
     pub build_platform: Option<Platform>,
+    /// Keys ([`context_key`]) of the `--build-context` folders (local, git
+    /// or URL forms): a `FROM` or `--from` naming one (and no stage) reads
+    /// that folder, as BuildKit's named contexts override images of the
+    /// same name. Image forms are the resolver's business.
+    pub named_contexts: BTreeSet<String>,
+}
+
+/// The key a `--build-context` name and a `FROM`/`--from` name meet under,
+/// as BuildKit's `NamedContext` normalises: the familiar form of the name,
+/// without a `:latest` tag (`docker.io/library/alpine:latest` is
+/// `alpine`), so every spelling of one image finds the context.
+pub fn context_key(name: &str) -> String {
+    let mut n = name.trim();
+    for p in [
+        "docker.io/library/",
+        "index.docker.io/library/",
+        "docker.io/",
+    ] {
+        if let Some(rest) = n.strip_prefix(p) {
+            n = rest;
+            break;
+        }
+    }
+    let n = n.strip_suffix(":latest").unwrap_or(n);
+    n.to_ascii_lowercase()
 }
 
 /// `{}` in JSON: the value type of OCI's set-like maps (`ExposedPorts`,
@@ -223,6 +248,12 @@ pub enum Base {
         /// Its [`Stage::index`].
         index: usize,
     },
+    /// A `--build-context` folder: its files are the stage's root, with an
+    /// empty image config (BuildKit's local named context).
+    Context {
+        /// Its [`context_key`].
+        name: String,
+    },
 }
 
 /// Where a `COPY --from` or a `RUN --mount from=` reads.
@@ -238,6 +269,11 @@ pub enum Source {
     Image {
         /// As written.
         reference: String,
+    },
+    /// A `--build-context` folder.
+    Context {
+        /// Its [`context_key`].
+        name: String,
     },
 }
 
@@ -587,6 +623,10 @@ pub fn plan_instructions(
         st.base = if let Some(&idx) = names.get(&image.to_ascii_lowercase()) {
             st.deps.insert(idx);
             Base::Stage { index: idx }
+        } else if opts.named_contexts.contains(&context_key(&image)) {
+            Base::Context {
+                name: context_key(&image),
+            }
         } else if image == "scratch" {
             Base::Scratch
         } else {
@@ -756,7 +796,7 @@ pub fn plan_instructions(
     let mut states: Vec<Option<State>> = vec![None; raw.len()];
     for st in raw.iter().filter(|s| needed.contains(&s.index)) {
         let (mut state, base_config, known, platform, mut trigger_steps) = match &st.base {
-            Base::Scratch => (
+            Base::Scratch | Base::Context { .. } => (
                 State::from_config(ImageConfig::default()),
                 None,
                 true,
@@ -1126,6 +1166,9 @@ impl State {
                 format!("invalid stage index {r}"),
             )
             .at(at.location())),
+            None if ctx.opts.named_contexts.contains(&context_key(r)) => Ok(Source::Context {
+                name: context_key(r),
+            }),
             None => Ok(Source::Image {
                 reference: r.to_string(),
             }),

@@ -42,6 +42,7 @@ fn options(case: &serde_json::Value) -> Vec<PlanOptions> {
             target: target.clone(),
             target_platform: p,
             build_platform: None,
+            ..PlanOptions::default()
         })
         .collect()
 }
@@ -89,6 +90,7 @@ fn every_case_parses_and_plans() {
                         assert!(reference.starts_with("busybox"), "{name}: {reference}")
                     }
                     Base::Stage { index } => assert!(*index < st.index, "{name}"),
+                    Base::Context { name: c } => panic!("{name}: no named context given: {c}"),
                 }
                 assert!(
                     st.config

@@ -19,6 +19,7 @@ fn plan_src(src: &str, args: &[(&str, &str)], target: Option<&str>) -> kiln_fron
             target: target.map(str::to_string),
             target_platform: Some(Platform::parse("linux/amd64").unwrap()),
             build_platform: Some(Platform::parse("linux/amd64").unwrap()),
+            ..PlanOptions::default()
         },
     )
 }

@@ -49,6 +49,11 @@ pub struct BuildArgs {
     /// The stage to build.
     #[arg(long)]
     pub target: Option<String>,
+    /// An additional build context `NAME=VALUE` (a folder, git or HTTP URL,
+    /// `docker-image://REF`, `oci-layout://PATH[@DIGEST]`), read by
+    /// `FROM NAME` and `--from=NAME` (repeatable).
+    #[arg(long = "build-context")]
+    pub build_contexts: Vec<String>,
     /// Run every step, using no cached result.
     #[arg(long)]
     pub no_cache: bool,
@@ -210,6 +215,11 @@ fn options(a: &BuildArgs) -> Result<BuildOptions> {
         .map_err(|e| miette!("{e}"))?;
     opts.secrets = kiln_build::secrets::parse(&a.secret, &a.ssh).map_err(|e| miette!("{e}"))?;
     opts.target = a.target.clone();
+    opts.named_contexts = a
+        .build_contexts
+        .iter()
+        .map(|c| kiln_build::context::named::parse_flag(c).map_err(|e| miette!("{e}")))
+        .collect::<Result<_>>()?;
     opts.no_cache = a.no_cache;
     opts.no_cache_filter = a.no_cache_filter.clone();
     opts.pull = a.pull;

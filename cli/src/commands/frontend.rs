@@ -112,6 +112,7 @@ fn parse(
             target,
             target_platform,
             build_platform: None,
+            ..PlanOptions::default()
         };
         let plan =
             kiln_frontend::plan::plan(&df, &opts).map_err(|e| e.with_source(&name, &source))?;

@@ -18,6 +18,10 @@ pub(crate) struct Bases<'a> {
     pub pull: bool,
     pub config: RegistryConfig,
     pub seen: RefCell<HashMap<(String, Platform), ResolvedImage>>,
+    /// `--build-context NAME=docker-image://REF` (and loaded OCI layouts):
+    /// the reference to resolve in place of a name, by
+    /// [`kiln_frontend::plan::context_key`].
+    pub aliases: HashMap<String, String>,
 }
 
 /// Why a base image could not be resolved.
@@ -48,6 +52,10 @@ impl Bases<'_> {
         reference: &str,
         platform: &Platform,
     ) -> Result<ResolvedImage, BaseError> {
+        let reference = self
+            .aliases
+            .get(&kiln_frontend::plan::context_key(reference))
+            .map_or(reference, String::as_str);
         let key = (reference.to_string(), platform.clone());
         if let Some(hit) = self.seen.borrow().get(&key) {
             return Ok(hit.clone());

@@ -178,6 +178,7 @@ impl Builder {
             pull: opts.pull,
             config: RegistryConfig::load(root.path())?,
             seen: std::cell::RefCell::new(std::collections::HashMap::new()),
+            aliases: Default::default(),
         };
         let resolver = |r: &str, p: &Platform| {
             bases
@@ -190,6 +191,7 @@ impl Builder {
             target: opts.target.clone(),
             target_platform: Some(platform),
             build_platform: Some(Platform::host()),
+            ..PlanOptions::default()
         };
         let planned = plan::plan_with_resolver(&parsed, &popts, &resolver);
         if let Err(e) = &planned {

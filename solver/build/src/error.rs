@@ -48,6 +48,9 @@ pub enum BuildError {
     /// The context or the Dockerfile could not be had (stdin, git, URL).
     #[error(transparent)]
     Input(#[from] crate::context::InputError),
+    /// A `--build-context` cannot be used.
+    #[error(transparent)]
+    NamedContext(#[from] crate::context::named::NamedContextError),
     /// A file could not be read or written.
     #[error(transparent)]
     Io(#[from] std::io::Error),

@@ -102,6 +102,8 @@ pub struct BuildOptions {
     /// before the image is assembled ([`export::epoch`]); without an epoch
     /// it does nothing, as in BuildKit.
     pub rewrite_timestamp: bool,
+    /// `--build-context NAME=VALUE`, in order ([`context::named`]).
+    pub named_contexts: Vec<(String, String)>,
 }
 
 impl BuildOptions {
@@ -132,6 +134,7 @@ impl BuildOptions {
             labels: BTreeMap::new(),
             annotations: Vec::new(),
             rewrite_timestamp: false,
+            named_contexts: Vec::new(),
         }
     }
 }
@@ -208,6 +211,7 @@ impl Builder {
         let _lease = root.lease()?;
         let started = attest::now();
         let prepared = context::prepare(&opts, root, rt)?;
+        let named = context::named::prepare(&opts, root, rt)?;
         let (ctx, df_path) = (prepared.dir.clone(), prepared.dockerfile.clone());
         let text = std::fs::File::open(&df_path)
             .and_then(kiln_frontend::parser::read_source)
@@ -269,6 +273,7 @@ impl Builder {
             pull: opts.pull,
             config: RegistryConfig::load(root.path())?,
             seen: RefCell::new(HashMap::new()),
+            aliases: named.images.clone(),
         };
         let mut plans = Vec::with_capacity(platforms.len());
         for p in &platforms {
@@ -277,6 +282,7 @@ impl Builder {
                 target: opts.target.clone(),
                 target_platform: Some(p.clone()),
                 build_platform: Some(Platform::host()),
+                named_contexts: named.dirs.keys().cloned().collect(),
             };
             let resolver = |r: &str, p: &Platform| {
                 bases
@@ -326,6 +332,11 @@ impl Builder {
                 show_platform: platforms.len() > 1,
                 resources: opts.resources.clone(),
                 epoch,
+                named_contexts: named
+                    .dirs
+                    .iter()
+                    .map(|(k, (_, ex))| (k.clone(), ex.clone()))
+                    .collect(),
             },
         )
         .map_err(|e| BuildError::Frontend(e.with_source(&df_name, &text)))?;
@@ -378,6 +389,11 @@ impl Builder {
             no_cache: opts.no_cache,
             no_cache_filter: opts.no_cache_filter.clone(),
             context: ctx.clone(),
+            named_contexts: named
+                .dirs
+                .iter()
+                .map(|(k, (dir, _))| (lower::named_context_id(k), dir.clone()))
+                .collect(),
             network: opts.network,
             secrets: opts.secrets.clone(),
             allow_insecure: opts.allow_insecure,

@@ -31,6 +31,8 @@ pub(crate) struct Job<'a> {
     pub no_cache: bool,
     pub no_cache_filter: Vec<String>,
     pub context: PathBuf,
+    /// The `--build-context` folders by their worker context name.
+    pub named_contexts: Vec<(String, PathBuf)>,
     pub network: kiln_solver::ops::Network,
     /// Records imported with `--cache-from`.
     pub remote: Option<Arc<Imported>>,
@@ -140,6 +142,7 @@ pub(crate) fn run_worker(job: Job<'_>, progress: &dyn Progress) -> Result<Solved
     let mut contexts = HashMap::new();
     let ctx = std::fs::canonicalize(&job.context).unwrap_or_else(|_| job.context.clone());
     contexts.insert(lower::MAIN_CONTEXT.to_string(), ctx);
+    contexts.extend(job.named_contexts.iter().cloned());
     let opts = WorkerOptions {
         contexts,
         default_network: match job.network {

@@ -5,6 +5,7 @@
 //! Dockerfile from stdin. Every form ends as a folder on disk and a
 //! Dockerfile path, so the rest of the pipeline sees one kind of context.
 
+pub mod named;
 mod remote;
 mod stdin;
 

@@ -1,0 +1,175 @@
+//! `--build-context NAME=VALUE` through the binary: a folder read by
+//! `FROM`, `COPY --from` and `RUN --mount=from=` (with its own
+//! `.dockerignore`), `docker-image://` standing in for a base image,
+//! `oci-layout://` loading a layout made by `kiln build -o type=oci`, and
+//! buildx's errors for bad values.
+
+use std::path::Path;
+use std::process::Output;
+
+use kiln_testsupport::{stderr, Kiln};
+
+const KILN: &str = env!("CARGO_BIN_EXE_kiln");
+
+/// Builds `ctx` into the local folder `out` with `extra` flags.
+fn build_local(k: &Kiln, ctx: &Path, out: &Path, extra: &[&str]) -> Output {
+    let dest = format!("type=local,dest={}", out.display());
+    let ctx = ctx.display().to_string();
+    let mut args = vec!["build", "--progress", "plain", "-o", &dest];
+    args.extend_from_slice(extra);
+    args.push(&ctx);
+    k.run(&args)
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+#[test]
+fn dir_context_by_from_copy_and_mount() {
+    let k = Kiln::with_busybox(KILN);
+    let extra = k.context(
+        "extra",
+        &[
+            ("x.txt", "from extra\n"),
+            ("secret.txt", "ignored\n"),
+            (".dockerignore", "secret.txt\n"),
+        ],
+    );
+    let ctx = k.context(
+        "ctx",
+        &[
+            (
+                "Dockerfile",
+                "FROM busybox:1.35 AS b\n\
+                 COPY --from=extra x.txt /copied.txt\n\
+                 RUN --mount=from=extra,target=/m cat /m/x.txt > /mounted.txt && \
+                     (test -e /m/secret.txt && echo yes || echo no) > /mount-secret.txt\n\
+                 FROM extra AS fromdir\n\
+                 FROM scratch\n\
+                 COPY --from=b /copied.txt /mounted.txt /mount-secret.txt /\n\
+                 COPY --from=fromdir / /dir/\n\
+                 COPY x.txt /main.txt\n",
+            ),
+            ("x.txt", "from main\n"),
+        ],
+    );
+    let out = k.path("out");
+    let spec = format!("extra={}", extra.display());
+    let o = build_local(&k, &ctx, &out, &["--build-context", &spec]);
+    assert!(o.status.success(), "build failed:\n{}", stderr(&o));
+    assert_eq!(read(&out.join("copied.txt")), "from extra\n");
+    assert_eq!(read(&out.join("mounted.txt")), "from extra\n");
+    assert_eq!(read(&out.join("dir/x.txt")), "from extra\n");
+    assert_eq!(read(&out.join("main.txt")), "from main\n");
+    // The named context's own .dockerignore applies, everywhere.
+    assert!(!out.join("dir/secret.txt").exists());
+    assert_eq!(read(&out.join("mount-secret.txt")), "no\n");
+}
+
+#[test]
+fn docker_image_context_replaces_the_base() {
+    let k = Kiln::with_busybox(KILN);
+    k.ok(&["tag", "busybox:1.35", "mybox:v1"]);
+    let ctx = k.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            // Nothing named alpine is in the store and no registry is in
+            // reach: only the context can resolve it.
+            "FROM alpine:3.19 AS a\n\
+             RUN echo ran > /ran.txt\n\
+             FROM scratch\n\
+             COPY --from=a /ran.txt /\n\
+             COPY --from=docker.io/library/alpine:3.19 /bin/busybox /bb\n",
+        )],
+    );
+    let out = k.path("out");
+    let o = build_local(
+        &k,
+        &ctx,
+        &out,
+        &["--build-context", "alpine:3.19=docker-image://mybox:v1"],
+    );
+    assert!(o.status.success(), "build failed:\n{}", stderr(&o));
+    assert_eq!(read(&out.join("ran.txt")), "ran\n");
+    assert!(out.join("bb").is_file());
+}
+
+#[test]
+fn oci_layout_context_is_loaded_and_used() {
+    // The layout: an image made by kiln from the fixture.
+    let maker = Kiln::with_busybox(KILN);
+    let src = maker.context(
+        "src",
+        &[(
+            "Dockerfile",
+            "FROM busybox:1.35\nRUN echo layout > /marker\n",
+        )],
+    );
+    let tarball = maker.path("img.tar");
+    let o = maker.run(&[
+        "build",
+        "--progress",
+        "plain",
+        "-o",
+        &format!("type=oci,dest={}", tarball.display()),
+        &src.display().to_string(),
+    ]);
+    assert!(o.status.success(), "oci build failed:\n{}", stderr(&o));
+    let layout = maker.path("layout");
+    std::fs::create_dir_all(&layout).expect("layout dir");
+    let st = std::process::Command::new("tar")
+        .arg("-xf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(&layout)
+        .status()
+        .expect("tar");
+    assert!(st.success());
+    assert!(layout.join("index.json").is_file());
+
+    // A store without busybox: the base can only come from the layout.
+    let k = Kiln::empty(KILN);
+    let ctx = k.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM base\nRUN cat /marker > /seen\nFROM scratch\nCOPY --from=0 /seen /\n",
+        )],
+    );
+    let out = k.path("out");
+    let spec = format!("base=oci-layout://{}", layout.display());
+    let o = build_local(&k, &ctx, &out, &["--build-context", &spec]);
+    assert!(o.status.success(), "build failed:\n{}", stderr(&o));
+    assert_eq!(read(&out.join("seen")), "layout\n");
+
+    // A digest the layout does not hold is an error naming it.
+    let bad = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+    let spec = format!("base=oci-layout://{}@{bad}", layout.display());
+    let o = build_local(&k, &ctx, &k.path("out2"), &["--build-context", &spec]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains(bad), "{}", stderr(&o));
+}
+
+#[test]
+fn bad_values_error_clearly() {
+    let k = Kiln::empty(KILN);
+    let ctx = k.context("ctx", &[("Dockerfile", "FROM scratch\n")]);
+    let out = k.path("out");
+    let cases: &[(&str, &str)] = &[
+        (
+            "novalue",
+            "invalid context value: novalue, expected key=value",
+        ),
+        ("x=target:foo", "only supported by bake"),
+        ("x=/no/such/dir", "failed to get build context x"),
+        ("x=docker-image://UPPER:case", "invalid image reference"),
+    ];
+    for (spec, want) in cases {
+        let o = build_local(&k, &ctx, &out, &["--build-context", spec]);
+        assert!(!o.status.success(), "{spec} was accepted");
+        let err = stderr(&o);
+        assert!(err.contains(want), "{spec}: {err}");
+    }
+}
