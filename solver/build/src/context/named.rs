@@ -24,9 +24,7 @@ use kiln_cache::archive::{self, LoadOptions};
 use kiln_cache::{Reference, Root};
 use kiln_frontend::plan::context_key;
 
-use kiln_worker::http_source::{Downloads, HttpError};
-
-use super::{remote, Context, InputError};
+use super::{remote, Context};
 use crate::{BuildError, BuildOptions};
 
 /// Why a `--build-context` could not be used; buildx's words where it has
@@ -152,22 +150,10 @@ fn download(
     root: &Root,
     rt: &tokio::runtime::Runtime,
 ) -> Result<(tempfile::TempDir, PathBuf), BuildError> {
-    let tmp = super::scratch(root, "url-named-context-")?;
-    let dl_dir = tmp.path().join("download");
-    let downloads = Downloads::new();
-    let dl = rt
-        .block_on(downloads.fetch(url, None, || {
-            std::fs::create_dir_all(&dl_dir).map_err(|source| HttpError::Io {
-                what: "creating",
-                path: dl_dir.clone(),
-                source,
-            })?;
-            Ok(dl_dir.clone())
-        }))
-        .map_err(InputError::Http)?;
+    let (tmp, body) = remote::download(url, root, rt, "url-named-context-")?;
     let dir = tmp.path().join("context");
     std::fs::create_dir(&dir)?;
-    std::fs::rename(&dl.path, dir.join("context"))?;
+    std::fs::rename(&body, dir.join("context"))?;
     Ok((tmp, dir))
 }
 

@@ -49,14 +49,15 @@ fn truthy(v: &str) -> bool {
     matches!(v, "1" | "t" | "T" | "true" | "TRUE" | "True")
 }
 
-/// Downloads `url`; returns the scratch folder, the context folder and,
-/// when the body is not an archive, the Dockerfile it is.
-pub(super) fn url(
+/// Fetches `url` into a new scratch folder of the store (named from
+/// `prefix`); returns the folder (removed on drop) and the body's path.
+pub(super) fn download(
     url: &str,
     root: &Root,
     rt: &tokio::runtime::Runtime,
-) -> Result<(tempfile::TempDir, PathBuf, Option<PathBuf>), BuildError> {
-    let tmp = scratch(root, "url-context-")?;
+    prefix: &str,
+) -> Result<(tempfile::TempDir, PathBuf), BuildError> {
+    let tmp = scratch(root, prefix)?;
     let dl_dir = tmp.path().join("download");
     let downloads = Downloads::new();
     let dl = rt
@@ -69,17 +70,28 @@ pub(super) fn url(
             Ok(dl_dir.clone())
         }))
         .map_err(InputError::Http)?;
+    Ok((tmp, dl.path.clone()))
+}
+
+/// Downloads `url`; returns the scratch folder, the context folder and,
+/// when the body is not an archive, the Dockerfile it is.
+pub(super) fn url(
+    url: &str,
+    root: &Root,
+    rt: &tokio::runtime::Runtime,
+) -> Result<(tempfile::TempDir, PathBuf, Option<PathBuf>), BuildError> {
+    let (tmp, downloaded) = download(url, root, rt, "url-context-")?;
     let dir = tmp.path().join("context");
     std::fs::create_dir(&dir)?;
     let mut head = Vec::new();
-    std::fs::File::open(&dl.path)?
+    std::fs::File::open(&downloaded)?
         .take(1024)
         .read_to_end(&mut head)?;
     if stdin::is_archive(&head) {
-        stdin::unpack(std::fs::File::open(&dl.path)?, &dir)?;
+        stdin::unpack(std::fs::File::open(&downloaded)?, &dir)?;
         return Ok((tmp, dir, None));
     }
     let df = tmp.path().join("Dockerfile");
-    std::fs::rename(&dl.path, &df)?;
+    std::fs::rename(&downloaded, &df)?;
     Ok((tmp, dir, Some(df)))
 }
