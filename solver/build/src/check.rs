@@ -140,12 +140,7 @@ impl Builder {
         let root = &self.root;
         let prepared = context::prepare(&opts, root, &self.rt)?;
         let (ctx, df_path) = (prepared.dir.clone(), prepared.dockerfile.clone());
-        let text = std::fs::File::open(&df_path)
-            .and_then(kiln_frontend::parser::read_source)
-            .map_err(BuildError::context(format!(
-                "failed to read dockerfile {}",
-                df_path.display()
-            )))?;
+        let text = prepared.read_dockerfile()?;
         let file_name = kiln_frontend::source_map::display_name(&df_path);
         let mut result = CheckResult {
             file_name,

@@ -213,12 +213,7 @@ impl Builder {
         let prepared = context::prepare(&opts, root, rt)?;
         let named = context::named::prepare(&opts, root, rt)?;
         let (ctx, df_path) = (prepared.dir.clone(), prepared.dockerfile.clone());
-        let text = std::fs::File::open(&df_path)
-            .and_then(kiln_frontend::parser::read_source)
-            .map_err(BuildError::context(format!(
-                "failed to read dockerfile {}",
-                df_path.display()
-            )))?;
+        let text = prepared.read_dockerfile()?;
         let df_name = df_path.display().to_string();
         let parsed = kiln_frontend::parser::parse(&text)
             .map_err(|e| BuildError::Frontend(e.with_source(&df_name, &text)))?;

@@ -89,6 +89,18 @@ pub(crate) struct Prepared {
     _guards: Vec<tempfile::TempDir>,
 }
 
+impl Prepared {
+    /// The Dockerfile's text, as the build and `kiln check` both read it.
+    pub fn read_dockerfile(&self) -> Result<String, BuildError> {
+        std::fs::File::open(&self.dockerfile)
+            .and_then(kiln_frontend::parser::read_source)
+            .map_err(BuildError::context(format!(
+                "failed to read dockerfile {}",
+                self.dockerfile.display()
+            )))
+    }
+}
+
 /// A scratch folder in the store's temporary space, removed on drop.
 pub(crate) fn scratch(root: &Root, prefix: &str) -> Result<tempfile::TempDir, BuildError> {
     std::fs::create_dir_all(root.tmp_dir())?;
