@@ -5,7 +5,17 @@
 //! so the same strings work: `https://…/repo.git#ref:subdir`,
 //! `git@host:repo.git`, `git://…`, `ssh://…` and `github.com/x/y`. The
 //! fetch itself is the system `git` binary's (shallow fetch of the one ref,
-//! submodules, the user's ssh setup), as BuildKit also runs `git`.
+//! submodules), as BuildKit also runs `git`.
+//!
+//! SSH remotes (`ssh://…`, `git@host:repo.git`) are fetched through the
+//! agent the client forwards as ssh id `default` (`kiln build --ssh
+//! default`), as BuildKit's `llb.Git` asks for it: without one the fetch
+//! fails with BuildKit's "no SSH key \"default\" forwarded from the
+//! client". ssh itself runs as BuildKit runs it (`ssh -F /dev/null -o
+//! StrictHostKeyChecking=no`): no user or system ssh configuration, none of
+//! the host's keys, no `known_hosts` read or written, never a prompt; the
+//! client's `GIT_SSH_COMMAND` and `SSH_AUTH_SOCK` do not reach it (BuildKit's
+//! daemon never sees them either).
 //!
 //! Credentials for HTTP remotes come from the build's secrets
 //! (`GIT_AUTH_TOKEN[.host]`, `GIT_AUTH_HEADER[.host]`) and reach git through
@@ -61,6 +71,10 @@ pub struct GitRef {
     pub host: String,
     /// Whether the remote speaks HTTP(S) (credentials apply only there).
     pub http: bool,
+    /// Whether the remote is reached over SSH (`ssh://…`, `user@host:path`):
+    /// such a fetch goes through the client's forwarded agent, as
+    /// BuildKit's git source mounts the `default` ssh id for it.
+    pub ssh: bool,
     /// The ref, tag, branch or commit after `#`; `None` means `HEAD`.
     pub commit: Option<String>,
     /// The folder of the repository after `#ref:`; `None` means its top.
@@ -78,11 +92,12 @@ impl GitRef {
             Some((b, f)) => (b, Some(f)),
             None => (s, None),
         };
-        let (remote, host, http) = if let Some(rest) = base.strip_prefix("github.com/") {
+        let (remote, host, http, ssh) = if let Some(rest) = base.strip_prefix("github.com/") {
             (
                 format!("https://github.com/{rest}"),
                 "github.com".into(),
                 true,
+                false,
             )
         } else if let Some((scheme, rest)) = base.split_once("://") {
             if scheme.is_empty() || !scheme.chars().all(|c| c.is_ascii_alphanumeric()) {
@@ -95,8 +110,9 @@ impl GitRef {
             let path = rest.get(authority.len()..).unwrap_or("");
             match scheme.as_str() {
                 // An HTTP(S) URL is a git reference only with `.git`.
-                "http" | "https" if path.ends_with(".git") => (base.to_string(), host, true),
-                "ssh" | "git" => (base.to_string(), host, false),
+                "http" | "https" if path.ends_with(".git") => (base.to_string(), host, true, false),
+                "ssh" => (base.to_string(), host, false, true),
+                "git" => (base.to_string(), host, false, false),
                 _ => return None,
             }
         } else {
@@ -114,7 +130,7 @@ impl GitRef {
             if !user_ok || !host_ok || path.is_empty() || path.contains(char::is_whitespace) {
                 return None;
             }
-            (base.to_string(), host.to_string(), false)
+            (base.to_string(), host.to_string(), false, true)
         };
         let (commit, subdir) = match fragment {
             Some(f) => {
@@ -133,6 +149,7 @@ impl GitRef {
             remote,
             host,
             http,
+            ssh,
             commit,
             subdir,
         })
@@ -168,14 +185,52 @@ pub fn auth_header(r: &GitRef, secrets: &Secrets) -> Result<Option<String>, GitE
     Ok(None)
 }
 
+/// The ssh id whose agent fetches SSH remotes: BuildKit's `llb.Git`
+/// mounts `default` for them, and neither `ADD` nor `--build-context`
+/// name another.
+pub const SSH_ID: &str = "default";
+
+/// The agent socket through which `r` is fetched: `None` for remotes that
+/// are not SSH; an error when the client forwarded no agent as
+/// [`SSH_ID`] (BuildKit's words, plus the flag that fixes it).
+pub fn ssh_agent(r: &GitRef, secrets: &Secrets) -> Result<Option<PathBuf>, GitError> {
+    if !r.ssh {
+        return Ok(None);
+    }
+    match secrets.ssh_socket(SSH_ID)? {
+        Some(p) => Ok(Some(p)),
+        None => Err(crate::secrets::SecretError::NoSsh(SSH_ID.to_string()).into()),
+    }
+}
+
+/// How to reach the remote: the credentials of [`auth_header`] and
+/// [`ssh_agent`].
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    /// The `Authorization` header value for HTTP remotes.
+    pub auth: Option<String>,
+    /// The agent socket for SSH remotes.
+    pub ssh_agent: Option<PathBuf>,
+}
+
+impl Access {
+    /// What `r` needs from the build's secrets.
+    pub fn of(r: &GitRef, secrets: &Secrets) -> Result<Access, GitError> {
+        Ok(Access {
+            auth: auth_header(r, secrets)?,
+            ssh_agent: ssh_agent(r, secrets)?,
+        })
+    }
+}
+
 /// How to check a repository out.
 #[derive(Debug, Clone, Default)]
 pub struct Checkout {
     /// Keep the `.git` folder (`--keep-git-dir`,
     /// `BUILDKIT_CONTEXT_KEEP_GIT_DIR=1`).
     pub keep_git_dir: bool,
-    /// The `Authorization` header value for HTTP remotes.
-    pub auth: Option<String>,
+    /// The credentials for the remote.
+    pub access: Access,
     /// The commit the ref must resolve to (`ADD --checksum`).
     pub checksum: Option<String>,
 }
@@ -183,12 +238,12 @@ pub struct Checkout {
 /// Resolves the ref of `r` to a commit without fetching content
 /// (`git ls-remote`); `None` when the ref is not advertised (a commit ID
 /// is returned as it is).
-pub fn resolve(r: &GitRef, auth: Option<&str>) -> Result<Option<String>, GitError> {
+pub fn resolve(r: &GitRef, access: &Access) -> Result<Option<String>, GitError> {
     let want = r.commit.as_deref().unwrap_or("HEAD");
     if is_commit_id(want) {
         return Ok(Some(want.to_ascii_lowercase()));
     }
-    let out = git(None, auth)
+    let out = git(None, access)
         .args(["ls-remote", "--", &r.remote, want])
         .output()
         .map_err(GitError::Spawn)?;
@@ -229,9 +284,8 @@ pub fn checkout(r: &GitRef, dest: &Path, how: &Checkout) -> Result<String, GitEr
         }
     };
     std::fs::create_dir_all(dest).map_err(io("creating"))?;
-    let auth = how.auth.as_deref();
     let run = |what: &'static str, args: &[&str]| -> Result<Vec<u8>, GitError> {
-        let out = git(Some(dest), auth)
+        let out = git(Some(dest), &how.access)
             .args(args)
             .output()
             .map_err(GitError::Spawn)?;
@@ -332,9 +386,18 @@ fn remove_git_dirs(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// A `git` command that never prompts, with the auth header (if any)
-/// passed through the environment.
-fn git(dir: Option<&Path>, auth: Option<&str>) -> Command {
+/// ssh as BuildKit's git runs it (`-F /dev/null -o
+/// StrictHostKeyChecking=no`), and more so on a host that is not a
+/// throw-away daemon: the host's `known_hosts` are neither read nor
+/// written, the host's own keys are not offered (`IdentityFile=none`: only
+/// the forwarded agent's are), and it never prompts.
+const GIT_SSH_COMMAND: &str = "ssh -F /dev/null -o StrictHostKeyChecking=no \
+     -o UserKnownHostsFile=/dev/null -o GlobalKnownHostsFile=/dev/null \
+     -o IdentityFile=none -o BatchMode=yes -o LogLevel=ERROR";
+
+/// A `git` command that never prompts, with the auth header and agent
+/// socket (if any) passed through the environment.
+fn git(dir: Option<&Path>, access: &Access) -> Command {
     let mut c = Command::new("git");
     if let Some(d) = dir {
         c.arg("-C").arg(d);
@@ -345,10 +408,14 @@ fn git(dir: Option<&Path>, auth: Option<&str>) -> Command {
         // Submodules over git:// and ssh:// as the top repository's.
         .env("GIT_ALLOW_PROTOCOL", "git:http:https:ssh")
         .env("LC_ALL", "C");
-    if std::env::var_os("GIT_SSH_COMMAND").is_none() {
-        c.env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes");
+    c.env("GIT_SSH_COMMAND", GIT_SSH_COMMAND)
+        .env_remove("GIT_SSH")
+        .env_remove("GIT_SSH_VARIANT")
+        .env_remove("SSH_AUTH_SOCK");
+    if let Some(sock) = &access.ssh_agent {
+        c.env("SSH_AUTH_SOCK", sock);
     }
-    if let Some(h) = auth {
+    if let Some(h) = &access.auth {
         c.env("GIT_CONFIG_COUNT", "1")
             .env("GIT_CONFIG_KEY_0", "http.extraheader")
             .env("GIT_CONFIG_VALUE_0", format!("Authorization: {h}"));

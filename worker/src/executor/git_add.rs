@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicBool;
 use kiln_solver::{Key, Progress};
 
 use super::{commit_layer, io_err, ExecutorError, Snapshot, Worker};
-use crate::git_source::{self, Checkout, GitError, GitRef};
+use crate::git_source::{self, Access, Checkout, GitError, GitRef};
 
 fn parse(url: &str) -> Result<GitRef, ExecutorError> {
     GitRef::parse(url)
@@ -28,8 +28,8 @@ pub(super) fn content_key(
     let commit = match checksum {
         Some(c) => c.to_ascii_lowercase(),
         None => {
-            let auth = git_source::auth_header(&r, &w.opts.secrets)?;
-            git_source::resolve(&r, auth.as_deref())?.ok_or_else(|| GitError::Command {
+            let access = Access::of(&r, &w.opts.secrets)?;
+            git_source::resolve(&r, &access)?.ok_or_else(|| GitError::Command {
                 what: "resolve",
                 remote: r.remote.clone(),
                 stderr: format!("ref {:?} not found", r.commit.as_deref().unwrap_or("HEAD")),
@@ -59,7 +59,7 @@ pub(super) fn run(
 ) -> Result<Snapshot, ExecutorError> {
     let _slot = w.slots.acquire(cancel).ok_or(ExecutorError::Interrupted)?;
     let r = parse(url)?;
-    let auth = git_source::auth_header(&r, &w.opts.secrets)?;
+    let access = Access::of(&r, &w.opts.secrets)?;
     let tmp = w.layers.scratch("git")?;
     let repo = tmp.join("repo");
     let result = (|| {
@@ -68,7 +68,7 @@ pub(super) fn run(
             &repo,
             &Checkout {
                 keep_git_dir,
-                auth,
+                access,
                 checksum: checksum.map(str::to_string),
             },
         )?;

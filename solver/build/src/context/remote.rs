@@ -6,7 +6,7 @@ use std::io::Read;
 use std::path::PathBuf;
 
 use kiln_cache::Root;
-use kiln_worker::git_source::{self, Checkout, GitRef};
+use kiln_worker::git_source::{self, Access, Checkout, GitRef};
 use kiln_worker::http_source::{Downloads, HttpError};
 
 use super::{scratch, stdin, InputError};
@@ -27,7 +27,7 @@ pub(super) fn git(
         .build_args
         .get(KEEP_GIT_DIR_ARG)
         .is_some_and(|v| truthy(v));
-    let auth = git_source::auth_header(&r, &opts.secrets).map_err(InputError::Git)?;
+    let access = Access::of(&r, &opts.secrets).map_err(InputError::Git)?;
     let tmp = scratch(root, "git-context-")?;
     let repo = tmp.path().join("repo");
     git_source::checkout(
@@ -35,7 +35,7 @@ pub(super) fn git(
         &repo,
         &Checkout {
             keep_git_dir,
-            auth,
+            access,
             checksum: None,
         },
     )
