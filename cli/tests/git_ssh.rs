@@ -5,7 +5,8 @@
 //! loaded into an `ssh-agent` the test starts, and a bare repository in a
 //! temporary folder. A git context, a named context and `ADD` of an
 //! `ssh://` URL fetch through the agent forwarded as `default`, as
-//! BuildKit does; without `--ssh` the build fails with BuildKit's error.
+//! BuildKit does; without `--ssh` the build fails with BuildKit's error;
+//! `--ssh default=KEYFILE` serves a key file through an agent of kiln's.
 //! The host's `~/.ssh` and `/etc/ssh` are never read or written: every
 //! path is passed explicitly.
 
@@ -292,7 +293,27 @@ fn git_over_ssh_goes_through_the_forwarded_agent() {
     let (o, _) = build(&k, &["--ssh", &wrong, &url], None);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("Permission denied"), "{}", stderr(&o));
-    let _ = &ssh.user_key;
+
+    // `--ssh default=KEYFILE`: kiln serves the key through an agent of its
+    // own, as buildx does.
+    let keyfile = format!("default={}", ssh.user_key.display());
+    let (o, out) = build(&k, &["--ssh", &keyfile, &url], None);
+    assert_ok(&o);
+    assert_eq!(read(out.join("hello.txt")), "over ssh\n");
+    // A file that is no key: ssh-add's refusal, before anything runs.
+    let not_key = k.path("not-a-key");
+    std::fs::write(&not_key, "nope\n").expect("write");
+    let (o, _) = build(
+        &k,
+        &["--ssh", &format!("default={}", not_key.display()), &url],
+        None,
+    );
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("failed to load SSH key"),
+        "{}",
+        stderr(&o)
+    );
 
     // No known_hosts was written for the user.
     if !had_home_ssh {

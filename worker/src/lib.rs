@@ -13,6 +13,7 @@ pub mod executor;
 pub mod fileops;
 pub mod git_source;
 pub mod http_source;
+pub mod key_agent;
 pub mod layers;
 pub mod netpool;
 pub mod reexec;

@@ -48,6 +48,9 @@ pub struct Secrets {
     pub secrets: HashMap<String, SecretSource>,
     /// `--ssh`: id → the agent's socket on the host.
     pub ssh: HashMap<String, PathBuf>,
+    /// The agents kiln started for `--ssh ID=KEYFILE` (their sockets are
+    /// in `ssh`); held here so they serve as long as the build may ask.
+    pub key_agents: Vec<Arc<crate::key_agent::KeyAgent>>,
 }
 
 /// Why a secret could not be given to a step.

@@ -1,9 +1,14 @@
 //! `--secret` and `--ssh` values, parsed as buildx parses them, into
 //! the worker's [`Secrets`] (sources only: values are read when a step
-//! mounts them, and never printed).
+//! mounts them, and never printed). `--ssh ID=KEYFILE` starts an agent
+//! holding the keys ([`KeyAgent`]).
 
 use std::path::PathBuf;
 
+use std::os::unix::fs::FileTypeExt;
+use std::sync::Arc;
+
+use kiln_worker::key_agent::KeyAgent;
 use kiln_worker::secrets::{SecretSource, Secrets};
 
 /// A `--secret` or `--ssh` value that cannot be used; the message says why
@@ -26,7 +31,16 @@ pub fn parse(secret: &[String], ssh: &[String]) -> Result<Secrets> {
         out.secrets.insert(id, src);
     }
     for s in ssh {
-        let (id, sock) = parse_ssh(s, std::env::var_os("SSH_AUTH_SOCK").map(PathBuf::from))?;
+        let (id, source) = parse_ssh(s, std::env::var_os("SSH_AUTH_SOCK").map(PathBuf::from))?;
+        let sock = match source {
+            SshSource::Socket(sock) => sock,
+            SshSource::Keys(keys) => {
+                let agent = KeyAgent::start(&keys).map_err(|e| spec_err!("--ssh {s:?}: {e}"))?;
+                let sock = agent.socket().to_path_buf();
+                out.key_agents.push(Arc::new(agent));
+                sock
+            }
+        };
         out.ssh.insert(id, sock);
     }
     Ok(out)
@@ -85,38 +99,62 @@ fn parse_secret(spec: &str) -> Result<(String, SecretSource)> {
     Ok((id, source))
 }
 
-/// One `--ssh default|ID[=SOCKET]`: an agent socket, `$SSH_AUTH_SOCK` when
-/// none is named. Key files (which buildx also takes) are not supported.
-fn parse_ssh(spec: &str, auth_sock: Option<PathBuf>) -> Result<(String, PathBuf)> {
-    let (id, paths) = match spec.split_once('=') {
+/// What one `--ssh` value names: an agent socket, or key files that need
+/// an agent of kiln's.
+#[derive(Debug, PartialEq, Eq)]
+enum SshSource {
+    Socket(PathBuf),
+    Keys(Vec<PathBuf>),
+}
+
+/// One `--ssh default|ID[=SOCKET|KEYFILE[,KEYFILE…]]` as buildx reads it:
+/// `$SSH_AUTH_SOCK` when nothing is named, else one agent socket or any
+/// number of private key files.
+fn parse_ssh(spec: &str, auth_sock: Option<PathBuf>) -> Result<(String, SshSource)> {
+    let (id, paths): (&str, Vec<&str>) = match spec.split_once('=') {
         Some((id, p)) => (id, p.split(',').filter(|p| !p.is_empty()).collect()),
         None => (spec, Vec::new()),
     };
     if id.is_empty() {
         return Err(spec_err!("--ssh {spec:?}: empty id"));
     }
-    let sock = match paths.as_slice() {
-        [] => auth_sock
+    if paths.is_empty() {
+        let sock = auth_sock
             .filter(|p| !p.as_os_str().is_empty())
             .ok_or_else(|| {
                 spec_err!("invalid empty ssh agent socket: make sure SSH_AUTH_SOCK is set")
-            })?,
-        [one] => PathBuf::from(one),
-        _ => {
-            return Err(spec_err!(
-            "--ssh {spec:?}: kiln forwards one agent socket per id (key files are not supported)"
-        ))
-        }
-    };
-    use std::os::unix::fs::FileTypeExt;
-    match std::fs::metadata(&sock) {
-        Ok(m) if m.file_type().is_socket() => Ok((id.to_string(), sock)),
-        Ok(_) => Err(spec_err!(
-            "--ssh {spec:?}: {} is not an agent socket (kiln forwards agent sockets only, not key files)",
-            sock.display()
-        )),
-        Err(e) => Err(spec_err!("--ssh {spec:?}: {}: {e}", sock.display())),
+            })?;
+        return match std::fs::metadata(&sock) {
+            Ok(m) if m.file_type().is_socket() => Ok((id.to_string(), SshSource::Socket(sock))),
+            Ok(_) => Err(spec_err!(
+                "--ssh {spec:?}: SSH_AUTH_SOCK {} is not a socket",
+                sock.display()
+            )),
+            Err(e) => Err(spec_err!("--ssh {spec:?}: {}: {e}", sock.display())),
+        };
     }
+    let mut keys = Vec::new();
+    for p in &paths {
+        let path = PathBuf::from(p);
+        match std::fs::metadata(&path) {
+            // buildx: only a single socket, and never beside key files.
+            Ok(m) if m.file_type().is_socket() => {
+                if paths.len() > 1 {
+                    return Err(spec_err!("--ssh {spec:?}: only single socket allowed"));
+                }
+                return Ok((id.to_string(), SshSource::Socket(path)));
+            }
+            Ok(m) if m.is_file() => keys.push(path),
+            Ok(_) => {
+                return Err(spec_err!(
+                    "--ssh {spec:?}: {} is neither an agent socket nor a key file",
+                    path.display()
+                ))
+            }
+            Err(e) => return Err(spec_err!("--ssh {spec:?}: {}: {e}", path.display())),
+        }
+    }
+    Ok((id.to_string(), SshSource::Keys(keys)))
 }
 
 #[cfg(test)]
@@ -156,13 +194,22 @@ mod tests {
         let sock = t.path().join("agent.sock");
         let _l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
         let (id, p) = parse_ssh("default", Some(sock.clone())).unwrap();
-        assert_eq!((id.as_str(), p), ("default", sock.clone()));
+        assert_eq!(
+            (id.as_str(), p),
+            ("default", SshSource::Socket(sock.clone()))
+        );
         let (id, p) = parse_ssh(&format!("git={}", sock.display()), None).unwrap();
-        assert_eq!((id.as_str(), p), ("git", sock.clone()));
+        assert_eq!((id.as_str(), p), ("git", SshSource::Socket(sock.clone())));
         assert!(parse_ssh("default", None).is_err());
         let key = t.path().join("id_ed25519");
         std::fs::write(&key, "k").unwrap();
-        let err = parse_ssh(&format!("k={}", key.display()), None).unwrap_err();
-        assert!(err.to_string().contains("not an agent socket"));
+        let (id, p) = parse_ssh(&format!("k={},{}", key.display(), key.display()), None).unwrap();
+        assert_eq!(
+            (id.as_str(), p),
+            ("k", SshSource::Keys(vec![key.clone(), key.clone()]))
+        );
+        let err = parse_ssh(&format!("k={},{}", sock.display(), key.display()), None).unwrap_err();
+        assert!(err.to_string().contains("only single socket"), "{err}");
+        assert!(parse_ssh("k=/kiln/no/such/key", None).is_err());
     }
 }
