@@ -126,6 +126,11 @@ pub enum Cmd {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Manage images (`kiln image prune`).
+    Image {
+        #[command(subcommand)]
+        cmd: super::image_prune::ImageCmd,
+    },
 }
 
 /// `kiln save --format`.
@@ -203,6 +208,10 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
             save(output, format, &conv, images)
         }
         Cmd::Prune { all, dry_run } => prune(&mut out, all, dry_run),
+        Cmd::Image { cmd } => {
+            drop(out);
+            super::image_prune::run(cmd)
+        }
     }
 }
 

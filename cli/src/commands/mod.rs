@@ -4,6 +4,7 @@ pub mod build;
 pub mod build_flags;
 pub mod check;
 pub mod frontend;
+pub mod image_prune;
 pub mod images;
 pub mod registry;
 pub mod run;
