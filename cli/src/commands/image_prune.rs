@@ -204,7 +204,8 @@ fn prune(a: PruneArgs) -> Result<ExitCode> {
                 .get("created")
                 .and_then(Value::as_str)
                 .and_then(units::parse_rfc3339);
-            if !created.is_some_and(|c| c < until) {
+            // No creation time: kept, as docker keeps it.
+            if created.is_none_or(|c| c >= until) {
                 continue;
             }
         }
