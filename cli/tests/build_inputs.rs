@@ -539,15 +539,19 @@ fn add_git_keep_git_dir_checksum_and_cache_by_commit() {
 }
 
 /// `git http-backend` behind a tiny HTTP server that wants
-/// `Authorization: <auth>`; returns the port.
-fn git_http_server(project_root: PathBuf, auth: String) -> u16 {
+/// `Authorization: <auth>` (any or none when `auth` is `None`); returns
+/// the port and every `Authorization` value it was sent.
+fn git_http_server(project_root: PathBuf, auth: Option<String>) -> (u16, Arc<Mutex<Vec<String>>>) {
     use std::io::Read;
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let seen_by_server = Arc::clone(&seen);
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(mut conn) = conn else { continue };
             let (root, auth) = (project_root.clone(), auth.clone());
+            let seen = Arc::clone(&seen_by_server);
             std::thread::spawn(move || {
                 let mut reader = BufReader::new(conn.try_clone().expect("clone"));
                 let mut line = String::new();
@@ -564,7 +568,10 @@ fn git_http_server(project_root: PathBuf, auth: String) -> u16 {
                         headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
                     }
                 }
-                if headers.get("authorization") != Some(&auth) {
+                if let Some(a) = headers.get("authorization") {
+                    seen.lock().expect("seen").push(a.clone());
+                }
+                if auth.is_some() && headers.get("authorization") != auth.as_ref() {
                     let _ = conn.write_all(
                         b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"git\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
                     );
@@ -638,7 +645,7 @@ fn git_http_server(project_root: PathBuf, auth: String) -> u16 {
             });
         }
     });
-    port
+    (port, seen)
 }
 
 #[test]
@@ -654,7 +661,7 @@ fn private_git_over_http_with_auth_token_secret() {
         "basic {}",
         base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{token}"))
     );
-    let port = git_http_server(base.clone(), expected);
+    let (port, _) = git_http_server(base.clone(), Some(expected.clone()));
     let url = format!("http://127.0.0.1:{port}/priv.git");
     let token_file = k.path("token");
     std::fs::write(&token_file, token).expect("token");
@@ -688,4 +695,58 @@ fn private_git_over_http_with_auth_token_secret() {
     );
     assert_ok(&o);
     assert!(out.join("p/secret.txt").is_file());
+
+    // GIT_AUTH_HEADER: the header as it is.
+    let header_file = k.path("header");
+    std::fs::write(&header_file, &expected).expect("header");
+    let secret = format!("id=GIT_AUTH_HEADER,src={}", header_file.display());
+    let (o, out) = build_local(&k, &["--secret", &secret], &url, b"");
+    assert_ok(&o);
+    assert!(out.join("secret.txt").is_file());
+
+    // The token goes to the remote only: a submodule on another server
+    // (which wants no auth) never sees it (BuildKit's tokenScope).
+    let other = k.path("githttp-other");
+    std::fs::create_dir_all(&other).expect("other");
+    repo(&other, "pub.git", &[("pub.txt", "public\n")]);
+    let (other_port, seen) = git_http_server(other.clone(), None);
+    git(
+        &r,
+        &[
+            "-c",
+            "protocol.file.allow=always",
+            "submodule",
+            "add",
+            "-q",
+            &other.join("pub.git").display().to_string(),
+            "pub",
+        ],
+    );
+    git(
+        &r,
+        &[
+            "config",
+            "-f",
+            ".gitmodules",
+            "submodule.pub.url",
+            &format!("http://127.0.0.1:{other_port}/pub.git"),
+        ],
+    );
+    git(&r, &["commit", "-q", "-am", "submodule"]);
+    let secret = format!("id=GIT_AUTH_TOKEN,src={}", token_file.display());
+    let (o, out) = build_df(
+        &k,
+        &format!("FROM scratch\nADD {url} /p\n"),
+        &["--secret", &secret],
+    );
+    assert_ok(&o);
+    assert_eq!(
+        std::fs::read_to_string(out.join("p/pub/pub.txt")).expect("submodule"),
+        "public\n"
+    );
+    assert!(
+        seen.lock().expect("seen").is_empty(),
+        "the submodule's server was sent {:?}",
+        seen.lock().expect("seen")
+    );
 }

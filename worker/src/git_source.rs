@@ -20,7 +20,8 @@
 //! Credentials for HTTP remotes come from the build's secrets
 //! (`GIT_AUTH_TOKEN[.host]`, `GIT_AUTH_HEADER[.host]`) and reach git through
 //! `GIT_CONFIG_*` variables, never its command line, so `ps` cannot show
-//! them.
+//! them; they are sent to the remote's own URL only (BuildKit's
+//! `tokenScope`), never to a submodule's host.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -209,6 +210,11 @@ pub fn ssh_agent(r: &GitRef, secrets: &Secrets) -> Result<Option<PathBuf>, GitEr
 pub struct Access {
     /// The `Authorization` header value for HTTP remotes.
     pub auth: Option<String>,
+    /// The URL prefix the header is sent to (git's `http.<url>.*`):
+    /// only the remote itself, so submodules and other hosts never see
+    /// the token; BuildKit's `tokenScope` (all of github.com for a
+    /// github.com remote). Empty: every URL.
+    pub auth_scope: String,
     /// The agent socket for SSH remotes.
     pub ssh_agent: Option<PathBuf>,
 }
@@ -218,9 +224,21 @@ impl Access {
     pub fn of(r: &GitRef, secrets: &Secrets) -> Result<Access, GitError> {
         Ok(Access {
             auth: auth_header(r, secrets)?,
+            auth_scope: token_scope(&r.remote).to_string(),
             ssh_agent: ssh_agent(r, secrets)?,
         })
     }
+}
+
+/// BuildKit's `tokenScope`: the remote, or all of github.com for a
+/// github.com remote (as actions/checkout reuses its token).
+fn token_scope(remote: &str) -> &str {
+    for pfx in ["https://github.com/", "https://www.github.com/"] {
+        if remote.starts_with(pfx) {
+            return pfx;
+        }
+    }
+    remote
 }
 
 /// How to check a repository out.
@@ -416,8 +434,13 @@ fn git(dir: Option<&Path>, access: &Access) -> Command {
         c.env("SSH_AUTH_SOCK", sock);
     }
     if let Some(h) = &access.auth {
+        let key = if access.auth_scope.is_empty() {
+            "http.extraheader".to_string()
+        } else {
+            format!("http.{}.extraheader", access.auth_scope)
+        };
         c.env("GIT_CONFIG_COUNT", "1")
-            .env("GIT_CONFIG_KEY_0", "http.extraheader")
+            .env("GIT_CONFIG_KEY_0", key)
             .env("GIT_CONFIG_VALUE_0", format!("Authorization: {h}"));
     }
     c
