@@ -536,3 +536,67 @@ fn statements_name_the_manifest_the_export_writes() {
         );
     }
 }
+
+#[test]
+fn index_annotations_apply_with_attestations() {
+    // The index with attestation manifests is written by the same path as
+    // any index, so `--annotation index:…` and the descriptor levels land
+    // on it, in the archive and in the registry alike.
+    let reg = kiln_testsupport::TestRegistry::plain();
+    let k = Kiln::with_busybox(KILN);
+    let ctx = k.context(
+        "annotated",
+        &[("Dockerfile", "FROM busybox:1.35\nCOPY f /f\n"), ("f", "x")],
+    );
+    let name = reg.reference("att/annotated:1");
+    let flags = [
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "--provenance=mode=min",
+        "--annotation",
+        "index:a=b",
+        "--annotation",
+        "index-descriptor:c=d",
+        "--annotation",
+        "manifest-descriptor:e=f",
+    ];
+    let check = |index: &Value| {
+        assert_eq!(index["annotations"]["a"], "b", "{index:#}");
+        let manifests = index["manifests"].as_array().expect("manifests");
+        assert_eq!(manifests.len(), 4, "{index:#}");
+        for image in &manifests[..2] {
+            assert_ne!(image["platform"]["architecture"], "unknown");
+            assert_eq!(image["annotations"]["e"], "f", "{image:#}");
+        }
+        for (image, att) in manifests[..2].iter().zip(&manifests[2..]) {
+            assert_eq!(att["platform"]["os"], "unknown");
+            assert_eq!(
+                att["annotations"]["vnd.docker.reference.type"],
+                "attestation-manifest"
+            );
+            assert_eq!(
+                att["annotations"]["vnd.docker.reference.digest"],
+                image["digest"]
+            );
+        }
+    };
+    let a = build_oci(&k, &ctx, "annotated.tar", &flags);
+    assert_eq!(a.top()["annotations"]["c"], "d", "{:#}", a.index);
+    let index = a.json(a.top()["digest"].as_str().expect("digest"));
+    check(&index);
+    assert!(statements(&a, &index["manifests"][2]).contains_key("https://slsa.dev/provenance/v0.2"));
+
+    let ctx_s = ctx.display().to_string();
+    let mut args = vec!["build", "--progress", "plain", "--push", "-t", &name];
+    args.extend_from_slice(&flags);
+    args.push(&ctx_s);
+    k.ok(&args);
+    let raw = kiln_testsupport::skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        "--raw",
+        &format!("docker://{name}"),
+    ]);
+    let pushed: Value = serde_json::from_slice(&raw).expect("index JSON");
+    check(&pushed);
+}

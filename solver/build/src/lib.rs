@@ -428,24 +428,31 @@ impl Builder {
             .map(|b| export::image::assemble_reusing(root, b, &created, epoch))
             .collect::<Result<_, _>>()?;
         annotations::manifests(root, &mut images, &opts.annotations)?;
+        // One manifest, or one index (with the attestation manifests when
+        // asked) written by one path and annotated as `--annotation` says.
         let top = match images.as_slice() {
-            _ if !opts.attest.is_empty() => {
-                let ctx = attest_context(&opts, &df_path, started, &created);
-                let conv = attest::conversion_for(&outputs);
-                attest::attach(
-                    root,
-                    &opts.attest,
-                    &ctx,
-                    &images,
-                    &built,
-                    &facts,
-                    &opts.tags,
-                    &conv,
-                )
-                .map_err(BuildError::context("attaching attestations"))?
+            [one] if opts.attest.is_empty() => one.manifest.clone(),
+            many => {
+                let entries = if opts.attest.is_empty() {
+                    many.iter().map(|i| i.manifest.clone()).collect()
+                } else {
+                    let ctx = attest_context(&opts, &df_path, started, &created);
+                    let conv = attest::conversion_for(&outputs);
+                    attest::manifests(
+                        root,
+                        &opts.attest,
+                        &ctx,
+                        many,
+                        &built,
+                        &facts,
+                        &opts.tags,
+                        &conv,
+                    )
+                    .map_err(BuildError::context("attaching attestations"))?
+                };
+                let index = export::image::index_of(root, &entries)?;
+                annotations::index(root, index, &opts.annotations)?
             }
-            [one] => one.manifest.clone(),
-            many => annotations::index(root, export::image::index(root, many)?, &opts.annotations)?,
         };
         let mut named = Vec::new();
         for out in &outputs {

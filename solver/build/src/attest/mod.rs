@@ -449,12 +449,15 @@ pub fn conversion_for(outputs: &[crate::Output]) -> Conversion {
 }
 
 /// Makes the attestations `opts` asks for, one attestation manifest per
-/// platform image, and writes the index over the images and them. The
-/// images are first converted as `conv` says (their manifests' digests are
-/// the statements' subjects; an export with the same conversion leaves
-/// them as they are).
+/// platform image, and returns the entries of the index BuildKit writes:
+/// the images first, then their attestation manifests. The images are
+/// first converted as `conv` says (their manifests' digests are the
+/// statements' subjects; an export with the same conversion leaves them as
+/// they are). The index itself is written by the one index path,
+/// [`crate::export::image::index_of`], so `--annotation index:…` applies
+/// to it as to any index.
 #[allow(clippy::too_many_arguments)]
-pub fn attach(
+pub fn manifests(
     root: &Root,
     opts: &AttestOptions,
     ctx: &Context,
@@ -463,7 +466,7 @@ pub fn attach(
     facts: &[TargetFacts],
     tags: &[Reference],
     conv: &Conversion,
-) -> Result<Descriptor, AttestError> {
+) -> Result<Vec<Descriptor>, AttestError> {
     let mut image_entries = Vec::with_capacity(images.len());
     let mut attest_entries = Vec::with_capacity(images.len());
     let empty = TargetFacts::default();
@@ -534,17 +537,7 @@ pub fn attach(
         );
     }
     image_entries.extend(attest_entries);
-    let index = to_bytes(&json!({
-        "schemaVersion": 2,
-        "mediaType": media::OCI_INDEX,
-        "manifests": image_entries,
-    }))?;
-    let digest = root.blobs().put(&index)?;
-    descriptor(json!({
-        "mediaType": media::OCI_INDEX,
-        "digest": digest.to_string(),
-        "size": index.len(),
-    }))
+    image_entries.into_iter().map(descriptor).collect()
 }
 
 #[cfg(test)]
