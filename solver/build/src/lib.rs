@@ -428,6 +428,7 @@ impl Builder {
             .map(|b| export::image::assemble_reusing(root, b, &created, epoch))
             .collect::<Result<_, _>>()?;
         annotations::manifests(root, &mut images, &opts.annotations)?;
+        let attest_ctx = attest_context(&opts, &df_path, started, &created);
         // One manifest, or one index (with the attestation manifests when
         // asked) written by one path and annotated as `--annotation` says.
         let top = match images.as_slice() {
@@ -436,12 +437,11 @@ impl Builder {
                 let entries = if opts.attest.is_empty() {
                     many.iter().map(|i| i.manifest.clone()).collect()
                 } else {
-                    let ctx = attest_context(&opts, &df_path, started, &created);
                     let conv = attest::conversion_for(&outputs);
                     attest::manifests(
                         root,
                         &opts.attest,
-                        &ctx,
+                        &attest_ctx,
                         many,
                         &built,
                         &facts,
@@ -465,7 +465,10 @@ impl Builder {
                     &top,
                     &opts.tags,
                 )?),
-                _ => export::output(root, out, &top, &built, &opts.tags, epoch)?,
+                _ => {
+                    let files = attest_files(root, &opts, out, &attest_ctx, &built, &facts)?;
+                    export::output_with(root, out, &top, &built, &opts.tags, epoch, &files)?
+                }
             }
         }
         // What the metadata names: the image as pushed (or named) when an
@@ -534,6 +537,32 @@ impl Builder {
             pushed,
         })
     }
+}
+
+/// The attestations `type=local` and `type=tar` write as files, per
+/// platform (none for other outputs or without `--provenance`/`--sbom`).
+fn attest_files(
+    root: &Root,
+    opts: &BuildOptions,
+    out: &Output,
+    ctx: &attest::Context,
+    built: &[export::Built],
+    facts: &[attest::TargetFacts],
+) -> Result<Vec<Vec<attest::Predicate>>, BuildError> {
+    if opts.attest.is_empty() || !matches!(out, Output::Local(..) | Output::Tar(..)) {
+        return Ok(Vec::new());
+    }
+    let none = attest::TargetFacts::default();
+    built
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let names = attest::subject_names(&opts.tags, &b.platform);
+            let f = facts.get(i).unwrap_or(&none);
+            attest::predicates(root, &opts.attest, ctx, b, f, &names)
+        })
+        .collect::<Result<_, _>>()
+        .map_err(BuildError::context("making the attestation files"))
 }
 
 /// What the provenance says of the build's request.

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use kiln_cache::Root;
 
-use super::{Built, ExportError};
+use super::{Built, ExportError, FsOptions};
 
 /// Writes the tar at `dest`: assembled in a temporary file beside it and
 /// renamed into place, so `dest` is whole or untouched; `-` streams it to
@@ -18,11 +18,24 @@ pub fn write(
     dest: &Path,
     epoch: Option<i64>,
 ) -> Result<(), ExportError> {
+    write_with(root, built, dest, epoch, &FsOptions::default(), &[])
+}
+
+/// [`write`] with each platform's attestation files, as
+/// [`super::local::write_with`] writes them.
+pub fn write_with(
+    root: &Root,
+    built: &[Built],
+    dest: &Path,
+    epoch: Option<i64>,
+    opts: &FsOptions,
+    attestations: &[Vec<crate::attest::Predicate>],
+) -> Result<(), ExportError> {
     let tmp = tempfile::Builder::new()
         .prefix("export-")
         .tempdir_in(root.tmp_dir())?;
     let fs = tmp.path().join("rootfs");
-    super::local::write(root, built, &fs, None)?;
+    super::local::write_with(root, built, &fs, None, opts, attestations)?;
     if let Some(e) = epoch {
         // A folder of this export's own: everything in it was written.
         super::epoch::set_tree_times(&fs, e, None)?;
