@@ -17,6 +17,7 @@ pub mod context;
 mod error;
 mod event;
 pub mod export;
+pub mod metadata;
 pub mod prune;
 mod remote;
 pub mod secrets;
@@ -87,6 +88,9 @@ pub struct BuildOptions {
     pub iidfile: Option<PathBuf>,
     /// Write build metadata (digests, names) as JSON to this file.
     pub metadata_file: Option<PathBuf>,
+    /// How much provenance the metadata file carries
+    /// (`BUILDX_METADATA_PROVENANCE`; buildx's default is `min`).
+    pub metadata_provenance: metadata::MetadataProvenance,
     /// Attestations to attach (`--provenance`, `--sbom`, `--attest`);
     /// none by default.
     pub attest: attest::AttestOptions,
@@ -129,6 +133,7 @@ impl BuildOptions {
             allow_host_network: false,
             iidfile: None,
             metadata_file: None,
+            metadata_provenance: Default::default(),
             attest: attest::AttestOptions::default(),
             resources: Default::default(),
             labels: BTreeMap::new(),
@@ -365,7 +370,9 @@ impl Builder {
                 lines: None,
             });
         }
-        let facts = if opts.attest.is_empty() {
+        let metadata_provenance = opts.metadata_file.is_some()
+            && opts.metadata_provenance != metadata::MetadataProvenance::Disabled;
+        let facts = if opts.attest.is_empty() && !metadata_provenance {
             Vec::new()
         } else {
             attest::target_facts(root, &lowered.graph, &ids, opts.network)
@@ -498,17 +505,28 @@ impl Builder {
             std::fs::write(f, &id)?;
         }
         if let Some(f) = &opts.metadata_file {
-            let mut meta = serde_json::json!({
-                "containerimage.digest": final_top.digest().to_string(),
-                "containerimage.descriptor": final_top,
-            });
-            if let [one] = images.as_slice() {
-                meta["containerimage.config.digest"] = serde_json::json!(one.config.to_string());
-            }
-            if !all_names.is_empty() {
-                let names: Vec<String> = all_names.iter().map(|t| t.to_string()).collect();
-                meta["image.name"] = serde_json::json!(names.join(","));
-            }
+            let image = metadata::ImageFacts {
+                top: &final_top,
+                // Only an image without an index names its config, as
+                // BuildKit's `config.digest` annotation.
+                config: match images.as_slice() {
+                    [one] if opts.attest.is_empty() => Some(one.config.to_string()),
+                    _ => None,
+                },
+                names: all_names.iter().map(|t| t.to_string()).collect(),
+                created: &created,
+            };
+            let meta = metadata::document(
+                &attest_ctx,
+                &built,
+                &facts,
+                opts.metadata_provenance,
+                // `type=local`/`type=tar` alone make no image.
+                outputs
+                    .iter()
+                    .any(|o| !matches!(o, Output::Local(..) | Output::Tar(..)))
+                    .then_some(image),
+            );
             let bytes = serde_json::to_vec_pretty(&meta)
                 .map_err(BuildError::context("encoding the metadata"))?;
             std::fs::write(f, bytes)?;
