@@ -121,7 +121,9 @@ const IMAGE_KEYS: &[&str] = &[
     epoch::REWRITE_TIMESTAMP,
 ];
 
-const FS_KEYS: &[&str] = &["type", "dest", ATTESTATION_PREFIX];
+/// `rewrite-timestamp` is accepted here too: the files already carry the
+/// epoch, and the layers are rewritten as for any output.
+const FS_KEYS: &[&str] = &["type", "dest", ATTESTATION_PREFIX, epoch::REWRITE_TIMESTAMP];
 
 /// The `type=local`/`type=tar` key BuildKit puts before the names of the
 /// attestation files (`attestation-prefix=x.` gives `x.provenance.json`).
