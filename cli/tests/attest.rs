@@ -768,3 +768,146 @@ fn each_platform_folder_gets_its_own_attestation_files() {
     // Each platform's statement is about its own files.
     assert_ne!(busybox[0], busybox[1]);
 }
+
+/// The keys of a JSON object, sorted.
+fn keys(v: &Value) -> Vec<&str> {
+    let mut k: Vec<&str> = v
+        .as_object()
+        .map(|o| o.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    k.sort_unstable();
+    k
+}
+
+#[test]
+fn attestation_layout_is_field_for_field_buildkits() {
+    // What BuildKit 0.25 (docker 28.5) writes, from its
+    // exporter/containerimage/writer.go (commitAttestationsManifest,
+    // attestationsConfig, RemoveInternalLayerAnnotations), control.go (the
+    // SBOM processor before the provenance one) and
+    // docs/attestations/attestation-storage.md.
+    let k = Kiln::with_busybox(KILN);
+    let ctx = context(&k);
+    let a = build_oci(
+        &k,
+        &ctx,
+        "layout.tar",
+        &["-t", "layout:1", "--provenance=true", "--sbom=true"],
+    );
+    let index = a.json(a.top()["digest"].as_str().expect("digest"));
+    assert_eq!(index["schemaVersion"], 2);
+    assert_eq!(
+        index["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    let manifests = index["manifests"].as_array().expect("manifests");
+    assert_eq!(manifests.len(), 2, "the image, then its attestations");
+    let image = &manifests[0];
+    let att = &manifests[1];
+    assert_eq!(
+        image["mediaType"],
+        "application/vnd.oci.image.manifest.v1+json"
+    );
+    assert_ne!(image["platform"]["os"], "unknown");
+
+    // The index entry: exactly these fields and annotations.
+    assert_eq!(
+        keys(att),
+        ["annotations", "digest", "mediaType", "platform", "size"]
+    );
+    assert_eq!(
+        att["mediaType"],
+        "application/vnd.oci.image.manifest.v1+json"
+    );
+    assert_eq!(
+        att["annotations"],
+        serde_json::json!({
+            "vnd.docker.reference.type": "attestation-manifest",
+            "vnd.docker.reference.digest": image["digest"],
+        })
+    );
+    assert_eq!(
+        att["platform"],
+        serde_json::json!({"architecture": "unknown", "os": "unknown"})
+    );
+
+    // The attestation manifest.
+    let m = a.json(att["digest"].as_str().expect("digest"));
+    assert_eq!(m["schemaVersion"], 2);
+    assert_eq!(m["mediaType"], "application/vnd.oci.image.manifest.v1+json");
+    assert_eq!(
+        m["config"]["mediaType"],
+        "application/vnd.oci.image.config.v1+json"
+    );
+    assert!(m.get("annotations").is_none() && m.get("subject").is_none());
+    let layers = m["layers"].as_array().expect("layers");
+    // SBOM first, then provenance, as BuildKit's processors append them.
+    let types: Vec<&str> = layers
+        .iter()
+        .map(|l| {
+            l["annotations"]["in-toto.io/predicate-type"]
+                .as_str()
+                .unwrap_or("")
+        })
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "https://spdx.dev/Document",
+            "https://slsa.dev/provenance/v0.2"
+        ]
+    );
+    for l in layers {
+        assert_eq!(keys(l), ["annotations", "digest", "mediaType", "size"]);
+        assert_eq!(l["mediaType"], "application/vnd.in-toto+json");
+        // Internal annotations (containerd.io/uncompressed) are not
+        // exported: only the predicate type.
+        assert_eq!(keys(&l["annotations"]), ["in-toto.io/predicate-type"]);
+        let blob = &a.blobs[l["digest"].as_str().expect("digest")];
+        assert_eq!(l["size"].as_u64(), Some(blob.len() as u64));
+    }
+
+    // Its config: an unknown/unknown image whose diff_ids are the
+    // statements' digests (uncompressed = the blob itself).
+    let config = a.json(m["config"]["digest"].as_str().expect("config"));
+    assert_eq!(
+        config,
+        serde_json::json!({
+            "architecture": "unknown",
+            "os": "unknown",
+            "config": {},
+            "rootfs": {
+                "type": "layers",
+                "diff_ids": layers.iter().map(|l| l["digest"].clone()).collect::<Vec<_>>(),
+            },
+        })
+    );
+
+    // The statements: in-toto v0.1 (BuildKit moved to v1 after 0.25),
+    // the subject the image manifest under the tag's package URL.
+    let purl = format!(
+        "pkg:docker/layout@1?platform={}%2F{}",
+        image["platform"]["os"].as_str().unwrap_or(""),
+        image["platform"]["architecture"].as_str().unwrap_or("")
+    );
+    for l in layers {
+        let st = a.json(l["digest"].as_str().expect("digest"));
+        assert_eq!(
+            keys(&st),
+            ["_type", "predicate", "predicateType", "subject"]
+        );
+        assert_eq!(st["_type"], "https://in-toto.io/Statement/v0.1");
+        assert_eq!(
+            st["predicateType"],
+            l["annotations"]["in-toto.io/predicate-type"]
+        );
+        let hex = image["digest"]
+            .as_str()
+            .and_then(|d| d.strip_prefix("sha256:"))
+            .expect("sha256");
+        assert_eq!(
+            st["subject"],
+            serde_json::json!([{"name": purl, "digest": {"sha256": hex}}])
+        );
+    }
+}

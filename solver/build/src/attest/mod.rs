@@ -453,8 +453,10 @@ pub const PROVENANCE_FILE: &str = "provenance.json";
 pub const SBOM_FILE: &str = "sbom.spdx.json";
 
 /// The predicates `opts` asks for about one platform's result `b`, in
-/// BuildKit's order (provenance, then SBOM): the one place both the
-/// attestation manifests and the attestation files get them from.
+/// BuildKit's order: the SBOM, then the provenance (its control API runs
+/// the SBOM processor before the provenance processor, each appending to
+/// the result's attestations). The one place both the attestation
+/// manifests and the attestation files get them from.
 pub fn predicates(
     root: &Root,
     opts: &AttestOptions,
@@ -464,19 +466,19 @@ pub fn predicates(
     names: &[String],
 ) -> Result<Vec<Predicate>, AttestError> {
     let mut out = Vec::new();
+    if opts.sbom {
+        out.push(Predicate {
+            predicate_type: PREDICATE_SPDX,
+            file_name: SBOM_FILE,
+            predicate: sbom::document(root, b, names, &ctx.created)?,
+        });
+    }
     if let Some(p) = &opts.provenance {
         let (predicate_type, predicate) = provenance::predicate(p, ctx, facts);
         out.push(Predicate {
             predicate_type,
             file_name: PROVENANCE_FILE,
             predicate,
-        });
-    }
-    if opts.sbom {
-        out.push(Predicate {
-            predicate_type: PREDICATE_SPDX,
-            file_name: SBOM_FILE,
-            predicate: sbom::document(root, b, names, &ctx.created)?,
         });
     }
     Ok(out)
