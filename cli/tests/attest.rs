@@ -536,3 +536,378 @@ fn statements_name_the_manifest_the_export_writes() {
         );
     }
 }
+
+#[test]
+fn index_annotations_apply_with_attestations() {
+    // The index with attestation manifests is written by the same path as
+    // any index, so `--annotation index:…` and the descriptor levels land
+    // on it, in the archive and in the registry alike.
+    let reg = kiln_testsupport::TestRegistry::plain();
+    let k = Kiln::with_busybox(KILN);
+    let ctx = k.context(
+        "annotated",
+        &[("Dockerfile", "FROM busybox:1.35\nCOPY f /f\n"), ("f", "x")],
+    );
+    let name = reg.reference("att/annotated:1");
+    let flags = [
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "--provenance=mode=min",
+        "--annotation",
+        "index:a=b",
+        "--annotation",
+        "index-descriptor:c=d",
+        "--annotation",
+        "manifest-descriptor:e=f",
+    ];
+    let check = |index: &Value| {
+        assert_eq!(index["annotations"]["a"], "b", "{index:#}");
+        let manifests = index["manifests"].as_array().expect("manifests");
+        assert_eq!(manifests.len(), 4, "{index:#}");
+        for image in &manifests[..2] {
+            assert_ne!(image["platform"]["architecture"], "unknown");
+            assert_eq!(image["annotations"]["e"], "f", "{image:#}");
+        }
+        for (image, att) in manifests[..2].iter().zip(&manifests[2..]) {
+            assert_eq!(att["platform"]["os"], "unknown");
+            assert_eq!(
+                att["annotations"]["vnd.docker.reference.type"],
+                "attestation-manifest"
+            );
+            assert_eq!(
+                att["annotations"]["vnd.docker.reference.digest"],
+                image["digest"]
+            );
+        }
+    };
+    let a = build_oci(&k, &ctx, "annotated.tar", &flags);
+    assert_eq!(a.top()["annotations"]["c"], "d", "{:#}", a.index);
+    let index = a.json(a.top()["digest"].as_str().expect("digest"));
+    check(&index);
+    assert!(statements(&a, &index["manifests"][2]).contains_key("https://slsa.dev/provenance/v0.2"));
+
+    let ctx_s = ctx.display().to_string();
+    let mut args = vec!["build", "--progress", "plain", "--push", "-t", &name];
+    args.extend_from_slice(&flags);
+    args.push(&ctx_s);
+    k.ok(&args);
+    let raw = kiln_testsupport::skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        "--raw",
+        &format!("docker://{name}"),
+    ]);
+    let pushed: Value = serde_json::from_slice(&raw).expect("index JSON");
+    check(&pushed);
+}
+
+/// Runs `kiln build` with `extra` flags on `ctx` (epoch fixed); asserts
+/// success.
+fn build_with(k: &Kiln, ctx: &Path, extra: &[&str]) {
+    let ctx = ctx.display().to_string();
+    let mut args = vec!["build", "--progress", "plain", "--build-arg", "FOO=bar"];
+    args.extend_from_slice(extra);
+    args.push(&ctx);
+    let out = k
+        .cmd(&args)
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .output()
+        .expect("running kiln");
+    assert!(
+        out.status.success(),
+        "build {extra:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The statement file at `path`: BuildKit's indented in-toto statement.
+fn statement_file(path: &Path) -> Value {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let md = std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(md.permissions().mode() & 0o777, 0o600, "{}", path.display());
+    assert_eq!(md.mtime(), 1_700_000_000, "{}", path.display());
+    let text = std::fs::read_to_string(path).expect("read statement");
+    assert!(text.starts_with("{\n  \""), "indented JSON: {text:.40}");
+    let st: Value = serde_json::from_str(&text).expect("statement JSON");
+    assert_eq!(st["_type"], "https://in-toto.io/Statement/v0.1");
+    st
+}
+
+/// The subject named `name` of a statement, as its sha256.
+fn subject<'a>(st: &'a Value, name: &str) -> Option<&'a str> {
+    st["subject"]
+        .as_array()?
+        .iter()
+        .find(|s| s["name"] == name)?["digest"]["sha256"]
+        .as_str()
+}
+
+#[test]
+fn local_and_tar_outputs_get_attestation_files() {
+    let k = Kiln::with_busybox(KILN);
+    let ctx = context(&k);
+    let out = k.path("out");
+    let spec = format!("type=local,dest={}", out.display());
+    build_with(&k, &ctx, &["--sbom=true", "--provenance=true", "-o", &spec]);
+    // The rootfs is there, and beside it one file per attestation.
+    assert!(out.join("var/lib/dpkg/status").is_file());
+    let prov = statement_file(&out.join("provenance.json"));
+    assert_eq!(prov["predicateType"], "https://slsa.dev/provenance/v0.2");
+    assert_eq!(
+        prov["predicate"]["materials"][0]["uri"],
+        format!(
+            "pkg:docker/busybox@1.35?platform={}",
+            kiln_frontend::plan::Platform::host()
+                .to_string()
+                .replace('/', "%2F")
+        )
+    );
+    let sbom = statement_file(&out.join("sbom.spdx.json"));
+    assert_eq!(sbom["predicateType"], "https://spdx.dev/Document");
+    assert!(sbom["predicate"]["packages"]
+        .as_array()
+        .is_some_and(|p| p.iter().any(|p| p["name"] == "libc6")));
+    // Subjects: the regular files of the exported rootfs, by relative
+    // path and content digest; not the statements, not symlinks.
+    for st in [&prov, &sbom] {
+        assert_eq!(
+            subject(st, "var/lib/dpkg/status"),
+            Some(kiln_testsupport::sha256(DPKG_STATUS.as_bytes()).trim_start_matches("sha256:"))
+        );
+        assert!(subject(st, "bin/busybox").is_some());
+        assert!(subject(st, "provenance.json").is_none());
+        let names: Vec<&str> = st["subject"]
+            .as_array()
+            .expect("subjects")
+            .iter()
+            .filter_map(|s| s["name"].as_str())
+            .collect();
+        assert!(names.iter().all(|n| !n.starts_with('/')));
+        assert!(names.iter().all(|n| out.join(n).is_file()));
+    }
+
+    // A tar has the same files, here with attestation-prefix.
+    let tar_path = k.path("out.tar");
+    let spec = format!(
+        "type=tar,dest={},attestation-prefix=att.",
+        tar_path.display()
+    );
+    build_with(&k, &ctx, &["--provenance=mode=max", "-o", &spec]);
+    let mut ar = tar::Archive::new(std::fs::File::open(&tar_path).expect("tar"));
+    let mut found = BTreeMap::new();
+    for e in ar.entries().expect("entries") {
+        let mut e = e.expect("entry");
+        let name = e.path().expect("path").display().to_string();
+        let name = name.trim_start_matches("./").to_string();
+        if name.ends_with(".json") && !name.contains('/') {
+            assert_eq!(e.header().mode().expect("mode") & 0o777, 0o600);
+            let mut s = String::new();
+            e.read_to_string(&mut s).expect("read");
+            found.insert(name, serde_json::from_str::<Value>(&s).expect("json"));
+        }
+    }
+    assert_eq!(
+        found.keys().collect::<Vec<_>>(),
+        ["att.provenance.json"],
+        "{found:#?}"
+    );
+    assert_eq!(
+        found["att.provenance.json"]["predicate"]["invocation"]["parameters"]["args"]
+            ["build-arg:FOO"],
+        "bar"
+    );
+}
+
+#[test]
+fn each_platform_folder_gets_its_own_attestation_files() {
+    let k = Kiln::with_busybox(KILN);
+    let ctx = k.context(
+        "multi-local",
+        &[
+            (
+                "Dockerfile",
+                "FROM busybox:1.35\nCOPY package.json /app/node_modules/left-pad/package.json\n",
+            ),
+            ("package.json", PACKAGE_JSON),
+        ],
+    );
+    let out = k.path("out");
+    let spec = format!("type=local,dest={}", out.display());
+    build_with(
+        &k,
+        &ctx,
+        &[
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "--provenance=true",
+            "--sbom=true",
+            "-o",
+            &spec,
+        ],
+    );
+    assert!(!out.join("provenance.json").exists());
+    let mut busybox = Vec::new();
+    for arch in ["amd64", "arm64"] {
+        let dir = out.join(format!("linux_{arch}"));
+        let prov = statement_file(&dir.join("provenance.json"));
+        assert_eq!(
+            prov["predicate"]["materials"][0]["uri"],
+            format!("pkg:docker/busybox@1.35?platform=linux%2F{arch}")
+        );
+        let sbom = statement_file(&dir.join("sbom.spdx.json"));
+        assert!(sbom["predicate"]["packages"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|p| p["name"] == "left-pad")));
+        // Subjects are relative to the platform's own folder.
+        assert_eq!(
+            subject(&prov, "app/node_modules/left-pad/package.json"),
+            Some(kiln_testsupport::sha256(PACKAGE_JSON.as_bytes()).trim_start_matches("sha256:"))
+        );
+        busybox.push(subject(&prov, "bin/busybox").expect("busybox").to_string());
+    }
+    // Each platform's statement is about its own files.
+    assert_ne!(busybox[0], busybox[1]);
+}
+
+/// The keys of a JSON object, sorted.
+fn keys(v: &Value) -> Vec<&str> {
+    let mut k: Vec<&str> = v
+        .as_object()
+        .map(|o| o.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    k.sort_unstable();
+    k
+}
+
+#[test]
+fn attestation_layout_is_field_for_field_buildkits() {
+    // What BuildKit 0.25 (docker 28.5) writes, from its
+    // exporter/containerimage/writer.go (commitAttestationsManifest,
+    // attestationsConfig, RemoveInternalLayerAnnotations), control.go (the
+    // SBOM processor before the provenance one) and
+    // docs/attestations/attestation-storage.md.
+    let k = Kiln::with_busybox(KILN);
+    let ctx = context(&k);
+    let a = build_oci(
+        &k,
+        &ctx,
+        "layout.tar",
+        &["-t", "layout:1", "--provenance=true", "--sbom=true"],
+    );
+    let index = a.json(a.top()["digest"].as_str().expect("digest"));
+    assert_eq!(index["schemaVersion"], 2);
+    assert_eq!(
+        index["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    let manifests = index["manifests"].as_array().expect("manifests");
+    assert_eq!(manifests.len(), 2, "the image, then its attestations");
+    let image = &manifests[0];
+    let att = &manifests[1];
+    assert_eq!(
+        image["mediaType"],
+        "application/vnd.oci.image.manifest.v1+json"
+    );
+    assert_ne!(image["platform"]["os"], "unknown");
+
+    // The index entry: exactly these fields and annotations.
+    assert_eq!(
+        keys(att),
+        ["annotations", "digest", "mediaType", "platform", "size"]
+    );
+    assert_eq!(
+        att["mediaType"],
+        "application/vnd.oci.image.manifest.v1+json"
+    );
+    assert_eq!(
+        att["annotations"],
+        serde_json::json!({
+            "vnd.docker.reference.type": "attestation-manifest",
+            "vnd.docker.reference.digest": image["digest"],
+        })
+    );
+    assert_eq!(
+        att["platform"],
+        serde_json::json!({"architecture": "unknown", "os": "unknown"})
+    );
+
+    // The attestation manifest.
+    let m = a.json(att["digest"].as_str().expect("digest"));
+    assert_eq!(m["schemaVersion"], 2);
+    assert_eq!(m["mediaType"], "application/vnd.oci.image.manifest.v1+json");
+    assert_eq!(
+        m["config"]["mediaType"],
+        "application/vnd.oci.image.config.v1+json"
+    );
+    assert!(m.get("annotations").is_none() && m.get("subject").is_none());
+    let layers = m["layers"].as_array().expect("layers");
+    // SBOM first, then provenance, as BuildKit's processors append them.
+    let types: Vec<&str> = layers
+        .iter()
+        .map(|l| {
+            l["annotations"]["in-toto.io/predicate-type"]
+                .as_str()
+                .unwrap_or("")
+        })
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "https://spdx.dev/Document",
+            "https://slsa.dev/provenance/v0.2"
+        ]
+    );
+    for l in layers {
+        assert_eq!(keys(l), ["annotations", "digest", "mediaType", "size"]);
+        assert_eq!(l["mediaType"], "application/vnd.in-toto+json");
+        // Internal annotations (containerd.io/uncompressed) are not
+        // exported: only the predicate type.
+        assert_eq!(keys(&l["annotations"]), ["in-toto.io/predicate-type"]);
+        let blob = &a.blobs[l["digest"].as_str().expect("digest")];
+        assert_eq!(l["size"].as_u64(), Some(blob.len() as u64));
+    }
+
+    // Its config: an unknown/unknown image whose diff_ids are the
+    // statements' digests (uncompressed = the blob itself).
+    let config = a.json(m["config"]["digest"].as_str().expect("config"));
+    assert_eq!(
+        config,
+        serde_json::json!({
+            "architecture": "unknown",
+            "os": "unknown",
+            "config": {},
+            "rootfs": {
+                "type": "layers",
+                "diff_ids": layers.iter().map(|l| l["digest"].clone()).collect::<Vec<_>>(),
+            },
+        })
+    );
+
+    // The statements: in-toto v0.1 (BuildKit moved to v1 after 0.25),
+    // the subject the image manifest under the tag's package URL.
+    let purl = format!(
+        "pkg:docker/layout@1?platform={}%2F{}",
+        image["platform"]["os"].as_str().unwrap_or(""),
+        image["platform"]["architecture"].as_str().unwrap_or("")
+    );
+    for l in layers {
+        let st = a.json(l["digest"].as_str().expect("digest"));
+        assert_eq!(
+            keys(&st),
+            ["_type", "predicate", "predicateType", "subject"]
+        );
+        assert_eq!(st["_type"], "https://in-toto.io/Statement/v0.1");
+        assert_eq!(
+            st["predicateType"],
+            l["annotations"]["in-toto.io/predicate-type"]
+        );
+        let hex = image["digest"]
+            .as_str()
+            .and_then(|d| d.strip_prefix("sha256:"))
+            .expect("sha256");
+        assert_eq!(
+            st["subject"],
+            serde_json::json!([{"name": purl, "digest": {"sha256": hex}}])
+        );
+    }
+}

@@ -226,6 +226,9 @@ fn options(a: &BuildArgs) -> Result<BuildOptions> {
     opts.jobs = a.jobs;
     opts.iidfile = a.iidfile.clone();
     opts.metadata_file = a.metadata_file.clone();
+    opts.metadata_provenance = kiln_build::metadata::MetadataProvenance::parse(
+        &std::env::var(kiln_build::metadata::PROVENANCE_ENV).unwrap_or_default(),
+    );
     opts.attest = kiln_build::attest::parse(a.provenance.as_deref(), a.sbom.as_deref(), &a.attest)
         .map_err(|e| miette!("{e}"))?;
     a.extra.apply(&mut opts)?;

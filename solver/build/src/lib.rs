@@ -17,6 +17,7 @@ pub mod context;
 mod error;
 mod event;
 pub mod export;
+pub mod metadata;
 pub mod prune;
 mod remote;
 pub mod secrets;
@@ -87,6 +88,9 @@ pub struct BuildOptions {
     pub iidfile: Option<PathBuf>,
     /// Write build metadata (digests, names) as JSON to this file.
     pub metadata_file: Option<PathBuf>,
+    /// How much provenance the metadata file carries
+    /// (`BUILDX_METADATA_PROVENANCE`; buildx's default is `min`).
+    pub metadata_provenance: metadata::MetadataProvenance,
     /// Attestations to attach (`--provenance`, `--sbom`, `--attest`);
     /// none by default.
     pub attest: attest::AttestOptions,
@@ -129,6 +133,7 @@ impl BuildOptions {
             allow_host_network: false,
             iidfile: None,
             metadata_file: None,
+            metadata_provenance: Default::default(),
             attest: attest::AttestOptions::default(),
             resources: Default::default(),
             labels: BTreeMap::new(),
@@ -365,7 +370,9 @@ impl Builder {
                 lines: None,
             });
         }
-        let facts = if opts.attest.is_empty() {
+        let metadata_provenance = opts.metadata_file.is_some()
+            && opts.metadata_provenance != metadata::MetadataProvenance::Disabled;
+        let facts = if opts.attest.is_empty() && !metadata_provenance {
             Vec::new()
         } else {
             attest::target_facts(root, &lowered.graph, &ids, opts.network)
@@ -428,24 +435,31 @@ impl Builder {
             .map(|b| export::image::assemble_reusing(root, b, &created, epoch))
             .collect::<Result<_, _>>()?;
         annotations::manifests(root, &mut images, &opts.annotations)?;
+        let attest_ctx = attest_context(&opts, &df_path, started, &created);
+        // One manifest, or one index (with the attestation manifests when
+        // asked) written by one path and annotated as `--annotation` says.
         let top = match images.as_slice() {
-            _ if !opts.attest.is_empty() => {
-                let ctx = attest_context(&opts, &df_path, started, &created);
-                let conv = attest::conversion_for(&outputs);
-                attest::attach(
-                    root,
-                    &opts.attest,
-                    &ctx,
-                    &images,
-                    &built,
-                    &facts,
-                    &opts.tags,
-                    &conv,
-                )
-                .map_err(BuildError::context("attaching attestations"))?
+            [one] if opts.attest.is_empty() => one.manifest.clone(),
+            many => {
+                let entries = if opts.attest.is_empty() {
+                    many.iter().map(|i| i.manifest.clone()).collect()
+                } else {
+                    let conv = attest::conversion_for(&outputs);
+                    attest::manifests(
+                        root,
+                        &opts.attest,
+                        &attest_ctx,
+                        many,
+                        &built,
+                        &facts,
+                        &opts.tags,
+                        &conv,
+                    )
+                    .map_err(BuildError::context("attaching attestations"))?
+                };
+                let index = export::image::index_of(root, &entries)?;
+                annotations::index(root, index, &opts.annotations)?
             }
-            [one] => one.manifest.clone(),
-            many => annotations::index(root, export::image::index(root, many)?, &opts.annotations)?,
         };
         let mut named = Vec::new();
         for out in &outputs {
@@ -458,7 +472,10 @@ impl Builder {
                     &top,
                     &opts.tags,
                 )?),
-                _ => export::output(root, out, &top, &built, &opts.tags, epoch)?,
+                _ => {
+                    let files = attest_files(root, &opts, out, &attest_ctx, &built, &facts)?;
+                    export::output_with(root, out, &top, &built, &opts.tags, epoch, &files)?
+                }
             }
         }
         // What the metadata names: the image as pushed (or named) when an
@@ -488,17 +505,28 @@ impl Builder {
             std::fs::write(f, &id)?;
         }
         if let Some(f) = &opts.metadata_file {
-            let mut meta = serde_json::json!({
-                "containerimage.digest": final_top.digest().to_string(),
-                "containerimage.descriptor": final_top,
-            });
-            if let [one] = images.as_slice() {
-                meta["containerimage.config.digest"] = serde_json::json!(one.config.to_string());
-            }
-            if !all_names.is_empty() {
-                let names: Vec<String> = all_names.iter().map(|t| t.to_string()).collect();
-                meta["image.name"] = serde_json::json!(names.join(","));
-            }
+            let image = metadata::ImageFacts {
+                top: &final_top,
+                // Only an image without an index names its config, as
+                // BuildKit's `config.digest` annotation.
+                config: match images.as_slice() {
+                    [one] if opts.attest.is_empty() => Some(one.config.to_string()),
+                    _ => None,
+                },
+                names: all_names.iter().map(|t| t.to_string()).collect(),
+                created: &created,
+            };
+            let meta = metadata::document(
+                &attest_ctx,
+                &built,
+                &facts,
+                opts.metadata_provenance,
+                // `type=local`/`type=tar` alone make no image.
+                outputs
+                    .iter()
+                    .any(|o| !matches!(o, Output::Local(..) | Output::Tar(..)))
+                    .then_some(image),
+            );
             let bytes = serde_json::to_vec_pretty(&meta)
                 .map_err(BuildError::context("encoding the metadata"))?;
             std::fs::write(f, bytes)?;
@@ -527,6 +555,32 @@ impl Builder {
             pushed,
         })
     }
+}
+
+/// The attestations `type=local` and `type=tar` write as files, per
+/// platform (none for other outputs or without `--provenance`/`--sbom`).
+fn attest_files(
+    root: &Root,
+    opts: &BuildOptions,
+    out: &Output,
+    ctx: &attest::Context,
+    built: &[export::Built],
+    facts: &[attest::TargetFacts],
+) -> Result<Vec<Vec<attest::Predicate>>, BuildError> {
+    if opts.attest.is_empty() || !matches!(out, Output::Local(..) | Output::Tar(..)) {
+        return Ok(Vec::new());
+    }
+    let none = attest::TargetFacts::default();
+    built
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let names = attest::subject_names(&opts.tags, &b.platform);
+            let f = facts.get(i).unwrap_or(&none);
+            attest::predicates(root, &opts.attest, ctx, b, f, &names)
+        })
+        .collect::<Result<_, _>>()
+        .map_err(BuildError::context("making the attestation files"))
 }
 
 /// What the provenance says of the build's request.

@@ -17,6 +17,7 @@
 //! `mode=min` provenance on its own for some exports; kiln keeps the image
 //! of a plain build unchanged, so its digest is what it always was).
 
+pub mod files;
 pub mod provenance;
 pub mod sbom;
 
@@ -435,6 +436,66 @@ fn digest_of(d: &Descriptor) -> Result<Digest, AttestError> {
     Ok(d.digest().to_string().parse()?)
 }
 
+/// One attestation of one platform, before it becomes a statement: what
+/// it says and the file name BuildKit gives it where attestations are
+/// written as files (`type=local`, `type=tar`).
+#[derive(Debug, Clone)]
+pub struct Predicate {
+    pub predicate_type: &'static str,
+    /// BuildKit's attestation path: `provenance.json`, `sbom.spdx.json`.
+    pub file_name: &'static str,
+    pub predicate: Value,
+}
+
+/// The file BuildKit's provenance attestation is (`provenance.json`).
+pub const PROVENANCE_FILE: &str = "provenance.json";
+/// The file the SBOM scanner writes (`sbom.spdx.json`).
+pub const SBOM_FILE: &str = "sbom.spdx.json";
+
+/// The predicates `opts` asks for about one platform's result `b`, in
+/// BuildKit's order: the SBOM, then the provenance (its control API runs
+/// the SBOM processor before the provenance processor, each appending to
+/// the result's attestations). The one place both the attestation
+/// manifests and the attestation files get them from.
+pub fn predicates(
+    root: &Root,
+    opts: &AttestOptions,
+    ctx: &Context,
+    b: &Built,
+    facts: &TargetFacts,
+    names: &[String],
+) -> Result<Vec<Predicate>, AttestError> {
+    let mut out = Vec::new();
+    if opts.sbom {
+        out.push(Predicate {
+            predicate_type: PREDICATE_SPDX,
+            file_name: SBOM_FILE,
+            predicate: sbom::document(root, b, names, &ctx.created)?,
+        });
+    }
+    if let Some(p) = &opts.provenance {
+        let (predicate_type, predicate) = provenance::predicate(p, ctx, facts);
+        out.push(Predicate {
+            predicate_type,
+            file_name: PROVENANCE_FILE,
+            predicate,
+        });
+    }
+    Ok(out)
+}
+
+/// The subject names of an image's statements: the package URL of each
+/// tag for the platform, else `_`, as BuildKit's image exporter.
+pub fn subject_names(tags: &[Reference], platform: &Platform) -> Vec<String> {
+    if tags.is_empty() {
+        vec!["_".to_string()]
+    } else {
+        tags.iter()
+            .map(|t| image_purl(&t.to_string(), Some(platform)))
+            .collect()
+    }
+}
+
 /// The layers exports will write: the conversion of the first archive
 /// output, else gzip (what a push or an archive writes by default), so
 /// the statements' subject is the manifest that leaves the store.
@@ -449,12 +510,15 @@ pub fn conversion_for(outputs: &[crate::Output]) -> Conversion {
 }
 
 /// Makes the attestations `opts` asks for, one attestation manifest per
-/// platform image, and writes the index over the images and them. The
-/// images are first converted as `conv` says (their manifests' digests are
-/// the statements' subjects; an export with the same conversion leaves
-/// them as they are).
+/// platform image, and returns the entries of the index BuildKit writes:
+/// the images first, then their attestation manifests. The images are
+/// first converted as `conv` says (their manifests' digests are the
+/// statements' subjects; an export with the same conversion leaves them as
+/// they are). The index itself is written by the one index path,
+/// [`crate::export::image::index_of`], so `--annotation index:…` applies
+/// to it as to any index.
 #[allow(clippy::too_many_arguments)]
-pub fn attach(
+pub fn manifests(
     root: &Root,
     opts: &AttestOptions,
     ctx: &Context,
@@ -463,33 +527,22 @@ pub fn attach(
     facts: &[TargetFacts],
     tags: &[Reference],
     conv: &Conversion,
-) -> Result<Descriptor, AttestError> {
+) -> Result<Vec<Descriptor>, AttestError> {
     let mut image_entries = Vec::with_capacity(images.len());
     let mut attest_entries = Vec::with_capacity(images.len());
     let empty = TargetFacts::default();
     for (i, (image, b)) in images.iter().zip(built).enumerate() {
         let converted = compress::convert(root, &image.manifest, conv)?.descriptor;
         let subject = digest_of(&converted)?;
-        let names: Vec<String> = if tags.is_empty() {
-            vec!["_".to_string()]
-        } else {
-            tags.iter()
-                .map(|t| image_purl(&t.to_string(), Some(&b.platform)))
-                .collect()
-        };
+        let names = subject_names(tags, &b.platform);
         let f = facts.get(i).unwrap_or(&empty);
-        let mut statements: Vec<(&str, Value)> = Vec::new();
-        if let Some(p) = &opts.provenance {
-            let (ptype, predicate) = provenance::predicate(p, ctx, f);
-            statements.push((ptype, statement(&names, &subject, ptype, predicate)));
-        }
-        if opts.sbom {
-            let doc = sbom::document(root, b, &names, &ctx.created)?;
-            statements.push((
-                PREDICATE_SPDX,
-                statement(&names, &subject, PREDICATE_SPDX, doc),
-            ));
-        }
+        let statements: Vec<(&str, Value)> = predicates(root, opts, ctx, b, f, &names)?
+            .into_iter()
+            .map(|p| {
+                let st = statement(&names, &subject, p.predicate_type, p.predicate);
+                (p.predicate_type, st)
+            })
+            .collect();
         let blobs = root.blobs();
         let mut layers = Vec::new();
         let mut diff_ids = Vec::new();
@@ -534,17 +587,7 @@ pub fn attach(
         );
     }
     image_entries.extend(attest_entries);
-    let index = to_bytes(&json!({
-        "schemaVersion": 2,
-        "mediaType": media::OCI_INDEX,
-        "manifests": image_entries,
-    }))?;
-    let digest = root.blobs().put(&index)?;
-    descriptor(json!({
-        "mediaType": media::OCI_INDEX,
-        "digest": digest.to_string(),
-        "size": index.len(),
-    }))
+    image_entries.into_iter().map(descriptor).collect()
 }
 
 #[cfg(test)]

@@ -198,9 +198,19 @@ fn write_reuse_record(path: &Path, image: &Image) -> std::io::Result<()> {
 
 /// An OCI index over several platforms' manifests (`--platform a,b`).
 pub fn index(root: &Root, images: &[Image]) -> Result<Descriptor, ExportError> {
-    let manifests: Vec<Value> = images
+    let manifests: Vec<Descriptor> = images.iter().map(|i| i.manifest.clone()).collect();
+    index_of(root, &manifests)
+}
+
+/// Writes an OCI index over `manifests` (in that order) and returns its
+/// descriptor: the one routine that makes a build's index, whether it
+/// holds only the platform images or also their attestation manifests
+/// ([`crate::attest::manifests`]), so index annotations
+/// ([`crate::annotations::index`]) apply alike to both.
+pub fn index_of(root: &Root, manifests: &[Descriptor]) -> Result<Descriptor, ExportError> {
+    let manifests: Vec<Value> = manifests
         .iter()
-        .map(|i| serde_json::to_value(&i.manifest).map_err(|e| ExportError::Invalid(e.to_string())))
+        .map(|d| serde_json::to_value(d).map_err(|e| ExportError::Invalid(e.to_string())))
         .collect::<Result<_, _>>()?;
     let doc = json!({"schemaVersion": 2, "mediaType": media::OCI_INDEX, "manifests": manifests});
     let bytes = to_bytes(&doc)?;

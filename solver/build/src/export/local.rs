@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use kiln_cache::{media, LayerRef, Root};
 
-use super::{Built, ExportError};
+use super::{Built, ExportError, FsOptions};
 
 /// Opens a layer blob decompressed.
 pub(super) fn layer_reader(root: &Root, l: &LayerRef) -> Result<Box<dyn Read>, ExportError> {
@@ -61,12 +61,30 @@ pub fn write(
     dir: &Path,
     epoch: Option<i64>,
 ) -> Result<(), ExportError> {
-    for (sub, layers) in platform_dirs(built) {
+    write_with(root, built, dir, epoch, &FsOptions::default(), &[])
+}
+
+/// [`write`], then each platform's `attestations` (in `built`'s order) as
+/// statement files in its folder ([`crate::attest::files`]), named with
+/// `opts.attestation_prefix`.
+pub fn write_with(
+    root: &Root,
+    built: &[Built],
+    dir: &Path,
+    epoch: Option<i64>,
+    opts: &FsOptions,
+    attestations: &[Vec<crate::attest::Predicate>],
+) -> Result<(), ExportError> {
+    for (i, (sub, layers)) in platform_dirs(built).into_iter().enumerate() {
         let target = dir.join(sub);
         write_rootfs(root, layers, &target)?;
         if let Some(e) = epoch {
             let written = super::epoch::layer_paths(root, layers)?;
             super::epoch::set_tree_times(&target, e, Some(&written))?;
+        }
+        if let Some(preds) = attestations.get(i) {
+            crate::attest::files::write(&target, &opts.attestation_prefix, preds, epoch)
+                .map_err(|e| ExportError::context("writing the attestation files")(Box::new(e)))?;
         }
     }
     Ok(())

@@ -106,8 +106,8 @@ pub const OUTPUT_KEYS: &[(&str, &[&str])] = &[
     ("registry", IMAGE_KEYS),
     ("oci", ARCHIVE_KEYS),
     ("docker", ARCHIVE_KEYS),
-    ("local", &["type", "dest"]),
-    ("tar", &["type", "dest"]),
+    ("local", FS_KEYS),
+    ("tar", FS_KEYS),
 ];
 
 const IMAGE_KEYS: &[&str] = &[
@@ -120,6 +120,21 @@ const IMAGE_KEYS: &[&str] = &[
     "oci-mediatypes",
     epoch::REWRITE_TIMESTAMP,
 ];
+
+/// `rewrite-timestamp` is accepted here too: the files already carry the
+/// epoch, and the layers are rewritten as for any output.
+const FS_KEYS: &[&str] = &["type", "dest", ATTESTATION_PREFIX, epoch::REWRITE_TIMESTAMP];
+
+/// The `type=local`/`type=tar` key BuildKit puts before the names of the
+/// attestation files (`attestation-prefix=x.` gives `x.provenance.json`).
+pub const ATTESTATION_PREFIX: &str = "attestation-prefix";
+
+/// What `type=local` and `type=tar` take beyond `dest`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FsOptions {
+    /// `attestation-prefix=`: put before each attestation file's name.
+    pub attestation_prefix: String,
+}
 
 const ARCHIVE_KEYS: &[&str] = &[
     "type",
@@ -191,9 +206,11 @@ pub enum Output {
     Oci(PathBuf, Conversion),
     /// A docker-archive; layers converted as for [`Output::Oci`].
     Docker(PathBuf, Conversion),
-    Local(PathBuf),
-    /// A tar of the root filesystem; `-` is stdout.
-    Tar(PathBuf),
+    /// The root filesystem in a folder; attestations as files beside it.
+    Local(PathBuf, FsOptions),
+    /// A tar of the root filesystem (and attestation files); `-` is
+    /// stdout.
+    Tar(PathBuf, FsOptions),
 }
 
 impl Output {
@@ -201,7 +218,7 @@ impl Output {
     /// keeps anything else off it.
     pub fn to_stdout(&self) -> bool {
         match self {
-            Output::Oci(d, _) | Output::Docker(d, _) | Output::Tar(d) => d.as_os_str() == "-",
+            Output::Oci(d, _) | Output::Docker(d, _) | Output::Tar(d, _) => d.as_os_str() == "-",
             _ => false,
         }
     }
@@ -270,10 +287,10 @@ impl FromStr for Output {
     fn from_str(s: &str) -> Result<Output, ExportError> {
         let spec = |m: String| ExportError::Spec(m);
         if s == "-" {
-            return Ok(Output::Tar(PathBuf::from("-")));
+            return Ok(Output::Tar(PathBuf::from("-"), FsOptions::default()));
         }
         if !s.contains('=') {
-            return Ok(Output::Local(PathBuf::from(s)));
+            return Ok(Output::Local(PathBuf::from(s), FsOptions::default()));
         }
         let mut pairs = Vec::new();
         for part in csv_fields(s)? {
@@ -303,6 +320,7 @@ impl FromStr for Output {
         let mut names = Vec::new();
         let mut push = kind == "registry";
         let mut oci_mediatypes = true;
+        let mut fs_opts = FsOptions::default();
         for (k, v) in &pairs {
             if !accepted.contains(&k.as_str()) {
                 return Err(spec(format!(
@@ -343,6 +361,7 @@ impl FromStr for Output {
                 }
                 "push" => push = parse_bool(k, v)?,
                 "oci-mediatypes" => oci_mediatypes = parse_bool(k, v)?,
+                ATTESTATION_PREFIX => fs_opts.attestation_prefix = v.clone(),
                 _ => {}
             }
         }
@@ -370,8 +389,8 @@ impl FromStr for Output {
             }
             "oci" => Ok(Output::Oci(need(dest, "oci")?, conv)),
             "docker" => Ok(Output::Docker(need(dest, "docker")?, conv)),
-            "local" => Ok(Output::Local(need(dest, "local")?)),
-            _ => Ok(Output::Tar(need(dest, "tar")?)),
+            "local" => Ok(Output::Local(need(dest, "local")?, fs_opts)),
+            _ => Ok(Output::Tar(need(dest, "tar")?, fs_opts)),
         }
     }
 }
@@ -388,6 +407,21 @@ pub fn output(
     tags: &[Reference],
     epoch: Option<i64>,
 ) -> Result<(), ExportError> {
+    output_with(root, out, top, built, tags, epoch, &[])
+}
+
+/// [`output`], with the attestations of each platform (in `built`'s
+/// order; empty: none) that `type=local` and `type=tar` write as files
+/// ([`crate::attest::files`]); the image outputs carry theirs in `top`.
+pub fn output_with(
+    root: &Root,
+    out: &Output,
+    top: &Descriptor,
+    built: &[Built],
+    tags: &[Reference],
+    epoch: Option<i64>,
+    attestations: &[Vec<crate::attest::Predicate>],
+) -> Result<(), ExportError> {
     match out {
         Output::Image => image::name(root, top, tags),
         // Needs the registry: the build calls [`push::export`] for these.
@@ -400,8 +434,8 @@ pub fn output(
             let top = epoch::annotate_created(top, &created_at(epoch));
             docker::write(root, &top, tags, dest, conv)
         }
-        Output::Local(dest) => local::write(root, built, dest, epoch),
-        Output::Tar(dest) => tar::write(root, built, dest, epoch),
+        Output::Local(dest, o) => local::write_with(root, built, dest, epoch, o, attestations),
+        Output::Tar(dest, o) => tar::write_with(root, built, dest, epoch, o, attestations),
     }
 }
 
@@ -470,10 +504,25 @@ mod tests {
         );
         assert!(parse("type=oci,dest=x,compression=estargz").is_none());
         assert_eq!(parse("type=image"), Some(Output::Image));
-        assert_eq!(parse("out"), Some(Output::Local("out".into())));
+        assert_eq!(
+            parse("out"),
+            Some(Output::Local("out".into(), FsOptions::default()))
+        );
+        assert_eq!(
+            parse("type=local,dest=o,attestation-prefix=x."),
+            Some(Output::Local(
+                "o".into(),
+                FsOptions {
+                    attestation_prefix: "x.".into()
+                }
+            ))
+        );
         assert!(parse("type=local").is_none());
         assert!(parse("type=nope,dest=x").is_none());
-        assert_eq!(parse("-"), Some(Output::Tar("-".into())));
+        assert_eq!(
+            parse("-"),
+            Some(Output::Tar("-".into(), FsOptions::default()))
+        );
     }
 
     #[test]
