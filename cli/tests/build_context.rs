@@ -173,3 +173,103 @@ fn bad_values_error_clearly() {
         assert!(err.contains(want), "{spec}: {err}");
     }
 }
+
+#[test]
+fn context_named_as_a_stage_replaces_it() {
+    let k = Kiln::with_busybox(KILN);
+    let dir = k.context("dir", &[("x.txt", "from the context\n")]);
+    let ctx = k.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM busybox:1.35 AS base\n\
+             RUN echo stage > /from-stage\n\
+             FROM scratch\n\
+             COPY --from=base / /all/\n",
+        )],
+    );
+    let spec = format!("base={}", dir.display());
+    let out = k.path("out");
+    let o = build_local(&k, &ctx, &out, &["--build-context", &spec]);
+    assert!(o.status.success(), "build failed:\n{}", stderr(&o));
+    assert_eq!(read(&out.join("all/x.txt")), "from the context\n");
+    // The stage's own base and instructions were not used.
+    assert!(!out.join("all/from-stage").exists());
+    assert!(!out.join("all/bin").exists());
+
+    // `--target` naming the replaced stage builds the context.
+    let out = k.path("out-target");
+    let o = build_local(
+        &k,
+        &ctx,
+        &out,
+        &["--build-context", &spec, "--target", "base"],
+    );
+    assert!(o.status.success(), "build failed:\n{}", stderr(&o));
+    assert_eq!(read(&out.join("x.txt")), "from the context\n");
+    assert!(!out.join("from-stage").exists());
+
+    // An image context: the stage's base (not in the store) is never
+    // resolved and its failing RUN never runs.
+    let ctx = k.context(
+        "ctx-img",
+        &[(
+            "Dockerfile",
+            "FROM alpine:3.19 AS base\n\
+             RUN false\n\
+             FROM base\n\
+             RUN echo ok > /ok\n\
+             FROM scratch\n\
+             COPY --from=1 /ok /\n",
+        )],
+    );
+    let out = k.path("out-img");
+    let o = build_local(
+        &k,
+        &ctx,
+        &out,
+        &["--build-context", "base=docker-image://busybox:1.35"],
+    );
+    assert!(o.status.success(), "build failed:\n{}", stderr(&o));
+    assert_eq!(read(&out.join("ok")), "ok\n");
+}
+
+#[test]
+fn platform_keyed_context_is_chosen_per_platform() {
+    let k = Kiln::empty(KILN);
+    let arm = k.context("arm", &[("which.txt", "arm64\n")]);
+    let any = k.context("any", &[("which.txt", "any\n")]);
+    let ctx = k.context(
+        "ctx",
+        &[("Dockerfile", "FROM scratch\nCOPY --from=src which.txt /\n")],
+    );
+    let out = k.path("out");
+    let arm_spec = format!("src::linux/arm64={}", arm.display());
+    let any_spec = format!("src={}", any.display());
+    let o = build_local(
+        &k,
+        &ctx,
+        &out,
+        &[
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "--build-context",
+            &arm_spec,
+            "--build-context",
+            &any_spec,
+        ],
+    );
+    assert!(o.status.success(), "build failed:\n{}", stderr(&o));
+    assert_eq!(read(&out.join("linux_arm64/which.txt")), "arm64\n");
+    assert_eq!(read(&out.join("linux_amd64/which.txt")), "any\n");
+
+    // A bad platform in the key is an error.
+    let bad = format!("src::nope/x/y/z={}", any.display());
+    let o = build_local(&k, &ctx, &k.path("out-bad"), &["--build-context", &bad]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("invalid context name"),
+        "{}",
+        stderr(&o)
+    );
+}

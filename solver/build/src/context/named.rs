@@ -13,16 +13,19 @@
 //!   is loaded into the store and stands in for `NAME`;
 //! - `target:STAGE` is bake's form and is refused, as `buildx build` does.
 //!
-//! A name is matched as BuildKit matches it ([`context_key`]); a stage of
-//! the same name still wins over the context (BuildKit would let the
-//! context replace the stage; kiln does not yet).
+//! A name is matched as BuildKit matches it
+//! ([`kiln_frontend::plan::context_key`]); `NAME::PLATFORM` serves the
+//! builds of that platform only, ahead of `NAME`
+//! ([`kiln_frontend::plan::find_context`]). A context named as a stage
+//! replaces that stage, whose instructions then do not run (BuildKit's
+//! dispatch).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use kiln_cache::archive::{self, LoadOptions};
 use kiln_cache::{Reference, Root};
-use kiln_frontend::plan::context_key;
+use kiln_frontend::plan::named_context_key;
 
 use super::{remote, Context};
 use crate::{BuildError, BuildOptions};
@@ -51,6 +54,8 @@ pub enum NamedContextError {
         path: String,
         reason: String,
     },
+    #[error("invalid context name {name}: {reason}")]
+    Platform { name: String, reason: String },
     #[error("build context {name}: OCI layout {path} has no image {digest}")]
     LayoutDigest {
         name: String,
@@ -89,7 +94,10 @@ pub(crate) fn prepare(
 ) -> Result<Named, BuildError> {
     let mut out = Named::default();
     for (name, value) in &opts.named_contexts {
-        let key = context_key(name);
+        let key = named_context_key(name).map_err(|reason| NamedContextError::Platform {
+            name: name.clone(),
+            reason,
+        })?;
         if let Some(r) = value.strip_prefix("docker-image://") {
             let parsed = Reference::parse(r).map_err(|e| NamedContextError::BadImage {
                 name: name.clone(),
