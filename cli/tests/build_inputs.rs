@@ -779,3 +779,96 @@ fn named_context_from_git_over_http() {
         "over http\n"
     );
 }
+
+// ------------------------------------------------------ git URL queries
+
+#[test]
+fn git_url_query_form_for_contexts_named_contexts_and_add() {
+    let k = Kiln::empty(KILN);
+    let base = k.path("gitq");
+    let d = GitDaemon::start(&base);
+    let r = repo(
+        &base,
+        "q.git",
+        &[
+            ("a.txt", "main\n"),
+            ("dir/b.txt", "in dir\n"),
+            ("dir/Dockerfile", "FROM scratch\nCOPY . /\n"),
+        ],
+    );
+    git(&r, &["tag", "v1"]);
+    let main_commit = git(&r, &["rev-parse", "HEAD"]);
+    git(&r, &["checkout", "-q", "-b", "feature"]);
+    std::fs::write(r.join("dir/b.txt"), "feature\n").expect("write");
+    git(&r, &["commit", "-q", "-am", "feature"]);
+    git(&r, &["checkout", "-q", "main"]);
+    let url = d.url("q.git");
+    let read = |out: &Path, p: &str| {
+        std::fs::read_to_string(out.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"))
+    };
+
+    // The main context: ref and subdir as query keys.
+    let (o, out) = build_local(&k, &[], &format!("{url}?ref=feature&subdir=dir"), b"");
+    assert_ok(&o);
+    assert_eq!(read(&out, "b.txt"), "feature\n");
+    assert!(!out.join("a.txt").exists(), "only the subdirectory");
+
+    // A named context: branch= and subdir=.
+    let named = format!("src={url}?branch=feature&subdir=dir");
+    let (o, out) = build_df(
+        &k,
+        "FROM scratch\nCOPY --from=src b.txt /\n",
+        &["--build-context", &named],
+    );
+    assert_ok(&o);
+    assert_eq!(read(&out, "b.txt"), "feature\n");
+
+    // ADD: tag=, and checksum= that matches.
+    let (o, out) = build_df(
+        &k,
+        &format!(
+            "FROM scratch\nADD {url}?tag=v1 /t\nADD {url}?ref=main&checksum={main_commit} /c\n"
+        ),
+        &[],
+    );
+    assert_ok(&o);
+    assert_eq!(read(&out, "t/a.txt"), "main\n");
+    assert_eq!(read(&out, "c/dir/b.txt"), "in dir\n");
+
+    // A checksum= that does not match fails.
+    let (o, _) = build_df(
+        &k,
+        &format!("FROM scratch\nADD {url}?ref=feature&checksum={main_commit} /c\n"),
+        &[],
+    );
+    assert!(!o.status.success(), "a wrong checksum was accepted");
+    assert!(
+        stderr(&o).contains("expected checksum to match"),
+        "{}",
+        stderr(&o)
+    );
+
+    // Unknown keys and conflicts are errors, in BuildKit's words.
+    let (o, _) = build_local(&k, &[], &format!("{url}?foo=bar"), b"");
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("unexpected query \"foo\""),
+        "{}",
+        stderr(&o)
+    );
+    let (o, _) = build_df(&k, &format!("FROM scratch\nADD {url}?foo=bar /x\n"), &[]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("unexpected query \"foo\""),
+        "{}",
+        stderr(&o)
+    );
+    let bad = format!("src={url}?ref=main#feature");
+    let (o, _) = build_df(
+        &k,
+        "FROM scratch\nCOPY --from=src a.txt /\n",
+        &["--build-context", &bad],
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("ref conflicts"), "{}", stderr(&o));
+}
