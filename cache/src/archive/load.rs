@@ -111,7 +111,7 @@ pub fn layout_blob_descriptor(dir: &Path, digest: &Digest) -> Result<Option<Desc
         .map_err(|e| Error::io(dir.join(&rel), e))?;
     if buf.len() as u64 > MAX_JSON_BLOB {
         return Err(Error::InvalidImage {
-            what: format!("{rel}"),
+            what: rel.clone(),
             detail: "too large for a manifest".into(),
         });
     }
