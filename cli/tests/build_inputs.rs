@@ -750,3 +750,186 @@ fn private_git_over_http_with_auth_token_secret() {
         seen.lock().expect("seen")
     );
 }
+
+// ------------------------------------------------------- named contexts
+
+#[test]
+fn named_contexts_from_git_and_a_url() {
+    let k = Kiln::empty(KILN);
+    let base = k.path("git");
+    let d = GitDaemon::start(&base);
+    let top = repo(
+        &base,
+        "named.git",
+        &[("a.txt", "main\n"), ("dir/b.txt", "in dir\n")],
+    );
+    git(&top, &["checkout", "-q", "-b", "feature"]);
+    std::fs::write(top.join("dir/b.txt"), "feature\n").expect("write");
+    git(&top, &["commit", "-q", "-am", "feature"]);
+    git(&top, &["checkout", "-q", "main"]);
+    let s = Server::start();
+    let tgz = compress("gzip", &tar_of(&[("t.txt", "from the tarball\n")]));
+    let url = s.serve("/x.tar.gz", tgz.clone());
+
+    let whole = format!("src={}", d.url("named.git"));
+    let sub = format!("sub={}#feature:dir", d.url("named.git"));
+    let web = format!("web={url}");
+    let (o, out) = build_df(
+        &k,
+        "FROM scratch\n\
+         COPY --from=src a.txt /git-a.txt\n\
+         COPY --from=sub b.txt /git-b.txt\n\
+         COPY --from=web / /web/\n",
+        &[
+            "--build-context",
+            &whole,
+            "--build-context",
+            &sub,
+            "--build-context",
+            &web,
+        ],
+    );
+    assert_ok(&o);
+    let read =
+        |p: &str| std::fs::read_to_string(out.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
+    assert_eq!(read("git-a.txt"), "main\n");
+    assert_eq!(read("git-b.txt"), "feature\n");
+    // BuildKit's HTTP named context: the body as the file `context`, not
+    // unpacked (llb.HTTP with Filename("context")).
+    assert_eq!(
+        std::fs::read(out.join("web/context")).expect("context"),
+        tgz
+    );
+    assert!(!out.join("web/t.txt").exists());
+
+    // A missing ref fails the build.
+    let bad = format!("src={}#nope", d.url("named.git"));
+    let (o, _) = build_df(
+        &k,
+        "FROM scratch\nCOPY --from=src a.txt /\n",
+        &["--build-context", &bad],
+    );
+    assert!(!o.status.success(), "a missing ref was accepted");
+}
+
+#[test]
+fn named_context_from_git_over_http() {
+    use base64::Engine as _;
+    let k = Kiln::empty(KILN);
+    let base = k.path("githttp");
+    std::fs::create_dir_all(&base).expect("base");
+    repo(&base, "n.git", &[("n.txt", "over http\n")]);
+    let token = "tok";
+    let expected = format!(
+        "basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{token}"))
+    );
+    let port = git_http_server(base.clone(), expected);
+    let token_file = k.path("token");
+    std::fs::write(&token_file, token).expect("token");
+    let secret = format!("id=GIT_AUTH_TOKEN,src={}", token_file.display());
+    let named = format!("src=http://127.0.0.1:{port}/n.git#main");
+    let (o, out) = build_df(
+        &k,
+        "FROM scratch\nCOPY --from=src n.txt /\n",
+        &["--secret", &secret, "--build-context", &named],
+    );
+    assert_ok(&o);
+    assert_eq!(
+        std::fs::read_to_string(out.join("n.txt")).expect("n"),
+        "over http\n"
+    );
+}
+
+// ------------------------------------------------------ git URL queries
+
+#[test]
+fn git_url_query_form_for_contexts_named_contexts_and_add() {
+    let k = Kiln::empty(KILN);
+    let base = k.path("gitq");
+    let d = GitDaemon::start(&base);
+    let r = repo(
+        &base,
+        "q.git",
+        &[
+            ("a.txt", "main\n"),
+            ("dir/b.txt", "in dir\n"),
+            ("dir/Dockerfile", "FROM scratch\nCOPY . /\n"),
+        ],
+    );
+    git(&r, &["tag", "v1"]);
+    let main_commit = git(&r, &["rev-parse", "HEAD"]);
+    git(&r, &["checkout", "-q", "-b", "feature"]);
+    std::fs::write(r.join("dir/b.txt"), "feature\n").expect("write");
+    git(&r, &["commit", "-q", "-am", "feature"]);
+    git(&r, &["checkout", "-q", "main"]);
+    let url = d.url("q.git");
+    let read = |out: &Path, p: &str| {
+        std::fs::read_to_string(out.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"))
+    };
+
+    // The main context: ref and subdir as query keys.
+    let (o, out) = build_local(&k, &[], &format!("{url}?ref=feature&subdir=dir"), b"");
+    assert_ok(&o);
+    assert_eq!(read(&out, "b.txt"), "feature\n");
+    assert!(!out.join("a.txt").exists(), "only the subdirectory");
+
+    // A named context: branch= and subdir=.
+    let named = format!("src={url}?branch=feature&subdir=dir");
+    let (o, out) = build_df(
+        &k,
+        "FROM scratch\nCOPY --from=src b.txt /\n",
+        &["--build-context", &named],
+    );
+    assert_ok(&o);
+    assert_eq!(read(&out, "b.txt"), "feature\n");
+
+    // ADD: tag=, and checksum= that matches.
+    let (o, out) = build_df(
+        &k,
+        &format!(
+            "FROM scratch\nADD {url}?tag=v1 /t\nADD {url}?ref=main&checksum={main_commit} /c\n"
+        ),
+        &[],
+    );
+    assert_ok(&o);
+    assert_eq!(read(&out, "t/a.txt"), "main\n");
+    assert_eq!(read(&out, "c/dir/b.txt"), "in dir\n");
+
+    // A checksum= that does not match fails.
+    let (o, _) = build_df(
+        &k,
+        &format!("FROM scratch\nADD {url}?ref=feature&checksum={main_commit} /c\n"),
+        &[],
+    );
+    assert!(!o.status.success(), "a wrong checksum was accepted");
+    assert!(
+        stderr(&o).contains("expected checksum to match"),
+        "{}",
+        stderr(&o)
+    );
+
+    // Unknown keys and conflicts are errors, in BuildKit's words.
+    let (o, _) = build_local(&k, &[], &format!("{url}?foo=bar"), b"");
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("unexpected query \"foo\""),
+        "{}",
+        stderr(&o)
+    );
+    let (o, _) = build_df(&k, &format!("FROM scratch\nADD {url}?foo=bar /x\n"), &[]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("unexpected query \"foo\""),
+        "{}",
+        stderr(&o)
+    );
+    let bad = format!("src={url}?ref=main#feature");
+    let (o, _) = build_df(
+        &k,
+        "FROM scratch\nCOPY --from=src a.txt /\n",
+        &["--build-context", &bad],
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("ref conflicts"), "{}", stderr(&o));
+}

@@ -121,8 +121,37 @@ pub struct PlanOptions {
     /// Keys ([`context_key`]) of the `--build-context` folders (local, git
     /// or URL forms): a `FROM` or `--from` naming one (and no stage) reads
     /// that folder, as BuildKit's named contexts override images of the
-    /// same name. Image forms are the resolver's business.
+    /// same name. Image forms are the resolver's business. A key may end
+    /// in `::PLATFORM` ([`named_context_key`]): it then serves that
+    /// platform only, before the plain name ([`find_context`]).
     pub named_contexts: BTreeSet<String>,
+    /// Keys of the image forms of `--build-context` (`docker-image://`,
+    /// `oci-layout://`): the planner needs them only to let a context
+    /// replace a stage of the same name; the resolver resolves them.
+    pub image_contexts: BTreeSet<String>,
+}
+
+/// The key a `--build-context` flag's name is stored under:
+/// [`context_key`] of the name, and for BuildKit's `NAME::PLATFORM` form
+/// the platform normalised (`base::linux/aarch64` is `base::linux/arm64`),
+/// so it meets the key [`find_context`] builds from a build platform.
+pub fn named_context_key(flag_name: &str) -> std::result::Result<String, String> {
+    match flag_name.split_once("::") {
+        Some((name, platform)) => {
+            let p = Platform::parse(platform).map_err(|e| e.to_string())?;
+            Ok(format!("{}::{}", context_key(name), p.normalize()))
+        }
+        None => Ok(context_key(flag_name)),
+    }
+}
+
+/// The key among `keys` that the name `name` finds on `platform`: the
+/// platform's own (`NAME::os/arch[/variant]`) first, then the plain name,
+/// as BuildKit's dockerui `NamedContext`.
+pub fn find_context(keys: &BTreeSet<String>, name: &str, platform: &Platform) -> Option<String> {
+    let plain = context_key(name);
+    let with = format!("{plain}::{}", platform.normalize());
+    [with, plain].into_iter().find(|k| keys.contains(k))
 }
 
 /// The key a `--build-context` name and a `FROM`/`--from` name meet under,
@@ -620,13 +649,34 @@ pub fn plan_instructions(
             })?;
             st.platform = Some(parsed);
         }
-        st.base = if let Some(&idx) = names.get(&image.to_ascii_lowercase()) {
+        let on = st
+            .platform
+            .clone()
+            .unwrap_or_else(|| target_platform.clone());
+        // A named context of the stage's name replaces the stage, its
+        // instructions unrun, as BuildKit's dispatch (`noinit`); never for
+        // the names `scratch` and `context`.
+        let replaced = st
+            .name
+            .as_deref()
+            .filter(|n| !n.eq_ignore_ascii_case("scratch") && !n.eq_ignore_ascii_case("context"))
+            .and_then(|n| {
+                find_context(&opts.named_contexts, n, &on)
+                    .map(|name| Base::Context { name })
+                    .or_else(|| {
+                        find_context(&opts.image_contexts, n, &on).map(|_| Base::Image {
+                            reference: n.to_string(),
+                        })
+                    })
+            });
+        st.base = if let Some(base) = replaced {
+            st.commands.clear();
+            base
+        } else if let Some(&idx) = names.get(&image.to_ascii_lowercase()) {
             st.deps.insert(idx);
             Base::Stage { index: idx }
-        } else if opts.named_contexts.contains(&context_key(&image)) {
-            Base::Context {
-                name: context_key(&image),
-            }
+        } else if let Some(name) = find_context(&opts.named_contexts, &image, &on) {
+            Base::Context { name }
         } else if image == "scratch" {
             Base::Scratch
         } else {
@@ -1166,12 +1216,19 @@ impl State {
                 format!("invalid stage index {r}"),
             )
             .at(at.location())),
-            None if ctx.opts.named_contexts.contains(&context_key(r)) => Ok(Source::Context {
-                name: context_key(r),
-            }),
-            None => Ok(Source::Image {
-                reference: r.to_string(),
-            }),
+            None => {
+                let on = ctx
+                    .opts
+                    .target_platform
+                    .clone()
+                    .unwrap_or_else(Platform::host);
+                Ok(match find_context(&ctx.opts.named_contexts, r, &on) {
+                    Some(name) => Source::Context { name },
+                    None => Source::Image {
+                        reference: r.to_string(),
+                    },
+                })
+            }
         }
     }
 

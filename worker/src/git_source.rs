@@ -57,6 +57,10 @@ pub enum GitError {
     /// `--checksum` named another commit than the ref resolved to.
     #[error("expected checksum to match {expected}, got {actual}")]
     Checksum { expected: String, actual: String },
+    /// The URL's query (`?ref=…&subdir=…`) is not one BuildKit accepts;
+    /// BuildKit's words.
+    #[error("{0}")]
+    Query(String),
     /// The subdirectory of the reference is not in the repository.
     #[error("subdirectory {subdir:?} not found in {remote}")]
     NoSubdir { remote: String, subdir: String },
@@ -80,6 +84,12 @@ pub struct GitRef {
     pub commit: Option<String>,
     /// The folder of the repository after `#ref:`; `None` means its top.
     pub subdir: Option<String>,
+    /// `?checksum=` (or `?commit=`): the commit the ref must resolve to.
+    pub checksum: Option<String>,
+    /// `?keep-git-dir=`: keep `.git` or not, over the build's choice.
+    pub keep_git_dir: Option<bool>,
+    /// `?submodules=`: `false` leaves submodules out.
+    pub submodules: Option<bool>,
 }
 
 impl GitRef {
@@ -93,6 +103,9 @@ impl GitRef {
             Some((b, f)) => (b, Some(f)),
             None => (s, None),
         };
+        // The query is options, never part of the remote (gitutil's
+        // `Remote` is the URL without query and fragment).
+        let base = base.split_once('?').map_or(base, |(b, _)| b);
         let (remote, host, http, ssh) = if let Some(rest) = base.strip_prefix("github.com/") {
             (
                 format!("https://github.com/{rest}"),
@@ -153,8 +166,155 @@ impl GitRef {
             ssh,
             commit,
             subdir,
+            checksum: None,
+            keep_git_dir: None,
+            submodules: None,
         })
     }
+
+    /// Reads `s` as [`GitRef::parse`] does, and applies its query as
+    /// BuildKit's `dfgitutil.ParseGitRef` (`?ref=`, `?tag=`, `?branch=`,
+    /// `?subdir=`, `?checksum=`/`?commit=`, `?keep-git-dir=`,
+    /// `?submodules=`, `?mtime=checkout`, `?fetch-by-commit=`); an unknown
+    /// key, a repeated one or a conflict with the fragment is an error in
+    /// BuildKit's words. `Ok(None)` when `s` is not a git reference.
+    pub fn parse_checked(s: &str) -> Result<Option<GitRef>, GitError> {
+        let Some(mut r) = GitRef::parse(s) else {
+            return Ok(None);
+        };
+        let before_fragment = s.split_once('#').map_or(s, |(b, _)| b);
+        if let Some((_, query)) = before_fragment.split_once('?') {
+            r.load_query(query).map_err(GitError::Query)?;
+        }
+        Ok(Some(r))
+    }
+
+    fn load_query(&mut self, query: &str) -> Result<(), String> {
+        let mut values: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            values
+                .entry(percent_decode(k))
+                .or_default()
+                .push(percent_decode(v));
+        }
+        let flag = |k: &str, v: Option<&str>| -> Result<bool, String> {
+            match v {
+                None => Ok(true),
+                Some(v) => parse_bool(v).ok_or_else(|| format!("invalid {k} value: {v:?}")),
+            }
+        };
+        let (mut tag, mut branch) = (None, None);
+        for (k, v) in &values {
+            if v.len() > 1 {
+                return Err(format!("query {k:?} has multiple values"));
+            }
+            let v = v.first().map(String::as_str).filter(|v| !v.is_empty());
+            if v.is_none()
+                && !matches!(
+                    k.as_str(),
+                    "submodules" | "keep-git-dir" | "fetch-by-commit"
+                )
+            {
+                return Err(format!("query {k:?} has no value"));
+            }
+            let val = v.unwrap_or_default();
+            match k.as_str() {
+                "ref" => {
+                    if let Some(r) = self.commit.as_deref().filter(|r| *r != val) {
+                        return Err(format!("ref conflicts: {r:?} vs {val:?}"));
+                    }
+                    self.commit = Some(val.to_string());
+                }
+                "tag" => tag = Some(val.to_string()),
+                "branch" => branch = Some(val.to_string()),
+                "subdir" => {
+                    if let Some(d) = self.subdir.as_deref().filter(|d| *d != val) {
+                        return Err(format!("subdir conflicts: {d:?} vs {val:?}"));
+                    }
+                    self.subdir = Some(val.to_string());
+                }
+                "checksum" | "commit" => self.checksum = Some(val.to_string()),
+                "keep-git-dir" => self.keep_git_dir = Some(flag(k, v)?),
+                "submodules" => self.submodules = Some(flag(k, v)?),
+                "fetch-by-commit" => {
+                    flag(k, v)?;
+                }
+                "mtime" => match val {
+                    "checkout" => {}
+                    // BuildKit sets each file's time to the commit's; kiln
+                    // does not yet, and says so rather than differ.
+                    "commit" => return Err("mtime=commit is not supported by kiln".into()),
+                    other => {
+                        return Err(format!(
+                            "invalid mtime value: {other:?} (must be \"checkout\" or \"commit\")"
+                        ))
+                    }
+                },
+                other => return Err(format!("unexpected query {other:?}")),
+            }
+        }
+        let mut set_ref = |full: String| -> Result<(), String> {
+            if let Some(r) = self.commit.as_deref().filter(|r| *r != full) {
+                return Err(format!("ref conflicts: {r:?} vs {full:?}"));
+            }
+            self.commit = Some(full);
+            Ok(())
+        };
+        if let Some(t) = &tag {
+            let full = if t.starts_with("refs/tags/") {
+                t.clone()
+            } else {
+                format!("refs/tags/{t}")
+            };
+            set_ref(full)?;
+        }
+        if let Some(b) = branch {
+            if tag.is_some() {
+                return Err("branch conflicts with tag".into());
+            }
+            let full = if b.starts_with("refs/heads/") {
+                b
+            } else {
+                format!("refs/heads/{b}")
+            };
+            set_ref(full)?;
+        }
+        Ok(())
+    }
+}
+
+/// Go's `strconv.ParseBool`.
+fn parse_bool(v: &str) -> Option<bool> {
+    match v {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+/// A query component decoded as Go's `url.QueryUnescape` (`+` is a space,
+/// `%XX` a byte; a malformed escape is kept as written).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let hex = |c: u8| (c as char).to_digit(16);
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The `Authorization` header value for `git`'s HTTP requests to `r`, from
@@ -272,6 +432,7 @@ pub fn resolve(r: &GitRef, access: &Access) -> Result<Option<String>, GitError> 
     let lines: Vec<(&str, &str)> = text.lines().filter_map(|l| l.split_once('\t')).collect();
     // Prefer an exact name, then a branch, then a tag (its peeled commit).
     let exact = [
+        format!("{want}^{{}}"),
         want.to_string(),
         format!("refs/heads/{want}"),
         format!("refs/tags/{want}^{{}}"),
@@ -335,7 +496,7 @@ pub fn checkout(r: &GitRef, dest: &Path, how: &Checkout) -> Result<String, GitEr
     let commit = String::from_utf8_lossy(&run("resolve HEAD of", &["rev-parse", "HEAD"])?)
         .trim()
         .to_string();
-    if let Some(expected) = &how.checksum {
+    if let Some(expected) = how.checksum.as_ref().or(r.checksum.as_ref()) {
         if !commit.starts_with(&expected.to_ascii_lowercase()) || expected.len() < 7 {
             return Err(GitError::Checksum {
                 expected: expected.clone(),
@@ -343,7 +504,7 @@ pub fn checkout(r: &GitRef, dest: &Path, how: &Checkout) -> Result<String, GitEr
             });
         }
     }
-    if dest.join(".gitmodules").is_file() {
+    if dest.join(".gitmodules").is_file() && r.submodules != Some(false) {
         run(
             "update submodules of",
             &[
@@ -356,11 +517,15 @@ pub fn checkout(r: &GitRef, dest: &Path, how: &Checkout) -> Result<String, GitEr
             ],
         )?;
     }
-    if !how.keep_git_dir {
+    if !r.keep_git_dir.unwrap_or(how.keep_git_dir) {
         remove_git_dirs(dest).map_err(io("removing .git from"))?;
     } else {
         // BuildKit keeps the ref's name as a branch for tools that read it.
         if let Some(name) = r.commit.as_deref().filter(|c| !is_commit_id(c)) {
+            let name = name
+                .strip_prefix("refs/heads/")
+                .or_else(|| name.strip_prefix("refs/tags/"))
+                .unwrap_or(name);
             let _ = run("name the branch of", &["checkout", "-q", "-B", name]);
         }
     }
@@ -476,6 +641,40 @@ mod tests {
         assert!(GitRef::parse("./dir").is_none());
         assert!(GitRef::parse("dir").is_none());
         assert!(GitRef::parse("ftp://x/y.git").is_none());
+        let r = GitRef::parse_checked("https://h/r.git?ref=v1&subdir=d")
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.remote, "https://h/r.git");
+        assert_eq!(r.commit.as_deref(), Some("v1"));
+        assert_eq!(r.subdir.as_deref(), Some("d"));
+        let r = GitRef::parse_checked("https://h/r.git?tag=v1&checksum=abc1234&keep-git-dir")
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.commit.as_deref(), Some("refs/tags/v1"));
+        assert_eq!(r.checksum.as_deref(), Some("abc1234"));
+        assert_eq!(r.keep_git_dir, Some(true));
+        let r = GitRef::parse_checked("git@h:r.git?branch=dev")
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.commit.as_deref(), Some("refs/heads/dev"));
+        let err = |s: &str| GitRef::parse_checked(s).unwrap_err().to_string();
+        assert_eq!(err("https://h/r.git?foo=1"), "unexpected query \"foo\"");
+        assert_eq!(
+            err("https://h/r.git?ref=a&ref=b"),
+            "query \"ref\" has multiple values"
+        );
+        assert_eq!(err("https://h/r.git?ref="), "query \"ref\" has no value");
+        assert_eq!(
+            err("https://h/r.git?ref=a#b"),
+            "ref conflicts: \"b\" vs \"a\""
+        );
+        assert_eq!(
+            err("https://h/r.git?tag=a&branch=b"),
+            "branch conflicts with tag"
+        );
+        assert!(GitRef::parse_checked("https://h/x.tar.gz?ref=1")
+            .unwrap()
+            .is_none());
         let r = GitRef::parse("https://h/r.git#:only/dir").unwrap();
         assert_eq!(r.commit, None);
         assert_eq!(r.subdir.as_deref(), Some("only/dir"));

@@ -83,6 +83,81 @@ pub fn load(root: &Root, input: &Path, opts: &LoadOptions) -> Result<LoadReport>
     }
 }
 
+/// The `index.json` of the OCI layout folder `dir`: what a caller picks
+/// one image from (by tag, digest or platform) before
+/// [`load_layout_image`], as buildx picks an `oci-layout://` context.
+pub fn layout_index(dir: &Path) -> Result<ImageIndex> {
+    let src = DirSource::new(dir)?;
+    let bytes = src.meta("index.json").ok_or_else(|| Error::Archive {
+        path: dir.to_path_buf(),
+        detail: "not an OCI layout: no index.json".into(),
+    })?;
+    serde_json::from_slice(bytes)
+        .map_err(|e| Error::json(format!("{}: index.json", dir.display()), e))
+}
+
+/// A descriptor for the manifest or index `digest` among the blobs of the
+/// layout folder `dir`, listed in `index.json` or not (a platform's
+/// manifest inside an index); `None` when the layout lacks the blob.
+pub fn layout_blob_descriptor(dir: &Path, digest: &Digest) -> Result<Option<Descriptor>> {
+    let src = DirSource::new(dir)?;
+    let rel = format!("blobs/{}/{}", digest.algorithm(), digest.hex());
+    let Some(f) = src.open_inside(&rel)? else {
+        return Ok(None);
+    };
+    let mut buf = Vec::new();
+    f.take(MAX_JSON_BLOB + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| Error::io(dir.join(&rel), e))?;
+    if buf.len() as u64 > MAX_JSON_BLOB {
+        return Err(Error::InvalidImage {
+            what: rel.clone(),
+            detail: "too large for a manifest".into(),
+        });
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Head {
+        media_type: Option<String>,
+    }
+    let head: Head = serde_json::from_slice(&buf)
+        .map_err(|e| Error::json(format!("{}: {rel}", dir.display()), e))?;
+    let media_type = head
+        .media_type
+        .unwrap_or_else(|| media::OCI_MANIFEST.to_string());
+    let json = serde_json::json!({
+        "mediaType": media_type,
+        "digest": digest.to_string(),
+        "size": buf.len(),
+    });
+    serde_json::from_value(json)
+        .map(Some)
+        .map_err(|e| Error::json(format!("{}: {rel}", dir.display()), e))
+}
+
+/// Imports the one image `desc` of the OCI layout folder `dir` (and what
+/// it references), named `opts.tag`: the other images the layout lists are
+/// left out.
+pub fn load_layout_image(
+    root: &Root,
+    dir: &Path,
+    desc: &Descriptor,
+    opts: &LoadOptions,
+) -> Result<LoadReport> {
+    let _lease = root.lease()?;
+    let mut src = DirSource::new(dir)?;
+    let mut one = desc.clone();
+    one.set_annotations(None);
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": media::OCI_INDEX,
+        "manifests": [one],
+    });
+    src.meta
+        .insert("index.json".to_string(), index.to_string().into_bytes());
+    import(root, &mut src, opts)
+}
+
 /// Where archive content comes from: a tar (already staged by path in its
 /// second pass) or a folder (staged on demand).
 trait Source {

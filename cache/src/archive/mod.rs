@@ -8,7 +8,10 @@ mod load;
 mod paths;
 mod save;
 
-pub use load::{load, LoadOptions, LoadReport, LoadedImage};
+pub use load::{
+    layout_blob_descriptor, layout_index, load, load_layout_image, LoadOptions, LoadReport,
+    LoadedImage,
+};
 pub use save::{
     compress_items, save, save_compressed, save_compressed_to_file, save_to_file, Format, SaveItem,
     SaveOptions,

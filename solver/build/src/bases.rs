@@ -20,7 +20,8 @@ pub(crate) struct Bases<'a> {
     pub seen: RefCell<HashMap<(String, Platform), ResolvedImage>>,
     /// `--build-context NAME=docker-image://REF` (and loaded OCI layouts):
     /// the reference to resolve in place of a name, by
-    /// [`kiln_frontend::plan::context_key`].
+    /// [`kiln_frontend::plan::named_context_key`] (`NAME` or
+    /// `NAME::PLATFORM`).
     pub aliases: HashMap<String, String>,
 }
 
@@ -52,9 +53,12 @@ impl Bases<'_> {
         reference: &str,
         platform: &Platform,
     ) -> Result<ResolvedImage, BaseError> {
+        // `NAME::PLATFORM` first, then `NAME` (BuildKit's order).
+        let key = kiln_frontend::plan::context_key(reference);
         let reference = self
             .aliases
-            .get(&kiln_frontend::plan::context_key(reference))
+            .get(&format!("{key}::{}", platform.normalize()))
+            .or_else(|| self.aliases.get(&key))
             .map_or(reference, String::as_str);
         let key = (reference.to_string(), platform.clone());
         if let Some(hit) = self.seen.borrow().get(&key) {

@@ -283,6 +283,7 @@ impl Builder {
                 target_platform: Some(p.clone()),
                 build_platform: Some(Platform::host()),
                 named_contexts: named.dirs.keys().cloned().collect(),
+                image_contexts: named.images.keys().cloned().collect(),
             };
             let resolver = |r: &str, p: &Platform| {
                 bases

@@ -11,7 +11,7 @@ use super::{commit_layer, io_err, ExecutorError, Snapshot, Worker};
 use crate::git_source::{self, Access, Checkout, GitError, GitRef};
 
 fn parse(url: &str) -> Result<GitRef, ExecutorError> {
-    GitRef::parse(url)
+    GitRef::parse_checked(url)?
         .ok_or_else(|| ExecutorError::Unsupported(format!("not a git repository URL: {url}")))
 }
 
@@ -25,6 +25,9 @@ pub(super) fn content_key(
     checksum: Option<&str>,
 ) -> Result<[u8; 32], ExecutorError> {
     let r = parse(url)?;
+    // `?checksum=` as `--checksum`; `?keep-git-dir=` over `--keep-git-dir`.
+    let checksum = checksum.or(r.checksum.as_deref());
+    let keep_git_dir = r.keep_git_dir.unwrap_or(keep_git_dir);
     let commit = match checksum {
         Some(c) => c.to_ascii_lowercase(),
         None => {

@@ -9,20 +9,24 @@
 //! - an HTTP URL: a folder with the body as the file `context`, not
 //!   unpacked, as BuildKit's `llb.HTTP(url, Filename("context"))`;
 //! - `docker-image://REF`: the image `REF` stands in for `NAME`;
-//! - `oci-layout://PATH[@DIGEST]`: the image of the OCI layout at `PATH`
-//!   is loaded into the store and stands in for `NAME`;
+//! - `oci-layout://PATH[:TAG][@DIGEST]`: one image of the OCI layout at
+//!   `PATH` (by digest, else by tag, else the only one) is loaded into the
+//!   store and stands in for `NAME`;
 //! - `target:STAGE` is bake's form and is refused, as `buildx build` does.
 //!
-//! A name is matched as BuildKit matches it ([`context_key`]); a stage of
-//! the same name still wins over the context (BuildKit would let the
-//! context replace the stage; kiln does not yet).
+//! A name is matched as BuildKit matches it
+//! ([`kiln_frontend::plan::context_key`]); `NAME::PLATFORM` serves the
+//! builds of that platform only, ahead of `NAME`
+//! ([`kiln_frontend::plan::find_context`]). A context named as a stage
+//! replaces that stage, whose instructions then do not run (BuildKit's
+//! dispatch).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use kiln_cache::archive::{self, LoadOptions};
-use kiln_cache::{Reference, Root};
-use kiln_frontend::plan::context_key;
+use kiln_cache::{media, Reference, Root};
+use kiln_frontend::plan::named_context_key;
 
 use super::{remote, Context};
 use crate::{BuildError, BuildOptions};
@@ -50,6 +54,19 @@ pub enum NamedContextError {
         name: String,
         path: String,
         reason: String,
+    },
+    #[error("invalid context name {name}: {reason}")]
+    Platform { name: String, reason: String },
+    /// buildx's words, then which images there were to choose from.
+    #[error(
+        "oci-layout reference {value:?} could not be resolved: failed to resolve digest \
+         (the layout lists {count} images and none is tagged {tag:?}; \
+         choose one with :TAG or @DIGEST)"
+    )]
+    LayoutAmbiguous {
+        value: String,
+        count: usize,
+        tag: String,
     },
     #[error("build context {name}: OCI layout {path} has no image {digest}")]
     LayoutDigest {
@@ -89,7 +106,10 @@ pub(crate) fn prepare(
 ) -> Result<Named, BuildError> {
     let mut out = Named::default();
     for (name, value) in &opts.named_contexts {
-        let key = context_key(name);
+        let key = named_context_key(name).map_err(|reason| NamedContextError::Platform {
+            name: name.clone(),
+            reason,
+        })?;
         if let Some(r) = value.strip_prefix("docker-image://") {
             let parsed = Reference::parse(r).map_err(|e| NamedContextError::BadImage {
                 name: name.clone(),
@@ -171,19 +191,99 @@ fn dockerignore(dir: &Path) -> Result<Vec<String>, BuildError> {
         .collect())
 }
 
-/// Loads the image of the OCI layout `spec` (`PATH[@DIGEST]`) into the
-/// store under a name of kiln's (`kiln-build-context/KEY`), which it
-/// returns.
+/// `PATH[:TAG][@DIGEST]` of an `oci-layout://` value, split as buildx's
+/// `ocilayout.Parse`: a trailing digest, then a trailing tag; `latest` when
+/// neither is given.
+fn split_layout_spec(spec: &str) -> (&str, Option<&str>, Option<&str>) {
+    let mut path = spec;
+    let mut digest = None;
+    if let Some((p, d)) = path.rsplit_once('@') {
+        if d.parse::<kiln_cache::Digest>().is_ok() {
+            path = p;
+            digest = Some(d);
+        }
+    }
+    let mut tag = None;
+    if let Some((p, t)) = path.rsplit_once(':') {
+        let ok = t.len() <= 128
+            && t.chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+            && t.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-');
+        if ok && !p.is_empty() {
+            path = p;
+            tag = Some(t);
+        }
+    }
+    if tag.is_none() && digest.is_none() {
+        tag = Some("latest");
+    }
+    (path, tag, digest)
+}
+
+/// Loads one image of the OCI layout `spec` (`PATH[:TAG][@DIGEST]`) into
+/// the store under a name of kiln's (`kiln-build-context/KEY`), which it
+/// returns. The image is the digest's when given (listed in `index.json`
+/// or not), else the one tagged `TAG` (`io.containerd.image.name`, then
+/// `org.opencontainers.image.ref.name`, as buildx's `resolveDigest`), else
+/// the layout's only one; an index is then chosen from by platform when
+/// the stage is resolved.
 fn load_layout(name: &str, key: &str, spec: &str, root: &Root) -> Result<String, BuildError> {
-    // A digest is `@algorithm:hex` at the end; a path may hold `@` too.
-    let (path, digest) = match spec.rsplit_once('@') {
-        Some((p, d)) if d.contains(':') => (p, Some(d)),
-        _ => (spec, None),
-    };
+    let (path, tag, digest) = split_layout_spec(spec);
     let layout_err = |reason: String| NamedContextError::Layout {
         name: name.to_string(),
         path: path.to_string(),
         reason,
+    };
+    let index = archive::layout_index(Path::new(path)).map_err(|e| layout_err(e.to_string()))?;
+    let desc = match (digest, tag) {
+        (Some(d), _) => {
+            let listed = index
+                .manifests()
+                .iter()
+                .find(|m| m.digest().to_string() == d)
+                .cloned();
+            let found = match listed {
+                Some(m) => Some(m),
+                None => {
+                    let parsed: kiln_cache::Digest = d
+                        .parse()
+                        .map_err(|e: kiln_cache::Error| layout_err(e.to_string()))?;
+                    archive::layout_blob_descriptor(Path::new(path), &parsed)
+                        .map_err(|e| layout_err(e.to_string()))?
+                }
+            };
+            found.ok_or_else(|| NamedContextError::LayoutDigest {
+                name: name.to_string(),
+                path: path.to_string(),
+                digest: d.to_string(),
+            })?
+        }
+        (None, tag) => {
+            let tag = tag.unwrap_or("latest");
+            let by = |annotation: &str| {
+                index.manifests().iter().find(|m| {
+                    m.annotations()
+                        .as_ref()
+                        .and_then(|a| a.get(annotation))
+                        .is_some_and(|v| v == tag)
+                })
+            };
+            let single = match index.manifests().as_slice() {
+                [one] => Some(one),
+                _ => None,
+            };
+            by(media::ANNOTATION_CONTAINERD_NAME)
+                .or_else(|| by(media::ANNOTATION_REF_NAME))
+                .or(single)
+                .cloned()
+                .ok_or_else(|| NamedContextError::LayoutAmbiguous {
+                    value: format!("oci-layout://{spec}"),
+                    count: index.manifests().len(),
+                    tag: tag.to_string(),
+                })?
+        }
     };
     let safe: String = key
         .chars()
@@ -197,34 +297,38 @@ fn load_layout(name: &str, key: &str, spec: &str, root: &Root) -> Result<String,
         .collect();
     let r = Reference::parse(&format!("kiln-build-context/{safe}:latest"))
         .map_err(|e| layout_err(e.to_string()))?;
-    let report = archive::load(
+    archive::load_layout_image(
         root,
         Path::new(path),
+        &desc,
         &LoadOptions {
             tag: Some(r.clone()),
         },
     )
     .map_err(|e| layout_err(e.to_string()))?;
-    if let Some(d) = digest {
-        if !report
-            .images
-            .iter()
-            .any(|i| i.descriptor.digest().to_string() == d)
-        {
-            return Err(NamedContextError::LayoutDigest {
-                name: name.to_string(),
-                path: path.to_string(),
-                digest: d.to_string(),
-            }
-            .into());
-        }
-    }
     Ok(r.to_string())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn layout_spec_split_as_buildx() {
+        let d = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+        assert_eq!(split_layout_spec("/l"), ("/l", Some("latest"), None));
+        assert_eq!(split_layout_spec("/l:v1"), ("/l", Some("v1"), None));
+        assert_eq!(split_layout_spec(&format!("/l@{d}")), ("/l", None, Some(d)));
+        assert_eq!(
+            split_layout_spec(&format!("/l:v1@{d}")),
+            ("/l", Some("v1"), Some(d))
+        );
+        // A colon inside a path is not a tag.
+        assert_eq!(
+            split_layout_spec("/a:b/l"),
+            ("/a:b/l", Some("latest"), None)
+        );
+    }
 
     #[test]
     fn flag_syntax() {

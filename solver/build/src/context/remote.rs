@@ -22,7 +22,9 @@ pub(super) fn git(
     opts: &BuildOptions,
     root: &Root,
 ) -> Result<(tempfile::TempDir, PathBuf), BuildError> {
-    let r = GitRef::parse(spec).ok_or_else(|| InputError::NotGit(spec.to_string()))?;
+    let r = GitRef::parse_checked(spec)
+        .map_err(InputError::Git)?
+        .ok_or_else(|| InputError::NotGit(spec.to_string()))?;
     let keep_git_dir = opts
         .build_args
         .get(KEEP_GIT_DIR_ARG)
