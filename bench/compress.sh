@@ -8,8 +8,9 @@
 # each for `kiln save` (docker archive, gzip layers) and for a push to a
 # local docker-registry on a free loopback port (gzip, docker's default),
 # and `pigz -6` and `gzip -6` on the same tar for reference. Prints MiB/s
-# of uncompressed input (higher is better). One run; the machine may be
-# shared, so compare figures within one run only.
+# of uncompressed input (higher is better) and the CPU seconds each took
+# (on a busy machine wall time shows little of what parallelism gains;
+# CPU time shows what it costs). One run; compare within one run only.
 #
 # Usage: bench/compress.sh
 #        KILN=... KILN_BEFORE=... SIZE_MIB=256 bench/compress.sh
@@ -129,14 +130,21 @@ EOF
 }
 start_registry
 
-now() { python3 -c 'import time; print(time.monotonic())'; }
-declare -A secs
-timeit() { # timeit NAME cmd...
+declare -A secs cpu
+timeit() { # timeit NAME cmd...: wall seconds and CPU seconds (user+sys)
   local name=$1; shift
-  local t0 t1
-  t0=$(now); "$@" >/dev/null 2>&1 || { echo "failed: $*" >&2; exit 1; }; t1=$(now)
-  secs[$name]=$(python3 -c "print(f'{$t1-$t0:.3f}')")
-  echo "  $name: ${secs[$name]}s" >&2
+  local r
+  r=$(python3 -c '
+import resource, subprocess, sys, time
+t = time.monotonic()
+p = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+e = time.monotonic() - t
+u = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(f"{e:.3f} {u.ru_utime + u.ru_stime:.3f} {p.returncode}")' "$@")
+  set -- $r
+  [ "$3" = 0 ] || { echo "failed: $name" >&2; exit 1; }
+  secs[$name]=$1; cpu[$name]=$2
+  echo "  $name: ${1}s wall, ${2}s CPU" >&2
 }
 
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) cores, ${mib} MiB tar" >&2
@@ -156,14 +164,16 @@ timeit pigz sh -c "pigz -6 -c '$tarfile' >/dev/null"
 timeit gzip sh -c "gzip -6 -c '$tarfile' >/dev/null"
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 
-python3 - "$mib" "$(nproc)" "${secs[before-save]}" "${secs[after-save]}" "${secs[before-push]}" \
-  "${secs[after-push]}" "${secs[pigz]}" "${secs[gzip]}" <<'EOF'
+args=()
+for k in before-save after-save before-push after-push pigz gzip; do args+=("${secs[$k]}" "${cpu[$k]}"); done
+python3 - "$mib" "$(nproc)" "${args[@]}" <<'EOF'
 import sys
 mib, cores = float(sys.argv[1]), sys.argv[2]
-bs, as_, bp, ap, pz, gz = map(float, sys.argv[3:])
-print(f"gzip benchmark: {mib:.0f} MiB layer from /usr, {cores} cores (MiB/s of input)")
-print(f"  kiln save:  before {mib/bs:6.1f}  after {mib/as_:6.1f}  ({bs/as_:.2f}x)")
-print(f"  kiln push:  before {mib/bp:6.1f}  after {mib/ap:6.1f}  ({bp/ap:.2f}x)")
-print(f"  pigz -6:    {mib/pz:6.1f}")
-print(f"  gzip -6:    {mib/gz:6.1f}")
+v = list(map(float, sys.argv[3:]))
+names = ["kiln save before", "kiln save after", "kiln push before", "kiln push after", "pigz -6", "gzip -6"]
+print(f"gzip benchmark: {mib:.0f} MiB layer from /usr, {cores} cores")
+print(f"  {'':18s} {'wall MiB/s':>10s} {'CPU s':>8s} {'MiB per CPU s':>14s}")
+for i, n in enumerate(names):
+    wall, cpu = v[2 * i], v[2 * i + 1]
+    print(f"  {n:18s} {mib / wall:10.1f} {cpu:8.1f} {mib / max(cpu, 1e-9):14.1f}")
 EOF
