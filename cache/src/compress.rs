@@ -12,8 +12,9 @@
 //! Levels: gzip [`GZIP_LEVEL`] (6, Go's `gzip.DefaultCompression`, which
 //! docker's and containerd's `CompressStream` and BuildKit's exporter use)
 //! and zstd [`ZSTD_LEVEL`] (3, zstd's default, BuildKit's `SpeedDefault`).
-//! gzip headers carry no mtime and no file name, so a layer always
-//! compresses to the same digest.
+//! gzip headers carry no mtime and no file name, and gzip is written in
+//! parallel blocks ([`crate::pgzip`]) whose bytes do not depend on the
+//! number of threads, so a layer always compresses to the same digest.
 //!
 //! [`Conversion::level`] (`compression-level=`) replaces the default level
 //! for the layers compressed now; layers already compressed are kept as
@@ -740,10 +741,8 @@ fn rewrite_layer(
     match target {
         Compression::None => pump(&mut input, &mut w).map_err(ioe)?,
         Compression::Gzip => {
-            let mut enc = flate2::GzBuilder::new()
-                .mtime(0)
-                .operating_system(255)
-                .write(w, flate2::Compression::new(gzip_level));
+            // Parallel blocks (pigz's format): deterministic, one member.
+            let mut enc = crate::pgzip::ParGzEncoder::new(w, gzip_level);
             pump(&mut input, &mut enc).map_err(ioe)?;
             w = enc.finish().map_err(ioe)?;
         }

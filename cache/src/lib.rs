@@ -17,6 +17,7 @@ pub mod images;
 pub mod layer;
 pub mod lock;
 pub mod media;
+pub mod pgzip;
 pub mod reference;
 pub mod registry;
 pub mod remote;

@@ -24,6 +24,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
+use kiln_cache::pgzip::ParGzEncoder;
 use kiln_cache::{compress, media};
 use sha2::{Digest, Sha256};
 
@@ -124,7 +125,7 @@ impl<W> Hashing<W> {
 enum Sink<W: Write> {
     /// Uncompressed: the blob digest is the diff_id, so no second hash.
     Plain(W),
-    Gzip(Box<flate2::write::GzEncoder<Hashing<W>>>),
+    Gzip(Box<ParGzEncoder<Hashing<W>>>),
     Zstd(Box<zstd::stream::write::Encoder<'static, Hashing<W>>>),
 }
 
@@ -221,15 +222,12 @@ fn write_items<W: Write>(
         Compression::None => Sink::Plain(out),
         // A fixed gzip header (no mtime, OS "unknown"), as the store's
         // conversions write it: the same tar gives the same blob anywhere.
-        Compression::Gzip => Sink::Gzip(Box::new(
-            flate2::GzBuilder::new()
-                .mtime(0)
-                .operating_system(255)
-                .write(
-                    Hashing::new(out),
-                    flate2::Compression::new(compress::GZIP_LEVEL),
-                ),
-        )),
+        // Deflated in parallel blocks (`pgzip`), whose bytes do not depend
+        // on the number of threads.
+        Compression::Gzip => Sink::Gzip(Box::new(ParGzEncoder::new(
+            Hashing::new(out),
+            compress::GZIP_LEVEL,
+        ))),
         Compression::Zstd => Sink::Zstd(Box::new(
             zstd::stream::write::Encoder::new(Hashing::new(out), compress::ZSTD_LEVEL).map_err(
                 |e| DiffError::Io {

@@ -218,10 +218,7 @@ impl Worker {
 
     /// The unpacked directory of every layer, lowest first.
     pub fn layer_dirs(&self, snap: &Snapshot) -> Result<Vec<PathBuf>, ExecutorError> {
-        snap.layers
-            .iter()
-            .map(|l| Ok(self.layers.dir(l, self.root.blobs())?))
-            .collect()
+        Ok(self.layers.dirs(&snap.layers, self.root.blobs())?)
     }
 
     fn context_dir(&self, name: &str) -> Result<&Path, ExecutorError> {

@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use kiln_cache::Digest;
+use rayon::prelude::*;
 
 use crate::snapshot;
 
@@ -148,6 +149,28 @@ impl LayerStore {
             source,
         })?;
         self.adopt(&staging, &layer.diff_id)
+    }
+
+    /// The directories of `layers`, in order, unpacking those missing in
+    /// parallel: each layer unpacks into a directory of its own, so an
+    /// image's layers need not wait for each other (the same layer twice
+    /// is still unpacked once, by [`LayerStore::dir`]'s lock). The first
+    /// error in layer order is returned.
+    pub fn dirs(
+        &self,
+        layers: &[LayerRef],
+        blobs: &kiln_cache::BlobStore,
+    ) -> Result<Vec<PathBuf>, LayerError> {
+        // All there already (the common case): no pool needed.
+        if layers.iter().all(|l| self.path(&l.diff_id).is_dir()) {
+            return Ok(layers.iter().map(|l| self.path(&l.diff_id)).collect());
+        }
+        layers
+            .par_iter()
+            .map(|l| self.dir(l, blobs))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .collect()
     }
 
     /// Moves a finished directory (an overlay upper dir, or a staging dir)

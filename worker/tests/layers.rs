@@ -484,3 +484,58 @@ fn dir_over_a_whiteout_of_the_same_layer_is_opaque() {
     assert_eq!(names, ["new"]);
     mounted.unmount().unwrap();
 }
+
+#[test]
+fn an_images_layers_unpack_side_by_side_in_order() {
+    use kiln_cache::{media, Digest};
+    use kiln_worker::layers::{LayerRef, LayerStore};
+    let dir = tempfile::tempdir().unwrap();
+    let root = kiln_cache::Root::open(dir.path()).unwrap();
+    let store = LayerStore::open(dir.path()).unwrap();
+    let mut refs = Vec::new();
+    for i in 0..8 {
+        let name = format!("f{i}");
+        let body = format!("layer {i} ").repeat(10_000 * (i + 1));
+        let tar = tar_of(&[(&name, tar::EntryType::Regular, None, body.as_bytes())]);
+        // Half gzip (as pulled), half plain (as built).
+        let (blob, media_type) = if i % 2 == 0 {
+            (
+                kiln_cache::pgzip::compress(&tar, 6).unwrap(),
+                media::OCI_LAYER_GZIP,
+            )
+        } else {
+            (tar.clone(), media::OCI_LAYER)
+        };
+        let digest = root.blobs().put(&blob).unwrap();
+        refs.push(LayerRef {
+            diff_id: Digest::of(&tar),
+            digest,
+            size: blob.len() as u64,
+            media_type: media_type.to_string(),
+        });
+    }
+    // The same layer twice (an image may repeat one): unpacked once.
+    refs.push(refs[2].clone());
+    let dirs = store.dirs(&refs, root.blobs()).unwrap();
+    assert_eq!(dirs.len(), refs.len());
+    for (i, (d, r)) in dirs.iter().zip(&refs).enumerate() {
+        assert_eq!(d, &store.path(&r.diff_id), "layer {i} in order");
+        let n = if i == 8 { 2 } else { i };
+        let got = std::fs::read_to_string(d.join(format!("f{n}"))).unwrap();
+        assert_eq!(got, format!("layer {n} ").repeat(10_000 * (n + 1)));
+    }
+    // Again: all there, the same answer without unpacking.
+    assert_eq!(store.dirs(&refs, root.blobs()).unwrap(), dirs);
+
+    // A layer whose blob is missing fails, naming that layer.
+    let mut bad = refs[..3].to_vec();
+    let missing = Digest::of(b"no such layer");
+    bad[1] = LayerRef {
+        diff_id: missing.clone(),
+        digest: missing.clone(),
+        size: 1,
+        media_type: media::OCI_LAYER.to_string(),
+    };
+    let err = store.dirs(&bad, root.blobs()).unwrap_err().to_string();
+    assert!(err.contains(&missing.hex()[..12]), "{err}");
+}

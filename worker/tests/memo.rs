@@ -44,3 +44,41 @@ fn a_saved_memo_spares_rereads_and_sees_edits() {
     assert_eq!(fourth.files_read(), 20);
     assert_eq!(h3, h4);
 }
+
+/// File contents are hashed on every core; the checksum must not depend on
+/// how many there are, and must still see order and content.
+#[test]
+fn the_checksum_is_the_same_on_one_thread_and_many() {
+    let ctx = tempfile::tempdir().unwrap();
+    for d in 0..5 {
+        let dir = ctx.path().join(format!("d{d}/sub"));
+        fs::create_dir_all(&dir).unwrap();
+        for i in 0..40 {
+            let body = format!("dir {d} file {i} ").repeat(1 + i * 500);
+            fs::write(dir.join(format!("f{i}")), body).unwrap();
+        }
+    }
+    let opts = ChecksumOptions::default();
+    let paths = vec![".".to_string()];
+    let on = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let memo = ChecksumMemo::new();
+        let h = pool.install(|| checksum_sources(ctx.path(), &paths, &opts, &memo).unwrap());
+        assert_eq!(memo.files_read(), 200);
+        h
+    };
+    let one = on(1);
+    assert_eq!(on(4), one);
+    assert_eq!(on(16), one);
+    // Not merely a multiset of contents: swapping two files' contents
+    // changes it.
+    let a = ctx.path().join("d1/sub/f3");
+    let b = ctx.path().join("d3/sub/f3");
+    let (ca, cb) = (fs::read(&a).unwrap(), fs::read(&b).unwrap());
+    fs::write(&a, &cb).unwrap();
+    fs::write(&b, &ca).unwrap();
+    assert_ne!(on(4), one);
+}

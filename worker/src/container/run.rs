@@ -361,19 +361,19 @@ pub fn layer_dirs(root: &Root, r: &Resolved) -> Result<Vec<PathBuf>, RunError> {
         s.parse::<Digest>()
             .map_err(|_| RunError::BadDigest(s.to_string()))
     };
-    layers
+    let refs = layers
         .iter()
         .zip(diff_ids)
         .map(|(l, diff_id)| {
-            let layer = LayerRef {
+            Ok(LayerRef {
                 diff_id: typed(diff_id)?,
                 digest: typed(l.digest().as_ref())?,
                 size: l.size(),
                 media_type: l.media_type().to_string(),
-            };
-            Ok(store.dir(&layer, root.blobs())?)
+            })
         })
-        .collect()
+        .collect::<Result<Vec<_>, RunError>>()?;
+    Ok(store.dirs(&refs, root.blobs())?)
 }
 
 /// The containers `kiln ps` lists: every one with `all`, else the running

@@ -7,7 +7,8 @@
 //! content. Mtimes are left out, as BuildKit leaves them out: touching a file
 //! does not invalidate a build.
 //!
-//! File contents are streamed into blake3, never held whole; a
+//! File contents are streamed into blake3, never held whole, on every core
+//! (rayon; the records still enter the checksum in the walk's order); a
 //! [`ChecksumMemo`] kept by the caller remembers each file's digest by
 //! (path, size, mtime, ctime, inode), so an unchanged context is not re-read.
 
@@ -22,6 +23,7 @@ use std::sync::Mutex;
 
 use super::error::{io_err, FileOpsError, Result};
 use kiln_patternmatcher::ContextFilter;
+use rayon::prelude::*;
 
 use super::pattern::{compile, has_wildcards};
 use super::rootpath::{self, is_absent, strip};
@@ -299,12 +301,33 @@ impl Tree<'_> {
         if let Some((context, prefix)) = context {
             walk = walk.within(context, prefix);
         }
+        // The walk reads directories (cheap, serial); the records read and
+        // hash file contents, so they are made on every core and emitted
+        // in the walk's order. A walk error is reported after the records
+        // of the entries before it, as a serial walk would.
+        let mut entries = Vec::new();
+        let mut walk_error = None;
         for entry in walk {
-            let e = entry.map_err(super::copier::walk_err(self.root))?;
-            let rec = self.record(&e.path, &e.metadata, &e.full_path)?;
-            self.emit(&rec);
+            match entry {
+                Ok(e) => entries.push(e),
+                Err(e) => {
+                    walk_error = Some(super::copier::walk_err(self.root)(e));
+                    break;
+                }
+            }
         }
-        Ok(())
+        let this = &*self;
+        let records: Vec<Result<Vec<u8>>> = entries
+            .par_iter()
+            .map(|e| this.record(&e.path, &e.metadata, &e.full_path))
+            .collect();
+        for rec in records {
+            self.emit(&rec?);
+        }
+        match walk_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 }
 
