@@ -464,7 +464,6 @@ pub fn pause_main() -> ! {
     }
     let _ = writeln!(out, "ok");
     let _ = out.flush();
-    drop(out);
     loop {
         std::thread::sleep(std::time::Duration::from_secs(3600));
     }
