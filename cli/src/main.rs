@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 mod commands;
 mod progress;
 mod rawjson;
+mod rootless;
 mod table;
 mod units;
 
@@ -41,7 +42,14 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    rootless::pause_if_asked();
     let cli = Cli::parse();
+    // Checking and parsing Dockerfiles touch no store: no namespace needed.
+    if !matches!(cli.command, Command::Check(_) | Command::Frontend(_)) {
+        if let Err(code) = rootless::enter_if_needed() {
+            return code;
+        }
+    }
     let result = match cli.command {
         Command::Build(c) => commands::build::run(c),
         Command::Check(c) => commands::check::run(c),

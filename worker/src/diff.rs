@@ -28,7 +28,7 @@ use kiln_cache::pgzip::ParGzEncoder;
 use kiln_cache::{compress, media};
 use sha2::{Digest, Sha256};
 
-use crate::snapshot::{Finished, LowerView, OPAQUE_XATTR, WHITEOUT_OPAQUE, WHITEOUT_PREFIX};
+use crate::snapshot::{opaque_xattr, Finished, LowerView, WHITEOUT_OPAQUE, WHITEOUT_PREFIX};
 use crate::sys;
 
 /// What can go wrong writing a diff.
@@ -454,7 +454,7 @@ fn plan_dir(
             continue;
         }
         if md.is_dir() {
-            let opaque = sys::lgetxattr(&cabs, OPAQUE_XATTR)
+            let opaque = sys::lgetxattr(&cabs, opaque_xattr())
                 .map_err(io_err("getxattr", &cabs))?
                 .as_deref()
                 == Some(b"y".as_slice());

@@ -722,7 +722,8 @@ fn create_cache_dir(
         _ => {
             fs::set_permissions(&tmp, fs::Permissions::from_mode(*mode))
                 .map_err(io_err("chmod", &tmp))?;
-            chown(&tmp, Some(*uid), Some(*gid)).map_err(io_err("chown", &tmp))?;
+            crate::userns::tolerate_unmapped(chown(&tmp, Some(*uid), Some(*gid)))
+                .map_err(io_err("chown", &tmp))?;
             fs::rename(&tmp, dir)
                 .or_else(|e| if dir.exists() { Ok(()) } else { Err(e) })
                 .map_err(io_err("create", dir))?;

@@ -27,4 +27,5 @@ pub mod sparse;
 // The one module allowed to call the kernel directly: thin, safe wrappers
 // (its own inner attribute lifts the workspace's lint).
 mod sys;
+pub mod userns;
 pub mod users;

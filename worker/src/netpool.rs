@@ -44,15 +44,18 @@ fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> NetError {
 #[derive(Debug)]
 struct NetNs {
     path: PathBuf,
-    slirp: Child,
+    /// None for a loopback-only namespace (rootless, no usable tun device).
+    slirp: Option<Child>,
     /// slirp4netns exits when this closes (`--exit-fd`).
-    _exit: OwnedFd,
+    _exit: Option<OwnedFd>,
 }
 
 impl Drop for NetNs {
     fn drop(&mut self) {
-        let _ = self.slirp.kill();
-        let _ = self.slirp.wait();
+        if let Some(slirp) = self.slirp.as_mut() {
+            let _ = slirp.kill();
+            let _ = slirp.wait();
+        }
         let _ = crate::sys::umount(&self.path, libc::MNT_DETACH);
         let _ = std::fs::remove_file(&self.path);
     }
@@ -214,6 +217,26 @@ impl NetPool {
             let _ = slirp.kill();
             let _ = slirp.wait();
             let err = std::fs::read_to_string(&log_path).unwrap_or_default();
+            if crate::userns::in_user_namespace() && err.contains("/dev/net/tun") {
+                // Rootless on a machine whose tun device only root may
+                // open: no user-mode stack can run. The step keeps a
+                // namespace of its own (never the host's), loopback only.
+                static WARNED: std::sync::Once = std::sync::Once::new();
+                WARNED.call_once(|| {
+                    eprintln!(
+                        "warning: rootless: /dev/net/tun cannot be opened by this user ({}), so \
+                         slirp4netns cannot give RUN steps outbound access; they get a network \
+                         namespace with loopback only. Make the device usable (mode 0666, the \
+                         usual default: `chmod 0666 /dev/net/tun` as root) for outbound access.",
+                        err.trim()
+                    );
+                });
+                return Ok(NetNs {
+                    path,
+                    slirp: None,
+                    _exit: None,
+                });
+            }
             return Err(fail(
                 &path,
                 format!("slirp4netns did not start: {}", err.trim()),
@@ -221,8 +244,8 @@ impl NetPool {
         }
         Ok(NetNs {
             path,
-            slirp,
-            _exit: exit_w,
+            slirp: Some(slirp),
+            _exit: Some(exit_w),
         })
     }
 }

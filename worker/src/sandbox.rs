@@ -1515,13 +1515,22 @@ fn child(spec: &SandboxSpec, steps: &[Step], errfd: RawFd) -> Result<Never, Star
                 }
             }
             Step::SetGroups(gids) => {
-                sys::setgroups(gids).map_err(|e| format!("setgroups: {e}"))?;
+                match sys::setgroups(gids) {
+                    Ok(()) => {}
+                    // Rootless with one id mapped: setgroups is denied to
+                    // every process of the namespace (the kernel's rule for
+                    // an unprivileged gid map); no groups can be set.
+                    Err(e)
+                        if e.raw_os_error() == Some(libc::EPERM)
+                            && crate::userns::mode() == crate::userns::Mode::SingleId => {}
+                    Err(e) => return Err(format!("setgroups: {e}").into()),
+                }
             }
             Step::SetGid(g) => {
-                sys::setresgid(*g).map_err(|e| format!("setgid {g}: {e}"))?;
+                sys::setresgid(*g).map_err(|e| format!("setgid {g}: {e}{}", unmapped_hint()))?;
             }
             Step::SetUid(u) => {
-                sys::setresuid(*u).map_err(|e| format!("setuid {u}: {e}"))?;
+                sys::setresuid(*u).map_err(|e| format!("setuid {u}: {e}{}", unmapped_hint()))?;
             }
             Step::SetCaps(mask) => set_caps(*mask)?,
             Step::NoNewPrivs => {
@@ -1532,6 +1541,16 @@ fn child(spec: &SandboxSpec, steps: &[Step], errfd: RawFd) -> Result<Never, Star
         }
     }
     Err("the sandbox plan has no exec step".into())
+}
+
+/// Why switching user fails rootless with one id mapped, for the message.
+fn unmapped_hint() -> &'static str {
+    if crate::userns::mode() == crate::userns::Mode::SingleId {
+        " (rootless kiln maps only your own id, as root: add a range for your user in \
+         /etc/subuid and /etc/subgid to run as other users)"
+    } else {
+        ""
+    }
 }
 
 fn set_caps(mask: u64) -> Result<(), StartError> {

@@ -195,7 +195,8 @@ impl SecretDir {
             .map_err(io("create", &path))?;
         f.write_all(value).map_err(io("write", &path))?;
         drop(f);
-        chown(&path, Some(uid), Some(gid)).map_err(io("chown", &path))?;
+        crate::userns::tolerate_unmapped(chown(&path, Some(uid), Some(gid)))
+            .map_err(io("chown", &path))?;
         fs::set_permissions(&path, fs::Permissions::from_mode(mode & 0o7777))
             .map_err(io("chmod", &path))?;
         Ok(path)
@@ -243,7 +244,8 @@ impl SshProxy {
             move |source| SecretError::Io { what, path, source }
         };
         let listener = UnixListener::bind(&path).map_err(io("listen on", &path))?;
-        chown(&path, Some(uid), Some(gid)).map_err(io("chown", &path))?;
+        crate::userns::tolerate_unmapped(chown(&path, Some(uid), Some(gid)))
+            .map_err(io("chown", &path))?;
         fs::set_permissions(&path, fs::Permissions::from_mode(mode & 0o7777))
             .map_err(io("chmod", &path))?;
         listener

@@ -21,6 +21,20 @@ use crate::sys;
 /// The xattr overlayfs (mounted by root, without `userxattr`) reads to make
 /// a directory hide what lies below it.
 pub const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+/// The same xattr for an overlay mounted with `userxattr` in a user
+/// namespace (rootless), where `trusted.*` cannot be written.
+pub const USER_OPAQUE_XATTR: &str = "user.overlay.opaque";
+
+/// The opaque xattr this process's overlay mounts read: `trusted.` as root,
+/// `user.` rootless. A store is only ever used one way (root's and a user's
+/// stores are different folders), so its layer dirs agree with its mounts.
+pub fn opaque_xattr() -> &'static str {
+    if crate::userns::in_user_namespace() {
+        USER_OPAQUE_XATTR
+    } else {
+        OPAQUE_XATTR
+    }
+}
 /// OCI's whiteout prefix.
 pub const WHITEOUT_PREFIX: &str = ".wh.";
 /// OCI's opaque-directory marker.
@@ -218,7 +232,7 @@ fn unpack<R: Read>(reader: R, dir: &Path, mode: Whiteouts) -> Result<ApplyStats,
             if base_b == WHITEOUT_OPAQUE.as_bytes() {
                 match mode {
                     Whiteouts::Overlay => {
-                        sys::lsetxattr_at(pfd.as_raw_fd(), OsStr::new("."), OPAQUE_XATTR, b"y")
+                        sys::lsetxattr_at(pfd.as_raw_fd(), OsStr::new("."), opaque_xattr(), b"y")
                             .map_err(io_err("setxattr", join(parent)))?;
                     }
                     Whiteouts::Apply => {
@@ -284,7 +298,7 @@ fn unpack<R: Read>(reader: R, dir: &Path, mode: Whiteouts) -> Result<ApplyStats,
                         st.st_mode & libc::S_IFMT == libc::S_IFCHR && st.st_rdev == 0
                     });
                     if mode == Whiteouts::Overlay && was_whiteout {
-                        sys::lsetxattr_at(p, base, OPAQUE_XATTR, b"y")
+                        sys::lsetxattr_at(p, base, opaque_xattr(), b"y")
                             .map_err(io_err("setxattr", &rel))?;
                     }
                 }
@@ -341,8 +355,24 @@ fn unpack<R: Read>(reader: R, dir: &Path, mode: Whiteouts) -> Result<ApplyStats,
                     tar::EntryType::Block => libc::S_IFBLK,
                     _ => libc::S_IFIFO,
                 };
-                sys::mknod_at(p, base, fmt | 0o600, libc::makedev(major, minor))
-                    .map_err(io_err("mknod", &rel))?;
+                match sys::mknod_at(p, base, fmt | 0o600, libc::makedev(major, minor)) {
+                    Ok(()) => {}
+                    // In a user namespace no device node but the whiteout
+                    // can be made: skipped, as containerd does rootless.
+                    Err(e)
+                        if e.raw_os_error() == Some(libc::EPERM)
+                            && kind != tar::EntryType::Fifo
+                            && crate::userns::in_user_namespace() =>
+                    {
+                        eprintln!(
+                            "warning: rootless: device node /{} ({major}:{minor}) in a layer cannot be created in a user namespace; skipped",
+                            rel.display()
+                        );
+                        stats.entries += 1;
+                        continue;
+                    }
+                    Err(e) => return Err(io_err("mknod", &rel)(e)),
+                }
             }
             tar::EntryType::XGlobalHeader | tar::EntryType::XHeader => continue,
             other => {
@@ -353,7 +383,8 @@ fn unpack<R: Read>(reader: R, dir: &Path, mode: Whiteouts) -> Result<ApplyStats,
             }
         }
 
-        sys::chown_at(p, base, uid, gid).map_err(io_err("chown", &rel))?;
+        crate::userns::tolerate_unmapped(sys::chown_at(p, base, uid, gid))
+            .map_err(io_err("chown", &rel))?;
         if let Some(exts) = entry.pax_extensions().map_err(SnapshotError::Tar)? {
             for ext in exts {
                 let ext = ext.map_err(SnapshotError::Tar)?;
@@ -542,7 +573,17 @@ pub fn unique_lowers(lowers: &[PathBuf]) -> Vec<PathBuf> {
 }
 
 fn mount_any(top_first: &[&Path], upper: Option<(&Path, &Path)>, target: &Path) -> io::Result<()> {
-    match sys::mount_overlay_fsconfig(top_first, upper, &OVERLAY_OPTS, target) {
+    let mut opts = OVERLAY_OPTS.to_vec();
+    if crate::userns::in_user_namespace() {
+        // Overlay's own xattrs under `user.`, the only ones a user
+        // namespace may write (kernel 5.11+); the kernel refuses
+        // `redirect_dir=off` (which still follows) with it, and
+        // `nofollow` keeps the upper dir just as self-contained.
+        opts.retain(|(k, _)| *k != "redirect_dir");
+        opts.push(("redirect_dir", "nofollow"));
+        opts.push(("userxattr", ""));
+    }
+    match sys::mount_overlay_fsconfig(top_first, upper, &opts, target) {
         Ok(()) => Ok(()),
         Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS) | Some(libc::EINVAL)) => {
             // Older kernels: no fsopen or no `lowerdir+`; the option string
@@ -562,8 +603,12 @@ fn mount_any(top_first: &[&Path], upper: Option<(&Path, &Path)>, target: &Path) 
                     path_for_option(w)?
                 ));
             }
-            for (k, v) in OVERLAY_OPTS {
-                data.push_str(&format!(",{k}={v}"));
+            for (k, v) in &opts {
+                if v.is_empty() {
+                    data.push_str(&format!(",{k}"));
+                } else {
+                    data.push_str(&format!(",{k}={v}"));
+                }
             }
             sys::mount(
                 Some(OsStr::new("overlay")),
@@ -711,7 +756,7 @@ fn merge_dir(src: &Path, dest: &Path) -> Result<(), SnapshotError> {
             continue;
         }
         if md.is_dir() {
-            let opaque = sys::lgetxattr(&s, OPAQUE_XATTR)
+            let opaque = sys::lgetxattr(&s, opaque_xattr())
                 .map_err(io_err("getxattr", &s))?
                 .is_some();
             match &dmd {
@@ -765,9 +810,10 @@ pub(crate) fn copy_node(s: &Path, d: &Path, md: &std::fs::Metadata) -> Result<()
 }
 
 fn copy_meta(s: &Path, d: &Path, md: &std::fs::Metadata) -> Result<(), SnapshotError> {
-    std::os::unix::fs::lchown(d, Some(md.uid()), Some(md.gid())).map_err(io_err("chown", d))?;
+    crate::userns::tolerate_unmapped(std::os::unix::fs::lchown(d, Some(md.uid()), Some(md.gid())))
+        .map_err(io_err("chown", d))?;
     for (k, v) in sys::llist_xattrs(s).map_err(io_err("listxattr", s))? {
-        if k.starts_with("trusted.overlay.") {
+        if k.starts_with("trusted.overlay.") || k.starts_with("user.overlay.") {
             continue;
         }
         let parent = d.parent().unwrap_or(Path::new("/"));
@@ -841,7 +887,7 @@ impl LowerView {
                 if !md.is_dir() {
                     return None; // a file above hides everything below it
                 }
-                if sys::lgetxattr(&prefix, OPAQUE_XATTR)
+                if sys::lgetxattr(&prefix, opaque_xattr())
                     .ok()
                     .flatten()
                     .is_some()
@@ -869,7 +915,7 @@ impl LowerView {
                 prefix.push(c);
                 match std::fs::symlink_metadata(&prefix) {
                     Ok(md) if md.is_dir() => {
-                        if sys::lgetxattr(&prefix, OPAQUE_XATTR)
+                        if sys::lgetxattr(&prefix, opaque_xattr())
                             .ok()
                             .flatten()
                             .is_some()

@@ -353,7 +353,24 @@ pub fn mount_overlay_fsconfig(
         set("workdir", w.as_os_str())?;
     }
     for (k, v) in options {
-        set(k, OsStr::new(v))?;
+        if v.is_empty() {
+            // A flag such as `userxattr` takes no value.
+            const FSCONFIG_SET_FLAG: libc::c_uint = 0;
+            let kc = cstr(k)?;
+            // SAFETY: valid key pointer, NULL value, fsfd is open.
+            check_long(unsafe {
+                libc::syscall(
+                    libc::SYS_fsconfig,
+                    fsfd.as_raw_fd(),
+                    FSCONFIG_SET_FLAG,
+                    kc.as_ptr(),
+                    std::ptr::null::<libc::c_char>(),
+                    0 as libc::c_int,
+                )
+            })?;
+        } else {
+            set(k, OsStr::new(v))?;
+        }
     }
     // SAFETY: fsfd is open; the other arguments are plain integers / NULL.
     check_long(unsafe {

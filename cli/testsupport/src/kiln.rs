@@ -17,6 +17,17 @@ pub struct Kiln {
     /// The binary under test. Only the test crate knows it
     /// (`env!("CARGO_BIN_EXE_kiln")`), so it is passed in.
     pub bin: PathBuf,
+    /// Run kiln as this uid and gid (through `setpriv`) instead of as the
+    /// test's own user: rootless tests ([`crate::rootless::TestUser`]).
+    pub runas: Option<(u32, u32)>,
+}
+
+impl Drop for Kiln {
+    fn drop(&mut self) {
+        if self.runas.is_some() {
+            crate::rootless::stop_pause(&self.root);
+        }
+    }
 }
 
 impl Kiln {
@@ -28,6 +39,7 @@ impl Kiln {
             tmp,
             root,
             bin: bin.as_ref().to_path_buf(),
+            runas: None,
         }
     }
 
@@ -35,15 +47,42 @@ impl Kiln {
     /// expects.
     pub fn with_busybox(bin: impl AsRef<Path>) -> Kiln {
         let k = Kiln::empty(bin);
+        k.load_busybox();
+        k
+    }
+
+    /// Loads the busybox fixture into this store.
+    pub fn load_busybox(&self) {
         let fixture = busybox_fixture();
         let fixture = fixture.to_str().expect("fixture path is UTF-8");
-        k.ok(&["load", "-q", "-i", fixture]);
-        k
+        self.ok(&["load", "-q", "-i", fixture]);
+    }
+
+    /// Creates the folder `dir` (and its parents) for kiln's use: owned by
+    /// the user kiln runs as.
+    pub fn mkdir(&self, dir: &Path) {
+        std::fs::create_dir_all(dir).expect("mkdir");
+        if let Some((uid, gid)) = self.runas {
+            std::os::unix::fs::chown(dir, Some(uid), Some(gid)).expect("chown");
+        }
     }
 
     /// `kiln ARGS` on this store, not yet run.
     pub fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(&self.bin);
+        let mut c = match self.runas {
+            None => Command::new(&self.bin),
+            Some((uid, gid)) => {
+                let mut c = Command::new("setpriv");
+                c.args(["--reuid", &uid.to_string(), "--regid", &gid.to_string()])
+                    .args(["--init-groups", "--"])
+                    .arg(&self.bin)
+                    .env("HOME", self.tmp.path())
+                    .env_remove("XDG_DATA_HOME")
+                    .env_remove("XDG_RUNTIME_DIR")
+                    .current_dir(self.tmp.path());
+                c
+            }
+        };
         c.args(args)
             .env("KILN_ROOT", &self.root)
             .env("NO_COLOR", "1");

@@ -15,6 +15,7 @@ pub mod kiln;
 pub mod mounts;
 pub mod oracle;
 pub mod registry;
+pub mod rootless;
 pub mod scale;
 #[cfg(feature = "cache")]
 pub mod store;
@@ -27,6 +28,7 @@ pub use kiln::{events, named, stderr, Kiln};
 pub use mounts::mounts_below;
 pub use oracle::{imagefs, skopeo, tar_listing, tree, umoci_unpack};
 pub use registry::{http_status, TestRegistry};
+pub use rootless::TestUser;
 #[cfg(feature = "cache")]
 pub use store::{export_layout, import_oci_archive, reachable, temp_root};
 

@@ -40,7 +40,8 @@ pub fn mkdir(
     fs::set_permissions(&p, fs::Permissions::from_mode(mode & 0o777))
         .map_err(io_err("chmod", shown.clone()))?;
     if let Some(o) = owner {
-        lchown(&p, Some(o.uid), Some(o.gid)).map_err(io_err("chown", shown.clone()))?;
+        crate::userns::tolerate_unmapped(lchown(&p, Some(o.uid), Some(o.gid)))
+            .map_err(io_err("chown", shown.clone()))?;
     }
     if let Some(t) = utime {
         meta::lutimes(&p, t, t).map_err(io_err("utimes", shown))?;
@@ -71,7 +72,8 @@ pub fn mkfile(
     f.write_all(data).map_err(io_err("write", shown.clone()))?;
     drop(f);
     if let Some(o) = owner {
-        lchown(&p, Some(o.uid), Some(o.gid)).map_err(io_err("chown", shown.clone()))?;
+        crate::userns::tolerate_unmapped(lchown(&p, Some(o.uid), Some(o.gid)))
+            .map_err(io_err("chown", shown.clone()))?;
     }
     if let Some(t) = utime {
         meta::lutimes(&p, t, t).map_err(io_err("utimes", shown))?;

@@ -106,7 +106,8 @@ pub(crate) fn mkdir_all(
     fs::set_permissions(path, fs::Permissions::from_mode(perm & 0o777))
         .map_err(io_err("chmod", strip(root, path)))?;
     if let Some(o) = owner {
-        lchown(path, Some(o.uid), Some(o.gid)).map_err(io_err("chown", strip(root, path)))?;
+        crate::userns::tolerate_unmapped(lchown(path, Some(o.uid), Some(o.gid)))
+            .map_err(io_err("chown", strip(root, path)))?;
     }
     if let Some(t) = utime {
         meta::lutimes(path, t, t).map_err(io_err("utimes", strip(root, path)))?;
@@ -361,7 +362,8 @@ impl Copier<'_, '_> {
             },
         });
         let shown = strip(self.dst_root, target);
-        lchown(target, Some(owner.uid), Some(owner.gid)).map_err(io_err("chown", shown.clone()))?;
+        crate::userns::tolerate_unmapped(lchown(target, Some(owner.uid), Some(owner.gid)))
+            .map_err(io_err("chown", shown.clone()))?;
         if !md.file_type().is_symlink() {
             let mode = match self.opts.mode {
                 Some(c) => c.apply(md.mode(), md.is_dir()),

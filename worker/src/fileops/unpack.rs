@@ -279,7 +279,8 @@ pub fn extract(
             uid: u32::try_from(header.uid().unwrap_or(0)).unwrap_or(0),
             gid: u32::try_from(header.gid().unwrap_or(0)).unwrap_or(0),
         });
-        lchown(&dst, Some(ids.uid), Some(ids.gid)).map_err(io_err("chown", shown_dst.clone()))?;
+        crate::userns::tolerate_unmapped(lchown(&dst, Some(ids.uid), Some(ids.gid)))
+            .map_err(io_err("chown", shown_dst.clone()))?;
 
         if let Ok(Some(exts)) = entry.pax_extensions() {
             for ext in exts.flatten() {

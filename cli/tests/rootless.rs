@@ -1,0 +1,203 @@
+//! kiln as a plain user (rootless): a test user of its own, with a
+//! subordinate id range (or none), runs the real binary through `setpriv`;
+//! kiln enters a user namespace mapping that range and builds and runs as
+//! root inside it. Images built so must be the very images root builds.
+//! The harness (`kiln_testsupport::TestUser`) removes the user and its
+//! ranges even when a test fails.
+
+#[path = "support/cases.rs"]
+mod support;
+
+use kiln_testsupport::{imagefs, shared, stderr, Kiln, TestUser};
+use serde_json::Value;
+use support::CaseKiln;
+
+const KILN: &str = env!("CARGO_BIN_EXE_kiln");
+
+/// A context whose Dockerfile needs ownership kept: busybox's own files
+/// (owned by bin, daemon…), a RUN that chowns to a uid other than root,
+/// and a COPY with --chown.
+const DOCKERFILE: &str = "FROM busybox:1.35\n\
+RUN echo hi > /hello && mkdir -p /owned && chown 1000:1001 /owned && \
+    touch /owned/f && chown 65534:65534 /owned/f && rm /bin/vi\n\
+COPY --chown=12:34 a.txt /a.txt\n\
+COPY b /b\n";
+
+fn context(k: &Kiln) -> std::path::PathBuf {
+    let dir = k.context("ctx", &[("Dockerfile", DOCKERFILE), ("a.txt", "a\n")]);
+    std::fs::create_dir_all(dir.join("b/c")).expect("ctx dir");
+    std::fs::write(dir.join("b/c/d"), "d\n").expect("ctx file");
+    dir
+}
+
+/// Builds the context into an OCI archive; returns its imagefs description
+/// and kiln's stderr.
+fn build(k: &Kiln, ctx: &std::path::Path) -> (Value, String) {
+    let out_dir = k.path("out");
+    k.mkdir(&out_dir);
+    let oci = out_dir.join("image.tar");
+    let out = k.run(&[
+        "build",
+        "--progress",
+        "plain",
+        "--output",
+        &format!("type=oci,dest={}", oci.display()),
+        ctx.to_str().expect("utf8"),
+    ]);
+    assert!(out.status.success(), "build failed:\n{}", stderr(&out));
+    (imagefs(&oci, None), stderr(&out))
+}
+
+#[test]
+fn build_from_busybox_run_copy_equals_root() {
+    let user = TestUser::create(true);
+    let k = user.kiln_with_busybox(KILN);
+    let (got, err) = build(&k, &context(&k));
+    assert!(!err.contains("has no range"), "{err}");
+    let fs = &got["fs"];
+    assert!(fs.get("/hello").is_some(), "{fs}");
+    let root = Kiln::with_busybox(KILN);
+    let (want, _) = build(&root, &context(&root));
+    assert_eq!(got, want, "the rootless image differs from root's");
+    // What root keeps, so rootless did too: owners other than root.
+    let text = got.to_string();
+    assert!(text.contains("1000") && text.contains("65534"), "{text}");
+}
+
+#[test]
+fn the_store_and_layers_belong_to_the_user() {
+    use std::os::unix::fs::MetadataExt;
+    let user = TestUser::create(true);
+    let k = user.kiln_with_busybox(KILN);
+    let md = std::fs::metadata(&k.root).expect("store made");
+    assert_eq!(md.uid(), user.uid, "the store is the user's");
+    // A second kiln joins the same namespace: the pause process's pid.
+    let pid = std::fs::read_to_string(k.root.join("userns.pid")).expect("pid file");
+    k.ok(&["images"]);
+    let again = std::fs::read_to_string(k.root.join("userns.pid")).expect("pid file");
+    assert_eq!(pid, again, "one namespace per store");
+}
+
+#[test]
+fn without_a_subuid_range_one_id_is_mapped_and_said() {
+    let user = TestUser::create(false);
+    let k = user.kiln_with_busybox(KILN);
+    let ctx = k.context(
+        "one",
+        &[
+            (
+                "Dockerfile",
+                "FROM busybox:1.35\nRUN touch /x && chown 1000 /x || true\nCOPY f /f\n",
+            ),
+            ("f", "f\n"),
+        ],
+    );
+    let (got, err) = build(&k, &ctx);
+    assert!(
+        err.contains("has no range in /etc/subuid and /etc/subgid")
+            && err.contains("become")
+            && err.contains("owned by root"),
+        "the single-id mapping is not announced:\n{err}"
+    );
+    assert!(got["fs"].get("/f").is_some(), "{}", got["fs"]);
+}
+
+#[test]
+fn run_command_detached_logs_exec() {
+    let user = TestUser::create(true);
+    let k = user.kiln_with_busybox(KILN);
+    let bb = "busybox:1.35";
+    let (out, _) = k.ok(&["run", "--rm", bb, "sh", "-c", "id -u; stat -c %U /bin"]);
+    assert_eq!(out, "0\nroot\n");
+    let (id, _) = k.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "svc",
+        bb,
+        "sh",
+        "-c",
+        "echo started; echo inside > /marker; while true; do sleep 0.1; done",
+    ]);
+    let id = id.trim().to_string();
+    assert_eq!(id.len(), 64, "{id}");
+    let mut logs = String::new();
+    for _ in 0..100 {
+        logs = k.ok(&["logs", "svc"]).0;
+        if logs.contains("started") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(logs, "started\n");
+    assert_eq!(k.ok(&["exec", "svc", "cat", "/marker"]).0, "inside\n");
+    assert_eq!(
+        k.ok(&["exec", "-u", "nobody", "svc", "id", "-u"]).0,
+        "65534\n"
+    );
+    k.ok(&["rm", "-f", "svc"]);
+    let (ps, _) = k.ok(&["ps", "-a"]);
+    assert!(!ps.contains("svc"), "{ps}");
+}
+
+/// Cases that need QEMU and several platforms; cli/tests/emulation.rs.
+const MULTI_PLATFORM: [&str; 1] = ["m-multi-platform"];
+
+/// The whole shared suite rootless: each case passes as cases.rs checks it
+/// (BuildKit's expected image, expected errors, a fully cached rebuild),
+/// and each image equals the one root builds.
+#[test]
+fn every_case_rootless_equals_root() {
+    let mut names: Vec<String> = std::fs::read_dir(shared().join("cases"))
+        .expect("cases")
+        .flatten()
+        .filter(|e| e.path().join("case.json").is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !MULTI_PLATFORM.contains(&n.as_str()))
+        .collect();
+    names.sort();
+    let user = TestUser::create(true);
+    let failures = std::sync::Mutex::new(Vec::new());
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let Some(name) = names.get(i) else { break };
+                let result = std::panic::catch_unwind(|| {
+                    let k = user.kiln_with_busybox(KILN);
+                    k.mkdir(&k.work());
+                    let rootless = support::run_case(name, &k);
+                    let root = support::run_case(name, &Kiln::for_case(KILN));
+                    if let (Some(a), Some(b)) = (&rootless, &root) {
+                        let diffs = support::differences(a, b);
+                        assert!(
+                            diffs.is_empty(),
+                            "{name}: the rootless image differs from root's:\n{}",
+                            diffs.join("\n")
+                        );
+                    }
+                });
+                if let Err(e) = result {
+                    let msg = e
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_default();
+                    failures
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(format!("{name}: {msg}"));
+                }
+            });
+        }
+    });
+    let failures = failures.into_inner().unwrap_or_else(|p| p.into_inner());
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed rootless:\n{}",
+        failures.len(),
+        names.len(),
+        failures.join("\n\n")
+    );
+}
