@@ -11,6 +11,7 @@ pub mod diff;
 pub mod emulation;
 pub mod executor;
 pub mod fileops;
+pub mod fuse_overlay;
 pub mod git_source;
 pub mod http_source;
 pub mod layers;
