@@ -23,6 +23,7 @@ pub mod seccomp;
 pub mod secrets;
 pub mod slots;
 pub mod snapshot;
+pub mod snapshotter;
 pub mod sparse;
 // The one module allowed to call the kernel directly: thin, safe wrappers
 // (its own inner attribute lifts the workspace's lint).

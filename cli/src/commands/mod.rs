@@ -7,4 +7,5 @@ pub mod frontend;
 pub mod images;
 pub mod registry;
 pub mod run;
+pub mod snapshotter;
 pub mod worker;
