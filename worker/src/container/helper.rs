@@ -364,7 +364,7 @@ fn container_init(c: &Container, dir: &Path, out: RawFd, err: RawFd, errfd: RawF
         // lives as long as the container's namespaces.
         let exe = std::env::current_exe().map_err(|e| format!("locating kiln: {e}"))?;
         let lowers = crate::snapshot::unique_lowers(&c.lowers);
-        crate::fuse_overlay::FuseMount::start(&exe, &lowers, &upper, &rootfs)
+        crate::fuse_overlay::FuseMount::start_with(&exe, &lowers, &upper, &rootfs, true)
             .map(std::mem::forget)
             .map_err(|e| format!("mounting the container's rootfs over FUSE: {e}"))
     };

@@ -43,6 +43,9 @@ use crate::sys;
 /// The subcommand kiln re-executes itself with to serve a FUSE overlay.
 pub const HELPER_SUBCOMMAND: &str = "fuse-helper";
 
+/// The helper's flag: end with the process that started it.
+const DIE_WITH_PARENT: &str = "--die-with-parent";
+
 /// The line the helper prints once the filesystem is mounted.
 const READY: &str = "ready";
 
@@ -137,6 +140,11 @@ pub fn serve(
 ) -> io::Result<()> {
     let fs = OverlayFs::new(lowers, upper);
     let session = fuser::Session::new(fs, target, &config())?;
+    // Mounted (in the caller's namespace); now leave it for a copy of our
+    // own, still single-threaded, so a pivot_root into the mount (the
+    // container's pid 1 does one) never moves this server's root into its
+    // own filesystem, where every path it opens would wait on itself.
+    let _ = sys::unshare(libc::CLONE_NEWNS);
     ready();
     session.run()
 }
@@ -211,11 +219,26 @@ impl FuseMount {
         upper: &Path,
         target: &Path,
     ) -> io::Result<FuseMount> {
-        let mut args: Vec<std::ffi::OsString> = vec![
-            HELPER_SUBCOMMAND.into(),
+        Self::start_with(exe, lowers, upper, target, false)
+    }
+
+    /// As [`FuseMount::start`]; with `die_with_parent` the helper ends
+    /// when this process does (a container's pid 1, which never unmounts).
+    pub fn start_with(
+        exe: &Path,
+        lowers: &[PathBuf],
+        upper: &Path,
+        target: &Path,
+        die_with_parent: bool,
+    ) -> io::Result<FuseMount> {
+        let mut args: Vec<std::ffi::OsString> = vec![HELPER_SUBCOMMAND.into()];
+        if die_with_parent {
+            args.push(DIE_WITH_PARENT.into());
+        }
+        args.extend([
             target.as_os_str().to_os_string(),
             upper.as_os_str().to_os_string(),
-        ];
+        ]);
         args.extend(lowers.iter().map(|l| l.as_os_str().to_os_string()));
         let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into());
         let mut child = crate::reexec::spawn_helper(
@@ -256,14 +279,15 @@ impl FuseMount {
         &self.target
     }
 
-    /// Unmounts and waits for the helper to end.
+    /// Unmounts and stops the helper. Every write was answered only once
+    /// it was in the upper dir (no write-back cache), so nothing is lost.
     pub fn unmount(mut self) -> io::Result<()> {
         let r = sys::umount(&self.target, 0);
+        if r.is_err() {
+            let _ = sys::umount(&self.target, libc::MNT_DETACH);
+        }
         if let Some(mut child) = self.child.take() {
-            if r.is_err() {
-                let _ = sys::umount(&self.target, libc::MNT_DETACH);
-                let _ = child.kill();
-            }
+            let _ = child.kill();
             let _ = child.wait();
         }
         r
@@ -284,6 +308,13 @@ impl Drop for FuseMount {
 /// <lower>...`, lowers lowest first): mounts, prints `ready`, serves until
 /// unmounted. Returns the exit code.
 pub fn helper_main(args: &[std::ffi::OsString]) -> i32 {
+    let args = match args.first() {
+        Some(a) if a == DIE_WITH_PARENT => {
+            sys::die_with_parent();
+            &args[1..]
+        }
+        _ => args,
+    };
     let [target, upper, lowers @ ..] = args else {
         eprintln!("usage: kiln {HELPER_SUBCOMMAND} TARGET UPPER [LOWER...]");
         return 2;
