@@ -378,7 +378,7 @@ fn readers_of_a_file_see_a_later_copy_up() {
     std::fs::create_dir_all(&l0).unwrap();
     std::fs::write(l0.join("f"), "old content").unwrap();
     let d = dirs(t.path(), "fuse");
-    let m = fuse_overlay::mount_in_process(&[l0.clone()], &d.upper, &d.merged).unwrap();
+    let m = fuse_overlay::mount_in_process(std::slice::from_ref(&l0), &d.upper, &d.merged).unwrap();
     let mut reader = std::fs::File::open(d.merged.join("f")).unwrap();
     std::fs::write(d.merged.join("f"), "new content").unwrap();
     let mut s = String::new();

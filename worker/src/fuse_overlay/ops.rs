@@ -298,6 +298,7 @@ impl OverlayFs {
         Ok(attr(ino, &md))
     }
 
+    #[allow(clippy::too_many_arguments)] // FUSE's setattr, one field each
     fn do_setattr(
         &self,
         ino: u64,
@@ -440,10 +441,8 @@ impl OverlayFs {
             match (is_dir, dmd.is_dir()) {
                 (true, false) => return Err(err(libc::ENOTDIR)),
                 (false, true) => return Err(err(libc::EISDIR)),
-                (true, true) => {
-                    if !self.layers.list(&dst_rel, dplace)?.is_empty() {
-                        return Err(err(libc::ENOTEMPTY));
-                    }
+                (true, true) if !self.layers.list(&dst_rel, dplace)?.is_empty() => {
+                    return Err(err(libc::ENOTEMPTY));
                 }
                 _ => {}
             }
