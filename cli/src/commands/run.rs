@@ -29,7 +29,7 @@ use crate::units;
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// Run a command in a new container.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// List containers (docker's columns).
     Ps {
         /// Show all containers (default: running ones).
@@ -176,7 +176,7 @@ pub struct RunArgs {
 
 pub fn run(cmd: Cmd) -> Result<ExitCode> {
     match cmd {
-        Cmd::Run(a) => Ok(match run_container(a) {
+        Cmd::Run(a) => Ok(match run_container(*a) {
             Ok(code) => code,
             Err(msg) => {
                 eprintln!("kiln: {msg}");
