@@ -74,8 +74,9 @@ pub struct WorkerOptions {
     pub default_network: Network,
     /// The kiln binary, re-executed as the sandbox helper.
     pub helper_exe: PathBuf,
-    /// Copy instead of overlay mounts (when overlay cannot be used).
-    pub force_copy: bool,
+    /// How writable snapshots are made (`--snapshotter`): kernel overlay,
+    /// kiln's FUSE overlay, copies, or the first that works (`auto`).
+    pub snapshotter: crate::snapshotter::Snapshotter,
     /// How many steps may do kiln's own work at once (`--jobs`, default
     /// the machine's cores); see [`crate::slots`].
     pub cpu_slots: usize,
@@ -84,6 +85,17 @@ pub struct WorkerOptions {
     /// `--allow security.insecure`: `RUN --security=insecure` may run (with
     /// every capability and no seccomp filter); refused otherwise.
     pub allow_insecure: bool,
+}
+
+impl WorkerOptions {
+    /// Whether a `RUN --mount=type=bind,rw` view must be a copy: kernel
+    /// overlay serves it under `auto` and `overlay`; the others copy.
+    pub fn throwaway_copies(&self) -> bool {
+        !matches!(
+            self.snapshotter,
+            crate::snapshotter::Snapshotter::Auto | crate::snapshotter::Snapshotter::Overlay
+        )
+    }
 }
 
 /// Why a step failed.
@@ -200,13 +212,24 @@ impl Worker {
         dir: &Path,
         progress: &Progress,
     ) -> Result<Active, ExecutorError> {
-        let active = Active::prepare(lowers, dir, self.opts.force_copy)?;
+        let mode = snapshot::SnapshotMode {
+            snapshotter: self.opts.snapshotter,
+            helper_exe: Some(self.opts.helper_exe.clone()),
+        };
+        let active = Active::prepare_with(lowers, dir, &mode)?;
         if let Some(reason) = active.fallback_reason() {
             if !self.copy_fallback_said.swap(true, Ordering::Relaxed) {
-                progress.warn(format!(
-                    "overlayfs cannot be mounted here ({reason}): snapshots are full copies, \
-                     which is slower and uses more space"
-                ));
+                progress.warn(if active.is_fuse() {
+                    format!(
+                        "overlayfs cannot be mounted here ({reason}): snapshots use kiln's \
+                         FUSE overlay"
+                    )
+                } else {
+                    format!(
+                        "overlayfs cannot be mounted here ({reason}): snapshots are full copies, \
+                         which is slower and uses more space"
+                    )
+                });
             }
         }
         Ok(active)
@@ -922,8 +945,11 @@ fn run_exec(
                     // step's writes land in a layer of their own, thrown
                     // away after it (BuildKit's rw bind is a fresh mutable
                     // snapshot of the source, never committed).
-                    let over =
-                        Throwaway::over(&src, &w.layers.scratch("rwbind")?, w.opts.force_copy)?;
+                    let over = Throwaway::over(
+                        &src,
+                        &w.layers.scratch("rwbind")?,
+                        w.opts.throwaway_copies(),
+                    )?;
                     src = over.path().to_path_buf();
                     throwaways.push(over);
                 }

@@ -11,6 +11,7 @@ pub mod diff;
 pub mod emulation;
 pub mod executor;
 pub mod fileops;
+pub mod fuse_overlay;
 pub mod git_source;
 pub mod http_source;
 pub mod key_agent;
@@ -23,6 +24,7 @@ pub mod seccomp;
 pub mod secrets;
 pub mod slots;
 pub mod snapshot;
+pub mod snapshotter;
 pub mod sparse;
 // The one module allowed to call the kernel directly: thin, safe wrappers
 // (its own inner attribute lifts the workspace's lint).

@@ -977,7 +977,22 @@ enum ActiveKind {
         upper: PathBuf,
         base: Vec<PathBuf>,
     },
+    /// kiln's overlay over FUSE, served by a helper process.
+    Fuse {
+        mounted: crate::fuse_overlay::FuseMount,
+        upper: PathBuf,
+        base: Vec<PathBuf>,
+    },
     Copy,
+}
+
+/// How [`Active::prepare_with`] makes a snapshot: the snapshotter asked
+/// for, and the kiln binary to re-execute as the FUSE server.
+#[derive(Debug, Clone, Default)]
+pub struct SnapshotMode {
+    pub snapshotter: crate::snapshotter::Snapshotter,
+    /// Needed for FUSE (`auto` skips FUSE without it).
+    pub helper_exe: Option<PathBuf>,
 }
 
 /// A finished snapshot, ready to be diffed into a layer.
@@ -1008,9 +1023,34 @@ impl Active {
         dir: &Path,
         force_copy: bool,
     ) -> Result<Active, SnapshotError> {
+        let snapshotter = if force_copy {
+            crate::snapshotter::Snapshotter::Copy
+        } else {
+            crate::snapshotter::Snapshotter::Auto
+        };
+        Active::prepare_with(
+            lowers,
+            dir,
+            &SnapshotMode {
+                snapshotter,
+                helper_exe: None,
+            },
+        )
+    }
+
+    /// Prepares a writable snapshot over `lowers` (lowest first) in the
+    /// empty directory `dir` with the snapshotter `mode` names: kernel
+    /// overlay, FUSE, a copy, or (`auto`) the first of them that works.
+    /// A snapshotter asked for by name fails rather than falling back.
+    pub fn prepare_with(
+        lowers: &[PathBuf],
+        dir: &Path,
+        mode: &SnapshotMode,
+    ) -> Result<Active, SnapshotError> {
+        use crate::snapshotter::Snapshotter;
         let lowers = lowers.to_vec();
         let mut fallback = None;
-        if !force_copy {
+        if matches!(mode.snapshotter, Snapshotter::Auto | Snapshotter::Overlay) {
             let (upper, work, merged) = (dir.join("upper"), dir.join("work"), dir.join("merged"));
             for d in [&upper, &work, &merged] {
                 std::fs::create_dir_all(d).map_err(io_err("create", d))?;
@@ -1036,7 +1076,7 @@ impl Active {
                         fallback: None,
                     })
                 }
-                Err(e @ SnapshotError::Mount { .. }) => {
+                Err(e @ SnapshotError::Mount { .. }) if mode.snapshotter == Snapshotter::Auto => {
                     fallback = Some(e.to_string());
                     let _ = std::fs::remove_dir_all(&upper);
                     let _ = std::fs::remove_dir_all(&work);
@@ -1044,6 +1084,47 @@ impl Active {
                     let _ = std::fs::remove_dir_all(dir.join("flat"));
                 }
                 Err(e) => return Err(e),
+            }
+        }
+        let fuse_wanted = match mode.snapshotter {
+            Snapshotter::Fuse => true,
+            Snapshotter::Auto => mode.helper_exe.is_some() && crate::fuse_overlay::usable().is_ok(),
+            _ => false,
+        };
+        if fuse_wanted {
+            let (upper, merged) = (dir.join("upper"), dir.join("merged"));
+            for d in [&upper, &merged] {
+                std::fs::create_dir_all(d).map_err(io_err("create", d))?;
+            }
+            let base = unique_lowers(&lowers);
+            let exe = match &mode.helper_exe {
+                Some(e) => e.clone(),
+                None => std::env::current_exe().map_err(io_err("locate", "kiln"))?,
+            };
+            match crate::fuse_overlay::FuseMount::start(&exe, &base, &upper, &merged) {
+                Ok(mounted) => {
+                    return Ok(Active {
+                        lowers,
+                        rootfs: merged,
+                        kind: ActiveKind::Fuse {
+                            mounted,
+                            upper,
+                            base,
+                        },
+                        fallback,
+                    })
+                }
+                Err(source) if mode.snapshotter == Snapshotter::Fuse => {
+                    return Err(SnapshotError::Mount {
+                        target: merged,
+                        source,
+                    })
+                }
+                Err(e) => {
+                    fallback = Some(format!("{}; FUSE: {e}", fallback.unwrap_or_default()));
+                    let _ = std::fs::remove_dir_all(&upper);
+                    let _ = std::fs::remove_dir(&merged);
+                }
             }
         }
         let rootfs = dir.join("rootfs");
@@ -1067,9 +1148,15 @@ impl Active {
         &self.rootfs
     }
 
-    /// Whether this snapshot is on kernel overlayfs (false: plain copy).
+    /// Whether this snapshot is on kernel overlayfs (false: FUSE or a
+    /// plain copy).
     pub fn is_overlay(&self) -> bool {
         matches!(self.kind, ActiveKind::Overlay { .. })
+    }
+
+    /// Whether this snapshot is kiln's FUSE overlay.
+    pub fn is_fuse(&self) -> bool {
+        matches!(self.kind, ActiveKind::Fuse { .. })
     }
 
     /// Ends writing (unmounts) and says where the changes are.
@@ -1081,6 +1168,17 @@ impl Active {
                 base,
             } => {
                 mounted.unmount()?;
+                Ok(Finished::Overlay {
+                    upper,
+                    lowers: base,
+                })
+            }
+            ActiveKind::Fuse {
+                mounted,
+                upper,
+                base,
+            } => {
+                mounted.unmount().map_err(io_err("umount", &self.rootfs))?;
                 Ok(Finished::Overlay {
                     upper,
                     lowers: base,

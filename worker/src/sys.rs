@@ -1064,3 +1064,127 @@ impl Exec {
         io::Error::last_os_error()
     }
 }
+
+// ---------------------------------------------------------------------------
+// What the FUSE overlay (crate::fuse_overlay) needs beyond the calls above.
+
+/// `renameat2(2)` between two paths with `flags` (RENAME_NOREPLACE,
+/// RENAME_EXCHANGE, RENAME_WHITEOUT): the overlay passes a caller's flags
+/// on and leaves a whiteout behind a renamed lower entry.
+pub fn rename2(old: &Path, new: &Path, flags: u32) -> io::Result<()> {
+    let o = cstr(old)?;
+    let n = cstr(new)?;
+    // SAFETY: valid NUL-terminated strings that outlive the call.
+    check(unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            o.as_ptr(),
+            libc::AT_FDCWD,
+            n.as_ptr(),
+            flags as libc::c_uint,
+        )
+    })
+    .map(drop)
+}
+
+/// `lremovexattr(2)`.
+pub fn lremovexattr(path: &Path, name: &[u8]) -> io::Result<()> {
+    let c = cstr(path)?;
+    let k = cstr(OsStr::from_bytes(name))?;
+    // SAFETY: valid C strings.
+    check(unsafe { libc::lremovexattr(c.as_ptr(), k.as_ptr()) }).map(drop)
+}
+
+/// `lsetxattr(2)` with the caller's XATTR_CREATE / XATTR_REPLACE flags.
+pub fn lsetxattr_flags(path: &Path, name: &[u8], value: &[u8], flags: i32) -> io::Result<()> {
+    let c = cstr(path)?;
+    let k = cstr(OsStr::from_bytes(name))?;
+    // SAFETY: valid C strings; value's pointer and length describe a live slice.
+    check(unsafe {
+        libc::lsetxattr(
+            c.as_ptr(),
+            k.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            flags,
+        )
+    })
+    .map(drop)
+}
+
+/// Sets atime and/or mtime of `path` itself (never a symlink's target);
+/// `None` leaves that time as it is (UTIME_OMIT).
+pub fn lutimens_opt(
+    path: &Path,
+    atime: Option<(i64, i64)>,
+    mtime: Option<(i64, i64)>,
+) -> io::Result<()> {
+    let c = cstr(path)?;
+    let ts = |t: Option<(i64, i64)>| match t {
+        Some(t) => libc::timespec {
+            tv_sec: t.0 as libc::time_t,
+            tv_nsec: t.1 as _,
+        },
+        None => libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT as _,
+        },
+    };
+    let times = [ts(atime), ts(mtime)];
+    // SAFETY: a valid C string and an array of the two timespecs utimensat reads.
+    check(unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })
+    .map(drop)
+}
+
+/// What `statfs` answers about the filesystem under `path`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FsStats {
+    pub blocks: u64,
+    pub bfree: u64,
+    pub bavail: u64,
+    pub files: u64,
+    pub ffree: u64,
+    pub bsize: u32,
+    pub namelen: u32,
+    pub frsize: u32,
+}
+
+/// `statvfs(3)`.
+pub fn statvfs(path: &Path) -> io::Result<FsStats> {
+    let c = cstr(path)?;
+    // SAFETY: statvfs is plain integers, for which all zeroes is valid.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid C string and a pointer to a live statvfs.
+    check(unsafe { libc::statvfs(c.as_ptr(), &mut st) })?;
+    Ok(FsStats {
+        blocks: st.f_blocks,
+        bfree: st.f_bfree,
+        bavail: st.f_bavail,
+        files: st.f_files,
+        ffree: st.f_ffree,
+        bsize: st.f_bsize as u32,
+        namelen: st.f_namemax as u32,
+        frsize: st.f_frsize as u32,
+    })
+}
+
+/// `fallocate(2)` on an open file.
+pub fn fallocate(file: &std::fs::File, mode: i32, offset: u64, len: u64) -> io::Result<()> {
+    // SAFETY: fallocate on an fd the File owns.
+    check(unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            mode,
+            offset as libc::off_t,
+            len as libc::off_t,
+        )
+    })
+    .map(drop)
+}

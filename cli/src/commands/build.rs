@@ -92,6 +92,11 @@ pub struct BuildArgs {
     /// Target platforms, comma separated (default: this machine's).
     #[arg(long, value_delimiter = ',')]
     pub platform: Vec<String>,
+    /// How RUN steps get a writable root: `auto` (kernel overlay, else
+    /// kiln's FUSE overlay, else copies), `overlay`, `fuse` or `copy`
+    /// (default: `"snapshotter"` of $KILN_ROOT/config.json, else auto).
+    #[arg(long)]
+    pub snapshotter: Option<String>,
     /// Steps at once (default: the machine's cores for kiln's own work,
     /// with RUN processes not counted while they run; N caps both).
     #[arg(short, long)]
@@ -274,8 +279,10 @@ fn push_and_load(outputs: &mut Vec<Output>, push: bool, load: bool) {
 
 fn build(a: BuildArgs) -> Result<ExitCode> {
     let root = Root::from_env().into_diagnostic()?;
+    let snapshotter = super::snapshotter::resolve(a.snapshotter.as_deref(), &root)?;
     let builder = Builder::new(root).into_diagnostic()?;
-    let opts = options(&a)?;
+    let mut opts = options(&a)?;
+    opts.snapshotter = snapshotter;
     if let Some(format) = super::check::call_mode(a.check, &a.call)? {
         return super::check::check(opts, format);
     }

@@ -8,4 +8,5 @@ pub mod image_prune;
 pub mod images;
 pub mod registry;
 pub mod run;
+pub mod snapshotter;
 pub mod worker;

@@ -29,7 +29,7 @@ use crate::units;
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// Run a command in a new container.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// List containers (docker's columns).
     Ps {
         /// Show all containers (default: running ones).
@@ -122,6 +122,11 @@ pub struct RunArgs {
     /// Remove the container when it exits.
     #[arg(long)]
     rm: bool,
+    /// How the root filesystem is made: `auto` (kernel overlay, else
+    /// kiln's FUSE overlay, else a copy), `overlay`, `fuse` or `copy`
+    /// (default: `"snapshotter"` of $KILN_ROOT/config.json, else auto).
+    #[arg(long)]
+    snapshotter: Option<String>,
     /// Run in the background and print the container ID.
     #[arg(short, long)]
     detach: bool,
@@ -171,7 +176,7 @@ pub struct RunArgs {
 
 pub fn run(cmd: Cmd) -> Result<ExitCode> {
     match cmd {
-        Cmd::Run(a) => Ok(match run_container(a) {
+        Cmd::Run(a) => Ok(match run_container(*a) {
             Ok(code) => code,
             Err(msg) => {
                 eprintln!("kiln: {msg}");
@@ -266,6 +271,8 @@ fn run_container(mut a: RunArgs) -> Result<ExitCode, RunFailure> {
         devices,
         seccomp,
         auto_remove: a.rm,
+        snapshotter: super::snapshotter::resolve(a.snapshotter.as_deref(), &root)
+            .map_err(|e| FlagError::Snapshotter(e.to_string()))?,
     };
     let c = container::run::create(&root, &store, opts, || {
         eprintln!("Unable to find image '{image}' locally")
@@ -290,6 +297,8 @@ fn run_container(mut a: RunArgs) -> Result<ExitCode, RunFailure> {
 enum FlagError {
     #[error("network {0:?} is not supported (host or none)")]
     Network(String),
+    #[error("--snapshotter: {0}")]
+    Snapshotter(String),
     #[error("invalid volume specification: '{0}'")]
     Volume(String),
     #[error("invalid volume specification: '{0}': the host path must be absolute (named volumes are not supported)")]

@@ -108,6 +108,9 @@ pub struct BuildOptions {
     pub rewrite_timestamp: bool,
     /// `--build-context NAME=VALUE`, in order ([`context::named`]).
     pub named_contexts: Vec<(String, String)>,
+    /// `--snapshotter`: how RUN steps get their writable root (kernel
+    /// overlay, kiln's FUSE overlay, copies, or `auto`).
+    pub snapshotter: kiln_worker::snapshotter::Snapshotter,
 }
 
 impl BuildOptions {
@@ -140,6 +143,7 @@ impl BuildOptions {
             annotations: Vec::new(),
             rewrite_timestamp: false,
             named_contexts: Vec::new(),
+            snapshotter: Default::default(),
         }
     }
 }
@@ -401,6 +405,7 @@ impl Builder {
             secrets: opts.secrets.clone(),
             allow_insecure: opts.allow_insecure,
             helper_exe: self.helper_exe.clone(),
+            snapshotter: opts.snapshotter,
             sources,
         };
         let solved = solve::run_worker(job, progress);

@@ -40,6 +40,8 @@ pub(crate) struct Job<'a> {
     pub secrets: kiln_worker::secrets::Secrets,
     pub allow_insecure: bool,
     pub helper_exe: PathBuf,
+    /// `--snapshotter`.
+    pub snapshotter: kiln_worker::snapshotter::Snapshotter,
     /// Where each node was written: `--no-cache-filter` picks steps by
     /// their stage, and a failed step is shown at its lines.
     pub sources: SourceMap,
@@ -151,7 +153,7 @@ pub(crate) fn run_worker(job: Job<'_>, progress: &dyn Progress) -> Result<Solved
             kiln_solver::ops::Network::Default => kiln_worker::sandbox::Network::Private,
         },
         helper_exe: job.helper_exe.clone(),
-        force_copy: false,
+        snapshotter: job.snapshotter,
         cpu_slots: job.jobs.unwrap_or_else(kiln_solver::default_jobs),
         secrets: job.secrets.clone(),
         allow_insecure: job.allow_insecure,

@@ -357,10 +357,36 @@ fn container_init(c: &Container, dir: &Path, out: RawFd, err: RawFd, errfd: RawF
     }
     let rootfs = dir.join("rootfs");
     let (upper, copied) = (dir.join("upper"), dir.join("copied"));
-    let mounted = if copied.exists() {
+    use crate::snapshotter::Snapshotter;
+    let work = dir.join("work");
+    let start_fuse = || -> Result<(), String> {
+        // kiln's overlay, served by a helper in this mount namespace; it
+        // lives as long as the container's namespaces.
+        let exe = std::env::current_exe().map_err(|e| format!("locating kiln: {e}"))?;
+        let lowers = crate::snapshot::unique_lowers(&c.lowers);
+        crate::fuse_overlay::FuseMount::start_with(&exe, &lowers, &upper, &rootfs, true)
+            .map(std::mem::forget)
+            .map_err(|e| format!("mounting the container's rootfs over FUSE: {e}"))
+    };
+    let mounted = if copied.exists() || c.snapshotter == Snapshotter::Copy {
         Err(None)
+    } else if c.snapshotter == Snapshotter::Fuse {
+        if let Err(e) = start_fuse() {
+            return e.into();
+        }
+        Ok(None)
     } else {
-        crate::snapshot::mount_overlay(&c.lowers, &upper, &dir.join("work"), &rootfs).map_err(Some)
+        match crate::snapshot::mount_overlay(&c.lowers, &upper, &work, &rootfs) {
+            Ok(m) => Ok(Some(m)),
+            Err(crate::snapshot::SnapshotError::Mount { .. })
+                if c.snapshotter == Snapshotter::Auto
+                    && crate::fuse_overlay::usable().is_ok()
+                    && start_fuse().is_ok() =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(Some(e)),
+        }
     };
     match mounted {
         // It lives as long as the mount namespace: never unmount it here.

@@ -181,6 +181,10 @@ pub struct Container {
     /// `--device`: host device nodes bound in.
     #[serde(default)]
     pub devices: Vec<sandbox::Device>,
+    /// `--snapshotter`: how the root filesystem is made (kernel overlay,
+    /// kiln's FUSE overlay, a copy, or `auto`).
+    #[serde(default)]
+    pub snapshotter: crate::snapshotter::Snapshotter,
 }
 
 impl Container {

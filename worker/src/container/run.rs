@@ -93,6 +93,8 @@ pub struct RunOptions {
     pub seccomp: Seccomp,
     /// `--rm`.
     pub auto_remove: bool,
+    /// `--snapshotter`.
+    pub snapshotter: crate::snapshotter::Snapshotter,
 }
 
 /// Makes the container for `opts` in `store`: the image is found (or
@@ -189,6 +191,7 @@ pub fn create(
         error: None,
         seccomp: opts.seccomp,
         devices: opts.devices,
+        snapshotter: opts.snapshotter,
     };
     let c = store.create(c)?;
     Ok(if c.hostname.is_empty() {
