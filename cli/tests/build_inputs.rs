@@ -824,7 +824,7 @@ fn named_context_from_git_over_http() {
         "basic {}",
         base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{token}"))
     );
-    let port = git_http_server(base.clone(), expected);
+    let (port, _) = git_http_server(base.clone(), Some(expected));
     let token_file = k.path("token");
     std::fs::write(&token_file, token).expect("token");
     let secret = format!("id=GIT_AUTH_TOKEN,src={}", token_file.display());
