@@ -380,3 +380,62 @@ fn invalid_base_image_platform_when_the_config_names_another_platform() {
         "{err}"
     );
 }
+
+/// `--build-context` reaches the checks as it reaches the build: an image
+/// context replaces the stage of its name (its unreachable `FROM` is never
+/// resolved) and a folder context serves `COPY --from=NAME`, for `kiln
+/// check` and `build --check` alike; without the contexts the same file is
+/// a build error ("failed to resolve").
+#[test]
+fn check_honours_build_contexts() {
+    let k = Kiln::with_busybox(KILN);
+    let files = k.context("files", &[("a.txt", "a\n")]);
+    let ctx = k.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM 127.0.0.1:1/nowhere/base:1 AS base\nRUN echo never\n\nFROM base\nCOPY --from=files a.txt /a.txt\n",
+        )],
+    );
+    let ctx_s = ctx.display().to_string();
+    let files_flag = format!("files={}", files.display());
+    let flags = [
+        "--build-context",
+        "base=docker-image://busybox:1.35",
+        "--build-context",
+        files_flag.as_str(),
+    ];
+
+    let mut args = vec!["check", "--format", "json"];
+    args.extend(flags);
+    args.push(&ctx_s);
+    let out = k.run(&args);
+    let json: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert!(json.get("buildError").is_none(), "{json}\n{}", stderr(&out));
+    assert!(json["warnings"].is_null(), "{json}");
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let mut args = vec!["build", "--check"];
+    args.extend(flags);
+    args.push(&ctx_s);
+    let out = k.run(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "Check complete, no warnings found.\n");
+
+    // Without the image context the stage's own base must be resolved.
+    let out = k.run(&[
+        "check",
+        "--format",
+        "json",
+        "--build-context",
+        &files_flag,
+        &ctx_s,
+    ]);
+    assert!(!out.status.success());
+    let json: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let message = json["buildError"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("failed to resolve") && message.contains("127.0.0.1:1/nowhere/base:1"),
+        "{json}"
+    );
+}
