@@ -380,3 +380,144 @@ fn invalid_base_image_platform_when_the_config_names_another_platform() {
         "{err}"
     );
 }
+
+/// `--build-context` reaches the checks as it reaches the build: an image
+/// context replaces the stage of its name (its unreachable `FROM` is never
+/// resolved) and a folder context serves `COPY --from=NAME`, for `kiln
+/// check` and `build --check` alike; without the contexts the same file is
+/// a build error ("failed to resolve").
+#[test]
+fn check_honours_build_contexts() {
+    let k = Kiln::with_busybox(KILN);
+    let files = k.context("files", &[("a.txt", "a\n")]);
+    let ctx = k.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM 127.0.0.1:1/nowhere/base:1 AS base\nRUN echo never\n\nFROM base\nCOPY --from=files a.txt /a.txt\n",
+        )],
+    );
+    let ctx_s = ctx.display().to_string();
+    let files_flag = format!("files={}", files.display());
+    let flags = [
+        "--build-context",
+        "base=docker-image://busybox:1.35",
+        "--build-context",
+        files_flag.as_str(),
+    ];
+
+    let mut args = vec!["check", "--format", "json"];
+    args.extend(flags);
+    args.push(&ctx_s);
+    let out = k.run(&args);
+    let json: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert!(json.get("buildError").is_none(), "{json}\n{}", stderr(&out));
+    assert!(json["warnings"].is_null(), "{json}");
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let mut args = vec!["build", "--check"];
+    args.extend(flags);
+    args.push(&ctx_s);
+    let out = k.run(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "Check complete, no warnings found.\n");
+
+    // Without the image context the stage's own base must be resolved.
+    let out = k.run(&[
+        "check",
+        "--format",
+        "json",
+        "--build-context",
+        &files_flag,
+        &ctx_s,
+    ]);
+    assert!(!out.status.success());
+    let json: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let message = json["buildError"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("failed to resolve") && message.contains("127.0.0.1:1/nowhere/base:1"),
+        "{json}"
+    );
+}
+
+/// A base that is a single manifest (no index) of another platform than
+/// the one asked for, present only in the store (no registry reachable):
+/// BuildKit uses it and reports InvalidBaseImagePlatform; so do the build
+/// and the check, instead of failing to pull.
+#[test]
+fn single_platform_base_of_another_platform_is_used_with_a_warning() {
+    let k = Kiln::with_busybox(KILN);
+    let store = k.store();
+    let busybox = kiln_cache::Reference::parse("busybox:1.35").expect("ref");
+    let top = store
+        .images()
+        .get(&busybox)
+        .expect("images")
+        .expect("busybox loaded");
+    let top_digest: kiln_cache::Digest = top.digest().to_string().parse().expect("digest");
+    let top: Value =
+        serde_json::from_slice(&store.blobs().read(&top_digest).expect("index")).expect("json");
+    let mut arm64 = top["manifests"]
+        .as_array()
+        .expect("the fixture is an index")
+        .iter()
+        .find(|m| m["platform"]["architecture"] == "arm64")
+        .expect("an arm64 manifest")
+        .clone();
+    // The manifest alone, as `docker save` of a one-platform image names it.
+    arm64.as_object_mut().expect("object").remove("platform");
+    let desc: oci_spec::image::Descriptor = serde_json::from_value(arm64).expect("descriptor");
+    // A registry that refuses connections: the pull fails at once.
+    let name = "127.0.0.1:1/bb-arm64:1";
+    let single = kiln_cache::Reference::parse(name).expect("ref");
+    store.images().set(&single, desc).expect("tag");
+
+    let ctx = k.context(
+        "ctx",
+        &[
+            ("Dockerfile", &format!("FROM {name}\nCOPY a.txt /a.txt\n")),
+            ("a.txt", "a\n"),
+        ],
+    );
+    let ctx_s = ctx.display().to_string();
+    let want = format!(
+        "Base image {name} was pulled with platform \"linux/arm64\", expected \"linux/amd64\" for current build"
+    );
+    let out = k.run(&[
+        "check",
+        "--platform",
+        "linux/amd64",
+        "--format",
+        "json",
+        &ctx_s,
+    ]);
+    let json: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert!(json.get("buildError").is_none(), "{json}");
+    assert_eq!(
+        json["warnings"][0]["ruleName"], "InvalidBaseImagePlatform",
+        "{json}"
+    );
+    assert_eq!(json["warnings"][0]["detail"], want.as_str(), "{json}");
+    assert_eq!(
+        json["warnings"][0]["location"]["ranges"][0]["start"]["line"],
+        1
+    );
+
+    let out = k.run(&[
+        "build",
+        "--progress",
+        "plain",
+        "--platform",
+        "linux/amd64",
+        "-t",
+        "out:1",
+        &ctx_s,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(" - InvalidBaseImagePlatform: {want} (line 1)\n")),
+        "{err}"
+    );
+    assert!(!err.contains("failed to resolve"), "{err}");
+}

@@ -40,6 +40,10 @@ pub struct CheckArgs {
     /// Target platform.
     #[arg(long)]
     pub platform: Option<String>,
+    /// A named context `NAME=VALUE`, as `kiln build --build-context`: the
+    /// check resolves `FROM NAME` / `--from=NAME` as the build would.
+    #[arg(long = "build-context")]
+    pub build_contexts: Vec<String>,
     /// `text` (buildx's report) or `json` (the lint result).
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
@@ -60,6 +64,11 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
     opts.dockerfile = a.file.clone();
     opts.build_args = super::build::build_args(&a.build_args);
     opts.target = a.target.clone();
+    opts.named_contexts = a
+        .build_contexts
+        .iter()
+        .map(|c| kiln_build::context::named::parse_flag(c).map_err(|e| miette!("{e}")))
+        .collect::<Result<_>>()?;
     if let Some(p) = a.platform.as_deref().filter(|p| !p.trim().is_empty()) {
         opts.platforms = vec![Platform::parse(p).map_err(|e| miette!("{e}"))?];
     }

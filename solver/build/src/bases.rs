@@ -47,6 +47,19 @@ pub(crate) fn frontend_err(e: BaseError) -> kiln_frontend::Error {
 }
 
 impl Bases<'_> {
+    /// `d` itself when it is an image manifest (not an index), whatever
+    /// platform its config names.
+    fn single_manifest(
+        root: &Root,
+        d: &oci_spec::image::Descriptor,
+        name: &str,
+    ) -> Option<image::Resolved> {
+        if !kiln_cache::media::is_manifest(&image::media_type(d)) {
+            return None;
+        }
+        image::resolve(root.blobs(), d, None, name).ok()
+    }
+
     /// The image `reference` for `platform`.
     pub fn resolve(
         &self,
@@ -96,6 +109,14 @@ impl Bases<'_> {
             },
             _ => None,
         };
+        // A single manifest of another platform in the store (a local-only
+        // image): used when no registry has this platform, as BuildKit
+        // uses a base whose manifest is not an index; the checks then
+        // report InvalidBaseImagePlatform.
+        let single = match (&local, resolved.is_some(), self.pull) {
+            (Some(d), false, false) => Self::single_manifest(self.root, d, &r.familiar()),
+            _ => None,
+        };
         let resolved = match resolved {
             Some(res) => res,
             None => {
@@ -113,11 +134,23 @@ impl Bases<'_> {
                         .block_on(registry::pull(self.root, &r, &opts, Arc::new(NoProgress)));
                 // `--pull` with no registry in reach is an error, as
                 // buildx's: the local copy is not used in its place.
-                let d = pulled.map_err(|source| BaseError::Pull {
-                    image: r.familiar_tagged(),
-                    source,
-                })?;
-                from_store(&d)?
+                match (pulled, single) {
+                    // A registry's single manifest of another platform too.
+                    (Ok(d), _) => match from_store(&d) {
+                        Ok(res) => res,
+                        Err(e @ kiln_cache::Error::NoMatchingPlatform { .. }) => {
+                            Self::single_manifest(self.root, &d, &r.familiar()).ok_or(e)?
+                        }
+                        Err(e) => return Err(e.into()),
+                    },
+                    (Err(_), Some(one)) => one,
+                    (Err(source), None) => {
+                        return Err(BaseError::Pull {
+                            image: r.familiar_tagged(),
+                            source,
+                        })
+                    }
+                }
             }
         };
         let out = ResolvedImage {

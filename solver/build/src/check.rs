@@ -139,6 +139,9 @@ impl Builder {
     pub fn check(&self, opts: BuildOptions) -> Result<CheckResult, BuildError> {
         let root = &self.root;
         let prepared = context::prepare(&opts, root, &self.rt)?;
+        // `--build-context` as in the build: image forms alias base
+        // references, folder forms replace images and stages.
+        let named = context::named::prepare(&opts, root, &self.rt)?;
         let (ctx, df_path) = (prepared.dir.clone(), prepared.dockerfile.clone());
         let text = prepared.read_dockerfile()?;
         let file_name = kiln_frontend::source_map::display_name(&df_path);
@@ -173,7 +176,7 @@ impl Builder {
             pull: opts.pull,
             config: RegistryConfig::load(root.path())?,
             seen: std::cell::RefCell::new(std::collections::HashMap::new()),
-            aliases: Default::default(),
+            aliases: named.images.clone(),
         };
         let resolver = |r: &str, p: &Platform| {
             bases
@@ -186,7 +189,8 @@ impl Builder {
             target: opts.target.clone(),
             target_platform: Some(platform),
             build_platform: Some(Platform::host()),
-            ..PlanOptions::default()
+            named_contexts: named.dirs.keys().cloned().collect(),
+            image_contexts: named.images.keys().cloned().collect(),
         };
         let planned = plan::plan_with_resolver(&parsed, &popts, &resolver);
         if let Err(e) = &planned {
