@@ -201,3 +201,65 @@ fn every_case_rootless_equals_root() {
         failures.join("\n\n")
     );
 }
+
+/// Rootless with the FUSE snapshotter. The kernel lets kiln mount FUSE in
+/// its user namespace only when `/dev/fuse` opens for the real user; this
+/// test never changes the host's device. Where `/dev/fuse` is open to
+/// everyone (0666) the whole suite runs rootless on FUSE and must equal
+/// root's images; where it is not (0600 root, as on this test machine),
+/// `kiln info` and a build must say why FUSE cannot be used.
+#[test]
+fn fuse_rootless_runs_the_suite_or_says_why() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata("/dev/fuse")
+        .map(|m| m.permissions().mode() & 0o777)
+        .unwrap_or(0);
+    let user = TestUser::create(true);
+    let k = user.kiln_with_busybox(KILN);
+    std::fs::write(k.root.join("config.json"), r#"{"snapshotter":"fuse"}"#).expect("config");
+    user.chown(&k.root.join("config.json"));
+    let (info, _) = k.ok(&["info"]);
+    if mode & 0o006 != 0o006 {
+        assert!(
+            info.contains("Snapshotter: fuse")
+                && info.contains("not open to the user kiln runs as")
+                && info.contains(&format!("mode {mode:04o}")),
+            "{info}"
+        );
+        let ctx = k.context("fz", &[("Dockerfile", "FROM busybox:1.35\nRUN true\n")]);
+        let out = k.run(&["build", "--progress", "plain", ctx.to_str().expect("utf8")]);
+        assert!(!out.status.success());
+        assert!(
+            stderr(&out).contains("FUSE without root needs /dev/fuse"),
+            "{}",
+            stderr(&out)
+        );
+        eprintln!("/dev/fuse is {mode:04o}: rootless FUSE cannot be tested here; {info}");
+        return;
+    }
+    assert!(info.contains("/dev/fuse is usable"), "{info}");
+    let mut names: Vec<String> = std::fs::read_dir(shared().join("cases"))
+        .expect("cases")
+        .flatten()
+        .filter(|e| e.path().join("case.json").is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !MULTI_PLATFORM.contains(&n.as_str()))
+        .collect();
+    names.sort();
+    for name in &names {
+        let k = user.kiln_with_busybox(KILN);
+        std::fs::write(k.root.join("config.json"), r#"{"snapshotter":"fuse"}"#).expect("config");
+        user.chown(&k.root.join("config.json"));
+        k.mkdir(&k.work());
+        let rootless = support::run_case(name, &k);
+        let root = support::run_case(name, &Kiln::for_case(KILN));
+        if let (Some(a), Some(b)) = (&rootless, &root) {
+            let diffs = support::differences(a, b);
+            assert!(
+                diffs.is_empty(),
+                "{name}: rootless fuse differs from root:\n{}",
+                diffs.join("\n")
+            );
+        }
+    }
+}

@@ -198,7 +198,28 @@ pub fn usable() -> Result<(), String> {
         .open("/dev/fuse")
     {
         Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Err(permission_denied_reason(&e)),
         Err(e) => Err(format!("/dev/fuse: {e}")),
+    }
+}
+
+/// Why `/dev/fuse` is refused, in terms a user can act on: its mode and
+/// owner against this process's uid. Rootless kiln mounts FUSE inside its
+/// user namespace, which the kernel allows only when `/dev/fuse` itself
+/// opens for the (unmapped, real) user, so a 0600 root device rules FUSE
+/// out without root, whatever the namespace.
+fn permission_denied_reason(e: &io::Error) -> String {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::metadata("/dev/fuse") {
+        // Owner numbers would read wrong inside a user namespace (root
+        // shows as the overflow uid there), so only the mode is told.
+        Ok(md) => format!(
+            "/dev/fuse: {e}: it is mode {:04o}, not open to the user kiln runs as; \
+             FUSE without root needs /dev/fuse readable and writable by that user \
+             (mode 0666, as most distributions ship it)",
+            md.mode() & 0o7777
+        ),
+        Err(_) => format!("/dev/fuse: {e}"),
     }
 }
 
@@ -231,6 +252,8 @@ impl FuseMount {
         target: &Path,
         die_with_parent: bool,
     ) -> io::Result<FuseMount> {
+        // Say why up front rather than a bare EACCES from the helper.
+        usable().map_err(|why| io::Error::new(io::ErrorKind::PermissionDenied, why))?;
         let mut args: Vec<std::ffi::OsString> = vec![HELPER_SUBCOMMAND.into()];
         if die_with_parent {
             args.push(DIE_WITH_PARENT.into());
