@@ -36,7 +36,7 @@ macro_rules! cases {
             for e in std::fs::read_dir(shared().join("cases")).expect("cases").flatten() {
                 if e.path().join("case.json").is_file() {
                     let n = e.file_name().to_string_lossy().into_owned();
-                    if !listed.contains(&n.as_str()) && !MULTI_PLATFORM.contains(&n.as_str()) {
+                    if !listed.contains(&n.as_str()) && !support::MULTI_PLATFORM.contains(&n.as_str()) {
                         missing.push(n);
                     }
                 }
@@ -45,10 +45,6 @@ macro_rules! cases {
         }
     };
 }
-
-/// Cases that need a foreign platform (QEMU emulation) and more than one
-/// platform's output; cli/tests/emulation.rs builds them.
-const MULTI_PLATFORM: [&str; 1] = ["m-multi-platform"];
 
 cases! {
     add_local_tar => "add-local-tar",
@@ -114,51 +110,15 @@ fn multi_platform_is_refused_clearly() {
 /// kernel overlay, and no FUSE mount may outlive its build.
 #[test]
 fn every_case_with_the_fuse_snapshotter() {
-    let mut names: Vec<String> = std::fs::read_dir(shared().join("cases"))
-        .expect("cases")
-        .flatten()
-        .filter(|e| e.path().join("case.json").is_file())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| !MULTI_PLATFORM.contains(&n.as_str()))
-        .collect();
-    names.sort();
-    let failures = std::sync::Mutex::new(Vec::new());
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    std::thread::scope(|s| {
-        for _ in 0..2 {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let Some(name) = names.get(i) else { break };
-                let result = std::panic::catch_unwind(|| {
-                    let k = Kiln::for_case(KILN);
-                    std::fs::write(k.root.join("config.json"), r#"{"snapshotter":"fuse"}"#)
-                        .expect("config.json");
-                    let (info, _) = k.ok(&["info"]);
-                    assert!(info.contains("Snapshotter: fuse"), "{info}");
-                    support::run_case(name, &k);
-                    let left = kiln_testsupport::mounts_below(k.tmp.path());
-                    assert!(left.is_empty(), "{name}: mounts left: {left:?}");
-                });
-                if let Err(e) = result {
-                    let msg = e
-                        .downcast_ref::<String>()
-                        .cloned()
-                        .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                        .unwrap_or_default();
-                    failures
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(format!("{name}: {msg}"));
-                }
-            });
-        }
+    let names = support::single_platform_cases();
+    support::run_all(&names, "with --snapshotter fuse", |name| {
+        let k = Kiln::for_case(KILN);
+        std::fs::write(k.root.join("config.json"), r#"{"snapshotter":"fuse"}"#)
+            .expect("config.json");
+        let (info, _) = k.ok(&["info"]);
+        assert!(info.contains("Snapshotter: fuse"), "{info}");
+        support::run_case(name, &k);
+        let left = kiln_testsupport::mounts_below(k.tmp.path());
+        assert!(left.is_empty(), "{name}: mounts left: {left:?}");
     });
-    let failures = failures.into_inner().unwrap_or_else(|p| p.into_inner());
-    assert!(
-        failures.is_empty(),
-        "{} of {} cases failed with --snapshotter fuse:\n{}",
-        failures.len(),
-        names.len(),
-        failures.join("\n\n")
-    );
 }

@@ -8,7 +8,7 @@
 #[path = "support/cases.rs"]
 mod support;
 
-use kiln_testsupport::{imagefs, shared, stderr, Kiln, TestUser};
+use kiln_testsupport::{imagefs, stderr, Kiln, TestUser};
 use serde_json::Value;
 use support::CaseKiln;
 
@@ -140,66 +140,27 @@ fn run_command_detached_logs_exec() {
     assert!(!ps.contains("svc"), "{ps}");
 }
 
-/// Cases that need QEMU and several platforms; cli/tests/emulation.rs.
-const MULTI_PLATFORM: [&str; 1] = ["m-multi-platform"];
-
 /// The whole shared suite rootless: each case passes as cases.rs checks it
 /// (BuildKit's expected image, expected errors, a fully cached rebuild),
 /// and each image equals the one root builds.
 #[test]
 fn every_case_rootless_equals_root() {
-    let mut names: Vec<String> = std::fs::read_dir(shared().join("cases"))
-        .expect("cases")
-        .flatten()
-        .filter(|e| e.path().join("case.json").is_file())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| !MULTI_PLATFORM.contains(&n.as_str()))
-        .collect();
-    names.sort();
+    let names = support::single_platform_cases();
     let user = TestUser::create(true);
-    let failures = std::sync::Mutex::new(Vec::new());
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    std::thread::scope(|s| {
-        for _ in 0..2 {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let Some(name) = names.get(i) else { break };
-                let result = std::panic::catch_unwind(|| {
-                    let k = user.kiln_with_busybox(KILN);
-                    k.mkdir(&k.work());
-                    let rootless = support::run_case(name, &k);
-                    let root = support::run_case(name, &Kiln::for_case(KILN));
-                    if let (Some(a), Some(b)) = (&rootless, &root) {
-                        let diffs = support::differences(a, b);
-                        assert!(
-                            diffs.is_empty(),
-                            "{name}: the rootless image differs from root's:\n{}",
-                            diffs.join("\n")
-                        );
-                    }
-                });
-                if let Err(e) = result {
-                    let msg = e
-                        .downcast_ref::<String>()
-                        .cloned()
-                        .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                        .unwrap_or_default();
-                    failures
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(format!("{name}: {msg}"));
-                }
-            });
+    support::run_all(&names, "rootless", |name| {
+        let k = user.kiln_with_busybox(KILN);
+        k.mkdir(&k.work());
+        let rootless = support::run_case(name, &k);
+        let root = support::run_case(name, &Kiln::for_case(KILN));
+        if let (Some(a), Some(b)) = (&rootless, &root) {
+            let diffs = support::differences(a, b);
+            assert!(
+                diffs.is_empty(),
+                "{name}: the rootless image differs from root's:\n{}",
+                diffs.join("\n")
+            );
         }
     });
-    let failures = failures.into_inner().unwrap_or_else(|p| p.into_inner());
-    assert!(
-        failures.is_empty(),
-        "{} of {} cases failed rootless:\n{}",
-        failures.len(),
-        names.len(),
-        failures.join("\n\n")
-    );
 }
 
 /// Rootless with the FUSE snapshotter. The kernel lets kiln mount FUSE in
@@ -238,14 +199,7 @@ fn fuse_rootless_runs_the_suite_or_says_why() {
         return;
     }
     assert!(info.contains("/dev/fuse is usable"), "{info}");
-    let mut names: Vec<String> = std::fs::read_dir(shared().join("cases"))
-        .expect("cases")
-        .flatten()
-        .filter(|e| e.path().join("case.json").is_file())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| !MULTI_PLATFORM.contains(&n.as_str()))
-        .collect();
-    names.sort();
+    let names = support::single_platform_cases();
     for name in &names {
         let k = user.kiln_with_busybox(KILN);
         std::fs::write(k.root.join("config.json"), r#"{"snapshotter":"fuse"}"#).expect("config");

@@ -249,3 +249,55 @@ pub fn run_case(name: &str, k: &Kiln) -> Option<Value> {
     );
     Some(got)
 }
+
+/// Cases that need QEMU and several platforms; cli/tests/emulation.rs.
+pub const MULTI_PLATFORM: [&str; 1] = ["m-multi-platform"];
+
+/// The names of the single-platform cases in `../shared/cases`, sorted.
+pub fn single_platform_cases() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(shared().join("cases"))
+        .expect("cases")
+        .flatten()
+        .filter(|e| e.path().join("case.json").is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !MULTI_PLATFORM.contains(&n.as_str()))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Runs `each` for every case on two threads. A failing case (a panic) is
+/// collected, not fatal, so one run names every case that fails; the
+/// function panics at the end listing them, `how` saying in what setting.
+pub fn run_all(names: &[String], how: &str, each: impl Fn(&str) + Sync) {
+    let failures = std::sync::Mutex::new(Vec::new());
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let Some(name) = names.get(i) else { break };
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| each(name)));
+                if let Err(e) = result {
+                    let msg = e
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_default();
+                    failures
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(format!("{name}: {msg}"));
+                }
+            });
+        }
+    });
+    let failures = failures.into_inner().unwrap_or_else(|p| p.into_inner());
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed {how}:\n{}",
+        failures.len(),
+        names.len(),
+        failures.join("\n\n")
+    );
+}
