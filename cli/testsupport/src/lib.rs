@@ -16,6 +16,7 @@ pub mod mounts;
 pub mod oracle;
 pub mod registry;
 pub mod rootless;
+pub mod s3;
 pub mod scale;
 #[cfg(feature = "cache")]
 pub mod store;
@@ -29,6 +30,7 @@ pub use mounts::mounts_below;
 pub use oracle::{imagefs, skopeo, tar_listing, tree, umoci_unpack};
 pub use registry::{http_status, TestRegistry};
 pub use rootless::TestUser;
+pub use s3::{TestS3, S3_ACCESS_KEY, S3_BUCKET, S3_SECRET_KEY};
 #[cfg(feature = "cache")]
 pub use store::{export_layout, import_oci_archive, reachable, temp_root};
 
