@@ -43,6 +43,10 @@ pub enum Error {
         from: String,
         source: Box<crate::Error>,
     },
+    /// An object store (s3, azblob, gcs) refused or could not be
+    /// reached; `message` has its credentials replaced by `***`.
+    #[error("{what}: {message}")]
+    Object { what: String, message: String },
     /// A background task died.
     #[error("{0}")]
     Task(String),

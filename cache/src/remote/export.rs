@@ -6,8 +6,8 @@ use std::time::Instant;
 use serde_json::{json, Value};
 
 use super::manifest::{inline_value, write_manifest, INLINE_KEY};
-use super::{layout, registry, CacheMode, CacheOptions, CacheTo, Error, Event, Imported, LayerRef};
-use super::{Records, Report, StepInfo};
+use super::{layout, object, registry, CacheMode, CacheOptions, CacheTo, Error, Event, Imported, LayerRef};
+use super::{mounts, Records, Report, StepInfo};
 use crate::registry::RegistryConfig;
 use crate::{buildcache, Digest, Root};
 
@@ -100,6 +100,9 @@ pub struct Solution<'a> {
     /// The `--cache-from` records, for steps the build used without looking
     /// them up.
     pub imported: Option<&'a Imported>,
+    /// The names (folders in `cachemounts/`) of the build's cache mounts,
+    /// exported where `cache-mounts=true`.
+    pub cache_mounts: &'a [String],
 }
 
 /// Exports the cache to every `--cache-to` destination but inline (which
@@ -116,16 +119,18 @@ pub fn export(
     report: &dyn Report,
 ) -> Result<(), Error> {
     for to in &opts.to {
-        let (cache_mode, ignore_error, target, name) = match to {
+        let (cache_mode, ignore_error, with_mounts, target, name) = match to {
             CacheTo::Inline => continue,
             CacheTo::Registry {
                 reference,
                 mode,
                 ignore_error,
+                cache_mounts,
                 ..
             } => (
                 *mode,
                 *ignore_error,
+                *cache_mounts,
                 reference.to_string(),
                 format!("exporting cache to registry {reference}"),
             ),
@@ -133,12 +138,27 @@ pub fn export(
                 dest,
                 mode,
                 ignore_error,
+                cache_mounts,
                 ..
             } => (
                 *mode,
                 *ignore_error,
+                *cache_mounts,
                 dest.display().to_string(),
                 format!("exporting cache to client directory {}", dest.display()),
+            ),
+            CacheTo::Object {
+                cache,
+                mode,
+                ignore_error,
+                cache_mounts,
+                ..
+            } => (
+                *mode,
+                *ignore_error,
+                *cache_mounts,
+                cache.display(),
+                format!("exporting cache to {}", cache.display()),
             ),
         };
         let step = StepInfo {
@@ -149,7 +169,7 @@ pub fn export(
         report.event(Event::Started(step.clone()));
         let started = Instant::now();
         let _lease = root.lease()?;
-        let records = collect(
+        let mut records = collect(
             root,
             solved.keys,
             cache_mode,
@@ -162,7 +182,18 @@ pub fn export(
             }
         }
         let n_records = records.len();
-        let done = write_manifest(root, records).and_then(|(desc, n_layers)| match to {
+        let packed = if with_mounts {
+            mounts::pack(root, solved.cache_mounts)
+                .map_err(|e| e.context("packing the cache mounts"))
+        } else {
+            Ok(Records::new())
+        };
+        let n_mounts = packed.as_ref().map_or(0, |m| m.len());
+        let done = packed.and_then(|m| {
+            records.extend(m);
+            write_manifest(root, records)
+        });
+        let done = done.and_then(|(desc, n_layers)| match to {
             CacheTo::Registry {
                 reference,
                 compression,
@@ -176,7 +207,7 @@ pub fn export(
                         "{n_records} records, {n_layers} layers: {u} blobs uploaded, {e} already there, {m} mounted"
                     ),
                 ));
-                Ok(json!({"records": n_records, "layers": n_layers,
+                Ok(json!({"records": n_records, "layers": n_layers, "mounts": n_mounts,
                           "uploaded": u, "existing": e, "mounted": m}))
             }
             CacheTo::Local {
@@ -187,7 +218,22 @@ pub fn export(
                     step.clone(),
                     format!("{n_records} records, {n_layers} layers: {written} blobs written"),
                 ));
-                Ok(json!({"records": n_records, "layers": n_layers, "written": written}))
+                Ok(json!({"records": n_records, "layers": n_layers, "mounts": n_mounts, "written": written}))
+            }
+            CacheTo::Object {
+                cache, compression, ..
+            } => {
+                let client = object::Client::new(cache)?;
+                let p = rt.block_on(client.push(root, &desc, *compression))?;
+                let (u, e, t) = (p.uploaded, p.existed, p.touched);
+                report.event(Event::Note(
+                    step.clone(),
+                    format!(
+                        "{n_records} records, {n_layers} layers: {u} blobs uploaded, {e} already there, {t} refreshed"
+                    ),
+                ));
+                Ok(json!({"records": n_records, "layers": n_layers, "mounts": n_mounts,
+                          "uploaded": u, "existing": e, "touched": t}))
             }
             CacheTo::Inline => Ok(Value::Null),
         });

@@ -11,7 +11,7 @@ use std::time::Instant;
 use serde_json::json;
 
 use super::manifest::Blob;
-use super::{layout, registry, CacheFrom, Error, Event, LayerRef, Report, StepInfo};
+use super::{layout, object, registry, CacheFrom, Error, Event, LayerRef, Report, StepInfo};
 use crate::compress::{self, Compression};
 use crate::registry::{RegistryConfig, RemoteSource};
 use crate::{media, Digest, Root};
@@ -20,6 +20,7 @@ use crate::{media, Digest, Root};
 enum Source {
     Registry(Box<RemoteSource>),
     Local(PathBuf),
+    Object(Box<object::Client>),
 }
 
 /// A transferable blob of an imported cache.
@@ -46,6 +47,11 @@ pub struct Imported {
 }
 
 impl Imported {
+    /// The store blobs are fetched into.
+    pub(crate) fn root(&self) -> &Root {
+        &self.root
+    }
+
     /// The imported record of the cache key `key_hex`.
     pub fn record(&self, key_hex: &str) -> Option<&[LayerRef]> {
         self.records.get(key_hex).map(Vec::as_slice)
@@ -183,6 +189,7 @@ impl Imported {
                 .await
                 .map_err(|e| Error::Task(e.to_string()))?
             }
+            Some(Source::Object(c)) => c.fetch(&self.root, &b.digest, b.size).await,
             None => Err(Error::Format("no source for the blob".into())),
         }
     }
@@ -278,6 +285,11 @@ pub fn import(
                 format!("importing cache manifest from {}", d.display()),
                 "local",
             ),
+            CacheFrom::Object(c) => (
+                c.display(),
+                format!("importing cache manifest from {}", c.display()),
+                c.kind.name(),
+            ),
         };
         let step = StepInfo {
             action: "import",
@@ -293,6 +305,24 @@ pub fn import(
             CacheFrom::Local(d) => {
                 layout::read(d).map(|(recs, blobs)| (recs, blobs, Source::Local(d.clone())))
             }
+            CacheFrom::Object(c) => object::Client::new(c).and_then(|client| {
+                match rt.block_on(client.read(root))? {
+                    Some((recs, blobs)) => Ok((recs, blobs, Source::Object(Box::new(client)))),
+                    None => {
+                        // As BuildKit: no manifest yet is an empty cache.
+                        report.event(Event::Note(
+                            step.clone(),
+                            format!(
+                                "no cache manifest {}",
+                                client.cache.manifest_key(
+                                    client.cache.names.first().map_or("", String::as_str)
+                                )
+                            ),
+                        ));
+                        Ok((Default::default(), Vec::new(), Source::Object(Box::new(client))))
+                    }
+                }
+            }),
         };
         match read {
             Ok((records, layers, source)) => {

@@ -141,7 +141,12 @@ pub(crate) fn read_records(
     }
     let records = records
         .into_iter()
-        .filter_map(|(k, v)| key_hex(&k).map(|k| (k, v)))
+        .filter_map(|(k, v)| {
+            if super::mounts::is_mount_key(&k) {
+                return Some((k, v));
+            }
+            key_hex(&k).map(|k| (k, v))
+        })
         .collect();
     Ok((records, diff_ids.into_iter().zip(descs).collect()))
 }

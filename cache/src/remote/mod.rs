@@ -26,6 +26,9 @@
 //! the solve; a step the build used without looking it up (below an
 //! imported hit) exports its imported record, its blobs fetched then.
 //!
+//! Object stores (`type=s3`, `azblob`, `gcs`; [`object`]) keep BuildKit's
+//! s3 layout: `manifests/<name>` and `blobs/<digest>` under a prefix.
+//!
 //! This crate is below the solver and the worker: cache keys are their hex
 //! spelling and layers are [`LayerRef`]s; the caller maps its own types.
 //! Progress goes to a [`Report`] the caller supplies.
@@ -35,6 +38,9 @@ mod export;
 mod import;
 mod layout;
 mod manifest;
+mod mounts;
+mod object;
+mod object_options;
 mod options;
 mod registry;
 
@@ -44,6 +50,7 @@ pub use error::Error;
 pub use export::{apply_inline, collect, export, Solution};
 pub use import::{import, Imported};
 pub use manifest::{CONFIG_MEDIA_TYPE, INLINE_KEY};
+pub use object_options::{ObjectCache, ObjectKind, Secret};
 pub use options::{CacheFrom, CacheMode, CacheOptions, CacheTo};
 
 pub use crate::layer::LayerRef;

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::str::FromStr;
 
+use super::object_options::{self, ObjectCache, SECRET_ATTRS};
 use super::Error;
 use crate::compress::{self, Compression};
 use crate::Reference;
@@ -25,14 +26,26 @@ pub enum CacheTo {
         mode: CacheMode,
         compression: Compression,
         ignore_error: bool,
+        /// `cache-mounts=true`: the build's `RUN --mount=type=cache`
+        /// folders go with the records.
+        cache_mounts: bool,
     },
     Local {
         dest: PathBuf,
         mode: CacheMode,
         compression: Compression,
         ignore_error: bool,
+        cache_mounts: bool,
     },
     Inline,
+    /// An object store (`type=s3`, `azblob`, `gcs`).
+    Object {
+        cache: ObjectCache,
+        mode: CacheMode,
+        compression: Compression,
+        ignore_error: bool,
+        cache_mounts: bool,
+    },
 }
 
 /// Where an import comes from (`--cache-from`).
@@ -40,6 +53,8 @@ pub enum CacheTo {
 pub enum CacheFrom {
     Registry(Reference),
     Local(PathBuf),
+    /// An object store (`type=s3`, `azblob`, `gcs`).
+    Object(ObjectCache),
 }
 
 /// The build's remote cache destinations and sources.
@@ -88,8 +103,15 @@ fn attrs(s: &str, flag: &str) -> Result<Vec<(String, String)>, Error> {
             p.split_once('=')
                 .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
                 .ok_or_else(|| {
+                    // The value may carry a credential: quote it only
+                    // when it names none.
+                    let whole = if SECRET_ATTRS.iter().any(|k| s.contains(k)) {
+                        "<redacted>".to_string()
+                    } else {
+                        format!("{s:?}")
+                    };
                     spec(format!(
-                        "{flag} {s:?}: invalid attribute {p:?}, expected key=value"
+                        "{flag} {whole}: invalid attribute {p:?}, expected key=value"
                     ))
                 })
         })
@@ -140,6 +162,7 @@ impl FromStr for CacheTo {
                 "ignore-error",
                 "oci-mediatypes",
                 "image-manifest",
+                "cache-mounts",
             ],
             "local" => &[
                 "type",
@@ -149,15 +172,34 @@ impl FromStr for CacheTo {
                 "ignore-error",
                 "oci-mediatypes",
                 "image-manifest",
+                "cache-mounts",
             ],
             "inline" => &["type"],
-            other => {
-                return Err(spec(format!(
-                    "{FLAG}: cache type {other:?} is not supported (registry, local, inline)"
+            other => match object_options::kind_of(other) {
+                Some(k) => {
+                    let mut a = vec![
+                        "type",
+                        "mode",
+                        "compression",
+                        "ignore-error",
+                        "oci-mediatypes",
+                        "image-manifest",
+                        "cache-mounts",
+                    ];
+                    a.extend_from_slice(object_options::allowed(k));
+                    check_known(FLAG, kind, &attrs, &a)?;
+                    &[]
+                }
+                None => {
+                    return Err(spec(format!(
+                    "{FLAG}: cache type {other:?} is not supported (registry, local, inline, s3, azblob, gcs)"
                 )))
-            }
+                }
+            },
         };
-        check_known(FLAG, kind, &attrs, allowed)?;
+        if object_options::kind_of(kind).is_none() {
+            check_known(FLAG, kind, &attrs, allowed)?;
+        }
         let mode = match get("mode") {
             None | Some("min") => CacheMode::Min,
             Some("max") => CacheMode::Max,
@@ -170,6 +212,10 @@ impl FromStr for CacheTo {
         let ignore_error = match get("ignore-error") {
             None => false,
             Some(v) => parse_bool(FLAG, "ignore-error", v)?,
+        };
+        let cache_mounts = match get("cache-mounts") {
+            None => false,
+            Some(v) => parse_bool(FLAG, "cache-mounts", v)?,
         };
         for k in ["oci-mediatypes", "image-manifest"] {
             // kiln always writes an OCI image manifest; only the syntax is
@@ -189,6 +235,7 @@ impl FromStr for CacheTo {
                     mode,
                     compression,
                     ignore_error,
+                    cache_mounts,
                 })
             }
             "local" => {
@@ -199,9 +246,21 @@ impl FromStr for CacheTo {
                     mode,
                     compression,
                     ignore_error,
+                    cache_mounts,
                 })
             }
-            _ => Ok(CacheTo::Inline),
+            "inline" => Ok(CacheTo::Inline),
+            other => {
+                let k = object_options::kind_of(other)
+                    .ok_or_else(|| spec(format!("{FLAG}: cache type {other:?} is not supported")))?;
+                Ok(CacheTo::Object {
+                    cache: ObjectCache::from_attrs(FLAG, k, &attrs)?,
+                    mode,
+                    compression,
+                    ignore_error,
+                    cache_mounts,
+                })
+            }
         }
     }
 }
@@ -222,11 +281,29 @@ impl FromStr for CacheFrom {
         let allowed: &[&str] = match kind {
             "registry" => &["type", "ref"],
             "local" => &["type", "src"],
-            other => {
-                return Err(spec(format!(
-                    "{FLAG}: cache type {other:?} is not supported (registry, local)"
-                )))
-            }
+            other => match object_options::kind_of(other) {
+                Some(k) => {
+                    // The same string as --cache-to is accepted (buildx
+                    // users pass one to both); export-only keys are ignored.
+                    let mut a = vec![
+                        "type",
+                        "mode",
+                        "compression",
+                        "ignore-error",
+                        "oci-mediatypes",
+                        "image-manifest",
+                        "cache-mounts",
+                    ];
+                    a.extend_from_slice(object_options::allowed(k));
+                    check_known(FLAG, kind, &attrs, &a)?;
+                    return Ok(CacheFrom::Object(ObjectCache::from_attrs(FLAG, k, &attrs)?));
+                }
+                None => {
+                    return Err(spec(format!(
+                        "{FLAG}: cache type {other:?} is not supported (registry, local, s3, azblob, gcs)"
+                    )))
+                }
+            },
         };
         check_known(FLAG, kind, &attrs, allowed)?;
         if kind == "local" {
