@@ -6,7 +6,9 @@ use std::time::Instant;
 use serde_json::{json, Value};
 
 use super::manifest::{inline_value, write_manifest, INLINE_KEY};
-use super::{layout, object, registry, CacheMode, CacheOptions, CacheTo, Error, Event, Imported, LayerRef};
+use super::{
+    layout, object, registry, CacheMode, CacheOptions, CacheTo, Error, Event, Imported, LayerRef,
+};
 use super::{mounts, Records, Report, StepInfo};
 use crate::registry::RegistryConfig;
 use crate::{buildcache, Digest, Root};

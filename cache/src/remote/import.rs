@@ -319,7 +319,11 @@ pub fn import(
                                 )
                             ),
                         ));
-                        Ok((Default::default(), Vec::new(), Source::Object(Box::new(client))))
+                        Ok((
+                            Default::default(),
+                            Vec::new(),
+                            Source::Object(Box::new(client)),
+                        ))
                     }
                 }
             }),

@@ -338,10 +338,7 @@ impl Client {
         for name in &self.cache.names {
             let key = self.cache.manifest_key(name);
             self.store
-                .put(
-                    &ObjPath::from(key.as_str()),
-                    manifest_bytes.clone().into(),
-                )
+                .put(&ObjPath::from(key.as_str()), manifest_bytes.clone().into())
                 .await
                 .map_err(|e| self.err(&format!("writing manifest {key}"), e))?;
         }
@@ -367,7 +364,10 @@ impl Client {
         );
         let mut buf = vec![0u8; 1024 * 1024];
         loop {
-            let n = f.read(&mut buf).await.map_err(Error::io("reading", &path))?;
+            let n = f
+                .read(&mut buf)
+                .await
+                .map_err(Error::io("reading", &path))?;
             if n == 0 {
                 break;
             }

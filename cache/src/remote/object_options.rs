@@ -200,12 +200,7 @@ impl ObjectCache {
         kind: ObjectKind,
         attrs: &[(String, String)],
     ) -> Result<ObjectCache, Error> {
-        let get = |k: &str| {
-            attrs
-                .iter()
-                .find(|(a, _)| a == k)
-                .map(|(_, v)| v.as_str())
-        };
+        let get = |k: &str| attrs.iter().find(|(a, _)| a == k).map(|(_, v)| v.as_str());
         let spec = |m: String| Error::Spec(format!("{flag}: {m}"));
         let nonempty = |k: &str| get(k).filter(|v| !v.is_empty()).map(str::to_string);
         let names = match get("name") {
@@ -236,18 +231,20 @@ impl ObjectCache {
         };
         if let Some(m) = get("retry_mode") {
             if !matches!(m, "standard" | "adaptive") {
-                return Err(spec("retry_mode must be \"standard\" or \"adaptive\"".into()));
+                return Err(spec(
+                    "retry_mode must be \"standard\" or \"adaptive\"".into(),
+                ));
             }
         }
-        let max_retries = match get("retry_max_attempts") {
-            None => 3,
-            Some(v) => v
-                .parse::<usize>()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| spec("retry_max_attempts must be a positive integer".into()))?
-                - 1,
-        };
+        let max_retries =
+            match get("retry_max_attempts") {
+                None => 3,
+                Some(v) => {
+                    v.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                        spec("retry_max_attempts must be a positive integer".into())
+                    })? - 1
+                }
+            };
         let (bucket, endpoint_url) = match kind {
             ObjectKind::Azblob => (
                 Some(nonempty("container").unwrap_or_else(|| "buildkit-cache".into())),

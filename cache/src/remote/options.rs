@@ -251,8 +251,9 @@ impl FromStr for CacheTo {
             }
             "inline" => Ok(CacheTo::Inline),
             other => {
-                let k = object_options::kind_of(other)
-                    .ok_or_else(|| spec(format!("{FLAG}: cache type {other:?} is not supported")))?;
+                let k = object_options::kind_of(other).ok_or_else(|| {
+                    spec(format!("{FLAG}: cache type {other:?} is not supported"))
+                })?;
                 Ok(CacheTo::Object {
                     cache: ObjectCache::from_attrs(FLAG, k, &attrs)?,
                     mode,

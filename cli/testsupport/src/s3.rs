@@ -46,8 +46,9 @@ impl TestS3 {
     /// Starts the server with bucket [`S3_BUCKET`] and the test
     /// credentials.
     pub fn start() -> TestS3 {
-        let bin = s3s_fs_binary()
-            .expect("s3s-fs is not installed: run .ci/setup (cargo install s3s-fs --features binary)");
+        let bin = s3s_fs_binary().expect(
+            "s3s-fs is not installed: run .ci/setup (cargo install s3s-fs --features binary)",
+        );
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir(dir.path().join(S3_BUCKET)).expect("bucket folder");
         for _ in 0..5 {
