@@ -666,7 +666,7 @@ fn cache_mount_locks(
 /// from: none, the `from` stage or image, and a folder made with the
 /// mount's uid/gid/mode when any was given). A cache with neither `from`
 /// nor ownership options keeps the name it always had.
-fn cache_mount_name(m: &ExecMount, inputs: &[Snapshot]) -> Option<String> {
+pub fn cache_mount_name(m: &ExecMount, inputs: &[Snapshot]) -> Option<String> {
     let ExecMount::Cache {
         id,
         uid,

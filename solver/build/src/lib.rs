@@ -386,6 +386,10 @@ impl Builder {
         let imported =
             cache_remote::import(root, rt.handle(), &bases.config, &opts.cache.from, &report)
                 .map(Arc::new);
+        let cache_mounts = remote::cache_mount_names(&lowered.graph, &all);
+        if let Some(i) = &imported {
+            i.restore_mounts(&cache_mounts);
+        }
         let job = solve::Job {
             remote: imported.clone(),
             root,
@@ -543,6 +547,7 @@ impl Builder {
             keys: &keys,
             results: &results,
             imported: imported.as_deref(),
+            cache_mounts: &cache_mounts,
         };
         cache_remote::export(
             root,

@@ -64,3 +64,24 @@ impl Executor for RemoteCached {
         self.inner.execute(op, key, inputs, progress).await
     }
 }
+
+/// The folder names of the cache mounts (`RUN --mount=type=cache`) of the
+/// steps `nodes`, as the worker names them, for `cache-mounts=true`
+/// exports and their restore on import. A mount seeded `from` another
+/// stage is named by that stage's layers, known only once solved: it is
+/// left out (it would start from its seed anyway).
+pub fn cache_mount_names(graph: &Graph<BuildOp>, nodes: &[NodeId]) -> Vec<String> {
+    let mut names: Vec<String> = nodes
+        .iter()
+        .filter_map(|n| match graph.op(*n) {
+            BuildOp::Exec(e) => Some(e),
+            _ => None,
+        })
+        .flat_map(|e| e.mounts.iter())
+        .filter(|m| matches!(m, kiln_solver::ops::ExecMount::Cache { from: None, .. }))
+        .filter_map(|m| kiln_worker::executor::cache_mount_name(m, &[]))
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
