@@ -423,7 +423,7 @@ fn missing_cache_is_a_warning_failed_export_an_error_bad_flags_refused() {
     assert!(text(&out.stdout).contains("failed to export cache"));
 
     for (flag, value, named) in [
-        ("--cache-to", "type=s3,bucket=b", "s3"),
+        ("--cache-to", "type=gha,url=http://x", "gha"),
         ("--cache-to", "type=local,dest=/tmp/x,colour=red", "colour"),
         ("--cache-from", "type=local,dest=/tmp/x", "dest"),
         ("--cache-to", "type=registry,ref=r/x,mode=most", "most"),
