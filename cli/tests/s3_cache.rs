@@ -354,7 +354,7 @@ fn seen_before(k: &Kiln, name: &str, app: &str, cache: &[&str]) -> (String, Buil
     std::fs::write(ctx.join("app.txt"), app).expect("app.txt");
     let out = k.path(&format!("{name}-out"));
     let local = format!("type=local,dest={}", out.display());
-    let mut extra = vec!["--output", &local];
+    let mut extra = vec!["--output", &local, "--output", "type=image"];
     extra.extend_from_slice(cache);
     let b = build_ok(k, &ctx, &extra, &[]);
     let seen = std::fs::read_to_string(out.join("seen.txt")).unwrap_or_default();
