@@ -394,21 +394,28 @@ pub fn json(model: &J) -> String {
     let mut out = String::new();
     let mut path = Vec::new();
     json_value(&mut out, model, &mut path, 0);
-    out.push('\n');
     out
 }
 
 fn json_value<'a>(out: &mut String, v: &'a J, path: &mut Vec<&'a str>, indent: usize) {
     match v {
         J::Object(m) => {
+            // Extensions are `json:"-"` in compose-go's structs; only the
+            // project's own are written.
             let mut ks: Vec<&String> = if path.is_empty() {
                 m.keys().collect()
+            } else if order(path).is_some() {
+                keys(m, path)
+                    .into_iter()
+                    .filter(|k| !k.starts_with("x-"))
+                    .collect()
             } else {
                 keys(m, path)
             };
             let extra = match path.as_slice() {
-                ["services", _] => vec![("command", 20usize), ("entrypoint", 33)],
-                ["networks", _] => vec![("ipam", 3)],
+                ["services", _] => vec![("command", 0usize), ("entrypoint", 0)],
+                ["networks", _] => vec![("ipam", 0)],
+                ["services", _, "deploy"] => vec![("resources", 0), ("placement", 0)],
                 _ => vec![],
             };
             let owned: Vec<String>;
@@ -418,7 +425,7 @@ fn json_value<'a>(out: &mut String, v: &'a J, path: &mut Vec<&'a str>, indent: u
                     if !m.contains_key(*k) {
                         synth.push((
                             k.to_string(),
-                            if *k == "ipam" {
+                            if matches!(*k, "ipam" | "resources" | "placement") {
                                 J::Object(Default::default())
                             } else {
                                 J::Null
@@ -508,5 +515,16 @@ fn json_scalar(v: &J) -> String {
                 .replace('&', "\\u0026")
         }
         other => other.to_string(),
+    }
+}
+
+/// `$` → `$$` in every string value, as `docker compose config` writes an
+/// interpolated model (so that reading it back gives the same values).
+pub fn escape_dollars(v: &mut J) {
+    match v {
+        J::String(s) if s.contains('$') => *s = s.replace('$', "$$"),
+        J::Object(m) => m.values_mut().for_each(escape_dollars),
+        J::Array(a) => a.iter_mut().for_each(escape_dollars),
+        _ => {}
     }
 }

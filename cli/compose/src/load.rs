@@ -225,6 +225,7 @@ pub fn load(opts: &LoadOptions) -> Result<Project, Error> {
         });
     }
     let mut model = merged.unwrap_or(J::Object(Map::new()));
+    crate::merge::strip_tags(&mut model);
     enforce_unicity(&mut model, &mut Vec::new());
     if let Some(obj) = model.as_object_mut() {
         if obj.remove("version").is_some() {
@@ -420,6 +421,7 @@ fn interpolate_node(
                 path.pop();
             }
         }
+        Val::Tagged(_, inner) => interpolate_node(inner, env, path, missing)?,
         Val::Null => {}
     }
     Ok(())

@@ -50,8 +50,39 @@ fn to_mapping(v: J, default: Option<&J>) -> Map<String, J> {
     }
 }
 
+fn tagged<'a>(v: &'a J, tag: &str) -> Option<&'a J> {
+    match v {
+        J::Object(m) if m.len() == 1 => m.get(tag),
+        _ => None,
+    }
+}
+
+/// Drops what is left of `!reset` (the key goes) and `!override` (the
+/// value stays) once every file is merged.
+pub fn strip_tags(v: &mut J) {
+    match v {
+        J::Object(m) => {
+            m.retain(|_, x| tagged(x, "!reset").is_none());
+            for x in m.values_mut() {
+                if let Some(inner) = tagged(x, "!override").cloned() {
+                    *x = inner;
+                }
+                strip_tags(x);
+            }
+        }
+        J::Array(a) => a.iter_mut().for_each(strip_tags),
+        _ => {}
+    }
+}
+
 /// Merges `over` into `base` at `path` (compose-go's `MergeYaml`).
 pub fn merge(base: J, over: J, path: &mut Vec<String>) -> Result<J, String> {
+    if tagged(&over, "!reset").is_some() {
+        return Ok(over);
+    }
+    if let Some(inner) = tagged(&over, "!override") {
+        return Ok(inner.clone());
+    }
     const TO_SEQ: &[&str] = &[
         "networks.*.labels",
         "volumes.*.labels",

@@ -86,6 +86,7 @@ pub fn normalize(
             }
         }
     }
+    unused(root);
     for kind in ["networks", "volumes", "secrets", "configs"] {
         if root
             .get(kind)
@@ -96,6 +97,50 @@ pub fn normalize(
         }
     }
     Ok(())
+}
+
+/// compose-go's `WithoutUnnecessaryResources`: top-level networks, volumes,
+/// secrets and configs no enabled service uses are left out.
+fn unused(root: &mut Map<String, J>) {
+    let mut used: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    if let Some(J::Object(services)) = root.get("services") {
+        for svc in services.values() {
+            if let Some(J::Object(n)) = svc.get("networks") {
+                used.entry("networks").or_default().extend(n.keys().cloned());
+            }
+            if let Some(J::Array(v)) = svc.get("volumes") {
+                for m in v {
+                    if m.get("type").and_then(J::as_str) == Some("volume") {
+                        if let Some(src) = m.get("source").and_then(J::as_str) {
+                            used.entry("volumes").or_default().push(src.to_string());
+                        }
+                    }
+                }
+            }
+            for k in ["secrets", "configs"] {
+                if let Some(J::Array(v)) = svc.get(k) {
+                    for r in v {
+                        if let Some(src) = r.get("source").and_then(J::as_str) {
+                            used.entry(k).or_default().push(src.to_string());
+                        }
+                    }
+                }
+            }
+            if let Some(J::Array(v)) = svc.get("build").and_then(|b| b.get("secrets")) {
+                for r in v {
+                    if let Some(src) = r.get("source").and_then(J::as_str) {
+                        used.entry("secrets").or_default().push(src.to_string());
+                    }
+                }
+            }
+        }
+    }
+    for kind in ["networks", "volumes", "secrets", "configs"] {
+        let keep = used.get(kind).cloned().unwrap_or_default();
+        if let Some(J::Object(items)) = root.get_mut(kind) {
+            items.retain(|k, _| keep.contains(k));
+        }
+    }
 }
 
 fn resource(
@@ -293,7 +338,8 @@ fn service(
             }
             files.push(J::Object(o));
         }
-        m.insert("env_file".into(), J::Array(files));
+        // compose resolves env files into `environment` and drops them.
+        let _ = files;
     }
     if let Some(v) = m.remove("environment") {
         environment.extend(to_map(v, Some(env), true));
@@ -358,6 +404,11 @@ fn service(
                     volume_short(&spec, dir, env).map_err(|e| Error::Invalid(e.to_string()))?
                 }
                 J::Object(mut o) => {
+                    if let Some(J::Object(t)) = o.get_mut("tmpfs") {
+                        if let Some(v) = t.get("size").and_then(bytes) {
+                            t.insert("size".into(), v);
+                        }
+                    }
                     if o.get("type").and_then(J::as_str) == Some("bind") {
                         if let Some(J::String(src)) = o.get("source").cloned() {
                             o.insert("source".into(), s(&abs(dir, &src, env)));
@@ -424,10 +475,65 @@ fn service(
     }
     for k in ["secrets", "configs"] {
         if let Some(J::Array(a)) = m.remove(k) {
-            m.insert(k.into(), J::Array(file_refs(a)));
+            let mut refs = file_refs(a);
+            for r in refs.iter_mut().filter_map(J::as_object_mut) {
+                if k == "secrets" && !r.contains_key("target") {
+                    let src = r.get("source").map(display).unwrap_or_default();
+                    r.insert("target".into(), s(&format!("/run/secrets/{src}")));
+                }
+                if let Some(J::Number(n)) = r.get("mode").cloned() {
+                    if let Some(i) = n.as_i64() {
+                        r.insert("mode".into(), s(&format!("0{i:o}")));
+                    }
+                }
+            }
+            m.insert(k.into(), J::Array(refs));
+        }
+    }
+    for k in ["mem_limit", "mem_reservation", "memswap_limit", "shm_size"] {
+        if let Some(v) = m.get(k).and_then(bytes) {
+            m.insert(k.into(), v);
+        }
+    }
+    if let Some(J::Object(res)) = m
+        .get_mut("deploy")
+        .and_then(|d| d.get_mut("resources"))
+    {
+        for r in res.values_mut().filter_map(J::as_object_mut) {
+            if let Some(v) = r.get("memory").and_then(bytes) {
+                r.insert("memory".into(), v);
+            }
+            if let Some(c) = r.get("cpus").cloned() {
+                if let Ok(f) = display(&c).parse::<f64>() {
+                    if let Some(n) = serde_json::Number::from_f64(f) {
+                        r.insert("cpus".into(), J::Number(n));
+                    }
+                }
+            }
         }
     }
     Ok(())
+}
+
+/// docker's `units.RAMInBytes` (`256M`, `1g`, `512k`, plain bytes), printed
+/// as compose prints `UnitBytes`: a decimal string.
+fn bytes(v: &J) -> Option<J> {
+    let t = display(v).to_lowercase();
+    let t = t.trim();
+    let num_end = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let n: f64 = t[..num_end].parse().ok()?;
+    let mult: f64 = match t[num_end..].trim_end_matches(['b', 'i']) {
+        "" => 1.0,
+        "k" => 1024.0,
+        "m" => 1024.0 * 1024.0,
+        "g" => 1024.0 * 1024.0 * 1024.0,
+        "t" => 1024f64.powi(4),
+        "p" => 1024f64.powi(5),
+        _ => return None,
+    };
+    Some(s(&format!("{}", (n * mult) as i64)))
 }
 
 fn file_refs(a: Vec<J>) -> Vec<J> {
@@ -470,6 +576,8 @@ fn hosts(v: J) -> J {
             .collect(),
         _ => vec![],
     };
+    let mut items = items;
+    items.sort_by_key(display);
     J::Array(items)
 }
 

@@ -69,6 +69,7 @@ fn resolve<'a>(s: &'a J) -> &'a J {
 /// JSON-schema type names of a YAML node, as go-yaml would decode it.
 fn type_of(n: &Node) -> &'static str {
     match &n.v {
+        Val::Tagged(_, inner) => type_of(inner),
         Val::Null => "null",
         Val::Seq(_) => "array",
         Val::Map(_) => "object",
@@ -115,6 +116,9 @@ fn more_specific(a: Option<Violation>, b: Violation) -> Option<Violation> {
 }
 
 fn check(schema: &J, n: &Node, path: &mut Vec<String>) -> Option<Violation> {
+    if let Val::Tagged(_, inner) = &n.v {
+        return check(schema, inner, path);
+    }
     let s = resolve(schema);
     let have = type_of(n);
     if let Some(t) = s.get("type") {
@@ -303,7 +307,7 @@ fn check(schema: &J, n: &Node, path: &mut Vec<String>) -> Option<Violation> {
             }
             None
         }
-        Val::Null => None,
+        Val::Null | Val::Tagged(..) => None,
     }
 }
 

@@ -32,6 +32,12 @@ fn resolve_plain(t: &str) -> J {
         i64::from_str_radix(&h.replace('_', ""), 16).ok()
     } else if let Some(o) = digits.strip_prefix("0o") {
         i64::from_str_radix(o, 8).ok()
+    } else if digits.len() > 1
+        && digits.starts_with('0')
+        && digits.bytes().all(|b| (b'0'..=b'7').contains(&b))
+    {
+        // go-yaml v3 reads ints with base 0: a leading 0 is octal.
+        i64::from_str_radix(&digits[1..], 8).ok()
     } else if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
         digits.parse::<i64>().ok()
     } else {
@@ -61,6 +67,11 @@ pub fn to_json(n: &Node) -> J {
     match &n.v {
         Val::Null => J::Null,
         Val::Scalar { .. } => scalar_json(n),
+        Val::Tagged(t, inner) => {
+            let mut m = Map::new();
+            m.insert(format!("!{t}"), to_json(inner));
+            J::Object(m)
+        }
         Val::Seq(items) => J::Array(items.iter().map(to_json).collect()),
         Val::Map(entries) => {
             let mut m = Map::new();

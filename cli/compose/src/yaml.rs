@@ -41,6 +41,9 @@ pub enum Val {
     Seq(Vec<Node>),
     /// A mapping, in file order; keys keep their positions.
     Map(Vec<(String, Pos, Node)>),
+    /// A value tagged `!reset` (drop what earlier files said) or
+    /// `!override` (replace instead of merging).
+    Tagged(String, Box<Node>),
 }
 
 /// A YAML syntax error with its position.
@@ -93,6 +96,30 @@ struct Builder {
     anchors: HashMap<usize, Node>,
     docs: Vec<Node>,
     error: Option<String>,
+    tags: Vec<Option<String>>,
+}
+
+/// `!reset` and `!override` are the only tags compose gives a meaning to.
+fn tag_name(tag: Option<&yaml_rust2::parser::Tag>) -> Option<String> {
+    let t = tag?;
+    match t.suffix.as_str() {
+        "reset" | "override" if t.handle == "!" => Some(t.suffix.clone()),
+        _ => None,
+    }
+}
+
+fn retag(node: Node, tag: Option<String>) -> Node {
+    match tag {
+        Some(t) => Node {
+            pos: node.pos,
+            v: Val::Tagged(t, Box::new(node)),
+        },
+        None => node,
+    }
+}
+
+fn wrap(node: Node, tag: Option<&yaml_rust2::parser::Tag>) -> Node {
+    retag(node, tag_name(tag))
 }
 
 impl Builder {
@@ -163,14 +190,15 @@ impl MarkedEventReceiver for Builder {
     fn on_event(&mut self, ev: Event, mark: Marker) {
         let p = pos(&mark);
         match ev {
-            Event::Scalar(text, style, anchor, _tag) => {
+            Event::Scalar(text, style, anchor, tag) => {
                 let plain = style == TScalarStyle::Plain;
                 let v = if plain && plain_null(&text) {
                     Val::Null
                 } else {
                     Val::Scalar { text, plain }
                 };
-                self.push(Node { v, pos: p }, anchor);
+                let node = wrap(Node { v, pos: p }, tag.as_ref());
+                self.push(node, anchor);
             }
             Event::Alias(id) => {
                 let node = self.anchors.get(&id).cloned().unwrap_or(Node {
@@ -179,25 +207,37 @@ impl MarkedEventReceiver for Builder {
                 });
                 self.push(node, 0);
             }
-            Event::SequenceStart(anchor, _) => self.stack.push(Frame::Seq(Vec::new(), p, anchor)),
-            Event::MappingStart(anchor, _) => {
+            Event::SequenceStart(anchor, tag) => {
+                self.tags.push(tag_name(tag.as_ref()));
+                self.stack.push(Frame::Seq(Vec::new(), p, anchor))
+            }
+            Event::MappingStart(anchor, tag) => {
+                self.tags.push(tag_name(tag.as_ref()));
                 self.stack.push(Frame::Map(Vec::new(), p, anchor, None))
             }
             Event::SequenceEnd | Event::MappingEnd => match self.stack.pop() {
-                Some(Frame::Seq(items, p, a)) => self.push(
-                    Node {
-                        v: Val::Seq(items),
-                        pos: p,
-                    },
-                    a,
-                ),
-                Some(Frame::Map(entries, p, a, _)) => self.push(
-                    Node {
-                        v: Val::Map(entries),
-                        pos: p,
-                    },
-                    a,
-                ),
+                Some(Frame::Seq(items, p, a)) => {
+                    let tag = self.tags.pop().flatten();
+                    let node = retag(
+                        Node {
+                            v: Val::Seq(items),
+                            pos: p,
+                        },
+                        tag,
+                    );
+                    self.push(node, a)
+                }
+                Some(Frame::Map(entries, p, a, _)) => {
+                    let tag = self.tags.pop().flatten();
+                    let node = retag(
+                        Node {
+                            v: Val::Map(entries),
+                            pos: p,
+                        },
+                        tag,
+                    );
+                    self.push(node, a)
+                }
                 None => {}
             },
             _ => {}
@@ -212,6 +252,7 @@ pub fn parse(text: &str) -> Result<Node, SyntaxError> {
         anchors: HashMap::new(),
         docs: Vec::new(),
         error: None,
+        tags: Vec::new(),
     };
     let mut parser = Parser::new_from_str(text);
     parser.load(&mut b, false).map_err(|e| SyntaxError {
