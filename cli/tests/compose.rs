@@ -41,28 +41,67 @@ fn config_prints_what_docker_compose_prints() {
             args.extend(["config", "--format", fmt]);
             let out = k.cmd(&args).current_dir(&dir).output().expect("kiln");
             let stdout = String::from_utf8_lossy(&out.stdout);
-            assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
-            assert_eq!(stdout, golden(&dir, &format!("expected.{fmt}")), "{name} {fmt}");
+            assert!(
+                out.status.success(),
+                "{name}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert_eq!(
+                stdout,
+                golden(&dir, &format!("expected.{fmt}")),
+                "{name} {fmt}"
+            );
         }
     }
     // The listing flags.
     let dir = case("app");
-    let out = k.cmd(&["compose", "config", "--services"]).current_dir(&dir).output().expect("kiln");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "backend\nproxy\nweb\n");
-    let out = k.cmd(&["compose", "config", "--volumes"]).current_dir(&dir).output().expect("kiln");
+    let out = k
+        .cmd(&["compose", "config", "--services"])
+        .current_dir(&dir)
+        .output()
+        .expect("kiln");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "backend\nproxy\nweb\n"
+    );
+    let out = k
+        .cmd(&["compose", "config", "--volumes"])
+        .current_dir(&dir)
+        .output()
+        .expect("kiln");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "counter\n");
-    let out = k.cmd(&["compose", "config", "--images"]).current_dir(&dir).output().expect("kiln");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "app-backend\napp-proxy\napp-web\n");
-    let out = k.cmd(&["compose", "config", "--profiles"]).current_dir(case("profiles")).output().expect("kiln");
+    let out = k
+        .cmd(&["compose", "config", "--images"])
+        .current_dir(&dir)
+        .output()
+        .expect("kiln");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "app-backend\napp-proxy\napp-web\n"
+    );
+    let out = k
+        .cmd(&["compose", "config", "--profiles"])
+        .current_dir(case("profiles"))
+        .output()
+        .expect("kiln");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "debug\ntools\n");
 }
 
 #[test]
 fn broken_files_name_file_line_and_key() {
     let k = Kiln::empty(KILN);
-    for (name, line) in [("unknown-key", 4), ("wrong-type", 4), ("yaml-error", 5), ("interp-error", 0)] {
+    for (name, line) in [
+        ("unknown-key", 4),
+        ("wrong-type", 4),
+        ("yaml-error", 5),
+        ("interp-error", 0),
+    ] {
         let dir = case(name);
-        let out = k.cmd(&["compose", "config"]).current_dir(&dir).output().expect("kiln");
+        let out = k
+            .cmd(&["compose", "config"])
+            .current_dir(&dir)
+            .output()
+            .expect("kiln");
         assert!(!out.status.success(), "{name}");
         let err = String::from_utf8_lossy(&out.stderr);
         let want = golden(&dir, "expected.err");
@@ -71,7 +110,10 @@ fn broken_files_name_file_line_and_key() {
             // where it notices); docker's go-yaml says line 3.
             assert!(err.starts_with("yaml: line "), "{err}");
         } else {
-            assert!(err.contains(want.trim_end()), "{name}: want {want:?} in {err:?}");
+            assert!(
+                err.contains(want.trim_end()),
+                "{name}: want {want:?} in {err:?}"
+            );
         }
         if line > 0 {
             let at = format!("{}:{line}", dir.join("compose.yaml").display());
@@ -92,7 +134,11 @@ fn compose_build_builds_every_service_with_compose_names_and_labels() {
         .status()
         .expect("cp");
     assert!(status.success());
-    let out = k.cmd(&["compose", "build"]).current_dir(&app).output().expect("kiln");
+    let out = k
+        .cmd(&["compose", "build"])
+        .current_dir(&app)
+        .output()
+        .expect("kiln");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     for s in ["backend", "proxy", "web"] {
@@ -108,7 +154,10 @@ fn compose_build_builds_every_service_with_compose_names_and_labels() {
     assert_eq!(cfg["Labels"]["com.docker.compose.project"], "app", "{cfg}");
     assert_eq!(cfg["Labels"]["com.docker.compose.service"], "web", "{cfg}");
     let env = cfg["Env"].to_string();
-    assert!(env.contains("GREETING=hello"), "build arg from the file: {env}");
+    assert!(
+        env.contains("GREETING=hello"),
+        "build arg from the file: {env}"
+    );
 
     // SERVICE… and --build-arg: only web is rebuilt, with the new value.
     let out = k
@@ -118,12 +167,21 @@ fn compose_build_builds_every_service_with_compose_names_and_labels() {
         .expect("kiln");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
-    assert!(err.contains("Service web  Built") && !err.contains("Service proxy"), "{err}");
+    assert!(
+        err.contains("Service web  Built") && !err.contains("Service proxy"),
+        "{err}"
+    );
     let inspect: serde_json::Value =
         serde_json::from_str(&k.ok(&["inspect", "app-web"]).0).expect("json");
-    assert!(inspect[0]["Config"]["Env"].to_string().contains("GREETING=bonjour"));
+    assert!(inspect[0]["Config"]["Env"]
+        .to_string()
+        .contains("GREETING=bonjour"));
 
-    let out = k.cmd(&["compose", "build", "nosuch"]).current_dir(&app).output().expect("kiln");
+    let out = k
+        .cmd(&["compose", "build", "nosuch"])
+        .current_dir(&app)
+        .output()
+        .expect("kiln");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no such service: nosuch"));
 }

@@ -14,36 +14,159 @@ fn order(path: &[&str]) -> Option<&'static [&'static str]> {
         "name", "services", "networks", "volumes", "secrets", "configs", "models",
     ];
     const SERVICE: &[&str] = &[
-        "name", "profiles", "annotations", "attach", "build", "develop", "blkio_config",
-        "cap_add", "cap_drop", "cgroup_parent", "cgroup", "cpu_count", "cpu_percent",
-        "cpu_period", "cpu_quota", "cpu_rt_period", "cpu_rt_runtime", "cpus", "cpuset",
-        "cpu_shares", "command", "configs", "container_name", "credential_spec", "depends_on",
-        "deploy", "device_cgroup_rules", "devices", "dns", "dns_opt", "dns_search", "dockerfile",
-        "domainname", "entrypoint", "provider", "environment", "env_file", "expose", "extends",
-        "external_links", "extra_hosts", "group_add", "gpus", "hostname", "healthcheck", "image",
-        "init", "ipc", "isolation", "labels", "label_file", "links", "logging", "log_driver",
-        "log_opt", "mem_limit", "mem_reservation", "memswap_limit", "mem_swappiness",
-        "mac_address", "models", "net", "network_mode", "networks", "oom_kill_disable",
-        "oom_score_adj", "pid", "pids_limit", "platform", "ports", "privileged", "pull_policy",
-        "read_only", "restart", "runtime", "scale", "secrets", "security_opt", "shm_size",
-        "stdin_open", "stop_grace_period", "stop_signal", "storage_opt", "sysctls", "tmpfs",
-        "tty", "ulimits", "use_api_socket", "user", "userns_mode", "uts", "volume_driver",
-        "volumes", "volumes_from", "working_dir", "pre_start", "post_start", "pre_stop",
+        "name",
+        "profiles",
+        "annotations",
+        "attach",
+        "build",
+        "develop",
+        "blkio_config",
+        "cap_add",
+        "cap_drop",
+        "cgroup_parent",
+        "cgroup",
+        "cpu_count",
+        "cpu_percent",
+        "cpu_period",
+        "cpu_quota",
+        "cpu_rt_period",
+        "cpu_rt_runtime",
+        "cpus",
+        "cpuset",
+        "cpu_shares",
+        "command",
+        "configs",
+        "container_name",
+        "credential_spec",
+        "depends_on",
+        "deploy",
+        "device_cgroup_rules",
+        "devices",
+        "dns",
+        "dns_opt",
+        "dns_search",
+        "dockerfile",
+        "domainname",
+        "entrypoint",
+        "provider",
+        "environment",
+        "env_file",
+        "expose",
+        "extends",
+        "external_links",
+        "extra_hosts",
+        "group_add",
+        "gpus",
+        "hostname",
+        "healthcheck",
+        "image",
+        "init",
+        "ipc",
+        "isolation",
+        "labels",
+        "label_file",
+        "links",
+        "logging",
+        "log_driver",
+        "log_opt",
+        "mem_limit",
+        "mem_reservation",
+        "memswap_limit",
+        "mem_swappiness",
+        "mac_address",
+        "models",
+        "net",
+        "network_mode",
+        "networks",
+        "oom_kill_disable",
+        "oom_score_adj",
+        "pid",
+        "pids_limit",
+        "platform",
+        "ports",
+        "privileged",
+        "pull_policy",
+        "read_only",
+        "restart",
+        "runtime",
+        "scale",
+        "secrets",
+        "security_opt",
+        "shm_size",
+        "stdin_open",
+        "stop_grace_period",
+        "stop_signal",
+        "storage_opt",
+        "sysctls",
+        "tmpfs",
+        "tty",
+        "ulimits",
+        "use_api_socket",
+        "user",
+        "userns_mode",
+        "uts",
+        "volume_driver",
+        "volumes",
+        "volumes_from",
+        "working_dir",
+        "pre_start",
+        "post_start",
+        "pre_stop",
     ];
     const BUILD: &[&str] = &[
-        "context", "dockerfile", "dockerfile_inline", "entitlements", "args", "provenance",
-        "sbom", "ssh", "labels", "cache_from", "cache_to", "no_cache", "no_cache_filter",
-        "additional_contexts", "pull", "extra_hosts", "isolation", "network", "target",
-        "secrets", "shm_size", "tags", "ulimits", "platforms", "privileged",
+        "context",
+        "dockerfile",
+        "dockerfile_inline",
+        "entitlements",
+        "args",
+        "provenance",
+        "sbom",
+        "ssh",
+        "labels",
+        "cache_from",
+        "cache_to",
+        "no_cache",
+        "no_cache_filter",
+        "additional_contexts",
+        "pull",
+        "extra_hosts",
+        "isolation",
+        "network",
+        "target",
+        "secrets",
+        "shm_size",
+        "tags",
+        "ulimits",
+        "platforms",
+        "privileged",
     ];
     const HEALTH: &[&str] = &[
-        "test", "timeout", "interval", "retries", "start_period", "start_interval", "disable",
+        "test",
+        "timeout",
+        "interval",
+        "retries",
+        "start_period",
+        "start_interval",
+        "disable",
     ];
     const PORT: &[&str] = &[
-        "name", "mode", "host_ip", "target", "published", "protocol", "app_protocol",
+        "name",
+        "mode",
+        "host_ip",
+        "target",
+        "published",
+        "protocol",
+        "app_protocol",
     ];
     const VOLUME_MOUNT: &[&str] = &[
-        "type", "source", "target", "read_only", "consistency", "bind", "volume", "tmpfs",
+        "type",
+        "source",
+        "target",
+        "read_only",
+        "consistency",
+        "bind",
+        "volume",
+        "tmpfs",
         "image",
     ];
     const BIND: &[&str] = &["selinux", "propagation", "create_host_path", "recursive"];
@@ -52,23 +175,52 @@ fn order(path: &[&str]) -> Option<&'static [&'static str]> {
     const FILE_REF: &[&str] = &["source", "target", "uid", "gid", "mode"];
     const DEPENDS: &[&str] = &["condition", "restart", "required"];
     const SVC_NET: &[&str] = &[
-        "aliases", "driver_opts", "gw_priority", "interface_name", "ipv4_address",
-        "ipv6_address", "link_local_ips", "mac_address", "priority",
+        "aliases",
+        "driver_opts",
+        "gw_priority",
+        "interface_name",
+        "ipv4_address",
+        "ipv6_address",
+        "link_local_ips",
+        "mac_address",
+        "priority",
     ];
     const NETWORK: &[&str] = &[
-        "name", "driver", "driver_opts", "ipam", "external", "internal", "attachable", "labels",
-        "enable_ipv4", "enable_ipv6",
+        "name",
+        "driver",
+        "driver_opts",
+        "ipam",
+        "external",
+        "internal",
+        "attachable",
+        "labels",
+        "enable_ipv4",
+        "enable_ipv6",
     ];
     const IPAM: &[&str] = &["driver", "config", "options"];
     const POOL: &[&str] = &["subnet", "gateway", "ip_range", "aux_addresses"];
     const VOLUME: &[&str] = &["name", "driver", "driver_opts", "external", "labels"];
     const FILE_OBJ: &[&str] = &[
-        "name", "file", "environment", "content", "external", "labels", "driver", "driver_opts",
+        "name",
+        "file",
+        "environment",
+        "content",
+        "external",
+        "labels",
+        "driver",
+        "driver_opts",
         "template_driver",
     ];
     const DEPLOY: &[&str] = &[
-        "mode", "replicas", "labels", "update_config", "rollback_config", "resources",
-        "restart_policy", "placement", "endpoint_mode",
+        "mode",
+        "replicas",
+        "labels",
+        "update_config",
+        "rollback_config",
+        "resources",
+        "restart_policy",
+        "placement",
+        "endpoint_mode",
     ];
     const RESOURCES: &[&str] = &["limits", "reservations"];
     const RESOURCE: &[&str] = &["cpus", "memory", "pids", "devices", "generic_resources"];
@@ -78,7 +230,12 @@ fn order(path: &[&str]) -> Option<&'static [&'static str]> {
     const EXTENDS: &[&str] = &["file", "service"];
     const ENV_FILE: &[&str] = &["path", "required", "format"];
     const UPDATE: &[&str] = &[
-        "parallelism", "delay", "failure_action", "monitor", "max_failure_ratio", "order",
+        "parallelism",
+        "delay",
+        "failure_action",
+        "monitor",
+        "max_failure_ratio",
+        "order",
     ];
     Some(match path {
         [] => PROJECT,
@@ -262,8 +419,21 @@ fn inline(v: &J) -> String {
 fn old_bool(s: &str) -> bool {
     matches!(
         s,
-        "y" | "Y" | "yes" | "Yes" | "YES" | "n" | "N" | "no" | "No" | "NO" | "on" | "On" | "ON"
-            | "off" | "Off" | "OFF"
+        "y" | "Y"
+            | "yes"
+            | "Yes"
+            | "YES"
+            | "n"
+            | "N"
+            | "no"
+            | "No"
+            | "NO"
+            | "on"
+            | "On"
+            | "ON"
+            | "off"
+            | "Off"
+            | "OFF"
     )
 }
 
@@ -316,10 +486,8 @@ fn resolves_non_string(s: &str) -> bool {
         return true;
     }
     let t = s.strip_prefix(['-', '+']).unwrap_or(s);
-    matches!(
-        t,
-        ".inf" | ".Inf" | ".INF" | ".nan" | ".NaN" | ".NAN"
-    ) || t.starts_with("0b") && t.len() > 2 && t[2..].bytes().all(|b| b == b'0' || b == b'1')
+    matches!(t, ".inf" | ".Inf" | ".INF" | ".nan" | ".NaN" | ".NAN")
+        || t.starts_with("0b") && t.len() > 2 && t[2..].bytes().all(|b| b == b'0' || b == b'1')
         || timestamp(s)
 }
 
@@ -435,12 +603,7 @@ fn json_value<'a>(out: &mut String, v: &'a J, path: &mut Vec<&'a str>, indent: u
                 }
                 owned = synth.iter().map(|(k, _)| k.clone()).collect();
                 let fields = order(path).unwrap_or(&[]);
-                let pos = |k: &str| {
-                    fields
-                        .iter()
-                        .position(|f| *f == k)
-                        .unwrap_or(usize::MAX)
-                };
+                let pos = |k: &str| fields.iter().position(|f| *f == k).unwrap_or(usize::MAX);
                 ks.extend(owned.iter());
                 ks.sort_by_key(|k| pos(k));
             }

@@ -28,11 +28,17 @@ pub fn apply(
         .unwrap_or_default();
     for name in names {
         let mut chain = Vec::new();
-        let resolved = resolve(&model, &name, file, working_dir, env, interpolate, warnings, &mut chain)?;
-        if let Some(s) = model
-            .get_mut("services")
-            .and_then(J::as_object_mut)
-        {
+        let resolved = resolve(
+            &model,
+            &name,
+            file,
+            working_dir,
+            env,
+            interpolate,
+            warnings,
+            &mut chain,
+        )?;
+        if let Some(s) = model.get_mut("services").and_then(J::as_object_mut) {
             s.insert(name, resolved);
         }
     }
@@ -62,25 +68,51 @@ fn resolve(
         .get("services")
         .and_then(|s| s.get(name))
         .cloned()
-        .ok_or_else(|| Error::Invalid(format!("cannot extend service {name:?} in {}: service not found", file.display())))?;
+        .ok_or_else(|| {
+            Error::Invalid(format!(
+                "cannot extend service {name:?} in {}: service not found",
+                file.display()
+            ))
+        })?;
     let Some(ext) = svc.get("extends").cloned() else {
         return Ok(svc);
     };
     let (base_name, base_file) = match &ext {
         J::String(s) => (s.clone(), None),
         J::Object(m) => (
-            m.get("service").and_then(J::as_str).unwrap_or_default().to_string(),
+            m.get("service")
+                .and_then(J::as_str)
+                .unwrap_or_default()
+                .to_string(),
             m.get("file").and_then(J::as_str).map(String::from),
         ),
         _ => return Ok(svc),
     };
     let base = match base_file {
-        None => resolve(model, &base_name, file, working_dir, env, interpolate, warnings, chain)?,
+        None => resolve(
+            model,
+            &base_name,
+            file,
+            working_dir,
+            env,
+            interpolate,
+            warnings,
+            chain,
+        )?,
         Some(f) => {
             let dir = file.parent().unwrap_or(Path::new("/"));
             let other = clean(&dir.join(&f));
             let other_model = load_file(&other, env, interpolate, warnings)?;
-            let mut b = resolve(&other_model, &base_name, &other, working_dir, env, interpolate, warnings, chain)?;
+            let mut b = resolve(
+                &other_model,
+                &base_name,
+                &other,
+                working_dir,
+                env,
+                interpolate,
+                warnings,
+                chain,
+            )?;
             let odir = other.parent().unwrap_or(Path::new("/"));
             if odir != working_dir {
                 rebase(&mut b, odir);

@@ -218,7 +218,14 @@ pub fn load(opts: &LoadOptions) -> Result<Project, Error> {
     let mut merged: Option<J> = None;
     for f in &files {
         let model = load_file(f, &environment, opts.interpolate, &mut warnings)?;
-        let model = crate::extends::apply(model, f, &working_dir, &environment, opts.interpolate, &mut warnings)?;
+        let model = crate::extends::apply(
+            model,
+            f,
+            &working_dir,
+            &environment,
+            opts.interpolate,
+            &mut warnings,
+        )?;
         merged = Some(match merged {
             None => model,
             Some(base) => merge(base, model, &mut Vec::new()).map_err(Error::Invalid)?,
@@ -252,7 +259,11 @@ pub fn load(opts: &LoadOptions) -> Result<Project, Error> {
         .filter(|p| !p.is_empty())
     {
         normalize_name(p)
-    } else if let Some(p) = model.get("name").and_then(J::as_str).filter(|p| !p.is_empty()) {
+    } else if let Some(p) = model
+        .get("name")
+        .and_then(J::as_str)
+        .filter(|p| !p.is_empty())
+    {
         if !valid_name(p) {
             return Err(Error::ProjectName(p.to_string()));
         }
@@ -324,22 +335,54 @@ fn cast_path(path: &[String]) -> bool {
     let p: Vec<&str> = path.iter().map(String::as_str).collect();
     matches!(
         p.as_slice(),
-        ["services", _, "cpu_count" | "cpu_percent" | "cpu_period" | "cpu_quota"
-            | "cpu_rt_period" | "cpu_rt_runtime" | "cpus" | "cpu_shares" | "init"
-            | "oom_kill_disable" | "oom_score_adj" | "pids_limit" | "privileged" | "read_only"
-            | "scale" | "stdin_open" | "tty"]
-            | ["services", _, "depends_on", _, "required" | "restart"]
+        [
+            "services",
+            _,
+            "cpu_count"
+                | "cpu_percent"
+                | "cpu_period"
+                | "cpu_quota"
+                | "cpu_rt_period"
+                | "cpu_rt_runtime"
+                | "cpus"
+                | "cpu_shares"
+                | "init"
+                | "oom_kill_disable"
+                | "oom_score_adj"
+                | "pids_limit"
+                | "privileged"
+                | "read_only"
+                | "scale"
+                | "stdin_open"
+                | "tty"
+        ] | ["services", _, "depends_on", _, "required" | "restart"]
             | ["services", _, "deploy", "replicas"]
-            | ["services", _, "deploy", "update_config" | "rollback_config", "parallelism" | "max_failure_ratio"]
+            | [
+                "services",
+                _,
+                "deploy",
+                "update_config" | "rollback_config",
+                "parallelism" | "max_failure_ratio"
+            ]
             | ["services", _, "deploy", "restart_policy", "max_attempts"]
-            | ["services", _, "deploy", "placement", "max_replicas_per_node"]
+            | [
+                "services",
+                _,
+                "deploy",
+                "placement",
+                "max_replicas_per_node"
+            ]
             | ["services", _, "healthcheck", "retries" | "disable"]
             | ["services", _, "ports", _, "target"]
             | ["services", _, "ulimits", _]
             | ["services", _, "ulimits", _, "hard" | "soft"]
             | ["services", _, "volumes", _, "read_only"]
             | ["services", _, "volumes", _, "volume", "nocopy"]
-            | ["networks", _, "external" | "internal" | "attachable" | "enable_ipv4" | "enable_ipv6"]
+            | [
+                "networks",
+                _,
+                "external" | "internal" | "attachable" | "enable_ipv4" | "enable_ipv6"
+            ]
             | ["volumes" | "secrets" | "configs", _, "external"]
     )
 }
@@ -448,9 +491,21 @@ fn cast(j: &mut J, path: &mut Vec<String>) -> Result<(), Error> {
             let last = path.last().map(String::as_str).unwrap_or("");
             let boolean = matches!(
                 last,
-                "init" | "oom_kill_disable" | "privileged" | "read_only" | "stdin_open" | "tty"
-                    | "required" | "restart" | "disable" | "nocopy" | "external" | "internal"
-                    | "attachable" | "enable_ipv4" | "enable_ipv6"
+                "init"
+                    | "oom_kill_disable"
+                    | "privileged"
+                    | "read_only"
+                    | "stdin_open"
+                    | "tty"
+                    | "required"
+                    | "restart"
+                    | "disable"
+                    | "nocopy"
+                    | "external"
+                    | "internal"
+                    | "attachable"
+                    | "enable_ipv4"
+                    | "enable_ipv6"
             );
             let shown = path
                 .iter()
@@ -477,7 +532,9 @@ fn cast(j: &mut J, path: &mut Vec<String>) -> Result<(), Error> {
                         "failed to cast to expected type: strconv.ParseFloat: parsing {s:?}: invalid syntax"
                     ),
                 })?;
-                *j = serde_json::Number::from_f64(f).map(J::Number).unwrap_or(J::Null);
+                *j = serde_json::Number::from_f64(f)
+                    .map(J::Number)
+                    .unwrap_or(J::Null);
             } else {
                 let i: i64 = s.parse().map_err(|_| Error::Interpolation {
                     path: shown.clone(),

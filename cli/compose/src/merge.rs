@@ -107,9 +107,13 @@ pub fn merge(base: J, over: J, path: &mut Vec<String>) -> Result<J, String> {
         a.extend(to_sequence(over));
         return Ok(J::Array(a));
     }
-    if ["services.*.command", "services.*.entrypoint", "services.*.healthcheck.test"]
-        .iter()
-        .any(|p| matches(path, p))
+    if [
+        "services.*.command",
+        "services.*.entrypoint",
+        "services.*.healthcheck.test",
+    ]
+    .iter()
+    .any(|p| matches(path, p))
     {
         return Ok(over);
     }
@@ -275,10 +279,14 @@ fn index(path: &[String], v: &J) -> Option<String> {
         return match v {
             J::Object(m) => Some(format!(
                 "{}:{}:{}/{}",
-                m.get("host_ip").map(display).unwrap_or_else(|| "0.0.0.0".into()),
+                m.get("host_ip")
+                    .map(display)
+                    .unwrap_or_else(|| "0.0.0.0".into()),
                 m.get("published").map(display).unwrap_or_default(),
                 m.get("target").map(display).unwrap_or_default(),
-                m.get("protocol").map(display).unwrap_or_else(|| "tcp".into()),
+                m.get("protocol")
+                    .map(display)
+                    .unwrap_or_else(|| "tcp".into()),
             )),
             other => Some(display(other)),
         };

@@ -83,12 +83,8 @@ impl Project {
                     a.iter()
                         .filter_map(|s| {
                             let src = s.get("source")?.as_str()?;
-                            let file = self
-                                .model
-                                .get("secrets")?
-                                .get(src)?
-                                .get("file")?
-                                .as_str()?;
+                            let file =
+                                self.model.get("secrets")?.get(src)?.get("file")?.as_str()?;
                             let id = s
                                 .get("target")
                                 .and_then(J::as_str)

@@ -76,9 +76,7 @@ pub fn normalize(
             .entry("networks")
             .or_insert_with(|| J::Object(Map::new()));
         if let Some(n) = nets.as_object_mut() {
-            let d = n
-                .entry("default")
-                .or_insert_with(|| J::Object(Map::new()));
+            let d = n.entry("default").or_insert_with(|| J::Object(Map::new()));
             if let Some(dm) = d.as_object_mut() {
                 if !dm.contains_key("name") {
                     dm.insert("name".into(), s(&format!("{project}_default")));
@@ -106,7 +104,9 @@ fn unused(root: &mut Map<String, J>) {
     if let Some(J::Object(services)) = root.get("services") {
         for svc in services.values() {
             if let Some(J::Object(n)) = svc.get("networks") {
-                used.entry("networks").or_default().extend(n.keys().cloned());
+                used.entry("networks")
+                    .or_default()
+                    .extend(n.keys().cloned());
             }
             if let Some(J::Array(v)) = svc.get("volumes") {
                 for m in v {
@@ -193,10 +193,9 @@ fn to_map(v: J, env: Option<&BTreeMap<String, String>>, resolve_null: bool) -> M
         J::Object(m) => {
             for (k, val) in m {
                 let val = match val {
-                    J::Null if resolve_null => env
-                        .and_then(|e| e.get(&k))
-                        .map(|x| s(x))
-                        .unwrap_or(J::Null),
+                    J::Null if resolve_null => {
+                        env.and_then(|e| e.get(&k)).map(|x| s(x)).unwrap_or(J::Null)
+                    }
                     J::Null => J::Null,
                     other => s(&display(&other)),
                 };
@@ -212,7 +211,9 @@ fn to_map(v: J, env: Option<&BTreeMap<String, String>>, resolve_null: bool) -> M
                     }
                     None => {
                         let val = if resolve_null {
-                            env.and_then(|e| e.get(&item)).map(|x| s(x)).unwrap_or(J::Null)
+                            env.and_then(|e| e.get(&item))
+                                .map(|x| s(x))
+                                .unwrap_or(J::Null)
                         } else {
                             J::Null
                         };
@@ -261,7 +262,11 @@ fn service(
             .and_then(J::as_str)
             .unwrap_or(".")
             .to_string();
-        let ctx = if is_url(&ctx) { ctx } else { abs(dir, &ctx, env) };
+        let ctx = if is_url(&ctx) {
+            ctx
+        } else {
+            abs(dir, &ctx, env)
+        };
         b.insert("context".into(), s(&ctx));
         if !b.contains_key("dockerfile") && !b.contains_key("dockerfile_inline") {
             b.insert("dockerfile".into(), s("Dockerfile"));
@@ -271,7 +276,13 @@ fn service(
                 b.insert(k.into(), J::Object(to_map(v, Some(env), k == "args")));
             }
         }
-        for k in ["cache_from", "cache_to", "tags", "platforms", "no_cache_filter"] {
+        for k in [
+            "cache_from",
+            "cache_to",
+            "tags",
+            "platforms",
+            "no_cache_filter",
+        ] {
             if let Some(v) = b.remove(k) {
                 b.insert(k.into(), str_list(v));
             }
@@ -286,10 +297,12 @@ fn service(
     }
     for k in ["command", "entrypoint"] {
         if let Some(J::String(c)) = m.get(k).cloned() {
-            let words = shell_words(&c).map_err(|e| {
-                Error::Invalid(format!("services.{name}.{k}: {e}"))
-            })?;
-            m.insert(k.into(), J::Array(words.into_iter().map(J::String).collect()));
+            let words =
+                shell_words(&c).map_err(|e| Error::Invalid(format!("services.{name}.{k}: {e}")))?;
+            m.insert(
+                k.into(),
+                J::Array(words.into_iter().map(J::String).collect()),
+            );
         }
     }
     // env_file then environment (environment wins).
@@ -315,10 +328,11 @@ fn service(
             match std::fs::read_to_string(&p) {
                 Ok(text) => {
                     let look = |k: &str| env.get(k).cloned();
-                    let entries = crate::dotenv::parse(&text, &look).map_err(|e| Error::EnvFile {
-                        path: p.clone().into(),
-                        message: e.to_string(),
-                    })?;
+                    let entries =
+                        crate::dotenv::parse(&text, &look).map_err(|e| Error::EnvFile {
+                            path: p.clone().into(),
+                            message: e.to_string(),
+                        })?;
                     for (k, v) in crate::dotenv::to_map(entries, &look) {
                         environment.insert(k, s(&v));
                     }
@@ -388,9 +402,8 @@ fn service(
                     out.push(J::Object(o));
                 }
                 other => out.extend(
-                    parse_port(&display(&other)).map_err(|e| {
-                        Error::Invalid(format!("services.{name}.ports: {e}"))
-                    })?,
+                    parse_port(&display(&other))
+                        .map_err(|e| Error::Invalid(format!("services.{name}.ports: {e}")))?,
                 ),
             }
         }
@@ -495,10 +508,7 @@ fn service(
             m.insert(k.into(), v);
         }
     }
-    if let Some(J::Object(res)) = m
-        .get_mut("deploy")
-        .and_then(|d| d.get_mut("resources"))
-    {
+    if let Some(J::Object(res)) = m.get_mut("deploy").and_then(|d| d.get_mut("resources")) {
         for r in res.values_mut().filter_map(J::as_object_mut) {
             if let Some(v) = r.get("memory").and_then(bytes) {
                 r.insert("memory".into(), v);
@@ -735,10 +745,18 @@ fn volume_short(spec: &str, dir: &Path, env: &BTreeMap<String, String>) -> Resul
     let (src, target, mode) = parse_volume(spec)?;
     let mut o = Map::new();
     let bind = src.starts_with('.') || src.starts_with('/') || src.starts_with('~');
-    let kind = if src.is_empty() || !bind { "volume" } else { "bind" };
+    let kind = if src.is_empty() || !bind {
+        "volume"
+    } else {
+        "bind"
+    };
     o.insert("type".into(), s(kind));
     if !src.is_empty() {
-        let source = if bind { abs(dir, &src, env) } else { src.clone() };
+        let source = if bind {
+            abs(dir, &src, env)
+        } else {
+            src.clone()
+        };
         o.insert("source".into(), s(&source));
     }
     o.insert("target".into(), s(&target));

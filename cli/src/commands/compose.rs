@@ -113,7 +113,11 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
 fn config(a: &ComposeArgs, c: &ConfigArgs) -> Result<ExitCode> {
     let mut project = load_project(a, !c.no_interpolate)?;
     if !c.service_names.is_empty() {
-        if let Some(s) = project.model.get_mut("services").and_then(|s| s.as_object_mut()) {
+        if let Some(s) = project
+            .model
+            .get_mut("services")
+            .and_then(|s| s.as_object_mut())
+        {
             for n in &c.service_names {
                 if !s.contains_key(n) {
                     return Err(miette!("no such service: {n}"));
