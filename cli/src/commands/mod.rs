@@ -3,6 +3,8 @@
 pub mod build;
 pub mod build_flags;
 pub mod check;
+pub mod compose;
+pub mod compose_build;
 pub mod frontend;
 pub mod image_prune;
 pub mod images;
