@@ -10,3 +10,5 @@ pub mod registry;
 pub mod run;
 pub mod snapshotter;
 pub mod worker;
+pub mod volume;
+pub mod container_files;
