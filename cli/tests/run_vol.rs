@@ -56,7 +56,10 @@ impl K {
 
     /// Builds an image from a Dockerfile text.
     fn build(&self, tag: &str, dockerfile: &str) {
-        let ctx = self.tmp.path().join(format!("ctx-{}", tag.replace(':', "-")));
+        let ctx = self
+            .tmp
+            .path()
+            .join(format!("ctx-{}", tag.replace(':', "-")));
         std::fs::create_dir_all(&ctx).unwrap();
         std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
         self.ok(&["build", "-q", "-t", tag, ctx.to_str().unwrap()]);
@@ -79,8 +82,15 @@ fn volume_commands_as_docker() {
 
     let ls = k.ok(&["volume", "ls"]);
     let first = ls.lines().next().unwrap();
-    assert!(first.starts_with("DRIVER") && first.contains("VOLUME NAME"), "{ls}");
-    assert!(ls.lines().any(|l| l.starts_with("local") && l.ends_with("data")), "{ls}");
+    assert!(
+        first.starts_with("DRIVER") && first.contains("VOLUME NAME"),
+        "{ls}"
+    );
+    assert!(
+        ls.lines()
+            .any(|l| l.starts_with("local") && l.ends_with("data")),
+        "{ls}"
+    );
     assert_eq!(
         k.ok(&["volume", "ls", "-q", "-f", "label=team=a"]),
         "labelled\n"
@@ -111,7 +121,17 @@ fn volume_commands_as_docker() {
     assert!(stderr(&o).contains("includes invalid characters for a local volume name"));
 
     // In use by a container (even a stopped one): refused.
-    k.ok(&["run", "--network", "none", "--name", "user", "-v", "data:/d", BB, "true"]);
+    k.ok(&[
+        "run",
+        "--network",
+        "none",
+        "--name",
+        "user",
+        "-v",
+        "data:/d",
+        BB,
+        "true",
+    ]);
     let o = k.run(&["volume", "rm", "data"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
@@ -138,35 +158,97 @@ fn volume_commands_as_docker() {
 fn named_volume_outlives_its_container() {
     let k = K::new();
     k.ok(&[
-        "run", "--rm", "--network", "none", "-v", "notes:/data", BB, "sh", "-c",
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        "notes:/data",
+        BB,
+        "sh",
+        "-c",
         "echo kept > /data/f && chown 123:45 /data/f && chmod 640 /data/f",
     ]);
-    assert_eq!(k.volumes(), vec!["notes"], "made on first use, kept after --rm");
     assert_eq!(
-        k.ok(&["run", "--rm", "--network", "none", "-v", "notes:/other", BB, "sh", "-c",
-            "cat /other/f; stat -c '%u:%g %a' /other/f"]),
+        k.volumes(),
+        vec!["notes"],
+        "made on first use, kept after --rm"
+    );
+    assert_eq!(
+        k.ok(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "-v",
+            "notes:/other",
+            BB,
+            "sh",
+            "-c",
+            "cat /other/f; stat -c '%u:%g %a' /other/f"
+        ]),
         "kept\n123:45 640\n"
     );
     // Read-only: writes fail with EROFS.
-    let o = k.run(&["run", "--rm", "--network", "none", "-v", "notes:/d:ro", BB, "sh", "-c",
-        "touch /d/x"]);
+    let o = k.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        "notes:/d:ro",
+        BB,
+        "sh",
+        "-c",
+        "touch /d/x",
+    ]);
     assert_ne!(o.status.code(), Some(0));
-    assert!(stderr(&o).contains("Read-only file system"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("Read-only file system"),
+        "{}",
+        stderr(&o)
+    );
     // The same through --mount.
     assert_eq!(
-        k.ok(&["run", "--rm", "--network", "none", "--mount",
-            "type=volume,source=notes,target=/m,readonly", BB, "cat", "/m/f"]),
+        k.ok(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--mount",
+            "type=volume,source=notes,target=/m,readonly",
+            BB,
+            "cat",
+            "/m/f"
+        ]),
         "kept\n"
     );
-    let o = k.run(&["run", "--rm", "--network", "none", "--mount",
-        "type=bind,source=/nonexistent-kiln-path,target=/m", BB, "true"]);
+    let o = k.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--mount",
+        "type=bind,source=/nonexistent-kiln-path,target=/m",
+        BB,
+        "true",
+    ]);
     assert_eq!(o.status.code(), Some(125));
     assert!(
         stderr(&o).contains("invalid mount config for type \"bind\": bind source path does not exist: /nonexistent-kiln-path"),
         "{}",
         stderr(&o)
     );
-    let o = k.run(&["run", "--rm", "--network", "none", "--mount", "type=volume,src=x", BB, "true"]);
+    let o = k.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--mount",
+        "type=volume,src=x",
+        BB,
+        "true",
+    ]);
     assert_eq!(o.status.code(), Some(125));
     assert!(stderr(&o).contains("target is required"), "{}", stderr(&o));
 }
@@ -178,8 +260,17 @@ fn image_volume_is_a_populated_anonymous_volume() {
         "withvol:1",
         "FROM busybox:1.35\nRUN mkdir -p /srv/data && echo seed > /srv/data/seed && chown -R 7:8 /srv/data && chmod 750 /srv/data\nVOLUME /srv/data\n",
     );
-    let out = k.ok(&["run", "--network", "none", "--name", "c1", "withvol:1", "sh", "-c",
-        "cat /srv/data/seed; stat -c '%u:%g %a' /srv/data /srv/data/seed; echo new > /srv/data/new"]);
+    let out = k.ok(&[
+        "run",
+        "--network",
+        "none",
+        "--name",
+        "c1",
+        "withvol:1",
+        "sh",
+        "-c",
+        "cat /srv/data/seed; stat -c '%u:%g %a' /srv/data /srv/data/seed; echo new > /srv/data/new",
+    ]);
     assert_eq!(out, "seed\n7:8 750\n7:8 644\n");
     let vols = k.volumes();
     assert_eq!(vols.len(), 1, "{vols:?}");
@@ -193,18 +284,53 @@ fn image_volume_is_a_populated_anonymous_volume() {
 
     // --volumes-from sees that volume (and :ro makes it read-only).
     assert_eq!(
-        k.ok(&["run", "--rm", "--network", "none", "--volumes-from", "c1", BB, "cat", "/srv/data/new"]),
+        k.ok(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--volumes-from",
+            "c1",
+            BB,
+            "cat",
+            "/srv/data/new"
+        ]),
         "new\n"
     );
-    let o = k.run(&["run", "--rm", "--network", "none", "--volumes-from", "c1:ro", BB, "touch",
-        "/srv/data/x"]);
+    let o = k.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--volumes-from",
+        "c1:ro",
+        BB,
+        "touch",
+        "/srv/data/x",
+    ]);
     assert_ne!(o.status.code(), Some(0));
-    assert!(stderr(&o).contains("Read-only file system"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("Read-only file system"),
+        "{}",
+        stderr(&o)
+    );
     // Not a new anonymous volume for the --volumes-from containers.
     assert_eq!(k.volumes().len(), 1);
 
     // rm -v removes the anonymous volume; a named one stays.
-    k.ok(&["run", "--network", "none", "--name", "c2", "-v", "keepme:/k", "-v", "/anon", BB, "true"]);
+    k.ok(&[
+        "run",
+        "--network",
+        "none",
+        "--name",
+        "c2",
+        "-v",
+        "keepme:/k",
+        "-v",
+        "/anon",
+        BB,
+        "true",
+    ]);
     assert_eq!(k.volumes().len(), 3, "{:?}", k.volumes());
     k.ok(&["rm", "-v", "c1", "c2"]);
     assert_eq!(k.volumes(), vec!["keepme"]);
@@ -215,13 +341,32 @@ fn image_volume_is_a_populated_anonymous_volume() {
     assert_eq!(k.volumes(), vec!["keepme"]);
     // A named volume over a VOLUME path is filled from the image once.
     assert_eq!(
-        k.ok(&["run", "--rm", "--network", "none", "-v", "filled:/srv/data", "withvol:1", "sh",
-            "-c", "cat /srv/data/seed; echo changed > /srv/data/seed"]),
+        k.ok(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "-v",
+            "filled:/srv/data",
+            "withvol:1",
+            "sh",
+            "-c",
+            "cat /srv/data/seed; echo changed > /srv/data/seed"
+        ]),
         "seed\n"
     );
     assert_eq!(
-        k.ok(&["run", "--rm", "--network", "none", "-v", "filled:/srv/data", "withvol:1", "cat",
-            "/srv/data/seed"]),
+        k.ok(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "-v",
+            "filled:/srv/data",
+            "withvol:1",
+            "cat",
+            "/srv/data/seed"
+        ]),
         "changed\n",
         "not copied again into a used volume"
     );
@@ -230,20 +375,58 @@ fn image_volume_is_a_populated_anonymous_volume() {
 #[test]
 fn read_only_root_and_tmpfs() {
     let k = K::new();
-    let o = k.run(&["run", "--rm", "--network", "none", "--read-only", BB, "touch", "/etc/x"]);
+    let o = k.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--read-only",
+        BB,
+        "touch",
+        "/etc/x",
+    ]);
     assert_ne!(o.status.code(), Some(0));
-    assert!(stderr(&o).contains("Read-only file system"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("Read-only file system"),
+        "{}",
+        stderr(&o)
+    );
     // tmpfs and volumes stay writable on a read-only root.
-    let out = k.ok(&["run", "--rm", "--network", "none", "--read-only", "--tmpfs",
-        "/scratch:size=1m,mode=1770", "-v", "/anon", BB, "sh", "-c",
-        "touch /scratch/a /anon/b && stat -c %a /scratch && grep ' /scratch ' /proc/mounts"]);
+    let out = k.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--read-only",
+        "--tmpfs",
+        "/scratch:size=1m,mode=1770",
+        "-v",
+        "/anon",
+        BB,
+        "sh",
+        "-c",
+        "touch /scratch/a /anon/b && stat -c %a /scratch && grep ' /scratch ' /proc/mounts",
+    ]);
     let mut lines = out.lines();
     assert_eq!(lines.next(), Some("1770"));
     let m = lines.next().unwrap_or_default();
-    assert!(m.starts_with("tmpfs /scratch tmpfs") && m.contains("size=1024k"), "{out}");
+    assert!(
+        m.starts_with("tmpfs /scratch tmpfs") && m.contains("size=1024k"),
+        "{out}"
+    );
     assert_eq!(
-        k.ok(&["run", "--rm", "--network", "none", "--mount", "type=tmpfs,target=/t,tmpfs-size=2m",
-            BB, "sh", "-c", "grep ' /t ' /proc/mounts | cut -d' ' -f1-3"]),
+        k.ok(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--mount",
+            "type=tmpfs,target=/t,tmpfs-size=2m",
+            BB,
+            "sh",
+            "-c",
+            "grep ' /t ' /proc/mounts | cut -d' ' -f1-3"
+        ]),
         "tmpfs /t tmpfs\n"
     );
 }

@@ -105,7 +105,9 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
                     .and_then(|mut w| w.flush()),
                 None => {
                     if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
-                        eprintln!("cowardly refusing to save to a terminal. Use the -o flag or redirect");
+                        eprintln!(
+                            "cowardly refusing to save to a terminal. Use the -o flag or redirect"
+                        );
                         return Ok(ExitCode::from(1));
                     }
                     files::export(&c, &dir, std::io::stdout().lock()).and_then(|mut w| w.flush())
@@ -224,17 +226,19 @@ fn split_arg(arg: &str) -> (Option<&str>, &str) {
 
 fn cp(store: &Store, src: &str, dest: &str, archive: bool, follow: bool) -> Result<(), String> {
     match (split_arg(src), split_arg(dest)) {
-        ((Some(_), _), (Some(_), _)) => {
-            Err("copying between containers is not supported".into())
-        }
+        ((Some(_), _), (Some(_), _)) => Err("copying between containers is not supported".into()),
         ((None, _), (None, _)) => Err("must specify at least one container source".into()),
         ((Some(key), path), (None, local)) => {
-            let c = store.find(key).map_err(|e| format!("Error response from daemon: {e}"))?;
+            let c = store
+                .find(key)
+                .map_err(|e| format!("Error response from daemon: {e}"))?;
             let fs = ContainerFs::of(&c, &store.dir_of(&c.id));
             copy_from(&fs, path, local, follow)
         }
         ((None, local), (Some(key), path)) => {
-            let c = store.find(key).map_err(|e| format!("Error response from daemon: {e}"))?;
+            let c = store
+                .find(key)
+                .map_err(|e| format!("Error response from daemon: {e}"))?;
             let fs = ContainerFs::of(&c, &store.dir_of(&c.id));
             copy_to(&fs, local, path, archive, follow)
         }
@@ -247,13 +251,16 @@ fn rel_of(path: &str) -> Result<PathBuf, String> {
     } else {
         format!("/{path}")
     };
-    kiln_worker::snapshot::rel_components(&abs)
-        .ok_or_else(|| format!("invalid path {path:?}"))
+    kiln_worker::snapshot::rel_components(&abs).ok_or_else(|| format!("invalid path {path:?}"))
 }
 
 /// Follows symlinks of the container path (`-L`, and every component
 /// but the last) inside the container's root.
-fn resolve(fs: &ContainerFs, path: &str, follow_last: bool) -> Result<(PathBuf, Option<Found>), String> {
+fn resolve(
+    fs: &ContainerFs,
+    path: &str,
+    follow_last: bool,
+) -> Result<(PathBuf, Option<Found>), String> {
     let mut rel = rel_of(path)?;
     for _ in 0..40 {
         let mut cur = PathBuf::new();
@@ -331,9 +338,15 @@ fn copy_from(fs: &ContainerFs, path: &str, local: &str, follow: bool) -> Result<
         .unwrap_or_else(|| PathBuf::from("."));
     if local == "-" {
         let mut tar = tar::Builder::new(std::io::stdout().lock());
-        let name = if contents_only { PathBuf::from(".") } else { base };
+        let name = if contents_only {
+            PathBuf::from(".")
+        } else {
+            base
+        };
         files::append_tree(fs, &found, &name, &mut tar).map_err(|e| e.to_string())?;
-        tar.into_inner().and_then(|mut w| w.flush()).map_err(|e| e.to_string())?;
+        tar.into_inner()
+            .and_then(|mut w| w.flush())
+            .map_err(|e| e.to_string())?;
         return Ok(());
     }
     let dest = Path::new(local);
@@ -350,12 +363,16 @@ fn copy_from(fs: &ContainerFs, path: &str, local: &str, follow: bool) -> Result<
         (Some(_), false) => dest.to_path_buf(),
         (None, _) => {
             if local.ends_with('/') && !md.is_dir() {
-                return Err(format!(
-                    "destination directory {local} does not exist"
-                ));
+                return Err(format!("destination directory {local} does not exist"));
             }
-            if !dest.parent().is_none_or(|p| p.as_os_str().is_empty() || p.is_dir()) {
-                return Err(format!("no such directory: {}", dest.parent().unwrap_or(dest).display()));
+            if !dest
+                .parent()
+                .is_none_or(|p| p.as_os_str().is_empty() || p.is_dir())
+            {
+                return Err(format!(
+                    "no such directory: {}",
+                    dest.parent().unwrap_or(dest).display()
+                ));
             }
             dest.to_path_buf()
         }
@@ -389,14 +406,16 @@ fn extract(tar_bytes: &[u8], target: &Path, keep_owner: bool) -> Result<(), Stri
         };
         if e.header().entry_type().is_dir() && out.is_dir() {
             let mode = e.header().mode().unwrap_or(0o755);
-            let _ = std::fs::set_permissions(&out, std::os::unix::fs::PermissionsExt::from_mode(mode));
+            let _ =
+                std::fs::set_permissions(&out, std::os::unix::fs::PermissionsExt::from_mode(mode));
         } else {
             if let Ok(m) = std::fs::symlink_metadata(&out) {
                 if !m.is_dir() {
                     let _ = std::fs::remove_file(&out);
                 }
             }
-            e.unpack(&out).map_err(|err| format!("{}: {err}", out.display()))?;
+            e.unpack(&out)
+                .map_err(|err| format!("{}: {err}", out.display()))?;
         }
         let (uid, gid) = if keep_owner {
             (
@@ -412,7 +431,13 @@ fn extract(tar_bytes: &[u8], target: &Path, keep_owner: bool) -> Result<(), Stri
 }
 
 /// Host SRC (or `-`: a tar on stdin) → CONTAINER:DEST.
-fn copy_to(fs: &ContainerFs, local: &str, path: &str, archive: bool, follow: bool) -> Result<(), String> {
+fn copy_to(
+    fs: &ContainerFs,
+    local: &str,
+    path: &str,
+    archive: bool,
+    follow: bool,
+) -> Result<(), String> {
     let (rel, found) = resolve(fs, path, true)?;
     let dest_is_dir = found
         .as_ref()
@@ -439,10 +464,17 @@ fn copy_to(fs: &ContainerFs, local: &str, path: &str, archive: bool, follow: boo
                 let mut h = e.header().clone();
                 let name = Path::new("x").join(p);
                 if h.entry_type().is_symlink() || h.entry_type().is_hard_link() {
-                    let l = e.link_name().ok().flatten().map(|l| l.into_owned()).unwrap_or_default();
-                    out.append_link(&mut h, &name, l).map_err(|e| e.to_string())?;
+                    let l = e
+                        .link_name()
+                        .ok()
+                        .flatten()
+                        .map(|l| l.into_owned())
+                        .unwrap_or_default();
+                    out.append_link(&mut h, &name, l)
+                        .map_err(|e| e.to_string())?;
                 } else {
-                    out.append_data(&mut h, &name, &mut e).map_err(|e| e.to_string())?;
+                    out.append_data(&mut h, &name, &mut e)
+                        .map_err(|e| e.to_string())?;
                 }
             }
             out.finish().map_err(|e| e.to_string())?;

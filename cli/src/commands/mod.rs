@@ -3,12 +3,12 @@
 pub mod build;
 pub mod build_flags;
 pub mod check;
+pub mod container_files;
 pub mod frontend;
 pub mod image_prune;
 pub mod images;
 pub mod registry;
 pub mod run;
 pub mod snapshotter;
-pub mod worker;
 pub mod volume;
-pub mod container_files;
+pub mod worker;

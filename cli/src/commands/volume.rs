@@ -200,7 +200,10 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
                     println!("{}", render(&fmt, v));
                 }
             } else {
-                println!("{}", go_json(&serde_json::to_value(&found).unwrap_or_default()));
+                println!(
+                    "{}",
+                    go_json(&serde_json::to_value(&found).unwrap_or_default())
+                );
             }
             Ok(if failed {
                 ExitCode::from(1)
@@ -329,10 +332,8 @@ fn render(fmt: &str, v: &Volume) -> String {
         let field = if path == "." {
             Some(&val)
         } else {
-            path.strip_prefix('.').and_then(|f| {
-                f.split('.')
-                    .try_fold(&val, |acc, k| acc.get(k))
-            })
+            path.strip_prefix('.')
+                .and_then(|f| f.split('.').try_fold(&val, |acc, k| acc.get(k)))
         };
         let field = field.cloned().unwrap_or(serde_json::Value::Null);
         match (&field, json) {
@@ -390,7 +391,23 @@ pub fn run_mounts<E: std::fmt::Display>(
     let mut out = RunMounts::default();
     for v in vs {
         let parts: Vec<&str> = v.split(':').collect();
-        let is_mode = |m: &str| m.split(',').all(|x| matches!(x, "ro" | "rw" | "z" | "Z" | "nocopy" | "rprivate" | "private" | "rshared" | "shared" | "rslave" | "slave"));
+        let is_mode = |m: &str| {
+            m.split(',').all(|x| {
+                matches!(
+                    x,
+                    "ro" | "rw"
+                        | "z"
+                        | "Z"
+                        | "nocopy"
+                        | "rprivate"
+                        | "private"
+                        | "rshared"
+                        | "shared"
+                        | "rslave"
+                        | "slave"
+                )
+            })
+        };
         let (src, dst, mode) = match parts.as_slice() {
             [d] => ("", *d, ""),
             [d, m] if d.starts_with('/') && is_mode(*m) && !m.starts_with('/') => ("", *d, *m),
@@ -437,10 +454,12 @@ pub fn run_mounts<E: std::fmt::Display>(
                     detail: format!("invalid size: '{s}'"),
                 })?);
             } else if let Some(m) = o.strip_prefix("mode=") {
-                mode = Some(u32::from_str_radix(m, 8).map_err(|_| MountFlagError::Tmpfs {
-                    value: t.clone(),
-                    detail: format!("invalid mode: '{m}'"),
-                })?);
+                mode = Some(
+                    u32::from_str_radix(m, 8).map_err(|_| MountFlagError::Tmpfs {
+                        value: t.clone(),
+                        detail: format!("invalid mode: '{m}'"),
+                    })?,
+                );
             }
         }
         out.mounts.push(Mount::Tmpfs {
@@ -480,9 +499,9 @@ fn parse_mount(value: &str, out: &mut RunMounts) -> Result<(), MountFlagError> {
         let flag = |val: Option<&str>| -> Result<bool, MountFlagError> {
             match val {
                 None => Ok(true),
-                Some(v) => parse_bool(v).ok_or_else(|| {
-                    bad(format!("invalid value for '{key}': {v}"))
-                }),
+                Some(v) => {
+                    parse_bool(v).ok_or_else(|| bad(format!("invalid value for '{key}': {v}")))
+                }
             }
         };
         match key.as_str() {
@@ -499,7 +518,10 @@ fn parse_mount(value: &str, out: &mut RunMounts) -> Result<(), MountFlagError> {
             "target" | "dst" | "destination" => target = val.unwrap_or_default().to_string(),
             "bind-propagation" => {
                 let p = val.unwrap_or_default();
-                if !matches!(p, "rprivate" | "private" | "rshared" | "shared" | "rslave" | "slave") {
+                if !matches!(
+                    p,
+                    "rprivate" | "private" | "rshared" | "shared" | "rslave" | "slave"
+                ) {
                     return Err(bad(format!("invalid value for {key}: {p}")));
                 }
             }
@@ -513,7 +535,9 @@ fn parse_mount(value: &str, out: &mut RunMounts) -> Result<(), MountFlagError> {
             }
             "tmpfs-size" => {
                 let s = val.unwrap_or_default();
-                size = Some(parse_size(s).ok_or_else(|| bad(format!("invalid value for {key}: {s}")))?);
+                size = Some(
+                    parse_size(s).ok_or_else(|| bad(format!("invalid value for {key}: {s}")))?,
+                );
             }
             "tmpfs-mode" => {
                 let m = val.unwrap_or_default();
@@ -551,9 +575,8 @@ fn parse_mount(value: &str, out: &mut RunMounts) -> Result<(), MountFlagError> {
                     "invalid mount path: '{source}' mount path must be absolute"
                 )));
             }
-            let canon = std::fs::canonicalize(path).map_err(|_| {
-                config(format!("bind source path does not exist: {source}"))
-            })?;
+            let canon = std::fs::canonicalize(path)
+                .map_err(|_| config(format!("bind source path does not exist: {source}")))?;
             out.mounts.push(Mount::Bind {
                 source: canon,
                 target,
@@ -589,19 +612,44 @@ mod tests {
     fn volume_flags_parse() {
         let r = run_mounts(
             &["data:/d:ro".into(), "/anon".into()],
-            &["type=tmpfs,target=/t,tmpfs-size=1m".into(), "src=v2,dst=/v2,readonly".into()],
+            &[
+                "type=tmpfs,target=/t,tmpfs-size=1m".into(),
+                "src=v2,dst=/v2,readonly".into(),
+            ],
             &["/run:size=64k,mode=755".into()],
             no_bind,
         )
         .unwrap();
         assert_eq!(r.volumes.len(), 3);
-        assert!(matches!(&r.volumes[0], VolumeSpec::Volume { name: Some(n), readonly: true, .. } if n == "data"));
-        assert!(matches!(&r.volumes[1], VolumeSpec::Volume { name: None, .. }));
-        assert!(matches!(&r.mounts[0], Mount::Tmpfs { size: Some(1048576), .. }));
-        assert!(matches!(&r.mounts[1], Mount::Tmpfs { mode: Some(0o755), .. }));
-        let err = |m: &str| run_mounts(&[], &[m.into()], &[], no_bind).unwrap_err().to_string();
+        assert!(
+            matches!(&r.volumes[0], VolumeSpec::Volume { name: Some(n), readonly: true, .. } if n == "data")
+        );
+        assert!(matches!(
+            &r.volumes[1],
+            VolumeSpec::Volume { name: None, .. }
+        ));
+        assert!(matches!(
+            &r.mounts[0],
+            Mount::Tmpfs {
+                size: Some(1048576),
+                ..
+            }
+        ));
+        assert!(matches!(
+            &r.mounts[1],
+            Mount::Tmpfs {
+                mode: Some(0o755),
+                ..
+            }
+        ));
+        let err = |m: &str| {
+            run_mounts(&[], &[m.into()], &[], no_bind)
+                .unwrap_err()
+                .to_string()
+        };
         assert!(err("type=bind,target=/x").contains("field Source must not be empty"));
-        assert!(err("type=bind,src=/nonexistent-kiln,target=/x").contains("bind source path does not exist"));
+        assert!(err("type=bind,src=/nonexistent-kiln,target=/x")
+            .contains("bind source path does not exist"));
         assert!(err("src=a").contains("target is required"));
         assert!(err("foo=bar,target=/x").contains("unexpected key 'foo'"));
         assert!(err("type=tmpfs,src=a,target=/x").contains("must not be specified"));

@@ -66,10 +66,17 @@ fn now_rfc3339() -> String {
 
 /// The runtime's own mount points (never part of a committed layer).
 fn stubs(c: &Container) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = ["proc", "dev", "sys", "etc/hosts", "etc/resolv.conf", "etc/hostname"]
-        .iter()
-        .map(PathBuf::from)
-        .collect();
+    let mut v: Vec<PathBuf> = [
+        "proc",
+        "dev",
+        "sys",
+        "etc/hosts",
+        "etc/resolv.conf",
+        "etc/hostname",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .collect();
     for m in &c.mounts {
         let t = match m {
             crate::sandbox::Mount::Bind { target, .. }
@@ -156,7 +163,9 @@ fn finish(
             obj.insert("history".into(), json!([h]));
         }
     }
-    let rootfs = obj.entry("rootfs").or_insert_with(|| json!({"type": "layers"}));
+    let rootfs = obj
+        .entry("rootfs")
+        .or_insert_with(|| json!({"type": "layers"}));
     match rootfs.get_mut("diff_ids").and_then(Value::as_array_mut) {
         Some(ids) => ids.push(json!(layer.diff_id)),
         None => rootfs["diff_ids"] = json!([layer.diff_id]),
@@ -306,12 +315,19 @@ pub fn apply_changes(config: &mut Value, changes: &[String]) -> Result<(), Commi
                 } else {
                     match arg.split_once(char::is_whitespace) {
                         Some((k, v)) => vec![(k.to_string(), v.trim().to_string())],
-                        None => return Err(CommitError::Change(format!("ENV needs a value: {ch}"))),
+                        None => {
+                            return Err(CommitError::Change(format!("ENV needs a value: {ch}")))
+                        }
                     }
                 };
                 let mut env: Vec<String> = cfg["Env"]
                     .as_array()
-                    .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(Value::as_str)
+                            .map(str::to_string)
+                            .collect()
+                    })
                     .unwrap_or_default();
                 for (k, v) in pairs {
                     env.retain(|e| e.split('=').next() != Some(k.as_str()));
@@ -321,7 +337,11 @@ pub fn apply_changes(config: &mut Value, changes: &[String]) -> Result<(), Commi
             }
             "EXPOSE" => {
                 for p in arg.split_whitespace() {
-                    let key = if p.contains('/') { p.to_string() } else { format!("{p}/tcp") };
+                    let key = if p.contains('/') {
+                        p.to_string()
+                    } else {
+                        format!("{p}/tcp")
+                    };
                     if !cfg["ExposedPorts"].is_object() {
                         cfg["ExposedPorts"] = json!({});
                     }
@@ -387,7 +407,10 @@ mod tests {
         assert_eq!(c["config"]["Cmd"], json!(["echo", "hi"]));
         assert_eq!(c["config"]["Env"], json!(["A=2", "B=3"]));
         assert_eq!(c["config"]["ExposedPorts"], json!({"80/tcp": {}}));
-        assert_eq!(c["config"]["Entrypoint"], json!(["/bin/sh", "-c", "top -b"]));
+        assert_eq!(
+            c["config"]["Entrypoint"],
+            json!(["/bin/sh", "-c", "top -b"])
+        );
         assert!(apply_changes(&mut c, &["RUN x".into()]).is_err());
     }
 }

@@ -248,7 +248,10 @@ pub fn export<W: io::Write>(c: &super::Container, dir: &Path, out: W) -> io::Res
     tar.follow_symlinks(false);
     let root = Found::View {
         rel: PathBuf::new(),
-        host: fs.view.lookup(Path::new("")).unwrap_or_else(|| dir.join("upper")),
+        host: fs
+            .view
+            .lookup(Path::new(""))
+            .unwrap_or_else(|| dir.join("upper")),
     };
     append_tree(&fs, &root, Path::new(""), &mut tar)?;
     tar.into_inner()
@@ -269,13 +272,21 @@ pub struct Change {
 pub fn changes(c: &super::Container, dir: &Path) -> Vec<Change> {
     let upper = dir.join("upper");
     let lower = LowerView::new(&c.lowers);
-    let mut stubs: Vec<PathBuf> = ["proc", "dev", "sys", "etc/hosts", "etc/resolv.conf", "etc/hostname"]
-        .iter()
-        .map(PathBuf::from)
-        .collect();
+    let mut stubs: Vec<PathBuf> = [
+        "proc",
+        "dev",
+        "sys",
+        "etc/hosts",
+        "etc/resolv.conf",
+        "etc/hostname",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .collect();
     for m in &c.mounts {
         let t = match m {
-            crate::sandbox::Mount::Bind { target, .. } | crate::sandbox::Mount::Tmpfs { target, .. } => target,
+            crate::sandbox::Mount::Bind { target, .. }
+            | crate::sandbox::Mount::Tmpfs { target, .. } => target,
         };
         stubs.extend(crate::snapshot::rel_components(t));
     }
@@ -345,7 +356,9 @@ fn walk_changes(
             // Copied up for a mount point only: unchanged for docker.
             let unchanged = below
                 .and_then(|b| std::fs::symlink_metadata(b).ok())
-                .is_some_and(|l| l.mode() == md.mode() && l.uid() == md.uid() && l.gid() == md.gid());
+                .is_some_and(|l| {
+                    l.mode() == md.mode() && l.uid() == md.uid() && l.gid() == md.gid()
+                });
             let opaque = crate::sys::lgetxattr(&upper.join(&r), crate::snapshot::opaque_xattr())
                 .ok()
                 .flatten()
@@ -398,7 +411,11 @@ pub fn writable_path(fs: &ContainerFs, rel: &Path, is_dir: bool) -> io::Result<P
         return Ok(p);
     }
     let comps: Vec<_> = rel.iter().collect();
-    let upto = if is_dir { comps.len() } else { comps.len().saturating_sub(1) };
+    let upto = if is_dir {
+        comps.len()
+    } else {
+        comps.len().saturating_sub(1)
+    };
     let mut cur = PathBuf::new();
     for c in &comps[..upto] {
         cur.push(c);

@@ -50,10 +50,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::sandbox::{self, Mount, Network};
 
-pub mod helper;
-pub mod launch;
 pub mod commit;
 pub mod files;
+pub mod helper;
+pub mod launch;
 pub mod lifecycle;
 pub mod logs;
 mod names;

@@ -407,15 +407,7 @@ pub fn from_options(
             Mount::Bind { target, .. } | Mount::Tmpfs { target, .. } => target.clone(),
         })
         .collect();
-    resolve(
-        kiln_root,
-        specs,
-        &image_volumes,
-        &from,
-        &ro,
-        &taken,
-        lowers,
-    )
+    resolve(kiln_root, specs, &image_volumes, &from, &ro, &taken, lowers)
 }
 
 /// What `kiln run` asks for besides host binds: volumes by name (created
@@ -455,12 +447,12 @@ pub fn resolve(
     let mut targets: Vec<String> = taken.iter().map(|t| clean(t)).collect();
     let view = LowerView::new(lowers);
     let add = |v: &Volume,
-                   target: &str,
-                   readonly: bool,
-                   anonymous: bool,
-                   nocopy: bool,
-                   mounts: &mut Vec<Mount>,
-                   recs: &mut Vec<VolumeMount>|
+               target: &str,
+               readonly: bool,
+               anonymous: bool,
+               nocopy: bool,
+               mounts: &mut Vec<Mount>,
+               recs: &mut Vec<VolumeMount>|
      -> Result<()> {
         let m = v.mount(target, readonly);
         if !nocopy {
@@ -526,7 +518,10 @@ pub fn resolve(
                 readonly,
             } = m
             {
-                let own_volume = from.volumes.iter().any(|v| clean(&v.target) == clean(target));
+                let own_volume = from
+                    .volumes
+                    .iter()
+                    .any(|v| clean(&v.target) == clean(target));
                 if own_volume || targets.contains(&clean(target)) {
                     continue;
                 }
@@ -552,7 +547,10 @@ pub fn resolve(
 
 /// `/a/b/` and `/a//b` are `/a/b`.
 fn clean(p: &str) -> String {
-    let parts: Vec<&str> = p.split('/').filter(|s| !s.is_empty() && *s != ".").collect();
+    let parts: Vec<&str> = p
+        .split('/')
+        .filter(|s| !s.is_empty() && *s != ".")
+        .collect();
     format!("/{}", parts.join("/"))
 }
 
@@ -580,7 +578,8 @@ pub fn fill_from_image(view: &LowerView, target: &str, data: &Path) -> Result<()
     if !md.is_dir() {
         return Ok(());
     }
-    super::files::copy_merged(view, &rel, data).map_err(io_err("copying image content to", data))?;
+    super::files::copy_merged(view, &rel, data)
+        .map_err(io_err("copying image content to", data))?;
     let _ = std::os::unix::fs::lchown(data, Some(md.uid()), Some(md.gid()));
     let _ = fs::set_permissions(data, fs::Permissions::from_mode(md.mode() & 0o7777));
     Ok(())
@@ -617,6 +616,8 @@ mod tests {
         assert_eq!(vs.list().unwrap().len(), 2);
         vs.remove(&[], "data").unwrap();
         assert!(matches!(vs.get("data"), Err(VolumeError::NotFound(_))));
-        assert!(vs.create(Some("x/y"), "local", BTreeMap::new(), BTreeMap::new()).is_err());
+        assert!(vs
+            .create(Some("x/y"), "local", BTreeMap::new(), BTreeMap::new())
+            .is_err());
     }
 }
