@@ -124,9 +124,12 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
             container,
             reference,
         } => {
-            let Some(c) = find(&store, &container) else {
+            let Some(mut c) = find(&store, &container) else {
                 return Ok(ExitCode::from(1));
             };
+            if let Some(m) = platform_manifest(&root, &c) {
+                c.image_id = m;
+            }
             let opts = CommitOptions {
                 reference,
                 changes: change,
@@ -200,6 +203,22 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
             }
         }),
     }
+}
+
+/// The manifest of this host's platform when the container's image is an
+/// index (a multi-platform image): what a commit adds its layer to.
+fn platform_manifest(root: &Root, c: &Container) -> Option<String> {
+    let d: kiln_cache::Digest = c.image_id.parse().ok()?;
+    let bytes = root.blobs().read(&d).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    v.get("manifests")?;
+    let mt = v
+        .get("mediaType")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or(kiln_cache::media::OCI_INDEX);
+    let desc = kiln_cache::image::descriptor(mt, &d, bytes.len() as u64);
+    let r = kiln_cache::image::resolve(root.blobs(), &desc, None, &c.image).ok()?;
+    Some(r.descriptor.digest().to_string())
 }
 
 fn find(store: &Store, key: &str) -> Option<Container> {
