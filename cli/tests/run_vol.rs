@@ -146,7 +146,17 @@ fn volume_commands_as_docker() {
 
     // prune: unused anonymous volumes only (a `volume create` without a
     // name is not anonymous, as in docker 23+), all unused ones with -a.
-    k.ok(&["run", "--network", "none", "--name", "a", "-v", "/x", BB, "true"]);
+    k.ok(&[
+        "run",
+        "--network",
+        "none",
+        "--name",
+        "a",
+        "-v",
+        "/x",
+        BB,
+        "true",
+    ]);
     let with_anon = k.volumes();
     let anon_of_a = with_anon
         .iter()
@@ -154,7 +164,10 @@ fn volume_commands_as_docker() {
         .unwrap()
         .clone();
     let out = k.ok(&["volume", "prune", "-f"]);
-    assert_eq!(out, "Total reclaimed space: 0B\n", "still used by container a");
+    assert_eq!(
+        out, "Total reclaimed space: 0B\n",
+        "still used by container a"
+    );
     k.ok(&["rm", "a"]);
     let out = k.ok(&["volume", "prune", "-f"]);
     assert!(out.starts_with("Deleted Volumes:\n"), "{out}");
