@@ -168,6 +168,18 @@ impl Root {
         path.join("containers")
     }
 
+    /// `volumes/`: named and anonymous volumes of `kiln run`, each
+    /// `volumes/<name>/_data` (docker's layout) beside its `opts.json`.
+    pub fn volumes_dir(&self) -> PathBuf {
+        Self::volumes_dir_of(&self.path)
+    }
+
+    /// [`Root::volumes_dir`] of a store known by its path only (the
+    /// container helper removes `--rm` containers' anonymous volumes).
+    pub fn volumes_dir_of(path: &Path) -> PathBuf {
+        path.join("volumes")
+    }
+
     /// `locks/`: flock files.
     pub fn locks_dir(&self) -> PathBuf {
         self.path.join(LOCKS)

@@ -41,6 +41,10 @@ enum Command {
     Run(commands::run::Cmd),
     #[command(flatten)]
     Worker(commands::worker::Cmd),
+    #[command(flatten)]
+    Volume(commands::volume::Cmd),
+    #[command(flatten)]
+    ContainerFiles(commands::container_files::Cmd),
 }
 
 fn main() -> std::process::ExitCode {
@@ -61,6 +65,8 @@ fn main() -> std::process::ExitCode {
         Command::Registry(c) => commands::registry::run(c),
         Command::Run(c) => commands::run::run(c),
         Command::Worker(c) => commands::worker::run(c),
+        Command::Volume(c) => commands::volume::run(c),
+        Command::ContainerFiles(c) => commands::container_files::run(c),
     };
     match result {
         Ok(code) => code,

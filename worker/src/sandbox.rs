@@ -198,6 +198,11 @@ pub struct SandboxSpec {
     /// besides those that can be opened in the sandbox.
     #[serde(default)]
     pub devices: Vec<Device>,
+    /// `kiln run --read-only`: the root filesystem is remounted read-only
+    /// once every mount is in place (volumes, tmpfs and /dev stay
+    /// writable), as runc's `readonlyRootfs`.
+    #[serde(default)]
+    pub readonly_rootfs: bool,
 }
 
 /// A host device node given to a sandbox (`--device HOST[:CONTAINER[:PERMS]]`).
@@ -246,6 +251,7 @@ impl SandboxSpec {
             seccomp: crate::seccomp::Seccomp::Default,
             privileged: false,
             devices: Vec::new(),
+            readonly_rootfs: false,
         }
     }
 
@@ -854,6 +860,8 @@ pub enum Step {
     Binfmt(String),
     /// Make the rootfs the process's `/` and detach the host's.
     PivotRoot,
+    /// Remount `/` read-only (`--read-only`), right after the pivot.
+    ReadonlyRoot,
     /// Hide a kernel interface as docker does: /dev/null over a file, an
     /// empty read-only tmpfs over a directory; skipped when absent.
     MaskPath(PathBuf),
@@ -1068,6 +1076,9 @@ pub fn plan(spec: &SandboxSpec) -> Vec<Step> {
         }
     }
     s.push(Step::PivotRoot);
+    if spec.readonly_rootfs {
+        s.push(Step::ReadonlyRoot);
+    }
     s.push(Step::SetHostname(spec.hostname.clone()));
     let rl = if spec.rlimits.is_empty() {
         SandboxSpec::default_rlimits()
@@ -1410,6 +1421,16 @@ fn child(spec: &SandboxSpec, steps: &[Step], errfd: RawFd) -> Result<Never, Star
                     .map_err(|e| format!("unmounting the host root: {e}"))?;
                 sys::chdir(Path::new("/")).map_err(|e| format!("chdir /: {e}"))?;
                 rootfd = None;
+            }
+            Step::ReadonlyRoot => {
+                sys::mount(
+                    None,
+                    Path::new("/"),
+                    None,
+                    libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY,
+                    None,
+                )
+                .map_err(|e| format!("remounting / read-only: {e}"))?;
             }
             Step::MaskPath(target) => {
                 let root = rootfd.as_ref().ok_or("rootfs not bound")?.as_raw_fd();

@@ -809,7 +809,7 @@ pub(crate) fn copy_node(s: &Path, d: &Path, md: &std::fs::Metadata) -> Result<()
     copy_meta(s, d, md)
 }
 
-fn copy_meta(s: &Path, d: &Path, md: &std::fs::Metadata) -> Result<(), SnapshotError> {
+pub(crate) fn copy_meta(s: &Path, d: &Path, md: &std::fs::Metadata) -> Result<(), SnapshotError> {
     crate::userns::tolerate_unmapped(std::os::unix::fs::lchown(d, Some(md.uid()), Some(md.gid())))
         .map_err(io_err("chown", d))?;
     for (k, v) in sys::llist_xattrs(s).map_err(io_err("listxattr", s))? {

@@ -72,6 +72,9 @@ pub enum Cmd {
         /// Kill a running container first.
         #[arg(short, long)]
         force: bool,
+        /// Remove the anonymous volumes of the containers too.
+        #[arg(short = 'v', long = "volumes")]
+        volumes: bool,
         /// Containers (names or IDs).
         #[arg(required = true)]
         containers: Vec<String>,
@@ -139,7 +142,8 @@ pub struct RunArgs {
     /// Replace the image's ENTRYPOINT (and drop its CMD).
     #[arg(long)]
     entrypoint: Option<String>,
-    /// Bind mount a host path: HOST:CONTAINER[:ro|:rw].
+    /// Bind mount a host path (HOST:CONTAINER[:ro|:rw]), mount a named
+    /// volume (NAME:CONTAINER[:ro]) or an anonymous one (CONTAINER).
     #[arg(short = 'v', long = "volume")]
     volume: Vec<String>,
     /// host (the default here) or none (only loopback).
@@ -159,6 +163,21 @@ pub struct RunArgs {
     /// device.
     #[arg(long = "device", value_name = "HOST[:CONTAINER[:PERMS]]")]
     device: Vec<String>,
+    // --- vol flags
+    /// Attach a filesystem mount: type=volume|bind|tmpfs,source=,target=,
+    /// readonly,volume-opt=,volume-nocopy,tmpfs-size=,tmpfs-mode=,
+    /// bind-propagation=.
+    #[arg(long = "mount", value_name = "MOUNT")]
+    mount: Vec<String>,
+    /// Mount a tmpfs: PATH[:size=…,mode=…].
+    #[arg(long = "tmpfs", value_name = "PATH[:OPTIONS]")]
+    tmpfs: Vec<String>,
+    /// Mount the container's root filesystem read-only.
+    #[arg(long = "read-only")]
+    read_only: bool,
+    /// Mount the volumes of these containers: CONTAINER[:ro|:rw].
+    #[arg(long = "volumes-from", value_name = "CONTAINER[:ro|:rw]")]
+    volumes_from: Vec<String>,
     #[command(flatten)]
     process: ProcessArgs,
     /// IMAGE [COMMAND [ARG...]]: the image (name or ID; pulled when
@@ -194,7 +213,11 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
             container,
         } => logs(follow, &tail, &container),
         Cmd::Stop { time, containers } => stop(time, &containers),
-        Cmd::Rm { force, containers } => rm(force, &containers),
+        Cmd::Rm {
+            force,
+            volumes,
+            containers,
+        } => rm(force, volumes, &containers),
         Cmd::Exec {
             process:
                 ProcessArgs {
@@ -237,6 +260,8 @@ enum RunFailure {
     Store(#[from] kiln_cache::Error),
     #[error(transparent)]
     Container(#[from] ContainerError),
+    #[error(transparent)]
+    MountFlag(#[from] super::volume::MountFlagError),
 }
 
 fn run_container(mut a: RunArgs) -> Result<ExitCode, RunFailure> {
@@ -245,11 +270,7 @@ fn run_container(mut a: RunArgs) -> Result<ExitCode, RunFailure> {
     let root = Root::from_env()?;
     let store = Store::open(root.path())?;
     let network = parse_network(&a.network)?;
-    let mounts = a
-        .volume
-        .iter()
-        .map(|v| parse_volume(v))
-        .collect::<Result<Vec<_>, _>>()?;
+    let vol = super::volume::run_mounts(&a.volume, &a.mount, &a.tmpfs, parse_volume)?;
     let seccomp = parse_security_opts(&a.security_opt)?;
     let devices = a
         .device
@@ -267,12 +288,15 @@ fn run_container(mut a: RunArgs) -> Result<ExitCode, RunFailure> {
         name: a.name,
         hostname: a.hostname,
         network,
-        mounts,
+        mounts: vol.mounts,
         devices,
         seccomp,
         auto_remove: a.rm,
         snapshotter: super::snapshotter::resolve(a.snapshotter.as_deref(), &root)
             .map_err(|e| FlagError::Snapshotter(e.to_string()))?,
+        volume_specs: vol.volumes,
+        volumes_from: a.volumes_from,
+        read_only: a.read_only,
     };
     let c = container::run::create(&root, &store, opts, || {
         eprintln!("Unable to find image '{image}' locally")
@@ -586,12 +610,18 @@ fn stop(time: u64, keys: &[String]) -> Result<ExitCode> {
     })
 }
 
-fn rm(force: bool, keys: &[String]) -> Result<ExitCode> {
-    let (_root, store) = open_store()?;
+fn rm(force: bool, volumes: bool, keys: &[String]) -> Result<ExitCode> {
+    let (root, store) = open_store()?;
     let mut failed = false;
     for key in keys {
+        let before = store.find(key).ok();
         match container::remove_named(&store, key, force) {
-            Ok(()) => println!("{key}"),
+            Ok(()) => {
+                if let (true, Some(c)) = (volumes, before) {
+                    container::volumes::remove_anonymous(root.path(), &c);
+                }
+                println!("{key}")
+            }
             Err(ContainerError::State { detail, .. }) => {
                 eprintln!("Error response from daemon: {detail}");
                 failed = true;

@@ -213,6 +213,7 @@ fn run_helper(one_thread: &SingleThreaded, dir: &Path, detach: bool) -> i32 {
     });
     if c.auto_remove {
         let _ = store.remove(&id);
+        super::volumes::remove_anonymous_of(store_dir, &c);
     }
     code
 }
@@ -427,6 +428,7 @@ fn container_init(c: &Container, dir: &Path, out: RawFd, err: RawFd, errfd: RawF
     spec.mounts = c.mounts.clone();
     spec.seccomp = c.seccomp.clone();
     spec.devices = c.devices.clone();
+    spec.readonly_rootfs = c.read_only;
     let steps = sandbox::plan(&spec);
     sandbox::carry_out(&spec, &steps, errfd)
 }

@@ -50,6 +50,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::sandbox::{self, Mount, Network};
 
+pub mod commit;
+pub mod files;
 pub mod helper;
 pub mod launch;
 pub mod lifecycle;
@@ -57,6 +59,7 @@ pub mod logs;
 mod names;
 pub mod run;
 pub mod store;
+pub mod volumes;
 
 pub use helper::{
     forward_signals, helper_main, start_failure_code, ExecSpec, EXEC_SPEC_ENV, HELPER_SUBCOMMAND,
@@ -185,6 +188,14 @@ pub struct Container {
     /// kiln's FUSE overlay, a copy, or `auto`).
     #[serde(default)]
     pub snapshotter: crate::snapshotter::Snapshotter,
+    // --- vol
+    /// The volumes it mounts (named, anonymous, from `--volumes-from`):
+    /// what keeps them in use, and what `rm -v` removes.
+    #[serde(default)]
+    pub volumes: Vec<volumes::VolumeMount>,
+    /// `--read-only`: the root filesystem is mounted read-only.
+    #[serde(default)]
+    pub read_only: bool,
 }
 
 impl Container {

@@ -66,6 +66,8 @@ pub enum RunError {
     Exe(#[source] io::Error),
     #[error(transparent)]
     Launch(#[from] LaunchError),
+    #[error(transparent)]
+    Volume(#[from] super::volumes::VolumeError),
 }
 
 /// `kiln run`'s options once the flags are parsed: what the image's config
@@ -95,6 +97,13 @@ pub struct RunOptions {
     pub auto_remove: bool,
     /// `--snapshotter`.
     pub snapshotter: crate::snapshotter::Snapshotter,
+    // --- vol
+    /// `-v NAME:/path`, `-v /path`, `--mount type=volume`.
+    pub volume_specs: Vec<super::volumes::VolumeSpec>,
+    /// `--volumes-from C[:ro|:rw]`.
+    pub volumes_from: Vec<String>,
+    /// `--read-only`.
+    pub read_only: bool,
 }
 
 /// Makes the container for `opts` in `store`: the image is found (or
@@ -166,6 +175,17 @@ pub fn create(
         .unwrap_or_else(|| "/".into());
     let user = opts.user.unwrap_or_else(|| text("User"));
     let lowers = layer_dirs(root, &resolved)?;
+    let (vol_mounts, volumes) = super::volumes::from_options(
+        root.path(),
+        store,
+        &cfg,
+        &opts.volume_specs,
+        &opts.volumes_from,
+        &opts.mounts,
+        &lowers,
+    )?;
+    let mut mounts = opts.mounts;
+    mounts.extend(vol_mounts);
     let c = Container {
         id: String::new(),
         name: opts.name.unwrap_or_default(),
@@ -177,7 +197,7 @@ pub fn create(
         user,
         hostname: opts.hostname.unwrap_or_default(),
         network: opts.network,
-        mounts: opts.mounts,
+        mounts,
         lowers,
         auto_remove: opts.auto_remove,
         created: now(),
@@ -192,6 +212,8 @@ pub fn create(
         seccomp: opts.seccomp,
         devices: opts.devices,
         snapshotter: opts.snapshotter,
+        volumes,
+        read_only: opts.read_only,
     };
     let c = store.create(c)?;
     Ok(if c.hostname.is_empty() {
