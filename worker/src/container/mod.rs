@@ -50,11 +50,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::sandbox::{self, Mount, Network};
 
+pub mod attach;
 pub mod helper;
 pub mod launch;
 pub mod lifecycle;
 pub mod logs;
 mod names;
+pub mod pty;
 pub mod run;
 pub mod store;
 
@@ -185,6 +187,23 @@ pub struct Container {
     /// kiln's FUSE overlay, a copy, or `auto`).
     #[serde(default)]
     pub snapshotter: crate::snapshotter::Snapshotter,
+    // --- tty
+    /// `-t` and `-i` as the container was made with them.
+    #[serde(default)]
+    pub tty: TtyConfig,
+}
+
+/// A container's terminal settings (docker's `Config.Tty` and
+/// `Config.OpenStdin`): with `tty` its helper holds a pseudo-terminal and
+/// serves the attach socket ([`pty`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TtyConfig {
+    /// `-t`: the process gets a pseudo-terminal.
+    #[serde(default)]
+    pub tty: bool,
+    /// `-i`: its stdin is kept open for attached clients.
+    #[serde(default)]
+    pub open_stdin: bool,
 }
 
 impl Container {

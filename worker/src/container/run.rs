@@ -95,6 +95,9 @@ pub struct RunOptions {
     pub auto_remove: bool,
     /// `--snapshotter`.
     pub snapshotter: crate::snapshotter::Snapshotter,
+    // --- tty
+    /// `-t`, `-i`.
+    pub tty: super::TtyConfig,
 }
 
 /// Makes the container for `opts` in `store`: the image is found (or
@@ -192,6 +195,7 @@ pub fn create(
         seccomp: opts.seccomp,
         devices: opts.devices,
         snapshotter: opts.snapshotter,
+        tty: opts.tty,
     };
     let c = store.create(c)?;
     Ok(if c.hostname.is_empty() {
@@ -238,6 +242,9 @@ pub struct ExecOptions {
     pub env: Vec<String>,
     pub workdir: Option<String>,
     pub user: Option<String>,
+    // --- tty
+    /// `-t`: a pseudo-terminal of this size (rows, columns; 0 unknown).
+    pub tty: Option<(u16, u16)>,
 }
 
 /// Why `kiln exec` could not start its process.
@@ -275,6 +282,7 @@ pub fn exec_spec(c: &Container, opts: ExecOptions) -> Result<ExecSpec, ExecError
         user: opts.user.unwrap_or_else(|| c.user.clone()),
         join_net: c.network == Network::None,
         seccomp: c.seccomp.clone(),
+        tty: opts.tty,
     })
 }
 
