@@ -26,6 +26,8 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     #[command(flatten)]
+    Attach(commands::attach::Cmd),
+    #[command(flatten)]
     Build(commands::build::Cmd),
     #[command(flatten)]
     Check(commands::check::Cmd),
@@ -49,7 +51,7 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     rootless::pause_if_asked();
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(|e| commands::attach::flag_error(e));
     // Checking and parsing Dockerfiles touch no store: no namespace needed.
     if !matches!(cli.command, Command::Check(_) | Command::Frontend(_)) {
         if let Err(code) = rootless::enter_if_needed() {
@@ -57,6 +59,7 @@ fn main() -> std::process::ExitCode {
         }
     }
     let result = match cli.command {
+        Command::Attach(c) => commands::attach::run(c),
         Command::Build(c) => commands::build::run(c),
         Command::Check(c) => commands::check::run(c),
         Command::Compose(c) => commands::compose::run(c),

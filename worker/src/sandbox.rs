@@ -203,6 +203,24 @@ pub struct SandboxSpec {
     /// writable), as runc's `readonlyRootfs`.
     #[serde(default)]
     pub readonly_rootfs: bool,
+    /// `kiln run -t` / `exec -t`: the process gets a pseudo-terminal of
+    /// the sandbox's own devpts (see [`Terminal`]).
+    #[serde(default)]
+    pub terminal: Option<Terminal>,
+}
+
+/// A pseudo-terminal for the process (docker's `-t`), made inside the
+/// sandbox after the pivot, so it is `/dev/pts/0` of the sandbox's own
+/// devpts: the slave becomes the process's stdin, stdout, stderr and
+/// controlling terminal; the master goes over `socket` (SCM_RIGHTS) to the
+/// helper, which holds it (as runc's console socket).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Terminal {
+    /// The window size to start with (0 when unknown).
+    pub rows: u16,
+    pub cols: u16,
+    /// The unix socket (an fd inherited over the fork) for the master.
+    pub socket: i32,
 }
 
 /// A host device node given to a sandbox (`--device HOST[:CONTAINER[:PERMS]]`).
@@ -252,6 +270,7 @@ impl SandboxSpec {
             privileged: false,
             devices: Vec::new(),
             readonly_rootfs: false,
+            terminal: None,
         }
     }
 
@@ -869,6 +888,9 @@ pub enum Step {
     /// remount), e.g. /proc/sys; skipped when absent.
     ReadonlyPath(PathBuf),
     SetHostname(String),
+    /// Make the pseudo-terminal ([`Terminal`]): after the hostname, so
+    /// `exec`'s tail of the plan has it too.
+    Terminal(Terminal),
     SetRlimits(Vec<Rlimit>),
     /// Close every inherited fd but stdio and the error pipe, so no host
     /// directory stays reachable through /proc/self/fd.
@@ -1080,6 +1102,9 @@ pub fn plan(spec: &SandboxSpec) -> Vec<Step> {
         s.push(Step::ReadonlyRoot);
     }
     s.push(Step::SetHostname(spec.hostname.clone()));
+    if let Some(t) = spec.terminal {
+        s.push(Step::Terminal(t));
+    }
     let rl = if spec.rlimits.is_empty() {
         SandboxSpec::default_rlimits()
     } else {
@@ -1492,6 +1517,7 @@ fn child(spec: &SandboxSpec, steps: &[Step], errfd: RawFd) -> Result<Never, Star
             Step::SetHostname(h) => {
                 sys::sethostname(h).map_err(|e| format!("sethostname: {e}"))?;
             }
+            Step::Terminal(t) => crate::container::pty::make_terminal(t)?,
             Step::SetRlimits(limits) => {
                 for l in limits {
                     let (_, cur_hard) =

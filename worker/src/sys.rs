@@ -1188,3 +1188,213 @@ pub fn fallocate(file: &std::fs::File, mode: i32, offset: u64, len: u64) -> io::
     })
     .map(drop)
 }
+
+// ---------------------------------------------------------------------------
+// Terminals: the container's pseudo-terminal and the caller's raw mode.
+
+/// Opens a new pseudo-terminal from `/dev/ptmx` as this process sees it
+/// (inside the container: its own devpts, so the process sees
+/// `/dev/pts/0`): the unlocked master and its slave, both close-on-exec
+/// and neither becoming our controlling terminal.
+pub fn open_pty() -> io::Result<(OwnedFd, OwnedFd)> {
+    let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
+    // SAFETY: a static C string and integer flags.
+    let m = check(unsafe { libc::open(c"/dev/ptmx".as_ptr(), flags) })?;
+    // SAFETY: m is a fresh fd owned by nobody else.
+    let master = unsafe { OwnedFd::from_raw_fd(m) };
+    let mut unlock: libc::c_int = 0;
+    // SAFETY: TIOCSPTLCK reads one int through the pointer.
+    check(unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &mut unlock) })?;
+    // SAFETY: TIOCGPTPEER takes the open flags and returns a new fd.
+    let s = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER, flags) };
+    let slave = if s >= 0 {
+        // SAFETY: s is a fresh fd owned by nobody else.
+        unsafe { OwnedFd::from_raw_fd(s) }
+    } else {
+        // Kernels before 4.13: by number, beneath the same devpts.
+        let mut n: libc::c_uint = 0;
+        // SAFETY: TIOCGPTN writes one unsigned int through the pointer.
+        check(unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTN, &mut n) })?;
+        let path = cstr(format!("/dev/pts/{n}"))?;
+        // SAFETY: a valid C string and integer flags.
+        let s = check(unsafe { libc::open(path.as_ptr(), flags) })?;
+        // SAFETY: s is a fresh fd owned by nobody else.
+        unsafe { OwnedFd::from_raw_fd(s) }
+    };
+    Ok((master, slave))
+}
+
+/// Makes the terminal `fd` this process's controlling terminal (it must
+/// lead a session that has none).
+pub fn set_controlling_tty(fd: RawFd) -> io::Result<()> {
+    // SAFETY: TIOCSCTTY takes an integer argument.
+    check(unsafe { libc::ioctl(fd, libc::TIOCSCTTY, 0) }).map(drop)
+}
+
+/// The window size of the terminal `fd`: (rows, columns); `None` when it
+/// is no terminal.
+pub fn window_size(fd: RawFd) -> Option<(u16, u16)> {
+    // SAFETY: a zeroed winsize is valid; TIOCGWINSZ fills it.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: TIOCGWINSZ writes a winsize through the pointer.
+    let r = unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) };
+    (r == 0).then_some((ws.ws_row, ws.ws_col))
+}
+
+/// Sets the window size of the terminal `fd` (on a master: the kernel
+/// sends SIGWINCH to the terminal's foreground process group).
+pub fn set_window_size(fd: RawFd, rows: u16, cols: u16) -> io::Result<()> {
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads a winsize through the pointer.
+    check(unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &ws) }).map(drop)
+}
+
+/// isatty(3).
+pub fn is_terminal(fd: RawFd) -> bool {
+    // SAFETY: integer argument.
+    unsafe { libc::isatty(fd) == 1 }
+}
+
+/// A terminal's settings, to put back after raw mode.
+#[derive(Clone, Copy)]
+pub struct TermMode(libc::termios);
+
+impl std::fmt::Debug for TermMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TermMode")
+    }
+}
+
+/// Puts the terminal `fd` in raw mode (cfmakeraw, as docker's
+/// `term.MakeRaw`): the previous settings, for [`restore_terminal`].
+pub fn make_raw(fd: RawFd) -> io::Result<TermMode> {
+    // SAFETY: a zeroed termios is valid; tcgetattr fills it.
+    let mut t: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: tcgetattr writes a termios through the pointer.
+    check(unsafe { libc::tcgetattr(fd, &mut t) })?;
+    let saved = TermMode(t);
+    // SAFETY: cfmakeraw edits the termios in place.
+    unsafe { libc::cfmakeraw(&mut t) };
+    // SAFETY: tcsetattr reads a termios through the pointer.
+    check(unsafe { libc::tcsetattr(fd, libc::TCSANOW, &t) })?;
+    Ok(saved)
+}
+
+/// Puts back settings [`make_raw`] returned.
+pub fn restore_terminal(fd: RawFd, mode: &TermMode) {
+    // SAFETY: tcsetattr reads a termios through the pointer.
+    unsafe { libc::tcsetattr(fd, libc::TCSANOW, &mode.0) };
+}
+
+/// Write end of the pipe [`signal_pipe`]'s handler writes to (-1: none).
+static SIGNAL_PIPE: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+extern "C" fn note_signal(sig: libc::c_int) {
+    let fd = SIGNAL_PIPE.load(std::sync::atomic::Ordering::Relaxed);
+    if fd >= 0 {
+        let b = sig as u8;
+        // SAFETY: write is async-signal-safe; one byte from the stack.
+        unsafe { libc::write(fd, (&b as *const u8).cast(), 1) };
+    }
+}
+
+/// Turns `signals` into bytes (the signal number) readable from the
+/// returned pipe, so a poll loop sees them (the self-pipe trick); the
+/// write end is non-blocking, so a full pipe drops signals, never blocks.
+pub fn signal_pipe(signals: &[libc::c_int]) -> io::Result<OwnedFd> {
+    let mut p = [0 as RawFd; 2];
+    // SAFETY: pipe2 writes two fds into the array.
+    check(unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) })?;
+    // SAFETY: p[0] is fresh and owned by nobody else; p[1] stays open for
+    // the life of the process (the handler may write to it at any time).
+    let r = unsafe { OwnedFd::from_raw_fd(p[0]) };
+    let old = SIGNAL_PIPE.swap(p[1], std::sync::atomic::Ordering::Relaxed);
+    if old >= 0 {
+        // SAFETY: the previous write end was ours alone.
+        unsafe { libc::close(old) };
+    }
+    for &sig in signals {
+        // SAFETY: a zeroed sigaction is valid; the handler only loads an
+        // atomic and calls async-signal-safe write.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = note_signal as *const () as usize;
+            sa.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
+    Ok(r)
+}
+
+/// Sends the open fd `fd` over the unix socket `sock` (SCM_RIGHTS), with
+/// one byte of data.
+pub fn send_fd(sock: RawFd, fd: RawFd) -> io::Result<()> {
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
+    let mut cbuf = vec![0u64; space.div_ceil(8)];
+    // SAFETY: a zeroed msghdr is valid; its pointers are set below to live
+    // buffers, and the control message is built within cbuf.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cbuf.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), fd);
+        check_long(libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL) as libc::c_long).map(drop)
+    }
+}
+
+/// Receives an fd [`send_fd`] sent (close-on-exec); `None` when the peer
+/// closed the socket without sending one.
+pub fn recv_fd(sock: RawFd) -> io::Result<Option<OwnedFd>> {
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
+    let mut cbuf = vec![0u64; space.div_ceil(8)];
+    // SAFETY: a zeroed msghdr is valid; its pointers are set to live
+    // buffers; the control message is read only when the kernel wrote one.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cbuf.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+        let n = loop {
+            let n = libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC);
+            if n < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            break n;
+        };
+        check_long(n as libc::c_long)?;
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        if n == 0 || cmsg.is_null() {
+            return Ok(None);
+        }
+        if (*cmsg).cmsg_level != libc::SOL_SOCKET || (*cmsg).cmsg_type != libc::SCM_RIGHTS {
+            return Ok(None);
+        }
+        let fd = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>());
+        Ok(Some(OwnedFd::from_raw_fd(fd)))
+    }
+}

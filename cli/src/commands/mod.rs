@@ -1,5 +1,6 @@
 //! One module per group of subcommands.
 
+pub mod attach;
 pub mod build;
 pub mod build_flags;
 pub mod check;

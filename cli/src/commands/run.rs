@@ -29,6 +29,9 @@ use crate::units;
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// Run a command in a new container.
+    // `-h` is docker's --hostname: clap's automatic `-h` help is off and
+    // `--help` comes back in RunArgs.
+    #[command(disable_help_flag = true)]
     Run(Box<RunArgs>),
     /// List containers (docker's columns).
     Ps {
@@ -83,14 +86,19 @@ pub enum Cmd {
     Exec {
         #[command(flatten)]
         process: ProcessArgs,
+        // --- tty flags
+        #[command(flatten)]
+        exec_tty: super::attach::ExecTtyArgs,
         /// CONTAINER COMMAND [ARG...]: the container (name or ID), then the
         /// command; everything after the container belongs to the command.
+        /// Flags before the container are kiln's (an unknown one is an
+        /// error, never a container name); everything from the container
+        /// on is the command's, flags included.
         #[arg(
             value_name = "CONTAINER COMMAND [ARG...]",
             required = true,
             num_args = 2..,
-            trailing_var_arg = true,
-            allow_hyphen_values = true
+            trailing_var_arg = true
         )]
         container_and_command: Vec<String>,
     },
@@ -150,7 +158,7 @@ pub struct RunArgs {
     #[arg(long, default_value = "host")]
     network: String,
     /// The container's hostname (default: its short ID).
-    #[arg(long)]
+    #[arg(short = 'h', long)]
     hostname: Option<String>,
     /// Security options: `seccomp=unconfined` (no filter) or
     /// `seccomp=PROFILE.json` (docker's profile format); docker's default
@@ -178,17 +186,20 @@ pub struct RunArgs {
     /// Mount the volumes of these containers: CONTAINER[:ro|:rw].
     #[arg(long = "volumes-from", value_name = "CONTAINER[:ro|:rw]")]
     volumes_from: Vec<String>,
+    // --- tty flags
+    #[command(flatten)]
+    tty: super::attach::RunTtyArgs,
     #[command(flatten)]
     process: ProcessArgs,
     /// IMAGE [COMMAND [ARG...]]: the image (name or ID; pulled when
-    /// absent), then the command replacing its CMD. Everything after the
-    /// image belongs to the command, flags included.
+    /// absent), then the command replacing its CMD. Flags before the image
+    /// are kiln's (an unknown one is an error, never an image name);
+    /// everything after the image belongs to the command, flags included.
     #[arg(
         value_name = "IMAGE [COMMAND [ARG...]]",
         required = true,
         num_args = 1..,
-        trailing_var_arg = true,
-        allow_hyphen_values = true
+        trailing_var_arg = true
     )]
     image_and_args: Vec<String>,
 }
@@ -226,11 +237,20 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
                     user,
                     interactive,
                 },
+            exec_tty,
             mut container_and_command,
         } => {
             let command = container_and_command.split_off(1);
             let container = container_and_command.concat();
-            exec(env, workdir, user, interactive, &container, command)
+            exec(
+                env,
+                workdir,
+                user,
+                interactive,
+                &exec_tty,
+                &container,
+                command,
+            )
         }
         Cmd::ContainerHelper { args } => Ok(exit(container::helper_main(&args))),
     }
@@ -297,10 +317,33 @@ fn run_container(mut a: RunArgs) -> Result<ExitCode, RunFailure> {
         volume_specs: vol.volumes,
         volumes_from: a.volumes_from,
         read_only: a.read_only,
+        tty: container::TtyConfig {
+            tty: a.tty.tty,
+            open_stdin: a.process.interactive,
+        },
     };
+    // --- tty: refused before anything is made, as docker.
+    let keys = match super::attach::parse_keys(a.tty.detach_keys.as_deref()) {
+        Ok(k) => k,
+        Err(code) => return Ok(code),
+    };
+    if !a.detach {
+        if let Err(msg) = super::attach::check_tty(a.tty.tty, a.process.interactive) {
+            eprintln!("{msg}");
+            return Ok(ExitCode::from(1));
+        }
+    }
     let c = container::run::create(&root, &store, opts, || {
         eprintln!("Unable to find image '{image}' locally")
     })?;
+    if a.tty.tty && !a.detach {
+        return Ok(super::attach::run_attached(
+            &store,
+            &c,
+            a.process.interactive,
+            keys,
+        ));
+    }
     Ok(
         match container::run::start(&store, &c, a.detach, a.process.interactive)? {
             Started::Detached(StartReport::Started) => {
@@ -646,18 +689,40 @@ fn exec(
     workdir: Option<String>,
     user: Option<String>,
     interactive: bool,
+    tty: &super::attach::ExecTtyArgs,
     key: &str,
     command: Vec<String>,
 ) -> Result<ExitCode> {
     let (_root, store) = open_store()?;
     let c = find(&store, key)?;
+    // --- tty
+    let keys = match super::attach::parse_keys(tty.detach_keys.as_deref()) {
+        Ok(k) => k,
+        Err(code) => return Ok(code),
+    };
+    if !tty.detach {
+        if let Err(msg) = super::attach::check_tty(tty.tty, interactive) {
+            eprintln!("{msg}");
+            return Ok(ExitCode::from(1));
+        }
+    }
     let opts = ExecOptions {
         command,
         env,
         workdir,
         user,
+        tty: tty
+            .tty
+            .then(|| kiln_worker::container::attach::window_size().unwrap_or((0, 0))),
     };
     let code = match container::run::exec_spec(&c, opts) {
+        Ok(spec) if tty.detach => {
+            kiln_worker::container::attach::exec_detached(&spec).map_err(|e| miette!("{e}"))?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Ok(spec) if tty.tty => {
+            return Ok(super::attach::exec_attached(&spec, interactive, keys));
+        }
         Ok(spec) => container::run::exec(&spec, interactive).map_err(|e| miette!("{e}"))?,
         Err(e @ ExecError::NotRunning(_)) => {
             eprintln!("Error response from daemon: {e}");

@@ -39,6 +39,11 @@ pub struct ExecSpec {
     /// The container's seccomp filter, which the process gets too.
     #[serde(default)]
     pub seccomp: crate::seccomp::Seccomp,
+    // --- tty
+    /// `exec -t`: a pseudo-terminal of this size (rows, columns; 0 when
+    /// unknown); the helper's stdin is then the attach stream.
+    #[serde(default)]
+    pub tty: Option<(u16, u16)>,
 }
 
 /// The exit code docker gives a process that failed to start, by kind:
@@ -71,6 +76,7 @@ pub fn helper_main(args: &[String]) -> i32 {
             &one_thread,
             Path::new(dir),
             rest.iter().any(|a| a == "--detach"),
+            super::pty::HelperTty::from_args(rest),
         ),
         [mode] if mode == "exec" => match serde_json::from_str::<ExecSpec>(
             &std::env::var(EXEC_SPEC_ENV).unwrap_or_default(),
@@ -126,7 +132,12 @@ fn wait_child(pid: i32) -> Result<i32, StartError> {
     }
 }
 
-fn run_helper(one_thread: &SingleThreaded, dir: &Path, detach: bool) -> i32 {
+fn run_helper(
+    one_thread: &SingleThreaded,
+    dir: &Path,
+    detach: bool,
+    mut tty: super::pty::HelperTty,
+) -> i32 {
     // Out of kiln's session: a terminal's Ctrl-C reaches kiln only, which
     // forwards it once; a detached container outlives kiln and its terminal.
     let _ = sys::setsid();
@@ -170,7 +181,10 @@ fn run_helper(one_thread: &SingleThreaded, dir: &Path, detach: bool) -> i32 {
         }
         code
     };
-    let started = match start_container(one_thread, &c, dir) {
+    if let Err(e) = tty.prepare(&c, dir) {
+        return fail(EXIT_KILN, e);
+    }
+    let started = match start_container(one_thread, &c, dir, &tty) {
         Ok(s) => s,
         Err(e) => return fail(EXIT_KILN, e.message),
     };
@@ -181,10 +195,12 @@ fn run_helper(one_thread: &SingleThreaded, dir: &Path, detach: bool) -> i32 {
         errpipe,
     } = started;
     sys::set_forward_target(pid);
+    tty.receive_master();
     let mut report = Vec::new();
     let _ = File::from(errpipe).read_to_end(&mut report);
     if let Some(e) = StartError::decode(&report) {
         let _ = wait_child(pid);
+        tty.finish(dir);
         return fail(start_failure_code(&e), e.message);
     }
     let start_time = proc_start_time(pid);
@@ -203,7 +219,13 @@ fn run_helper(one_thread: &SingleThreaded, dir: &Path, detach: bool) -> i32 {
     }
     let log_path = dir.join("log");
     let log = OpenOptions::new().create(true).append(true).open(&log_path);
-    pump(out, err, log.ok(), !detach);
+    let clients = if tty.active() {
+        drop((out, err));
+        tty.serve(log.ok())
+    } else {
+        pump(out, err, log.ok(), !detach);
+        Vec::new()
+    };
     let code = wait_child(pid).unwrap_or(EXIT_KILN);
     sys::set_forward_target(0);
     let _ = store.update(&id, |c| {
@@ -211,6 +233,8 @@ fn run_helper(one_thread: &SingleThreaded, dir: &Path, detach: bool) -> i32 {
         c.exit_code = Some(code);
         c.finished = Some(now());
     });
+    super::pty::tell_exit(clients, code);
+    tty.finish(dir);
     if c.auto_remove {
         let _ = store.remove(&id);
         super::volumes::remove_anonymous_of(store_dir, &c);
@@ -302,6 +326,7 @@ fn start_container(
     one_thread: &SingleThreaded,
     c: &Container,
     dir: &Path,
+    tty: &super::pty::HelperTty,
 ) -> Result<Started, StartError> {
     let mut flags = libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
     if c.network == Network::None {
@@ -322,6 +347,7 @@ fn start_container(
             out_w.as_raw_fd(),
             err_w.as_raw_fd(),
             e_w.as_raw_fd(),
+            tty.terminal(),
         );
         sys::write_all_fd(e_w.as_raw_fd(), &failure.encode());
         // Leave without running the helper's destructors.
@@ -338,10 +364,20 @@ fn start_container(
 
 /// pid 1 before exec: its stdio, a mount namespace of its own, the overlay,
 /// the user, then the sandbox's plan. Returns only on failure.
-fn container_init(c: &Container, dir: &Path, out: RawFd, err: RawFd, errfd: RawFd) -> StartError {
+fn container_init(
+    c: &Container,
+    dir: &Path,
+    out: RawFd,
+    err: RawFd,
+    errfd: RawFd,
+    terminal: Option<crate::sandbox::Terminal>,
+) -> StartError {
     sys::die_with_parent();
-    if let Err(e) = sys::dup2(out, 1).and_then(|()| sys::dup2(err, 2)) {
-        return format!("stdio: {e}").into();
+    // With a terminal, its slave becomes the stdio (a step of the plan).
+    if terminal.is_none() {
+        if let Err(e) = sys::dup2(out, 1).and_then(|()| sys::dup2(err, 2)) {
+            return format!("stdio: {e}").into();
+        }
     }
     if let Err(e) = sys::unshare(libc::CLONE_NEWNS) {
         return format!("unshare mount namespace: {e}").into();
@@ -429,6 +465,7 @@ fn container_init(c: &Container, dir: &Path, out: RawFd, err: RawFd, errfd: RawF
     spec.seccomp = c.seccomp.clone();
     spec.devices = c.devices.clone();
     spec.readonly_rootfs = c.read_only;
+    super::pty::with_terminal(&mut spec, terminal);
     let steps = sandbox::plan(&spec);
     sandbox::carry_out(&spec, &steps, errfd)
 }
@@ -437,12 +474,24 @@ fn exec_helper(one_thread: &SingleThreaded, x: &ExecSpec) -> i32 {
     // Out of kiln's session (see run_helper).
     let _ = sys::setsid();
     install_forwarding();
-    match exec_start(one_thread, x) {
+    let mut tty = super::pty::HelperTty::for_exec(x.tty);
+    if let Err(e) = tty.prepare_exec() {
+        eprintln!("kiln: {e}");
+        return EXIT_KILN;
+    }
+    match exec_start(one_thread, x, &tty) {
         Ok((pid, errpipe)) => {
             sys::set_forward_target(pid);
+            tty.receive_master();
             let mut report = Vec::new();
             let _ = File::from(errpipe).read_to_end(&mut report);
+            let clients = if tty.active() && report.is_empty() {
+                tty.serve(None)
+            } else {
+                Vec::new()
+            };
             let code = wait_child(pid).unwrap_or(EXIT_KILN);
+            super::pty::tell_exit(clients, code);
             match StartError::decode(&report) {
                 None => code,
                 Some(e) => {
@@ -469,7 +518,11 @@ fn open_ro(path: &str, flags: libc::c_int) -> Result<OwnedFd, StartError> {
         .map_err(|e| StartError::other(format!("{path}: {e}")))
 }
 
-fn exec_start(one_thread: &SingleThreaded, x: &ExecSpec) -> Result<(i32, OwnedFd), StartError> {
+fn exec_start(
+    one_thread: &SingleThreaded,
+    x: &ExecSpec,
+    tty: &super::pty::HelperTty,
+) -> Result<(i32, OwnedFd), StartError> {
     let pid = x.pid;
     if proc_start_time(pid) != Some(x.start_time) {
         return Err("the container is not running".into());
@@ -497,7 +550,7 @@ fn exec_start(one_thread: &SingleThreaded, x: &ExecSpec) -> Result<(i32, OwnedFd
     let (e_r, e_w) = pipe()?;
     let Some(child) = sys::fork(one_thread).map_err(|e| format!("fork: {e}"))? else {
         drop(e_r);
-        let failure = exec_child(x, &root, &user, e_w.as_raw_fd());
+        let failure = exec_child(x, &root, &user, e_w.as_raw_fd(), tty.terminal());
         sys::write_all_fd(e_w.as_raw_fd(), &failure.encode());
         // Leave without the helper's destructors.
         sys::exit_now(EXIT_NOT_FOUND);
@@ -511,6 +564,7 @@ fn exec_child(
     root: &OwnedFd,
     user: &crate::users::ExecUser,
     errfd: RawFd,
+    terminal: Option<crate::sandbox::Terminal>,
 ) -> StartError {
     sys::die_with_parent();
     if let Err(e) = sys::enter_root(root.as_raw_fd()) {
@@ -521,6 +575,7 @@ fn exec_child(
     user.apply(&mut spec);
     spec.cwd = x.cwd.clone();
     spec.seccomp = x.seccomp.clone();
+    super::pty::with_terminal(&mut spec, terminal);
     // The container's mounts are in place: only what follows the hostname
     // (rlimits, fds, workdir, capabilities, user, exec) applies.
     let steps: Vec<Step> = sandbox::plan(&spec)

@@ -52,11 +52,13 @@ use crate::sandbox::{self, Mount, Network};
 
 pub mod commit;
 pub mod files;
+pub mod attach;
 pub mod helper;
 pub mod launch;
 pub mod lifecycle;
 pub mod logs;
 mod names;
+pub mod pty;
 pub mod run;
 pub mod store;
 pub mod volumes;
@@ -196,6 +198,23 @@ pub struct Container {
     /// `--read-only`: the root filesystem is mounted read-only.
     #[serde(default)]
     pub read_only: bool,
+    // --- tty
+    /// `-t` and `-i` as the container was made with them.
+    #[serde(default)]
+    pub tty: TtyConfig,
+}
+
+/// A container's terminal settings (docker's `Config.Tty` and
+/// `Config.OpenStdin`): with `tty` its helper holds a pseudo-terminal and
+/// serves the attach socket ([`pty`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TtyConfig {
+    /// `-t`: the process gets a pseudo-terminal.
+    #[serde(default)]
+    pub tty: bool,
+    /// `-i`: its stdin is kept open for attached clients.
+    #[serde(default)]
+    pub open_stdin: bool,
 }
 
 impl Container {

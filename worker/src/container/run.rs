@@ -104,6 +104,9 @@ pub struct RunOptions {
     pub volumes_from: Vec<String>,
     /// `--read-only`.
     pub read_only: bool,
+    // --- tty
+    /// `-t`, `-i`.
+    pub tty: super::TtyConfig,
 }
 
 /// Makes the container for `opts` in `store`: the image is found (or
@@ -214,6 +217,7 @@ pub fn create(
         snapshotter: opts.snapshotter,
         volumes,
         read_only: opts.read_only,
+        tty: opts.tty,
     };
     let c = store.create(c)?;
     Ok(if c.hostname.is_empty() {
@@ -260,6 +264,9 @@ pub struct ExecOptions {
     pub env: Vec<String>,
     pub workdir: Option<String>,
     pub user: Option<String>,
+    // --- tty
+    /// `-t`: a pseudo-terminal of this size (rows, columns; 0 unknown).
+    pub tty: Option<(u16, u16)>,
 }
 
 /// Why `kiln exec` could not start its process.
@@ -297,6 +304,7 @@ pub fn exec_spec(c: &Container, opts: ExecOptions) -> Result<ExecSpec, ExecError
         user: opts.user.unwrap_or_else(|| c.user.clone()),
         join_net: c.network == Network::None,
         seccomp: c.seccomp.clone(),
+        tty: opts.tty,
     })
 }
 
