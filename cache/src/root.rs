@@ -168,6 +168,18 @@ impl Root {
         path.join("containers")
     }
 
+    /// `networks/`: `kiln network` records (`<id>.json`) and their
+    /// address allocations, under `networks/.lock`.
+    pub fn networks_dir(&self) -> PathBuf {
+        Self::networks_dir_of(&self.path)
+    }
+
+    /// [`Root::networks_dir`] of a store known by its path only (the
+    /// container helper runs without opening the store).
+    pub fn networks_dir_of(path: &Path) -> PathBuf {
+        path.join("networks")
+    }
+
     /// `locks/`: flock files.
     pub fn locks_dir(&self) -> PathBuf {
         self.path.join(LOCKS)

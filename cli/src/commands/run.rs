@@ -17,7 +17,7 @@ use kiln_worker::container::run::{ExecError, ExecOptions, RunError, RunOptions, 
 use kiln_worker::container::{
     self, Container, ContainerError, LogSink, StartReport, Status, Store,
 };
-use kiln_worker::sandbox::{Device, Mount, Network};
+use kiln_worker::sandbox::{Device, Mount};
 use kiln_worker::seccomp::{Profile, Seccomp, SeccompError};
 use miette::{miette, Result};
 
@@ -142,9 +142,6 @@ pub struct RunArgs {
     /// Bind mount a host path: HOST:CONTAINER[:ro|:rw].
     #[arg(short = 'v', long = "volume")]
     volume: Vec<String>,
-    /// host (the default here) or none (only loopback).
-    #[arg(long, default_value = "host")]
-    network: String,
     /// The container's hostname (default: its short ID).
     #[arg(long)]
     hostname: Option<String>,
@@ -159,6 +156,33 @@ pub struct RunArgs {
     /// device.
     #[arg(long = "device", value_name = "HOST[:CONTAINER[:PERMS]]")]
     device: Vec<String>,
+    // --- net flags
+    /// Connect to a network: `bridge` (the default, as docker's), a
+    /// user-defined network, `host`, `none` or `container:NAME` (rootless:
+    /// host by default).
+    #[arg(long = "network", visible_alias = "net")]
+    network: Option<String>,
+    /// Network-scoped aliases (user-defined networks).
+    #[arg(long = "network-alias", visible_alias = "net-alias")]
+    network_alias: Vec<String>,
+    /// IPv4 address on the network (user-defined networks).
+    #[arg(long)]
+    ip: Option<String>,
+    /// Custom host-to-IP mapping (HOST:IP; IP may be `host-gateway`).
+    #[arg(long = "add-host", value_name = "HOST:IP")]
+    add_host: Vec<String>,
+    /// DNS servers.
+    #[arg(long)]
+    dns: Vec<String>,
+    /// DNS search domains.
+    #[arg(long = "dns-search")]
+    dns_search: Vec<String>,
+    /// DNS options.
+    #[arg(long = "dns-option", visible_alias = "dns-opt")]
+    dns_option: Vec<String>,
+    /// Link to another container (NAME[:ALIAS]), on the default bridge.
+    #[arg(long)]
+    link: Vec<String>,
     #[command(flatten)]
     process: ProcessArgs,
     /// IMAGE [COMMAND [ARG...]]: the image (name or ID; pulled when
@@ -244,7 +268,17 @@ fn run_container(mut a: RunArgs) -> Result<ExitCode, RunFailure> {
     let image = a.image_and_args.concat();
     let root = Root::from_env()?;
     let store = Store::open(root.path())?;
-    let network = parse_network(&a.network)?;
+    let (network, net) = super::run_net::request(
+        a.network.as_deref(),
+        &a.network_alias,
+        a.ip.as_deref(),
+        &a.add_host,
+        &a.dns,
+        &a.dns_search,
+        &a.dns_option,
+        &a.link,
+    )
+    .map_err(FlagError::Net)?;
     let mounts = a
         .volume
         .iter()
@@ -273,6 +307,7 @@ fn run_container(mut a: RunArgs) -> Result<ExitCode, RunFailure> {
         auto_remove: a.rm,
         snapshotter: super::snapshotter::resolve(a.snapshotter.as_deref(), &root)
             .map_err(|e| FlagError::Snapshotter(e.to_string()))?,
+        net,
     };
     let c = container::run::create(&root, &store, opts, || {
         eprintln!("Unable to find image '{image}' locally")
@@ -295,8 +330,8 @@ fn run_container(mut a: RunArgs) -> Result<ExitCode, RunFailure> {
 /// A `kiln run` flag that does not parse (docker's wording).
 #[derive(Debug, thiserror::Error)]
 enum FlagError {
-    #[error("network {0:?} is not supported (host or none)")]
-    Network(String),
+    #[error("{0}")]
+    Net(String),
     #[error("--snapshotter: {0}")]
     Snapshotter(String),
     #[error("invalid volume specification: '{0}'")]
@@ -343,15 +378,6 @@ enum FlagError {
     },
     #[error("{0:?} is not a device node")]
     NotDevice(String),
-}
-
-/// `--network`: host (also "default") or none.
-fn parse_network(n: &str) -> Result<Network, FlagError> {
-    match n {
-        "host" | "default" => Ok(Network::Host),
-        "none" => Ok(Network::None),
-        other => Err(FlagError::Network(other.to_string())),
-    }
 }
 
 /// `--security-opt`: the seccomp filter it asks for (a profile file is

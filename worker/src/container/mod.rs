@@ -185,6 +185,11 @@ pub struct Container {
     /// kiln's FUSE overlay, a copy, or `auto`).
     #[serde(default)]
     pub snapshotter: crate::snapshotter::Snapshotter,
+    // --- net
+    /// Its network namespace when it has one made by the network layer
+    /// (bridge networks, `container:X`); None for `--network host|none`.
+    #[serde(default)]
+    pub net: Option<crate::network::ContainerNet>,
 }
 
 impl Container {
