@@ -28,10 +28,7 @@ impl NetK {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
-        let netns = PathBuf::from(format!(
-            "/run/kiln-nettest-{}-{nanos}",
-            std::process::id()
-        ));
+        let netns = PathBuf::from(format!("/run/kiln-nettest-{}-{nanos}", std::process::id()));
         std::fs::File::create(&netns).expect("netns file");
         let st = Command::new("unshare")
             .arg(format!("--net={}", netns.display()))
@@ -65,11 +62,7 @@ impl NetK {
     /// A shell command inside the namespace (test scaffolding: addresses,
     /// listing links and rules); its stdout.
     fn sh_in_ns(&self, script: &str) -> String {
-        let o = self
-            .in_ns("sh")
-            .args(["-c", script])
-            .output()
-            .expect("sh");
+        let o = self.in_ns("sh").args(["-c", script]).output().expect("sh");
         assert!(
             o.status.success(),
             "{script}: {}",
@@ -179,7 +172,10 @@ fn user_network_names_aliases_and_cleanup() {
     assert!(links.contains(&bridge), "{links:?}");
     assert!(links.iter().any(|l| l.starts_with("veth")), "{links:?}");
     let nat = k.sh_in_ns("iptables -t nat -S POSTROUTING");
-    assert!(nat.contains("172.18.0.0/16") && nat.contains("MASQUERADE"), "{nat}");
+    assert!(
+        nat.contains("172.18.0.0/16") && nat.contains("MASQUERADE"),
+        "{nat}"
+    );
     // In use: not removable.
     let o = k.run(&["network", "rm", "appnet"]);
     assert_eq!(o.status.code(), Some(1));
@@ -212,9 +208,7 @@ fn user_network_names_aliases_and_cleanup() {
 fn default_bridge_addresses_hosts_dns_and_outbound() {
     let k = NetK::new();
     // A server inside the test namespace, on an address of its own.
-    k.sh_in_ns(
-        "ip link add d0 type dummy && ip addr add 10.99.0.1/24 dev d0 && ip link set d0 up",
-    );
+    k.sh_in_ns("ip link add d0 type dummy && ip addr add 10.99.0.1/24 dev d0 && ip link set d0 up");
     let www = tempfile::tempdir().expect("tempdir");
     std::fs::write(www.path().join("f"), "outside\n").expect("write");
     let mut server = k
@@ -262,9 +256,25 @@ fn default_bridge_addresses_hosts_dns_and_outbound() {
 fn none_host_container_and_link() {
     let k = NetK::new();
     k.sh_in_ns("ip link add d1 type dummy");
-    let none = k.ok(&["run", "--rm", "--network", "none", BB, "ls", "/sys/class/net"]);
+    let none = k.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        BB,
+        "ls",
+        "/sys/class/net",
+    ]);
     assert_eq!(none.split_whitespace().collect::<Vec<_>>(), ["lo"]);
-    let host = k.ok(&["run", "--rm", "--network", "host", BB, "ls", "/sys/class/net"]);
+    let host = k.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "host",
+        BB,
+        "ls",
+        "/sys/class/net",
+    ]);
     assert!(host.split_whitespace().any(|l| l == "d1"), "{host}");
     k.ok(&["run", "-d", "--name", "db", BB, "sleep", "300"]);
     let shared = k.ok(&[

@@ -356,7 +356,9 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
 /// docker's `network inspect` object for one network.
 fn inspect_json(r: &NetworkRecord) -> Value {
     let config: Vec<Value> = match (r.subnet, r.gateway) {
-        (Some((a, p)), Some(g)) => vec![json!({"Subnet": format!("{a}/{p}"), "Gateway": g.to_string()})],
+        (Some((a, p)), Some(g)) => {
+            vec![json!({"Subnet": format!("{a}/{p}"), "Gateway": g.to_string()})]
+        }
         _ => Vec::new(),
     };
     let prefix = r.subnet.map_or(0, |(_, p)| p);

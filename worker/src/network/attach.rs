@@ -145,22 +145,12 @@ fn bridge_rules(a: &Attachment) -> Vec<(&'static str, &'static str, Vec<String>)
         (
             "filter",
             "FORWARD",
-            vec![
-                "-i".into(),
-                a.bridge.clone(),
-                "-j".into(),
-                "ACCEPT".into(),
-            ],
+            vec!["-i".into(), a.bridge.clone(), "-j".into(), "ACCEPT".into()],
         ),
         (
             "filter",
             "FORWARD",
-            vec![
-                "-o".into(),
-                a.bridge.clone(),
-                "-j".into(),
-                "ACCEPT".into(),
-            ],
+            vec!["-o".into(), a.bridge.clone(), "-j".into(), "ACCEPT".into()],
         ),
     ]
 }
@@ -305,11 +295,7 @@ const HOSTS_HEAD: &str = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6
 /// lines, its own address and hostname, then (kiln's stand-in for
 /// docker's embedded DNS) the other containers on its user-defined
 /// networks by name, aliases and short ID.
-pub fn hosts_text(
-    net: &ContainerNet,
-    hostname: &str,
-    peers: &[(Ipv4Addr, Vec<String>)],
-) -> String {
+pub fn hosts_text(net: &ContainerNet, hostname: &str, peers: &[(Ipv4Addr, Vec<String>)]) -> String {
     let mut s = String::from(HOSTS_HEAD);
     for (name, ip) in &net.extra_hosts {
         s.push_str(&format!("{ip}\t{name}\n"));
@@ -363,7 +349,12 @@ pub fn resolv_text(net: &ContainerNet, host: &str) -> String {
         servers = net.dns.clone();
     }
     if !net.dns_search.is_empty() {
-        search = net.dns_search.iter().filter(|s| *s != ".").cloned().collect();
+        search = net
+            .dns_search
+            .iter()
+            .filter(|s| *s != ".")
+            .cloned()
+            .collect();
     }
     if !net.dns_options.is_empty() {
         options = net.dns_options.clone();

@@ -117,7 +117,9 @@ impl Netlink {
         let mut m = LinkMessage::default();
         m.attributes.push(LinkAttribute::IfName(name.to_string()));
         m.attributes
-            .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Bridge)]));
+            .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
+                InfoKind::Bridge,
+            )]));
         match self.request(
             RouteNetlinkMessage::NewLink(m),
             NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,

@@ -51,7 +51,11 @@ pub enum RequestError {
 
 /// Resolves `req` for the new container `c` (already in `store`, so it has
 /// its ID and name) and records its addresses in the network state.
-pub fn resolve(store: &Store, c: &Container, req: &NetRequest) -> Result<ContainerNet, RequestError> {
+pub fn resolve(
+    store: &Store,
+    c: &Container,
+    req: &NetRequest,
+) -> Result<ContainerNet, RequestError> {
     if let Some(other) = req.network.strip_prefix("container:") {
         if !req.dns.is_empty() || !req.add_hosts.is_empty() {
             return Err(RequestError::DnsWithContainer);

@@ -49,7 +49,9 @@ pub enum NetworkError {
     Exhausted(String),
     #[error("Address already in use")]
     AddressInUse,
-    #[error("invalid address {ip}: it does not belong to any of this network's subnets ({subnet})")]
+    #[error(
+        "invalid address {ip}: it does not belong to any of this network's subnets ({subnet})"
+    )]
     AddressOutside { ip: String, subnet: String },
     #[error("user specified IP address is supported on user defined networks only")]
     IpOnDefault,
@@ -365,9 +367,7 @@ impl Networks {
         };
         let gateway = match &req.gateway {
             Some(g) => {
-                let ip: Ipv4Addr = g
-                    .parse()
-                    .map_err(|_| NetworkError::BadGateway(g.clone()))?;
+                let ip: Ipv4Addr = g.parse().map_err(|_| NetworkError::BadGateway(g.clone()))?;
                 if !contains(subnet, ip) {
                     return Err(NetworkError::BadGateway(g.clone()));
                 }
