@@ -178,6 +178,16 @@ impl Root {
     /// container helper removes `--rm` containers' anonymous volumes).
     pub fn volumes_dir_of(path: &Path) -> PathBuf {
         path.join("volumes")
+    /// `networks/`: `kiln network` records (`<id>.json`) and their
+    /// address allocations, under `networks/.lock`.
+    pub fn networks_dir(&self) -> PathBuf {
+        Self::networks_dir_of(&self.path)
+    }
+
+    /// [`Root::networks_dir`] of a store known by its path only (the
+    /// container helper runs without opening the store).
+    pub fn networks_dir_of(path: &Path) -> PathBuf {
+        path.join("networks")
     }
 
     /// `locks/`: flock files.

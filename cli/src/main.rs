@@ -38,6 +38,8 @@ enum Command {
     #[command(flatten)]
     Images(commands::images::Cmd),
     #[command(flatten)]
+    Network(commands::network::Cmd),
+    #[command(flatten)]
     Registry(commands::registry::Cmd),
     #[command(flatten)]
     Run(commands::run::Cmd),
@@ -65,6 +67,7 @@ fn main() -> std::process::ExitCode {
         Command::Compose(c) => commands::compose::run(c),
         Command::Frontend(c) => commands::frontend::run(c),
         Command::Images(c) => commands::images::run(c),
+        Command::Network(c) => commands::network::run(c),
         Command::Registry(c) => commands::registry::run(c),
         Command::Run(c) => commands::run::run(c),
         Command::Worker(c) => commands::worker::run(c),

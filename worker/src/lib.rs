@@ -16,7 +16,9 @@ pub mod git_source;
 pub mod http_source;
 pub mod key_agent;
 pub mod layers;
-pub mod netpool;
+pub mod network;
+/// The RUN steps' namespace pool, where it always was (now in [`network`]).
+pub use network::netpool;
 pub mod reexec;
 pub mod resources;
 pub mod sandbox;

@@ -17,7 +17,7 @@ use kiln_worker::container::run::{ExecError, ExecOptions, RunError, RunOptions, 
 use kiln_worker::container::{
     self, Container, ContainerError, LogSink, StartReport, Status, Store,
 };
-use kiln_worker::sandbox::{Device, Mount, Network};
+use kiln_worker::sandbox::{Device, Mount};
 use kiln_worker::seccomp::{Profile, Seccomp, SeccompError};
 use miette::{miette, Result};
 
@@ -154,9 +154,6 @@ pub struct RunArgs {
     /// volume (NAME:CONTAINER[:ro]) or an anonymous one (CONTAINER).
     #[arg(short = 'v', long = "volume")]
     volume: Vec<String>,
-    /// host (the default here) or none (only loopback).
-    #[arg(long, default_value = "host")]
-    network: String,
     /// The container's hostname (default: its short ID).
     #[arg(short = 'h', long)]
     hostname: Option<String>,
@@ -189,6 +186,33 @@ pub struct RunArgs {
     // --- tty flags
     #[command(flatten)]
     tty: super::attach::RunTtyArgs,
+    // --- net flags
+    /// Connect to a network: `bridge` (the default, as docker's), a
+    /// user-defined network, `host`, `none` or `container:NAME` (rootless:
+    /// host by default).
+    #[arg(long = "network", visible_alias = "net")]
+    network: Option<String>,
+    /// Network-scoped aliases (user-defined networks).
+    #[arg(long = "network-alias", visible_alias = "net-alias")]
+    network_alias: Vec<String>,
+    /// IPv4 address on the network (user-defined networks).
+    #[arg(long)]
+    ip: Option<String>,
+    /// Custom host-to-IP mapping (HOST:IP; IP may be `host-gateway`).
+    #[arg(long = "add-host", value_name = "HOST:IP")]
+    add_host: Vec<String>,
+    /// DNS servers.
+    #[arg(long)]
+    dns: Vec<String>,
+    /// DNS search domains.
+    #[arg(long = "dns-search")]
+    dns_search: Vec<String>,
+    /// DNS options.
+    #[arg(long = "dns-option", visible_alias = "dns-opt")]
+    dns_option: Vec<String>,
+    /// Link to another container (NAME[:ALIAS]), on the default bridge.
+    #[arg(long)]
+    link: Vec<String>,
     #[command(flatten)]
     process: ProcessArgs,
     /// IMAGE [COMMAND [ARG...]]: the image (name or ID; pulled when
@@ -289,7 +313,17 @@ fn run_container(mut a: RunArgs) -> Result<ExitCode, RunFailure> {
     let image = a.image_and_args.concat();
     let root = Root::from_env()?;
     let store = Store::open(root.path())?;
-    let network = parse_network(&a.network)?;
+    let (network, net) = super::run_net::request(
+        a.network.as_deref(),
+        &a.network_alias,
+        a.ip.as_deref(),
+        &a.add_host,
+        &a.dns,
+        &a.dns_search,
+        &a.dns_option,
+        &a.link,
+    )
+    .map_err(FlagError::Net)?;
     let vol = super::volume::run_mounts(&a.volume, &a.mount, &a.tmpfs, parse_volume)?;
     let seccomp = parse_security_opts(&a.security_opt)?;
     let devices = a
@@ -321,6 +355,7 @@ fn run_container(mut a: RunArgs) -> Result<ExitCode, RunFailure> {
             tty: a.tty.tty,
             open_stdin: a.process.interactive,
         },
+        net,
     };
     // --- tty: refused before anything is made, as docker.
     let keys = match super::attach::parse_keys(a.tty.detach_keys.as_deref()) {
@@ -362,8 +397,8 @@ fn run_container(mut a: RunArgs) -> Result<ExitCode, RunFailure> {
 /// A `kiln run` flag that does not parse (docker's wording).
 #[derive(Debug, thiserror::Error)]
 enum FlagError {
-    #[error("network {0:?} is not supported (host or none)")]
-    Network(String),
+    #[error("{0}")]
+    Net(String),
     #[error("--snapshotter: {0}")]
     Snapshotter(String),
     #[error("invalid volume specification: '{0}'")]
@@ -410,15 +445,6 @@ enum FlagError {
     },
     #[error("{0:?} is not a device node")]
     NotDevice(String),
-}
-
-/// `--network`: host (also "default") or none.
-fn parse_network(n: &str) -> Result<Network, FlagError> {
-    match n {
-        "host" | "default" => Ok(Network::Host),
-        "none" => Ok(Network::None),
-        other => Err(FlagError::Network(other.to_string())),
-    }
 }
 
 /// `--security-opt`: the seccomp filter it asks for (a profile file is

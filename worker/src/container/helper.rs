@@ -184,7 +184,7 @@ fn run_helper(
     if let Err(e) = tty.prepare(&c, dir) {
         return fail(EXIT_KILN, e);
     }
-    let started = match start_container(one_thread, &c, dir, &tty) {
+    let started = match start_container(one_thread, &store, &c, dir, &tty) {
         Ok(s) => s,
         Err(e) => return fail(EXIT_KILN, e.message),
     };
@@ -324,18 +324,21 @@ struct Started {
 /// setup-error pipe (empty at EOF when the exec worked).
 fn start_container(
     one_thread: &SingleThreaded,
+    store: &Store,
     c: &Container,
     dir: &Path,
     tty: &super::pty::HelperTty,
 ) -> Result<Started, StartError> {
     let mut flags = libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
-    if c.network == Network::None {
+    let net = crate::network::helper::before_unshare(store, c, dir)?;
+    if c.network == Network::None || net.needs_own_namespace() {
         flags |= libc::CLONE_NEWNET;
     }
     sys::unshare(flags).map_err(|e| format!("unshare namespaces: {e}"))?;
     if c.network == Network::None {
         sys::loopback_up().map_err(|e| format!("bringing up lo: {e}"))?;
     }
+    net.after_unshare(store, c)?;
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
     let (e_r, e_w) = pipe()?;
@@ -460,6 +463,7 @@ fn container_init(
     user.apply(&mut spec);
     spec.cwd = c.cwd.clone();
     spec.network = c.network;
+    (spec.hosts_file, spec.resolv_conf) = crate::network::helper::sandbox_files(c, dir);
     spec.hostname = c.hostname.clone();
     spec.mounts = c.mounts.clone();
     spec.seccomp = c.seccomp.clone();

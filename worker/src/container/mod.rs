@@ -190,6 +190,11 @@ pub struct Container {
     /// kiln's FUSE overlay, a copy, or `auto`).
     #[serde(default)]
     pub snapshotter: crate::snapshotter::Snapshotter,
+    // --- net
+    /// Its network namespace when it has one made by the network layer
+    /// (bridge networks, `container:X`); None for `--network host|none`.
+    #[serde(default)]
+    pub net: Option<crate::network::ContainerNet>,
     // --- vol
     /// The volumes it mounts (named, anonymous, from `--volumes-from`):
     /// what keeps them in use, and what `rm -v` removes.

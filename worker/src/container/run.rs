@@ -46,6 +46,9 @@ pub enum RunError {
     Runtime(#[source] io::Error),
     #[error("no command specified")]
     NoCommand,
+    // --- net
+    #[error(transparent)]
+    Network(crate::network::RequestError),
     #[error("env file {}: {source}", path.display())]
     EnvFile {
         path: PathBuf,
@@ -107,6 +110,9 @@ pub struct RunOptions {
     // --- tty
     /// `-t`, `-i`.
     pub tty: super::TtyConfig,
+    // --- net
+    /// Bridge networks and `container:X` (None: `network` says host/none).
+    pub net: Option<crate::network::NetRequest>,
 }
 
 /// Makes the container for `opts` in `store`: the image is found (or
@@ -218,8 +224,19 @@ pub fn create(
         volumes,
         read_only: opts.read_only,
         tty: opts.tty,
+        net: None,
     };
     let c = store.create(c)?;
+    let c = match &opts.net {
+        Some(req) => match crate::network::request::resolve(store, &c, req) {
+            Ok(net) => store.update(&c.id, |c| c.net = Some(net))?,
+            Err(e) => {
+                let _ = store.remove(&c.id);
+                return Err(RunError::Network(e));
+            }
+        },
+        None => c,
+    };
     Ok(if c.hostname.is_empty() {
         let short = c.short_id().to_string();
         store.update(&c.id, |c| c.hostname = short)?
@@ -302,7 +319,7 @@ pub fn exec_spec(c: &Container, opts: ExecOptions) -> Result<ExecSpec, ExecError
         env: vars,
         cwd: opts.workdir.unwrap_or_else(|| c.cwd.clone()),
         user: opts.user.unwrap_or_else(|| c.user.clone()),
-        join_net: c.network == Network::None,
+        join_net: c.network == Network::None || c.net.is_some(),
         seccomp: c.seccomp.clone(),
         tty: opts.tty,
     })

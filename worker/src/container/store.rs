@@ -37,6 +37,11 @@ impl Store {
         Ok(Store { dir })
     }
 
+    /// The kiln store's folder (the parent of `containers/`).
+    pub fn kiln_root(&self) -> PathBuf {
+        self.dir.parent().map(Path::to_path_buf).unwrap_or_default()
+    }
+
     /// A container's folder.
     pub fn dir_of(&self, id: &str) -> PathBuf {
         self.dir.join(id)
@@ -148,7 +153,10 @@ impl Store {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(io_err("rename", &dir)(e)),
         }
-        fs::remove_dir_all(&gone).map_err(io_err("remove", &gone))
+        fs::remove_dir_all(&gone).map_err(io_err("remove", &gone))?;
+        // Its addresses are free again.
+        crate::network::request::release(&self.kiln_root(), id);
+        Ok(())
     }
 }
 

@@ -1,0 +1,510 @@
+//! A container's network: what `kiln run` asked for ([`ContainerNet`],
+//! kept in its state), and what its helper does with it
+//! ([`HostSide::prepare`] before it unshares its network namespace,
+//! [`HostSide::wire`] after): the bridge (made on first use, with its
+//! masquerading rule and ip_forward), a veth pair whose host end joins the
+//! bridge and whose other end becomes the container's `eth0` with its
+//! address and default route. The veth pair goes when the container's
+//! namespace does (its last process exits): nothing to clean up on the
+//! host for a container; a network's bridge and rules go with
+//! `kiln network rm`.
+//!
+//! `/etc/hosts` and `/etc/resolv.conf` are files in the container's folder,
+//! bound in by the sandbox, written as docker writes them; on user-defined
+//! networks the hosts file also names every container on the shared
+//! networks (by name, alias and short ID) and is rewritten in place for
+//! all of them when one starts, so `wget http://web/` resolves.
+
+use std::collections::BTreeSet;
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::{Deserialize, Serialize};
+
+use super::netlink::Netlink;
+use super::store::{NetworkRecord, Networks};
+
+/// Where the container's network namespace comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "mode", content = "of")]
+pub enum NetMode {
+    /// A namespace of its own on bridge networks ([`ContainerNet::networks`]).
+    Bridge,
+    /// `--network container:X`: X's namespace (X's ID).
+    Container(String),
+}
+
+/// One network the container is on, with its address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    /// The network's ID and name.
+    pub network_id: String,
+    pub network: String,
+    /// Its Linux bridge.
+    pub bridge: String,
+    pub ip: Ipv4Addr,
+    pub prefix: u8,
+    pub gateway: Ipv4Addr,
+    pub subnet: Ipv4Addr,
+    #[serde(default)]
+    pub internal: bool,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+}
+
+/// `kiln run`'s network flags, resolved: kept in the container's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerNet {
+    pub mode: NetMode,
+    /// The networks it is on (the first gets `eth0` and the default route).
+    #[serde(default)]
+    pub networks: Vec<Attachment>,
+    /// `--dns`, `--dns-search`, `--dns-option`.
+    #[serde(default)]
+    pub dns: Vec<String>,
+    #[serde(default)]
+    pub dns_search: Vec<String>,
+    #[serde(default)]
+    pub dns_options: Vec<String>,
+    /// `--add-host NAME:IP` (`host-gateway` already replaced).
+    #[serde(default)]
+    pub extra_hosts: Vec<(String, String)>,
+    /// `--link NAME[:ALIAS]`: (IP, alias, name, container id) at creation.
+    #[serde(default)]
+    pub links: Vec<(String, String, String, String)>,
+}
+
+/// A failure wiring a container's network (the helper reports it).
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {source}")]
+pub struct WireError {
+    what: String,
+    #[source]
+    source: io::Error,
+}
+
+fn werr(what: impl Into<String>) -> impl FnOnce(io::Error) -> WireError {
+    let what = what.into();
+    move |source| WireError { what, source }
+}
+
+/// Runs an iptables command, returning whether it succeeded.
+fn iptables(args: &[&str]) -> io::Result<bool> {
+    Command::new("iptables")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map(|s| s.success())
+}
+
+/// Adds a rule unless it is there (`-C` first, as docker does).
+fn ensure_rule(table: &str, chain: &str, rule: &[&str]) -> io::Result<()> {
+    let mut check = vec!["-t", table, "-C", chain];
+    check.extend_from_slice(rule);
+    if iptables(&check)? {
+        return Ok(());
+    }
+    let mut add = vec!["-t", table, "-A", chain];
+    add.extend_from_slice(rule);
+    if iptables(&add)? {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "iptables {} failed",
+            add.join(" ")
+        )))
+    }
+}
+
+/// The firewall rules of a bridge network: masquerading out of its subnet
+/// and forwarding to and from its bridge (none for `--internal`).
+fn bridge_rules(a: &Attachment) -> Vec<(&'static str, &'static str, Vec<String>)> {
+    let subnet = format!("{}/{}", a.subnet, a.prefix);
+    if a.internal {
+        return Vec::new();
+    }
+    vec![
+        (
+            "nat",
+            "POSTROUTING",
+            vec![
+                "-s".into(),
+                subnet,
+                "!".into(),
+                "-o".into(),
+                a.bridge.clone(),
+                "-j".into(),
+                "MASQUERADE".into(),
+            ],
+        ),
+        (
+            "filter",
+            "FORWARD",
+            vec!["-i".into(), a.bridge.clone(), "-j".into(), "ACCEPT".into()],
+        ),
+        (
+            "filter",
+            "FORWARD",
+            vec!["-o".into(), a.bridge.clone(), "-j".into(), "ACCEPT".into()],
+        ),
+    ]
+}
+
+fn attachment_of(r: &NetworkRecord) -> Option<Attachment> {
+    let (subnet, prefix) = r.subnet?;
+    Some(Attachment {
+        network_id: r.id.clone(),
+        network: r.name.clone(),
+        bridge: r.bridge.clone(),
+        ip: Ipv4Addr::UNSPECIFIED,
+        prefix,
+        gateway: r.gateway?,
+        subnet,
+        internal: r.internal,
+        aliases: Vec::new(),
+    })
+}
+
+/// Makes a network's bridge (address, up) and its rules when missing;
+/// idempotent. Runs in the host's (or the test's) network namespace.
+pub fn ensure_bridge(nl: &mut Netlink, a: &Attachment) -> Result<u32, WireError> {
+    nl.add_bridge(&a.bridge)
+        .map_err(werr(format!("creating bridge {}", a.bridge)))?;
+    let index = nl
+        .link_index(&a.bridge)
+        .map_err(werr(format!("finding bridge {}", a.bridge)))?
+        .ok_or_else(|| WireError {
+            what: format!("bridge {}", a.bridge),
+            source: io::Error::from_raw_os_error(libc::ENODEV),
+        })?;
+    nl.add_address(index, a.gateway, a.prefix)
+        .map_err(werr(format!("address of bridge {}", a.bridge)))?;
+    nl.set_up(index, None)
+        .map_err(werr(format!("bringing up bridge {}", a.bridge)))?;
+    if !a.internal {
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+            .map_err(werr("enabling ip_forward"))?;
+    }
+    for (table, chain, rule) in bridge_rules(a) {
+        let rule: Vec<&str> = rule.iter().map(String::as_str).collect();
+        ensure_rule(table, chain, &rule).map_err(werr("adding a firewall rule"))?;
+    }
+    Ok(index)
+}
+
+/// Takes a removed network's bridge and rules down (`kiln network rm`).
+pub fn remove_bridge(r: &NetworkRecord) -> io::Result<()> {
+    let Some(a) = attachment_of(r) else {
+        return Ok(());
+    };
+    for (table, chain, rule) in bridge_rules(&a) {
+        let mut del = vec!["-t", table, "-D", chain];
+        del.extend(rule.iter().map(String::as_str));
+        // Already gone (never used, or removed by hand) is fine.
+        let _ = iptables(&del);
+    }
+    let mut nl = Netlink::open()?;
+    if let Some(index) = nl.link_index(&r.bridge)? {
+        nl.del_link(index)?;
+    }
+    Ok(())
+}
+
+/// The host side of a container's wiring, opened before the helper
+/// unshares its network namespace.
+#[derive(Debug)]
+pub struct HostSide {
+    nl: Netlink,
+    bridges: Vec<u32>,
+}
+
+impl HostSide {
+    /// Opens a netlink socket in the current (host's) namespace and makes
+    /// the container's bridges if they are missing.
+    pub fn prepare(net: &ContainerNet) -> Result<HostSide, WireError> {
+        let mut nl = Netlink::open().map_err(werr("opening netlink"))?;
+        let mut bridges = Vec::new();
+        for a in &net.networks {
+            bridges.push(ensure_bridge(&mut nl, a)?);
+        }
+        Ok(HostSide { nl, bridges })
+    }
+
+    /// In the container's fresh network namespace: `lo` up, and for each
+    /// network a veth pair (host end `veth<7 hex>` on the bridge, the other
+    /// `eth<N>` here) with its address; the default route through the
+    /// first network's gateway (none on an `--internal` one).
+    pub fn wire(mut self, net: &ContainerNet) -> Result<(), WireError> {
+        let mut inner = Netlink::open().map_err(werr("opening netlink in the container"))?;
+        if let Some(lo) = inner.link_index("lo").map_err(werr("finding lo"))? {
+            inner.set_up(lo, None).map_err(werr("bringing up lo"))?;
+        }
+        let own = std::fs::File::open("/proc/thread-self/ns/net")
+            .map_err(werr("opening the container's network namespace"))?;
+        for (n, (a, bridge)) in net.networks.iter().zip(&self.bridges).enumerate() {
+            let mut rnd = [0u8; 4];
+            let _ = getrandom::fill(&mut rnd);
+            let host = format!("veth{}", &hex::encode(rnd)[..7]);
+            let eth = format!("eth{n}");
+            self.nl
+                .add_veth(&host, &eth, own.as_raw_fd())
+                .map_err(werr(format!("creating veth pair {host}")))?;
+            let hidx = self
+                .nl
+                .link_index(&host)
+                .map_err(werr("finding the veth"))?
+                .ok_or_else(|| WireError {
+                    what: format!("veth {host}"),
+                    source: io::Error::from_raw_os_error(libc::ENODEV),
+                })?;
+            self.nl
+                .set_up(hidx, Some(*bridge))
+                .map_err(werr(format!("attaching {host} to {}", a.bridge)))?;
+            let idx = inner
+                .link_index(&eth)
+                .map_err(werr("finding eth"))?
+                .ok_or_else(|| WireError {
+                    what: format!("{eth} in the container"),
+                    source: io::Error::from_raw_os_error(libc::ENODEV),
+                })?;
+            inner
+                .add_address(idx, a.ip, a.prefix)
+                .map_err(werr(format!("address of {eth}")))?;
+            inner
+                .set_up(idx, None)
+                .map_err(werr(format!("bringing up {eth}")))?;
+            if n == 0 && !a.internal {
+                inner
+                    .add_default_route(a.gateway)
+                    .map_err(werr("adding the default route"))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The lines docker starts every container's /etc/hosts with.
+const HOSTS_HEAD: &str = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n";
+
+/// A container's /etc/hosts: docker's head, `--add-host` lines, `--link`
+/// lines, its own address and hostname, then (kiln's stand-in for
+/// docker's embedded DNS) the other containers on its user-defined
+/// networks by name, aliases and short ID.
+pub fn hosts_text(net: &ContainerNet, hostname: &str, peers: &[(Ipv4Addr, Vec<String>)]) -> String {
+    let mut s = String::from(HOSTS_HEAD);
+    for (name, ip) in &net.extra_hosts {
+        s.push_str(&format!("{ip}\t{name}\n"));
+    }
+    for (ip, alias, name, id) in &net.links {
+        let short = id.get(..12).unwrap_or(id);
+        let mut names = vec![alias.as_str()];
+        for n in [short, name.as_str()] {
+            if !names.contains(&n) {
+                names.push(n);
+            }
+        }
+        s.push_str(&format!("{ip}\t{}\n", names.join(" ")));
+    }
+    if let Some(a) = net.networks.first() {
+        s.push_str(&format!("{}\t{hostname}\n", a.ip));
+    }
+    for (ip, names) in peers {
+        s.push_str(&format!("{ip}\t{}\n", names.join(" ")));
+    }
+    s
+}
+
+/// A container's /etc/resolv.conf as docker writes it: `--dns*` over the
+/// host's file; nameservers on the host's loopback cannot be reached from
+/// a bridge and are dropped, and with none left docker's fallback (Google's
+/// public resolvers) is used.
+pub fn resolv_text(net: &ContainerNet, host: &str) -> String {
+    let mut servers: Vec<String> = Vec::new();
+    let mut search: Vec<String> = Vec::new();
+    let mut options: Vec<String> = Vec::new();
+    for line in host.lines() {
+        let mut f = line.split_whitespace();
+        match f.next() {
+            Some("nameserver") => {
+                if let Some(a) = f.next() {
+                    let loopback = a
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback());
+                    if !loopback {
+                        servers.push(a.to_string());
+                    }
+                }
+            }
+            Some("search") | Some("domain") => search = f.map(str::to_string).collect(),
+            Some("options") => options.extend(f.map(str::to_string)),
+            _ => {}
+        }
+    }
+    if !net.dns.is_empty() {
+        servers = net.dns.clone();
+    }
+    if !net.dns_search.is_empty() {
+        search = net
+            .dns_search
+            .iter()
+            .filter(|s| *s != ".")
+            .cloned()
+            .collect();
+    }
+    if !net.dns_options.is_empty() {
+        options = net.dns_options.clone();
+    }
+    if servers.is_empty() {
+        servers = vec!["8.8.8.8".into(), "8.8.4.4".into()];
+    }
+    let mut s = String::new();
+    for a in &servers {
+        s.push_str(&format!("nameserver {a}\n"));
+    }
+    if !search.is_empty() {
+        s.push_str(&format!("search {}\n", search.join(" ")));
+    }
+    if !options.is_empty() {
+        s.push_str(&format!("options {}\n", options.join(" ")));
+    }
+    s
+}
+
+/// The hosts and resolv.conf files of a container's folder.
+pub fn files_of(dir: &Path) -> (PathBuf, PathBuf) {
+    (dir.join("hosts"), dir.join("resolv.conf"))
+}
+
+/// One container on the networks, as [`refresh_hosts`] needs it.
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub id: String,
+    pub name: String,
+    pub hostname: String,
+    pub dir: PathBuf,
+    pub net: ContainerNet,
+}
+
+/// (Re)writes the hosts file of each of `members` (the running containers
+/// with a network of their own): each learns the others that share a
+/// user-defined network with it. Rewritten in place (the file is bound
+/// into the container, a rename would not be seen).
+pub fn refresh_hosts(members: &[Member]) -> io::Result<()> {
+    for m in members {
+        let mine: BTreeSet<&str> = m
+            .net
+            .networks
+            .iter()
+            .filter(|a| a.network != "bridge")
+            .map(|a| a.network_id.as_str())
+            .collect();
+        let mut peers = Vec::new();
+        for o in members {
+            if o.id == m.id {
+                continue;
+            }
+            for a in &o.net.networks {
+                if !mine.contains(a.network_id.as_str()) {
+                    continue;
+                }
+                let mut names = vec![o.name.clone()];
+                for al in &a.aliases {
+                    if !names.contains(al) {
+                        names.push(al.clone());
+                    }
+                }
+                let short = o.id.get(..12).unwrap_or(&o.id).to_string();
+                if !names.contains(&o.hostname) {
+                    names.push(o.hostname.clone());
+                }
+                if !names.contains(&short) {
+                    names.push(short);
+                }
+                peers.push((a.ip, names));
+            }
+        }
+        let (hosts, _) = files_of(&m.dir);
+        let text = hosts_text(&m.net, &m.hostname, &peers);
+        // In place: O_TRUNC keeps the inode the container has bound.
+        std::fs::write(&hosts, text)?;
+    }
+    Ok(())
+}
+
+/// Gives a new container its addresses on `requested` networks (by name
+/// or ID, with its aliases and `--ip`), recorded in the network state.
+pub fn allocate(
+    networks: &Networks,
+    cid: &str,
+    name: &str,
+    requested: &[(String, Vec<String>, Option<Ipv4Addr>)],
+    exists: &dyn Fn(&str) -> bool,
+) -> Result<Vec<Attachment>, super::NetworkError> {
+    let mut out = Vec::new();
+    for (key, aliases, ip) in requested {
+        let (r, e) = networks.attach(key, cid, name, aliases, *ip, exists)?;
+        let Some(mut a) = attachment_of(&r) else {
+            return Err(super::NetworkError::NotFound(key.clone()));
+        };
+        a.ip = e.ip;
+        a.aliases = e.aliases;
+        out.push(a);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net() -> ContainerNet {
+        ContainerNet {
+            mode: NetMode::Bridge,
+            networks: vec![Attachment {
+                network_id: "n".into(),
+                network: "appnet".into(),
+                bridge: "br-x".into(),
+                ip: Ipv4Addr::new(172, 18, 0, 2),
+                prefix: 16,
+                gateway: Ipv4Addr::new(172, 18, 0, 1),
+                subnet: Ipv4Addr::new(172, 18, 0, 0),
+                internal: false,
+                aliases: vec![],
+            }],
+            dns: vec![],
+            dns_search: vec![],
+            dns_options: vec![],
+            extra_hosts: vec![("db".into(), "10.0.0.5".into())],
+            links: vec![],
+        }
+    }
+
+    #[test]
+    fn hosts_as_docker() {
+        let t = hosts_text(&net(), "abc", &[]);
+        assert!(t.starts_with("127.0.0.1\tlocalhost\n"));
+        assert!(t.contains("10.0.0.5\tdb\n"));
+        assert!(t.ends_with("172.18.0.2\tabc\n"));
+    }
+
+    #[test]
+    fn resolv_drops_loopback() {
+        let n = net();
+        assert_eq!(
+            resolv_text(&n, "nameserver 127.0.0.53\nsearch lan\noptions edns0\n"),
+            "nameserver 8.8.8.8\nnameserver 8.8.4.4\nsearch lan\noptions edns0\n"
+        );
+        let mut n = net();
+        n.dns = vec!["10.1.1.1".into()];
+        n.dns_search = vec!["example.com".into()];
+        assert_eq!(
+            resolv_text(&n, "nameserver 1.1.1.1\n"),
+            "nameserver 10.1.1.1\nsearch example.com\n"
+        );
+    }
+}
