@@ -318,13 +318,26 @@ impl Worker {
             mode,
             allow_empty_wildcard: true,
         };
-        let (memo, file) = self.memo_for(dir);
-        let before = memo.files_read();
-        let h = fileops::checksum_sources(dir, paths, &opts, &memo)?;
-        if memo.files_read() != before {
-            // Best effort: a memo that cannot be saved only costs a re-read.
-            let _ = fs::create_dir_all(self.root.checksums_dir());
-            let _ = memo.save(&file);
+        // The memo is loaded only when the tree index cannot prove the
+        // copy unchanged (loading it was a tenth of a large no-op).
+        let mut used = None;
+        let h = fileops::checksum::checksum_sources_indexed(
+            dir,
+            paths,
+            &opts,
+            || {
+                let (memo, file) = self.memo_for(dir);
+                used = Some((memo.clone(), file, memo.files_read()));
+                memo
+            },
+            &self.root.checksums_dir(),
+        )?;
+        if let Some((memo, file, before)) = used {
+            if memo.files_read() != before {
+                // Best effort: a memo that cannot be saved only costs a re-read.
+                let _ = fs::create_dir_all(self.root.checksums_dir());
+                let _ = memo.save(&file);
+            }
         }
         Ok(h)
     }

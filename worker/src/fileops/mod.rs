@@ -27,6 +27,7 @@ pub mod error;
 pub mod meta;
 pub mod pattern;
 pub mod rootpath;
+pub mod treeindex;
 pub mod unpack;
 
 use std::path::{Path, PathBuf};
