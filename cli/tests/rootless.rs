@@ -163,24 +163,45 @@ fn every_case_rootless_equals_root() {
     });
 }
 
-/// Rootless with the FUSE snapshotter. The kernel lets kiln mount FUSE in
-/// its user namespace only when `/dev/fuse` opens for the real user; this
-/// test never changes the host's device. Where `/dev/fuse` is open to
-/// everyone (0666) the whole suite runs rootless on FUSE and must equal
-/// root's images; where it is not (0600 root, as on this test machine),
-/// `kiln info` and a build must say why FUSE cannot be used.
-#[test]
-fn fuse_rootless_runs_the_suite_or_says_why() {
+/// Whether a plain user can open `dev` read-write: the mode's "other"
+/// bits (the test users are in no group that owns it). `.ci/setup` makes
+/// /dev/fuse and /dev/net/tun 0666 as Debian's udev rules do.
+fn open_to_users(dev: &str) -> (bool, u32) {
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata("/dev/fuse")
+    let mode = std::fs::metadata(dev)
         .map(|m| m.permissions().mode() & 0o777)
         .unwrap_or(0);
-    let user = TestUser::create(true);
+    (mode & 0o006 == 0o006, mode)
+}
+
+/// Says loudly that a test could not test what it is for.
+fn skipped(what: &str, why: &str) {
+    eprintln!(
+        "\n**********\nSKIPPED: {what}: {why}\n(run .ci/setup as root: it restores Debian's 0666)\n**********\n"
+    );
+}
+
+/// A rootless kiln whose store is pinned to the FUSE snapshotter.
+fn fuse_kiln(user: &TestUser) -> Kiln {
     let k = user.kiln_with_busybox(KILN);
     std::fs::write(k.root.join("config.json"), r#"{"snapshotter":"fuse"}"#).expect("config");
     user.chown(&k.root.join("config.json"));
+    k
+}
+
+/// Rootless with the FUSE snapshotter: the whole shared suite, each image
+/// equal to the one root builds (with kernel overlay). The kernel lets
+/// kiln mount FUSE in its user namespace only when `/dev/fuse` opens for
+/// the real user; this test never changes the device. Where it is not open
+/// (0600 root), `kiln info` and a build must say why, and the suite is
+/// skipped loudly.
+#[test]
+fn fuse_rootless_runs_the_suite_or_says_why() {
+    let (usable, mode) = open_to_users("/dev/fuse");
+    let user = TestUser::create(true);
+    let k = fuse_kiln(&user);
     let (info, _) = k.ok(&["info"]);
-    if mode & 0o006 != 0o006 {
+    if !usable {
         assert!(
             info.contains("Snapshotter: fuse")
                 && info.contains("not open to the user kiln runs as")
@@ -195,15 +216,16 @@ fn fuse_rootless_runs_the_suite_or_says_why() {
             "{}",
             stderr(&out)
         );
-        eprintln!("/dev/fuse is {mode:04o}: rootless FUSE cannot be tested here; {info}");
+        skipped(
+            "the cases suite rootless on FUSE",
+            &format!("/dev/fuse is {mode:04o}; {info}"),
+        );
         return;
     }
     assert!(info.contains("/dev/fuse is usable"), "{info}");
     let names = support::single_platform_cases();
-    for name in &names {
-        let k = user.kiln_with_busybox(KILN);
-        std::fs::write(k.root.join("config.json"), r#"{"snapshotter":"fuse"}"#).expect("config");
-        user.chown(&k.root.join("config.json"));
+    support::run_all(&names, "rootless fuse", |name| {
+        let k = fuse_kiln(&user);
         k.mkdir(&k.work());
         let rootless = support::run_case(name, &k);
         let root = support::run_case(name, &Kiln::for_case(KILN));
@@ -215,5 +237,89 @@ fn fuse_rootless_runs_the_suite_or_says_why() {
                 diffs.join("\n")
             );
         }
+    });
+}
+
+/// The FUSE `kiln fuse-helper` processes serving mounts below `dir`.
+fn fuse_helpers_below(dir: &std::path::Path) -> usize {
+    let dir = dir.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter(|e| {
+            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            cmd.contains("fuse-helper") && cmd.contains(&dir)
+        })
+        .count()
+}
+
+/// `kiln run` rootless on FUSE: a foreground `--rm` run writes its root and
+/// keeps owners, a detached one takes `exec` and `rm -f`, and no helper
+/// stays behind.
+#[test]
+fn run_rootless_on_fuse() {
+    let (usable, mode) = open_to_users("/dev/fuse");
+    if !usable {
+        skipped(
+            "kiln run rootless on FUSE",
+            &format!("/dev/fuse is {mode:04o}"),
+        );
+        return;
     }
+    let user = TestUser::create(true);
+    let k = fuse_kiln(&user);
+    let bb = "busybox:1.35";
+    let (out, err) = k.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--snapshotter",
+        "fuse",
+        bb,
+        "sh",
+        "-c",
+        "echo x > /f; cat /f; stat -c %U /bin; id -u; chown 1000 /f && stat -c %u /f; \
+         grep ' / ' /proc/mounts | cut -d' ' -f3 | tail -n1 | cut -d. -f1",
+    ]);
+    // The root is a FUSE mount ("fuse" rootless, "fuse.kiln" as root).
+    assert_eq!(out, "x\nroot\n0\n1000\nfuse\n", "{err}");
+    k.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--snapshotter",
+        "fuse",
+        "--name",
+        "svc",
+        bb,
+        "sh",
+        "-c",
+        "echo inside > /marker; exec sleep 1000",
+    ]);
+    let mut seen = String::new();
+    for _ in 0..100 {
+        seen = String::from_utf8_lossy(&k.run(&["exec", "svc", "cat", "/marker"]).stdout).into();
+        if seen == "inside\n" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(seen, "inside\n");
+    k.ok(&["exec", "svc", "sh", "-c", "echo e > /from-exec"]);
+    assert_eq!(k.ok(&["exec", "svc", "cat", "/from-exec"]).0, "e\n");
+    k.ok(&["rm", "-f", "svc"]);
+    let (ps, _) = k.ok(&["ps", "-a"]);
+    assert!(!ps.contains("svc"), "{ps}");
+    let mut left = usize::MAX;
+    for _ in 0..100 {
+        left = fuse_helpers_below(k.tmp.path());
+        if left == 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(left, 0, "fuse helpers left behind");
 }

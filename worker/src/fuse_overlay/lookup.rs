@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use fuser::{FileAttr, FileType, INodeNo};
 
 use super::inodes::Place;
-use crate::snapshot::OPAQUE_XATTR;
+use crate::snapshot::opaque_xattr;
 use crate::sys;
 
 /// The directories an overlay is made of.
@@ -31,9 +31,11 @@ pub fn is_whiteout(md: &Metadata) -> bool {
     md.file_type().is_char_device() && md.rdev() == 0
 }
 
-/// Whether the directory at `path` carries the opaque xattr.
+/// Whether the directory at `path` carries the opaque xattr (`user.` in a
+/// user namespace, where `trusted.` cannot be written: as the unpacker
+/// and the diff read it).
 pub fn is_opaque(path: &Path) -> bool {
-    matches!(sys::lgetxattr(path, OPAQUE_XATTR), Ok(Some(v)) if v == b"y")
+    matches!(sys::lgetxattr(path, opaque_xattr()), Ok(Some(v)) if v == b"y")
 }
 
 fn lstat(path: &Path) -> io::Result<Option<Metadata>> {

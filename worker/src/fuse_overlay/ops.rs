@@ -18,7 +18,7 @@ use fuser::{
 use super::inodes::{Place, ROOT};
 use super::lookup::{attr, is_opaque, is_whiteout};
 use super::{Handle, OverlayFs};
-use crate::snapshot::OPAQUE_XATTR;
+use crate::snapshot::opaque_xattr;
 use crate::sys;
 
 /// How long the kernel may trust names and attributes. Every change goes
@@ -250,7 +250,7 @@ impl OverlayFs {
                 std::fs::DirBuilder::new().mode(0o700).create(&path)?;
                 chmod = Some((mode & !umask & 0o7777) | extra);
                 if over_whiteout {
-                    sys::lsetxattr(&path, OPAQUE_XATTR.as_bytes(), b"y")?;
+                    sys::lsetxattr(&path, opaque_xattr().as_bytes(), b"y")?;
                 }
             }
             NewEntry::Node { mode, rdev } => {
@@ -488,7 +488,7 @@ impl OverlayFs {
         if is_dir && (dst_lower || !np.place.lowers.is_empty()) && !is_opaque(&to) {
             // A directory moved into a merged directory hides whatever the
             // lower layers have (or will have) under its new name.
-            sys::lsetxattr(&to, OPAQUE_XATTR.as_bytes(), b"y")?;
+            sys::lsetxattr(&to, opaque_xattr().as_bytes(), b"y")?;
         }
         let mut t = self.table_mut();
         t.rename(parent, name, newparent, newname);
