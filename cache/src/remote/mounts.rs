@@ -42,10 +42,10 @@ pub(crate) fn pack(root: &Root, names: &[String]) -> Result<Records, Error> {
         tar.follow_symlinks(false);
         tar.mode(tar::HeaderMode::Complete);
         tar.append_dir_all(".", &dir)
-            .map_err(|e| Error::io("packing cache mount", &dir)(e))?;
+            .map_err(Error::io("packing cache mount", &dir))?;
         let w = tar
             .into_inner()
-            .map_err(|e| Error::io("packing cache mount", &dir)(e))?;
+            .map_err(Error::io("packing cache mount", &dir))?;
         let (digest, size) = w.commit()?;
         out.insert(
             record_key(name),
