@@ -208,7 +208,7 @@ fn user_network_names_aliases_and_cleanup() {
 fn default_bridge_addresses_hosts_dns_and_outbound() {
     let k = NetK::new();
     // A server inside the test namespace, on an address of its own.
-    k.sh_in_ns("ip link add d0 type dummy && ip addr add 10.99.0.1/24 dev d0 && ip link set d0 up");
+    k.sh_in_ns("ip link add d0 type veth peer name d0p && ip link set d0p up && ip addr add 10.99.0.1/24 dev d0 && ip link set d0 up");
     let www = tempfile::tempdir().expect("tempdir");
     std::fs::write(www.path().join("f"), "outside\n").expect("write");
     let mut server = k
@@ -255,7 +255,7 @@ fn default_bridge_addresses_hosts_dns_and_outbound() {
 #[test]
 fn none_host_container_and_link() {
     let k = NetK::new();
-    k.sh_in_ns("ip link add d1 type dummy");
+    k.sh_in_ns("ip link add d1 type veth peer name d1p");
     let none = k.ok(&[
         "run",
         "--rm",

@@ -93,7 +93,12 @@ fn werr(what: impl Into<String>) -> impl FnOnce(io::Error) -> WireError {
 
 /// Runs an iptables command, returning whether it succeeded.
 fn iptables(args: &[&str]) -> io::Result<bool> {
-    Command::new("iptables")
+    // The container helper may run without a PATH holding /usr/sbin.
+    let bin = ["/usr/sbin/iptables", "/sbin/iptables", "/usr/bin/iptables"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .unwrap_or("iptables");
+    Command::new(bin)
         .args(args)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
