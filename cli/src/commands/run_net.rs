@@ -17,13 +17,12 @@ pub fn request(
     dns_option: &[String],
     link: &[String],
 ) -> Result<(Network, Option<NetRequest>), String> {
-    // Rootless kiln cannot make bridges: it keeps the host's network as
-    // before unless told otherwise.
-    let default = if kiln_worker::userns::in_user_namespace() {
-        "host"
-    } else {
-        "bridge"
-    };
+    // docker's default is `bridge`; kiln keeps the host's network as the
+    // default until bridge networks publish ports and resolve names as
+    // docker's do (a bridge made on a host is also a change to the host's
+    // interfaces that a plain `kiln run` should not make unasked). Rootless
+    // kiln cannot make bridges at all.
+    let default = "host";
     let network = network.unwrap_or(default);
     let mut add_hosts = Vec::new();
     for h in add_host {
