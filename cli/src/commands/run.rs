@@ -187,9 +187,9 @@ pub struct RunArgs {
     #[command(flatten)]
     tty: super::attach::RunTtyArgs,
     // --- net flags
-    /// Connect to a network: `bridge` (the default, as docker's), a
-    /// user-defined network, `host`, `none` or `container:NAME` (rootless:
-    /// host by default).
+    /// Connect to a network: `host` (the default here; docker's is
+    /// `bridge`), `bridge`, a user-defined network, `none` or
+    /// `container:NAME`.
     #[arg(long = "network", visible_alias = "net")]
     network: Option<String>,
     /// Network-scoped aliases (user-defined networks).
