@@ -404,9 +404,9 @@ pub fn load_file(
         message: e.msg,
     })?;
     if !matches!(root.v, Val::Map(_)) {
-        return Err(Error::Invalid(format!(
-            "Top-level object must be a mapping"
-        )));
+        return Err(Error::Invalid(
+            "Top-level object must be a mapping".to_string(),
+        ));
     }
     if interpolate {
         let mut missing = Vec::new();

@@ -305,21 +305,19 @@ pub fn enforce_unicity(v: &mut J, path: &mut Vec<String>) {
                 path.pop();
             }
         }
-        J::Array(a) => {
-            if a.first().is_some_and(|f| index(path, f).is_some()) || a.is_empty() {
-                let mut seq: Vec<J> = Vec::new();
-                let mut keys: Vec<String> = Vec::new();
-                for e in a.drain(..) {
-                    let key = index(path, &e).unwrap_or_default();
-                    if let Some(j) = keys.iter().position(|k| *k == key) {
-                        seq[j] = e;
-                    } else {
-                        keys.push(key);
-                        seq.push(e);
-                    }
+        J::Array(a) if a.first().is_some_and(|f| index(path, f).is_some()) => {
+            let mut seq: Vec<J> = Vec::new();
+            let mut keys: Vec<String> = Vec::new();
+            for e in a.drain(..) {
+                let key = index(path, &e).unwrap_or_default();
+                if let Some(j) = keys.iter().position(|k| *k == key) {
+                    seq[j] = e;
+                } else {
+                    keys.push(key);
+                    seq.push(e);
                 }
-                *a = seq;
             }
+            *a = seq;
         }
         _ => {}
     }

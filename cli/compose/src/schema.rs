@@ -55,7 +55,7 @@ pub fn validate(root: &Node) -> Result<(), Violation> {
     }
 }
 
-fn resolve<'a>(s: &'a J) -> &'a J {
+fn resolve(s: &J) -> &J {
     if let Some(r) = s.get("$ref").and_then(J::as_str) {
         if let Some(name) = r.strip_prefix("#/$defs/") {
             if let Some(d) = spec().get("$defs").and_then(|d| d.get(name)) {

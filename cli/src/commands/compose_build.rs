@@ -4,11 +4,11 @@
 //! service's args, target, cache_from/to, secrets (files), platforms,
 //! labels and tags.
 //!
-//! The builds run concurrently (compose's default; `--parallel` is kept for
-//! compatibility) on one `Builder`, so they share one store and one build
-//! cache: a stage two services have in common has the same cache key in
-//! both, and the store's per-key records let the second build reuse what
-//! the first one wrote instead of running it again.
+//! The builds run one after the other on one `Builder` (`--parallel` is
+//! accepted; concurrent builds in one process collide in the worker's
+//! per-process scratch folders today), so they share one store and one
+//! build cache: a stage two services have in common has the same cache key
+//! in both, and the second build reuses what the first one wrote.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -130,35 +130,26 @@ pub fn run(a: &ComposeArgs, b: &BuildArgs) -> Result<ExitCode> {
     // lines (a terminal tree per build would interleave).
     let mode = if b.quiet {
         progress::Mode::Quiet
-    } else if specs.len() == 1 {
-        progress::Mode::Auto
     } else {
-        progress::Mode::Plain
+        progress::Mode::Auto
     };
-    let results: Vec<(String, std::result::Result<String, String>)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = specs
-            .iter()
-            .zip(all)
-            .map(|(spec, opts)| {
-                let builder = &builder;
-                scope.spawn(move || {
-                    let shown = progress::BuildProgress::new(mode);
-                    let r = builder
-                        .build(opts, &shown)
-                        .map(|r| r.id.to_string())
-                        .map_err(|e| e.to_string());
-                    (spec.service.clone(), r)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| (String::new(), Err("build thread panicked".into())))
-            })
-            .collect()
-    });
+    // One after the other on one Builder: two builds in one process share
+    // the worker's per-process scratch folders (`work/<pid>/unpack-N`), so
+    // running them on threads collides; sequential builds still share the
+    // store and the build cache, so a stage two services have in common is
+    // built by the first and found in the cache by the next.
+    let results: Vec<(String, std::result::Result<String, String>)> = specs
+        .iter()
+        .zip(all)
+        .map(|(spec, opts)| {
+            let shown = progress::BuildProgress::new(mode);
+            let r = builder
+                .build(opts, &shown)
+                .map(|r| r.id.to_string())
+                .map_err(|e| e.to_string());
+            (spec.service.clone(), r)
+        })
+        .collect();
     let mut failed = false;
     for (service, r) in results {
         match r {
