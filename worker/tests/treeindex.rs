@@ -16,6 +16,9 @@ use kiln_worker::fileops::ChecksumMemo;
 
 const PATHS: &[&str] = &["."];
 
+/// A named change to the context.
+type Change<'a> = (&'static str, Box<dyn Fn() + 'a>);
+
 fn paths() -> Vec<String> {
     PATHS.iter().map(|s| s.to_string()).collect()
 }
@@ -71,7 +74,7 @@ fn unchanged_trees_skip_the_walk_and_every_change_is_seen() {
     let mut last = h0;
     // Each change must be seen (a walk, the fresh checksum, a new key), and
     // the re-written index must then prove the changed tree.
-    let changes: Vec<(&str, Box<dyn Fn()>)> = vec![
+    let changes: Vec<Change> = vec![
         (
             "same-size edit, mtime restored",
             Box::new(|| {
