@@ -30,6 +30,8 @@ enum Command {
     #[command(flatten)]
     Check(commands::check::Cmd),
     #[command(flatten)]
+    Container(commands::container::Cmd),
+    #[command(flatten)]
     Frontend(commands::frontend::Cmd),
     #[command(flatten)]
     Images(commands::images::Cmd),
@@ -53,6 +55,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Build(c) => commands::build::run(c),
         Command::Check(c) => commands::check::run(c),
+        Command::Container(c) => commands::container::run(c),
         Command::Frontend(c) => commands::frontend::run(c),
         Command::Images(c) => commands::images::run(c),
         Command::Registry(c) => commands::registry::run(c),

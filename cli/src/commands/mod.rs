@@ -3,6 +3,7 @@
 pub mod build;
 pub mod build_flags;
 pub mod check;
+pub mod container;
 pub mod frontend;
 pub mod image_prune;
 pub mod images;

@@ -115,7 +115,7 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), StartError> {
     sys::pipe().map_err(|e| StartError::other(format!("pipe: {e}")))
 }
 
-fn wait_child(pid: i32) -> Result<i32, StartError> {
+pub(super) fn wait_child(pid: i32) -> Result<i32, StartError> {
     let ws = sys::waitpid(pid).map_err(|e| format!("waitpid: {e}"))?;
     if libc::WIFEXITED(ws) {
         Ok(libc::WEXITSTATUS(ws))
@@ -149,14 +149,42 @@ fn run_helper(one_thread: &SingleThreaded, dir: &Path, detach: bool) -> i32 {
         }
     };
     install_forwarding();
+    let code = super::restart::supervise(one_thread, &store, &id, detach, |first| {
+        run_attempt(one_thread, &store, &id, dir, detach, detach && first)
+    });
+    if c.auto_remove {
+        let _ = store.remove(&id);
+    }
+    code
+}
+
+/// One run of the container (a forked child of the helper, see
+/// [`super::restart`]): starts pid 1, reports (`report`: on stdout, for
+/// kiln's `run -d`), pumps its output, records its end.
+fn run_attempt(
+    one_thread: &SingleThreaded,
+    store: &Store,
+    id: &str,
+    dir: &Path,
+    detach: bool,
+    report: bool,
+) -> i32 {
+    let c = match store.load(id) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("kiln: {e}");
+            return EXIT_KILN;
+        }
+    };
     let fail = |code: i32, msg: String| -> i32 {
-        let _ = store.update(&id, |c| {
+        let _ = store.update(id, |c| {
             c.status = Status::Exited;
             c.exit_code = Some(code);
             c.finished = Some(now());
             c.error = Some(msg.clone());
+            c.life.finished_ns = super::life::now_ns();
         });
-        if detach {
+        if report {
             let report = StartReport::Failed {
                 code,
                 message: msg.clone(),
@@ -164,9 +192,6 @@ fn run_helper(one_thread: &SingleThreaded, dir: &Path, detach: bool) -> i32 {
             sys::write_all_fd(1, report.to_line().as_bytes());
         } else {
             sys::write_all_fd(2, format!("kiln: {msg}\n").as_bytes());
-        }
-        if c.auto_remove {
-            let _ = store.remove(&id);
         }
         code
     };
@@ -181,20 +206,21 @@ fn run_helper(one_thread: &SingleThreaded, dir: &Path, detach: bool) -> i32 {
         errpipe,
     } = started;
     sys::set_forward_target(pid);
-    let mut report = Vec::new();
-    let _ = File::from(errpipe).read_to_end(&mut report);
-    if let Some(e) = StartError::decode(&report) {
+    let mut failure = Vec::new();
+    let _ = File::from(errpipe).read_to_end(&mut failure);
+    if let Some(e) = StartError::decode(&failure) {
         let _ = wait_child(pid);
         return fail(start_failure_code(&e), e.message);
     }
     let start_time = proc_start_time(pid);
-    let _ = store.update(&id, |c| {
+    let _ = store.update(id, |c| {
         c.status = Status::Running;
         c.pid = Some(pid);
         c.start_time = start_time;
         c.started = Some(now());
+        c.life.on_start();
     });
-    if detach {
+    if report {
         sys::write_all_fd(1, StartReport::Started.to_line().as_bytes());
         if let Ok(null) = File::options().write(true).open("/dev/null") {
             // Replaces our stdout (the handshake pipe) with /dev/null.
@@ -203,24 +229,34 @@ fn run_helper(one_thread: &SingleThreaded, dir: &Path, detach: bool) -> i32 {
     }
     let log_path = dir.join("log");
     let log = OpenOptions::new().create(true).append(true).open(&log_path);
-    pump(out, err, log.ok(), !detach);
+    let mut health = super::health::HealthRunner::new(store, id);
+    pump(out, err, log.ok(), !detach, &mut || {
+        health.as_mut().map_or(-1, |h| h.tick())
+    });
+    drop(health);
     let code = wait_child(pid).unwrap_or(EXIT_KILN);
     sys::set_forward_target(0);
-    let _ = store.update(&id, |c| {
+    let _ = store.update(id, |c| {
         c.status = Status::Exited;
         c.exit_code = Some(code);
         c.finished = Some(now());
+        c.life.on_exit();
     });
-    if c.auto_remove {
-        let _ = store.remove(&id);
-    }
     code
 }
 
 /// Copies the container's stdout and stderr to the log (and to our own
 /// stdout/stderr when `tee`) until both close: pid 1's death ends the pid
 /// namespace, and with it every holder of the pipes.
-fn pump(out: OwnedFd, err: OwnedFd, mut log: Option<File>, tee: bool) {
+/// `tick` runs whenever poll wakes and says how long (ms, -1: forever) the
+/// next poll may wait (the health check's schedule).
+fn pump(
+    out: OwnedFd,
+    err: OwnedFd,
+    mut log: Option<File>,
+    tee: bool,
+    tick: &mut dyn FnMut() -> i32,
+) {
     let (out, err) = (File::from(out), File::from(err));
     let mut streams = vec![
         (
@@ -250,7 +286,7 @@ fn pump(out: OwnedFd, err: OwnedFd, mut log: Option<File>, tee: bool) {
                 revents: 0,
             })
             .collect();
-        if let Err(e) = sys::poll(&mut pfds, -1) {
+        if let Err(e) = sys::poll(&mut pfds, tick()) {
             if e.raw_os_error() == Some(libc::EINTR) {
                 continue;
             }
@@ -316,6 +352,7 @@ fn start_container(
     let Some(pid) = sys::fork(one_thread).map_err(|e| format!("fork: {e}"))? else {
         drop((out_r, err_r, e_r));
         let failure = container_init(
+            one_thread,
             c,
             dir,
             out_w.as_raw_fd(),
@@ -337,7 +374,14 @@ fn start_container(
 
 /// pid 1 before exec: its stdio, a mount namespace of its own, the overlay,
 /// the user, then the sandbox's plan. Returns only on failure.
-fn container_init(c: &Container, dir: &Path, out: RawFd, err: RawFd, errfd: RawFd) -> StartError {
+fn container_init(
+    one_thread: &SingleThreaded,
+    c: &Container,
+    dir: &Path,
+    out: RawFd,
+    err: RawFd,
+    errfd: RawFd,
+) -> StartError {
     sys::die_with_parent();
     if let Err(e) = sys::dup2(out, 1).and_then(|()| sys::dup2(err, 2)) {
         return format!("stdio: {e}").into();
@@ -428,6 +472,11 @@ fn container_init(c: &Container, dir: &Path, out: RawFd, err: RawFd, errfd: RawF
     spec.seccomp = c.seccomp.clone();
     spec.devices = c.devices.clone();
     let steps = sandbox::plan(&spec);
+    if c.life.init {
+        if let Err(e) = super::init::fork_init(one_thread, errfd) {
+            return e;
+        }
+    }
     sandbox::carry_out(&spec, &steps, errfd)
 }
 

@@ -50,11 +50,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::sandbox::{self, Mount, Network};
 
+pub mod health;
 pub mod helper;
+mod init;
 pub mod launch;
+pub mod life;
 pub mod lifecycle;
 pub mod logs;
 mod names;
+pub mod pause;
+pub mod restart;
 pub mod run;
 pub mod store;
 
@@ -185,6 +190,11 @@ pub struct Container {
     /// kiln's FUSE overlay, a copy, or `auto`).
     #[serde(default)]
     pub snapshotter: crate::snapshotter::Snapshotter,
+    // --- life
+    /// Lifecycle settings and state (stop signal, restart policy, health,
+    /// pause, limits): [`life::LifeState`], its fields flattened here.
+    #[serde(default, flatten)]
+    pub life: life::LifeState,
 }
 
 impl Container {

@@ -95,6 +95,9 @@ pub struct RunOptions {
     pub auto_remove: bool,
     /// `--snapshotter`.
     pub snapshotter: crate::snapshotter::Snapshotter,
+    // --- life
+    /// Lifecycle flags (`--restart`, `--stop-signal`, `--init`, health).
+    pub life: super::life::LifeOptions,
 }
 
 /// Makes the container for `opts` in `store`: the image is found (or
@@ -192,6 +195,7 @@ pub fn create(
         seccomp: opts.seccomp,
         devices: opts.devices,
         snapshotter: opts.snapshotter,
+        life: opts.life.state(&cfg),
     };
     let c = store.create(c)?;
     Ok(if c.hostname.is_empty() {
