@@ -33,6 +33,7 @@ enum Command {
     Check(commands::check::Cmd),
     #[command(flatten)]
     Compose(commands::compose::Cmd),
+    Container(commands::container::Cmd),
     #[command(flatten)]
     Frontend(commands::frontend::Cmd),
     #[command(flatten)]
@@ -65,6 +66,7 @@ fn main() -> std::process::ExitCode {
         Command::Build(c) => commands::build::run(c),
         Command::Check(c) => commands::check::run(c),
         Command::Compose(c) => commands::compose::run(c),
+        Command::Container(c) => commands::container::run(c),
         Command::Frontend(c) => commands::frontend::run(c),
         Command::Images(c) => commands::images::run(c),
         Command::Network(c) => commands::network::run(c),

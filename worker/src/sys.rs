@@ -716,6 +716,23 @@ pub fn waitpid(pid: libc::pid_t) -> io::Result<libc::c_int> {
     }
 }
 
+/// waitpid(-1) (blocking, EINTR retried): the pid and raw wait status of
+/// any child that ended; how an init reaps orphans.
+pub fn wait_any() -> io::Result<(libc::pid_t, libc::c_int)> {
+    let mut status = 0;
+    loop {
+        // SAFETY: a valid out-pointer for the status.
+        let r = unsafe { libc::waitpid(-1, &mut status, 0) };
+        if r > 0 {
+            return Ok((r, status));
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Err(e);
+        }
+    }
+}
+
 /// dup2(2): makes `to` a copy of `from` (used for a child's stdio).
 pub fn dup2(from: RawFd, to: RawFd) -> io::Result<()> {
     // SAFETY: dup2 takes integers; an invalid fd fails with EBADF.

@@ -7,6 +7,7 @@ pub mod check;
 pub mod compose;
 pub mod compose_build;
 pub mod container_files;
+pub mod container;
 pub mod frontend;
 pub mod image_prune;
 pub mod images;

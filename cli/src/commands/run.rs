@@ -9,7 +9,6 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::Subcommand;
 use kiln_cache::Root;
@@ -58,14 +57,19 @@ pub enum Cmd {
     },
     /// Stop running containers: SIGTERM, then SIGKILL after the timeout.
     Stop {
-        /// Seconds to wait before killing.
+        /// Seconds to wait before killing (default: the container's
+        /// --stop-timeout, else 10; -1 waits forever).
         #[arg(
             short = 't',
             long = "time",
             visible_alias = "timeout",
-            default_value_t = 10
+            allow_negative_numbers = true
         )]
-        time: u64,
+        time: Option<i64>,
+        /// Signal to send (default: the image's STOPSIGNAL or
+        /// --stop-signal, else SIGTERM).
+        #[arg(short = 's', long)]
+        signal: Option<String>,
         /// Containers (names or IDs).
         #[arg(required = true)]
         containers: Vec<String>,
@@ -213,6 +217,9 @@ pub struct RunArgs {
     /// Link to another container (NAME[:ALIAS]), on the default bridge.
     #[arg(long)]
     link: Vec<String>,
+    // --- life flags
+    #[command(flatten)]
+    pub(crate) life: super::container::LifeFlags,
     #[command(flatten)]
     process: ProcessArgs,
     /// IMAGE [COMMAND [ARG...]]: the image (name or ID; pulled when
@@ -247,7 +254,11 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
             tail,
             container,
         } => logs(follow, &tail, &container),
-        Cmd::Stop { time, containers } => stop(time, &containers),
+        Cmd::Stop {
+            time,
+            signal,
+            containers,
+        } => super::container::stop(time, signal.as_deref(), &containers),
         Cmd::Rm {
             force,
             volumes,
@@ -280,11 +291,11 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
     }
 }
 
-fn exit(code: i32) -> ExitCode {
+pub(crate) fn exit(code: i32) -> ExitCode {
     ExitCode::from(code.clamp(0, 255) as u8)
 }
 
-fn open_store() -> Result<(Root, Store)> {
+pub(crate) fn open_store() -> Result<(Root, Store)> {
     let root = Root::from_env().map_err(|e| miette!("{e}"))?;
     let store = Store::open(root.path()).map_err(|e| miette!("{e}"))?;
     Ok((root, store))
@@ -295,7 +306,7 @@ fn open_store() -> Result<(Root, Store)> {
 /// Why `kiln run` did not run: its flags, or the worker's refusal; printed
 /// after `kiln: ` with exit code 125.
 #[derive(Debug, thiserror::Error)]
-enum RunFailure {
+pub(crate) enum RunFailure {
     #[error(transparent)]
     Flag(#[from] FlagError),
     #[error(transparent)]
@@ -306,9 +317,44 @@ enum RunFailure {
     Container(#[from] ContainerError),
     #[error(transparent)]
     MountFlag(#[from] super::volume::MountFlagError),
+    Life(#[from] kiln_worker::container::life::LifeError),
 }
 
-fn run_container(mut a: RunArgs) -> Result<ExitCode, RunFailure> {
+fn run_container(a: RunArgs) -> Result<ExitCode, RunFailure> {
+    let (detach, interactive, tty) = (a.detach, a.process.interactive, a.tty.tty);
+    // --- tty: refused before anything is made, as docker.
+    let keys = match super::attach::parse_keys(a.tty.detach_keys.as_deref()) {
+        Ok(k) => k,
+        Err(code) => return Ok(code),
+    };
+    if !detach {
+        if let Err(msg) = super::attach::check_tty(tty, interactive) {
+            eprintln!("{msg}");
+            return Ok(ExitCode::from(1));
+        }
+    }
+    let (store, c) = create_container(a)?;
+    if tty && !detach {
+        return Ok(super::attach::run_attached(&store, &c, interactive, keys));
+    }
+    Ok(
+        match container::run::start(&store, &c, detach, interactive)? {
+            Started::Detached(StartReport::Started) => {
+                println!("{}", c.id);
+                ExitCode::SUCCESS
+            }
+            Started::Detached(StartReport::Failed { code, message }) => {
+                eprintln!("kiln: {message}");
+                exit(code)
+            }
+            Started::Exited(code) => exit(code),
+        },
+    )
+}
+
+/// `kiln run`'s first half, `kiln create`'s whole: the container recorded
+/// (the image pulled if needed), not started.
+pub(crate) fn create_container(mut a: RunArgs) -> Result<(Store, Container), RunFailure> {
     let args = a.image_and_args.split_off(1.min(a.image_and_args.len()));
     let image = a.image_and_args.concat();
     let root = Root::from_env()?;
@@ -356,47 +402,17 @@ fn run_container(mut a: RunArgs) -> Result<ExitCode, RunFailure> {
             open_stdin: a.process.interactive,
         },
         net,
+        life: a.life.options()?,
     };
-    // --- tty: refused before anything is made, as docker.
-    let keys = match super::attach::parse_keys(a.tty.detach_keys.as_deref()) {
-        Ok(k) => k,
-        Err(code) => return Ok(code),
-    };
-    if !a.detach {
-        if let Err(msg) = super::attach::check_tty(a.tty.tty, a.process.interactive) {
-            eprintln!("{msg}");
-            return Ok(ExitCode::from(1));
-        }
-    }
     let c = container::run::create(&root, &store, opts, || {
         eprintln!("Unable to find image '{image}' locally")
     })?;
-    if a.tty.tty && !a.detach {
-        return Ok(super::attach::run_attached(
-            &store,
-            &c,
-            a.process.interactive,
-            keys,
-        ));
-    }
-    Ok(
-        match container::run::start(&store, &c, a.detach, a.process.interactive)? {
-            Started::Detached(StartReport::Started) => {
-                println!("{}", c.id);
-                ExitCode::SUCCESS
-            }
-            Started::Detached(StartReport::Failed { code, message }) => {
-                eprintln!("kiln: {message}");
-                exit(code)
-            }
-            Started::Exited(code) => exit(code),
-        },
-    )
+    Ok((store, c))
 }
 
 /// A `kiln run` flag that does not parse (docker's wording).
 #[derive(Debug, thiserror::Error)]
-enum FlagError {
+pub(crate) enum FlagError {
     #[error("{0}")]
     Net(String),
     #[error("--snapshotter: {0}")]
@@ -569,11 +585,17 @@ fn ps(all: bool, quiet: bool, no_trunc: bool) -> Result<ExitCode> {
         let status_text = match *status {
             Status::Created => "Created".to_string(),
             Status::Running => format!(
-                "Up {}",
-                units::human_duration(now - c.started.unwrap_or(now))
+                "Up {}{}",
+                units::human_duration(now - c.started.unwrap_or(now)),
+                super::container::status_suffix(c)
             ),
             Status::Exited => format!(
-                "Exited ({}) {} ago",
+                "{} ({}) {} ago",
+                if c.life.restarting {
+                    "Restarting"
+                } else {
+                    "Exited"
+                },
                 c.exit_code.unwrap_or(255),
                 units::human_duration(now - c.finished.unwrap_or(now))
             ),
@@ -660,25 +682,6 @@ impl LogSink for Printer {
 
 // ------------------------------------------------------------ stop and rm
 
-fn stop(time: u64, keys: &[String]) -> Result<ExitCode> {
-    let (_root, store) = open_store()?;
-    let mut failed = false;
-    for key in keys {
-        match container::stop_named(&store, key, Duration::from_secs(time)) {
-            Ok(()) => println!("{key}"),
-            Err(e) => {
-                eprintln!("Error response from daemon: {e}");
-                failed = true;
-            }
-        }
-    }
-    Ok(if failed {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
-}
-
 fn rm(force: bool, volumes: bool, keys: &[String]) -> Result<ExitCode> {
     let (root, store) = open_store()?;
     let mut failed = false;
@@ -690,6 +693,10 @@ fn rm(force: bool, volumes: bool, keys: &[String]) -> Result<ExitCode> {
                     container::volumes::remove_anonymous(root.path(), &c);
                 }
                 println!("{key}")
+            }
+            // docker's `rm -f`: a missing container is reported, not a failure.
+            Err(e @ ContainerError::NotFound(_)) if force => {
+                eprintln!("Error response from daemon: {e}")
             }
             Err(ContainerError::State { detail, .. }) => {
                 eprintln!("Error response from daemon: {detail}");

@@ -121,7 +121,7 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), StartError> {
     sys::pipe().map_err(|e| StartError::other(format!("pipe: {e}")))
 }
 
-fn wait_child(pid: i32) -> Result<i32, StartError> {
+pub(super) fn wait_child(pid: i32) -> Result<i32, StartError> {
     let ws = sys::waitpid(pid).map_err(|e| format!("waitpid: {e}"))?;
     if libc::WIFEXITED(ws) {
         Ok(libc::WEXITSTATUS(ws))
@@ -160,14 +160,44 @@ fn run_helper(
         }
     };
     install_forwarding();
+    let code = super::restart::supervise(one_thread, &store, &id, detach, |first| {
+        run_attempt(one_thread, &store, &id, dir, detach, detach && first, &mut tty)
+    });
+    if c.auto_remove {
+        let _ = store.remove(&id);
+        super::volumes::remove_anonymous_of(store_dir, &c);
+    }
+    code
+}
+
+/// One run of the container (a forked child of the helper, see
+/// [`super::restart`]): starts pid 1, reports (`report`: on stdout, for
+/// kiln's `run -d`), pumps its output, records its end.
+fn run_attempt(
+    one_thread: &SingleThreaded,
+    store: &Store,
+    id: &str,
+    dir: &Path,
+    detach: bool,
+    report: bool,
+    tty: &mut super::pty::HelperTty,
+) -> i32 {
+    let c = match store.load(id) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("kiln: {e}");
+            return EXIT_KILN;
+        }
+    };
     let fail = |code: i32, msg: String| -> i32 {
-        let _ = store.update(&id, |c| {
+        let _ = store.update(id, |c| {
             c.status = Status::Exited;
             c.exit_code = Some(code);
             c.finished = Some(now());
             c.error = Some(msg.clone());
+            c.life.finished_ns = super::life::now_ns();
         });
-        if detach {
+        if report {
             let report = StartReport::Failed {
                 code,
                 message: msg.clone(),
@@ -175,9 +205,6 @@ fn run_helper(
             sys::write_all_fd(1, report.to_line().as_bytes());
         } else {
             sys::write_all_fd(2, format!("kiln: {msg}\n").as_bytes());
-        }
-        if c.auto_remove {
-            let _ = store.remove(&id);
         }
         code
     };
@@ -204,13 +231,14 @@ fn run_helper(
         return fail(start_failure_code(&e), e.message);
     }
     let start_time = proc_start_time(pid);
-    let _ = store.update(&id, |c| {
+    let _ = store.update(id, |c| {
         c.status = Status::Running;
         c.pid = Some(pid);
         c.start_time = start_time;
         c.started = Some(now());
+        c.life.on_start();
     });
-    if detach {
+    if report {
         sys::write_all_fd(1, StartReport::Started.to_line().as_bytes());
         if let Ok(null) = File::options().write(true).open("/dev/null") {
             // Replaces our stdout (the handshake pipe) with /dev/null.
@@ -223,29 +251,37 @@ fn run_helper(
         drop((out, err));
         tty.serve(log.ok())
     } else {
-        pump(out, err, log.ok(), !detach);
+        let mut health = super::health::HealthRunner::new(store, id);
+        pump(out, err, log.ok(), !detach, &mut || {
+            health.as_mut().map_or(-1, |h| h.tick())
+        });
         Vec::new()
     };
     let code = wait_child(pid).unwrap_or(EXIT_KILN);
     sys::set_forward_target(0);
-    let _ = store.update(&id, |c| {
+    let _ = store.update(id, |c| {
         c.status = Status::Exited;
         c.exit_code = Some(code);
         c.finished = Some(now());
+        c.life.on_exit();
     });
     super::pty::tell_exit(clients, code);
     tty.finish(dir);
-    if c.auto_remove {
-        let _ = store.remove(&id);
-        super::volumes::remove_anonymous_of(store_dir, &c);
-    }
     code
 }
 
 /// Copies the container's stdout and stderr to the log (and to our own
 /// stdout/stderr when `tee`) until both close: pid 1's death ends the pid
 /// namespace, and with it every holder of the pipes.
-fn pump(out: OwnedFd, err: OwnedFd, mut log: Option<File>, tee: bool) {
+/// `tick` runs whenever poll wakes and says how long (ms, -1: forever) the
+/// next poll may wait (the health check's schedule).
+fn pump(
+    out: OwnedFd,
+    err: OwnedFd,
+    mut log: Option<File>,
+    tee: bool,
+    tick: &mut dyn FnMut() -> i32,
+) {
     let (out, err) = (File::from(out), File::from(err));
     let mut streams = vec![
         (
@@ -275,7 +311,7 @@ fn pump(out: OwnedFd, err: OwnedFd, mut log: Option<File>, tee: bool) {
                 revents: 0,
             })
             .collect();
-        if let Err(e) = sys::poll(&mut pfds, -1) {
+        if let Err(e) = sys::poll(&mut pfds, tick()) {
             if e.raw_os_error() == Some(libc::EINTR) {
                 continue;
             }
@@ -345,6 +381,7 @@ fn start_container(
     let Some(pid) = sys::fork(one_thread).map_err(|e| format!("fork: {e}"))? else {
         drop((out_r, err_r, e_r));
         let failure = container_init(
+            one_thread,
             c,
             dir,
             out_w.as_raw_fd(),
@@ -368,6 +405,7 @@ fn start_container(
 /// pid 1 before exec: its stdio, a mount namespace of its own, the overlay,
 /// the user, then the sandbox's plan. Returns only on failure.
 fn container_init(
+    one_thread: &SingleThreaded,
     c: &Container,
     dir: &Path,
     out: RawFd,
@@ -471,6 +509,11 @@ fn container_init(
     spec.readonly_rootfs = c.read_only;
     super::pty::with_terminal(&mut spec, terminal);
     let steps = sandbox::plan(&spec);
+    if c.life.init {
+        if let Err(e) = super::init::fork_init(one_thread, errfd) {
+            return e;
+        }
+    }
     sandbox::carry_out(&spec, &steps, errfd)
 }
 

@@ -37,9 +37,31 @@ pub fn kill(c: &Container, sig: libc::c_int) {
 /// `docker stop`: SIGTERM, SIGKILL after `timeout`, then waits for the
 /// helper to record the exit (recording it itself if the helper is gone).
 pub fn stop(store: &Store, id: &str, timeout: Duration) -> Result<Container> {
-    let c = store.load(id)?;
+    stop_with(store, id, Some(timeout), None)
+}
+
+/// `docker stop [-t T] [-s SIG]`: the signal (default: the container's stop
+/// signal, else SIGTERM), SIGKILL after the timeout (default: its
+/// `--stop-timeout`, else 10 s; negative: wait forever); no restart policy
+/// brings it back. Waits for the helper to record the exit.
+pub fn stop_with(
+    store: &Store,
+    id: &str,
+    timeout: Option<Duration>,
+    sig: Option<libc::c_int>,
+) -> Result<Container> {
+    let c = store.update(id, |c| c.life.manually_stopped = true)?;
+    let timeout = timeout.unwrap_or(match c.life.stop_timeout {
+        Some(t) if t < 0 => Duration::from_secs(u64::MAX / 4),
+        Some(t) => Duration::from_secs(t as u64),
+        None => Duration::from_secs(10),
+    });
+    let sig = sig.unwrap_or_else(|| c.life.stop_signal());
     if let (true, Some(pid), Some(start)) = (c.is_alive(), c.pid, c.start_time) {
-        signal(pid, start, libc::SIGTERM);
+        if c.life.paused {
+            super::pause::thaw(&c);
+        }
+        signal(pid, start, sig);
         if !wait_dead(pid, start, timeout) {
             signal(pid, start, libc::SIGKILL);
             wait_dead(pid, start, Duration::from_secs(60));

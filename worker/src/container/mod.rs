@@ -53,12 +53,17 @@ use crate::sandbox::{self, Mount, Network};
 pub mod commit;
 pub mod files;
 pub mod attach;
+pub mod health;
 pub mod helper;
+mod init;
 pub mod launch;
+pub mod life;
 pub mod lifecycle;
 pub mod logs;
 mod names;
 pub mod pty;
+pub mod pause;
+pub mod restart;
 pub mod run;
 pub mod store;
 pub mod volumes;
@@ -190,6 +195,11 @@ pub struct Container {
     /// kiln's FUSE overlay, a copy, or `auto`).
     #[serde(default)]
     pub snapshotter: crate::snapshotter::Snapshotter,
+    // --- life
+    /// Lifecycle settings and state (stop signal, restart policy, health,
+    /// pause, limits): [`life::LifeState`], its fields flattened here.
+    #[serde(default, flatten)]
+    pub life: life::LifeState,
     // --- net
     /// Its network namespace when it has one made by the network layer
     /// (bridge networks, `container:X`); None for `--network host|none`.

@@ -113,6 +113,9 @@ pub struct RunOptions {
     // --- net
     /// Bridge networks and `container:X` (None: `network` says host/none).
     pub net: Option<crate::network::NetRequest>,
+    // --- life
+    /// Lifecycle flags (`--restart`, `--stop-signal`, `--init`, health).
+    pub life: super::life::LifeOptions,
 }
 
 /// Makes the container for `opts` in `store`: the image is found (or
@@ -225,6 +228,7 @@ pub fn create(
         read_only: opts.read_only,
         tty: opts.tty,
         net: None,
+        life: opts.life.state(&cfg),
     };
     let c = store.create(c)?;
     let c = match &opts.net {

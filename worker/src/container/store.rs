@@ -142,6 +142,25 @@ impl Store {
         }
     }
 
+    /// Renames a container (`kiln rename`): the new name checked and
+    /// claimed under the store's lock, as at creation.
+    pub fn rename(&self, id: &str, new_name: &str) -> Result<Container> {
+        if !valid_name(new_name) {
+            return Err(ContainerError::BadName(new_name.to_string()));
+        }
+        let _lock = self.global_lock()?;
+        if let Some(other) = self.list()?.into_iter().find(|x| x.name == new_name) {
+            return Err(ContainerError::State {
+                path: self.dir_of(&other.id),
+                detail: format!(
+                    "Conflict. The container name \"/{new_name}\" is already in use by container \"{}\". You have to remove (or rename) that container to be able to reuse that name.",
+                    other.id
+                ),
+            });
+        }
+        self.update(id, |c| c.name = new_name.to_string())
+    }
+
     /// Deletes a container's folder (its upper dir, log and state).
     pub fn remove(&self, id: &str) -> Result<()> {
         let _lock = self.global_lock()?;

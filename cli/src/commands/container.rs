@@ -1,0 +1,649 @@
+//! The container lifecycle commands beyond `run`: `create`, `start`,
+//! `restart`, `kill`, `wait`, `rename`, `pause`, `unpause`, `top`,
+//! `stats`, `container prune`, and the `kiln container <verb>` group with
+//! docker's aliases; plus `kiln run`/`create`'s lifecycle flags
+//! ([`LifeFlags`]). The work is `kiln_worker::container`'s; this module
+//! parses and prints as the docker CLI does.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Subcommand;
+use kiln_worker::container::life::{self, LifeError, LifeOptions, RestartPolicy};
+use kiln_worker::container::run::Started;
+use kiln_worker::container::{self, Container, ContainerError, StartReport, Status, Store};
+use miette::{miette, Result};
+
+use super::run::{exit, open_store, RunArgs};
+
+/// SIGKILL (9 on every Linux architecture).
+const SIGKILL: i32 = 9;
+
+/// The lifecycle verbs, at kiln's top level and under `kiln container`.
+#[derive(Debug, Subcommand)]
+pub enum Verbs {
+    /// Create a new container (as `run` does, without starting it).
+    Create(Box<RunArgs>),
+    /// Start one or more stopped containers.
+    Start {
+        /// Attach the output and wait: the container's exit code.
+        #[arg(short, long)]
+        attach: bool,
+        /// Attach this terminal's stdin.
+        #[arg(short, long)]
+        interactive: bool,
+        /// Containers (names or IDs). None: every container whose restart
+        /// policy says it should run but whose process is gone (after a
+        /// reboot: what docker's daemon does when it starts).
+        containers: Vec<String>,
+    },
+    /// Restart one or more containers.
+    Restart {
+        /// Seconds to wait before killing.
+        #[arg(
+            short = 't',
+            long = "time",
+            visible_alias = "timeout",
+            allow_negative_numbers = true
+        )]
+        time: Option<i64>,
+        /// Signal to stop with.
+        #[arg(short = 's', long)]
+        signal: Option<String>,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Kill one or more running containers (SIGKILL by default).
+    Kill {
+        /// Signal to send.
+        #[arg(short = 's', long, default_value = "KILL")]
+        signal: String,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Block until containers stop, then print their exit codes.
+    Wait {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Rename a container.
+    Rename { container: String, new_name: String },
+}
+
+/// `kiln container ...`'s own verbs (the rest are the top-level ones).
+#[derive(Debug, Subcommand)]
+pub enum Only {
+    /// List containers.
+    #[command(visible_alias = "list")]
+    Ls {
+        #[arg(short, long)]
+        all: bool,
+        #[arg(short, long)]
+        quiet: bool,
+        #[arg(long)]
+        no_trunc: bool,
+    },
+    /// Remove all stopped containers.
+    Prune {
+        /// Do not prompt for confirmation.
+        #[arg(short, long)]
+        force: bool,
+        /// Filter values (`until=<timestamp|duration>`).
+        #[arg(long)]
+        filter: Vec<String>,
+    },
+}
+
+/// `kiln container <verb>`: every container verb, as `docker container`.
+#[derive(Debug, Subcommand)]
+pub enum Group {
+    #[command(flatten)]
+    Only(Only),
+    #[command(flatten)]
+    Verbs(Verbs),
+    #[command(flatten)]
+    Run(super::run::Cmd),
+}
+
+/// This module's commands, flattened into kiln's top level.
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    #[command(flatten)]
+    Verbs(Verbs),
+    /// Manage containers.
+    #[command(subcommand)]
+    Container(Group),
+}
+
+/// `kiln run`/`create`'s lifecycle flags (docker's names).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct LifeFlags {
+    /// Restart policy: no, on-failure[:max-retries], always, unless-stopped.
+    #[arg(long, default_value = "no")]
+    restart: String,
+    /// Signal to stop the container (default: the image's STOPSIGNAL, else
+    /// SIGTERM).
+    #[arg(long = "stop-signal")]
+    stop_signal: Option<String>,
+    /// Seconds `stop` waits before killing (default 10).
+    #[arg(long = "stop-timeout", allow_negative_numbers = true)]
+    stop_timeout: Option<i64>,
+    /// Run an init as pid 1 that forwards signals and reaps processes.
+    #[arg(long)]
+    init: bool,
+    /// Command to run to check health.
+    #[arg(long = "health-cmd")]
+    health_cmd: Option<String>,
+    /// Time between running the check (ms|s|m|h).
+    #[arg(long = "health-interval")]
+    health_interval: Option<String>,
+    /// Maximum time to allow one check to run (ms|s|m|h).
+    #[arg(long = "health-timeout")]
+    health_timeout: Option<String>,
+    /// Consecutive failures needed to report unhealthy.
+    #[arg(long = "health-retries")]
+    health_retries: Option<i64>,
+    /// Start period for the container to initialize before failures count
+    /// (ms|s|m|h).
+    #[arg(long = "health-start-period")]
+    health_start_period: Option<String>,
+    /// Time between running the check during the start period (ms|s|m|h).
+    #[arg(long = "health-start-interval")]
+    health_start_interval: Option<String>,
+    /// Disable any container-specified HEALTHCHECK.
+    #[arg(long = "no-healthcheck")]
+    no_healthcheck: bool,
+}
+
+impl LifeFlags {
+    /// The flags checked and parsed (docker's errors for bad values).
+    pub fn options(&self) -> Result<LifeOptions, LifeError> {
+        if let Some(s) = &self.stop_signal {
+            life::parse_signal(s)?;
+        }
+        let dur = |d: &Option<String>| -> Result<i64, LifeError> {
+            d.as_deref()
+                .map(|s| life::parse_go_duration(s).map(life::nanos))
+                .unwrap_or(Ok(0))
+        };
+        let mut o = LifeOptions {
+            stop_signal: self.stop_signal.clone(),
+            stop_timeout: self.stop_timeout,
+            init: self.init,
+            restart_policy: RestartPolicy::parse(&self.restart)?,
+            no_healthcheck: self.no_healthcheck,
+            ..LifeOptions::default()
+        };
+        let h = &mut o.health;
+        if let Some(cmd) = &self.health_cmd {
+            h.test = vec!["CMD-SHELL".into(), cmd.clone()];
+        }
+        h.interval = dur(&self.health_interval)?;
+        h.timeout = dur(&self.health_timeout)?;
+        h.start_period = dur(&self.health_start_period)?;
+        h.start_interval = dur(&self.health_start_interval)?;
+        h.retries = self.health_retries.unwrap_or(0);
+        if h.retries < 0 {
+            return Err(LifeError::Other(
+                "--health-retries cannot be negative".into(),
+            ));
+        }
+        if self.no_healthcheck && *h != life::HealthConfig::default() {
+            return Err(LifeError::HealthConflict);
+        }
+        Ok(o)
+    }
+}
+
+pub fn run(cmd: Cmd) -> Result<ExitCode> {
+    match cmd {
+        Cmd::Verbs(v) => verbs(v),
+        Cmd::Container(Group::Verbs(v)) => verbs(v),
+        Cmd::Container(Group::Run(c)) => super::run::run(c),
+        Cmd::Container(Group::Only(Only::Ls {
+            all,
+            quiet,
+            no_trunc,
+        })) => super::run::run(super::run::Cmd::Ps {
+            all,
+            quiet,
+            no_trunc,
+        }),
+        Cmd::Container(Group::Only(Only::Prune { force, filter })) => prune(force, &filter),
+    }
+}
+
+fn verbs(v: Verbs) -> Result<ExitCode> {
+    match v {
+        Verbs::Create(a) => create(*a),
+        Verbs::Start {
+            attach,
+            interactive,
+            containers,
+        } => start(attach, interactive, &containers),
+        Verbs::Restart {
+            time,
+            signal,
+            containers,
+        } => restart(time, signal.as_deref(), &containers),
+        Verbs::Kill { signal, containers } => kill(&signal, &containers),
+        Verbs::Wait { containers } => wait(&containers),
+        Verbs::Rename {
+            container,
+            new_name,
+        } => rename(&container, &new_name),
+    }
+}
+
+/// What `ps` adds after `Up 5 seconds`: ` (Paused)`, or the health
+/// status as docker shows it (` (healthy)`, ` (health: starting)`).
+pub(crate) fn status_suffix(c: &Container) -> String {
+    if c.life.paused {
+        return " (Paused)".to_string();
+    }
+    match c.life.health.as_ref().map(|h| h.status.as_str()) {
+        Some("starting") => " (health: starting)".to_string(),
+        Some(s) if !s.is_empty() => format!(" ({s})"),
+        _ => String::new(),
+    }
+}
+
+fn code_of(failed: bool) -> ExitCode {
+    if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+// ---------------------------------------------------------------- create
+
+fn create(a: RunArgs) -> Result<ExitCode> {
+    match super::run::create_container(a) {
+        Ok((_store, c)) => {
+            println!("{}", c.id);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("kiln: {e}");
+            Ok(exit(container::EXIT_KILN))
+        }
+    }
+}
+
+// ----------------------------------------------------------------- start
+
+/// Makes a stopped container ready to start again: an explicit start
+/// re-arms its restart policy, and a record left "running" by a reboot
+/// (its process gone) is closed first.
+fn prepare_start(store: &Store, c: &Container) -> Result<Container, ContainerError> {
+    let dead_running = c.status == Status::Running && !c.is_alive();
+    store.update(&c.id, |c| {
+        if dead_running {
+            c.status = Status::Exited;
+            c.pid = None;
+            c.exit_code = c.exit_code.or(Some(255));
+        }
+        c.error = None;
+        c.life.manually_stopped = false;
+        c.life.restart_count = 0;
+    })
+}
+
+/// Starts `c` detached; `Err` holds docker's message.
+fn start_detached(store: &Store, c: &Container) -> Result<(), (i32, String)> {
+    let c = prepare_start(store, c).map_err(|e| (1, e.to_string()))?;
+    match container::run::start(store, &c, true, false) {
+        Ok(Started::Detached(StartReport::Started)) | Ok(Started::Exited(0)) => Ok(()),
+        Ok(Started::Detached(StartReport::Failed { code, message })) => Err((code, message)),
+        Ok(Started::Exited(code)) => Err((code, format!("exited with {code}"))),
+        Err(e) => Err((container::EXIT_KILN, e.to_string())),
+    }
+}
+
+fn start(attach: bool, interactive: bool, keys: &[String]) -> Result<ExitCode> {
+    let (_root, store) = open_store()?;
+    if keys.is_empty() {
+        return start_restartable(&store);
+    }
+    if (attach || interactive) && keys.len() > 1 {
+        eprintln!("kiln: you cannot start and attach multiple containers at once");
+        return Ok(ExitCode::from(1));
+    }
+    let mut failed = Vec::new();
+    for key in keys {
+        let c = match store.find(key) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("Error response from daemon: {e}");
+                failed.push(key.clone());
+                continue;
+            }
+        };
+        if attach || interactive {
+            if c.is_alive() {
+                // tty: attaching to a running container is `kiln attach`'s
+                // (worker::container::attach); without it, follow the log.
+                eprintln!("kiln: container {key} is already running");
+                return Ok(ExitCode::from(1));
+            }
+            // tty: a container made with -t is attached through its
+            // terminal here (the tty helper's hook); without one, the
+            // helper runs in the foreground as `kiln run` does.
+            let c = prepare_start(&store, &c).map_err(|e| miette!("{e}"))?;
+            return match container::run::start(&store, &c, false, interactive) {
+                Ok(Started::Exited(code)) => Ok(exit(code)),
+                Ok(Started::Detached(_)) => Ok(ExitCode::SUCCESS),
+                Err(e) => {
+                    eprintln!("Error response from daemon: {e}");
+                    Ok(exit(container::EXIT_KILN))
+                }
+            };
+        }
+        if c.is_alive() {
+            println!("{key}");
+            continue;
+        }
+        match start_detached(&store, &c) {
+            Ok(()) => println!("{key}"),
+            Err((_, msg)) => {
+                eprintln!("Error response from daemon: {msg}");
+                failed.push(key.clone());
+            }
+        }
+    }
+    if !failed.is_empty() {
+        eprintln!("Error: failed to start containers: {}", failed.join(", "));
+    }
+    Ok(code_of(!failed.is_empty()))
+}
+
+/// `kiln start` with no names: what docker's daemon does when it comes up.
+/// Every container recorded as running whose process is gone (the machine
+/// rebooted, its helper was killed) and whose policy is `always`,
+/// `unless-stopped` or `on-failure` is started again; one stopped by the
+/// user stays stopped, and so does an `always` one (docker restarts those
+/// too on a daemon restart: kiln has no daemon whose restart to follow, so
+/// it restarts what was running when the machine went down).
+fn start_restartable(store: &Store) -> Result<ExitCode> {
+    let mut failed = false;
+    for c in store.list().map_err(|e| miette!("{e}"))? {
+        let was_running = c.status == Status::Running && !c.is_alive();
+        if !was_running || !c.life.restart_policy.restarts() || c.life.manually_stopped {
+            continue;
+        }
+        match start_detached(store, &c) {
+            Ok(()) => println!("{}", c.name),
+            Err((_, msg)) => {
+                eprintln!("Error response from daemon: {}: {msg}", c.name);
+                failed = true;
+            }
+        }
+    }
+    Ok(code_of(failed))
+}
+
+// ------------------------------------------------------ stop and restart
+
+fn parse_signal_arg(s: Option<&str>) -> Result<Option<i32>, LifeError> {
+    s.map(life::parse_signal).transpose()
+}
+
+fn timeout_of(time: Option<i64>) -> Option<Duration> {
+    time.map(|t| {
+        if t < 0 {
+            Duration::from_secs(u64::MAX / 4)
+        } else {
+            Duration::from_secs(t as u64)
+        }
+    })
+}
+
+/// `kiln stop [-t T] [-s SIG] C...`: prints each name given once stopped.
+pub(crate) fn stop(time: Option<i64>, signal: Option<&str>, keys: &[String]) -> Result<ExitCode> {
+    let (_root, store) = open_store()?;
+    let sig = match parse_signal_arg(signal) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("kiln: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let mut failed = false;
+    for key in keys {
+        let res = store.find(key).and_then(|c| {
+            match container::lifecycle::stop_with(&store, &c.id, timeout_of(time), sig) {
+                Ok(_) | Err(ContainerError::NotFound(_)) => Ok(()),
+                Err(e) => Err(e),
+            }
+        });
+        match res {
+            Ok(()) => println!("{key}"),
+            Err(e) => {
+                eprintln!("Error response from daemon: {e}");
+                failed = true;
+            }
+        }
+    }
+    Ok(code_of(failed))
+}
+
+fn restart(time: Option<i64>, signal: Option<&str>, keys: &[String]) -> Result<ExitCode> {
+    let (_root, store) = open_store()?;
+    let sig = match parse_signal_arg(signal) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("kiln: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let mut failed = false;
+    for key in keys {
+        let res = store
+            .find(key)
+            .and_then(|c| container::lifecycle::stop_with(&store, &c.id, timeout_of(time), sig))
+            .map_err(|e| e.to_string())
+            .and_then(|c| start_detached(&store, &c).map_err(|(_, m)| m));
+        match res {
+            Ok(()) => println!("{key}"),
+            Err(msg) => {
+                eprintln!("Error response from daemon: Cannot restart container {key}: {msg}");
+                failed = true;
+            }
+        }
+    }
+    Ok(code_of(failed))
+}
+
+// ------------------------------------------------------------------ kill
+
+fn kill(signal: &str, keys: &[String]) -> Result<ExitCode> {
+    let (_root, store) = open_store()?;
+    let sig = match life::parse_signal(signal) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("kiln: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let mut failed = false;
+    for key in keys {
+        let c = match store.find(key) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("Error response from daemon: {e}");
+                failed = true;
+                continue;
+            }
+        };
+        if !c.is_alive() {
+            eprintln!(
+                "Error response from daemon: cannot kill container: {key}: container {} is not running",
+                c.id
+            );
+            failed = true;
+            continue;
+        }
+        // As docker's daemon: SIGKILL, or the container's own stop signal,
+        // ends it for good (no restart policy brings it back); another
+        // signal (e.g. SIGHUP to reload) does not.
+        let stops = sig == SIGKILL || c.life.stop_signal.is_none() || c.life.stop_signal() == sig;
+        if stops {
+            let _ = store.update(&c.id, |c| c.life.manually_stopped = true);
+            if c.life.paused {
+                container::pause::thaw(&c);
+            }
+        }
+        container::kill(&c, sig);
+        println!("{key}");
+    }
+    Ok(code_of(failed))
+}
+
+// ------------------------------------------------------------------ wait
+
+/// Waits until `id` is not running (nor about to restart): its exit code,
+/// or `None` when it went away (`--rm`) with `last` the last one seen.
+fn wait_one(store: &Store, id: &str) -> Result<i32, ContainerError> {
+    let mut last = 0;
+    loop {
+        let c = match store.load(id) {
+            Ok(c) => c,
+            Err(_) => return Ok(last),
+        };
+        last = c.exit_code.unwrap_or(last);
+        let running = c.is_alive() || c.life.restarting;
+        if !running && c.status != Status::Created {
+            return Ok(if c.status == Status::Running {
+                // Recorded as running, process gone: no known code.
+                c.exit_code.unwrap_or(255)
+            } else {
+                c.exit_code.unwrap_or(0)
+            });
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn wait(keys: &[String]) -> Result<ExitCode> {
+    let (_root, store) = open_store()?;
+    let mut failed = false;
+    for key in keys {
+        match store.find(key).and_then(|c| wait_one(&store, &c.id)) {
+            Ok(code) => println!("{code}"),
+            Err(e) => {
+                eprintln!("Error response from daemon: {e}");
+                failed = true;
+            }
+        }
+    }
+    Ok(code_of(failed))
+}
+
+// ---------------------------------------------------------------- rename
+
+fn rename(key: &str, new_name: &str) -> Result<ExitCode> {
+    let (_root, store) = open_store()?;
+    let res = store.find(key).and_then(|c| {
+        if c.name == new_name.trim_start_matches('/') {
+            return Err(ContainerError::State {
+                path: store.dir_of(&c.id),
+                detail: "Renaming a container with the same name as its current name".into(),
+            });
+        }
+        store.rename(&c.id, new_name.trim_start_matches('/'))
+    });
+    match res {
+        Ok(_) => Ok(ExitCode::SUCCESS),
+        Err(ContainerError::State { detail, .. }) => {
+            eprintln!("Error response from daemon: {detail}");
+            Ok(ExitCode::from(1))
+        }
+        Err(e) => {
+            eprintln!("Error response from daemon: {e}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+// ----------------------------------------------------------------- prune
+
+/// `until=` as docker takes it: a timestamp (RFC 3339 or seconds) or a
+/// duration before now; the cut-off in seconds since the epoch.
+fn until_cutoff(v: &str) -> Option<i64> {
+    if let Ok(d) = life::parse_go_duration(v) {
+        return Some(container::now() - d.as_secs() as i64);
+    }
+    if let Ok(n) = v.parse::<f64>() {
+        return Some(n as i64);
+    }
+    v.parse::<jiff::Timestamp>().ok().map(|t| t.as_second())
+}
+
+fn dir_size(path: &std::path::Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(path) else {
+        return 0;
+    };
+    rd.flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_size(&e.path()),
+            _ => e.metadata().map(|m| m.len()).unwrap_or(0),
+        })
+        .sum()
+}
+
+fn prune(force: bool, filters: &[String]) -> Result<ExitCode> {
+    let mut until = None;
+    for f in filters {
+        match f.split_once('=') {
+            Some(("until", v)) => match until_cutoff(v) {
+                Some(t) => until = Some(t),
+                None => {
+                    eprintln!("kiln: invalid filter 'until={v}'");
+                    return Ok(ExitCode::from(1));
+                }
+            },
+            _ => {
+                eprintln!("kiln: invalid filter '{f}' (kiln's containers support until=)");
+                return Ok(ExitCode::from(1));
+            }
+        }
+    }
+    if !force {
+        print!("WARNING! This will remove all stopped containers.\nAre you sure you want to continue? [y/N] ");
+        let _ = std::io::stdout().flush();
+        let mut answer = String::new();
+        let _ = std::io::stdin().read_line(&mut answer);
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+    let (_root, store) = open_store()?;
+    let mut deleted = Vec::new();
+    let mut reclaimed = 0u64;
+    for c in store.list().map_err(|e| miette!("{e}"))? {
+        if c.is_alive() || c.life.restarting || until.is_some_and(|t| c.created >= t) {
+            continue;
+        }
+        let size = dir_size(&store.dir_of(&c.id).join("upper"));
+        if store.remove(&c.id).is_ok() {
+            reclaimed += size;
+            deleted.push(c.id);
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    if !deleted.is_empty() {
+        let _ = writeln!(out, "Deleted Containers:");
+        for id in &deleted {
+            let _ = writeln!(out, "{id}");
+        }
+        let _ = writeln!(out);
+    }
+    let _ = writeln!(
+        out,
+        "Total reclaimed space: {}",
+        crate::units::human_size(reclaimed)
+    );
+    Ok(ExitCode::SUCCESS)
+}
