@@ -178,6 +178,8 @@ impl Root {
     /// container helper removes `--rm` containers' anonymous volumes).
     pub fn volumes_dir_of(path: &Path) -> PathBuf {
         path.join("volumes")
+    }
+
     /// `networks/`: `kiln network` records (`<id>.json`) and their
     /// address allocations, under `networks/.lock`.
     pub fn networks_dir(&self) -> PathBuf {

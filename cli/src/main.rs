@@ -33,6 +33,7 @@ enum Command {
     Check(commands::check::Cmd),
     #[command(flatten)]
     Compose(commands::compose::Cmd),
+    #[command(flatten)]
     Container(commands::container::Cmd),
     #[command(flatten)]
     Frontend(commands::frontend::Cmd),

@@ -317,6 +317,7 @@ pub(crate) enum RunFailure {
     Container(#[from] ContainerError),
     #[error(transparent)]
     MountFlag(#[from] super::volume::MountFlagError),
+    #[error(transparent)]
     Life(#[from] kiln_worker::container::life::LifeError),
 }
 

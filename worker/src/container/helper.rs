@@ -223,9 +223,9 @@ fn run_attempt(
     } = started;
     sys::set_forward_target(pid);
     tty.receive_master();
-    let mut report = Vec::new();
-    let _ = File::from(errpipe).read_to_end(&mut report);
-    if let Some(e) = StartError::decode(&report) {
+    let mut failure = Vec::new();
+    let _ = File::from(errpipe).read_to_end(&mut failure);
+    if let Some(e) = StartError::decode(&failure) {
         let _ = wait_child(pid);
         tty.finish(dir);
         return fail(start_failure_code(&e), e.message);
