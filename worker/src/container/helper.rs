@@ -161,7 +161,15 @@ fn run_helper(
     };
     install_forwarding();
     let code = super::restart::supervise(one_thread, &store, &id, detach, |first| {
-        run_attempt(one_thread, &store, &id, dir, detach, detach && first, &mut tty)
+        run_attempt(
+            one_thread,
+            &store,
+            &id,
+            dir,
+            detach,
+            detach && first,
+            &mut tty,
+        )
     });
     if c.auto_remove {
         let _ = store.remove(&id);

@@ -50,9 +50,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::sandbox::{self, Mount, Network};
 
+pub mod attach;
 pub mod commit;
 pub mod files;
-pub mod attach;
 pub mod health;
 pub mod helper;
 mod init;
@@ -61,8 +61,8 @@ pub mod life;
 pub mod lifecycle;
 pub mod logs;
 mod names;
-pub mod pty;
 pub mod pause;
+pub mod pty;
 pub mod restart;
 pub mod run;
 pub mod store;
