@@ -21,10 +21,38 @@ use super::{Handle, OverlayFs};
 use crate::snapshot::opaque_xattr;
 use crate::sys;
 
-/// How long the kernel may trust names and attributes. Every change goes
-/// through this filesystem, so the kernel's own invalidation on changes
-/// covers all but other names of a hard link.
-const TTL: Duration = Duration::from_secs(1);
+/// How long the kernel may trust names, misses and attributes. The mount
+/// is private to one sandbox, the lower dirs are read-only and the upper
+/// dir changes only through this filesystem while it is mounted, so the
+/// kernel sees every change and invalidates what it cached itself (the
+/// parent's attributes on create/remove, a file's on write, a name's on
+/// rename). Names of an upper hard link share one node (`remember` keys
+/// them by the upper inode), so no other name goes stale. A short TTL
+/// made every created file cost extra round trips for nothing.
+const TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// A cacheable miss: an entry with node id 0 tells the kernel that the
+/// name does not exist for `TTL` (a plain ENOENT is not cached), so PATH
+/// searches and repeated probes of missing names stop reaching us.
+fn negative_entry() -> fuser::FileAttr {
+    fuser::FileAttr {
+        ino: INodeNo(0),
+        size: 0,
+        blocks: 0,
+        atime: UNIX_EPOCH,
+        mtime: UNIX_EPOCH,
+        ctime: UNIX_EPOCH,
+        crtime: UNIX_EPOCH,
+        kind: FileType::RegularFile,
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 4096,
+        flags: 0,
+    }
+}
 
 fn errno(e: io::Error) -> Errno {
     Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO))
@@ -603,6 +631,9 @@ impl fuser::Filesystem for OverlayFs {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.do_lookup(parent.0, name) {
             Ok(a) => reply.entry(&TTL, &a, Generation(0)),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                reply.entry(&TTL, &negative_entry(), Generation(0))
+            }
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -813,6 +844,11 @@ impl fuser::Filesystem for OverlayFs {
         }
     }
 
+    /// ENOSYS: the kernel then stops sending FLUSH for this mount. Every
+    /// write is already in the upper dir when it is answered and locks are
+    /// the kernel's own (no lock operations here), so a flush has nothing
+    /// to do, yet it cost a synchronous round trip on every close (two for
+    /// a shell redirection, which dups the descriptor).
     fn flush(
         &self,
         _req: &Request,
@@ -821,7 +857,7 @@ impl fuser::Filesystem for OverlayFs {
         _lock_owner: fuser::LockOwner,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
+        reply.error(Errno::from_i32(libc::ENOSYS));
     }
 
     fn release(
