@@ -219,7 +219,7 @@ fn run_attempt(
     if let Err(e) = tty.prepare(&c, dir) {
         return fail(EXIT_KILN, e);
     }
-    let started = match start_container(one_thread, &store, &c, dir, &tty) {
+    let started = match start_container(one_thread, store, &c, dir, tty) {
         Ok(s) => s,
         Err(e) => return fail(EXIT_KILN, e.message),
     };
