@@ -507,6 +507,9 @@ fn kill(signal: &str, keys: &[String]) -> Result<ExitCode> {
 /// or `None` when it went away (`--rm`) with `last` the last one seen.
 fn wait_one(store: &Store, id: &str) -> Result<i32, ContainerError> {
     let mut last = 0;
+    // The process can end a moment before its helper records the exit:
+    // "running, process gone" is only believed after a grace period.
+    let mut gone_since: Option<std::time::Instant> = None;
     loop {
         let c = match store.load(id) {
             Ok(c) => c,
@@ -515,12 +518,16 @@ fn wait_one(store: &Store, id: &str) -> Result<i32, ContainerError> {
         last = c.exit_code.unwrap_or(last);
         let running = c.is_alive() || c.life.restarting;
         if !running && c.status != Status::Created {
-            return Ok(if c.status == Status::Running {
-                // Recorded as running, process gone: no known code.
-                c.exit_code.unwrap_or(255)
-            } else {
-                c.exit_code.unwrap_or(0)
-            });
+            if c.status != Status::Running {
+                return Ok(c.exit_code.unwrap_or(0));
+            }
+            let since = *gone_since.get_or_insert_with(std::time::Instant::now);
+            if since.elapsed() > Duration::from_secs(3) {
+                // Recorded as running, process and helper gone: no known code.
+                return Ok(c.exit_code.unwrap_or(255));
+            }
+        } else {
+            gone_since = None;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
