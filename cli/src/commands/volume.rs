@@ -410,9 +410,9 @@ pub fn run_mounts<E: std::fmt::Display>(
         };
         let (src, dst, mode) = match parts.as_slice() {
             [d] => ("", *d, ""),
-            [d, m] if d.starts_with('/') && is_mode(*m) && !m.starts_with('/') => ("", *d, *m),
+            [d, m] if d.starts_with('/') && is_mode(m) && !m.starts_with('/') => ("", *d, *m),
             [s, d] => (*s, *d, ""),
-            [s, d, m] if is_mode(*m) => (*s, *d, *m),
+            [s, d, m] if is_mode(m) => (*s, *d, *m),
             _ => return Err(MountFlagError::Spec(v.clone())),
         };
         if src.starts_with('/') || src.starts_with('.') {
