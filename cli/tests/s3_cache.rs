@@ -238,7 +238,8 @@ fn s3_cache_round_trip_modes_names_and_prefixes() {
         "min leaves the builder stage out: {:?}",
         fifth.ran()
     );
-    assert_eq!(fifth.id, fourth.id);
+    // (Not the same image ID as `fourth`: the builder's RUN ran again and
+    // wrote files with new times.)
 
     // A name nobody wrote is an empty cache, as in BuildKit.
     let e = Kiln::with_busybox(KILN);
