@@ -552,3 +552,34 @@ fn health_checks_turn_healthy_then_unhealthy() {
     assert!(!k.status("n").contains('('), "{}", k.status("n"));
     k.ok(&["rm", "-f", "h", "n"]);
 }
+
+/// `start -a` of a container made with `-t` goes through its terminal, as
+/// `run -t` does (docker's `start -a` on a tty container): the process sees
+/// a pty and its exit code comes back. `script` gives kiln a terminal.
+#[test]
+fn start_attach_of_a_tty_container_uses_its_terminal() {
+    let k = K::new();
+    k.ok(&[
+        "create",
+        "-t",
+        "--network",
+        "none",
+        "--name",
+        "t",
+        BB,
+        "sh",
+        "-c",
+        "tty; echo hi; exit 4",
+    ]);
+    let o = Command::new("script")
+        .args(["-qec", &format!("{KILN} start -a t"), "/dev/null"])
+        .env("KILN_ROOT", &k.root)
+        .stdin(Stdio::null())
+        .output()
+        .expect("spawn script (util-linux)");
+    let text = out(&o);
+    assert!(text.contains("/dev/pts/0"), "{text}");
+    assert!(text.contains("hi"), "{text}");
+    assert_eq!(o.status.code(), Some(4), "{text}\n{}", err(&o));
+    assert_eq!(k.state("t")["exit_code"], 4);
+}

@@ -328,10 +328,18 @@ fn start(attach: bool, interactive: bool, keys: &[String]) -> Result<ExitCode> {
                 eprintln!("kiln: container {key} is already running");
                 return Ok(ExitCode::from(1));
             }
-            // tty: a container made with -t is attached through its
-            // terminal here (the tty helper's hook); without one, the
-            // helper runs in the foreground as `kiln run` does.
+            // A container made with -t is attached through its terminal,
+            // as `run -it` is; without one, the helper runs in the
+            // foreground as `kiln run` does.
             let c = prepare_start(&store, &c).map_err(|e| miette!("{e}"))?;
+            if c.tty.tty {
+                return Ok(super::attach::run_attached(
+                    &store,
+                    &c,
+                    interactive,
+                    kiln_worker::container::attach::DetachKeys::default(),
+                ));
+            }
             return match container::run::start(&store, &c, false, interactive) {
                 Ok(Started::Exited(code)) => Ok(exit(code)),
                 Ok(Started::Detached(_)) => Ok(ExitCode::SUCCESS),
