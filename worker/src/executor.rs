@@ -839,7 +839,10 @@ fn commit_layer(
     base: &Snapshot,
     exclude: &[PathBuf],
 ) -> Result<Snapshot, ExecutorError> {
+    let t = crate::phase_timing::Phase::start("commit.finish");
     let finished = active.finish()?;
+    t.end();
+    let t = crate::phase_timing::Phase::start("commit.diff");
     let writer = w.root.blobs().writer(None, None)?;
     // Uncompressed on the build path: gzip (even at level 1, ~40 MB/s here)
     // dominated every step that adds data, and the unpacked upper dir is what
@@ -856,9 +859,12 @@ fn commit_layer(
     // (`exclude` only makes sure), so the upper dir is the layer. The copy
     // fallback has no self-contained diff dir: the blob is unpacked on
     // first use instead.
+    t.end();
+    let t = crate::phase_timing::Phase::start("commit.adopt");
     if let snapshot::Finished::Overlay { upper, .. } = &finished {
         w.layers.adopt(upper, &layer.diff_id)?;
     }
+    t.end();
     let mut layers = base.layers.clone();
     layers.push(layer);
     Ok(Snapshot {
@@ -922,9 +928,13 @@ fn run_exec(
     let base = inputs.first().cloned().unwrap_or_default();
     let lowers = w.layer_dirs(&base)?;
     let dir = w.layers.scratch("exec")?;
+    let t = crate::phase_timing::Phase::start("run.prepare");
     let active = w.prepare(&lowers, &dir, progress)?;
+    t.end();
     let rootfs = active.rootfs().to_path_buf();
+    let t = crate::phase_timing::Phase::start("run.resolve_user");
     let user = crate::users::resolve_user(&rootfs, &e.user)?;
+    t.end();
 
     let mut views = Vec::new();
     // The writable layers of rw binds, over `views`: they go first.
@@ -1131,7 +1141,9 @@ fn run_exec(
     };
     // The process is the kernel's to schedule; the slot is for kiln's work.
     drop(slot);
+    let t = crate::phase_timing::Phase::start("run.sandbox");
     let outcome = sandbox::run_cancellable(&spec, &w.opts.helper_exe, &mut sink, cancel)?;
+    t.end();
     for (stream, carry) in [(Stream::Stdout, out_carry), (Stream::Stderr, err_carry)] {
         if !carry.0.is_empty() {
             progress.log(stream, &carry.0);
@@ -1149,6 +1161,7 @@ fn run_exec(
         });
     }
     let _slot = w.slots.acquire(cancel).ok_or(ExecutorError::Interrupted)?;
+    let _t = crate::phase_timing::Phase::start("run.commit");
     commit_layer(w, active, &base, &outcome.created)
 }
 

@@ -17,6 +17,7 @@ pub mod http_source;
 pub mod key_agent;
 pub mod layers;
 pub mod network;
+pub mod phase_timing;
 /// The RUN steps' namespace pool, where it always was (now in [`network`]).
 pub use network::netpool;
 pub mod reexec;
