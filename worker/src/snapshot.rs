@@ -977,9 +977,9 @@ enum ActiveKind {
         upper: PathBuf,
         base: Vec<PathBuf>,
     },
-    /// kiln's overlay over FUSE, served by a helper process.
+    /// kiln's overlay over FUSE, served by threads of this process.
     Fuse {
-        mounted: crate::fuse_overlay::FuseMount,
+        mounted: crate::fuse_overlay::InProcessMount,
         upper: PathBuf,
         base: Vec<PathBuf>,
     },
@@ -987,11 +987,13 @@ enum ActiveKind {
 }
 
 /// How [`Active::prepare_with`] makes a snapshot: the snapshotter asked
-/// for, and the kiln binary to re-execute as the FUSE server.
+/// for, and whether `auto` may pick FUSE.
 #[derive(Debug, Clone, Default)]
 pub struct SnapshotMode {
     pub snapshotter: crate::snapshotter::Snapshotter,
-    /// Needed for FUSE (`auto` skips FUSE without it).
+    /// The kiln binary, when this is kiln (`auto` skips FUSE without it).
+    /// The FUSE overlay of a build is served by threads of this process,
+    /// so it is not executed; it marks a caller able to serve FUSE.
     pub helper_exe: Option<PathBuf>,
 }
 
@@ -1097,11 +1099,10 @@ impl Active {
                 std::fs::create_dir_all(d).map_err(io_err("create", d))?;
             }
             let base = unique_lowers(&lowers);
-            let exe = match &mode.helper_exe {
-                Some(e) => e.clone(),
-                None => std::env::current_exe().map_err(io_err("locate", "kiln"))?,
-            };
-            match crate::fuse_overlay::FuseMount::start(&exe, &base, &upper, &merged) {
+            let mounted = crate::fuse_overlay::usable()
+                .map_err(|why| std::io::Error::new(std::io::ErrorKind::PermissionDenied, why))
+                .and_then(|()| crate::fuse_overlay::mount_in_process(&base, &upper, &merged));
+            match mounted {
                 Ok(mounted) => {
                     return Ok(Active {
                         lowers,

@@ -149,42 +149,77 @@ pub fn serve(
     session.run()
 }
 
-/// An overlay served by threads of this process (for tests): unmounted
-/// when dropped.
+/// An overlay served by threads of this process: what a build's RUN
+/// snapshots use ([`mount_in_process`]). Unmounted when dropped.
 #[derive(Debug)]
 pub struct InProcessMount {
+    target: PathBuf,
     session: Option<fuser::BackgroundSession>,
 }
 
 impl InProcessMount {
-    /// Unmounts and waits for the server threads.
+    /// Where the merged view is.
+    pub fn path(&self) -> &Path {
+        &self.target
+    }
+
+    /// Unmounts. Every write was answered only once it was in the upper
+    /// dir (no write-back cache), so the upper dir is complete when this
+    /// returns. The server threads are not waited for: they end by
+    /// themselves (their reads fail with ENODEV) once the kernel drops the
+    /// filesystem, which a copy of the mount left in some other namespace
+    /// could delay without end; a join would then hang the build.
     pub fn unmount(mut self) -> io::Result<()> {
-        match self.session.take() {
-            Some(s) => s.umount_and_join(),
-            None => Ok(()),
+        let _t = crate::phase_timing::Phase::start("fuse.umount");
+        let r = sys::umount(&self.target, 0);
+        if r.is_err() {
+            let _ = sys::umount(&self.target, libc::MNT_DETACH);
         }
+        self.release();
+        r
+    }
+
+    /// Lets go of the session without joining its threads. fuser's
+    /// handle, dropped, may try umount(2) on the path once more (it cannot
+    /// always tell the mount is gone), which fails harmlessly with EINVAL.
+    fn release(&mut self) {
+        drop(self.session.take());
     }
 }
 
 impl Drop for InProcessMount {
     fn drop(&mut self) {
-        if let Some(s) = self.session.take() {
-            let _ = s.umount_and_join();
+        if self.session.is_some() {
+            let _ = sys::umount(&self.target, libc::MNT_DETACH);
+            self.release();
         }
     }
 }
 
 /// Mounts the overlay of `lowers` (lowest first) and `upper` at `target`,
-/// served by threads of this process. Only for processes that never fork
-/// (tests); kiln itself uses [`FuseMount::start`].
+/// served by threads of this process; ready when it returns (mount(2) and
+/// the INIT handshake are done in this call).
+///
+/// Builds serve their RUN snapshots this way rather than through a
+/// re-executed helper ([`FuseMount`]): starting, mounting in and killing a
+/// process per RUN was most of FUSE's fixed cost per step. It is sound in
+/// kiln's multi-threaded process because kiln never forks there (helpers
+/// are started with posix_spawn; only single-threaded helpers fork), and
+/// because the sandbox pivots into a copy of the mount in a namespace of
+/// its own, which never moves this process's root. `kiln run`'s
+/// containers keep the helper process, which must outlive kiln.
 pub fn mount_in_process(
     lowers: &[PathBuf],
     upper: &Path,
     target: &Path,
 ) -> io::Result<InProcessMount> {
     let fs = OverlayFs::new(lowers, upper);
-    let session = fuser::spawn_mount(fs, target, &config())?;
+    let t = crate::phase_timing::Phase::start("fuse.mount");
+    let session = fuser::Session::new(fs, target, &config())?;
+    t.end();
+    let session = session.spawn()?;
     Ok(InProcessMount {
+        target: target.to_path_buf(),
         session: Some(session),
     })
 }
@@ -264,6 +299,7 @@ impl FuseMount {
         ]);
         args.extend(lowers.iter().map(|l| l.as_os_str().to_os_string()));
         let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+        let t = crate::phase_timing::Phase::start("fuse.spawn");
         let mut child = crate::reexec::spawn_helper(
             exe,
             &args,
@@ -274,11 +310,14 @@ impl FuseMount {
                 stderr: Stdio::piped(),
             },
         )?;
+        t.end();
+        let t = crate::phase_timing::Phase::start("fuse.wait_ready");
         let mut line = String::new();
         if let Some(out) = child.stdout.take() {
             let mut r = io::BufReader::new(out);
             r.read_line(&mut line)?;
         }
+        t.end();
         if line.trim() == READY {
             return Ok(FuseMount {
                 target: target.to_path_buf(),
@@ -305,14 +344,18 @@ impl FuseMount {
     /// Unmounts and stops the helper. Every write was answered only once
     /// it was in the upper dir (no write-back cache), so nothing is lost.
     pub fn unmount(mut self) -> io::Result<()> {
+        let t = crate::phase_timing::Phase::start("fuse.umount");
         let r = sys::umount(&self.target, 0);
         if r.is_err() {
             let _ = sys::umount(&self.target, libc::MNT_DETACH);
         }
+        t.end();
+        let t = crate::phase_timing::Phase::start("fuse.kill_wait");
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
+        t.end();
         r
     }
 }
