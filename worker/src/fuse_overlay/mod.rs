@@ -17,10 +17,11 @@
 //! - `copyup`: bringing lower entries into the upper dir.
 //! - `ops`: the FUSE operations.
 //!
-//! It runs in a re-executed kiln (`kiln fuse-helper`, [`FuseMount`]) so
-//! that the multi-threaded server never lives in the tokio process that
-//! forks sandboxes; tests may serve it on threads of their own process
-//! ([`mount_in_process`]).
+//! A build serves it on threads of kiln's own process
+//! ([`mount_in_process`]): kiln never forks there, and a helper process per
+//! RUN was most of FUSE's fixed cost per step. `kiln run` serves it from a
+//! re-executed kiln (`kiln fuse-helper`, [`FuseMount`]), since a detached
+//! container outlives the kiln that started it.
 
 pub mod inodes;
 pub mod lookup;
