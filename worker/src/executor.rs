@@ -26,6 +26,7 @@ use kiln_solver::{Executor, Graph, Key, NodeId, Progress, Stream};
 use serde::{Deserialize, Serialize};
 
 mod git_add;
+mod incremental;
 
 use crate::diff::{self, Compression};
 use crate::fileops::{self, checksum, ChecksumMemo, Chmod, CopySpec, SourceIds};
@@ -839,7 +840,16 @@ fn commit_layer(
     base: &Snapshot,
     exclude: &[PathBuf],
 ) -> Result<Snapshot, ExecutorError> {
-    let finished = active.finish()?;
+    commit_finished(w, active.finish()?, base, exclude)
+}
+
+/// [`commit_layer`] of a snapshot already unmounted.
+fn commit_finished(
+    w: &Worker,
+    finished: snapshot::Finished,
+    base: &Snapshot,
+    exclude: &[PathBuf],
+) -> Result<Snapshot, ExecutorError> {
     let writer = w.root.blobs().writer(None, None)?;
     // Uncompressed on the build path: gzip (even at level 1, ~40 MB/s here)
     // dominated every step that adds data, and the unpacked upper dir is what
@@ -1233,7 +1243,13 @@ fn run_file(
     let base = inputs.first().cloned().unwrap_or_default();
     let lowers = w.layer_dirs(&base)?;
     let dir = w.layers.scratch("file")?;
+    // Incremental COPY: start from the previous result of the same step.
+    let step = incremental::identity(w, f, inputs, &base);
+    let reuse = step
+        .as_deref()
+        .and_then(|id| incremental::start(w, id, &dir.join("upper")));
     let active = w.prepare(&lowers, &dir, progress)?;
+    let reuse = reuse.filter(|_| active.is_overlay());
     let rootfs = active.rootfs().to_path_buf();
     for a in &f.actions {
         match a {
@@ -1265,6 +1281,7 @@ fn run_file(
                     }
                     None => spec.source_ids = SourceIds::Preserve,
                 }
+                spec.reuse = reuse.clone();
                 fileops::copy(&spec)?;
             }
             FileAction::Mkdir {
@@ -1295,7 +1312,16 @@ fn run_file(
             }
         }
     }
-    commit_layer(w, active, &base, &[])
+    let finished = active.finish()?;
+    if let (Some(r), snapshot::Finished::Overlay { upper, .. }) = (&reuse, &finished) {
+        r.prune_untouched(upper)
+            .map_err(io_err("prune the incremental copy in", upper))?;
+    }
+    let snap = commit_finished(w, finished, &base, &[])?;
+    if let (Some(id), Some(layer)) = (step.as_deref(), snap.layers.last()) {
+        incremental::record(w, id, &layer.diff_id);
+    }
+    Ok(snap)
 }
 
 #[cfg(test)]
