@@ -245,6 +245,47 @@ impl Worker {
         Ok(self.layers.dirs(&snap.layers, self.root.blobs())?)
     }
 
+    /// [`Worker::layer_dirs`] for a step, saying in its output when layers
+    /// must be unpacked first (after `kiln prune --all` dropped the unpacked
+    /// layers, or for a base image only pulled), so a step that is slow for
+    /// that reason says why.
+    fn layer_dirs_reporting(
+        &self,
+        snap: &Snapshot,
+        progress: &Progress,
+    ) -> Result<Vec<PathBuf>, ExecutorError> {
+        let missing: Vec<&LayerRef> = snap
+            .layers
+            .iter()
+            .filter(|l| !self.layers.path(&l.diff_id).is_dir())
+            .collect();
+        if missing.is_empty() {
+            return self.layer_dirs(snap);
+        }
+        let bytes: u64 = missing.iter().map(|l| l.size).sum();
+        progress.log(
+            Stream::Stderr,
+            format!(
+                "unpacking base layers: {} of {} ({:.1} MB)\n",
+                missing.len(),
+                snap.layers.len(),
+                bytes as f64 / 1e6
+            )
+            .as_bytes(),
+        );
+        let started = std::time::Instant::now();
+        let dirs = self.layer_dirs(snap)?;
+        progress.log(
+            Stream::Stderr,
+            format!(
+                "unpacked base layers in {:.1}s\n",
+                started.elapsed().as_secs_f64()
+            )
+            .as_bytes(),
+        );
+        Ok(dirs)
+    }
+
     fn context_dir(&self, name: &str) -> Result<&Path, ExecutorError> {
         self.opts
             .contexts
@@ -930,7 +971,7 @@ fn run_exec(
 ) -> Result<Snapshot, ExecutorError> {
     let slot = w.slots.acquire(cancel).ok_or(ExecutorError::Interrupted)?;
     let base = inputs.first().cloned().unwrap_or_default();
-    let lowers = w.layer_dirs(&base)?;
+    let lowers = w.layer_dirs_reporting(&base, progress)?;
     let dir = w.layers.scratch("exec")?;
     let active = w.prepare(&lowers, &dir, progress)?;
     let rootfs = active.rootfs().to_path_buf();
@@ -1241,7 +1282,7 @@ fn run_file(
         };
     let _slot = w.slots.acquire(cancel).ok_or(ExecutorError::Interrupted)?;
     let base = inputs.first().cloned().unwrap_or_default();
-    let lowers = w.layer_dirs(&base)?;
+    let lowers = w.layer_dirs_reporting(&base, progress)?;
     let dir = w.layers.scratch("file")?;
     // Incremental COPY: start from the previous result of the same step.
     let step = incremental::identity(w, f, inputs, &base);
