@@ -137,3 +137,48 @@ fn an_incremental_copy_gives_the_layer_a_full_copy_gives() {
         "the edited file has its new content"
     );
 }
+
+/// A context file that looks exactly like a file of the base (same size,
+/// mtime, mode, owner) is still copied: only files of the previous result
+/// may be kept, else the layer would miss it.
+#[test]
+fn a_file_that_looks_like_the_bases_is_still_copied() {
+    let k = Kiln::with_busybox(KILN);
+    let ctx = k.path("ctx");
+    std::fs::create_dir_all(ctx.join("etc")).expect("mkdir");
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox:1.35\nCOPY etc/ /etc/\n",
+    )
+    .expect("write");
+    std::fs::write(ctx.join("etc/other"), "other\n").expect("write");
+    build(&k, &ctx);
+
+    // The base's /etc/group, with its mode and mtime, added to the context.
+    let layers = k.store().layers_dir();
+    let base_group = std::fs::read_dir(&layers)
+        .expect("layers")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("etc/group"))
+        .find(|p| p.is_file())
+        .expect("the busybox layer dir has etc/group");
+    std::fs::copy(&base_group, ctx.join("etc/group")).expect("copy");
+    let touched = std::process::Command::new("touch")
+        .arg("-r")
+        .arg(&base_group)
+        .arg(ctx.join("etc/group"))
+        .status()
+        .expect("touch");
+    assert!(touched.success());
+    build(&k, &ctx);
+    let ids = diff_ids(&k, "app");
+    let hex = ids[ids.len() - 1].trim_start_matches("sha256:");
+    assert!(
+        layers.join(hex).join("etc/group").is_file(),
+        "the COPY layer holds etc/group"
+    );
+
+    let fresh = Kiln::with_busybox(KILN);
+    build(&fresh, &ctx);
+    assert_eq!(diff_ids(&fresh, "app"), ids, "full and incremental agree");
+}

@@ -79,7 +79,7 @@ pub(super) fn start(w: &Worker, id: &str, upper: &Path) -> Option<Arc<Reuse>> {
     }
     fs::create_dir_all(upper).ok()?;
     match clone_tree(&previous, upper, crate::snapshot::opaque_xattr()) {
-        Ok(true) => Some(Arc::new(Reuse::new())),
+        Ok(true) => Some(Arc::new(Reuse::new(upper))),
         _ => {
             let _ = fs::remove_dir_all(upper);
             None

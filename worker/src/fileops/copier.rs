@@ -388,6 +388,10 @@ impl Copier<'_, '_> {
         if t.mode() & 0o7777 != mode {
             return false;
         }
+        match target.strip_prefix(self.dst_root) {
+            Ok(rel) if reuse.in_upper(rel, t) => {}
+            _ => return false,
+        }
         let no_xattrs = |p: &Path| {
             meta::list_xattrs(p).is_ok_and(|names| names.iter().all(|n| meta::is_private_xattr(n)))
         };

@@ -38,15 +38,33 @@ use super::meta::{self, Time};
 /// records) and the executor (which prunes afterwards).
 #[derive(Debug, Default)]
 pub struct Reuse {
+    /// The upper dir the clone went into: only a file found there may be
+    /// kept (one of a lower layer that looks the same must still be
+    /// copied, or the layer would miss it).
+    upper: PathBuf,
     /// Destination paths, relative to the rootfs, the copy wrote or kept.
     touched: Mutex<HashSet<PathBuf>>,
     reused: AtomicU64,
 }
 
 impl Reuse {
-    /// An empty record.
-    pub fn new() -> Self {
-        Self::default()
+    /// An empty record for a copy whose clone is in `upper`.
+    pub fn new(upper: &Path) -> Self {
+        Reuse {
+            upper: upper.to_path_buf(),
+            ..Self::default()
+        }
+    }
+
+    /// Whether the clone (not a lower layer) holds `rel` as the regular
+    /// file `seen` through the merged view.
+    pub(crate) fn in_upper(&self, rel: &Path, seen: &fs::Metadata) -> bool {
+        fs::symlink_metadata(self.upper.join(rel)).is_ok_and(|u| {
+            u.file_type().is_file()
+                && u.len() == seen.len()
+                && u.mtime() == seen.mtime()
+                && u.mtime_nsec() == seen.mtime_nsec()
+        })
     }
 
     /// Records that the copy wrote or kept `rel` (relative to the rootfs).
