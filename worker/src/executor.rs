@@ -26,6 +26,7 @@ use kiln_solver::{Executor, Graph, Key, NodeId, Progress, Stream};
 use serde::{Deserialize, Serialize};
 
 mod git_add;
+mod incremental;
 
 use crate::diff::{self, Compression};
 use crate::fileops::{self, checksum, ChecksumMemo, Chmod, CopySpec, SourceIds};
@@ -242,6 +243,47 @@ impl Worker {
     /// The unpacked directory of every layer, lowest first.
     pub fn layer_dirs(&self, snap: &Snapshot) -> Result<Vec<PathBuf>, ExecutorError> {
         Ok(self.layers.dirs(&snap.layers, self.root.blobs())?)
+    }
+
+    /// [`Worker::layer_dirs`] for a step, saying in its output when layers
+    /// must be unpacked first (after `kiln prune --all` dropped the unpacked
+    /// layers, or for a base image only pulled), so a step that is slow for
+    /// that reason says why.
+    fn layer_dirs_reporting(
+        &self,
+        snap: &Snapshot,
+        progress: &Progress,
+    ) -> Result<Vec<PathBuf>, ExecutorError> {
+        let missing: Vec<&LayerRef> = snap
+            .layers
+            .iter()
+            .filter(|l| !self.layers.path(&l.diff_id).is_dir())
+            .collect();
+        if missing.is_empty() {
+            return self.layer_dirs(snap);
+        }
+        let bytes: u64 = missing.iter().map(|l| l.size).sum();
+        progress.log(
+            Stream::Stderr,
+            format!(
+                "unpacking base layers: {} of {} ({:.1} MB)\n",
+                missing.len(),
+                snap.layers.len(),
+                bytes as f64 / 1e6
+            )
+            .as_bytes(),
+        );
+        let started = std::time::Instant::now();
+        let dirs = self.layer_dirs(snap)?;
+        progress.log(
+            Stream::Stderr,
+            format!(
+                "unpacked base layers in {:.1}s\n",
+                started.elapsed().as_secs_f64()
+            )
+            .as_bytes(),
+        );
+        Ok(dirs)
     }
 
     fn context_dir(&self, name: &str) -> Result<&Path, ExecutorError> {
@@ -842,6 +884,16 @@ fn commit_layer(
     let t = crate::phase_timing::Phase::start("commit.finish");
     let finished = active.finish()?;
     t.end();
+    commit_finished(w, finished, base, exclude)
+}
+
+/// [`commit_layer`] of a snapshot already unmounted.
+fn commit_finished(
+    w: &Worker,
+    finished: snapshot::Finished,
+    base: &Snapshot,
+    exclude: &[PathBuf],
+) -> Result<Snapshot, ExecutorError> {
     let t = crate::phase_timing::Phase::start("commit.diff");
     let writer = w.root.blobs().writer(None, None)?;
     // Uncompressed on the build path: gzip (even at level 1, ~40 MB/s here)
@@ -926,7 +978,7 @@ fn run_exec(
 ) -> Result<Snapshot, ExecutorError> {
     let slot = w.slots.acquire(cancel).ok_or(ExecutorError::Interrupted)?;
     let base = inputs.first().cloned().unwrap_or_default();
-    let lowers = w.layer_dirs(&base)?;
+    let lowers = w.layer_dirs_reporting(&base, progress)?;
     let dir = w.layers.scratch("exec")?;
     let t = crate::phase_timing::Phase::start("run.prepare");
     let active = w.prepare(&lowers, &dir, progress)?;
@@ -1244,9 +1296,15 @@ fn run_file(
         };
     let _slot = w.slots.acquire(cancel).ok_or(ExecutorError::Interrupted)?;
     let base = inputs.first().cloned().unwrap_or_default();
-    let lowers = w.layer_dirs(&base)?;
+    let lowers = w.layer_dirs_reporting(&base, progress)?;
     let dir = w.layers.scratch("file")?;
+    // Incremental COPY: start from the previous result of the same step.
+    let step = incremental::identity(w, f, inputs, &base);
+    let reuse = step
+        .as_deref()
+        .and_then(|id| incremental::start(w, id, &dir.join("upper")));
     let active = w.prepare(&lowers, &dir, progress)?;
+    let reuse = reuse.filter(|_| active.is_overlay());
     let rootfs = active.rootfs().to_path_buf();
     for a in &f.actions {
         match a {
@@ -1278,6 +1336,7 @@ fn run_file(
                     }
                     None => spec.source_ids = SourceIds::Preserve,
                 }
+                spec.reuse = reuse.clone();
                 fileops::copy(&spec)?;
             }
             FileAction::Mkdir {
@@ -1308,7 +1367,16 @@ fn run_file(
             }
         }
     }
-    commit_layer(w, active, &base, &[])
+    let finished = active.finish()?;
+    if let (Some(r), snapshot::Finished::Overlay { upper, .. }) = (&reuse, &finished) {
+        r.prune_untouched(upper)
+            .map_err(io_err("prune the incremental copy in", upper))?;
+    }
+    let snap = commit_finished(w, finished, &base, &[])?;
+    if let (Some(id), Some(layer)) = (step.as_deref(), snap.layers.last()) {
+        incremental::record(w, id, &layer.diff_id);
+    }
+    Ok(snap)
 }
 
 #[cfg(test)]

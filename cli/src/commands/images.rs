@@ -120,6 +120,9 @@ pub enum Cmd {
     /// Delete blobs no image uses; report the space freed.
     Prune {
         /// Also drop cached build results: keep only named images' content.
+        /// Unpacked layers go too, base images' included: the next build
+        /// on them unpacks them again (its progress says "unpacking base
+        /// layers").
         #[arg(short, long)]
         all: bool,
         /// Only report what would be deleted.

@@ -49,6 +49,9 @@ pub(crate) struct Opts<'a> {
     /// with the source's path under that root: what it drops does not
     /// exist for the copy.
     pub context: Option<(&'a ContextFilter, &'a str)>,
+    /// Incremental copy: the destination holds the previous result of the
+    /// same step; files already as they would be written are kept.
+    pub reuse: Option<&'a super::reuse::Reuse>,
 }
 
 /// Go's `filepath.Split`: everything up to and including the last `/`, and
@@ -133,6 +136,7 @@ pub(crate) fn copy_one(
     let mut created = Vec::new();
     if !ensure.is_empty() {
         let p = host_path(dst_root, Path::new(ensure), true)?;
+        touch(opts, dst_root, &p);
         created.extend(mkdir_all(dst_root, &p, perm, opts.owner, opts.utime)?);
     }
     let dst_host = host_path(dst_root, Path::new(&super::pattern::clean(dst)), true)?;
@@ -165,6 +169,7 @@ pub(crate) fn copy_one(
             .unwrap_or_else(|| dst_root.to_path_buf())
     };
     if target_dir.starts_with(dst_root) {
+        touch(opts, dst_root, &target_dir);
         created.extend(mkdir_all(
             dst_root,
             &target_dir,
@@ -188,6 +193,13 @@ pub(crate) fn copy_one(
         }
     }
     Ok(())
+}
+
+/// Records a destination path for an incremental copy.
+fn touch(opts: &Opts<'_>, dst_root: &Path, p: &Path) {
+    if let (Some(r), Ok(rel)) = (opts.reuse, p.strip_prefix(dst_root)) {
+        r.touch(rel);
+    }
 }
 
 /// The errors of a source walk, as the copy's own: paths shown relative to
@@ -231,7 +243,11 @@ impl Copier<'_, '_> {
             Err(e) if is_absent(&e) => None,
             Err(e) => return Err(io_err("lstat", strip(self.dst_root, target))(e)),
         };
+        touch(self.opts, self.dst_root, target);
         if !md.is_dir() {
+            if self.reusable(&md, src, target, target_md.as_ref()) {
+                return Ok(());
+            }
             self.ensure_empty_file_target(target, target_md.as_ref())?;
             self.copy_leaf(&md, src, target)?;
             return self.copy_file_info(&md, src, target);
@@ -264,6 +280,7 @@ impl Copier<'_, '_> {
                 }
             }
             let dst = target.join(&entry.rel_path);
+            touch(self.opts, self.dst_root, &dst);
             let Entry {
                 full_path,
                 metadata: md,
@@ -290,6 +307,9 @@ impl Copier<'_, '_> {
                 Err(e) if is_absent(&e) => None,
                 Err(e) => return Err(io_err("lstat", strip(self.dst_root, &dst))(e)),
             };
+            if self.reusable(&md, &full_path, &dst, target_md.as_ref()) {
+                continue;
+            }
             self.ensure_empty_file_target(&dst, target_md.as_ref())?;
             self.copy_leaf(&md, &full_path, &dst)?;
             self.copy_file_info(&md, &full_path, &dst)?;
@@ -337,6 +357,72 @@ impl Copier<'_, '_> {
         Ok(())
     }
 
+    /// Incremental copy: whether `target` (from the previous result of
+    /// the same step) is already exactly what copying `src` would write, so
+    /// it can stay. Counts it as copied when it is.
+    fn reusable(
+        &mut self,
+        md: &Metadata,
+        src: &Path,
+        target: &Path,
+        target_md: Option<&Metadata>,
+    ) -> bool {
+        let (Some(reuse), Some(t)) = (self.opts.reuse, target_md) else {
+            return false;
+        };
+        if !md.file_type().is_file() || !t.file_type().is_file() || t.len() != md.len() {
+            return false;
+        }
+        let (_, m) = self.times(md);
+        if t.mtime() != m.sec || t.mtime_nsec() != m.nsec {
+            return false;
+        }
+        let owner = self.owner_of(md);
+        if t.uid() != owner.uid || t.gid() != owner.gid {
+            return false;
+        }
+        let mode = match self.opts.mode {
+            Some(c) => c.apply(md.mode(), false),
+            None => md.mode() & 0o7777,
+        };
+        if t.mode() & 0o7777 != mode {
+            return false;
+        }
+        match target.strip_prefix(self.dst_root) {
+            Ok(rel) if reuse.in_upper(rel, t) => {}
+            _ => return false,
+        }
+        let no_xattrs = |p: &Path| {
+            meta::list_xattrs(p).is_ok_and(|names| names.iter().all(|n| meta::is_private_xattr(n)))
+        };
+        if !no_xattrs(src) || !no_xattrs(target) {
+            return false;
+        }
+        // Hard links within the copy: the first of a group may stay, the
+        // others are linked to it as a full copy would.
+        let key = (md.dev(), md.ino());
+        if md.nlink() > 1 {
+            if self.inodes.contains_key(&key) {
+                return false;
+            }
+            self.inodes.insert(key, target.to_path_buf());
+        }
+        reuse.count_reused();
+        self.report.files += 1;
+        self.report.bytes += md.len();
+        true
+    }
+
+    fn owner_of(&self, md: &Metadata) -> Owner {
+        self.opts.owner.unwrap_or(match self.opts.ids {
+            SourceIds::Root => Owner { uid: 0, gid: 0 },
+            SourceIds::Preserve => Owner {
+                uid: md.uid(),
+                gid: md.gid(),
+            },
+        })
+    }
+
     fn times(&self, md: &Metadata) -> (Time, Time) {
         match self.opts.utime {
             Some(t) => (t, t),
@@ -354,13 +440,7 @@ impl Copier<'_, '_> {
     }
 
     fn copy_file_info(&mut self, md: &Metadata, src: &Path, target: &Path) -> Result<()> {
-        let owner = self.opts.owner.unwrap_or(match self.opts.ids {
-            SourceIds::Root => Owner { uid: 0, gid: 0 },
-            SourceIds::Preserve => Owner {
-                uid: md.uid(),
-                gid: md.gid(),
-            },
-        });
+        let owner = self.owner_of(md);
         let shown = strip(self.dst_root, target);
         crate::userns::tolerate_unmapped(lchown(target, Some(owner.uid), Some(owner.gid)))
             .map_err(io_err("chown", shown.clone()))?;

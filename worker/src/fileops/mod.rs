@@ -26,6 +26,7 @@ mod copier;
 pub mod error;
 pub mod meta;
 pub mod pattern;
+pub mod reuse;
 pub mod rootpath;
 pub mod treeindex;
 pub mod unpack;
@@ -80,6 +81,9 @@ pub struct CopySpec {
     /// Fixed times for everything written (`SOURCE_DATE_EPOCH`); `None`
     /// keeps the source's.
     pub timestamp: Option<Time>,
+    /// Incremental copy: the destination already holds the previous result
+    /// of the same step (see [`reuse`]); `None` copies everything.
+    pub reuse: Option<std::sync::Arc<reuse::Reuse>>,
 }
 
 impl CopySpec {
@@ -105,6 +109,7 @@ impl CopySpec {
             unpack: false,
             allow_empty_wildcard: true,
             timestamp: None,
+            reuse: None,
         }
     }
 }
@@ -328,6 +333,7 @@ pub fn copy(spec: &CopySpec) -> Result<CopyReport> {
                 utime: spec.timestamp,
                 filter: &filter,
                 context: view.outer(&inner),
+                reuse: spec.reuse.as_deref(),
             };
             if spec.unpack {
                 let src_host = rootpath::host_path(&spec.src_root, Path::new(m), true)?;
