@@ -51,13 +51,16 @@ use serde::{Deserialize, Serialize};
 use crate::sandbox::{self, Mount, Network};
 
 pub mod attach;
+pub mod cgroup;
 pub mod commit;
 pub mod files;
 pub mod health;
+pub mod inspect;
 pub mod helper;
 mod init;
 pub mod launch;
 pub mod life;
+mod limits;
 pub mod lifecycle;
 pub mod logs;
 mod names;
