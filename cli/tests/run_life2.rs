@@ -14,7 +14,7 @@ const BB: &str = "busybox:1.35";
 
 /// kiln on a store of its own with the busybox fixture loaded.
 struct K {
-    tmp: tempfile::TempDir,
+    _tmp: tempfile::TempDir,
     root: PathBuf,
 }
 
@@ -22,7 +22,7 @@ impl K {
     fn new() -> K {
         let tmp = tempfile::tempdir().expect("tempdir");
         let root = tmp.path().join("root");
-        let k = K { tmp, root };
+        let k = K { _tmp: tmp, root };
         let fixture = busybox_fixture();
         k.ok(&["load", "-q", "-i", fixture.to_str().expect("utf8")]);
         k
@@ -215,7 +215,11 @@ fn memory_limit_oom_kills_and_limits_are_in_the_cgroup() {
     assert_eq!(s["exit_code"], 137);
     assert_eq!(s["oom_killed"], true);
     assert!(!k.ok(&["logs", "oom"]).contains("survived"));
-    // INSPECT-OOM
+    let inspect: serde_json::Value =
+        serde_json::from_str(&k.ok(&["inspect", "oom"])).expect("inspect json");
+    assert_eq!(inspect[0]["State"]["OOMKilled"], true);
+    assert_eq!(inspect[0]["State"]["ExitCode"], 137);
+    assert_eq!(inspect[0]["HostConfig"]["Memory"], 32 << 20);
     // Its cgroup went with its run.
     for d in &dirs {
         assert!(!d.exists(), "{} left behind", d.display());
@@ -397,4 +401,128 @@ fn pause_unpause_top_and_stats() {
     let text = out(&o);
     assert!(text.matches("CONTAINER ID").count() >= 2, "{text}");
     k.ok(&["rm", "-f", "p"]);
+}
+
+#[test]
+fn inspect_formats_filters_and_log_windows() {
+    let k = K::new();
+    let id = k
+        .ok(&[
+            "run",
+            "-d",
+            "--network",
+            "none",
+            "--name",
+            "web",
+            "-e",
+            "A=1",
+            "--restart",
+            "on-failure:3",
+            "--health-cmd",
+            "true",
+            "--health-interval",
+            "200ms",
+            BB,
+            "sh",
+            "-c",
+            "echo one; sleep 1000",
+        ])
+        .trim()
+        .to_string();
+    let o = k.run(&["run", "--network", "none", "--name", "done", BB, "sh", "-c", "exit 3"]);
+    assert_eq!(o.status.code(), Some(3));
+    k.eventually("healthy", || k.status("web").ends_with("(healthy)"));
+    // docker's document shape.
+    let docs: serde_json::Value =
+        serde_json::from_str(&k.ok(&["container", "inspect", "web"])).expect("json");
+    let d = &docs[0];
+    assert_eq!(d["Id"], id.as_str());
+    assert_eq!(d["Name"], "/web");
+    assert_eq!(d["Path"], "sh");
+    assert_eq!(d["Args"][0], "-c");
+    assert_eq!(d["State"]["Status"], "running");
+    assert_eq!(d["State"]["Running"], true);
+    assert_eq!(d["State"]["OOMKilled"], false);
+    assert!(d["State"]["Pid"].as_i64().unwrap_or(0) > 0);
+    assert_eq!(d["State"]["Health"]["Status"], "healthy");
+    assert!(d["State"]["StartedAt"].as_str().unwrap_or("").ends_with('Z'));
+    assert_eq!(d["HostConfig"]["RestartPolicy"]["Name"], "on-failure");
+    assert_eq!(d["HostConfig"]["RestartPolicy"]["MaximumRetryCount"], 3);
+    assert_eq!(d["HostConfig"]["NetworkMode"], "none");
+    assert_eq!(d["Config"]["Image"], BB);
+    assert!(d["Config"]["Env"]
+        .as_array()
+        .is_some_and(|e| e.iter().any(|v| v == "A=1")));
+    assert!(d["Mounts"].is_array());
+    assert!(d["NetworkSettings"]["Networks"].is_object());
+    // Field order as docker's.
+    let text = k.ok(&["inspect", "web"]);
+    let pos = |f: &str| text.find(&format!("\"{f}\"")).unwrap_or(usize::MAX);
+    assert!(pos("Id") < pos("Created") && pos("Created") < pos("Path") && pos("State") < pos("Image"));
+    // -f templates.
+    assert_eq!(k.ok(&["inspect", "-f", "{{.State.Status}}", "web"]), "running\n");
+    assert_eq!(
+        k.ok(&["inspect", "-f", "{{.State.Health.Status}}", "web"]),
+        "healthy\n"
+    );
+    assert_eq!(k.ok(&["inspect", "--format", "{{.Id}}", "web"]), format!("{id}\n"));
+    let cfg: serde_json::Value =
+        serde_json::from_str(&k.ok(&["inspect", "-f", "{{json .Config}}", "web"])).expect("json");
+    assert_eq!(cfg["Image"], BB);
+    assert_eq!(
+        k.ok(&["inspect", "-f", "{{index .Config.Cmd 0}} {{range .Args}}[{{.}}]{{end}}", "web"]),
+        "sh [-c][echo one; sleep 1000]\n"
+    );
+    assert_eq!(
+        k.ok(&["inspect", "-f", "{{.State.ExitCode}} {{.State.Status}}", "done"]),
+        "3 exited\n"
+    );
+    // An image still inspects through `kiln inspect`.
+    let img: serde_json::Value = serde_json::from_str(&k.ok(&["inspect", BB])).expect("json");
+    assert!(img[0]["Id"].as_str().is_some_and(|i| i.starts_with("sha256:")));
+    let o = k.run(&["inspect", "nothing-by-this-name"]);
+    assert_eq!(o.status.code(), Some(1));
+
+    // ps --format and --filter.
+    assert_eq!(k.ok(&["ps", "--format", "{{.Names}}"]), "web\n");
+    assert_eq!(
+        k.ok(&["ps", "-a", "--format", "{{.ID}}", "--filter", "name=done"]),
+        format!("{}\n", &k.state("done")["id"].as_str().unwrap_or("")[..12])
+    );
+    let t = k.ok(&["ps", "--format", "table {{.ID}}\\t{{.Status}}"]);
+    let mut lines = t.lines();
+    assert!(lines.next().unwrap_or("").starts_with("CONTAINER ID   STATUS"), "{t}");
+    assert!(lines.next().unwrap_or("").ends_with("(healthy)"), "{t}");
+    let j: serde_json::Value =
+        serde_json::from_str(k.ok(&["ps", "--format", "{{json .}}"]).trim()).expect("json");
+    assert_eq!(j["Names"], "web");
+    assert_eq!(j["State"], "running");
+    let names = |f: &[&str]| -> String {
+        let mut a = vec!["ps", "--format", "{{.Names}}"];
+        for x in f {
+            a.push("--filter");
+            a.push(x);
+        }
+        k.ok(&a)
+    };
+    assert_eq!(names(&["status=exited"]), "done\n");
+    assert_eq!(names(&["exited=3"]), "done\n");
+    assert_eq!(names(&["exited=0"]), "");
+    assert_eq!(names(&["health=healthy"]), "web\n");
+    assert_eq!(names(&["ancestor=busybox:1.35", "status=running"]), "web\n");
+    assert_eq!(names(&[&format!("id={}", &id[..6])]), "web\n");
+    assert_eq!(names(&["label=a=b"]), "");
+    let o = k.run(&["ps", "--filter", "status=sleepy"]);
+    assert_eq!(o.status.code(), Some(1));
+
+    // logs -t / --since / --until.
+    let t = k.ok(&["logs", "-t", "web"]);
+    let (stamp, line) = t.trim_end().split_once(' ').expect("stamp");
+    assert_eq!(line, "one");
+    assert_eq!(stamp.len(), "2026-01-01T00:00:00.000000000Z".len(), "{stamp}");
+    assert!(stamp.ends_with('Z'));
+    assert_eq!(k.ok(&["logs", "--since", "1h", "web"]), "one\n");
+    assert_eq!(k.ok(&["logs", "--until", "1h", "web"]), "");
+    assert_eq!(k.ok(&["logs", "--since", "2000-01-01T00:00:00Z", "web"]), "one\n");
+    k.ok(&["rm", "-f", "web", "done"]);
 }
