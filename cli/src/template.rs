@@ -128,7 +128,9 @@ fn parse_nodes(toks: &[Tok], pos: &mut usize) -> Res<(Vec<Node>, Option<String>)
             Tok::Action(a) if a == "end" || a == "else" => return Ok((nodes, Some(a.clone()))),
             Tok::Action(a) if a.starts_with("/*") => {}
             Tok::Action(a) => {
-                let (kw, rest) = a.split_once(char::is_whitespace).unwrap_or((a.as_str(), ""));
+                let (kw, rest) = a
+                    .split_once(char::is_whitespace)
+                    .unwrap_or((a.as_str(), ""));
                 if kw == "if" || kw == "range" {
                     let pipe = parse_pipe(rest)?;
                     let (body, end) = parse_nodes(toks, pos)?;
@@ -227,7 +229,9 @@ fn parse_pipe(s: &str) -> Res<Pipe> {
         cmd.push(parse_arg(&w)?);
     }
     if cmd.is_empty() {
-        return Err(TemplateError::Parse(format!("missing value for command: {s:?}")));
+        return Err(TemplateError::Parse(format!(
+            "missing value for command: {s:?}"
+        )));
     }
     pipe.push(cmd);
     Ok(pipe)
@@ -287,7 +291,10 @@ fn exec(nodes: &[Node], dot: &Value, out: &mut String) -> Res<()> {
                     Value::Object(m) => m.into_iter().map(|(_, v)| v).collect(),
                     Value::Null => Vec::new(),
                     other => {
-                        return Err(TemplateError::Exec(format!("range can't iterate over {}", show(&other))))
+                        return Err(TemplateError::Exec(format!(
+                            "range can't iterate over {}",
+                            show(&other)
+                        )))
                     }
                 };
                 if items.is_empty() {
@@ -379,7 +386,9 @@ fn eval_cmd(cmd: &Cmd, dot: &Value, piped: Option<Value>) -> Res<Value> {
     match first {
         Arg::Func(f) => call(f, args),
         other if args.is_empty() => eval_arg(other, dot),
-        _ => Err(TemplateError::Exec("can't give argument to non-function".into())),
+        _ => Err(TemplateError::Exec(
+            "can't give argument to non-function".into(),
+        )),
     }
 }
 
@@ -427,7 +436,9 @@ fn call(f: &str, args: Vec<Value>) -> Res<Value> {
             want(2)?;
             let sep = as_str(&arg(1));
             match arg(0) {
-                Value::Array(a) => Value::String(a.iter().map(as_str).collect::<Vec<_>>().join(&sep)),
+                Value::Array(a) => {
+                    Value::String(a.iter().map(as_str).collect::<Vec<_>>().join(&sep))
+                }
                 other => Value::String(as_str(&other)),
             }
         }
@@ -456,9 +467,7 @@ fn call(f: &str, args: Vec<Value>) -> Res<Value> {
             }
             cur
         }
-        "println" => Value::String(
-            args.iter().map(as_str).collect::<Vec<_>>().join(" ") + "\n",
-        ),
+        "println" => Value::String(args.iter().map(as_str).collect::<Vec<_>>().join(" ") + "\n"),
         "print" => Value::String(args.iter().map(as_str).collect::<Vec<_>>().join(" ")),
         "printf" => {
             want(1)?;
@@ -480,7 +489,8 @@ fn printf(fmt: &str, args: &[Value]) -> String {
         match chars.next() {
             Some('%') => out.push('%'),
             Some('q') => out.push_str(
-                &serde_json::to_string(&as_str(it.next().unwrap_or(&Value::Null))).unwrap_or_default(),
+                &serde_json::to_string(&as_str(it.next().unwrap_or(&Value::Null)))
+                    .unwrap_or_default(),
             ),
             Some(_) => out.push_str(&as_str(it.next().unwrap_or(&Value::Null))),
             None => out.push('%'),
@@ -614,17 +624,17 @@ mod tests {
         assert_eq!(r("a\\tb", &v), "a\tb");
         assert_eq!(r("{{printf \"%s-%s\" .Id .Names}}", &v), "abc-web");
         assert!(Template::parse("{{if .X}}").is_err());
-        assert!(Template::parse("{{nope .X}}")
-            .unwrap()
-            .render(&v)
-            .is_err());
+        assert!(Template::parse("{{nope .X}}").unwrap().render(&v).is_err());
     }
 
     #[test]
     fn tables_get_headers_and_columns() {
         let items = vec![json!({"ID": "abc", "Status": "Up 1 second"})];
         let f = Format::parse(Some("table {{.ID}}\\t{{.Status}}")).unwrap();
-        let s = f.render(&items, &[("ID", "CONTAINER ID")]).unwrap().unwrap();
+        let s = f
+            .render(&items, &[("ID", "CONTAINER ID")])
+            .unwrap()
+            .unwrap();
         assert_eq!(s, "CONTAINER ID   STATUS\nabc            Up 1 second\n");
         let f = Format::parse(Some("{{json .}}")).unwrap();
         assert_eq!(

@@ -103,7 +103,6 @@ fn err(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-
 /// The container's cgroup dirs as its record lists them.
 fn cgroups(k: &K, name: &str) -> Vec<PathBuf> {
     k.state(name)["cgroups"]
@@ -234,8 +233,20 @@ fn memory_limit_oom_kills_and_limits_are_in_the_cgroup() {
     // docker's checks of the values.
     let o = k.run(&["run", "--network", "none", "-m", "1m", BB, "true"]);
     assert_eq!(o.status.code(), Some(125));
-    assert!(err(&o).contains("Minimum memory limit allowed is 6MB"), "{}", err(&o));
-    let o = k.run(&["run", "--network", "none", "--memory-swap", "1g", BB, "true"]);
+    assert!(
+        err(&o).contains("Minimum memory limit allowed is 6MB"),
+        "{}",
+        err(&o)
+    );
+    let o = k.run(&[
+        "run",
+        "--network",
+        "none",
+        "--memory-swap",
+        "1g",
+        BB,
+        "true",
+    ]);
     assert_eq!(o.status.code(), Some(125));
 }
 
@@ -248,7 +259,14 @@ fn ulimits_capabilities_privileged_and_shared_namespaces() {
         k.ok(&a)
     };
     assert_eq!(
-        run(&["--ulimit", "nofile=1024:2048", BB, "sh", "-c", "ulimit -n; ulimit -Hn"]),
+        run(&[
+            "--ulimit",
+            "nofile=1024:2048",
+            BB,
+            "sh",
+            "-c",
+            "ulimit -n; ulimit -Hn"
+        ]),
         "1024\n2048\n"
     );
     let capeff = |extra: &[&str]| -> u64 {
@@ -269,10 +287,39 @@ fn ulimits_capabilities_privileged_and_shared_namespaces() {
     );
     assert!(capeff(&["--privileged"]).count_ones() >= 38);
     // NET_ADMIN really works: the loopback can be taken down.
-    let o = k.run(&["run", "--rm", "--network", "none", BB, "ip", "link", "set", "lo", "down"]);
+    let o = k.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        BB,
+        "ip",
+        "link",
+        "set",
+        "lo",
+        "down",
+    ]);
     assert!(!o.status.success(), "without NET_ADMIN");
-    run(&["--cap-add", "NET_ADMIN", BB, "ip", "link", "set", "lo", "down"]);
-    let o = k.run(&["run", "--rm", "--network", "none", "--cap-add", "BOGUS", BB, "true"]);
+    run(&[
+        "--cap-add",
+        "NET_ADMIN",
+        BB,
+        "ip",
+        "link",
+        "set",
+        "lo",
+        "down",
+    ]);
+    let o = k.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--cap-add",
+        "BOGUS",
+        BB,
+        "true",
+    ]);
     assert_eq!(o.status.code(), Some(125));
     // no-new-privileges is accepted (and in force).
     assert_eq!(
@@ -294,13 +341,27 @@ fn ulimits_capabilities_privileged_and_shared_namespaces() {
     assert_eq!(run(&[BB, "cat", "/proc/1/comm"]), "cat\n");
     // --pid/--ipc container:NAME share the other's namespaces.
     k.ok(&[
-        "run", "-d", "--network", "none", "--name", "base", BB, "sleep", "1000",
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--name",
+        "base",
+        BB,
+        "sleep",
+        "1000",
     ]);
     let ps = run(&["--pid", "container:base", BB, "ps", "-o", "comm"]);
     assert!(ps.contains("sleep"), "{ps}");
     let pid = k.state("base")["pid"].as_i64().expect("pid");
     let ipc_base = std::fs::read_link(format!("/proc/{pid}/ns/ipc")).expect("ns");
-    let ipc = run(&["--ipc", "container:base", BB, "readlink", "/proc/self/ns/ipc"]);
+    let ipc = run(&[
+        "--ipc",
+        "container:base",
+        BB,
+        "readlink",
+        "/proc/self/ns/ipc",
+    ]);
     assert_eq!(ipc.trim(), ipc_base.to_string_lossy());
     let host_ipc = std::fs::read_link("/proc/self/ns/ipc").expect("ns");
     let ipc = run(&["--ipc", "host", BB, "readlink", "/proc/self/ns/ipc"]);
@@ -326,7 +387,9 @@ fn pause_unpause_top_and_stats() {
         "while true; do date +%s%N > /tmp/tick; usleep 20000; done",
     ]);
     let tick = || k.ok(&["exec", "p", "cat", "/tmp/tick"]);
-    k.eventually("ticking", || !k.run(&["exec", "p", "cat", "/tmp/tick"]).stdout.is_empty());
+    k.eventually("ticking", || {
+        !k.run(&["exec", "p", "cat", "/tmp/tick"]).stdout.is_empty()
+    });
     assert_eq!(k.ok(&["pause", "p"]), "p\n");
     assert!(k.status("p").ends_with("(Paused)"), "{}", k.status("p"));
     // Frozen: the loop no longer writes (exec'd processes would freeze
@@ -355,8 +418,9 @@ fn pause_unpause_top_and_stats() {
     );
     let rows: Vec<&str> = lines.collect();
     assert!(
-        rows.iter()
-            .any(|l| l.starts_with("root") && l.contains(&format!(" {pid} ")) && l.ends_with("sh -c while true; do date +%s%N > /tmp/tick; usleep 20000; done")),
+        rows.iter().any(|l| l.starts_with("root")
+            && l.contains(&format!(" {pid} "))
+            && l.ends_with("sh -c while true; do date +%s%N > /tmp/tick; usleep 20000; done")),
         "{top}"
     );
     assert!(rows.len() <= 3, "only the container's processes: {top}");
@@ -429,7 +493,17 @@ fn inspect_formats_filters_and_log_windows() {
         ])
         .trim()
         .to_string();
-    let o = k.run(&["run", "--network", "none", "--name", "done", BB, "sh", "-c", "exit 3"]);
+    let o = k.run(&[
+        "run",
+        "--network",
+        "none",
+        "--name",
+        "done",
+        BB,
+        "sh",
+        "-c",
+        "exit 3",
+    ]);
     assert_eq!(o.status.code(), Some(3));
     k.eventually("healthy", || k.status("web").ends_with("(healthy)"));
     // docker's document shape.
@@ -445,7 +519,10 @@ fn inspect_formats_filters_and_log_windows() {
     assert_eq!(d["State"]["OOMKilled"], false);
     assert!(d["State"]["Pid"].as_i64().unwrap_or(0) > 0);
     assert_eq!(d["State"]["Health"]["Status"], "healthy");
-    assert!(d["State"]["StartedAt"].as_str().unwrap_or("").ends_with('Z'));
+    assert!(d["State"]["StartedAt"]
+        .as_str()
+        .unwrap_or("")
+        .ends_with('Z'));
     assert_eq!(d["HostConfig"]["RestartPolicy"]["Name"], "on-failure");
     assert_eq!(d["HostConfig"]["RestartPolicy"]["MaximumRetryCount"], 3);
     assert_eq!(d["HostConfig"]["NetworkMode"], "none");
@@ -458,28 +535,48 @@ fn inspect_formats_filters_and_log_windows() {
     // Field order as docker's.
     let text = k.ok(&["inspect", "web"]);
     let pos = |f: &str| text.find(&format!("\"{f}\"")).unwrap_or(usize::MAX);
-    assert!(pos("Id") < pos("Created") && pos("Created") < pos("Path") && pos("State") < pos("Image"));
+    assert!(
+        pos("Id") < pos("Created") && pos("Created") < pos("Path") && pos("State") < pos("Image")
+    );
     // -f templates.
-    assert_eq!(k.ok(&["inspect", "-f", "{{.State.Status}}", "web"]), "running\n");
+    assert_eq!(
+        k.ok(&["inspect", "-f", "{{.State.Status}}", "web"]),
+        "running\n"
+    );
     assert_eq!(
         k.ok(&["inspect", "-f", "{{.State.Health.Status}}", "web"]),
         "healthy\n"
     );
-    assert_eq!(k.ok(&["inspect", "--format", "{{.Id}}", "web"]), format!("{id}\n"));
+    assert_eq!(
+        k.ok(&["inspect", "--format", "{{.Id}}", "web"]),
+        format!("{id}\n")
+    );
     let cfg: serde_json::Value =
         serde_json::from_str(&k.ok(&["inspect", "-f", "{{json .Config}}", "web"])).expect("json");
     assert_eq!(cfg["Image"], BB);
     assert_eq!(
-        k.ok(&["inspect", "-f", "{{index .Config.Cmd 0}} {{range .Args}}[{{.}}]{{end}}", "web"]),
+        k.ok(&[
+            "inspect",
+            "-f",
+            "{{index .Config.Cmd 0}} {{range .Args}}[{{.}}]{{end}}",
+            "web"
+        ]),
         "sh [-c][echo one; sleep 1000]\n"
     );
     assert_eq!(
-        k.ok(&["inspect", "-f", "{{.State.ExitCode}} {{.State.Status}}", "done"]),
+        k.ok(&[
+            "inspect",
+            "-f",
+            "{{.State.ExitCode}} {{.State.Status}}",
+            "done"
+        ]),
         "3 exited\n"
     );
     // An image still inspects through `kiln inspect`.
     let img: serde_json::Value = serde_json::from_str(&k.ok(&["inspect", BB])).expect("json");
-    assert!(img[0]["Id"].as_str().is_some_and(|i| i.starts_with("sha256:")));
+    assert!(img[0]["Id"]
+        .as_str()
+        .is_some_and(|i| i.starts_with("sha256:")));
     let o = k.run(&["inspect", "nothing-by-this-name"]);
     assert_eq!(o.status.code(), Some(1));
 
@@ -491,7 +588,13 @@ fn inspect_formats_filters_and_log_windows() {
     );
     let t = k.ok(&["ps", "--format", "table {{.ID}}\\t{{.Status}}"]);
     let mut lines = t.lines();
-    assert!(lines.next().unwrap_or("").starts_with("CONTAINER ID   STATUS"), "{t}");
+    assert!(
+        lines
+            .next()
+            .unwrap_or("")
+            .starts_with("CONTAINER ID   STATUS"),
+        "{t}"
+    );
     assert!(lines.next().unwrap_or("").ends_with("(healthy)"), "{t}");
     let j: serde_json::Value =
         serde_json::from_str(k.ok(&["ps", "--format", "{{json .}}"]).trim()).expect("json");
@@ -519,10 +622,17 @@ fn inspect_formats_filters_and_log_windows() {
     let t = k.ok(&["logs", "-t", "web"]);
     let (stamp, line) = t.trim_end().split_once(' ').expect("stamp");
     assert_eq!(line, "one");
-    assert_eq!(stamp.len(), "2026-01-01T00:00:00.000000000Z".len(), "{stamp}");
+    assert_eq!(
+        stamp.len(),
+        "2026-01-01T00:00:00.000000000Z".len(),
+        "{stamp}"
+    );
     assert!(stamp.ends_with('Z'));
     assert_eq!(k.ok(&["logs", "--since", "1h", "web"]), "one\n");
     assert_eq!(k.ok(&["logs", "--until", "1h", "web"]), "");
-    assert_eq!(k.ok(&["logs", "--since", "2000-01-01T00:00:00Z", "web"]), "one\n");
+    assert_eq!(
+        k.ok(&["logs", "--since", "2000-01-01T00:00:00Z", "web"]),
+        "one\n"
+    );
     k.ok(&["rm", "-f", "web", "done"]);
 }

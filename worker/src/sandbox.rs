@@ -1287,7 +1287,8 @@ fn child(spec: &SandboxSpec, steps: &[Step], errfd: RawFd) -> Result<Never, Star
     let filter = if spec.privileged {
         None
     } else {
-        crate::seccomp::compile_mode(&spec.seccomp, spec.caps.unwrap_or(DEFAULT_CAPS)).map_err(|e| e.to_string())?
+        crate::seccomp::compile_mode(&spec.seccomp, spec.caps.unwrap_or(DEFAULT_CAPS))
+            .map_err(|e| e.to_string())?
     };
     let mut rootfd: Option<OwnedFd> = None;
     for step in steps {

@@ -305,15 +305,14 @@ impl LifeFlags {
             }
             if r.memory_swap > 0 && r.memory_swap < r.memory {
                 return Err(LifeError::Other(
-                    "Minimum memoryswap limit should be larger than memory limit, see usage"
-                        .into(),
+                    "Minimum memoryswap limit should be larger than memory limit, see usage".into(),
                 ));
             }
         }
         if let Some(c) = &self.cpus {
-            let n: f64 = c
-                .parse()
-                .map_err(|_| LifeError::Other(format!("invalid argument {c:?} for \"--cpus\" flag")))?;
+            let n: f64 = c.parse().map_err(|_| {
+                LifeError::Other(format!("invalid argument {c:?} for \"--cpus\" flag"))
+            })?;
             let online = std::thread::available_parallelism().map_or(1, |n| n.get());
             if n < 0.01 || n > online as f64 {
                 return Err(LifeError::Other(format!(
@@ -324,7 +323,9 @@ impl LifeFlags {
         }
         if let Some(sh) = self.cpu_shares {
             if sh < 0 {
-                return Err(LifeError::Other("invalid CPU shares: must be positive".into()));
+                return Err(LifeError::Other(
+                    "invalid CPU shares: must be positive".into(),
+                ));
             }
             r.cpu_shares = sh;
         }
@@ -336,8 +337,16 @@ impl LifeFlags {
     fn security(&self) -> Result<life::Security, LifeError> {
         let mut s = life::Security {
             privileged: self.privileged,
-            cap_add: self.cap_add.iter().map(|c| life::Security::cap_name(c)).collect(),
-            cap_drop: self.cap_drop.iter().map(|c| life::Security::cap_name(c)).collect(),
+            cap_add: self
+                .cap_add
+                .iter()
+                .map(|c| life::Security::cap_name(c))
+                .collect(),
+            cap_drop: self
+                .cap_drop
+                .iter()
+                .map(|c| life::Security::cap_name(c))
+                .collect(),
             ulimit_specs: self.ulimit.clone(),
             ..life::Security::default()
         };
@@ -361,7 +370,9 @@ impl LifeFlags {
                         format!("container:{}", c.id)
                     }
                     None => {
-                        return Err(LifeError::Other(format!("--{flag}: invalid {flag} mode: {v}")))
+                        return Err(LifeError::Other(format!(
+                            "--{flag}: invalid {flag} mode: {v}"
+                        )))
                     }
                 },
             };
@@ -372,8 +383,11 @@ impl LifeFlags {
 
 /// `--ulimit NAME=SOFT[:HARD]` as docker's `units.ParseUlimit`.
 fn parse_ulimit(s: &str) -> Result<kiln_worker::sandbox::Rlimit, LifeError> {
-    let bad = |m: &str| LifeError::Other(format!("invalid argument {s:?} for \"--ulimit\" flag: {m}"));
-    let (name, limits) = s.split_once('=').ok_or_else(|| bad("invalid ulimit argument"))?;
+    let bad =
+        |m: &str| LifeError::Other(format!("invalid argument {s:?} for \"--ulimit\" flag: {m}"));
+    let (name, limits) = s
+        .split_once('=')
+        .ok_or_else(|| bad("invalid ulimit argument"))?;
     let resource = kiln_worker::resources::ulimit_resource(name)
         .ok_or_else(|| bad(&format!("invalid ulimit type: {name}")))?;
     let num = |v: &str| -> Result<u64, LifeError> {

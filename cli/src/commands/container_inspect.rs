@@ -7,10 +7,17 @@
 use std::process::ExitCode;
 
 use miette::{miette, Result};
-use serde_json::Value;
 
 use super::run::open_store;
 use crate::template::{Format, Template};
+
+/// One document, serialized in docker's field order.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum Doc {
+    Container(Box<kiln_worker::container::inspect::Doc>),
+    Image(Box<super::images::InspectDoc>),
+}
 
 /// `--type` of `kiln inspect`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,18 +36,20 @@ pub fn inspect(
     let template = match Format::parse(format).map_err(|e| miette!("{e}"))? {
         Format::Default => None,
         // `inspect -f 'table …'` is no table in docker either: the text.
-        Format::Table(_) => Some(Template::parse(format.unwrap_or("")).map_err(|e| miette!("{e}"))?),
+        Format::Table(_) => {
+            Some(Template::parse(format.unwrap_or("")).map_err(|e| miette!("{e}"))?)
+        }
         Format::Raw(t) => Some(t),
     };
     let (_root, store) = open_store()?;
-    let mut docs: Vec<Value> = Vec::new();
+    let mut docs: Vec<Doc> = Vec::new();
     let mut failed = false;
     for key in keys {
         match store.find(key) {
             Ok(c) => {
                 let log = store.dir_of(&c.id).join("log");
                 let doc = kiln_worker::container::inspect::document(&c, &log.to_string_lossy());
-                docs.push(serde_json::to_value(&doc).map_err(|e| miette!("{e}"))?);
+                docs.push(Doc::Container(Box::new(doc)));
                 continue;
             }
             Err(kiln_worker::container::ContainerError::NotFound(_)) if kind == Kind::Any => {}
@@ -50,8 +59,8 @@ pub fn inspect(
                 continue;
             }
         }
-        match super::images::inspect_value(key, platform.clone()) {
-            Ok(v) => docs.push(v),
+        match super::images::inspect_doc(key, platform.clone()) {
+            Ok(v) => docs.push(Doc::Image(Box::new(v))),
             Err(_) => {
                 eprintln!("Error: No such object: {key}");
                 failed = true;
@@ -65,7 +74,8 @@ pub fn inspect(
         }
         Some(t) => {
             for d in &docs {
-                match t.render(d) {
+                let v = serde_json::to_value(d).map_err(|e| miette!("{e}"))?;
+                match t.render(&v) {
                     Ok(s) => println!("{s}"),
                     Err(e) => {
                         eprintln!("{e}");

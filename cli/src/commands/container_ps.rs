@@ -78,11 +78,7 @@ impl Filters {
             vs.is_empty() || vs.iter().any(|v| f(v))
         };
         let status = status_word(c);
-        let health = c
-            .life
-            .health
-            .as_ref()
-            .map_or("none", |h| h.status.as_str());
+        let health = c.life.health.as_ref().map_or("none", |h| h.status.as_str());
         any("status", &|v| v == status)
             && any("name", &|v| c.name.contains(v.trim_start_matches('/')))
             && any("id", &|v| c.id.starts_with(v))
@@ -204,7 +200,11 @@ fn parse_time(v: &str) -> Result<u128, String> {
 
 impl LogWindow {
     /// From `logs`'s flags.
-    pub fn parse(timestamps: bool, since: Option<&str>, until: Option<&str>) -> Result<LogWindow, String> {
+    pub fn parse(
+        timestamps: bool,
+        since: Option<&str>,
+        until: Option<&str>,
+    ) -> Result<LogWindow, String> {
         Ok(LogWindow {
             timestamps,
             since_ns: since.map(parse_time).transpose()?,
@@ -216,7 +216,9 @@ impl LogWindow {
     /// `None` to skip `e`; else the prefix to print before it (docker's
     /// fixed RFC 3339 timestamp with nanoseconds and a space, with `-t`).
     pub fn admit(&mut self, e: &kiln_worker::container::LogEntry) -> Option<String> {
-        if self.since_ns.is_some_and(|s| e.time_ns < s) || self.until_ns.is_some_and(|u| e.time_ns > u) {
+        if self.since_ns.is_some_and(|s| e.time_ns < s)
+            || self.until_ns.is_some_and(|u| e.time_ns > u)
+        {
             return None;
         }
         let prefix = if self.timestamps && !self.mid_line {

@@ -408,11 +408,10 @@ fn inspect(out: &mut dyn Write, inputs: Vec<String>, platform: Option<String>) -
 
 /// One image's inspect document as JSON (for `kiln inspect`'s containers
 /// and images together).
-pub(crate) fn inspect_value(input: &str, platform: Option<String>) -> Result<serde_json::Value> {
+pub(crate) fn inspect_doc(input: &str, platform: Option<String>) -> Result<InspectDoc> {
     let root = open_root()?;
     let platform = parse_platform(&platform)?;
-    let doc = inspect_one(&root, input, platform.as_ref())?;
-    serde_json::to_value(&doc).map_err(|e| miette!("{e}"))
+    inspect_one(&root, input, platform.as_ref())
 }
 
 fn inspect_one(root: &Root, input: &str, platform: Option<&Platform>) -> Result<InspectDoc> {
@@ -468,7 +467,7 @@ fn inspect_one(root: &Root, input: &str, platform: Option<&Platform>) -> Result<
 /// keeps it; a JSON map would sort them).
 #[derive(serde::Serialize)]
 #[serde(rename_all = "PascalCase")]
-struct InspectDoc {
+pub(crate) struct InspectDoc {
     id: String,
     repo_tags: Vec<String>,
     repo_digests: Vec<String>,

@@ -619,8 +619,8 @@ pub(crate) fn ps(
         }
     };
     let fmt = crate::template::Format::parse(format).map_err(|e| miette!("{e}"))?;
-    let mut list = container::run::list(&store, all || filters.implies_all())
-        .map_err(|e| miette!("{e}"))?;
+    let mut list =
+        container::run::list(&store, all || filters.implies_all()).map_err(|e| miette!("{e}"))?;
     list.retain(|(c, _)| filters.matches(c));
     let now = container::now();
     let mut rows: Vec<Vec<String>> = Vec::new();

@@ -80,15 +80,17 @@ fn hierarchies() -> Vec<Hierarchy> {
         match fstype {
             "cgroup2" => {
                 let mount = PathBuf::from(point);
-                let controllers: Vec<String> =
-                    fs::read_to_string(mount.join("cgroup.controllers"))
-                        .unwrap_or_default()
-                        .split_whitespace()
-                        .map(str::to_string)
-                        .collect();
+                let controllers: Vec<String> = fs::read_to_string(mount.join("cgroup.controllers"))
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .map(str::to_string)
+                    .collect();
                 // A hybrid machine's `unified` mount may hold a controller
                 // or two (hugetlb) but none of the ones limits need.
-                if controllers.iter().any(|c| V2_CONTROLLERS.contains(&c.as_str())) {
+                if controllers
+                    .iter()
+                    .any(|c| V2_CONTROLLERS.contains(&c.as_str()))
+                {
                     return vec![Hierarchy {
                         mount,
                         v2: true,
