@@ -7,6 +7,7 @@ mod progress;
 mod rawjson;
 mod rootless;
 mod table;
+mod template;
 mod units;
 
 /// kiln: a daemonless Dockerfile build engine.

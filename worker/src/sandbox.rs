@@ -207,6 +207,11 @@ pub struct SandboxSpec {
     /// the sandbox's own devpts (see [`Terminal`]).
     #[serde(default)]
     pub terminal: Option<Terminal>,
+    /// `kiln run --cap-add/--cap-drop`: the capability set instead of
+    /// [`DEFAULT_CAPS`] (ignored when `privileged`); the seccomp profile's
+    /// capability rules follow it, as docker's do.
+    #[serde(default)]
+    pub caps: Option<u64>,
 }
 
 /// A pseudo-terminal for the process (docker's `-t`), made inside the
@@ -271,6 +276,7 @@ impl SandboxSpec {
             devices: Vec::new(),
             readonly_rootfs: false,
             terminal: None,
+            caps: None,
         }
     }
 
@@ -1116,7 +1122,7 @@ pub fn plan(spec: &SandboxSpec) -> Vec<Step> {
     let caps = if spec.privileged {
         ALL_CAPS
     } else {
-        DEFAULT_CAPS
+        spec.caps.unwrap_or(DEFAULT_CAPS)
     };
     s.push(Step::DropBoundingCaps(caps));
     s.push(Step::SetGroups(spec.additional_gids.clone()));
@@ -1281,7 +1287,8 @@ fn child(spec: &SandboxSpec, steps: &[Step], errfd: RawFd) -> Result<Never, Star
     let filter = if spec.privileged {
         None
     } else {
-        crate::seccomp::compile_mode(&spec.seccomp, DEFAULT_CAPS).map_err(|e| e.to_string())?
+        crate::seccomp::compile_mode(&spec.seccomp, spec.caps.unwrap_or(DEFAULT_CAPS))
+            .map_err(|e| e.to_string())?
     };
     let mut rootfd: Option<OwnedFd> = None;
     for step in steps {

@@ -925,6 +925,12 @@ fn parse_version(s: &str) -> Option<(u32, u32)> {
     Some((major, minor))
 }
 
+/// A capability's number by its name (`CAP_NET_ADMIN`), for
+/// `kiln run --cap-add/--cap-drop`.
+pub fn cap_number(name: &str) -> Option<u32> {
+    CAP_NAMES.iter().position(|c| *c == name).map(|i| i as u32)
+}
+
 fn has_cap(caps: u64, name: &str) -> bool {
     let name = name.to_ascii_uppercase();
     let name = if name.starts_with("CAP_") {

@@ -69,6 +69,40 @@ pub enum Verbs {
     },
     /// Rename a container.
     Rename { container: String, new_name: String },
+    /// Pause all processes within one or more containers.
+    Pause {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Unpause all processes within one or more containers.
+    Unpause {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Display the running processes of a container.
+    Top {
+        container: String,
+        /// `ps` options (default: -ef).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        ps_options: Vec<String>,
+    },
+    /// Display a live stream of containers' resource usage statistics.
+    Stats {
+        /// Show all containers (default: running ones).
+        #[arg(short, long)]
+        all: bool,
+        /// Print one table and exit.
+        #[arg(long)]
+        no_stream: bool,
+        /// Do not truncate output.
+        #[arg(long)]
+        no_trunc: bool,
+        /// Format output with a Go template (`table`, `json`, or e.g.
+        /// `{{.Name}}: {{.CPUPerc}}`).
+        #[arg(long)]
+        format: Option<String>,
+        containers: Vec<String>,
+    },
 }
 
 /// `kiln container ...`'s own verbs (the rest are the top-level ones).
@@ -83,6 +117,21 @@ pub enum Only {
         quiet: bool,
         #[arg(long)]
         no_trunc: bool,
+        #[arg(short = 'f', long)]
+        filter: Vec<String>,
+        #[arg(long)]
+        format: Option<String>,
+    },
+    /// Display detailed information on one or more containers.
+    Inspect {
+        /// Format the output using a Go template.
+        #[arg(short = 'f', long)]
+        format: Option<String>,
+        /// Display total file sizes (accepted; kiln shows none).
+        #[arg(short, long)]
+        size: bool,
+        #[arg(required = true)]
+        containers: Vec<String>,
     },
     /// Remove all stopped containers.
     Prune {
@@ -154,6 +203,41 @@ pub struct LifeFlags {
     /// Disable any container-specified HEALTHCHECK.
     #[arg(long = "no-healthcheck")]
     no_healthcheck: bool,
+    /// Memory limit (e.g. 32m, 1g), enforced through the container's
+    /// cgroup; going over it gets a process OOM-killed.
+    #[arg(short = 'm', long)]
+    memory: Option<String>,
+    /// Memory plus swap limit; -1 for unlimited swap (default: twice
+    /// --memory).
+    #[arg(long = "memory-swap", allow_negative_numbers = true)]
+    memory_swap: Option<String>,
+    /// Number of CPUs (e.g. 1.5).
+    #[arg(long)]
+    cpus: Option<String>,
+    /// CPU shares (relative weight, default 1024).
+    #[arg(short = 'c', long = "cpu-shares")]
+    cpu_shares: Option<i64>,
+    /// Maximum number of processes (-1: unlimited).
+    #[arg(long = "pids-limit", allow_negative_numbers = true)]
+    pids_limit: Option<i64>,
+    /// Resource limit: NAME=SOFT[:HARD] (e.g. nofile=1024:2048).
+    #[arg(long = "ulimit")]
+    ulimit: Vec<String>,
+    /// Add Linux capabilities (e.g. NET_ADMIN, ALL).
+    #[arg(long = "cap-add")]
+    cap_add: Vec<String>,
+    /// Drop Linux capabilities (e.g. CHOWN, ALL).
+    #[arg(long = "cap-drop")]
+    cap_drop: Vec<String>,
+    /// Give the container every capability and no seccomp filter.
+    #[arg(long)]
+    privileged: bool,
+    /// PID namespace: `host` or `container:NAME` (default: its own).
+    #[arg(long)]
+    pid: Option<String>,
+    /// IPC namespace: `host`, `container:NAME`, `private` or `shareable`.
+    #[arg(long)]
+    ipc: Option<String>,
 }
 
 impl LifeFlags {
@@ -192,8 +276,141 @@ impl LifeFlags {
         if self.no_healthcheck && *h != life::HealthConfig::default() {
             return Err(LifeError::HealthConflict);
         }
+        o.resources = self.resources()?;
+        o.security = self.security()?;
         Ok(o)
     }
+}
+
+impl LifeFlags {
+    /// `--memory`, `--memory-swap`, `--cpus`, `--cpu-shares`,
+    /// `--pids-limit`, checked as docker's daemon checks them.
+    fn resources(&self) -> Result<life::Resources, LifeError> {
+        let mut r = life::Resources::default();
+        if let Some(m) = &self.memory {
+            r.memory = life::parse_size(m)?;
+            if r.memory > 0 && r.memory < 6 << 20 {
+                return Err(LifeError::Other(
+                    "Minimum memory limit allowed is 6MB".into(),
+                ));
+            }
+        }
+        if let Some(s) = &self.memory_swap {
+            r.memory_swap = if s == "-1" { -1 } else { life::parse_size(s)? };
+            if r.memory_swap != 0 && r.memory == 0 {
+                return Err(LifeError::Other(
+                    "You should always set the Memory limit when using Memoryswap limit, see usage"
+                        .into(),
+                ));
+            }
+            if r.memory_swap > 0 && r.memory_swap < r.memory {
+                return Err(LifeError::Other(
+                    "Minimum memoryswap limit should be larger than memory limit, see usage".into(),
+                ));
+            }
+        }
+        if let Some(c) = &self.cpus {
+            let n: f64 = c.parse().map_err(|_| {
+                LifeError::Other(format!("invalid argument {c:?} for \"--cpus\" flag"))
+            })?;
+            let online = std::thread::available_parallelism().map_or(1, |n| n.get());
+            if n < 0.01 || n > online as f64 {
+                return Err(LifeError::Other(format!(
+                    "Range of CPUs is from 0.01 to {online}.00, as there are only {online} CPUs available"
+                )));
+            }
+            r.nano_cpus = (n * 1e9).round() as i64;
+        }
+        if let Some(sh) = self.cpu_shares {
+            if sh < 0 {
+                return Err(LifeError::Other(
+                    "invalid CPU shares: must be positive".into(),
+                ));
+            }
+            r.cpu_shares = sh;
+        }
+        r.pids_limit = self.pids_limit.unwrap_or(0);
+        Ok(r)
+    }
+
+    /// `--ulimit`, `--cap-add/--cap-drop`, `--privileged`, `--pid`, `--ipc`.
+    fn security(&self) -> Result<life::Security, LifeError> {
+        let mut s = life::Security {
+            privileged: self.privileged,
+            cap_add: self
+                .cap_add
+                .iter()
+                .map(|c| life::Security::cap_name(c))
+                .collect(),
+            cap_drop: self
+                .cap_drop
+                .iter()
+                .map(|c| life::Security::cap_name(c))
+                .collect(),
+            ulimit_specs: self.ulimit.clone(),
+            ..life::Security::default()
+        };
+        s.caps()?;
+        for u in &self.ulimit {
+            s.ulimits.push(parse_ulimit(u)?);
+        }
+        let store = || super::run::open_store().map_err(|e| LifeError::Other(e.to_string()));
+        for (flag, given, dst) in [
+            ("pid", &self.pid, &mut s.pid_mode),
+            ("ipc", &self.ipc, &mut s.ipc_mode),
+        ] {
+            let Some(v) = given else { continue };
+            *dst = match v.as_str() {
+                "" | "host" => v.clone(),
+                "private" | "shareable" if flag == "ipc" => v.clone(),
+                _ => match v.strip_prefix("container:") {
+                    Some(key) => {
+                        let (_root, st) = store()?;
+                        let c = st.find(key).map_err(|e| LifeError::Other(e.to_string()))?;
+                        format!("container:{}", c.id)
+                    }
+                    None => {
+                        return Err(LifeError::Other(format!(
+                            "--{flag}: invalid {flag} mode: {v}"
+                        )))
+                    }
+                },
+            };
+        }
+        Ok(s)
+    }
+}
+
+/// `--ulimit NAME=SOFT[:HARD]` as docker's `units.ParseUlimit`.
+fn parse_ulimit(s: &str) -> Result<kiln_worker::sandbox::Rlimit, LifeError> {
+    let bad =
+        |m: &str| LifeError::Other(format!("invalid argument {s:?} for \"--ulimit\" flag: {m}"));
+    let (name, limits) = s
+        .split_once('=')
+        .ok_or_else(|| bad("invalid ulimit argument"))?;
+    let resource = kiln_worker::resources::ulimit_resource(name)
+        .ok_or_else(|| bad(&format!("invalid ulimit type: {name}")))?;
+    let num = |v: &str| -> Result<u64, LifeError> {
+        match v.parse::<i64>() {
+            Ok(-1) => Ok(u64::MAX), // RLIM_INFINITY
+            Ok(n) if n >= 0 => Ok(n as u64),
+            _ => Err(bad(&format!("invalid ulimit value {v:?}"))),
+        }
+    };
+    let (soft, hard) = match limits.split_once(':') {
+        Some((a, b)) => (num(a)?, num(b)?),
+        None => (num(limits)?, num(limits)?),
+    };
+    if soft > hard {
+        return Err(bad(&format!(
+            "ulimit soft limit must be less than or equal to hard limit: {soft} > {hard}"
+        )));
+    }
+    Ok(kiln_worker::sandbox::Rlimit {
+        resource,
+        soft,
+        hard,
+    })
 }
 
 pub fn run(cmd: Cmd) -> Result<ExitCode> {
@@ -205,12 +422,20 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
             all,
             quiet,
             no_trunc,
-        })) => super::run::run(super::run::Cmd::Ps {
-            all,
-            quiet,
-            no_trunc,
-        }),
+            filter,
+            format,
+        })) => super::run::ps(all, quiet, no_trunc, &filter, format.as_deref()),
         Cmd::Container(Group::Only(Only::Prune { force, filter })) => prune(force, &filter),
+        Cmd::Container(Group::Only(Only::Inspect {
+            format,
+            size: _,
+            containers,
+        })) => super::container_inspect::inspect(
+            &containers,
+            format.as_deref(),
+            super::container_inspect::Kind::Container,
+            None,
+        ),
     }
 }
 
@@ -233,6 +458,19 @@ fn verbs(v: Verbs) -> Result<ExitCode> {
             container,
             new_name,
         } => rename(&container, &new_name),
+        Verbs::Pause { containers } => super::container_top::pause(&containers, true),
+        Verbs::Unpause { containers } => super::container_top::pause(&containers, false),
+        Verbs::Top {
+            container,
+            ps_options,
+        } => super::container_top::top(&container, &ps_options),
+        Verbs::Stats {
+            all,
+            no_stream,
+            no_trunc,
+            format,
+            containers,
+        } => super::container_top::stats(all, no_stream, no_trunc, format.as_deref(), &containers),
     }
 }
 

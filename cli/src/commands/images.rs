@@ -68,6 +68,13 @@ pub enum Cmd {
         /// Platform of a multi-platform image (default: this machine's).
         #[arg(long)]
         platform: Option<String>,
+        // --- life: containers first, as docker's `inspect`.
+        /// Format the output using a Go template.
+        #[arg(short = 'f', long)]
+        format: Option<String>,
+        /// Only this kind of object: `container` or `image`.
+        #[arg(long = "type")]
+        kind: Option<String>,
     },
     /// Show how an image's layers were made.
     History {
@@ -187,7 +194,26 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Rmi { images, force } => rmi(&mut out, images, force),
-        Cmd::Inspect { images, platform } => inspect(&mut out, images, platform),
+        Cmd::Inspect {
+            images,
+            platform,
+            format,
+            kind,
+        } => match kind.as_deref() {
+            Some("image") if format.is_none() => inspect(&mut out, images, platform),
+            Some("container") => super::container_inspect::inspect(
+                &images,
+                format.as_deref(),
+                super::container_inspect::Kind::Container,
+                platform,
+            ),
+            _ => super::container_inspect::inspect(
+                &images,
+                format.as_deref(),
+                super::container_inspect::Kind::Any,
+                platform,
+            ),
+        },
         Cmd::History {
             image,
             platform,
@@ -383,6 +409,14 @@ fn inspect(out: &mut dyn Write, inputs: Vec<String>, platform: Option<String>) -
     })
 }
 
+/// One image's inspect document as JSON (for `kiln inspect`'s containers
+/// and images together).
+pub(crate) fn inspect_doc(input: &str, platform: Option<String>) -> Result<InspectDoc> {
+    let root = open_root()?;
+    let platform = parse_platform(&platform)?;
+    inspect_one(&root, input, platform.as_ref())
+}
+
 fn inspect_one(root: &Root, input: &str, platform: Option<&Platform>) -> Result<InspectDoc> {
     let found = image::find(root, input).map_err(fail)?;
     let r = image::resolve(root.blobs(), &found.descriptor, platform, input).map_err(fail)?;
@@ -436,7 +470,7 @@ fn inspect_one(root: &Root, input: &str, platform: Option<&Platform>) -> Result<
 /// keeps it; a JSON map would sort them).
 #[derive(serde::Serialize)]
 #[serde(rename_all = "PascalCase")]
-struct InspectDoc {
+pub(crate) struct InspectDoc {
     id: String,
     repo_tags: Vec<String>,
     repo_digests: Vec<String>,

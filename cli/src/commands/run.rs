@@ -43,6 +43,14 @@ pub enum Cmd {
         /// Do not truncate IDs and commands.
         #[arg(long)]
         no_trunc: bool,
+        // --- life
+        /// Filter output (status=, name=, label=, ancestor=, health=, id=,
+        /// exited=).
+        #[arg(short = 'f', long)]
+        filter: Vec<String>,
+        /// Format output with a Go template (`table …`, `json`, `{{.ID}}`).
+        #[arg(long)]
+        format: Option<String>,
     },
     /// Show a container's output.
     Logs {
@@ -52,6 +60,17 @@ pub enum Cmd {
         /// Only the last N lines ("all" for every line).
         #[arg(short = 'n', long, default_value = "all")]
         tail: String,
+        // --- life
+        /// Show timestamps.
+        #[arg(short = 't', long)]
+        timestamps: bool,
+        /// Show logs since a timestamp (e.g. 2013-01-02T13:23:37Z) or
+        /// relative (e.g. 42m for 42 minutes).
+        #[arg(long)]
+        since: Option<String>,
+        /// Show logs before a timestamp or relative time.
+        #[arg(long)]
+        until: Option<String>,
         /// Container name or ID (a prefix of the ID will do).
         container: String,
     },
@@ -254,12 +273,25 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
             all,
             quiet,
             no_trunc,
-        } => ps(all, quiet, no_trunc),
+            filter,
+            format,
+        } => ps(all, quiet, no_trunc, &filter, format.as_deref()),
         Cmd::Logs {
             follow,
             tail,
+            timestamps,
+            since,
+            until,
             container,
-        } => logs(follow, &tail, &container),
+        } => {
+            let window = super::container_ps::LogWindow::parse(
+                timestamps,
+                since.as_deref(),
+                until.as_deref(),
+            )
+            .map_err(|e| miette!("{e}"))?;
+            logs(follow, &tail, &container, window)
+        }
         Cmd::Stop {
             time,
             signal,
@@ -476,6 +508,13 @@ pub(crate) enum FlagError {
 fn parse_security_opts(opts: &[String]) -> Result<Seccomp, FlagError> {
     let mut seccomp = Seccomp::Default;
     for o in opts {
+        // --- life: kiln always sets no_new_privs, as this asks.
+        if matches!(
+            o.as_str(),
+            "no-new-privileges" | "no-new-privileges=true" | "no-new-privileges:true"
+        ) {
+            continue;
+        }
         let Some((k, v)) = o.split_once(['=', ':']) else {
             return Err(FlagError::SecurityOpt(o.clone()));
         };
@@ -570,9 +609,26 @@ fn parse_volume(v: &str) -> Result<Mount, FlagError> {
 
 // -------------------------------------------------------------------- ps
 
-fn ps(all: bool, quiet: bool, no_trunc: bool) -> Result<ExitCode> {
+pub(crate) fn ps(
+    all: bool,
+    quiet: bool,
+    no_trunc: bool,
+    filter: &[String],
+    format: Option<&str>,
+) -> Result<ExitCode> {
     let (_root, store) = open_store()?;
-    let list = container::run::list(&store, all).map_err(|e| miette!("{e}"))?;
+    // --- life: filters and formats.
+    let filters = match super::container_ps::Filters::parse(filter) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("Error response from daemon: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let fmt = crate::template::Format::parse(format).map_err(|e| miette!("{e}"))?;
+    let mut list =
+        container::run::list(&store, all || filters.implies_all()).map_err(|e| miette!("{e}"))?;
+    list.retain(|(c, _)| filters.matches(c));
     let now = container::now();
     let mut rows: Vec<Vec<String>> = Vec::new();
     let mut out = std::io::stdout().lock();
@@ -628,6 +684,20 @@ fn ps(all: bool, quiet: bool, no_trunc: bool) -> Result<ExitCode> {
             c.name.clone(),
         ]);
     }
+    let values: Vec<serde_json::Value> = list
+        .iter()
+        .zip(&rows)
+        .map(|((c, _), r)| super::container_ps::row_value(c, r))
+        .collect();
+    if let Some(text) = fmt
+        .render(&values, &super::container_ps::PS_FIELDS)
+        .map_err(|e| miette!("{e}"))?
+    {
+        if !quiet {
+            let _ = out.write_all(text.as_bytes());
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     if !quiet {
         let header = [
             "CONTAINER ID",
@@ -649,7 +719,12 @@ fn find(store: &Store, key: &str) -> Result<Container> {
     store.find(key).map_err(|e| miette!("{e}"))
 }
 
-fn logs(follow: bool, tail: &str, key: &str) -> Result<ExitCode> {
+fn logs(
+    follow: bool,
+    tail: &str,
+    key: &str,
+    window: super::container_ps::LogWindow,
+) -> Result<ExitCode> {
     let (_root, store) = open_store()?;
     let c = find(&store, key)?;
     let tail = if tail == "all" {
@@ -662,6 +737,7 @@ fn logs(follow: bool, tail: &str, key: &str) -> Result<ExitCode> {
     };
     // Streamed entry by entry: a log can be far larger than memory.
     let mut printer = Printer::new();
+    printer.window = window;
     container::follow_log(&store, &c.id, tail, follow, &mut printer).map_err(|e| miette!("{e}"))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -672,6 +748,8 @@ fn logs(follow: bool, tail: &str, key: &str) -> Result<ExitCode> {
 struct Printer {
     out: std::io::StdoutLock<'static>,
     err: std::io::StderrLock<'static>,
+    // --- life: `-t`, `--since`, `--until`.
+    window: super::container_ps::LogWindow,
 }
 
 impl Printer {
@@ -679,17 +757,25 @@ impl Printer {
         Printer {
             out: std::io::stdout().lock(),
             err: std::io::stderr().lock(),
+            window: Default::default(),
         }
     }
 }
 
 impl LogSink for Printer {
     fn entry(&mut self, e: &container::LogEntry) {
+        let Some(prefix) = self.window.admit(e) else {
+            return;
+        };
         // A closed pipe (`kiln logs c | head`) just ends the output.
         let _ = if e.stream == "stderr" {
-            self.err.write_all(e.log.as_bytes())
+            self.err
+                .write_all(prefix.as_bytes())
+                .and_then(|()| self.err.write_all(e.log.as_bytes()))
         } else {
-            self.out.write_all(e.log.as_bytes())
+            self.out
+                .write_all(prefix.as_bytes())
+                .and_then(|()| self.out.write_all(e.log.as_bytes()))
         };
     }
 

@@ -44,6 +44,10 @@ pub struct ExecSpec {
     /// unknown); the helper's stdin is then the attach stream.
     #[serde(default)]
     pub tty: Option<(u16, u16)>,
+    // --- life
+    /// The container's cgroup dirs, which the process joins.
+    #[serde(default)]
+    pub cgroups: Vec<PathBuf>,
 }
 
 /// The exit code docker gives a process that failed to start, by kind:
@@ -192,7 +196,7 @@ fn run_attempt(
     report: bool,
     tty: &mut super::pty::HelperTty,
 ) -> i32 {
-    let c = match store.load(id) {
+    let mut c = match store.load(id) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("kiln: {e}");
@@ -221,9 +225,15 @@ fn run_attempt(
     if let Err(e) = tty.prepare(&c, dir) {
         return fail(EXIT_KILN, e);
     }
+    if let Err(e) = super::limits::prepare(store, &mut c) {
+        return fail(EXIT_KILN, e.message);
+    }
     let started = match start_container(one_thread, store, &c, dir, tty) {
         Ok(s) => s,
-        Err(e) => return fail(EXIT_KILN, e.message),
+        Err(e) => {
+            super::limits::finish(&c);
+            return fail(EXIT_KILN, e.message);
+        }
     };
     let Started {
         pid,
@@ -238,6 +248,7 @@ fn run_attempt(
     if let Some(e) = StartError::decode(&failure) {
         let _ = wait_child(pid);
         tty.finish(dir);
+        super::limits::finish(&c);
         return fail(start_failure_code(&e), e.message);
     }
     let start_time = proc_start_time(pid);
@@ -269,11 +280,13 @@ fn run_attempt(
     };
     let code = wait_child(pid).unwrap_or(EXIT_KILN);
     sys::set_forward_target(0);
+    let oom = super::limits::finish(&c);
     let _ = store.update(id, |c| {
         c.status = Status::Exited;
         c.exit_code = Some(code);
         c.finished = Some(now());
         c.life.on_exit();
+        (c.life.oom_killed, c.life.cgroups) = (oom, Vec::new());
     });
     super::pty::tell_exit(clients, code);
     tty.finish(dir);
@@ -380,6 +393,7 @@ fn start_container(
     if c.network == Network::None || net.needs_own_namespace() {
         flags |= libc::CLONE_NEWNET;
     }
+    let flags = super::limits::namespaces(store, c, flags)?;
     sys::unshare(flags).map_err(|e| format!("unshare namespaces: {e}"))?;
     if c.network == Network::None {
         sys::loopback_up().map_err(|e| format!("bringing up lo: {e}"))?;
@@ -518,7 +532,11 @@ fn container_init(
     spec.devices = c.devices.clone();
     spec.readonly_rootfs = c.read_only;
     super::pty::with_terminal(&mut spec, terminal);
+    super::limits::apply(c, &mut spec);
     let steps = sandbox::plan(&spec);
+    if let Err(e) = super::limits::join(c) {
+        return e;
+    }
     if c.life.init {
         if let Err(e) = super::init::fork_init(one_thread, errfd) {
             return e;
@@ -596,6 +614,7 @@ fn exec_start(
         .map(|n| Ok((*n, open_ro(&format!("/proc/{pid}/ns/{n}"), 0)?)))
         .collect::<Result<_, StartError>>()?;
     let root = open_ro(&format!("/proc/{pid}/root"), libc::O_DIRECTORY)?;
+    let cgroup = super::limits::open_procs(&x.cgroups);
     // The pid may have been reused between the check and the opens.
     if proc_start_time(pid) != Some(x.start_time) {
         return Err("the container is not running".into());
@@ -607,6 +626,7 @@ fn exec_start(
     let (e_r, e_w) = pipe()?;
     let Some(child) = sys::fork(one_thread).map_err(|e| format!("fork: {e}"))? else {
         drop(e_r);
+        super::limits::join_through(&cgroup);
         let failure = exec_child(x, &root, &user, e_w.as_raw_fd(), tty.terminal());
         sys::write_all_fd(e_w.as_raw_fd(), &failure.encode());
         // Leave without the helper's destructors.

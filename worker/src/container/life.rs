@@ -176,6 +176,80 @@ pub struct Resources {
     pub nano_cpus: i64,
     #[serde(default)]
     pub pids_limit: i64,
+    /// `--memory-swap`: memory plus swap (0: twice `memory`; -1: no limit).
+    #[serde(default)]
+    pub memory_swap: i64,
+    /// `--cpu-shares`: the relative CPU weight (1024 is the default).
+    #[serde(default)]
+    pub cpu_shares: i64,
+}
+
+/// The process's privileges and the namespaces it shares (`--ulimit`,
+/// `--cap-add/--cap-drop`, `--privileged`, `--pid`, `--ipc`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Security {
+    /// `--ulimit NAME=SOFT[:HARD]`, applied over kiln's defaults.
+    #[serde(default)]
+    pub ulimits: Vec<crate::sandbox::Rlimit>,
+    /// docker's `HostConfig.Ulimits` as given, for `inspect`.
+    #[serde(default)]
+    pub ulimit_specs: Vec<String>,
+    /// The capability names given (`CAP_` prefixed, upper case; `ALL`).
+    #[serde(default)]
+    pub cap_add: Vec<String>,
+    #[serde(default)]
+    pub cap_drop: Vec<String>,
+    /// `--privileged`: every capability, no seccomp filter.
+    #[serde(default)]
+    pub privileged: bool,
+    /// `--pid`: "" (own namespace), `host` or `container:ID`.
+    #[serde(default)]
+    pub pid_mode: String,
+    /// `--ipc`: "" / `private` / `shareable` (own), `host` or
+    /// `container:ID`.
+    #[serde(default)]
+    pub ipc_mode: String,
+    /// `--security-opt no-new-privileges` as given (kiln always sets
+    /// no_new_privs; recorded for `inspect`).
+    #[serde(default)]
+    pub security_opt: Vec<String>,
+}
+
+impl Security {
+    /// The capability set: docker's default with `cap_add` added and
+    /// `cap_drop` removed (`ALL` in either), every one when privileged.
+    pub fn caps(&self) -> Result<u64, LifeError> {
+        if self.privileged {
+            return Ok(crate::sandbox::ALL_CAPS);
+        }
+        let mask = |names: &[String]| -> Result<u64, LifeError> {
+            let mut m = 0u64;
+            for n in names {
+                if n == "ALL" {
+                    m |= crate::sandbox::ALL_CAPS;
+                    continue;
+                }
+                let bit = crate::seccomp::cap_number(n)
+                    .ok_or_else(|| LifeError::Other(format!("unknown capability: \"{n}\"")))?;
+                m |= 1u64 << bit;
+            }
+            Ok(m)
+        };
+        let drop = mask(&self.cap_drop)?;
+        let add = mask(&self.cap_add)?;
+        Ok((crate::sandbox::DEFAULT_CAPS & !drop) | add)
+    }
+
+    /// Normalizes a capability name as docker does (`net_admin`,
+    /// `CAP_NET_ADMIN` -> `CAP_NET_ADMIN`; `all` -> `ALL`).
+    pub fn cap_name(n: &str) -> String {
+        let up = n.trim().to_ascii_uppercase();
+        if up == "ALL" || up.starts_with("CAP_") {
+            up
+        } else {
+            format!("CAP_{up}")
+        }
+    }
 }
 
 /// The lifecycle part of a container's record (flattened into
@@ -227,12 +301,19 @@ pub struct LifeState {
     pub started_ns: i64,
     #[serde(default)]
     pub finished_ns: i64,
+    /// The kernel's OOM killer killed a process of the last run (docker's
+    /// `State.OOMKilled`).
+    #[serde(default)]
+    pub oom_killed: bool,
+    #[serde(default)]
+    pub security: Security,
 }
 
 impl LifeState {
     /// The container's process started: times, a fresh health state.
     pub fn on_start(&mut self) {
         self.started_ns = now_ns();
+        self.oom_killed = false;
         self.restarting = false;
         self.paused = false;
         self.health = self
@@ -274,6 +355,7 @@ pub struct LifeOptions {
     pub health: HealthConfig,
     pub no_healthcheck: bool,
     pub resources: Resources,
+    pub security: Security,
 }
 
 impl LifeOptions {
@@ -319,6 +401,7 @@ impl LifeOptions {
             restart_policy: self.restart_policy.clone(),
             healthcheck,
             resources: self.resources.clone(),
+            security: self.security.clone(),
             ..LifeState::default()
         }
     }

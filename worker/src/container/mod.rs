@@ -51,14 +51,17 @@ use serde::{Deserialize, Serialize};
 use crate::sandbox::{self, Mount, Network};
 
 pub mod attach;
+pub mod cgroup;
 pub mod commit;
 pub mod files;
 pub mod health;
 pub mod helper;
 mod init;
+pub mod inspect;
 pub mod launch;
 pub mod life;
 pub mod lifecycle;
+mod limits;
 pub mod logs;
 mod names;
 pub mod pause;

@@ -1,24 +1,33 @@
-//! `kiln pause`/`unpause`: freezing a container's processes. kiln's
-//! containers have no cgroup of their own unless limits asked for one, so
-//! the portable way is docker's without a freezer: SIGSTOP to every process
-//! of the container's pid namespace (found through /proc), SIGCONT to thaw.
-//! With a cgroup v2 the freezer (`cgroup.freeze`) is used instead.
+//! `kiln pause`/`unpause`: freezing a container's processes through its
+//! cgroup's freezer (v1 `freezer.state`, v2 `cgroup.freeze`), as docker
+//! does. A container without a cgroup (none could be made here) falls back
+//! to SIGSTOP to every process of its pid namespace (found through /proc),
+//! SIGCONT to thaw.
 
 use std::fs;
 
-use super::Container;
+use super::{cgroup, Container};
 use crate::sys;
 
-/// The host pids of every process in the container's pid namespace (pid 1
-/// first), none when it does not run.
+/// The host pids of the container's processes (pid 1 first), none when it
+/// does not run: its cgroup's members, else its pid namespace's.
 pub fn processes(c: &Container) -> Vec<i32> {
     let (true, Some(pid1)) = (c.is_alive(), c.pid) else {
         return Vec::new();
     };
-    let Ok(ns) = fs::read_link(format!("/proc/{pid1}/ns/pid")) else {
-        return Vec::new();
-    };
     let mut out = vec![pid1];
+    let in_cgroup = cgroup::processes(&c.life.cgroups);
+    if !in_cgroup.is_empty() {
+        out.extend(in_cgroup.into_iter().filter(|p| *p != pid1));
+        return out;
+    }
+    let Ok(ns) = fs::read_link(format!("/proc/{pid1}/ns/pid")) else {
+        return out;
+    };
+    // Sharing the host's pid namespace: only the cgroup tells them apart.
+    if fs::read_link("/proc/self/ns/pid").is_ok_and(|mine| mine == ns) {
+        return out;
+    }
     let Ok(rd) = fs::read_dir("/proc") else {
         return out;
     };
@@ -36,18 +45,10 @@ pub fn processes(c: &Container) -> Vec<i32> {
     out
 }
 
-fn freeze_file(c: &Container) -> Option<std::path::PathBuf> {
-    c.life
-        .cgroups
-        .iter()
-        .map(|d| d.join("cgroup.freeze"))
-        .find(|f| f.exists())
-}
-
 /// Freezes the container's processes.
 pub fn freeze(c: &Container) -> std::io::Result<()> {
-    if let Some(f) = freeze_file(c) {
-        return fs::write(f, "1");
+    if cgroup::freeze(&c.life.cgroups, true) {
+        return Ok(());
     }
     for pid in processes(c) {
         let _ = sys::kill(pid, libc::SIGSTOP);
@@ -57,8 +58,8 @@ pub fn freeze(c: &Container) -> std::io::Result<()> {
 
 /// Thaws them.
 pub fn thaw(c: &Container) {
-    if let Some(f) = freeze_file(c) {
-        let _ = fs::write(f, "0");
+    if cgroup::freeze(&c.life.cgroups, false) {
+        return;
     }
     for pid in processes(c) {
         let _ = sys::kill(pid, libc::SIGCONT);

@@ -330,6 +330,7 @@ pub fn exec_spec(c: &Container, opts: ExecOptions) -> Result<ExecSpec, ExecError
         join_net: c.network == Network::None || c.net.is_some(),
         seccomp: c.seccomp.clone(),
         tty: opts.tty,
+        cgroups: c.life.cgroups.clone(),
     })
 }
 

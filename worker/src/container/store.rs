@@ -173,6 +173,8 @@ impl Store {
             Err(e) => return Err(io_err("rename", &dir)(e)),
         }
         fs::remove_dir_all(&gone).map_err(io_err("remove", &gone))?;
+        // --- life: a cgroup a killed helper could not remove.
+        super::cgroup::remove_of(id);
         // Its addresses are free again.
         crate::network::request::release(&self.kiln_root(), id);
         Ok(())
