@@ -43,6 +43,9 @@ pub enum Cmd {
         /// Filter: `dangling=true|false` (only `<none>` images, or none).
         #[arg(short, long)]
         filter: Vec<String>,
+        /// Format the output using a Go template (`table …`, `json`).
+        #[arg(long)]
+        format: Option<String>,
     },
     /// Give an image another name.
     Tag {
@@ -180,7 +183,18 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
             digests,
             all: _,
             filter,
-        } => images(&mut out, reference, quiet, no_trunc, digests, &filter),
+            format,
+        } => images(
+            &mut out,
+            reference,
+            ImagesView {
+                quiet,
+                no_trunc,
+                digests,
+                format: format.as_deref(),
+            },
+            &filter,
+        ),
         Cmd::Tag { source, target } => {
             let root = open_root()?;
             let found = image::find(&root, &source).map_err(fail)?;
@@ -251,14 +265,28 @@ fn w(out: &mut dyn Write, s: &str) -> Result<()> {
 
 // ------------------------------------------------------------------ images
 
-fn images(
-    out: &mut dyn Write,
-    filter: Option<String>,
+/// How `kiln images` shows its rows.
+struct ImagesView<'a> {
     quiet: bool,
     no_trunc: bool,
     digests: bool,
+    format: Option<&'a str>,
+}
+
+fn images(
+    out: &mut dyn Write,
+    filter: Option<String>,
+    view: ImagesView<'_>,
     filters: &[String],
 ) -> Result<ExitCode> {
+    let ImagesView {
+        quiet,
+        no_trunc,
+        digests,
+        format,
+    } = view;
+    let fmt = crate::template::Format::parse(format).map_err(|e| miette!("{e}"))?;
+    let mut items = Vec::new();
     let root = open_root()?;
     let filter = filter
         .map(|f| Reference::parse_name(&f).map_err(fail))
@@ -299,6 +327,23 @@ fn images(
         } else {
             id.trim_start_matches("sha256:").chars().take(12).collect()
         };
+        let (repo, tag) = if none {
+            ("<none>".to_string(), "<none>".to_string())
+        } else {
+            (
+                name.familiar_name(),
+                name.tag().unwrap_or("<none>").to_string(),
+            )
+        };
+        items.push(serde_json::json!({
+            "Containers": "N/A",
+            "CreatedSince": created,
+            "Digest": name.digest().map_or_else(|| "<none>".to_string(), |dg| dg.to_string()),
+            "ID": shown_id,
+            "Repository": repo,
+            "Size": size,
+            "Tag": tag,
+        }));
         if quiet {
             if !ids_seen.contains(&shown_id) {
                 ids_seen.push(shown_id.clone());
@@ -324,6 +369,20 @@ fn images(
         }
         row.extend([shown_id, created, size]);
         rows.push(row);
+    }
+    if !quiet {
+        let headers = [
+            ("Repository", "REPOSITORY"),
+            ("Tag", "TAG"),
+            ("Digest", "DIGEST"),
+            ("ID", "IMAGE ID"),
+            ("CreatedSince", "CREATED"),
+            ("Size", "SIZE"),
+        ];
+        if let Some(text) = fmt.render(&items, &headers).map_err(|e| miette!("{e}"))? {
+            w(out, &text)?;
+            return Ok(ExitCode::SUCCESS);
+        }
     }
     if quiet {
         for r in rows {

@@ -67,6 +67,9 @@ pub enum NetworkCmd {
         /// Filter (name=, id=, driver=, type=custom|builtin).
         #[arg(short, long)]
         filter: Vec<String>,
+        /// Format the output using a Go template (`table …`, `json`).
+        #[arg(long)]
+        format: Option<String>,
     },
     /// Display detailed information on networks.
     Inspect {
@@ -209,7 +212,11 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
             quiet,
             no_trunc,
             filter,
+            format,
         } => {
+            let fmt =
+                crate::template::Format::parse(format.as_deref()).map_err(|e| miette!("{e}"))?;
+            let mut items = Vec::new();
             let all = nets.list().map_err(|e| miette!("{e}"))?;
             let filters = kv(&filter)?;
             let keep = |r: &NetworkRecord| {
@@ -235,9 +242,26 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
                     let _ = writeln!(out, "{id}");
                     continue;
                 }
+                items.push(serde_json::json!({
+                    "ID": id,
+                    "Name": r.name,
+                    "Driver": r.driver,
+                    "Scope": "local",
+                    "Internal": r.internal,
+                }));
                 rows.push(vec![id, r.name.clone(), r.driver.clone(), "local".into()]);
             }
+            let headers = [
+                ("ID", "NETWORK ID"),
+                ("Name", "NAME"),
+                ("Driver", "DRIVER"),
+                ("Scope", "SCOPE"),
+            ];
             if !quiet {
+                if let Some(text) = fmt.render(&items, &headers).map_err(|e| miette!("{e}"))? {
+                    let _ = out.write_all(text.as_bytes());
+                    return Ok(ExitCode::SUCCESS);
+                }
                 let header = ["NETWORK ID", "NAME", "DRIVER", "SCOPE"];
                 let _ = out.write_all(table(&header, &rows, 0).as_bytes());
             }

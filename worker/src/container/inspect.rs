@@ -297,9 +297,19 @@ pub fn document(c: &Container, log_path: &str) -> Doc {
     } else {
         networks.insert(network_mode(c), json!({"IPAddress": "", "Gateway": ""}));
     }
+    // Docker lists published ports only while the container runs.
+    let mut ports = serde_json::Map::new();
+    if let (Some(n), true) = (&c.net, running) {
+        for b in &n.ports {
+            let list = ports.entry(b.key()).or_insert_with(|| json!([]));
+            if let Some(list) = list.as_array_mut() {
+                list.push(json!({"HostIp": b.host_ip.to_string(), "HostPort": b.host_port.to_string()}));
+            }
+        }
+    }
     let network_settings = json!({
         "SandboxKey": c.pid.filter(|_| running).map(|p| format!("/proc/{p}/ns/net")).unwrap_or_default(),
-        "Ports": {},
+        "Ports": ports,
         "IPAddress": first_ip,
         "Networks": networks,
     });
