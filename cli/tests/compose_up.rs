@@ -258,9 +258,15 @@ fn compose_app_up_ps_rebuild_down() {
     assert_eq!(mounts_below(&k.root), Vec::<String>::new());
     let links = k.sh("ls /sys/class/net");
     assert!(
-        !links.split_whitespace().any(|l| l.starts_with("br-") || l.starts_with("veth")),
+        !links
+            .split_whitespace()
+            .any(|l| l.starts_with("br-") || l.starts_with("veth")),
         "{links}"
     );
 
-    assert!(failures.is_empty(), "failed parts:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "failed parts:\n{}",
+        failures.join("\n")
+    );
 }

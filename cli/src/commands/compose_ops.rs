@@ -229,7 +229,11 @@ pub fn ps(a: &ComposeArgs, x: &PsArgs) -> Result<ExitCode> {
             let _ = writeln!(
                 out,
                 "{}",
-                if x.quiet { c.id.as_str() } else { service_of(c) }
+                if x.quiet {
+                    c.id.as_str()
+                } else {
+                    service_of(c)
+                }
             );
         }
         return Ok(ExitCode::SUCCESS);
@@ -253,7 +257,9 @@ pub fn ps(a: &ComposeArgs, x: &PsArgs) -> Result<ExitCode> {
             ]
         })
         .collect();
-    let header = ["NAME", "IMAGE", "COMMAND", "SERVICE", "CREATED", "STATUS", "PORTS"];
+    let header = [
+        "NAME", "IMAGE", "COMMAND", "SERVICE", "CREATED", "STATUS", "PORTS",
+    ];
     let _ = out.write_all(table(&header, &rows, 0).as_bytes());
     Ok(ExitCode::SUCCESS)
 }
@@ -319,7 +325,13 @@ fn prefixes(p: &Project, cs: &[Container], color: bool, none: bool) -> Vec<Strin
 /// Follows every container's log (one thread each) until all have ended;
 /// with `abort`, until the first ends. The exit code of `up`: the first
 /// ended container's with `abort`, else 0.
-pub fn attach_logs(store: &Store, p: &Project, cs: &[Container], color: bool, abort: bool) -> ExitCode {
+pub fn attach_logs(
+    store: &Store,
+    p: &Project,
+    cs: &[Container],
+    color: bool,
+    abort: bool,
+) -> ExitCode {
     let color = color && std::io::stdout().is_terminal();
     let lock = Arc::new(Mutex::new(()));
     let (tx, rx) = std::sync::mpsc::channel::<(String, String)>();
@@ -412,16 +424,11 @@ pub fn start(a: &ComposeArgs, x: &ServicesArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn stop_all(store: &Store, cs: &[Container], timeout: Option<i64>) {
-    // Dependents first: the reverse of the start order is approximated by
-    // the reverse of the list (services sorted by name).
-    for c in cs.iter().rev() {
-        if !c.is_alive() {
-            continue;
-        }
-        event("Container", &c.name, "Stopping");
-        let t = timeout.map(|t| Duration::from_secs(t.max(0) as u64));
-        let _ = container::lifecycle::stop_with(store, &c.id, t, None);
+fn stop_all(store: &Store, p: &Project, cs: &[Container], timeout: Option<i64>) {
+    up::stop_ordered(store, p, cs, timeout, &|c| {
+        event("Container", &c.name, "Stopping")
+    });
+    for c in cs.iter().filter(|c| c.is_alive()) {
         event("Container", &c.name, "Stopped");
     }
 }
@@ -430,7 +437,7 @@ fn stop_all(store: &Store, cs: &[Container], timeout: Option<i64>) {
 pub fn stop(a: &ComposeArgs, x: &ServicesArgs) -> Result<ExitCode> {
     let (p, _root, store) = open(a)?;
     let cs = selected(&store, &p, &x.names, false)?;
-    stop_all(&store, &cs, x.timeout);
+    stop_all(&store, &p, &cs, x.timeout);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -456,7 +463,7 @@ pub fn rm(a: &ComposeArgs, x: &RmArgs) -> Result<ExitCode> {
     let (p, root, store) = open(a)?;
     let cs = selected(&store, &p, &x.names, true)?;
     if x.stop {
-        stop_all(&store, &cs, None);
+        stop_all(&store, &p, &cs, None);
     }
     let mut gone = 0;
     for c in &cs {
@@ -628,9 +635,17 @@ pub fn port(a: &ComposeArgs, x: &PortArgs) -> Result<ExitCode> {
     let svc = all
         .get(&x.service)
         .ok_or_else(|| miette!("no such service: {}", x.service))?;
-    for port in svc.get("ports").and_then(|v| v.as_array()).into_iter().flatten() {
+    for port in svc
+        .get("ports")
+        .and_then(|v| v.as_array())
+        .into_iter()
+        .flatten()
+    {
         let target = port.get("target").and_then(|t| t.as_u64());
-        let proto = port.get("protocol").and_then(|t| t.as_str()).unwrap_or("tcp");
+        let proto = port
+            .get("protocol")
+            .and_then(|t| t.as_str())
+            .unwrap_or("tcp");
         if target == Some(u64::from(x.private_port)) && proto == x.protocol {
             let published = port
                 .get("published")

@@ -162,9 +162,7 @@ pub fn start_order(
         names.to_vec()
     };
     while let Some(n) = todo.pop() {
-        let svc = all
-            .get(&n)
-            .ok_or_else(|| miette!("no such service: {n}"))?;
+        let svc = all.get(&n).ok_or_else(|| miette!("no such service: {n}"))?;
         if wanted.insert(n.clone()) && with_deps {
             for (d, _, _) in depends_on(svc) {
                 if all.contains_key(&d) {
@@ -194,6 +192,44 @@ pub fn start_order(
         }
     }
     Ok(order)
+}
+
+/// Stops `cs` as compose does: dependents before what they depend on
+/// (services by dependency level, highest first), the containers of one
+/// level at once (each stop may wait out its grace period).
+pub fn stop_ordered(
+    store: &Store,
+    p: &Project,
+    cs: &[Container],
+    timeout: Option<i64>,
+    on_stop: &(dyn Fn(&Container) + Sync),
+) {
+    let all = services(p);
+    let mut level: BTreeMap<String, usize> = BTreeMap::new();
+    if let Ok(order) = start_order(&all, &[], true) {
+        for n in order {
+            let l = depends_on(&all[&n])
+                .iter()
+                .filter_map(|(d, _, _)| level.get(d))
+                .map(|l| l + 1)
+                .max()
+                .unwrap_or(0);
+            level.insert(n, l);
+        }
+    }
+    let top = level.values().copied().max().unwrap_or(0) + 1;
+    let level_of = |c: &Container| level.get(service_of(c)).copied().unwrap_or(top);
+    for l in (0..=top).rev() {
+        std::thread::scope(|sc| {
+            for c in cs.iter().filter(|c| level_of(c) == l && c.is_alive()) {
+                sc.spawn(move || {
+                    on_stop(c);
+                    let t = timeout.map(|t| Duration::from_secs(t.max(0) as u64));
+                    let _ = container::lifecycle::stop_with(store, &c.id, t, None);
+                });
+            }
+        });
+    }
 }
 
 /// How many containers a service runs: `--scale`, `scale`,
@@ -241,9 +277,7 @@ pub fn project_containers(store: &Store, project: &str, oneoff: bool) -> Result<
         .filter(|c| c.labels.get(PROJECT).map(String::as_str) == Some(project))
         .filter(|c| oneoff || c.labels.get(ONEOFF).map(String::as_str) != Some("True"))
         .collect();
-    v.sort_by(|a, b| {
-        (service_of(a), number_of(a)).cmp(&(service_of(b), number_of(b)))
-    });
+    v.sort_by(|a, b| (service_of(a), number_of(a)).cmp(&(service_of(b), number_of(b))));
     Ok(v)
 }
 
@@ -361,7 +395,11 @@ pub fn plan(
             if v.is_null() {
                 continue;
             }
-            push(&mut a, "-e", format!("{k}={}", kiln_compose::value::display(v)));
+            push(
+                &mut a,
+                "-e",
+                format!("{k}={}", kiln_compose::value::display(v)),
+            );
         }
     }
     for (flag, key) in [
@@ -396,7 +434,11 @@ pub fn plan(
     match svc.get("network_mode").and_then(J::as_str) {
         Some(m) if m.starts_with("service:") => {
             let other = &m["service:".len()..];
-            push(&mut a, "--network", format!("container:{}-{other}-1", p.name));
+            push(
+                &mut a,
+                "--network",
+                format!("container:{}-{other}-1", p.name),
+            );
         }
         Some(m) => push(&mut a, "--network", m.to_string()),
         None => {
@@ -473,9 +515,11 @@ pub fn plan(
             let suffix = if ro { ":ro" } else { "" };
             let source = v.get("source").and_then(J::as_str);
             match (v.get("type").and_then(J::as_str), source) {
-                (Some("volume"), Some(src)) => {
-                    push(&mut a, "-v", format!("{}:{target}{suffix}", real_name(p, "volumes", src)))
-                }
+                (Some("volume"), Some(src)) => push(
+                    &mut a,
+                    "-v",
+                    format!("{}:{target}{suffix}", real_name(p, "volumes", src)),
+                ),
                 (Some("volume"), None) => push(&mut a, "-v", target.to_string()),
                 (Some("bind"), Some(src)) => push(&mut a, "-v", format!("{src}:{target}{suffix}")),
                 (Some("tmpfs"), _) => {
@@ -494,10 +538,17 @@ pub fn plan(
     }
     // Entrypoint and command: `--entrypoint` takes one word; the rest of
     // an entrypoint list goes before the command.
-    let entry = svc.get("entrypoint").filter(|e| !e.is_null()).map(|e| strs(Some(e)));
+    let entry = svc
+        .get("entrypoint")
+        .filter(|e| !e.is_null())
+        .map(|e| strs(Some(e)));
     let mut cmd = strs(svc.get("command"));
     if let Some(entry) = &entry {
-        push(&mut a, "--entrypoint", entry.first().cloned().unwrap_or_default());
+        push(
+            &mut a,
+            "--entrypoint",
+            entry.first().cloned().unwrap_or_default(),
+        );
         let mut rest: Vec<String> = entry.iter().skip(1).cloned().collect();
         rest.append(&mut cmd);
         cmd = rest;
@@ -728,7 +779,12 @@ fn ensure_resources(root: &Root, p: &Project, order: &[String]) -> Result<()> {
                 }
             }
         }
-        for v in svc.get("volumes").and_then(J::as_array).into_iter().flatten() {
+        for v in svc
+            .get("volumes")
+            .and_then(J::as_array)
+            .into_iter()
+            .flatten()
+        {
             if v.get("type").and_then(J::as_str) == Some("volume") {
                 if let Some(s) = v.get("source").and_then(J::as_str) {
                     vols.insert(s.to_string());
@@ -782,17 +838,14 @@ fn ensure_resources(root: &Root, p: &Project, order: &[String]) -> Result<()> {
             .map_err(|e| miette!("{e}"))?;
         event("Network", &real, "Created");
     }
-    let volumes =
-        container::volumes::VolumeStore::open(root.path()).map_err(|e| miette!("{e}"))?;
+    let volumes = container::volumes::VolumeStore::open(root.path()).map_err(|e| miette!("{e}"))?;
     for key in vols {
         let real = real_name(p, "volumes", &key);
         if volumes.get(&real).is_ok() {
             continue;
         }
         if is_external(p, "volumes", &key) {
-            return Err(miette!(
-                "external volume \"{real}\" not found"
-            ));
+            return Err(miette!("external volume \"{real}\" not found"));
         }
         let labels = BTreeMap::from([
             ("com.docker.compose.volume".to_string(), key.clone()),
@@ -843,13 +896,23 @@ fn build_needed(root: &Root, p: &Project, order: &[String], u: &UpArgs) -> Resul
 
 /// Brings the services of `order` to their configuration; the
 /// containers of the project afterwards, by service.
-pub fn converge(root: &Root, store: &Store, p: &Project, order: &[String], u: &UpArgs) -> Result<()> {
+pub fn converge(
+    root: &Root,
+    store: &Store,
+    p: &Project,
+    order: &[String],
+    u: &UpArgs,
+) -> Result<()> {
     let all = services(p);
     let mut warn = |w: String| eprintln!("WARN[0000] {w}");
     for name in order {
         let svc = &all[name];
         for (dep, cond, required) in depends_on(svc) {
-            if order.contains(&dep) || project_containers(store, &p.name, false)?.iter().any(|c| service_of(c) == dep) {
+            if order.contains(&dep)
+                || project_containers(store, &p.name, false)?
+                    .iter()
+                    .any(|c| service_of(c) == dep)
+            {
                 if let Err(e) = wait_condition(store, p, &dep, &cond) {
                     if required {
                         return Err(e);
@@ -865,7 +928,10 @@ pub fn converge(root: &Root, store: &Store, p: &Project, order: &[String], u: &U
             .into_iter()
             .filter(|c| service_of(c) == name)
             .collect();
-        for c in existing.iter().filter(|c| number_of(c) > n || number_of(c) == 0) {
+        for c in existing
+            .iter()
+            .filter(|c| number_of(c) > n || number_of(c) == 0)
+        {
             event("Container", &c.name, "Stopping");
             remove(root, store, c, None, false);
             event("Container", &c.name, "Removed");
@@ -910,7 +976,13 @@ pub fn converge(root: &Root, store: &Store, p: &Project, order: &[String], u: &U
 
 /// Builds what is missing (or everything with `--build`), makes the
 /// networks and volumes, and brings the services of `order` up.
-pub fn ensure_up(root: &Root, store: &Store, p: &Project, order: &[String], u: &UpArgs) -> Result<()> {
+pub fn ensure_up(
+    root: &Root,
+    store: &Store,
+    p: &Project,
+    order: &[String],
+    u: &UpArgs,
+) -> Result<()> {
     build_needed(root, p, order, u)?;
     ensure_resources(root, p, order)?;
     converge(root, store, p, order, u)
@@ -970,7 +1042,12 @@ pub fn up(a: &ComposeArgs, u: &UpArgs) -> Result<ExitCode> {
 }
 
 /// `up --wait`: every container running, and healthy when it has a check.
-fn wait_all(store: &Store, p: &Project, order: &[String], timeout: Option<u64>) -> Result<ExitCode> {
+fn wait_all(
+    store: &Store,
+    p: &Project,
+    order: &[String],
+    timeout: Option<u64>,
+) -> Result<ExitCode> {
     let deadline = timeout.map(|t| std::time::Instant::now() + Duration::from_secs(t));
     let cs: Vec<Container> = project_containers(store, &p.name, false)?
         .into_iter()
@@ -993,7 +1070,11 @@ fn wait_all(store: &Store, p: &Project, order: &[String], timeout: Option<u64>) 
                 break;
             }
             if now.effective_status() == Status::Exited {
-                return Err(miette!("container {} exited ({})", c.name, now.exit_code.unwrap_or(255)));
+                return Err(miette!(
+                    "container {} exited ({})",
+                    c.name,
+                    now.exit_code.unwrap_or(255)
+                ));
             }
             if deadline.is_some_and(|d| std::time::Instant::now() > d) {
                 return Err(miette!("timeout waiting for {}", c.name));
@@ -1010,16 +1091,22 @@ pub fn down(a: &ComposeArgs, d: &DownArgs) -> Result<ExitCode> {
     let root = Root::from_env().into_diagnostic()?;
     let store = Store::open(root.path()).map_err(|e| miette!("{e}"))?;
     let all = services(&p);
-    for c in project_containers(&store, &p.name, true)? {
-        let orphan = !all.contains_key(service_of(&c));
-        if orphan && !d.remove_orphans && c.labels.get(ONEOFF).map(String::as_str) != Some("True") {
-            continue;
+    let cs: Vec<Container> = project_containers(&store, &p.name, true)?
+        .into_iter()
+        .filter(|c| {
+            all.contains_key(service_of(c))
+                || d.remove_orphans
+                || c.labels.get(ONEOFF).map(String::as_str) == Some("True")
+        })
+        .collect();
+    stop_ordered(&store, &p, &cs, d.timeout, &|c| {
+        event("Container", &c.name, "Stopping")
+    });
+    for c in &cs {
+        if let Ok(c) = store.load(&c.id) {
+            remove(&root, &store, &c, d.timeout, d.volumes);
+            event("Container", &c.name, "Removed");
         }
-        if c.is_alive() {
-            event("Container", &c.name, "Stopping");
-        }
-        remove(&root, &store, &c, d.timeout, d.volumes);
-        event("Container", &c.name, "Removed");
     }
     // The project's networks (made by compose: labelled with the project).
     let networks = Networks::open(root.path()).map_err(|e| miette!("{e}"))?;
