@@ -36,6 +36,7 @@ fn kiln(k: &Kiln, args: &[&str]) -> Command {
     let mut c = Command::new(binary());
     c.args(args)
         .env("KILN_ROOT", &k.root)
+        .env("KILN_DEFAULT_NETWORK", "host")
         .env("NO_COLOR", "1")
         .stdin(Stdio::null());
     c

@@ -33,6 +33,7 @@ impl K {
         Command::new(KILN)
             .args(args)
             .env("KILN_ROOT", &self.root)
+            .env("KILN_DEFAULT_NETWORK", "host")
             .stdin(Stdio::null())
             .output()
             .expect("spawn kiln")
@@ -574,6 +575,7 @@ fn start_attach_of_a_tty_container_uses_its_terminal() {
     let o = Command::new("script")
         .args(["-qec", &format!("{KILN} start -a t"), "/dev/null"])
         .env("KILN_ROOT", &k.root)
+        .env("KILN_DEFAULT_NETWORK", "host")
         .stdin(Stdio::null())
         .output()
         .expect("spawn script (util-linux)");

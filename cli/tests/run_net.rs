@@ -54,6 +54,7 @@ impl NetK {
             .arg("--")
             .arg(program)
             .env("KILN_ROOT", &self.root)
+            .env_remove("KILN_DEFAULT_NETWORK")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null());
         c
@@ -87,12 +88,50 @@ impl NetK {
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
-    /// Links of the namespace, by name.
+    /// Links of the namespace, by name (`ip -o link` inside it: sysfs
+    /// shows the links of the namespace that mounted it, the host's).
     fn links(&self) -> Vec<String> {
-        self.sh_in_ns("ls /sys/class/net")
-            .split_whitespace()
-            .map(str::to_string)
+        self.sh_in_ns("ip -o link")
+            .lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|n| n.split('@').next().unwrap_or(n).to_string())
             .collect()
+    }
+}
+
+impl NetK {
+    /// Processes whose command line names this store (container helpers,
+    /// port proxies, FUSE servers, containers' processes).
+    fn procs(&self) -> Vec<String> {
+        let root = self.root.to_string_lossy().into_owned();
+        let mut out = Vec::new();
+        for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
+            let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+                continue;
+            };
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            let env = std::fs::read(e.path().join("environ")).unwrap_or_default();
+            if cmd.contains(&root) || String::from_utf8_lossy(&env).contains(&root) {
+                out.push(format!("{}: {cmd}", e.file_name().to_string_lossy()));
+            }
+        }
+        out
+    }
+
+    /// Waits up to 10 s for `f` to hold.
+    fn eventually(&self, what: &str, f: impl Fn() -> bool) {
+        for _ in 0..40 {
+            if f() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+        panic!("{what}");
+    }
+
+    /// The NAT rules of the namespace.
+    fn nat(&self) -> String {
+        self.sh_in_ns("iptables -t nat -S")
     }
 }
 
@@ -114,7 +153,6 @@ fn retry(cmd: &str) -> String {
 }
 
 #[test]
-#[ignore = "bridge networks are unfinished (issue 13): no bridge is made yet; run with --ignored"]
 fn user_network_names_aliases_and_cleanup() {
     let k = NetK::new();
     let id = k.ok(&["network", "create", "appnet"]);
@@ -155,6 +193,13 @@ fn user_network_names_aliases_and_cleanup() {
         ]);
         assert_eq!(out.trim(), "hello-from-web", "by {host}");
     }
+    // The clients are gone: web's /etc/hosts names only itself again
+    // (kiln's stand-in for docker's embedded DNS is every member's hosts
+    // file, rewritten as containers come and go).
+    k.eventually("web's hosts file drops the clients", || {
+        let hosts = k.ok(&["exec", "web", "cat", "/etc/hosts"]);
+        hosts.lines().filter(|l| l.starts_with("172.18.")).count() == 1
+    });
     // The address came from docker's first user pool.
     let inspect: serde_json::Value =
         serde_json::from_str(&k.ok(&["network", "inspect", "appnet"])).expect("json");
@@ -196,6 +241,7 @@ fn user_network_names_aliases_and_cleanup() {
         std::thread::sleep(std::time::Duration::from_millis(250));
     }
     assert!(gone, "veth left after rm: {:?}", k.links());
+    k.eventually("no process left", || k.procs().is_empty());
     assert_eq!(k.ok(&["network", "rm", "appnet"]).trim(), "appnet");
     assert!(!k.links().contains(&bridge), "bridge removed");
     let nat = k.sh_in_ns("iptables -t nat -S POSTROUTING");
@@ -206,7 +252,6 @@ fn user_network_names_aliases_and_cleanup() {
 }
 
 #[test]
-#[ignore = "bridge networks are unfinished (issue 13): no bridge is made yet; run with --ignored"]
 fn default_bridge_addresses_hosts_dns_and_outbound() {
     let k = NetK::new();
     // A server inside the test namespace, on an address of its own.
@@ -255,7 +300,6 @@ fn default_bridge_addresses_hosts_dns_and_outbound() {
 }
 
 #[test]
-#[ignore = "bridge networks are unfinished (issue 13): no bridge is made yet; run with --ignored"]
 fn none_host_container_and_link() {
     let k = NetK::new();
     k.sh_in_ns("ip link add d1 type veth peer name d1p");
@@ -312,4 +356,120 @@ fn none_host_container_and_link() {
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
+}
+
+/// `-p` (to all addresses, to 127.0.0.1, a range), `-P` with EXPOSE,
+/// `kiln port`, `ps`'s PORTS, and nothing left after `rm -f`.
+#[test]
+fn published_ports_reachable_and_cleaned_up() {
+    let k = NetK::new();
+    // An address of the namespace's own besides loopback (the DNAT path).
+    k.sh_in_ns("ip link add d0 type veth peer name d0p && ip link set d0p up && ip addr add 10.99.0.1/24 dev d0 && ip link set d0 up");
+    let web = "mkdir /w && echo hello-published > /w/index.html && exec httpd -f -p 80 -h /w";
+    k.ok(&[
+        "run", "-d", "--name", "web", "-p", "18080:80", BB, "sh", "-c", web,
+    ]);
+    k.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "lo",
+        "-p",
+        "127.0.0.1:18081:80",
+        "-p",
+        "18090-18091:90-91/udp",
+        BB,
+        "sh",
+        "-c",
+        web,
+    ]);
+    for url in [
+        "http://127.0.0.1:18080/",
+        "http://10.99.0.1:18080/",
+        "http://127.0.0.1:18081/",
+    ] {
+        let out = k.sh_in_ns(&retry(&format!("busybox wget -qO- {url}")));
+        assert_eq!(out.trim(), "hello-published", "{url}");
+    }
+    // Bound to 127.0.0.1 only: not on the other address.
+    let o = k
+        .in_ns("sh")
+        .args(["-c", "busybox wget -T 2 -qO- http://10.99.0.1:18081/"])
+        .output()
+        .expect("wget");
+    assert!(!o.status.success(), "18081 is on 127.0.0.1 only");
+    assert_eq!(k.ok(&["port", "web"]).trim(), "80/tcp -> 0.0.0.0:18080");
+    assert_eq!(k.ok(&["port", "web", "80"]).trim(), "0.0.0.0:18080");
+    assert_eq!(
+        k.ok(&["port", "lo"]).lines().collect::<Vec<_>>(),
+        [
+            "80/tcp -> 127.0.0.1:18081",
+            "90/udp -> 0.0.0.0:18090",
+            "91/udp -> 0.0.0.0:18091"
+        ]
+    );
+    let o = k.run(&["port", "web", "81"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("No public port '81/tcp' published for web")
+    );
+    let ps = k.ok(&["ps"]);
+    assert!(ps.contains("0.0.0.0:18080->80/tcp"), "{ps}");
+    let nat = k.nat();
+    assert!(nat.contains("--to-destination 172.17.0.2:80"), "{nat}");
+    // A port taken: the second container fails as docker's does.
+    let o = k.run(&["run", "-d", "-p", "18080:80", BB, "sleep", "30"]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("port is already allocated"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // -P publishes the image's EXPOSEd ports on random host ports.
+    let ctx = tempfile::tempdir().expect("ctx");
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM busybox:1.35\nEXPOSE 80\n",
+    )
+    .expect("df");
+    k.ok(&[
+        "build",
+        "-q",
+        "-t",
+        "exposed:1",
+        ctx.path().to_str().expect("utf8"),
+    ]);
+    k.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "pub",
+        "-P",
+        "exposed:1",
+        "sh",
+        "-c",
+        web,
+    ]);
+    let hp = k.ok(&["port", "pub", "80/tcp"]);
+    let port = hp.trim().strip_prefix("0.0.0.0:").expect("0.0.0.0:PORT");
+    assert!(port.parse::<u16>().is_ok_and(|p| p > 1024), "{hp}");
+    let out = k.sh_in_ns(&retry(&format!(
+        "busybox wget -qO- http://127.0.0.1:{port}/"
+    )));
+    assert_eq!(out.trim(), "hello-published");
+    // rm -f of everything: no veth, no DNAT rule, no listener, no process.
+    for c in ["web", "lo", "pub"] {
+        k.ok(&["rm", "-f", c]);
+    }
+    k.eventually("port rules removed", || !k.nat().contains("DNAT"));
+    k.eventually("veths removed", || {
+        !k.links().iter().any(|l| l.starts_with("veth"))
+    });
+    k.eventually("no process left", || k.procs().is_empty());
+    let o = k
+        .in_ns("sh")
+        .args(["-c", "busybox wget -T 2 -qO- http://127.0.0.1:18080/"])
+        .output()
+        .expect("wget");
+    assert!(!o.status.success(), "nothing listens on 18080 any more");
 }

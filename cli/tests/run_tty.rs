@@ -35,7 +35,9 @@ impl K {
 
     fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(KILN);
-        c.args(args).env("KILN_ROOT", &self.root);
+        c.args(args)
+            .env("KILN_ROOT", &self.root)
+            .env("KILN_DEFAULT_NETWORK", "host");
         c
     }
 

@@ -30,6 +30,7 @@ impl K {
         Command::new(KILN)
             .args(args)
             .env("KILN_ROOT", &self.root)
+            .env("KILN_DEFAULT_NETWORK", "host")
             .stdin(Stdio::null())
             .output()
             .expect("spawn kiln")

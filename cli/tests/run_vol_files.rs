@@ -33,6 +33,7 @@ impl K {
         let mut c = Command::new(KILN);
         c.args(args)
             .env("KILN_ROOT", &self.root)
+            .env("KILN_DEFAULT_NETWORK", "host")
             .stdin(Stdio::null());
         c
     }

@@ -22,6 +22,12 @@ pub enum Cmd {
     /// Manage networks.
     #[command(subcommand)]
     Network(NetworkCmd),
+    /// List port mappings or a specific mapping for the container.
+    Port {
+        container: String,
+        /// PRIVATE_PORT[/PROTO].
+        port: Option<String>,
+    },
 }
 
 /// docker's `network` subcommands.
@@ -110,6 +116,41 @@ fn open() -> Result<(Networks, Store)> {
     Ok((nets, store))
 }
 
+/// `kiln port C [PORT[/PROTO]]`, as docker prints it.
+fn port_cmd(key: &str, port: Option<&str>) -> Result<ExitCode> {
+    let (_, store) = open()?;
+    let c = match store.find(key) {
+        Ok(c) => c,
+        Err(e) => return Ok(daemon_error(e)),
+    };
+    let ports = c.net.map(|n| n.ports).unwrap_or_default();
+    let mut out = std::io::stdout().lock();
+    match port {
+        None => {
+            for b in &ports {
+                let _ = writeln!(out, "{} -> {}", b.key(), b.host_text());
+            }
+        }
+        Some(p) => {
+            let want = if p.contains('/') {
+                p.to_string()
+            } else {
+                format!("{p}/tcp")
+            };
+            let found: Vec<_> = ports.iter().filter(|b| b.key() == want).collect();
+            if found.is_empty() {
+                return Ok(daemon_error(format!(
+                    "No public port '{want}' published for {key}"
+                )));
+            }
+            for b in found {
+                let _ = writeln!(out, "{}", b.host_text());
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn kv(list: &[String]) -> Result<BTreeMap<String, String>> {
     list.iter()
         .map(|s| {
@@ -130,7 +171,10 @@ fn daemon_error(e: impl std::fmt::Display) -> ExitCode {
 
 /// Runs one `network` subcommand.
 pub fn run(cmd: Cmd) -> Result<ExitCode> {
-    let Cmd::Network(cmd) = cmd;
+    let cmd = match cmd {
+        Cmd::Network(cmd) => cmd,
+        Cmd::Port { container, port } => return port_cmd(&container, port.as_deref()),
+    };
     let (nets, store) = open()?;
     let live = |id: &str| store.load(id).is_ok_and(|c| c.is_alive());
     let exists = |id: &str| store.dir_of(id).join("state.json").exists();

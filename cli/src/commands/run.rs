@@ -191,9 +191,8 @@ pub struct RunArgs {
     #[command(flatten)]
     tty: super::attach::RunTtyArgs,
     // --- net flags
-    /// Connect to a network: `host` (the default here; docker's is
-    /// `bridge`), `bridge`, a user-defined network, `none` or
-    /// `container:NAME`.
+    /// Connect to a network: `bridge` (the default; `host` for rootless
+    /// kiln), `host`, a user-defined network, `none` or `container:NAME`.
     #[arg(long = "network", visible_alias = "net")]
     network: Option<String>,
     /// Network-scoped aliases (user-defined networks).
@@ -217,6 +216,13 @@ pub struct RunArgs {
     /// Link to another container (NAME[:ALIAS]), on the default bridge.
     #[arg(long)]
     link: Vec<String>,
+    /// Publish a container's port(s) to the host:
+    /// [IP:][HOST[-END]:]CONTAINER[-END][/tcp|/udp].
+    #[arg(short = 'p', long = "publish", value_name = "PORTS")]
+    publish: Vec<String>,
+    /// Publish every EXPOSEd port to a random host port.
+    #[arg(short = 'P', long = "publish-all")]
+    publish_all: bool,
     // --- life flags
     #[command(flatten)]
     pub(crate) life: super::container::LifeFlags,
@@ -384,6 +390,7 @@ pub(crate) fn run_options(mut a: RunArgs) -> Result<(Root, Store, RunOptions), R
         &a.dns_search,
         &a.dns_option,
         &a.link,
+        (&a.publish, a.publish_all),
     )
     .map_err(FlagError::Net)?;
     let vol = super::volume::run_mounts(&a.volume, &a.mount, &a.tmpfs, parse_volume)?;
@@ -627,7 +634,17 @@ fn ps(all: bool, quiet: bool, no_trunc: bool) -> Result<ExitCode> {
             format!("\"{command}\""),
             format!("{} ago", units::human_duration(now - c.created)),
             status_text,
-            String::new(),
+            c.net
+                .as_ref()
+                .filter(|_| c.is_alive())
+                .map(|n| {
+                    n.ports
+                        .iter()
+                        .map(|b| b.ps_text())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default(),
             c.name.clone(),
         ]);
     }

@@ -16,14 +16,28 @@ pub fn request(
     dns_search: &[String],
     dns_option: &[String],
     link: &[String],
+    (publish, publish_all): (&[String], bool),
 ) -> Result<(Network, Option<NetRequest>), String> {
-    // docker's default is `bridge`; kiln keeps the host's network as the
-    // default until bridge networks publish ports and resolve names as
-    // docker's do (a bridge made on a host is also a change to the host's
-    // interfaces that a plain `kiln run` should not make unasked). Rootless
-    // kiln cannot make bridges at all.
-    let default = "host";
-    let network = network.unwrap_or(default);
+    let publish = publish
+        .iter()
+        .map(|p| kiln_worker::network::ports::parse_publish(p).map_err(|e| e.to_string()))
+        .collect::<Result<Vec<_>, _>>()?;
+    // docker's default is `bridge` (kiln's `kiln0`, 172.17.0.0/16).
+    // Rootless kiln cannot make bridges (they need root in the host's
+    // network namespace): it keeps the host's network as its default.
+    // `KILN_DEFAULT_NETWORK` replaces that default, as dockerd's
+    // `--bridge none` does for docker (kiln's own tests set `host`, so
+    // that only the network tests, inside namespaces of their own, ever
+    // make a bridge).
+    let configured = std::env::var("KILN_DEFAULT_NETWORK")
+        .ok()
+        .filter(|v| !v.is_empty());
+    let default = match configured {
+        Some(v) => v,
+        None if kiln_worker::userns::in_user_namespace() => "host".to_string(),
+        None => "bridge".to_string(),
+    };
+    let network = network.unwrap_or(&default);
     let mut add_hosts = Vec::new();
     for h in add_host {
         // NAME:IP or NAME=IP; an IPv6 address holds colons itself.
@@ -54,6 +68,9 @@ pub fn request(
         }
         if !link.is_empty() {
             return Err("conflicting options: host type networking can't be used with links. This would result in undefined behavior".into());
+        }
+        if mode == Network::Host && (!publish.is_empty() || publish_all) {
+            eprintln!("WARNING: Published ports are discarded when using host network mode");
         }
         // host and none keep the host's /etc/hosts and resolv.conf, as
         // before (no file of the network layer's).
@@ -89,6 +106,9 @@ pub fn request(
             dns_options: dns_option.to_vec(),
             add_hosts,
             links,
+            publish,
+            publish_all,
+            exposed: Vec::new(),
         }),
     ))
 }

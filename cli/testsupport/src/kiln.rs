@@ -85,6 +85,7 @@ impl Kiln {
         };
         c.args(args)
             .env("KILN_ROOT", &self.root)
+            .env("KILN_DEFAULT_NETWORK", "host")
             .env("NO_COLOR", "1");
         c
     }

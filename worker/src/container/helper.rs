@@ -78,6 +78,7 @@ pub fn helper_main(args: &[String]) -> i32 {
             rest.iter().any(|a| a == "--detach"),
             super::pty::HelperTty::from_args(rest),
         ),
+        [mode] if mode == "proxy" => crate::network::ports::proxy_main(),
         [mode] if mode == "exec" => match serde_json::from_str::<ExecSpec>(
             &std::env::var(EXEC_SPEC_ENV).unwrap_or_default(),
         ) {
@@ -171,6 +172,7 @@ fn run_helper(
             &mut tty,
         )
     });
+    crate::network::helper::after_exit(&store, &c);
     if c.auto_remove {
         let _ = store.remove(&id);
         super::volumes::remove_anonymous_of(store_dir, &c);

@@ -236,7 +236,11 @@ pub fn create(
     };
     let c = store.create(c)?;
     let c = match &opts.net {
-        Some(req) => match crate::network::request::resolve(store, &c, req) {
+        Some(req) => match crate::network::request::resolve(
+            store,
+            &c,
+            &crate::network::request::with_exposed(req, &cfg),
+        ) {
             Ok(net) => store.update(&c.id, |c| c.net = Some(net))?,
             Err(e) => {
                 let _ = store.remove(&c.id);

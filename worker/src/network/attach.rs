@@ -75,6 +75,9 @@ pub struct ContainerNet {
     /// `--link NAME[:ALIAS]`: (IP, alias, name, container id) at creation.
     #[serde(default)]
     pub links: Vec<(String, String, String, String)>,
+    /// `-p` / `-P`: the published ports, host ports chosen.
+    #[serde(default)]
+    pub ports: Vec<super::ports::PortBinding>,
 }
 
 /// A failure wiring a container's network (the helper reports it).
@@ -92,7 +95,7 @@ fn werr(what: impl Into<String>) -> impl FnOnce(io::Error) -> WireError {
 }
 
 /// Runs an iptables command, returning whether it succeeded.
-fn iptables(args: &[&str]) -> io::Result<bool> {
+pub(crate) fn iptables(args: &[&str]) -> io::Result<bool> {
     // The container helper may run without a PATH holding /usr/sbin.
     let bin = ["/usr/sbin/iptables", "/sbin/iptables", "/usr/bin/iptables"]
         .into_iter()
@@ -108,7 +111,7 @@ fn iptables(args: &[&str]) -> io::Result<bool> {
 }
 
 /// Adds a rule unless it is there (`-C` first, as docker does).
-fn ensure_rule(table: &str, chain: &str, rule: &[&str]) -> io::Result<()> {
+pub(crate) fn ensure_rule(table: &str, chain: &str, rule: &[&str]) -> io::Result<()> {
     let mut check = vec!["-t", table, "-C", chain];
     check.extend_from_slice(rule);
     if iptables(&check)? {
@@ -486,6 +489,7 @@ mod tests {
             dns_options: vec![],
             extra_hosts: vec![("db".into(), "10.0.0.5".into())],
             links: vec![],
+            ports: vec![],
         }
     }
 

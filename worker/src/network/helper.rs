@@ -54,6 +54,30 @@ impl Prepared {
     }
 }
 
+/// After a container's last run: the hosts files of the running
+/// containers that shared a network with it no longer name it.
+pub fn after_exit(store: &Store, c: &Container) {
+    if !matches!(&c.net, Some(n) if n.mode == NetMode::Bridge) {
+        return;
+    }
+    let Ok(all) = store.list() else { return };
+    let members: Vec<Member> = all
+        .into_iter()
+        .filter(|o| o.id != c.id && o.is_alive())
+        .filter_map(|o| {
+            let net = o.net.clone().filter(|n| n.mode == NetMode::Bridge)?;
+            Some(Member {
+                dir: store.dir_of(&o.id),
+                id: o.id,
+                name: o.name,
+                hostname: o.hostname,
+                net,
+            })
+        })
+        .collect();
+    let _ = refresh_hosts(&members);
+}
+
 /// Before the helper unshares: the bridge side (or joining `container:X`),
 /// and the container's resolv.conf.
 pub fn before_unshare(store: &Store, c: &Container, dir: &Path) -> Result<Prepared, String> {
@@ -92,9 +116,17 @@ pub fn before_unshare(store: &Store, c: &Container, dir: &Path) -> Result<Prepar
                 std::fs::write(&hosts, super::attach::hosts_text(net, &c.hostname, &[]))
                     .map_err(|e| format!("{}: {e}", hosts.display()))?;
             }
-            HostSide::prepare(net)
-                .map(Prepared::Bridge)
-                .map_err(|e| e.to_string())
+            let host = HostSide::prepare(net).map_err(|e| e.to_string())?;
+            if let (false, Some(a)) = (net.ports.is_empty(), net.networks.first()) {
+                let proxy = super::ports::start_proxy(&super::ports::ProxySpec {
+                    container_ip: a.ip,
+                    bindings: net.ports.clone(),
+                })?;
+                // Held for this process's life: its end ends the proxy,
+                // which then deletes the port rules.
+                std::mem::forget(proxy);
+            }
+            Ok(Prepared::Bridge(host))
         }
     }
 }

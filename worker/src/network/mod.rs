@@ -6,6 +6,8 @@
 //! - [`store`]: docker's named networks (`bridge`, `host`, `none` and
 //!   user-defined bridges) as `$KILN_ROOT/networks/<id>.json`, with their
 //!   address allocations (IPAM), all under one flock;
+//! - [`ports`]: published ports (`-p`, `-P`): DNAT rules and a userland
+//!   proxy for the host's loopback, kept by each container's helper;
 //! - [`attach`]: a container's side: what `kiln run` asked for
 //!   ([`ContainerNet`]), the veth pair the container helper makes, the
 //!   firewall rules of a bridge, and `/etc/hosts` / `/etc/resolv.conf`
@@ -19,6 +21,7 @@ pub mod attach;
 pub mod helper;
 pub mod netlink;
 pub mod netpool;
+pub mod ports;
 pub mod request;
 pub mod store;
 

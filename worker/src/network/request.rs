@@ -25,6 +25,12 @@ pub struct NetRequest {
     pub add_hosts: Vec<(String, String)>,
     /// `--link NAME[:ALIAS]`.
     pub links: Vec<(String, String)>,
+    /// `-p`, parsed.
+    pub publish: Vec<super::ports::PortSpec>,
+    /// `-P`: every port of `exposed` on a random host port.
+    pub publish_all: bool,
+    /// The image's `ExposedPorts` (`80/tcp`), filled in by `create`.
+    pub exposed: Vec<String>,
 }
 
 /// Why the network flags cannot be honoured (docker's words where it has
@@ -45,6 +51,10 @@ pub enum RequestError {
     AliasOnDefault,
     #[error("links are only supported on the default bridge network")]
     LinkOnUser,
+    #[error("conflicting options: port publishing and the container type network mode")]
+    PortsWithContainer,
+    #[error(transparent)]
+    Ports(#[from] super::ports::PortError),
     #[error("bridge networks need root in the host's network namespace; rootless kiln runs containers with --network host or none")]
     Rootless,
 }
@@ -60,6 +70,9 @@ pub fn resolve(
         if !req.dns.is_empty() || !req.add_hosts.is_empty() {
             return Err(RequestError::DnsWithContainer);
         }
+        if !req.publish.is_empty() || req.publish_all {
+            return Err(RequestError::PortsWithContainer);
+        }
         let o = store.find(other)?;
         return Ok(ContainerNet {
             mode: NetMode::Container(o.id),
@@ -69,6 +82,7 @@ pub fn resolve(
             dns_options: Vec::new(),
             extra_hosts: Vec::new(),
             links: Vec::new(),
+            ports: Vec::new(),
         });
     }
     if crate::userns::in_user_namespace() {
@@ -96,6 +110,7 @@ pub fn resolve(
             .ok_or_else(|| RequestError::LinkTarget(name.clone()))?;
         links.push((ip, alias.clone(), o.name.clone(), o.id.clone()));
     }
+    let ports = super::ports::bind(&req.publish, req.publish_all, &req.exposed)?;
     let exists = |id: &str| store.dir_of(id).join("state.json").exists();
     let attachments = allocate(
         &networks,
@@ -128,7 +143,20 @@ pub fn resolve(
         dns_options: req.dns_options.clone(),
         extra_hosts,
         links,
+        ports,
     })
+}
+
+/// `req` with the image config's `ExposedPorts` (for `-P`).
+pub fn with_exposed(req: &NetRequest, cfg: &serde_json::Value) -> NetRequest {
+    let mut req = req.clone();
+    if let Some(ports) = cfg
+        .get("ExposedPorts")
+        .and_then(serde_json::Value::as_object)
+    {
+        req.exposed = ports.keys().cloned().collect();
+    }
+    req
 }
 
 /// Releases a removed container's addresses (called by [`Store::remove`]).
