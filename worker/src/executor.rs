@@ -288,16 +288,9 @@ impl Worker {
 
     fn record(&self, key: Key, snap: &Snapshot) -> Result<(), ExecutorError> {
         let path = self.record_path(key);
-        let tmp = self.cache_dir.join(format!(
-            ".{}.{}.{}.tmp",
-            key.to_hex(),
-            std::process::id(),
-            {
-                // Two builds of one process (compose) may record one key.
-                static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-                SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            }
-        ));
+        let tmp = self
+            .cache_dir
+            .join(format!(".{}.{}.tmp", key.to_hex(), std::process::id()));
         let data = serde_json::to_vec(snap).map_err(|e| io_err("encode", &path)(e.into()))?;
         let mut f = fs::File::create(&tmp).map_err(io_err("create", &tmp))?;
         f.write_all(&data).map_err(io_err("write", &tmp))?;

@@ -65,17 +65,12 @@ fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> L
 pub struct LayerStore {
     layers: PathBuf,
     work: PathBuf,
+    seq: AtomicU64,
     /// One lock per layer being unpacked, so parallel steps on the same base
     /// (after `prune --all` dropped its directory) unpack it once and the
     /// others wait, instead of all of them unpacking it side by side.
     unpacking: Mutex<HashMap<Digest, Arc<Mutex<()>>>>,
 }
-
-/// Scratch folder numbers, unique in the process: every store open in it
-/// makes its scratch folders in the same `work/<pid>`.
-static SCRATCH_SEQ: AtomicU64 = AtomicU64::new(0);
-/// `work/<pid>` is cleaned by the first store opened in the process only.
-static CLEAN_OWN_WORK: std::sync::Once = std::sync::Once::new();
 
 impl LayerStore {
     /// Opens the layer folders under `root`, cleaning what dead kiln
@@ -90,25 +85,22 @@ impl LayerStore {
         let _ = crate::sys::set_topdir(&work_root);
         clean_dead_work(&work_root);
         let work = work_root.join(std::process::id().to_string());
-        // A folder named by our pid may be a dead namesake's: start clean,
-        // once per process (several stores open at once, as parallel
-        // builds of `compose build` have them, share the folder).
-        CLEAN_OWN_WORK.call_once(|| {
-            if work.exists() {
-                remove_tree(&work);
-            }
-        });
+        // A folder named by our pid may be a dead namesake's: start clean.
+        if work.exists() {
+            remove_tree(&work);
+        }
         fs::create_dir_all(&work).map_err(io_err("create", &work))?;
         Ok(LayerStore {
             layers,
             work,
+            seq: AtomicU64::new(0),
             unpacking: Mutex::new(HashMap::new()),
         })
     }
 
     /// A fresh, empty scratch directory for one step.
     pub fn scratch(&self, what: &str) -> Result<PathBuf, LayerError> {
-        let n = SCRATCH_SEQ.fetch_add(1, Ordering::Relaxed);
+        let n = self.seq.fetch_add(1, Ordering::Relaxed);
         let dir = self.work.join(format!("{what}-{n}"));
         fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
         Ok(dir)

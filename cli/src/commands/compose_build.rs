@@ -4,10 +4,11 @@
 //! service's args, target, cache_from/to, secrets (files), platforms,
 //! labels and tags.
 //!
-//! The builds run in parallel on one `Builder` (`--parallel` is accepted,
-//! it is the default), so they share one store and one build cache: a
-//! stage two services have in common has the same cache key in both, and a
-//! build reuses what another one wrote.
+//! The builds run one after the other on one `Builder` (`--parallel` is
+//! accepted; concurrent builds in one process collide in the worker's
+//! per-process scratch folders today), so they share one store and one
+//! build cache: a stage two services have in common has the same cache key
+//! in both, and the second build reuses what the first one wrote.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -143,41 +144,26 @@ pub(crate) fn build_specs(
     // lines (a terminal tree per build would interleave).
     let mode = if b.quiet {
         progress::Mode::Quiet
-    } else if specs.len() > 1 {
-        progress::Mode::Plain
     } else {
         progress::Mode::Auto
     };
-    // In parallel on one Builder (one store, one build cache): a stage two
-    // services have in common has one cache key, so what one build records
-    // the other finds (when they reach it at the same moment both run it,
-    // and the records agree).
-    let results: Vec<(String, std::result::Result<String, String>)> = std::thread::scope(|sc| {
-        let handles: Vec<_> = specs
-            .iter()
-            .zip(all)
-            .map(|(spec, opts)| {
-                let builder = &builder;
-                let h = sc.spawn(move || {
-                    let shown = progress::BuildProgress::new(mode);
-                    builder
-                        .build(opts, &shown)
-                        .map(|r| r.id.to_string())
-                        .map_err(|e| e.to_string())
-                });
-                (spec.service.clone(), h)
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|(s, h)| {
-                let r = h
-                    .join()
-                    .unwrap_or_else(|_| Err("the build thread panicked".to_string()));
-                (s, r)
-            })
-            .collect()
-    });
+    // One after the other on one Builder: two builds in one process share
+    // the worker's per-process scratch folders (`work/<pid>/unpack-N`), so
+    // running them on threads collides; sequential builds still share the
+    // store and the build cache, so a stage two services have in common is
+    // built by the first and found in the cache by the next.
+    let results: Vec<(String, std::result::Result<String, String>)> = specs
+        .iter()
+        .zip(all)
+        .map(|(spec, opts)| {
+            let shown = progress::BuildProgress::new(mode);
+            let r = builder
+                .build(opts, &shown)
+                .map(|r| r.id.to_string())
+                .map_err(|e| e.to_string());
+            (spec.service.clone(), r)
+        })
+        .collect();
     let mut failed = false;
     for (service, r) in results {
         match r {
