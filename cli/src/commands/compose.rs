@@ -44,6 +44,34 @@ pub enum Sub {
     Config(ConfigArgs),
     /// Build or rebuild services.
     Build(crate::commands::compose_build::BuildArgs),
+    /// Create and start containers.
+    Up(crate::commands::compose_up::UpArgs),
+    /// Stop and remove containers, networks (and volumes, images).
+    Down(crate::commands::compose_up::DownArgs),
+    /// List containers.
+    Ps(crate::commands::compose_ops::PsArgs),
+    /// View output from containers.
+    Logs(crate::commands::compose_ops::LogsArgs),
+    /// Start services.
+    Start(crate::commands::compose_ops::ServicesArgs),
+    /// Stop services.
+    Stop(crate::commands::compose_ops::ServicesArgs),
+    /// Restart service containers.
+    Restart(crate::commands::compose_ops::ServicesArgs),
+    /// Removes stopped service containers.
+    Rm(crate::commands::compose_ops::RmArgs),
+    /// Execute a command in a running container.
+    Exec(crate::commands::compose_ops::ExecArgs),
+    /// Run a one-off command on a service.
+    Run(crate::commands::compose_ops::RunArgs),
+    /// List images used by the created containers.
+    Images(crate::commands::compose_ops::NamesArgs),
+    /// Print the public port for a port binding.
+    Port(crate::commands::compose_ops::PortArgs),
+    /// Pull service images.
+    Pull(crate::commands::compose_ops::NamesArgs),
+    /// Push service images.
+    Push(crate::commands::compose_ops::NamesArgs),
 }
 
 /// `compose config`'s flags.
@@ -101,6 +129,20 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
     let r = match &a.command {
         Sub::Config(c) => config(&a, c),
         Sub::Build(b) => crate::commands::compose_build::run(&a, b),
+        Sub::Up(u) => crate::commands::compose_up::up(&a, u),
+        Sub::Down(d) => crate::commands::compose_up::down(&a, d),
+        Sub::Ps(x) => crate::commands::compose_ops::ps(&a, x),
+        Sub::Logs(x) => crate::commands::compose_ops::logs(&a, x),
+        Sub::Start(x) => crate::commands::compose_ops::start(&a, x),
+        Sub::Stop(x) => crate::commands::compose_ops::stop(&a, x),
+        Sub::Restart(x) => crate::commands::compose_ops::restart(&a, x),
+        Sub::Rm(x) => crate::commands::compose_ops::rm(&a, x),
+        Sub::Exec(x) => crate::commands::compose_ops::exec(&a, x),
+        Sub::Run(x) => crate::commands::compose_ops::run(&a, x),
+        Sub::Images(x) => crate::commands::compose_ops::images(&a, x),
+        Sub::Port(x) => crate::commands::compose_ops::port(&a, x),
+        Sub::Pull(x) => crate::commands::compose_ops::pull(&a, x),
+        Sub::Push(x) => crate::commands::compose_ops::push(&a, x),
     };
     // docker compose's messages as it prints them (one line, then kiln's
     // `--> file:line`), not wrapped in a report box.

@@ -24,7 +24,7 @@ use crate::commands::compose::{load_project, ComposeArgs};
 use crate::progress;
 
 /// `compose build`'s flags.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Default, clap::Args)]
 pub struct BuildArgs {
     /// Do not use cache when building the image.
     #[arg(long = "no-cache")]
@@ -116,15 +116,29 @@ pub fn run(a: &ComposeArgs, b: &BuildArgs) -> Result<ExitCode> {
     if !b.services.is_empty() {
         specs.retain(|s| b.services.contains(&s.service));
     }
+    Ok(if build_specs(&project, &specs, b)? {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Builds `specs` (as `compose build` does; `compose up --build` too);
+/// false when a build failed (its error printed).
+pub(crate) fn build_specs(
+    project: &kiln_compose::Project,
+    specs: &[BuildSpec],
+    b: &BuildArgs,
+) -> Result<bool> {
     if specs.is_empty() {
-        return Ok(ExitCode::SUCCESS);
+        return Ok(true);
     }
     let root = Root::from_env().into_diagnostic()?;
     let builder = Builder::new(root).into_diagnostic()?;
     let inline_dir = tempfile::tempdir().into_diagnostic()?;
     let all: Vec<BuildOptions> = specs
         .iter()
-        .map(|s| options(&project, s, b, inline_dir.path()))
+        .map(|s| options(project, s, b, inline_dir.path()))
         .collect::<Result<_>>()?;
     // One service: its progress as `kiln build` shows it; several: plain
     // lines (a terminal tree per build would interleave).
@@ -164,9 +178,5 @@ pub fn run(a: &ComposeArgs, b: &BuildArgs) -> Result<ExitCode> {
             }
         }
     }
-    Ok(if failed {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(!failed)
 }

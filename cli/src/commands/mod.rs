@@ -6,6 +6,8 @@ pub mod build_flags;
 pub mod check;
 pub mod compose;
 pub mod compose_build;
+pub mod compose_ops;
+pub mod compose_up;
 pub mod container;
 pub mod container_files;
 pub mod container_inspect;

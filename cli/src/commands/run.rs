@@ -245,6 +245,10 @@ pub struct RunArgs {
     // --- life flags
     #[command(flatten)]
     pub(crate) life: super::container::LifeFlags,
+    // --- compose flags
+    /// Set metadata on the container (KEY=VALUE, or KEY for an empty value).
+    #[arg(short = 'l', long = "label", value_name = "KEY=VALUE")]
+    pub(crate) label: Vec<String>,
     #[command(flatten)]
     process: ProcessArgs,
     /// IMAGE [COMMAND [ARG...]]: the image (name or ID; pulled when
@@ -393,7 +397,18 @@ fn run_container(a: RunArgs) -> Result<ExitCode, RunFailure> {
 
 /// `kiln run`'s first half, `kiln create`'s whole: the container recorded
 /// (the image pulled if needed), not started.
-pub(crate) fn create_container(mut a: RunArgs) -> Result<(Store, Container), RunFailure> {
+pub(crate) fn create_container(a: RunArgs) -> Result<(Store, Container), RunFailure> {
+    let (root, store, opts) = run_options(a)?;
+    let image = opts.image.clone();
+    let c = container::run::create(&root, &store, opts, || {
+        eprintln!("Unable to find image '{image}' locally")
+    })?;
+    Ok((store, c))
+}
+
+/// `kiln run`'s flags checked and turned into the worker's options (and the
+/// store they go to); `kiln compose` adjusts them before creating.
+pub(crate) fn run_options(mut a: RunArgs) -> Result<(Root, Store, RunOptions), RunFailure> {
     let args = a.image_and_args.split_off(1.min(a.image_and_args.len()));
     let image = a.image_and_args.concat();
     let root = Root::from_env()?;
@@ -418,7 +433,7 @@ pub(crate) fn create_container(mut a: RunArgs) -> Result<(Store, Container), Run
         .map(|d| parse_device(d))
         .collect::<Result<Vec<_>, _>>()?;
     let opts = RunOptions {
-        image: image.clone(),
+        image,
         args,
         entrypoint: a.entrypoint,
         env_files: a.env_file,
@@ -443,11 +458,16 @@ pub(crate) fn create_container(mut a: RunArgs) -> Result<(Store, Container), Run
         },
         net,
         life: a.life.options()?,
+        labels: a
+            .label
+            .iter()
+            .map(|l| {
+                let (k, v) = l.split_once('=').unwrap_or((l, ""));
+                (k.to_string(), v.to_string())
+            })
+            .collect(),
     };
-    let c = container::run::create(&root, &store, opts, || {
-        eprintln!("Unable to find image '{image}' locally")
-    })?;
-    Ok((store, c))
+    Ok((root, store, opts))
 }
 
 /// A `kiln run` flag that does not parse (docker's wording).

@@ -220,6 +220,11 @@ pub struct Container {
     /// `-t` and `-i` as the container was made with them.
     #[serde(default)]
     pub tty: TtyConfig,
+    // --- compose
+    /// `--label KEY=VALUE` (docker's `Config.Labels`): how `kiln compose`
+    /// finds the containers of a project and service, and their config hash.
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// A container's terminal settings (docker's `Config.Tty` and

@@ -116,6 +116,9 @@ pub struct RunOptions {
     // --- life
     /// Lifecycle flags (`--restart`, `--stop-signal`, `--init`, health).
     pub life: super::life::LifeOptions,
+    // --- compose
+    /// `--label`: the container's labels.
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// Makes the container for `opts` in `store`: the image is found (or
@@ -229,6 +232,7 @@ pub fn create(
         tty: opts.tty,
         net: None,
         life: opts.life.state(&cfg),
+        labels: opts.labels,
     };
     let c = store.create(c)?;
     let c = match &opts.net {
