@@ -42,6 +42,25 @@ fn load_images_tag_inspect_history_save_rmi() {
         format!("{BUSYBOX_INDEX}\n")
     );
     assert_eq!(k.ok(&["images", "-q", "busybox"]).0, "92113fb732fa\n");
+    assert_eq!(
+        k.ok(&[
+            "images",
+            "--format",
+            "{{.Repository}}:{{.Tag}} {{.ID}}",
+            "busybox"
+        ])
+        .0,
+        "busybox:1.35 92113fb732fa\n"
+    );
+    let t = k
+        .ok(&[
+            "images",
+            "--format",
+            "table {{.Repository}}\t{{.Size}}",
+            "busybox",
+        ])
+        .0;
+    assert_eq!(t, "REPOSITORY   SIZE\nbusybox      1.03MB\n");
 
     // inspect: docker's fields, host platform by default, --platform picks.
     let v: serde_json::Value =

@@ -478,6 +478,8 @@ fn inspect_formats_filters_and_log_windows() {
             "none",
             "--name",
             "web",
+            "--label",
+            "tier=front",
             "-e",
             "A=1",
             "--restart",
@@ -615,6 +617,9 @@ fn inspect_formats_filters_and_log_windows() {
     assert_eq!(names(&["ancestor=busybox:1.35", "status=running"]), "web\n");
     assert_eq!(names(&[&format!("id={}", &id[..6])]), "web\n");
     assert_eq!(names(&["label=a=b"]), "");
+    assert_eq!(names(&["label=tier=front"]), "web\n");
+    assert_eq!(names(&["label=tier"]), "web\n");
+    assert_eq!(names(&["label=tier", "label=other"]), "");
     let o = k.run(&["ps", "--filter", "status=sleepy"]);
     assert_eq!(o.status.code(), Some(1));
 

@@ -166,6 +166,17 @@ fn user_network_names_aliases_and_cleanup() {
     for n in ["appnet", "bridge", "host", "none"] {
         assert!(ls.lines().any(|l| l.contains(n)), "{n} listed:\n{ls}");
     }
+    assert_eq!(
+        k.ok(&[
+            "network",
+            "ls",
+            "--format",
+            "{{.Name}} {{.Driver}}",
+            "--filter",
+            "name=app"
+        ]),
+        "appnet bridge\n"
+    );
     k.ok(&[
         "run",
         "-d",

@@ -61,6 +61,10 @@ pub fn inspect(
         }
         match super::images::inspect_doc(key, platform.clone()) {
             Ok(v) => docs.push(Doc::Image(Box::new(v))),
+            Err(e) if super::images::image_exists(key) => {
+                eprintln!("Error: {e}");
+                failed = true;
+            }
             Err(_) => {
                 eprintln!("Error: No such object: {key}");
                 failed = true;

@@ -82,7 +82,12 @@ impl Filters {
         any("status", &|v| v == status)
             && any("name", &|v| c.name.contains(v.trim_start_matches('/')))
             && any("id", &|v| c.id.starts_with(v))
-            && any("label", &|_| false)
+            // Every label filter must hold (docker ANDs them): `KEY`
+            // present, or `KEY=VALUE` equal.
+            && self.values("label").iter().all(|v| match v.split_once('=') {
+                Some((k, want)) => c.labels.get(k).is_some_and(|have| have == want),
+                None => c.labels.contains_key(*v),
+            })
             && any("ancestor", &|v| ancestor(c, v))
             && any("health", &|v| v == health)
             && any("exited", &|v| {

@@ -470,6 +470,12 @@ fn inspect(out: &mut dyn Write, inputs: Vec<String>, platform: Option<String>) -
 
 /// One image's inspect document as JSON (for `kiln inspect`'s containers
 /// and images together).
+/// Whether `input` names an image of the store (so a failed inspect of it
+/// reports its own error, not "No such object").
+pub(crate) fn image_exists(input: &str) -> bool {
+    open_root().is_ok_and(|root| image::find(&root, input).is_ok())
+}
+
 pub(crate) fn inspect_doc(input: &str, platform: Option<String>) -> Result<InspectDoc> {
     let root = open_root()?;
     let platform = parse_platform(&platform)?;

@@ -303,7 +303,9 @@ pub fn document(c: &Container, log_path: &str) -> Doc {
         for b in &n.ports {
             let list = ports.entry(b.key()).or_insert_with(|| json!([]));
             if let Some(list) = list.as_array_mut() {
-                list.push(json!({"HostIp": b.host_ip.to_string(), "HostPort": b.host_port.to_string()}));
+                list.push(
+                    json!({"HostIp": b.host_ip.to_string(), "HostPort": b.host_port.to_string()}),
+                );
             }
         }
     }
