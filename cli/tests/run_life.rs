@@ -4,110 +4,17 @@
 //! `--init`; restart policies; health checks; `inspect`; pause, `top`,
 //! `stats`. Every container uses `--network none`.
 
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use kiln_testsupport::busybox_fixture;
+use kiln_testsupport::containers::{err, out, Ctr as K};
 
 const KILN: &str = env!("CARGO_BIN_EXE_kiln");
 const BB: &str = "busybox:1.35";
 
-/// kiln on a store of its own with the busybox fixture loaded.
-struct K {
-    tmp: tempfile::TempDir,
-    root: PathBuf,
-}
-
-impl K {
-    fn new() -> K {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let root = tmp.path().join("root");
-        let k = K { tmp, root };
-        let fixture = busybox_fixture();
-        k.ok(&["load", "-q", "-i", fixture.to_str().expect("utf8")]);
-        k
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(KILN)
-            .args(args)
-            .env("KILN_ROOT", &self.root)
-            .env("KILN_DEFAULT_NETWORK", "host")
-            .stdin(Stdio::null())
-            .output()
-            .expect("spawn kiln")
-    }
-
-    /// Runs kiln, insists on success, returns stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(
-            o.status.success(),
-            "kiln {args:?} failed ({:?}):\n{}\n{}",
-            o.status.code(),
-            out(&o),
-            err(&o)
-        );
-        out(&o)
-    }
-
-    fn state(&self, key: &str) -> serde_json::Value {
-        let dir = self.root.join("containers");
-        for e in std::fs::read_dir(&dir).expect("containers").flatten() {
-            let p = e.path().join("state.json");
-            if let Ok(b) = std::fs::read(&p) {
-                let v: serde_json::Value = serde_json::from_slice(&b).expect("state json");
-                if v["name"] == key || v["id"].as_str().is_some_and(|i| i.starts_with(key)) {
-                    return v;
-                }
-            }
-        }
-        panic!("no container {key}");
-    }
-
-    /// Waits (bounded, generously) until `f` holds.
-    fn eventually(&self, what: &str, mut f: impl FnMut() -> bool) {
-        for _ in 0..600 {
-            if f() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("never happened: {what}");
-    }
-
-    /// The STATUS column of `ps -a` for the container named `name`.
-    fn status(&self, name: &str) -> String {
-        let ps = self.ok(&["ps", "-a"]);
-        let header = ps.lines().next().unwrap_or("").to_string();
-        let (from, to) = (
-            header.find("STATUS").expect("STATUS"),
-            header.find("PORTS").expect("PORTS"),
-        );
-        ps.lines()
-            .find(|l| l.split_whitespace().last() == Some(name))
-            .map(|l| {
-                l.get(from..to.min(l.len()))
-                    .unwrap_or("")
-                    .trim()
-                    .to_string()
-            })
-            .unwrap_or_default()
-    }
-}
-
-fn out(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn err(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
 #[test]
 fn create_start_wait_restart_kill_rename_rm() {
-    let k = K::new();
+    let k = K::new(KILN);
     // create: prints the full ID, status Created, nothing runs.
     let id = k.ok(&[
         "create",
@@ -209,7 +116,7 @@ fn create_start_wait_restart_kill_rename_rm() {
 
 #[test]
 fn container_prune_removes_stopped_only() {
-    let k = K::new();
+    let k = K::new(KILN);
     k.ok(&["run", "--network", "none", "--name", "done1", BB, "true"]);
     k.ok(&["create", "--network", "none", "--name", "new1", BB, "true"]);
     k.ok(&[
@@ -237,7 +144,7 @@ fn container_prune_removes_stopped_only() {
 
 #[test]
 fn stop_sends_the_stop_signal_and_records_the_code() {
-    let k = K::new();
+    let k = K::new(KILN);
     let ctx = k.tmp.path().join("ctx");
     std::fs::create_dir_all(&ctx).unwrap();
     std::fs::write(
@@ -359,7 +266,7 @@ fn stop_sends_the_stop_signal_and_records_the_code() {
 
 #[test]
 fn restart_policies_are_kept_by_the_helper() {
-    let k = K::new();
+    let k = K::new(KILN);
     // on-failure:2 restarts a failing container twice, then leaves it.
     k.ok(&[
         "run",
@@ -500,7 +407,7 @@ fn restart_policies_are_kept_by_the_helper() {
 
 #[test]
 fn health_checks_turn_healthy_then_unhealthy() {
-    let k = K::new();
+    let k = K::new(KILN);
     k.ok(&[
         "run",
         "-d",
@@ -559,7 +466,7 @@ fn health_checks_turn_healthy_then_unhealthy() {
 /// a pty and its exit code comes back. `script` gives kiln a terminal.
 #[test]
 fn start_attach_of_a_tty_container_uses_its_terminal() {
-    let k = K::new();
+    let k = K::new(KILN);
     k.ok(&[
         "create",
         "-t",

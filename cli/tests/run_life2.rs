@@ -4,104 +4,13 @@
 //! none`.
 
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use kiln_testsupport::busybox_fixture;
+use kiln_testsupport::containers::{err, out, Ctr as K};
 
 const KILN: &str = env!("CARGO_BIN_EXE_kiln");
 const BB: &str = "busybox:1.35";
-
-/// kiln on a store of its own with the busybox fixture loaded.
-struct K {
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
-}
-
-impl K {
-    fn new() -> K {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let root = tmp.path().join("root");
-        let k = K { _tmp: tmp, root };
-        let fixture = busybox_fixture();
-        k.ok(&["load", "-q", "-i", fixture.to_str().expect("utf8")]);
-        k
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(KILN)
-            .args(args)
-            .env("KILN_ROOT", &self.root)
-            .stdin(Stdio::null())
-            .output()
-            .expect("spawn kiln")
-    }
-
-    /// Runs kiln, insists on success, returns stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(
-            o.status.success(),
-            "kiln {args:?} failed ({:?}):\n{}\n{}",
-            o.status.code(),
-            out(&o),
-            err(&o)
-        );
-        out(&o)
-    }
-
-    fn state(&self, key: &str) -> serde_json::Value {
-        let dir = self.root.join("containers");
-        for e in std::fs::read_dir(&dir).expect("containers").flatten() {
-            let p = e.path().join("state.json");
-            if let Ok(b) = std::fs::read(&p) {
-                let v: serde_json::Value = serde_json::from_slice(&b).expect("state json");
-                if v["name"] == key || v["id"].as_str().is_some_and(|i| i.starts_with(key)) {
-                    return v;
-                }
-            }
-        }
-        panic!("no container {key}");
-    }
-
-    /// Waits (bounded, generously) until `f` holds.
-    fn eventually(&self, what: &str, mut f: impl FnMut() -> bool) {
-        for _ in 0..600 {
-            if f() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("never happened: {what}");
-    }
-
-    /// The STATUS column of `ps -a` for the container named `name`.
-    fn status(&self, name: &str) -> String {
-        let ps = self.ok(&["ps", "-a"]);
-        let header = ps.lines().next().unwrap_or("").to_string();
-        let (from, to) = (
-            header.find("STATUS").expect("STATUS"),
-            header.find("PORTS").expect("PORTS"),
-        );
-        ps.lines()
-            .find(|l| l.split_whitespace().last() == Some(name))
-            .map(|l| {
-                l.get(from..to.min(l.len()))
-                    .unwrap_or("")
-                    .trim()
-                    .to_string()
-            })
-            .unwrap_or_default()
-    }
-}
-
-fn out(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn err(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 /// The container's cgroup dirs as its record lists them.
 fn cgroups(k: &K, name: &str) -> Vec<PathBuf> {
@@ -124,7 +33,7 @@ fn read(p: &std::path::Path) -> String {
 
 #[test]
 fn memory_limit_oom_kills_and_limits_are_in_the_cgroup() {
-    let k = K::new();
+    let k = K::new(KILN);
     // Limits land in the container's own cgroup.
     let id = k
         .ok(&[
@@ -252,7 +161,7 @@ fn memory_limit_oom_kills_and_limits_are_in_the_cgroup() {
 
 #[test]
 fn ulimits_capabilities_privileged_and_shared_namespaces() {
-    let k = K::new();
+    let k = K::new(KILN);
     let run = |args: &[&str]| -> String {
         let mut a = vec!["run", "--rm", "--network", "none"];
         a.extend_from_slice(args);
@@ -371,7 +280,7 @@ fn ulimits_capabilities_privileged_and_shared_namespaces() {
 
 #[test]
 fn pause_unpause_top_and_stats() {
-    let k = K::new();
+    let k = K::new(KILN);
     k.ok(&[
         "run",
         "-d",
@@ -384,7 +293,7 @@ fn pause_unpause_top_and_stats() {
         BB,
         "sh",
         "-c",
-        "while true; do date +%s%N > /tmp/tick; usleep 20000; done",
+        "i=0; while true; do i=$((i+1)); echo $i > /tmp/tick; usleep 20000; done",
     ]);
     let tick = || k.ok(&["exec", "p", "cat", "/tmp/tick"]);
     k.eventually("ticking", || {
@@ -420,7 +329,9 @@ fn pause_unpause_top_and_stats() {
     assert!(
         rows.iter().any(|l| l.starts_with("root")
             && l.contains(&format!(" {pid} "))
-            && l.ends_with("sh -c while true; do date +%s%N > /tmp/tick; usleep 20000; done")),
+            && l.ends_with(
+                "sh -c i=0; while true; do i=$((i+1)); echo $i > /tmp/tick; usleep 20000; done"
+            )),
         "{top}"
     );
     assert!(rows.len() <= 3, "only the container's processes: {top}");
@@ -469,7 +380,7 @@ fn pause_unpause_top_and_stats() {
 
 #[test]
 fn inspect_formats_filters_and_log_windows() {
-    let k = K::new();
+    let k = K::new(KILN);
     let id = k
         .ok(&[
             "run",

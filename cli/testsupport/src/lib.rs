@@ -9,6 +9,7 @@
 //! layer code; the rest needs no kiln crate, so the frontend's tests can use
 //! it without building the engine.
 
+pub mod containers;
 pub mod fake_registry;
 pub mod fixtures;
 pub mod kiln;
