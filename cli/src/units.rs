@@ -87,6 +87,30 @@ pub fn ago(t: i64) -> String {
     format!("{} ago", human_duration(now - t))
 }
 
+/// docker's time argument (`logs --since/--until`, the `until=` filters
+/// of `prune`): a Go duration before `now_ns` (`24h`, `1h30m`), Unix
+/// seconds (`1700000000.5`), an RFC 3339 time, or a date or date-time taken
+/// as UTC. Nanoseconds since the epoch; `None` if it is none of these.
+pub fn docker_time_ns(v: &str, now_ns: i128) -> Option<i128> {
+    if let Ok(d) = kiln_worker::container::life::parse_go_duration(v) {
+        return Some(now_ns - i128::try_from(d.as_nanos()).unwrap_or(i128::MAX));
+    }
+    if let Ok(f) = v.parse::<f64>() {
+        return Some((f * 1e9) as i128);
+    }
+    if let Ok(t) = v.parse::<jiff::Timestamp>() {
+        return Some(t.as_nanosecond());
+    }
+    let utc = |z: Result<jiff::Zoned, jiff::Error>| z.ok().map(|z| z.timestamp().as_nanosecond());
+    if let Ok(d) = v.parse::<jiff::civil::DateTime>() {
+        return utc(d.to_zoned(jiff::tz::TimeZone::UTC));
+    }
+    if let Ok(d) = v.parse::<jiff::civil::Date>() {
+        return utc(d.to_zoned(jiff::tz::TimeZone::UTC));
+    }
+    None
+}
+
 /// Seconds since the epoch of an RFC 3339 time (`2024-01-01T00:00:00Z`,
 /// fractions and offsets allowed).
 pub fn parse_rfc3339(s: &str) -> Option<i64> {

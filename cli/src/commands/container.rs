@@ -825,13 +825,8 @@ fn rename(key: &str, new_name: &str) -> Result<ExitCode> {
 /// `until=` as docker takes it: a timestamp (RFC 3339 or seconds) or a
 /// duration before now; the cut-off in seconds since the epoch.
 fn until_cutoff(v: &str) -> Option<i64> {
-    if let Ok(d) = life::parse_go_duration(v) {
-        return Some(container::now() - d.as_secs() as i64);
-    }
-    if let Ok(n) = v.parse::<f64>() {
-        return Some(n as i64);
-    }
-    v.parse::<jiff::Timestamp>().ok().map(|t| t.as_second())
+    crate::units::docker_time_ns(v, i128::from(container::now()) * 1_000_000_000)
+        .map(|ns| ns.div_euclid(1_000_000_000) as i64)
 }
 
 fn dir_size(path: &std::path::Path) -> u64 {

@@ -181,26 +181,9 @@ pub struct LogWindow {
 /// time), Unix seconds (with fractions), or a duration before now.
 fn parse_time(v: &str) -> Result<u128, String> {
     let now = jiff::Timestamp::now().as_nanosecond();
-    if let Ok(d) = kiln_worker::container::life::parse_go_duration(v) {
-        return Ok((now - d.as_nanos() as i128).max(0) as u128);
-    }
-    if let Ok(f) = v.parse::<f64>() {
-        return Ok((f * 1e9) as u128);
-    }
-    if let Ok(t) = v.parse::<jiff::Timestamp>() {
-        return Ok(t.as_nanosecond().max(0) as u128);
-    }
-    if let Ok(d) = v.parse::<jiff::civil::DateTime>() {
-        if let Ok(z) = d.to_zoned(jiff::tz::TimeZone::UTC) {
-            return Ok(z.timestamp().as_nanosecond().max(0) as u128);
-        }
-    }
-    if let Ok(d) = v.parse::<jiff::civil::Date>() {
-        if let Ok(z) = d.to_zoned(jiff::tz::TimeZone::UTC) {
-            return Ok(z.timestamp().as_nanosecond().max(0) as u128);
-        }
-    }
-    Err(format!("invalid value for \"since\"/\"until\": {v:?}"))
+    crate::units::docker_time_ns(v, now)
+        .map(|ns| ns.max(0) as u128)
+        .ok_or_else(|| format!("invalid value for \"since\"/\"until\": {v:?}"))
 }
 
 impl LogWindow {

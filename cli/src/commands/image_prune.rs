@@ -83,49 +83,10 @@ fn parse_filters(values: &[String], now: i64) -> Result<Filters> {
     Ok(f)
 }
 
-/// docker's `until`: a Go duration before now (`24h`, `1h30m`), unix
-/// seconds (`1700000000`, `1700000000.5`), an RFC 3339 time or a date.
+/// docker's `until`: [`units::docker_time_ns`] in whole seconds.
 fn parse_until(v: &str, now: i64) -> Option<i64> {
-    if let Some(d) = go_duration(v) {
-        return Some(now - d);
-    }
-    if let Some((secs, _)) = v.split_once('.').or(Some((v, ""))) {
-        if !secs.is_empty() && secs.chars().all(|c| c.is_ascii_digit()) {
-            return secs.parse().ok();
-        }
-    }
-    units::parse_rfc3339(v).or_else(|| units::parse_rfc3339(&format!("{v}T00:00:00Z")))
-}
-
-/// Go's `time.ParseDuration`, in whole seconds (`1h30m`, `90s`, `2.5h`).
-fn go_duration(v: &str) -> Option<i64> {
-    let mut total = 0f64;
-    let mut rest = v;
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let n = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .filter(|&n| n > 0)?;
-        let num: f64 = rest[..n].parse().ok()?;
-        rest = &rest[n..];
-        let u = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let scale = match &rest[..u] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return None,
-        };
-        total += num * scale;
-        rest = &rest[u..];
-    }
-    Some(total as i64)
+    units::docker_time_ns(v, i128::from(now) * 1_000_000_000)
+        .map(|ns| ns.div_euclid(1_000_000_000) as i64)
 }
 
 /// Whether the image's config labels pass the label filters.
