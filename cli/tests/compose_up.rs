@@ -7,10 +7,11 @@
 //! only to loopback and addresses inside it.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use kiln_testsupport::busybox_fixture;
 use kiln_testsupport::mounts::mounts_below;
+use kiln_testsupport::netns::TestNetns;
 
 const KILN: &str = env!("CARGO_BIN_EXE_kiln");
 /// The proxy's published port (the app's `${APP_PORT:-18080}`).
@@ -20,58 +21,37 @@ const PORT: &str = "18080";
 struct NetK {
     tmp: tempfile::TempDir,
     root: PathBuf,
-    netns: PathBuf,
+    ns: TestNetns,
 }
 
 impl NetK {
     fn new() -> NetK {
         let tmp = tempfile::tempdir().expect("tempdir");
         let root = tmp.path().join("root");
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let netns = PathBuf::from(format!(
-            "/run/kiln-composetest-{}-{nanos}",
-            std::process::id()
-        ));
-        std::fs::File::create(&netns).expect("netns file");
-        let st = Command::new("unshare")
-            .arg(format!("--net={}", netns.display()))
-            .arg("true")
-            .status()
-            .expect("unshare");
-        assert!(st.success(), "unshare --net");
-        let k = NetK { tmp, root, netns };
-        k.sh("ip link set lo up");
+        let k = NetK {
+            tmp,
+            root,
+            ns: TestNetns::new("kiln-composetest"),
+        };
         let fixture = busybox_fixture();
         k.ok(&["load", "-q", "-i", fixture.to_str().expect("utf8")], None);
         k
     }
 
     fn in_ns(&self, program: &str) -> Command {
-        let mut c = Command::new("nsenter");
-        c.arg(format!("--net={}", self.netns.display()))
-            .arg("--")
-            .arg(program)
-            .env("KILN_ROOT", &self.root)
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null());
+        let mut c = self.ns.cmd(program);
+        c.env("KILN_ROOT", &self.root).env("NO_COLOR", "1");
         c
     }
 
     /// A shell command inside the namespace; its status and stdout.
+    /// (Through [`NetK::in_ns`]: scripts call kiln on this store.)
     fn sh_status(&self, script: &str) -> (bool, String) {
         let o = self.in_ns("sh").args(["-c", script]).output().expect("sh");
         (
             o.status.success(),
             String::from_utf8_lossy(&o.stdout).into_owned(),
         )
-    }
-
-    fn sh(&self, script: &str) -> String {
-        let (ok, out) = self.sh_status(script);
-        assert!(ok, "{script} failed");
-        out
     }
 
     fn run(&self, args: &[&str], dir: Option<&Path>) -> Output {
@@ -116,8 +96,6 @@ impl Drop for NetK {
         for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
             let _ = self.run(&["rm", "-f", "-v", id], None);
         }
-        let _ = Command::new("umount").arg(&self.netns).status();
-        let _ = std::fs::remove_file(&self.netns);
     }
 }
 
@@ -256,12 +234,13 @@ fn compose_app_up_ps_rebuild_down() {
     let vols = k.ok(&["volume", "ls", "-q"], None);
     assert_eq!(vols.trim(), "", "{vols}");
     assert_eq!(mounts_below(&k.root), Vec::<String>::new());
-    let links = k.sh("ls /sys/class/net");
+    // The namespace's own links (`ip -o link`: sysfs would show the host's).
+    let links = k.ns.links();
     assert!(
         !links
-            .split_whitespace()
+            .iter()
             .any(|l| l.starts_with("br-") || l.starts_with("veth")),
-        "{links}"
+        "{links:?}"
     );
 
     assert!(

@@ -7,9 +7,10 @@
 //! never touched, and traffic goes only to addresses inside it.
 
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use kiln_testsupport::busybox_fixture;
+use kiln_testsupport::netns::TestNetns;
 
 const KILN: &str = env!("CARGO_BIN_EXE_kiln");
 const BB: &str = "busybox:1.35";
@@ -18,30 +19,18 @@ const BB: &str = "busybox:1.35";
 struct NetK {
     _tmp: tempfile::TempDir,
     root: PathBuf,
-    netns: PathBuf,
+    ns: TestNetns,
 }
 
 impl NetK {
     fn new() -> NetK {
         let tmp = tempfile::tempdir().expect("tempdir");
         let root = tmp.path().join("root");
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let netns = PathBuf::from(format!("/run/kiln-nettest-{}-{nanos}", std::process::id()));
-        std::fs::File::create(&netns).expect("netns file");
-        let st = Command::new("unshare")
-            .arg(format!("--net={}", netns.display()))
-            .arg("true")
-            .status()
-            .expect("unshare");
-        assert!(st.success(), "unshare --net");
         let k = NetK {
             _tmp: tmp,
             root,
-            netns,
+            ns: TestNetns::new("kiln-nettest"),
         };
-        k.sh_in_ns("ip link set lo up");
         let fixture = busybox_fixture();
         k.ok(&["load", "-q", "-i", fixture.to_str().expect("utf8")]);
         k
@@ -49,27 +38,17 @@ impl NetK {
 
     /// A command run inside the test's network namespace.
     fn in_ns(&self, program: &str) -> Command {
-        let mut c = Command::new("nsenter");
-        c.arg(format!("--net={}", self.netns.display()))
-            .arg("--")
-            .arg(program)
-            .env("KILN_ROOT", &self.root)
+        let mut c = self.ns.cmd(program);
+        c.env("KILN_ROOT", &self.root)
             .env_remove("KILN_DEFAULT_NETWORK")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null());
+            .env("NO_COLOR", "1");
         c
     }
 
     /// A shell command inside the namespace (test scaffolding: addresses,
     /// listing links and rules); its stdout.
     fn sh_in_ns(&self, script: &str) -> String {
-        let o = self.in_ns("sh").args(["-c", script]).output().expect("sh");
-        assert!(
-            o.status.success(),
-            "{script}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
+        self.ns.sh(script)
     }
 
     fn run(&self, args: &[&str]) -> Output {
@@ -88,14 +67,9 @@ impl NetK {
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
-    /// Links of the namespace, by name (`ip -o link` inside it: sysfs
-    /// shows the links of the namespace that mounted it, the host's).
+    /// Links of the namespace, by name.
     fn links(&self) -> Vec<String> {
-        self.sh_in_ns("ip -o link")
-            .lines()
-            .filter_map(|l| l.split(": ").nth(1))
-            .map(|n| n.split('@').next().unwrap_or(n).to_string())
-            .collect()
+        self.ns.links()
     }
 }
 
@@ -141,8 +115,6 @@ impl Drop for NetK {
         for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
             let _ = self.run(&["rm", "-f", id]);
         }
-        let _ = Command::new("umount").arg(&self.netns).status();
-        let _ = std::fs::remove_file(&self.netns);
     }
 }
 

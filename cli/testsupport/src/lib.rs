@@ -14,6 +14,7 @@ pub mod fake_registry;
 pub mod fixtures;
 pub mod kiln;
 pub mod mounts;
+pub mod netns;
 pub mod oracle;
 pub mod registry;
 pub mod rootless;
