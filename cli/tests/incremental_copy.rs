@@ -59,7 +59,25 @@ fn build(k: &Kiln, ctx: &Path) {
 
 #[test]
 fn an_incremental_copy_gives_the_layer_a_full_copy_gives() {
+    incremental_copy_matches_a_full_one(None);
+}
+
+/// The same over kiln's FUSE overlay, where the first COPY writes into a
+/// linked tree and the incremental one into the FUSE overlay's upper dir:
+/// both must give the layers kernel overlay gives.
+#[test]
+fn an_incremental_copy_over_fuse_gives_the_layer_a_full_copy_gives() {
+    incremental_copy_matches_a_full_one(Some("fuse"));
+}
+
+fn incremental_copy_matches_a_full_one(snapshotter: Option<&str>) {
     let k = Kiln::with_busybox(KILN);
+    if let Some(s) = snapshotter {
+        let config = format!(r#"{{"snapshotter":"{s}"}}"#);
+        std::fs::write(k.root.join("config.json"), config).expect("config");
+        let (info, _) = k.ok(&["info"]);
+        assert!(info.contains(&format!("Snapshotter: {s}")), "{info}");
+    }
     let ctx = k.path("ctx");
     write_context(&ctx);
     build(&k, &ctx);

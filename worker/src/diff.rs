@@ -212,6 +212,75 @@ pub fn write_snapshot<W: Write>(
     }
 }
 
+/// [`write_snapshot`], and for a plain-copy or linked snapshot also the
+/// overlay-native layer dir of the same changes in `upper` (created; the
+/// changed files hard-linked from the rootfs, which is thrown away after),
+/// so the layer is adopted as overlay's upper dir is instead of unpacked
+/// from its blob by the next step, and keeps its mtimes to the nanosecond
+/// as a copy does (an incremental COPY compares them). `upper` is `None`
+/// when it could not be made (the blob stays the way to the layer).
+pub fn write_snapshot_with_upper<W: Write>(
+    snapshot: &Finished,
+    exclude: &[PathBuf],
+    compression: Compression,
+    out: W,
+    upper: &Path,
+) -> Result<(LayerDigest, W, Option<PathBuf>), DiffError> {
+    let Finished::Copy { rootfs, lowers } = snapshot else {
+        let (d, w) = write_snapshot(snapshot, exclude, compression, out)?;
+        return Ok((d, w, None));
+    };
+    let o = DiffOptions {
+        exclude: exclude.to_vec(),
+        lowers: lowers.clone(),
+    };
+    let view = LowerView::new(&o.lowers);
+    let mut items = Vec::new();
+    plan_compare(rootfs, Path::new(""), &o, &view, &mut items)?;
+    let (digest, out) = write_items(rootfs, &items, compression, out)?;
+    let made = match materialize(rootfs, &items, upper) {
+        Ok(()) => Some(upper.to_path_buf()),
+        Err(_) => {
+            let _ = std::fs::remove_dir_all(upper);
+            None
+        }
+    };
+    Ok((digest, out, made))
+}
+
+/// Lays `items` (planned over `rootfs`) out as an overlay-native layer dir.
+fn materialize(rootfs: &Path, items: &[Item], upper: &Path) -> io::Result<()> {
+    use crate::snapshot::{copy_meta, copy_node};
+    let other = |e: crate::snapshot::SnapshotError| io::Error::other(e.to_string());
+    std::fs::create_dir(upper)?;
+    // Directories get their metadata last, deepest first: adding their
+    // entries changes their times.
+    let mut dirs: Vec<(&Path, &Metadata)> = Vec::new();
+    for item in items {
+        match item {
+            Item::Node { rel, md } => {
+                let (src, dst) = (rootfs.join(rel), upper.join(rel));
+                if md.is_dir() {
+                    std::fs::create_dir(&dst)?;
+                    dirs.push((rel, md));
+                } else if !(md.is_file() && std::fs::hard_link(&src, &dst).is_ok()) {
+                    copy_node(&src, &dst, md).map_err(other)?;
+                }
+            }
+            Item::Whiteout { rel, .. } => {
+                sys::mknod(&upper.join(rel), libc::S_IFCHR | 0o600, 0)?;
+            }
+            Item::Opaque { dir, .. } => {
+                sys::lsetxattr(&upper.join(dir), opaque_xattr().as_bytes(), b"y")?;
+            }
+        }
+    }
+    for (rel, md) in dirs.iter().rev() {
+        copy_meta(&rootfs.join(rel), &upper.join(rel), md).map_err(other)?;
+    }
+    Ok(())
+}
+
 fn write_items<W: Write>(
     base: &Path,
     items: &[Item],

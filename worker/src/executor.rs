@@ -213,9 +213,22 @@ impl Worker {
         dir: &Path,
         progress: &Progress,
     ) -> Result<Active, ExecutorError> {
+        self.prepare_as(lowers, dir, progress, false)
+    }
+
+    /// [`Worker::prepare`]; `files_only`: only file operations write the
+    /// snapshot ([`snapshot::SnapshotMode::files_only`]).
+    fn prepare_as(
+        &self,
+        lowers: &[PathBuf],
+        dir: &Path,
+        progress: &Progress,
+        files_only: bool,
+    ) -> Result<Active, ExecutorError> {
         let mode = snapshot::SnapshotMode {
             snapshotter: self.opts.snapshotter,
             helper_exe: Some(self.opts.helper_exe.clone()),
+            files_only,
         };
         let active = Active::prepare_with(lowers, dir, &mode)?;
         if let Some(reason) = active.fallback_reason() {
@@ -899,7 +912,21 @@ fn commit_finished(
     // Uncompressed on the build path: gzip (even at level 1, ~40 MB/s here)
     // dominated every step that adds data, and the unpacked upper dir is what
     // later steps read anyway. Exporters and push may compress.
-    let (digest, writer) = diff::write_snapshot(&finished, exclude, Compression::None, writer)?;
+    // A copy's changes are also laid out as a layer dir beside its rootfs
+    // (hard links), adopted below like an overlay's upper dir.
+    let copy_upper = match &finished {
+        snapshot::Finished::Copy { rootfs, .. } => rootfs.parent().map(|d| d.join("upper")),
+        snapshot::Finished::Overlay { .. } => None,
+    };
+    let (digest, writer, made) = match &copy_upper {
+        Some(upper) if !upper.exists() => {
+            diff::write_snapshot_with_upper(&finished, exclude, Compression::None, writer, upper)?
+        }
+        _ => {
+            let (d, w) = diff::write_snapshot(&finished, exclude, Compression::None, writer)?;
+            (d, w, None)
+        }
+    };
     writer.commit()?;
     let layer = LayerRef {
         diff_id: digest.diff_id.parse()?,
@@ -909,12 +936,15 @@ fn commit_finished(
     };
     // The sandbox has already removed the mount points it created
     // (`exclude` only makes sure), so the upper dir is the layer. The copy
-    // fallback has no self-contained diff dir: the blob is unpacked on
-    // first use instead.
+    // fallback's layer dir is the one laid out beside its rootfs; when that
+    // could not be made, the blob is unpacked on first use instead.
     t.end();
     let t = crate::phase_timing::Phase::start("commit.adopt");
-    if let snapshot::Finished::Overlay { upper, .. } = &finished {
-        w.layers.adopt(upper, &layer.diff_id)?;
+    match (&finished, &made) {
+        (snapshot::Finished::Overlay { upper, .. }, _) | (_, Some(upper)) => {
+            w.layers.adopt(upper, &layer.diff_id)?;
+        }
+        _ => {}
     }
     t.end();
     let mut layers = base.layers.clone();
@@ -1303,8 +1333,16 @@ fn run_file(
     let reuse = step
         .as_deref()
         .and_then(|id| incremental::start(w, id, &dir.join("upper")));
-    let active = w.prepare(&lowers, &dir, progress)?;
-    let reuse = reuse.filter(|_| active.is_overlay());
+    // Without a previous result to start from, a copy where kernel overlay
+    // is out writes into a linked tree (no FUSE round trips per file); with
+    // one, the clone in the upper dir needs an overlay (kernel or FUSE).
+    let files_only = reuse.is_none() || w.opts.snapshotter == crate::snapshotter::Snapshotter::Copy;
+    let active = w.prepare_as(&lowers, &dir, progress, files_only)?;
+    let reuse = reuse.filter(|_| active.has_upper());
+    if !active.has_upper() {
+        // A clone no overlay stands on: the copy's layer dir goes there.
+        let _ = std::fs::remove_dir_all(dir.join("upper"));
+    }
     let rootfs = active.rootfs().to_path_buf();
     for a in &f.actions {
         match a {

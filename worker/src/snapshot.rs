@@ -717,7 +717,7 @@ impl Drop for Throwaway {
 pub fn copy_tree(source: &Path, dest: &Path) -> Result<(), SnapshotError> {
     let md = std::fs::symlink_metadata(source).map_err(io_err("stat", source))?;
     std::fs::create_dir_all(dest).map_err(io_err("create", dest))?;
-    merge_dir(source, dest)?;
+    merge_dir(source, dest, Nodes::Copy)?;
     copy_meta(source, dest, &md)
 }
 
@@ -726,9 +726,33 @@ pub fn copy_tree(source: &Path, dest: &Path) -> Result<(), SnapshotError> {
 /// when overlay cannot be mounted, and the way to bring more than
 /// [`MAX_LOWERS`] layers under the kernel's limit.
 pub fn flatten(lowers: &[PathBuf], dest: &Path) -> Result<(), SnapshotError> {
+    flatten_as(lowers, dest, Nodes::Copy)
+}
+
+/// [`flatten`] with the regular files hard-linked to the layer dirs
+/// instead of copied: a tree as cheap as an overlay mount for a snapshot
+/// only kiln's own file operations write (COPY, ADD, WORKDIR), which never
+/// write a file in place (they replace it, and a heredoc written over an
+/// existing file first gets a private copy: `fileops::mkfile`). Layer dirs
+/// are never written in place, so sharing their inodes is safe, and the
+/// comparing diff sees a linked file as unchanged (same metadata). A file
+/// that cannot be linked (another filesystem, an owner outside a user
+/// namespace's map) is copied.
+pub fn flatten_linked(lowers: &[PathBuf], dest: &Path) -> Result<(), SnapshotError> {
+    flatten_as(lowers, dest, Nodes::Link)
+}
+
+/// How [`merge_dir`] brings a regular file over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Nodes {
+    Copy,
+    Link,
+}
+
+fn flatten_as(lowers: &[PathBuf], dest: &Path, nodes: Nodes) -> Result<(), SnapshotError> {
     std::fs::create_dir_all(dest).map_err(io_err("create", dest))?;
     for layer in lowers {
-        merge_dir(layer, dest)?;
+        merge_dir(layer, dest, nodes)?;
     }
     Ok(())
 }
@@ -739,7 +763,7 @@ fn is_whiteout(md: &std::fs::Metadata) -> bool {
 }
 
 /// Copies one overlay-native layer dir onto `dest` with overlay's rules.
-fn merge_dir(src: &Path, dest: &Path) -> Result<(), SnapshotError> {
+fn merge_dir(src: &Path, dest: &Path, nodes: Nodes) -> Result<(), SnapshotError> {
     let mut names: Vec<_> = std::fs::read_dir(src)
         .map_err(io_err("readdir", src))?
         .map(|e| e.map(|e| e.file_name()))
@@ -767,12 +791,15 @@ fn merge_dir(src: &Path, dest: &Path) -> Result<(), SnapshotError> {
                 }
                 None => std::fs::create_dir(&d).map_err(io_err("mkdir", &d))?,
             }
-            merge_dir(&s, &d)?;
+            merge_dir(&s, &d, nodes)?;
             copy_meta(&s, &d, &md)?;
             continue;
         }
         if dmd.is_some() {
             remove_any(&d)?;
+        }
+        if nodes == Nodes::Link && md.is_file() && std::fs::hard_link(&s, &d).is_ok() {
+            continue;
         }
         copy_node(&s, &d, &md)?;
     }
@@ -984,6 +1011,14 @@ enum ActiveKind {
         base: Vec<PathBuf>,
     },
     Copy,
+    /// A tree of hard links to the lowers ([`flatten_linked`]) for a
+    /// snapshot only file operations write, where kernel overlay cannot be
+    /// mounted: creating thousands of files through FUSE costs several
+    /// round trips each, a linked tree one `link` per lower file. `fuse`:
+    /// it stands in for the FUSE overlay (which RUN steps use).
+    Linked {
+        fuse: bool,
+    },
 }
 
 /// How [`Active::prepare_with`] makes a snapshot: the snapshotter asked
@@ -995,6 +1030,10 @@ pub struct SnapshotMode {
     /// The FUSE overlay of a build is served by threads of this process,
     /// so it is not executed; it marks a caller able to serve FUSE.
     pub helper_exe: Option<PathBuf>,
+    /// Only kiln's file operations (never a RUN) write this snapshot, so
+    /// where kernel overlay cannot be mounted it is a tree of hard links
+    /// to the lowers rather than a FUSE mount or a full copy.
+    pub files_only: bool,
 }
 
 /// A finished snapshot, ready to be diffed into a layer.
@@ -1036,6 +1075,7 @@ impl Active {
             &SnapshotMode {
                 snapshotter,
                 helper_exe: None,
+                files_only: false,
             },
         )
     }
@@ -1093,6 +1133,16 @@ impl Active {
             Snapshotter::Auto => mode.helper_exe.is_some() && crate::fuse_overlay::usable().is_ok(),
             _ => false,
         };
+        if mode.files_only {
+            let rootfs = dir.join("rootfs");
+            flatten_linked(&lowers, &rootfs)?;
+            return Ok(Active {
+                lowers,
+                rootfs,
+                kind: ActiveKind::Linked { fuse: fuse_wanted },
+                fallback,
+            });
+        }
         if fuse_wanted {
             let (upper, merged) = (dir.join("upper"), dir.join("merged"));
             for d in [&upper, &merged] {
@@ -1155,9 +1205,22 @@ impl Active {
         matches!(self.kind, ActiveKind::Overlay { .. })
     }
 
-    /// Whether this snapshot is kiln's FUSE overlay.
+    /// Whether the changes land in an upper dir over the lowers (kernel or
+    /// FUSE overlay), which an incremental copy can pre-fill.
+    pub fn has_upper(&self) -> bool {
+        matches!(
+            self.kind,
+            ActiveKind::Overlay { .. } | ActiveKind::Fuse { .. }
+        )
+    }
+
+    /// Whether this snapshot is kiln's FUSE overlay, or the linked tree a
+    /// file operation uses in its place.
     pub fn is_fuse(&self) -> bool {
-        matches!(self.kind, ActiveKind::Fuse { .. })
+        matches!(
+            self.kind,
+            ActiveKind::Fuse { .. } | ActiveKind::Linked { fuse: true }
+        )
     }
 
     /// Ends writing (unmounts) and says where the changes are.
@@ -1185,7 +1248,7 @@ impl Active {
                     lowers: base,
                 })
             }
-            ActiveKind::Copy => Ok(Finished::Copy {
+            ActiveKind::Copy | ActiveKind::Linked { .. } => Ok(Finished::Copy {
                 rootfs: self.rootfs,
                 lowers: self.lowers,
             }),
@@ -1205,6 +1268,33 @@ mod tests {
         std::fs::write(src.join("sub/g"), "g").unwrap();
         std::os::unix::fs::symlink("f", src.join("l")).unwrap();
         src
+    }
+
+    /// A linked tree shares the layers' files, and a heredoc written over
+    /// one of them (the one file operation that writes in place) gets a
+    /// copy of its own: the layer dir never changes, and the parent's
+    /// times stay as they were.
+    #[test]
+    fn a_linked_tree_never_writes_into_a_layer() {
+        use std::os::unix::fs::MetadataExt;
+        let t = tempfile::tempdir().unwrap();
+        let layer = source(t.path());
+        let rootfs = t.path().join("rootfs");
+        flatten_linked(std::slice::from_ref(&layer), &rootfs).unwrap();
+        let ino = |p: &Path| std::fs::metadata(p).unwrap().ino();
+        assert_eq!(ino(&layer.join("sub/g")), ino(&rootfs.join("sub/g")));
+        assert_eq!(names(&rootfs), names(&layer));
+        let before = std::fs::symlink_metadata(rootfs.join("sub")).unwrap();
+        crate::fileops::mkfile(&rootfs, "/sub/g", b"new", 0o600, None, None).unwrap();
+        assert_eq!(std::fs::read(layer.join("sub/g")).unwrap(), b"g");
+        assert_eq!(std::fs::read(rootfs.join("sub/g")).unwrap(), b"new");
+        assert_ne!(ino(&layer.join("sub/g")), ino(&rootfs.join("sub/g")));
+        let after = std::fs::symlink_metadata(rootfs.join("sub")).unwrap();
+        assert_eq!(
+            (before.mtime(), before.mtime_nsec()),
+            (after.mtime(), after.mtime_nsec())
+        );
+        assert_eq!(names(&rootfs.join("sub")), vec!["g".to_string()]);
     }
 
     fn names(dir: &Path) -> Vec<String> {

@@ -61,6 +61,7 @@ pub fn mkfile(
 ) -> Result<()> {
     let p = host_path(root, Path::new(&clean(&format!("/{path}"))), true)?;
     let shown = strip(root, &p);
+    unshare_inode(&p).map_err(io_err("copy", shown.clone()))?;
     let mut f = OpenOptions::new()
         .write(true)
         .create(true)
@@ -79,6 +80,39 @@ pub fn mkfile(
         meta::lutimes(&p, t, t).map_err(io_err("utimes", shown))?;
     }
     Ok(())
+}
+
+/// Gives an existing regular file with more than one link an inode of its
+/// own before it is written in place. A snapshot may share inodes with the
+/// layer dirs (an incremental copy's clone, a linked tree where overlay
+/// cannot be mounted), which must never change; over overlayfs the write
+/// would copy the file up, ending its other links, all the same. The
+/// parent keeps its times, as it does when overlay copies a file up.
+fn unshare_inode(p: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let md = match fs::symlink_metadata(p) {
+        Ok(md) if md.is_file() && md.nlink() > 1 => md,
+        _ => return Ok(()),
+    };
+    let Some(parent) = p.parent() else {
+        return Ok(());
+    };
+    let pmd = fs::symlink_metadata(parent)?;
+    let tmp = parent.join(format!(
+        ".kiln-unshare-{}",
+        p.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    crate::snapshot::copy_node(p, &tmp, &md).map_err(std::io::Error::other)?;
+    if let Err(e) = fs::rename(&tmp, p) {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    let at = |sec, nsec| Time { sec, nsec };
+    meta::lutimes(
+        parent,
+        at(pmd.atime(), pmd.atime_nsec()),
+        at(pmd.mtime(), pmd.mtime_nsec()),
+    )
 }
 
 /// Remove a path and everything below it. Its parent is resolved inside the

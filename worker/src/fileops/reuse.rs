@@ -67,6 +67,15 @@ impl Reuse {
         })
     }
 
+    /// The clone's own entry for `rel` (relative to the rootfs): its path
+    /// in the upper dir and metadata, when the clone holds a regular file
+    /// there.
+    pub(crate) fn upper_entry(&self, rel: &Path) -> Option<(PathBuf, fs::Metadata)> {
+        let p = self.upper.join(rel);
+        let md = fs::symlink_metadata(&p).ok()?;
+        md.file_type().is_file().then_some((p, md))
+    }
+
     /// Records that the copy wrote or kept `rel` (relative to the rootfs).
     pub(crate) fn touch(&self, rel: &Path) {
         let mut t = self.touched.lock().unwrap_or_else(|p| p.into_inner());
