@@ -7,6 +7,7 @@ pub mod check;
 pub mod compose;
 pub mod compose_build;
 pub mod compose_ops;
+pub mod compose_progress;
 pub mod compose_up;
 pub mod container;
 pub mod container_files;
