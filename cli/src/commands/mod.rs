@@ -6,6 +6,7 @@ pub mod build_flags;
 pub mod check;
 pub mod compose;
 pub mod compose_build;
+pub mod compose_extra;
 pub mod compose_ops;
 pub mod compose_progress;
 pub mod compose_up;
