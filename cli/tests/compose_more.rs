@@ -292,3 +292,120 @@ services:
 
     k.ok(&["compose", "down", "-t", "1"]);
 }
+
+/// A service serving its own name on port 80.
+fn server(name: &str, networks: &str) -> String {
+    format!(
+        "  {name}:\n    image: busybox:1.35\n    \
+         command: [\"sh\", \"-c\", \"echo {name} > /tmp/index.html; exec httpd -f -p 80 -h /tmp\"]\n    \
+         networks:{networks}\n"
+    )
+}
+
+#[test]
+fn services_on_several_networks_and_external_ones() {
+    let k = NetK::new("kiln-compose-nets");
+    let mut yaml = String::from("name: mn\nservices:\n");
+    yaml.push_str(&server(
+        "api",
+        "\n      front:\n        aliases: [api-front]\n      \
+         back:\n        ipv4_address: 10.77.1.50\n        aliases: [api-back]",
+    ));
+    yaml.push_str(&server("web", " [front]"));
+    yaml.push_str(&server("db", " [back]"));
+    yaml.push_str(&server("ext", " [shared]"));
+    yaml.push_str(&server("ext2", " [shared]"));
+    yaml.push_str(
+        "networks:\n  front: {}\n  back:\n    ipam:\n      config:\n        \
+         - subnet: 10.77.1.0/24\n  shared:\n    external: true\n    name: preexisting\n",
+    );
+    k.project(&yaml);
+
+    // An external network must exist: docker compose's error, nothing made.
+    let o = k.run(&["compose", "up", "-d"]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("network preexisting declared as external, but could not be found"),
+        "{err}"
+    );
+    assert_eq!(k.ok(&["ps", "-aq"]).trim(), "", "no container made");
+    k.ok(&["network", "create", "preexisting"]);
+    k.ok(&["compose", "up", "-d"]);
+
+    let get = |from: &str, url: &str| -> (bool, String) {
+        k.sh(&retry(&format!(
+            "{KILN} compose exec -T {from} wget -q -O- http://{url}/index.html"
+        )))
+    };
+    // api is on both networks: reachable by name and alias on each, with
+    // its fixed address on back.
+    for (from, url) in [
+        ("web", "api"),
+        ("web", "api-front"),
+        ("db", "api"),
+        ("db", "api-back"),
+        ("db", "10.77.1.50"),
+        ("api", "web"),
+        ("api", "db"),
+    ] {
+        let (ok, body) = get(from, url);
+        let want = if url.starts_with("10.") {
+            "api"
+        } else {
+            url.split('-').next().unwrap_or(url)
+        };
+        assert!(ok && body.trim() == want, "{from} → {url}: {body:?}");
+    }
+    let addrs = k.ok(&["compose", "exec", "-T", "api", "ip", "-4", "-o", "addr"]);
+    assert!(addrs.contains("10.77.1.50/24"), "{addrs}");
+    assert_eq!(
+        addrs.lines().filter(|l| l.contains(" eth")).count(),
+        2,
+        "{addrs}"
+    );
+    // web and db share no network.
+    let o = k.run(&[
+        "compose",
+        "exec",
+        "-T",
+        "web",
+        "wget",
+        "-q",
+        "-O-",
+        "http://db/index.html",
+    ]);
+    assert!(!o.status.success(), "web must not reach db: {o:?}");
+    // The external network is used as it is, and kept by down.
+    let (ok, body) = get("ext2", "ext");
+    assert!(ok && body.trim() == "ext", "{body:?}");
+    k.ok(&["compose", "down", "-t", "1"]);
+    let nets = k.ok(&["network", "ls"]);
+    assert!(nets.contains(" preexisting "), "{nets}");
+    assert!(!nets.contains("mn_"), "{nets}");
+
+    // External volumes too.
+    let dir = k.dir();
+    std::fs::write(
+        dir.join("vol.yaml"),
+        "name: mv\nservices:\n  v:\n    image: busybox:1.35\n    command: [\"sleep\", \"300\"]\n    \
+         network_mode: none\n    volumes: [\"data:/data\"]\n\
+         volumes:\n  data:\n    external: true\n    name: kept-data\n",
+    )
+    .expect("vol.yaml");
+    let o = k.run(&["compose", "-f", "vol.yaml", "up", "-d"]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("external volume \"kept-data\" not found"),
+        "{err}"
+    );
+    k.ok(&["volume", "create", "kept-data"]);
+    k.ok(&["compose", "-f", "vol.yaml", "up", "-d"]);
+    k.ok(&["compose", "-f", "vol.yaml", "down", "-v", "-t", "1"]);
+    let vols = k.ok(&["volume", "ls", "-q"]);
+    assert!(
+        vols.lines().any(|l| l == "kept-data"),
+        "down -v keeps an external volume: {vols}"
+    );
+}
