@@ -409,3 +409,187 @@ fn services_on_several_networks_and_external_ones() {
         "down -v keeps an external volume: {vols}"
     );
 }
+
+#[test]
+fn up_edge_cases_as_docker_compose() {
+    let k = NetK::new("kiln-compose-up");
+    let base = r#"name: ue
+services:
+  init:
+    image: busybox:1.35
+    network_mode: none
+    command: ["sh", "-c", "sleep 1; echo ready > /shared/flag"]
+    volumes: ["shared:/shared"]
+  web:
+    image: busybox:1.35
+    network_mode: none
+    command: ["sh", "-c", "cat /shared/flag && exec sleep 300"]
+    volumes: ["shared:/shared"]
+    deploy:
+      replicas: 2
+    depends_on:
+      init:
+        condition: service_completed_successfully
+"#;
+    k.project(&format!(
+        "{base}  old:\n    image: busybox:1.35\n    network_mode: none\n    command: [\"sleep\", \"300\"]\n\
+         volumes:\n  shared: {{}}\n"
+    ));
+    // deploy.replicas 2: web-1 and web-2, started once init completed.
+    let o = k.run(&["compose", "up", "-d"]);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "{err}");
+    let pos = |needle: &str| {
+        err.find(needle)
+            .unwrap_or_else(|| panic!("{needle:?} not in:\n{err}"))
+    };
+    assert!(
+        pos(" Container ue-init-1  Exited") < pos(" Container ue-web-1  Started"),
+        "{err}"
+    );
+    let ps = k.ok(&["compose", "ps", "--services"]);
+    assert_eq!(ps.lines().filter(|l| *l == "web").count(), 2, "{ps}");
+    let all = k.ok(&["ps", "-a"]);
+    for n in ["ue-web-1", "ue-web-2", "ue-init-1", "ue-old-1"] {
+        assert!(all.contains(n), "{n} in {all}");
+    }
+    for n in ["ue-web-1", "ue-web-2"] {
+        let logs = k.ok(&["logs", n]);
+        assert_eq!(logs.trim(), "ready", "{n} started after init completed");
+    }
+
+    // A service gone from the file: its container is an orphan, kept with
+    // compose's warning, removed with --remove-orphans.
+    k.project(&format!("{base}volumes:\n  shared: {{}}\n"));
+    let o = k.run(&["compose", "up", "-d"]);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("Found orphan containers ([ue-old-1]) for this project"),
+        "{err}"
+    );
+    assert!(k.ok(&["ps", "-a"]).contains("ue-old-1"));
+    let o = k.run(&["compose", "up", "-d", "--remove-orphans"]);
+    assert!(o.status.success(), "{o:?}");
+    assert!(
+        !k.ok(&["ps", "-a"]).contains("ue-old-1"),
+        "the orphan is gone"
+    );
+    k.ok(&["compose", "down", "-v", "-t", "1"]);
+
+    // A dependency that fails: up fails as docker compose does.
+    k.project(
+        r#"name: uf
+services:
+  init:
+    image: busybox:1.35
+    network_mode: none
+    command: ["sh", "-c", "exit 4"]
+  web:
+    image: busybox:1.35
+    network_mode: none
+    command: ["sleep", "300"]
+    depends_on:
+      init:
+        condition: service_completed_successfully
+"#,
+    );
+    let o = k.run(&["compose", "up", "-d"]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("service \"init\" didn't complete successfully: exit 4"),
+        "{err}"
+    );
+    assert!(!k.ok(&["ps", "-a"]).contains("uf-web-1"), "web never made");
+    k.ok(&["compose", "down", "-t", "1"]);
+
+    // --abort-on-container-exit: the first container to end stops the
+    // others; up's exit code is its.
+    k.project(
+        r#"name: ua
+services:
+  quick:
+    image: busybox:1.35
+    network_mode: none
+    command: ["sh", "-c", "sleep 1; echo bye; exit 7"]
+  slow:
+    image: busybox:1.35
+    network_mode: none
+    command: ["sleep", "300"]
+"#,
+    );
+    let started = Instant::now();
+    let o = k.run(&["compose", "up", "--abort-on-container-exit"]);
+    assert_eq!(o.status.code(), Some(7), "{o:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "slow was stopped"
+    );
+    let out = stdout(&o);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("quick-1 ") && l.ends_with("| bye")),
+        "{o:?}"
+    );
+    let ps = k.ok(&["compose", "ps"]);
+    assert_eq!(ps.lines().count(), 1, "nothing runs on: {ps}");
+    k.ok(&["compose", "down", "-t", "1"]);
+
+    // --wait: an unhealthy service fails it.
+    k.project(
+        r#"name: uw
+services:
+  sick:
+    image: busybox:1.35
+    network_mode: none
+    command: ["sleep", "300"]
+    healthcheck:
+      test: ["CMD", "false"]
+      interval: 1s
+      timeout: 1s
+      retries: 1
+"#,
+    );
+    let o = k.run(&["compose", "up", "-d", "--wait"]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("uw-sick-1 is unhealthy"), "{err}");
+    k.ok(&["compose", "down", "-t", "1"]);
+
+    // down --rmi local: the images compose built for services without
+    // `image:` go; named ones stay.
+    let dir = k.dir();
+    std::fs::create_dir_all(dir.join("b")).expect("b");
+    std::fs::write(
+        dir.join("b/Dockerfile"),
+        "FROM busybox:1.35\nRUN echo built > /b\n",
+    )
+    .expect("df");
+    k.project(
+        r#"name: ur
+services:
+  local:
+    build: ./b
+    network_mode: none
+    command: ["sleep", "300"]
+  named:
+    build: ./b
+    image: ur-named:v1
+    network_mode: none
+    command: ["sleep", "300"]
+"#,
+    );
+    k.ok(&["compose", "up", "-d", "--build"]);
+    let images = k.ok(&["images"]);
+    assert!(
+        images.contains("ur-local") && images.contains("ur-named"),
+        "{images}"
+    );
+    let o = k.run(&["compose", "down", "--rmi", "local", "-t", "1"]);
+    assert!(o.status.success(), "{o:?}");
+    let images = k.ok(&["images"]);
+    assert!(!images.contains("ur-local"), "{images}");
+    assert!(images.contains("ur-named"), "{images}");
+    assert_eq!(k.ok(&["ps", "-aq"]).trim(), "");
+}
