@@ -55,14 +55,14 @@ impl NetK {
 
     fn in_ns(&self, program: &str) -> Command {
         let mut c = self.ns.cmd(program);
+        let dir = if self.dir().exists() {
+            self.dir()
+        } else {
+            PathBuf::from("/")
+        };
         c.env("KILN_ROOT", &self.root)
             .env("NO_COLOR", "1")
-            .current_dir(
-                self.dir()
-                    .exists()
-                    .then(|| self.dir())
-                    .unwrap_or("/".into()),
-            );
+            .current_dir(dir);
         c
     }
 

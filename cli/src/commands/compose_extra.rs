@@ -211,6 +211,33 @@ fn tabwriter(header: &[&str], rows: &[Vec<String>]) -> String {
     s
 }
 
+/// Connects the new (not started) container `c` to more networks, as
+/// compose connects a service's networks after the first before starting
+/// it: addresses allocated (`ipv4_address` when given) with the aliases,
+/// recorded in its state; the helper wires one interface per network.
+pub(crate) fn connect(
+    root: &Root,
+    store: &container::Store,
+    c: &Container,
+    more: &[(String, Vec<String>, Option<std::net::Ipv4Addr>)],
+) -> Result<Container> {
+    let nets = kiln_worker::network::Networks::open(root.path()).map_err(|e| miette!("{e}"))?;
+    let Some(mut net) = c.net.clone() else {
+        return Err(miette!(
+            "container {} is not on a bridge network: cannot connect it to {}",
+            c.name,
+            more.first().map_or("", |m| m.0.as_str())
+        ));
+    };
+    let exists = |id: &str| store.dir_of(id).join("state.json").exists();
+    let got = kiln_worker::network::attach::allocate(&nets, &c.id, &c.name, more, &exists)
+        .map_err(|e| miette!("Error response from daemon: {e}"))?;
+    net.networks.extend(got);
+    store
+        .update(&c.id, |c| c.net = Some(net))
+        .map_err(|e| miette!("{e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -265,31 +292,4 @@ mod tests {
         );
         assert_eq!(t, "SERVICE  #   CMD\nweb      1   httpd -f\n");
     }
-}
-
-/// Connects the new (not started) container `c` to more networks, as
-/// compose connects a service's networks after the first before starting
-/// it: addresses allocated (`ipv4_address` when given) with the aliases,
-/// recorded in its state; the helper wires one interface per network.
-pub(crate) fn connect(
-    root: &Root,
-    store: &container::Store,
-    c: &Container,
-    more: &[(String, Vec<String>, Option<std::net::Ipv4Addr>)],
-) -> Result<Container> {
-    let nets = kiln_worker::network::Networks::open(root.path()).map_err(|e| miette!("{e}"))?;
-    let Some(mut net) = c.net.clone() else {
-        return Err(miette!(
-            "container {} is not on a bridge network: cannot connect it to {}",
-            c.name,
-            more.first().map_or("", |m| m.0.as_str())
-        ));
-    };
-    let exists = |id: &str| store.dir_of(id).join("state.json").exists();
-    let got = kiln_worker::network::attach::allocate(&nets, &c.id, &c.name, more, &exists)
-        .map_err(|e| miette!("Error response from daemon: {e}"))?;
-    net.networks.extend(got);
-    store
-        .update(&c.id, |c| c.net = Some(net))
-        .map_err(|e| miette!("{e}"))
 }
