@@ -16,9 +16,11 @@
 //! [`Executor`]: this keeps the scheduler testable without sandboxes, and the
 //! worker free of scheduling.
 
+mod inflight;
 mod progress;
 mod scheduler;
 
+pub use inflight::InFlight;
 pub use kiln_llb::{mode, ops, Graph, Key, NodeId, Op};
 pub use progress::{Event, LogTicket, Progress, Stream};
 pub use scheduler::{default_jobs, solve, Executor, IgnoreCache, SolveError, SolveOptions, Solved};

@@ -21,6 +21,7 @@ use futures::future::{BoxFuture, FutureExt, Shared};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::Semaphore;
 
+use crate::inflight::InFlight;
 use crate::progress::{Event, Progress};
 use crate::{Graph, Key, NodeId, Op};
 
@@ -71,6 +72,10 @@ pub struct SolveOptions<O> {
     pub ignore_cache: Option<IgnoreCache<O>>,
     /// Where progress events go.
     pub events: Option<UnboundedSender<Event>>,
+    /// Shared with the other solves of this process, so a key two of them
+    /// need at once is worked on by one ([`InFlight`]); `None` for a solve
+    /// on its own.
+    pub inflight: Option<Arc<InFlight>>,
 }
 
 impl<O> Default for SolveOptions<O> {
@@ -79,6 +84,7 @@ impl<O> Default for SolveOptions<O> {
             jobs: default_jobs(),
             ignore_cache: None,
             events: None,
+            inflight: None,
         }
     }
 }
@@ -165,6 +171,7 @@ struct Run<E: Executor> {
     memo: Mutex<HashMap<NodeId, NodeFuture<E>>>,
     jobs: Semaphore,
     events: Option<UnboundedSender<Event>>,
+    inflight: Option<Arc<InFlight>>,
     cached: Mutex<Vec<NodeId>>,
     executed: Mutex<Vec<NodeId>>,
 }
@@ -239,6 +246,7 @@ pub async fn solve<E: Executor>(
         memo: Mutex::new(HashMap::new()),
         jobs: Semaphore::new(opts.jobs.max(1)),
         events: opts.events.clone(),
+        inflight: opts.inflight.clone(),
         cached: Mutex::new(Vec::new()),
         executed: Mutex::new(Vec::new()),
     });
@@ -291,6 +299,14 @@ fn materialize<E: Executor>(run: &Arc<Run<E>>, n: NodeId) -> NodeFuture<E> {
                 name,
                 source: Arc::new(e),
             }
+        };
+        // Another solve working on the same key: wait for it, then find
+        // its result below. Held until this node is done; a holder only
+        // ever waits for keys its own key was derived from, so waits
+        // cannot form a cycle. A step that must run anyway does not wait.
+        let _flight = match &run.inflight {
+            Some(f) if !run.ignored.contains(&n) => Some(f.enter(key).await),
+            _ => None,
         };
         if !run.ignored.contains(&n) {
             if let Some(out) = run.exec.lookup(op, key).await.map_err(fail)? {

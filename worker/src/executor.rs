@@ -343,9 +343,11 @@ impl Worker {
 
     fn record(&self, key: Key, snap: &Snapshot) -> Result<(), ExecutorError> {
         let path = self.record_path(key);
-        let tmp = self
-            .cache_dir
-            .join(format!(".{}.{}.tmp", key.to_hex(), std::process::id()));
+        let tmp = self.cache_dir.join(format!(
+            ".{}.{}.tmp",
+            key.to_hex(),
+            crate::tmpname::unique()
+        ));
         let data = serde_json::to_vec(snap).map_err(|e| io_err("encode", &path)(e.into()))?;
         let mut f = fs::File::create(&tmp).map_err(io_err("create", &tmp))?;
         f.write_all(&data).map_err(io_err("write", &tmp))?;

@@ -10,7 +10,10 @@
 //! - `work/<pid>/` — the scratch space of one kiln process: overlay
 //!   upper/work/merged dirs, read-only views. A process that died (SIGKILL)
 //!   leaves its folder, and perhaps mounts in it; the next worker detaches
-//!   those mounts and removes the folder.
+//!   those mounts and removes the folder. Each [`LayerStore`] of the
+//!   process works in a folder of its own, `work/<pid>/<n>`, which it
+//!   removes when dropped, so builds running at once in one process
+//!   (`kiln compose build`) never remove each other's scratch space.
 
 use std::collections::HashMap;
 use std::fs;
@@ -81,14 +84,19 @@ impl LayerStore {
         for d in [&layers, &work_root] {
             fs::create_dir_all(d).map_err(io_err("create", d))?;
         }
-        // Best effort: only ext4 (and a few others) know the flag.
-        let _ = crate::sys::set_topdir(&work_root);
-        clean_dead_work(&work_root);
-        let work = work_root.join(std::process::id().to_string());
-        // A folder named by our pid may be a dead namesake's: start clean.
-        if work.exists() {
-            remove_tree(&work);
+        let own = work_root.join(std::process::id().to_string());
+        if first_open(&work_root) {
+            // Best effort: only ext4 (and a few others) know the flag.
+            let _ = crate::sys::set_topdir(&work_root);
+            clean_dead_work(&work_root);
+            // A folder named by our pid at our first open is a dead
+            // namesake's: start clean.
+            if own.exists() {
+                remove_tree(&own);
+            }
         }
+        static INSTANCE: AtomicU64 = AtomicU64::new(0);
+        let work = own.join(INSTANCE.fetch_add(1, Ordering::Relaxed).to_string());
         fs::create_dir_all(&work).map_err(io_err("create", &work))?;
         Ok(LayerStore {
             layers,
@@ -188,7 +196,8 @@ impl LayerStore {
         }
     }
 
-    /// Removes this process's scratch space.
+    /// Removes this store's scratch space (the process's other stores
+    /// keep theirs).
     pub fn cleanup(&self) {
         remove_tree(&self.work);
     }
@@ -198,6 +207,19 @@ impl Drop for LayerStore {
     fn drop(&mut self) {
         self.cleanup();
     }
+}
+
+/// Whether this is the process's first [`LayerStore::open`] of the store
+/// whose `work/` is `work_root`: what dead processes left is cleaned then,
+/// and never again under the feet of this process's running builds.
+fn first_open(work_root: &Path) -> bool {
+    static OPENED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+    let mut opened = OPENED.lock().unwrap_or_else(|p| p.into_inner());
+    if opened.iter().any(|p| p == work_root) {
+        return false;
+    }
+    opened.push(work_root.to_path_buf());
+    true
 }
 
 /// A reader of the layer's tar, whatever its compression (by media type,

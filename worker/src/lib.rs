@@ -32,5 +32,6 @@ pub mod sparse;
 // The one module allowed to call the kernel directly: thin, safe wrappers
 // (its own inner attribute lifts the workspace's lint).
 mod sys;
+mod tmpname;
 pub mod userns;
 pub mod users;

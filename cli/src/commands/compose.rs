@@ -72,6 +72,8 @@ pub enum Sub {
     Pull(crate::commands::compose_ops::NamesArgs),
     /// Push service images.
     Push(crate::commands::compose_ops::NamesArgs),
+    /// Display the running processes.
+    Top(crate::commands::compose_extra::TopArgs),
 }
 
 /// `compose config`'s flags.
@@ -143,6 +145,7 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
         Sub::Port(x) => crate::commands::compose_ops::port(&a, x),
         Sub::Pull(x) => crate::commands::compose_ops::pull(&a, x),
         Sub::Push(x) => crate::commands::compose_ops::push(&a, x),
+        Sub::Top(x) => crate::commands::compose_extra::top(&a, x),
     };
     // docker compose's messages as it prints them (one line, then kiln's
     // `--> file:line`), not wrapped in a report box.

@@ -4,11 +4,13 @@
 //! service's args, target, cache_from/to, secrets (files), platforms,
 //! labels and tags.
 //!
-//! The builds run one after the other on one `Builder` (`--parallel` is
-//! accepted; concurrent builds in one process collide in the worker's
-//! per-process scratch folders today), so they share one store and one
-//! build cache: a stage two services have in common has the same cache key
-//! in both, and the second build reuses what the first one wrote.
+//! The builds run at once, each on a thread of its own, on one `Builder`:
+//! they share one store, one build cache and the builder's in-flight keys
+//! (`kiln_solver::InFlight`), so a stage two services have in common has
+//! the same cache key in both and runs once, the other build waiting for it
+//! and taking its result as cached, as BuildKit's one solver runs a vertex
+//! two jobs share once. Their progress is one stream of plain lines, each
+//! step named with its service (`compose_progress`).
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -140,30 +142,59 @@ pub(crate) fn build_specs(
         .iter()
         .map(|s| options(project, s, b, inline_dir.path()))
         .collect::<Result<_>>()?;
-    // One service: its progress as `kiln build` shows it; several: plain
-    // lines (a terminal tree per build would interleave).
+    // One service: its progress as `kiln build` shows it; several: one
+    // stream of plain lines, each step named with its service.
     let mode = if b.quiet {
         progress::Mode::Quiet
     } else {
         progress::Mode::Auto
     };
-    // One after the other on one Builder: two builds in one process share
-    // the worker's per-process scratch folders (`work/<pid>/unpack-N`), so
-    // running them on threads collides; sequential builds still share the
-    // store and the build cache, so a stage two services have in common is
-    // built by the first and found in the cache by the next.
-    let results: Vec<(String, std::result::Result<String, String>)> = specs
-        .iter()
-        .zip(all)
-        .map(|(spec, opts)| {
-            let shown = progress::BuildProgress::new(mode);
-            let r = builder
-                .build(opts, &shown)
-                .map(|r| r.id.to_string())
-                .map_err(|e| e.to_string());
-            (spec.service.clone(), r)
-        })
-        .collect();
+    let results: Vec<(String, std::result::Result<String, String>)> =
+        if specs.len() == 1 || parallel_limit() == Some(1) {
+            specs
+                .iter()
+                .zip(all)
+                .map(|(spec, opts)| {
+                    let shown = progress::BuildProgress::new(mode);
+                    let r = builder
+                        .build(opts, &shown)
+                        .map(|r| r.id.to_string())
+                        .map_err(|e| e.to_string());
+                    (spec.service.clone(), r)
+                })
+                .collect()
+        } else {
+            let shown = crate::commands::compose_progress::Services::new(b.quiet);
+            let slots = Slots::new(parallel_limit().unwrap_or(specs.len()));
+            let (builder, shown, slots) = (&builder, &shown, &slots);
+            std::thread::scope(|s| {
+                let running: Vec<_> = specs
+                    .iter()
+                    .zip(all)
+                    .enumerate()
+                    .map(|(i, (spec, opts))| {
+                        let handle = s.spawn(move || {
+                            let _slot = slots.take();
+                            let p = shown.service(i, &spec.service);
+                            builder
+                                .build(opts, &p)
+                                .map(|r| r.id.to_string())
+                                .map_err(|e| e.to_string())
+                        });
+                        (spec.service.clone(), handle)
+                    })
+                    .collect();
+                running
+                    .into_iter()
+                    .map(|(service, h)| {
+                        let r = h
+                            .join()
+                            .unwrap_or_else(|_| Err("the build's thread panicked".into()));
+                        (service, r)
+                    })
+                    .collect()
+            })
+        };
     let mut failed = false;
     for (service, r) in results {
         match r {
@@ -179,4 +210,47 @@ pub(crate) fn build_specs(
         }
     }
     Ok(!failed)
+}
+
+/// `COMPOSE_PARALLEL_LIMIT`: how many builds docker compose runs at once
+/// (unset or not a positive number: all of them).
+fn parallel_limit() -> Option<usize> {
+    std::env::var("COMPOSE_PARALLEL_LIMIT")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|n| *n > 0)
+}
+
+/// A counting semaphore for the build threads.
+struct Slots {
+    free: std::sync::Mutex<usize>,
+    freed: std::sync::Condvar,
+}
+
+/// A taken [`Slots`] place, given back when dropped.
+struct Slot<'a>(&'a Slots);
+
+impl Slots {
+    fn new(n: usize) -> Slots {
+        Slots {
+            free: std::sync::Mutex::new(n.max(1)),
+            freed: std::sync::Condvar::new(),
+        }
+    }
+
+    fn take(&self) -> Slot<'_> {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        while *free == 0 {
+            free = self.freed.wait(free).unwrap_or_else(|p| p.into_inner());
+        }
+        *free -= 1;
+        Slot(self)
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.0.freed.notify_one();
+    }
 }

@@ -85,9 +85,18 @@ pub struct RmArgs {
 /// `compose exec`'s flags.
 #[derive(Debug, clap::Args)]
 pub struct ExecArgs {
-    /// Disable pseudo-TTY allocation (kiln's compose exec has none).
-    #[arg(short = 'T', long = "no-TTY")]
+    /// Disable pseudo-TTY allocation. By default 'docker compose exec'
+    /// allocates a TTY (when on a terminal).
+    #[arg(short = 'T', long = "no-tty", alias = "no-TTY")]
     pub no_tty: bool,
+    /// Allocate a pseudo-TTY (the default; kept for docker exec's users).
+    #[arg(short = 't', long = "tty", hide = true)]
+    pub tty: bool,
+    /// Keep STDIN open even if not attached (the default).
+    #[arg(short = 'i', long = "interactive", hide = true, action = clap::ArgAction::Set,
+          num_args = 0..=1, default_value_t = true, default_missing_value = "true",
+          require_equals = true, value_name = "BOOL")]
+    pub interactive: bool,
     /// Detached mode.
     #[arg(short, long)]
     pub detach: bool,
@@ -126,9 +135,18 @@ pub struct RunArgs {
     /// Don't start linked services.
     #[arg(long = "no-deps")]
     pub no_deps: bool,
-    /// Disable pseudo-TTY allocation.
-    #[arg(short = 'T', long = "no-TTY")]
+    /// Disable pseudo-TTY allocation. By default docker compose run
+    /// allocates a TTY (when on a terminal).
+    #[arg(short = 'T', long = "no-TTY", alias = "no-tty")]
     pub no_tty: bool,
+    /// Allocate a pseudo-TTY (the default; kept for docker run's users).
+    #[arg(short = 't', long = "tty", hide = true)]
+    pub tty: bool,
+    /// Keep STDIN open even if not attached (the default).
+    #[arg(short = 'i', long = "interactive", hide = true, action = clap::ArgAction::Set,
+          num_args = 0..=1, default_value_t = true, default_missing_value = "true",
+          require_equals = true, value_name = "BOOL")]
+    pub interactive: bool,
     /// Run as specified username or uid.
     #[arg(short, long)]
     pub user: Option<String>,
@@ -218,7 +236,7 @@ pub fn status_text(c: &Container) -> String {
 
 /// `kiln compose ps`.
 pub fn ps(a: &ComposeArgs, x: &PsArgs) -> Result<ExitCode> {
-    let (p, _root, store) = open(a)?;
+    let (p, root, store) = open(a)?;
     let cs: Vec<Container> = selected(&store, &p, &x.names, true)?
         .into_iter()
         .filter(|c| x.all || c.effective_status() == Status::Running)
@@ -253,7 +271,9 @@ pub fn ps(a: &ComposeArgs, x: &PsArgs) -> Result<ExitCode> {
                 service_of(c).to_string(),
                 format!("{} ago", units::human_duration(now - c.created)),
                 status_text(c),
-                String::new(),
+                crate::commands::compose_extra::displayable(
+                    &crate::commands::compose_extra::ports_of(&root, c),
+                ),
             ]
         })
         .collect();
@@ -484,9 +504,18 @@ pub fn rm(a: &ComposeArgs, x: &RmArgs) -> Result<ExitCode> {
 
 // ------------------------------------------------------------ exec, run
 
-/// `kiln compose exec SERVICE CMD…` (no terminal).
+/// Whether `exec`/`run` get a pseudo-terminal: docker compose's default
+/// (`-T` defaults to "stdout is not a terminal"), and only when stdin is a
+/// terminal too, so a terminal feeds the container's.
+fn wants_tty(no_tty: bool, asked: bool) -> bool {
+    !no_tty && (asked || std::io::stdout().is_terminal()) && std::io::stdin().is_terminal()
+}
+
+/// `kiln compose exec SERVICE CMD…`: with a terminal by default (`-T`:
+/// none), stdin passed on.
 pub fn exec(a: &ComposeArgs, x: &ExecArgs) -> Result<ExitCode> {
     let (p, _root, store) = open(a)?;
+    let tty = !x.detach && wants_tty(x.no_tty, x.tty);
     let mut sc = x.service_and_command.clone();
     let command = sc.split_off(1);
     let service = sc.concat();
@@ -500,14 +529,21 @@ pub fn exec(a: &ComposeArgs, x: &ExecArgs) -> Result<ExitCode> {
         env: x.env.clone(),
         workdir: x.workdir.clone(),
         user: x.user.clone(),
-        tty: None,
+        tty: tty.then(|| kiln_worker::container::attach::window_size().unwrap_or((0, 0))),
     };
     let spec = container::run::exec_spec(&c, opts).map_err(|e| miette!("{e}"))?;
     if x.detach {
         kiln_worker::container::attach::exec_detached(&spec).map_err(|e| miette!("{e}"))?;
         return Ok(ExitCode::SUCCESS);
     }
-    let code = container::run::exec(&spec, false).map_err(|e| miette!("{e}"))?;
+    if tty {
+        return Ok(crate::commands::attach::exec_attached(
+            &spec,
+            x.interactive,
+            Default::default(),
+        ));
+    }
+    let code = container::run::exec(&spec, x.interactive).map_err(|e| miette!("{e}"))?;
     Ok(crate::commands::run::exit(code))
 }
 
@@ -569,14 +605,32 @@ pub fn run(a: &ComposeArgs, x: &RunArgs) -> Result<ExitCode> {
         .clone()
         .unwrap_or_else(|| format!("{}-{service}-run-{suffix}", p.name));
     let mut warn = |w: String| eprintln!("WARN[0000] {w}");
-    let plan = up::plan(&p, &service, &svc, &cname, 1, true, &mut warn)?;
+    let mut plan = up::plan(&p, &service, &svc, &cname, 1, true, &mut warn)?;
+    // compose's one-off: stdin kept open, a terminal when on one.
+    let tty = !x.detach && wants_tty(x.no_tty, x.tty);
+    let interactive = x.interactive && !x.detach;
+    if tty {
+        plan.argv.insert(0, "-t".into());
+    }
+    if interactive {
+        plan.argv.insert(0, "-i".into());
+    }
     let (store, c) = up::create(plan, x.rm)?;
     if x.detach {
         up::start(&store, &c)?;
         println!("{}", c.name);
         return Ok(ExitCode::SUCCESS);
     }
-    let code = match container::run::start(&store, &c, false, false).map_err(|e| miette!("{e}"))? {
+    if tty {
+        return Ok(crate::commands::attach::run_attached(
+            &store,
+            &c,
+            interactive,
+            Default::default(),
+        ));
+    }
+    let started = container::run::start(&store, &c, false, interactive);
+    let code = match started.map_err(|e| miette!("{e}"))? {
         Started::Exited(code) => code,
         Started::Detached(_) => 0,
     };

@@ -376,6 +376,9 @@ pub struct Plan {
     pub no_healthcheck: bool,
     pub mounts: Vec<Mount>,
     pub resources: kiln_worker::container::life::Resources,
+    /// The service's networks after the first (which `--network` names):
+    /// (network, aliases, `ipv4_address`), connected before the start.
+    pub more_networks: Vec<(String, Vec<String>, Option<std::net::Ipv4Addr>)>,
 }
 
 /// `kiln run`'s flags (and the rest) for container `number` of service
@@ -429,8 +432,9 @@ pub fn plan(
     for d in strs(svc.get("dns")) {
         push(&mut a, "--dns", d);
     }
-    // Networks: network_mode, else the first of the service's networks with
-    // the service name as an alias (compose's DNS name for the service).
+    // Networks: network_mode, else the service's networks, each with the
+    // service name as an alias (compose's DNS name for the service).
+    let mut more_networks = Vec::new();
     match svc.get("network_mode").and_then(J::as_str) {
         Some(m) if m.starts_with("service:") => {
             let other = &m["service:".len()..];
@@ -447,30 +451,55 @@ pub fn plan(
                 .and_then(J::as_object)
                 .cloned()
                 .unwrap_or_default();
+            // compose's order: by priority (highest first), then by name;
+            // the first is the one the container is created on, the others
+            // are connected before it starts.
             let mut keys: Vec<&String> = nets.keys().collect();
-            keys.sort();
-            if keys.len() > 1 {
-                warn(format!(
-                    "service {name}: kiln attaches a container to one network; using {}",
-                    keys[0]
-                ));
+            let priority = |k: &String| {
+                nets.get(k)
+                    .and_then(|n| n.get("priority"))
+                    .and_then(J::as_i64)
+                    .unwrap_or(0)
+            };
+            keys.sort_by(|a, b| priority(b).cmp(&priority(a)).then(a.cmp(b)));
+            let default = "default".to_string();
+            if keys.is_empty() {
+                keys.push(&default);
             }
-            let key = keys.first().map(|k| k.as_str()).unwrap_or("default");
-            push(&mut a, "--network", real_name(p, "networks", key));
-            if !oneoff {
-                push(&mut a, "--network-alias", name.to_string());
-            }
-            if let Some(al) = nets.get(key).and_then(|n| n.get("aliases")) {
-                for x in strs(Some(al)) {
-                    push(&mut a, "--network-alias", x);
+            for (i, key) in keys.iter().enumerate() {
+                let def = nets.get(*key);
+                let mut aliases = Vec::new();
+                if !oneoff {
+                    aliases.push(name.to_string());
                 }
-            }
-            if let Some(ip) = nets
-                .get(key)
-                .and_then(|n| n.get("ipv4_address"))
-                .and_then(J::as_str)
-            {
-                push(&mut a, "--ip", ip.to_string());
+                if let Some(al) = def.and_then(|n| n.get("aliases")) {
+                    aliases.extend(strs(Some(al)));
+                }
+                let ip = def
+                    .and_then(|n| n.get("ipv4_address"))
+                    .and_then(J::as_str)
+                    .map(String::from);
+                let real = real_name(p, "networks", key);
+                if i == 0 {
+                    push(&mut a, "--network", real);
+                    for x in aliases {
+                        push(&mut a, "--network-alias", x);
+                    }
+                    if let Some(ip) = ip {
+                        push(&mut a, "--ip", ip);
+                    }
+                } else {
+                    let ip = match ip.map(|s| s.parse::<std::net::Ipv4Addr>()) {
+                        Some(Ok(ip)) => Some(ip),
+                        Some(Err(_)) => {
+                            return Err(miette!(
+                                "service {name}: invalid ipv4_address on network {key}"
+                            ))
+                        }
+                        None => None,
+                    };
+                    more_networks.push((real, aliases, ip));
+                }
             }
         }
     }
@@ -648,6 +677,7 @@ pub fn plan(
         no_healthcheck,
         mounts,
         resources,
+        more_networks,
     })
 }
 
@@ -670,7 +700,16 @@ pub fn create(plan: Plan, auto_remove: bool) -> Result<(Store, Container)> {
     }
     opts.mounts.extend(plan.mounts);
     let c = container::run::create(&root, &store, opts, || {}).map_err(|e| miette!("{e}"))?;
-    Ok((store, c))
+    if plan.more_networks.is_empty() {
+        return Ok((store, c));
+    }
+    match crate::commands::compose_extra::connect(&root, &store, &c, &plan.more_networks) {
+        Ok(c) => Ok((store, c)),
+        Err(e) => {
+            let _ = store.remove(&c.id);
+            Err(e)
+        }
+    }
 }
 
 /// Starts `c` in the background.

@@ -148,7 +148,7 @@ fn hms(secs: u64) -> String {
 }
 
 /// The rows of `ps -ef` for `pids`: UID PID PPID C STIME TTY TIME CMD.
-fn ps_ef(pids: &[i32]) -> Vec<Vec<String>> {
+pub(crate) fn ps_ef(pids: &[i32]) -> Vec<Vec<String>> {
     let hz = clock_ticks();
     let (boot, up) = (boot_time(), uptime_secs());
     let names = user_names();

@@ -170,6 +170,10 @@ pub struct Builder {
     root: Root,
     rt: tokio::runtime::Runtime,
     helper_exe: PathBuf,
+    /// One table for every build this builder runs, so builds running at
+    /// once (`kiln compose build`'s services) run a step they share once,
+    /// as BuildKit's one solver does for concurrent jobs.
+    inflight: Arc<kiln_solver::InFlight>,
 }
 
 impl Builder {
@@ -189,6 +193,7 @@ impl Builder {
             root,
             rt,
             helper_exe,
+            inflight: kiln_solver::InFlight::new(),
         })
     }
 
@@ -204,7 +209,8 @@ impl Builder {
         &self.root
     }
 
-    /// Builds as `opts` says, sending progress to `progress`.
+    /// Builds as `opts` says, sending progress to `progress`. Several
+    /// builds may run at once on one builder (from threads of their own).
     pub fn build(
         &self,
         opts: BuildOptions,
@@ -411,6 +417,7 @@ impl Builder {
             helper_exe: self.helper_exe.clone(),
             snapshotter: opts.snapshotter,
             sources,
+            inflight: self.inflight.clone(),
         };
         let solved = solve::run_worker(job, progress);
         if let Some(i) = &imported {

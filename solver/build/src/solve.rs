@@ -45,6 +45,9 @@ pub(crate) struct Job<'a> {
     /// Where each node was written: `--no-cache-filter` picks steps by
     /// their stage, and a failed step is shown at its lines.
     pub sources: SourceMap,
+    /// The keys the builder's other solves are working on now
+    /// ([`kiln_solver::InFlight`]).
+    pub inflight: Arc<kiln_solver::InFlight>,
 }
 
 /// The results and the cache keys (hex) of a solve.
@@ -80,6 +83,7 @@ where
             .map_or(tokio::sync::Semaphore::MAX_PERMITS, |n| n.max(1)),
         ignore_cache,
         events: Some(tx),
+        inflight: Some(job.inflight.clone()),
     };
     let nodes: Vec<NodeId> = job.targets.iter().map(|(_, n, _)| *n).collect();
     let graph = Arc::new(job.graph);

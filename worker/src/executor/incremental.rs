@@ -94,7 +94,7 @@ pub(super) fn record(w: &Worker, id: &str, diff_id: &Digest) {
     if fs::create_dir_all(&dir).is_err() {
         return;
     }
-    let tmp = dir.join(format!("{id}.{}.tmp", std::process::id()));
+    let tmp = dir.join(format!("{id}.{}.tmp", crate::tmpname::unique()));
     if fs::write(&tmp, diff_id.to_string()).is_ok() && fs::rename(&tmp, dir.join(id)).is_err() {
         let _ = fs::remove_file(&tmp);
     }

@@ -178,7 +178,7 @@ impl ChecksumMemo {
                 out.extend_from_slice(h.as_bytes());
             }
         }
-        let tmp = file.with_extension(format!("tmp{}", std::process::id()));
+        let tmp = crate::tmpname::beside(file, "tmp");
         fs::write(&tmp, &out)?;
         fs::rename(&tmp, file)
     }

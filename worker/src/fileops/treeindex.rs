@@ -210,7 +210,7 @@ pub(crate) fn save(file: &Path, hash: &blake3::Hash, rec: &Recording) -> io::Res
             out.extend_from_slice(&v.to_le_bytes());
         }
     }
-    let tmp = file.with_extension(format!("tmp{}", std::process::id()));
+    let tmp = crate::tmpname::beside(file, "tmp");
     fs::write(&tmp, &out)?;
     fs::rename(&tmp, file)
 }
