@@ -321,7 +321,7 @@ fn connect_running_expose_and_hairpin() {
             "pub",
             "sh",
             "-c",
-            &retry(&format!("wget -T 3 -qO- http://{host}:{port}/")),
+            &retry(&format!("wget -qO- http://{host}:{port}/")),
         ]);
         assert_eq!(out.trim(), "hello-from-web", "hairpin via {host}");
     }
