@@ -166,8 +166,17 @@ fn embedded_dns_on_user_networks() {
     }
     k.ok(&["network", "create", "appnet"]);
     k.ok(&[
-        "run", "-d", "--name", "client", "--network", "appnet", "--dns", "10.99.0.1", BB,
-        "sleep", "300",
+        "run",
+        "-d",
+        "--name",
+        "client",
+        "--network",
+        "appnet",
+        "--dns",
+        "10.99.0.1",
+        BB,
+        "sleep",
+        "300",
     ]);
     let web_id = k.ok(&[
         "run",
@@ -228,7 +237,8 @@ fn embedded_dns_on_user_networks() {
     ]);
     assert!(out.contains(&format!("Address: {web_ip}")), "{out}");
     let out = k.nslookup("client", "backend");
-    assert!(!out.contains(web_ip),
+    assert!(
+        !out.contains(web_ip),
         "the link alias is the linking container's only"
     );
     // A stopped container is no longer named.
@@ -237,7 +247,13 @@ fn embedded_dns_on_user_networks() {
     assert!(!out.contains(web_ip), "{out}");
     // The default bridge has no embedded resolver, as docker's.
     let out = k.ok(&[
-        "run", "--rm", "--dns", "10.99.0.1", BB, "cat", "/etc/resolv.conf",
+        "run",
+        "--rm",
+        "--dns",
+        "10.99.0.1",
+        BB,
+        "cat",
+        "/etc/resolv.conf",
     ]);
     assert_eq!(out, "nameserver 10.99.0.1\n");
     let _ = upstream.kill();
@@ -259,10 +275,27 @@ fn connect_running_expose_and_hairpin() {
     k.ok(&["network", "create", "front"]);
     k.ok(&["network", "create", "back"]);
     k.ok(&[
-        "run", "-d", "--name", "web", "--network", "back", BB, "sh", "-c", WEB,
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "back",
+        BB,
+        "sh",
+        "-c",
+        WEB,
     ]);
     k.ok(&[
-        "run", "-d", "--name", "app", "--network", "front", BB, "sleep", "300",
+        "run",
+        "-d",
+        "--name",
+        "app",
+        "--network",
+        "front",
+        BB,
+        "sleep",
+        "300",
     ]);
     let before = k.ok(&["exec", "app", "ip", "-o", "-4", "addr"]);
     assert!(!before.contains("eth1"), "{before}");
@@ -270,7 +303,14 @@ fn connect_running_expose_and_hairpin() {
     let out = k.nslookup("app", "web");
     assert!(!out.contains("172.19.0.2"));
     k.ok(&[
-        "network", "connect", "--alias", "api", "--ip", "172.19.0.50", "back", "app",
+        "network",
+        "connect",
+        "--alias",
+        "api",
+        "--ip",
+        "172.19.0.50",
+        "back",
+        "app",
     ]);
     let after = k.ok(&["exec", "app", "ip", "-o", "-4", "addr"]);
     assert!(
@@ -278,14 +318,21 @@ fn connect_running_expose_and_hairpin() {
         "{after}"
     );
     let out = k.ok(&["exec", "app", "sh", "-c", &retry("wget -qO- http://web/")]);
-    assert_eq!(out.trim(), "hello-from-web", "web reached on the new network");
+    assert_eq!(
+        out.trim(),
+        "hello-from-web",
+        "web reached on the new network"
+    );
     let out = k.nslookup("web", "api");
     assert!(out.contains("Address: 172.19.0.50"), "alias on back: {out}");
     let doc = k.inspect("app");
     let nets = doc["NetworkSettings"]["Networks"]
         .as_object()
         .expect("networks");
-    assert!(nets.contains_key("front") && nets.contains_key("back"), "{nets:?}");
+    assert!(
+        nets.contains_key("front") && nets.contains_key("back"),
+        "{nets:?}"
+    );
     let inspect: serde_json::Value =
         serde_json::from_str(&k.ok(&["network", "inspect", "back"])).expect("json");
     assert_eq!(
@@ -294,15 +341,29 @@ fn connect_running_expose_and_hairpin() {
     );
     k.ok(&["network", "disconnect", "back", "app"]);
     let gone = k.ok(&["exec", "app", "ip", "-o", "-4", "addr"]);
-    assert!(!gone.contains("eth1") && !gone.contains("172.19."), "{gone}");
+    assert!(
+        !gone.contains("eth1") && !gone.contains("172.19."),
+        "{gone}"
+    );
     let out = k.nslookup("web", "api");
     assert!(!out.contains("172.19.0.50"));
     let o = k.run(&["network", "disconnect", "back", "app"]);
     assert_eq!(o.status.code(), Some(1), "not connected any more");
     // --expose: in inspect's Config.ExposedPorts, and published by -P.
     k.ok(&[
-        "run", "-d", "--name", "pub", "--expose", "80", "--expose", "7000-7001/udp", "-P", BB,
-        "sh", "-c", WEB,
+        "run",
+        "-d",
+        "--name",
+        "pub",
+        "--expose",
+        "80",
+        "--expose",
+        "7000-7001/udp",
+        "-P",
+        BB,
+        "sh",
+        "-c",
+        WEB,
     ]);
     let doc = k.inspect("pub");
     let exposed = doc["Config"]["ExposedPorts"].as_object().expect("exposed");
@@ -327,7 +388,16 @@ fn connect_running_expose_and_hairpin() {
     }
     // An IPv6 host address (the proxy alone carries it, as docker-proxy).
     k.ok(&[
-        "run", "-d", "--name", "six", "-p", "[::1]:18085:80", BB, "sh", "-c", WEB,
+        "run",
+        "-d",
+        "--name",
+        "six",
+        "-p",
+        "[::1]:18085:80",
+        BB,
+        "sh",
+        "-c",
+        WEB,
     ]);
     assert_eq!(k.ok(&["port", "six"]).trim(), "80/tcp -> [::1]:18085");
     let out = k.ns.sh(&retry("busybox wget -qO- http://[::1]:18085/"));
@@ -349,20 +419,61 @@ fn nothing_left_behind() {
     k.ok(&["network", "create", "appnet"]);
     let mut ids = Vec::new();
     ids.push(k.ok(&[
-        "run", "-d", "-p", "18080:80", "-p", "127.0.0.1:18081:81/udp", BB, "sh", "-c", WEB,
-    ]));
-    ids.push(k.ok(&[
-        "run", "-d", "--name", "web", "--network", "appnet", "-p", "18082:80", BB, "sh", "-c",
+        "run",
+        "-d",
+        "-p",
+        "18080:80",
+        "-p",
+        "127.0.0.1:18081:81/udp",
+        BB,
+        "sh",
+        "-c",
         WEB,
     ]));
     ids.push(k.ok(&[
-        "run", "-d", "--name", "client", "--network", "appnet", BB, "sleep", "300",
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "appnet",
+        "-p",
+        "18082:80",
+        BB,
+        "sh",
+        "-c",
+        WEB,
+    ]));
+    ids.push(k.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "client",
+        "--network",
+        "appnet",
+        BB,
+        "sleep",
+        "300",
     ]));
     ids.push(k.ok(&["run", "-d", "--network", "none", BB, "sleep", "300"]));
     ids.push(k.ok(&[
-        "run", "-d", "--memory", "64m", "--network", "appnet", BB, "sleep", "300",
+        "run",
+        "-d",
+        "--memory",
+        "64m",
+        "--network",
+        "appnet",
+        BB,
+        "sleep",
+        "300",
     ]));
-    let out = k.ok(&["exec", "client", "sh", "-c", &retry("wget -qO- http://web/")]);
+    let out = k.ok(&[
+        "exec",
+        "client",
+        "sh",
+        "-c",
+        &retry("wget -qO- http://web/"),
+    ]);
     assert_eq!(out.trim(), "hello-from-web");
     let busy = rules();
     assert!(busy.contains("DNAT"), "{busy}");
@@ -383,8 +494,8 @@ fn nothing_left_behind() {
     // Only the default bridge's rules (as docker0's stay with dockerd).
     let left = rules();
     for line in left.lines().filter(|l| l.starts_with("-A")) {
-        let kiln0 = line.contains("kiln0")
-            && (line.contains("MASQUERADE") || line.contains("ACCEPT"));
+        let kiln0 =
+            line.contains("kiln0") && (line.contains("MASQUERADE") || line.contains("ACCEPT"));
         assert!(kiln0, "a rule left behind: {line}\n{left}");
     }
     assert!(
@@ -393,7 +504,10 @@ fn nothing_left_behind() {
         kiln_testsupport::mounts::mounts_below(&k.root)
     );
     for id in &ids {
-        for h in std::fs::read_dir("/sys/fs/cgroup").expect("cgroup").flatten() {
+        for h in std::fs::read_dir("/sys/fs/cgroup")
+            .expect("cgroup")
+            .flatten()
+        {
             let dir = h.path().join("kiln").join(id.trim());
             assert!(!dir.exists(), "cgroup left: {}", dir.display());
         }

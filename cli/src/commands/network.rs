@@ -238,8 +238,7 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
                     },
                     // Unused user-defined networks (what prune removes).
                     "dangling" => {
-                        let dangling =
-                            !r.is_predefined() && !r.endpoints.keys().any(|c| exists(c));
+                        let dangling = !r.is_predefined() && !r.endpoints.keys().any(|c| exists(c));
                         (v == "true" || v == "1") == dangling
                     }
                     _ => true,

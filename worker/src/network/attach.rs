@@ -476,7 +476,11 @@ pub fn resolv_text(net: &ContainerNet, host: &str) -> String {
 /// the host's (or `--dns-search`) search domains, its options (or
 /// `--dns-option`) with `ndots:0` unless the user set ndots, and the
 /// external servers the resolver forwards to in a comment.
-pub fn resolv_text_embedded(net: &ContainerNet, host: &str, upstreams: &[std::net::IpAddr]) -> String {
+pub fn resolv_text_embedded(
+    net: &ContainerNet,
+    host: &str,
+    upstreams: &[std::net::IpAddr],
+) -> String {
     let mut search: Vec<String> = Vec::new();
     let mut options: Vec<String> = Vec::new();
     for line in host.lines() {
@@ -484,7 +488,9 @@ pub fn resolv_text_embedded(net: &ContainerNet, host: &str, upstreams: &[std::ne
         match f.next() {
             Some("search") | Some("domain") => search = f.map(str::to_string).collect(),
             // The host's ndots is for its own resolver, not the embedded one.
-            Some("options") => options.extend(f.filter(|o| !o.starts_with("ndots:")).map(str::to_string)),
+            Some("options") => {
+                options.extend(f.filter(|o| !o.starts_with("ndots:")).map(str::to_string))
+            }
             _ => {}
         }
     }

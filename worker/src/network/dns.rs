@@ -76,12 +76,18 @@ impl Query {
     /// The answer to this query: `ips` as A records (for an A query), or
     /// no records, with `rcode`.
     pub fn answer(&self, rcode: u8, ips: &[std::net::Ipv4Addr]) -> Vec<u8> {
-        self.answer_records(rcode, &ips.iter().map(|ip| (TYPE_A, ip.octets().to_vec())).collect::<Vec<_>>())
+        self.answer_records(
+            rcode,
+            &ips.iter()
+                .map(|ip| (TYPE_A, ip.octets().to_vec()))
+                .collect::<Vec<_>>(),
+        )
     }
 
     /// The answer to a PTR query: `names` as its records.
     pub fn answer_ptr(&self, names: &[String]) -> Vec<u8> {
-        let records: Vec<(u16, Vec<u8>)> = names.iter().map(|n| (TYPE_PTR, encode_name(n))).collect();
+        let records: Vec<(u16, Vec<u8>)> =
+            names.iter().map(|n| (TYPE_PTR, encode_name(n))).collect();
         self.answer_records(RCODE_OK, &records)
     }
 
@@ -112,7 +118,11 @@ impl Query {
 /// A name in DNS's wire form (labels, then the root).
 fn encode_name(name: &str) -> Vec<u8> {
     let mut out = Vec::new();
-    for l in name.trim_end_matches('.').split('.').filter(|l| !l.is_empty()) {
+    for l in name
+        .trim_end_matches('.')
+        .split('.')
+        .filter(|l| !l.is_empty())
+    {
         let l = &l.as_bytes()[..l.len().min(63)];
         out.push(l.len() as u8);
         out.extend_from_slice(l);
@@ -149,14 +159,20 @@ mod tests {
     fn query_and_answer() {
         let q = query(0x1234, "Web.appnet.", TYPE_A);
         let p = Query::parse(&q).expect("parsed");
-        assert_eq!((p.id, p.name.as_str(), p.qtype), (0x1234, "web.appnet", TYPE_A));
+        assert_eq!(
+            (p.id, p.name.as_str(), p.qtype),
+            (0x1234, "web.appnet", TYPE_A)
+        );
         let a = p.answer(RCODE_OK, &[Ipv4Addr::new(172, 18, 0, 3)]);
         assert_eq!(&a[..2], &[0x12, 0x34]);
         assert_eq!(a[2] & 0x80, 0x80, "a response");
         assert_eq!(a[2] & 0x01, 0x01, "RD echoed");
         assert_eq!(u16::from_be_bytes([a[6], a[7]]), 1, "one answer");
         assert_eq!(&a[a.len() - 4..], &[172, 18, 0, 3]);
-        assert_eq!(rcode_of(&p.answer(RCODE_NXDOMAIN, &[])), Some(RCODE_NXDOMAIN));
+        assert_eq!(
+            rcode_of(&p.answer(RCODE_NXDOMAIN, &[])),
+            Some(RCODE_NXDOMAIN)
+        );
         // Truncated or answers are not queries.
         assert!(Query::parse(&q[..q.len() - 2]).is_none());
         assert!(Query::parse(&a).is_none());

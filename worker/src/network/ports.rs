@@ -510,11 +510,11 @@ mod tests {
         );
         let p = parse_publish("127.0.0.1:5353:53/udp").expect("p");
         assert_eq!(p.host_ip, Some(Ipv4Addr::LOCALHOST.into()));
+        assert_eq!(p.proto, "udp");
         let p = parse_publish("[::1]:8080:80").expect("p");
         assert_eq!(p.host_ip, Some(std::net::Ipv6Addr::LOCALHOST.into()));
         assert_eq!((p.host, p.container), (Some((8080, 8080)), (80, 80)));
         assert!(parse_publish("[::1]:80").is_err());
-        assert_eq!(p.proto, "udp");
         let p = parse_publish("127.0.0.1::80").expect("p");
         assert_eq!(p.host, None);
         let p = parse_publish("8000-8002:80-82").expect("p");

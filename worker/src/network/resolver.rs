@@ -309,8 +309,9 @@ fn tcp_conn(mut c: TcpStream, ctx: &Ctx) -> io::Result<()> {
         let a = match local_answer(ctx, &msg) {
             Answer::Local(a) => a,
             Answer::Drop => return Ok(()),
-            Answer::Forward(q) => forward(&ctx.upstreams, &msg)
-                .unwrap_or_else(|| q.answer(dns::RCODE_SERVFAIL, &[])),
+            Answer::Forward(q) => {
+                forward(&ctx.upstreams, &msg).unwrap_or_else(|| q.answer(dns::RCODE_SERVFAIL, &[]))
+            }
         };
         let Ok(n) = u16::try_from(a.len()) else {
             return Ok(());
