@@ -417,56 +417,45 @@ fn nothing_left_behind() {
     let k = NetK::new();
     let rules = || k.ns.sh("iptables-save -t nat; iptables-save -t filter");
     k.ok(&["network", "create", "appnet"]);
-    let mut ids = Vec::new();
-    ids.push(k.ok(&[
-        "run",
-        "-d",
-        "-p",
-        "18080:80",
-        "-p",
-        "127.0.0.1:18081:81/udp",
-        BB,
-        "sh",
-        "-c",
-        WEB,
-    ]));
-    ids.push(k.ok(&[
-        "run",
-        "-d",
-        "--name",
-        "web",
-        "--network",
-        "appnet",
-        "-p",
-        "18082:80",
-        BB,
-        "sh",
-        "-c",
-        WEB,
-    ]));
-    ids.push(k.ok(&[
-        "run",
-        "-d",
-        "--name",
-        "client",
-        "--network",
-        "appnet",
-        BB,
-        "sleep",
-        "300",
-    ]));
-    ids.push(k.ok(&["run", "-d", "--network", "none", BB, "sleep", "300"]));
-    ids.push(k.ok(&[
-        "run",
-        "-d",
-        "--memory",
-        "64m",
-        "--network",
-        "appnet",
-        BB,
-        "sleep",
-        "300",
-    ]));
+    let runs: [&[&str]; 5] = [
+        &[
+            "-p",
+            "18080:80",
+            "-p",
+            "127.0.0.1:18081:81/udp",
+            BB,
+            "sh",
+            "-c",
+            WEB,
+        ],
+        &[
+            "--name",
+            "web",
+            "--network",
+            "appnet",
+            "-p",
+            "18082:80",
+            BB,
+            "sh",
+            "-c",
+            WEB,
+        ],
+        &[
+            "--name",
+            "client",
+            "--network",
+            "appnet",
+            BB,
+            "sleep",
+            "300",
+        ],
+        &["--network", "none", BB, "sleep", "300"],
+        &["--memory", "64m", "--network", "appnet", BB, "sleep", "300"],
+    ];
+    let ids: Vec<String> = runs
+        .iter()
+        .map(|args| k.ok(&[&["run", "-d"], *args].concat()))
+        .collect();
     let out = k.ok(&[
         "exec",
         "client",
