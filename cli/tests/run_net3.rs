@@ -299,9 +299,14 @@ fn connect_running_expose_and_hairpin() {
     ]);
     let before = k.ok(&["exec", "app", "ip", "-o", "-4", "addr"]);
     assert!(!before.contains("eth1"), "{before}");
-    // Not on back yet: web is not its to resolve.
+    // Not on back yet: web is not its to resolve, nor to reach (docker's
+    // isolation between networks).
     let out = k.nslookup("app", "web");
     assert!(!out.contains("172.19.0.2"));
+    let o = k.run(&["exec", "app", "ping", "-c", "1", "-W", "2", "172.19.0.2"]);
+    assert_ne!(o.status.code(), Some(0), "networks are isolated");
+    let out = k.ok(&["exec", "web", "ping", "-c", "1", "-W", "2", "172.19.0.1"]);
+    assert!(out.contains("1 packets received"), "{out}");
     k.ok(&[
         "network",
         "connect",
@@ -480,13 +485,14 @@ fn nothing_left_behind() {
         links.iter().all(|l| ["lo", "kiln0"].contains(&l.as_str())),
         "only the default bridge is left: {links:?}"
     );
-    // Only the default bridge's rules (as docker0's stay with dockerd).
+    // Only the default bridge's rules (as docker0's stay with dockerd)
+    // and the jump to the (then kiln0-only) isolation chains.
     let left = rules();
     for line in left.lines().filter(|l| l.starts_with("-A")) {
-        let kiln0 =
-            line.contains("kiln0") && (line.contains("MASQUERADE") || line.contains("ACCEPT"));
-        assert!(kiln0, "a rule left behind: {line}\n{left}");
+        let kept = line.contains("kiln0") || line == "-A FORWARD -j KILN-ISOLATION-STAGE-1";
+        assert!(kept, "a rule left behind: {line}\n{left}");
     }
+    assert!(!left.contains("br-"), "{left}");
     assert!(
         kiln_testsupport::mounts::mounts_below(&k.root).is_empty(),
         "{:?}",

@@ -183,6 +183,40 @@ fn bridge_rules(a: &Attachment) -> Vec<(&'static str, &'static str, Vec<String>)
     ]
 }
 
+/// docker's DOCKER-ISOLATION chains, kiln's names: traffic from one
+/// kiln bridge to another is dropped, so containers on different networks
+/// do not reach each other (published ports still do, through the host).
+const ISOLATION_1: &str = "KILN-ISOLATION-STAGE-1";
+const ISOLATION_2: &str = "KILN-ISOLATION-STAGE-2";
+
+/// A bridge's two isolation rules (stage 1: leaving it for another
+/// interface goes to stage 2; stage 2: entering it is dropped).
+fn isolation_rules(bridge: &str) -> Vec<(&'static str, &'static str, Vec<String>)> {
+    let v = |x: &[&str]| x.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    vec![
+        (
+            "filter",
+            ISOLATION_1,
+            v(&["-i", bridge, "!", "-o", bridge, "-j", ISOLATION_2]),
+        ),
+        ("filter", ISOLATION_2, v(&["-o", bridge, "-j", "DROP"])),
+    ]
+}
+
+/// The isolation chains and FORWARD's jump to them (first, before the
+/// bridges' ACCEPT rules); idempotent.
+fn ensure_isolation_chains() -> io::Result<()> {
+    for chain in [ISOLATION_1, ISOLATION_2] {
+        // Fails when it exists: fine.
+        let _ = iptables(&["-t", "filter", "-N", chain]);
+    }
+    let jump = ["-t", "filter", "-C", "FORWARD", "-j", ISOLATION_1];
+    if !iptables(&jump)? && !iptables(&["-t", "filter", "-I", "FORWARD", "1", "-j", ISOLATION_1])? {
+        return Err(io::Error::other("iptables -I FORWARD failed"));
+    }
+    Ok(())
+}
+
 fn attachment_of(r: &NetworkRecord) -> Option<Attachment> {
     let (subnet, prefix) = r.subnet?;
     Some(Attachment {
@@ -219,7 +253,11 @@ pub fn ensure_bridge(nl: &mut Netlink, a: &Attachment) -> Result<u32, WireError>
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
             .map_err(werr("enabling ip_forward"))?;
     }
-    for (table, chain, rule) in bridge_rules(a) {
+    ensure_isolation_chains().map_err(werr("adding the isolation chains"))?;
+    for (table, chain, rule) in bridge_rules(a)
+        .into_iter()
+        .chain(isolation_rules(&a.bridge))
+    {
         let rule: Vec<&str> = rule.iter().map(String::as_str).collect();
         ensure_rule(table, chain, &rule).map_err(werr("adding a firewall rule"))?;
     }
@@ -231,7 +269,10 @@ pub fn remove_bridge(r: &NetworkRecord) -> io::Result<()> {
     let Some(a) = attachment_of(r) else {
         return Ok(());
     };
-    for (table, chain, rule) in bridge_rules(&a) {
+    for (table, chain, rule) in bridge_rules(&a)
+        .into_iter()
+        .chain(isolation_rules(&a.bridge))
+    {
         let mut del = vec!["-t", table, "-D", chain];
         del.extend(rule.iter().map(String::as_str));
         // Already gone (never used, or removed by hand) is fine.
