@@ -64,7 +64,8 @@ pub enum NetworkCmd {
         /// Do not truncate the output.
         #[arg(long)]
         no_trunc: bool,
-        /// Filter (name=, id=, driver=, type=custom|builtin).
+        /// Filter (name=, id=, driver=, type=custom|builtin, label=,
+        /// scope=local, dangling=true|false).
         #[arg(short, long)]
         filter: Vec<String>,
         /// Format the output using a Go template (`table …`, `json`).
@@ -85,7 +86,7 @@ pub enum NetworkCmd {
         #[arg(required = true)]
         networks: Vec<String>,
     },
-    /// Connect a (not running) container to a network.
+    /// Connect a container to a network (a running one at once).
     Connect {
         /// Network-scoped aliases.
         #[arg(long)]
@@ -96,7 +97,7 @@ pub enum NetworkCmd {
         network: String,
         container: String,
     },
-    /// Disconnect a (not running) container from a network.
+    /// Disconnect a container from a network (a running one at once).
     Disconnect {
         /// Force (accepted).
         #[arg(short, long)]
@@ -219,12 +220,27 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
             let mut items = Vec::new();
             let all = nets.list().map_err(|e| miette!("{e}"))?;
             let filters = kv(&filter)?;
+            let known = ["name", "id", "driver", "type", "scope", "label", "dangling"];
+            if let Some(k) = filters.keys().find(|k| !known.contains(&k.as_str())) {
+                return Ok(daemon_error(format!("invalid filter '{k}'")));
+            }
             let keep = |r: &NetworkRecord| {
                 filters.iter().all(|(k, v)| match k.as_str() {
                     "name" => r.name.contains(v.as_str()),
                     "id" => r.id.starts_with(v.as_str()),
                     "driver" => r.driver == *v,
                     "type" => (v == "builtin") == r.is_predefined(),
+                    "scope" => v == "local",
+                    // `label=KEY` or `label=KEY=VALUE`.
+                    "label" => match v.split_once('=') {
+                        Some((lk, lv)) => r.labels.get(lk).is_some_and(|x| x == lv),
+                        None => r.labels.contains_key(v.as_str()),
+                    },
+                    // Unused user-defined networks (what prune removes).
+                    "dangling" => {
+                        let dangling = !r.is_predefined() && !r.endpoints.keys().any(|c| exists(c));
+                        (v == "true" || v == "1") == dangling
+                    }
                     _ => true,
                 })
             };
@@ -322,11 +338,7 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
                 Ok(c) => c,
                 Err(e) => return Ok(daemon_error(e)),
             };
-            if c.is_alive() {
-                return Ok(daemon_error(
-                    "kiln connects a container to a network when it is not running: stop it first",
-                ));
-            }
+            let running = c.pid.filter(|_| c.is_alive());
             let ip = match ip.map(|s| s.parse()) {
                 Some(Ok(a)) => Some(a),
                 Some(Err(_)) => return Ok(daemon_error("invalid IPv4 address")),
@@ -337,17 +349,39 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
                     "container cannot be disconnected from host network or connected to host network",
                 ));
             };
+            if net.mode != kiln_worker::network::NetMode::Bridge {
+                return Ok(daemon_error(
+                    "container sharing network namespace with another container or host cannot be connected to any other network",
+                ));
+            }
             if net.networks.iter().any(|a| a.network == network) {
                 return Ok(daemon_error(format!(
                     "endpoint with name {} already exists in network {network}",
                     c.name
                 )));
             }
-            let got =
+            let mut got =
                 match attach::allocate(&nets, &c.id, &c.name, &[(network, alias, ip)], &exists) {
                     Ok(g) => g,
                     Err(e) => return Ok(daemon_error(e)),
                 };
+            if let (Some(pid), Some(a)) = (running, got.first_mut()) {
+                // Running: a veth into its namespace now, on a free ethN.
+                let used: Vec<String> = net
+                    .networks
+                    .iter()
+                    .enumerate()
+                    .map(|(i, a)| a.ifname_at(i))
+                    .collect();
+                a.ifname = (0..4096)
+                    .map(|k| format!("eth{k}"))
+                    .find(|n| !used.contains(n))
+                    .unwrap_or_else(|| "eth4096".into());
+                if let Err(e) = attach::connect_running(pid, a) {
+                    let _ = nets.detach(&a.network_id, &c.id);
+                    return Ok(daemon_error(e));
+                }
+            }
             net.networks.extend(got);
             store
                 .update(&c.id, |c| c.net = Some(net))
@@ -363,11 +397,7 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
                 Ok(c) => c,
                 Err(e) => return Ok(daemon_error(e)),
             };
-            if c.is_alive() {
-                return Ok(daemon_error(
-                    "kiln disconnects a container from a network when it is not running: stop it first",
-                ));
-            }
+            let running = c.pid.filter(|_| c.is_alive());
             let r = match nets.find(&network) {
                 Ok(r) => r,
                 Err(e) => return Ok(daemon_error(e)),
@@ -378,11 +408,17 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
                     c.id
                 )));
             };
-            if !net.networks.iter().any(|a| a.network_id == r.id) {
+            let Some(pos) = net.networks.iter().position(|a| a.network_id == r.id) else {
                 return Ok(daemon_error(format!(
                     "container {} is not connected to network {network}",
                     c.id
                 )));
+            };
+            if let Some(pid) = running {
+                let ifname = net.networks[pos].ifname_at(pos);
+                if let Err(e) = attach::disconnect_running(pid, &ifname) {
+                    return Ok(daemon_error(e));
+                }
             }
             net.networks.retain(|a| a.network_id != r.id);
             nets.detach(&r.id, &c.id).map_err(|e| miette!("{e}"))?;

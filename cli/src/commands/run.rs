@@ -242,6 +242,9 @@ pub struct RunArgs {
     /// Publish every EXPOSEd port to a random host port.
     #[arg(short = 'P', long = "publish-all")]
     publish_all: bool,
+    /// Expose a port or a range of ports (PORT[-END][/PROTO]).
+    #[arg(long = "expose", value_name = "PORT")]
+    expose: Vec<String>,
     // --- life flags
     #[command(flatten)]
     pub(crate) life: super::container::LifeFlags,
@@ -423,6 +426,7 @@ pub(crate) fn run_options(mut a: RunArgs) -> Result<(Root, Store, RunOptions), R
         &a.dns_option,
         &a.link,
         (&a.publish, a.publish_all),
+        &a.expose,
     )
     .map_err(FlagError::Net)?;
     let vol = super::volume::run_mounts(&a.volume, &a.mount, &a.tmpfs, parse_volume)?;

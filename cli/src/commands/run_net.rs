@@ -17,7 +17,16 @@ pub fn request(
     dns_option: &[String],
     link: &[String],
     (publish, publish_all): (&[String], bool),
+    expose: &[String],
 ) -> Result<(Network, Option<NetRequest>), String> {
+    let mut exposed: Vec<String> = Vec::new();
+    for e in expose {
+        for k in kiln_worker::network::ports::parse_expose(e).map_err(|e| e.to_string())? {
+            if !exposed.contains(&k) {
+                exposed.push(k);
+            }
+        }
+    }
     let publish = publish
         .iter()
         .map(|p| kiln_worker::network::ports::parse_publish(p).map_err(|e| e.to_string()))
@@ -108,7 +117,7 @@ pub fn request(
             links,
             publish,
             publish_all,
-            exposed: Vec::new(),
+            exposed,
         }),
     ))
 }

@@ -83,6 +83,7 @@ pub fn helper_main(args: &[String]) -> i32 {
             super::pty::HelperTty::from_args(rest),
         ),
         [mode] if mode == "proxy" => crate::network::ports::proxy_main(),
+        [mode] if mode == "dns" => crate::network::resolver::resolver_main(),
         [mode] if mode == "exec" => match serde_json::from_str::<ExecSpec>(
             &std::env::var(EXEC_SPEC_ENV).unwrap_or_default(),
         ) {

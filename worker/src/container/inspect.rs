@@ -270,6 +270,14 @@ pub fn document(c: &Container, log_path: &str) -> Doc {
             serde_json::to_value(h).unwrap_or(Value::Null),
         );
     }
+    // --- net: docker's `Config.ExposedPorts` (`{"80/tcp": {}}`).
+    if let (Some(n), Some(obj)) = (&c.net, config.as_object_mut()) {
+        if !n.exposed.is_empty() {
+            let ports: serde_json::Map<String, Value> =
+                n.exposed.iter().map(|k| (k.clone(), json!({}))).collect();
+            obj.insert("ExposedPorts".into(), Value::Object(ports));
+        }
+    }
     if let (Some(sig), Some(obj)) = (&l.stop_signal, config.as_object_mut()) {
         obj.insert("StopSignal".into(), Value::String(sig.clone()));
     }

@@ -11,11 +11,10 @@
 //!
 //! `/etc/hosts` and `/etc/resolv.conf` are files in the container's folder,
 //! bound in by the sandbox, written as docker writes them; on user-defined
-//! networks the hosts file also names every container on the shared
-//! networks (by name, alias and short ID) and is rewritten in place for
-//! all of them when one starts, so `wget http://web/` resolves.
+//! networks resolv.conf names docker's embedded resolver (127.0.0.11,
+//! [`super::resolver`]), which knows the other containers by name, so
+//! `wget http://web/` resolves.
 
-use std::collections::BTreeSet;
 use std::io;
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
@@ -53,6 +52,21 @@ pub struct Attachment {
     pub internal: bool,
     #[serde(default)]
     pub aliases: Vec<String>,
+    /// Its interface in the container (`eth<N>`); empty for the
+    /// network it was created on (`eth<position>`).
+    #[serde(default)]
+    pub ifname: String,
+}
+
+impl Attachment {
+    /// The container's interface for this network, `n`th of its networks.
+    pub fn ifname_at(&self, n: usize) -> String {
+        if self.ifname.is_empty() {
+            format!("eth{n}")
+        } else {
+            self.ifname.clone()
+        }
+    }
 }
 
 /// `kiln run`'s network flags, resolved: kept in the container's state.
@@ -72,12 +86,18 @@ pub struct ContainerNet {
     /// `--add-host NAME:IP` (`host-gateway` already replaced).
     #[serde(default)]
     pub extra_hosts: Vec<(String, String)>,
-    /// `--link NAME[:ALIAS]`: (IP, alias, name, container id) at creation.
+    /// `--link NAME[:ALIAS]`: (IP, alias, name, container id) at creation
+    /// (the IP empty on user-defined networks, where the embedded resolver
+    /// answers the alias).
     #[serde(default)]
     pub links: Vec<(String, String, String, String)>,
     /// `-p` / `-P`: the published ports, host ports chosen.
     #[serde(default)]
     pub ports: Vec<super::ports::PortBinding>,
+    /// docker's `Config.ExposedPorts` (`80/tcp`): the image's, `--expose`
+    /// and the published ones.
+    #[serde(default)]
+    pub exposed: Vec<String>,
 }
 
 /// A failure wiring a container's network (the helper reports it).
@@ -163,6 +183,40 @@ fn bridge_rules(a: &Attachment) -> Vec<(&'static str, &'static str, Vec<String>)
     ]
 }
 
+/// docker's DOCKER-ISOLATION chains, kiln's names: traffic from one
+/// kiln bridge to another is dropped, so containers on different networks
+/// do not reach each other (published ports still do, through the host).
+const ISOLATION_1: &str = "KILN-ISOLATION-STAGE-1";
+const ISOLATION_2: &str = "KILN-ISOLATION-STAGE-2";
+
+/// A bridge's two isolation rules (stage 1: leaving it for another
+/// interface goes to stage 2; stage 2: entering it is dropped).
+fn isolation_rules(bridge: &str) -> Vec<(&'static str, &'static str, Vec<String>)> {
+    let v = |x: &[&str]| x.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    vec![
+        (
+            "filter",
+            ISOLATION_1,
+            v(&["-i", bridge, "!", "-o", bridge, "-j", ISOLATION_2]),
+        ),
+        ("filter", ISOLATION_2, v(&["-o", bridge, "-j", "DROP"])),
+    ]
+}
+
+/// The isolation chains and FORWARD's jump to them (first, before the
+/// bridges' ACCEPT rules); idempotent.
+fn ensure_isolation_chains() -> io::Result<()> {
+    for chain in [ISOLATION_1, ISOLATION_2] {
+        // Fails when it exists: fine.
+        let _ = iptables(&["-t", "filter", "-N", chain]);
+    }
+    let jump = ["-t", "filter", "-C", "FORWARD", "-j", ISOLATION_1];
+    if !iptables(&jump)? && !iptables(&["-t", "filter", "-I", "FORWARD", "1", "-j", ISOLATION_1])? {
+        return Err(io::Error::other("iptables -I FORWARD failed"));
+    }
+    Ok(())
+}
+
 fn attachment_of(r: &NetworkRecord) -> Option<Attachment> {
     let (subnet, prefix) = r.subnet?;
     Some(Attachment {
@@ -175,6 +229,7 @@ fn attachment_of(r: &NetworkRecord) -> Option<Attachment> {
         subnet,
         internal: r.internal,
         aliases: Vec::new(),
+        ifname: String::new(),
     })
 }
 
@@ -198,7 +253,11 @@ pub fn ensure_bridge(nl: &mut Netlink, a: &Attachment) -> Result<u32, WireError>
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
             .map_err(werr("enabling ip_forward"))?;
     }
-    for (table, chain, rule) in bridge_rules(a) {
+    ensure_isolation_chains().map_err(werr("adding the isolation chains"))?;
+    for (table, chain, rule) in bridge_rules(a)
+        .into_iter()
+        .chain(isolation_rules(&a.bridge))
+    {
         let rule: Vec<&str> = rule.iter().map(String::as_str).collect();
         ensure_rule(table, chain, &rule).map_err(werr("adding a firewall rule"))?;
     }
@@ -210,7 +269,10 @@ pub fn remove_bridge(r: &NetworkRecord) -> io::Result<()> {
     let Some(a) = attachment_of(r) else {
         return Ok(());
     };
-    for (table, chain, rule) in bridge_rules(&a) {
+    for (table, chain, rule) in bridge_rules(&a)
+        .into_iter()
+        .chain(isolation_rules(&a.bridge))
+    {
         let mut del = vec!["-t", table, "-D", chain];
         del.extend(rule.iter().map(String::as_str));
         // Already gone (never used, or removed by hand) is fine.
@@ -255,10 +317,8 @@ impl HostSide {
         let own = std::fs::File::open("/proc/thread-self/ns/net")
             .map_err(werr("opening the container's network namespace"))?;
         for (n, (a, bridge)) in net.networks.iter().zip(&self.bridges).enumerate() {
-            let mut rnd = [0u8; 4];
-            let _ = getrandom::fill(&mut rnd);
-            let host = format!("veth{}", &hex::encode(rnd)[..7]);
-            let eth = format!("eth{n}");
+            let host = veth_name();
+            let eth = a.ifname_at(n);
             self.nl
                 .add_veth(&host, &eth, own.as_raw_fd())
                 .map_err(werr(format!("creating veth pair {host}")))?;
@@ -296,19 +356,91 @@ impl HostSide {
     }
 }
 
+/// A netlink socket in the network namespace of process `pid` (opened by
+/// a short-lived thread that enters it: a socket stays in the namespace
+/// it was made in, and the rest of this process stays where it is).
+fn netlink_in(pid: i32) -> io::Result<Netlink> {
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            crate::sys::setns(ns.as_raw_fd(), libc::CLONE_NEWNET)?;
+            Netlink::open()
+        })
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("the netlink thread failed")))
+    })
+}
+
+/// `kiln network connect` of a running container (pid 1 `pid`): the
+/// network's bridge (made if missing), a veth pair whose other end becomes
+/// `a.ifname` in the container with `a`'s address (no route change, as
+/// docker's: the default route stays on the first network).
+pub fn connect_running(pid: i32, a: &Attachment) -> Result<(), WireError> {
+    let mut nl = Netlink::open().map_err(werr("opening netlink"))?;
+    let bridge = ensure_bridge(&mut nl, a)?;
+    let mut inner = netlink_in(pid).map_err(werr("entering the container's network namespace"))?;
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))
+        .map_err(werr("opening the container's network namespace"))?;
+    let host = veth_name();
+    nl.add_veth(&host, &a.ifname, ns.as_raw_fd())
+        .map_err(werr(format!("creating veth pair {host}")))?;
+    let hidx = nl
+        .link_index(&host)
+        .map_err(werr("finding the veth"))?
+        .ok_or_else(|| WireError {
+            what: format!("veth {host}"),
+            source: io::Error::from_raw_os_error(libc::ENODEV),
+        })?;
+    nl.set_up(hidx, Some(bridge))
+        .map_err(werr(format!("attaching {host} to {}", a.bridge)))?;
+    let idx = inner
+        .link_index(&a.ifname)
+        .map_err(werr("finding eth"))?
+        .ok_or_else(|| WireError {
+            what: format!("{} in the container", a.ifname),
+            source: io::Error::from_raw_os_error(libc::ENODEV),
+        })?;
+    inner
+        .add_address(idx, a.ip, a.prefix)
+        .map_err(werr(format!("address of {}", a.ifname)))?;
+    inner
+        .set_up(idx, None)
+        .map_err(werr(format!("bringing up {}", a.ifname)))
+}
+
+/// `kiln network disconnect` of a running container: its interface
+/// `ifname` goes (and the veth's host end with it).
+pub fn disconnect_running(pid: i32, ifname: &str) -> Result<(), WireError> {
+    let mut inner = netlink_in(pid).map_err(werr("entering the container's network namespace"))?;
+    if let Some(idx) = inner.link_index(ifname).map_err(werr("finding eth"))? {
+        inner
+            .del_link(idx)
+            .map_err(werr(format!("removing {ifname}")))?;
+    }
+    Ok(())
+}
+
+/// A fresh name for a veth's host end (`veth` and 7 hex digits, docker's
+/// shape).
+fn veth_name() -> String {
+    let mut rnd = [0u8; 4];
+    let _ = getrandom::fill(&mut rnd);
+    format!("veth{}", &hex::encode(rnd)[..7])
+}
+
 /// The lines docker starts every container's /etc/hosts with.
 const HOSTS_HEAD: &str = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n";
 
-/// A container's /etc/hosts: docker's head, `--add-host` lines, `--link`
-/// lines, its own address and hostname, then (kiln's stand-in for
-/// docker's embedded DNS) the other containers on its user-defined
-/// networks by name, aliases and short ID.
-pub fn hosts_text(net: &ContainerNet, hostname: &str, peers: &[(Ipv4Addr, Vec<String>)]) -> String {
+/// A container's /etc/hosts as docker writes it: docker's head,
+/// `--add-host` lines, `--link` lines, its own address and hostname (the
+/// other containers of its networks are the embedded resolver's,
+/// [`super::resolver`]).
+pub fn hosts_text(net: &ContainerNet, hostname: &str) -> String {
     let mut s = String::from(HOSTS_HEAD);
     for (name, ip) in &net.extra_hosts {
         s.push_str(&format!("{ip}\t{name}\n"));
     }
-    for (ip, alias, name, id) in &net.links {
+    for (ip, alias, name, id) in net.links.iter().filter(|l| !l.0.is_empty()) {
         let short = id.get(..12).unwrap_or(id);
         let mut names = vec![alias.as_str()];
         for n in [short, name.as_str()] {
@@ -320,9 +452,6 @@ pub fn hosts_text(net: &ContainerNet, hostname: &str, peers: &[(Ipv4Addr, Vec<St
     }
     if let Some(a) = net.networks.first() {
         s.push_str(&format!("{}\t{hostname}\n", a.ip));
-    }
-    for (ip, names) in peers {
-        s.push_str(&format!("{ip}\t{}\n", names.join(" ")));
     }
     s
 }
@@ -383,65 +512,62 @@ pub fn resolv_text(net: &ContainerNet, host: &str) -> String {
     s
 }
 
+/// A container's /etc/resolv.conf on user-defined networks, as docker
+/// writes it: the embedded resolver (127.0.0.11) as the only nameserver,
+/// the host's (or `--dns-search`) search domains, its options (or
+/// `--dns-option`) with `ndots:0` unless the user set ndots, and the
+/// external servers the resolver forwards to in a comment.
+pub fn resolv_text_embedded(
+    net: &ContainerNet,
+    host: &str,
+    upstreams: &[std::net::IpAddr],
+) -> String {
+    let mut search: Vec<String> = Vec::new();
+    let mut options: Vec<String> = Vec::new();
+    for line in host.lines() {
+        let mut f = line.split_whitespace();
+        match f.next() {
+            Some("search") | Some("domain") => search = f.map(str::to_string).collect(),
+            // The host's ndots is for its own resolver, not the embedded one.
+            Some("options") => {
+                options.extend(f.filter(|o| !o.starts_with("ndots:")).map(str::to_string))
+            }
+            _ => {}
+        }
+    }
+    if !net.dns_search.is_empty() {
+        search = net
+            .dns_search
+            .iter()
+            .filter(|s| *s != ".")
+            .cloned()
+            .collect();
+    }
+    let mut ndots_from = "internal";
+    if !net.dns_options.is_empty() {
+        options = net.dns_options.clone();
+    }
+    if options.iter().any(|o| o.starts_with("ndots:")) {
+        ndots_from = "user";
+    } else {
+        options.insert(0, "ndots:0".into());
+    }
+    let mut s = format!("nameserver {}\n", super::resolver::RESOLVER_IP);
+    if !search.is_empty() {
+        s.push_str(&format!("search {}\n", search.join(" ")));
+    }
+    s.push_str(&format!("options {}\n", options.join(" ")));
+    let ext: Vec<String> = upstreams.iter().map(ToString::to_string).collect();
+    s.push_str(&format!(
+        "\n# Based on host file: '/etc/resolv.conf' (internal resolver)\n# ExtServers: [{}]\n# Option ndots from: {ndots_from}\n",
+        ext.join(" ")
+    ));
+    s
+}
+
 /// The hosts and resolv.conf files of a container's folder.
 pub fn files_of(dir: &Path) -> (PathBuf, PathBuf) {
     (dir.join("hosts"), dir.join("resolv.conf"))
-}
-
-/// One container on the networks, as [`refresh_hosts`] needs it.
-#[derive(Debug, Clone)]
-pub struct Member {
-    pub id: String,
-    pub name: String,
-    pub hostname: String,
-    pub dir: PathBuf,
-    pub net: ContainerNet,
-}
-
-/// (Re)writes the hosts file of each of `members` (the running containers
-/// with a network of their own): each learns the others that share a
-/// user-defined network with it. Rewritten in place (the file is bound
-/// into the container, a rename would not be seen).
-pub fn refresh_hosts(members: &[Member]) -> io::Result<()> {
-    for m in members {
-        let mine: BTreeSet<&str> = m
-            .net
-            .networks
-            .iter()
-            .filter(|a| a.network != "bridge")
-            .map(|a| a.network_id.as_str())
-            .collect();
-        let mut peers = Vec::new();
-        for o in members {
-            if o.id == m.id {
-                continue;
-            }
-            for a in &o.net.networks {
-                if !mine.contains(a.network_id.as_str()) {
-                    continue;
-                }
-                let mut names = vec![o.name.clone()];
-                for al in &a.aliases {
-                    if !names.contains(al) {
-                        names.push(al.clone());
-                    }
-                }
-                let short = o.id.get(..12).unwrap_or(&o.id).to_string();
-                if !names.contains(&o.hostname) {
-                    names.push(o.hostname.clone());
-                }
-                if !names.contains(&short) {
-                    names.push(short);
-                }
-                peers.push((a.ip, names));
-            }
-        }
-        let (hosts, _) = files_of(&m.dir);
-        let text = hosts_text(&m.net, &m.hostname, &peers);
-        // In place: O_TRUNC keeps the inode the container has bound.
-        std::fs::write(&hosts, text)?;
-    }
-    Ok(())
 }
 
 /// Gives a new container its addresses on `requested` networks (by name
@@ -483,6 +609,7 @@ mod tests {
                 subnet: Ipv4Addr::new(172, 18, 0, 0),
                 internal: false,
                 aliases: vec![],
+                ifname: String::new(),
             }],
             dns: vec![],
             dns_search: vec![],
@@ -490,12 +617,13 @@ mod tests {
             extra_hosts: vec![("db".into(), "10.0.0.5".into())],
             links: vec![],
             ports: vec![],
+            exposed: vec![],
         }
     }
 
     #[test]
     fn hosts_as_docker() {
-        let t = hosts_text(&net(), "abc", &[]);
+        let t = hosts_text(&net(), "abc");
         assert!(t.starts_with("127.0.0.1\tlocalhost\n"));
         assert!(t.contains("10.0.0.5\tdb\n"));
         assert!(t.ends_with("172.18.0.2\tabc\n"));

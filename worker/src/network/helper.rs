@@ -1,12 +1,14 @@
 //! The container helper's network steps, called from
 //! `container::helper::start_container` around its `unshare`:
-//! [`before_unshare`] (bridges, rules, resolv.conf, or joining another
-//! container's namespace) and [`Prepared::after_unshare`] (the veth pair,
-//! then every member's /etc/hosts).
+//! [`before_unshare`] (bridges, rules, hosts and resolv.conf, the port
+//! proxy and the embedded DNS resolver started, or joining another
+//! container's namespace) and [`Prepared::after_unshare`] (the veth pairs,
+//! then the resolver listening in the new namespace).
 
 use std::path::Path;
 
-use super::attach::{files_of, refresh_hosts, resolv_text, HostSide, Member, NetMode};
+use super::attach::{files_of, resolv_text, HostSide, NetMode};
+use super::resolver::{Resolver, ResolverSpec};
 use crate::container::{Container, Store};
 
 /// What the helper does once it has its own namespaces.
@@ -14,8 +16,9 @@ use crate::container::{Container, Store};
 pub enum Prepared {
     /// Host or none: nothing (as before the network layer).
     Nothing,
-    /// A namespace of its own to wire to its bridges.
-    Bridge(HostSide),
+    /// A namespace of its own to wire to its bridges, and on user-defined
+    /// networks the resolver to start there.
+    Bridge(HostSide, Option<Resolver>),
     /// Joined another container's namespace: no namespace of its own.
     Joined,
 }
@@ -23,60 +26,30 @@ pub enum Prepared {
 impl Prepared {
     /// Whether the helper must unshare a network namespace.
     pub fn needs_own_namespace(&self) -> bool {
-        matches!(self, Prepared::Bridge(_))
+        matches!(self, Prepared::Bridge(..))
     }
 
-    /// In the container's new network namespace: wire it, then write the
-    /// hosts files of every running container sharing a network with it.
-    pub fn after_unshare(self, store: &Store, c: &Container) -> Result<(), String> {
-        let Prepared::Bridge(host) = self else {
+    /// In the container's new network namespace: wire it, then make the
+    /// embedded resolver listen there.
+    pub fn after_unshare(self, _store: &Store, c: &Container) -> Result<(), String> {
+        let Prepared::Bridge(host, resolver) = self else {
             return Ok(());
         };
         let Some(net) = &c.net else {
             return Ok(());
         };
         host.wire(net).map_err(|e| e.to_string())?;
-        let mut members = Vec::new();
-        for o in store.list().map_err(|e| e.to_string())? {
-            let Some(onet) = &o.net else { continue };
-            if onet.mode != NetMode::Bridge || (o.id != c.id && !o.is_alive()) {
-                continue;
-            }
-            members.push(Member {
-                id: o.id.clone(),
-                name: o.name.clone(),
-                hostname: o.hostname.clone(),
-                dir: store.dir_of(&o.id),
-                net: onet.clone(),
-            });
+        if let Some(r) = resolver {
+            r.listen_in_my_namespace()?;
         }
-        refresh_hosts(&members).map_err(|e| format!("writing /etc/hosts: {e}"))
+        Ok(())
     }
 }
 
-/// After a container's last run: the hosts files of the running
-/// containers that shared a network with it no longer name it.
-pub fn after_exit(store: &Store, c: &Container) {
-    if !matches!(&c.net, Some(n) if n.mode == NetMode::Bridge) {
-        return;
-    }
-    let Ok(all) = store.list() else { return };
-    let members: Vec<Member> = all
-        .into_iter()
-        .filter(|o| o.id != c.id && o.is_alive())
-        .filter_map(|o| {
-            let net = o.net.clone().filter(|n| n.mode == NetMode::Bridge)?;
-            Some(Member {
-                dir: store.dir_of(&o.id),
-                id: o.id,
-                name: o.name,
-                hostname: o.hostname,
-                net,
-            })
-        })
-        .collect();
-    let _ = refresh_hosts(&members);
-}
+/// After a container's last run. Nothing to do: its veths went with its
+/// namespace, its proxy and resolver with its helper, and the resolvers
+/// of the others no longer name it (they read the stores).
+pub fn after_exit(_store: &Store, _c: &Container) {}
 
 /// Before the helper unshares: the bridge side (or joining `container:X`),
 /// and the container's resolv.conf.
@@ -110,23 +83,39 @@ pub fn before_unshare(store: &Store, c: &Container, dir: &Path) -> Result<Prepar
         }
         NetMode::Bridge => {
             let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-            std::fs::write(&resolv, resolv_text(net, &host_resolv))
+            let resolver = if super::resolver::wanted(net) {
+                let upstreams = super::resolver::upstreams(net, &host_resolv);
+                std::fs::write(
+                    &resolv,
+                    super::attach::resolv_text_embedded(net, &host_resolv, &upstreams),
+                )
                 .map_err(|e| format!("{}: {e}", resolv.display()))?;
-            if !hosts.exists() {
-                std::fs::write(&hosts, super::attach::hosts_text(net, &c.hostname, &[]))
-                    .map_err(|e| format!("{}: {e}", hosts.display()))?;
-            }
+                Some(Resolver::spawn(&ResolverSpec {
+                    kiln_root: store.kiln_root(),
+                    container: c.id.clone(),
+                    upstreams,
+                })?)
+            } else {
+                std::fs::write(&resolv, resolv_text(net, &host_resolv))
+                    .map_err(|e| format!("{}: {e}", resolv.display()))?;
+                None
+            };
+            // Rewritten at every start, as docker does: the addresses may
+            // have changed (network connect/disconnect while stopped).
+            std::fs::write(&hosts, super::attach::hosts_text(net, &c.hostname))
+                .map_err(|e| format!("{}: {e}", hosts.display()))?;
             let host = HostSide::prepare(net).map_err(|e| e.to_string())?;
             if let (false, Some(a)) = (net.ports.is_empty(), net.networks.first()) {
                 let proxy = super::ports::start_proxy(&super::ports::ProxySpec {
                     container_ip: a.ip,
                     bindings: net.ports.clone(),
+                    bridge: a.bridge.clone(),
                 })?;
                 // Held for this process's life: its end ends the proxy,
                 // which then deletes the port rules.
                 std::mem::forget(proxy);
             }
-            Ok(Prepared::Bridge(host))
+            Ok(Prepared::Bridge(host, resolver))
         }
     }
 }

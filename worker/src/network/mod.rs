@@ -11,18 +11,22 @@
 //! - [`attach`]: a container's side: what `kiln run` asked for
 //!   ([`ContainerNet`]), the veth pair the container helper makes, the
 //!   firewall rules of a bridge, and `/etc/hosts` / `/etc/resolv.conf`
-//!   as docker writes them.
+//!   as docker writes them;
+//! - [`resolver`] (with [`dns`], its messages): docker's embedded DNS
+//!   server at 127.0.0.11 for containers on user-defined networks.
 //!
 //! Rootless kiln keeps today's behaviour: RUN steps use slirp4netns, and
 //! containers cannot use bridges (they need root in the host's network
 //! namespace), so `kiln run` refuses `--network bridge` there.
 
 pub mod attach;
+pub mod dns;
 pub mod helper;
 pub mod netlink;
 pub mod netpool;
 pub mod ports;
 pub mod request;
+pub mod resolver;
 pub mod store;
 
 pub use attach::{Attachment, ContainerNet, NetMode};

@@ -12,7 +12,7 @@
 //! exits. Nothing of a container's ports outlives its helper.
 
 use std::io::{self, BufRead, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
@@ -25,7 +25,7 @@ pub const PROXY_SPEC_ENV: &str = "KILN_PROXY_SPEC";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PortSpec {
     /// The host address to listen on (all of them when None).
-    pub host_ip: Option<Ipv4Addr>,
+    pub host_ip: Option<IpAddr>,
     /// The host port range (a random free port when None).
     pub host: Option<(u16, u16)>,
     /// The container port range.
@@ -38,7 +38,8 @@ pub struct PortSpec {
 /// `kiln port`, `ps` and `inspect`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortBinding {
-    pub host_ip: Ipv4Addr,
+    /// IPv4, or IPv6 (served by the proxy alone: no ip6tables rules).
+    pub host_ip: IpAddr,
     pub host_port: u16,
     pub container_port: u16,
     pub proto: String,
@@ -52,7 +53,10 @@ impl PortBinding {
 
     /// docker's `0.0.0.0:18080`.
     pub fn host_text(&self) -> String {
-        format!("{}:{}", self.host_ip, self.host_port)
+        match self.host_ip {
+            IpAddr::V4(ip) => format!("{ip}:{}", self.host_port),
+            IpAddr::V6(ip) => format!("[{ip}]:{}", self.host_port),
+        }
     }
 
     /// docker ps's `0.0.0.0:18080->80/tcp`.
@@ -96,11 +100,22 @@ pub fn parse_publish(s: &str) -> Result<PortSpec, PortError> {
     if proto != "tcp" && proto != "udp" {
         return Err(PortError::Proto(proto));
     }
+    // An IPv6 address is bracketed: `[::1]:8080:80`.
+    let (v6, rest) = match rest.strip_prefix('[') {
+        Some(r) => {
+            let (ip, after) = r
+                .split_once("]:")
+                .ok_or_else(|| PortError::Bad(s.to_string()))?;
+            (Some(ip), after)
+        }
+        None => (None, rest),
+    };
     let parts: Vec<&str> = rest.split(':').collect();
-    let (ip, host, ctr) = match parts.as_slice() {
-        [c] => (None, None, *c),
-        [h, c] => (None, Some(*h), *c),
-        [ip, h, c] => (Some(*ip), Some(*h), *c),
+    let (ip, host, ctr) = match (v6, parts.as_slice()) {
+        (None, [c]) => (None, None, *c),
+        (None, [h, c]) => (None, Some(*h), *c),
+        (None, [ip, h, c]) => (Some(*ip), Some(*h), *c),
+        (Some(ip), [h, c]) => (Some(ip), Some(*h), *c),
         _ => return Err(PortError::Bad(s.to_string())),
     };
     let host_ip = match ip {
@@ -133,8 +148,26 @@ pub fn parse_publish(s: &str) -> Result<PortSpec, PortError> {
     })
 }
 
+/// Parses one `--expose` value (`PORT[-END][/PROTO]`) into docker's keys
+/// (`80/tcp`), one per port of the range.
+pub fn parse_expose(s: &str) -> Result<Vec<String>, PortError> {
+    let (range, proto) = match s.rsplit_once('/') {
+        Some((r, p)) => (r, p.to_ascii_lowercase()),
+        None => (s, "tcp".to_string()),
+    };
+    if proto != "tcp" && proto != "udp" {
+        return Err(PortError::Proto(proto));
+    }
+    // docker refuses an address here ("80:80" is no port to expose).
+    if range.contains(':') {
+        return Err(PortError::Bad(s.to_string()));
+    }
+    let (a, b) = parse_range(range, s)?;
+    Ok((a..=b).map(|p| format!("{p}/{proto}")).collect())
+}
+
 /// Whether `ip:port` can be bound for `proto` right now.
-fn free(ip: Ipv4Addr, port: u16, proto: &str) -> Option<u16> {
+fn free(ip: IpAddr, port: u16, proto: &str) -> Option<u16> {
     let addr = SocketAddr::from((ip, port));
     if proto == "udp" {
         UdpSocket::bind(addr)
@@ -171,7 +204,7 @@ pub fn bind(
     }
     let mut out: Vec<PortBinding> = Vec::new();
     for s in &all {
-        let ip = s.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let ip = s.host_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         let taken = |out: &[PortBinding], p: u16| {
             out.iter()
                 .any(|b| b.host_port == p && b.proto == s.proto && b.host_ip == ip)
@@ -210,13 +243,22 @@ pub fn bind(
 pub struct ProxySpec {
     pub container_ip: Ipv4Addr,
     pub bindings: Vec<PortBinding>,
+    /// The container's bridge: traffic coming from it is left to the
+    /// proxy (docker's `! -i docker0`), so a container reaches its own
+    /// published port through the host's address (hairpin).
+    #[serde(default)]
+    pub bridge: String,
 }
 
 /// The DNAT rules of one binding (table, chain, rule): traffic to one of
 /// the host's own addresses (from outside, and from the host's processes
 /// unless to loopback, which the proxy carries) goes to the container.
-fn rules(ip: Ipv4Addr, b: &PortBinding) -> Vec<(&'static str, &'static str, Vec<String>)> {
-    if b.host_ip.is_loopback() {
+fn rules(
+    ip: Ipv4Addr,
+    bridge: &str,
+    b: &PortBinding,
+) -> Vec<(&'static str, &'static str, Vec<String>)> {
+    if b.host_ip.is_loopback() || b.host_ip.is_ipv6() {
         return Vec::new();
     }
     let to = format!("{ip}:{}", b.container_port);
@@ -256,15 +298,20 @@ fn rules(ip: Ipv4Addr, b: &PortBinding) -> Vec<(&'static str, &'static str, Vec<
     } else {
         Vec::new()
     };
+    let prerouting_extra = if bridge.is_empty() {
+        Vec::new()
+    } else {
+        vec!["!".into(), "-i".into(), bridge.to_string()]
+    };
     vec![
-        ("nat", "PREROUTING", tail(Vec::new())),
+        ("nat", "PREROUTING", tail(prerouting_extra)),
         ("nat", "OUTPUT", tail(output_extra)),
     ]
 }
 
 fn apply(spec: &ProxySpec, add: bool) -> io::Result<()> {
     for b in &spec.bindings {
-        for (table, chain, rule) in rules(spec.container_ip, b) {
+        for (table, chain, rule) in rules(spec.container_ip, &spec.bridge, b) {
             let rule: Vec<&str> = rule.iter().map(String::as_str).collect();
             if add {
                 super::attach::ensure_rule(table, chain, &rule)?;
@@ -462,8 +509,12 @@ mod tests {
             (Some((18080, 18080)), (80, 80), "tcp")
         );
         let p = parse_publish("127.0.0.1:5353:53/udp").expect("p");
-        assert_eq!(p.host_ip, Some(Ipv4Addr::LOCALHOST));
+        assert_eq!(p.host_ip, Some(Ipv4Addr::LOCALHOST.into()));
         assert_eq!(p.proto, "udp");
+        let p = parse_publish("[::1]:8080:80").expect("p");
+        assert_eq!(p.host_ip, Some(std::net::Ipv6Addr::LOCALHOST.into()));
+        assert_eq!((p.host, p.container), (Some((8080, 8080)), (80, 80)));
+        assert!(parse_publish("[::1]:80").is_err());
         let p = parse_publish("127.0.0.1::80").expect("p");
         assert_eq!(p.host, None);
         let p = parse_publish("8000-8002:80-82").expect("p");
@@ -471,12 +522,18 @@ mod tests {
         assert!(parse_publish("8000-8001:80-82").is_err());
         assert!(parse_publish("80/sctp").is_err());
         assert!(parse_publish("x:80").is_err());
+        assert_eq!(parse_expose("80").expect("e"), ["80/tcp"]);
+        assert_eq!(
+            parse_expose("7000-7001/udp").expect("e"),
+            ["7000/udp", "7001/udp"]
+        );
+        assert!(parse_expose("80:80").is_err());
     }
 
     #[test]
     fn binding_texts() {
         let b = PortBinding {
-            host_ip: Ipv4Addr::UNSPECIFIED,
+            host_ip: Ipv4Addr::UNSPECIFIED.into(),
             host_port: 18080,
             container_port: 80,
             proto: "tcp".into(),

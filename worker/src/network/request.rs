@@ -29,7 +29,8 @@ pub struct NetRequest {
     pub publish: Vec<super::ports::PortSpec>,
     /// `-P`: every port of `exposed` on a random host port.
     pub publish_all: bool,
-    /// The image's `ExposedPorts` (`80/tcp`), filled in by `create`.
+    /// `--expose` (`80/tcp`, ranges expanded), then the image's
+    /// `ExposedPorts` added by `create`.
     pub exposed: Vec<String>,
 }
 
@@ -49,8 +50,6 @@ pub enum RequestError {
     DnsWithContainer,
     #[error("network-scoped aliases are only supported for user-defined networks")]
     AliasOnDefault,
-    #[error("links are only supported on the default bridge network")]
-    LinkOnUser,
     #[error("conflicting options: port publishing and the container type network mode")]
     PortsWithContainer,
     #[error(transparent)]
@@ -83,6 +82,7 @@ pub fn resolve(
             extra_hosts: Vec::new(),
             links: Vec::new(),
             ports: Vec::new(),
+            exposed: Vec::new(),
         });
     }
     if crate::userns::in_user_namespace() {
@@ -94,9 +94,6 @@ pub fn resolve(
     if target.name == "bridge" && !req.aliases.is_empty() {
         return Err(RequestError::AliasOnDefault);
     }
-    if target.name != "bridge" && !req.links.is_empty() {
-        return Err(RequestError::LinkOnUser);
-    }
     let mut links = Vec::new();
     for (name, alias) in &req.links {
         let o = store
@@ -106,8 +103,15 @@ pub fn resolve(
             .net
             .as_ref()
             .and_then(|n| n.networks.iter().find(|a| a.network == "bridge"))
-            .map(|a| a.ip.to_string())
-            .ok_or_else(|| RequestError::LinkTarget(name.clone()))?;
+            .map(|a| a.ip.to_string());
+        let ip = if target.name == "bridge" {
+            ip.ok_or_else(|| RequestError::LinkTarget(name.clone()))?
+        } else {
+            // On a user-defined network a link is an alias the embedded
+            // resolver answers (with the target's current address), as
+            // docker's: no hosts line.
+            String::new()
+        };
         links.push((ip, alias.clone(), o.name.clone(), o.id.clone()));
     }
     let ports = super::ports::bind(&req.publish, req.publish_all, &req.exposed)?;
@@ -135,7 +139,14 @@ pub fn resolve(
             (n.clone(), ip)
         })
         .collect();
+    let mut exposed = req.exposed.clone();
+    for b in &ports {
+        if !exposed.contains(&b.key()) {
+            exposed.push(b.key());
+        }
+    }
     Ok(ContainerNet {
+        exposed,
         mode: NetMode::Bridge,
         networks: attachments,
         dns: req.dns.clone(),
@@ -147,14 +158,19 @@ pub fn resolve(
     })
 }
 
-/// `req` with the image config's `ExposedPorts` (for `-P`).
+/// `req` with the image config's `ExposedPorts` added to `--expose`'s
+/// (for `-P`).
 pub fn with_exposed(req: &NetRequest, cfg: &serde_json::Value) -> NetRequest {
     let mut req = req.clone();
     if let Some(ports) = cfg
         .get("ExposedPorts")
         .and_then(serde_json::Value::as_object)
     {
-        req.exposed = ports.keys().cloned().collect();
+        for k in ports.keys() {
+            if !req.exposed.contains(k) {
+                req.exposed.push(k.clone());
+            }
+        }
     }
     req
 }
