@@ -501,6 +501,7 @@ pub fn exec(a: &ComposeArgs, x: &ExecArgs) -> Result<ExitCode> {
         workdir: x.workdir.clone(),
         user: x.user.clone(),
         tty: None,
+        ..ExecOptions::default()
     };
     let spec = container::run::exec_spec(&c, opts).map_err(|e| miette!("{e}"))?;
     if x.detach {
