@@ -389,35 +389,6 @@ pub fn apply_changes(config: &mut Value, changes: &[String]) -> Result<(), Commi
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn changes_apply_as_docker() {
-        let mut c = json!({"config": {"Env": ["A=1"]}});
-        apply_changes(
-            &mut c,
-            &[
-                "CMD [\"echo\", \"hi\"]".into(),
-                "ENV A=2 B=3".into(),
-                "EXPOSE 80".into(),
-                "WORKDIR /app".into(),
-                "ENTRYPOINT top -b".into(),
-            ],
-        )
-        .unwrap();
-        assert_eq!(c["config"]["Cmd"], json!(["echo", "hi"]));
-        assert_eq!(c["config"]["Env"], json!(["A=2", "B=3"]));
-        assert_eq!(c["config"]["ExposedPorts"], json!({"80/tcp": {}}));
-        assert_eq!(
-            c["config"]["Entrypoint"],
-            json!(["/bin/sh", "-c", "top -b"])
-        );
-        assert!(apply_changes(&mut c, &["RUN x".into()]).is_err());
-    }
-}
-
 /// `kiln import http(s)://…`: the body is downloaded to a scratch file of
 /// the store (streamed, never held in memory), then imported as a file
 /// is. A response of 400 or more fails with docker's words (`failed to GET
@@ -484,4 +455,33 @@ fn download(url: &str, file: &mut std::fs::File) -> Result<(), CommitError> {
         }
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_apply_as_docker() {
+        let mut c = json!({"config": {"Env": ["A=1"]}});
+        apply_changes(
+            &mut c,
+            &[
+                "CMD [\"echo\", \"hi\"]".into(),
+                "ENV A=2 B=3".into(),
+                "EXPOSE 80".into(),
+                "WORKDIR /app".into(),
+                "ENTRYPOINT top -b".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c["config"]["Cmd"], json!(["echo", "hi"]));
+        assert_eq!(c["config"]["Env"], json!(["A=2", "B=3"]));
+        assert_eq!(c["config"]["ExposedPorts"], json!({"80/tcp": {}}));
+        assert_eq!(
+            c["config"]["Entrypoint"],
+            json!(["/bin/sh", "-c", "top -b"])
+        );
+        assert!(apply_changes(&mut c, &["RUN x".into()]).is_err());
+    }
 }
