@@ -3,97 +3,14 @@
 #![allow(unsafe_code)] // the harness measures and signals its own child processes
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use kiln_testsupport::busybox_fixture;
+use kiln_testsupport::containers::{err as stderr, out as stdout, Ctr as K};
 
 const KILN: &str = env!("CARGO_BIN_EXE_kiln");
 const BB: &str = "busybox:1.35";
-
-/// kiln on a store of its own with the busybox fixture loaded.
-struct K {
-    tmp: tempfile::TempDir,
-    root: PathBuf,
-}
-
-impl K {
-    fn new() -> K {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let root = tmp.path().join("root");
-        let k = K { tmp, root };
-        let fixture = busybox_fixture();
-        k.ok(&["load", "-q", "-i", fixture.to_str().expect("utf8")]);
-        k
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(KILN);
-        c.args(args)
-            .env("KILN_ROOT", &self.root)
-            .env("KILN_DEFAULT_NETWORK", "host")
-            .stdin(Stdio::null());
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().expect("spawn kiln")
-    }
-
-    /// Runs kiln, insists on success, returns stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(
-            o.status.success(),
-            "kiln {args:?} failed ({:?}):\n{}\n{}",
-            o.status.code(),
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-
-    fn containers(&self) -> PathBuf {
-        self.root.join("containers")
-    }
-
-    /// Container folders in the store.
-    fn container_dirs(&self) -> Vec<PathBuf> {
-        std::fs::read_dir(self.containers())
-            .map(|d| {
-                d.flatten()
-                    .map(|e| e.path())
-                    .filter(|p| p.file_name().is_some_and(|n| n.len() == 64))
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    fn state(&self, id: &str) -> serde_json::Value {
-        let bytes = std::fs::read(self.containers().join(id).join("state.json")).expect("state");
-        serde_json::from_slice(&bytes).expect("state json")
-    }
-
-    /// Waits (bounded, generously) until `f` holds; false if it never does.
-    fn eventually(&self, mut f: impl FnMut() -> bool) -> bool {
-        for _ in 0..600 {
-            if f() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
-    }
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 /// The line of `kiln ps` output naming this container.
 fn ps_line(ps: &str, name: &str) -> Option<String> {
@@ -104,7 +21,7 @@ fn ps_line(ps: &str, name: &str) -> Option<String> {
 
 #[test]
 fn output_and_exit_codes_are_the_process_s() {
-    let k = K::new();
+    let k = K::new(KILN);
     let o = k.run(&["run", "--rm", BB, "echo", "hello", "-n"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(stdout(&o), "hello -n\n");
@@ -146,7 +63,7 @@ fn output_and_exit_codes_are_the_process_s() {
 
 #[test]
 fn unknown_image_is_125_with_a_clear_message() {
-    let k = K::new();
+    let k = K::new(KILN);
     // A registry port nobody listens on: the pull fails at once.
     let o = k.run(&["run", "--rm", "127.0.0.1:1/nosuch:1", "true"]);
     assert_eq!(o.status.code(), Some(125));
@@ -161,7 +78,7 @@ fn unknown_image_is_125_with_a_clear_message() {
 
 #[test]
 fn image_config_decides_and_flags_override() {
-    let k = K::new();
+    let k = K::new(KILN);
     let ctx = k.tmp.path().join("ctx");
     std::fs::create_dir_all(&ctx).unwrap();
     std::fs::write(
@@ -259,7 +176,7 @@ CMD ["echo $GREETING $FOO; pwd; id -u; cat file"]
 
 #[test]
 fn bind_mounts_read_write_and_read_only() {
-    let k = K::new();
+    let k = K::new(KILN);
     let host = k.tmp.path().join("vol");
     std::fs::create_dir_all(&host).unwrap();
     std::fs::write(host.join("in"), "from host\n").unwrap();
@@ -303,7 +220,7 @@ fn bind_mounts_read_write_and_read_only() {
 
 #[test]
 fn changes_stay_in_the_container_s_upper_dir() {
-    let k = K::new();
+    let k = K::new(KILN);
     k.ok(&[
         "run",
         "--name",
@@ -357,7 +274,7 @@ fn changes_stay_in_the_container_s_upper_dir() {
 
 #[test]
 fn host_files_and_processes_stay_out_of_sight() {
-    let k = K::new();
+    let k = K::new(KILN);
     let secret = k.tmp.path().join("secret-host-file");
     std::fs::write(&secret, "s").unwrap();
     let script = format!(
@@ -383,7 +300,7 @@ fn host_files_and_processes_stay_out_of_sight() {
 
 #[test]
 fn stdin_is_passed_with_i_only() {
-    let k = K::new();
+    let k = K::new(KILN);
     let mut c = k.cmd(&["run", "--rm", "-i", BB, "sh", "-c", "read a; echo got $a"]);
     c.stdin(Stdio::piped()).stdout(Stdio::piped());
     let mut child = c.spawn().unwrap();
@@ -403,7 +320,7 @@ fn stdin_is_passed_with_i_only() {
 
 #[test]
 fn sigterm_to_kiln_reaches_the_container() {
-    let k = K::new();
+    let k = K::new(KILN);
     let mut child = k
         .cmd(&[
             "run",
@@ -430,7 +347,7 @@ fn sigterm_to_kiln_reaches_the_container() {
 
 #[test]
 fn detached_lifecycle_ps_logs_exec_stop_rm() {
-    let k = K::new();
+    let k = K::new(KILN);
     let script = "echo started; echo warn >&2; echo inside > /marker; \
                   trap 'echo stopping; exit 7' TERM; while true; do sleep 0.1; done";
     let id = k.ok(&["run", "-d", "--name", "svc", BB, "sh", "-c", script]);
@@ -453,16 +370,19 @@ fn detached_lifecycle_ps_logs_exec_stop_rm() {
     assert_eq!(k.ok(&["ps", "-q"]).trim(), &id[..12]);
 
     // logs, by ID prefix too, streams kept apart.
-    assert!(k.eventually(|| k.ok(&["logs", &id[..8]]).contains("started")));
+    k.eventually("the log says started", || {
+        k.ok(&["logs", &id[..8]]).contains("started")
+    });
     let o = k.run(&["logs", "svc"]);
     assert_eq!(stdout(&o), "started\n");
     assert_eq!(stderr(&o), "warn\n");
 
     // exec joins its namespaces: its files, its pid 1.
-    assert!(k.eventually(|| k
-        .run(&["exec", "svc", "test", "-e", "/marker"])
-        .status
-        .success()));
+    k.eventually("/marker is there", || {
+        k.run(&["exec", "svc", "test", "-e", "/marker"])
+            .status
+            .success()
+    });
     assert_eq!(k.ok(&["exec", "svc", "cat", "/marker"]), "inside\n");
     let cmdline = k.ok(&["exec", "svc", "cat", "/proc/1/cmdline"]);
     assert!(cmdline.starts_with("sh\0-c\0echo started;"), "{cmdline:?}");
@@ -536,7 +456,7 @@ fn detached_lifecycle_ps_logs_exec_stop_rm() {
 
 #[test]
 fn stop_kills_after_the_timeout_and_rm_f_kills() {
-    let k = K::new();
+    let k = K::new(KILN);
     // pid 1 without a handler ignores SIGTERM, as in docker.
     let a = k.ok(&["run", "-d", BB, "sleep", "1000"]).trim().to_string();
     let b = k
@@ -575,7 +495,7 @@ fn stop_kills_after_the_timeout_and_rm_f_kills() {
 
 #[test]
 fn detached_rm_removes_itself_and_logs_follow_ends_with_it() {
-    let k = K::new();
+    let k = K::new(KILN);
     let id = k
         .ok(&[
             "run",
@@ -596,10 +516,9 @@ fn detached_rm_removes_itself_and_logs_follow_ends_with_it() {
     assert_eq!(k.state(&id)["exit_code"], 0);
 
     let id = k.ok(&["run", "-d", "--rm", BB, "true"]).trim().to_string();
-    assert!(
-        k.eventually(|| !k.containers().join(&id).exists()),
-        "--rm -d left {id}"
-    );
+    k.eventually(&format!("--rm -d removes {id}"), || {
+        !k.containers().join(&id).exists()
+    });
 }
 
 /// A running `docker-registry` on a free port of 127.0.0.1, killed on drop.
@@ -670,12 +589,12 @@ impl Drop for Registry {
 #[test]
 fn an_absent_image_is_pulled_first() {
     let reg = Registry::start();
-    let src = K::new();
+    let src = K::new(KILN);
     let name = format!("{}/bb:run", reg.addr);
     src.ok(&["tag", BB, &name]);
     src.ok(&["push", "-q", &name]);
 
-    let k = K::new();
+    let k = K::new(KILN);
     let o = k.run(&[
         "run",
         "--rm",
@@ -709,7 +628,7 @@ fn an_absent_image_is_pulled_first() {
 /// container's overlay stands on: the container goes on seeing its files.
 #[test]
 fn prune_all_keeps_the_layers_of_a_running_container() {
-    let k = K::new();
+    let k = K::new(KILN);
     let id = k
         .ok(&["run", "-d", "--name", "busy", BB, "sleep", "1000"])
         .trim()
@@ -738,7 +657,7 @@ fn prune_all_keeps_the_layers_of_a_running_container() {
 /// unless forced.
 #[test]
 fn rmi_of_an_image_a_container_uses_needs_force() {
-    let k = K::new();
+    let k = K::new(KILN);
     k.ok(&["run", "--name", "user", BB, "true"]);
     let o = k.run(&["rmi", BB]);
     assert_eq!(o.status.code(), Some(1));

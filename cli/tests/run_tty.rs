@@ -7,53 +7,21 @@
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kiln_testsupport::busybox_fixture;
+use kiln_testsupport::containers::Ctr as K;
 
 const KILN: &str = env!("CARGO_BIN_EXE_kiln");
 const BB: &str = "busybox:1.35";
 
-struct K {
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
+/// This file's helper on the shared test kiln.
+trait PtyHelpers {
+    fn on_pty(&self, args: &[&str], rows: u16, cols: u16) -> Pty;
 }
 
-impl K {
-    fn new() -> K {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let root = tmp.path().join("root");
-        let k = K { _tmp: tmp, root };
-        let fixture = busybox_fixture();
-        let o = k.run(&["load", "-q", "-i", fixture.to_str().expect("utf8")]);
-        assert!(o.status.success(), "load: {o:?}");
-        k
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(KILN);
-        c.args(args)
-            .env("KILN_ROOT", &self.root)
-            .env("KILN_DEFAULT_NETWORK", "host");
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("spawn kiln")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(o.status.success(), "kiln {args:?}: {o:?}");
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-
+impl PtyHelpers for K {
     /// kiln on a fresh pty of `rows` x `cols` (its controlling terminal).
     fn on_pty(&self, args: &[&str], rows: u16, cols: u16) -> Pty {
         let (mut m, mut s) = (0, 0);
@@ -163,7 +131,7 @@ fn running(k: &K, name: &str) -> bool {
 
 #[test]
 fn run_it_shell_has_a_terminal_of_the_callers_size() {
-    let k = K::new();
+    let k = K::new(KILN);
     let p = k.on_pty(
         &["run", "-it", "--rm", "--network", "none", BB, "sh"],
         40,
@@ -196,7 +164,7 @@ fn run_it_shell_has_a_terminal_of_the_callers_size() {
 
 #[test]
 fn dit_attach_detach_exec_and_logs() {
-    let k = K::new();
+    let k = K::new(KILN);
     let id = k.ok(&["run", "-dit", "--name", "c1", "--network", "none", BB, "sh"]);
     let id = id.trim();
     assert_eq!(id.len(), 64, "run -d prints the ID: {id}");
@@ -273,7 +241,7 @@ fn dit_attach_detach_exec_and_logs() {
 
 #[test]
 fn run_it_detach_keys_leave_it_running() {
-    let k = K::new();
+    let k = K::new(KILN);
     let p = k.on_pty(
         &["run", "-it", "--name", "d1", "--network", "none", BB, "sh"],
         24,
@@ -289,7 +257,7 @@ fn run_it_detach_keys_leave_it_running() {
 
 #[test]
 fn flags_parse_as_docker() {
-    let k = K::new();
+    let k = K::new(KILN);
     for args in [
         &["run", "--bogus", BB, "true"][..],
         &["exec", "--bogus", "c", "true"][..],

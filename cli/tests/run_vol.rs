@@ -4,50 +4,19 @@
 //! anonymous volumes, `--volumes-from`, `--read-only`, `--tmpfs`, `--mount`.
 
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
 
-use kiln_testsupport::busybox_fixture;
+use kiln_testsupport::containers::{err as stderr, Ctr as K};
 
 const KILN: &str = env!("CARGO_BIN_EXE_kiln");
 const BB: &str = "busybox:1.35";
 
-struct K {
-    tmp: tempfile::TempDir,
-    root: PathBuf,
+/// This file's helpers on the shared test kiln.
+trait VolumeHelpers {
+    fn volumes(&self) -> Vec<String>;
+    fn build(&self, tag: &str, dockerfile: &str);
 }
 
-impl K {
-    fn new() -> K {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let root = tmp.path().join("root");
-        let k = K { tmp, root };
-        let fixture = busybox_fixture();
-        k.ok(&["load", "-q", "-i", fixture.to_str().expect("utf8")]);
-        k
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(KILN)
-            .args(args)
-            .env("KILN_ROOT", &self.root)
-            .env("KILN_DEFAULT_NETWORK", "host")
-            .stdin(Stdio::null())
-            .output()
-            .expect("spawn kiln")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(
-            o.status.success(),
-            "kiln {args:?} failed ({:?}):\n{}\n{}",
-            o.status.code(),
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-
+impl VolumeHelpers for K {
     fn volumes(&self) -> Vec<String> {
         self.ok(&["volume", "ls", "-q"])
             .lines()
@@ -67,13 +36,9 @@ impl K {
     }
 }
 
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
 #[test]
 fn volume_commands_as_docker() {
-    let k = K::new();
+    let k = K::new(KILN);
     assert_eq!(k.ok(&["volume", "create", "data"]), "data\n");
     // Creating it again is fine (the same volume).
     assert_eq!(k.ok(&["volume", "create", "--name", "data"]), "data\n");
@@ -181,7 +146,7 @@ fn volume_commands_as_docker() {
 
 #[test]
 fn named_volume_outlives_its_container() {
-    let k = K::new();
+    let k = K::new(KILN);
     k.ok(&[
         "run",
         "--rm",
@@ -280,7 +245,7 @@ fn named_volume_outlives_its_container() {
 
 #[test]
 fn image_volume_is_a_populated_anonymous_volume() {
-    let k = K::new();
+    let k = K::new(KILN);
     k.build(
         "withvol:1",
         "FROM busybox:1.35\nRUN mkdir -p /srv/data && echo seed > /srv/data/seed && chown -R 7:8 /srv/data && chmod 750 /srv/data\nVOLUME /srv/data\n",
@@ -399,7 +364,7 @@ fn image_volume_is_a_populated_anonymous_volume() {
 
 #[test]
 fn read_only_root_and_tmpfs() {
-    let k = K::new();
+    let k = K::new(KILN);
     let o = k.run(&[
         "run",
         "--rm",

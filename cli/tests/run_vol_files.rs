@@ -7,57 +7,16 @@
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 
-use kiln_testsupport::busybox_fixture;
+use kiln_testsupport::containers::Ctr as K;
 
 const KILN: &str = env!("CARGO_BIN_EXE_kiln");
 const BB: &str = "busybox:1.35";
 
-struct K {
-    tmp: tempfile::TempDir,
-    root: PathBuf,
-}
-
-impl K {
-    fn new() -> K {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let root = tmp.path().join("root");
-        let k = K { tmp, root };
-        let fixture = busybox_fixture();
-        k.ok(&["load", "-q", "-i", fixture.to_str().expect("utf8")]);
-        k
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(KILN);
-        c.args(args)
-            .env("KILN_ROOT", &self.root)
-            .env("KILN_DEFAULT_NETWORK", "host")
-            .stdin(Stdio::null());
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().expect("spawn kiln")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(
-            o.status.success(),
-            "kiln {args:?} failed ({:?}):\n{}\n{}",
-            o.status.code(),
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-}
-
 #[test]
 fn cp_both_ways_keeps_modes_and_owners() {
-    let k = K::new();
+    let k = K::new(KILN);
     k.ok(&["run", "--network", "none", "--name", "c", BB, "sh", "-c",
         "mkdir -p /data/sub && echo one > /data/sub/f && chmod 750 /data/sub && chmod 604 /data/sub/f && chown 12:34 /data/sub/f && ln -s f /data/sub/link"]);
     // Out of a stopped container: a directory by name, then its content.
@@ -139,7 +98,7 @@ fn cp_both_ways_keeps_modes_and_owners() {
 
 #[test]
 fn diff_lists_changes_as_docker() {
-    let k = K::new();
+    let k = K::new(KILN);
     k.ok(&[
         "run",
         "--network",
@@ -162,7 +121,7 @@ fn diff_lists_changes_as_docker() {
 
 #[test]
 fn commit_then_run_and_export_import_round_trip() {
-    let k = K::new();
+    let k = K::new(KILN);
     k.ok(&[
         "run",
         "--network",

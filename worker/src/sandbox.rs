@@ -212,6 +212,11 @@ pub struct SandboxSpec {
     /// capability rules follow it, as docker's do.
     #[serde(default)]
     pub caps: Option<u64>,
+    /// The capability set the seccomp profile's rules follow when it is
+    /// not `caps` (`kiln exec --privileged`: every capability for the
+    /// process, the container's filter kept, as docker's exec does).
+    #[serde(default)]
+    pub filter_caps: Option<u64>,
 }
 
 /// A pseudo-terminal for the process (docker's `-t`), made inside the
@@ -277,6 +282,7 @@ impl SandboxSpec {
             readonly_rootfs: false,
             terminal: None,
             caps: None,
+            filter_caps: None,
         }
     }
 
@@ -1287,8 +1293,8 @@ fn child(spec: &SandboxSpec, steps: &[Step], errfd: RawFd) -> Result<Never, Star
     let filter = if spec.privileged {
         None
     } else {
-        crate::seccomp::compile_mode(&spec.seccomp, spec.caps.unwrap_or(DEFAULT_CAPS))
-            .map_err(|e| e.to_string())?
+        let caps = spec.filter_caps.or(spec.caps).unwrap_or(DEFAULT_CAPS);
+        crate::seccomp::compile_mode(&spec.seccomp, caps).map_err(|e| e.to_string())?
     };
     let mut rootfd: Option<OwnedFd> = None;
     for step in steps {

@@ -72,10 +72,10 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
     match cmd {
         Cmd::Attach {
             no_stdin,
-            sig_proxy: _,
+            sig_proxy,
             detach_keys,
             container,
-        } => attach_cmd(!no_stdin, detach_keys.as_deref(), &container),
+        } => attach_cmd(!no_stdin, sig_proxy, detach_keys.as_deref(), &container),
     }
 }
 
@@ -86,12 +86,16 @@ pub fn exit_code(code: i32) -> ExitCode {
 
 /// `kiln run -t` in the foreground, after the container `c` was made:
 /// started attached, our terminal raw with `-i`, until it ends (its exit
-/// code) or the detach keys leave it running (0).
+/// code) or the detach keys leave it running (0). With `sig_proxy` the
+/// signals kiln gets go to the container's process (docker's `run
+/// --sig-proxy`, which a terminal does not turn off; `start -a` of a
+/// terminal container proxies none).
 pub fn run_attached(
     store: &container::Store,
     c: &container::Container,
     interactive: bool,
     keys: DetachKeys,
+    sig_proxy: bool,
 ) -> ExitCode {
     use kiln_worker::container::StartReport;
     let size = attach::window_size();
@@ -107,11 +111,17 @@ pub fn run_attached(
             return exit_code(container::EXIT_KILN);
         }
     };
-    attached(session, interactive, keys)
+    attached(session, interactive, keys, sig_proxy)
 }
 
-/// Runs the client on a session this kiln started; the exit code.
-fn attached(session: attach::Session, interactive: bool, keys: DetachKeys) -> ExitCode {
+/// Runs the client on a session this kiln started; the exit code. With
+/// `sig_proxy` signals go to the helper, which passes them to its process.
+fn attached(
+    session: attach::Session,
+    interactive: bool,
+    keys: DetachKeys,
+    sig_proxy: bool,
+) -> ExitCode {
     let sock = match session.sock.try_clone() {
         Ok(s) => s,
         Err(e) => {
@@ -123,7 +133,7 @@ fn attached(session: attach::Session, interactive: bool, keys: DetachKeys) -> Ex
         stdin: interactive,
         tty: true,
         detach_keys: keys,
-        proxy_to: None,
+        proxy_to: sig_proxy.then(|| session.helper_pid()),
     };
     match attach::run_client(sock, &opts) {
         Ok(AttachEnd::Exited(code)) => {
@@ -144,7 +154,8 @@ fn attached(session: attach::Session, interactive: bool, keys: DetachKeys) -> Ex
 /// `kiln exec -t`: the exec attached; its exit code.
 pub fn exec_attached(spec: &container::ExecSpec, interactive: bool, keys: DetachKeys) -> ExitCode {
     match attach::exec_attached(spec) {
-        Ok(session) => attached(session, interactive, keys),
+        // docker's exec proxies no signals.
+        Ok(session) => attached(session, interactive, keys, false),
         Err(e) => {
             eprintln!("kiln: {e}");
             exit_code(container::EXIT_KILN)
@@ -158,7 +169,11 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(1)
 }
 
-fn attach_cmd(stdin: bool, keys: Option<&str>, key: &str) -> Result<ExitCode> {
+/// `kiln attach`: the container's streams live (a terminal's, or stdout
+/// and stderr apart), stdin when it keeps one open (`-i`) and
+/// `--no-stdin` is not given, signals proxied to its process without a
+/// terminal (`--sig-proxy`, as docker's); ends with its exit code.
+fn attach_cmd(stdin: bool, sig_proxy: bool, keys: Option<&str>, key: &str) -> Result<ExitCode> {
     let root = kiln_cache::Root::from_env().map_err(|e| miette!("{e}"))?;
     let store = container::Store::open(root.path()).map_err(|e| miette!("{e}"))?;
     let c = match store.find(key) {
@@ -187,8 +202,10 @@ fn attach_cmd(stdin: bool, keys: Option<&str>, key: &str) -> Result<ExitCode> {
     let opts = attach::ClientOptions {
         stdin,
         tty,
-        detach_keys: keys,
-        proxy_to: None,
+        // The detach keys are a terminal's (docker reads them from a TTY
+        // container's input only).
+        detach_keys: if tty { keys } else { DetachKeys(Vec::new()) },
+        proxy_to: c.pid.filter(|_| sig_proxy && !tty),
     };
     match attach::run_client(sock, &opts) {
         Ok(AttachEnd::Exited(code)) => Ok(exit_code(code)),

@@ -530,6 +530,7 @@ pub fn exec(a: &ComposeArgs, x: &ExecArgs) -> Result<ExitCode> {
         workdir: x.workdir.clone(),
         user: x.user.clone(),
         tty: tty.then(|| kiln_worker::container::attach::window_size().unwrap_or((0, 0))),
+        ..ExecOptions::default()
     };
     let spec = container::run::exec_spec(&c, opts).map_err(|e| miette!("{e}"))?;
     if x.detach {

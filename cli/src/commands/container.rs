@@ -33,6 +33,10 @@ pub enum Verbs {
         /// Attach this terminal's stdin.
         #[arg(short, long)]
         interactive: bool,
+        /// Override the key sequence for detaching a container (a
+        /// terminal container's; docker's syntax, default ctrl-p,ctrl-q).
+        #[arg(long = "detach-keys", value_name = "KEYS")]
+        detach_keys: Option<String>,
         /// Containers (names or IDs). None: every container whose restart
         /// policy says it should run but whose process is gone (after a
         /// reboot: what docker's daemon does when it starts).
@@ -121,13 +125,15 @@ pub enum Only {
         filter: Vec<String>,
         #[arg(long)]
         format: Option<String>,
+        #[command(flatten)]
+        more: super::container_ps::PsMore,
     },
     /// Display detailed information on one or more containers.
     Inspect {
         /// Format the output using a Go template.
         #[arg(short = 'f', long)]
         format: Option<String>,
-        /// Display total file sizes (accepted; kiln shows none).
+        /// Display total file sizes (SizeRw, SizeRootFs).
         #[arg(short, long)]
         size: bool,
         #[arg(required = true)]
@@ -238,6 +244,128 @@ pub struct LifeFlags {
     /// IPC namespace: `host`, `container:NAME`, `private` or `shareable`.
     #[arg(long)]
     ipc: Option<String>,
+}
+
+/// `kiln run`/`create`'s image and bookkeeping flags (docker's `--pull`,
+/// `-q`, `--cidfile`, `--label-file`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct RunMoreFlags {
+    /// Pull image before running ("always", "missing", "never").
+    #[arg(long, default_value = "missing")]
+    pub pull: String,
+    /// Suppress the pull output.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Write the container ID to the file.
+    #[arg(long)]
+    pub cidfile: Option<std::path::PathBuf>,
+    /// Read in a line delimited file of labels.
+    #[arg(long = "label-file")]
+    pub label_file: Vec<std::path::PathBuf>,
+}
+
+impl RunMoreFlags {
+    /// The `--label-file` lines (blank lines and `#` comments skipped),
+    /// then `labels` (`--label`, which win).
+    pub fn labels(&self, labels: &[String]) -> Result<Vec<String>, LifeError> {
+        let mut out = Vec::new();
+        for f in &self.label_file {
+            let text = std::fs::read_to_string(f)
+                .map_err(|e| LifeError::Other(format!("open {}: {e}", f.display())))?;
+            out.extend(
+                text.lines()
+                    .map(str::trim_start)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(str::to_string),
+            );
+        }
+        out.extend(labels.iter().cloned());
+        Ok(out)
+    }
+}
+
+/// `--cidfile`: made (empty) before the container, so a file left by
+/// another container is refused first, as docker's; removed again unless
+/// the ID is written.
+pub struct CidFile {
+    path: std::path::PathBuf,
+    written: bool,
+}
+
+impl CidFile {
+    /// Creates the file; docker's words when it exists.
+    pub fn create(path: &std::path::Path) -> Result<CidFile, LifeError> {
+        match std::fs::File::options()
+            .write(true)
+            .create_new(true)
+            .open(path)
+        {
+            Ok(_) => Ok(CidFile {
+                path: path.to_path_buf(),
+                written: false,
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                Err(LifeError::Other(format!(
+                    "container ID file found, make sure the other container isn't running or delete {}",
+                    path.display()
+                )))
+            }
+            Err(e) => Err(LifeError::Other(format!(
+                "failed to create the container ID file: {e}"
+            ))),
+        }
+    }
+
+    /// Writes the ID (without a newline, as docker's).
+    pub fn write(mut self, id: &str) -> Result<(), LifeError> {
+        std::fs::write(&self.path, id).map_err(|e| {
+            LifeError::Other(format!("failed to write the container ID to the file: {e}"))
+        })?;
+        self.written = true;
+        Ok(())
+    }
+}
+
+impl Drop for CidFile {
+    fn drop(&mut self) {
+        if !self.written {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// `kiln exec`'s privilege and environment-file flags (docker's).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ExecFlags {
+    /// Give extended privileges to the command (every capability; the
+    /// container's seccomp filter stays, as docker's).
+    #[arg(long)]
+    pub privileged: bool,
+    /// Read in a file of environment variables (KEY=VALUE lines).
+    #[arg(long = "env-file")]
+    pub env_file: Vec<std::path::PathBuf>,
+}
+
+impl ExecFlags {
+    /// The `--env-file` variables (blank lines and `#` comments skipped,
+    /// a bare KEY taken from here as `-e KEY`), then `env` (`-e`, which
+    /// wins); docker's message for an unreadable file.
+    pub fn env(&self, env: Vec<String>) -> Result<Vec<String>, String> {
+        let mut out = Vec::new();
+        for f in &self.env_file {
+            let text =
+                std::fs::read_to_string(f).map_err(|e| format!("open {}: {e}", f.display()))?;
+            for line in text.lines() {
+                let line = line.trim_start();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                out.push(line.to_string());
+            }
+        }
+        out.extend(env);
+        Ok(out)
+    }
 }
 
 impl LifeFlags {
@@ -424,17 +552,19 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
             no_trunc,
             filter,
             format,
-        })) => super::run::ps(all, quiet, no_trunc, &filter, format.as_deref()),
+            more,
+        })) => super::run::ps(all, quiet, no_trunc, &filter, format.as_deref(), &more),
         Cmd::Container(Group::Only(Only::Prune { force, filter })) => prune(force, &filter),
         Cmd::Container(Group::Only(Only::Inspect {
             format,
-            size: _,
+            size,
             containers,
         })) => super::container_inspect::inspect(
             &containers,
             format.as_deref(),
             super::container_inspect::Kind::Container,
             None,
+            size,
         ),
     }
 }
@@ -445,8 +575,9 @@ fn verbs(v: Verbs) -> Result<ExitCode> {
         Verbs::Start {
             attach,
             interactive,
+            detach_keys,
             containers,
-        } => start(attach, interactive, &containers),
+        } => start(attach, interactive, detach_keys.as_deref(), &containers),
         Verbs::Restart {
             time,
             signal,
@@ -540,7 +671,16 @@ fn start_detached(store: &Store, c: &Container) -> Result<(), (i32, String)> {
     }
 }
 
-fn start(attach: bool, interactive: bool, keys: &[String]) -> Result<ExitCode> {
+fn start(
+    attach: bool,
+    interactive: bool,
+    detach_keys: Option<&str>,
+    keys: &[String],
+) -> Result<ExitCode> {
+    let detach_keys = match super::attach::parse_keys(detach_keys) {
+        Ok(k) => k,
+        Err(code) => return Ok(code),
+    };
     let (_root, store) = open_store()?;
     if keys.is_empty() {
         return start_restartable(&store);
@@ -575,7 +715,10 @@ fn start(attach: bool, interactive: bool, keys: &[String]) -> Result<ExitCode> {
                     &store,
                     &c,
                     interactive,
-                    kiln_worker::container::attach::DetachKeys::default(),
+                    detach_keys,
+                    // docker's start proxies signals to a container
+                    // without a terminal only.
+                    false,
                 ));
             }
             return match container::run::start(&store, &c, false, interactive) {

@@ -46,9 +46,8 @@ pub enum Cmd {
         /// Commit message.
         #[arg(short, long)]
         message: Option<String>,
-        /// Pause the container during commit (accepted; kiln reads the
-        /// container's upper dir, which a running container may still
-        /// change).
+        /// Pause the container during commit (its processes frozen while
+        /// its changes are read; default true).
         #[arg(short, long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
         pause: bool,
         container: String,
@@ -120,7 +119,7 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
             author,
             change,
             message,
-            pause: _,
+            pause,
             container,
             reference,
         } => {
@@ -136,7 +135,11 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
                 message,
                 author,
             };
-            match commit::commit(&root, &c, &store.dir_of(&c.id), &opts) {
+            // --- life: `--pause` (default): frozen while its changes are read.
+            let made = kiln_worker::container::pause::frozen_during(&store, &c, pause, || {
+                commit::commit(&root, &c, &store.dir_of(&c.id), &opts)
+            });
+            match made {
                 Ok(id) => {
                     println!("{id}");
                     Ok(ExitCode::SUCCESS)
@@ -167,8 +170,8 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
             let input: Box<dyn std::io::Read> = if file == "-" {
                 Box::new(std::io::stdin().lock())
             } else if file.starts_with("http://") || file.starts_with("https://") {
-                eprintln!("importing from a URL is not supported by kiln yet: download it first");
-                return Ok(ExitCode::from(1));
+                // --- life: docker's daemon downloads the URL.
+                return Ok(imported(commit::import_url(&root, &file, &platform, &opts)));
             } else {
                 match std::fs::File::open(&file) {
                     Ok(f) => Box::new(f),
@@ -178,16 +181,7 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
                     }
                 }
             };
-            match commit::import(&root, input, &platform, &opts) {
-                Ok(id) => {
-                    println!("{id}");
-                    Ok(ExitCode::SUCCESS)
-                }
-                Err(e) => {
-                    eprintln!("Error response from daemon: {e}");
-                    Ok(ExitCode::from(1))
-                }
-            }
+            Ok(imported(commit::import(&root, input, &platform, &opts)))
         }
         Cmd::Cp {
             archive,
@@ -536,4 +530,18 @@ fn copy_to(
     }
     let out = files::writable_path(fs, &target_rel, local == "-").map_err(|e| e.to_string())?;
     extract(&buf, &out, archive)
+}
+
+/// `kiln import`'s answer: the image ID, or docker's error (exit 1).
+fn imported(r: Result<kiln_cache::Digest, commit::CommitError>) -> ExitCode {
+    match r {
+        Ok(id) => {
+            println!("{id}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("Error response from daemon: {e}");
+            ExitCode::from(1)
+        }
+    }
 }

@@ -32,6 +32,7 @@ pub fn inspect(
     format: Option<&str>,
     kind: Kind,
     platform: Option<String>,
+    size: bool,
 ) -> Result<ExitCode> {
     let template = match Format::parse(format).map_err(|e| miette!("{e}"))? {
         Format::Default => None,
@@ -48,7 +49,13 @@ pub fn inspect(
         match store.find(key) {
             Ok(c) => {
                 let log = store.dir_of(&c.id).join("log");
-                let doc = kiln_worker::container::inspect::document(&c, &log.to_string_lossy());
+                let mut doc = kiln_worker::container::inspect::document(&c, &log.to_string_lossy());
+                // --- life: `-s`, docker's SizeRw and SizeRootFs.
+                if size {
+                    let (rw, rootfs) =
+                        kiln_worker::container::files::disk_usage(&store.dir_of(&c.id), &c.lowers);
+                    (doc.size_rw, doc.size_root_fs) = (Some(rw), Some(rootfs));
+                }
                 docs.push(Doc::Container(Box::new(doc)));
                 continue;
             }

@@ -134,6 +134,44 @@ pub const PS_FIELDS: [(&str, &str); 14] = [
     ("LocalVolumes", "LOCAL VOLUMES"),
 ];
 
+/// `ps`'s `-n/--last`, `-l/--latest` and `-s/--size` (docker's).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct PsMore {
+    /// Show n last created containers (includes all states).
+    #[arg(short = 'n', long = "last", default_value_t = -1, allow_negative_numbers = true)]
+    pub last: i64,
+    /// Show the latest created container (includes all states).
+    #[arg(short = 'l', long)]
+    pub latest: bool,
+    /// Display total file sizes (the container's changes, and with the
+    /// image's: "virtual").
+    #[arg(short = 's', long)]
+    pub size: bool,
+}
+
+impl PsMore {
+    /// How many of the newest containers to keep (None: all); `-l` and
+    /// `-n` list containers in every state, as docker's.
+    pub fn limit(&self) -> Option<usize> {
+        if self.latest {
+            Some(1)
+        } else {
+            usize::try_from(self.last).ok().filter(|n| *n > 0)
+        }
+    }
+}
+
+/// docker's SIZE cell: `RW (virtual ROOTFS)`.
+pub fn size_text(c: &Container, dir: &std::path::Path) -> String {
+    let (rw, rootfs) = kiln_worker::container::files::disk_usage(dir, &c.lowers);
+    let rw_text = crate::units::human_size(rw);
+    if rootfs > 0 {
+        format!("{rw_text} (virtual {})", crate::units::human_size(rootfs))
+    } else {
+        rw_text
+    }
+}
+
 /// The object `ps --format` templates see for one row (`row` is the
 /// default table's cells: ID, IMAGE, COMMAND, CREATED, STATUS, PORTS,
 /// NAMES).
@@ -161,7 +199,7 @@ pub fn row_value(c: &Container, row: &[String]) -> Value {
         "Networks": network,
         "Ports": g(5),
         "RunningFor": g(3),
-        "Size": "0B",
+        "Size": row.get(7).cloned().unwrap_or_else(|| "0B".to_string()),
         "State": status_word(c),
         "Status": g(4),
     })
@@ -175,6 +213,9 @@ pub struct LogWindow {
     until_ns: Option<u128>,
     /// The last entry printed ended mid-line (no prefix on the rest).
     mid_line: bool,
+    /// `--details`: the entry's attributes (none in kiln's log) and a
+    /// space before each entry, after the timestamp (docker's order).
+    pub details: bool,
 }
 
 /// docker's `--since`/`--until` value: RFC 3339 (date, or date and
@@ -198,7 +239,14 @@ impl LogWindow {
             since_ns: since.map(parse_time).transpose()?,
             until_ns: until.map(parse_time).transpose()?,
             mid_line: false,
+            details: false,
         })
+    }
+
+    /// True once `--until` is in the past: `logs -f` stops following.
+    pub fn past_until(&self) -> bool {
+        self.until_ns
+            .is_some_and(|u| jiff::Timestamp::now().as_nanosecond() > u as i128)
     }
 
     /// `None` to skip `e`; else the prefix to print before it (docker's
@@ -219,6 +267,12 @@ impl LogWindow {
             format!("{head}.{frac:0<9}Z ")
         } else {
             String::new()
+        };
+        // Its attributes (none here) and a space, where a timestamp goes.
+        let prefix = if self.details && !self.mid_line {
+            prefix + " "
+        } else {
+            prefix
         };
         self.mid_line = !e.log.ends_with('\n');
         Some(prefix)

@@ -78,6 +78,9 @@ pub enum Cmd {
         /// Only this kind of object: `container` or `image`.
         #[arg(long = "type")]
         kind: Option<String>,
+        /// Display total file sizes if the type is container.
+        #[arg(short = 's', long)]
+        size: bool,
     },
     /// Show how an image's layers were made.
     History {
@@ -213,6 +216,7 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
             platform,
             format,
             kind,
+            size,
         } => match kind.as_deref() {
             Some("image") if format.is_none() => inspect(&mut out, images, platform),
             Some("container") => super::container_inspect::inspect(
@@ -220,12 +224,14 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
                 format.as_deref(),
                 super::container_inspect::Kind::Container,
                 platform,
+                size,
             ),
             _ => super::container_inspect::inspect(
                 &images,
                 format.as_deref(),
                 super::container_inspect::Kind::Any,
                 platform,
+                size,
             ),
         },
         Cmd::History {

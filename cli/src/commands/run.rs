@@ -51,6 +51,8 @@ pub enum Cmd {
         /// Format output with a Go template (`table …`, `json`, `{{.ID}}`).
         #[arg(long)]
         format: Option<String>,
+        #[command(flatten)]
+        more: super::container_ps::PsMore,
     },
     /// Show a container's output.
     Logs {
@@ -71,6 +73,11 @@ pub enum Cmd {
         /// Show logs before a timestamp or relative time.
         #[arg(long)]
         until: Option<String>,
+        /// Show extra details provided to logs (the log driver's
+        /// attributes: kiln's json-file log has none, so a space, as
+        /// docker's shows for none).
+        #[arg(long)]
+        details: bool,
         /// Container name or ID (a prefix of the ID will do).
         container: String,
     },
@@ -112,6 +119,9 @@ pub enum Cmd {
         // --- tty flags
         #[command(flatten)]
         exec_tty: super::attach::ExecTtyArgs,
+        // --- life flags
+        #[command(flatten)]
+        exec_life: super::container::ExecFlags,
         /// CONTAINER COMMAND [ARG...]: the container (name or ID), then the
         /// command; everything after the container belongs to the command.
         /// Flags before the container are kiln's (an unknown one is an
@@ -248,6 +258,8 @@ pub struct RunArgs {
     // --- life flags
     #[command(flatten)]
     pub(crate) life: super::container::LifeFlags,
+    #[command(flatten)]
+    pub(crate) life_more: super::container::RunMoreFlags,
     // --- compose flags
     /// Set metadata on the container (KEY=VALUE, or KEY for an empty value).
     #[arg(short = 'l', long = "label", value_name = "KEY=VALUE")]
@@ -282,21 +294,24 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
             no_trunc,
             filter,
             format,
-        } => ps(all, quiet, no_trunc, &filter, format.as_deref()),
+            more,
+        } => ps(all, quiet, no_trunc, &filter, format.as_deref(), &more),
         Cmd::Logs {
             follow,
             tail,
             timestamps,
             since,
             until,
+            details,
             container,
         } => {
-            let window = super::container_ps::LogWindow::parse(
+            let mut window = super::container_ps::LogWindow::parse(
                 timestamps,
                 since.as_deref(),
                 until.as_deref(),
             )
             .map_err(|e| miette!("{e}"))?;
+            window.details = details;
             logs(follow, &tail, &container, window)
         }
         Cmd::Stop {
@@ -318,16 +333,25 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
                     interactive,
                 },
             exec_tty,
+            exec_life,
             mut container_and_command,
         } => {
             let command = container_and_command.split_off(1);
             let container = container_and_command.concat();
+            // --- life: `--env-file` lines, then `-e` (docker's order).
+            let env = match exec_life.env(env) {
+                Ok(e) => e,
+                Err(msg) => {
+                    eprintln!("{msg}");
+                    return Ok(exit(container::EXIT_KILN));
+                }
+            };
             exec(
                 env,
                 workdir,
                 user,
                 interactive,
-                &exec_tty,
+                (&exec_tty, exec_life.privileged),
                 &container,
                 command,
             )
@@ -368,6 +392,7 @@ pub(crate) enum RunFailure {
 
 fn run_container(a: RunArgs) -> Result<ExitCode, RunFailure> {
     let (detach, interactive, tty) = (a.detach, a.process.interactive, a.tty.tty);
+    let sig_proxy = a.tty.sig_proxy;
     // --- tty: refused before anything is made, as docker.
     let keys = match super::attach::parse_keys(a.tty.detach_keys.as_deref()) {
         Ok(k) => k,
@@ -381,10 +406,16 @@ fn run_container(a: RunArgs) -> Result<ExitCode, RunFailure> {
     }
     let (store, c) = create_container(a)?;
     if tty && !detach {
-        return Ok(super::attach::run_attached(&store, &c, interactive, keys));
+        return Ok(super::attach::run_attached(
+            &store,
+            &c,
+            interactive,
+            keys,
+            sig_proxy,
+        ));
     }
     Ok(
-        match container::run::start(&store, &c, detach, interactive)? {
+        match container::run::start_proxying(&store, &c, detach, interactive, sig_proxy)? {
             Started::Detached(StartReport::Started) => {
                 println!("{}", c.id);
                 ExitCode::SUCCESS
@@ -401,11 +432,23 @@ fn run_container(a: RunArgs) -> Result<ExitCode, RunFailure> {
 /// `kiln run`'s first half, `kiln create`'s whole: the container recorded
 /// (the image pulled if needed), not started.
 pub(crate) fn create_container(a: RunArgs) -> Result<(Store, Container), RunFailure> {
+    // --- life: `-q`, `--cidfile` (refused when it exists, before anything
+    // is made; removed again when the container cannot be made).
+    let (quiet, cidfile) = (a.life_more.quiet, a.life_more.cidfile.clone());
+    let cid = cidfile
+        .as_deref()
+        .map(super::container::CidFile::create)
+        .transpose()?;
     let (root, store, opts) = run_options(a)?;
     let image = opts.image.clone();
     let c = container::run::create(&root, &store, opts, || {
-        eprintln!("Unable to find image '{image}' locally")
+        if !quiet {
+            eprintln!("Unable to find image '{image}' locally")
+        }
     })?;
+    if let Some(f) = cid {
+        f.write(&c.id)?;
+    }
     Ok((store, c))
 }
 
@@ -462,8 +505,11 @@ pub(crate) fn run_options(mut a: RunArgs) -> Result<(Root, Store, RunOptions), R
         },
         net,
         life: a.life.options()?,
+        pull: container::run::PullPolicy::parse(&a.life_more.pull)
+            .map_err(kiln_worker::container::life::LifeError::Other)?,
         labels: a
-            .label
+            .life_more
+            .labels(&a.label)?
             .iter()
             .map(|l| {
                 let (k, v) = l.split_once('=').unwrap_or((l, ""));
@@ -639,8 +685,10 @@ pub(crate) fn ps(
     no_trunc: bool,
     filter: &[String],
     format: Option<&str>,
+    more: &super::container_ps::PsMore,
 ) -> Result<ExitCode> {
     let (_root, store) = open_store()?;
+    let limit = more.limit();
     // --- life: filters and formats.
     let filters = match super::container_ps::Filters::parse(filter) {
         Ok(f) => f,
@@ -650,9 +698,13 @@ pub(crate) fn ps(
         }
     };
     let fmt = crate::template::Format::parse(format).map_err(|e| miette!("{e}"))?;
-    let mut list =
-        container::run::list(&store, all || filters.implies_all()).map_err(|e| miette!("{e}"))?;
+    let mut list = container::run::list(&store, all || filters.implies_all() || limit.is_some())
+        .map_err(|e| miette!("{e}"))?;
     list.retain(|(c, _)| filters.matches(c));
+    if let Some(n) = limit {
+        // Newest first already: the last n created.
+        list.truncate(n);
+    }
     let now = container::now();
     let mut rows: Vec<Vec<String>> = Vec::new();
     let mut out = std::io::stdout().lock();
@@ -707,6 +759,11 @@ pub(crate) fn ps(
                 .unwrap_or_default(),
             c.name.clone(),
         ]);
+        if more.size {
+            if let Some(r) = rows.last_mut() {
+                r.push(super::container_ps::size_text(c, &store.dir_of(&c.id)));
+            }
+        }
     }
     let values: Vec<serde_json::Value> = list
         .iter()
@@ -723,7 +780,7 @@ pub(crate) fn ps(
         return Ok(ExitCode::SUCCESS);
     }
     if !quiet {
-        let header = [
+        let mut header = vec![
             "CONTAINER ID",
             "IMAGE",
             "COMMAND",
@@ -732,6 +789,9 @@ pub(crate) fn ps(
             "PORTS",
             "NAMES",
         ];
+        if more.size {
+            header.push("SIZE");
+        }
         let _ = out.write_all(table(&header, &rows, 0).as_bytes());
     }
     Ok(ExitCode::SUCCESS)
@@ -806,6 +866,10 @@ impl LogSink for Printer {
     fn flush(&mut self) {
         let _ = self.out.flush();
     }
+
+    fn past_end(&self) -> bool {
+        self.window.past_until()
+    }
 }
 
 // ------------------------------------------------------------ stop and rm
@@ -850,7 +914,7 @@ fn exec(
     workdir: Option<String>,
     user: Option<String>,
     interactive: bool,
-    tty: &super::attach::ExecTtyArgs,
+    (tty, privileged): (&super::attach::ExecTtyArgs, bool),
     key: &str,
     command: Vec<String>,
 ) -> Result<ExitCode> {
@@ -875,6 +939,7 @@ fn exec(
         tty: tty
             .tty
             .then(|| kiln_worker::container::attach::window_size().unwrap_or((0, 0))),
+        privileged,
     };
     let code = match container::run::exec_spec(&c, opts) {
         Ok(spec) if tty.detach => {

@@ -35,15 +35,20 @@ impl Ctr {
         k
     }
 
-    /// Runs kiln with `args`, stdin closed.
-    pub fn run(&self, args: &[&str]) -> Output {
-        Command::new(&self.bin)
-            .args(args)
+    /// kiln with `args` on this store, stdin closed, for a test to adjust
+    /// and spawn (containers on the host network unless the args say).
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(&self.bin);
+        c.args(args)
             .env("KILN_ROOT", &self.root)
             .env("KILN_DEFAULT_NETWORK", "host")
-            .stdin(Stdio::null())
-            .output()
-            .expect("spawn kiln")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Runs kiln with `args`, stdin closed.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("spawn kiln")
     }
 
     /// Runs kiln, insists on success, returns stdout.
@@ -57,6 +62,23 @@ impl Ctr {
             err(&o)
         );
         out(&o)
+    }
+
+    /// `$KILN_ROOT/containers`: a folder per container, named by its ID.
+    pub fn containers(&self) -> PathBuf {
+        self.root.join("containers")
+    }
+
+    /// The container folders in the store.
+    pub fn container_dirs(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(self.containers())
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.file_name().is_some_and(|n| n.len() == 64))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// The container record (state.json) of the container named `key`, or

@@ -120,6 +120,11 @@ pub struct Session {
 }
 
 impl Session {
+    /// The helper's pid: signals sent to it go on to its process.
+    pub fn helper_pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
     /// Waits for the helper: its exit code (the process's), 128 + a
     /// signal that killed it, else 125.
     pub fn wait(mut self) -> i32 {

@@ -12,6 +12,13 @@
 //!   and blkio hierarchies that are mounted (a hybrid machine's empty
 //!   `unified` v2 mount is left alone).
 //!
+//! The values written are computed apart from the writing (`v2_settings`,
+//! `v1_settings`: docker's and runc's translations of the flags), and
+//! the hierarchies are read from a mountinfo text (`hierarchies_in`), so
+//! both layouts are unit-tested on fake trees; v2's asynchronous freeze
+//! (`cgroup.events`' `frozen`) and `cgroup.kill` are used where the
+//! kernel has them.
+//!
 //! The helper makes the cgroup for each run of the container and removes
 //! it when that run ends (after reading whether the kernel OOM-killed a
 //! process in it); `rm` removes what a killed helper left behind. Only
@@ -59,13 +66,19 @@ struct Hierarchy {
     controllers: Vec<String>,
 }
 
-/// The hierarchies to use: a v2 mount with controllers alone if there is
+/// The hierarchies to use on this machine (from /proc/self/mountinfo).
+fn hierarchies() -> Vec<Hierarchy> {
+    fs::read_to_string("/proc/self/mountinfo")
+        .map(|info| hierarchies_in(&info))
+        .unwrap_or_default()
+}
+
+/// The hierarchies to use given a mountinfo text (the seam the tests use
+/// with a fake cgroup tree: the mount points it names are read for their
+/// `cgroup.controllers`): a v2 mount with controllers alone if there is
 /// one, else every v1 mount holding one of [`V1_CONTROLLERS`] (the first
 /// mount of each hierarchy: the same one may be mounted twice).
-fn hierarchies() -> Vec<Hierarchy> {
-    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
-        return Vec::new();
-    };
+fn hierarchies_in(info: &str) -> Vec<Hierarchy> {
     let mut v1: Vec<Hierarchy> = Vec::new();
     for line in info.lines() {
         let Some((pre, post)) = line.split_once(" - ") else {
@@ -133,10 +146,11 @@ fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
 
 /// The dirs a container's cgroup has (or would have) on this machine.
 pub fn dirs_of(id: &str) -> Vec<PathBuf> {
-    hierarchies()
-        .into_iter()
-        .map(|h| h.mount.join(PARENT).join(id))
-        .collect()
+    dirs_in(&hierarchies(), id)
+}
+
+fn dirs_in(hs: &[Hierarchy], id: &str) -> Vec<PathBuf> {
+    hs.iter().map(|h| h.mount.join(PARENT).join(id)).collect()
 }
 
 /// True if `dir` is a v2 cgroup (it has `cgroup.controllers`).
@@ -148,12 +162,17 @@ fn is_v2(dir: &Path) -> bool {
 /// machine where no cgroup can be made is no error (the container runs
 /// without one: no stats, pause by signals); with limits it is.
 pub fn create(id: &str, r: &Resources) -> Result<Vec<PathBuf>, CgroupError> {
+    create_in(&hierarchies(), id, r)
+}
+
+/// [`create`] in the hierarchies `hs`.
+fn create_in(hs: &[Hierarchy], id: &str, r: &Resources) -> Result<Vec<PathBuf>, CgroupError> {
     let limited = r.memory > 0
         || r.memory_swap != 0
         || r.nano_cpus > 0
         || r.cpu_shares > 0
         || r.pids_limit > 0;
-    match create_dirs(id) {
+    match create_dirs(hs, id) {
         Ok(dirs) if !dirs.is_empty() => {
             if let Err(e) = apply(&dirs, r) {
                 remove(&dirs);
@@ -167,9 +186,9 @@ pub fn create(id: &str, r: &Resources) -> Result<Vec<PathBuf>, CgroupError> {
     }
 }
 
-fn create_dirs(id: &str) -> Result<Vec<PathBuf>, CgroupError> {
+fn create_dirs(hs: &[Hierarchy], id: &str) -> Result<Vec<PathBuf>, CgroupError> {
     let mut made = Vec::new();
-    for h in hierarchies() {
+    for h in hs {
         let parent = h.mount.join(PARENT);
         if !parent.is_dir() {
             match fs::create_dir(&parent) {
@@ -232,69 +251,138 @@ fn set(dirs: &[PathBuf], file: &str, controller: &'static str, v: &str) -> Resul
 /// The CFS period docker uses with `--cpus` (100 ms).
 const CPU_PERIOD: i64 = 100_000;
 
-/// Writes the limits in `r` (v1 or v2 files, whichever the dirs have).
-fn apply(dirs: &[PathBuf], r: &Resources) -> Result<(), CgroupError> {
-    let v2 = dirs.first().is_some_and(|d| is_v2(d));
-    // docker: --memory-swap unset with --memory gives twice the memory
-    // (memory plus as much swap); -1 is unlimited swap.
-    let swap = match (r.memory, r.memory_swap) {
+/// One value to write: the file, the controller it belongs to (for the
+/// error when it is missing), the value, and whether a missing file is
+/// fine (swap limits without swap accounting: nothing to limit, docker
+/// warns and goes on).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Setting {
+    file: &'static str,
+    controller: &'static str,
+    value: String,
+    optional: bool,
+}
+
+fn setting(file: &'static str, controller: &'static str, value: String) -> Setting {
+    Setting {
+        file,
+        controller,
+        value,
+        optional: false,
+    }
+}
+
+/// docker's memory plus swap: `--memory-swap` unset with `--memory` is
+/// twice the memory (memory plus as much swap); -1 is unlimited swap; 0
+/// without a memory limit.
+fn memory_and_swap(r: &Resources) -> i64 {
+    match (r.memory, r.memory_swap) {
         (0, _) => 0,
         (m, 0) => 2 * m,
         (_, s) => s,
-    };
-    if v2 {
-        if r.memory > 0 {
-            set(dirs, "memory.max", "memory", &r.memory.to_string())?;
-            let swap_max = if swap < 0 {
-                "max".to_string()
-            } else {
-                (swap - r.memory).max(0).to_string()
-            };
-            // No swap.max without swap accounting: nothing to limit.
-            if with_file(dirs, "memory.swap.max").is_some() {
-                set(dirs, "memory.swap.max", "memory", &swap_max)?;
-            }
-        }
-        if r.nano_cpus > 0 {
-            let quota = r.nano_cpus * CPU_PERIOD / 1_000_000_000;
-            set(dirs, "cpu.max", "cpu", &format!("{quota} {CPU_PERIOD}"))?;
-        }
-        if r.cpu_shares > 0 {
-            // runc's conversion of shares (2..262144) to weight (1..10000).
-            let shares = r.cpu_shares.clamp(2, 262_144);
-            let weight = 1 + ((shares - 2) * 9999) / 262_142;
-            set(dirs, "cpu.weight", "cpu", &weight.to_string())?;
-        }
-    } else {
-        if r.memory > 0 {
-            set(
-                dirs,
-                "memory.limit_in_bytes",
-                "memory",
-                &r.memory.to_string(),
-            )?;
-            // Without swap accounting the file is missing: the machine
-            // has no swap limit to set (docker warns and goes on).
-            if with_file(dirs, "memory.memsw.limit_in_bytes").is_some() {
-                set(
-                    dirs,
-                    "memory.memsw.limit_in_bytes",
-                    "memory",
-                    &swap.max(-1).to_string(),
-                )?;
-            }
-        }
-        if r.nano_cpus > 0 {
-            let quota = r.nano_cpus * CPU_PERIOD / 1_000_000_000;
-            set(dirs, "cpu.cfs_period_us", "cpu", &CPU_PERIOD.to_string())?;
-            set(dirs, "cpu.cfs_quota_us", "cpu", &quota.to_string())?;
-        }
-        if r.cpu_shares > 0 {
-            set(dirs, "cpu.shares", "cpu", &r.cpu_shares.to_string())?;
-        }
+    }
+}
+
+/// runc's conversion of v1 CPU shares (2..=262144, default 1024) to the
+/// v2 weight (1..=10000, default 100), as runc 1.3.2 and later (which
+/// docker 28.5 ships) make it: a quadratic in log2(shares) through the
+/// minimum, the default and the maximum of both (the linear formula
+/// before it, `1 + (shares - 2) * 9999 / 262142`, gave 1024 shares a
+/// weight of 39); 0 is unset.
+fn cpu_weight(shares: i64) -> i64 {
+    if shares <= 0 {
+        return 0;
+    }
+    if shares <= 2 {
+        return 1;
+    }
+    if shares >= 262_144 {
+        return 10_000;
+    }
+    let l = (shares as f64).log2();
+    let exponent = (l * l + 125.0 * l) / 612.0 - 7.0 / 34.0;
+    10f64.powf(exponent).ceil() as i64
+}
+
+/// What a v2 cgroup gets for `r` (the unified hierarchy's files, see the
+/// kernel's cgroup-v2.rst): `memory.max`, `memory.swap.max` (swap alone:
+/// memory plus swap less the memory, `max` for unlimited), `cpu.max`
+/// (`QUOTA PERIOD`), `cpu.weight`, `pids.max`.
+fn v2_settings(r: &Resources) -> Vec<Setting> {
+    let mut out = Vec::new();
+    if r.memory > 0 {
+        out.push(setting("memory.max", "memory", r.memory.to_string()));
+        let swap = memory_and_swap(r);
+        let swap_max = if swap < 0 {
+            "max".to_string()
+        } else {
+            (swap - r.memory).max(0).to_string()
+        };
+        out.push(Setting {
+            optional: true,
+            ..setting("memory.swap.max", "memory", swap_max)
+        });
+    }
+    if r.nano_cpus > 0 {
+        let quota = r.nano_cpus * CPU_PERIOD / 1_000_000_000;
+        out.push(setting("cpu.max", "cpu", format!("{quota} {CPU_PERIOD}")));
+    }
+    if r.cpu_shares > 0 {
+        out.push(setting(
+            "cpu.weight",
+            "cpu",
+            cpu_weight(r.cpu_shares).to_string(),
+        ));
     }
     if r.pids_limit > 0 {
-        set(dirs, "pids.max", "pids", &r.pids_limit.to_string())?;
+        out.push(setting("pids.max", "pids", r.pids_limit.to_string()));
+    }
+    out
+}
+
+/// What v1 cgroups get for `r`: `memory.limit_in_bytes`,
+/// `memory.memsw.limit_in_bytes` (memory plus swap, -1 unlimited),
+/// `cpu.cfs_period_us` and `cpu.cfs_quota_us`, `cpu.shares`, `pids.max`.
+fn v1_settings(r: &Resources) -> Vec<Setting> {
+    let mut out = Vec::new();
+    if r.memory > 0 {
+        out.push(setting(
+            "memory.limit_in_bytes",
+            "memory",
+            r.memory.to_string(),
+        ));
+        out.push(Setting {
+            optional: true,
+            ..setting(
+                "memory.memsw.limit_in_bytes",
+                "memory",
+                memory_and_swap(r).max(-1).to_string(),
+            )
+        });
+    }
+    if r.nano_cpus > 0 {
+        let quota = r.nano_cpus * CPU_PERIOD / 1_000_000_000;
+        out.push(setting("cpu.cfs_period_us", "cpu", CPU_PERIOD.to_string()));
+        out.push(setting("cpu.cfs_quota_us", "cpu", quota.to_string()));
+    }
+    if r.cpu_shares > 0 {
+        out.push(setting("cpu.shares", "cpu", r.cpu_shares.to_string()));
+    }
+    if r.pids_limit > 0 {
+        out.push(setting("pids.max", "pids", r.pids_limit.to_string()));
+    }
+    out
+}
+
+/// Writes the limits in `r` (v1 or v2 files, whichever the dirs have).
+fn apply(dirs: &[PathBuf], r: &Resources) -> Result<(), CgroupError> {
+    let v2 = dirs.first().is_some_and(|d| is_v2(d));
+    let settings = if v2 { v2_settings(r) } else { v1_settings(r) };
+    for s in settings {
+        if s.optional && with_file(dirs, s.file).is_none() {
+            continue;
+        }
+        set(dirs, s.file, s.controller, &s.value)?;
     }
     Ok(())
 }
@@ -331,8 +419,13 @@ pub fn remove_of(id: &str) {
     remove(&dirs);
 }
 
-/// SIGKILL to every process left in a cgroup being removed.
+/// SIGKILL to every process left in a cgroup being removed (v2's
+/// `cgroup.kill` does it at once, descendants included, where the kernel
+/// has it: 5.14 and later).
 fn kill_all(dir: &Path) {
+    if fs::write(dir.join("cgroup.kill"), "1").is_ok() {
+        return;
+    }
     for pid in procs(dir) {
         let _ = crate::sys::kill(pid, libc::SIGKILL);
     }
@@ -377,7 +470,19 @@ pub fn oom_kills(dirs: &[PathBuf]) -> u64 {
 /// freezer (the caller falls back to signals).
 pub fn freeze(dirs: &[PathBuf], frozen: bool) -> bool {
     if let Some(f) = with_file(dirs, "cgroup.freeze") {
-        return fs::write(f, if frozen { "1" } else { "0" }).is_ok();
+        if fs::write(&f, if frozen { "1" } else { "0" }).is_err() {
+            return false;
+        }
+        // v2 freezes asynchronously too: done when `cgroup.events` says
+        // `frozen 1` (or 0 once thawed).
+        let events = f.with_file_name("cgroup.events");
+        for _ in 0..100 {
+            if keyed(&events, "frozen").is_none_or(|v| v == u64::from(frozen)) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        return true;
     }
     if let Some(f) = with_file(dirs, "freezer.state") {
         if fs::write(&f, if frozen { "FROZEN" } else { "THAWED" }).is_err() {
@@ -493,5 +598,294 @@ mod tests {
         assert_eq!(keyed(&f, "oom_kill"), Some(2));
         assert_eq!(oom_kills(std::slice::from_ref(&dir)), 2);
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn res(memory: i64, memory_swap: i64, nano_cpus: i64, cpu_shares: i64, pids: i64) -> Resources {
+        Resources {
+            memory,
+            memory_swap,
+            nano_cpus,
+            cpu_shares,
+            pids_limit: pids,
+        }
+    }
+
+    fn value(settings: &[Setting], file: &str) -> Option<String> {
+        settings
+            .iter()
+            .find(|s| s.file == file)
+            .map(|s| s.value.clone())
+    }
+
+    #[test]
+    fn v2_values_translate_dockers_flags() {
+        const M: i64 = 64 << 20;
+        // --cpus 1.5: 150 ms of every 100 ms period.
+        let s = v2_settings(&res(0, 0, 1_500_000_000, 0, 0));
+        assert_eq!(value(&s, "cpu.max").as_deref(), Some("150000 100000"));
+        assert_eq!(value(&s, "memory.max"), None, "no limit, no file written");
+        let s = v2_settings(&res(0, 0, 10_000_000, 0, 0));
+        assert_eq!(value(&s, "cpu.max").as_deref(), Some("1000 100000"));
+        // --memory alone: swap as much again (docker's default).
+        let s = v2_settings(&res(M, 0, 0, 0, 0));
+        assert_eq!(value(&s, "memory.max"), Some(M.to_string()));
+        assert_eq!(value(&s, "memory.swap.max"), Some(M.to_string()));
+        // --memory-swap is memory plus swap: swap.max is the difference.
+        let s = v2_settings(&res(M, 3 * M, 0, 0, 0));
+        assert_eq!(value(&s, "memory.swap.max"), Some((2 * M).to_string()));
+        let s = v2_settings(&res(M, M, 0, 0, 0));
+        assert_eq!(value(&s, "memory.swap.max").as_deref(), Some("0"));
+        let s = v2_settings(&res(M, -1, 0, 0, 0));
+        assert_eq!(value(&s, "memory.swap.max").as_deref(), Some("max"));
+        assert!(s.iter().any(|x| x.file == "memory.swap.max" && x.optional));
+        // --pids-limit.
+        let s = v2_settings(&res(0, 0, 0, 0, 20));
+        assert_eq!(value(&s, "pids.max").as_deref(), Some("20"));
+        // --cpu-shares: runc's weight.
+        let s = v2_settings(&res(0, 0, 0, 512, 0));
+        assert_eq!(value(&s, "cpu.weight").as_deref(), Some("59"));
+        for (shares, weight) in [
+            (0, 0),
+            (1, 1),
+            (2, 1),
+            (3, 2),
+            (512, 59),
+            (1024, 100),
+            (2000, 170),
+            (2048, 174),
+            (100_000, 4340),
+            (262_143, 10_000),
+            (262_144, 10_000),
+            (1 << 20, 10_000),
+        ] {
+            assert_eq!(cpu_weight(shares), weight, "shares {shares}");
+        }
+    }
+
+    #[test]
+    fn v1_values_translate_dockers_flags() {
+        const M: i64 = 64 << 20;
+        let s = v1_settings(&res(M, 0, 1_500_000_000, 512, 7));
+        assert_eq!(value(&s, "memory.limit_in_bytes"), Some(M.to_string()));
+        assert_eq!(
+            value(&s, "memory.memsw.limit_in_bytes"),
+            Some((2 * M).to_string())
+        );
+        assert_eq!(value(&s, "cpu.cfs_period_us").as_deref(), Some("100000"));
+        assert_eq!(value(&s, "cpu.cfs_quota_us").as_deref(), Some("150000"));
+        assert_eq!(value(&s, "cpu.shares").as_deref(), Some("512"));
+        assert_eq!(value(&s, "pids.max").as_deref(), Some("7"));
+        let s = v1_settings(&res(M, -1, 0, 0, 0));
+        assert_eq!(
+            value(&s, "memory.memsw.limit_in_bytes").as_deref(),
+            Some("-1")
+        );
+        let s = v1_settings(&res(M, 3 * M, 0, 0, 0));
+        assert_eq!(
+            value(&s, "memory.memsw.limit_in_bytes"),
+            Some((3 * M).to_string())
+        );
+    }
+
+    /// A mountinfo line for a fake mount at `point`.
+    fn line(n: u32, point: &Path, fstype: &str, opts: &str) -> String {
+        format!(
+            "{n} 23 0:{n} / {} rw,nosuid,nodev,noexec,relatime shared:{n} - {fstype} {fstype} {opts}",
+            point.display()
+        )
+    }
+
+    fn touch(dir: &Path, files: &[(&str, &str)]) {
+        fs::create_dir_all(dir).unwrap();
+        for (f, v) in files {
+            fs::write(dir.join(f), v).unwrap();
+        }
+    }
+
+    #[test]
+    fn detects_v2_hybrid_and_v1_trees() {
+        let tmp = tempfile::tempdir().unwrap();
+        // Pure v2: one cgroup2 mount whose root lists controllers.
+        let v2 = tmp.path().join("v2");
+        touch(
+            &v2,
+            &[(
+                "cgroup.controllers",
+                "cpuset cpu io memory pids
+",
+            )],
+        );
+        let info = [
+            line(20, Path::new("/proc"), "proc", "rw"),
+            line(30, &v2, "cgroup2", "rw,nsdelegate,memory_recursiveprot"),
+        ]
+        .join(
+            "
+",
+        );
+        let hs = hierarchies_in(&info);
+        assert_eq!(hs.len(), 1);
+        assert!(hs[0].v2);
+        assert_eq!(hs[0].mount, v2);
+        assert_eq!(dirs_in(&hs, "abc"), vec![v2.join("kiln/abc")]);
+
+        // Hybrid (as this project's CI machine): v1 controllers, and a
+        // `unified` v2 mount with none that limits need.
+        let v1 = tmp.path().join("v1");
+        let unified = v1.join("unified");
+        touch(&unified, &[("cgroup.controllers", "")]);
+        for d in ["memory", "cpu,cpuacct", "pids", "freezer", "devices"] {
+            touch(&v1.join(d), &[]);
+        }
+        let info = [
+            line(31, &unified, "cgroup2", "rw,nsdelegate"),
+            line(32, &v1.join("memory"), "cgroup", "rw,memory"),
+            line(33, &v1.join("cpu,cpuacct"), "cgroup", "rw,cpu,cpuacct"),
+            line(34, &v1.join("pids"), "cgroup", "rw,pids"),
+            line(35, &v1.join("freezer"), "cgroup", "rw,freezer"),
+            line(36, &v1.join("devices"), "cgroup", "rw,devices"),
+            // The same hierarchy mounted twice counts once.
+            line(37, &tmp.path().join("again"), "cgroup", "rw,memory"),
+        ]
+        .join(
+            "
+",
+        );
+        let hs = hierarchies_in(&info);
+        assert!(hs.iter().all(|h| !h.v2));
+        let got: Vec<(PathBuf, Vec<String>)> = hs
+            .iter()
+            .map(|h| (h.mount.clone(), h.controllers.clone()))
+            .collect();
+        let want = |d: &str, c: &[&str]| (v1.join(d), c.iter().map(|s| s.to_string()).collect());
+        assert_eq!(
+            got,
+            vec![
+                want("memory", &["memory"]),
+                want("cpu,cpuacct", &["cpu", "cpuacct"]),
+                want("pids", &["pids"]),
+                want("freezer", &["freezer"]),
+            ]
+        );
+        // No cgroup filesystem at all.
+        assert!(hierarchies_in(&line(20, Path::new("/proc"), "proc", "rw")).is_empty());
+    }
+
+    /// The v2 path end to end on a fake tree: the dirs, the controllers
+    /// enabled on the way down, the limits written, freeze through
+    /// `cgroup.freeze` + `cgroup.events`, `memory.events`' oom_kill,
+    /// `cgroup.kill`.
+    #[test]
+    fn v2_cgroup_on_a_fake_tree() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("cg");
+        touch(
+            &root,
+            &[(
+                "cgroup.controllers",
+                "cpu io memory pids
+",
+            )],
+        );
+        touch(
+            &root.join("kiln"),
+            &[(
+                "cgroup.controllers",
+                "cpu io memory pids
+",
+            )],
+        );
+        // The files the kernel would make in a new cgroup (none here).
+        let dir = root.join("kiln/c1");
+        let files = [
+            (
+                "cgroup.controllers",
+                "cpu io memory pids
+",
+            ),
+            (
+                "memory.max",
+                "max
+",
+            ),
+            (
+                "memory.swap.max",
+                "max
+",
+            ),
+            (
+                "cpu.max",
+                "max 100000
+",
+            ),
+            (
+                "cpu.weight",
+                "100
+",
+            ),
+            (
+                "pids.max", "max
+",
+            ),
+            (
+                "cgroup.freeze",
+                "0
+",
+            ),
+            (
+                "cgroup.events",
+                "populated 1
+frozen 1
+",
+            ),
+            (
+                "memory.events",
+                "low 0
+high 0
+max 4
+oom 1
+oom_kill 1
+",
+            ),
+            ("cgroup.kill", ""),
+        ];
+        touch(&dir, &files);
+        let hs = hierarchies_in(&line(30, &root, "cgroup2", "rw"));
+        let r = res(32 << 20, 48 << 20, 500_000_000, 1024, 9);
+        let dirs = create_in(&hs, "c1", &r).unwrap();
+        assert_eq!(dirs, vec![dir.clone()]);
+        let read = |f: &str| fs::read_to_string(dir.join(f)).unwrap();
+        assert_eq!(read("memory.max"), (32u64 << 20).to_string());
+        assert_eq!(read("memory.swap.max"), (16u64 << 20).to_string());
+        assert_eq!(read("cpu.max"), "50000 100000");
+        assert_eq!(read("cpu.weight"), "100");
+        assert_eq!(read("pids.max"), "9");
+        // Controllers enabled in the root's and kiln's subtree_control.
+        for d in [&root, &root.join("kiln")] {
+            let sc = fs::read_to_string(d.join("cgroup.subtree_control")).unwrap();
+            assert!(sc.starts_with('+'), "{sc}");
+        }
+        assert!(freeze(&dirs, true));
+        assert_eq!(read("cgroup.freeze"), "1");
+        fs::write(
+            dir.join("cgroup.events"),
+            "populated 1
+frozen 0
+",
+        )
+        .unwrap();
+        assert!(freeze(&dirs, false));
+        assert_eq!(read("cgroup.freeze"), "0");
+        assert_eq!(oom_kills(&dirs), 1);
+        kill_all(&dir);
+        assert_eq!(read("cgroup.kill"), "1");
+
+        // Without swap accounting (no memory.swap.max) memory still
+        // works; a limit whose controller is missing is an error.
+        fs::remove_file(dir.join("memory.swap.max")).unwrap();
+        fs::remove_file(dir.join("cpu.max")).unwrap();
+        assert!(create_in(&hs, "c1", &res(32 << 20, 0, 0, 0, 0)).is_ok());
+        let e = create_in(&hs, "c1", &res(0, 0, 1_000_000_000, 0, 0)).unwrap_err();
+        assert!(matches!(e, CgroupError::NoController("cpu")), "{e}");
     }
 }

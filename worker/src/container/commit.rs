@@ -27,6 +27,9 @@ pub enum CommitError {
     Change(String),
     #[error("the image's manifest is not readable: {0}")]
     Manifest(String),
+    /// `kiln import URL`: the download failed (docker's words).
+    #[error("{0}")]
+    Download(String),
 }
 
 /// What `kiln commit` / `kiln import` add to the image.
@@ -384,6 +387,74 @@ pub fn apply_changes(config: &mut Value, changes: &[String]) -> Result<(), Commi
         }
     }
     Ok(())
+}
+
+/// `kiln import http(s)://…`: the body is downloaded to a scratch file of
+/// the store (streamed, never held in memory), then imported as a file
+/// is. A response of 400 or more fails with docker's words (`failed to GET
+/// URL with status 404 Not Found: BODY`).
+pub fn import_url(
+    root: &Root,
+    url: &str,
+    platform: &kiln_cache::image::Platform,
+    opts: &CommitOptions,
+) -> Result<Digest, CommitError> {
+    let tmp = root.tmp_dir();
+    std::fs::create_dir_all(&tmp)?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let scratch = Scratch(tmp.join(format!("import-{}-{nanos}", std::process::id())));
+    let mut file = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&scratch.0)?;
+    download(url, &mut file)?;
+    io::Seek::seek(&mut file, io::SeekFrom::Start(0))?;
+    import(root, file, platform, opts)
+}
+
+/// A scratch file removed when dropped.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// GETs `url` into `file` (the proxy variables apply, as for docker's
+/// daemon).
+fn download(url: &str, file: &mut std::fs::File) -> Result<(), CommitError> {
+    use std::io::Write;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let get_err = |e: reqwest::Error| {
+        let mut s = format!("Get {url:?}: {e}");
+        let mut cur = std::error::Error::source(&e);
+        while let Some(c) = cur {
+            s.push_str(&format!(": {c}"));
+            cur = std::error::Error::source(c);
+        }
+        CommitError::Download(s)
+    };
+    rt.block_on(async {
+        let mut resp = reqwest::get(url).await.map_err(get_err)?;
+        let status = resp.status();
+        if status.as_u16() >= 400 {
+            let body = resp.text().await.unwrap_or_default();
+            return Err(CommitError::Download(format!(
+                "failed to GET {url} with status {status}: {}",
+                body.trim()
+            )));
+        }
+        while let Some(chunk) = resp.chunk().await.map_err(get_err)? {
+            file.write_all(&chunk)?;
+        }
+        Ok(())
+    })
 }
 
 #[cfg(test)]

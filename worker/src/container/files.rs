@@ -436,3 +436,40 @@ pub fn writable_path(fs: &ContainerFs, rel: &Path, is_dir: bool) -> io::Result<P
     }
     Ok(fs.upper.join(rel))
 }
+
+/// docker's `SizeRw` and `SizeRootFs` of the container whose folder is
+/// `dir` (`ps -s`, `inspect -s`): the bytes of its own changes (the upper
+/// dir), and those plus the image's layers. Sizes are of the files (not
+/// directories), a file hard-linked twice counted once, as docker's
+/// `directory.Size`.
+pub fn disk_usage(dir: &Path, lowers: &[PathBuf]) -> (u64, u64) {
+    let upper = dir.join("upper");
+    let rw = tree_size(&upper);
+    // On a copy the upper holds the whole root already.
+    if dir.join("copied").exists() {
+        return (rw, rw);
+    }
+    let image: u64 = lowers.iter().map(|l| tree_size(l)).sum();
+    (rw, rw + image)
+}
+
+fn tree_size(root: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = std::collections::HashSet::new();
+    let mut total = 0u64;
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let Ok(md) = e.metadata() else { continue };
+            if md.is_dir() {
+                stack.push(e.path());
+            } else if md.nlink() <= 1 || seen.insert((md.dev(), md.ino())) {
+                total += md.len();
+            }
+        }
+    }
+    total
+}

@@ -4,14 +4,13 @@
 //! it ended.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read};
+use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use super::launch::StartReport;
-use super::logs::LineBuf;
 use super::{
     now, proc_start_time, Container, Status, Store, EXIT_CANNOT_EXEC, EXIT_KILN, EXIT_NOT_FOUND,
 };
@@ -48,6 +47,17 @@ pub struct ExecSpec {
     /// The container's cgroup dirs, which the process joins.
     #[serde(default)]
     pub cgroups: Vec<PathBuf>,
+    /// The container's capability set (`--cap-add/--cap-drop`), which
+    /// the process gets too (None: docker's default set).
+    #[serde(default)]
+    pub caps: Option<u64>,
+    /// The container is `--privileged`: every capability, no seccomp.
+    #[serde(default)]
+    pub privileged: bool,
+    /// `exec --privileged`: every capability for this process; the
+    /// container's seccomp filter stays (docker's exec).
+    #[serde(default)]
+    pub privileged_exec: bool,
 }
 
 /// The exit code docker gives a process that failed to start, by kind:
@@ -226,6 +236,11 @@ fn run_attempt(
     if let Err(e) = tty.prepare(&c, dir) {
         return fail(EXIT_KILN, e);
     }
+    // Without a terminal: the attach socket (and a stdin pipe for `-i`).
+    let mut plain = match super::stream::PlainAttach::prepare(&c, dir, detach) {
+        Ok(p) => p,
+        Err(e) => return fail(EXIT_KILN, e),
+    };
     if let Err(e) = super::limits::prepare(store, &mut c) {
         return fail(EXIT_KILN, e.message);
     }
@@ -233,6 +248,7 @@ fn run_attempt(
         Ok(s) => s,
         Err(e) => {
             super::limits::finish(&c);
+            plain.finish(dir);
             return fail(EXIT_KILN, e.message);
         }
     };
@@ -249,6 +265,7 @@ fn run_attempt(
     if let Some(e) = StartError::decode(&failure) {
         let _ = wait_child(pid);
         tty.finish(dir);
+        plain.finish(dir);
         super::limits::finish(&c);
         return fail(start_failure_code(&e), e.message);
     }
@@ -274,10 +291,9 @@ fn run_attempt(
         tty.serve(log.ok())
     } else {
         let mut health = super::health::HealthRunner::new(store, id);
-        pump(out, err, log.ok(), !detach, &mut || {
+        plain.pump(out, err, log.ok(), !detach, &mut || {
             health.as_mut().map_or(-1, |h| h.tick())
-        });
-        Vec::new()
+        })
     };
     let code = wait_child(pid).unwrap_or(EXIT_KILN);
     sys::set_forward_target(0);
@@ -291,85 +307,8 @@ fn run_attempt(
     });
     super::pty::tell_exit(clients, code);
     tty.finish(dir);
+    plain.finish(dir);
     code
-}
-
-/// Copies the container's stdout and stderr to the log (and to our own
-/// stdout/stderr when `tee`) until both close: pid 1's death ends the pid
-/// namespace, and with it every holder of the pipes.
-/// `tick` runs whenever poll wakes and says how long (ms, -1: forever) the
-/// next poll may wait (the health check's schedule).
-fn pump(
-    out: OwnedFd,
-    err: OwnedFd,
-    mut log: Option<File>,
-    tee: bool,
-    tick: &mut dyn FnMut() -> i32,
-) {
-    let (out, err) = (File::from(out), File::from(err));
-    let mut streams = vec![
-        (
-            out,
-            1,
-            LineBuf {
-                stream: "stdout",
-                pending: Vec::new(),
-            },
-        ),
-        (
-            err,
-            2,
-            LineBuf {
-                stream: "stderr",
-                pending: Vec::new(),
-            },
-        ),
-    ];
-    let mut buf = vec![0u8; 64 * 1024];
-    while !streams.is_empty() {
-        let mut pfds: Vec<libc::pollfd> = streams
-            .iter()
-            .map(|(fd, _, _)| libc::pollfd {
-                fd: fd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            })
-            .collect();
-        if let Err(e) = sys::poll(&mut pfds, tick()) {
-            if e.raw_os_error() == Some(libc::EINTR) {
-                continue;
-            }
-            break;
-        }
-        let mut done = Vec::new();
-        for (i, p) in pfds.iter().enumerate() {
-            if p.revents == 0 {
-                continue;
-            }
-            let (fd, target, lines) = &mut streams[i];
-            let k = match fd.read(&mut buf) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Ok(0) | Err(_) => {
-                    done.push(i);
-                    continue;
-                }
-                Ok(k) => k,
-            };
-            let chunk = &buf[..k];
-            if tee {
-                sys::write_all_fd(*target, chunk);
-            }
-            if let Some(l) = log.as_mut() {
-                lines.push(chunk, l);
-            }
-        }
-        for i in done.into_iter().rev() {
-            let (_, _, mut lines) = streams.remove(i);
-            if let Some(l) = log.as_mut() {
-                lines.flush(l);
-            }
-        }
-    }
 }
 
 struct Started {
@@ -653,6 +592,13 @@ fn exec_child(
     user.apply(&mut spec);
     spec.cwd = x.cwd.clone();
     spec.seccomp = x.seccomp.clone();
+    spec.privileged = x.privileged;
+    spec.caps = if x.privileged_exec {
+        Some(crate::sandbox::ALL_CAPS)
+    } else {
+        x.caps
+    };
+    spec.filter_caps = x.caps;
     super::pty::with_terminal(&mut spec, terminal);
     // The container's mounts are in place: only what follows the hostname
     // (rlimits, fds, workdir, capabilities, user, exec) applies.

@@ -47,6 +47,12 @@ pub struct Doc {
     pub driver: String,
     pub platform: String,
     pub host_config: Value,
+    /// `inspect -s`: the bytes of the container's own changes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size_rw: Option<u64>,
+    /// `inspect -s`: those and the image's (docker's `SizeRootFs`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size_root_fs: Option<u64>,
     pub mounts: Vec<Value>,
     pub config: Value,
     pub network_settings: Value,
@@ -262,7 +268,7 @@ pub fn document(c: &Container, log_path: &str) -> Doc {
         "WorkingDir": c.cwd,
         "Entrypoint": Value::Null,
         "OnBuild": Value::Null,
-        "Labels": {},
+        "Labels": c.labels,
     });
     if let (Some(h), Some(obj)) = (health, config.as_object_mut()) {
         obj.insert(
@@ -336,6 +342,8 @@ pub fn document(c: &Container, log_path: &str) -> Doc {
         driver: "overlay2".into(),
         platform: "linux".into(),
         host_config,
+        size_rw: None,
+        size_root_fs: None,
         mounts,
         config,
         network_settings,

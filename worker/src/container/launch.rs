@@ -97,14 +97,31 @@ pub fn run_detached(exe: &Path, dir: &Path) -> Result<StartReport, LaunchError> 
 /// Runs the container whose folder is `dir` (absolute) in the foreground,
 /// its output on ours and our signals forwarded: returns its exit code.
 pub fn run_foreground(exe: &Path, dir: &Path, interactive: bool) -> Result<i32, LaunchError> {
+    run_foreground_proxying(exe, dir, interactive, true)
+}
+
+/// [`run_foreground`]; without `sig_proxy` kiln forwards no signal (its
+/// own default dispositions apply: Ctrl-C ends kiln, not the container,
+/// whose helper is in a session of its own).
+pub fn run_foreground_proxying(
+    exe: &Path,
+    dir: &Path,
+    interactive: bool,
+    sig_proxy: bool,
+) -> Result<i32, LaunchError> {
     let args = [HELPER_SUBCOMMAND.as_ref(), "run".as_ref(), dir.as_os_str()];
-    let child = spawn_helper(exe, &args, &[], foreground_stdio(interactive)).map_err(|source| {
-        LaunchError::Start {
-            exe: exe.to_path_buf(),
-            source,
-        }
-    })?;
-    wait_forwarding(child).map_err(LaunchError::WaitContainer)
+    let mut child =
+        spawn_helper(exe, &args, &[], foreground_stdio(interactive)).map_err(|source| {
+            LaunchError::Start {
+                exe: exe.to_path_buf(),
+                source,
+            }
+        })?;
+    if sig_proxy {
+        return wait_forwarding(child).map_err(LaunchError::WaitContainer);
+    }
+    let status = child.wait().map_err(LaunchError::WaitContainer)?;
+    Ok(code_of(status))
 }
 
 /// Runs `spec` in a running container (`kiln exec`): returns its exit code.
@@ -138,14 +155,20 @@ fn foreground_stdio(interactive: bool) -> HelperStdio {
 /// Forwards our signals to `child` and waits: its code, 128 + a signal
 /// that killed it, else 125.
 fn wait_forwarding(mut child: Child) -> io::Result<i32> {
-    use std::os::unix::process::ExitStatusExt;
     forward_signals(child.id() as i32);
     let status = child.wait()?;
-    Ok(match (status.code(), status.signal()) {
+    Ok(code_of(status))
+}
+
+/// A helper's exit status as an exit code: its code, 128 + a signal that
+/// killed it, else 125.
+fn code_of(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
         (Some(c), _) => c,
         (None, Some(s)) => 128 + s,
         _ => EXIT_KILN,
-    })
+    }
 }
 
 #[cfg(test)]

@@ -165,6 +165,12 @@ pub trait LogSink {
     fn entry(&mut self, e: &LogEntry);
     /// A batch is done: what was written so far should be seen now.
     fn flush(&mut self);
+    /// Following should stop after one last read: nothing written from
+    /// now on is wanted (`logs -f --until` once that time has passed, as
+    /// docker's follower stops at it).
+    fn past_end(&self) -> bool {
+        false
+    }
 }
 
 /// `kiln logs`: the container's log (the last `tail` entries when given),
@@ -202,6 +208,8 @@ pub fn follow_log(
     // output); a helper that died without recording it ends this too.
     let mut dead_polls = 0;
     loop {
+        // Asked before the read: entries stamped up to now are still read.
+        let past_end = sink.past_end();
         let state = store.load(id).ok();
         let recorded_end = state
             .as_ref()
@@ -211,7 +219,7 @@ pub fn follow_log(
         }
         offset = for_each_log(&path, offset, None, |e| sink.entry(&e))?;
         sink.flush();
-        if recorded_end || dead_polls > 20 {
+        if recorded_end || dead_polls > 20 || past_end {
             return Ok(());
         }
         std::thread::sleep(std::time::Duration::from_millis(100));

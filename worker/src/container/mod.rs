@@ -34,6 +34,11 @@
 //! tail (rlimits, fds, workdir, capabilities, user, exec).
 
 //!
+//! `kiln attach` reaches a running container through the unix socket its
+//! helper serves in the container's folder: the terminal of a `-t`
+//! container ([`pty`]), or stdout and stderr apart and a stdin pipe (`-i`)
+//! of one without ([`stream`]).
+//!
 //! The concepts each have a module: [`store`] (the state records),
 //! `names` (ids and docker-like names), [`logs`] (the json-file log),
 //! [`lifecycle`] (stopping and signalling), [`helper`] (the re-executed
@@ -69,6 +74,7 @@ pub mod pty;
 pub mod restart;
 pub mod run;
 pub mod store;
+pub mod stream;
 pub mod volumes;
 
 pub use helper::{

@@ -65,3 +65,26 @@ pub fn thaw(c: &Container) {
         let _ = sys::kill(pid, libc::SIGCONT);
     }
 }
+
+/// Runs `f` with the running container `c` frozen when `pause` (docker's
+/// `commit --pause`, the default): recorded as paused meanwhile (`ps`
+/// shows it, as docker's), thawed after. A container that is not running,
+/// or paused already, is left as it is.
+pub fn frozen_during<T>(
+    store: &super::Store,
+    c: &Container,
+    pause: bool,
+    f: impl FnOnce() -> T,
+) -> T {
+    if !pause || !c.is_alive() || c.life.paused {
+        return f();
+    }
+    if store.update(&c.id, |c| c.life.paused = true).is_err() || freeze(c).is_err() {
+        let _ = store.update(&c.id, |c| c.life.paused = false);
+        return f();
+    }
+    let out = f();
+    thaw(c);
+    let _ = store.update(&c.id, |c| c.life.paused = false);
+    out
+}

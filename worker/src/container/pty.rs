@@ -125,17 +125,56 @@ pub fn listen(dir: &Path) -> io::Result<UnixListener> {
     UnixListener::bind(path)
 }
 
-struct Client {
-    sock: UnixStream,
+/// An attach client: its socket and the start of a frame not whole yet.
+pub(super) struct Client {
+    pub(super) sock: UnixStream,
     inbuf: Vec<u8>,
 }
 
 impl Client {
-    fn new(sock: UnixStream) -> Client {
+    pub(super) fn new(sock: UnixStream) -> Client {
         Client {
             sock,
             inbuf: Vec::new(),
         }
+    }
+
+    /// Reads what the client sent (its socket is ready; `buf` is scratch
+    /// space): the frames now whole, `None` once it is gone (closed, or a
+    /// frame no kiln sends).
+    pub(super) fn read_frames(&mut self, buf: &mut [u8]) -> Option<Vec<Frame>> {
+        let n = match self.sock.read(buf) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => n,
+        };
+        self.inbuf.extend_from_slice(&buf[..n]);
+        let mut frames = Vec::new();
+        loop {
+            match Frame::take(&mut self.inbuf) {
+                Ok(Some(f)) => frames.push(f),
+                Ok(None) => return Some(frames),
+                Err(_) => return None,
+            }
+        }
+    }
+}
+
+/// Sends `frame` to every client; those it cannot reach are added to
+/// `gone` (removed after the round, so indexes stay those polled).
+pub(super) fn broadcast(clients: &mut [Client], frame: &[u8], gone: &mut Vec<usize>) {
+    for (i, c) in clients.iter_mut().enumerate() {
+        if c.sock.write_all(frame).is_err() {
+            gone.push(i);
+        }
+    }
+}
+
+/// Removes the clients at `gone` (in any order, repeats allowed).
+pub(super) fn remove_gone(clients: &mut Vec<Client>, mut gone: Vec<usize>) {
+    gone.sort_unstable();
+    gone.dedup();
+    for i in gone.into_iter().rev() {
+        clients.remove(i);
     }
 }
 
@@ -191,6 +230,8 @@ pub fn serve(
             }
             break;
         }
+        // Clients to drop after this round (indexes as polled).
+        let mut gone = Vec::new();
         let m = pfds[0].revents;
         if m & libc::POLLOUT != 0 && !pending_in.is_empty() {
             match master.write(&pending_in) {
@@ -210,7 +251,7 @@ pub fn serve(
                         lines.push(chunk, l);
                     }
                     let frame = Frame::encode(kind::STDOUT, chunk);
-                    clients.retain_mut(|c| c.sock.write_all(&frame).is_ok());
+                    broadcast(&mut clients, &frame, &mut gone);
                 }
                 Err(e)
                     if e.kind() == io::ErrorKind::WouldBlock
@@ -226,41 +267,25 @@ pub fn serve(
                 }
             }
         }
-        let mut gone = Vec::new();
         for (i, p) in pfds[first_client..].iter().enumerate() {
             if p.revents == 0 {
                 continue;
             }
-            let c = &mut clients[i];
-            match c.sock.read(&mut buf) {
-                Ok(0) | Err(_) => {
-                    gone.push(i);
-                    continue;
-                }
-                Ok(n) => c.inbuf.extend_from_slice(&buf[..n]),
-            }
-            loop {
-                match Frame::take(&mut c.inbuf) {
-                    Ok(Some(f)) if f.kind == kind::STDIN => {
-                        pending_in.extend_from_slice(&f.payload);
-                    }
-                    Ok(Some(f)) if f.kind == kind::RESIZE && f.payload.len() == 4 => {
-                        let rows = u16::from_be_bytes([f.payload[0], f.payload[1]]);
-                        let cols = u16::from_be_bytes([f.payload[2], f.payload[3]]);
-                        let _ = sys::set_window_size(master.as_raw_fd(), rows, cols);
-                    }
-                    Ok(Some(_)) => {}
-                    Ok(None) => break,
-                    Err(_) => {
-                        gone.push(i);
-                        break;
-                    }
+            let Some(frames) = clients[i].read_frames(&mut buf) else {
+                gone.push(i);
+                continue;
+            };
+            for f in frames {
+                if f.kind == kind::STDIN {
+                    pending_in.extend_from_slice(&f.payload);
+                } else if f.kind == kind::RESIZE && f.payload.len() == 4 {
+                    let rows = u16::from_be_bytes([f.payload[0], f.payload[1]]);
+                    let cols = u16::from_be_bytes([f.payload[2], f.payload[3]]);
+                    let _ = sys::set_window_size(master.as_raw_fd(), rows, cols);
                 }
             }
         }
-        for i in gone.into_iter().rev() {
-            clients.remove(i);
-        }
+        remove_gone(&mut clients, gone);
         if !pending_in.is_empty() {
             match master.write(&pending_in) {
                 Ok(n) => {
@@ -285,7 +310,7 @@ pub fn tell_exit(clients: Vec<UnixStream>, code: i32) {
     }
 }
 
-fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
+pub(super) fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
     use rustix::fs::{fcntl_getfl, fcntl_setfl, OFlags};
     let flags = fcntl_getfl(fd)?;
     fcntl_setfl(fd, flags | OFlags::NONBLOCK)?;

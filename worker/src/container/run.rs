@@ -46,6 +46,9 @@ pub enum RunError {
     Runtime(#[source] io::Error),
     #[error("no command specified")]
     NoCommand,
+    /// `--pull never` of an image that is not here (docker's words).
+    #[error("No such image: {0}")]
+    NoSuchImage(String),
     // --- net
     #[error(transparent)]
     Network(crate::network::RequestError),
@@ -116,9 +119,37 @@ pub struct RunOptions {
     // --- life
     /// Lifecycle flags (`--restart`, `--stop-signal`, `--init`, health).
     pub life: super::life::LifeOptions,
+    /// `--pull`: when the image is pulled.
+    pub pull: PullPolicy,
     // --- compose
     /// `--label`: the container's labels.
     pub labels: std::collections::BTreeMap<String, String>,
+}
+
+/// `kiln run --pull`: when the image is pulled (docker's words).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PullPolicy {
+    /// Only when it is not here (the default).
+    #[default]
+    Missing,
+    /// Every time, before the container is made.
+    Always,
+    /// Never: an image that is not here is an error.
+    Never,
+}
+
+impl PullPolicy {
+    /// `always`, `missing` or `never`; docker's message otherwise.
+    pub fn parse(s: &str) -> Result<PullPolicy, String> {
+        match s {
+            "missing" => Ok(PullPolicy::Missing),
+            "always" => Ok(PullPolicy::Always),
+            "never" => Ok(PullPolicy::Never),
+            _ => Err(format!(
+                "invalid pull option: '{s}': must be one of \"always\", \"missing\" or \"never\""
+            )),
+        }
+    }
 }
 
 /// Makes the container for `opts` in `store`: the image is found (or
@@ -135,7 +166,17 @@ pub fn create(
             return Err(RunError::RelativeWorkdir(w.clone()));
         }
     }
-    let (resolved, image_id) = find_or_pull(root, &opts.image, on_pull)?;
+    let (resolved, image_id) = match opts.pull {
+        PullPolicy::Missing => find_or_pull(root, &opts.image, on_pull)?,
+        PullPolicy::Always => pull(root, &opts.image)?,
+        PullPolicy::Never => match image::find(root, &opts.image) {
+            Ok(found) => {
+                let resolved = image::resolve(root.blobs(), &found.descriptor, None, &opts.image)?;
+                (resolved, found.descriptor.digest().to_string())
+            }
+            Err(_) => return Err(RunError::NoSuchImage(opts.image.clone())),
+        },
+    };
     let cfg = resolved
         .config
         .get("config")
@@ -274,6 +315,19 @@ pub fn start(
     detach: bool,
     interactive: bool,
 ) -> Result<Started, RunError> {
+    start_proxying(store, c, detach, interactive, true)
+}
+
+/// [`start`], saying whether kiln in the foreground passes the signals it
+/// gets on to the container's process (`--sig-proxy`, default true; with
+/// false a Ctrl-C ends kiln and leaves the container running, as docker).
+pub fn start_proxying(
+    store: &Store,
+    c: &Container,
+    detach: bool,
+    interactive: bool,
+    sig_proxy: bool,
+) -> Result<Started, RunError> {
     let exe = std::env::current_exe().map_err(RunError::Exe)?;
     // Absolute: the helper's pid 1 mounts and pivots with these paths.
     let dir = store.dir_of(&c.id);
@@ -281,7 +335,12 @@ pub fn start(
     Ok(if detach {
         Started::Detached(launch::run_detached(&exe, &dir)?)
     } else {
-        Started::Exited(launch::run_foreground(&exe, &dir, interactive)?)
+        Started::Exited(launch::run_foreground_proxying(
+            &exe,
+            &dir,
+            interactive,
+            sig_proxy,
+        )?)
     })
 }
 
@@ -296,6 +355,9 @@ pub struct ExecOptions {
     // --- tty
     /// `-t`: a pseudo-terminal of this size (rows, columns; 0 unknown).
     pub tty: Option<(u16, u16)>,
+    // --- life
+    /// `--privileged`: every capability for the process.
+    pub privileged: bool,
 }
 
 /// Why `kiln exec` could not start its process.
@@ -335,6 +397,12 @@ pub fn exec_spec(c: &Container, opts: ExecOptions) -> Result<ExecSpec, ExecError
         seccomp: c.seccomp.clone(),
         tty: opts.tty,
         cgroups: c.life.cgroups.clone(),
+        caps: c.life.security.caps().ok().filter(|_| {
+            let s = &c.life.security;
+            !s.cap_add.is_empty() || !s.cap_drop.is_empty()
+        }),
+        privileged: c.life.security.privileged,
+        privileged_exec: opts.privileged,
     })
 }
 
@@ -370,32 +438,41 @@ pub fn find_or_pull(
         Ok(found) => found.descriptor,
         Err(_) => {
             on_pull();
-            let r = Reference::parse(name).map_err(|source| RunError::InvalidImage {
-                name: name.to_string(),
-                source,
-            })?;
-            let host = image::Platform::host();
-            let opts = PullOptions {
-                platform: Some(registry::Platform {
-                    os: host.os.clone(),
-                    architecture: host.architecture.clone(),
-                    variant: host.variant.clone(),
-                }),
-                config: RegistryConfig::load(root.path())?,
-                ..PullOptions::default()
-            };
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .map_err(RunError::Runtime)?;
-            let pulled = rt.block_on(registry::pull(root, &r, &opts, Arc::new(NoProgress)));
-            rt.shutdown_background();
-            pulled.map_err(|source| RunError::Pull {
-                image: r.familiar_tagged(),
-                source,
-            })?
+            return pull(root, name);
         }
     };
+    let resolved = image::resolve(root.blobs(), &descriptor, None, name)?;
+    Ok((resolved, descriptor.digest().to_string()))
+}
+
+/// Pulls `name` for this host's platform (`kiln run --pull always`, and
+/// an image that is not here): the image and its manifest digest, as
+/// [`find_or_pull`] gives them.
+pub fn pull(root: &Root, name: &str) -> Result<(Resolved, String), RunError> {
+    let r = Reference::parse(name).map_err(|source| RunError::InvalidImage {
+        name: name.to_string(),
+        source,
+    })?;
+    let host = image::Platform::host();
+    let opts = PullOptions {
+        platform: Some(registry::Platform {
+            os: host.os.clone(),
+            architecture: host.architecture.clone(),
+            variant: host.variant.clone(),
+        }),
+        config: RegistryConfig::load(root.path())?,
+        ..PullOptions::default()
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(RunError::Runtime)?;
+    let pulled = rt.block_on(registry::pull(root, &r, &opts, Arc::new(NoProgress)));
+    rt.shutdown_background();
+    let descriptor = pulled.map_err(|source| RunError::Pull {
+        image: r.familiar_tagged(),
+        source,
+    })?;
     let resolved = image::resolve(root.blobs(), &descriptor, None, name)?;
     Ok((resolved, descriptor.digest().to_string()))
 }
