@@ -382,6 +382,10 @@ pub fn find_or_pull(
                     variant: host.variant.clone(),
                 }),
                 config: RegistryConfig::load(root.path())?,
+                // The container needs its layers: unpacked as they come.
+                unpack: crate::layer_unpack::PullUnpacker::new(root.path(), host.clone())
+                    .ok()
+                    .map(|u| registry::Unpacker(Arc::new(u))),
                 ..PullOptions::default()
             };
             let rt = tokio::runtime::Builder::new_multi_thread()
