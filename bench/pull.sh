@@ -6,8 +6,13 @@
 # builder prune` for dockerd before every run. Prints each run, medians
 # and the kiln/docker ratio; "+sync" adds the `sync` right after (what was
 # written but not yet on disk: kiln fsyncs its blobs, dockerd does not).
+# Before every run the previous run's files are removed, then `sync` and a
+# pause of --settle seconds (default 61): ext4 without a journal (this
+# machine's) skips inodes freed in the last 60 s when it allocates new
+# ones, at a cost per file that would otherwise land on whichever engine
+# runs right after the other's cleanup.
 #
-#   bench/pull.sh [--reps N] [IMAGE ...]
+#   bench/pull.sh [--reps N] [--settle S] [IMAGE ...]
 #
 # Default images: 127.0.0.1:5000/speed2/debian:big (a 625 MB debootstrap
 # base in 3 layers, see bench/results/speed.md) and
@@ -18,11 +23,12 @@
 # KILN_BIN picks the binary (default: a fresh release build).
 set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
-reps=3
+reps=3 settle=61
 while [ $# -gt 0 ]; do
     case $1 in
         --reps) reps=$2; shift 2 ;;
-        -*) echo "usage: $0 [--reps N] [IMAGE ...]" >&2; exit 2 ;;
+        --settle) settle=$2; shift 2 ;;
+        -*) echo "usage: $0 [--reps N] [--settle S] [IMAGE ...]" >&2; exit 2 ;;
         *) break ;;
     esac
 done
@@ -36,10 +42,10 @@ if [ -z "${DOCKER_HOST:-}" ] && [ -S /run/docker-modern.sock ]; then
 fi
 export DOCKER_HOST=${DOCKER_HOST:-unix:///var/run/docker.sock}
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)  $(date -u +%FT%TZ)  DOCKER_HOST=$DOCKER_HOST"
-KILN_BIN=$KILN_BIN python3 - "$reps" "$@" <<'PY'
+KILN_BIN=$KILN_BIN python3 - "$reps" "$settle" "$@" <<'PY'
 import os, shutil, statistics, subprocess, sys, tempfile, time
 
-reps, images = int(sys.argv[1]), sys.argv[2:]
+reps, settle, images = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3:]
 KILN = os.environ["KILN_BIN"]
 DOCKER = ["/usr/bin/docker"]
 MANY = "127.0.0.1:5000/speed3/many:24"
@@ -89,15 +95,22 @@ def docker_reset(image):
     sh(DOCKER + ["builder", "prune", "-af"], check=False)
     sh(DOCKER + ["image", "prune", "-f"], check=False)
 
+def settle_down():
+    subprocess.run(["sync"])
+    time.sleep(settle)
+
 def run_kiln(image):
     root = f"{WORK}/root"
     shutil.rmtree(root, ignore_errors=True)
+    docker_reset(image)
+    settle_down()
     r = timed([KILN, "pull", "-q", image], env=kenv(root))
     shutil.rmtree(root, ignore_errors=True)
     return r
 
 def run_docker(image):
     docker_reset(image)
+    settle_down()
     r = timed(DOCKER + ["pull", "-q", image])
     docker_reset(image)
     return r

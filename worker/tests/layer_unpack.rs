@@ -23,6 +23,8 @@ fn entry(
     h.set_entry_type(kind);
     h.set_mode(if kind.is_dir() { 0o755 } else { 0o644 });
     h.set_size(data.len() as u64);
+    h.set_uid(0);
+    h.set_gid(0);
     h.set_mtime(1_700_000_000);
     {
         let u = h.as_old_mut();
@@ -123,6 +125,8 @@ fn pipelined_unpack_checks_the_diff_id() {
         let mut h = tar::Header::new_gnu();
         h.set_size(data.len() as u64);
         h.set_mode(0o640);
+        h.set_uid(0);
+        h.set_gid(0);
         h.set_mtime(1_600_000_000);
         h.set_cksum();
         b.append_data(&mut h, name, &data[..]).unwrap();
