@@ -180,6 +180,8 @@ fn pull_of_a_layer_that_is_not_its_diff_id_fails_and_leaves_nothing() {
     let body = vec![b'x'; 300_000];
     h.set_size(body.len() as u64);
     h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
     h.set_cksum();
     tar.append_data(&mut h, "payload", &body[..]).expect("tar");
     let layer = tar.into_inner().expect("tar");
