@@ -7,15 +7,23 @@
 #   warm   runner 2 (fresh) imports it, nothing changed, exports again
 #   edit   one context file edited; runner 3 (fresh) imports and exports
 #
-# Backends: kiln through the registry (type=registry,mode=max), kiln
-# through an S3 server (s3s-fs on 127.0.0.1, type=s3,mode=max), and
+# Backends: kiln through the registry (type=registry) and through an S3
+# server (s3s-fs on 127.0.0.1, type=s3), each with mode=min (the final
+# image's layers only, what an inline cache holds: the fair comparison
+# with BuildKit's inline cache) and mode=max (every stage's layers), and
 # BuildKit beside them where it can: today's dockerd (28.5, classic image
-# store) only exports inline caches, so BuildKit builds with
-# BUILDKIT_INLINE_CACHE=1 and pushes the image (its export), and imports
-# with --cache-from. Each time is one runner's build including its cache
-# import and export. Prints medians and kiln/BuildKit ratios.
+# store, docker driver) only exports inline caches, so BuildKit builds
+# with BUILDKIT_INLINE_CACHE=1 and pushes the image (its export), and
+# imports with --cache-from. BuildKit's own registry cache (mode=max)
+# needs the containerd image store or a docker-container builder; with
+# --buildkit-max it is tried through `docker buildx build --cache-to
+# type=registry,mode=max` and skipped with a note when the daemon refuses.
+# Each time is one runner's build including its cache import and export.
+# Prints medians and the ratios: kiln mode=min / BuildKit inline, kiln
+# mode=max / BuildKit mode=max (else / inline).
 #
-#   bench/ci.sh [--reps N] [--workloads edit,multistage]
+#   bench/ci.sh [--reps N] [--workloads edit,multistage] [--modes min,max]
+#               [--backends registry,s3] [--buildkit-max]
 #
 # Needs ../shared/bench/setup.sh (registry on 127.0.0.1:5000 with
 # busybox:1.35), ../shared/bench/modern/setup.sh (docker 28.5 on
@@ -25,12 +33,15 @@
 set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
 shared=${KILN_SHARED:-$here/../shared}
-reps=3 workloads=edit,multistage
+reps=3 workloads=edit,multistage modes=min,max backends=registry,s3 bkmax=0
 while [ $# -gt 0 ]; do
     case $1 in
         --reps) reps=$2; shift 2 ;;
         --workloads) workloads=$2; shift 2 ;;
-        *) echo "usage: $0 [--reps N] [--workloads a,b]" >&2; exit 2 ;;
+        --modes) modes=$2; shift 2 ;;
+        --backends) backends=$2; shift 2 ;;
+        --buildkit-max) bkmax=1; shift ;;
+        *) echo "usage: $0 [--reps N] [--workloads a,b] [--modes min,max] [--backends registry,s3] [--buildkit-max]" >&2; exit 2 ;;
     esac
 done
 if [ -z "${KILN_BIN:-}" ]; then
@@ -46,10 +57,11 @@ fi
 export DOCKER_HOST=${DOCKER_HOST:-unix:///run/docker-anchor.sock}
 out=$(mktemp /tmp/kiln-ci-bench.XXXXXX.json)
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)  $(date -u +%FT%TZ)  DOCKER_HOST=$DOCKER_HOST"
-KILN_BIN=$KILN_BIN S3S_FS=$S3S_FS SHARED=$shared python3 - "$reps" "$workloads" "$out" <<'PY'
+KILN_BIN=$KILN_BIN S3S_FS=$S3S_FS SHARED=$shared python3 - "$reps" "$workloads" "$out" "$modes" "$backends" "$bkmax" <<'PY'
 import json, os, random, shutil, socket, statistics, subprocess, sys, tempfile, time
 
 reps, workloads, out = int(sys.argv[1]), sys.argv[2].split(","), sys.argv[3]
+modes, kbackends, bkmax = sys.argv[4].split(","), sys.argv[5].split(","), sys.argv[6] == "1"
 SHARED = os.environ["SHARED"]
 KILN = os.environ["KILN_BIN"]
 REG_BASE = "127.0.0.1:5000/library/busybox:1.35"
@@ -95,8 +107,8 @@ for _ in range(100):
 
 class Kiln:
     base = REG_BASE
-    def __init__(self, backend):
-        self.backend = backend
+    def __init__(self, backend, mode):
+        self.backend, self.mode = backend, mode
     def fresh(self):
         self.root = tempfile.mkdtemp(prefix="kiln-ci-runner.", dir="/var/tmp")
         self.env = dict(os.environ, KILN_ROOT=self.root)
@@ -112,7 +124,7 @@ class Kiln:
     def run(self, ctx, ref, first):
         to, frm = self.spec(ref)
         args = [KILN, "build", "--progress", "quiet", "-t", "kbench:latest",
-                "--cache-to", to + ",mode=max"]
+                "--cache-to", to + ",mode=" + self.mode]
         if not first:
             args += ["--cache-from", frm]
         sh(args + [ctx], env=self.env)
@@ -120,6 +132,7 @@ class Kiln:
         shutil.rmtree(self.root, ignore_errors=True)
 
 class BuildKit:
+    """BuildKit's inline cache: the only export dockerd's docker driver has."""
     base = "busybox:1.35"
     def fresh(self):
         sh(DOCKER + ["builder", "prune", "-af"], env=DENV)
@@ -137,8 +150,35 @@ class BuildKit:
     def done(self):
         pass
 
-BACKENDS = {"kiln-registry": lambda: Kiln("registry"), "kiln-s3": lambda: Kiln("s3"),
-            "buildkit-inline": BuildKit}
+class BuildKitMax(BuildKit):
+    """BuildKit's registry cache, mode=max (needs a daemon that can export it)."""
+    def run(self, ctx, ref, first):
+        image = f"127.0.0.1:5000/kbench-ci/{ref}"
+        cache = f"type=registry,ref=127.0.0.1:5000/kbench-ci/cache-{ref}"
+        args = DOCKER + ["buildx", "build", "--network", "host", "-q", "-t", image,
+                         "--cache-to", cache + ",mode=max", "--push"]
+        if not first:
+            args += ["--cache-from", cache]
+        sh(args + [ctx], env=DENV)
+
+def buildkit_max_works():
+    d = tempfile.mkdtemp(prefix="kiln-ci-probe.")
+    with open(f"{d}/Dockerfile", "w") as fh:
+        fh.write("FROM busybox:1.35\nRUN true\n")
+    r = sh(DOCKER + ["buildx", "build", "-q", "--cache-to",
+                     "type=registry,ref=127.0.0.1:5000/kbench-ci/probe,mode=max", d], env=DENV, check=False)
+    shutil.rmtree(d, ignore_errors=True)
+    if r.returncode:
+        print("BuildKit registry cache (mode=max) unavailable here: " + r.stdout.strip().splitlines()[-1], flush=True)
+    return r.returncode == 0
+
+BACKENDS = {}
+for b in kbackends:
+    for m in modes:
+        BACKENDS[f"kiln-{b}-{m}"] = (lambda b=b, m=m: Kiln(b, m))
+BACKENDS["buildkit-inline"] = BuildKit
+if bkmax and buildkit_max_works():
+    BACKENDS["buildkit-max"] = BuildKitMax
 results = {}
 try:
     for wl in workloads:
@@ -172,11 +212,17 @@ finally:
     s3.terminate(); s3.wait()
     shutil.rmtree(s3dir, ignore_errors=True)
 json.dump(results, open(out, "w"), indent=1)
-print(f"\n{'workload':11s} {'phase':5s} {'kiln-reg':>9s} {'kiln-s3':>8s} {'buildkit':>9s} {'reg/bk':>7s} {'s3/bk':>6s}")
+# Ratios: mode=min against the inline cache (both only the final image's
+# layers), mode=max against BuildKit's mode=max when it ran, else inline.
+kcols = [n for n in BACKENDS if n.startswith("kiln-")]
+def against(n):
+    return "buildkit-max" if n.endswith("-max") and "buildkit-max" in BACKENDS else "buildkit-inline"
+print(f"\n{'workload':11s} {'phase':5s} " + " ".join(f"{n:>18s}" for n in BACKENDS)
+      + " " + " ".join(f"{n.replace('kiln-', '') + '/' + against(n).replace('buildkit-', 'bk-'):>22s}" for n in kcols))
 for wl, r in results.items():
     for p in ("cold", "warm", "edit"):
-        kr, ks, bk = r["kiln-registry"][p], r["kiln-s3"][p], r["buildkit-inline"][p]
-        print(f"{wl:11s} {p:5s} {kr:9.3f} {ks:8.3f} {bk:9.3f} {kr / bk:7.2f} {ks / bk:6.2f}")
+        print(f"{wl:11s} {p:5s} " + " ".join(f"{r[n][p]:18.3f}" for n in BACKENDS)
+              + " " + " ".join(f"{r[n][p] / r[against(n)][p]:22.2f}" for n in kcols))
 PY
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "json: $out"

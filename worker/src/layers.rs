@@ -53,6 +53,14 @@ pub enum LayerError {
         #[source]
         source: snapshot::SnapshotError,
     },
+    /// The layer's tar is not what the image's config says it is (its
+    /// `rootfs.diff_ids`): a corrupt or hostile image.
+    #[error("its tar is {actual}, not the diff_id {expected} its image names (layer {digest})")]
+    DiffId {
+        digest: Digest,
+        expected: Digest,
+        actual: Digest,
+    },
 }
 
 fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> LayerError + 'a {
@@ -147,15 +155,10 @@ impl LayerStore {
         let file = blobs.open(digest).map_err(store_err)?;
         let staging = self.scratch("unpack")?.join("layer");
         fs::create_dir(&staging).map_err(io_err("create", &staging))?;
-        let reader = decompress(
-            BufReader::with_capacity(256 * 1024, file),
-            &layer.media_type,
-        )
-        .map_err(io_err("decompress", &path))?;
-        snapshot::apply_layer(reader, &staging).map_err(|source| LayerError::Unpack {
-            digest: layer.digest.clone(),
-            source,
-        })?;
+        // Inflating and extracting on two threads. The diff_id is not
+        // checked here, as it never was: the blob's digest was, when it
+        // entered the store.
+        crate::layer_unpack::unpack_pipelined(file, layer, &staging, false)?;
         self.adopt(&staging, &layer.diff_id)
     }
 
@@ -224,7 +227,7 @@ fn first_open(work_root: &Path) -> bool {
 
 /// A reader of the layer's tar, whatever its compression (by media type,
 /// and by magic bytes when the type says nothing).
-fn decompress<'a, R: Read + 'a>(
+pub(crate) fn decompress<'a, R: Read + 'a>(
     mut r: BufReader<R>,
     media_type: &str,
 ) -> io::Result<Box<dyn Read + 'a>> {

@@ -15,6 +15,7 @@ pub mod fuse_overlay;
 pub mod git_source;
 pub mod http_source;
 pub mod key_agent;
+pub mod layer_unpack;
 pub mod layers;
 pub mod network;
 pub mod phase_timing;

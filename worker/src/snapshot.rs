@@ -205,6 +205,13 @@ fn unpack<R: Read>(reader: R, dir: &Path, mode: Whiteouts) -> Result<ApplyStats,
     // only what earlier layers left.
     let mut unpacked: std::collections::HashSet<PathBuf> = Default::default();
     let mut dir_times: Vec<(Vec<OsString>, i64)> = Vec::new();
+    // The folder the last entries went into, still open: a tar lists a
+    // folder's files one after the other, and resolving the same parent
+    // again for each costs a path walk (openat2) and a close per file.
+    // Forgotten whenever an entry could replace that folder or one above
+    // it (an entry at its path or an ancestor's, any whiteout), so every
+    // write still lands where a fresh resolution would put it.
+    let mut parent_cache: Option<(Vec<OsString>, OwnedFd)> = None;
 
     for entry in archive.entries().map_err(SnapshotError::Tar)? {
         let mut entry = entry.map_err(SnapshotError::Tar)?;
@@ -217,6 +224,7 @@ fn unpack<R: Read>(reader: R, dir: &Path, mode: Whiteouts) -> Result<ApplyStats,
         let base_b = base.as_bytes();
 
         if base_b.starts_with(WHITEOUT_PREFIX.as_bytes()) {
+            parent_cache = None;
             let pfd = match (
                 open_parent(root, parent, mode == Whiteouts::Overlay, &name),
                 mode,
@@ -272,8 +280,21 @@ fn unpack<R: Read>(reader: R, dir: &Path, mode: Whiteouts) -> Result<ApplyStats,
         }
 
         let rel = join(&comps);
-        let pfd = open_parent(root, parent, true, &name)?;
-        let p = pfd.as_raw_fd();
+        if parent_cache
+            .as_ref()
+            .is_some_and(|(c, _)| c.starts_with(&comps))
+        {
+            parent_cache = None;
+        }
+        let p = match &parent_cache {
+            Some((c, fd)) if c.as_slice() == parent => fd.as_raw_fd(),
+            _ => {
+                let fd = open_parent(root, parent, true, &name)?;
+                let raw = fd.as_raw_fd();
+                parent_cache = Some((parent.to_vec(), fd));
+                raw
+            }
+        };
         let hdr = entry.header().clone();
         let kind = hdr.entry_type();
         let perm = hdr.mode().map_err(SnapshotError::Tar)? & 0o7777;
@@ -281,7 +302,28 @@ fn unpack<R: Read>(reader: R, dir: &Path, mode: Whiteouts) -> Result<ApplyStats,
         let gid = hdr.gid().map_err(SnapshotError::Tar)? as u32;
         let mtime = hdr.mtime().map_err(SnapshotError::Tar)? as i64;
 
-        let existing = sys::lstat_at(p, base).map_err(io_err("stat", &rel))?;
+        // A regular file is created straight away (O_EXCL): in a fresh
+        // layer nothing is in its way, and the stat of the name is only
+        // needed when something is.
+        let is_file = matches!(
+            kind,
+            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse
+        );
+        let mut created = None;
+        let existing = if is_file {
+            match sys::create_file_at(p, base, 0o600) {
+                Ok(f) => {
+                    created = Some(f);
+                    None
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                    sys::lstat_at(p, base).map_err(io_err("stat", &rel))?
+                }
+                Err(e) => return Err(io_err("create", &rel)(e)),
+            }
+        } else {
+            sys::lstat_at(p, base).map_err(io_err("stat", &rel))?
+        };
         if let Some(st) = existing {
             if !(kind.is_dir() && is_dir_mode(st.st_mode)) {
                 sys::remove_all_at(p, base).map_err(io_err("remove", &rel))?;
@@ -305,9 +347,13 @@ fn unpack<R: Read>(reader: R, dir: &Path, mode: Whiteouts) -> Result<ApplyStats,
                 dir_times.push((comps.clone(), mtime));
             }
             tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
-                let mut f = sys::create_file_at(p, base, 0o600).map_err(io_err("create", &rel))?;
+                let mut f = match created.take() {
+                    Some(f) => f,
+                    None => sys::create_file_at(p, base, 0o600).map_err(io_err("create", &rel))?,
+                };
                 stats.bytes += crate::sparse::write_stream(&mut entry, &mut f)
                     .map_err(io_err("write", &rel))?;
+                created = Some(f);
             }
             tar::EntryType::Symlink => {
                 let target = entry
@@ -343,7 +389,9 @@ fn unpack<R: Read>(reader: R, dir: &Path, mode: Whiteouts) -> Result<ApplyStats,
                         io_err("link", &rel)(e)
                     }
                 })?;
-                unpacked.insert(rel);
+                if mode == Whiteouts::Apply {
+                    unpacked.insert(rel);
+                }
                 stats.entries += 1;
                 continue; // a hard link shares the target's metadata
             }
@@ -383,8 +431,18 @@ fn unpack<R: Read>(reader: R, dir: &Path, mode: Whiteouts) -> Result<ApplyStats,
             }
         }
 
-        crate::userns::tolerate_unmapped(sys::chown_at(p, base, uid, gid))
-            .map_err(io_err("chown", &rel))?;
+        // A file just written is changed through its descriptor: no path
+        // lookup for each of chown, chmod and utimes.
+        let owned = match &created {
+            Some(f) => rustix::fs::fchown(
+                f,
+                Some(rustix::fs::Uid::from_raw_unchecked(uid)),
+                Some(rustix::fs::Gid::from_raw_unchecked(gid)),
+            )
+            .map_err(io::Error::from),
+            None => sys::chown_at(p, base, uid, gid),
+        };
+        crate::userns::tolerate_unmapped(owned).map_err(io_err("chown", &rel))?;
         if let Some(exts) = entry.pax_extensions().map_err(SnapshotError::Tar)? {
             for ext in exts {
                 let ext = ext.map_err(SnapshotError::Tar)?;
@@ -404,14 +462,35 @@ fn unpack<R: Read>(reader: R, dir: &Path, mode: Whiteouts) -> Result<ApplyStats,
                 }
             }
         }
-        if kind != tar::EntryType::Symlink {
+        if let Some(f) = &created {
             // After chown, which clears set-id bits.
-            sys::chmod_at(p, base, perm).map_err(io_err("chmod", &rel))?;
+            rustix::fs::fchmod(f, rustix::fs::Mode::from_raw_mode(perm))
+                .map_err(|e| io_err("chmod", &rel)(e.into()))?;
+            let t = rustix::fs::Timespec {
+                tv_sec: mtime,
+                tv_nsec: 0,
+            };
+            rustix::fs::futimens(
+                f,
+                &rustix::fs::Timestamps {
+                    last_access: t,
+                    last_modification: t,
+                },
+            )
+            .map_err(|e| io_err("utimes", &rel)(e.into()))?;
+        } else {
+            if kind != tar::EntryType::Symlink {
+                // After chown, which clears set-id bits.
+                sys::chmod_at(p, base, perm).map_err(io_err("chmod", &rel))?;
+            }
+            if !kind.is_dir() {
+                sys::set_times_at(p, base, (mtime, 0)).map_err(io_err("utimes", &rel))?;
+            }
         }
-        if !kind.is_dir() {
-            sys::set_times_at(p, base, (mtime, 0)).map_err(io_err("utimes", &rel))?;
+        // Only merged mode's opaque markers ask what this layer made.
+        if mode == Whiteouts::Apply {
+            unpacked.insert(rel);
         }
-        unpacked.insert(rel);
         stats.entries += 1;
     }
 

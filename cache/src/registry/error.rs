@@ -134,6 +134,15 @@ pub enum RegistryError {
     #[error("transfer cancelled after another transfer failed")]
     Cancelled,
 
+    /// A layer unpacked while it downloaded (`kiln pull`) could not be
+    /// unpacked, or its content does not match the config's diff_id;
+    /// nothing of it was kept.
+    #[error("unpacking layer {digest}: {source}")]
+    Unpack {
+        digest: String,
+        source: super::unpack::UnpackError,
+    },
+
     /// The local store failed.
     #[error(transparent)]
     Store(#[from] crate::Error),

@@ -16,6 +16,7 @@ pub mod progress;
 pub mod pull;
 pub mod push;
 pub mod remote;
+pub mod unpack;
 
 pub use client::verify_login;
 pub use config::RegistryConfig;
@@ -23,6 +24,7 @@ pub use credentials::{login_server, Credentials, DockerConfig, Secret};
 pub use error::RegistryError;
 pub use manifest::Platform;
 pub use progress::{NoProgress, Outcome, Progress};
-pub use pull::{pull, PullOptions};
+pub use pull::{pull, PullOptions, Unpacker};
 pub use push::{push, push_descriptor, PushOptions};
 pub use remote::{RemoteManifest, RemoteSource};
+pub use unpack::{LayerSink, LayerUnpacker, PendingLayer, UnpackError};

@@ -21,6 +21,8 @@ use super::credentials::DockerConfig;
 use super::error::RegistryError;
 use super::manifest::{is_index, is_manifest, Desc, Doc, Platform, ACCEPT, MAX_MANIFEST};
 use super::progress::{Outcome, Progress};
+use super::unpack::{LayerSink, LayerUnpacker, PendingLayer};
+use crate::layer::LayerRef;
 use crate::{BlobWriter, Digest, PendingBlob, Reference, Root};
 
 /// How to pull.
@@ -33,6 +35,10 @@ pub struct PullOptions {
     pub config: RegistryConfig,
     /// Blobs fetched at once.
     pub concurrency: usize,
+    /// Unpack the layers (of the platforms it wants) while they download,
+    /// as `docker pull` leaves them; `None` stores blobs only (a build's
+    /// base, whose layers a fully cached build never needs).
+    pub unpack: Option<Unpacker>,
 }
 
 impl Default for PullOptions {
@@ -41,9 +47,32 @@ impl Default for PullOptions {
             platform: None,
             config: RegistryConfig::default(),
             concurrency: 4,
+            unpack: None,
         }
     }
 }
+
+/// The layer unpacker of a pull (a newtype, so options stay `Debug`).
+#[derive(Clone)]
+pub struct Unpacker(pub Arc<dyn LayerUnpacker>);
+
+impl std::fmt::Debug for Unpacker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Unpacker")
+    }
+}
+
+/// One blob to fetch; a layer to unpack on the way carries its
+/// [`LayerRef`] (diff_id and media type from the image).
+struct Job {
+    desc: Desc,
+    kind: &'static str,
+    unpack: Option<LayerRef>,
+}
+
+/// What one fetched blob left: the blob (unless the store had it) and,
+/// when unpacked on the way, the layer; both invisible until committed.
+type Got = Option<(PendingBlob, Option<Box<dyn PendingLayer>>)>;
 
 /// A manifest as fetched: its exact bytes and what they are.
 pub(crate) struct Fetched {
@@ -183,67 +212,187 @@ pub async fn pull(
         ));
     }
 
-    // Every blob of every kept manifest, once.
+    // Every blob of every kept manifest, once. With an unpacker the
+    // configs come first: they name the layers' diff_ids (which the
+    // unpacked layers are checked against and named by) and platforms.
     let mut seen = HashSet::new();
-    let mut blobs: Vec<(Desc, &'static str)> = Vec::new();
+    let mut configs: Vec<Job> = Vec::new();
+    let mut layers: Vec<Job> = Vec::new();
     for m in &manifests {
         for (i, b) in m.doc.blobs().into_iter().enumerate() {
             if seen.insert(b.digest.clone()) {
-                blobs.push((b, if i == 0 { "config" } else { "layer" }));
+                let job = Job {
+                    desc: b,
+                    kind: if i == 0 { "config" } else { "layer" },
+                    unpack: None,
+                };
+                if i == 0 {
+                    configs.push(job);
+                } else {
+                    layers.push(job);
+                }
             }
         }
     }
     // Keep garbage collection away from blobs not yet named.
     let _lease = root.lease()?;
-    let concurrency = opts.concurrency.max(1);
-    // On the first failure the others stop at their next chunk, and every
-    // transfer is awaited to its end, so that no writer thread still holds
-    // a temp file when the error is returned.
-    let cancel = AtomicBool::new(false);
-    let results: Vec<Result<Option<PendingBlob>, RegistryError>> =
-        futures::stream::iter(blobs.into_iter().map(|(b, kind)| {
-            let (ep, cancel) = (&ep, &cancel);
-            async move {
-                if cancel.load(Ordering::Relaxed) {
-                    return Err(RegistryError::Cancelled);
-                }
-                let r = fetch_blob(root, ep, reference, &b, kind, progress, cancel).await;
-                if r.is_err() {
-                    cancel.store(true, Ordering::Relaxed);
-                }
-                r
+    let unpacker = opts.unpack.as_ref().map(|u| &*u.0);
+    let mut got: Vec<(PendingBlob, Option<Box<dyn PendingLayer>>)> = Vec::new();
+    if let Some(unpacker) = unpacker {
+        got.extend(fetch_all(root, &ep, reference, configs, opts, progress, None).await?);
+        let config_of = |digest: &str| -> Option<Vec<u8>> {
+            let d: Digest = digest.parse().ok()?;
+            if let Some((p, _)) = got.iter().find(|(p, _)| *p.digest() == d) {
+                return std::fs::read(p.path()).ok();
             }
-        }))
-        .buffer_unordered(concurrency)
-        .collect()
-        .await;
-    let mut pending = Vec::new();
-    let mut failure = None;
-    for r in results {
-        match r {
-            Ok(p) => pending.extend(p),
-            Err(RegistryError::Cancelled) => {}
-            Err(e) => {
-                failure.get_or_insert(e);
-            }
+            root.blobs().read(&d).ok()
+        };
+        let mut wanted: std::collections::HashMap<String, LayerRef> = Default::default();
+        for m in &manifests {
+            let Some(config) = m.doc.config.as_ref().and_then(|c| config_of(&c.digest)) else {
+                continue;
+            };
+            wanted.extend(layers_to_unpack(&m.doc, &config, unpacker));
         }
-    }
-    if let Some(e) = failure {
-        return Err(e);
+        for job in &mut layers {
+            job.unpack = wanted.remove(&job.desc.digest);
+        }
+        got.extend(fetch_all(root, &ep, reference, layers, opts, progress, Some(unpacker)).await?);
+    } else {
+        configs.append(&mut layers);
+        got.extend(fetch_all(root, &ep, reference, configs, opts, progress, None).await?);
     }
 
     // Every blob arrived and verified: only now does any become visible,
     // so a pull that fails on one bad blob leaves the store as it was.
     // Manifests follow their blobs, indexes (innermost first) their
     // manifests, and the name comes last.
-    for p in pending {
+    let mut unpacked = Vec::new();
+    for (p, layer) in got {
+        let digest = p.digest().to_string();
         p.commit()?;
+        unpacked.extend(layer.map(|l| (digest, l)));
+    }
+    // Unpacked layers are derived from their blobs: in place only after
+    // those are.
+    for (digest, layer) in unpacked {
+        layer
+            .commit()
+            .map_err(|source| RegistryError::Unpack { digest, source })?;
     }
     for m in manifests.iter().chain(indexes.iter()) {
         put_manifest(root, m)?;
     }
     root.images().set(reference, result.clone())?;
     Ok(result)
+}
+
+/// Fetches `jobs`, `opts.concurrency` at once. On the first failure the
+/// others stop at their next chunk, and every transfer is awaited to its
+/// end, so that no writer or unpacker thread still holds a temp file or
+/// folder when the error is returned.
+async fn fetch_all(
+    root: &Root,
+    ep: &Endpoint,
+    reference: &Reference,
+    jobs: Vec<Job>,
+    opts: &PullOptions,
+    progress: &dyn Progress,
+    unpacker: Option<&dyn LayerUnpacker>,
+) -> Result<Vec<(PendingBlob, Option<Box<dyn PendingLayer>>)>, RegistryError> {
+    let cancel = AtomicBool::new(false);
+    let results: Vec<Result<Got, RegistryError>> =
+        futures::stream::iter(jobs.into_iter().map(|job| {
+            let cancel = &cancel;
+            async move {
+                if cancel.load(Ordering::Relaxed) {
+                    return Err(RegistryError::Cancelled);
+                }
+                let unpack = match (unpacker, &job.unpack) {
+                    (Some(u), Some(l)) => Some((u, l)),
+                    _ => None,
+                };
+                let r = fetch_blob_unpacking(
+                    root, ep, reference, &job.desc, job.kind, progress, cancel, unpack,
+                )
+                .await;
+                if r.is_err() {
+                    cancel.store(true, Ordering::Relaxed);
+                }
+                r
+            }
+        }))
+        .buffer_unordered(opts.concurrency.max(1))
+        .collect()
+        .await;
+    let mut got = Vec::new();
+    let mut failure = None;
+    for r in results {
+        match r {
+            Ok(p) => got.extend(p),
+            Err(RegistryError::Cancelled) => {}
+            Err(e) => {
+                failure.get_or_insert(e);
+            }
+        }
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(got),
+    }
+}
+
+/// The layers of manifest `doc` to unpack, by blob digest: none unless
+/// `unpacker` wants the platform its `config` names, and none when the
+/// config's diff_ids do not pair up with the layers (the image is then
+/// left to the unpacking of the first build, which reports it).
+fn layers_to_unpack(
+    doc: &Doc,
+    config: &[u8],
+    unpacker: &dyn LayerUnpacker,
+) -> Vec<(String, LayerRef)> {
+    #[derive(serde::Deserialize)]
+    struct RootFs {
+        #[serde(default)]
+        diff_ids: Vec<String>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Config {
+        #[serde(default)]
+        os: String,
+        #[serde(default)]
+        architecture: String,
+        #[serde(default)]
+        variant: Option<String>,
+        rootfs: Option<RootFs>,
+    }
+    let Ok(c) = serde_json::from_slice::<Config>(config) else {
+        return Vec::new();
+    };
+    let platform = Platform {
+        os: c.os,
+        architecture: c.architecture,
+        variant: c.variant,
+    };
+    let diff_ids = c.rootfs.map(|r| r.diff_ids).unwrap_or_default();
+    if !unpacker.wants(&platform) || diff_ids.len() != doc.layers.len() {
+        return Vec::new();
+    }
+    doc.layers
+        .iter()
+        .zip(diff_ids)
+        .filter_map(|(l, id)| {
+            Some((
+                l.digest.clone(),
+                LayerRef {
+                    diff_id: id.parse().ok()?,
+                    digest: l.digest.parse().ok()?,
+                    size: l.size,
+                    media_type: l.media_type.clone(),
+                },
+            ))
+        })
+        .collect()
 }
 
 /// Fetches every entry of an index (and of nested indexes, breadth
@@ -437,6 +586,22 @@ pub(crate) async fn fetch_blob(
     progress: &dyn Progress,
     cancel: &AtomicBool,
 ) -> Result<Option<PendingBlob>, RegistryError> {
+    let got = fetch_blob_unpacking(root, ep, reference, desc, kind, progress, cancel, None).await?;
+    Ok(got.map(|(blob, _)| blob))
+}
+
+/// [`fetch_blob`], unpacking the layer on the way when `unpack` says how.
+#[allow(clippy::too_many_arguments)]
+async fn fetch_blob_unpacking(
+    root: &Root,
+    ep: &Endpoint,
+    reference: &Reference,
+    desc: &Desc,
+    kind: &str,
+    progress: &dyn Progress,
+    cancel: &AtomicBool,
+    unpack: Option<(&dyn LayerUnpacker, &LayerRef)>,
+) -> Result<Got, RegistryError> {
     let digest: Digest = desc
         .digest
         .parse()
@@ -454,8 +619,16 @@ pub(crate) async fn fetch_blob(
     loop {
         attempt += 1;
         let deadline = small.then(|| tokio::time::Instant::now() + ep.timeouts().small);
+        // A fresh sink each attempt: a failed one removed what it had.
+        let sink = match unpack {
+            Some((u, layer)) => u.start(layer).map_err(|source| RegistryError::Unpack {
+                digest: desc.digest.clone(),
+                source,
+            })?,
+            None => None,
+        };
         match fetch_blob_once(
-            root, ep, reference, desc, &digest, progress, cancel, deadline,
+            root, ep, reference, desc, &digest, progress, cancel, deadline, sink,
         )
         .await
         {
@@ -489,7 +662,8 @@ async fn fetch_blob_once(
     progress: &dyn Progress,
     cancel: &AtomicBool,
     deadline: Option<tokio::time::Instant>,
-) -> Result<PendingBlob, RegistryError> {
+    sink: Option<Box<dyn LayerSink>>,
+) -> Result<(PendingBlob, Option<Box<dyn PendingLayer>>), RegistryError> {
     let url = ep.url(&format!("blobs/{}", desc.digest));
     let request = || format!("GET {url}");
     let sent = ep.send(Method::GET, &url, |r| r);
@@ -516,7 +690,7 @@ async fn fetch_blob_once(
     // task only moves bytes. The size is watched here, to stop a server
     // that sends more than it announced.
     let (tx, rx) = tokio::sync::mpsc::channel(64);
-    let disk = spawn_writer(writer, rx);
+    let disk = spawn_writer(writer, rx, sink);
     let io_err = |e: std::io::Error| RegistryError::Io {
         path: root.path().to_path_buf(),
         source: e,
@@ -562,16 +736,14 @@ async fn fetch_blob_once(
     .await;
     drop(tx);
     // Wait for the writer even on failure, so its temp file is gone when
-    // the error is returned.
-    let writer = disk
-        .await
-        .map_err(|e| RegistryError::Io {
-            path: root.path().to_path_buf(),
-            source: std::io::Error::other(e),
-        })?
-        .map_err(io_err);
+    // the error is returned (and the sink, dropped with it, has removed
+    // what it unpacked).
+    let written = disk.await.map_err(|e| RegistryError::Io {
+        path: root.path().to_path_buf(),
+        source: std::io::Error::other(e),
+    })?;
     let got = received?;
-    let writer = writer?;
+    let (writer, sink) = written.map_err(io_err)?;
     if got != desc.size {
         return Err(RegistryError::Protocol {
             registry: ep.registry().to_string(),
@@ -579,14 +751,26 @@ async fn fetch_blob_once(
             detail: format!("connection closed after {got} of {} bytes", desc.size),
         });
     }
-    let finished = tokio::task::spawn_blocking(move || writer.finish())
-        .await
-        .map_err(|e| RegistryError::Io {
-            path: root.path().to_path_buf(),
-            source: std::io::Error::other(e),
-        })?;
+    // The digest first: a blob that is not what was asked for is reported
+    // as such, whatever its unpacking made of it. The sink is finished
+    // (and waited for) only for a verified blob, and dropped otherwise.
+    let finished = tokio::task::spawn_blocking(move || {
+        let blob = writer.finish()?;
+        let layer = sink.map(|s| s.finish());
+        Ok::<_, crate::Error>((blob, layer))
+    })
+    .await
+    .map_err(|e| RegistryError::Io {
+        path: root.path().to_path_buf(),
+        source: std::io::Error::other(e),
+    })?;
     match finished {
-        Ok(p) => Ok(p),
+        Ok((blob, None)) => Ok((blob, None)),
+        Ok((blob, Some(Ok(layer)))) => Ok((blob, Some(layer))),
+        Ok((_, Some(Err(source)))) => Err(RegistryError::Unpack {
+            digest: desc.digest.clone(),
+            source,
+        }),
         Err(crate::Error::DigestMismatch { expected, actual }) => {
             Err(RegistryError::DigestMismatch {
                 registry: ep.registry().to_string(),
@@ -599,17 +783,27 @@ async fn fetch_blob_once(
     }
 }
 
-/// Feeds received chunks into a blob writer on a blocking thread; hands the
-/// writer back once the channel closes, so the caller decides whether the
-/// blob is complete (finish) or not (drop, deleting the temp file).
+/// The blob writer and the layer sink of one transfer, handed back by
+/// [`spawn_writer`].
+type Written = (BlobWriter, Option<Box<dyn LayerSink>>);
+
+/// Feeds received chunks into a blob writer (and a layer sink, which
+/// unpacks them on threads of its own) on a blocking thread; hands both
+/// back once the channel closes, so the caller decides whether the blob is
+/// complete (finish) or not (drop, deleting the temp file and what the
+/// sink unpacked).
 fn spawn_writer<T: AsRef<[u8]> + Send + 'static>(
     mut writer: BlobWriter,
     mut rx: tokio::sync::mpsc::Receiver<T>,
-) -> tokio::task::JoinHandle<std::io::Result<BlobWriter>> {
+    mut sink: Option<Box<dyn LayerSink>>,
+) -> tokio::task::JoinHandle<std::io::Result<Written>> {
     tokio::task::spawn_blocking(move || {
         while let Some(chunk) = rx.blocking_recv() {
+            if let Some(s) = sink.as_mut() {
+                s.write(chunk.as_ref());
+            }
             writer.write_all(chunk.as_ref())?;
         }
-        Ok(writer)
+        Ok((writer, sink))
     })
 }

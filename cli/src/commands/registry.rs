@@ -14,7 +14,8 @@ use kiln_cache::registry::{
     self, progress::Outcome, Credentials, DockerConfig, Progress, PullOptions, PushOptions,
     RegistryConfig, Secret,
 };
-use kiln_cache::{Reference, Root};
+use kiln_cache::{image, Reference, Root};
+use kiln_worker::layer_unpack::{self, PullUnpacker};
 use miette::{miette, IntoDiagnostic, Result};
 
 /// Flags every registry command shares.
@@ -125,16 +126,24 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
                 ),
                 None => None,
             };
+            // Layers of the platform pulled (the host's unless --platform)
+            // are unpacked as they download, as docker pull leaves them.
+            let unpack_for = platform.clone().unwrap_or_else(registry::Platform::host);
+            let unpacker = PullUnpacker::new(root.path(), unpack_for.clone()).into_diagnostic()?;
             let opts = PullOptions {
                 platform,
                 config: config(&root, &net)?,
                 concurrency: max_concurrent_downloads,
+                unpack: Some(registry::Unpacker(Arc::new(unpacker))),
             };
             let progress = CliProgress::new(quiet);
             let desc = runtime()?
                 .block_on(registry::pull(&root, &reference, &opts, progress.clone()))
                 .into_diagnostic()?;
             progress.finish();
+            if let Ok(r) = image::resolve(root.blobs(), &desc, Some(&unpack_for), &name) {
+                layer_unpack::unpack_missing(&root, &r).into_diagnostic()?;
+            }
             if quiet {
                 println!("{}", desc.digest());
             } else {

@@ -461,6 +461,10 @@ pub fn pull(root: &Root, name: &str) -> Result<(Resolved, String), RunError> {
             variant: host.variant.clone(),
         }),
         config: RegistryConfig::load(root.path())?,
+        // The container needs its layers: unpacked as they come.
+        unpack: crate::layer_unpack::PullUnpacker::new(root.path(), host.clone())
+            .ok()
+            .map(|u| registry::Unpacker(Arc::new(u))),
         ..PullOptions::default()
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
