@@ -23,6 +23,10 @@ EDIT = {"apt": "app/status.sh", "pip": "app.py", "npm": "index.js"}
 # Names the RUN steps reach; BuildKit's --network host steps get them as
 # --add-host, because the bench dockerd's own resolv.conf points nowhere.
 HOSTS = ["deb.debian.org", "pypi.org", "files.pythonhosted.org", "registry.npmjs.org"]
+# The host's CA bundle goes into each context as host-ca.crt (pip and npm
+# steps bind it): a network whose proxy re-signs TLS works for the steps as
+# it does for the host.
+CA_BUNDLE = os.environ.get("BENCH_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
 
 
 def sh(cmd, env=None, check=True):
@@ -44,7 +48,8 @@ class BuildKit:
         self.base = base
         self.env = dict(os.environ, DOCKER_BUILDKIT="1",
                         DOCKER_HOST=os.environ.get("DOCKER_HOST", "unix:///run/docker-modern.sock"))
-        self.docker = ["docker"]
+        # /usr/bin/docker: the CLI with the buildx plugin (another docker may come first in PATH)
+        self.docker = [os.environ.get("DOCKER_CLI", "/usr/bin/docker")]
         self.hosts = []
         for h in HOSTS:
             try:
@@ -118,6 +123,7 @@ def main():
                 ctx = f"{WORK}/ctx/{e.name}-{wl}"
                 shutil.rmtree(ctx, ignore_errors=True)
                 shutil.copytree(f"{HERE}/workloads/{wl}", ctx)
+                shutil.copyfile(CA_BUNDLE, f"{ctx}/host-ca.crt")
                 with open(f"{ctx}/Dockerfile") as fh:
                     df = fh.read().replace("FROM BASE", f"FROM {a.base}")
                 with open(f"{ctx}/Dockerfile", "w") as fh:
