@@ -142,10 +142,13 @@ def main():
                                      seconds=round(dt, 3), ok=ok, load=l0))
                     print(f"rep {rep} {wl:4s} {e.name:8s} {phase:5s} {dt:8.3f}s "
                           f"{'ok' if ok else 'FAILED'}  load {l0}", flush=True)
+                    # every build's output is kept (with KILN_TIMING=1 in the
+                    # environment, kiln's lines say where a step's time went)
+                    os.makedirs(f"{WORK}/logs", exist_ok=True)
+                    log = f"{WORK}/logs/{e.name}-{wl}-{phase}-r{rep}.log"
+                    with open(log, "w") as fh:
+                        fh.write(r.stdout)
                     if not ok:
-                        log = f"{WORK}/{e.name}-{wl}-{phase}-r{rep}.log"
-                        with open(log, "w") as fh:
-                            fh.write(r.stdout)
                         print(r.stdout[-3000:], file=sys.stderr)
                         print(f"log: {log}", file=sys.stderr)
                         if not a.keep_going:
@@ -167,6 +170,7 @@ def main():
         for e in engines:
             e.cleanup()
         shutil.rmtree(f"{WORK}/ctx", ignore_errors=True)
+        print(f"build logs: {WORK}/logs")
 
 
 if __name__ == "__main__":
