@@ -117,7 +117,8 @@ fn directories_are_plain_ustar_and_only_long_names_take_pax() {
         .find(|e| e.pax.get("path").map(Vec::as_slice) == Some(want.as_bytes()))
         .unwrap_or_else(|| panic!("no PAX path record for the 150-byte directory"));
     assert!(
-        want.as_bytes().starts_with(&e.ustar_name[..e.ustar_name.len().min(99)]),
+        want.as_bytes()
+            .starts_with(&e.ustar_name[..e.ustar_name.len().min(99)]),
         "the ustar name is a prefix of the long path"
     );
     // its file fits the prefix (the 150 bytes) and the name: no PAX, as in Go
