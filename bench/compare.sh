@@ -5,6 +5,10 @@
 #
 #   bench/compare.sh [--reps N] [--workloads a,b] [--engines buildkit,buildah,project]
 #
+# The realistic Debian workloads (apt, pip, npm: bench/debian.sh, which
+# needs the internet mirrors) run when --workloads names them, against
+# BuildKit only.
+#
 # Needs ../shared/bench/setup.sh to have been run once (dockerd on
 # /run/docker-anchor.sock, buildah, a registry on 127.0.0.1:5000).
 # KILN_BIN picks the binary (default: a fresh release build).
@@ -24,6 +28,13 @@ done
 if [ -z "${KILN_BIN:-}" ]; then
     (cd "$here" && cargo build --release -q -p kiln)
     KILN_BIN=${CARGO_TARGET_DIR:-$here/target}/release/kiln
+fi
+# apt, pip and npm are bench/debian.sh's; the others are ../shared/bench's
+debian=$(echo "$workloads" | tr , '\n' | grep -xE 'apt|pip|npm' | paste -sd, -) || true
+workloads=$(echo "$workloads" | tr , '\n' | grep -vxE 'apt|pip|npm' | paste -sd, -) || true
+if [ -n "$debian" ]; then
+    KILN_BIN=$KILN_BIN "$here/bench/debian.sh" --reps "$reps" --workloads "$debian"
+    [ -n "$workloads" ] || exit 0
 fi
 curl -sf http://127.0.0.1:5000/v2/ >/dev/null || { echo "registry on 127.0.0.1:5000 is down: run $shared/bench/setup.sh" >&2; exit 1; }
 out=$(mktemp /tmp/kiln-bench.XXXXXX.json)

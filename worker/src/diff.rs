@@ -585,11 +585,17 @@ fn marker<W: Write>(
 
 /// Puts `name` in the header, or in a PAX `path` record when ustar's
 /// name+prefix cannot hold it (Go's writer does the same).
+///
+/// The round trip is compared without a trailing slash on either side: the
+/// tar crate keeps a directory's slash in the header (0.4.46) where older
+/// versions dropped it, and comparing it against the slash-less name sent
+/// every directory down the PAX path (an extra 1 KiB header per directory,
+/// and layers unlike BuildKit's, which has no PAX record for short names).
 fn set_name(h: &mut tar::Header, name: &[u8], pax: &mut Vec<(String, Vec<u8>)>) {
     let as_path = Path::new(std::ffi::OsStr::from_bytes(name));
     if name.len() <= 255
         && h.set_path(as_path).is_ok()
-        && h.path_bytes().as_ref() == trim_slash(name)
+        && trim_slash(h.path_bytes().as_ref()) == trim_slash(name)
     {
         // set_path drops a trailing slash; keep directories' slash as Go does
         if name.ends_with(b"/") && name.len() <= 100 {
