@@ -628,6 +628,8 @@ pub fn run(a: &ComposeArgs, x: &RunArgs) -> Result<ExitCode> {
             &c,
             interactive,
             Default::default(),
+            // As `docker compose run`: signals go to the service's process.
+            true,
         ));
     }
     let started = container::run::start(&store, &c, false, interactive);
