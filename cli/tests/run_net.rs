@@ -6,127 +6,46 @@
 //! kiln makes live and die there; the host's interfaces and firewall are
 //! never touched, and traffic goes only to addresses inside it.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
-
-use kiln_testsupport::busybox_fixture;
-use kiln_testsupport::netns::TestNetns;
+use kiln_testsupport::netns::{retry, NetKiln};
 
 const KILN: &str = env!("CARGO_BIN_EXE_kiln");
 const BB: &str = "busybox:1.35";
 
 /// kiln on a store of its own, inside a network namespace of its own.
-struct NetK {
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
-    ns: TestNetns,
+type NetK = NetKiln;
+
+fn netk() -> NetK {
+    NetKiln::new(KILN, "kiln-nettest")
 }
 
-impl NetK {
-    fn new() -> NetK {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let root = tmp.path().join("root");
-        let k = NetK {
-            _tmp: tmp,
-            root,
-            ns: TestNetns::new("kiln-nettest"),
-        };
-        let fixture = busybox_fixture();
-        k.ok(&["load", "-q", "-i", fixture.to_str().expect("utf8")]);
-        k
-    }
-
-    /// A command run inside the test's network namespace.
-    fn in_ns(&self, program: &str) -> Command {
-        let mut c = self.ns.cmd(program);
-        c.env("KILN_ROOT", &self.root)
-            .env_remove("KILN_DEFAULT_NETWORK")
-            .env("NO_COLOR", "1");
-        c
-    }
-
+/// What these tests ask of the namespace besides kiln.
+trait NetExt {
     /// A shell command inside the namespace (test scaffolding: addresses,
     /// listing links and rules); its stdout.
+    fn sh_in_ns(&self, script: &str) -> String;
+    /// Links of the namespace, by name.
+    fn links(&self) -> Vec<String>;
+    /// The NAT rules of the namespace.
+    fn nat(&self) -> String;
+}
+
+impl NetExt for NetK {
     fn sh_in_ns(&self, script: &str) -> String {
         self.ns.sh(script)
     }
 
-    fn run(&self, args: &[&str]) -> Output {
-        self.in_ns(KILN).args(args).output().expect("kiln")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(
-            o.status.success(),
-            "kiln {args:?} failed ({:?}):\n{}\n{}",
-            o.status.code(),
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-
-    /// Links of the namespace, by name.
     fn links(&self) -> Vec<String> {
         self.ns.links()
     }
-}
 
-impl NetK {
-    /// Processes whose command line names this store (container helpers,
-    /// port proxies, FUSE servers, containers' processes).
-    fn procs(&self) -> Vec<String> {
-        let root = self.root.to_string_lossy().into_owned();
-        let mut out = Vec::new();
-        for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
-            let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
-                continue;
-            };
-            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            let env = std::fs::read(e.path().join("environ")).unwrap_or_default();
-            if cmd.contains(&root) || String::from_utf8_lossy(&env).contains(&root) {
-                out.push(format!("{}: {cmd}", e.file_name().to_string_lossy()));
-            }
-        }
-        out
-    }
-
-    /// Waits up to 10 s for `f` to hold.
-    fn eventually(&self, what: &str, f: impl Fn() -> bool) {
-        for _ in 0..40 {
-            if f() {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(250));
-        }
-        panic!("{what}");
-    }
-
-    /// The NAT rules of the namespace.
     fn nat(&self) -> String {
         self.sh_in_ns("iptables -t nat -S")
     }
 }
 
-impl Drop for NetK {
-    fn drop(&mut self) {
-        let ids = self.run(&["ps", "-aq"]);
-        for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
-            let _ = self.run(&["rm", "-f", id]);
-        }
-    }
-}
-
-/// A shell loop that retries `cmd` for a few seconds (a detached server
-/// needs a moment to listen).
-fn retry(cmd: &str) -> String {
-    format!("for i in $(seq 1 40); do {cmd} && exit 0; sleep 0.25; done; exit 1")
-}
-
 #[test]
 fn user_network_names_aliases_and_cleanup() {
-    let k = NetK::new();
+    let k = netk();
     let id = k.ok(&["network", "create", "appnet"]);
     assert_eq!(id.trim().len(), 64, "network create prints the ID: {id}");
     let ls = k.ok(&["network", "ls"]);
@@ -236,7 +155,7 @@ fn user_network_names_aliases_and_cleanup() {
 
 #[test]
 fn default_bridge_addresses_hosts_dns_and_outbound() {
-    let k = NetK::new();
+    let k = netk();
     // A server inside the test namespace, on an address of its own.
     k.sh_in_ns("ip link add d0 type veth peer name d0p && ip link set d0p up && ip addr add 10.99.0.1/24 dev d0 && ip link set d0 up");
     let www = tempfile::tempdir().expect("tempdir");
@@ -284,7 +203,7 @@ fn default_bridge_addresses_hosts_dns_and_outbound() {
 
 #[test]
 fn none_host_container_and_link() {
-    let k = NetK::new();
+    let k = netk();
     k.sh_in_ns("ip link add d1 type veth peer name d1p");
     let none = k.ok(&[
         "run",
@@ -345,7 +264,7 @@ fn none_host_container_and_link() {
 /// `kiln port`, `ps`'s PORTS, and nothing left after `rm -f`.
 #[test]
 fn published_ports_reachable_and_cleaned_up() {
-    let k = NetK::new();
+    let k = netk();
     // An address of the namespace's own besides loopback (the DNAT path).
     k.sh_in_ns("ip link add d0 type veth peer name d0p && ip link set d0p up && ip addr add 10.99.0.1/24 dev d0 && ip link set d0 up");
     let web = "mkdir /w && echo hello-published > /w/index.html && exec httpd -f -p 80 -h /w";

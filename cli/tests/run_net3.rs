@@ -6,96 +6,33 @@
 //! in it (`nsenter --net=FILE`), so the host's interfaces and firewall are
 //! never touched and traffic goes only to addresses inside it.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
-
-use kiln_testsupport::busybox_fixture;
-use kiln_testsupport::netns::TestNetns;
+use kiln_testsupport::netns::{retry, NetKiln};
 
 const KILN: &str = env!("CARGO_BIN_EXE_kiln");
 const BB: &str = "busybox:1.35";
 
 /// kiln on a store of its own, inside a network namespace of its own.
-struct NetK {
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
-    ns: TestNetns,
+type NetK = NetKiln;
+
+fn netk() -> NetK {
+    NetKiln::new(KILN, "kiln-net3")
 }
 
-impl NetK {
-    fn new() -> NetK {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let root = tmp.path().join("root");
-        let k = NetK {
-            _tmp: tmp,
-            root,
-            ns: TestNetns::new("kiln-net3"),
-        };
-        let fixture = busybox_fixture();
-        k.ok(&["load", "-q", "-i", fixture.to_str().expect("utf8")]);
-        k
-    }
-
-    fn in_ns(&self, program: &str) -> Command {
-        let mut c = self.ns.cmd(program);
-        c.env("KILN_ROOT", &self.root)
-            .env_remove("KILN_DEFAULT_NETWORK")
-            .env("NO_COLOR", "1");
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.in_ns(KILN).args(args).output().expect("kiln")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(
-            o.status.success(),
-            "kiln {args:?} failed ({:?}):\n{}\n{}",
-            o.status.code(),
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-
-    /// Processes whose command line or environment names this store
-    /// (helpers, port proxies, DNS resolvers, FUSE servers, containers).
-    fn procs(&self) -> Vec<String> {
-        let root = self.root.to_string_lossy().into_owned();
-        let mut out = Vec::new();
-        for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
-            let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
-                continue;
-            };
-            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            let env = std::fs::read(e.path().join("environ")).unwrap_or_default();
-            if cmd.contains(&root) || String::from_utf8_lossy(&env).contains(&root) {
-                out.push(format!("{}: {cmd}", e.file_name().to_string_lossy()));
-            }
-        }
-        out
-    }
-
-    /// Waits up to 10 s for `f` to hold.
-    fn eventually(&self, what: &str, f: impl Fn() -> bool) {
-        for _ in 0..40 {
-            if f() {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(250));
-        }
-        panic!("{what}");
-    }
-
+/// What these tests ask of the namespace and the containers besides kiln.
+trait NetExt {
     /// An address of the namespace's own besides loopback (10.99.0.1).
+    fn outside_address(&self);
+    /// `nslookup NAME` in container `c`: its stdout (busybox's exit code
+    /// says little when one of the A and AAAA queries has no answer).
+    fn nslookup(&self, c: &str, name: &str) -> String;
+    fn inspect(&self, c: &str) -> serde_json::Value;
+}
+
+impl NetExt for NetK {
     fn outside_address(&self) {
         self.ns.sh("ip link add d0 type veth peer name d0p && ip link set d0p up && ip addr add 10.99.0.1/24 dev d0 && ip link set d0 up");
     }
 
-    /// `nslookup NAME` in container `c`: its stdout (busybox's exit code
-    /// says little when one of the A and AAAA queries has no answer).
     fn nslookup(&self, c: &str, name: &str) -> String {
         let o = self.run(&["exec", c, "nslookup", name]);
         String::from_utf8_lossy(&o.stdout).into_owned()
@@ -106,20 +43,6 @@ impl NetK {
             serde_json::from_str(&self.ok(&["inspect", c])).expect("inspect json");
         v[0].clone()
     }
-}
-
-impl Drop for NetK {
-    fn drop(&mut self) {
-        let ids = self.run(&["ps", "-aq"]);
-        for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
-            let _ = self.run(&["rm", "-f", id]);
-        }
-    }
-}
-
-/// A shell loop that retries `cmd` for a few seconds.
-fn retry(cmd: &str) -> String {
-    format!("for i in $(seq 1 40); do {cmd} && exit 0; sleep 0.25; done; exit 1")
 }
 
 const WEB: &str = "mkdir /w && echo hello-from-web > /w/index.html && exec httpd -f -p 80 -h /w";
@@ -151,7 +74,7 @@ while True:
 /// resolv.conf; the resolvers go with their containers.
 #[test]
 fn embedded_dns_on_user_networks() {
-    let k = NetK::new();
+    let k = netk();
     k.outside_address();
     let mut upstream = k
         .in_ns("python3")
@@ -270,7 +193,7 @@ fn embedded_dns_on_user_networks() {
 /// published port through the namespace's address and the gateway.
 #[test]
 fn connect_running_expose_and_hairpin() {
-    let k = NetK::new();
+    let k = netk();
     k.outside_address();
     k.ok(&["network", "create", "front"]);
     k.ok(&["network", "create", "back"]);
@@ -419,7 +342,7 @@ fn connect_running_expose_and_hairpin() {
 /// default bridge's own, no process, no mount, no cgroup.
 #[test]
 fn nothing_left_behind() {
-    let k = NetK::new();
+    let k = netk();
     let rules = || k.ns.sh("iptables-save -t nat; iptables-save -t filter");
     k.ok(&["network", "create", "appnet"]);
     let runs: [&[&str]; 5] = [
