@@ -731,60 +731,61 @@ pub fn port(a: &ComposeArgs, x: &PortArgs) -> Result<ExitCode> {
 pub fn pull(a: &ComposeArgs, x: &NamesArgs) -> Result<ExitCode> {
     let (p, root, _store) = open(a)?;
     check_names(&p, &x.names)?;
-    let mut failed = false;
-    for (name, svc) in services(&p) {
-        if !x.names.is_empty() && !x.names.contains(&name) {
-            continue;
-        }
-        let Some(image) = svc.get("image").and_then(|i| i.as_str()) else {
-            continue;
-        };
-        if svc.get("build").is_some() && up::image_id(&root, image).is_some() {
-            continue;
-        }
-        event("Image", image, "Pulling");
-        match transfer(&root, image, false) {
-            Ok(()) => event("Image", image, "Pulled"),
-            Err(e) => {
-                eprintln!(" {name} Error {e}");
-                failed = !x.ignore_failures;
-            }
-        }
-    }
-    Ok(if failed {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    // A service built here whose image the store has is not pulled.
+    Ok(transfer_services(&p, &root, x, false, |svc, image| {
+        svc.get("build").is_none() || up::image_id(&root, image).is_none()
+    }))
 }
 
 /// `kiln compose push`: the images of services with `build:` and `image:`.
 pub fn push(a: &ComposeArgs, x: &NamesArgs) -> Result<ExitCode> {
     let (p, root, _store) = open(a)?;
     check_names(&p, &x.names)?;
+    Ok(transfer_services(&p, &root, x, true, |svc, _| {
+        svc.get("build").is_some()
+    }))
+}
+
+/// Pulls (or pushes) the `image:` of every named service that `wanted`
+/// keeps, with docker compose's progress lines; exit 1 when one failed
+/// (unless `--ignore-*-failures`).
+fn transfer_services(
+    p: &Project,
+    root: &Root,
+    x: &NamesArgs,
+    push: bool,
+    wanted: impl Fn(&serde_json::Value, &str) -> bool,
+) -> ExitCode {
+    let (doing, done) = if push {
+        ("Pushing", "Pushed")
+    } else {
+        ("Pulling", "Pulled")
+    };
     let mut failed = false;
-    for (name, svc) in services(&p) {
+    for (name, svc) in services(p) {
         if !x.names.is_empty() && !x.names.contains(&name) {
             continue;
         }
-        let (Some(image), Some(_)) = (svc.get("image").and_then(|i| i.as_str()), svc.get("build"))
-        else {
+        let Some(image) = svc.get("image").and_then(|i| i.as_str()) else {
             continue;
         };
-        event("Image", image, "Pushing");
-        match transfer(&root, image, true) {
-            Ok(()) => event("Image", image, "Pushed"),
+        if !wanted(&svc, image) {
+            continue;
+        }
+        event("Image", image, doing);
+        match transfer(root, image, push) {
+            Ok(()) => event("Image", image, done),
             Err(e) => {
                 eprintln!(" {name} Error {e}");
                 failed = !x.ignore_failures;
             }
         }
     }
-    Ok(if failed {
+    if failed {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
-    })
+    }
 }
 
 /// Pulls or pushes `image` with the store's registry settings.
