@@ -114,6 +114,17 @@ fn werr(what: impl Into<String>) -> impl FnOnce(io::Error) -> WireError {
     move |source| WireError { what, source }
 }
 
+/// The index of the link `name`, which must exist (`what` names it in
+/// the error: "finding {what}", ENODEV when absent).
+fn must_index(nl: &mut Netlink, name: &str, what: &str) -> Result<u32, WireError> {
+    nl.link_index(name)
+        .map_err(werr(format!("finding {what}")))?
+        .ok_or_else(|| WireError {
+            what: what.to_string(),
+            source: io::Error::from_raw_os_error(libc::ENODEV),
+        })
+}
+
 /// Runs an iptables command, returning whether it succeeded.
 pub(crate) fn iptables(args: &[&str]) -> io::Result<bool> {
     // The container helper may run without a PATH holding /usr/sbin.
@@ -238,13 +249,7 @@ fn attachment_of(r: &NetworkRecord) -> Option<Attachment> {
 pub fn ensure_bridge(nl: &mut Netlink, a: &Attachment) -> Result<u32, WireError> {
     nl.add_bridge(&a.bridge)
         .map_err(werr(format!("creating bridge {}", a.bridge)))?;
-    let index = nl
-        .link_index(&a.bridge)
-        .map_err(werr(format!("finding bridge {}", a.bridge)))?
-        .ok_or_else(|| WireError {
-            what: format!("bridge {}", a.bridge),
-            source: io::Error::from_raw_os_error(libc::ENODEV),
-        })?;
+    let index = must_index(nl, &a.bridge, &format!("bridge {}", a.bridge))?;
     nl.add_address(index, a.gateway, a.prefix)
         .map_err(werr(format!("address of bridge {}", a.bridge)))?;
     nl.set_up(index, None)
@@ -322,24 +327,11 @@ impl HostSide {
             self.nl
                 .add_veth(&host, &eth, own.as_raw_fd())
                 .map_err(werr(format!("creating veth pair {host}")))?;
-            let hidx = self
-                .nl
-                .link_index(&host)
-                .map_err(werr("finding the veth"))?
-                .ok_or_else(|| WireError {
-                    what: format!("veth {host}"),
-                    source: io::Error::from_raw_os_error(libc::ENODEV),
-                })?;
+            let hidx = must_index(&mut self.nl, &host, &format!("veth {host}"))?;
             self.nl
                 .set_up(hidx, Some(*bridge))
                 .map_err(werr(format!("attaching {host} to {}", a.bridge)))?;
-            let idx = inner
-                .link_index(&eth)
-                .map_err(werr("finding eth"))?
-                .ok_or_else(|| WireError {
-                    what: format!("{eth} in the container"),
-                    source: io::Error::from_raw_os_error(libc::ENODEV),
-                })?;
+            let idx = must_index(&mut inner, &eth, &format!("{eth} in the container"))?;
             inner
                 .add_address(idx, a.ip, a.prefix)
                 .map_err(werr(format!("address of {eth}")))?;
@@ -384,22 +376,14 @@ pub fn connect_running(pid: i32, a: &Attachment) -> Result<(), WireError> {
     let host = veth_name();
     nl.add_veth(&host, &a.ifname, ns.as_raw_fd())
         .map_err(werr(format!("creating veth pair {host}")))?;
-    let hidx = nl
-        .link_index(&host)
-        .map_err(werr("finding the veth"))?
-        .ok_or_else(|| WireError {
-            what: format!("veth {host}"),
-            source: io::Error::from_raw_os_error(libc::ENODEV),
-        })?;
+    let hidx = must_index(&mut nl, &host, &format!("veth {host}"))?;
     nl.set_up(hidx, Some(bridge))
         .map_err(werr(format!("attaching {host} to {}", a.bridge)))?;
-    let idx = inner
-        .link_index(&a.ifname)
-        .map_err(werr("finding eth"))?
-        .ok_or_else(|| WireError {
-            what: format!("{} in the container", a.ifname),
-            source: io::Error::from_raw_os_error(libc::ENODEV),
-        })?;
+    let idx = must_index(
+        &mut inner,
+        &a.ifname,
+        &format!("{} in the container", a.ifname),
+    )?;
     inner
         .add_address(idx, a.ip, a.prefix)
         .map_err(werr(format!("address of {}", a.ifname)))?;
