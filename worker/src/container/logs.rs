@@ -154,7 +154,14 @@ fn write_entry(log: &mut File, stream: &str, bytes: &[u8]) {
     if let Ok(mut v) = serde_json::to_vec(&e) {
         v.push(b'\n');
         // One write per entry on an O_APPEND file: readers see whole lines.
-        let _ = log.write_all(&v);
+        // A write cut short (a full disk) is taken back, so the log keeps
+        // whole records and the next one does not run into a piece.
+        let before = log.metadata().map(|m| m.len());
+        if log.write_all(&v).is_err() {
+            if let Ok(len) = before {
+                let _ = log.set_len(len);
+            }
+        }
     }
 }
 
