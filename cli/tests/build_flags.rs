@@ -114,6 +114,37 @@ fn ulimit_and_shm_size_apply_inside_run() {
     }
 }
 
+/// Without `--ulimit` a step keeps the limits of the kiln that runs it, as
+/// a BuildKit step keeps its daemon's (BuildKit sets none): not a million
+/// open files, which apt and dpkg pay for on every fork.
+#[test]
+fn steps_keep_kilns_own_limits_without_ulimit() {
+    let k = Kiln::with_busybox(KILN);
+    let ctx = k.context(
+        "inherit",
+        &[(
+            "Dockerfile",
+            "FROM busybox:1.35\nRUN ulimit -Sn > /nofile; ulimit -Hn >> /nofile\n",
+        )],
+    );
+    let out = k.path("inherit-out");
+    let dest = format!("type=local,dest={}", out.display());
+    let ctx = ctx.display().to_string();
+    let inner = k.cmd(&["build", "--progress", "plain", "-o", &dest, &ctx]);
+    let mut c = std::process::Command::new("prlimit");
+    c.args(["--nofile=1000:3000", "--"])
+        .arg(inner.get_program())
+        .args(inner.get_args());
+    for (key, value) in inner.get_envs() {
+        if let Some(v) = value {
+            c.env(key, v);
+        }
+    }
+    let o = c.output().expect("prlimit kiln build");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(read(&out, "nofile"), "1000\n3000\n");
+}
+
 /// Removes a test's `--cgroup-parent` folders in every hierarchy.
 fn remove_cgroups(parent: &str) {
     for h in std::fs::read_dir("/sys/fs/cgroup")

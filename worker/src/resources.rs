@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use kiln_solver::ops::Ulimit;
 
-use crate::sandbox::{Rlimit, SandboxSpec};
+use crate::sandbox::Rlimit;
 
 /// Why a step's resources cannot be applied.
 #[derive(Debug, thiserror::Error)]
@@ -72,9 +72,10 @@ pub fn check_ulimit(u: &Ulimit) -> Result<(), ResourceError> {
     Ok(())
 }
 
-/// The default limits with each of `ulimits` replacing its resource's.
+/// The limits `--ulimit` sets for a build's steps: only the resources it
+/// names; the others stay kiln's own, as BuildKit's stay its daemon's.
 pub fn rlimits(ulimits: &[Ulimit]) -> Result<Vec<Rlimit>, ResourceError> {
-    let mut out = SandboxSpec::default_rlimits();
+    let mut out: Vec<Rlimit> = Vec::new();
     let value = |v: i64| {
         if v < 0 {
             libc::RLIM_INFINITY

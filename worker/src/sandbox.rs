@@ -155,7 +155,10 @@ pub struct SandboxSpec {
     pub hostname: String,
     #[serde(default)]
     pub mounts: Vec<Mount>,
-    /// When empty, [`SandboxSpec::default_rlimits`] apply.
+    /// Limits to set; when empty the process keeps the helper's (kiln's
+    /// own), as a BuildKit RUN keeps its daemon's: BuildKit sets none, so
+    /// a step sees the limits of whoever started the build. Containers
+    /// pass [`SandboxSpec::default_rlimits`] explicitly.
     #[serde(default)]
     pub rlimits: Vec<Rlimit>,
     /// Bytes fed to the process's stdin; /dev/null when absent.
@@ -286,8 +289,11 @@ impl SandboxSpec {
         }
     }
 
-    /// The limits a RUN gets when none are given: open files as in docker
-    /// builds (1048576, clamped to what this host allows).
+    /// The limits a container (`kiln run`) gets when none are given: open
+    /// files 1048576, clamped to what this host allows. Build steps do not
+    /// use them: a step keeps kiln's own limits, as BuildKit's steps keep
+    /// the daemon's (a million open files makes every program that closes
+    /// all descriptors before exec, apt and dpkg among them, pay per fork).
     pub fn default_rlimits() -> Vec<Rlimit> {
         vec![Rlimit {
             resource: libc::RLIMIT_NOFILE,
@@ -1117,12 +1123,9 @@ pub fn plan(spec: &SandboxSpec) -> Vec<Step> {
     if let Some(t) = spec.terminal {
         s.push(Step::Terminal(t));
     }
-    let rl = if spec.rlimits.is_empty() {
-        SandboxSpec::default_rlimits()
-    } else {
-        spec.rlimits.clone()
-    };
-    s.push(Step::SetRlimits(rl));
+    if !spec.rlimits.is_empty() {
+        s.push(Step::SetRlimits(spec.rlimits.clone()));
+    }
     s.push(Step::CloseFds);
     s.push(Step::Chdir(spec.cwd.clone()));
     let caps = if spec.privileged {

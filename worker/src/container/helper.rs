@@ -599,6 +599,7 @@ fn exec_child(
         x.caps
     };
     spec.filter_caps = x.caps;
+    spec.rlimits = SandboxSpec::default_rlimits();
     super::pty::with_terminal(&mut spec, terminal);
     // The container's mounts are in place: only what follows the hostname
     // (rlimits, fds, workdir, capabilities, user, exec) applies.

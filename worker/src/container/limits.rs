@@ -83,14 +83,12 @@ pub(super) fn join(c: &Container) -> Result<(), StartError> {
 pub(super) fn apply(c: &Container, spec: &mut SandboxSpec) {
     let s = &c.life.security;
     spec.privileged = s.privileged;
-    if !s.ulimits.is_empty() {
-        let mut rl = SandboxSpec::default_rlimits();
-        for u in &s.ulimits {
-            rl.retain(|l| l.resource != u.resource);
-            rl.push(*u);
-        }
-        spec.rlimits = rl;
+    let mut rl = SandboxSpec::default_rlimits();
+    for u in &s.ulimits {
+        rl.retain(|l| l.resource != u.resource);
+        rl.push(*u);
     }
+    spec.rlimits = rl;
     if !s.cap_add.is_empty() || !s.cap_drop.is_empty() {
         spec.caps = s.caps().ok();
     }
