@@ -304,6 +304,25 @@ fn huge_dockerfile_lines_are_refused_fast() {
     );
 }
 
+/// Bytes free to an unprivileged writer on the filesystem holding `path`
+/// (or its nearest existing parent).
+fn free_bytes(path: &Path) -> u64 {
+    let dir = path
+        .ancestors()
+        .find(|p| p.exists())
+        .expect("an existing parent");
+    let out = Command::new("df")
+        .args(["--output=avail", "-B1"])
+        .arg(dir)
+        .output()
+        .expect("df");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .nth(1)
+        .and_then(|l| l.trim().parse().ok())
+        .expect("df's avail column")
+}
+
 /// The longest line of a container log file, counted as it streams.
 fn longest_log_record(path: &Path) -> (usize, u64) {
     let c = count(std::fs::File::open(path).expect("log file"));
@@ -351,6 +370,15 @@ fn a_step_printing_gigabytes_without_newline_stays_bounded() {
 #[test]
 fn a_container_printing_gigabytes_without_newline_stays_bounded() {
     let k = Kiln::with_busybox(KILN);
+    // The log holds all of it (docker's json-file keeps everything too):
+    // on a disk without room the failure would be a torn log, not kiln's.
+    let free = free_bytes(&k.root);
+    assert!(
+        free > 2 * NOISE,
+        "this test writes a {NOISE}-byte log and needs {} bytes free under {}: {free} free",
+        2 * NOISE,
+        k.root.display()
+    );
     let m = measure(kiln(
         &k,
         &[
