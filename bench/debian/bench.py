@@ -90,8 +90,13 @@ class Kiln:
         sh([self.bin, "rmi", TAG], env=self.env, check=False)
 
     def build(self, ctx):
-        # RUN steps on kiln's default network (a namespace of their own)
-        return sh([self.bin, "build", "--progress", "plain", "-t", TAG, ctx], env=self.env, check=False)
+        # RUN steps on the host's network, as BuildKit's are here (the bench
+        # dockerd has no bridge), unless KILN_BENCH_NETWORK names another
+        # ("default": kiln's own namespace behind slirp4netns)
+        net = os.environ.get("KILN_BENCH_NETWORK", "host")
+        flags = [] if net == "default" else ["--network", net]
+        return sh([self.bin, "build", "--progress", "plain", *flags, "-t", TAG, ctx],
+                  env=self.env, check=False)
 
     def cleanup(self):
         shutil.rmtree(self.root, ignore_errors=True)
