@@ -94,7 +94,7 @@ class Kiln:
         # dockerd has no bridge), unless KILN_BENCH_NETWORK names another
         # ("default": kiln's own namespace behind slirp4netns)
         net = os.environ.get("KILN_BENCH_NETWORK", "host")
-        flags = [] if net == "default" else ["--network", net]
+        flags = [] if net == "default" else ["--network", net, "--allow", "network.host"]
         return sh([self.bin, "build", "--progress", "plain", *flags, "-t", TAG, ctx],
                   env=self.env, check=False)
 
