@@ -313,6 +313,48 @@ pub async fn push_descriptor(
     ))
 }
 
+/// Which of `digests` the repository of `reference` already holds (a HEAD
+/// each), so a cache export can name a compressed blob it knows of but
+/// does not have locally: the push then finds it there and sends nothing.
+/// A blob the registry does not confirm (absent, or any error) is left
+/// out; the caller then makes the blob itself.
+pub async fn blobs_present(
+    config: &RegistryConfig,
+    reference: &Reference,
+    digests: &[Digest],
+) -> HashSet<Digest> {
+    let mut out = HashSet::new();
+    if digests.is_empty() {
+        return out;
+    }
+    let registry = reference.registry().to_string();
+    let repository = reference.repository().to_string();
+    let Ok(creds) = DockerConfig::load_default().and_then(|c| c.credentials(&registry)) else {
+        return out;
+    };
+    let Ok(timeouts) = config.timeouts() else {
+        return out;
+    };
+    let bases = candidates(config, &registry, false);
+    // The push's own scope, so one token serves both.
+    let scopes = vec![format!("repository:{repository}:pull,push")];
+    let Ok(ep) =
+        Endpoint::connect_with(&registry, &repository, &bases, creds, scopes, timeouts).await
+    else {
+        return out;
+    };
+    for d in digests {
+        let url = ep.url(&format!("blobs/{d}"));
+        let head = ep
+            .deadline(|| format!("HEAD {url}"), ep.send(Method::HEAD, &url, |r| r))
+            .await;
+        if head.is_ok_and(|h| h.status().is_success()) {
+            out.insert(d.clone());
+        }
+    }
+    out
+}
+
 /// Converts the image's layers for the push, off the async threads
 /// (compression is CPU work), and reports what was compressed or reused.
 async fn convert(
@@ -504,14 +546,6 @@ async fn push_blob(
 ) -> Result<(), RegistryError> {
     let rs = remote.to_string();
     let digest = parse_digest(&desc.digest, remote)?;
-    if !root.blobs().has(&digest) {
-        return Err(RegistryError::InvalidManifest {
-            registry: "local store".into(),
-            reference: rs,
-            detail: format!("blob {digest} is not in the local store"),
-        });
-    }
-    let size = root.blobs().size(&digest)?;
     let head_url = ep.url(&format!("blobs/{}", desc.digest));
     let head = ep
         .deadline(
@@ -520,9 +554,19 @@ async fn push_blob(
         )
         .await?;
     if head.status().is_success() {
+        // A blob the registry has need not be local (a cache export names
+        // compressed blobs it found there, see [`blobs_present`]).
         progress.done(&desc.digest, Outcome::Exists);
         return Ok(());
     }
+    if !root.blobs().has(&digest) {
+        return Err(RegistryError::InvalidManifest {
+            registry: "local store".into(),
+            reference: rs,
+            detail: format!("blob {digest} is not in the local store"),
+        });
+    }
+    let size = root.blobs().size(&digest)?;
 
     // Start an upload, asking for a mount when another repository has it.
     let uploads = ep.url("blobs/uploads/");
