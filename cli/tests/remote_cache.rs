@@ -582,6 +582,20 @@ fn layout_layers(dir: &Path) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The finished export event of `built` whose ref contains `name`.
+fn export_ref<'a>(built: &'a Built, name: &str) -> &'a Value {
+    built
+        .events
+        .iter()
+        .find(|e| {
+            e["event"] == "cache"
+                && e["action"] == "export"
+                && e["status"] == "done"
+                && e["ref"].as_str().is_some_and(|r| r.contains(name))
+        })
+        .unwrap_or_else(|| panic!("no export to {name} in {:?}", built.events))
+}
+
 fn detail(export: &Value, key: &str) -> u64 {
     export["detail"][key]
         .as_u64()
@@ -666,14 +680,39 @@ fn reexport_of_an_imported_registry_cache_compresses_nothing() {
         gone as u64, compressed_a,
         "B's store lost the compressed blobs"
     );
-    let again = build_to_store(&b, &ctx, &["--cache-from", &cache_ref, "--cache-to", &to]);
+    // To another repository of the registry, the blobs are mounted from
+    // the imported cache's repository.
+    let third_ref = reg.reference("cache/third:1");
+    let to_third = format!("type=registry,ref={third_ref}");
+    let again = build_to_store(
+        &b,
+        &ctx,
+        &[
+            "--cache-from",
+            &cache_ref,
+            "--cache-to",
+            &to,
+            "--cache-to",
+            &to_third,
+        ],
+    );
     assert!(again.ran().is_empty(), "nothing runs: {:?}", again.ran());
-    let export = again.cache_event("export");
-    assert_eq!(detail(&export, "compressed"), 0, "{export}");
-    assert_eq!(detail(&export, "uploaded"), 0, "{export}");
+    let exports: Vec<&Value> = again
+        .events
+        .iter()
+        .filter(|e| e["event"] == "cache" && e["action"] == "export" && e["status"] == "done")
+        .collect();
+    assert_eq!(exports.len(), 2, "{:?}", again.events);
+    for export in exports {
+        assert_eq!(detail(export, "compressed"), 0, "{export}");
+        assert_eq!(detail(export, "reused"), compressed_a, "{export}");
+    }
+    let export = export_ref(&again, "cache/ci");
+    assert_eq!(detail(export, "uploaded"), 0, "{export}");
     assert_eq!(registry_cache_layers(&cache_ref), layers_a);
+    assert_eq!(registry_cache_layers(&third_ref), layers_a);
 
-    for from in [&cache_ref, &other_ref] {
+    for from in [&cache_ref, &other_ref, &third_ref] {
         let c = Kiln::with_busybox(KILN);
         let third = c.build(&ctx, &["-t", "app", "--cache-from", from]);
         assert!(third.ran().is_empty(), "{from}: {:?}", third.ran());

@@ -218,8 +218,23 @@ pub fn export(
             } else {
                 match (to, &object) {
                     (CacheTo::Registry { reference, .. }, _) => {
-                        let digests: Vec<Digest> = elsewhere.into_iter().map(|(d, _)| d).collect();
-                        rt.block_on(crate::registry::blobs_present(config, reference, &digests))
+                        // Found there, or mounted from the imported cache's
+                        // repository of the same registry.
+                        let wanted: Vec<(Digest, Option<String>)> = candidates
+                            .iter()
+                            .filter(|c| !c.local)
+                            .map(|c| {
+                                let from = c.source.as_ref().filter(|s| {
+                                    s.registry() == reference.registry()
+                                        && s.repository() != reference.repository()
+                                });
+                                (
+                                    c.blob.digest.clone(),
+                                    from.map(|s| s.repository().to_string()),
+                                )
+                            })
+                            .collect();
+                        rt.block_on(crate::registry::blobs_present(config, reference, &wanted))
                     }
                     (CacheTo::Local { dest, .. }, _) => elsewhere
                         .into_iter()

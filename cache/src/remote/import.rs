@@ -14,7 +14,7 @@ use super::manifest::Blob;
 use super::{layout, object, registry, CacheFrom, Error, Event, LayerRef, Report, StepInfo};
 use crate::compress::{self, Compression};
 use crate::registry::{RegistryConfig, RemoteSource};
-use crate::{media, Digest, Root};
+use crate::{media, Digest, Reference, Root};
 
 /// Where an imported blob can be fetched.
 enum Source {
@@ -179,6 +179,16 @@ impl Imported {
         (t.blob.digest != *diff_id
             && media::layer_compression(&t.blob.media_type) == Some(compression))
         .then(|| t.blob.clone())
+    }
+
+    /// The registry reference whose cache offers the layer `diff_id`, when
+    /// it came from a registry: an export to another repository of the same
+    /// registry can mount the blob from there.
+    pub(crate) fn registry_source(&self, diff_id: &Digest) -> Option<&Reference> {
+        match self.sources.get(self.blobs.get(diff_id)?.source)? {
+            Source::Registry(src) => Some(src.reference()),
+            _ => None,
+        }
     }
 
     /// Whether the blob `digest` was checked in this build to decompress

@@ -35,7 +35,7 @@ use oci_spec::image::Descriptor;
 use super::manifest::Blob;
 use super::{Error, Imported, Records};
 use crate::compress::{self, Compression, Conversion};
-use crate::{media, Digest, Root};
+use crate::{media, Digest, Reference, Root};
 
 /// A compressed blob an import offers for a plain layer of the export.
 #[derive(Debug, Clone)]
@@ -46,6 +46,9 @@ pub(crate) struct Candidate {
     pub blob: Blob,
     /// Whether the blob is in the local store (and checked).
     pub local: bool,
+    /// The registry reference of the imported cache that holds the blob,
+    /// when it came from a registry (a mount source).
+    pub source: Option<Reference>,
 }
 
 /// diff_id of a plain layer → the compressed blob the cache manifest names
@@ -112,6 +115,7 @@ pub(crate) fn candidates(
                 ..blob
             },
             local,
+            source: imp.registry_source(&l.diff_id).cloned(),
         });
     }
     out
