@@ -500,3 +500,301 @@ fn a_cache_claiming_a_wrong_diff_id_is_not_used() {
     );
     assert_eq!(second.files(), first.files());
 }
+
+/// Builds `ctx` in `k` as a CI runner does: into the store only, no
+/// archive (an OCI archive output compresses the layers itself, and the
+/// export would then find them in kiln's memo).
+fn build_to_store(k: &Kiln, ctx: &Path, extra: &[&str]) -> Built {
+    let iid = k.path("iid").display().to_string();
+    let ctx = ctx.display().to_string();
+    let mut args = vec![
+        "build",
+        "--progress",
+        "json",
+        "--iidfile",
+        &iid,
+        "-t",
+        "app",
+    ];
+    args.extend_from_slice(extra);
+    args.push(&ctx);
+    let out = k.run_epoch(&args);
+    assert!(
+        out.status.success(),
+        "build {extra:?} failed:\n{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    Built {
+        events: text(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .collect(),
+        id: std::fs::read_to_string(k.path("iid")).expect("iidfile"),
+        archive: k.path("image.tar"),
+        stderr: text(&out.stderr),
+    }
+}
+
+/// The layers (digest, media type) a registry cache manifest names.
+fn registry_cache_layers(reference: &str) -> Vec<(String, String)> {
+    let manifest = skopeo_raw(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{reference}"),
+    ]);
+    manifest["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .map(|l| {
+            (
+                l["digest"].as_str().expect("digest").to_string(),
+                l["mediaType"].as_str().expect("mediaType").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The layers (digest, media type) of the cache manifest of a local cache
+/// folder.
+fn layout_layers(dir: &Path) -> Vec<(String, String)> {
+    let read = |p: PathBuf| -> Value {
+        serde_json::from_slice(&std::fs::read(&p).expect("layout file")).expect("JSON")
+    };
+    let index = read(dir.join("index.json"));
+    let d = index["manifests"][0]["digest"].as_str().expect("digest");
+    let manifest = read(
+        dir.join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:")),
+    );
+    manifest["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .map(|l| {
+            (
+                l["digest"].as_str().expect("digest").to_string(),
+                l["mediaType"].as_str().expect("mediaType").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The finished export event of `built` whose ref contains `name`.
+fn export_ref<'a>(built: &'a Built, name: &str) -> &'a Value {
+    built
+        .events
+        .iter()
+        .find(|e| {
+            e["event"] == "cache"
+                && e["action"] == "export"
+                && e["status"] == "done"
+                && e["ref"].as_str().is_some_and(|r| r.contains(name))
+        })
+        .unwrap_or_else(|| panic!("no export to {name} in {:?}", built.events))
+}
+
+fn detail(export: &Value, key: &str) -> u64 {
+    export["detail"][key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no {key} in {export}"))
+}
+
+/// CI's runners: A builds and exports; B, a fresh store, imports that
+/// cache, builds everything from it and exports to the same ref. B's
+/// layers arrived compressed and were stored plain; its export names the
+/// compressed blobs it imported (as BuildKit keeps a layer's compressed
+/// blob) instead of compressing every layer again: nothing compressed,
+/// nothing uploaded, the very same layer blobs as A's. To a repository
+/// that lacks them, the blobs B holds are uploaded as they are. Both
+/// exports import back to the same image.
+#[test]
+fn reexport_of_an_imported_registry_cache_compresses_nothing() {
+    let reg = Registry::plain();
+    let cache_ref = reg.reference("cache/ci:main");
+    let to = format!("type=registry,ref={cache_ref}");
+    let a = Kiln::with_busybox(KILN);
+    let ctx = context(&a, "ctx", "app\n");
+    let first = build_to_store(&a, &ctx, &["--cache-to", &to]);
+    let export = first.cache_event("export");
+    let compressed_a = detail(&export, "compressed");
+    assert!(compressed_a >= 3, "A compresses its own layers: {export}");
+    let layers_a = registry_cache_layers(&cache_ref);
+
+    let b = Kiln::with_busybox(KILN);
+    let other_ref = reg.reference("cache/other:1");
+    let to_other = format!("type=registry,ref={other_ref}");
+    let second = build_to_store(
+        &b,
+        &ctx,
+        &[
+            "--cache-from",
+            &cache_ref,
+            "--cache-to",
+            &to,
+            "--cache-to",
+            &to_other,
+        ],
+    );
+    assert!(second.ran().is_empty(), "nothing runs: {:?}", second.ran());
+    assert_eq!(second.id, first.id);
+    let exports: Vec<&Value> = second
+        .events
+        .iter()
+        .filter(|e| e["event"] == "cache" && e["action"] == "export" && e["status"] == "done")
+        .collect();
+    assert_eq!(exports.len(), 2, "{:?}", second.events);
+    let same = exports
+        .iter()
+        .find(|e| e["ref"].as_str().is_some_and(|r| r.contains("cache/ci")))
+        .expect("the export to the imported ref");
+    assert_eq!(detail(same, "compressed"), 0, "{same}");
+    assert_eq!(detail(same, "uploaded"), 0, "{same}");
+    assert_eq!(detail(same, "reused"), compressed_a, "{same}");
+    assert_eq!(registry_cache_layers(&cache_ref), layers_a);
+    // A repository without the blobs: B holds them (it fetched them to
+    // build) and uploads them as they are.
+    let other = exports
+        .iter()
+        .find(|e| e["ref"].as_str().is_some_and(|r| r.contains("cache/other")))
+        .expect("the export to the other ref");
+    assert_eq!(detail(other, "compressed"), 0, "{other}");
+    assert_eq!(detail(other, "reused"), compressed_a, "{other}");
+    assert!(detail(other, "uploaded") >= 3, "{other}");
+    assert_eq!(registry_cache_layers(&other_ref), layers_a);
+
+    // B's store without the compressed blobs (no image names them: prune
+    // deletes them), its plain layers kept: the export finds the blobs the
+    // import names in the registry (HEAD) and still compresses nothing.
+    b.ok(&["prune"]);
+    let gone = layers_a
+        .iter()
+        .filter(|(d, _)| {
+            let hex = d.trim_start_matches("sha256:");
+            !b.root.join("blobs/sha256").join(hex).exists()
+        })
+        .count();
+    assert_eq!(
+        gone as u64, compressed_a,
+        "B's store lost the compressed blobs"
+    );
+    // To another repository of the registry, the blobs are mounted from
+    // the imported cache's repository.
+    let third_ref = reg.reference("cache/third:1");
+    let to_third = format!("type=registry,ref={third_ref}");
+    let again = build_to_store(
+        &b,
+        &ctx,
+        &[
+            "--cache-from",
+            &cache_ref,
+            "--cache-to",
+            &to,
+            "--cache-to",
+            &to_third,
+        ],
+    );
+    assert!(again.ran().is_empty(), "nothing runs: {:?}", again.ran());
+    let exports: Vec<&Value> = again
+        .events
+        .iter()
+        .filter(|e| e["event"] == "cache" && e["action"] == "export" && e["status"] == "done")
+        .collect();
+    assert_eq!(exports.len(), 2, "{:?}", again.events);
+    for export in exports {
+        assert_eq!(detail(export, "compressed"), 0, "{export}");
+        assert_eq!(detail(export, "reused"), compressed_a, "{export}");
+    }
+    let export = export_ref(&again, "cache/ci");
+    assert_eq!(detail(export, "uploaded"), 0, "{export}");
+    assert_eq!(registry_cache_layers(&cache_ref), layers_a);
+    assert_eq!(registry_cache_layers(&third_ref), layers_a);
+
+    for from in [&cache_ref, &other_ref, &third_ref] {
+        let c = Kiln::with_busybox(KILN);
+        let third = c.build(&ctx, &["-t", "app", "--cache-from", from]);
+        assert!(third.ran().is_empty(), "{from}: {:?}", third.ran());
+        assert_eq!(third.id, first.id, "{from}");
+    }
+}
+
+/// The same with cache folders, and the compression must match: a zstd
+/// cache re-exported as zstd reuses its blobs, re-exported as gzip it is
+/// compressed (never a zstd blob where gzip was asked).
+#[test]
+fn reexport_of_an_imported_local_cache_reuses_blobs_of_the_same_compression() {
+    let a = Kiln::with_busybox(KILN);
+    let ctx = context(&a, "ctx", "app\n");
+    let zdir = a.path("cache-zstd");
+    let to_z = format!("type=local,dest={},compression=zstd", zdir.display());
+    let first = build_to_store(&a, &ctx, &["--cache-to", &to_z]);
+    let export = first.cache_event("export");
+    let compressed_a = detail(&export, "compressed");
+    assert!(compressed_a >= 3, "{export}");
+    let layers_a = layout_layers(&zdir);
+    // The base image's layer is gzip in the fixture and stays so.
+    let zstd_layers = layers_a
+        .iter()
+        .filter(|(_, mt)| mt == "application/vnd.oci.image.layer.v1.tar+zstd")
+        .count();
+    assert_eq!(zstd_layers as u64, compressed_a, "{layers_a:?}");
+
+    let b = Kiln::with_busybox(KILN);
+    let gdir = b.path("cache-gzip");
+    let to_g = format!("type=local,dest={}", gdir.display());
+    let from = format!("type=local,src={}", zdir.display());
+    let second = build_to_store(
+        &b,
+        &ctx,
+        &[
+            "--cache-from",
+            &from,
+            "--cache-to",
+            &to_z,
+            "--cache-to",
+            &to_g,
+        ],
+    );
+    assert!(second.ran().is_empty(), "nothing runs: {:?}", second.ran());
+    assert_eq!(second.id, first.id);
+    let exports: Vec<&Value> = second
+        .events
+        .iter()
+        .filter(|e| e["event"] == "cache" && e["action"] == "export" && e["status"] == "done")
+        .collect();
+    let zstd = exports
+        .iter()
+        .find(|e| e["ref"].as_str().is_some_and(|r| r.ends_with("cache-zstd")))
+        .expect("the zstd export");
+    assert_eq!(detail(zstd, "compressed"), 0, "{zstd}");
+    assert_eq!(detail(zstd, "reused"), compressed_a, "{zstd}");
+    assert_eq!(detail(zstd, "written"), 0, "{zstd}");
+    assert_eq!(layout_layers(&zdir), layers_a);
+    let gzip = exports
+        .iter()
+        .find(|e| e["ref"].as_str().is_some_and(|r| r.ends_with("cache-gzip")))
+        .expect("the gzip export");
+    assert_eq!(detail(gzip, "compressed"), compressed_a, "{gzip}");
+    assert!(
+        layout_layers(&gdir)
+            .iter()
+            .all(|(_, mt)| mt == "application/vnd.oci.image.layer.v1.tar+gzip"),
+        "{:?}",
+        layout_layers(&gdir)
+    );
+
+    for dir in [&zdir, &gdir] {
+        let c = Kiln::with_busybox(KILN);
+        let from = format!("type=local,src={}", dir.display());
+        let third = c.build(&ctx, &["-t", "app", "--cache-from", &from]);
+        assert!(
+            third.ran().is_empty(),
+            "{}: {:?}",
+            dir.display(),
+            third.ran()
+        );
+        assert_eq!(third.id, first.id);
+    }
+}

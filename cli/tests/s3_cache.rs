@@ -418,3 +418,44 @@ fn cache_mounts_travel_with_local_registry_and_s3_caches_when_asked() {
     let (seen, _) = seen_before(&d, "ctx", "two\n", &["--cache-from", &s3_from]);
     assert_eq!(seen, "local\n", "a local cache mount is not overwritten");
 }
+
+/// CI's runners on a bucket: B, a fresh store, imports A's cache, builds
+/// everything from it and exports to the same name. Its layers arrived
+/// compressed and were stored plain; the export names the compressed blobs
+/// it imported instead of compressing again: nothing compressed, nothing
+/// uploaded, the same layer blobs as A's, and the cache still imports to
+/// the same image.
+#[test]
+fn s3_reexport_of_an_imported_cache_compresses_nothing() {
+    let s3 = TestS3::start();
+    let a = Kiln::with_busybox(KILN);
+    let ctx = context(&a, "ctx", "app\n");
+    let spec = s3.cache_spec("name=ci");
+    let layers = || -> Vec<Value> {
+        let m: Value = serde_json::from_slice(
+            &std::fs::read(s3.dir.path().join("kiln-cache/manifests/ci")).expect("manifest"),
+        )
+        .expect("JSON manifest");
+        m["layers"].as_array().expect("layers").clone()
+    };
+    let first = build_ok(&a, &ctx, &["--cache-to", &spec], &[]);
+    let export = first.cache_event("export");
+    let compressed_a = export["detail"]["compressed"].as_u64().expect("compressed");
+    assert!(compressed_a >= 3, "A compresses its own layers: {export}");
+    let layers_a = layers();
+
+    let b = Kiln::with_busybox(KILN);
+    let second = build_ok(&b, &ctx, &["--cache-from", &spec, "--cache-to", &spec], &[]);
+    assert!(second.ran().is_empty(), "nothing runs: {:?}", second.ran());
+    assert_eq!(second.id, first.id);
+    let export = second.cache_event("export");
+    assert_eq!(export["detail"]["compressed"], 0, "{export}");
+    assert_eq!(export["detail"]["uploaded"], 0, "{export}");
+    assert_eq!(export["detail"]["reused"], compressed_a, "{export}");
+    assert_eq!(layers(), layers_a);
+
+    let c = Kiln::with_busybox(KILN);
+    let third = build_ok(&c, &ctx, &["--cache-from", &spec], &[]);
+    assert!(third.ran().is_empty(), "{:?}", third.ran());
+    assert_eq!(third.id, first.id);
+}

@@ -25,6 +25,6 @@ pub use error::RegistryError;
 pub use manifest::Platform;
 pub use progress::{NoProgress, Outcome, Progress};
 pub use pull::{pull, PullOptions, Unpacker};
-pub use push::{push, push_descriptor, PushOptions};
+pub use push::{blobs_present, push, push_descriptor, PushOptions};
 pub use remote::{RemoteManifest, RemoteSource};
 pub use unpack::{LayerSink, LayerUnpacker, PendingLayer, UnpackError};

@@ -313,6 +313,84 @@ pub async fn push_descriptor(
     ))
 }
 
+/// Which of `blobs` the repository of `reference` holds (a HEAD each) or
+/// could mount from the repository named beside it (the same registry's
+/// repository of an imported cache), so a cache export can name a
+/// compressed blob it knows of but does not have locally: the push then
+/// finds it there and sends nothing. A blob the registry does not confirm
+/// (absent, not mountable, or any error) is left out; the caller then
+/// makes the blob itself.
+pub async fn blobs_present(
+    config: &RegistryConfig,
+    reference: &Reference,
+    blobs: &[(Digest, Option<String>)],
+) -> HashSet<Digest> {
+    let mut out = HashSet::new();
+    if blobs.is_empty() {
+        return out;
+    }
+    let registry = reference.registry().to_string();
+    let repository = reference.repository().to_string();
+    let Ok(creds) = DockerConfig::load_default().and_then(|c| c.credentials(&registry)) else {
+        return out;
+    };
+    let Ok(timeouts) = config.timeouts() else {
+        return out;
+    };
+    let bases = candidates(config, &registry, false);
+    // The push's own scope, so one token serves both, and the mount
+    // sources'.
+    let mut scopes = vec![format!("repository:{repository}:pull,push")];
+    let mut froms: Vec<&String> = blobs.iter().filter_map(|(_, f)| f.as_ref()).collect();
+    froms.sort();
+    froms.dedup();
+    scopes.extend(froms.iter().map(|r| format!("repository:{r}:pull")));
+    let Ok(ep) =
+        Endpoint::connect_with(&registry, &repository, &bases, creds, scopes, timeouts).await
+    else {
+        return out;
+    };
+    for (d, from) in blobs {
+        let url = ep.url(&format!("blobs/{d}"));
+        let head = ep
+            .deadline(|| format!("HEAD {url}"), ep.send(Method::HEAD, &url, |r| r))
+            .await;
+        if head.is_ok_and(|h| h.status().is_success()) {
+            out.insert(d.clone());
+            continue;
+        }
+        let Some(from) = from else { continue };
+        let mount = format!("{}?mount={d}&from={from}", ep.url("blobs/uploads/"));
+        let resp = ep
+            .deadline(
+                || format!("POST {mount}"),
+                ep.send(Method::POST, &mount, |r| {
+                    r.header(header::CONTENT_LENGTH, "0")
+                }),
+            )
+            .await;
+        match resp {
+            Ok(r) if r.status() == StatusCode::CREATED => {
+                out.insert(d.clone());
+            }
+            Ok(r) if r.status() == StatusCode::ACCEPTED => {
+                // Not mounted: the registry opened an upload instead; close
+                // it (best effort: registries expire them anyway).
+                if let Ok(loc) = location_of(&ep, &r, "upload start") {
+                    let _ = ep
+                        .deadline(
+                            || format!("DELETE {loc}"),
+                            ep.send(Method::DELETE, &loc, |r| r),
+                        )
+                        .await;
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
 /// Converts the image's layers for the push, off the async threads
 /// (compression is CPU work), and reports what was compressed or reused.
 async fn convert(
@@ -504,14 +582,6 @@ async fn push_blob(
 ) -> Result<(), RegistryError> {
     let rs = remote.to_string();
     let digest = parse_digest(&desc.digest, remote)?;
-    if !root.blobs().has(&digest) {
-        return Err(RegistryError::InvalidManifest {
-            registry: "local store".into(),
-            reference: rs,
-            detail: format!("blob {digest} is not in the local store"),
-        });
-    }
-    let size = root.blobs().size(&digest)?;
     let head_url = ep.url(&format!("blobs/{}", desc.digest));
     let head = ep
         .deadline(
@@ -520,9 +590,19 @@ async fn push_blob(
         )
         .await?;
     if head.status().is_success() {
+        // A blob the registry has need not be local (a cache export names
+        // compressed blobs it found there, see [`blobs_present`]).
         progress.done(&desc.digest, Outcome::Exists);
         return Ok(());
     }
+    if !root.blobs().has(&digest) {
+        return Err(RegistryError::InvalidManifest {
+            registry: "local store".into(),
+            reference: rs,
+            detail: format!("blob {digest} is not in the local store"),
+        });
+    }
+    let size = root.blobs().size(&digest)?;
 
     // Start an upload, asking for a mount when another repository has it.
     let uploads = ep.url("blobs/uploads/");

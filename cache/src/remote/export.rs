@@ -1,6 +1,7 @@
 //! Writing the build's records to `--cache-to` destinations, and inline
 //! into image configs.
 
+use std::collections::HashSet;
 use std::time::Instant;
 
 use serde_json::{json, Value};
@@ -9,7 +10,8 @@ use super::manifest::{inline_value, write_manifest, INLINE_KEY};
 use super::{
     layout, object, registry, CacheMode, CacheOptions, CacheTo, Error, Event, Imported, LayerRef,
 };
-use super::{mounts, Records, Report, StepInfo};
+use super::{mounts, reuse, Records, Report, StepInfo};
+use crate::compress::Compression;
 use crate::registry::RegistryConfig;
 use crate::{buildcache, Digest, Root};
 
@@ -191,54 +193,131 @@ pub fn export(
             Ok(Records::new())
         };
         let n_mounts = packed.as_ref().map_or(0, |m| m.len());
+        let compression = match to {
+            CacheTo::Registry { compression, .. }
+            | CacheTo::Local { compression, .. }
+            | CacheTo::Object { compression, .. } => *compression,
+            CacheTo::Inline => Compression::None,
+        };
+        let object = match to {
+            CacheTo::Object { cache, .. } => Some(object::Client::new(cache)),
+            _ => None,
+        };
         let done = packed.and_then(|m| {
             records.extend(m);
-            write_manifest(root, records)
+            // Compressed blobs kiln knows for the plain layers: named as
+            // they are, so nothing is compressed again (see `reuse`).
+            let candidates = reuse::candidates(root, &records, compression, solved.imported);
+            let elsewhere: Vec<(Digest, u64)> = candidates
+                .iter()
+                .filter(|c| !c.local)
+                .map(|c| (c.blob.digest.clone(), c.blob.size))
+                .collect();
+            let present: HashSet<Digest> = if elsewhere.is_empty() {
+                HashSet::new()
+            } else {
+                match (to, &object) {
+                    (CacheTo::Registry { reference, .. }, _) => {
+                        // Found there, or mounted from the imported cache's
+                        // repository of the same registry.
+                        let wanted: Vec<(Digest, Option<String>)> = candidates
+                            .iter()
+                            .filter(|c| !c.local)
+                            .map(|c| {
+                                let from = c.source.as_ref().filter(|s| {
+                                    s.registry() == reference.registry()
+                                        && s.repository() != reference.repository()
+                                });
+                                (
+                                    c.blob.digest.clone(),
+                                    from.map(|s| s.repository().to_string()),
+                                )
+                            })
+                            .collect();
+                        rt.block_on(crate::registry::blobs_present(config, reference, &wanted))
+                    }
+                    (CacheTo::Local { dest, .. }, _) => elsewhere
+                        .into_iter()
+                        .filter(|(d, size)| layout::has_blob(dest, d, *size))
+                        .map(|(d, _)| d)
+                        .collect(),
+                    (CacheTo::Object { .. }, Some(Ok(client))) => rt.block_on(async {
+                        let mut out = HashSet::new();
+                        for (d, size) in elsewhere {
+                            if client.has_fresh(&d, size).await {
+                                out.insert(d);
+                            }
+                        }
+                        out
+                    }),
+                    _ => HashSet::new(),
+                }
+            };
+            let reuse = reuse::choose(candidates, &present);
+            let known = reuse.len();
+            let (desc, n_layers) = write_manifest(root, records, &reuse)?;
+            let converted = reuse::convert(root, &desc, compression)?;
+            Ok((converted, known, n_layers))
         });
-        let done = done.and_then(|(desc, n_layers)| match to {
-            CacheTo::Registry {
-                reference,
-                compression,
-                ..
-            } => {
-                let p = rt.block_on(registry::push(root, config, &desc, reference, *compression))?;
-                let (u, e, m) = (p.uploaded, p.existed, p.mounted);
-                report.event(Event::Note(
-                    step.clone(),
-                    format!(
-                        "{n_records} records, {n_layers} layers: {u} blobs uploaded, {e} already there, {m} mounted"
-                    ),
-                ));
-                Ok(json!({"records": n_records, "layers": n_layers, "mounts": n_mounts,
-                          "uploaded": u, "existing": e, "mounted": m}))
+        let done = done.and_then(|(converted, known, n_layers)| {
+            let desc = &converted.descriptor;
+            let (c, r) = (converted.compressed, converted.reused + known);
+            let layers = format!("{n_layers} layers ({c} compressed, {r} reused)");
+            match to {
+                CacheTo::Registry {
+                    reference,
+                    compression,
+                    ..
+                } => {
+                    let p =
+                        rt.block_on(registry::push(root, config, desc, reference, *compression))?;
+                    let (u, e, m) = (p.uploaded, p.existed, p.mounted);
+                    report.event(Event::Note(
+                        step.clone(),
+                        format!(
+                            "{n_records} records, {layers}: {u} blobs uploaded, {e} already there, {m} mounted"
+                        ),
+                    ));
+                    Ok(json!({"records": n_records, "layers": n_layers, "mounts": n_mounts,
+                              "compressed": c, "reused": r,
+                              "uploaded": u, "existing": e, "mounted": m}))
+                }
+                CacheTo::Local { dest, .. } => {
+                    let written = layout::write(root, desc, dest)?;
+                    report.event(Event::Note(
+                        step.clone(),
+                        format!("{n_records} records, {layers}: {written} blobs written"),
+                    ));
+                    Ok(json!({"records": n_records, "layers": n_layers, "mounts": n_mounts,
+                              "compressed": c, "reused": r, "written": written}))
+                }
+                CacheTo::Object { .. } => {
+                    let client = match object {
+                        Some(Ok(client)) => client,
+                        Some(Err(e)) => return Err(e),
+                        None => return Err(Error::Format("no object store client".into())),
+                    };
+                    let p = rt.block_on(client.push(root, desc))?;
+                    let (u, e, t) = (p.uploaded, p.existed, p.touched);
+                    report.event(Event::Note(
+                        step.clone(),
+                        format!(
+                            "{n_records} records, {layers}: {u} blobs uploaded, {e} already there, {t} refreshed"
+                        ),
+                    ));
+                    Ok(json!({"records": n_records, "layers": n_layers, "mounts": n_mounts,
+                              "compressed": c, "reused": r,
+                              "uploaded": u, "existing": e, "touched": t}))
+                }
+                CacheTo::Inline => Ok(Value::Null),
             }
-            CacheTo::Local {
-                dest, compression, ..
-            } => {
-                let written = layout::write(root, &desc, dest, *compression)?;
-                report.event(Event::Note(
-                    step.clone(),
-                    format!("{n_records} records, {n_layers} layers: {written} blobs written"),
-                ));
-                Ok(json!({"records": n_records, "layers": n_layers, "mounts": n_mounts, "written": written}))
-            }
-            CacheTo::Object {
-                cache, compression, ..
-            } => {
-                let client = object::Client::new(cache)?;
-                let p = rt.block_on(client.push(root, &desc, *compression))?;
-                let (u, e, t) = (p.uploaded, p.existed, p.touched);
-                report.event(Event::Note(
-                    step.clone(),
-                    format!(
-                        "{n_records} records, {n_layers} layers: {u} blobs uploaded, {e} already there, {t} refreshed"
-                    ),
-                ));
-                Ok(json!({"records": n_records, "layers": n_layers, "mounts": n_mounts,
-                          "uploaded": u, "existing": e, "touched": t}))
-            }
-            CacheTo::Inline => Ok(Value::Null),
         });
+        if let Some(imp) = solved.imported {
+            // A compressed blob that was not reused (see `reuse`).
+            for w in imp.take_warnings() {
+                report.event(Event::Warning(w));
+            }
+        }
         match done {
             Ok(detail) => report.event(Event::Done {
                 step,

@@ -14,7 +14,7 @@ use super::manifest::Blob;
 use super::{layout, object, registry, CacheFrom, Error, Event, LayerRef, Report, StepInfo};
 use crate::compress::{self, Compression};
 use crate::registry::{RegistryConfig, RemoteSource};
-use crate::{media, Digest, Root};
+use crate::{media, Digest, Reference, Root};
 
 /// Where an imported blob can be fetched.
 enum Source {
@@ -42,7 +42,8 @@ pub struct Imported {
     warnings: Mutex<Vec<String>>,
     /// For fetches outside the solve (export).
     rt: tokio::runtime::Handle,
-    /// (blob digest, diff_id) pairs checked by [`Imported::check_diff_id`].
+    /// (blob digest, diff_id) pairs checked by [`Imported::check_diff_id`],
+    /// by decompressing in [`Imported::materialize`], or by an export.
     verified: Mutex<HashSet<(Digest, Digest)>>,
 }
 
@@ -101,6 +102,9 @@ impl Imported {
                 tokio::task::spawn_blocking(move || decompress_into(&root, &from, &want))
                     .await
                     .map_err(|e| Error::Task(e.to_string()))??;
+                // The store checked the decompressed bytes against the
+                // diff_id: an export may name the compressed blob for it.
+                self.mark_verified(&t.blob.digest, digest);
                 out.push(l.clone());
             } else {
                 out.push(LayerRef {
@@ -159,6 +163,51 @@ impl Imported {
         Ok(())
     }
 
+    /// The compressed blob this import offers for the plain layer
+    /// `diff_id`, when it is compressed as `compression`: a cache export to
+    /// that compression names it instead of compressing the layer again,
+    /// as BuildKit keeps a layer's compressed blob with the layer.
+    pub(crate) fn compressed_blob(
+        &self,
+        diff_id: &Digest,
+        compression: Compression,
+    ) -> Option<Blob> {
+        if compression == Compression::None {
+            return None;
+        }
+        let t = self.blobs.get(diff_id)?;
+        (t.blob.digest != *diff_id
+            && media::layer_compression(&t.blob.media_type) == Some(compression))
+        .then(|| t.blob.clone())
+    }
+
+    /// The registry reference whose cache offers the layer `diff_id`, when
+    /// it came from a registry: an export to another repository of the same
+    /// registry can mount the blob from there.
+    pub(crate) fn registry_source(&self, diff_id: &Digest) -> Option<&Reference> {
+        match self.sources.get(self.blobs.get(diff_id)?.source)? {
+            Source::Registry(src) => Some(src.reference()),
+            _ => None,
+        }
+    }
+
+    /// Whether the blob `digest` was checked in this build to decompress
+    /// to `diff_id`.
+    pub(crate) fn is_verified(&self, digest: &Digest, diff_id: &Digest) -> bool {
+        self.verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&(digest.clone(), diff_id.clone()))
+    }
+
+    /// Notes that the blob `digest` decompresses to `diff_id`.
+    pub(crate) fn mark_verified(&self, digest: &Digest, diff_id: &Digest) {
+        self.verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((digest.clone(), diff_id.clone()));
+    }
+
     async fn fetch(&self, t: &Transfer) -> Result<(), Error> {
         let b = &t.blob;
         if self.root.blobs().has(&b.digest) {
@@ -196,7 +245,7 @@ impl Imported {
 }
 
 /// The diff_id of a stored layer blob: the sha256 of its uncompressed tar.
-fn diff_id_of(root: &Root, digest: &Digest, media_type: &str) -> Result<Digest, Error> {
+pub(crate) fn diff_id_of(root: &Root, digest: &Digest, media_type: &str) -> Result<Digest, Error> {
     use sha2::Digest as _;
     let f = root.blobs().open(digest)?;
     let mut reader = decompressed(std::io::BufReader::new(f), media_type)?;

@@ -10,7 +10,6 @@ use serde_json::{json, Value};
 
 use super::manifest::{config_desc, read_records, Layers};
 use super::{Error, Records};
-use crate::compress::{self, Compression, Conversion};
 use crate::{media, Digest, Root};
 
 /// BuildKit's local cache names its manifest so in `index.json`.
@@ -54,20 +53,19 @@ pub(crate) fn read(dir: &Path) -> Result<(Records, Layers), Error> {
     read_records(&doc, &mt, &config)
 }
 
-/// Writes the cache as an OCI layout in `dest`: blobs first (each renamed
-/// into place when complete), then `index.json` replaced atomically, so a
-/// crash leaves either the old index or the new one, never half of one.
-/// Returns how many blobs were written (those already there are kept).
-pub(crate) fn write(
-    root: &Root,
-    desc: &Descriptor,
-    dest: &Path,
-    compression: Compression,
-) -> Result<usize, Error> {
-    let converted = compress::convert(root, desc, &Conversion::to(compression))
-        .map_err(|e| Error::from(e).context("compressing the cache's layers"))?;
-    let top = converted.descriptor;
-    let md: Digest = top.digest().to_string().parse()?;
+/// Whether the layout in `dir` holds the blob `d` of `size` bytes.
+pub(crate) fn has_blob(dir: &Path, d: &Digest, size: u64) -> bool {
+    fs::metadata(blob_path(dir, d)).is_ok_and(|m| m.is_file() && m.len() == size)
+}
+
+/// Writes the cache manifest `desc` (its layers compressed as they travel)
+/// as an OCI layout in `dest`: blobs first (each renamed into place when
+/// complete), then `index.json` replaced atomically, so a crash leaves
+/// either the old index or the new one, never half of one. Returns how many
+/// blobs were written (those already there are kept; a blob the layout has
+/// need not be in the local store).
+pub(crate) fn write(root: &Root, desc: &Descriptor, dest: &Path) -> Result<usize, Error> {
+    let md: Digest = desc.digest().to_string().parse()?;
     let manifest_bytes = root.blobs().read(&md)?;
     let doc: Value =
         serde_json::from_slice(&manifest_bytes).map_err(|e| Error::Format(e.to_string()))?;
@@ -87,6 +85,10 @@ pub(crate) fn write(
     let mut written = 0;
     for d in &wanted {
         let path = blob_path(dest, d);
+        if !root.blobs().has(d) && path.is_file() {
+            // Named because the layout has it (see `reuse`).
+            continue;
+        }
         let size = root.blobs().size(d)?;
         if fs::metadata(&path).is_ok_and(|m| m.len() == size) {
             continue;

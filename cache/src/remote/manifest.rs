@@ -7,6 +7,7 @@ use oci_spec::image::Descriptor;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::reuse::Reuse;
 use super::{Error, LayerRef, Records};
 use crate::layer::oci_layer_type;
 use crate::{media, Digest, Root};
@@ -166,15 +167,24 @@ pub(crate) fn config_desc(doc: &Value) -> Result<(Digest, u64, String), Error> {
 }
 
 /// Writes the cache manifest for `records` into the store: config, then
-/// manifest (layers: each distinct blob once, as stored). Returns its
-/// descriptor and how many layers it names.
-pub(crate) fn write_manifest(root: &Root, records: Records) -> Result<(Descriptor, usize), Error> {
+/// manifest (layers: each distinct blob once, as stored, or the compressed
+/// blob `reuse` names for a plain layer; the records keep the plain
+/// layer). Returns its descriptor and how many layers it names.
+pub(crate) fn write_manifest(
+    root: &Root,
+    records: Records,
+    reuse: &Reuse,
+) -> Result<(Descriptor, usize), Error> {
     let mut seen = HashSet::new();
     let mut layers = Vec::new();
     let mut diff_ids = Vec::new();
     for l in records.values().flatten() {
         if seen.insert(l.diff_id.clone()) {
             diff_ids.push(l.diff_id.clone());
+            if let Some(b) = reuse.get(&l.diff_id).filter(|_| l.digest == l.diff_id) {
+                layers.push(json!({"mediaType": b.media_type, "digest": b.digest, "size": b.size}));
+                continue;
+            }
             let mt = match l.media_type.as_str() {
                 media::DOCKER_LAYER_GZIP | media::DOCKER_LAYER => oci_layer_type(&l.media_type),
                 other => other,

@@ -24,7 +24,11 @@
 //! the records of the steps the final image's layers came from (those
 //! whose layers are a prefix of the result's), `mode=max` every record of
 //! the solve; a step the build used without looking it up (below an
-//! imported hit) exports its imported record, its blobs fetched then.
+//! imported hit) exports its imported record, its blobs fetched then. A
+//! plain layer whose compressed blob kiln already knows (imported with the
+//! cache, or compressed by an earlier export or push) is sent as that blob,
+//! never compressed again ([`reuse`]), as BuildKit keeps a layer's
+//! compressed blob.
 //!
 //! Object stores (`type=s3`, `azblob`, `gcs`; [`object`]) keep BuildKit's
 //! s3 layout: `manifests/<name>` and `blobs/<digest>` under a prefix.
@@ -43,6 +47,7 @@ mod object;
 mod object_options;
 mod options;
 mod registry;
+mod reuse;
 
 use std::time::Duration;
 

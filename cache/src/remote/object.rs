@@ -24,7 +24,6 @@ use serde_json::Value;
 use super::manifest::{config_desc, read_records, Layers};
 use super::object_options::{ObjectCache, ObjectKind, Secret};
 use super::{Error, Records};
-use crate::compress::{self, Compression, Conversion};
 use crate::{Digest, Root};
 
 /// A connection to an object-store cache, with the credentials it must
@@ -267,24 +266,33 @@ impl Client {
         Ok(())
     }
 
-    /// Uploads the cache manifest `desc` (converted to `compression`):
-    /// each blob the store lacks (HEAD first; one older than
+    /// Whether the bucket holds the blob `d` of `size` bytes, fresh enough
+    /// that a push would not write it again (see [`Client::push`]): a cache
+    /// export may then name it without having it locally.
+    pub(crate) async fn has_fresh(&self, d: &Digest, size: u64) -> bool {
+        let key = self.cache.blob_key(d);
+        match self.store.head(&ObjPath::from(key.as_str())).await {
+            Ok(meta) => meta.size == size && self.fresh(&meta),
+            Err(_) => false,
+        }
+    }
+
+    /// Whether an object is younger than `touch_refresh`.
+    fn fresh(&self, meta: &object_store::ObjectMeta) -> bool {
+        let age = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|n| n.as_secs() as i64)
+            .unwrap_or(0)
+            - meta.last_modified.timestamp();
+        age < 0 || (age as u64) < self.cache.touch_refresh.as_secs()
+    }
+
+    /// Uploads the cache manifest `desc` (its layers compressed as they
+    /// travel): each blob the bucket lacks (HEAD first; one older than
     /// `touch_refresh` is written again so expiry rules keep it), then the
-    /// manifest under every name.
-    pub(crate) async fn push(
-        &self,
-        root: &Root,
-        desc: &Descriptor,
-        compression: Compression,
-    ) -> Result<Pushed, Error> {
-        let (root2, desc2) = (root.clone(), desc.clone());
-        let converted = tokio::task::spawn_blocking(move || {
-            compress::convert(&root2, &desc2, &Conversion::to(compression))
-        })
-        .await
-        .map_err(|e| Error::Task(e.to_string()))?
-        .map_err(|e| Error::from(e).context("compressing the cache's layers"))?;
-        let md: Digest = converted.descriptor.digest().to_string().parse()?;
+    /// manifest under every name. A blob the bucket has need not be local.
+    pub(crate) async fn push(&self, root: &Root, desc: &Descriptor) -> Result<Pushed, Error> {
+        let md: Digest = desc.digest().to_string().parse()?;
         let manifest_bytes = root.blobs().read(&md)?;
         let doc: Value =
             serde_json::from_slice(&manifest_bytes).map_err(|e| Error::Format(e.to_string()))?;
@@ -307,17 +315,23 @@ impl Client {
             .try_for_each_concurrent(self.cache.upload_parallelism, |d| {
                 let (uploaded, existed, touched) = (&uploaded, &existed, &touched);
                 async move {
-                    let size = root.blobs().size(d)?;
                     let key = self.cache.blob_key(d);
                     let path = ObjPath::from(key.as_str());
-                    match self.store.head(&path).await {
+                    let head = self.store.head(&path).await;
+                    if !root.blobs().has(d) {
+                        // Named because the bucket has it (see `reuse`).
+                        return match head {
+                            Ok(_) => {
+                                existed.fetch_add(1, Ordering::Relaxed);
+                                Ok(())
+                            }
+                            Err(e) => Err(self.err(&format!("checking {key}"), e)),
+                        };
+                    }
+                    let size = root.blobs().size(d)?;
+                    match head {
                         Ok(meta) if meta.size == size => {
-                            let age = SystemTime::now()
-                                .duration_since(SystemTime::UNIX_EPOCH)
-                                .map(|n| n.as_secs() as i64)
-                                .unwrap_or(0)
-                                - meta.last_modified.timestamp();
-                            if age < 0 || (age as u64) < self.cache.touch_refresh.as_secs() {
+                            if self.fresh(&meta) {
                                 existed.fetch_add(1, Ordering::Relaxed);
                                 return Ok(());
                             }

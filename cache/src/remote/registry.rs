@@ -84,7 +84,8 @@ pub(crate) struct Pushed {
     pub mounted: usize,
 }
 
-/// Pushes the cache manifest `desc` to `reference`.
+/// Pushes the cache manifest `desc` (its layers compressed as they
+/// travel: the push converts nothing) to `reference`.
 pub(crate) async fn push(
     root: &Root,
     config: &RegistryConfig,
@@ -95,6 +96,7 @@ pub(crate) async fn push(
     let counts = Arc::new(Counts::default());
     let push = PushOptions {
         config: config.clone(),
+        // What `desc` already is: nothing left to convert.
         compression: Conversion::to(compression),
         ..PushOptions::default()
     };
