@@ -375,3 +375,55 @@ fn published_ports_reachable_and_cleaned_up() {
         .expect("wget");
     assert!(!o.status.success(), "nothing listens on 18080 any more");
 }
+
+/// `network ls --filter` as docker's: keys must all hold, values of one key
+/// are alternatives except `label`'s, which must all hold; `dangling` is a
+/// user network no container uses; an unknown key is the daemon's error.
+#[test]
+fn network_ls_filters_as_docker() {
+    let k = netk();
+    k.ok(&[
+        "network", "create", "--label", "team=a", "--label", "tier=web", "appnet",
+    ]);
+    k.ok(&["network", "create", "--label", "team=b", "other"]);
+    k.ok(&["network", "create", "spare"]);
+    k.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "user",
+        "--network",
+        "appnet",
+        BB,
+        "sleep",
+        "600",
+    ]);
+    let names = |filters: &[&str]| {
+        let mut args = vec!["network", "ls", "--format", "{{.Name}}"];
+        for f in filters {
+            args.extend(["--filter", f]);
+        }
+        k.ok(&args)
+            .lines()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert_eq!(names(&["name=app", "name=oth"]), "appnet other");
+    assert_eq!(names(&["label=team"]), "appnet other");
+    assert_eq!(names(&["label=team=a", "label=tier=web"]), "appnet");
+    assert_eq!(names(&["label=team=b", "label=tier=web"]), "");
+    assert_eq!(names(&["label=team", "name=oth"]), "other");
+    assert_eq!(names(&["type=builtin"]), "bridge host none");
+    assert_eq!(names(&["type=custom"]), "appnet other spare");
+    assert_eq!(names(&["dangling=true"]), "other spare");
+    assert_eq!(names(&["driver=null"]), "none");
+    let o = k.run(&["network", "ls", "--filter", "colour=red"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr).trim(),
+        "Error response from daemon: invalid filter 'colour'"
+    );
+    k.ok(&["rm", "-f", "user"]);
+    assert_eq!(names(&["dangling=true"]), "appnet other spare");
+}

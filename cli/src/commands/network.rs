@@ -219,29 +219,47 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
                 crate::template::Format::parse(format.as_deref()).map_err(|e| miette!("{e}"))?;
             let mut items = Vec::new();
             let all = nets.list().map_err(|e| miette!("{e}"))?;
-            let filters = kv(&filter)?;
+            // docker's filter rules: values of one key are alternatives,
+            // except `label`, where every one must hold; keys must all hold.
+            let mut filters: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for (k, v) in filter
+                .iter()
+                .map(|s| s.split_once('=').unwrap_or((s.as_str(), "")))
+            {
+                filters
+                    .entry(k.to_string())
+                    .or_default()
+                    .push(v.to_string());
+            }
             let known = ["name", "id", "driver", "type", "scope", "label", "dangling"];
             if let Some(k) = filters.keys().find(|k| !known.contains(&k.as_str())) {
                 return Ok(daemon_error(format!("invalid filter '{k}'")));
             }
+            let matches = |r: &NetworkRecord, k: &str, v: &str| match k {
+                "name" => r.name.contains(v),
+                "id" => r.id.starts_with(v),
+                "driver" => r.driver == v,
+                "type" => (v == "builtin") == r.is_predefined(),
+                "scope" => v == "local",
+                // `label=KEY` or `label=KEY=VALUE`.
+                "label" => match v.split_once('=') {
+                    Some((lk, lv)) => r.labels.get(lk).is_some_and(|x| x == lv),
+                    None => r.labels.contains_key(v),
+                },
+                // Unused user-defined networks (what prune removes).
+                "dangling" => {
+                    let dangling = !r.is_predefined() && !r.endpoints.keys().any(|c| exists(c));
+                    (v == "true" || v == "1") == dangling
+                }
+                _ => true,
+            };
             let keep = |r: &NetworkRecord| {
-                filters.iter().all(|(k, v)| match k.as_str() {
-                    "name" => r.name.contains(v.as_str()),
-                    "id" => r.id.starts_with(v.as_str()),
-                    "driver" => r.driver == *v,
-                    "type" => (v == "builtin") == r.is_predefined(),
-                    "scope" => v == "local",
-                    // `label=KEY` or `label=KEY=VALUE`.
-                    "label" => match v.split_once('=') {
-                        Some((lk, lv)) => r.labels.get(lk).is_some_and(|x| x == lv),
-                        None => r.labels.contains_key(v.as_str()),
-                    },
-                    // Unused user-defined networks (what prune removes).
-                    "dangling" => {
-                        let dangling = !r.is_predefined() && !r.endpoints.keys().any(|c| exists(c));
-                        (v == "true" || v == "1") == dangling
+                filters.iter().all(|(k, vs)| {
+                    if k == "label" {
+                        vs.iter().all(|v| matches(r, k, v))
+                    } else {
+                        vs.iter().any(|v| matches(r, k, v))
                     }
-                    _ => true,
                 })
             };
             let mut rows = Vec::new();
