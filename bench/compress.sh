@@ -10,7 +10,9 @@
 # and `pigz -6` and `gzip -6` on the same tar for reference. Prints MiB/s
 # of uncompressed input (higher is better) and the CPU seconds each took
 # (on a busy machine wall time shows little of what parallelism gains;
-# CPU time shows what it costs). One run; compare within one run only.
+# CPU time shows what it costs) and the compressed size (the save archive
+# whole, the pushed layer blob, the .gz). One run; compare within one run
+# only. BASE=c73f3c8^ is the code before the parallel compressor.
 #
 # Usage: bench/compress.sh
 #        KILN=... KILN_BEFORE=... SIZE_MIB=256 bench/compress.sh
@@ -130,7 +132,7 @@ EOF
 }
 start_registry
 
-declare -A secs cpu
+declare -A secs cpu size
 timeit() { # timeit NAME cmd...: wall seconds and CPU seconds (user+sys)
   local name=$1; shift
   local r
@@ -156,24 +158,33 @@ for who in before after; do
   # the memo so every run compresses anew.
   rm -rf "$root/compressed"
   timeit "$who-save" env KILN_ROOT="$root" "$bin" save --compression gzip -o "$work/save-$who.tar" big:1
+  size[$who-save]=$(stat -c %s "$work/save-$who.tar")
   rm -rf "$root/compressed" "$work/save-$who.tar"
   timeit "$who-push" env KILN_ROOT="$root" "$bin" push -q big:1 "$reg/$who/big:1"
+  # The pushed layer's size, as its manifest in the registry gives it.
+  size[$who-push]=$(python3 -c '
+import json, sys, urllib.request
+r = urllib.request.Request(sys.argv[1], headers={"Accept": "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json"})
+print(sum(l["size"] for l in json.load(urllib.request.urlopen(r))["layers"]))' "http://$reg/v2/$who/big/manifests/1")
   rm -rf "$root"
 done
-timeit pigz sh -c "pigz -6 -c '$tarfile' >/dev/null"
-timeit gzip sh -c "gzip -6 -c '$tarfile' >/dev/null"
+timeit pigz sh -c "pigz -6 -c '$tarfile' >'$work/out.gz'"
+size[pigz]=$(stat -c %s "$work/out.gz")
+timeit gzip sh -c "gzip -6 -c '$tarfile' >'$work/out.gz'"
+size[gzip]=$(stat -c %s "$work/out.gz")
+rm -f "$work/out.gz"
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 
 args=()
-for k in before-save after-save before-push after-push pigz gzip; do args+=("${secs[$k]}" "${cpu[$k]}"); done
+for k in before-save after-save before-push after-push pigz gzip; do args+=("${secs[$k]}" "${cpu[$k]}" "${size[$k]:-0}"); done
 python3 - "$mib" "$(nproc)" "${args[@]}" <<'EOF'
 import sys
 mib, cores = float(sys.argv[1]), sys.argv[2]
 v = list(map(float, sys.argv[3:]))
 names = ["kiln save before", "kiln save after", "kiln push before", "kiln push after", "pigz -6", "gzip -6"]
 print(f"gzip benchmark: {mib:.0f} MiB layer from /usr, {cores} cores")
-print(f"  {'':18s} {'wall MiB/s':>10s} {'CPU s':>8s} {'MiB per CPU s':>14s}")
+print(f"  {'':18s} {'wall MiB/s':>10s} {'CPU s':>8s} {'MiB per CPU s':>14s} {'out MiB':>8s} {'ratio':>6s}")
 for i, n in enumerate(names):
-    wall, cpu = v[2 * i], v[2 * i + 1]
-    print(f"  {n:18s} {mib / wall:10.1f} {cpu:8.1f} {mib / max(cpu, 1e-9):14.1f}")
+    wall, cpu, out = v[3 * i], v[3 * i + 1], v[3 * i + 2] / 1048576
+    print(f"  {n:18s} {mib / wall:10.1f} {cpu:8.1f} {mib / max(cpu, 1e-9):14.1f} {out:8.1f} {out / mib:6.3f}")
 EOF

@@ -62,6 +62,29 @@ fn volume_commands_as_docker() {
         "labelled\n"
     );
     assert_eq!(k.ok(&["volume", "ls", "-q", "-f", "name=dat"]), "data\n");
+    // Values of one key are alternatives; every label must hold.
+    assert_eq!(
+        k.ok(&["volume", "ls", "-q", "-f", "name=dat", "-f", "name=lab"]),
+        "data\nlabelled\n"
+    );
+    assert_eq!(
+        k.ok(&[
+            "volume",
+            "ls",
+            "-q",
+            "-f",
+            "label=team=a",
+            "-f",
+            "label=tier"
+        ]),
+        ""
+    );
+    assert_eq!(
+        k.ok(&["volume", "ls", "-q", "-f", "label=team", "-f", "name=lab"]),
+        "labelled\n"
+    );
+    let bad = k.run(&["volume", "ls", "-f", "dangling=maybe"]);
+    assert_eq!(bad.status.code(), Some(1));
 
     let inspect: serde_json::Value =
         serde_json::from_str(&k.ok(&["volume", "inspect", "data"])).unwrap();

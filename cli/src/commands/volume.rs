@@ -136,35 +136,40 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
         } => {
             let all = containers()?;
             let mut list = vs.list().map_err(|e| miette!("{e}"))?;
+            // docker's filter rules: values of one key are alternatives,
+            // except `label`, where every one must hold; keys must all hold.
+            let mut filters: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
             for f in &filter {
                 let Some((k, v)) = f.split_once('=') else {
                     eprintln!("bad format of filter (expected name=value)");
                     return Ok(ExitCode::from(1));
                 };
-                let keep = |x: &Volume| -> Option<bool> {
-                    Some(match k {
-                        "dangling" => {
-                            let used = !vs.users(&all, &x.name).is_empty();
-                            match v {
-                                "true" | "1" => !used,
-                                "false" | "0" => used,
-                                _ => return None,
-                            }
-                        }
-                        "name" => x.name.contains(v),
-                        "driver" => x.driver == v,
-                        "label" => has_label(x, v),
-                        _ => return None,
-                    })
+                let valid = match k {
+                    "dangling" => matches!(v, "true" | "1" | "false" | "0"),
+                    "name" | "driver" | "label" => true,
+                    _ => false,
                 };
-                if list.first().is_some_and(|x| keep(x).is_none())
-                    || !matches!(k, "dangling" | "name" | "driver" | "label")
-                {
+                if !valid {
                     eprintln!("Error response from daemon: invalid filter '{f}'");
                     return Ok(ExitCode::from(1));
                 }
-                list.retain(|x| keep(x).unwrap_or(false));
+                filters.entry(k).or_default().push(v);
             }
+            let holds = |x: &Volume, k: &str, v: &str| match k {
+                "dangling" => vs.users(&all, &x.name).is_empty() == matches!(v, "true" | "1"),
+                "name" => x.name.contains(v),
+                "driver" => x.driver == v,
+                _ => has_label(x, v),
+            };
+            list.retain(|x| {
+                filters.iter().all(|(k, vs)| {
+                    if *k == "label" {
+                        vs.iter().all(|v| holds(x, k, v))
+                    } else {
+                        vs.iter().any(|v| holds(x, k, v))
+                    }
+                })
+            });
             let mut out = std::io::stdout().lock();
             if quiet {
                 for v in &list {
