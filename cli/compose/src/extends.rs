@@ -133,7 +133,7 @@ fn relative(s: &str) -> bool {
 }
 
 /// Makes a service's relative paths absolute against `dir`.
-fn rebase(svc: &mut J, dir: &Path) {
+pub(crate) fn rebase(svc: &mut J, dir: &Path) {
     let abs = |s: &str| clean(&dir.join(s)).display().to_string();
     match svc.get_mut("build") {
         Some(J::String(s)) if relative(s) => *s = abs(s),

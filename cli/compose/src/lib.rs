@@ -18,6 +18,7 @@ pub mod dotenv;
 pub mod duration;
 pub mod emit;
 pub mod extends;
+pub mod include;
 pub mod load;
 pub mod merge;
 pub mod model;

@@ -1,6 +1,6 @@
 //! From flags and files to one resolved project, in compose-go's order:
 //! find the files, read the environment (`.env`, `--env-file`), then per
-//! file parse → interpolate → validate → `extends`; merge the files in
+//! file parse → interpolate → validate → `extends` → `include`; merge the files in
 //! order; drop redefinitions; pick the project name; apply profiles;
 //! normalise to the long syntax with defaults.
 
@@ -218,13 +218,21 @@ pub fn load(opts: &LoadOptions) -> Result<Project, Error> {
     let mut merged: Option<J> = None;
     for f in &files {
         let model = load_file(f, &environment, opts.interpolate, &mut warnings)?;
-        let model = crate::extends::apply(
+        let mut model = crate::extends::apply(
             model,
             f,
             &working_dir,
             &environment,
             opts.interpolate,
             &mut warnings,
+        )?;
+        crate::include::apply(
+            &mut model,
+            &working_dir,
+            &environment,
+            opts.interpolate,
+            &mut warnings,
+            &mut vec![f.clone()],
         )?;
         merged = Some(match merged {
             None => model,

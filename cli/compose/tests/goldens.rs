@@ -56,8 +56,13 @@ fn check(dir: &Path) -> Result<(), String> {
             Err(e) => e.to_string(),
         };
         let want = fix(err.trim_end());
-        // kiln says what docker says, then where (file:line).
-        let first = got.lines().next().unwrap_or_default();
+        // kiln says what docker says (one line or several), then where
+        // (file:line).
+        let first = got
+            .lines()
+            .take(want.lines().count().max(1))
+            .collect::<Vec<_>>()
+            .join("\n");
         // yaml-rust2 words YAML syntax errors its own way (known
         // difference): only the `yaml: line` form is compared.
         let syntax = want.starts_with("yaml: line ") && first.starts_with("yaml: line ");
