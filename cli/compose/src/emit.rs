@@ -174,6 +174,7 @@ fn order(path: &[&str]) -> Option<&'static [&'static str]> {
     const TMPFS: &[&str] = &["size", "mode"];
     const FILE_REF: &[&str] = &["source", "target", "uid", "gid", "mode"];
     const DEPENDS: &[&str] = &["condition", "restart", "required"];
+    const DEVICE: &[&str] = &["source", "target", "permissions"];
     const SVC_NET: &[&str] = &[
         "aliases",
         "driver_opts",
@@ -251,6 +252,7 @@ fn order(path: &[&str]) -> Option<&'static [&'static str]> {
         ["services", _, "volumes", _, "tmpfs"] => TMPFS,
         ["services", _, "secrets" | "configs", _] => FILE_REF,
         ["services", _, "depends_on", _] => DEPENDS,
+        ["services", _, "devices", _] => DEVICE,
         ["services", _, "networks", _] => SVC_NET,
         ["services", _, "deploy"] => DEPLOY,
         ["services", _, "deploy", "resources"] => RESOURCES,

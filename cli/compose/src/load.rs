@@ -323,6 +323,7 @@ pub fn load(opts: &LoadOptions) -> Result<Project, Error> {
     }
 
     normalize(&mut model, &name, &working_dir, &environment)?;
+    unique_container_names(&model)?;
     if let Some(obj) = model.as_object_mut() {
         obj.insert("name".into(), J::String(name.clone()));
     }
@@ -393,6 +394,29 @@ fn cast_path(path: &[String]) -> bool {
             ]
             | ["volumes" | "secrets" | "configs", _, "external"]
     )
+}
+
+/// A service with `container_name` runs one container: more replicas
+/// would need the same name twice (compose-go's consistency check).
+fn unique_container_names(model: &J) -> Result<(), Error> {
+    let services = model.get("services").and_then(J::as_object);
+    for (name, svc) in services.into_iter().flatten() {
+        if svc.get("container_name").is_none() {
+            continue;
+        }
+        for (key, pointer) in [("scale", "/scale"), ("deploy.replicas", "/deploy/replicas")] {
+            if svc
+                .pointer(pointer)
+                .and_then(J::as_u64)
+                .is_some_and(|n| n > 1)
+            {
+                return Err(Error::Invalid(format!(
+                    "services.{key}: can't set container_name and {name} as container name must be unique: invalid compose project"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Reads, parses, interpolates and validates one file.

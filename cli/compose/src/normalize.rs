@@ -457,6 +457,25 @@ fn service(
         }
         _ => {}
     }
+    implicit_dependencies(m);
+    if let Some(J::Array(devs)) = m.remove("devices") {
+        m.insert(
+            "devices".into(),
+            J::Array(devs.into_iter().map(device).collect()),
+        );
+    }
+    // compose leaves these out when false (Go's omitempty).
+    for k in [
+        "privileged",
+        "read_only",
+        "tty",
+        "stdin_open",
+        "oom_kill_disable",
+    ] {
+        if m.get(k) == Some(&J::Bool(false)) {
+            m.remove(k);
+        }
+    }
     match m.remove("networks") {
         Some(J::Array(a)) => {
             let n: Map<String, J> = a.iter().map(|x| (display(x), J::Null)).collect();
@@ -523,6 +542,82 @@ fn service(
         }
     }
     Ok(())
+}
+
+/// The services a service needs without naming them in `depends_on`: a
+/// link, `network_mode`, `ipc` or `pid` of `service:X` (restarted with
+/// it), a `volumes_from` of a service; added as compose-go adds them.
+fn implicit_dependencies(m: &mut Map<String, J>) {
+    let mut deps: Vec<(String, bool)> = Vec::new();
+    let mut add = |name: &str, restart: bool| match deps.iter_mut().find(|(n, _)| n == name) {
+        Some(d) => d.1 |= restart,
+        None => deps.push((name.to_string(), restart)),
+    };
+    for k in ["network_mode", "ipc", "pid"] {
+        if let Some(other) = m
+            .get(k)
+            .and_then(J::as_str)
+            .and_then(|v| v.strip_prefix("service:"))
+        {
+            add(other, true);
+        }
+    }
+    for l in m.get("links").and_then(J::as_array).into_iter().flatten() {
+        let l = display(l);
+        add(l.split(':').next().unwrap_or_default(), true);
+    }
+    for v in m
+        .get("volumes_from")
+        .and_then(J::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let v = display(v);
+        if !v.starts_with("container:") {
+            add(v.split(':').next().unwrap_or_default(), false);
+        }
+    }
+    if deps.is_empty() {
+        return;
+    }
+    let d = m
+        .entry("depends_on")
+        .or_insert_with(|| J::Object(Map::new()));
+    let Some(d) = d.as_object_mut() else {
+        return;
+    };
+    for (name, restart) in deps {
+        if name.is_empty() || d.contains_key(&name) {
+            continue;
+        }
+        let mut o = Map::new();
+        o.insert("condition".into(), s("service_started"));
+        if restart {
+            o.insert("restart".into(), J::Bool(true));
+        }
+        o.insert("required".into(), J::Bool(true));
+        d.insert(name, J::Object(o));
+    }
+}
+
+/// A device in compose's long form: `SRC[:DST[:PERMS]]` split on colons
+/// as compose-go splits it (a second field is always the target).
+fn device(v: J) -> J {
+    let J::String(spec) = v else {
+        return v;
+    };
+    let mut parts = spec.splitn(3, ':');
+    let source = parts.next().unwrap_or_default().to_string();
+    let target = parts
+        .next()
+        .map(String::from)
+        .unwrap_or_else(|| source.clone());
+    let permissions = parts.next().unwrap_or("rwm").to_string();
+    let mut o = Map::new();
+    o.insert("source".into(), s(&source));
+    o.insert("target".into(), s(&target));
+    o.insert("permissions".into(), s(&permissions));
+    J::Object(o)
 }
 
 /// docker's `units.RAMInBytes` (`256M`, `1g`, `512k`, plain bytes), printed

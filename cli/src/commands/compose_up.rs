@@ -127,6 +127,71 @@ pub fn image_of(p: &Project, name: &str, svc: &J) -> String {
         .unwrap_or_else(|| format!("{}-{name}", p.name))
 }
 
+/// The name of container `number` of a service: its `container_name`, else
+/// compose's `project-service-N`.
+pub fn container_name(p: &Project, name: &str, svc: &J, number: u32) -> String {
+    match svc.get("container_name").and_then(J::as_str) {
+        Some(n) => n.to_string(),
+        None => format!("{}-{name}-{number}", p.name),
+    }
+}
+
+/// The container a `service:X` reference (network_mode, ipc, pid) or a
+/// link or `volumes_from` names: X's first container.
+fn service_container(p: &Project, other: &str) -> String {
+    let svc = p
+        .model
+        .get("services")
+        .and_then(|s| s.get(other))
+        .cloned()
+        .unwrap_or(J::Null);
+    container_name(p, other, &svc, 1)
+}
+
+/// Service keys `kiln compose` does not carry out; `up` warns about each
+/// one a service sets instead of dropping it unsaid.
+const NOT_RUN: &[&str] = &[
+    "annotations",
+    "attach",
+    "blkio_config",
+    "cgroup",
+    "cgroup_parent",
+    "cpu_count",
+    "cpu_percent",
+    "cpu_period",
+    "cpu_quota",
+    "cpu_rt_period",
+    "cpu_rt_runtime",
+    "cpuset",
+    "credential_spec",
+    "develop",
+    "device_cgroup_rules",
+    "domainname",
+    "external_links",
+    "gpus",
+    "group_add",
+    "isolation",
+    "logging",
+    "mac_address",
+    "mem_reservation",
+    "mem_swappiness",
+    "models",
+    "oom_kill_disable",
+    "oom_score_adj",
+    "platform",
+    "post_start",
+    "pre_stop",
+    "provider",
+    "runtime",
+    "shm_size",
+    "storage_opt",
+    "sysctls",
+    "use_api_socket",
+    "userns_mode",
+    "uts",
+    "volume_driver",
+];
+
 /// The services a service depends on, with their conditions.
 fn depends_on(svc: &J) -> Vec<(String, String, bool)> {
     svc.get("depends_on")
@@ -432,6 +497,110 @@ pub fn plan(
     for d in strs(svc.get("dns")) {
         push(&mut a, "--dns", d);
     }
+    for d in strs(svc.get("dns_search")) {
+        push(&mut a, "--dns-search", d);
+    }
+    for d in strs(svc.get("dns_opt")) {
+        push(&mut a, "--dns-option", d);
+    }
+    for (flag, key) in [
+        ("--cap-add", "cap_add"),
+        ("--cap-drop", "cap_drop"),
+        ("--security-opt", "security_opt"),
+        ("--expose", "expose"),
+        ("--tmpfs", "tmpfs"),
+    ] {
+        for v in strs(svc.get(key)) {
+            push(&mut a, flag, v);
+        }
+    }
+    for (flag, key) in [
+        ("--privileged", "privileged"),
+        ("-t", "tty"),
+        ("-i", "stdin_open"),
+    ] {
+        if svc.get(key).and_then(J::as_bool) == Some(true) {
+            a.push(flag.into());
+        }
+    }
+    for (flag, key) in [("--pid", "pid"), ("--ipc", "ipc")] {
+        match svc.get(key).and_then(J::as_str) {
+            Some(v) => match v.strip_prefix("service:") {
+                Some(other) => push(
+                    &mut a,
+                    flag,
+                    format!("container:{}", service_container(p, other)),
+                ),
+                None => push(&mut a, flag, v.to_string()),
+            },
+            None => {}
+        }
+    }
+    if let Some(limits) = svc.get("ulimits").and_then(J::as_object) {
+        for (k, v) in limits {
+            let spec = match v {
+                J::Object(o) => format!(
+                    "{k}={}:{}",
+                    o.get("soft")
+                        .map(kiln_compose::value::display)
+                        .unwrap_or_default(),
+                    o.get("hard")
+                        .map(kiln_compose::value::display)
+                        .unwrap_or_default()
+                ),
+                other => format!("{k}={}", kiln_compose::value::display(other)),
+            };
+            push(&mut a, "--ulimit", spec);
+        }
+    }
+    for d in svc
+        .get("devices")
+        .and_then(J::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let field = |k: &str| d.get(k).and_then(J::as_str).unwrap_or_default().to_string();
+        push(
+            &mut a,
+            "--device",
+            format!(
+                "{}:{}:{}",
+                field("source"),
+                field("target"),
+                field("permissions")
+            ),
+        );
+    }
+    for l in strs(svc.get("links")) {
+        let (other, alias) = l.split_once(':').unwrap_or((&l, &l));
+        push(
+            &mut a,
+            "--link",
+            format!("{}:{alias}", service_container(p, other)),
+        );
+    }
+    for v in strs(svc.get("volumes_from")) {
+        let spec = match v.strip_prefix("container:") {
+            Some(c) => c.to_string(),
+            None => match v.split_once(':') {
+                Some((other, mode)) => format!("{}:{mode}", service_container(p, other)),
+                None => service_container(p, &v),
+            },
+        };
+        push(&mut a, "--volumes-from", spec);
+    }
+    match svc.get("pull_policy").and_then(J::as_str) {
+        Some(pp @ ("always" | "never" | "missing")) => push(&mut a, "--pull", pp.to_string()),
+        Some("if_not_present") => push(&mut a, "--pull", "missing".to_string()),
+        _ => {}
+    }
+    for key in NOT_RUN {
+        if svc.get(*key).is_some_and(|v| !v.is_null()) {
+            warn(format!(
+                "service {name}: `{key}` is not supported by kiln compose; ignored"
+            ));
+        }
+    }
     // Networks: network_mode, else the service's networks, each with the
     // service name as an alias (compose's DNS name for the service).
     let mut more_networks = Vec::new();
@@ -441,7 +610,7 @@ pub fn plan(
             push(
                 &mut a,
                 "--network",
-                format!("container:{}-{other}-1", p.name),
+                format!("container:{}", service_container(p, other)),
             );
         }
         Some(m) => push(&mut a, "--network", m.to_string()),
@@ -631,6 +800,24 @@ pub fn plan(
     });
 
     let mut resources = kiln_worker::container::life::Resources::default();
+    // The service-level keys first, then `deploy.resources.limits` over
+    // them (both are bytes and CPUs after normalisation).
+    let number = |k: &str| svc.get(k).map(kiln_compose::value::display);
+    if let Some(m) = number("mem_limit") {
+        resources.memory = m.parse().unwrap_or(0);
+    }
+    if let Some(m) = number("memswap_limit") {
+        resources.memory_swap = m.parse().unwrap_or(0);
+    }
+    if let Some(c) = number("cpus") {
+        resources.nano_cpus = (c.parse::<f64>().unwrap_or(0.0) * 1e9) as i64;
+    }
+    if let Some(c) = number("cpu_shares") {
+        resources.cpu_shares = c.parse().unwrap_or(0);
+    }
+    if let Some(n) = svc.get("pids_limit").and_then(J::as_i64) {
+        resources.pids_limit = n;
+    }
     if let Some(l) = svc.pointer("/deploy/resources/limits") {
         if let Some(m) = l.get("memory") {
             resources.memory = kiln_compose::value::display(m).parse().unwrap_or(0);
@@ -907,8 +1094,9 @@ pub fn image_id(root: &Root, name: &str) -> Option<String> {
         .map(|f| f.descriptor.digest().to_string())
 }
 
-/// Builds what `up` needs built: with `--build` every service with
-/// `build:` among `order`, else those whose image is missing.
+/// Builds what `up` needs built: with `--build` (or `pull_policy: build`)
+/// every service with `build:` among `order`, else those whose image is
+/// missing.
 fn build_needed(root: &Root, p: &Project, order: &[String], u: &UpArgs) -> Result<()> {
     if u.no_build {
         return Ok(());
@@ -918,7 +1106,12 @@ fn build_needed(root: &Root, p: &Project, order: &[String], u: &UpArgs) -> Resul
         .builds()
         .into_iter()
         .filter(|s| order.contains(&s.service))
-        .filter(|s| u.build || image_id(root, &image_of(p, &s.service, &all[&s.service])).is_none())
+        .filter(|s| {
+            let svc = &all[&s.service];
+            u.build
+                || svc.get("pull_policy").and_then(J::as_str) == Some("build")
+                || image_id(root, &image_of(p, &s.service, svc)).is_none()
+        })
         .collect();
     let b = crate::commands::compose_build::BuildArgs {
         quiet: true,
@@ -976,7 +1169,7 @@ pub fn converge(
             event("Container", &c.name, "Removed");
         }
         for i in 1..=n {
-            let cname = format!("{}-{name}-{i}", p.name);
+            let cname = container_name(p, name, svc, i);
             let current = existing.iter().find(|c| number_of(c) == i);
             if let Some(c) = current {
                 let same = c.labels.get(HASH) == Some(&want_hash)

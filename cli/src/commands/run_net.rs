@@ -64,6 +64,18 @@ pub fn request(
             return Err(format!("{d} is not an ip address"));
         }
     }
+    // docker's checks of `--network container:X` against flags that would
+    // need a network of the container's own.
+    if network.starts_with("container:") {
+        if !expose.is_empty() {
+            return Err(
+                "conflicting options: port exposing and the container type network mode".into(),
+            );
+        }
+        if !link.is_empty() {
+            return Err("conflicting options: container type network can't be used with links. This would result in undefined behavior".into());
+        }
+    }
     let mode = match network {
         "host" => Some(Network::Host),
         "none" => Some(Network::None),
