@@ -178,6 +178,19 @@ fn ulimits_capabilities_privileged_and_shared_namespaces() {
         ]),
         "1024\n2048\n"
     );
+    // --shm-size: /dev/shm's size (docker's 64 MiB without it), in inspect too.
+    let shm = "grep ' /dev/shm ' /proc/mounts | grep -o 'size=[0-9]*k'";
+    assert_eq!(run(&[BB, "sh", "-c", shm]), "size=65536k\n");
+    assert_eq!(
+        run(&["--shm-size", "128m", BB, "sh", "-c", shm]),
+        "size=131072k\n"
+    );
+    k.ok(&["create", "--name", "shm", "--shm-size", "1g", BB, "true"]);
+    assert_eq!(
+        k.ok(&["inspect", "-f", "{{.HostConfig.ShmSize}}", "shm"]),
+        "1073741824\n"
+    );
+    k.ok(&["rm", "shm"]);
     let capeff = |extra: &[&str]| -> u64 {
         let mut a = extra.to_vec();
         a.extend_from_slice(&[BB, "grep", "CapEff", "/proc/self/status"]);

@@ -183,7 +183,6 @@ const NOT_RUN: &[&str] = &[
     "pre_stop",
     "provider",
     "runtime",
-    "shm_size",
     "storage_opt",
     "sysctls",
     "use_api_socket",
@@ -817,6 +816,9 @@ pub fn plan(
     }
     if let Some(n) = svc.get("pids_limit").and_then(J::as_i64) {
         resources.pids_limit = n;
+    }
+    if let Some(b) = number("shm_size") {
+        resources.shm_size = b.parse().unwrap_or(0);
     }
     if let Some(l) = svc.pointer("/deploy/resources/limits") {
         if let Some(m) = l.get("memory") {

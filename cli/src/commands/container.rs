@@ -223,6 +223,9 @@ pub struct LifeFlags {
     /// CPU shares (relative weight, default 1024).
     #[arg(short = 'c', long = "cpu-shares")]
     cpu_shares: Option<i64>,
+    /// Size of /dev/shm (e.g. 256m; default 64m).
+    #[arg(long = "shm-size")]
+    shm_size: Option<String>,
     /// Maximum number of processes (-1: unlimited).
     #[arg(long = "pids-limit", allow_negative_numbers = true)]
     pids_limit: Option<i64>,
@@ -458,6 +461,12 @@ impl LifeFlags {
             r.cpu_shares = sh;
         }
         r.pids_limit = self.pids_limit.unwrap_or(0);
+        if let Some(s) = &self.shm_size {
+            r.shm_size = life::parse_size(s)?;
+            if r.shm_size <= 0 {
+                return Err(LifeError::Other("SHM size must be greater than 0".into()));
+            }
+        }
         Ok(r)
     }
 

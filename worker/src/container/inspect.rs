@@ -195,7 +195,7 @@ pub fn document(c: &Container, log_path: &str) -> Doc {
         "ReadonlyRootfs": c.read_only,
         "SecurityOpt": if s.security_opt.is_empty() { Value::Null } else { json!(s.security_opt) },
         "Tmpfs": if tmpfs.is_empty() { Value::Null } else { Value::Object(tmpfs) },
-        "ShmSize": 67108864,
+        "ShmSize": if r.shm_size > 0 { r.shm_size } else { 67108864 },
         "Runtime": "runc",
         "CpuShares": r.cpu_shares,
         "Memory": r.memory,

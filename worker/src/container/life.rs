@@ -182,6 +182,10 @@ pub struct Resources {
     /// `--cpu-shares`: the relative CPU weight (1024 is the default).
     #[serde(default)]
     pub cpu_shares: i64,
+    /// `--shm-size`: bytes of the container's /dev/shm (0: docker's 64 MiB).
+    /// A mount option, not a cgroup limit.
+    #[serde(default)]
+    pub shm_size: i64,
 }
 
 /// The process's privileges and the namespaces it shares (`--ulimit`,
