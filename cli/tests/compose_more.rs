@@ -618,8 +618,9 @@ services:
     mem_limit: 64m
     pids_limit: 50
     shm_size: 96m
-    sysctls: {net.core.somaxconn: 1024}
-    command: ["sh", "-c", "cat /data/f; ulimit -n; ulimit -Hn; grep ' /scratch ' /proc/mounts | cut -d' ' -f3; chown 1 /scratch || echo no-chown; grep ' /dev/shm ' /proc/mounts | grep -o 'size=[0-9]*k'; exec sleep 300"]
+    sysctls: {kernel.shmmni: 2345}
+    oom_score_adj: 100
+    command: ["sh", "-c", "cat /data/f; ulimit -n; ulimit -Hn; grep ' /scratch ' /proc/mounts | cut -d' ' -f3; chown 1 /scratch || echo no-chown; grep ' /dev/shm ' /proc/mounts | grep -o 'size=[0-9]*k'; cat /proc/sys/kernel/shmmni; exec sleep 300"]
   db:
     image: busybox:1.35
     container_name: rk-database
@@ -638,7 +639,7 @@ services:
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
     assert!(o.status.success(), "{err}");
     assert!(
-        err.contains("service web: `sysctls` is not supported by kiln compose; ignored"),
+        err.contains("service web: `oom_score_adj` is not supported by kiln compose; ignored"),
         "{err}"
     );
     // db (named by container_name) starts before web, which needs it.
@@ -653,13 +654,13 @@ services:
     let mut logs = String::new();
     for _ in 0..50 {
         logs = k.ok(&["logs", "rk-web-1"]);
-        if logs.lines().count() >= 6 {
+        if logs.lines().count() >= 7 {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(
-        logs, "from-db\n1234\n2345\ntmpfs\nno-chown\nsize=98304k\n",
+        logs, "from-db\n1234\n2345\ntmpfs\nno-chown\nsize=98304k\n2345\n",
         "{logs}"
     );
     // volumes_from db:ro: web sees db's volume read-only.

@@ -191,6 +191,50 @@ fn ulimits_capabilities_privileged_and_shared_namespaces() {
         "1073741824\n"
     );
     k.ok(&["rm", "shm"]);
+    // --sysctl: namespaced parameters, set in the container's namespaces
+    // only; the host's stay as they were; others refused as docker does.
+    let host_fwd = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").expect("host");
+    let want = if host_fwd.trim() == "1" { "0" } else { "1" };
+    assert_eq!(
+        run(&[
+            "--sysctl",
+            &format!("net.ipv4.ip_forward={want}"),
+            "--sysctl",
+            "kernel.shmmni=1234",
+            BB,
+            "cat",
+            "/proc/sys/net/ipv4/ip_forward",
+            "/proc/sys/kernel/shmmni"
+        ]),
+        format!("{want}\n1234\n")
+    );
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").expect("host"),
+        host_fwd,
+        "the host's parameter is untouched"
+    );
+    for (flags, words) in [
+        (
+            vec!["--sysctl", "vm.max_map_count=262144"],
+            "sysctl 'vm.max_map_count=262144' is not allowed",
+        ),
+        (
+            vec!["--network", "host", "--sysctl", "net.core.somaxconn=1"],
+            "not allowed in host network namespace",
+        ),
+        (
+            vec!["--ipc", "host", "--sysctl", "kernel.shmmni=1"],
+            "not allowed in the hosts ipc namespace",
+        ),
+    ] {
+        let mut a = vec!["run", "--rm"];
+        a.extend(flags);
+        a.extend([BB, "true"]);
+        let o = k.run(&a);
+        assert_eq!(o.status.code(), Some(125), "{a:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(words), "{a:?}: {err}");
+    }
     let capeff = |extra: &[&str]| -> u64 {
         let mut a = extra.to_vec();
         a.extend_from_slice(&[BB, "grep", "CapEff", "/proc/self/status"]);

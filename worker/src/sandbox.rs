@@ -183,6 +183,11 @@ pub struct SandboxSpec {
     /// Size of /dev/shm in bytes; 64 MiB (docker's) when absent.
     #[serde(default)]
     pub shm_size: Option<u64>,
+    /// `--sysctl KEY=VALUE`: written to /proc/sys in the sandbox's own
+    /// namespaces before /proc/sys turns read-only (the caller allows only
+    /// namespaced keys, as docker does).
+    #[serde(default)]
+    pub sysctls: Vec<(String, String)>,
     /// `cgroup.procs` files the helper writes its pid to before it starts
     /// the step (`--cgroup-parent`: see [`crate::resources::StepCgroup`]).
     #[serde(default)]
@@ -278,6 +283,7 @@ impl SandboxSpec {
             resolv_conf: None,
             hosts_file: None,
             shm_size: None,
+            sysctls: Vec::new(),
             cgroup_procs: Vec::new(),
             seccomp: crate::seccomp::Seccomp::Default,
             privileged: false,
@@ -895,6 +901,12 @@ pub enum Step {
     /// /proc/sys/fs/binfmt_misc and write this rule to its `register` (the
     /// interpreter path is the host's: F opens it before the pivot).
     Binfmt(String),
+    /// Write a value to /proc/sys/KEY (dots as slashes) of the sandbox's
+    /// own /proc, before /proc/sys is made read-only.
+    Sysctl {
+        key: String,
+        value: String,
+    },
     /// Make the rootfs the process's `/` and detach the host's.
     PivotRoot,
     /// Remount `/` read-only (`--read-only`), right after the pivot.
@@ -1062,6 +1074,18 @@ pub fn plan(spec: &SandboxSpec) -> Vec<Step> {
         MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY,
         None,
     ));
+    // Never the host's network parameters (the caller refuses them too).
+    let own_net = spec.network != Network::Host;
+    for (key, value) in spec
+        .sysctls
+        .iter()
+        .filter(|(k, _)| own_net || !k.starts_with("net."))
+    {
+        s.push(Step::Sysctl {
+            key: key.clone(),
+            value: value.clone(),
+        });
+    }
     for p in MASKED_PATHS {
         s.push(Step::MaskPath(p.into()));
     }
@@ -1529,6 +1553,16 @@ fn child(spec: &SandboxSpec, steps: &[Step], errfd: RawFd) -> Result<Never, Star
                     None,
                 )
                 .map_err(|e| format!("read-only /{}: {e}", target.display()))?;
+            }
+            Step::Sysctl { key, value } => {
+                use std::io::Write;
+                let root = rootfd.as_ref().ok_or("rootfs not bound")?.as_raw_fd();
+                let rel = PathBuf::from("proc/sys").join(key.replace('.', "/"));
+                let fd = sys::open_in_root(root, &rel, libc::O_WRONLY)
+                    .map_err(|e| format!("open /{}: {e}", rel.display()))?;
+                std::fs::File::from(fd)
+                    .write_all(value.as_bytes())
+                    .map_err(|e| format!("write /{}: {e}", rel.display()))?;
             }
             Step::SetHostname(h) => {
                 sys::sethostname(h).map_err(|e| format!("sethostname: {e}"))?;

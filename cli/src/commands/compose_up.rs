@@ -184,7 +184,6 @@ const NOT_RUN: &[&str] = &[
     "provider",
     "runtime",
     "storage_opt",
-    "sysctls",
     "use_api_socket",
     "userns_mode",
     "uts",
@@ -533,6 +532,15 @@ pub fn plan(
                 None => push(&mut a, flag, v.to_string()),
             },
             None => {}
+        }
+    }
+    if let Some(sysctls) = svc.get("sysctls").and_then(J::as_object) {
+        for (k, v) in sysctls {
+            push(
+                &mut a,
+                "--sysctl",
+                format!("{k}={}", kiln_compose::value::display(v)),
+            );
         }
     }
     if let Some(limits) = svc.get("ulimits").and_then(J::as_object) {

@@ -223,6 +223,10 @@ pub struct LifeFlags {
     /// CPU shares (relative weight, default 1024).
     #[arg(short = 'c', long = "cpu-shares")]
     cpu_shares: Option<i64>,
+    /// Namespaced kernel parameter KEY=VALUE (net.*, fs.mqueue.*, kernel.shm*,
+    /// kernel.msg*, kernel.sem).
+    #[arg(long = "sysctl")]
+    sysctl: Vec<String>,
     /// Size of /dev/shm (e.g. 256m; default 64m).
     #[arg(long = "shm-size")]
     shm_size: Option<String>,
@@ -488,6 +492,10 @@ impl LifeFlags {
             ..life::Security::default()
         };
         s.caps()?;
+        for kv in &self.sysctl {
+            let (k, v) = check_sysctl(kv).map_err(LifeError::Other)?;
+            s.sysctls.insert(k, v);
+        }
         for u in &self.ulimit {
             s.ulimits.push(parse_ulimit(u)?);
         }
@@ -1046,4 +1054,51 @@ fn prune(force: bool, filters: &[String]) -> Result<ExitCode> {
         crate::units::human_size(reclaimed)
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// docker's check of `--sysctl KEY=VALUE`: only parameters a container's
+/// own namespaces hold (IPC and network) may be set, so none reaches the
+/// host's kernel.
+fn check_sysctl(kv: &str) -> Result<(String, String), String> {
+    const KEYS: &[&str] = &[
+        "kernel.msgmax",
+        "kernel.msgmnb",
+        "kernel.msgmni",
+        "kernel.sem",
+        "kernel.shmall",
+        "kernel.shmmax",
+        "kernel.shmmni",
+        "kernel.shm_rmid_forced",
+    ];
+    let refuse =
+        || format!("invalid argument {kv:?} for \"--sysctl\" flag: sysctl '{kv}' is not allowed");
+    let (k, v) = kv.split_once('=').ok_or_else(refuse)?;
+    let allowed = KEYS.contains(&k) || k.starts_with("net.") || k.starts_with("fs.mqueue.");
+    if !allowed || k.contains("..") || k.contains('/') {
+        return Err(refuse());
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
+#[cfg(test)]
+mod sysctl_tests {
+    use super::check_sysctl;
+
+    #[test]
+    fn namespaced_keys_only() {
+        assert_eq!(
+            check_sysctl("net.core.somaxconn=1024"),
+            Ok(("net.core.somaxconn".into(), "1024".into()))
+        );
+        assert!(check_sysctl("kernel.shmmax=1").is_ok());
+        assert!(check_sysctl("fs.mqueue.msg_max=20").is_ok());
+        for bad in [
+            "vm.max_map_count=262144",
+            "kernel.hostname=x",
+            "net.core.somaxconn",
+            "net/../../x=1",
+        ] {
+            assert!(check_sysctl(bad).is_err(), "{bad}");
+        }
+    }
 }

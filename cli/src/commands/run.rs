@@ -517,6 +517,23 @@ pub(crate) fn run_options(mut a: RunArgs) -> Result<(Root, Store, RunOptions), R
             })
             .collect(),
     };
+    // As runc: a parameter of a namespace the container shares with the
+    // host would change the host.
+    let sec = &opts.life.security;
+    for key in sec.sysctls.keys() {
+        if key.starts_with("net.") && opts.network == kiln_worker::sandbox::Network::Host {
+            return Err(FlagError::Net(format!(
+                "sysctl {key:?} not allowed in host network namespace"
+            ))
+            .into());
+        }
+        if !key.starts_with("net.") && sec.ipc_mode == "host" {
+            return Err(FlagError::Net(format!(
+                "sysctl {key:?} is not allowed in the hosts ipc namespace"
+            ))
+            .into());
+        }
+    }
     Ok((root, store, opts))
 }
 

@@ -196,6 +196,7 @@ pub fn document(c: &Container, log_path: &str) -> Doc {
         "SecurityOpt": if s.security_opt.is_empty() { Value::Null } else { json!(s.security_opt) },
         "Tmpfs": if tmpfs.is_empty() { Value::Null } else { Value::Object(tmpfs) },
         "ShmSize": if r.shm_size > 0 { r.shm_size } else { 67108864 },
+        "Sysctls": if s.sysctls.is_empty() { Value::Null } else { json!(s.sysctls) },
         "Runtime": "runc",
         "CpuShares": r.cpu_shares,
         "Memory": r.memory,

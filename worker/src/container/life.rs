@@ -217,6 +217,9 @@ pub struct Security {
     /// no_new_privs; recorded for `inspect`).
     #[serde(default)]
     pub security_opt: Vec<String>,
+    /// `--sysctl KEY=VALUE`, namespaced keys only (checked by the CLI).
+    #[serde(default)]
+    pub sysctls: std::collections::BTreeMap<String, String>,
 }
 
 impl Security {

@@ -89,6 +89,7 @@ pub(super) fn apply(c: &Container, spec: &mut SandboxSpec) {
         rl.push(*u);
     }
     spec.rlimits = rl;
+    spec.sysctls = s.sysctls.clone().into_iter().collect();
     let shm = c.life.resources.shm_size;
     spec.shm_size = (shm > 0).then_some(shm as u64);
     if !s.cap_add.is_empty() || !s.cap_drop.is_empty() {
