@@ -522,16 +522,12 @@ pub fn plan(
         }
     }
     for (flag, key) in [("--pid", "pid"), ("--ipc", "ipc")] {
-        match svc.get(key).and_then(J::as_str) {
-            Some(v) => match v.strip_prefix("service:") {
-                Some(other) => push(
-                    &mut a,
-                    flag,
-                    format!("container:{}", service_container(p, other)),
-                ),
-                None => push(&mut a, flag, v.to_string()),
-            },
-            None => {}
+        if let Some(v) = svc.get(key).and_then(J::as_str) {
+            let mode = match v.strip_prefix("service:") {
+                Some(other) => format!("container:{}", service_container(p, other)),
+                None => v.to_string(),
+            };
+            push(&mut a, flag, mode);
         }
     }
     if let Some(sysctls) = svc.get("sysctls").and_then(J::as_object) {

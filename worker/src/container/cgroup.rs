@@ -607,6 +607,7 @@ mod tests {
             nano_cpus,
             cpu_shares,
             pids_limit: pids,
+            shm_size: 0,
         }
     }
 
