@@ -200,12 +200,25 @@ services:
   web:
     image: busybox:1.35
     command: ["sh", "-c", "echo ok > /tmp/index.html; exec httpd -f -p 80 -h /tmp"]
+    tty: true
+    stdin_open: true
     ports:
       - "18081:80"
       - "127.0.0.1:18082:81"
 "#,
     );
     k.ok(&["compose", "up", "-d"]);
+    // tty and stdin_open reach the service's container; a one-off below
+    // decides its own terminal (-T: none) without clashing with them.
+    assert_eq!(
+        k.ok(&[
+            "inspect",
+            "-f",
+            "{{.Config.Tty}} {{.Config.OpenStdin}}",
+            "tt-web-1"
+        ]),
+        "true true\n"
+    );
 
     // ps: PORTS as docker compose prints them.
     let ps = k.ok(&["compose", "ps"]);

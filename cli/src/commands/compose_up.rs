@@ -512,11 +512,13 @@ pub fn plan(
             push(&mut a, flag, v);
         }
     }
-    for (flag, key) in [
-        ("--privileged", "privileged"),
-        ("-t", "tty"),
-        ("-i", "stdin_open"),
-    ] {
+    // A one-off (`compose run`) decides its terminal and stdin itself.
+    let terminal: &[(&str, &str)] = if oneoff {
+        &[]
+    } else {
+        &[("-t", "tty"), ("-i", "stdin_open")]
+    };
+    for &(flag, key) in [("--privileged", "privileged")].iter().chain(terminal) {
         if svc.get(key).and_then(J::as_bool) == Some(true) {
             a.push(flag.into());
         }
