@@ -632,8 +632,9 @@ services:
     pids_limit: 50
     shm_size: 96m
     sysctls: {kernel.shmmni: 2345}
+    group_add: [daemon, "4321"]
     oom_score_adj: 100
-    command: ["sh", "-c", "cat /data/f; ulimit -n; ulimit -Hn; grep ' /scratch ' /proc/mounts | cut -d' ' -f3; chown 1 /scratch || echo no-chown; grep ' /dev/shm ' /proc/mounts | grep -o 'size=[0-9]*k'; cat /proc/sys/kernel/shmmni; exec sleep 300"]
+    command: ["sh", "-c", "cat /data/f; ulimit -n; ulimit -Hn; grep ' /scratch ' /proc/mounts | cut -d' ' -f3; chown 1 /scratch || echo no-chown; grep ' /dev/shm ' /proc/mounts | grep -o 'size=[0-9]*k'; cat /proc/sys/kernel/shmmni; id -G; exec sleep 300"]
   db:
     image: busybox:1.35
     container_name: rk-database
@@ -667,13 +668,13 @@ services:
     let mut logs = String::new();
     for _ in 0..50 {
         logs = k.ok(&["logs", "rk-web-1"]);
-        if logs.lines().count() >= 7 {
+        if logs.lines().count() >= 8 {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(
-        logs, "from-db\n1234\n2345\ntmpfs\nno-chown\nsize=98304k\n2345\n",
+        logs, "from-db\n1234\n2345\ntmpfs\nno-chown\nsize=98304k\n2345\n0 1 4321\n",
         "{logs}"
     );
     // volumes_from db:ro: web sees db's volume read-only.

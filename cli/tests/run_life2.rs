@@ -191,6 +191,49 @@ fn ulimits_capabilities_privileged_and_shared_namespaces() {
         "1073741824\n"
     );
     k.ok(&["rm", "shm"]);
+    // --group-add: by gid or by the image's group name, for the container
+    // and its execs; an unknown name fails the start as docker's does.
+    assert_eq!(
+        run(&[
+            "--group-add",
+            "1234",
+            "--group-add",
+            "daemon",
+            BB,
+            "id",
+            "-G"
+        ]),
+        "0 1 1234\n"
+    );
+    let o = k.run(&["run", "--rm", "--group-add", "nosuch", BB, "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(
+        String::from_utf8_lossy(&o.stderr)
+            .contains("Unable to find group nosuch: no matching entries in group file"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    k.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "ga",
+        "--network",
+        "none",
+        "--group-add",
+        "1234",
+        "-u",
+        "nobody",
+        BB,
+        "sleep",
+        "100",
+    ]);
+    assert_eq!(k.ok(&["exec", "ga", "id", "-G"]), "65534 1234\n");
+    assert_eq!(
+        k.ok(&["inspect", "-f", "{{json .HostConfig.GroupAdd}}", "ga"]),
+        "[\"1234\"]\n"
+    );
+    k.ok(&["rm", "-f", "ga"]);
     // --sysctl: namespaced parameters, set in the container's namespaces
     // only; the host's stay as they were; others refused as docker does.
     let host_fwd = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").expect("host");

@@ -188,6 +188,34 @@ pub fn resolve_user(rootfs: &Path, user: &str) -> Result<ExecUser, ExecutorError
     })
 }
 
+impl ExecUser {
+    /// Adds `--group-add`'s groups (names looked up in the rootfs's
+    /// /etc/group, or numbers) to the supplementary groups, as docker does
+    /// for a container's processes and its `exec`s.
+    pub fn add_groups(&mut self, rootfs: &Path, extra: &[String]) -> Result<(), String> {
+        if extra.is_empty() {
+            return Ok(());
+        }
+        let groups = entries(rootfs, "/etc/group");
+        for g in extra {
+            let id = match g.parse::<u32>() {
+                Ok(n) => n,
+                Err(_) => groups
+                    .iter()
+                    .find(|f| f.len() >= 3 && f[0] == *g)
+                    .and_then(|f| f[2].parse().ok())
+                    .ok_or_else(|| {
+                        format!("Unable to find group {g}: no matching entries in group file")
+                    })?,
+            };
+            if !self.groups.contains(&id) {
+                self.groups.push(id);
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The home folder of the first entry of `passwd` with `uid`, else `/`.
 fn home_of(passwd: &[Vec<String>], uid: u32) -> String {
     passwd

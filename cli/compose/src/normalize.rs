@@ -371,11 +371,13 @@ fn service(
             m.insert(k.into(), str_list(v));
         }
     }
-    if let Some(J::Array(e)) = m.remove("expose") {
-        m.insert(
-            "expose".into(),
-            J::Array(e.iter().map(|x| s(&display(x))).collect()),
-        );
+    for k in ["expose", "group_add"] {
+        if let Some(J::Array(e)) = m.remove(k) {
+            m.insert(
+                k.into(),
+                J::Array(e.iter().map(|x| s(&display(x))).collect()),
+            );
+        }
     }
     if let Some(v) = m.remove("extra_hosts") {
         m.insert("extra_hosts".into(), hosts(v));

@@ -169,7 +169,6 @@ const NOT_RUN: &[&str] = &[
     "domainname",
     "external_links",
     "gpus",
-    "group_add",
     "isolation",
     "logging",
     "mac_address",
@@ -506,6 +505,7 @@ pub fn plan(
         ("--cap-drop", "cap_drop"),
         ("--security-opt", "security_opt"),
         ("--expose", "expose"),
+        ("--group-add", "group_add"),
         ("--tmpfs", "tmpfs"),
     ] {
         for v in strs(svc.get(key)) {

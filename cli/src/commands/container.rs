@@ -227,6 +227,9 @@ pub struct LifeFlags {
     /// kernel.msg*, kernel.sem).
     #[arg(long = "sysctl")]
     sysctl: Vec<String>,
+    /// Add a supplementary group (name or gid) to the container's processes.
+    #[arg(long = "group-add")]
+    group_add: Vec<String>,
     /// Size of /dev/shm (e.g. 256m; default 64m).
     #[arg(long = "shm-size")]
     shm_size: Option<String>,
@@ -489,6 +492,7 @@ impl LifeFlags {
                 .map(|c| life::Security::cap_name(c))
                 .collect(),
             ulimit_specs: self.ulimit.clone(),
+            group_add: self.group_add.clone(),
             ..life::Security::default()
         };
         s.caps()?;

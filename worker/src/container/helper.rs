@@ -58,6 +58,9 @@ pub struct ExecSpec {
     /// container's seccomp filter stays (docker's exec).
     #[serde(default)]
     pub privileged_exec: bool,
+    /// The container's `--group-add` groups, which the process gets too.
+    #[serde(default)]
+    pub group_add: Vec<String>,
 }
 
 /// The exit code docker gives a process that failed to start, by kind:
@@ -453,10 +456,13 @@ fn container_init(
         }
         Err(Some(e)) => return format!("mounting the container's rootfs: {e}").into(),
     }
-    let user = match crate::users::resolve_user(&rootfs, &c.user) {
+    let mut user = match crate::users::resolve_user(&rootfs, &c.user) {
         Ok(u) => u,
         Err(e) => return e.to_string().into(),
     };
+    if let Err(e) = user.add_groups(&rootfs, &c.life.security.group_add) {
+        return e.into();
+    }
     let mut spec = SandboxSpec::new(&rootfs, c.command.clone());
     spec.env = c.env.clone();
     if !spec.env.iter().any(|e| e.starts_with("HOSTNAME=")) {
@@ -543,7 +549,8 @@ fn exec_start(
         return Err("the container is not running".into());
     }
     let root_path = PathBuf::from(format!("/proc/{pid}/root"));
-    let user = crate::users::resolve_user(&root_path, &x.user).map_err(|e| e.to_string())?;
+    let mut user = crate::users::resolve_user(&root_path, &x.user).map_err(|e| e.to_string())?;
+    user.add_groups(&root_path, &x.group_add)?;
     let mut names = vec!["ipc", "uts"];
     if x.join_net {
         names.push("net");

@@ -217,6 +217,10 @@ pub struct Security {
     /// no_new_privs; recorded for `inspect`).
     #[serde(default)]
     pub security_opt: Vec<String>,
+    /// `--group-add`: more supplementary groups (names or gids), for the
+    /// container's processes and its execs.
+    #[serde(default)]
+    pub group_add: Vec<String>,
     /// `--sysctl KEY=VALUE`, namespaced keys only (checked by the CLI).
     #[serde(default)]
     pub sysctls: std::collections::BTreeMap<String, String>,

@@ -403,6 +403,7 @@ pub fn exec_spec(c: &Container, opts: ExecOptions) -> Result<ExecSpec, ExecError
         }),
         privileged: c.life.security.privileged,
         privileged_exec: opts.privileged,
+        group_add: c.life.security.group_add.clone(),
     })
 }
 
