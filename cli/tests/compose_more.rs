@@ -646,6 +646,9 @@ services:
     image: busybox:1.35
     expose: ["8080"]
     stop_grace_period: 1s
+    logging:
+      driver: json-file
+      options: {max-size: 10m, max-file: 2}
     command: ["sleep", "300"]
 "#,
     );
@@ -693,6 +696,10 @@ services:
     assert_eq!(hc["CapDrop"], serde_json::json!(["CAP_CHOWN"]), "{hc}");
     let api: serde_json::Value =
         serde_json::from_str(&k.ok(&["inspect", "rk-api-1"])).expect("inspect json");
+    assert_eq!(
+        api[0]["HostConfig"]["LogConfig"],
+        serde_json::json!({"Type": "json-file", "Config": {"max-size": "10m", "max-file": "2"}})
+    );
     assert!(
         api[0]["Config"]["ExposedPorts"].get("8080/tcp").is_some(),
         "{}",

@@ -670,3 +670,75 @@ fn flags_audited_against_docker() {
     );
     k.ok(&["rm", "-f", "a", "b", "c", "said", "labelled"]);
 }
+
+/// `--log-opt max-size/max-file`: the log turns over into `log.1`, `log.2`
+/// and keeps that many files under the size; `logs -f` started at once
+/// reads every line across the turnovers, in order; plain `logs` gives
+/// what the kept files hold, ending with the last line. `--log-driver
+/// none` keeps nothing and `logs` says so; bad drivers and options are
+/// refused with docker's words.
+#[test]
+fn log_options_rotate_and_follow_across_files() {
+    let k = K::new(KILN);
+    let id = detached_sh(
+        &k,
+        "rot",
+        &["--log-opt", "max-size=1k", "--log-opt", "max-file=3"],
+        "i=0; while [ $i -lt 150 ]; do echo line $i; i=$((i+1)); usleep 20000; done",
+    );
+    let mut f = Live::spawn(&k, &["logs", "-f", "rot"], None);
+    let st = f.wait();
+    assert!(st.success(), "{}", f.stderr());
+    let want: Vec<String> = (0..150).map(|i| format!("line {i}")).collect();
+    let followed: Vec<String> = f.stdout().lines().map(str::to_string).collect();
+    assert_eq!(followed, want, "logs -f across the turnovers");
+
+    let dir = k.root.join("containers").join(&id);
+    for name in ["log", "log.1", "log.2"] {
+        let len = std::fs::metadata(dir.join(name)).map_or(0, |m| m.len());
+        assert!(len > 0 && len <= 1024, "{name}: {len} bytes");
+    }
+    assert!(!dir.join("log.3").exists(), "three files in all");
+    let kept: Vec<String> = k.ok(&["logs", "rot"]).lines().map(str::to_string).collect();
+    assert!(kept.len() < 150 && !kept.is_empty(), "{kept:?}");
+    assert_eq!(
+        kept[..],
+        want[150 - kept.len()..],
+        "the newest lines, in order"
+    );
+    assert_eq!(
+        k.ok(&["logs", "--tail", "2", "rot"]),
+        "line 148\nline 149\n"
+    );
+    assert_eq!(
+        k.ok(&["inspect", "-f", "{{json .HostConfig.LogConfig}}", "rot"]),
+        "{\"Config\":{\"max-file\":\"3\",\"max-size\":\"1k\"},\"Type\":\"json-file\"}\n"
+    );
+
+    detached_sh(&k, "quiet", &["--log-driver", "none"], "echo hidden");
+    let o = k.run(&["logs", "quiet"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        err(&o).contains("configured logging driver does not support reading"),
+        "{}",
+        err(&o)
+    );
+    for (flags, words) in [
+        (
+            ["--log-driver", "syslog"],
+            "no log driver named 'syslog' is registered",
+        ),
+        (
+            ["--log-opt", "colour=red"],
+            "unknown log opt 'colour' for json-file log driver",
+        ),
+    ] {
+        let mut a = vec!["run", "--rm"];
+        a.extend(flags);
+        a.extend([BB, "true"]);
+        let o = k.run(&a);
+        assert_eq!(o.status.code(), Some(125), "{a:?}");
+        assert!(err(&o).contains(words), "{a:?}: {}", err(&o));
+    }
+    k.ok(&["rm", "-f", "rot", "quiet"]);
+}

@@ -366,6 +366,14 @@ fn service(
             m.insert(k.into(), J::Object(to_map(v, None, false)));
         }
     }
+    // Log driver options are strings (`max-file: 2` is "2").
+    if let Some(J::Object(o)) = m.get_mut("logging").and_then(|l| l.get_mut("options")) {
+        for v in o.values_mut() {
+            if !v.is_null() && !v.is_string() {
+                *v = s(&display(v));
+            }
+        }
+    }
     for k in ["dns", "dns_search", "tmpfs"] {
         if let Some(v) = m.remove(k) {
             m.insert(k.into(), str_list(v));

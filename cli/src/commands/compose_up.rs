@@ -170,7 +170,6 @@ const NOT_RUN: &[&str] = &[
     "external_links",
     "gpus",
     "isolation",
-    "logging",
     "mac_address",
     "mem_reservation",
     "mem_swappiness",
@@ -598,6 +597,23 @@ pub fn plan(
         Some(pp @ ("always" | "never" | "missing")) => push(&mut a, "--pull", pp.to_string()),
         Some("if_not_present") => push(&mut a, "--pull", "missing".to_string()),
         _ => {}
+    }
+    if let Some(logging) = svc.get("logging") {
+        if let Some(d) = logging.get("driver").and_then(J::as_str) {
+            push(&mut a, "--log-driver", d.to_string());
+        }
+        for (k, v) in logging
+            .get("options")
+            .and_then(J::as_object)
+            .into_iter()
+            .flatten()
+        {
+            push(
+                &mut a,
+                "--log-opt",
+                format!("{k}={}", kiln_compose::value::display(v)),
+            );
+        }
     }
     for key in NOT_RUN {
         if svc.get(*key).is_some_and(|v| !v.is_null()) {

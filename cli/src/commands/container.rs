@@ -272,9 +272,86 @@ pub struct RunMoreFlags {
     /// Read in a line delimited file of labels.
     #[arg(long = "label-file")]
     pub label_file: Vec<std::path::PathBuf>,
+    /// Logging driver: json-file (default), local or none.
+    #[arg(long = "log-driver")]
+    pub log_driver: Option<String>,
+    /// Log driver option (json-file and local: max-size=10m, max-file=3).
+    #[arg(long = "log-opt")]
+    pub log_opt: Vec<String>,
 }
 
 impl RunMoreFlags {
+    /// `--log-driver` and `--log-opt`, checked as docker's json-file and
+    /// local drivers check them.
+    pub fn log_config(&self) -> Result<kiln_worker::container::logs::LogConfig, LifeError> {
+        use kiln_worker::container::logs::{LogConfig, Rotation};
+        let driver = self.log_driver.clone().unwrap_or_default();
+        let known: &[&str] = match driver.as_str() {
+            "" | "json-file" => &[
+                "max-size",
+                "max-file",
+                "compress",
+                "labels",
+                "labels-regex",
+                "env",
+                "env-regex",
+                "tag",
+            ],
+            "local" => &["max-size", "max-file", "compress"],
+            "none" => &[],
+            other => {
+                return Err(LifeError::Other(format!(
+                "failed to create container: logger: no log driver named '{other}' is registered"
+            )))
+            }
+        };
+        let shown = if driver.is_empty() {
+            "json-file"
+        } else {
+            driver.as_str()
+        };
+        let mut opts = std::collections::BTreeMap::new();
+        for o in &self.log_opt {
+            let (k, v) = o
+                .split_once('=')
+                .ok_or_else(|| LifeError::Other(format!("invalid key value pair format: {o}")))?;
+            if !known.contains(&k) {
+                return Err(LifeError::Other(format!(
+                    "unknown log opt '{k}' for {shown} log driver"
+                )));
+            }
+            opts.insert(k.to_string(), v.to_string());
+        }
+        let (mut max_size, mut max_files) = if driver == "local" {
+            (20 << 20, 5)
+        } else {
+            (0, 1)
+        };
+        if let Some(v) = opts.get("max-size") {
+            max_size = life::parse_size(v)?;
+        }
+        if let Some(v) = opts.get("max-file") {
+            max_files = v
+                .parse::<i64>()
+                .ok()
+                .filter(|n| *n >= 1)
+                .ok_or_else(|| LifeError::Other("max-file cannot be less than 1".into()))?;
+            if max_size <= 0 && max_files > 1 {
+                return Err(LifeError::Other(
+                    "max-file can only be set when max-size is also set".into(),
+                ));
+            }
+        }
+        Ok(LogConfig {
+            driver,
+            opts,
+            rotation: (max_size > 0).then_some(Rotation {
+                max_size: max_size as u64,
+                max_files: max_files as u32,
+            }),
+        })
+    }
+
     /// The `--label-file` lines (blank lines and `#` comments skipped),
     /// then `labels` (`--label`, which win).
     pub fn labels(&self, labels: &[String]) -> Result<Vec<String>, LifeError> {

@@ -507,6 +507,7 @@ pub(crate) fn run_options(mut a: RunArgs) -> Result<(Root, Store, RunOptions), R
         life: a.life.options()?,
         pull: container::run::PullPolicy::parse(&a.life_more.pull)
             .map_err(kiln_worker::container::life::LifeError::Other)?,
+        log_config: a.life_more.log_config()?,
         labels: a
             .life_more
             .labels(&a.label)?
@@ -828,6 +829,10 @@ fn logs(
 ) -> Result<ExitCode> {
     let (_root, store) = open_store()?;
     let c = find(&store, key)?;
+    if !c.log_config.keeps_log() {
+        eprintln!("Error response from daemon: configured logging driver does not support reading");
+        return Ok(ExitCode::from(1));
+    }
     let tail = if tail == "all" {
         None
     } else {

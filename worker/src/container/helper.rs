@@ -3,7 +3,7 @@
 //! process), pumps its output to the log, forwards signals and records how
 //! it ended.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
@@ -287,8 +287,11 @@ fn run_attempt(
             let _ = sys::dup2(null.as_raw_fd(), 1);
         }
     }
-    let log_path = dir.join("log");
-    let log = OpenOptions::new().create(true).append(true).open(&log_path);
+    let log = if c.log_config.keeps_log() {
+        super::logs::LogFile::open(&dir.join("log"), c.log_config.rotation)
+    } else {
+        Err(std::io::Error::other("--log-driver none"))
+    };
     let clients = if tty.active() {
         drop((out, err));
         tty.serve(log.ok())

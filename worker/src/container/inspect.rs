@@ -197,6 +197,7 @@ pub fn document(c: &Container, log_path: &str) -> Doc {
         "Tmpfs": if tmpfs.is_empty() { Value::Null } else { Value::Object(tmpfs) },
         "ShmSize": if r.shm_size > 0 { r.shm_size } else { 67108864 },
         "Sysctls": if s.sysctls.is_empty() { Value::Null } else { json!(s.sysctls) },
+        "LogConfig": { "Type": c.log_config.driver_name(), "Config": c.log_config.opts },
         "GroupAdd": if s.group_add.is_empty() { Value::Null } else { json!(s.group_add) },
         "Runtime": "runc",
         "CpuShares": r.cpu_shares,

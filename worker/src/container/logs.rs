@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::io::{self, BufRead, Read, Seek, SeekFrom, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -29,6 +29,133 @@ pub const MAX_LOG_RECORD: usize = 16 << 10;
 /// [`MAX_LOG_RECORD`] bytes escaped as JSON is at most six times longer);
 /// longer lines, which kiln never writes, are skipped unread.
 const MAX_LOG_LINE: usize = 8 * MAX_LOG_RECORD;
+
+/// `--log-opt max-size`/`max-file` of the json-file driver: when a record
+/// would take the log past `max_size` bytes, the log is rotated (`log` to
+/// `log.1`, `log.1` to `log.2`, … keeping `max_files` files in all, as
+/// docker's json-file does; with one file it is emptied instead).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Rotation {
+    pub max_size: u64,
+    pub max_files: u32,
+}
+
+/// `--log-driver` and `--log-opt` as the container was made with them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogConfig {
+    /// `json-file` (also when empty), `local` (kept as json-file is, with
+    /// docker's local defaults: 20 MB, 5 files) or `none` (no log).
+    #[serde(default)]
+    pub driver: String,
+    /// The options as given, for `inspect`.
+    #[serde(default)]
+    pub opts: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub rotation: Option<Rotation>,
+}
+
+impl LogConfig {
+    /// The driver's name as `inspect` shows it.
+    pub fn driver_name(&self) -> &str {
+        if self.driver.is_empty() {
+            "json-file"
+        } else {
+            &self.driver
+        }
+    }
+
+    /// Whether the container's output is kept (and `kiln logs` can read it).
+    pub fn keeps_log(&self) -> bool {
+        self.driver != "none"
+    }
+}
+
+/// The container's log as the helper writes it: whole records, rotated
+/// when the container asked for it.
+pub struct LogFile {
+    file: File,
+    path: PathBuf,
+    size: u64,
+    rotation: Option<Rotation>,
+}
+
+impl LogFile {
+    /// Opens (or creates) the log at `path` for appending.
+    pub fn open(path: &Path, rotation: Option<Rotation>) -> io::Result<LogFile> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        let size = file.metadata()?.len();
+        Ok(LogFile {
+            file,
+            path: path.to_path_buf(),
+            size,
+            rotation: rotation.filter(|r| r.max_size > 0),
+        })
+    }
+
+    /// Appends one record (one write on an O_APPEND file: readers see
+    /// whole lines). A write cut short (a full disk) is taken back, so the
+    /// log keeps whole records and the next one does not run into a piece.
+    fn append(&mut self, record: &[u8]) {
+        if let Some(r) = self.rotation {
+            if self.size > 0 && self.size + record.len() as u64 > r.max_size {
+                self.rotate(r);
+            }
+        }
+        if self.file.write_all(record).is_err() {
+            let _ = self.file.set_len(self.size);
+        } else {
+            self.size += record.len() as u64;
+        }
+    }
+
+    fn rotate(&mut self, r: Rotation) {
+        if r.max_files <= 1 {
+            if self.file.set_len(0).is_ok() {
+                self.size = 0;
+            }
+            return;
+        }
+        for n in (1..r.max_files - 1).rev() {
+            let _ = std::fs::rename(rotated(&self.path, n), rotated(&self.path, n + 1));
+        }
+        if std::fs::rename(&self.path, rotated(&self.path, 1)).is_err() {
+            return;
+        }
+        // If the new file cannot be made, writing goes on into the renamed
+        // one rather than losing output.
+        if let Ok(fresh) = Self::open(&self.path, Some(r)) {
+            *self = fresh;
+        }
+    }
+}
+
+/// `log.N`, the Nth newest rotated file of the log at `path`.
+fn rotated(path: &Path, n: u32) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(format!(".{n}"));
+    PathBuf::from(p)
+}
+
+/// The rotated files of the log at `path` that exist, oldest first.
+fn rotated_files(path: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = (1..)
+        .map(|n| rotated(path, n))
+        .take_while(|p| p.is_file())
+        .collect();
+    files.reverse();
+    files
+}
+
+/// Every entry of the rotated files of the log at `path`, oldest first.
+fn for_each_rotated(path: &Path, f: &mut dyn FnMut(LogEntry)) -> Result<()> {
+    for old in rotated_files(path) {
+        for_each_log(&old, 0, None, &mut *f)?;
+    }
+    Ok(())
+}
 
 /// Streams the complete log entries from byte `offset` on (up to byte `end`
 /// when given) to `f`, one at a time, so a log of any size is read in
@@ -92,7 +219,7 @@ pub(super) struct LineBuf {
 }
 
 impl LineBuf {
-    pub(super) fn push(&mut self, mut bytes: &[u8], log: &mut File) {
+    pub(super) fn push(&mut self, mut bytes: &[u8], log: &mut LogFile) {
         while !bytes.is_empty() {
             let room = MAX_LOG_RECORD - self.pending.len();
             let window = &bytes[..bytes.len().min(room)];
@@ -115,7 +242,7 @@ impl LineBuf {
         }
     }
 
-    pub(super) fn flush(&mut self, log: &mut File) {
+    pub(super) fn flush(&mut self, log: &mut LogFile) {
         if !self.pending.is_empty() {
             let line = std::mem::take(&mut self.pending);
             write_entry(log, self.stream, &line);
@@ -143,7 +270,7 @@ fn incomplete_utf8_tail(b: &[u8]) -> usize {
     }
 }
 
-fn write_entry(log: &mut File, stream: &str, bytes: &[u8]) {
+fn write_entry(log: &mut LogFile, stream: &str, bytes: &[u8]) {
     let e = LogEntry {
         time_ns: SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -153,15 +280,7 @@ fn write_entry(log: &mut File, stream: &str, bytes: &[u8]) {
     };
     if let Ok(mut v) = serde_json::to_vec(&e) {
         v.push(b'\n');
-        // One write per entry on an O_APPEND file: readers see whole lines.
-        // A write cut short (a full disk) is taken back, so the log keeps
-        // whole records and the next one does not run into a piece.
-        let before = log.metadata().map(|m| m.len());
-        if log.write_all(&v).is_err() {
-            if let Ok(len) = before {
-                let _ = log.set_len(len);
-            }
-        }
+        log.append(&v);
     }
 }
 
@@ -191,20 +310,38 @@ pub fn follow_log(
     sink: &mut dyn LogSink,
 ) -> Result<()> {
     let path = store.dir_of(id).join("log");
+    // The file being read, by its inode: when the helper rotates the log,
+    // what is left of the old one is read before the new one.
+    let inode = |p: &Path| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(p).ok().map(|m| m.ino())
+    };
+    let mut reading = inode(&path);
     let mut offset = match tail {
-        None => for_each_log(&path, 0, None, |e| sink.entry(&e))?,
+        None => {
+            for_each_rotated(&path, &mut |e| sink.entry(&e))?;
+            for_each_log(&path, 0, None, |e| sink.entry(&e))?
+        }
         Some(n) => {
             // Count first, then print the last n of the entries counted.
             let mut count = 0usize;
+            let old = rotated_files(&path);
+            for p in &old {
+                for_each_log(p, 0, None, |_| count += 1)?;
+            }
             let end = for_each_log(&path, 0, None, |_| count += 1)?;
             let mut skip = count.saturating_sub(n);
-            for_each_log(&path, 0, Some(end), |e| {
+            let mut take = |e: LogEntry| {
                 if skip > 0 {
                     skip -= 1;
                 } else {
                     sink.entry(&e);
                 }
-            })?
+            };
+            for p in &old {
+                for_each_log(p, 0, None, &mut take)?;
+            }
+            for_each_log(&path, 0, Some(end), &mut take)?
         }
     };
     sink.flush();
@@ -223,6 +360,26 @@ pub fn follow_log(
             .is_none_or(|c| c.status != super::Status::Running);
         if state.as_ref().is_some_and(|c| !c.is_alive()) {
             dead_polls += 1;
+        }
+        let now = inode(&path);
+        if now != reading {
+            // Rotated (maybe more than once since the last look): the rest
+            // of the file we were reading, then the newer rotated ones.
+            let olds = rotated_files(&path);
+            if let Some(at) = olds
+                .iter()
+                .position(|p| reading.is_some() && inode(p) == reading)
+            {
+                for_each_log(&olds[at], offset, None, |e| sink.entry(&e))?;
+                for newer in &olds[at + 1..] {
+                    for_each_log(newer, 0, None, |e| sink.entry(&e))?;
+                }
+            }
+            reading = now;
+            offset = 0;
+        } else if std::fs::metadata(&path).is_ok_and(|m| m.len() < offset) {
+            // Emptied (one file kept): start again at its beginning.
+            offset = 0;
         }
         offset = for_each_log(&path, offset, None, |e| sink.entry(&e))?;
         sink.flush();
@@ -243,7 +400,7 @@ mod tests {
     fn log_records_are_split_at_16_kib_and_read_back() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log");
-        let mut log = File::create(&path).unwrap();
+        let mut log = LogFile::open(&path, None).unwrap();
         let mut lines = LineBuf {
             stream: "stdout",
             pending: Vec::new(),
@@ -272,5 +429,57 @@ mod tests {
         let mut n = 0;
         for_each_log(&path, 0, Some(end - 1), |_| n += 1).unwrap();
         assert_eq!(n, entries.len() - 1);
+    }
+
+    /// With max-size and max-file, the log turns over into `log.1`,
+    /// `log.2`… keeping that many files, each under the size; reading the
+    /// rotated files then the log gives the newest entries in order.
+    #[test]
+    fn rotation_keeps_max_files_under_max_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let rotation = Rotation {
+            max_size: 1000,
+            max_files: 3,
+        };
+        let mut log = LogFile::open(&path, Some(rotation)).unwrap();
+        let mut lines = LineBuf {
+            stream: "stdout",
+            pending: Vec::new(),
+        };
+        for i in 0..200 {
+            lines.push(format!("line {i}\n").as_bytes(), &mut log);
+        }
+        for p in [&path, &rotated(&path, 1), &rotated(&path, 2)] {
+            let len = std::fs::metadata(p).unwrap().len();
+            assert!(len > 0 && len <= 1000, "{}: {len}", p.display());
+        }
+        assert!(!rotated(&path, 3).exists(), "three files in all");
+        let mut seen = Vec::new();
+        for_each_rotated(&path, &mut |e| seen.push(e.log)).unwrap();
+        for_each_log(&path, 0, None, |e| seen.push(e.log)).unwrap();
+        assert_eq!(seen.last().map(String::as_str), Some("line 199\n"));
+        let first: usize = seen[0].trim_start_matches("line ").trim().parse().unwrap();
+        let want: Vec<String> = (first..200).map(|i| format!("line {i}\n")).collect();
+        assert_eq!(
+            seen, want,
+            "the newest entries, in order, none lost between files"
+        );
+
+        // One file: emptied instead of rotated.
+        let one = dir.path().join("one");
+        let mut log = LogFile::open(
+            &one,
+            Some(Rotation {
+                max_size: 500,
+                max_files: 1,
+            }),
+        )
+        .unwrap();
+        for i in 0..100 {
+            lines.push(format!("line {i}\n").as_bytes(), &mut log);
+        }
+        assert!(std::fs::metadata(&one).unwrap().len() <= 500);
+        assert!(!rotated(&one, 1).exists());
     }
 }

@@ -209,6 +209,9 @@ pub struct Container {
     /// pause, limits): [`life::LifeState`], its fields flattened here.
     #[serde(default, flatten)]
     pub life: life::LifeState,
+    /// `--log-driver`/`--log-opt`: whether and how its log is kept.
+    #[serde(default)]
+    pub log_config: logs::LogConfig,
     // --- net
     /// Its network namespace when it has one made by the network layer
     /// (bridge networks, `container:X`); None for `--network host|none`.

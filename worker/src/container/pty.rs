@@ -186,7 +186,7 @@ pub fn serve(
     master: OwnedFd,
     listener: Option<&UnixListener>,
     first: Option<UnixStream>,
-    mut log: Option<File>,
+    mut log: Option<super::logs::LogFile>,
 ) -> Vec<UnixStream> {
     let _ = set_nonblocking(&master);
     let mut master = File::from(master);
@@ -440,7 +440,7 @@ impl HelperTty {
     }
 
     /// Serves the terminal until the process side ends ([`serve`]).
-    pub fn serve(&mut self, log: Option<File>) -> Vec<UnixStream> {
+    pub fn serve(&mut self, log: Option<super::logs::LogFile>) -> Vec<UnixStream> {
         let Some(master) = self.master.take() else {
             return Vec::new();
         };

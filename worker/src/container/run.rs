@@ -121,6 +121,8 @@ pub struct RunOptions {
     pub life: super::life::LifeOptions,
     /// `--pull`: when the image is pulled.
     pub pull: PullPolicy,
+    /// `--log-driver`/`--log-opt`.
+    pub log_config: super::logs::LogConfig,
     // --- compose
     /// `--label`: the container's labels.
     pub labels: std::collections::BTreeMap<String, String>,
@@ -273,6 +275,7 @@ pub fn create(
         tty: opts.tty,
         net: None,
         life: opts.life.state(&cfg),
+        log_config: opts.log_config,
         labels: opts.labels,
     };
     let c = store.create(c)?;

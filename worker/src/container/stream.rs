@@ -68,7 +68,7 @@ impl PlainAttach {
         &mut self,
         out: OwnedFd,
         err: OwnedFd,
-        mut log: Option<File>,
+        mut log: Option<super::logs::LogFile>,
         tee: bool,
         tick: &mut dyn FnMut() -> i32,
     ) -> Vec<UnixStream> {
@@ -242,7 +242,7 @@ mod tests {
             .write_all(&Frame::encode(kind::STDIN, b"typed\n"))
             .unwrap();
         let log_path = dir.path().join("log");
-        let log = File::create(&log_path).unwrap();
+        let log = crate::container::logs::LogFile::open(&log_path, None).unwrap();
         let (mut out_w, mut err_w) = (File::from(out_w), File::from(err_w));
         let t = std::thread::spawn(move || {
             std::thread::sleep(std::time::Duration::from_millis(200));
