@@ -952,6 +952,22 @@ fn health_status(c: &Container) -> Option<String> {
 }
 
 /// Waits for `dep`'s containers to meet `condition`.
+/// The container's record once it tells the truth: a process that ended
+/// a moment before its helper recorded the exit is waited for (up to 3 s,
+/// as `kiln wait` does), so the exit code read is the real one.
+fn settled(store: &Store, id: &str) -> Result<Container> {
+    let start = std::time::Instant::now();
+    loop {
+        let c = store.load(id).map_err(|e| miette!("{e}"))?;
+        let unrecorded = c.status == Status::Running && !c.is_alive();
+        if unrecorded && start.elapsed() < Duration::from_secs(3) {
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        }
+        return Ok(c);
+    }
+}
+
 fn wait_condition(store: &Store, p: &Project, dep: &str, condition: &str) -> Result<()> {
     let cs: Vec<Container> = project_containers(store, &p.name, false)?
         .into_iter()
@@ -963,7 +979,7 @@ fn wait_condition(store: &Store, p: &Project, dep: &str, condition: &str) -> Res
         }
         event("Container", &c.name, "Waiting");
         loop {
-            let now = store.load(&c.id).map_err(|e| miette!("{e}"))?;
+            let now = settled(store, &c.id)?;
             let status = now.effective_status();
             match condition {
                 "service_healthy" => {
@@ -1312,7 +1328,7 @@ fn wait_all(
     for c in cs {
         event("Container", &c.name, "Waiting");
         loop {
-            let now = store.load(&c.id).map_err(|e| miette!("{e}"))?;
+            let now = settled(store, &c.id)?;
             let ok = match health_status(&now).as_deref() {
                 Some("healthy") => true,
                 Some("unhealthy") => {

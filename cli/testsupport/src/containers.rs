@@ -64,6 +64,17 @@ impl Ctr {
         out(&o)
     }
 
+    /// `kiln run --rm FLAGS… busybox:1.35 true` must be refused as docker
+    /// refuses it: exit code 125 and `words` in its stderr.
+    pub fn refuses_run(&self, flags: &[&str], words: &str) {
+        let mut a = vec!["run", "--rm"];
+        a.extend_from_slice(flags);
+        a.extend(["busybox:1.35", "true"]);
+        let o = self.run(&a);
+        assert_eq!(o.status.code(), Some(125), "{a:?}: {}", err(&o));
+        assert!(err(&o).contains(words), "{a:?}: {}", err(&o));
+    }
+
     /// `$KILN_ROOT/containers`: a folder per container, named by its ID.
     pub fn containers(&self) -> PathBuf {
         self.root.join("containers")
