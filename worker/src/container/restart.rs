@@ -88,7 +88,9 @@ pub(super) fn supervise(
         sys::set_forward_target(pid);
         let code = super::helper::wait_child(pid).unwrap_or(EXIT_KILN);
         sys::set_forward_target(0);
-        let Ok(c) = store.load(id) else { return code };
+        let Some(c) = load_settled(store, id) else {
+            return code;
+        };
         // A process that could not start is not restarted (docker
         // reports the error instead).
         if c.error.is_some() {
@@ -103,8 +105,8 @@ pub(super) fn supervise(
         let until = Instant::now() + wait;
         while Instant::now() < until {
             std::thread::sleep(Duration::from_millis(50).min(until - Instant::now()));
-            match store.load(id) {
-                Ok(c) if !c.life.manually_stopped => {}
+            match load_settled(store, id) {
+                Some(c) if !c.life.manually_stopped => {}
                 _ => return code,
             }
         }
@@ -120,6 +122,21 @@ pub(super) fn supervise(
             return code;
         }
     }
+}
+
+/// The container's record; a read that fails while the container's folder
+/// is still there (a record being replaced, a busy lock) is tried again
+/// for a while rather than taken as the container's removal, which would
+/// end the supervision for good.
+fn load_settled(store: &Store, id: &str) -> Option<super::Container> {
+    for _ in 0..40 {
+        match store.load(id) {
+            Ok(c) => return Some(c),
+            Err(_) if !store.dir_of(id).exists() => return None,
+            Err(_) => std::thread::sleep(Duration::from_millis(25)),
+        }
+    }
+    None
 }
 
 #[cfg(test)]
